@@ -1,0 +1,41 @@
+/**
+ * Errors a user can cause. Each carries a message that names the thing at fault and what to do;
+ * the CLI prints `message` alone (no stack) and exits non-zero.
+ */
+export class KvpackError extends Error {
+  override readonly name: string = 'KvpackError';
+  constructor(message: string) {
+    super(message);
+  }
+}
+
+/** A model, tokenizer or data file that cannot be read as what it claims to be. */
+export class ModelFormatError extends KvpackError {
+  override readonly name = 'ModelFormatError';
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** A well-formed model whose architecture or tensor type kvpack does not run. */
+export class UnsupportedModelError extends KvpackError {
+  override readonly name = 'UnsupportedModelError';
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** A bad command-line argument, option or cache spec. */
+export class UsageError extends KvpackError {
+  override readonly name = 'UsageError';
+}
+
+/** A request that does not fit: more tokens than the context allows, and so on. */
+export class LimitError extends KvpackError {
+  override readonly name = 'LimitError';
+}
+
+/** A download that failed (network, HTTP status, size mismatch). */
+export class DownloadError extends KvpackError {
+  override readonly name = 'DownloadError';
+}

@@ -1,0 +1,74 @@
+const PAGE = 65536;
+const ALIGN = 64;
+
+/**
+ * Allocator over one WebAssembly.Memory (shared with worker threads when threaded).
+ * Allocations are 64-byte aligned and zeroed; freed blocks go to a first-fit free list so that
+ * sessions can come and go without growing the memory forever.
+ */
+export class Arena {
+  private top: number;
+  private readonly sizes = new Map<number, number>();
+  private readonly freeBlocks: { ptr: number; size: number }[] = [];
+
+  constructor(readonly memory: WebAssembly.Memory, heapBase: number) {
+    this.top = align(heapBase);
+  }
+
+  alloc(bytes: number): number {
+    const size = align(Math.max(bytes, 1));
+    const i = this.freeBlocks.findIndex((b) => b.size >= size);
+    let ptr: number;
+    if (i >= 0) {
+      const block = this.freeBlocks[i]!;
+      ptr = block.ptr;
+      if (block.size > size) this.freeBlocks[i] = { ptr: ptr + size, size: block.size - size };
+      else this.freeBlocks.splice(i, 1);
+      new Uint8Array(this.memory.buffer, ptr, size).fill(0);
+    } else {
+      ptr = this.top;
+      this.top += size;
+      const needed = Math.ceil(this.top / PAGE) - this.memory.buffer.byteLength / PAGE;
+      if (needed > 0) {
+        try {
+          this.memory.grow(needed);
+        } catch {
+          throw new RangeError(`out of kernel memory: cannot grow to ${(this.top / 2 ** 20).toFixed(0)} MiB`);
+        }
+      }
+    }
+    this.sizes.set(ptr, size);
+    return ptr;
+  }
+
+  free(ptr: number): void {
+    const size = this.sizes.get(ptr);
+    if (size === undefined) return;
+    this.sizes.delete(ptr);
+    this.freeBlocks.push({ ptr, size });
+  }
+
+  /** Bytes currently handed out. */
+  get used(): number {
+    let n = 0;
+    for (const s of this.sizes.values()) n += s;
+    return n;
+  }
+
+  f32(ptr: number, length: number): Float32Array {
+    return new Float32Array(this.memory.buffer, ptr, length);
+  }
+  i32(ptr: number, length: number): Int32Array {
+    return new Int32Array(this.memory.buffer, ptr, length);
+  }
+  u16(ptr: number, length: number): Uint16Array {
+    return new Uint16Array(this.memory.buffer, ptr, length);
+  }
+  u8(ptr: number, length: number): Uint8Array {
+    return new Uint8Array(this.memory.buffer, ptr, length);
+  }
+}
+
+function align(n: number): number {
+  return Math.ceil(n / ALIGN) * ALIGN;
+}

@@ -1,0 +1,188 @@
+import type { RopeLayout } from '../model/config.js';
+import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from '../model/tensor.js';
+import type { AttentionArgs, Kernels, Matrix } from './api.js';
+import type { Arena } from './arena.js';
+import { bf16ToF32, f16Table, f32ToF16 } from './half.js';
+
+/**
+ * Scalar TypeScript kernels: the definition every fast kernel is tested against. Plain loops,
+ * f64 accumulation, no cleverness.
+ */
+export class ReferenceKernels implements Kernels {
+  readonly backend = 'reference' as const;
+  readonly threads = 1;
+
+  constructor(readonly arena: Arena) {}
+
+  /** Row r of a matrix as f32. */
+  row(w: Matrix, r: number): Float32Array {
+    const a = this.arena;
+    const out = new Float32Array(w.cols);
+    switch (w.dtype) {
+      case 'f32':
+        out.set(a.f32(w.ptr + r * w.cols * 4, w.cols));
+        break;
+      case 'f16': {
+        const t = f16Table();
+        const src = a.u16(w.ptr + r * w.cols * 2, w.cols);
+        for (let i = 0; i < w.cols; i++) out[i] = t[src[i]!]!;
+        break;
+      }
+      case 'bf16': {
+        const src = a.u16(w.ptr + r * w.cols * 2, w.cols);
+        for (let i = 0; i < w.cols; i++) out[i] = bf16ToF32(src[i]!);
+        break;
+      }
+      case 'q8_0': {
+        const t = f16Table();
+        const blocks = w.cols / Q8_0_BLOCK;
+        const base = w.ptr + r * blocks * Q8_0_BLOCK_BYTES;
+        const bytes = a.u8(base, blocks * Q8_0_BLOCK_BYTES);
+        for (let b = 0; b < blocks; b++) {
+          const o = b * Q8_0_BLOCK_BYTES;
+          const d = t[bytes[o]! | (bytes[o + 1]! << 8)]!;
+          for (let i = 0; i < Q8_0_BLOCK; i++) {
+            const q = (bytes[o + 2 + i]! << 24) >> 24;
+            out[b * Q8_0_BLOCK + i] = d * q;
+          }
+        }
+        break;
+      }
+    }
+    return out;
+  }
+
+  matmul(out: number, x: number, w: Matrix, n: number): void {
+    const xs = this.arena.f32(x, n * w.cols);
+    const ys = this.arena.f32(out, n * w.rows);
+    for (let r = 0; r < w.rows; r++) {
+      const wr = this.row(w, r);
+      for (let t = 0; t < n; t++) {
+        let s = 0;
+        for (let i = 0; i < w.cols; i++) s += wr[i]! * xs[t * w.cols + i]!;
+        ys[t * w.rows + r] = s;
+      }
+    }
+  }
+
+  rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void {
+    const xs = this.arena.f32(x, n * dim);
+    const ys = this.arena.f32(out, n * dim);
+    const g = this.arena.f32(weight, dim);
+    for (let t = 0; t < n; t++) {
+      let ss = 0;
+      for (let i = 0; i < dim; i++) ss += xs[t * dim + i]! ** 2;
+      const inv = 1 / Math.sqrt(ss / dim + eps);
+      for (let i = 0; i < dim; i++) ys[t * dim + i] = xs[t * dim + i]! * inv * g[i]!;
+    }
+  }
+
+  rope(x: number, n: number, heads: number, headDim: number, positions: number, theta: number, layout: RopeLayout): void {
+    const xs = this.arena.f32(x, n * heads * headDim);
+    const pos = this.arena.i32(positions, n);
+    const half = headDim / 2;
+    for (let t = 0; t < n; t++) {
+      for (let h = 0; h < heads; h++) {
+        const base = (t * heads + h) * headDim;
+        for (let i = 0; i < half; i++) {
+          const angle = pos[t]! * theta ** ((-2 * i) / headDim);
+          const c = Math.cos(angle);
+          const s = Math.sin(angle);
+          const a = layout === 'half' ? base + i : base + 2 * i;
+          const b = layout === 'half' ? base + i + half : base + 2 * i + 1;
+          const x0 = xs[a]!;
+          const x1 = xs[b]!;
+          xs[a] = x0 * c - x1 * s;
+          xs[b] = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+
+  softmax(x: number, len: number): void {
+    const xs = this.arena.f32(x, len);
+    let max = -Infinity;
+    for (let i = 0; i < len; i++) max = Math.max(max, xs[i]!);
+    let sum = 0;
+    for (let i = 0; i < len; i++) sum += Math.exp(xs[i]! - max);
+    for (let i = 0; i < len; i++) xs[i] = Math.exp(xs[i]! - max) / sum;
+  }
+
+  siluMul(out: number, gate: number, up: number, len: number): void {
+    const g = this.arena.f32(gate, len);
+    const u = this.arena.f32(up, len);
+    const o = this.arena.f32(out, len);
+    for (let i = 0; i < len; i++) o[i] = (g[i]! / (1 + Math.exp(-g[i]!))) * u[i]!;
+  }
+
+  add(out: number, x: number, len: number): void {
+    const o = this.arena.f32(out, len);
+    const xs = this.arena.f32(x, len);
+    for (let i = 0; i < len; i++) o[i] = o[i]! + xs[i]!;
+  }
+
+  addBias(x: number, bias: number, n: number, dim: number): void {
+    const xs = this.arena.f32(x, n * dim);
+    const b = this.arena.f32(bias, dim);
+    for (let t = 0; t < n; t++) for (let i = 0; i < dim; i++) xs[t * dim + i] = xs[t * dim + i]! + b[i]!;
+  }
+
+  embed(out: number, table: Matrix, ids: number, n: number): void {
+    const id = this.arena.i32(ids, n);
+    const o = this.arena.f32(out, n * table.cols);
+    for (let t = 0; t < n; t++) o.set(this.row(table, id[t]!), t * table.cols);
+  }
+
+  toF16(out: number, x: number, len: number): void {
+    const xs = this.arena.f32(x, len);
+    const o = this.arena.u16(out, len);
+    for (let i = 0; i < len; i++) o[i] = f32ToF16(xs[i]!);
+  }
+
+  attention(a: AttentionArgs): void {
+    const { n, numHeads, numKvHeads, headDim: d, capacity } = a;
+    const group = numHeads / numKvHeads;
+    const keys = this.slots(a.keys, a.dtype, numKvHeads * capacity * d);
+    const values = this.slots(a.values, a.dtype, numKvHeads * capacity * d);
+    const q = this.arena.f32(a.q, n * numHeads * d);
+    const out = this.arena.f32(a.out, n * numHeads * d);
+    const last = a.lastProbs ? this.arena.f32(a.lastProbs, numHeads * capacity) : undefined;
+    const received = a.received ? this.arena.f32(a.received, numHeads * capacity) : undefined;
+    const p = new Float64Array(a.visible + n);
+    for (let t = 0; t < n; t++) {
+      const seen = a.visible + t;
+      for (let h = 0; h < numHeads; h++) {
+        const kv = Math.floor(h / group) * capacity * d;
+        const qo = (t * numHeads + h) * d;
+        let max = -Infinity;
+        for (let s = 0; s < seen; s++) {
+          let dot = 0;
+          for (let i = 0; i < d; i++) dot += q[qo + i]! * keys[kv + s * d + i]!;
+          p[s] = dot * a.scale;
+          max = Math.max(max, p[s]!);
+        }
+        let sum = 0;
+        for (let s = 0; s < seen; s++) sum += p[s] = Math.exp(p[s]! - max);
+        for (let i = 0; i < d; i++) out[qo + i] = 0;
+        for (let s = 0; s < seen; s++) {
+          const w = p[s]! / sum;
+          for (let i = 0; i < d; i++) out[qo + i] = out[qo + i]! + w * values[kv + s * d + i]!;
+          if (received) received[h * capacity + s] = received[h * capacity + s]! + w;
+          if (last && t === n - 1) last[h * capacity + s] = w;
+        }
+        if (last && t === n - 1) for (let s = seen; s < capacity; s++) last[h * capacity + s] = 0;
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private slots(ptr: number, dtype: 'f32' | 'f16', len: number): Float32Array {
+    if (dtype === 'f32') return this.arena.f32(ptr, len);
+    const t = f16Table();
+    const src = this.arena.u16(ptr, len);
+    const out = new Float32Array(len);
+    for (let i = 0; i < len; i++) out[i] = t[src[i]!]!;
+    return out;
+  }
+}

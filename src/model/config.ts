@@ -1,0 +1,59 @@
+import { ModelFormatError, UnsupportedModelError } from '../errors.js';
+
+/**
+ * How RoPE pairs the dimensions of a head.
+ * - `half`: HF "rotate half", dimension i pairs with i + headDim/2.
+ * - `interleaved`: GGUF (llama arch) and llama2.c, dimension 2i pairs with 2i+1.
+ */
+export type RopeLayout = 'half' | 'interleaved';
+
+export type Architecture = 'llama' | 'mistral' | 'qwen2';
+
+/** The shape and numerics of a Llama-family model, whatever file it came from. */
+export interface ModelConfig {
+  architecture: Architecture;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  /** Trained context length. */
+  maxContext: number;
+  rmsEps: number;
+  ropeTheta: number;
+  ropeLayout: RopeLayout;
+  tiedEmbeddings: boolean;
+  /** Qwen2-style biases on the q, k and v projections. */
+  qkvBias: boolean;
+}
+
+/** Checks the numbers a forward pass relies on; `file` names the source in the error. */
+export function validateConfig(c: ModelConfig, file: string): ModelConfig {
+  const positive: (keyof ModelConfig)[] = [
+    'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'vocabSize', 'maxContext',
+  ];
+  for (const key of positive) {
+    const v = c[key];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+      throw new ModelFormatError(file, `config field ${key} must be a positive integer, got ${String(v)}`);
+    }
+  }
+  if (c.numHeads % c.numKvHeads !== 0) {
+    throw new ModelFormatError(file, `num_attention_heads (${c.numHeads}) is not a multiple of num_key_value_heads (${c.numKvHeads})`);
+  }
+  if (c.headDim % 2 !== 0) throw new ModelFormatError(file, `head_dim must be even for RoPE, got ${c.headDim}`);
+  if (!(c.rmsEps > 0) || !(c.ropeTheta > 0)) {
+    throw new ModelFormatError(file, `rms_norm_eps and rope_theta must be positive, got ${c.rmsEps} and ${c.ropeTheta}`);
+  }
+  if (!['llama', 'mistral', 'qwen2'].includes(c.architecture)) {
+    throw new UnsupportedModelError(file, `architecture "${c.architecture}" is not supported (llama, mistral, qwen2 are)`);
+  }
+  return c;
+}
+
+/** Bytes of K and V per token across all layers, stored as `bytesPerValue`-byte numbers. */
+export function kvBytesPerToken(c: ModelConfig, bytesPerValue = 4): number {
+  return 2 * c.numLayers * c.numKvHeads * c.headDim * bytesPerValue;
+}

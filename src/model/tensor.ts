@@ -1,0 +1,46 @@
+/** Storage types kvpack reads from checkpoints and keeps as they are where a kernel exists. */
+export type DType = 'f32' | 'f16' | 'bf16' | 'q8_0';
+
+/** A tensor as stored in its file: row-major, outermost dimension first, little-endian bytes. */
+export interface RawTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  data: Uint8Array;
+}
+
+/** Q8_0: blocks of 32 int8 values, each block led by an f16 scale (34 bytes). */
+export const Q8_0_BLOCK = 32;
+export const Q8_0_BLOCK_BYTES = 34;
+
+/** Bytes needed to store `count` numbers of a dtype (count must be a multiple of 32 for q8_0). */
+export function dtypeBytes(dtype: DType, count: number): number {
+  switch (dtype) {
+    case 'f32': return count * 4;
+    case 'f16':
+    case 'bf16': return count * 2;
+    case 'q8_0': return (count / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
+  }
+}
+
+/**
+ * Canonical tensor names every loader maps its file's names onto. Matrices are [out, in]
+ * (HF / llama2.c orientation). Per-layer names take the layer index.
+ */
+export const TensorNames = {
+  embed: 'embed',                 // [vocab, hidden]
+  finalNorm: 'final_norm',        // [hidden]
+  lmHead: 'lm_head',              // [vocab, hidden]; absent when embeddings are tied
+  attnNorm: (l: number) => `layers.${l}.attn_norm`, // [hidden]
+  wq: (l: number) => `layers.${l}.wq`,             // [heads*headDim, hidden]
+  wk: (l: number) => `layers.${l}.wk`,             // [kvHeads*headDim, hidden]
+  wv: (l: number) => `layers.${l}.wv`,             // [kvHeads*headDim, hidden]
+  wo: (l: number) => `layers.${l}.wo`,             // [hidden, heads*headDim]
+  bq: (l: number) => `layers.${l}.bq`,             // [heads*headDim] (qwen2)
+  bk: (l: number) => `layers.${l}.bk`,             // [kvHeads*headDim] (qwen2)
+  bv: (l: number) => `layers.${l}.bv`,             // [kvHeads*headDim] (qwen2)
+  ffnNorm: (l: number) => `layers.${l}.ffn_norm`,  // [hidden]
+  wGate: (l: number) => `layers.${l}.w_gate`,      // [ffn, hidden]
+  wUp: (l: number) => `layers.${l}.w_up`,          // [ffn, hidden]
+  wDown: (l: number) => `layers.${l}.w_down`,      // [hidden, ffn]
+} as const;
