@@ -1,0 +1,48 @@
+import { UsageError } from '../errors.js';
+import { intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
+import { loadModelFromOptions } from './load.js';
+
+const HELP = `Usage: kvpack generate [--model M] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
+                       [--greedy] [--stop STR]… [--cache SPEC] [--threads K] "prompt"
+
+Streams the continuation of the prompt to stdout.
+  --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id (default ../shared/models/ref-6m)
+  --max-tokens N   tokens to generate (default 128)
+  --temperature T  0 = greedy (default 0.8);  --greedy is the same as --temperature 0
+  --top-p P        nucleus sampling mass (default 0.95)
+  --seed S         sampling seed (default 0)
+  --stop STR       stop before this string (repeatable)
+  --cache SPEC     KV cache spec (default full)
+`;
+
+export async function generateCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse('generate', argv, {
+    ...MODEL_OPTIONS,
+    'max-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string' },
+    greedy: { type: 'boolean' },
+    stop: { type: 'string', multiple: true },
+    cache: { type: 'string' },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  if (positionals.length > 1) throw new UsageError('generate takes one prompt; quote it: kvpack generate "Once upon a time"');
+  const prompt = positionals[0] ?? '';
+  const options = {
+    maxTokens: intOption('max-tokens', values['max-tokens'], 128, 1),
+    temperature: values.greedy ? 0 : numberOption('temperature', values.temperature, 0.8, 0, 100),
+    topP: numberOption('top-p', values['top-p'], 0.95, 0, 1),
+    seed: intOption('seed', values.seed, 0),
+    stop: values.stop ?? [],
+  };
+  const model = await loadModelFromOptions(values);
+  try {
+    const session = model.session({ cache: values.cache });
+    process.stdout.write(prompt);
+    for await (const piece of session.generate(prompt, options)) process.stdout.write(piece);
+    process.stdout.write('\n');
+  } finally {
+    await model.close();
+  }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+import { KvpackError } from '../errors.js';
+import { generateCommand } from './generate.js';
+import { infoCommand } from './info.js';
+import { pplCommand } from './ppl.js';
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
+  generate: { run: generateCommand, summary: 'stream text from a prompt' },
+  ppl: { run: pplCommand, summary: 'perplexity on wikitext2, c4, pg19 or a text file' },
+  info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `kvpack — Llama-family models in Node.js with a compressed KV cache\n\nUsage: kvpack <command> [options]\n\n${lines.join('\n')}\n\nkvpack <command> --help for its options.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name ? 0 : 1;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`kvpack: unknown command "${name}"; commands are ${Object.keys(COMMANDS).join(', ')}\n`);
+    return 2;
+  }
+  try {
+    await command.run(rest);
+    return 0;
+  } catch (e) {
+    if (e instanceof KvpackError) {
+      process.stderr.write(`kvpack ${name}: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`kvpack ${name}: internal error (please report): ${(e as Error).stack ?? String(e)}\n`);
+    return 70;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

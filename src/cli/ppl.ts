@@ -1,0 +1,55 @@
+import { perplexity } from '../eval/ppl.js';
+import { UsageError } from '../errors.js';
+import { Progress } from '../util/progress.js';
+import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { loadModelFromOptions } from './load.js';
+
+const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|FILE [--ctx 2048] [--chunks N]
+                  [--mode chunked|decode] [--cache SPEC] [--json]
+
+Perplexity the way the GPTQ/KVQuant scripts compute it: the joined text is tokenized, cut into
+non-overlapping ctx-token chunks, each scored from an empty cache; exp of the mean NLL.
+  --mode decode feeds one token at a time, as generation does.
+`;
+
+export async function pplCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse('ppl', argv, {
+    ...MODEL_OPTIONS,
+    data: { type: 'string' },
+    ctx: { type: 'string' },
+    chunks: { type: 'string' },
+    mode: { type: 'string' },
+    cache: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  if (positionals.length) throw new UsageError(`ppl takes no positional arguments, got "${positionals.join(' ')}"`);
+  if (!values.data) throw new UsageError('ppl needs --data wikitext2|c4|pg19|FILE');
+  const mode = values.mode ?? 'chunked';
+  if (mode !== 'chunked' && mode !== 'decode') throw new UsageError(`--mode must be chunked or decode, got "${mode}"`);
+  const ctx = intOption('ctx', values.ctx, 2048, 2);
+  const chunks = values.chunks === undefined ? undefined : intOption('chunks', values.chunks, 1, 1);
+  const model = await loadModelFromOptions(values);
+  try {
+    let bar: Progress | undefined;
+    let reported = 0;
+    const result = perplexity(model, {
+      data: values.data, ctx, chunks, mode, cache: values.cache,
+      onProgress: (done, total) => {
+        bar ??= new Progress({ total, label: `ppl ${values.data}`, unit: 'tok' });
+        bar.tick(done - reported);
+        reported = done;
+      },
+    });
+    bar?.done();
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } else {
+      process.stdout.write(
+        `${result.data}: perplexity ${result.ppl.toFixed(3)} over ${result.tokens} tokens (${result.chunks} chunks of ${result.ctx}, ${result.mode}, cache ${result.cache}) in ${result.seconds.toFixed(1)} s\n`,
+      );
+    }
+  } finally {
+    await model.close();
+  }
+}

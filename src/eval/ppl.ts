@@ -1,0 +1,77 @@
+import { UsageError } from '../errors.js';
+import type { Model } from '../model/model.js';
+import { loadEvalText } from './data.js';
+
+export interface PerplexityOptions {
+  /** A dataset name (wikitext2, c4, pg19) or a text file. */
+  data: string;
+  /** Tokens per chunk. */
+  ctx: number;
+  /** At most this many chunks (all when omitted). */
+  chunks?: number;
+  cache?: string;
+  mode?: 'chunked' | 'decode';
+  /** Called after each scored token batch with the count done so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface PerplexityResult {
+  ppl: number;
+  /** Predicted tokens (ctx - 1 per chunk). */
+  tokens: number;
+  chunks: number;
+  ctx: number;
+  mode: 'chunked' | 'decode';
+  model: string;
+  cache: string;
+  data: string;
+  seconds: number;
+  kv_bytes_peak: number;
+}
+
+/**
+ * Perplexity as the GPTQ/KVQuant scripts compute it: tokenize the joined text once, cut it into
+ * non-overlapping ctx-token chunks, score each chunk from an empty cache, and take exp of the mean
+ * NLL over every predicted token.
+ */
+export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult {
+  const started = performance.now();
+  if (!Number.isInteger(o.ctx) || o.ctx < 2) throw new UsageError(`--ctx must be an integer ≥ 2, got ${o.ctx}`);
+  const text = loadEvalText(o.data);
+  const ids = model.tokenizer.encode(text);
+  const available = Math.floor(ids.length / o.ctx);
+  if (available === 0) throw new UsageError(`${o.data} has ${ids.length} tokens, fewer than one chunk of ${o.ctx}`);
+  const chunks = Math.min(available, o.chunks ?? available);
+  const mode = o.mode ?? 'chunked';
+  const cache = o.cache ?? 'full';
+  const session = model.session({ cache });
+  let nll = 0;
+  let peak = 0;
+  const total = chunks * o.ctx;
+  try {
+    for (let c = 0; c < chunks; c++) {
+      session.reset();
+      const logps = session.score(ids.slice(c * o.ctx, (c + 1) * o.ctx), {
+        mode,
+        onProgress: (done) => o.onProgress?.(c * o.ctx + done, total),
+      });
+      for (const lp of logps) nll -= lp;
+      peak = Math.max(peak, session.cache.peakBytes());
+    }
+  } finally {
+    session.dispose();
+  }
+  const tokens = chunks * (o.ctx - 1);
+  return {
+    ppl: Math.exp(nll / tokens),
+    tokens,
+    chunks,
+    ctx: o.ctx,
+    mode,
+    model: model.source,
+    cache,
+    data: o.data,
+    seconds: (performance.now() - started) / 1000,
+    kv_bytes_peak: peak,
+  };
+}

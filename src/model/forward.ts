@@ -1,0 +1,94 @@
+import type { KVCache } from '../cache/kvcache.js';
+import type { Kernels } from '../kernels/api.js';
+import type { ModelConfig } from './config.js';
+import type { Weights } from './weights.js';
+
+/** Activation buffers for chunks of up to `maxChunk` tokens, allocated once per session. */
+export interface Scratch {
+  maxChunk: number;
+  ids: number;       // i32 [maxChunk]
+  positions: number; // i32 [maxChunk]
+  x: number;         // residual stream [maxChunk × hidden]
+  xb: number;        // normed input [maxChunk × hidden]
+  xb2: number;       // projection output [maxChunk × hidden]
+  q: number;         // [maxChunk × heads × headDim]
+  k: number;         // [maxChunk × kvHeads × headDim]
+  v: number;         // [maxChunk × kvHeads × headDim]
+  att: number;       // attention output [maxChunk × heads × headDim]
+  gate: number;      // [maxChunk × ffn]
+  up: number;        // [maxChunk × ffn]
+  logits: number;    // [maxChunk × vocab]
+}
+
+export function allocScratch(k: Kernels, c: ModelConfig, maxChunk: number): Scratch {
+  const f = (count: number) => k.arena.alloc(count * 4);
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  return {
+    maxChunk,
+    ids: f(maxChunk),
+    positions: f(maxChunk),
+    x: f(maxChunk * c.hiddenSize),
+    xb: f(maxChunk * c.hiddenSize),
+    xb2: f(maxChunk * c.hiddenSize),
+    q: f(maxChunk * qDim),
+    k: f(maxChunk * kvDim),
+    v: f(maxChunk * kvDim),
+    att: f(maxChunk * qDim),
+    gate: f(maxChunk * c.intermediateSize),
+    up: f(maxChunk * c.intermediateSize),
+    logits: f(maxChunk * c.vocabSize),
+  };
+}
+
+export function freeScratch(k: Kernels, s: Scratch): void {
+  for (const [key, ptr] of Object.entries(s)) if (key !== 'maxChunk') k.arena.free(ptr as number);
+}
+
+/**
+ * Runs n tokens (ids at positions) through the model, appending them to the cache. Writes logits
+ * for every token (`allLogits`) or only the last one to scratch.logits. Returns a view of them.
+ */
+export function forward(
+  k: Kernels, c: ModelConfig, w: Weights, s: Scratch, cache: KVCache,
+  ids: ArrayLike<number>, positions: ArrayLike<number>, allLogits: boolean,
+): Float32Array {
+  const n = ids.length;
+  if (n < 1 || n > s.maxChunk) throw new RangeError(`internal: chunk of ${n} tokens, scratch holds ${s.maxChunk}`);
+  const hidden = c.hiddenSize;
+  k.arena.i32(s.ids, n).set(ids);
+  const pos = k.arena.i32(s.positions, n);
+  pos.set(positions);
+
+  k.embed(s.x, w.embed, s.ids, n);
+  for (let l = 0; l < c.numLayers; l++) {
+    const L = w.layers[l]!;
+    // attention block
+    k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
+    k.matmul(s.q, s.xb, L.wq, n);
+    k.matmul(s.k, s.xb, L.wk, n);
+    k.matmul(s.v, s.xb, L.wv, n);
+    if (L.bq) {
+      k.addBias(s.q, L.bq, n, L.wq.rows);
+      k.addBias(s.k, L.bk, n, L.wk.rows);
+      k.addBias(s.v, L.bv, n, L.wv.rows);
+    }
+    k.rope(s.q, n, c.numHeads, c.headDim, s.positions, c.ropeTheta, c.ropeLayout);
+    cache.attend(l, s.q, s.k, s.v, pos, s.positions, n, s.att);
+    k.matmul(s.xb2, s.att, L.wo, n);
+    k.add(s.x, s.xb2, n * hidden);
+    // feed-forward block (SwiGLU)
+    k.rmsnorm(s.xb, s.x, L.ffnNorm, n, hidden, c.rmsEps);
+    k.matmul(s.gate, s.xb, L.wGate, n);
+    k.matmul(s.up, s.xb, L.wUp, n);
+    k.siluMul(s.gate, s.gate, s.up, n * c.intermediateSize);
+    k.matmul(s.xb2, s.gate, L.wDown, n);
+    k.add(s.x, s.xb2, n * hidden);
+  }
+  // only the rows whose logits are wanted go through the final norm and the classifier
+  const first = allLogits ? 0 : n - 1;
+  const rows = n - first;
+  k.rmsnorm(s.xb, s.x + first * hidden * 4, w.finalNorm, rows, hidden, c.rmsEps);
+  k.matmul(s.logits, s.xb, w.lmHead, rows);
+  return k.arena.f32(s.logits, rows * c.vocabSize);
+}

@@ -1,0 +1,83 @@
+/** Next-token choice from logits: greedy, temperature, nucleus (top-p), with a seeded generator. */
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax). */
+  temperature: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches topP. */
+  topP: number;
+  seed: number;
+}
+
+/** mulberry32: a tiny, well-distributed 32-bit generator; same seed, same tokens. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+export class Sampler {
+  private readonly random: () => number;
+  private readonly probs: Float64Array;
+  private readonly order: Int32Array;
+
+  constructor(vocabSize: number, private readonly options: SamplingOptions) {
+    this.random = seededRandom(options.seed);
+    this.probs = new Float64Array(vocabSize);
+    this.order = new Int32Array(vocabSize);
+  }
+
+  sample(logits: ArrayLike<number>): number {
+    const { temperature, topP } = this.options;
+    if (temperature <= 0) return argmax(logits);
+    const n = this.probs.length;
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) max = Math.max(max, logits[i]!);
+    let sum = 0;
+    for (let i = 0; i < n; i++) sum += this.probs[i] = Math.exp((logits[i]! - max) / temperature);
+    for (let i = 0; i < n; i++) this.probs[i] = this.probs[i]! / sum;
+    const r = this.random();
+    if (topP >= 1) return this.pick(r, n, (i) => i, 1);
+    // nucleus: sort the candidates by probability and cut where the mass reaches topP. A token below
+    // (1 - topP) / (n - 1) can never be needed to reach topP, so only the rest are sorted.
+    const cutoff = (1 - topP) / (n - 1);
+    let candidates = 0;
+    for (let i = 0; i < n; i++) if (this.probs[i]! >= cutoff) this.order[candidates++] = i;
+    const sorted = this.order.subarray(0, candidates).sort((a, b) => this.probs[b]! - this.probs[a]!);
+    let mass = 0;
+    let kept = 0;
+    while (kept < candidates && mass < topP) mass += this.probs[sorted[kept++]!]!;
+    return this.pick(r, kept, (i) => sorted[i]!, mass);
+  }
+
+  private pick(r: number, count: number, id: (i: number) => number, mass: number): number {
+    let acc = 0;
+    const target = r * mass;
+    for (let i = 0; i < count; i++) {
+      acc += this.probs[id(i)]!;
+      if (target < acc) return id(i);
+    }
+    return id(count - 1);
+  }
+}
+
+/** log-softmax of one row, in f64. */
+export function logSoftmax(logits: ArrayLike<number>, out: Float64Array = new Float64Array(logits.length)): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]!);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
+  const lse = max + Math.log(sum);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i]! - lse;
+  return out;
+}

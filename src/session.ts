@@ -1,0 +1,205 @@
+import { KVCache } from './cache/kvcache.js';
+import { LimitError, UsageError } from './errors.js';
+import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
+import type { Model } from './model/model.js';
+import { logSoftmax, Sampler } from './sample.js';
+import { TextStream } from './tokenizer/stream.js';
+
+export interface SessionOptions {
+  /** Cache spec, e.g. 'full' or 'full+fp16'. */
+  cache?: string;
+  /** Tokens per forward call during prefill and chunked scoring. */
+  chunkSize?: number;
+}
+
+export interface GenerateOptions {
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  /** Generation ends before any of these strings; the string itself is not emitted. */
+  stop?: string[];
+  /** Prepend BOS when the prompt is text (default: what the tokenizer does). */
+  addBos?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface ScoreOptions {
+  /**
+   * 'chunked': feed chunkSize tokens per forward call (fast; the reference perplexity).
+   * 'decode': feed one token at a time, as generation does.
+   */
+  mode?: 'chunked' | 'decode';
+  /** Called with each position's full next-token logits (for fidelity metrics); the view is reused. */
+  onLogits?: (index: number, logits: Float32Array) => void;
+  onProgress?: (tokensDone: number) => void;
+}
+
+/** A conversation with a model: a token history and the cache that holds it. */
+export class Session {
+  readonly tokens: number[] = [];
+  readonly cache: KVCache;
+  private readonly scratch: Scratch;
+  private readonly chunkSize: number;
+
+  constructor(readonly model: Model, options: SessionOptions = {}) {
+    const slotDType = parseFullCacheSpec(options.cache ?? 'full');
+    this.chunkSize = options.chunkSize ?? 128;
+    if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
+    const c = model.config;
+    this.cache = new KVCache(model.kernels, c, { slotDType, initialCapacity: Math.min(c.maxContext, 1024) });
+    this.scratch = allocScratch(model.kernels, c, this.chunkSize);
+  }
+
+  /** Appends tokens and returns the logits after the last one (a view, valid until the next call). */
+  feed(ids: readonly number[]): Float32Array {
+    if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
+    this.checkRoom(ids.length);
+    let logits: Float32Array | undefined;
+    for (let i = 0; i < ids.length; i += this.chunkSize) {
+      const chunk = ids.slice(i, i + this.chunkSize);
+      logits = this.run(chunk, false);
+    }
+    return logits!;
+  }
+
+  /**
+   * Streams generated text. The prompt (text or token ids) is appended to the history, then tokens
+   * are sampled until maxTokens, an end-of-sequence token, or a stop string.
+   */
+  async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<string> {
+    const tok = this.model.tokenizer;
+    const ids = typeof prompt === 'string'
+      ? tok.encode(prompt, { addBos: options.addBos ?? (this.tokens.length === 0 ? tok.addBosByDefault : false) })
+      : [...prompt];
+    if (ids.length === 0) {
+      if (tok.bos === undefined) throw new UsageError('the prompt is empty and the model has no BOS token to start from');
+      ids.push(tok.bos);
+    }
+    const maxTokens = options.maxTokens ?? 256;
+    this.checkRoom(ids.length + maxTokens);
+    const sampler = new Sampler(this.model.config.vocabSize, {
+      temperature: options.temperature ?? 0.8,
+      topP: options.topP ?? 1,
+      seed: options.seed ?? 0,
+    });
+    const stops = options.stop ?? [];
+    const stream = new TextStream(tok);
+    let logits = this.feed(ids);
+    let pending = ''; // text held back while it could still become a stop string
+    for (let produced = 0; produced < maxTokens; produced++) {
+      if (options.signal?.aborted) break;
+      const next = sampler.sample(logits);
+      if (tok.eos.includes(next)) break;
+      pending += stream.push(next);
+      const hit = firstStop(pending, stops);
+      if (hit >= 0) {
+        if (hit > 0) yield pending.slice(0, hit);
+        return;
+      }
+      const safe = pending.length - longestStopPrefix(pending, stops);
+      if (safe > 0) {
+        yield pending.slice(0, safe);
+        pending = pending.slice(safe);
+      }
+      logits = this.feed([next]); // the last one too, so the history and the cache stay in step
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    pending += stream.flush();
+    const hit = firstStop(pending, stops);
+    const rest = hit >= 0 ? pending.slice(0, hit) : pending;
+    if (rest) yield rest;
+  }
+
+  /**
+   * Log-probability of each token given the ones before it: result[i] = log p(ids[i+1] | ids[0..i]).
+   * The session starts from its current history (usually empty).
+   */
+  score(ids: readonly number[], options: ScoreOptions = {}): Float64Array {
+    const n = ids.length;
+    const out = new Float64Array(Math.max(0, n - 1));
+    if (n < 2) return out;
+    this.checkRoom(n);
+    const step = options.mode === 'decode' ? 1 : this.chunkSize;
+    const vocab = this.model.config.vocabSize;
+    const row = new Float64Array(vocab);
+    for (let i = 0; i < n; i += step) {
+      const chunk = ids.slice(i, Math.min(i + step, n));
+      const logits = this.run(chunk, true);
+      for (let t = 0; t < chunk.length; t++) {
+        const index = i + t;
+        if (index + 1 >= n) break;
+        const rowLogits = logits.subarray(t * vocab, (t + 1) * vocab);
+        options.onLogits?.(index, rowLogits);
+        out[index] = logSoftmax(rowLogits, row)[ids[index + 1]!]!;
+      }
+      options.onProgress?.(Math.min(i + step, n));
+    }
+    return out;
+  }
+
+  /** Forgets the history; the cache is emptied and reused. */
+  reset(): void {
+    this.tokens.length = 0;
+    this.cache.reset();
+  }
+
+  /** Frees the cache and scratch memory; the session cannot be used afterwards. */
+  dispose(): void {
+    this.cache.free();
+    freeScratch(this.model.kernels, this.scratch);
+  }
+
+  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+    const vocab = this.model.config.vocabSize;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+    }
+    const start = this.tokens.length;
+    const positions = ids.map((_, i) => start + i);
+    const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
+    this.tokens.push(...ids);
+    return logits;
+  }
+
+  private checkRoom(more: number): void {
+    const limit = this.model.config.maxContext;
+    if (this.tokens.length + more > limit) {
+      throw new LimitError(
+        `${this.tokens.length + more} tokens (${this.tokens.length} held + ${more} requested) exceed the model's context of ${limit}; ` +
+          'shorten the prompt or lower --max-tokens',
+      );
+    }
+  }
+}
+
+/** The cache specs this version understands: the full cache stored as f32 or f16. */
+function parseFullCacheSpec(spec: string): 'f32' | 'f16' {
+  const s = spec.replace(/\s+/g, '');
+  if (s === 'full' || s === 'full+fp32') return 'f32';
+  if (s === 'full+fp16') return 'f16';
+  throw new UsageError(`unknown cache spec "${spec}": allowed are full, full+fp32, full+fp16`);
+}
+
+function firstStop(text: string, stops: string[]): number {
+  let best = -1;
+  for (const s of stops) {
+    const i = s ? text.indexOf(s) : -1;
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
+
+/** Length of the longest suffix of text that is a proper prefix of some stop string. */
+function longestStopPrefix(text: string, stops: string[]): number {
+  let best = 0;
+  for (const s of stops) {
+    for (let len = Math.min(s.length - 1, text.length); len > best; len--) {
+      if (text.endsWith(s.slice(0, len))) {
+        best = len;
+        break;
+      }
+    }
+  }
+  return best;
+}
