@@ -44,7 +44,8 @@ export class HfTokenizer implements Tokenizer {
     try {
       // The library wants tokenizer_config.json too; only these fields matter here. No cleanup, so decode
       // round-trips text (" ," stays " ,").
-      this.tok = new HfLibTokenizer({ added_tokens: [], ...root }, { clean_up_tokenization_spaces: false });
+      const fixed = { added_tokens: [], ...root, pre_tokenizer: unicodeDigits(root['pre_tokenizer']) };
+      this.tok = new HfLibTokenizer(fixed, { clean_up_tokenization_spaces: false });
     } catch (e) {
       throw new ModelFormatError(
         file,
@@ -108,4 +109,18 @@ function templateBos(pp: unknown): number | undefined {
   if (p.type !== 'TemplateProcessing' || !Array.isArray(p.single)) return undefined;
   const first = p.single[0]?.SpecialToken?.id;
   return first === undefined ? undefined : p.special_tokens?.[first]?.ids?.[0];
+}
+
+/**
+ * The library's Digits pre-tokenizer splits on ASCII \d only, while the Rust tokenizers (and llama.cpp) split on
+ * every Unicode number (char::is_numeric: "⅔", "٣"). An equivalent Split on \p{N} restores that.
+ */
+function unicodeDigits(pre: unknown): unknown {
+  if (typeof pre !== 'object' || pre === null) return pre;
+  const p = pre as { type?: string; individual_digits?: boolean; pretokenizers?: unknown[] };
+  if (p.type === 'Digits') {
+    return { type: 'Split', pattern: { Regex: p.individual_digits ? '\\p{N}' : '\\p{N}+' }, behavior: 'Isolated', invert: false };
+  }
+  if (p.type === 'Sequence' && Array.isArray(p.pretokenizers)) return { ...p, pretokenizers: p.pretokenizers.map(unicodeDigits) };
+  return pre;
 }

@@ -43,7 +43,7 @@ export function buildSpecialMatcher(tokens: readonly string[], types: readonly n
  * remaining text run, so a longer special wins over a shorter one inside it.
  */
 export function partitionSpecials(text: string, matcher: SpecialMatcher, parseSpecial: boolean): Fragment[] {
-  let frags: Fragment[] = [text];
+  let frags: Fragment[] = text.length > 0 ? [text] : [];
   const lists = parseSpecial ? [matcher.always, matcher.onRequest] : [matcher.always];
   // Merge the lists by length so the order is longest first across both.
   const specials = lists.flat().sort((a, b) => b[0].length - a[0].length);
