@@ -1,0 +1,381 @@
+import { ModelFormatError, UnsupportedModelError } from '../errors.js';
+import { Gpt2BpeTokenizer } from '../tokenizer/bpe.js';
+import { SentencePieceTokenizer } from '../tokenizer/spm.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import type { Checkpoint } from './checkpoint.js';
+import { validateConfig, type Architecture, type ModelConfig } from './config.js';
+import { buildTokenizer, checkLoadedTensors, checkTokenizerFits, checkNoOverlap, readModelFile } from './safetensors.js';
+import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } from './tensor.js';
+
+/**
+ * GGUF (v2 and v3, little-endian) reader. Layout: magic "GGUF", u32 version, u64 tensor count,
+ * u64 metadata count, metadata key/values, tensor infos (name, dims innermost-first, type, offset),
+ * padding to `general.alignment`, then tensor data at offsets relative to that point.
+ * Every count and length is checked against the bytes left before anything is allocated.
+ */
+
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+export interface GgufTensorInfo {
+  /** Name in the file, e.g. `blk.0.attn_q.weight`. */
+  name: string;
+  /** Row-major, outermost first (GGUF stores dims innermost first; these are reversed). */
+  shape: number[];
+  ggmlType: number;
+  /** Byte offset from the start of the data section. */
+  offset: number;
+}
+
+export interface GgufFile {
+  version: number;
+  metadata: Map<string, GgufValue>;
+  tensors: RawTensor[];
+  /** Absolute byte offset of the data section. */
+  dataOffset: number;
+}
+
+const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+const MAX_ARRAY_DEPTH = 8;
+/** ggml's GGML_MAX_DIMS. */
+const MAX_DIMS = 4;
+
+/** ggml type ids kvpack reads. */
+const GGML_TYPES: Record<number, DType> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
+/** Names of other ggml types, for the unsupported-type message. */
+const GGML_TYPE_NAMES: Record<number, string> = {
+  2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K',
+  14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S',
+  22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M',
+};
+
+/** Metadata value type ids → fixed byte size (0 for string/array, whose size is read). */
+const VALUE_SIZES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 0, 9: 0, 10: 8, 11: 8, 12: 8 };
+/** The fewest bytes one value of each type can take, to bound array counts: a string is at least its u64 length, an array its type and count. */
+const MIN_VALUE_BYTES = (type: number): number => (type === 8 ? 8 : type === 9 ? 12 : VALUE_SIZES[type]!);
+
+class Reader {
+  pos = 0;
+  private readonly view: DataView;
+  private readonly decoder = new TextDecoder('utf-8');
+  constructor(readonly buf: Uint8Array, readonly file: string) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  get left(): number {
+    return this.buf.length - this.pos;
+  }
+  need(n: number, what: string): void {
+    if (n > this.left) {
+      throw new ModelFormatError(this.file, `${what} at byte ${this.pos} needs ${n} bytes but the file ends ${this.left} bytes later (truncated?)`);
+    }
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.view.getUint8(this.pos++);
+  }
+  u32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  /** A u64 as a number; values past 2^53 are returned as bigint only through `value`, here they are an error. */
+  u64(what: string): number {
+    this.need(8, what);
+    const v = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ModelFormatError(this.file, `${what} is ${v}, far larger than the file`);
+    return Number(v);
+  }
+  /** A count of items that each take at least `minBytes`, bounded by what is left of the file. */
+  count(what: string, minBytes: number): number {
+    const at = this.pos;
+    const n = this.u64(what);
+    if (n * minBytes > this.left) {
+      throw new ModelFormatError(this.file, `${what} ${n} at byte ${at} is impossible: only ${this.left} bytes remain`);
+    }
+    return n;
+  }
+  string(what: string): string {
+    const at = this.pos;
+    const n = this.u64(`length of ${what}`);
+    if (n > this.left) {
+      throw new ModelFormatError(this.file, `length ${n} of ${what} at byte ${at} runs past the end of the file (${this.left} bytes remain)`);
+    }
+    const s = this.decoder.decode(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
+  value(type: number, what: string, depth = 0): GgufValue {
+    const v = this.view;
+    const p = this.pos;
+    const size = VALUE_SIZES[type];
+    if (size === undefined) throw new ModelFormatError(this.file, `${what} has unknown value type ${type}`);
+    if (size > 0) this.need(size, what);
+    switch (type) {
+      case 0: this.pos += 1; return v.getUint8(p);
+      case 1: this.pos += 1; return v.getInt8(p);
+      case 2: this.pos += 2; return v.getUint16(p, true);
+      case 3: this.pos += 2; return v.getInt16(p, true);
+      case 4: this.pos += 4; return v.getUint32(p, true);
+      case 5: this.pos += 4; return v.getInt32(p, true);
+      case 6: this.pos += 4; return v.getFloat32(p, true);
+      case 7: this.pos += 1; return v.getUint8(p) !== 0;
+      case 8: return this.string(what);
+      case 9: {
+        if (depth >= MAX_ARRAY_DEPTH) throw new ModelFormatError(this.file, `${what} nests arrays more than ${MAX_ARRAY_DEPTH} deep`);
+        const elemType = this.u32(`element type of ${what}`);
+        if (VALUE_SIZES[elemType] === undefined) throw new ModelFormatError(this.file, `${what} has unknown element type ${elemType}`);
+        const n = this.count(`element count of ${what}`, MIN_VALUE_BYTES(elemType));
+        const out: GgufValue[] = new Array<GgufValue>(n);
+        for (let i = 0; i < n; i++) out[i] = this.value(elemType, what, depth + 1);
+        return out;
+      }
+      case 10: case 11: {
+        this.pos += 8;
+        const big = type === 10 ? v.getBigUint64(p, true) : v.getBigInt64(p, true);
+        const small = Number(big);
+        return Number.isSafeInteger(small) ? small : big;
+      }
+      default: this.pos += 8; return v.getFloat64(p, true); // 12: f64
+    }
+  }
+}
+
+/** Parses a whole GGUF file held in `buf`; tensors are views into it. */
+export function parseGguf(buf: Uint8Array, file: string): GgufFile {
+  const r = new Reader(buf, file);
+  if (buf.length < 4 || r.u32('magic') !== MAGIC) {
+    throw new ModelFormatError(file, 'bad magic: not a GGUF file (expected "GGUF" in the first 4 bytes)');
+  }
+  const version = r.u32('version');
+  if (version !== 2 && version !== 3) {
+    // A byte-swapped version is how big-endian GGUF files look from here.
+    const hint = version > 0xffff ? ' (a big-endian GGUF file?)' : version === 1 ? ' (GGUF v1 is obsolete; re-convert the model)' : '';
+    throw new UnsupportedModelError(file, `bad GGUF version ${version}; kvpack reads versions 2 and 3${hint}`);
+  }
+  const nTensors = r.count('tensor count', 24); // name length 8 + n_dims 4 + type 4 + offset 8
+  const nKv = r.count('metadata count', 13); // key length 8 + type 4 + at least 1 byte of value
+
+  const metadata = new Map<string, GgufValue>();
+  for (let i = 0; i < nKv; i++) {
+    const key = r.string(`metadata key #${i}`);
+    const type = r.u32(`type of metadata ${key}`);
+    const value = r.value(type, `metadata ${key}`);
+    if (metadata.has(key)) throw new ModelFormatError(file, `metadata key ${key} appears twice`);
+    metadata.set(key, value);
+  }
+
+  const infos: GgufTensorInfo[] = [];
+  for (let i = 0; i < nTensors; i++) {
+    const name = r.string(`name of tensor #${i}`);
+    const nDims = r.u32(`dimension count of tensor ${name}`);
+    if (nDims > MAX_DIMS) throw new ModelFormatError(file, `tensor ${name} has ${nDims} dimensions (at most ${MAX_DIMS})`);
+    const dims: number[] = [];
+    for (let d = 0; d < nDims; d++) dims.push(r.u64(`dimension ${d} of tensor ${name}`));
+    const ggmlType = r.u32(`type of tensor ${name}`);
+    const offset = r.u64(`data offset of tensor ${name}`);
+    infos.push({ name, shape: dims.reverse(), ggmlType, offset });
+  }
+
+  const alignValue = metadata.get('general.alignment') ?? 32;
+  if (typeof alignValue !== 'number' || !Number.isInteger(alignValue) || alignValue <= 0 || (alignValue & (alignValue - 1)) !== 0) {
+    throw new ModelFormatError(file, `general.alignment must be a power of two, got ${String(alignValue)}`);
+  }
+  const dataOffset = Math.ceil(r.pos / alignValue) * alignValue;
+  const dataLen = buf.length - dataOffset;
+
+  const seen = new Set<string>();
+  const ranges: [number, number, string][] = [];
+  const tensors = infos.map(({ name, shape, ggmlType, offset }): RawTensor => {
+    if (seen.has(name)) throw new ModelFormatError(file, `tensor ${name} appears twice`);
+    seen.add(name);
+    const dtype = GGML_TYPES[ggmlType];
+    if (!dtype) {
+      const typeName = GGML_TYPE_NAMES[ggmlType] ?? 'unknown';
+      throw new UnsupportedModelError(file, `tensor ${name} has type ${typeName} (${ggmlType}); kvpack reads F32, F16, BF16 and Q8_0`);
+    }
+    if (dtype === 'q8_0' && (shape[shape.length - 1] ?? 1) % Q8_0_BLOCK !== 0) {
+      throw new ModelFormatError(file, `tensor ${name} is Q8_0 but its rows (${shape[shape.length - 1]}) are not a multiple of ${Q8_0_BLOCK}`);
+    }
+    if (offset % alignValue !== 0) throw new ModelFormatError(file, `tensor ${name} data offset ${offset} is not a multiple of the alignment ${alignValue}`);
+    // Bound the element count by the file before multiplying further, so a corrupt dim cannot overflow.
+    let count = 1;
+    for (const d of shape) {
+      count *= d;
+      if (count > buf.length) break;
+    }
+    const bytes = dtypeBytes(dtype, count);
+    if (dataLen < 0 || offset + bytes > dataLen) {
+      throw new ModelFormatError(
+        file,
+        `tensor ${name} data [${offset}, ${offset + bytes}) runs past the end of the file (data section holds ${Math.max(dataLen, 0)} bytes): truncated?`,
+      );
+    }
+    ranges.push([offset, offset + bytes, name]);
+    return { name, dtype, shape, data: buf.subarray(dataOffset + offset, dataOffset + offset + bytes) };
+  });
+  checkNoOverlap(ranges, file);
+  return { version, metadata, tensors, dataOffset };
+}
+
+const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
+
+/** Reads one metadata value of the expected kind, or throws a ModelFormatError naming the key. */
+class Meta {
+  constructor(readonly m: Map<string, GgufValue>, readonly file: string) {}
+  has(key: string): boolean {
+    return this.m.has(key);
+  }
+  num(key: string, fallback?: number): number {
+    const v = this.m.get(key);
+    if (v === undefined) {
+      if (fallback !== undefined) return fallback;
+      throw new ModelFormatError(this.file, `metadata ${key} is missing`);
+    }
+    if (Array.isArray(v)) throw new UnsupportedModelError(this.file, `metadata ${key} is per-layer (an array); kvpack needs one value`);
+    if (typeof v !== 'number') throw new ModelFormatError(this.file, `metadata ${key} must be a number, got ${typeof v}`);
+    return v;
+  }
+  optId(key: string, vocab: number): number | undefined {
+    const v = this.m.get(key);
+    // Out-of-range ids (llama.cpp writes 0xFFFFFFFF for "none") mean the token is absent.
+    return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < vocab ? v : undefined;
+  }
+  str(key: string, fallback?: string): string {
+    const v = this.m.get(key);
+    if (v === undefined && fallback !== undefined) return fallback;
+    if (typeof v !== 'string') throw new ModelFormatError(this.file, `metadata ${key} must be a string`);
+    return v;
+  }
+  bool(key: string, fallback: boolean): boolean {
+    const v = this.m.get(key);
+    if (v === undefined) return fallback;
+    if (typeof v !== 'boolean') throw new ModelFormatError(this.file, `metadata ${key} must be a boolean`);
+    return v;
+  }
+  strings(key: string, optional = false): string[] | undefined {
+    const v = this.m.get(key);
+    if (v === undefined && optional) return undefined;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+      throw new ModelFormatError(this.file, `metadata ${key} must be an array of strings`);
+    }
+    return v as string[];
+  }
+  numbers(key: string, length: number): number[] | undefined {
+    const v = this.m.get(key);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.length !== length || !v.every((x) => typeof x === 'number')) {
+      throw new ModelFormatError(this.file, `metadata ${key} must be an array of ${length} numbers`);
+    }
+    return v as number[];
+  }
+}
+
+/** GGUF tensor names → canonical names. */
+function canonicalName(name: string): string | undefined {
+  switch (name) {
+    case 'token_embd.weight': return N.embed;
+    case 'output_norm.weight': return N.finalNorm;
+    case 'output.weight': return N.lmHead;
+  }
+  const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
+  if (!m) return undefined;
+  const l = Number(m[1]);
+  const key = `${m[2]}.${m[3]}`;
+  const map: Record<string, (l: number) => string> = {
+    'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
+    'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
+    'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
+    'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
+  };
+  return map[key]?.(l);
+}
+
+/** Builds a checked Checkpoint from a GGUF file held in `buf`. */
+export function ggufCheckpoint(buf: Uint8Array, file: string): Checkpoint {
+  const gguf = parseGguf(buf, file);
+  const meta = new Meta(gguf.metadata, file);
+  const archName = meta.str('general.architecture');
+  const architecture = ARCHS[archName];
+  if (!architecture) {
+    throw new UnsupportedModelError(file, `architecture ${JSON.stringify(archName)} is not supported (supported: ${Object.keys(ARCHS).join(', ')})`);
+  }
+
+  const tensors = new Map<string, RawTensor>();
+  for (const t of gguf.tensors) {
+    if (t.name === 'rope_freqs.weight') {
+      throw new UnsupportedModelError(file, 'has rope_freqs.weight (Llama 3.1-style RoPE scaling), which kvpack does not support');
+    }
+    const canonical = canonicalName(t.name);
+    if (canonical) tensors.set(canonical, t);
+  }
+  const scaling = gguf.metadata.get(`${archName}.rope.scaling.type`);
+  if (scaling !== undefined && scaling !== 'none') {
+    throw new UnsupportedModelError(file, `RoPE scaling ${JSON.stringify(scaling)} is not supported`);
+  }
+
+  const a = (k: string) => `${archName}.${k}`;
+  const tokens = meta.has('tokenizer.ggml.tokens') ? meta.strings('tokenizer.ggml.tokens')! : undefined;
+  const hiddenSize = meta.num(a('embedding_length'));
+  const numHeads = meta.num(a('attention.head_count'));
+  const headDim = meta.num(a('attention.key_length'), hiddenSize / numHeads);
+  const rotDims = meta.num(a('rope.dimension_count'), headDim);
+  if (rotDims !== headDim) {
+    throw new UnsupportedModelError(file, `partial RoPE (${rotDims} of ${headDim} head dimensions) is not supported`);
+  }
+  const config: ModelConfig = validateConfig(
+    {
+      architecture,
+      hiddenSize,
+      intermediateSize: meta.num(a('feed_forward_length')),
+      numLayers: meta.num(a('block_count')),
+      numHeads,
+      numKvHeads: meta.num(a('attention.head_count_kv'), numHeads),
+      headDim,
+      vocabSize: meta.num(a('vocab_size'), tokens?.length ?? tensors.get(N.embed)?.shape[0] ?? 0),
+      maxContext: meta.num(a('context_length')),
+      rmsEps: meta.num(a('attention.layer_norm_rms_epsilon')),
+      ropeTheta: meta.num(a('rope.freq_base'), 10000),
+      // llama.cpp's converter permutes llama Q/K rows so pairs are adjacent; qwen2 keeps HF's layout.
+      ropeLayout: architecture === 'qwen2' ? 'half' : 'interleaved',
+      tiedEmbeddings: !tensors.has(N.lmHead),
+      qkvBias: architecture === 'qwen2',
+    },
+    file,
+  );
+  checkLoadedTensors(config, tensors, file);
+  const tokenizer = ggufTokenizer(meta, tokens, file);
+  checkTokenizerFits(tokenizer, config, file);
+  return { format: 'gguf', source: file, config, tensors, tokenizer };
+}
+
+function ggufTokenizer(meta: Meta, tokens: string[] | undefined, file: string): Tokenizer {
+  if (!meta.has('tokenizer.ggml.model')) throw new ModelFormatError(file, 'has no embedded tokenizer (tokenizer.ggml.model is missing)');
+  const model = meta.str('tokenizer.ggml.model');
+  if (model !== 'llama' && model !== 'gpt2') {
+    throw new UnsupportedModelError(file, `tokenizer model ${JSON.stringify(model)} is not supported (llama, gpt2 are)`);
+  }
+  if (!tokens) throw new ModelFormatError(file, 'metadata tokenizer.ggml.tokens is missing');
+  const n = tokens.length;
+  const bos = meta.optId('tokenizer.ggml.bos_token_id', n);
+  // Generation stops at any of these; newer files name an end-of-turn token apart from EOS.
+  const eos = [...new Set(['eos', 'eot', 'eom'].map((k) => meta.optId(`tokenizer.ggml.${k}_token_id`, n)))].filter(
+    (x): x is number => x !== undefined,
+  );
+  const types = meta.numbers('tokenizer.ggml.token_type', n);
+  if (model === 'llama') {
+    const scores = meta.numbers('tokenizer.ggml.scores', n) ?? new Array<number>(n).fill(0);
+    const addBos = meta.bool('tokenizer.ggml.add_bos_token', true);
+    const addSpacePrefix = meta.bool('tokenizer.ggml.add_space_prefix', true);
+    return buildTokenizer(file, () => new SentencePieceTokenizer({ tokens, scores, types, bos, eos, addBos, addSpacePrefix, file }));
+  }
+  const merges = meta.strings('tokenizer.ggml.merges')!;
+  const addBos = meta.bool('tokenizer.ggml.add_bos_token', false);
+  const pre = meta.str('tokenizer.ggml.pre', 'default');
+  return buildTokenizer(file, () => new Gpt2BpeTokenizer({ tokens, merges, types, bos, eos, addBos, pre, file }));
+}
+
+/** Loads a .gguf file. */
+export async function loadGguf(file: string): Promise<Checkpoint> {
+  return ggufCheckpoint(await readModelFile(file), file);
+}

@@ -1,0 +1,259 @@
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { KvpackError, ModelFormatError, UnsupportedModelError } from '../errors.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { checkTensors } from './checkpoint.js';
+import type { ModelConfig } from './config.js';
+import type { DType, RawTensor } from './tensor.js';
+
+/**
+ * safetensors reader: an 8-byte little-endian header length, a JSON header mapping tensor names to
+ * `{dtype, shape, data_offsets}`, then the data; offsets are relative to the first byte after the header.
+ * Tensors are `subarray` views of the file's buffer, never copies.
+ *
+ * This module also holds the small file helpers the other loaders share (readModelFile, readJsonFile,
+ * buildTokenizer); they live here because the loaders already import this module.
+ */
+
+/** fs.readFile cannot read more than 2 GiB - 1 into one Buffer; larger files are refused up front. */
+const MAX_FILE_BYTES = 2 ** 31 - 1;
+
+/** Reads a whole model file into one Buffer, turning fs errors into messages that name the file. */
+export async function readModelFile(file: string): Promise<Buffer> {
+  let size: number;
+  try {
+    const st = await fsp.stat(file);
+    if (!st.isFile()) throw new ModelFormatError(file, 'is not a regular file');
+    size = st.size;
+  } catch (e) {
+    throw fsError(e, file);
+  }
+  if (size > MAX_FILE_BYTES) {
+    throw new UnsupportedModelError(
+      file,
+      `file is ${(size / 2 ** 30).toFixed(1)} GiB; kvpack reads model files up to 2 GiB (use a sharded safetensors checkpoint)`,
+    );
+  }
+  try {
+    return await fsp.readFile(file);
+  } catch (e) {
+    throw fsError(e, file);
+  }
+}
+
+/** Reads and parses a JSON file; `what` says what the file is for, for the not-found message. */
+export async function readJsonFile(file: string, what: string): Promise<unknown> {
+  const text = (await readModelFile(file)).toString('utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new ModelFormatError(file, `${what} is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function fsError(e: unknown, file: string): KvpackError {
+  if (e instanceof KvpackError) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new ModelFormatError(file, 'file not found');
+  if (code === 'EACCES' || code === 'EPERM') return new ModelFormatError(file, 'permission denied');
+  if (code === 'EISDIR') return new ModelFormatError(file, 'is a directory, expected a file');
+  return new ModelFormatError(file, `cannot be read (${(e as Error).message})`);
+}
+
+/**
+ * What a tokenizer constructor threw, as one of our errors naming `file`: a corrupt vocabulary
+ * must never escape as a TypeError, and fs errors keep their plain meaning (not found, …).
+ */
+export function tokenizerError(e: unknown, file: string): KvpackError {
+  if (e instanceof KvpackError) return e;
+  if (typeof (e as NodeJS.ErrnoException)?.code === 'string') return fsError(e, file);
+  return new ModelFormatError(file, `tokenizer cannot be read (${e instanceof Error ? e.message : String(e)})`);
+}
+
+/** Runs a synchronous tokenizer constructor, converting what it throws with tokenizerError. */
+export function buildTokenizer<T>(file: string, build: () => T): T {
+  try {
+    return build();
+  } catch (e) {
+    throw tokenizerError(e, file);
+  }
+}
+
+/**
+ * checkTensors, after making sure the config's layer count is not absurd for the file: a corrupt
+ * count must not make it enumerate billions of expected tensors.
+ */
+export function checkLoadedTensors(config: ModelConfig, tensors: Map<string, RawTensor>, file: string): void {
+  if (config.numLayers > tensors.size) {
+    throw new ModelFormatError(file, `config says ${config.numLayers} layers but the file holds only ${tensors.size} tensors`);
+  }
+  checkTensors(config, tensors, file);
+}
+
+/** A tokenizer may not produce ids past the embedding's rows (fewer is fine: vocabularies are often padded). */
+export function checkTokenizerFits(tokenizer: Tokenizer, config: ModelConfig, file: string): void {
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new ModelFormatError(file, `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.vocabSize}`);
+  }
+}
+
+/** One tensor as the safetensors header describes it; dtype is the file's string (F32, BF16, I64, …). */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Uint8Array;
+  /** The file it came from (shards differ). */
+  file: string;
+}
+
+/** Element sizes of the dtypes the safetensors format defines, so every entry's byte range can be checked. */
+const ELEMENT_BYTES: Record<string, number> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,
+  I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4,
+  I64: 8, U64: 8, F64: 8,
+};
+
+const SUPPORTED: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
+
+/** Parses a safetensors file held in `buf`; every range is checked against the buffer before a view is made. */
+export function parseSafetensors(buf: Uint8Array, file: string): Map<string, SafetensorsEntry> {
+  if (buf.length < 8) throw new ModelFormatError(file, `file is ${buf.length} bytes, too short for a safetensors header`);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const headerLen = view.getBigUint64(0, true);
+  if (headerLen > BigInt(buf.length - 8)) {
+    throw new ModelFormatError(file, `header length ${headerLen} runs past the end of the file (${buf.length} bytes): truncated or not safetensors`);
+  }
+  const dataStart = 8 + Number(headerLen);
+  let header: unknown;
+  try {
+    header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, dataStart - 8).toString('utf8'));
+  } catch (e) {
+    throw new ModelFormatError(file, `safetensors header is not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObject(header)) throw new ModelFormatError(file, 'safetensors header is not a JSON object');
+
+  const dataLen = buf.length - dataStart;
+  const entries = new Map<string, SafetensorsEntry>();
+  const ranges: [number, number, string][] = [];
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    if (!isObject(raw)) throw new ModelFormatError(file, `tensor ${name}: header entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = raw;
+    if (typeof dtype !== 'string') throw new ModelFormatError(file, `tensor ${name}: dtype is missing or not a string`);
+    if (!Array.isArray(shape) || !shape.every(isCount)) {
+      throw new ModelFormatError(file, `tensor ${name}: shape must be an array of non-negative integers`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+      throw new ModelFormatError(file, `tensor ${name}: data_offsets must be two non-negative integers`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end || end > dataLen) {
+      throw new ModelFormatError(
+        file,
+        `tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the data (${dataLen} bytes): truncated file?`,
+      );
+    }
+    const size = ELEMENT_BYTES[dtype];
+    if (size !== undefined) {
+      const need = (shape as number[]).reduce((a, d) => a * d, 1) * size;
+      if (need !== end - begin) {
+        throw new ModelFormatError(
+          file,
+          `tensor ${name}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${need}`,
+        );
+      }
+    }
+    ranges.push([begin, end, name]);
+    entries.set(name, {
+      name,
+      dtype,
+      shape: shape as number[],
+      data: buf.subarray(dataStart + begin, dataStart + end),
+      file,
+    });
+  }
+  checkNoOverlap(ranges, file);
+  return entries;
+}
+
+/** Byte ranges [begin, end) with their tensor names must not overlap (empty tensors never do). */
+export function checkNoOverlap(ranges: [number, number, string][], file: string): void {
+  const sorted = ranges.filter(([b, e]) => e > b).sort((x, y) => x[0] - y[0]);
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!;
+    const cur = sorted[i]!;
+    if (cur[0] < prev[1]) throw new ModelFormatError(file, `tensors ${prev[2]} and ${cur[2]} overlap in the file`);
+  }
+}
+
+/** The entry as a RawTensor under its own name; only F32, F16 and BF16 are read. */
+export function toRawTensor(e: SafetensorsEntry): RawTensor {
+  const dtype = SUPPORTED[e.dtype];
+  if (!dtype) {
+    throw new UnsupportedModelError(e.file, `tensor ${e.name} has dtype ${e.dtype}; kvpack reads F32, F16 and BF16`);
+  }
+  return { name: e.name, dtype, shape: e.shape, data: e.data };
+}
+
+export const SAFETENSORS_FILE = 'model.safetensors';
+export const SAFETENSORS_INDEX = 'model.safetensors.index.json';
+
+/**
+ * Every tensor of a checkpoint directory: `model.safetensors`, or the shards that
+ * `model.safetensors.index.json` lists in its weight_map (each shard read once).
+ */
+export async function readSafetensorsDir(dir: string): Promise<Map<string, SafetensorsEntry>> {
+  const indexFile = path.join(dir, SAFETENSORS_INDEX);
+  if (!(await exists(indexFile))) {
+    const single = path.join(dir, SAFETENSORS_FILE);
+    if (!(await exists(single))) {
+      throw new ModelFormatError(dir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX}: kvpack reads safetensors weights only`);
+    }
+    return parseSafetensors(await readModelFile(single), single);
+  }
+  const index = await readJsonFile(indexFile, 'safetensors index');
+  const weightMap = isObject(index) ? index.weight_map : undefined;
+  if (!isObject(weightMap)) throw new ModelFormatError(indexFile, 'has no weight_map object');
+  const shardOf = new Map<string, string>();
+  for (const [name, shard] of Object.entries(weightMap)) {
+    // Shards are plain file names beside the index; anything else could point outside the model directory.
+    if (typeof shard !== 'string' || shard === '' || path.basename(shard) !== shard || shard === '..' || shard === '.') {
+      throw new ModelFormatError(indexFile, `weight_map entry for ${name} is not a file name in this directory: ${JSON.stringify(shard)}`);
+    }
+    shardOf.set(name, shard);
+  }
+  const all = new Map<string, SafetensorsEntry>();
+  for (const shard of new Set(shardOf.values())) {
+    const shardFile = path.join(dir, shard);
+    for (const [name, entry] of parseSafetensors(await readModelFile(shardFile), shardFile)) {
+      if (all.has(name)) throw new ModelFormatError(shardFile, `tensor ${name} also appears in ${path.basename(all.get(name)!.file)}`);
+      all.set(name, entry);
+    }
+  }
+  for (const [name, shard] of shardOf) {
+    const entry = all.get(name);
+    if (!entry || path.basename(entry.file) !== shard) {
+      throw new ModelFormatError(indexFile, `weight_map puts ${name} in ${shard}, but that shard does not hold it`);
+    }
+  }
+  return all;
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fsp.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
