@@ -10,6 +10,8 @@ interface AddedTokenJson {
   special?: boolean;
 }
 
+const SUPPORTED_MODELS = ['BPE', 'Unigram', 'WordPiece'];
+
 // Used only when the caller (config.json) gives no ids.
 const BOS_NAMES = ['<s>', '<|begin_of_text|>', '<|startoftext|>', '<bos>'];
 const EOS_NAMES = ['</s>', '<|end_of_text|>', '<|endoftext|>', '<|eot_id|>', '<|im_end|>', '<eos>', '<|eom_id|>'];
@@ -39,6 +41,13 @@ export class HfTokenizer implements Tokenizer {
     const model = root['model'] as { type?: unknown; vocab?: unknown } | undefined;
     if (typeof model !== 'object' || model === null || typeof model.vocab !== 'object' || model.vocab === null) {
       throw new ModelFormatError(file, 'has no "model" with a "vocab"; expected a Hugging Face tokenizer.json');
+    }
+    // The library guesses a model for unknown types; an explicit type it does not know is a file we cannot run.
+    if (model.type !== undefined && !SUPPORTED_MODELS.includes(model.type as string)) {
+      throw new ModelFormatError(
+        file,
+        `tokenizer model type ${JSON.stringify(model.type)} is not supported (${SUPPORTED_MODELS.join(', ')} are)`,
+      );
     }
     const added: AddedTokenJson[] = Array.isArray(root['added_tokens']) ? (root['added_tokens'] as AddedTokenJson[]) : [];
     try {
