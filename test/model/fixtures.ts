@@ -22,7 +22,7 @@ export const TINY: ModelConfig = {
   headDim: 8,
   vocabSize: 64,
   maxContext: 128,
-  rmsEps: 1e-5,
+  rmsEps: 2 ** -17, // exact in f32, so GGUF's f32 field reads back equal
   ropeTheta: 10000,
   ropeLayout: 'half',
   tiedEmbeddings: false,
