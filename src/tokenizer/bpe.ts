@@ -96,6 +96,13 @@ function splitBy(pieces: string[], re: RegExp): string[] {
   return out;
 }
 
+/** The words a `pre` pre-tokenizer splits text into, before byte mapping (exported for tests). */
+export function pretokenize(text: string, pre?: string): string[] {
+  let words = [text];
+  for (const p of preRegexes(pre).patterns) words = splitBy(words, new RegExp(p, 'gu'));
+  return words;
+}
+
 const WORD_CACHE_LIMIT = 50_000;
 
 export class Gpt2BpeTokenizer implements Tokenizer {
