@@ -12,7 +12,9 @@ export const MODEL_OPTIONS = {
 } as const satisfies Options;
 
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
-export function parse<O extends Options>(command: string, argv: string[], options: O) {
+type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
+
+export function parse<O extends Options>(command: string, argv: string[], options: O): Parsed<O> {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
