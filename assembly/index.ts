@@ -1,0 +1,856 @@
+// kvpack SIMD kernels. All buffers are raw byte offsets into the one shared memory; nothing here
+// allocates. Threaded kernels (matmul, attention) read their arguments from a control block and take
+// work items from an atomic counter in it, so every thread runs the same `run(ctrl, thread)`.
+
+// ---- dtype codes (must match src/kernels/wasm.ts) ----
+const DT_F32: i32 = 0;
+const DT_F16: i32 = 1;
+const DT_BF16: i32 = 2;
+const DT_Q8: i32 = 3;
+
+// ---- control block layout (bytes; must match src/kernels/wasm.ts) ----
+const C_OP: usize = 8;
+const C_NEXT: usize = 16; // atomic work-item counter
+const C_ARGS: usize = 32;
+
+const OP_MATMUL: i32 = 1;
+const OP_ATTENTION: i32 = 2;
+
+/** First byte after the module's static data: the JS arena allocates from here. */
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+export function run(ctrl: usize, thread: i32): void {
+  const op = load<i32>(ctrl + C_OP);
+  if (op == OP_MATMUL) matmulJob(ctrl, thread);
+  else if (op == OP_ATTENTION) attentionJob(ctrl, thread);
+}
+
+// ================================================================ conversions
+
+/** 4 f16 (zero-extended in i32 lanes) to f32. Integer trick: the 15 magnitude bits shifted into an
+ *  f32 with the exponent rebased by a multiply by 2^112, which also normalises subnormals. */
+// @ts-ignore: decorator
+@inline function h2f(h: v128): v128 {
+  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  let f = f32x4.mul(em, f32x4.splat(reinterpret<f32>(0x77800000)));
+  // exponent 31 (inf/NaN) must stay inf/NaN
+  f = v128.or(f, v128.and(i32x4.ge_s(em, i32x4.splat(0x0f800000)), i32x4.splat(0x7f800000)));
+  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+// @ts-ignore: decorator
+@inline function h2fScalar(h: u32): f32 {
+  const em = (h & 0x7fff) << 13;
+  let bits = reinterpret<u32>(reinterpret<f32>(em) * reinterpret<f32>(0x77800000));
+  if (em >= 0x0f800000) bits |= 0x7f800000;
+  return reinterpret<f32>(bits | ((h & 0x8000) << 16));
+}
+
+// @ts-ignore: decorator
+@inline function bf2fLo(v: v128): v128 {
+  return i16x8.shuffle(i16x8.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+// @ts-ignore: decorator
+@inline function bf2fHi(v: v128): v128 {
+  return i16x8.shuffle(i16x8.splat(0), v, 0, 12, 1, 13, 2, 14, 3, 15);
+}
+
+/** Sums of the lanes of a, b, c, d as one vector [Σa, Σb, Σc, Σd]. */
+// @ts-ignore: decorator
+@inline function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = f32x4.add(v128.shuffle<f32>(a, b, 0, 4, 1, 5), v128.shuffle<f32>(a, b, 2, 6, 3, 7));
+  const cd = f32x4.add(v128.shuffle<f32>(c, d, 0, 4, 1, 5), v128.shuffle<f32>(c, d, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7));
+}
+
+// @ts-ignore: decorator
+@inline function hsum(a: v128): f32 {
+  const b = f32x4.add(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  return f32x4.extract_lane(b, 0) + f32x4.extract_lane(b, 1);
+}
+
+/** Bytes of one stored row of `cols` numbers. */
+function rowBytes(dt: i32, cols: i32): usize {
+  if (dt == DT_F32) return <usize>cols << 2;
+  if (dt == DT_Q8) return <usize>(cols >> 5) * 34;
+  return <usize>cols << 1;
+}
+
+/** dst[cols] (f32) = row src (stored dtype). */
+function convertRow(dst: usize, src: usize, dt: i32, cols: i32): void {
+  if (dt == DT_F32) {
+    memory.copy(dst, src, <usize>cols << 2);
+    return;
+  }
+  let k = 0;
+  if (dt == DT_Q8) {
+    for (; k < cols; k += 32) {
+      const p = src + <usize>(k >> 5) * 34;
+      const d = f32x4.splat(h2fScalar(load<u16>(p)));
+      const v0 = v128.load(p, 2);
+      const v1 = v128.load(p, 18);
+      const o = dst + (<usize>k << 2);
+      const l0 = i16x8.extend_low_i8x16_s(v0);
+      const h0 = i16x8.extend_high_i8x16_s(v0);
+      const l1 = i16x8.extend_low_i8x16_s(v1);
+      const h1 = i16x8.extend_high_i8x16_s(v1);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l0)), d), 0);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l0)), d), 16);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h0)), d), 32);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h0)), d), 48);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l1)), d), 64);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l1)), d), 80);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h1)), d), 96);
+      v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h1)), d), 112);
+    }
+    return;
+  }
+  const c8 = cols & ~7;
+  if (dt == DT_F16) {
+    for (; k < c8; k += 8) {
+      const v = v128.load(src + (<usize>k << 1));
+      const o = dst + (<usize>k << 2);
+      v128.store(o, h2f(i32x4.extend_low_i16x8_u(v)), 0);
+      v128.store(o, h2f(i32x4.extend_high_i16x8_u(v)), 16);
+    }
+    for (; k < cols; k++) store<f32>(dst + (<usize>k << 2), h2fScalar(load<u16>(src + (<usize>k << 1))));
+  } else {
+    for (; k < c8; k += 8) {
+      const v = v128.load(src + (<usize>k << 1));
+      const o = dst + (<usize>k << 2);
+      v128.store(o, bf2fLo(v), 0);
+      v128.store(o, bf2fHi(v), 16);
+    }
+    for (; k < cols; k++) store<u32>(dst + (<usize>k << 2), <u32>load<u16>(src + (<usize>k << 1)) << 16);
+  }
+}
+
+// ================================================================ matmul
+
+function matmulJob(ctrl: usize, thread: i32): void {
+  const a = ctrl + C_ARGS;
+  const out = load<u32>(a, 0);
+  const x = load<u32>(a, 4);
+  const w = load<u32>(a, 8);
+  const dt = load<i32>(a, 12);
+  const rows = load<i32>(a, 16);
+  const cols = load<i32>(a, 20);
+  const n = load<i32>(a, 24);
+  const chunk = load<i32>(a, 28);
+  const scratch = <usize>load<u32>(a, 32) + <usize>thread * <usize>load<u32>(a, 36);
+  const items = (rows + chunk - 1) / chunk;
+  for (;;) {
+    const it = atomic.add<i32>(ctrl + C_NEXT, 1);
+    if (it >= items) break;
+    const r0 = it * chunk;
+    const r1 = min(rows, r0 + chunk);
+    if (n == 1) matvecRows(out, x, w, dt, cols, r0, r1);
+    else matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
+  }
+}
+
+/** out[r0..r1) = W[r0..r1) · x for one token, 4 rows at a time straight from the stored dtype. */
+function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32): void {
+  const rb = rowBytes(dt, cols);
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const p = w + <usize>r * rb;
+    let v: v128;
+    if (dt == DT_F32) v = mv4F32(p, rb, x, cols);
+    else if (dt == DT_F16) v = mv4F16(p, rb, x, cols);
+    else if (dt == DT_BF16) v = mv4BF16(p, rb, x, cols);
+    else v = mv4Q8(p, rb, x, cols);
+    v128.store(out + (<usize>r << 2), v);
+  }
+  for (; r < r1; r++) {
+    const p = w + <usize>r * rb;
+    let s: f32;
+    if (dt == DT_F32) s = dotF32(p, x, cols);
+    else s = f32x4.extract_lane(dt == DT_F16 ? mv4F16(p, 0, x, cols) : dt == DT_BF16 ? mv4BF16(p, 0, x, cols) : mv4Q8(p, 0, x, cols), 0);
+    store<f32>(out + (<usize>r << 2), s);
+  }
+}
+
+function dotF32(a: usize, b: usize, len: i32): f32 {
+  let s0 = f32x4.splat(0);
+  let s1 = f32x4.splat(0);
+  let k = 0;
+  for (; k + 8 <= len; k += 8) {
+    const o = <usize>k << 2;
+    s0 = f32x4.add(s0, f32x4.mul(v128.load(a + o), v128.load(b + o)));
+    s1 = f32x4.add(s1, f32x4.mul(v128.load(a + o, 16), v128.load(b + o, 16)));
+  }
+  for (; k + 4 <= len; k += 4) {
+    const o = <usize>k << 2;
+    s0 = f32x4.add(s0, f32x4.mul(v128.load(a + o), v128.load(b + o)));
+  }
+  let s = hsum(f32x4.add(s0, s1));
+  for (; k < len; k++) s += load<f32>(a + (<usize>k << 2)) * load<f32>(b + (<usize>k << 2));
+  return s;
+}
+
+/** Scalar tails of four rows (cols not a multiple of the vector step) added into lane sums. */
+// @ts-ignore: decorator
+@inline function tail4(v: v128, s0: f32, s1: f32, s2: f32, s3: f32): v128 {
+  return f32x4.add(v, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(s0), 1, s1), 2, s2), 3, s3));
+}
+
+function mv4F32(w0: usize, rb: usize, x: usize, cols: i32): v128 {
+  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let k = 0;
+  for (; k + 8 <= cols; k += 8) {
+    const o = <usize>k << 2;
+    const x0 = v128.load(x + o);
+    const x1 = v128.load(x + o, 16);
+    a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + o), x0));
+    a1 = f32x4.add(a1, f32x4.mul(v128.load(w1 + o), x0));
+    a2 = f32x4.add(a2, f32x4.mul(v128.load(w2 + o), x0));
+    a3 = f32x4.add(a3, f32x4.mul(v128.load(w3 + o), x0));
+    b0 = f32x4.add(b0, f32x4.mul(v128.load(w0 + o, 16), x1));
+    b1 = f32x4.add(b1, f32x4.mul(v128.load(w1 + o, 16), x1));
+    b2 = f32x4.add(b2, f32x4.mul(v128.load(w2 + o, 16), x1));
+    b3 = f32x4.add(b3, f32x4.mul(v128.load(w3 + o, 16), x1));
+  }
+  for (; k + 4 <= cols; k += 4) {
+    const o = <usize>k << 2;
+    const x0 = v128.load(x + o);
+    a0 = f32x4.add(a0, f32x4.mul(v128.load(w0 + o), x0));
+    a1 = f32x4.add(a1, f32x4.mul(v128.load(w1 + o), x0));
+    a2 = f32x4.add(a2, f32x4.mul(v128.load(w2 + o), x0));
+    a3 = f32x4.add(a3, f32x4.mul(v128.load(w3 + o), x0));
+  }
+  let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  if (k < cols) {
+    let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
+    for (; k < cols; k++) {
+      const o = <usize>k << 2;
+      const xv = load<f32>(x + o);
+      s0 += load<f32>(w0 + o) * xv;
+      s1 += load<f32>(w1 + o) * xv;
+      s2 += load<f32>(w2 + o) * xv;
+      s3 += load<f32>(w3 + o) * xv;
+    }
+    v = tail4(v, s0, s1, s2, s3);
+  }
+  return v;
+}
+
+// f16 and bf16 rows: 8 halves per 16-byte load, converted in registers.
+function mv4F16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
+  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let k = 0;
+  for (; k + 8 <= cols; k += 8) {
+    const o = <usize>k << 1;
+    const x0 = v128.load(x + (o << 1));
+    const x1 = v128.load(x + (o << 1), 16);
+    let v = v128.load(w0 + o);
+    a0 = f32x4.add(a0, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
+    b0 = f32x4.add(b0, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    v = v128.load(w1 + o);
+    a1 = f32x4.add(a1, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
+    b1 = f32x4.add(b1, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    v = v128.load(w2 + o);
+    a2 = f32x4.add(a2, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
+    b2 = f32x4.add(b2, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    v = v128.load(w3 + o);
+    a3 = f32x4.add(a3, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
+    b3 = f32x4.add(b3, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+  }
+  let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  if (k < cols) {
+    let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
+    for (; k < cols; k++) {
+      const o = <usize>k << 1;
+      const xv = load<f32>(x + (o << 1));
+      s0 += h2fScalar(load<u16>(w0 + o)) * xv;
+      s1 += h2fScalar(load<u16>(w1 + o)) * xv;
+      s2 += h2fScalar(load<u16>(w2 + o)) * xv;
+      s3 += h2fScalar(load<u16>(w3 + o)) * xv;
+    }
+    v = tail4(v, s0, s1, s2, s3);
+  }
+  return v;
+}
+
+function mv4BF16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
+  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let k = 0;
+  for (; k + 8 <= cols; k += 8) {
+    const o = <usize>k << 1;
+    const x0 = v128.load(x + (o << 1));
+    const x1 = v128.load(x + (o << 1), 16);
+    let v = v128.load(w0 + o);
+    a0 = f32x4.add(a0, f32x4.mul(bf2fLo(v), x0));
+    b0 = f32x4.add(b0, f32x4.mul(bf2fHi(v), x1));
+    v = v128.load(w1 + o);
+    a1 = f32x4.add(a1, f32x4.mul(bf2fLo(v), x0));
+    b1 = f32x4.add(b1, f32x4.mul(bf2fHi(v), x1));
+    v = v128.load(w2 + o);
+    a2 = f32x4.add(a2, f32x4.mul(bf2fLo(v), x0));
+    b2 = f32x4.add(b2, f32x4.mul(bf2fHi(v), x1));
+    v = v128.load(w3 + o);
+    a3 = f32x4.add(a3, f32x4.mul(bf2fLo(v), x0));
+    b3 = f32x4.add(b3, f32x4.mul(bf2fHi(v), x1));
+  }
+  let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  if (k < cols) {
+    let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
+    for (; k < cols; k++) {
+      const o = <usize>k << 1;
+      const xv = load<f32>(x + (o << 1));
+      s0 += reinterpret<f32>(<u32>load<u16>(w0 + o) << 16) * xv;
+      s1 += reinterpret<f32>(<u32>load<u16>(w1 + o) << 16) * xv;
+      s2 += reinterpret<f32>(<u32>load<u16>(w2 + o) << 16) * xv;
+      s3 += reinterpret<f32>(<u32>load<u16>(w3 + o) << 16) * xv;
+    }
+    v = tail4(v, s0, s1, s2, s3);
+  }
+  return v;
+}
+
+/** Σ q·x over one 32-value q8_0 block (unscaled), as a vector of partial sums. */
+// @ts-ignore: decorator
+@inline function q8block(p: usize, x: usize): v128 {
+  const v0 = v128.load(p);
+  const v1 = v128.load(p, 16);
+  const l0 = i16x8.extend_low_i8x16_s(v0);
+  const h0 = i16x8.extend_high_i8x16_s(v0);
+  const l1 = i16x8.extend_low_i8x16_s(v1);
+  const h1 = i16x8.extend_high_i8x16_s(v1);
+  let s = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l0)), v128.load(x));
+  let t = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l0)), v128.load(x, 16));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h0)), v128.load(x, 32)));
+  t = f32x4.add(t, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h0)), v128.load(x, 48)));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l1)), v128.load(x, 64)));
+  t = f32x4.add(t, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l1)), v128.load(x, 80)));
+  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h1)), v128.load(x, 96)));
+  t = f32x4.add(t, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h1)), v128.load(x, 112)));
+  return f32x4.add(s, t);
+}
+
+function mv4Q8(w0: usize, rb: usize, x: usize, cols: i32): v128 {
+  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const nb = cols >> 5;
+  for (let b = 0; b < nb; b++) {
+    const o = <usize>b * 34;
+    const xb = x + (<usize>b << 7);
+    a0 = f32x4.add(a0, f32x4.mul(q8block(w0 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w0 + o)))));
+    a1 = f32x4.add(a1, f32x4.mul(q8block(w1 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w1 + o)))));
+    a2 = f32x4.add(a2, f32x4.mul(q8block(w2 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w2 + o)))));
+    a3 = f32x4.add(a3, f32x4.mul(q8block(w3 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w3 + o)))));
+  }
+  return hsum4(a0, a1, a2, a3);
+}
+
+/**
+ * Chunked prefill: rows [r0, r1) for all n tokens. The chunk's rows are dequantised once into this
+ * thread's scratch (f32 rows are used in place), then register tiles of 2 rows × 4 tokens run over it,
+ * so each weight is converted once and reused by every token.
+ */
+function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i32, n: i32, r0: i32, r1: i32, scratch: usize): void {
+  const rb = rowBytes(dt, cols);
+  const fs = <usize>cols << 2; // f32 row stride
+  let wf: usize;
+  if (dt == DT_F32) {
+    wf = w + <usize>r0 * rb;
+  } else {
+    wf = scratch;
+    for (let r = r0; r < r1; r++) convertRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols);
+  }
+  const nr = r1 - r0;
+  const os = <usize>rows << 2;
+  let t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const xt = x + <usize>t * fs;
+    const ot = out + <usize>t * os + (<usize>r0 << 2);
+    let r = 0;
+    for (; r + 2 <= nr; r += 2) tile24(wf + <usize>r * fs, fs, xt, cols, ot + (<usize>r << 2), os);
+    for (; r < nr; r++) {
+      const wr = wf + <usize>r * fs;
+      for (let j = 0; j < 4; j++) store<f32>(ot + <usize>j * os + (<usize>r << 2), dotF32(wr, xt + <usize>j * fs, cols));
+    }
+  }
+  for (; t < n; t++) {
+    const xt = x + <usize>t * fs;
+    const ot = out + <usize>t * os + (<usize>r0 << 2);
+    let r = 0;
+    for (; r + 4 <= nr; r += 4) v128.store(ot + (<usize>r << 2), mv4F32(wf + <usize>r * fs, fs, xt, cols));
+    for (; r < nr; r++) store<f32>(ot + (<usize>r << 2), dotF32(wf + <usize>r * fs, xt, cols));
+  }
+}
+
+/** 2 weight rows × 4 tokens: 8 accumulators, each loaded weight vector feeds 4 tokens. */
+function tile24(w0: usize, fs: usize, x0: usize, cols: i32, out: usize, os: usize): void {
+  const w1 = w0 + fs;
+  const x1 = x0 + fs, x2 = x1 + fs, x3 = x2 + fs;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let k = 0;
+  for (; k + 4 <= cols; k += 4) {
+    const o = <usize>k << 2;
+    const u = v128.load(w0 + o);
+    const v = v128.load(w1 + o);
+    let xv = v128.load(x0 + o);
+    a0 = f32x4.add(a0, f32x4.mul(u, xv));
+    b0 = f32x4.add(b0, f32x4.mul(v, xv));
+    xv = v128.load(x1 + o);
+    a1 = f32x4.add(a1, f32x4.mul(u, xv));
+    b1 = f32x4.add(b1, f32x4.mul(v, xv));
+    xv = v128.load(x2 + o);
+    a2 = f32x4.add(a2, f32x4.mul(u, xv));
+    b2 = f32x4.add(b2, f32x4.mul(v, xv));
+    xv = v128.load(x3 + o);
+    a3 = f32x4.add(a3, f32x4.mul(u, xv));
+    b3 = f32x4.add(b3, f32x4.mul(v, xv));
+  }
+  let sa = hsum4(a0, a1, a2, a3); // row 0, tokens 0..3
+  let sb = hsum4(b0, b1, b2, b3); // row 1, tokens 0..3
+  if (k < cols) {
+    let p0: f32 = 0, p1: f32 = 0, p2: f32 = 0, p3: f32 = 0;
+    let q0: f32 = 0, q1: f32 = 0, q2: f32 = 0, q3: f32 = 0;
+    for (; k < cols; k++) {
+      const o = <usize>k << 2;
+      const u = load<f32>(w0 + o);
+      const v = load<f32>(w1 + o);
+      const y0 = load<f32>(x0 + o), y1 = load<f32>(x1 + o), y2 = load<f32>(x2 + o), y3 = load<f32>(x3 + o);
+      p0 += u * y0; p1 += u * y1; p2 += u * y2; p3 += u * y3;
+      q0 += v * y0; q1 += v * y1; q2 += v * y2; q3 += v * y3;
+    }
+    sa = tail4(sa, p0, p1, p2, p3);
+    sb = tail4(sb, q0, q1, q2, q3);
+  }
+  // out[t][r]: interleave rows 0/1 per token, store pairs as 64-bit lanes
+  const lo = v128.shuffle<f32>(sa, sb, 0, 4, 1, 5);
+  const hi = v128.shuffle<f32>(sa, sb, 2, 6, 3, 7);
+  store<f64>(out, f64x2.extract_lane(lo, 0));
+  store<f64>(out + os, f64x2.extract_lane(lo, 1));
+  store<f64>(out + 2 * os, f64x2.extract_lane(hi, 0));
+  store<f64>(out + 3 * os, f64x2.extract_lane(hi, 1));
+}
+
+// ================================================================ elementwise
+
+/** e^x for 4 lanes (Cephes-style range reduction + degree-6 polynomial, ~1-2 ulp). Inputs below the
+ *  f32 normal range give 0; inputs above 88 are clamped. */
+// @ts-ignore: decorator
+@inline function exp4(x: v128): v128 {
+  const under = f32x4.lt(x, f32x4.splat(-87.33654));
+  x = f32x4.max(f32x4.min(x, f32x4.splat(88.0)), f32x4.splat(-87.33654));
+  const fx = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
+  let r = f32x4.sub(x, f32x4.mul(fx, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(fx, f32x4.splat(-2.12194440e-4)));
+  const r2 = f32x4.mul(r, r);
+  let y = f32x4.splat(1.9875691500e-4);
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(1.3981999507e-3));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(8.3334519073e-3));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(4.1665795894e-2));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(1.6666665459e-1));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(5.0000001201e-1));
+  y = f32x4.add(f32x4.add(f32x4.mul(y, r2), r), f32x4.splat(1.0));
+  const pow = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(fx), i32x4.splat(127)), 23);
+  return v128.andnot(f32x4.mul(y, pow), under);
+}
+
+export function siluMul(out: usize, gate: usize, up: usize, len: i32): void {
+  const one = f32x4.splat(1.0);
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const o = <usize>i << 2;
+    const g = v128.load(gate + o);
+    const e = exp4(f32x4.neg(g));
+    v128.store(out + o, f32x4.mul(f32x4.div(g, f32x4.add(one, e)), v128.load(up + o)));
+  }
+  for (; i < len; i++) {
+    const o = <usize>i << 2;
+    const g = load<f32>(gate + o);
+    const e = f32x4.extract_lane(exp4(f32x4.splat(-g)), 0);
+    store<f32>(out + o, (g / (1 + e)) * load<f32>(up + o));
+  }
+}
+
+export function add(out: usize, x: usize, len: i32): void {
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(out + o, f32x4.add(v128.load(out + o), v128.load(x + o)));
+  }
+  for (; i < len; i++) {
+    const o = <usize>i << 2;
+    store<f32>(out + o, load<f32>(out + o) + load<f32>(x + o));
+  }
+}
+
+export function addBias(x: usize, bias: usize, n: i32, dim: i32): void {
+  for (let t = 0; t < n; t++) add(x + <usize>t * (<usize>dim << 2), bias, dim);
+}
+
+export function rmsnorm(out: usize, x: usize, weight: usize, n: i32, dim: i32, eps: f64): void {
+  for (let t = 0; t < n; t++) {
+    const xr = x + <usize>t * (<usize>dim << 2);
+    const or = out + <usize>t * (<usize>dim << 2);
+    // sum of squares in f64, like the reference
+    let s0 = f64x2.splat(0), s1 = s0;
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const v = v128.load(xr + (<usize>i << 2));
+      const lo = f64x2.promote_low_f32x4(v);
+      const hi = f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+      s0 = f64x2.add(s0, f64x2.mul(lo, lo));
+      s1 = f64x2.add(s1, f64x2.mul(hi, hi));
+    }
+    const s = f64x2.add(s0, s1);
+    let ss = f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
+    for (let j = i; j < dim; j++) {
+      const v = <f64>load<f32>(xr + (<usize>j << 2));
+      ss += v * v;
+    }
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    const iv = f64x2.splat(inv);
+    i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const o = <usize>i << 2;
+      const v = v128.load(xr + o);
+      const g = v128.load(weight + o);
+      const lo = f64x2.mul(f64x2.mul(f64x2.promote_low_f32x4(v), iv), f64x2.promote_low_f32x4(g));
+      const hi = f64x2.mul(
+        f64x2.mul(f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1)), iv),
+        f64x2.promote_low_f32x4(v128.shuffle<f32>(g, g, 2, 3, 0, 1)),
+      );
+      v128.store(or + o, v128.shuffle<f32>(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5));
+    }
+    for (; i < dim; i++) {
+      const o = <usize>i << 2;
+      store<f32>(or + o, <f32>(<f64>load<f32>(xr + o) * inv * <f64>load<f32>(weight + o)));
+    }
+  }
+}
+
+/**
+ * RoPE with a precomputed table of (cos, sin) f64 pairs, [n][headDim/2], built in JS with the
+ * reference's exact expression; the rotation itself is done in f64 like the reference.
+ */
+export function rope(x: usize, n: i32, heads: i32, headDim: i32, table: usize, interleaved: i32): void {
+  const half = headDim >> 1;
+  for (let t = 0; t < n; t++) {
+    const tb = table + <usize>t * (<usize>half << 4);
+    for (let h = 0; h < heads; h++) {
+      const base = x + (<usize>(t * heads + h) * <usize>headDim << 2);
+      if (interleaved) {
+        for (let i = 0; i < half; i++) {
+          const cs = v128.load(tb + (<usize>i << 4)); // [cos, sin]
+          const p = base + (<usize>i << 3);
+          const v = f64x2.promote_low_f32x4(v128.load64_zero(p)); // [x0, x1]
+          // [x0*c - x1*s, x0*s + x1*c]
+          const a = f64x2.mul(f64x2.splat(f64x2.extract_lane(v, 0)), cs); // [x0 c, x0 s]
+          const b = f64x2.mul(f64x2.splat(f64x2.extract_lane(v, 1)), cs); // [x1 c, x1 s]
+          const r0 = f64x2.extract_lane(a, 0) - f64x2.extract_lane(b, 1);
+          const r1 = f64x2.extract_lane(a, 1) + f64x2.extract_lane(b, 0);
+          store<f32>(p, <f32>r0);
+          store<f32>(p, <f32>r1, 4);
+        }
+      } else {
+        for (let i = 0; i < half; i++) {
+          const c = load<f64>(tb + (<usize>i << 4));
+          const s = load<f64>(tb + (<usize>i << 4), 8);
+          const pa = base + (<usize>i << 2);
+          const pb = pa + (<usize>half << 2);
+          const x0 = <f64>load<f32>(pa);
+          const x1 = <f64>load<f32>(pb);
+          store<f32>(pa, <f32>(x0 * c - x1 * s));
+          store<f32>(pb, <f32>(x0 * s + x1 * c));
+        }
+      }
+    }
+  }
+}
+
+export function softmax(x: usize, len: i32): void {
+  if (len <= 0) return;
+  let mv = f32x4.splat(-Infinity);
+  let i = 0;
+  for (; i + 4 <= len; i += 4) mv = f32x4.max(mv, v128.load(x + (<usize>i << 2)));
+  let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  for (; i < len; i++) m = max(m, load<f32>(x + (<usize>i << 2)));
+  // f64 exp and sum: softmax runs once per token over the vocabulary, so precision wins over speed
+  const mx = <f64>m;
+  let sum: f64 = 0;
+  for (i = 0; i < len; i++) {
+    const p = x + (<usize>i << 2);
+    const e = Math.exp(<f64>load<f32>(p) - mx);
+    sum += e;
+    store<f32>(p, <f32>e);
+  }
+  const inv = 1 / sum;
+  for (i = 0; i < len; i++) {
+    const p = x + (<usize>i << 2);
+    store<f32>(p, <f32>(<f64>load<f32>(p) * inv));
+  }
+}
+
+export function embed(out: usize, table: usize, dt: i32, cols: i32, ids: usize, n: i32): void {
+  const rb = rowBytes(dt, cols);
+  for (let t = 0; t < n; t++) {
+    const id = load<i32>(ids + (<usize>t << 2));
+    convertRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols);
+  }
+}
+
+/** 4 f32 to f16 bits (in i32 lanes), round to nearest even; NaN → 0x7e00, overflow → inf. */
+// @ts-ignore: decorator
+@inline function f2h(v: v128): v128 {
+  const sign = i32x4.shr_u(v128.and(v, i32x4.splat(0x80000000)), 16);
+  const abs = v128.and(v, i32x4.splat(0x7fffffff));
+  // normal: rebias the exponent, then round the 13 dropped bits to nearest even (carries are right)
+  let t = i32x4.sub(abs, i32x4.splat(0x38000000));
+  t = i32x4.add(t, i32x4.add(i32x4.splat(0xfff), v128.and(i32x4.shr_u(t, 13), i32x4.splat(1))));
+  const hn = i32x4.shr_u(t, 13);
+  // subnormal: adding 0.5 makes the FPU round |x| to a multiple of 2^-24 (RNE)
+  const hs = i32x4.sub(f32x4.add(abs, f32x4.splat(0.5)), i32x4.splat(0x3f000000));
+  let h = v128.bitselect(hs, hn, i32x4.lt_s(abs, i32x4.splat(0x38800000)));
+  h = v128.bitselect(i32x4.splat(0x7c00), h, i32x4.ge_s(abs, i32x4.splat(0x47800000)));
+  h = v128.bitselect(i32x4.splat(0x7e00), h, i32x4.gt_s(abs, i32x4.splat(0x7f800000)));
+  return v128.or(h, sign);
+}
+
+export function toF16(out: usize, x: usize, len: i32): void {
+  let i = 0;
+  for (; i + 8 <= len; i += 8) {
+    const a = f2h(v128.load(x + (<usize>i << 2)));
+    const b = f2h(v128.load(x + (<usize>i << 2), 16));
+    v128.store(out + (<usize>i << 1), i16x8.narrow_i32x4_u(a, b));
+  }
+  for (; i < len; i++) {
+    const h = f2h(f32x4.splat(load<f32>(x + (<usize>i << 2))));
+    store<u16>(out + (<usize>i << 1), <u16>i32x4.extract_lane(h, 0));
+  }
+}
+
+// ================================================================ attention
+
+const BLOCK: i32 = 64; // slots per block of converted keys/values
+
+/**
+ * Work item = (query t, KV head, a group of up to `hg` query heads sharing it). Each block of keys and
+ * values is converted once (f16 slots) and reused by every head of the group. When `received` is
+ * accumulated, an item covers all queries of its heads so no two threads add into the same row.
+ * Per-thread scratch: scores [hg][seenPad] | block [BLOCK][d] | acc [hg][d] | inv [hg].
+ */
+function attentionJob(ctrl: usize, thread: i32): void {
+  const a = ctrl + C_ARGS;
+  const n = load<i32>(a, 8);
+  const numHeads = load<i32>(a, 36);
+  const numKv = load<i32>(a, 40);
+  const hg = load<i32>(a, 60);
+  const received = load<u32>(a, 56);
+  const group = numHeads / numKv;
+  const subs = (group + hg - 1) / hg;
+  const perT = numKv * subs;
+  const allT = received != 0;
+  const items = allT ? perT : n * perT;
+  for (;;) {
+    const it = atomic.add<i32>(ctrl + C_NEXT, 1);
+    if (it >= items) break;
+    const rem = it % perT;
+    const kvh = rem / subs;
+    const sub = rem % subs;
+    const h0 = kvh * group + sub * hg;
+    const h1 = min(h0 + hg, (kvh + 1) * group);
+    if (allT) {
+      for (let t = 0; t < n; t++) attendItem(a, thread, t, kvh, h0, h1);
+    } else {
+      attendItem(a, thread, it / perT, kvh, h0, h1);
+    }
+  }
+}
+
+function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): void {
+  const out = <usize>load<u32>(a, 0);
+  const q = <usize>load<u32>(a, 4);
+  const n = load<i32>(a, 8);
+  const keys = <usize>load<u32>(a, 12);
+  const values = <usize>load<u32>(a, 16);
+  const f16 = load<i32>(a, 20) != 0;
+  const capacity = load<i32>(a, 24);
+  const visible = load<i32>(a, 28);
+  const numHeads = load<i32>(a, 36);
+  const d = load<i32>(a, 44);
+  const scale = load<f32>(a, 48);
+  const lastProbs = <usize>load<u32>(a, 52);
+  const received = <usize>load<u32>(a, 56);
+  const hg = load<i32>(a, 60);
+  const scratch = <usize>load<u32>(a, 64) + <usize>thread * <usize>load<u32>(a, 68);
+
+  const g = h1 - h0;
+  const seen = visible + t;
+  const sp = (seen + 3) & ~3;
+  const db = <usize>d << 2; // f32 row bytes
+  const eb: usize = f16 ? 2 : 4;
+  const scores = scratch;
+  const blk = scores + (<usize>hg * <usize>sp << 2);
+  const acc = blk + <usize>BLOCK * db;
+  const invs = acc + <usize>hg * db;
+  const kvOff = <usize>kvh * <usize>capacity * <usize>d * eb;
+  const last = lastProbs != 0 && t == n - 1;
+
+  // scores: q·k * scale for each head of the group
+  for (let s0 = 0; s0 < seen; s0 += BLOCK) {
+    const bs = min(BLOCK, seen - s0);
+    let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
+    if (f16) {
+      convertRow(blk, kp, DT_F16, bs * d);
+      kp = blk;
+    }
+    for (let j = 0; j < g; j++) {
+      const qp = q + (<usize>(t * numHeads + h0 + j) * db);
+      scoreBlock(qp, kp, d, bs, scores + ((<usize>j * sp + s0) << 2), scale);
+    }
+  }
+  // softmax numerators in place; pad lanes are -inf so whole vectors can be used
+  for (let j = 0; j < g; j++) {
+    const row = scores + (<usize>j * sp << 2);
+    for (let s = seen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
+    let mv = f32x4.splat(-Infinity);
+    for (let s = 0; s < sp; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
+    const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
+    let sum = f64x2.splat(0);
+    for (let s = 0; s < sp; s += 4) {
+      const p = row + (<usize>s << 2);
+      const e = exp4(f32x4.sub(v128.load(p), m));
+      v128.store(p, e);
+      sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
+    }
+    const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
+    store<f32>(invs + (<usize>j << 2), total > 0 ? <f32>(1 / total) : 0);
+  }
+  // Σ p·v
+  memory.fill(acc, 0, <usize>g * db);
+  for (let s0 = 0; s0 < seen; s0 += BLOCK) {
+    const bs = min(BLOCK, seen - s0);
+    let vp = values + kvOff + <usize>s0 * <usize>d * eb;
+    if (f16) {
+      convertRow(blk, vp, DT_F16, bs * d);
+      vp = blk;
+    }
+    for (let j = 0; j < g; j++) {
+      axpyBlock(acc + <usize>j * db, scores + ((<usize>j * sp + s0) << 2), vp, d, bs);
+    }
+  }
+  for (let j = 0; j < g; j++) {
+    const h = h0 + j;
+    const inv = load<f32>(invs + (<usize>j << 2));
+    const iv = f32x4.splat(inv);
+    const ap = acc + <usize>j * db;
+    const op = out + (<usize>(t * numHeads + h) * db);
+    let i = 0;
+    for (; i + 4 <= d; i += 4) v128.store(op + (<usize>i << 2), f32x4.mul(v128.load(ap + (<usize>i << 2)), iv));
+    for (; i < d; i++) store<f32>(op + (<usize>i << 2), load<f32>(ap + (<usize>i << 2)) * inv);
+    const row = scores + (<usize>j * sp << 2);
+    if (received != 0) {
+      const rp = received + (<usize>h * <usize>capacity << 2);
+      let s = 0;
+      for (; s + 4 <= seen; s += 4) {
+        const o = <usize>s << 2;
+        v128.store(rp + o, f32x4.add(v128.load(rp + o), f32x4.mul(v128.load(row + o), iv)));
+      }
+      for (; s < seen; s++) {
+        const o = <usize>s << 2;
+        store<f32>(rp + o, load<f32>(rp + o) + load<f32>(row + o) * inv);
+      }
+    }
+    if (last) {
+      const lp = lastProbs + (<usize>h * <usize>capacity << 2);
+      let s = 0;
+      for (; s + 4 <= seen; s += 4) {
+        const o = <usize>s << 2;
+        v128.store(lp + o, f32x4.mul(v128.load(row + o), iv));
+      }
+      for (; s < seen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
+      if (capacity > seen) memory.fill(lp + (<usize>seen << 2), 0, <usize>(capacity - seen) << 2);
+    }
+  }
+}
+
+/** dst[s] = scale · (q · k_s) for bs consecutive key rows of d floats; 4 slots per pass. */
+function scoreBlock(q: usize, k: usize, d: i32, bs: i32, dst: usize, scale: f32): void {
+  const db = <usize>d << 2;
+  const sc = f32x4.splat(scale);
+  const d4 = d & ~3;
+  let s = 0;
+  for (; s + 4 <= bs; s += 4) {
+    const k0 = k + <usize>s * db, k1 = k0 + db, k2 = k1 + db, k3 = k2 + db;
+    let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (let i = 0; i < d4; i += 4) {
+      const o = <usize>i << 2;
+      const qv = v128.load(q + o);
+      a0 = f32x4.add(a0, f32x4.mul(qv, v128.load(k0 + o)));
+      a1 = f32x4.add(a1, f32x4.mul(qv, v128.load(k1 + o)));
+      a2 = f32x4.add(a2, f32x4.mul(qv, v128.load(k2 + o)));
+      a3 = f32x4.add(a3, f32x4.mul(qv, v128.load(k3 + o)));
+    }
+    let v = hsum4(a0, a1, a2, a3);
+    if (d4 < d) {
+      let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
+      for (let i = d4; i < d; i++) {
+        const o = <usize>i << 2;
+        const qv = load<f32>(q + o);
+        t0 += qv * load<f32>(k0 + o);
+        t1 += qv * load<f32>(k1 + o);
+        t2 += qv * load<f32>(k2 + o);
+        t3 += qv * load<f32>(k3 + o);
+      }
+      v = tail4(v, t0, t1, t2, t3);
+    }
+    v128.store(dst + (<usize>s << 2), f32x4.mul(v, sc));
+  }
+  for (; s < bs; s++) store<f32>(dst + (<usize>s << 2), dotF32(q, k + <usize>s * db, d) * scale);
+}
+
+/** acc[d] += Σ_s p[s] · v_s over bs rows, 4 rows per pass so acc is loaded/stored once per 4. */
+function axpyBlock(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
+  const db = <usize>d << 2;
+  const d4 = d & ~3;
+  let s = 0;
+  for (; s + 4 <= bs; s += 4) {
+    const pv = v128.load(p + (<usize>s << 2));
+    const p0 = f32x4.splat(f32x4.extract_lane(pv, 0));
+    const p1 = f32x4.splat(f32x4.extract_lane(pv, 1));
+    const p2 = f32x4.splat(f32x4.extract_lane(pv, 2));
+    const p3 = f32x4.splat(f32x4.extract_lane(pv, 3));
+    const v0 = v + <usize>s * db, v1 = v0 + db, v2 = v1 + db, v3 = v2 + db;
+    for (let i = 0; i < d4; i += 4) {
+      const o = <usize>i << 2;
+      const x = f32x4.add(
+        f32x4.add(f32x4.mul(p0, v128.load(v0 + o)), f32x4.mul(p1, v128.load(v1 + o))),
+        f32x4.add(f32x4.mul(p2, v128.load(v2 + o)), f32x4.mul(p3, v128.load(v3 + o))),
+      );
+      v128.store(acc + o, f32x4.add(v128.load(acc + o), x));
+    }
+    for (let i = d4; i < d; i++) {
+      const o = <usize>i << 2;
+      store<f32>(acc + o, load<f32>(acc + o) + (f32x4.extract_lane(p0, 0) * load<f32>(v0 + o) + f32x4.extract_lane(p1, 0) * load<f32>(v1 + o)) + (f32x4.extract_lane(p2, 0) * load<f32>(v2 + o) + f32x4.extract_lane(p3, 0) * load<f32>(v3 + o)));
+    }
+  }
+  for (; s < bs; s++) {
+    const ps = load<f32>(p + (<usize>s << 2));
+    const pp = f32x4.splat(ps);
+    const vr = v + <usize>s * db;
+    let i = 0;
+    for (; i < d4; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(acc + o, f32x4.add(v128.load(acc + o), f32x4.mul(pp, v128.load(vr + o))));
+    }
+    for (; i < d; i++) {
+      const o = <usize>i << 2;
+      store<f32>(acc + o, load<f32>(acc + o) + ps * load<f32>(vr + o));
+    }
+  }
+}

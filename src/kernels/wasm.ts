@@ -1,0 +1,213 @@
+import { readFile } from 'node:fs/promises';
+import type { RopeLayout } from '../model/config.js';
+import type { DType } from '../model/tensor.js';
+import type { AttentionArgs, Kernels, Matrix } from './api.js';
+import { Arena } from './arena.js';
+import { ARGS, CONTROL_BYTES, NEXT, NTHREADS, OP, Pool } from './pool.js';
+
+/** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
+interface KernelExports {
+  heapBase(): number;
+  run(ctrl: number, thread: number): void;
+  siluMul(out: number, gate: number, up: number, len: number): void;
+  add(out: number, x: number, len: number): void;
+  addBias(x: number, bias: number, n: number, dim: number): void;
+  rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void;
+  rope(x: number, n: number, heads: number, headDim: number, table: number, interleaved: number): void;
+  softmax(x: number, len: number): void;
+  embed(out: number, table: number, dtype: number, cols: number, ids: number, n: number): void;
+  toF16(out: number, x: number, len: number): void;
+}
+
+const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2, q8_0: 3 };
+const OP_MATMUL = 1;
+const OP_ATTENTION = 2;
+const MAX_PAGES = 65536; // 4 GiB
+/** Below this many multiply-adds a job runs on the calling thread only (waking workers costs µs). */
+const MIN_PARALLEL_MACS = 1 << 16;
+/** Slots per converted key/value block in the attention kernel (BLOCK in assembly/index.ts). */
+const ATTN_BLOCK = 64;
+
+let compiled: Promise<WebAssembly.Module> | undefined;
+
+function loadModule(): Promise<WebAssembly.Module> {
+  // build/ sits two levels above both src/kernels (vitest) and dist/kernels (compiled).
+  compiled ??= readFile(new URL('../../build/kernels.wasm', import.meta.url)).then(
+    (bytes) => WebAssembly.compile(bytes),
+    (e: unknown) => {
+      compiled = undefined;
+      throw new Error(`cannot read build/kernels.wasm (run \`npm run build:kernels\`): ${String(e)}`);
+    },
+  );
+  return compiled;
+}
+
+export async function createWasmKernels(threads: number): Promise<Kernels> {
+  const count = Math.max(1, Math.floor(threads));
+  const module = await loadModule();
+  const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
+  const instance = await WebAssembly.instantiate(module, { env: { memory } });
+  const exports = instance.exports as unknown as KernelExports;
+  const arena = new Arena(memory, exports.heapBase());
+  const ctrl = arena.alloc(CONTROL_BYTES);
+  const pool = count > 1 ? await Pool.start(module, memory, ctrl, count - 1) : undefined;
+  return new WasmKernels(arena, exports, ctrl, count, pool);
+}
+
+class WasmKernels implements Kernels {
+  readonly backend = 'wasm' as const;
+  private scratch = 0;
+  private scratchStride = 0;
+  private ropeTable = 0;
+  private ropeTableBytes = 0;
+  private ropeKey: { positions: Int32Array; theta: number; headDim: number } | undefined;
+
+  constructor(
+    readonly arena: Arena,
+    private readonly x: KernelExports,
+    private readonly ctrl: number,
+    readonly threads: number,
+    private readonly pool: Pool | undefined,
+  ) {}
+
+  matmul(out: number, x: number, w: Matrix, n: number): void {
+    const { rows, cols } = w;
+    if (n <= 0 || rows <= 0) return;
+    if (w.dtype === 'q8_0' && cols % 32 !== 0) throw new RangeError(`q8_0 matrix cols ${cols} is not a multiple of 32`);
+    const par = this.parallelism(n * rows * cols);
+    // Rows per work item: several items per thread for balance; for n > 1 also bounded so the chunk's
+    // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
+    const balance = ceil4(rows / (par * 8));
+    let chunk = Math.max(4, Math.min(64, balance));
+    let scratchBytes = 0;
+    if (n > 1) {
+      chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
+      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4;
+    }
+    this.ensureScratch(scratchBytes);
+    this.job(OP_MATMUL, par, [out, x, w.ptr, DTYPE_CODE[w.dtype], rows, cols, n, chunk, this.scratch, this.scratchStride]);
+  }
+
+  attention(a: AttentionArgs): void {
+    const { n, numHeads, numKvHeads, headDim: d } = a;
+    if (n <= 0) return;
+    if (numKvHeads <= 0 || numHeads % numKvHeads !== 0) {
+      throw new RangeError(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
+    }
+    if (a.visible + n > a.capacity) throw new RangeError(`attention over ${a.visible + n} slots exceeds capacity ${a.capacity}`);
+    const group = numHeads / numKvHeads;
+    const seen = a.visible + n;
+    const par = this.parallelism(n * numHeads * seen * d);
+    // Heads per work item: as many of a KV group as possible (keys/values converted once for all of
+    // them), split further only when there would be too few items to keep every thread busy.
+    const perHead = a.received ? 1 : n;
+    let hg = group;
+    while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < 4 * par) hg = Math.ceil(hg / 2);
+    const scratch = 4 * (hg * ceil4(seen) + ATTN_BLOCK * d + hg * d + hg) + 64;
+    this.ensureScratch(scratch);
+    const args = [
+      a.out, a.q, n, a.keys, a.values, a.dtype === 'f16' ? 1 : 0, a.capacity, a.visible, 0 /* reserved */,
+      numHeads, numKvHeads, d, 0 /* scale, written as f32 below */, a.lastProbs, a.received, hg,
+      this.scratch, this.scratchStride,
+    ];
+    this.job(OP_ATTENTION, par, args, (f) => (f[ARGS / 4 + 12] = a.scale));
+  }
+
+  rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void {
+    this.x.rmsnorm(out, x, weight, n, dim, eps);
+  }
+
+  rope(x: number, n: number, heads: number, headDim: number, positions: number, theta: number, layout: RopeLayout): void {
+    if (n <= 0) return;
+    const half = headDim >> 1;
+    const pos = this.arena.i32(positions, n);
+    const key = this.ropeKey;
+    // q and k are rotated with the same positions back to back: reuse the cos/sin table then.
+    const same = key !== undefined && key.theta === theta && key.headDim === headDim && key.positions.length === n && key.positions.every((p, i) => p === pos[i]);
+    if (!same) {
+      const bytes = n * half * 16;
+      if (bytes > this.ropeTableBytes) {
+        if (this.ropeTable) this.arena.free(this.ropeTable);
+        this.ropeTableBytes = Math.max(bytes, this.ropeTableBytes * 2);
+        this.ropeTable = this.arena.alloc(this.ropeTableBytes);
+      }
+      const table = new Float64Array(this.arena.memory.buffer, this.ropeTable, n * half * 2);
+      // The reference's exact expression, so angles (and cos/sin) are bit-identical.
+      for (let t = 0; t < n; t++) {
+        for (let i = 0; i < half; i++) {
+          const angle = pos[t]! * theta ** ((-2 * i) / headDim);
+          table[(t * half + i) * 2] = Math.cos(angle);
+          table[(t * half + i) * 2 + 1] = Math.sin(angle);
+        }
+      }
+      this.ropeKey = { positions: pos.slice(), theta, headDim };
+    }
+    this.x.rope(x, n, heads, headDim, this.ropeTable, layout === 'interleaved' ? 1 : 0);
+  }
+
+  softmax(x: number, len: number): void {
+    this.x.softmax(x, len);
+  }
+
+  siluMul(out: number, gate: number, up: number, len: number): void {
+    this.x.siluMul(out, gate, up, len);
+  }
+
+  add(out: number, x: number, len: number): void {
+    this.x.add(out, x, len);
+  }
+
+  addBias(x: number, bias: number, n: number, dim: number): void {
+    this.x.addBias(x, bias, n, dim);
+  }
+
+  embed(out: number, table: Matrix, ids: number, n: number): void {
+    if (table.dtype === 'q8_0' && table.cols % 32 !== 0) throw new RangeError(`q8_0 table cols ${table.cols} is not a multiple of 32`);
+    const id = this.arena.i32(ids, n);
+    for (let t = 0; t < n; t++) {
+      if (!(id[t]! >= 0 && id[t]! < table.rows)) throw new RangeError(`token id ${id[t]} out of range [0, ${table.rows})`);
+    }
+    this.x.embed(out, table.ptr, DTYPE_CODE[table.dtype], table.cols, ids, n);
+  }
+
+  toF16(out: number, x: number, len: number): void {
+    this.x.toF16(out, x, len);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
+
+  /** Threads to use for a job of `macs` multiply-adds. */
+  private parallelism(macs: number): number {
+    return this.pool && macs >= MIN_PARALLEL_MACS ? this.threads : 1;
+  }
+
+  /** Makes sure every thread has `bytes` of scratch (re-allocated larger, never shrunk). */
+  private ensureScratch(bytes: number): void {
+    if (bytes <= this.scratchStride) return;
+    if (this.scratch) this.arena.free(this.scratch);
+    this.scratchStride = Math.ceil((Math.max(bytes, this.scratchStride * 1.5) + 63) / 64) * 64;
+    this.scratch = this.arena.alloc(this.scratchStride * this.threads);
+  }
+
+  /** Writes a job into the control block and runs it on `par` threads (the caller included). */
+  private job(op: number, par: number, args: number[], patch?: (f: Float32Array) => void): void {
+    const buf = this.arena.memory.buffer;
+    const i32 = new Int32Array(buf, this.ctrl, CONTROL_BYTES / 4);
+    i32.set(args, ARGS / 4);
+    if (patch) patch(new Float32Array(buf, this.ctrl, CONTROL_BYTES / 4));
+    Atomics.store(i32, OP, op);
+    Atomics.store(i32, NTHREADS, par);
+    Atomics.store(i32, NEXT, 0);
+    if (par > 1 && this.pool) this.pool.run(() => this.x.run(this.ctrl, 0));
+    else this.x.run(this.ctrl, 0);
+  }
+}
+
+function ceil4(v: number): number {
+  return Math.ceil(v / 4) * 4;
+}
+function floor4(v: number): number {
+  return Math.floor(v / 4) * 4;
+}
