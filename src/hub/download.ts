@@ -217,14 +217,17 @@ async function fetchRepoInfo(
   const { response, done } = await request(url, headersFor(token), timeoutMs, signal);
   let body: unknown;
   try {
+    // A hub outage is like no network: let a cached snapshot stand in.
+    if (response.status >= 500) throw new NetworkError(`HTTP ${response.status} ${response.statusText}`);
     if (!response.ok) throw httpError(response, what, repo, endpoint);
     body = await response.json();
   } catch (err) {
-    if (err instanceof DownloadError) throw err;
+    if (err instanceof DownloadError || err instanceof NetworkError) throw err;
     if (signal?.aborted) throw signal.reason;
     throw new DownloadError(`${what}: unreadable answer from ${url} (${describe(err)})`);
   } finally {
     done();
+    discardBody(response);
   }
   return parseRepoInfo(body, what, url);
 }
@@ -306,16 +309,16 @@ async function fetchFile(ctx: Context, file: RepoFile): Promise<void> {
     await rm(partial, { force: true });
     throw new DownloadError(`${what}: got ${size} bytes, the hub lists ${expectedSize}; the partial file was removed`);
   }
-  const digests = await hashFile(partial, size, file.lfs !== undefined);
+  const digest = await hashFile(partial, size, file.lfs !== undefined);
   const expectedDigest = file.lfs ? sha256 : file.blobId;
-  if (expectedDigest !== undefined && digests.id !== expectedDigest) {
+  if (expectedDigest !== undefined && digest !== expectedDigest) {
     await rm(partial, { force: true });
     const kind = file.lfs ? 'sha256' : 'git blob id';
     throw new DownloadError(
-      `${what}: ${kind} ${digests.id} does not match the hub's ${expectedDigest}; the file was removed`,
+      `${what}: ${kind} ${digest} does not match the hub's ${expectedDigest}; the file was removed`,
     );
   }
-  const blob = join(blobs, knownId ?? digests.id);
+  const blob = join(blobs, knownId ?? digest);
   await rename(partial, blob);
   await linkSnapshot(snapPath, blob);
 }
@@ -396,7 +399,13 @@ async function downloadInto(
     }
   } finally {
     done();
+    discardBody(response);
   }
+}
+
+/** Release the connection of a response whose body was not read (error statuses). */
+function discardBody(response: Response): void {
+  if (!response.bodyUsed) response.body?.cancel().catch(() => undefined);
 }
 
 /**
@@ -474,11 +483,11 @@ async function linkSnapshot(snapPath: string, blob: string): Promise<void> {
 }
 
 /** sha256 for LFS files; otherwise the git blob id (sha1 over "blob <size>\0" + contents), which HF uses as etag. */
-async function hashFile(path: string, size: number, lfs: boolean): Promise<{ id: string }> {
+async function hashFile(path: string, size: number, lfs: boolean): Promise<string> {
   const hash = createHash(lfs ? 'sha256' : 'sha1');
   if (!lfs) hash.update(`blob ${size}\0`);
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return { id: hash.digest('hex') };
+  return hash.digest('hex');
 }
 
 async function fileSize(path: string): Promise<number | undefined> {
@@ -565,7 +574,7 @@ class Reporter {
     this.bytes += n;
     if (this.callback === undefined && this.bar === undefined) {
       this.bar = new Progress({ total: this.total, label: this.repo, unit: 'B' });
-      this.bar.skip(this.bytes - n);
+      if (this.bytes > n) this.bar.skip(this.bytes - n);
     }
     this.bar?.tick(n);
     this.emit(file);

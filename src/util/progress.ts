@@ -24,6 +24,8 @@ export interface ProgressOptions {
 
 const TTY_INTERVAL_MS = 100;
 const LOG_INTERVAL_MS = 10_000;
+/** Below this much elapsed time a rate is mostly noise (the first chunk arrives "instantly"). */
+const MIN_RATE_MS = 250;
 
 export class Progress {
   private readonly label: string;
@@ -104,7 +106,7 @@ export class Progress {
   /** percent + count/total, rate, ETA — the pieces both display modes share. */
   private stats(now: number): string[] {
     const elapsed = (now - this.start) / 1000;
-    const rate = elapsed > 0 ? (this.count - this.skipped) / elapsed : 0;
+    const rate = now - this.start >= MIN_RATE_MS ? (this.count - this.skipped) / elapsed : 0;
     const parts: string[] = [];
     if (this.total > 0) {
       const pct = Math.min(100, (100 * this.count) / this.total);

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DownloadError, UsageError } from '../../src/errors.js';
 import { resolveModel, type ResolveOptions } from '../../src/hub/download.js';
 import { COMMIT, FakeHub, gitBlobId, sha256 } from './fake-hub.js';
@@ -122,6 +122,23 @@ describe('resolveModel', () => {
     expect(hub.requests).toHaveLength(0);
   });
 
+  it('shows a progress bar on stderr by default, only while something downloads', async () => {
+    const writes: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      writes.push(String(chunk));
+      return true;
+    });
+    try {
+      await resolveModel('test/ref-6m', { endpoint: hub.endpoint, cacheDir });
+      expect(writes.join('')).toMatch(/^(\r)?test\/ref-6m: 25\.1 MiB in .*\/s(\x1b\[K)?\n$/m);
+      writes.length = 0;
+      await resolveModel('test/ref-6m', { endpoint: hub.endpoint, cacheDir });
+      expect(writes).toEqual([]);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('reads HF_ENDPOINT and HF_HOME when no options are given', async () => {
     process.env.HF_ENDPOINT = hub.endpoint;
     const snapshot = await resolveModel('test/one-gguf', { onProgress: false });
@@ -134,6 +151,9 @@ describe('resolveModel', () => {
     const dead = await deadEndpoint();
     expect(await resolveModel('test/ref-6m', opts({ endpoint: dead }))).toBe(snapshot);
     expect(await resolveModel('test/ref-6m', opts({ endpoint: dead, offline: true }))).toBe(snapshot);
+    hub.knobs.apiStatus = 503; // a hub outage counts as no network
+    expect(await resolveModel('test/ref-6m', opts())).toBe(snapshot);
+    hub.reset();
 
     const err = await resolveModel('test/one-gguf', opts({ endpoint: dead })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DownloadError);
