@@ -40,7 +40,7 @@ describe('ref-6m: HF directory and GGUF', () => {
   });
 
   it('has bit-identical embedding, norms, V, O and FFN weights', () => {
-    const same = [N.embed, N.finalNorm];
+    const same: string[] = [N.embed, N.finalNorm];
     for (let l = 0; l < 6; l++) same.push(N.attnNorm(l), N.ffnNorm(l), N.wv(l), N.wo(l), N.wGate(l), N.wUp(l), N.wDown(l));
     for (const name of same) expect(equalBytes(hf.tensors.get(name)!.data, gguf.tensors.get(name)!.data), name).toBe(true);
   });
