@@ -91,7 +91,7 @@ class Reader {
     const at = this.pos;
     const n = this.u64(what);
     if (n * minBytes > this.left) {
-      throw new ModelFormatError(this.file, `${what} ${n} at byte ${at} is impossible: only ${this.left} bytes remain`);
+      throw new ModelFormatError(this.file, `${what} ${n} at byte ${at} is impossible: only ${this.left} bytes remain (truncated or corrupt file)`);
     }
     return n;
   }
