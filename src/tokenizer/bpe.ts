@@ -4,6 +4,7 @@ import { mergePairs } from './merge.js';
 import {
   buildSpecialMatcher,
   checkId,
+  checkVocab,
   decodeBytes,
   partitionSpecials,
   TokenType,
@@ -129,16 +130,8 @@ export class Gpt2BpeTokenizer implements Tokenizer {
     file: string;
   }) {
     const { tokens, types, file } = o;
-    if (tokens.length === 0) throw new ModelFormatError(file, 'the tokenizer has an empty vocabulary');
-    if (types && types.length !== tokens.length) {
-      throw new ModelFormatError(file, `tokenizer has ${tokens.length} tokens but ${types.length} token types`);
-    }
+    checkVocab(file, tokens.length, { bos: o.bos, eos: o.eos, parallel: { 'token types': types } });
     this.vocabSize = tokens.length;
-    for (const id of [...(o.bos === undefined ? [] : [o.bos]), ...o.eos]) {
-      if (!Number.isInteger(id) || id < 0 || id >= tokens.length) {
-        throw new ModelFormatError(file, `special token id ${id} is outside the vocabulary of ${tokens.length}`);
-      }
-    }
     this.bos = o.bos;
     this.eos = [...o.eos];
     this.addBosByDefault = o.addBos && o.bos !== undefined;

@@ -1,7 +1,7 @@
 // A Hugging Face tokenizer.json, run by @huggingface/tokenizers.
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import { ModelFormatError } from '../errors.js';
-import { checkId } from './special.js';
+import { checkId, checkVocab } from './special.js';
 import type { Tokenizer } from './tokenizer.js';
 
 interface AddedTokenJson {
@@ -69,7 +69,6 @@ export class HfTokenizer implements Tokenizer {
       : Object.values(vocab as Record<string, unknown>);
     for (const v of ids) if (typeof v === 'number' && v > maxId) maxId = v;
     for (const t of added) if (typeof t.id === 'number' && t.id > maxId) maxId = t.id;
-    if (maxId < 0) throw new ModelFormatError(file, 'has an empty vocabulary');
     this.vocabSize = maxId + 1;
 
     const idOfAdded = (names: string[]) =>
@@ -77,11 +76,7 @@ export class HfTokenizer implements Tokenizer {
     const template = templateBos(root['post_processor']);
     this.bos = hints?.bos ?? template ?? idOfAdded(BOS_NAMES)[0];
     this.eos = hints?.eos && hints.eos.length > 0 ? [...hints.eos] : idOfAdded(EOS_NAMES);
-    for (const id of [...(this.bos === undefined ? [] : [this.bos]), ...this.eos]) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new ModelFormatError(file, `special token id ${id} is outside the vocabulary of ${this.vocabSize}`);
-      }
-    }
+    checkVocab(file, this.vocabSize, { bos: this.bos, eos: this.eos });
     this.addBosByDefault = template !== undefined && this.bos !== undefined;
   }
 

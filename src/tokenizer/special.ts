@@ -1,4 +1,5 @@
-// Pieces shared by the GGUF tokenizers: token types, special-token partitioning, UTF-8 helpers.
+// Pieces shared by the tokenizers: token types, special-token partitioning, UTF-8 helpers, checks.
+import { ModelFormatError } from '../errors.js';
 
 /** GGUF `tokenizer.ggml.token_type` values (llama.cpp's llama_token_type). */
 export const TokenType = {
@@ -89,5 +90,24 @@ export function decodeBytes(pieces: readonly Uint8Array[]): string {
 export function checkId(id: number, vocabSize: number): void {
   if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
     throw new RangeError(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
+  }
+}
+
+/** The checks every vocabulary gets: non-empty, parallel arrays of the same length, special ids inside it. */
+export function checkVocab(
+  file: string,
+  vocabSize: number,
+  o: { bos?: number | undefined; eos: readonly number[]; parallel?: Record<string, ArrayLike<unknown> | undefined> },
+): void {
+  if (vocabSize === 0) throw new ModelFormatError(file, 'the tokenizer has an empty vocabulary');
+  for (const [name, arr] of Object.entries(o.parallel ?? {})) {
+    if (arr && arr.length !== vocabSize) {
+      throw new ModelFormatError(file, `tokenizer has ${vocabSize} tokens but ${arr.length} ${name}`);
+    }
+  }
+  for (const id of [...(o.bos === undefined ? [] : [o.bos]), ...o.eos]) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new ModelFormatError(file, `special token id ${id} is outside the vocabulary of ${vocabSize}`);
+    }
   }
 }

@@ -4,6 +4,7 @@ import { mergePairs } from './merge.js';
 import {
   buildSpecialMatcher,
   checkId,
+  checkVocab,
   decodeBytes,
   partitionSpecials,
   TokenType,
@@ -39,18 +40,7 @@ export class SentencePieceTokenizer implements Tokenizer {
     file: string;
   }) {
     const { tokens, types, file } = o;
-    if (tokens.length === 0) throw new ModelFormatError(file, 'the tokenizer has an empty vocabulary');
-    if (o.scores.length !== tokens.length) {
-      throw new ModelFormatError(file, `tokenizer has ${tokens.length} tokens but ${o.scores.length} scores`);
-    }
-    if (types && types.length !== tokens.length) {
-      throw new ModelFormatError(file, `tokenizer has ${tokens.length} tokens but ${types.length} token types`);
-    }
-    for (const id of [...(o.bos === undefined ? [] : [o.bos]), ...o.eos]) {
-      if (!Number.isInteger(id) || id < 0 || id >= tokens.length) {
-        throw new ModelFormatError(file, `special token id ${id} is outside the vocabulary of ${tokens.length}`);
-      }
-    }
+    checkVocab(file, tokens.length, { bos: o.bos, eos: o.eos, parallel: { scores: o.scores, 'token types': types } });
     this.vocabSize = tokens.length;
     this.bos = o.bos;
     this.eos = [...o.eos];
