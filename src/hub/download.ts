@@ -349,7 +349,11 @@ async function downloadInto(
     let start: number;
     if (response.status === 206) {
       start = Number(/^bytes (\d+)-/.exec(response.headers.get('content-range') ?? '')?.[1] ?? NaN);
-      if (start !== offset) throw new TransientError(`server resumed at byte ${start}, not ${offset}`, false);
+      if (start !== offset) {
+        // A range we did not ask for cannot extend our partial file: drop it and ask for the whole file.
+        await rm(partial, { force: true });
+        throw new TransientError(`server resumed at byte ${start}, not ${offset}`, false);
+      }
     } else if (response.status === 200) {
       start = 0; // no partial, or the server ignored the Range header: start over
     } else if (response.status === 416) {
@@ -381,7 +385,7 @@ async function downloadInto(
         if (expectedSize !== undefined && start + received + bytes.length > expectedSize) {
           throw new DownloadError(`${what}: the server sent more than the ${expectedSize} bytes the hub lists`);
         }
-        await fh.write(bytes);
+        for (let at = 0; at < bytes.length; ) at += (await fh.write(bytes, at)).bytesWritten;
         received += bytes.length;
         touch();
         ctx.report.add(name, bytes.length);

@@ -174,6 +174,15 @@ describe('resolveModel', () => {
     expect(resumedAt).toBeLessThanOrEqual(5_000_000);
   });
 
+  it('gives up after a few attempts that make no progress, naming the file and the endpoint', async () => {
+    hub.knobs.cut = { file: 'model-f32.gguf', bytes: 0, times: 100 };
+    const err = await resolveModel('test/one-gguf', opts()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect((err as Error).message).toContain('test/one-gguf/model-f32.gguf');
+    expect((err as Error).message).toContain(hub.endpoint);
+    expect(hub.fileRequests().filter((r) => r.path.startsWith('/cdn/'))).toHaveLength(3);
+  });
+
   it('resumes a partial file left by an earlier run, and starts over when the server ignores Range', async () => {
     const blobs = join(cacheDir, REPO_DIR, 'blobs');
     const partial = join(blobs, `${sha256(ref['model.safetensors'])}.incomplete`);
