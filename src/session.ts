@@ -1,4 +1,5 @@
 import { KVCache } from './cache/kvcache.js';
+import { parseSpec } from './cache/registry.js';
 import { LimitError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
 import type { Model } from './model/model.js';
@@ -6,7 +7,7 @@ import { logSoftmax, Sampler } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
 
 export interface SessionOptions {
-  /** Cache spec, e.g. 'full' or 'full+fp16'. */
+  /** Cache spec, e.g. 'full', 'h2o(budget=0.2)' or 'window(sinks=4,recent=252)+fp16'. */
   cache?: string;
   /** Tokens per forward call during prefill and chunked scoring. */
   chunkSize?: number;
@@ -43,23 +44,28 @@ export class Session {
   private readonly chunkSize: number;
 
   constructor(readonly model: Model, options: SessionOptions = {}) {
-    const slotDType = parseFullCacheSpec(options.cache ?? 'full');
+    const spec = parseSpec(options.cache ?? 'full');
     this.chunkSize = options.chunkSize ?? 128;
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
-    this.cache = new KVCache(model.kernels, c, { slotDType, initialCapacity: Math.min(c.maxContext, 1024) });
+    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024));
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
 
-  /** Appends tokens and returns the logits after the last one (a view, valid until the next call). */
+  /**
+   * Appends tokens and returns the logits after the last one (a view, valid until the next call).
+   * The cache compresses once the tokens are in: a prompt is compressed as a whole.
+   */
   feed(ids: readonly number[]): Float32Array {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length);
+    this.cache.setReference(ids.length);
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += this.chunkSize) {
       const chunk = ids.slice(i, i + this.chunkSize);
       logits = this.run(chunk, false);
     }
+    this.cache.compress();
     return logits!;
   }
 
@@ -84,7 +90,7 @@ export class Session {
       seed: options.seed ?? 0,
     });
     const stops = options.stop ?? [];
-    const stream = new TextStream(tok);
+    const stream = new TextStream(tok, ids.slice(-1));
     let logits = this.feed(ids);
     let pending = ''; // text held back while it could still become a stop string
     for (let produced = 0; produced < maxTokens; produced++) {
@@ -121,11 +127,13 @@ export class Session {
     if (n < 2) return out;
     this.checkRoom(n);
     const step = options.mode === 'decode' ? 1 : this.chunkSize;
+    this.cache.setReference(n);
     const vocab = this.model.config.vocabSize;
     const row = new Float64Array(vocab);
     for (let i = 0; i < n; i += step) {
       const chunk = ids.slice(i, Math.min(i + step, n));
       const logits = this.run(chunk, true);
+      this.cache.compress();
       for (let t = 0; t < chunk.length; t++) {
         const index = i + t;
         if (index + 1 >= n) break;
@@ -171,14 +179,6 @@ export class Session {
       );
     }
   }
-}
-
-/** The cache specs this version understands: the full cache stored as f32 or f16. */
-function parseFullCacheSpec(spec: string): 'f32' | 'f16' {
-  const s = spec.replace(/\s+/g, '');
-  if (s === 'full' || s === 'full+fp32') return 'f32';
-  if (s === 'full+fp16') return 'f16';
-  throw new UsageError(`unknown cache spec "${spec}": allowed are full, full+fp32, full+fp16`);
 }
 
 function firstStop(text: string, stops: string[]): number {

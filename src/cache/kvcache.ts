@@ -1,76 +1,133 @@
-import type { Kernels, SlotDType } from '../kernels/api.js';
+import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
-
-export interface CacheOptions {
-  /** How each kept key/value number is stored. */
-  slotDType: SlotDType;
-  /** Slots to preallocate per (layer, KV head); grows by doubling when exceeded. */
-  initialCapacity: number;
-}
-
-interface LayerStore {
-  keys: number;
-  values: number;
-  /** Token position of each slot, [numKvHeads × capacity]. */
-  positions: Int32Array;
-  length: number;
-}
+import type { Codec } from './codec.js';
+import type { AttentionStats, Policy } from './policy.js';
+import { CODECS, POLICIES, printSpec } from './registry.js';
+import { withDefaults, type CacheSpec } from './spec.js';
 
 /**
- * Per-layer key/value slot stores the attention kernel reads in place. The forward pass hands over
- * keys before RoPE with their positions: the cache decides how keys are stored (here: rotated at
- * append, so attention reads them as they are).
+ * A KV cache is a policy × a codec. Per (layer, KV head) it keeps token slots, each knowing its
+ * position; the codec stores them and computes attention from its storage; the policy sees the
+ * attention probabilities and picks the slots to evict when a layer exceeds its budget.
+ *
+ * Order of a step: write the new tokens after the live slots, attend (new tokens are the last
+ * slots, which the causal rule needs), tell the policy. Eviction runs at `compress()`, which the
+ * session calls after each feed: once after a prompt (as the papers compress the prompt), then
+ * after every decoded token. Evicted slots are refilled from the end (swap-remove), so order
+ * among slots carries no meaning; positions do.
  */
 export class KVCache {
-  private readonly layers: LayerStore[] = [];
+  readonly policy: Policy;
+  readonly codec: Codec;
+  readonly spec: string;
+  private readonly lengths: number[];
+  private positions: number[] = [];
   private capacity: number;
   private peak = 0;
-  private readonly bytesPerNumber: number;
+  private received = 0;
+  private lastProbs = 0;
+  private tail = new Float32Array(0);
+  private readonly needsKeyNorms: boolean;
+  private referenceSet = false;
 
-  constructor(
-    private readonly k: Kernels,
-    private readonly config: ModelConfig,
-    readonly options: CacheOptions,
-  ) {
-    this.capacity = Math.max(1, options.initialCapacity);
-    this.bytesPerNumber = options.slotDType === 'f32' ? 4 : 2;
-    for (let l = 0; l < config.numLayers; l++) this.layers.push(this.allocLayer(this.capacity));
+  constructor(private readonly k: Kernels, private readonly config: ModelConfig, spec: CacheSpec, initialCapacity: number) {
+    this.spec = printSpec(spec);
+    this.capacity = Math.max(1, initialCapacity);
+    const policyKind = POLICIES.get(spec.policy.name)!;
+    const codecKind = CODECS.get(spec.codec.name)!;
+    const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
+    this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
+    this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), { kernels: k, config, capacity: this.capacity });
+    this.needsKeyNorms = policyKind.needsKeyNorms === true;
+    this.lengths = new Array<number>(config.numLayers).fill(0);
+    this.allocAttentionBuffers();
+    for (let l = 0; l < config.numLayers; l++) this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
   }
 
-  /** Tokens held (per layer and KV head). */
+  /** Tokens held per KV head in the last layer. */
   get length(): number {
-    return this.layers[this.layers.length - 1]!.length;
+    return this.lengths[this.lengths.length - 1]!;
+  }
+
+  /** Tokens held per KV head in each layer. */
+  layerLengths(): readonly number[] {
+    return this.lengths;
+  }
+
+  /** The length that fractional budgets refer to; only the first call counts until reset. */
+  setReference(tokens: number): void {
+    if (this.referenceSet) return;
+    this.referenceSet = true;
+    this.policy.setReference(tokens);
   }
 
   /**
-   * Appends n tokens' keys (before RoPE) and values to a layer and writes the causal attention of
-   * their n queries (after RoPE) to `out`. All buffers are f32 [n × heads × headDim] in kernel memory.
+   * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
+   * attention of their n queries (after RoPE) to `out`. Buffers: f32 [n × heads × headDim].
    */
   attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, positionsPtr: number, n: number, out: number): void {
     const c = this.config;
-    const store = this.layers[layer]!;
-    this.ensureCapacity(store.length + n);
-    this.k.rope(keys, n, c.numKvHeads, c.headDim, positionsPtr, c.ropeTheta, c.ropeLayout);
-    this.write(store, keys, values, positions, n);
-    const before = store.length;
-    store.length += n;
-    this.k.attention({
-      out, q, n,
-      keys: store.keys, values: store.values, dtype: this.options.slotDType,
-      capacity: this.capacity, visible: before + 1,
-      numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
-      scale: 1 / Math.sqrt(c.headDim),
-      lastProbs: 0, received: 0,
-    });
+    const from = this.lengths[layer]!;
+    this.ensureCapacity(from + n);
+    const keyNorms = this.needsKeyNorms ? this.keyNorms(keys, n) : undefined;
+    for (let h = 0; h < c.numKvHeads; h++) {
+      this.policy.onAppend(layer, h, from, n, positions, keyNorms?.[h]);
+      this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n).set(positions.subarray(0, n));
+    }
+    this.codec.write(layer, from, n, keys, values, positionsPtr);
+    const length = from + n;
+    this.lengths[layer] = length;
+    const tailRows = Math.min(this.policy.tailQueries, n);
+    const plain = n - tailRows; // queries whose individual probabilities nobody needs
+    const received = this.policy.needsReceived ? this.received : 0;
+    if (received) this.k.arena.f32(received, c.numHeads * this.capacity).fill(0);
+    const rowFloats = c.numHeads * c.headDim;
+    if (plain > 0) {
+      this.codec.attention(layer, { q, out, n: plain, visible: from + 1, positions: this.positions[layer]!, lastProbs: 0, received });
+    }
+    // queries in the policy's tail go one at a time so each one's probabilities can be kept
+    const probs = this.k.arena.f32(this.lastProbs, c.numHeads * this.capacity);
+    for (let r = 0; r < tailRows; r++) {
+      const i = plain + r;
+      this.codec.attention(layer, {
+        q: q + i * rowFloats * 4, out: out + i * rowFloats * 4, n: 1, visible: from + 1 + i,
+        positions: this.positions[layer]!, lastProbs: this.lastProbs, received,
+      });
+      this.tail.set(probs, r * probs.length);
+    }
+    if (tailRows > 0 || received) {
+      const stats: AttentionStats = {
+        layer, n, length, capacity: this.capacity, group: c.numHeads / c.numKvHeads,
+        received: received ? this.k.arena.f32(received, c.numHeads * this.capacity) : new Float32Array(0),
+        tail: this.tail, tailRows,
+      };
+      this.policy.observe(stats);
+    } else {
+      this.policy.observe({ layer, n, length, capacity: this.capacity, group: c.numHeads / c.numKvHeads, received: new Float32Array(0), tail: this.tail, tailRows: 0 });
+    }
     this.peak = Math.max(this.peak, this.bytes());
   }
 
-  /** Real bytes held now: the slots in use (keys and values) and their positions. */
+  /** Evicts, in every layer over its budget, down to the policy's target. */
+  compress(): void {
+    for (let l = 0; l < this.config.numLayers; l++) {
+      const length = this.lengths[l]!;
+      if (length <= this.policy.budget(l)) continue;
+      const keep = Math.min(length, Math.max(1, this.policy.target(l)));
+      const count = length - keep;
+      for (let h = 0; h < this.config.numKvHeads; h++) {
+        const positions = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, length);
+        const evicted = this.policy.choose(l, h, count, { positions, length });
+        this.swapRemove(l, h, evicted, length, positions);
+      }
+      this.lengths[l] = keep;
+    }
+  }
+
+  /** Real bytes held now: the codec's storage, slot positions, and the policy's per-slot state. */
   bytes(): number {
-    const c = this.config;
-    let total = 0;
-    for (const s of this.layers) total += s.length * c.numKvHeads * (2 * c.headDim * this.bytesPerNumber + 4);
-    return total;
+    const slots = this.lengths.reduce((a, b) => a + b, 0) * this.config.numKvHeads;
+    return this.codec.bytes(this.lengths) + slots * 4 + this.policy.bytes();
   }
 
   /** Highest `bytes()` seen since creation or the last reset. */
@@ -78,74 +135,80 @@ export class KVCache {
     return this.peak;
   }
 
+  /** Positions held by a KV head of a layer (a copy). */
+  heldPositions(layer: number, head: number): number[] {
+    return Array.from(this.k.arena.i32(this.positions[layer]! + head * this.capacity * 4, this.lengths[layer]!));
+  }
+
   reset(): void {
-    for (const s of this.layers) s.length = 0;
+    this.lengths.fill(0);
     this.peak = 0;
+    this.policy.reset();
+    this.referenceSet = false;
   }
 
   free(): void {
-    for (const s of this.layers) {
-      this.k.arena.free(s.keys);
-      this.k.arena.free(s.values);
+    this.codec.free();
+    for (const p of [...this.positions, this.received, this.lastProbs]) this.k.arena.free(p);
+    this.positions = [];
+  }
+
+  /** Moves the survivors at the end into the holes the evicted slots leave below the new length. */
+  private swapRemove(layer: number, head: number, evicted: Int32Array, length: number, positions: Int32Array): void {
+    const keep = length - evicted.length;
+    const gone = new Uint8Array(length);
+    for (const s of evicted) gone[s] = 1;
+    let mover = length - 1;
+    for (const hole of Array.from(evicted).filter((s) => s < keep).sort((a, b) => a - b)) {
+      while (gone[mover]) mover--;
+      this.codec.move(layer, head, mover, hole);
+      this.policy.move(layer, head, mover, hole);
+      positions[hole] = positions[mover]!;
+      mover--;
     }
-    this.layers.length = 0;
   }
 
-  private allocLayer(capacity: number): LayerStore {
+  private keyNorms(keys: number, n: number): Float32Array[] {
     const c = this.config;
-    const bytes = c.numKvHeads * capacity * c.headDim * this.bytesPerNumber;
-    return {
-      keys: this.k.arena.alloc(bytes),
-      values: this.k.arena.alloc(bytes),
-      positions: new Int32Array(c.numKvHeads * capacity),
-      length: 0,
-    };
+    const k = this.k.arena.f32(keys, n * c.numKvHeads * c.headDim);
+    return Array.from({ length: c.numKvHeads }, (_, h) => {
+      const norms = new Float32Array(n);
+      for (let t = 0; t < n; t++) {
+        let ss = 0;
+        for (let i = 0; i < c.headDim; i++) ss += k[(t * c.numKvHeads + h) * c.headDim + i]! ** 2;
+        norms[t] = Math.sqrt(ss);
+      }
+      return norms;
+    });
   }
 
-  /** Doubles every layer's stores until `needed` slots fit, copying what they hold. */
+  private allocAttentionBuffers(): void {
+    const numbers = this.config.numHeads * this.capacity;
+    this.received = this.k.arena.alloc(numbers * 4);
+    this.lastProbs = this.k.arena.alloc(numbers * 4);
+    this.tail = new Float32Array(Math.max(1, this.policy.tailQueries) * numbers);
+  }
+
+  /** Doubles capacity until `needed` slots fit, keeping every layer's live slots. */
   private ensureCapacity(needed: number): void {
     if (needed <= this.capacity) return;
     let capacity = this.capacity;
     while (capacity < needed) capacity *= 2;
     const c = this.config;
-    const row = c.headDim * this.bytesPerNumber;
-    for (let l = 0; l < this.layers.length; l++) {
-      const old = this.layers[l]!;
-      const next = this.allocLayer(capacity);
-      const mem = this.k.arena.u8(0, this.k.arena.memory.buffer.byteLength);
+    this.codec.resize(capacity, this.lengths);
+    for (let l = 0; l < c.numLayers; l++) {
+      const next = this.k.arena.alloc(c.numKvHeads * capacity * 4);
       for (let h = 0; h < c.numKvHeads; h++) {
-        const from = h * this.capacity * row;
-        const to = h * capacity * row;
-        mem.copyWithin(next.keys + to, old.keys + from, old.keys + from + old.length * row);
-        mem.copyWithin(next.values + to, old.values + from, old.values + from + old.length * row);
-        next.positions.set(old.positions.subarray(h * this.capacity, h * this.capacity + old.length), h * capacity);
+        const held = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, this.lengths[l]!);
+        this.k.arena.i32(next + h * capacity * 4, this.lengths[l]!).set(held);
       }
-      next.length = old.length;
-      this.k.arena.free(old.keys);
-      this.k.arena.free(old.values);
-      this.layers[l] = next;
+      this.k.arena.free(this.positions[l]!);
+      this.positions[l] = next;
     }
+    this.policy.resize(capacity);
+    this.k.arena.free(this.received);
+    this.k.arena.free(this.lastProbs);
     this.capacity = capacity;
-  }
-
-  /** Copies n tokens' rows from [n × kvHeads × headDim] scratch into each head's slots. */
-  private write(store: LayerStore, keys: number, values: number, positions: Int32Array, n: number): void {
-    const c = this.config;
-    const d = c.headDim;
-    for (let t = 0; t < n; t++) {
-      for (let h = 0; h < c.numKvHeads; h++) {
-        const slot = h * this.capacity + store.length + t;
-        const src = (t * c.numKvHeads + h) * d * 4;
-        this.copyRow(store.keys + slot * d * this.bytesPerNumber, keys + src);
-        this.copyRow(store.values + slot * d * this.bytesPerNumber, values + src);
-        store.positions[slot] = positions[t]!;
-      }
-    }
-  }
-
-  private copyRow(dst: number, src: number): void {
-    const d = this.config.headDim;
-    if (this.options.slotDType === 'f16') this.k.toF16(dst, src, d);
-    else this.k.arena.f32(dst, d).set(this.k.arena.f32(src, d));
+    this.allocAttentionBuffers();
   }
 }

@@ -17,7 +17,14 @@ export class TextStream {
   /** End of the ids whose text has been emitted. */
   private emittedEnd = 0;
 
-  constructor(private readonly tokenizer: Tokenizer) {}
+  /**
+   * `context`: ids already shown (the end of the prompt), so that the first new token decodes as it
+   * would in running text (SentencePiece drops the leading space of a decode's first word).
+   */
+  constructor(private readonly tokenizer: Tokenizer, context: readonly number[] = []) {
+    this.ids.push(...context);
+    this.emittedEnd = context.length;
+  }
 
   push(id: number): string {
     this.ids.push(id);

@@ -1,0 +1,54 @@
+import type { Kernels } from '../kernels/api.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ParamValue, PartSchema } from './spec.js';
+
+/** One attention call over a layer's stored tokens (see AttentionArgs for the causal rule). */
+export interface CodecAttention {
+  /** f32 [n × numHeads × headDim] queries after RoPE; `out` the same shape. */
+  q: number;
+  out: number;
+  n: number;
+  /** Slots the first query sees; query i sees visible + i. */
+  visible: number;
+  /** Int32 [numKvHeads × capacity]: each slot's position (for codecs that apply RoPE on read). */
+  positions: number;
+  /** If non-zero, f32 [numHeads × capacity]: the last query's probabilities. */
+  lastProbs: number;
+  /** If non-zero, f32 [numHeads × capacity]: += each query's probabilities. */
+  received: number;
+}
+
+/**
+ * How kept tokens are stored, and attention computed straight from that storage. Slots are
+ * per (layer, KV head); the cache decides which slots are live and moves them on eviction.
+ */
+export interface Codec {
+  /** Makes room for `capacity` slots per KV head, keeping slots [0, keep) of every head. */
+  resize(capacity: number, keep: number[]): void;
+  /**
+   * Stores n tokens at slots [from, from+n) of a layer. keys/values: f32 [n × numKvHeads × headDim]
+   * in kernel memory, keys before RoPE (the buffer may be overwritten); positions: Int32 [n] pointer.
+   */
+  write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void;
+  /** Copies slot `from` of a head to slot `to`. */
+  move(layer: number, head: number, from: number, to: number): void;
+  attention(layer: number, a: CodecAttention): void;
+  /** Decodes one stored row (keys after RoPE); for tests and inspection, not the hot path. */
+  readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array;
+  /** Real bytes held for `lengths[l]` live slots per KV head in layer l. */
+  bytes(lengths: readonly number[]): number;
+  /** Stored bits per key/value number, everything counted (e.g. 4.5 for int4 with f16 scale and zero per 64). */
+  bitsPerValue(): number;
+  free(): void;
+}
+
+export interface CodecContext {
+  kernels: Kernels;
+  config: ModelConfig;
+  capacity: number;
+}
+
+export interface CodecKind {
+  schema: PartSchema;
+  create(params: Record<string, ParamValue>, ctx: CodecContext): Codec;
+}

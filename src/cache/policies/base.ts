@@ -1,0 +1,180 @@
+import { LayerBudgets, resolveCount } from '../budget.js';
+import type { AttentionStats, Policy, PolicyShape, SlotView } from '../policy.js';
+import type { ParamValue } from '../spec.js';
+
+type Numbers = Float32Array | Uint8Array | Uint16Array;
+
+/**
+ * Per-(layer, KV head) arrays with `width` numbers per slot, kept aligned with the cache's slots:
+ * moved when a slot moves, grown when the cache grows.
+ */
+export class SlotArrays<T extends Numbers> {
+  readonly data: T[] = [];
+
+  constructor(
+    private readonly make: (length: number) => T,
+    shape: PolicyShape,
+    private readonly width = 1,
+    private capacity = shape.capacity,
+  ) {
+    for (let i = 0; i < shape.numLayers * shape.numKvHeads; i++) this.data.push(make(capacity * width));
+    this.heads = shape.numKvHeads;
+  }
+  private readonly heads: number;
+
+  of(layer: number, head: number): T {
+    return this.data[layer * this.heads + head]!;
+  }
+
+  move(layer: number, head: number, from: number, to: number): void {
+    const a = this.of(layer, head);
+    a.copyWithin(to * this.width, from * this.width, (from + 1) * this.width);
+  }
+
+  clear(layer: number, head: number, from: number, n: number): void {
+    this.of(layer, head).fill(0, from * this.width, (from + n) * this.width);
+  }
+
+  resize(capacity: number): void {
+    for (let i = 0; i < this.data.length; i++) {
+      const next = this.make(capacity * this.width);
+      next.set(this.data[i]!.subarray(0, Math.min(capacity, this.capacity) * this.width) as never);
+      this.data[i] = next;
+    }
+    this.capacity = capacity;
+  }
+
+  /** Bytes of state per slot of one head. */
+  get bytesPerSlot(): number {
+    return this.width * this.data[0]!.BYTES_PER_ELEMENT;
+  }
+
+  reset(): void {
+    for (const a of this.data) a.fill(0);
+  }
+}
+
+/**
+ * What most policies share: a budget per layer, an optional recent window that is never evicted,
+ * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
+ */
+export abstract class BudgetPolicy implements Policy {
+  abstract readonly tailQueries: number;
+  abstract readonly needsReceived: boolean;
+  protected readonly budgets: LayerBudgets;
+  protected reference = 0;
+  /** Live slots per layer as the cache last reported them (for bytes()). */
+  protected live: number[];
+  protected readonly states: SlotArrays<Numbers>[] = [];
+
+  constructor(protected readonly params: Record<string, ParamValue>, protected readonly shape: PolicyShape) {
+    this.budgets = LayerBudgets.from(params, shape.numLayers);
+    this.live = new Array<number>(shape.numLayers).fill(0);
+  }
+
+  protected track<T extends Numbers>(arrays: SlotArrays<T>): SlotArrays<T> {
+    this.states.push(arrays);
+    return arrays;
+  }
+
+  budget(layer: number): number {
+    return this.budgets.forLayer(layer);
+  }
+
+  target(layer: number): number {
+    return this.budget(layer);
+  }
+
+  setReference(tokens: number): void {
+    this.reference = tokens;
+    this.budgets.setReference(tokens);
+  }
+
+  /** The `recent` parameter in tokens (a count or a fraction of the reference); 0 when absent. */
+  protected recentTokens(_layer: number): number {
+    const r = this.params.recent as number | undefined;
+    return r === undefined ? 0 : resolveCount(r, this.reference);
+  }
+
+  /** A reusable buffer of at least `length` numbers for per-step arithmetic. */
+  protected scratch(length: number): Float32Array {
+    if (this.scratchBuffer.length < length) this.scratchBuffer = new Float32Array(length);
+    return this.scratchBuffer;
+  }
+  private scratchBuffer = new Float32Array(0);
+
+  onAppend(layer: number, head: number, from: number, n: number, _positions: Int32Array, _keyNorms: Float32Array | undefined): void {
+    for (const s of this.states) s.clear(layer, head, from, n);
+  }
+
+  observe(stats: AttentionStats): void {
+    this.live[stats.layer] = stats.length;
+    this.update(stats);
+  }
+
+  /** Folds one step's attention into the per-slot state. */
+  protected abstract update(stats: AttentionStats): void;
+
+  /** The score of each live slot of a head: the lowest go first. */
+  protected abstract scores(layer: number, head: number, view: SlotView): ArrayLike<number>;
+
+  choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
+    return lowestUnprotected(this.scores(layer, head, view), view, count, this.protectedFrom(layer, view));
+  }
+
+  /** Slots whose position is at or above this are protected (the recent window). */
+  protected protectedFrom(layer: number, view: SlotView): number {
+    const recent = this.recentTokens(layer);
+    if (recent <= 0) return Infinity;
+    let newest = -1;
+    for (let s = 0; s < view.length; s++) newest = Math.max(newest, view.positions[s]!);
+    return newest - recent + 1;
+  }
+
+  move(layer: number, head: number, from: number, to: number): void {
+    for (const s of this.states) s.move(layer, head, from, to);
+  }
+
+  bytes(): number {
+    const perSlot = this.states.reduce((sum, s) => sum + s.bytesPerSlot, 0);
+    const slots = this.live.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
+    return perSlot * slots;
+  }
+
+  resize(capacity: number): void {
+    for (const s of this.states) s.resize(capacity);
+  }
+
+  reset(): void {
+    for (const s of this.states) s.reset();
+    this.live.fill(0);
+  }
+}
+
+/**
+ * The `count` slots with the lowest score among those whose position is below `protectedFrom`;
+ * ties go to the older token. If too few are unprotected, the oldest protected ones follow.
+ */
+export function lowestUnprotected(scores: ArrayLike<number>, view: SlotView, count: number, protectedFrom: number): Int32Array {
+  const order = Array.from({ length: view.length }, (_, s) => s);
+  const isProtected = (s: number) => view.positions[s]! >= protectedFrom;
+  order.sort((a, b) => {
+    const pa = isProtected(a);
+    const pb = isProtected(b);
+    if (pa !== pb) return pa ? 1 : -1;
+    if (!pa && scores[a] !== scores[b]) return scores[a]! - scores[b]!;
+    return view.positions[a]! - view.positions[b]!;
+  });
+  return Int32Array.from(order.slice(0, count));
+}
+
+/** Mean over the query heads of KV head `head` of a [numHeads × capacity] row block, for live slots. */
+export function groupMean(rows: Float32Array, offset: number, head: number, stats: AttentionStats, out: Float32Array): Float32Array {
+  out.fill(0, 0, stats.length);
+  for (let g = 0; g < stats.group; g++) {
+    const base = offset + (head * stats.group + g) * stats.capacity;
+    for (let s = 0; s < stats.length; s++) out[s] = out[s]! + rows[base + s]!;
+  }
+  for (let s = 0; s < stats.length; s++) out[s] = out[s]! / stats.group;
+  return out;
+}

@@ -1,0 +1,49 @@
+import { BUDGET_PARAMS } from '../budget.js';
+import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
+import type { ParamValue } from '../spec.js';
+import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+
+/**
+ * H2O, the Heavy-Hitter Oracle: each token's attention received, summed over every query since it
+ * arrived (not normalised); the lowest sum goes, except for the `recent` newest tokens. Without
+ * `recent`, half the budget is the recent window (H2O's equal heavy/recent split).
+ */
+class H2OPolicy extends BudgetPolicy {
+  readonly tailQueries = 0;
+  readonly needsReceived = true;
+  private readonly accumulated: SlotArrays<Float32Array>;
+
+  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+    super(params, shape);
+    this.accumulated = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+  }
+
+  protected override recentTokens(layer: number): number {
+    return this.params.recent === undefined ? Math.floor(this.budget(layer) / 2) : super.recentTokens(layer);
+  }
+
+  protected update(stats: AttentionStats): void {
+    const mean = this.scratch(stats.capacity);
+    for (let h = 0; h < this.shape.numKvHeads; h++) {
+      groupMean(stats.received, 0, h, stats, mean);
+      const acc = this.accumulated.of(stats.layer, h);
+      for (let s = 0; s < stats.length; s++) acc[s] = acc[s]! + mean[s]!;
+    }
+  }
+
+  protected scores(layer: number, head: number): ArrayLike<number> {
+    return this.accumulated.of(layer, head);
+  }
+}
+
+export const h2o: PolicyKind = {
+  schema: {
+    name: 'h2o',
+    doc: 'Heavy-Hitter Oracle: accumulated attention + a recent window',
+    params: {
+      ...BUDGET_PARAMS,
+      recent: { type: { kind: 'budget' }, optional: true, doc: 'newest tokens always kept (count or fraction of the prompt; default half the budget)' },
+    },
+  },
+  create: (params, shape) => new H2OPolicy(params, shape),
+};

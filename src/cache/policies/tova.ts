@@ -1,0 +1,33 @@
+import { BUDGET_PARAMS } from '../budget.js';
+import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
+import type { ParamValue } from '../spec.js';
+import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+
+/**
+ * TOVA (Transformers are Multi-State RNNs): drop the token the current query attends to least
+ * (query heads of a KV head averaged). Only the last query's attention matters.
+ */
+class TovaPolicy extends BudgetPolicy {
+  readonly tailQueries = 1;
+  readonly needsReceived = false;
+  private readonly last: SlotArrays<Float32Array>;
+
+  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+    super(params, shape);
+    this.last = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+  }
+
+  protected update(stats: AttentionStats): void {
+    const row = (stats.tailRows - 1) * this.shape.numKvHeads * stats.group * stats.capacity;
+    for (let h = 0; h < this.shape.numKvHeads; h++) groupMean(stats.tail, row, h, stats, this.last.of(stats.layer, h));
+  }
+
+  protected scores(layer: number, head: number): ArrayLike<number> {
+    return this.last.of(layer, head);
+  }
+}
+
+export const tova: PolicyKind = {
+  schema: { name: 'tova', doc: 'TOVA: drop the token the current query attends to least', params: { ...BUDGET_PARAMS } },
+  create: (params, shape) => new TovaPolicy(params, shape),
+};

@@ -1,0 +1,73 @@
+import type { ParamValue, PartSchema } from './spec.js';
+
+/**
+ * What attention told the policy about one layer after a step. Probabilities are per query head;
+ * a policy combines the query heads of a KV head by their mean (GQA: one token set per KV head).
+ */
+export interface AttentionStats {
+  layer: number;
+  /** Tokens appended this step. */
+  n: number;
+  /** Live slots per KV head, the new ones included (they are the last n). */
+  length: number;
+  /** Row stride of the per-head arrays below. */
+  capacity: number;
+  /** Query heads per KV head. */
+  group: number;
+  /** [numHeads × capacity]: probability each slot received, summed over the n queries. */
+  received: Float32Array;
+  /** [tailRows × numHeads × capacity]: probabilities from the last tailRows queries, oldest first. */
+  tail: Float32Array;
+  tailRows: number;
+}
+
+/** Per-slot facts a policy may use to choose. */
+export interface SlotView {
+  /** Token position of each live slot of this KV head. */
+  positions: Int32Array;
+  length: number;
+}
+
+/**
+ * Decides which tokens each (layer, KV head) keeps. It scores slots from what attention reports;
+ * the cache moves slots (and asks the policy to move its per-slot state alongside) and calls
+ * `choose` when a layer holds more than its budget.
+ */
+export interface Policy {
+  /** How many query rows of probabilities `observe` needs (0 = none, 1 = the last query). */
+  readonly tailQueries: number;
+  /** Whether `observe` reads `received`. */
+  readonly needsReceived: boolean;
+  /** Slots a layer may hold after eviction; Infinity keeps everything. */
+  budget(layer: number): number;
+  /** Slots a layer is cut down to once it exceeds its budget (amortised drops go below the budget). */
+  target(layer: number): number;
+  /** Sets the length fractions of the budget refer to (the prompt, or the scored sequence). */
+  setReference(tokens: number): void;
+  /** Called before slots [from, from+n) are written with new tokens. keyNorms: [n] per head, pre-RoPE ‖k‖. */
+  onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, keyNorms: Float32Array | undefined): void;
+  observe(stats: AttentionStats): void;
+  /** Slot indices (distinct, < view.length) to evict from one KV head, `count` of them. */
+  choose(layer: number, head: number, count: number, view: SlotView): Int32Array;
+  /** The slot `from` now lives at `to`. */
+  move(layer: number, head: number, from: number, to: number): void;
+  /** Bytes of per-slot state held. */
+  bytes(): number;
+  /** Makes room for `capacity` slots per head, keeping what is held. */
+  resize(capacity: number): void;
+  reset(): void;
+}
+
+export interface PolicyShape {
+  numLayers: number;
+  numKvHeads: number;
+  capacity: number;
+}
+
+/** A policy kind: its spec schema and how to build one. */
+export interface PolicyKind {
+  schema: PartSchema;
+  create(params: Record<string, ParamValue>, shape: PolicyShape): Policy;
+  /** Whether the keys it needs must be norm-tracked (knorm). */
+  needsKeyNorms?: boolean;
+}

@@ -1,0 +1,31 @@
+import type { CodecKind } from './codec.js';
+import { fp16, fp32 } from './codecs/float.js';
+import type { PolicyKind } from './policy.js';
+import { full } from './policies/full.js';
+import { h2o } from './policies/h2o.js';
+import { knorm } from './policies/knorm.js';
+import { random } from './policies/random.js';
+import { scissorhands } from './policies/scissorhands.js';
+import { snapkv } from './policies/snapkv.js';
+import { tova } from './policies/tova.js';
+import { window } from './policies/window.js';
+import { parseCacheSpec, printCacheSpec, type CacheSpec, type SpecRegistry } from './spec.js';
+
+/** Every policy and codec a spec may name. */
+export const POLICIES = new Map<string, PolicyKind>(
+  [full, window, h2o, scissorhands, tova, snapkv, random, knorm].map((k) => [k.schema.name, k]),
+);
+export const CODECS = new Map<string, CodecKind>([fp32, fp16].map((k) => [k.schema.name, k]));
+
+export const REGISTRY: SpecRegistry = {
+  policies: new Map([...POLICIES].map(([n, k]) => [n, k.schema])),
+  codecs: new Map([...CODECS].map(([n, k]) => [n, k.schema])),
+};
+
+export function parseSpec(text: string): CacheSpec {
+  return parseCacheSpec(text, REGISTRY);
+}
+
+export function printSpec(spec: CacheSpec): string {
+  return printCacheSpec(spec, REGISTRY);
+}

@@ -1,0 +1,88 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, type Model } from '../../src/model/model.js';
+import { STORIES_BIN } from '../engine/helpers.js';
+
+const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
+const ids = story.ids.slice(0, 160);
+
+describe('KV cache with eviction (stories260K)', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(STORIES_BIN, { threads: 1 });
+  });
+  afterAll(async () => model.close());
+
+  it('full gives the same log-probabilities, bit for bit, as a policy whose budget is never reached', () => {
+    const full = model.session({ cache: 'full' }).score(ids, { mode: 'decode' });
+    const roomy = model.session({ cache: 'h2o(budget=100000)' }).score(ids, { mode: 'decode' });
+    expect(Array.from(roomy)).toEqual(Array.from(full));
+  });
+
+  it.each([
+    'window(sinks=4,recent=28)',
+    'h2o(budget=32,recent=8)',
+    'scissorhands(budget=32,window=16,recent=4,drop=8)',
+    'tova(budget=32)',
+    'snapkv(budget=32,window=8,pool=3)',
+    'random(budget=32,seed=1)',
+    'knorm(budget=32)',
+    'h2o(budget=32,schedule=pyramid)',
+  ])('%s never holds more than its budget, and keeps distinct positions with the newest among them', (spec) => {
+    const session = model.session({ cache: spec });
+    const cache = session.cache;
+    let checked = 0;
+    session.score(ids, {
+      mode: 'decode',
+      onLogits: (index) => {
+        for (let l = 0; l < model.config.numLayers; l++) {
+          const budget = cache.policy.budget(l);
+          expect(cache.layerLengths()[l]).toBeLessThanOrEqual(budget);
+          for (let h = 0; h < model.config.numKvHeads; h++) {
+            const held = cache.heldPositions(l, h);
+            expect(new Set(held).size).toBe(held.length);
+            if (!spec.startsWith('random') && !spec.startsWith('knorm') && !spec.startsWith('tova')) expect(held).toContain(index);
+          }
+        }
+        checked++;
+      },
+    });
+    expect(checked).toBe(ids.length - 1);
+    expect(cache.peakBytes()).toBeGreaterThan(0);
+  });
+
+  it('keeps what is stored intact through evictions: layer-0 keys depend only on their own token', () => {
+    const full = model.session({ cache: 'full' });
+    full.feed(ids);
+    const evicting = model.session({ cache: 'h2o(budget=24,recent=4)' });
+    evicting.score(ids, { mode: 'decode' });
+    for (let h = 0; h < model.config.numKvHeads; h++) {
+      const held = evicting.cache.heldPositions(0, h);
+      expect(held.length).toBe(24);
+      held.forEach((position, slot) => {
+        const want = full.cache.codec.readRow(0, h, position, 'key');
+        const got = evicting.cache.codec.readRow(0, h, slot, 'key');
+        for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+      });
+    }
+  });
+
+  it('compresses a prompt once it is in, to the budget resolved from its length', () => {
+    const session = model.session({ cache: 'h2o(budget=0.25,recent=0.05)' });
+    session.feed(ids.slice(0, 100));
+    expect(session.cache.layerLengths()).toEqual(new Array(model.config.numLayers).fill(25));
+    session.feed([ids[100]!]);
+    expect(session.cache.length).toBe(25);
+  });
+
+  it('counts real bytes: keys, values and positions for the full cache', () => {
+    const session = model.session({ cache: 'full' });
+    session.feed(ids.slice(0, 50));
+    const c = model.config;
+    expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4));
+    const half = model.session({ cache: 'full+fp16' });
+    half.feed(ids.slice(0, 50));
+    expect(half.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 2 + 4));
+  });
+});

@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { parseSpec, printSpec } from '../../src/cache/registry.js';
+import { UsageError } from '../../src/errors.js';
+
+describe('cache spec grammar', () => {
+  it.each([
+    'full',
+    'h2o(budget=0.2,recent=0.05)',
+    'window(sinks=4,recent=1020)',
+    'scissorhands(budget=512,window=64,recent=16,drop=32)',
+    'tova(budget=128)+fp16',
+    'snapkv(budget=0.5,window=32,pool=7)',
+    'random(budget=100,seed=3)',
+    'knorm(budget=[64,32,16])',
+    'h2o(budget=256,schedule=pyramid)',
+  ])('%s prints back as itself', (text) => {
+    expect(printSpec(parseSpec(text))).toBe(text);
+    expect(parseSpec(printSpec(parseSpec(text)))).toEqual(parseSpec(text));
+  });
+
+  it('prints parameters in schema order and ignores spaces', () => {
+    expect(printSpec(parseSpec(' h2o( recent=8 , budget=64 ) '))).toBe('h2o(budget=64,recent=8)');
+  });
+
+  it('a codec alone means the full policy; fp32 is the default codec', () => {
+    expect(parseSpec('fp16').policy.name).toBe('full');
+    expect(printSpec(parseSpec('full+fp32'))).toBe('full');
+    expect(printSpec(parseSpec('fp16'))).toBe('full+fp16');
+  });
+
+  it.each([
+    ['bogus(budget=3)', /unknown name "bogus".*policies: full, window, h2o/],
+    ['h2o(budget=0.2,recnt=3)', /h2o has no parameter "recnt"; allowed: budget, schedule, recent/],
+    ['h2o(budget=1.5)', /budget=…\) must be a token count/],
+    ['h2o(budget=-1)', /must be a token count/],
+    ['h2o', /h2o needs budget/],
+    ['window(sinks=-1,recent=4)', /sinks=…\) must be an integer ≥ 0/],
+    ['h2o(budget=10,schedule=steep)', /must be one of uniform, pyramid/],
+    ['fp16+h2o(budget=3)', /out of place/],
+    ['h2o(budget=3', /unbalanced/],
+    ['h2o(budget=3)+fp16+fp32', /expected policy, codec, or policy\+codec/],
+    ['h2o(budget=3,budget=4)', /budget is given twice/],
+  ])('%s is refused with a message that says what is allowed', (text, message) => {
+    expect(() => parseSpec(text)).toThrow(UsageError);
+    expect(() => parseSpec(text)).toThrow(message);
+  });
+});
