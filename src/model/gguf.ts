@@ -53,6 +53,12 @@ const VALUE_SIZES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4
 /** The fewest bytes one value of each type can take, to bound array counts: a string is at least its u64 length, an array its type and count. */
 const MIN_VALUE_BYTES = (type: number): number => (type === 8 ? 8 : type === 9 ? 12 : VALUE_SIZES[type]!);
 
+/** A name read from the file, fit for a message: control bytes escaped, long runs cut (corrupt lengths swallow data). */
+function printable(name: string): string {
+  const cut = name.length > 80 ? `${name.slice(0, 80)}…` : name;
+  return /[\u0000-\u001f\u007f-\u009f\ufffd]/.test(cut) ? JSON.stringify(cut) : cut;
+}
+
 class Reader {
   pos = 0;
   private readonly view: DataView;
@@ -159,21 +165,23 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
     const key = r.string(`metadata key #${i}`);
-    const type = r.u32(`type of metadata ${key}`);
-    const value = r.value(type, `metadata ${key}`);
-    if (metadata.has(key)) throw new ModelFormatError(file, `metadata key ${key} appears twice`);
+    const shown = printable(key);
+    const type = r.u32(`type of metadata ${shown}`);
+    const value = r.value(type, `metadata ${shown}`);
+    if (metadata.has(key)) throw new ModelFormatError(file, `metadata key ${shown} appears twice`);
     metadata.set(key, value);
   }
 
   const infos: GgufTensorInfo[] = [];
   for (let i = 0; i < nTensors; i++) {
     const name = r.string(`name of tensor #${i}`);
-    const nDims = r.u32(`dimension count of tensor ${name}`);
-    if (nDims > MAX_DIMS) throw new ModelFormatError(file, `tensor ${name} has ${nDims} dimensions (at most ${MAX_DIMS})`);
+    const shown = printable(name);
+    const nDims = r.u32(`dimension count of tensor ${shown}`);
+    if (nDims > MAX_DIMS) throw new ModelFormatError(file, `tensor ${shown} has ${nDims} dimensions (at most ${MAX_DIMS})`);
     const dims: number[] = [];
-    for (let d = 0; d < nDims; d++) dims.push(r.u64(`dimension ${d} of tensor ${name}`));
-    const ggmlType = r.u32(`type of tensor ${name}`);
-    const offset = r.u64(`data offset of tensor ${name}`);
+    for (let d = 0; d < nDims; d++) dims.push(r.u64(`dimension ${d} of tensor ${shown}`));
+    const ggmlType = r.u32(`type of tensor ${shown}`);
+    const offset = r.u64(`data offset of tensor ${shown}`);
     infos.push({ name, shape: dims.reverse(), ggmlType, offset });
   }
 
@@ -187,17 +195,18 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
   const seen = new Set<string>();
   const ranges: [number, number, string][] = [];
   const tensors = infos.map(({ name, shape, ggmlType, offset }): RawTensor => {
-    if (seen.has(name)) throw new ModelFormatError(file, `tensor ${name} appears twice`);
+    const shown = printable(name);
+    if (seen.has(name)) throw new ModelFormatError(file, `tensor ${shown} appears twice`);
     seen.add(name);
     const dtype = GGML_TYPES[ggmlType];
     if (!dtype) {
       const typeName = GGML_TYPE_NAMES[ggmlType] ?? 'unknown';
-      throw new UnsupportedModelError(file, `tensor ${name} has type ${typeName} (${ggmlType}); kvpack reads F32, F16, BF16 and Q8_0`);
+      throw new UnsupportedModelError(file, `tensor ${shown} has type ${typeName} (${ggmlType}); kvpack reads F32, F16, BF16 and Q8_0`);
     }
     if (dtype === 'q8_0' && (shape[shape.length - 1] ?? 1) % Q8_0_BLOCK !== 0) {
-      throw new ModelFormatError(file, `tensor ${name} is Q8_0 but its rows (${shape[shape.length - 1]}) are not a multiple of ${Q8_0_BLOCK}`);
+      throw new ModelFormatError(file, `tensor ${shown} is Q8_0 but its rows (${shape[shape.length - 1]}) are not a multiple of ${Q8_0_BLOCK}`);
     }
-    if (offset % alignValue !== 0) throw new ModelFormatError(file, `tensor ${name} data offset ${offset} is not a multiple of the alignment ${alignValue}`);
+    if (offset % alignValue !== 0) throw new ModelFormatError(file, `tensor ${shown} data offset ${offset} is not a multiple of the alignment ${alignValue}`);
     // Bound the element count by the file before multiplying further, so a corrupt dim cannot overflow.
     let count = 1;
     for (const d of shape) {
@@ -208,10 +217,10 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
     if (dataLen < 0 || offset + bytes > dataLen) {
       throw new ModelFormatError(
         file,
-        `tensor ${name} data [${offset}, ${offset + bytes}) runs past the end of the file (data section holds ${Math.max(dataLen, 0)} bytes): truncated?`,
+        `tensor ${shown} data [${offset}, ${offset + bytes}) runs past the end of the file (data section holds ${Math.max(dataLen, 0)} bytes): truncated?`,
       );
     }
-    ranges.push([offset, offset + bytes, name]);
+    ranges.push([offset, offset + bytes, shown]);
     return { name, dtype, shape, data: buf.subarray(dataOffset + offset, dataOffset + offset + bytes) };
   });
   checkNoOverlap(ranges, file);

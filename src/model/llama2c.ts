@@ -41,7 +41,19 @@ export function parseLlama2c(buf: Uint8Array, file: string): { config: ModelConf
   const kvDim = nKvHeads * headSize;
   const shared = vocabRaw > 0;
 
-  // run.c's order; freq_cis_real/imag are skipped (RoPE is recomputed).
+  // The header bounds nothing by itself, so the size it implies is computed (in floating point, which
+  // stays exact enough to disagree with any real file size) before anything is allocated per layer.
+  const perLayerFloats = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * dim * hiddenDim;
+  const floats = vocab * dim * (shared ? 1 : 2) + nLayers * perLayerFloats + dim + seqLen * headSize;
+  const expected = HEADER_BYTES + 4 * floats;
+  if (expected !== buf.length) {
+    throw new ModelFormatError(
+      file,
+      `file is ${buf.length} bytes but its header (dim ${dim}, hidden ${hiddenDim}, layers ${nLayers}, vocab ${vocabRaw}) implies ${expected}: truncated or not a llama2.c v0 checkpoint`,
+    );
+  }
+
+  // run.c's order; freq_cis_real/imag (seq_len * head_size/2 each) are skipped: RoPE is recomputed.
   const layout: [string | null, number[]][] = [[N.embed, [vocab, dim]]];
   const perLayer = (name: (l: number) => string, shape: number[]) => {
     for (let l = 0; l < nLayers; l++) layout.push([name(l), shape]);
@@ -56,18 +68,8 @@ export function parseLlama2c(buf: Uint8Array, file: string): { config: ModelConf
   perLayer(N.wDown, [dim, hiddenDim]); // w2
   perLayer(N.wUp, [hiddenDim, dim]); // w3
   layout.push([N.finalNorm, [dim]]);
-  layout.push([null, [seqLen * headSize]]); // freq_cis_real + freq_cis_imag, (seq_len * head_size/2) each
+  layout.push([null, [seqLen * headSize]]);
   if (!shared) layout.push([N.lmHead, [vocab, dim]]);
-
-  // The header bounds nothing by itself, so the expected size is computed (in floating point, which
-  // stays exact enough to disagree with any real file size) before a single view is made.
-  const expected = HEADER_BYTES + layout.reduce((s, [, shape]) => s + 4 * shape.reduce((a, d) => a * d, 1), 0);
-  if (expected !== buf.length) {
-    throw new ModelFormatError(
-      file,
-      `file is ${buf.length} bytes but its header (dim ${dim}, hidden ${hiddenDim}, layers ${nLayers}, vocab ${vocabRaw}) implies ${expected}: truncated or not a llama2.c v0 checkpoint`,
-    );
-  }
   const tensors = new Map<string, RawTensor>();
   let pos = HEADER_BYTES;
   for (const [name, shape] of layout) {
