@@ -212,3 +212,8 @@ export class KVCache {
     this.allocAttentionBuffers();
   }
 }
+
+/** Bytes the full f32 cache holds for `tokens` tokens: keys, values and positions. */
+export function fullCacheBytes(c: ModelConfig, tokens: number): number {
+  return tokens * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4);
+}

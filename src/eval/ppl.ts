@@ -1,3 +1,4 @@
+import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
 import type { Model } from '../model/model.js';
 import { loadEvalText } from './data.js';
@@ -26,7 +27,14 @@ export interface PerplexityResult {
   cache: string;
   data: string;
   seconds: number;
+  /** Most bytes the cache held at once (codec storage, positions, policy state). */
   kv_bytes_peak: number;
+  /** kv_bytes_peak per token of a chunk. */
+  kv_bytes_per_token: number;
+  /** Peak bytes of the full f32 cache over this peak. */
+  compression: number;
+  /** Stored bits per key/value number of the codec. */
+  bits_per_value: number;
 }
 
 /**
@@ -47,6 +55,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
   const session = model.session({ cache });
   let nll = 0;
   let peak = 0;
+  const bits = session.cache.codec.bitsPerValue();
   const total = chunks * o.ctx;
   try {
     for (let c = 0; c < chunks; c++) {
@@ -69,9 +78,12 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
     ctx: o.ctx,
     mode,
     model: model.source,
-    cache,
+    cache: session.cache.spec,
     data: o.data,
     seconds: (performance.now() - started) / 1000,
     kv_bytes_peak: peak,
+    kv_bytes_per_token: peak / o.ctx,
+    compression: fullCacheBytes(model.config, o.ctx) / peak,
+    bits_per_value: bits,
   };
 }

@@ -15,14 +15,12 @@ export interface LoadOptions extends KernelOptions {
   tokenizer?: string;
 }
 
-/** ../shared/models/ref-6m beside the project (or the working directory). */
+/** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
 export function defaultModelPath(): string {
   const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-  for (const base of [packageRoot, process.cwd()]) {
-    const candidate = path.resolve(base, '../shared/models/ref-6m');
-    if (fs.existsSync(candidate)) return candidate;
-  }
-  return path.resolve(packageRoot, '../shared/models/ref-6m');
+  const candidates = [packageRoot, process.cwd()].map((base) => path.resolve(base, '../shared/models/ref-6m'));
+  const found = candidates.find((c) => fs.existsSync(c)) ?? candidates[0]!;
+  return path.relative(process.cwd(), found) || '.';
 }
 
 export interface ModelInfo {
