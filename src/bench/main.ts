@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: speed of kvpack against llama.cpp (node-llama-cpp) on the same models. Markdown
+ * tables go to stdout (or JSON with --json), progress and logs to stderr. The report is a list of
+ * sections; to add one, write a Section (see speed.ts) and list it in SECTIONS.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { BenchContext, type BenchOptions, type Section, type SectionResult } from './context.js';
+import { defaultCacheDir, MODEL_SPECS } from './models.js';
+import { speedSection } from './speed.js';
+import { renderMarkdown } from './table.js';
+
+const SECTIONS: Section[] = [speedSection];
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --quick              fewer tokens and one run per number (a smoke run)
+  --only LIST          models: ref-6m, 135m (both dtypes), ${MODEL_SPECS.map((m) => m.id).join(', ')} (comma-separated)
+  --threads LIST       thread counts, e.g. 1,2 (default 1,2)
+  --runs N             timed runs per number after a warm-up; the median is reported (default 3, --quick 1)
+  --chunks LIST        kvpack prefill chunk sizes to try (default 64,128,256,512)
+  --kvpack-format F    gguf (the file llama.cpp runs, default) or hf (same weights as safetensors)
+  --cache SPEC         kvpack cache spec (default full+fp16, like llama.cpp's f16 cache)
+  --flash-attn MODE    llama.cpp flash attention: auto (default), on, off
+  --section LIST       sections to run: ${SECTIONS.map((s) => s.id).join(', ')}
+  --cache-dir DIR      where random models are written (default .kvpack-cache/bench)
+  --json               print JSON instead of Markdown
+`;
+
+function intList(flag: string, v: string): number[] {
+  const out = v.split(',').map((x) => Number(x.trim()));
+  if (out.length === 0 || out.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`${flag} takes positive integers separated by commas, got "${v}"`);
+  return out;
+}
+
+function parseOptions(argv: string[]): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      threads: { type: 'string', default: '1,2' },
+      runs: { type: 'string' },
+      chunks: { type: 'string', default: '64,128,256,512' },
+      'kvpack-format': { type: 'string', default: 'gguf' },
+      cache: { type: 'string', default: 'full+fp16' },
+      'flash-attn': { type: 'string', default: 'auto' },
+      section: { type: 'string' },
+      'cache-dir': { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return undefined;
+  }
+  const only = values.only?.split(',').map((s) => s.trim());
+  const known = new Set(MODEL_SPECS.flatMap((m) => m.groups));
+  for (const o of only ?? []) if (!known.has(o)) throw new Error(`--only: unknown model "${o}" (known: ${[...known].join(', ')})`);
+  const sections = values.section?.split(',').map((s) => s.trim());
+  for (const s of sections ?? []) if (!SECTIONS.some((x) => x.id === s)) throw new Error(`--section: unknown section "${s}"`);
+  const format = values['kvpack-format'];
+  if (format !== 'gguf' && format !== 'hf') throw new Error(`--kvpack-format is gguf or hf, got "${format}"`);
+  const fa = values['flash-attn'];
+  if (fa !== 'auto' && fa !== 'on' && fa !== 'off') throw new Error(`--flash-attn is auto, on or off, got "${fa}"`);
+  return {
+    quick: values.quick,
+    only,
+    threads: intList('--threads', values.threads),
+    json: values.json,
+    cacheDir: values['cache-dir'] ?? defaultCacheDir(),
+    runs: values.runs ? intList('--runs', values.runs)[0]! : values.quick ? 1 : 3,
+    chunkSizes: intList('--chunks', values.chunks),
+    kvpackFormat: format,
+    cache: values.cache,
+    flashAttention: fa === 'auto' ? 'auto' : fa === 'on',
+    sections,
+  };
+}
+
+function environment(llamaCppRelease: string | undefined): Record<string, string> {
+  let nlcVersion = '?';
+  try {
+    // The package does not export its package.json; it sits two levels above the entry point.
+    const entry = fileURLToPath(import.meta.resolve('node-llama-cpp'));
+    nlcVersion = (JSON.parse(fs.readFileSync(path.join(path.dirname(entry), '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    // Only informative.
+  }
+  return {
+    date: new Date().toISOString(),
+    cpu: `${os.cpus()[0]?.model ?? '?'} × ${os.availableParallelism()}`,
+    node: process.version,
+    'node-llama-cpp': nlcVersion,
+    'llama.cpp release (as node-llama-cpp reports it)': llamaCppRelease ?? '?',
+  };
+}
+
+async function main(): Promise<void> {
+  let options: BenchOptions | undefined;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (!options) return;
+  const ctx = new BenchContext(options);
+  const results: { id: string; result: SectionResult }[] = [];
+  try {
+    const release = (await ctx.llama()).version;
+    const env = environment(release);
+    if (!options.json) {
+      process.stdout.write(`## kvpack bench${options.quick ? ' (quick: smoke-run sizes, not numbers to quote)' : ''}\n\n`);
+      process.stdout.write(Object.entries(env).map(([k, v]) => `- ${k}: ${v}`).join('\n') + '\n\n');
+    }
+    for (const section of SECTIONS) {
+      if (options.sections && !options.sections.includes(section.id)) continue;
+      ctx.log(`== ${section.id}: ${section.describe}`);
+      const result = await section.run(ctx);
+      results.push({ id: section.id, result });
+      if (!options.json) for (const t of result.tables) process.stdout.write(renderMarkdown(t) + '\n');
+    }
+    if (options.json) process.stdout.write(JSON.stringify({ environment: env, options, sections: results }, null, 2) + '\n');
+  } finally {
+    await ctx.close();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+});
