@@ -1,0 +1,12 @@
+/** kvpack's library API. */
+export { loadModel, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './model/model.js';
+export { Session, type SessionOptions, type GenerateOptions, type ScoreOptions } from './session.js';
+export { KVCache, fullCacheBytes } from './cache/kvcache.js';
+export { parseSpec, printSpec, POLICIES, CODECS } from './cache/registry.js';
+export type { CacheSpec } from './cache/spec.js';
+export { perplexity, type PerplexityOptions, type PerplexityResult } from './eval/ppl.js';
+export { loadCheckpoint } from './model/load.js';
+export { resolveModel } from './hub/download.js';
+export type { ModelConfig } from './model/config.js';
+export type { Tokenizer } from './tokenizer/tokenizer.js';
+export * from './errors.js';
