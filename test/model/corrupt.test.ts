@@ -277,6 +277,9 @@ describe('llama2.c corruption', () => {
       huge.writeInt32LE(1, 12);
       huge.writeInt32LE(1, 16);
       await expectFailure(load(huge), ModelFormatError, 'm.bin', 'implies');
+      const layers = Buffer.from(good);
+      layers.writeInt32LE(2 ** 31 - 1, 8); // must fail on size before building a per-layer table
+      await expectFailure(load(layers), ModelFormatError, 'm.bin', 'layers 2147483647');
       const v1 = Buffer.from(good);
       v1.writeUInt32LE(0x616b3432, 0);
       await expectFailure(load(v1), UnsupportedModelError, 'm.bin', 'v1/v2');
