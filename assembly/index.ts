@@ -9,6 +9,7 @@ const DT_BF16: i32 = 2;
 const DT_Q8: i32 = 3;
 
 // ---- control block layout (bytes; must match src/kernels/wasm.ts) ----
+const C_DONE: usize = 4; // atomic count of finished work items
 const C_OP: usize = 8;
 const C_NEXT: usize = 16; // atomic work-item counter
 const C_ARGS: usize = 32;
@@ -21,10 +22,13 @@ export function heapBase(): usize {
   return __heap_base;
 }
 
-export function run(ctrl: usize, thread: i32): void {
+/** Takes and runs work items of the job in `ctrl` until none is left; returns the job's item count
+ *  (the caller waits until DONE reaches it, not for every thread to check in). */
+export function run(ctrl: usize, thread: i32): i32 {
   const op = load<i32>(ctrl + C_OP);
-  if (op == OP_MATMUL) matmulJob(ctrl, thread);
-  else if (op == OP_ATTENTION) attentionJob(ctrl, thread);
+  if (op == OP_MATMUL) return matmulJob(ctrl, thread);
+  if (op == OP_ATTENTION) return attentionJob(ctrl, thread);
+  return 0;
 }
 
 // ================================================================ conversions
@@ -38,6 +42,34 @@ export function run(ctrl: usize, thread: i32): void {
   // exponent 31 (inf/NaN) must stay inf/NaN
   f = v128.or(f, v128.and(i32x4.ge_s(em, i32x4.splat(0x0f800000)), i32x4.splat(0x7f800000)));
   return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+/** Fast f16 → f32 of halves 0..3 / 4..7 of a vector of 8 halves (hot loops): h<<16, arithmetic
+ *  shift by 3 puts sign, exponent and mantissa where f32 wants them (the sign copies land in bits
+ *  the mask clears), and the multiply by 2^112 rebases the exponent keeping the sign.
+ *  Unlike h2f, inf/NaN halves decode as finite ±65536·(1+m); weights and cached keys/values never
+ *  hold them (toF16 overflow is the only source). */
+// @ts-ignore: decorator
+@inline function h2fLo(v: v128): v128 {
+  const u = i16x8.shuffle(i16x8.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
+  return f32x4.mul(v128.and(i32x4.shr_s(u, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
+}
+// @ts-ignore: decorator
+@inline function h2fHi(v: v128): v128 {
+  const u = i16x8.shuffle(i16x8.splat(0), v, 0, 12, 1, 13, 2, 14, 3, 15);
+  return f32x4.mul(v128.and(i32x4.shr_s(u, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
+}
+
+/** Attention blocks: f16 slots to f32 with the fast conversion (len a multiple of 8 or tail scalar). */
+function convertF16Fast(dst: usize, src: usize, len: i32): void {
+  let k = 0;
+  for (; k + 8 <= len; k += 8) {
+    const v = v128.load(src + (<usize>k << 1));
+    const o = dst + (<usize>k << 2);
+    v128.store(o, h2fLo(v), 0);
+    v128.store(o, h2fHi(v), 16);
+  }
+  for (; k < len; k++) store<f32>(dst + (<usize>k << 2), h2fScalar(load<u16>(src + (<usize>k << 1))));
 }
 
 // @ts-ignore: decorator
@@ -129,7 +161,7 @@ function convertRow(dst: usize, src: usize, dt: i32, cols: i32): void {
 
 // ================================================================ matmul
 
-function matmulJob(ctrl: usize, thread: i32): void {
+function matmulJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
   const out = load<u32>(a, 0);
   const x = load<u32>(a, 4);
@@ -148,7 +180,9 @@ function matmulJob(ctrl: usize, thread: i32): void {
     const r1 = min(rows, r0 + chunk);
     if (n == 1) matvecRows(out, x, w, dt, cols, r0, r1);
     else matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
+    atomic.add<i32>(ctrl + C_DONE, 1);
   }
+  return items;
 }
 
 /** out[r0..r1) = W[r0..r1) · x for one token, 4 rows at a time straight from the stored dtype. */
@@ -250,17 +284,17 @@ function mv4F16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
     const x0 = v128.load(x + (o << 1));
     const x1 = v128.load(x + (o << 1), 16);
     let v = v128.load(w0 + o);
-    a0 = f32x4.add(a0, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
-    b0 = f32x4.add(b0, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    a0 = f32x4.add(a0, f32x4.mul(h2fLo(v), x0));
+    b0 = f32x4.add(b0, f32x4.mul(h2fHi(v), x1));
     v = v128.load(w1 + o);
-    a1 = f32x4.add(a1, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
-    b1 = f32x4.add(b1, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    a1 = f32x4.add(a1, f32x4.mul(h2fLo(v), x0));
+    b1 = f32x4.add(b1, f32x4.mul(h2fHi(v), x1));
     v = v128.load(w2 + o);
-    a2 = f32x4.add(a2, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
-    b2 = f32x4.add(b2, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    a2 = f32x4.add(a2, f32x4.mul(h2fLo(v), x0));
+    b2 = f32x4.add(b2, f32x4.mul(h2fHi(v), x1));
     v = v128.load(w3 + o);
-    a3 = f32x4.add(a3, f32x4.mul(h2f(i32x4.extend_low_i16x8_u(v)), x0));
-    b3 = f32x4.add(b3, f32x4.mul(h2f(i32x4.extend_high_i16x8_u(v)), x1));
+    a3 = f32x4.add(a3, f32x4.mul(h2fLo(v), x0));
+    b3 = f32x4.add(b3, f32x4.mul(h2fHi(v), x1));
   }
   let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
   if (k < cols) {
@@ -316,26 +350,6 @@ function mv4BF16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
   return v;
 }
 
-/** Σ q·x over one 32-value q8_0 block (unscaled), as a vector of partial sums. */
-// @ts-ignore: decorator
-@inline function q8block(p: usize, x: usize): v128 {
-  const v0 = v128.load(p);
-  const v1 = v128.load(p, 16);
-  const l0 = i16x8.extend_low_i8x16_s(v0);
-  const h0 = i16x8.extend_high_i8x16_s(v0);
-  const l1 = i16x8.extend_low_i8x16_s(v1);
-  const h1 = i16x8.extend_high_i8x16_s(v1);
-  let s = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l0)), v128.load(x));
-  let t = f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l0)), v128.load(x, 16));
-  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h0)), v128.load(x, 32)));
-  t = f32x4.add(t, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h0)), v128.load(x, 48)));
-  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l1)), v128.load(x, 64)));
-  t = f32x4.add(t, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l1)), v128.load(x, 80)));
-  s = f32x4.add(s, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h1)), v128.load(x, 96)));
-  t = f32x4.add(t, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h1)), v128.load(x, 112)));
-  return f32x4.add(s, t);
-}
-
 function mv4Q8(w0: usize, rb: usize, x: usize, cols: i32): v128 {
   const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
@@ -343,12 +357,34 @@ function mv4Q8(w0: usize, rb: usize, x: usize, cols: i32): v128 {
   for (let b = 0; b < nb; b++) {
     const o = <usize>b * 34;
     const xb = x + (<usize>b << 7);
-    a0 = f32x4.add(a0, f32x4.mul(q8block(w0 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w0 + o)))));
-    a1 = f32x4.add(a1, f32x4.mul(q8block(w1 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w1 + o)))));
-    a2 = f32x4.add(a2, f32x4.mul(q8block(w2 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w2 + o)))));
-    a3 = f32x4.add(a3, f32x4.mul(q8block(w3 + o + 2, xb), f32x4.splat(h2fScalar(load<u16>(w3 + o)))));
+    // the block's 32 x values, shared by the 4 rows
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
+    const x4 = v128.load(xb, 64), x5 = v128.load(xb, 80), x6 = v128.load(xb, 96), x7 = v128.load(xb, 112);
+    a0 = f32x4.add(a0, f32x4.mul(q8dot(w0 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w0 + o)))));
+    a1 = f32x4.add(a1, f32x4.mul(q8dot(w1 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w1 + o)))));
+    a2 = f32x4.add(a2, f32x4.mul(q8dot(w2 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w2 + o)))));
+    a3 = f32x4.add(a3, f32x4.mul(q8dot(w3 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w3 + o)))));
   }
   return hsum4(a0, a1, a2, a3);
+}
+
+// @ts-ignore: decorator
+@inline function q8dot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128, x4: v128, x5: v128, x6: v128, x7: v128): v128 {
+  const v0 = v128.load(p);
+  const v1 = v128.load(p, 16);
+  const l0 = i16x8.extend_low_i8x16_s(v0);
+  const h0 = i16x8.extend_high_i8x16_s(v0);
+  const l1 = i16x8.extend_low_i8x16_s(v1);
+  const h1 = i16x8.extend_high_i8x16_s(v1);
+  const s = f32x4.add(
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l0)), x0), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l0)), x1)),
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h0)), x2), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h0)), x3)),
+  );
+  const t = f32x4.add(
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l1)), x4), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l1)), x5)),
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h1)), x6), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h1)), x7)),
+  );
+  return f32x4.add(s, t);
 }
 
 /**
@@ -644,7 +680,7 @@ const BLOCK: i32 = 64; // slots per block of converted keys/values
  * accumulated, an item covers all queries of its heads so no two threads add into the same row.
  * Per-thread scratch: scores [hg][seenPad] | block [BLOCK][d] | acc [hg][d] | inv [hg].
  */
-function attentionJob(ctrl: usize, thread: i32): void {
+function attentionJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
   const n = load<i32>(a, 8);
   const numHeads = load<i32>(a, 36);
@@ -669,7 +705,9 @@ function attentionJob(ctrl: usize, thread: i32): void {
     } else {
       attendItem(a, thread, it / perT, kvh, h0, h1);
     }
+    atomic.add<i32>(ctrl + C_DONE, 1);
   }
+  return items;
 }
 
 function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): void {
@@ -706,7 +744,7 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
     const bs = min(BLOCK, seen - s0);
     let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
     if (f16) {
-      convertRow(blk, kp, DT_F16, bs * d);
+      convertF16Fast(blk, kp, bs * d);
       kp = blk;
     }
     for (let j = 0; j < g; j++) {
@@ -737,7 +775,7 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
     const bs = min(BLOCK, seen - s0);
     let vp = values + kvOff + <usize>s0 * <usize>d * eb;
     if (f16) {
-      convertRow(blk, vp, DT_F16, bs * d);
+      convertF16Fast(blk, vp, bs * d);
       vp = blk;
     }
     for (let j = 0; j < g; j++) {

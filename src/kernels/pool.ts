@@ -8,6 +8,7 @@ export const OP = 2;
 export const NTHREADS = 3;
 export const NEXT = 4;
 export const ERR = 5;
+export const ACTIVE = 6;
 /** Byte offset of the job arguments inside the control block. */
 export const ARGS = 32;
 export const CONTROL_BYTES = 256;
@@ -66,37 +67,58 @@ export class Pool {
     return this.workers.length;
   }
 
-  /** Wakes the workers on the job already written in the control block, runs `self`, waits for all. */
-  run(self: () => void): void {
+  /**
+   * Runs one job: `write` fills the control block while SEQ is odd (no worker reads it then, and none
+   * is still inside the previous job), the workers are woken, `self` takes work items on this thread
+   * and returns the job's item count, and we wait until that many items are DONE. A worker that wakes
+   * late, e.g. because another process holds its core, finds nothing left and is not waited for.
+   * With `wake` false the workers are not notified (a job too small to be worth waking them for).
+   */
+  run(write: () => void, self: () => number, wake = true): void {
     const a = this.i32;
     const b = this.base;
-    Atomics.store(a, b + DONE, 0);
-    Atomics.store(a, b + ERR, 0);
-    Atomics.add(a, b + SEQ, 1);
-    Atomics.notify(a, b + SEQ);
-    let failure: unknown;
-    try {
-      self();
-    } catch (e) {
-      failure = e;
-    }
-    const want = this.workers.length;
-    let k = 0;
-    for (;;) {
-      const done = Atomics.load(a, b + DONE);
-      if (done >= want) break;
+    Atomics.add(a, b + SEQ, 1); // odd: writing
+    for (let k = 0; Atomics.load(a, b + ACTIVE) !== 0; ) {
       if (++k > SPIN) {
-        Atomics.wait(a, b + DONE, done, 50);
+        Atomics.wait(a, b + ACTIVE, Atomics.load(a, b + ACTIVE), 1);
         k = 0;
       }
     }
+    try {
+      write();
+    } finally {
+      Atomics.store(a, b + DONE, 0);
+      Atomics.store(a, b + ERR, 0);
+      Atomics.add(a, b + SEQ, 1); // even: published
+    }
+    // Small jobs run on this thread only, but still through the sequence lock: a worker that was
+    // late for the previous job may join this one, and then must see complete arguments.
+    if (wake) Atomics.notify(a, b + SEQ);
+    let items = 0;
+    let failure: unknown;
+    try {
+      items = self();
+    } catch (e) {
+      failure = e;
+    }
     if (failure !== undefined) throw failure;
-    if (Atomics.load(a, b + ERR)) throw new Error('a kernel worker thread failed (wasm trap)');
+    let k = 0;
+    for (;;) {
+      const done = Atomics.load(a, b + DONE);
+      if (done >= items) break;
+      if (Atomics.load(a, b + ERR)) throw new Error('a kernel worker thread failed (wasm trap)');
+      if (++k > SPIN) {
+        Atomics.wait(a, b + DONE, done, 20);
+        k = 0;
+      }
+    }
   }
 
   async close(): Promise<void> {
     const a = this.i32;
     const b = this.base;
+    Atomics.add(a, b + SEQ, 1);
+    while (Atomics.load(a, b + ACTIVE) !== 0) Atomics.wait(a, b + ACTIVE, Atomics.load(a, b + ACTIVE), 1);
     Atomics.store(a, b + OP, -1);
     Atomics.add(a, b + SEQ, 1);
     Atomics.notify(a, b + SEQ);

@@ -8,7 +8,7 @@ import { ARGS, CONTROL_BYTES, NEXT, NTHREADS, OP, Pool } from './pool.js';
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
   heapBase(): number;
-  run(ctrl: number, thread: number): void;
+  run(ctrl: number, thread: number): number;
   siluMul(out: number, gate: number, up: number, len: number): void;
   add(out: number, x: number, len: number): void;
   addBias(x: number, bias: number, n: number, dim: number): void;
@@ -94,7 +94,7 @@ class WasmKernels implements Kernels {
     if (numKvHeads <= 0 || numHeads % numKvHeads !== 0) {
       throw new RangeError(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
     }
-    if (a.visible + n > a.capacity) throw new RangeError(`attention over ${a.visible + n} slots exceeds capacity ${a.capacity}`);
+    if (a.visible + n - 1 > a.capacity) throw new RangeError(`attention over ${a.visible + n - 1} slots exceeds capacity ${a.capacity}`);
     const group = numHeads / numKvHeads;
     const seen = a.visible + n;
     const par = this.parallelism(n * numHeads * seen * d);
@@ -193,15 +193,22 @@ class WasmKernels implements Kernels {
 
   /** Writes a job into the control block and runs it on `par` threads (the caller included). */
   private job(op: number, par: number, args: number[], patch?: (f: Float32Array) => void): void {
-    const buf = this.arena.memory.buffer;
-    const i32 = new Int32Array(buf, this.ctrl, CONTROL_BYTES / 4);
-    i32.set(args, ARGS / 4);
-    if (patch) patch(new Float32Array(buf, this.ctrl, CONTROL_BYTES / 4));
-    Atomics.store(i32, OP, op);
-    Atomics.store(i32, NTHREADS, par);
-    Atomics.store(i32, NEXT, 0);
-    if (par > 1 && this.pool) this.pool.run(() => this.x.run(this.ctrl, 0));
-    else this.x.run(this.ctrl, 0);
+    const write = (): void => {
+      const buf = this.arena.memory.buffer;
+      const i32 = new Int32Array(buf, this.ctrl, CONTROL_BYTES / 4);
+      i32.set(args, ARGS / 4);
+      if (patch) patch(new Float32Array(buf, this.ctrl, CONTROL_BYTES / 4));
+      Atomics.store(i32, OP, op);
+      Atomics.store(i32, NTHREADS, par);
+      Atomics.store(i32, NEXT, 0);
+    };
+    const self = (): number => this.x.run(this.ctrl, 0);
+    if (this.pool) {
+      this.pool.run(write, self, par > 1);
+    } else {
+      write();
+      self();
+    }
   }
 }
 

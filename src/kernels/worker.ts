@@ -5,9 +5,11 @@
  * load TypeScript, while after tsc they run from dist/. An eval'd script needs no path resolution in
  * either case. It is plain CommonJS JavaScript and must stay self-contained (no imports of our modules).
  *
- * Protocol (Int32 words of the control block at `ctrl`, see wasm.ts): the worker spins briefly on SEQ,
- * then sleeps in Atomics.wait; when SEQ changes it runs `run(ctrl, index)` in its own instance of the
- * kernel module (same shared memory), adds 1 to DONE and notifies. OP < 0 means quit.
+ * Protocol (Int32 words of the control block at `ctrl`; see pool.ts): SEQ is a sequence lock, odd
+ * while the caller writes a job. A worker spins briefly, then sleeps in Atomics.wait, until SEQ is
+ * even and new; it registers in ACTIVE and re-checks SEQ (so it never reads half-written arguments),
+ * then takes work items with `run(ctrl, index)` in its own instance of the kernel module on the same
+ * shared memory. OP < 0 means quit.
  */
 export const WORKER_SOURCE = `
 'use strict';
@@ -15,25 +17,35 @@ const { parentPort, workerData } = require('node:worker_threads');
 const { module, memory, ctrl, index, spin } = workerData;
 const { exports } = new WebAssembly.Instance(module, { env: { memory } });
 const i32 = new Int32Array(memory.buffer);
-const SEQ = ctrl >> 2, DONE = SEQ + 1, OP = SEQ + 2, ERR = SEQ + 5;
+const SEQ = ctrl >> 2, DONE = SEQ + 1, OP = SEQ + 2, ERR = SEQ + 5, ACTIVE = SEQ + 6;
 let seen = Atomics.load(i32, SEQ);
 parentPort.postMessage('ready');
 for (;;) {
-  let k = 0;
-  while (Atomics.load(i32, SEQ) === seen) {
+  let s;
+  for (let k = 0; ; ) {
+    s = Atomics.load(i32, SEQ);
+    if (s !== seen && (s & 1) === 0) break;
     if (++k > spin) {
-      Atomics.wait(i32, SEQ, seen);
+      Atomics.wait(i32, SEQ, s);
       k = 0;
     }
   }
-  seen = Atomics.load(i32, SEQ);
-  if (Atomics.load(i32, OP) < 0) break;
+  Atomics.add(i32, ACTIVE, 1);
+  if (Atomics.load(i32, SEQ) !== s) {
+    Atomics.sub(i32, ACTIVE, 1);
+    continue;
+  }
+  seen = s;
+  if (Atomics.load(i32, OP) < 0) {
+    Atomics.sub(i32, ACTIVE, 1);
+    break;
+  }
   try {
     exports.run(ctrl, index);
   } catch (e) {
     Atomics.store(i32, ERR, 1);
   }
-  Atomics.add(i32, DONE, 1);
+  Atomics.sub(i32, ACTIVE, 1);
   Atomics.notify(i32, DONE);
 }
 parentPort.close();
