@@ -4,7 +4,9 @@ import { SentencePieceTokenizer } from '../tokenizer/spm.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
-import { buildTokenizer, checkLoadedTensors, checkTokenizerFits, checkNoOverlap, readModelFile } from './safetensors.js';
+import {
+  buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
+} from './safetensors.js';
 import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } from './tensor.js';
 
 /**
@@ -16,7 +18,7 @@ import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } 
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
-export interface GgufTensorInfo {
+interface GgufTensorInfo {
   /** Name in the file, e.g. `blk.0.attn_q.weight`. */
   name: string;
   /** Row-major, outermost first (GGUF stores dims innermost first; these are reversed). */
@@ -59,24 +61,26 @@ function printable(name: string): string {
   return /[\u0000-\u001f\u007f-\u009f\ufffd]/.test(cut) ? JSON.stringify(cut) : cut;
 }
 
+/** Thrown inside the parser when a header outruns the prefix read so far (not the file): read more and retry. */
+class NeedMoreBytes {}
+
 class Reader {
   pos = 0;
   private readonly view: DataView;
   private readonly decoder = new TextDecoder('utf-8');
-  constructor(readonly buf: Uint8Array, readonly file: string) {
+  /** `buf` is the file or a prefix of it; `fileSize` bounds every length and count. */
+  constructor(readonly buf: Uint8Array, readonly fileSize: number, readonly file: string) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
+  /** Bytes left in the file (not just in the prefix). */
   get left(): number {
-    return this.buf.length - this.pos;
+    return this.fileSize - this.pos;
   }
   need(n: number, what: string): void {
     if (n > this.left) {
       throw new ModelFormatError(this.file, `${what} at byte ${this.pos} needs ${n} bytes but the file ends ${this.left} bytes later (truncated?)`);
     }
-  }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.view.getUint8(this.pos++);
+    if (this.pos + n > this.buf.length) throw new NeedMoreBytes();
   }
   u32(what: string): number {
     this.need(4, what);
@@ -107,6 +111,7 @@ class Reader {
     if (n > this.left) {
       throw new ModelFormatError(this.file, `length ${n} of ${what} at byte ${at} runs past the end of the file (${this.left} bytes remain)`);
     }
+    this.need(n, what);
     const s = this.decoder.decode(this.buf.subarray(this.pos, this.pos + n));
     this.pos += n;
     return s;
@@ -147,10 +152,21 @@ class Reader {
   }
 }
 
-/** Parses a whole GGUF file held in `buf`; tensors are views into it. */
-export function parseGguf(buf: Uint8Array, file: string): GgufFile {
-  const r = new Reader(buf, file);
-  if (buf.length < 4 || r.u32('magic') !== MAGIC) {
+interface GgufLayout {
+  version: number;
+  metadata: Map<string, GgufValue>;
+  /** Tensors with their data range as absolute file offsets. */
+  tensors: { name: string; dtype: DType; shape: number[]; begin: number; end: number }[];
+  dataOffset: number;
+}
+
+/**
+ * Checks a GGUF header and returns where each tensor lies. `head` is the file or a prefix of it
+ * (NeedMoreBytes when the header runs past the prefix); every range is checked against `fileSize`.
+ */
+function ggufLayout(head: Uint8Array, fileSize: number, file: string): GgufLayout {
+  const r = new Reader(head, fileSize, file);
+  if (fileSize < 4 || r.u32('magic') !== MAGIC) {
     throw new ModelFormatError(file, 'bad magic: not a GGUF file (expected "GGUF" in the first 4 bytes)');
   }
   const version = r.u32('version');
@@ -190,11 +206,11 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
     throw new ModelFormatError(file, `general.alignment must be a power of two, got ${String(alignValue)}`);
   }
   const dataOffset = Math.ceil(r.pos / alignValue) * alignValue;
-  const dataLen = buf.length - dataOffset;
+  const dataLen = fileSize - dataOffset;
 
   const seen = new Set<string>();
   const ranges: [number, number, string][] = [];
-  const tensors = infos.map(({ name, shape, ggmlType, offset }): RawTensor => {
+  const tensors = infos.map(({ name, shape, ggmlType, offset }) => {
     const shown = printable(name);
     if (seen.has(name)) throw new ModelFormatError(file, `tensor ${shown} appears twice`);
     seen.add(name);
@@ -211,7 +227,7 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
     let count = 1;
     for (const d of shape) {
       count *= d;
-      if (count > buf.length) break;
+      if (count > fileSize) break;
     }
     const bytes = dtypeBytes(dtype, count);
     if (dataLen < 0 || offset + bytes > dataLen) {
@@ -221,10 +237,38 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
       );
     }
     ranges.push([offset, offset + bytes, shown]);
-    return { name, dtype, shape, data: buf.subarray(dataOffset + offset, dataOffset + offset + bytes) };
+    return { name, dtype, shape, begin: dataOffset + offset, end: dataOffset + offset + bytes };
   });
   checkNoOverlap(ranges, file);
   return { version, metadata, tensors, dataOffset };
+}
+
+/** Parses a GGUF file held whole in `buf`; tensors are views into it. */
+export function parseGguf(buf: Uint8Array, file: string): GgufFile {
+  const { tensors, ...rest } = ggufLayout(buf, buf.length, file);
+  return { ...rest, tensors: tensors.map(({ name, dtype, shape, begin, end }) => ({ name, dtype, shape, data: buf.subarray(begin, end) })) };
+}
+
+/**
+ * Reads a GGUF file without holding it in one Buffer: a prefix (`firstRead` bytes, growing until the
+ * header fits), then each tensor into its own Buffer.
+ */
+export async function readGgufInParts(file: string, firstRead = 16 * 2 ** 20): Promise<GgufFile> {
+  const size = await modelFileSize(file);
+  for (let prefix = Math.min(size, firstRead); ; prefix = Math.min(size, prefix * 8, MAX_WHOLE_FILE_BYTES)) {
+    const [head] = await readFileRanges(file, [[0, prefix]]);
+    let layout: GgufLayout;
+    try {
+      layout = ggufLayout(head!, size, file);
+    } catch (e) {
+      if (!(e instanceof NeedMoreBytes)) throw e;
+      if (prefix >= Math.min(size, MAX_WHOLE_FILE_BYTES)) throw new UnsupportedModelError(file, 'GGUF header is larger than 2 GiB');
+      continue;
+    }
+    const { tensors, ...rest } = layout;
+    const data = await readFileRanges(file, tensors.map((t) => [t.begin, t.end] as const));
+    return { ...rest, tensors: tensors.map(({ name, dtype, shape }, i) => ({ name, dtype, shape, data: data[i]! })) };
+  }
 }
 
 const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
@@ -300,9 +344,12 @@ function canonicalName(name: string): string | undefined {
   return map[key]?.(l);
 }
 
-/** Builds a checked Checkpoint from a GGUF file held in `buf`. */
+/** Builds a checked Checkpoint from a GGUF file held whole in `buf`. */
 export function ggufCheckpoint(buf: Uint8Array, file: string): Checkpoint {
-  const gguf = parseGguf(buf, file);
+  return checkpointOf(parseGguf(buf, file), file);
+}
+
+function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   const meta = new Meta(gguf.metadata, file);
   const archName = meta.str('general.architecture');
   const architecture = ARCHS[archName];
@@ -384,7 +431,8 @@ function ggufTokenizer(meta: Meta, tokens: string[] | undefined, file: string): 
   return buildTokenizer(file, () => new Gpt2BpeTokenizer({ tokens, merges, types, bos, eos, addBos, pre, file }));
 }
 
-/** Loads a .gguf file. */
+/** Loads a .gguf file: read whole when it fits in one Buffer, tensor by tensor when it does not. */
 export async function loadGguf(file: string): Promise<Checkpoint> {
+  if ((await modelFileSize(file)) > MAX_WHOLE_FILE_BYTES) return checkpointOf(await readGgufInParts(file), file);
   return ggufCheckpoint(await readModelFile(file), file);
 }

@@ -9,35 +9,65 @@ import type { DType, RawTensor } from './tensor.js';
 /**
  * safetensors reader: an 8-byte little-endian header length, a JSON header mapping tensor names to
  * `{dtype, shape, data_offsets}`, then the data; offsets are relative to the first byte after the header.
- * Tensors are `subarray` views of the file's buffer, never copies.
+ * Tensors are `subarray` views of the file's buffer, never copies; files over 2 GiB (one Buffer's
+ * limit for fs.readFile) are read tensor by tensor instead.
  *
  * This module also holds the small file helpers the other loaders share (readModelFile, readJsonFile,
  * buildTokenizer); they live here because the loaders already import this module.
  */
 
-/** fs.readFile cannot read more than 2 GiB - 1 into one Buffer; larger files are refused up front. */
-const MAX_FILE_BYTES = 2 ** 31 - 1;
+/** fs.readFile reads at most 2 GiB - 1 into one Buffer; larger files are read tensor by tensor. */
+export const MAX_WHOLE_FILE_BYTES = 2 ** 31 - 1;
+/** fs reads move at most 2 GiB - 1 per call; ranges are read in chunks this size. */
+const READ_CHUNK = 2 ** 30;
 
-/** Reads a whole model file into one Buffer, turning fs errors into messages that name the file. */
-export async function readModelFile(file: string): Promise<Buffer> {
-  let size: number;
+/** The size of a regular file, turning fs errors into messages that name the file. */
+export async function modelFileSize(file: string): Promise<number> {
   try {
     const st = await fsp.stat(file);
     if (!st.isFile()) throw new ModelFormatError(file, 'is not a regular file');
-    size = st.size;
+    return st.size;
   } catch (e) {
     throw fsError(e, file);
   }
-  if (size > MAX_FILE_BYTES) {
-    throw new UnsupportedModelError(
-      file,
-      `file is ${(size / 2 ** 30).toFixed(1)} GiB; kvpack reads model files up to 2 GiB (use a sharded safetensors checkpoint)`,
-    );
+}
+
+/** Reads a whole model file (up to 2 GiB) into one Buffer. */
+export async function readModelFile(file: string): Promise<Buffer> {
+  const size = await modelFileSize(file);
+  if (size > MAX_WHOLE_FILE_BYTES) {
+    throw new UnsupportedModelError(file, `file is ${(size / 2 ** 30).toFixed(1)} GiB; this kind of file is read whole, up to 2 GiB`);
   }
   try {
     return await fsp.readFile(file);
   } catch (e) {
     throw fsError(e, file);
+  }
+}
+
+/**
+ * Reads byte ranges [begin, end) of a file into one Buffer each: how files too large for one Buffer
+ * are loaded (each tensor gets its own allocation; nothing is read twice).
+ */
+export async function readFileRanges(file: string, ranges: readonly (readonly [number, number])[]): Promise<Buffer[]> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(file, 'r');
+    const out: Buffer[] = [];
+    for (const [begin, end] of ranges) {
+      const buf = Buffer.allocUnsafe(end - begin);
+      for (let done = 0; done < buf.length; ) {
+        const { bytesRead } = await fh.read(buf, done, Math.min(READ_CHUNK, buf.length - done), begin + done);
+        if (bytesRead === 0) throw new ModelFormatError(file, `file ended at byte ${begin + done} while reading [${begin}, ${end}): changed while loading?`);
+        done += bytesRead;
+      }
+      out.push(buf);
+    }
+    return out;
+  } catch (e) {
+    throw fsError(e, file);
+  } finally {
+    await fh?.close();
   }
 }
 
@@ -117,26 +147,41 @@ const ELEMENT_BYTES: Record<string, number> = {
 
 const SUPPORTED: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
 
-/** Parses a safetensors file held in `buf`; every range is checked against the buffer before a view is made. */
-export function parseSafetensors(buf: Uint8Array, file: string): Map<string, SafetensorsEntry> {
-  if (buf.length < 8) throw new ModelFormatError(file, `file is ${buf.length} bytes, too short for a safetensors header`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(buf.length - 8)) {
-    throw new ModelFormatError(file, `header length ${headerLen} runs past the end of the file (${buf.length} bytes): truncated or not safetensors`);
+/** A tensor's header entry with its data range as absolute file offsets. */
+interface StLayout {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** The header's length field, checked against the file size. */
+function headerLength(head: Uint8Array, fileSize: number, file: string): number {
+  if (fileSize < 8 || head.length < 8) throw new ModelFormatError(file, `file is ${fileSize} bytes, too short for a safetensors header`);
+  const n = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(fileSize - 8)) {
+    throw new ModelFormatError(file, `header length ${n} runs past the end of the file (${fileSize} bytes): truncated or not safetensors`);
   }
-  const dataStart = 8 + Number(headerLen);
+  return Number(n);
+}
+
+/**
+ * Checks a safetensors header and returns where each tensor lies. `head` holds at least the length
+ * field and the JSON header; `fileSize` is the whole file's, against which every range is checked.
+ */
+function safetensorsLayout(head: Uint8Array, fileSize: number, file: string): StLayout[] {
+  const dataStart = 8 + headerLength(head, fileSize, file);
   let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, dataStart - 8).toString('utf8'));
+    header = JSON.parse(Buffer.from(head.buffer, head.byteOffset + 8, dataStart - 8).toString('utf8'));
   } catch (e) {
     throw new ModelFormatError(file, `safetensors header is not valid JSON (${(e as Error).message})`);
   }
   if (!isObject(header)) throw new ModelFormatError(file, 'safetensors header is not a JSON object');
 
-  const dataLen = buf.length - dataStart;
-  const entries = new Map<string, SafetensorsEntry>();
-  const ranges: [number, number, string][] = [];
+  const dataLen = fileSize - dataStart;
+  const layout: StLayout[] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     if (!isObject(raw)) throw new ModelFormatError(file, `tensor ${name}: header entry is not an object`);
@@ -165,17 +210,37 @@ export function parseSafetensors(buf: Uint8Array, file: string): Map<string, Saf
         );
       }
     }
-    ranges.push([begin, end, name]);
-    entries.set(name, {
-      name,
-      dtype,
-      shape: shape as number[],
-      data: buf.subarray(dataStart + begin, dataStart + end),
-      file,
-    });
+    layout.push({ name, dtype, shape: shape as number[], begin: dataStart + begin, end: dataStart + end });
   }
-  checkNoOverlap(ranges, file);
-  return entries;
+  checkNoOverlap(layout.map((t) => [t.begin, t.end, t.name]), file);
+  return layout;
+}
+
+/** Parses a safetensors file held whole in `buf`; tensors are views into it. */
+export function parseSafetensors(buf: Uint8Array, file: string): Map<string, SafetensorsEntry> {
+  const layout = safetensorsLayout(buf, buf.length, file);
+  return new Map(layout.map(({ name, dtype, shape, begin, end }) => [name, { name, dtype, shape, data: buf.subarray(begin, end), file }]));
+}
+
+/** The JSON header is small in practice; this bounds the allocation a corrupt length field can ask for. */
+const MAX_HEADER_BYTES = 100 * 2 ** 20;
+
+/** Reads a safetensors file without holding it in one Buffer: the header, then each tensor into its own. */
+export async function readSafetensorsInParts(file: string): Promise<Map<string, SafetensorsEntry>> {
+  const size = await modelFileSize(file);
+  const [lenField] = await readFileRanges(file, [[0, Math.min(8, size)]]);
+  const n = headerLength(lenField!, size, file);
+  if (n > MAX_HEADER_BYTES) throw new ModelFormatError(file, `header length ${n} is implausibly large (over ${MAX_HEADER_BYTES} bytes)`);
+  const [head] = await readFileRanges(file, [[0, 8 + n]]);
+  const layout = safetensorsLayout(head!, size, file);
+  const data = await readFileRanges(file, layout.map((t) => [t.begin, t.end] as const));
+  return new Map(layout.map(({ name, dtype, shape }, i) => [name, { name, dtype, shape, data: data[i]!, file }]));
+}
+
+/** One safetensors file, read whole when it fits in one Buffer and tensor by tensor when it does not. */
+export async function readSafetensorsFile(file: string): Promise<Map<string, SafetensorsEntry>> {
+  if ((await modelFileSize(file)) > MAX_WHOLE_FILE_BYTES) return readSafetensorsInParts(file);
+  return parseSafetensors(await readModelFile(file), file);
 }
 
 /** Byte ranges [begin, end) with their tensor names must not overlap (empty tensors never do). */
@@ -211,7 +276,7 @@ export async function readSafetensorsDir(dir: string): Promise<Map<string, Safet
     if (!(await exists(single))) {
       throw new ModelFormatError(dir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX}: kvpack reads safetensors weights only`);
     }
-    return parseSafetensors(await readModelFile(single), single);
+    return readSafetensorsFile(single);
   }
   const index = await readJsonFile(indexFile, 'safetensors index');
   const weightMap = isObject(index) ? index.weight_map : undefined;
@@ -227,7 +292,7 @@ export async function readSafetensorsDir(dir: string): Promise<Map<string, Safet
   const all = new Map<string, SafetensorsEntry>();
   for (const shard of new Set(shardOf.values())) {
     const shardFile = path.join(dir, shard);
-    for (const [name, entry] of parseSafetensors(await readModelFile(shardFile), shardFile)) {
+    for (const [name, entry] of await readSafetensorsFile(shardFile)) {
       if (all.has(name)) throw new ModelFormatError(shardFile, `tensor ${name} also appears in ${path.basename(all.get(name)!.file)}`);
       all.set(name, entry);
     }

@@ -4,7 +4,7 @@ import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KvpackError } from '../../src/errors.js';
-import { ggufCheckpoint, parseGguf } from '../../src/model/gguf.js';
+import { ggufCheckpoint, parseGguf, readGgufInParts } from '../../src/model/gguf.js';
 import { mapHfTensors, parseHfConfig } from '../../src/model/hf.js';
 import { parseLlama2c } from '../../src/model/llama2c.js';
 import { loadCheckpoint } from '../../src/model/load.js';

@@ -1,14 +1,16 @@
 // Small random checkpoints written on the fly: every format, dtype and layout the loaders claim to read.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../src/model/config.js';
-import { parseGguf } from '../../src/model/gguf.js';
+import { ModelFormatError } from '../../src/errors.js';
+import { parseGguf, readGgufInParts } from '../../src/model/gguf.js';
 import { loadCheckpoint } from '../../src/model/load.js';
+import { parseSafetensors, readSafetensorsInParts } from '../../src/model/safetensors.js';
 import { TensorNames as N } from '../../src/model/tensor.js';
 import {
   bf16Bytes, f16Bytes, f32Bytes, GGML, GGUF_TYPE as T, ggufBytes, ggufMetadata, ggufName, hfConfig, hfName,
-  llama2cBytes, llama2cTokenizerBytes, q8_0Bytes, randomWeights, safetensorsBytes, tinyTokenizerJson, tinyVocab, TINY,
+  llama2cBytes, llama2cTokenizerBytes, q8_0Bytes, randomWeights, REF6M, safetensorsBytes, tinyTokenizerJson, tinyVocab, TINY,
   withTempDir, type StEntry, type TestTensor,
 } from './fixtures.js';
 
@@ -174,5 +176,43 @@ describe('llama2.c checkpoints', () => {
       await writeFile(lone, llama2cBytes(TINY, randomWeights(TINY), false));
       const explicit = path.join(dir, 'true', 'tokenizer.bin');
       expect((await loadCheckpoint(lone, { tokenizer: explicit })).tokenizer.vocabSize).toBe(TINY.vocabSize);
+    }));
+});
+
+describe('files read in parts (the path for files over 2 GiB)', () => {
+  it('gives the same tensors and metadata as reading ref-6m whole', async () => {
+    const stFile = path.join(REF6M, 'model.safetensors');
+    const whole = parseSafetensors(await readFile(stFile), stFile);
+    const parts = await readSafetensorsInParts(stFile);
+    expect([...parts.keys()]).toEqual([...whole.keys()]);
+    for (const [name, e] of whole) {
+      const p = parts.get(name)!;
+      expect(p.shape).toEqual(e.shape);
+      expect(bytesOf(p).equals(e.data), name).toBe(true);
+    }
+    const ggufFile = path.join(REF6M, 'ref-6m.gguf');
+    const g = parseGguf(await readFile(ggufFile), ggufFile);
+    // A 4 KB first read makes the reader grow its prefix several times to fit the 270 KB header.
+    const gp = await readGgufInParts(ggufFile, 4096);
+    expect(gp.metadata).toEqual(g.metadata);
+    expect(gp.dataOffset).toBe(g.dataOffset);
+    expect(gp.tensors.map((t) => t.name)).toEqual(g.tensors.map((t) => t.name));
+    gp.tensors.forEach((t, i) => expect(bytesOf(t).equals(g.tensors[i]!.data), t.name).toBe(true));
+  });
+
+  it('reports truncation the same way', () =>
+    withTempDir(async (dir) => {
+      const st = safetensorsBytes([{ name: 'x', dtype: 'F32', shape: [4], data: new Uint8Array(16) }]);
+      const stFile = path.join(dir, 'cut.safetensors');
+      await writeFile(stFile, st.subarray(0, st.length - 1));
+      await expect(readSafetensorsInParts(stFile)).rejects.toThrow(/cut\.safetensors: tensor x: data_offsets \[0, 16\] run past the end/);
+      await writeFile(stFile, st.subarray(0, 12));
+      await expect(readSafetensorsInParts(stFile)).rejects.toThrow(/cut\.safetensors: header length \d+ runs past the end/);
+      const g = ggufBytes({ metadata: ggufMetadata(TINY), tensors: [{ name: 'x', shape: [32], type: GGML.F32, data: new Uint8Array(128) }] });
+      const gFile = path.join(dir, 'cut.gguf');
+      await writeFile(gFile, g.subarray(0, g.length - 1));
+      await expect(readGgufInParts(gFile, 64)).rejects.toThrow(/cut\.gguf: tensor x data \[0, 128\) runs past the end/);
+      await writeFile(gFile, g.subarray(0, 300));
+      await expect(readGgufInParts(gFile, 64)).rejects.toThrow(ModelFormatError);
     }));
 });
