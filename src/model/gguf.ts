@@ -202,7 +202,7 @@ function ggufLayout(head: Uint8Array, fileSize: number, file: string): GgufLayou
   }
 
   const alignValue = metadata.get('general.alignment') ?? 32;
-  if (typeof alignValue !== 'number' || !Number.isInteger(alignValue) || alignValue <= 0 || (alignValue & (alignValue - 1)) !== 0) {
+  if (typeof alignValue !== 'number' || !(alignValue > 0) || !Number.isInteger(Math.log2(alignValue))) {
     throw new ModelFormatError(file, `general.alignment must be a power of two, got ${String(alignValue)}`);
   }
   const dataOffset = Math.ceil(r.pos / alignValue) * alignValue;
