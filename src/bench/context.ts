@@ -70,5 +70,7 @@ export interface SectionResult {
 export interface Section {
   id: string;
   describe: string;
+  /** false: runs only when named with --section. */
+  defaultOn?: boolean;
   run(ctx: BenchContext): Promise<SectionResult>;
 }

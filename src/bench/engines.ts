@@ -46,23 +46,30 @@ export class KvpackEngine implements Engine {
     return s;
   }
 
-  async prefill(tokens: readonly number[], chunkSize: number): Promise<number> {
+  /** `timing` is told when the timed part starts (true) and ends (false), for profilers. */
+  async prefill(tokens: readonly number[], chunkSize: number, timing?: (on: boolean) => void): Promise<number> {
     const s = this.session(chunkSize);
+    timing?.(true);
     const t0 = performance.now();
     s.feed(tokens);
-    return performance.now() - t0;
+    const ms = performance.now() - t0;
+    timing?.(false);
+    return ms;
   }
 
-  async decode(prompt: readonly number[], n: number): Promise<number> {
+  async decode(prompt: readonly number[], n: number, timing?: (on: boolean) => void): Promise<number> {
     const s = this.session(64);
     if (prompt.length > 1) s.feed(prompt.slice(0, -1));
+    timing?.(true);
     const t0 = performance.now();
     let logits = s.feed([prompt[prompt.length - 1]!]);
     for (let i = 1; i <= n; i++) {
       const next = argmax(logits);
       if (i < n) logits = s.feed([next]);
     }
-    return performance.now() - t0;
+    const ms = performance.now() - t0;
+    timing?.(false);
+    return ms;
   }
 
   async close(): Promise<void> {

@@ -11,22 +11,24 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BenchContext, type BenchOptions, type Section, type SectionResult } from './context.js';
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
+import { kernelsSection } from './kernels.js';
 import { speedSection } from './speed.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection];
+const SECTIONS: Section[] = [speedSection, kernelsSection];
 
 const USAGE = `usage: npm run bench -- [options]
 
   --quick              fewer tokens and one run per number (a smoke run)
-  --only LIST          models: ref-6m, 135m (both dtypes), ${MODEL_SPECS.map((m) => m.id).join(', ')} (comma-separated)
+  --only LIST          models, comma-separated: 135m (both dtypes) or ${MODEL_SPECS.map((m) => m.id).join(', ')}
   --threads LIST       thread counts, e.g. 1,2 (default 1,2)
   --runs N             timed runs per number after a warm-up; the median is reported (default 3, --quick 1)
   --chunks LIST        kvpack prefill chunk sizes to try (default 64,128,256,512)
   --kvpack-format F    gguf (the file llama.cpp runs, default) or hf (same weights as safetensors)
   --cache SPEC         kvpack cache spec (default full+fp16, like llama.cpp's f16 cache)
   --flash-attn MODE    llama.cpp flash attention: auto (default), on, off
-  --section LIST       sections to run: ${SECTIONS.map((s) => s.id).join(', ')}
+  --section LIST       sections to run (default: those not marked opt-in):
+${SECTIONS.map((s) => `                         ${s.id}: ${s.describe}`).join('\n')}
   --cache-dir DIR      where random models are written (default .kvpack-cache/bench)
   --json               print JSON instead of Markdown
 `;
@@ -99,6 +101,8 @@ function environment(llamaCppRelease: string | undefined): Record<string, string
     node: process.version,
     'node-llama-cpp': nlcVersion,
     'llama.cpp release (as node-llama-cpp reports it)': llamaCppRelease ?? '?',
+    // Other processes on the machine skew every number; the 1-minute load average at the start says how busy it was.
+    'load average (1 min) at start': os.loadavg()[0]!.toFixed(2),
   };
 }
 
@@ -122,7 +126,7 @@ async function main(): Promise<void> {
       process.stdout.write(Object.entries(env).map(([k, v]) => `- ${k}: ${v}`).join('\n') + '\n\n');
     }
     for (const section of SECTIONS) {
-      if (options.sections && !options.sections.includes(section.id)) continue;
+      if (options.sections ? !options.sections.includes(section.id) : section.defaultOn === false) continue;
       ctx.log(`== ${section.id}: ${section.describe}`);
       const result = await section.run(ctx);
       results.push({ id: section.id, result });
