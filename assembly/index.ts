@@ -56,7 +56,7 @@ export function run(ctrl: usize, thread: i32): i32 {
 }
 // @ts-ignore: decorator
 @inline function h2fHi(v: v128): v128 {
-  const u = i16x8.shuffle(i16x8.splat(0), v, 0, 12, 1, 13, 2, 14, 3, 15);
+  const u = i16x8.shuffle(i16x8.splat(0), v, 4, 12, 5, 13, 6, 14, 7, 15);
   return f32x4.mul(v128.and(i32x4.shr_s(u, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 
@@ -85,8 +85,8 @@ function convertF16Fast(dst: usize, src: usize, len: i32): void {
   return i16x8.shuffle(i16x8.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
 }
 // @ts-ignore: decorator
-@inline function bf2fHi(v: v128): v128 {
-  return i16x8.shuffle(i16x8.splat(0), v, 0, 12, 1, 13, 2, 14, 3, 15);
+@inline function bf2fHi(v: v128): v128 { // lanes as punpckhwd with zero (V8 emits one instruction)
+  return i16x8.shuffle(i16x8.splat(0), v, 4, 12, 5, 13, 6, 14, 7, 15);
 }
 
 /** Sums of the lanes of a, b, c, d as one vector [Σa, Σb, Σc, Σd]. */

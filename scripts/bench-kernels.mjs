@@ -1,6 +1,6 @@
 // Micro-benchmark of the wasm matmul kernels: GFLOP/s (2·n·rows·cols per call) for matvec (n=1) and
 // chunked-prefill matmul (n>1), per weight dtype, shape and thread count. Needs `npm run build` first.
-// Usage: node scripts/bench-kernels.mjs [--dtypes f32,f16,bf16,q8_0] [--n 128] [--attention]
+// Usage: node scripts/bench-kernels.mjs [--dtypes f32,f16,bf16,q8_0] [--shapes 576x576,1536x576] [--n 128] [--attention]
 import { createKernels } from '../dist/kernels/index.js';
 
 const args = process.argv.slice(2);
@@ -10,7 +10,7 @@ const opt = (name, def) => {
 };
 const dtypes = opt('dtypes', 'f32,f16,q8_0').split(',');
 const prefillN = Number(opt('n', '128'));
-const shapes = [[576, 576], [1536, 576], [576, 1536]];
+const shapes = opt('shapes', '576x576,1536x576,576x1536').split(',').map((s) => s.split('x').map(Number));
 const bytesPer = { f32: 4, f16: 2, bf16: 2, q8_0: 34 / 32 };
 
 function fill(k, ptr, bytes) {
