@@ -44,20 +44,23 @@ export function run(ctrl: usize, thread: i32): i32 {
   return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
 }
 
-/** Fast f16 → f32 of halves 0..3 / 4..7 of a vector of 8 halves (hot loops): h<<16, arithmetic
- *  shift by 3 puts sign, exponent and mantissa where f32 wants them (the sign copies land in bits
- *  the mask clears), and the multiply by 2^112 rebases the exponent keeping the sign.
+/** Fast f16 → f32 of halves 0..3 / 4..7 of a vector of 8 halves (hot loops). Per 16-bit lane,
+ *  (h >> 3 arithmetic) & 0x8fff is the upper half of sign | (h & 0x7fff) << 13 and h << 13 its lower
+ *  half; interleaving them gives that f32 bit pattern, and the multiply by 2^112 rebases the exponent
+ *  (normalising subnormals) keeping the sign. The 16-bit steps are shared by both halves (CSE).
  *  Unlike h2f, inf/NaN halves decode as finite ±65536·(1+m); weights and cached keys/values never
  *  hold them (toF16 overflow is the only source). */
 // @ts-ignore: decorator
 @inline function h2fLo(v: v128): v128 {
-  const u = i16x8.shuffle(i16x8.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
-  return f32x4.mul(v128.and(i32x4.shr_s(u, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
+  const hp = v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff));
+  const lp = i16x8.shl(v, 13);
+  return f32x4.mul(i16x8.shuffle(lp, hp, 0, 8, 1, 9, 2, 10, 3, 11), f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 // @ts-ignore: decorator
 @inline function h2fHi(v: v128): v128 {
-  const u = i16x8.shuffle(i16x8.splat(0), v, 4, 12, 5, 13, 6, 14, 7, 15);
-  return f32x4.mul(v128.and(i32x4.shr_s(u, 3), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(0x77800000)));
+  const hp = v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff));
+  const lp = i16x8.shl(v, 13);
+  return f32x4.mul(i16x8.shuffle(lp, hp, 4, 12, 5, 13, 6, 14, 7, 15), f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 
 /** Attention blocks: f16 slots to f32 with the fast conversion (len a multiple of 8 or tail scalar). */
