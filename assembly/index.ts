@@ -750,7 +750,14 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
       convertF16Fast(blk, kp, bs * d);
       kp = blk;
     }
-    for (let j = 0; j < g; j++) {
+    // heads in pairs: each loaded key vector serves two queries
+    let j = 0;
+    for (; j + 2 <= g; j += 2) {
+      const qp = q + (<usize>(t * numHeads + h0 + j) * db);
+      const dst = scores + ((<usize>j * sp + s0) << 2);
+      scoreBlock2(qp, qp + db, kp, d, bs, dst, dst + (<usize>sp << 2), scale);
+    }
+    if (j < g) {
       const qp = q + (<usize>(t * numHeads + h0 + j) * db);
       scoreBlock(qp, kp, d, bs, scores + ((<usize>j * sp + s0) << 2), scale);
     }
@@ -781,9 +788,13 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
       convertF16Fast(blk, vp, bs * d);
       vp = blk;
     }
-    for (let j = 0; j < g; j++) {
-      axpyBlock(acc + <usize>j * db, scores + ((<usize>j * sp + s0) << 2), vp, d, bs);
+    let j = 0;
+    for (; j + 2 <= g; j += 2) {
+      const pp = scores + ((<usize>j * sp + s0) << 2);
+      const ap = acc + <usize>j * db;
+      axpyBlock2(ap, ap + db, pp, pp + (<usize>sp << 2), vp, d, bs);
     }
+    if (j < g) axpyBlock2(acc + <usize>j * db, 0, scores + ((<usize>j * sp + s0) << 2), 0, vp, d, bs);
   }
   for (let j = 0; j < g; j++) {
     const h = h0 + j;
@@ -855,43 +866,117 @@ function scoreBlock(q: usize, k: usize, d: i32, bs: i32, dst: usize, scale: f32)
   for (; s < bs; s++) store<f32>(dst + (<usize>s << 2), dotF32(q, k + <usize>s * db, d) * scale);
 }
 
-/** acc[d] += Σ_s p[s] · v_s over bs rows, 4 rows per pass so acc is loaded/stored once per 4. */
-function axpyBlock(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
+/** dst0[s], dst1[s] = scale · (q0 · k_s), scale · (q1 · k_s): 4 slots × 2 heads per pass. */
+function scoreBlock2(q0: usize, q1: usize, k: usize, d: i32, bs: i32, dst0: usize, dst1: usize, scale: f32): void {
   const db = <usize>d << 2;
   const d4 = d & ~3;
+  if (d4 < d) {
+    // odd head sizes: the single-head kernel has the scalar tails
+    scoreBlock(q0, k, d, bs, dst0, scale);
+    scoreBlock(q1, k, d, bs, dst1, scale);
+    return;
+  }
+  const sc = f32x4.splat(scale);
   let s = 0;
   for (; s + 4 <= bs; s += 4) {
-    const pv = v128.load(p + (<usize>s << 2));
-    const p0 = f32x4.splat(f32x4.extract_lane(pv, 0));
-    const p1 = f32x4.splat(f32x4.extract_lane(pv, 1));
-    const p2 = f32x4.splat(f32x4.extract_lane(pv, 2));
-    const p3 = f32x4.splat(f32x4.extract_lane(pv, 3));
-    const v0 = v + <usize>s * db, v1 = v0 + db, v2 = v1 + db, v3 = v2 + db;
+    const k0 = k + <usize>s * db, k1 = k0 + db, k2 = k1 + db, k3 = k2 + db;
+    let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+    let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     for (let i = 0; i < d4; i += 4) {
       const o = <usize>i << 2;
-      const x = f32x4.add(
-        f32x4.add(f32x4.mul(p0, v128.load(v0 + o)), f32x4.mul(p1, v128.load(v1 + o))),
-        f32x4.add(f32x4.mul(p2, v128.load(v2 + o)), f32x4.mul(p3, v128.load(v3 + o))),
-      );
-      v128.store(acc + o, f32x4.add(v128.load(acc + o), x));
+      const u = v128.load(q0 + o);
+      const v = v128.load(q1 + o);
+      let kv = v128.load(k0 + o);
+      a0 = f32x4.add(a0, f32x4.mul(u, kv));
+      b0 = f32x4.add(b0, f32x4.mul(v, kv));
+      kv = v128.load(k1 + o);
+      a1 = f32x4.add(a1, f32x4.mul(u, kv));
+      b1 = f32x4.add(b1, f32x4.mul(v, kv));
+      kv = v128.load(k2 + o);
+      a2 = f32x4.add(a2, f32x4.mul(u, kv));
+      b2 = f32x4.add(b2, f32x4.mul(v, kv));
+      kv = v128.load(k3 + o);
+      a3 = f32x4.add(a3, f32x4.mul(u, kv));
+      b3 = f32x4.add(b3, f32x4.mul(v, kv));
     }
-    for (let i = d4; i < d; i++) {
-      const o = <usize>i << 2;
-      store<f32>(acc + o, load<f32>(acc + o) + (f32x4.extract_lane(p0, 0) * load<f32>(v0 + o) + f32x4.extract_lane(p1, 0) * load<f32>(v1 + o)) + (f32x4.extract_lane(p2, 0) * load<f32>(v2 + o) + f32x4.extract_lane(p3, 0) * load<f32>(v3 + o)));
-    }
+    v128.store(dst0 + (<usize>s << 2), f32x4.mul(hsum4(a0, a1, a2, a3), sc));
+    v128.store(dst1 + (<usize>s << 2), f32x4.mul(hsum4(b0, b1, b2, b3), sc));
   }
   for (; s < bs; s++) {
-    const ps = load<f32>(p + (<usize>s << 2));
-    const pp = f32x4.splat(ps);
-    const vr = v + <usize>s * db;
-    let i = 0;
-    for (; i < d4; i += 4) {
-      const o = <usize>i << 2;
-      v128.store(acc + o, f32x4.add(v128.load(acc + o), f32x4.mul(pp, v128.load(vr + o))));
+    store<f32>(dst0 + (<usize>s << 2), dotF32(q0, k + <usize>s * db, d) * scale);
+    store<f32>(dst1 + (<usize>s << 2), dotF32(q1, k + <usize>s * db, d) * scale);
+  }
+}
+
+/**
+ * acc0[d] += Σ_s p0[s] · v_s and acc1[d] += Σ_s p1[s] · v_s over bs rows (acc1 = 0: one head only).
+ * The accumulators stay in registers 16 numbers at a time while the slots stream by (the block is in
+ * L1), and each loaded value vector serves both heads.
+ */
+function axpyBlock2(acc0: usize, acc1: usize, p0: usize, p1: usize, v: usize, d: i32, bs: i32): void {
+  const db = <usize>d << 2;
+  const two = acc1 != 0;
+  let i = 0;
+  for (; i + 16 <= d; i += 16) {
+    const o = <usize>i << 2;
+    let a0 = v128.load(acc0 + o), a1 = v128.load(acc0 + o, 16), a2 = v128.load(acc0 + o, 32), a3 = v128.load(acc0 + o, 48);
+    if (two) {
+      let b0 = v128.load(acc1 + o), b1 = v128.load(acc1 + o, 16), b2 = v128.load(acc1 + o, 32), b3 = v128.load(acc1 + o, 48);
+      for (let s = 0; s < bs; s++) {
+        const vr = v + <usize>s * db + o;
+        const x0 = v128.load(vr), x1 = v128.load(vr, 16), x2 = v128.load(vr, 32), x3 = v128.load(vr, 48);
+        const P = v128.load32_splat(p0 + (<usize>s << 2));
+        const Q = v128.load32_splat(p1 + (<usize>s << 2));
+        a0 = f32x4.add(a0, f32x4.mul(P, x0));
+        a1 = f32x4.add(a1, f32x4.mul(P, x1));
+        a2 = f32x4.add(a2, f32x4.mul(P, x2));
+        a3 = f32x4.add(a3, f32x4.mul(P, x3));
+        b0 = f32x4.add(b0, f32x4.mul(Q, x0));
+        b1 = f32x4.add(b1, f32x4.mul(Q, x1));
+        b2 = f32x4.add(b2, f32x4.mul(Q, x2));
+        b3 = f32x4.add(b3, f32x4.mul(Q, x3));
+      }
+      v128.store(acc1 + o, b0);
+      v128.store(acc1 + o, b1, 16);
+      v128.store(acc1 + o, b2, 32);
+      v128.store(acc1 + o, b3, 48);
+    } else {
+      for (let s = 0; s < bs; s++) {
+        const vr = v + <usize>s * db + o;
+        const P = v128.load32_splat(p0 + (<usize>s << 2));
+        a0 = f32x4.add(a0, f32x4.mul(P, v128.load(vr)));
+        a1 = f32x4.add(a1, f32x4.mul(P, v128.load(vr, 16)));
+        a2 = f32x4.add(a2, f32x4.mul(P, v128.load(vr, 32)));
+        a3 = f32x4.add(a3, f32x4.mul(P, v128.load(vr, 48)));
+      }
     }
-    for (; i < d; i++) {
-      const o = <usize>i << 2;
-      store<f32>(acc + o, load<f32>(acc + o) + ps * load<f32>(vr + o));
+    v128.store(acc0 + o, a0);
+    v128.store(acc0 + o, a1, 16);
+    v128.store(acc0 + o, a2, 32);
+    v128.store(acc0 + o, a3, 48);
+  }
+  for (; i + 4 <= d; i += 4) {
+    const o = <usize>i << 2;
+    let a = v128.load(acc0 + o);
+    let b = two ? v128.load(acc1 + o) : a;
+    for (let s = 0; s < bs; s++) {
+      const x = v128.load(v + <usize>s * db + o);
+      a = f32x4.add(a, f32x4.mul(v128.load32_splat(p0 + (<usize>s << 2)), x));
+      if (two) b = f32x4.add(b, f32x4.mul(v128.load32_splat(p1 + (<usize>s << 2)), x));
     }
+    v128.store(acc0 + o, a);
+    if (two) v128.store(acc1 + o, b);
+  }
+  for (; i < d; i++) {
+    const o = <usize>i << 2;
+    let a = load<f32>(acc0 + o);
+    let b = two ? load<f32>(acc1 + o) : a;
+    for (let s = 0; s < bs; s++) {
+      const x = load<f32>(v + <usize>s * db + o);
+      a += load<f32>(p0 + (<usize>s << 2)) * x;
+      if (two) b += load<f32>(p1 + (<usize>s << 2)) * x;
+    }
+    store<f32>(acc0 + o, a);
+    if (two) store<f32>(acc1 + o, b);
   }
 }
