@@ -101,8 +101,9 @@ class WasmKernels implements Kernels {
     // Heads per work item: as many of a KV group as possible (keys/values converted once for all of
     // them), split further only when there would be too few items to keep every thread busy.
     const perHead = a.received ? 1 : n;
+    const minItems = par > 1 ? 4 * par : 1;
     let hg = group;
-    while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < 4 * par) hg = Math.ceil(hg / 2);
+    while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < minItems) hg = Math.ceil(hg / 2);
     const scratch = 4 * (hg * ceil4(seen) + ATTN_BLOCK * d + hg * d + hg) + 64;
     this.ensureScratch(scratch);
     const args = [
