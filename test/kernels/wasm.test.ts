@@ -242,6 +242,31 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
 });
 
 describe('wasm kernel lifecycle', () => {
+  it('alternating small (caller-only) and large (threaded) jobs give the single-thread results', async () => {
+    const one = await createKernels({ backend: 'wasm', threads: 1 });
+    const two = await createKernels({ backend: 'wasm', threads: 2 });
+    const r = rng(5);
+    const shapes: [number, number, number][] = [[8, 16, 1], [300, 256, 1], [12, 20, 3], [260, 128, 7]];
+    const setups = shapes.map(([rows, cols, n]) => {
+      const wb = randomMatrixBytes(r, 'f16', rows, cols);
+      const x = randomF32(r, n * cols);
+      return [one, two].map((k) => ({ w: putMatrix(k, wb, 'f16', rows, cols), x: put(k, x), out: k.arena.alloc(n * rows * 4), n, len: n * rows }));
+    });
+    const expected = setups.map(([a]) => {
+      one.matmul(a!.out, a!.x, a!.w, a!.n);
+      return one.arena.f32(a!.out, a!.len).slice();
+    });
+    for (let i = 0; i < 400; i++) {
+      const j = i % setups.length;
+      const b = setups[j]![1]!;
+      two.matmul(b.out, b.x, b.w, b.n);
+      const got = two.arena.f32(b.out, b.len);
+      if (!got.every((v, q) => v === expected[j]![q])) expect.fail(`iteration ${i}: shape ${shapes[j]} differs`);
+    }
+    await one.close();
+    await two.close();
+  });
+
   it('grows the shared memory while workers run, and close() stops the workers', async () => {
     const k = await createKernels({ backend: 'wasm', threads: 2 });
     const ref = await createKernels({ backend: 'reference' });
