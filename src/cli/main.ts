@@ -3,11 +3,15 @@ import { KvpackError } from '../errors.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { pplCommand } from './ppl.js';
+import { reportCommand } from './report.js';
+import { sweepCommand } from './sweep.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
   ppl: { run: pplCommand, summary: 'perplexity on wikitext2, c4, pg19 or a text file' },
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
+  sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
+  report: { run: reportCommand, summary: 'Markdown tables from results stores' },
 };
 
 function usage(): string {

@@ -1,12 +1,12 @@
 import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
 import type { Model } from '../model/model.js';
-import { loadEvalText } from './data.js';
+import { evalChunks, loadEvalTokens } from './data.js';
 
 export interface PerplexityOptions {
-  /** A dataset name (wikitext2, c4, pg19) or a text file. */
+  /** A dataset name (wikitext2, c4, pg19; stories260k, token ids scored story by story) or a text file. */
   data: string;
-  /** Tokens per chunk. */
+  /** Tokens per chunk (stories260k: each story is cut to this many). */
   ctx: number;
   /** At most this many chunks (all when omitted). */
   chunks?: number;
@@ -18,7 +18,7 @@ export interface PerplexityOptions {
 
 export interface PerplexityResult {
   ppl: number;
-  /** Predicted tokens (ctx - 1 per chunk). */
+  /** Predicted tokens (chunk length - 1 per chunk). */
   tokens: number;
   chunks: number;
   ctx: number;
@@ -29,7 +29,7 @@ export interface PerplexityResult {
   seconds: number;
   /** Most bytes the cache held at once (codec storage, positions, policy state). */
   kv_bytes_peak: number;
-  /** kv_bytes_peak per token of a chunk. */
+  /** kv_bytes_peak per token of the longest chunk. */
   kv_bytes_per_token: number;
   /** Peak bytes of the full f32 cache over this peak. */
   compression: number;
@@ -40,41 +40,41 @@ export interface PerplexityResult {
 /**
  * Perplexity as the GPTQ/KVQuant scripts compute it: tokenize the joined text once, cut it into
  * non-overlapping ctx-token chunks, score each chunk from an empty cache, and take exp of the mean
- * NLL over every predicted token.
+ * NLL over every predicted token. A token set (stories260k) is scored one document per chunk.
  */
 export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult {
   const started = performance.now();
   if (!Number.isInteger(o.ctx) || o.ctx < 2) throw new UsageError(`--ctx must be an integer ≥ 2, got ${o.ctx}`);
-  const text = loadEvalText(o.data);
-  const ids = model.tokenizer.encode(text);
-  const available = Math.floor(ids.length / o.ctx);
-  if (available === 0) throw new UsageError(`${o.data} has ${ids.length} tokens, fewer than one chunk of ${o.ctx}`);
-  const chunks = Math.min(available, o.chunks ?? available);
+  const chunks = evalChunks(loadEvalTokens(o.data, model.tokenizer), o.ctx, o.chunks, o.data);
+  const longest = Math.max(...chunks.map((c) => c.length));
   const mode = o.mode ?? 'chunked';
   const cache = o.cache ?? 'full';
   const session = model.session({ cache });
   let nll = 0;
   let peak = 0;
   const bits = session.cache.codec.bitsPerValue();
-  const total = chunks * o.ctx;
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  let before = 0;
   try {
-    for (let c = 0; c < chunks; c++) {
+    for (const chunk of chunks) {
       session.reset();
-      const logps = session.score(ids.slice(c * o.ctx, (c + 1) * o.ctx), {
+      const offset = before;
+      const logps = session.score(chunk, {
         mode,
-        onProgress: (done) => o.onProgress?.(c * o.ctx + done, total),
+        onProgress: (done) => o.onProgress?.(offset + done, total),
       });
+      before += chunk.length;
       for (const lp of logps) nll -= lp;
       peak = Math.max(peak, session.cache.peakBytes());
     }
   } finally {
     session.dispose();
   }
-  const tokens = chunks * (o.ctx - 1);
+  const tokens = total - chunks.length;
   return {
     ppl: Math.exp(nll / tokens),
     tokens,
-    chunks,
+    chunks: chunks.length,
     ctx: o.ctx,
     mode,
     model: model.source,
@@ -82,8 +82,8 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
     data: o.data,
     seconds: (performance.now() - started) / 1000,
     kv_bytes_peak: peak,
-    kv_bytes_per_token: peak / o.ctx,
-    compression: fullCacheBytes(model.config, o.ctx) / peak,
+    kv_bytes_per_token: peak / longest,
+    compression: fullCacheBytes(model.config, longest) / peak,
     bits_per_value: bits,
   };
 }

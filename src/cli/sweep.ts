@@ -1,0 +1,85 @@
+import os from 'node:os';
+import { UsageError } from '../errors.js';
+import { resolveModel } from '../hub/download.js';
+import { ResultStore } from '../eval/store.js';
+import { describeRow, loadPlan, planSweep, runSweep, type SweepEvent } from '../eval/sweep.js';
+import { Progress } from '../util/progress.js';
+import { intOption, parse } from './args.js';
+
+const HELP = `Usage: kvpack sweep PLAN.json [--store FILE] [--dry-run] [--json] [--threads K]
+
+Runs every (model × cache spec × task) of a plan and appends one JSON line per finished row to the
+store (default: the plan's "store", else results/NAME.jsonl). Rows already in the store are skipped,
+so an interrupted sweep resumes where it stopped. Every cache spec is checked before anything runs.
+  --dry-run   list the rows and whether each is done; run nothing
+  --json      print the rows (appended, or planned with --dry-run) as JSON lines
+Plan: { "name", "store", "models": [...], "caches": ["h2o(budget={b})", ...], "vars": { "b": [0.5, 0.2] },
+        "tasks": [{ "task": "ppl", "data": "wikitext2", "ctx": 2048, "chunks": 2, "mode": "decode" }], "seed" }
+Paths in a plan are relative to the working directory. Then: kvpack report --store FILE.
+`;
+
+export async function sweepCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse('sweep', argv, {
+    store: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    json: { type: 'boolean' },
+    threads: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  if (positionals.length !== 1) throw new UsageError(`sweep takes one plan file, got ${positionals.length ? `"${positionals.join(' ')}"` : 'none'} (see kvpack sweep --help)`);
+  const plan = loadPlan(positionals[0]!);
+  const threads = intOption('threads', values.threads, os.availableParallelism(), 1);
+  const store = ResultStore.open(values.store ?? plan.store);
+
+  if (values['dry-run']) {
+    // A dry run never downloads: a repo id not in the HF cache is listed as unknown.
+    const rows = await planSweep(plan, { store, resolve: (m) => resolveModel(m, { offline: true, onProgress: false }).catch(() => undefined) });
+    const lines: string[] = [];
+    if (values.json) {
+      for (const r of rows) {
+        lines.push(JSON.stringify({ key: r.key ?? null, model: r.model, cache: r.cache, task: r.task.name, params: r.params, units: r.units ?? null, done: r.done }));
+      }
+    } else {
+      const done = rows.filter((r) => r.done).length;
+      const units = rows.filter((r) => !r.done).reduce((n, r) => n + (r.units ?? 0), 0);
+      lines.push(`${plan.name}: ${rows.length} rows, ${done} done, ${rows.length - done} to run (${units} tok) → ${store.file}`);
+      for (const r of rows) {
+        const status = r.done ? 'done' : r.key === undefined ? '?' : 'run';
+        lines.push(`  ${status.padEnd(4)} ${describeRow(r)}${r.units === undefined ? '' : `  (${r.units} tok)`}`);
+      }
+    }
+    return void process.stdout.write(`${lines.join('\n')}\n`);
+  }
+
+  let bar: Progress | undefined;
+  const onProgress = (e: SweepEvent): void => {
+    switch (e.type) {
+      case 'plan':
+        bar = new Progress({ total: e.total, label: `sweep ${plan.name}`, unit: 'tok' });
+        break;
+      case 'skip':
+        bar?.skip(e.units);
+        break;
+      case 'advance':
+        bar?.tick(e.units);
+        break;
+      case 'total':
+        bar?.setTotal(e.total);
+        break;
+      case 'finish':
+        if (values.json) process.stdout.write(`${JSON.stringify(e.result)}\n`);
+        break;
+      case 'fail':
+        bar?.done('failed');
+        break;
+      default:
+        break;
+    }
+  };
+  const summary = await runSweep(plan, { store, onProgress, threads });
+  bar?.done();
+  if (!values.json) {
+    process.stdout.write(`${plan.name}: ${summary.ran} rows run, ${summary.skipped} already in ${store.file}\n`);
+  }
+}

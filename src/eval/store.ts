@@ -1,0 +1,147 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KvpackError } from '../errors.js';
+
+export type ParamValue = string | number | boolean;
+export type TaskParams = Record<string, ParamValue>;
+
+/** One finished (model × cache × task) measurement, one line of a results store. */
+export interface ResultRow {
+  key: string;
+  /** The model as the plan named it (a path or a repo id). */
+  model: string;
+  model_fingerprint: string;
+  /** Canonical cache spec (printSpec ∘ parseSpec). */
+  cache: string;
+  task: string;
+  /** The task's parameters with defaults filled in. */
+  params: TaskParams;
+  /** The task's own numbers (ppl: ppl, tokens, chunks). */
+  metrics: Record<string, number>;
+  kv_bytes_peak: number;
+  kv_bytes_per_token: number;
+  bits_per_value: number;
+  compression: number;
+  seconds: number;
+  seed: number;
+  versions: { kvpack: string; node: string };
+  /** ISO 8601. */
+  finished_at: string;
+}
+
+/** A store line that is not a result row (a hand edit, two writers interleaving). */
+export class StoreFormatError extends KvpackError {
+  override readonly name = 'StoreFormatError';
+}
+
+/**
+ * The identity of a row: same model weights, same canonical cache, same task and parameters → same
+ * key, whatever order the plan wrote the parameters in. The fingerprint is shortened to 64 bits:
+ * plenty to tell models apart, and the key stays readable.
+ */
+export function rowKey(fingerprint: string, cache: string, task: string, params: TaskParams): string {
+  const sorted = Object.keys(params).sort().map((k) => `${k}=${JSON.stringify(params[k])}`);
+  return `${fingerprint.slice(0, 16)}|${cache}|${task}|${sorted.join(',')}`;
+}
+
+/**
+ * An append-only JSONL file of result rows. Each finished row is appended with one write, so a crash
+ * loses at most the row in flight; a truncated last line (the crash's trace) is ignored on reading
+ * and cut off before the next append.
+ */
+export class ResultStore {
+  private readonly list: ResultRow[] = [];
+  private readonly keys = new Set<string>();
+  /** What the first append must do about a last line without its newline (open() itself never writes). */
+  private repair: { kind: 'none' } | { kind: 'truncate'; length: number } | { kind: 'newline' } = { kind: 'none' };
+
+  private constructor(readonly file: string) {}
+
+  /** Reads `file` if it exists (a missing file is an empty store; it is created on the first append). */
+  static open(file: string): ResultStore {
+    const store = new ResultStore(file);
+    store.load();
+    return store;
+  }
+
+  has(key: string): boolean {
+    return this.keys.has(key);
+  }
+
+  rows(): readonly ResultRow[] {
+    return this.list;
+  }
+
+  append(row: ResultRow): void {
+    if (this.repair.kind === 'truncate') fs.truncateSync(this.file, this.repair.length);
+    if (this.repair.kind === 'newline') fs.appendFileSync(this.file, '\n');
+    this.repair = { kind: 'none' };
+    fs.mkdirSync(path.dirname(this.file), { recursive: true });
+    fs.appendFileSync(this.file, `${JSON.stringify(row)}\n`);
+    this.list.push(row);
+    this.keys.add(row.key);
+  }
+
+  private load(): void {
+    let data: Buffer;
+    try {
+      data = fs.readFileSync(this.file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new StoreFormatError(`${this.file}: cannot read the results store (${(e as Error).message})`);
+    }
+    const end = data.lastIndexOf(0x0a) + 1; // bytes up to the last newline are complete lines
+    const lines = data.subarray(0, end).toString('utf8').split('\n');
+    lines.pop(); // the empty string after the final newline
+    lines.forEach((line, i) => {
+      if (!line.trim()) return;
+      const row = parseRow(line);
+      if (!row) throw new StoreFormatError(`${this.file}: line ${i + 1} is not a result row; fix or delete that line`);
+      this.list.push(row);
+      this.keys.add(row.key);
+    });
+    // A partial last line parses only by accident (a crash right before the newline): keep it then.
+    const tail = data.subarray(end).toString('utf8');
+    const tailRow = tail.trim() ? parseRow(tail) : undefined;
+    if (tailRow) {
+      this.list.push(tailRow);
+      this.keys.add(tailRow.key);
+      this.repair = { kind: 'newline' };
+    } else if (end < data.length) {
+      this.repair = { kind: 'truncate', length: end };
+    }
+  }
+}
+
+/** Opens a results store (see ResultStore). */
+export function openStore(file: string): ResultStore {
+  return ResultStore.open(file);
+}
+
+function parseRow(line: string): ResultRow | undefined {
+  try {
+    const row = JSON.parse(line) as Partial<ResultRow> | null;
+    if (!row || typeof row !== 'object' || typeof row.key !== 'string' || typeof row.cache !== 'string' || typeof row.task !== 'string') {
+      return undefined;
+    }
+    return row as ResultRow;
+  } catch {
+    return undefined;
+  }
+}
+
+let packageVersion: string | undefined;
+
+/** The versions a row records: kvpack from package.json, Node from the running process. */
+export function versions(): { kvpack: string; node: string } {
+  if (packageVersion === undefined) {
+    const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../package.json');
+    try {
+      packageVersion = String((JSON.parse(fs.readFileSync(file, 'utf8')) as { version?: unknown }).version ?? 'unknown');
+    } catch {
+      packageVersion = 'unknown';
+    }
+  }
+  return { kvpack: packageVersion, node: process.version };
+}

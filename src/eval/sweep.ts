@@ -1,0 +1,281 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseSpec, printSpec } from '../cache/registry.js';
+import { KvpackError, UsageError } from '../errors.js';
+import { resolveModel } from '../hub/download.js';
+import { loadModel, type Model } from '../model/model.js';
+import { modelFingerprint } from './fingerprint.js';
+import { rowKey, versions, type ResultRow, type ResultStore, type TaskParams } from './store.js';
+import { resolveTask, type Task, type TaskOutput } from './tasks.js';
+
+/**
+ * A sweep: every (model × cache spec × task) of a plan, one row each, stored as it finishes so an
+ * interrupted sweep resumes where it stopped. Paths in a plan (models, store, data files) are
+ * relative to the working directory, like the command line's.
+ */
+export interface SweepPlan {
+  name: string;
+  /** Where results go unless the caller says otherwise. */
+  store: string;
+  models: string[];
+  /** Cache spec templates; `{var}` placeholders expand over `vars`. */
+  caches: string[];
+  vars: Record<string, (string | number)[]>;
+  /** Task entries as written: `{ "task": "ppl", … }`. */
+  tasks: Record<string, unknown>[];
+  seed: number;
+  /** The plan file, for messages. */
+  source: string;
+}
+
+export interface PlannedRow {
+  model: string;
+  /** The local file or directory; undefined when a repo id is not downloaded (dry runs only). */
+  modelPath: string | undefined;
+  fingerprint: string | undefined;
+  cache: string;
+  task: Task;
+  params: TaskParams;
+  seed: number;
+  key: string | undefined;
+  /** Units of work (tokens for ppl); undefined when only running can tell. */
+  units: number | undefined;
+  /** Already in the store. */
+  done: boolean;
+}
+
+export type SweepEvent =
+  | { type: 'plan'; rows: readonly PlannedRow[]; total: number }
+  | { type: 'skip'; row: PlannedRow; units: number }
+  | { type: 'load'; model: string }
+  | { type: 'start'; row: PlannedRow }
+  /** `units` more done in the running row. */
+  | { type: 'advance'; row: PlannedRow; units: number }
+  /** A row turned out bigger or smaller than planned: the new total of the sweep. */
+  | { type: 'total'; total: number }
+  | { type: 'finish'; row: PlannedRow; result: ResultRow }
+  | { type: 'fail'; row: PlannedRow; error: unknown };
+
+export interface PlanOptions {
+  store: ResultStore;
+  /** A model name → a local path (default resolveModel, which downloads repo ids); undefined: not available. */
+  resolve?: (model: string) => Promise<string | undefined>;
+}
+
+export interface SweepOptions extends PlanOptions {
+  onProgress?: (event: SweepEvent) => void;
+  /** Loads a model from its local path (default: loadModel with every core). */
+  load?: (modelPath: string) => Promise<Model>;
+  threads?: number;
+}
+
+export interface SweepSummary {
+  rows: number;
+  ran: number;
+  skipped: number;
+  appended: ResultRow[];
+}
+
+/** A row that failed: the message names the row, so the user knows what to fix and that earlier rows are kept. */
+export class SweepRowError extends KvpackError {
+  override readonly name = 'SweepRowError';
+}
+
+const PLAN_KEYS = new Set(['name', 'description', 'store', 'models', 'caches', 'vars', 'tasks', 'seed']);
+
+/** Reads a JSON plan file and checks it (every cache spec and task included) before anything runs. */
+export function loadPlan(file: string): SweepPlan {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read the sweep plan ${file}: ${(e as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  return parsePlan(value, file);
+}
+
+export function parsePlan(value: unknown, source = 'plan'): SweepPlan {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new UsageError(`${source}: a sweep plan is a JSON object`);
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!PLAN_KEYS.has(key)) throw new UsageError(`${source}: unknown field "${key}"; a plan has ${[...PLAN_KEYS].join(', ')}`);
+  }
+  const name = o.name ?? path.basename(source).replace(/\.json$/, '');
+  if (typeof name !== 'string' || !/^[\w.-]+$/.test(name)) throw new UsageError(`${source}: "name" must be a word (letters, digits, - _ .), got ${JSON.stringify(o.name)}`);
+  const store = o.store ?? `results/${name}.jsonl`;
+  if (typeof store !== 'string' || !store) throw new UsageError(`${source}: "store" must be a file path`);
+  const models = stringList(o.models, `${source}: "models"`);
+  const caches = stringList(o.caches, `${source}: "caches"`);
+  const vars: Record<string, (string | number)[]> = {};
+  if (o.vars !== undefined) {
+    if (!o.vars || typeof o.vars !== 'object' || Array.isArray(o.vars)) throw new UsageError(`${source}: "vars" must map names to lists of values`);
+    for (const [k, v] of Object.entries(o.vars)) {
+      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' || typeof x === 'string')) {
+        throw new UsageError(`${source}: vars.${k} must be a non-empty list of numbers or strings`);
+      }
+      vars[k] = v as (string | number)[];
+    }
+  }
+  if (!Array.isArray(o.tasks) || o.tasks.length === 0) throw new UsageError(`${source}: "tasks" must be a non-empty list`);
+  const seed = o.seed ?? 0;
+  if (typeof seed !== 'number' || !Number.isInteger(seed)) throw new UsageError(`${source}: "seed" must be an integer`);
+  const plan: SweepPlan = { name, store, models, caches, vars, tasks: o.tasks as Record<string, unknown>[], seed, source };
+  // Fail fast: a typo in the last spec should not surface hours into a sweep.
+  expandCaches(plan);
+  plan.tasks.forEach((t, i) => resolveTask(t, `${source}: tasks[${i}]`));
+  return plan;
+}
+
+function stringList(value: unknown, what: string): string[] {
+  if (!Array.isArray(value) || value.length === 0 || !value.every((x) => typeof x === 'string' && x !== '')) {
+    throw new UsageError(`${what} must be a non-empty list of strings`);
+  }
+  return value as string[];
+}
+
+/**
+ * The plan's cache specs, canonical and without repeats: each template once per combination of the
+ * vars it names (a template with no placeholder appears once). Every spec is parsed here.
+ */
+export function expandCaches(plan: Pick<SweepPlan, 'caches' | 'vars' | 'source'>): string[] {
+  const out: string[] = [];
+  plan.caches.forEach((template, i) => {
+    const names = [...new Set([...template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!))];
+    for (const n of names) {
+      if (!plan.vars[n]) throw new UsageError(`${plan.source}: caches[${i}] "${template}" uses {${n}}, which "vars" does not define`);
+    }
+    // Cartesian product over the vars this template names, the first one varying slowest.
+    let combos: Record<string, string | number>[] = [{}];
+    for (const n of names) combos = combos.flatMap((c) => plan.vars[n]!.map((v) => ({ ...c, [n]: v })));
+    for (const combo of combos) {
+      const text = template.replace(/\{(\w+)\}/g, (_, n: string) => String(combo[n]));
+      let canonical: string;
+      try {
+        canonical = printSpec(parseSpec(text));
+      } catch (e) {
+        if (!(e instanceof UsageError)) throw e;
+        const from = text === template ? '' : ` (from "${template}")`;
+        throw new UsageError(`${plan.source}: caches[${i}] "${text}"${from}: ${e.message}`);
+      }
+      if (!out.includes(canonical)) out.push(canonical);
+    }
+  });
+  return out;
+}
+
+/** Every row of the plan in run order (model, then task, then cache), each marked done or not. */
+export async function planSweep(plan: SweepPlan, options: PlanOptions): Promise<PlannedRow[]> {
+  const caches = expandCaches(plan);
+  const tasks = plan.tasks.map((t, i) => resolveTask(t, `${plan.source}: tasks[${i}]`));
+  const resolve = options.resolve ?? ((m: string) => resolveModel(m));
+  const rows: PlannedRow[] = [];
+  const planned = new Set<string>(); // one row per key, even when two model names are the same files
+  for (const model of plan.models) {
+    const modelPath = await resolve(model);
+    const fingerprint = modelPath === undefined ? undefined : modelFingerprint(modelPath);
+    for (const { task, params } of tasks) {
+      const units = task.units(params);
+      for (const cache of caches) {
+        const keyParams = task.usesSeed ? { ...params, seed: plan.seed } : params;
+        const key = fingerprint === undefined ? undefined : rowKey(fingerprint, cache, task.name, keyParams);
+        if (key !== undefined && planned.has(key)) continue;
+        if (key !== undefined) planned.add(key);
+        rows.push({ model, modelPath, fingerprint, cache, task, params, seed: plan.seed, key, units, done: key !== undefined && options.store.has(key) });
+      }
+    }
+  }
+  return rows;
+}
+
+/** `model · cache · task k=v …`, how messages and listings name a row. */
+export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'task' | 'params'>): string {
+  const params = Object.entries(row.params).map(([k, v]) => `${k}=${v}`).join(' ');
+  return `${row.model} · ${row.cache} · ${row.task.name} ${params}`;
+}
+
+/**
+ * Runs the rows not yet in the store, appending each as it finishes. Models are loaded once, and
+ * not at all when all their rows are done.
+ */
+export async function runSweep(plan: SweepPlan, options: SweepOptions): Promise<SweepSummary> {
+  const rows = await planSweep(plan, options);
+  const emit = options.onProgress ?? (() => {});
+  let total = rows.reduce((n, r) => n + (r.units ?? 0), 0);
+  emit({ type: 'plan', rows, total });
+  for (const row of rows) if (row.done) emit({ type: 'skip', row, units: row.units ?? 0 });
+  const threads = options.threads ?? os.availableParallelism();
+  const load = options.load ?? ((p: string) => loadModel(p, { threads }));
+  const appended: ResultRow[] = [];
+
+  for (const modelName of plan.models) {
+    const todo = rows.filter((r) => r.model === modelName && !r.done);
+    if (todo.length === 0) continue;
+    const modelPath = todo[0]!.modelPath;
+    if (modelPath === undefined) throw new UsageError(`${modelName}: not available locally`);
+    emit({ type: 'load', model: modelName });
+    const model = await load(modelPath);
+    try {
+      for (const row of todo) {
+        // Another sweep on the same store may have finished it meanwhile (the store is re-read only at open).
+        if (options.store.has(row.key!)) {
+          emit({ type: 'skip', row, units: row.units ?? 0 });
+          continue;
+        }
+        emit({ type: 'start', row });
+        let reported = 0;
+        let actual = row.units;
+        const started = performance.now();
+        let out: TaskOutput;
+        try {
+          out = await row.task.run(model, row.cache, row.params, {
+            seed: row.seed,
+            onProgress: (done, rowTotal) => {
+              if (rowTotal !== actual) {
+                total += rowTotal - (actual ?? 0);
+                actual = rowTotal;
+                emit({ type: 'total', total });
+              }
+              if (done > reported) emit({ type: 'advance', row, units: done - reported });
+              reported = Math.max(reported, done);
+            },
+          });
+        } catch (e) {
+          emit({ type: 'fail', row, error: e });
+          if (e instanceof KvpackError) throw new SweepRowError(`${describeRow(row)}: ${e.message} (finished rows are kept in ${options.store.file})`);
+          throw e;
+        }
+        if (actual !== undefined && reported < actual) emit({ type: 'advance', row, units: actual - reported });
+        const result: ResultRow = {
+          key: row.key!,
+          model: row.model,
+          model_fingerprint: row.fingerprint!,
+          cache: row.cache,
+          task: row.task.name,
+          params: row.params,
+          metrics: out.metrics,
+          kv_bytes_peak: out.kv_bytes_peak,
+          kv_bytes_per_token: out.kv_bytes_per_token,
+          bits_per_value: out.bits_per_value,
+          compression: out.compression,
+          seconds: (performance.now() - started) / 1000,
+          seed: row.seed,
+          versions: versions(),
+          finished_at: new Date().toISOString(),
+        };
+        options.store.append(result);
+        appended.push(result);
+        emit({ type: 'finish', row, result });
+      }
+    } finally {
+      await model.close();
+    }
+  }
+  return { rows: rows.length, ran: appended.length, skipped: rows.length - appended.length, appended };
+}
