@@ -1,38 +1,62 @@
 import { BUDGET_PARAMS } from '../budget.js';
 import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
 import type { ParamValue } from '../spec.js';
-import { BudgetPolicy, SlotArrays } from './base.js';
-import { AttentionHistory } from './history.js';
+import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
 
 /**
  * Scissorhands (persistence of importance): over the last `window` attention steps, count how often
  * each token received less than the uniform share 1/t of attention (t = tokens the query saw).
  * Tokens that keep being unimportant stay unimportant: when the cache exceeds its budget, the `drop`
  * tokens with the highest counts go at once (amortised), except the `recent` newest.
+ *
+ * Each slot keeps its last `window` low/high bits as a bit ring (all slots of a layer advance
+ * together) and their running count, so the state is window/8 + 2 bytes per slot.
  */
 class ScissorhandsPolicy extends BudgetPolicy {
   readonly needsReceived = false;
   readonly tailQueries: number;
-  private readonly history: AttentionHistory<Uint8Array>;
+  private readonly bits: SlotArrays<Uint8Array>;
   private readonly lowCounts: SlotArrays<Uint16Array>;
+  private readonly steps: Int32Array;
+  private readonly bytesPerRing: number;
 
   constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
     super(params, shape);
     this.tailQueries = params.window as number;
-    this.history = new AttentionHistory((n) => new Uint8Array(n), shape, this.tailQueries, (p, seen) => (p < 1 / seen ? 1 : 0));
-    this.track(this.history.ring);
+    this.bytesPerRing = Math.ceil(this.tailQueries / 8);
+    this.bits = this.track(new SlotArrays((n) => new Uint8Array(n), shape, this.bytesPerRing));
     this.lowCounts = this.track(new SlotArrays((n) => new Uint16Array(n), shape));
+    this.steps = new Int32Array(shape.numLayers);
   }
 
   override target(layer: number): number {
     return Math.max(1, this.budget(layer) + 1 - (this.params.drop as number));
   }
 
+  /** Each tail row is one step; slots a query could not see (newer tokens) record "not low". */
   protected update(stats: AttentionStats): void {
-    this.history.add(stats, this.shape.numKvHeads, this.scratch(stats.capacity), (h, s, old, value) => {
-      const counts = this.lowCounts.of(stats.layer, h);
-      counts[s] = counts[s]! + value - old;
-    });
+    const mean = this.scratch(stats.capacity);
+    const rowStride = this.shape.numKvHeads * stats.group * stats.capacity;
+    for (let r = 0; r < stats.tailRows; r++) {
+      const seen = stats.length - (stats.tailRows - 1 - r);
+      const index = this.steps[stats.layer]! % this.tailQueries;
+      this.steps[stats.layer] = this.steps[stats.layer]! + 1;
+      const byte = index >> 3;
+      const mask = 1 << (index & 7);
+      for (let h = 0; h < this.shape.numKvHeads; h++) {
+        groupMean(stats.tail, r * rowStride, h, stats, mean);
+        const bits = this.bits.of(stats.layer, h);
+        const counts = this.lowCounts.of(stats.layer, h);
+        for (let s = 0; s < stats.length; s++) {
+          const at = s * this.bytesPerRing + byte;
+          const was = (bits[at]! & mask) !== 0;
+          const low = s < seen && mean[s]! < 1 / seen;
+          if (low === was) continue;
+          bits[at] = low ? bits[at]! | mask : bits[at]! & ~mask;
+          counts[s] = counts[s]! + (low ? 1 : -1);
+        }
+      }
+    }
   }
 
   /** Highest count goes first, so the score is the negated count. */
@@ -43,7 +67,7 @@ class ScissorhandsPolicy extends BudgetPolicy {
 
   override reset(): void {
     super.reset();
-    this.history.reset();
+    this.steps.fill(0);
   }
 }
 

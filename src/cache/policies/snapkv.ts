@@ -1,43 +1,59 @@
 import { BUDGET_PARAMS } from '../budget.js';
 import type { AttentionStats, PolicyKind, PolicyShape, SlotView } from '../policy.js';
 import type { ParamValue } from '../spec.js';
-import { BudgetPolicy } from './base.js';
-import { AttentionHistory } from './history.js';
+import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
 
 /**
  * SnapKV: the attention of the last `window` queries (the observation window) votes for each
  * token; votes are max-pooled over `pool` neighbouring positions so that clusters survive together;
- * the top tokens plus the observation window are kept. The paper compresses the prompt once; here
- * the same rule also runs whenever decoding pushes the cache over its budget.
+ * the top tokens plus the observation window are kept.
+ *
+ * The paper compresses the prompt once. To hold a budget while decoding, the same rule runs again
+ * each time the cache fills: it is cut to budget − window, so by the next cut exactly one new
+ * observation window has arrived and voted (votes restart at each cut). One float per slot.
  */
 class SnapKVPolicy extends BudgetPolicy {
   readonly needsReceived = false;
   readonly tailQueries: number;
-  private readonly history: AttentionHistory<Float32Array>;
+  private readonly votes: SlotArrays<Float32Array>;
 
   constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
     super(params, shape);
     this.tailQueries = params.window as number;
-    this.history = new AttentionHistory((n) => new Float32Array(n), shape, this.tailQueries, (p) => p);
-    this.track(this.history.ring);
+    this.votes = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
 
-  protected override recentTokens(): number {
-    return this.params.window as number;
+  /** The observation window, at most half the budget so that the cut leaves room for votes. */
+  private window(layer: number): number {
+    return Math.max(1, Math.min(this.params.window as number, Math.floor(this.budget(layer) / 2)));
+  }
+
+  override target(layer: number): number {
+    return this.budget(layer) - this.window(layer);
+  }
+
+  protected override recentTokens(layer: number): number {
+    return this.window(layer);
   }
 
   protected update(stats: AttentionStats): void {
-    this.history.add(stats, this.shape.numKvHeads, this.scratch(stats.capacity));
+    const mean = this.scratch(stats.capacity);
+    const rowStride = this.shape.numKvHeads * stats.group * stats.capacity;
+    const first = Math.max(0, stats.tailRows - this.window(stats.layer));
+    for (let r = first; r < stats.tailRows; r++) {
+      for (let h = 0; h < this.shape.numKvHeads; h++) {
+        groupMean(stats.tail, r * rowStride, h, stats, mean);
+        const votes = this.votes.of(stats.layer, h);
+        for (let s = 0; s < stats.length; s++) votes[s] = votes[s]! + mean[s]!;
+      }
+    }
   }
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
-    const votes = Array.from({ length: view.length }, (_, s) => this.history.sum(layer, head, s));
-    return maxPoolByPosition(votes, view, this.params.pool as number);
-  }
-
-  override reset(): void {
-    super.reset();
-    this.history.reset();
+    const votes = this.votes.of(layer, head);
+    const pooled = maxPoolByPosition(Array.from(votes.subarray(0, view.length)), view, this.params.pool as number);
+    votes.fill(0); // the next cut is decided by the next observation window
+    return pooled;
   }
 }
 
