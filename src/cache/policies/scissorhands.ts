@@ -29,8 +29,16 @@ class ScissorhandsPolicy extends BudgetPolicy {
     this.steps = new Int32Array(shape.numLayers);
   }
 
+  /** Without `drop`, a tenth of the budget goes at each cut. */
   override target(layer: number): number {
-    return Math.max(1, this.budget(layer) + 1 - (this.params.drop as number));
+    const budget = this.budget(layer);
+    const drop = (this.params.drop as number | undefined) ?? Math.max(1, Math.floor(budget / 10));
+    return Math.max(1, budget + 1 - drop);
+  }
+
+  /** Without `recent`, the 16 newest tokens (at most a quarter of the budget) are protected. */
+  protected override recentTokens(layer: number): number {
+    return this.params.recent === undefined ? Math.min(16, Math.floor(this.budget(layer) / 4)) : super.recentTokens(layer);
   }
 
   /** Each tail row is one step; slots a query could not see (newer tokens) record "not low". */
@@ -78,8 +86,8 @@ export const scissorhands: PolicyKind = {
     params: {
       ...BUDGET_PARAMS,
       window: { type: { kind: 'int', min: 1, max: 1024 }, default: 64, doc: 'attention steps of history counted' },
-      recent: { type: { kind: 'budget' }, default: 16, doc: 'newest tokens never dropped' },
-      drop: { type: { kind: 'int', min: 1 }, default: 32, doc: 'tokens dropped at once when over budget' },
+      recent: { type: { kind: 'budget' }, optional: true, doc: 'newest tokens never dropped (default 16, at most a quarter of the budget)' },
+      drop: { type: { kind: 'int', min: 1 }, optional: true, doc: 'tokens dropped at once when over budget (default a tenth of the budget)' },
     },
   },
   create: (params, shape) => new ScissorhandsPolicy(params, shape),
