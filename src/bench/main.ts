@@ -132,7 +132,9 @@ async function main(): Promise<void> {
       results.push({ id: section.id, result });
       if (!options.json) for (const t of result.tables) process.stdout.write(renderMarkdown(t) + '\n');
     }
+    env['load average (1 min) at end'] = os.loadavg()[0]!.toFixed(2);
     if (options.json) process.stdout.write(JSON.stringify({ environment: env, options, sections: results }, null, 2) + '\n');
+    else process.stdout.write(`- load average (1 min) at end: ${env['load average (1 min) at end']}\n`);
   } finally {
     await ctx.close();
   }

@@ -4,7 +4,7 @@ import { Progress } from '../util/progress.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { KvpackEngine, LlamaCppEngine, type Engine } from './engines.js';
 import type { BenchModel } from './models.js';
-import { formatRatio, median, type Cell, type Table } from './table.js';
+import { formatNumber, formatRatio, median, type Cell, type Table } from './table.js';
 
 /** Token counts of one speed run. */
 interface Sizes {
@@ -48,16 +48,40 @@ export function promptTokens(count: number, first: number, vocab: number, seed =
   return out;
 }
 
-/** One warm-up run, then `runs` timed runs; throughput from the median. */
-async function measure(tokens: number, runs: number, progress: Progress, once: () => Promise<number>): Promise<Measured> {
-  await once();
-  progress.tick();
-  const runsMs: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    runsMs.push(await once());
+/** A measurement: how many tokens one run processes, and the run itself (returns ms). */
+interface Job {
+  key: string;
+  tokens: number;
+  run: () => Promise<number>;
+}
+
+/**
+ * One warm-up run of every job, then `runs` rounds that each run every job once. Interleaving the
+ * engines round by round means a burst of load from another process slows both, not just one, so
+ * the ratios hold up better than the absolute numbers on a shared machine. A job that throws is
+ * dropped (its error recorded) and the others go on.
+ */
+async function measureInterleaved(jobs: Job[], runs: number, progress: Progress, errors: string[]): Promise<Map<string, Measured>> {
+  const times = new Map<string, number[]>();
+  let live = [...jobs];
+  const attempt = async (job: Job, record: boolean): Promise<void> => {
+    try {
+      const ms = await job.run();
+      if (record) times.set(job.key, [...(times.get(job.key) ?? []), ms]);
+    } catch (e) {
+      errors.push(`${job.key} failed: ${errorText(e)}`);
+      live = live.filter((j) => j !== job);
+    }
     progress.tick();
+  };
+  for (const job of [...live]) await attempt(job, false);
+  for (let r = 0; r < runs; r++) for (const job of [...live]) await attempt(job, true);
+  const out = new Map<string, Measured>();
+  for (const job of live) {
+    const runsMs = times.get(job.key) ?? [];
+    if (runsMs.length) out.set(job.key, { tokPerS: job.tokens / (median(runsMs) / 1000), runsMs });
   }
-  return { tokPerS: tokens / (median(runsMs) / 1000), runsMs };
+  return out;
 }
 
 function shortPath(file: string): string {
@@ -68,65 +92,74 @@ function errorText(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
 }
 
-async function runKvpack(
-  ctx: BenchContext, model: BenchModel, threads: number, sizes: Sizes, chunkSizes: number[], row: SpeedRow, progress: Progress,
+/** Both engines for one model and thread count, measured round by round. */
+async function runRow(
+  ctx: BenchContext, model: BenchModel, llModel: LlamaModel, threads: number, sizes: Sizes, chunkSizes: number[], row: SpeedRow,
 ): Promise<void> {
   const o = ctx.options;
+  const prompt = promptTokens(sizes.prefillTokens, model.firstPlainToken, model.vocabSize);
+  const decodePrompt = prompt.slice(0, sizes.decodePrompt);
   const file = o.kvpackFormat === 'hf' ? model.hfDir : model.gguf;
   row.kvpackFile = shortPath(file);
-  let engine: KvpackEngine;
+  let kv: KvpackEngine | undefined;
+  let ll: LlamaCppEngine | undefined;
   try {
-    engine = await KvpackEngine.open(file, { threads, cache: o.cache });
-  } catch (e) {
-    row.errors.push(`kvpack could not load ${shortPath(file)}: ${errorText(e)}`);
-    progress.tick(progressUnits(o.runs, chunkSizes.length, 'kvpack'));
-    return;
-  }
-  try {
-    row.kvpackFormat = engine.model.format;
-    const prompt = promptTokens(sizes.prefillTokens, model.firstPlainToken, model.vocabSize);
-    const decodePrompt = prompt.slice(0, sizes.decodePrompt);
-    row.kvpackDecode = await measure(sizes.decodeTokens, o.runs, progress, () => engine.decode(decodePrompt, sizes.decodeTokens));
-    for (const chunk of chunkSizes) {
-      const m = await measure(sizes.prefillTokens, o.runs, progress, () => engine.prefill(prompt, chunk));
-      row.kvpackPrefillByChunk[chunk] = m;
-      if (!row.kvpackPrefill || m.tokPerS > row.kvpackPrefill.tokPerS) {
-        row.kvpackPrefill = m;
-        row.kvpackChunk = chunk;
+    try {
+      kv = await KvpackEngine.open(file, { threads, cache: o.cache });
+      row.kvpackFormat = kv.model.format;
+    } catch (e) {
+      row.errors.push(`kvpack could not load ${row.kvpackFile}: ${errorText(e)}`);
+    }
+    try {
+      ll = await LlamaCppEngine.open(llModel, {
+        threads,
+        // Room for the prefill prompt; llama.cpp rounds context sizes up to a multiple of 256.
+        contextSize: Math.max(sizes.prefillTokens, sizes.decodePrompt + sizes.decodeTokens) + 256,
+        batchSize: sizes.prefillTokens,
+        flashAttention: o.flashAttention,
+      });
+      row.llamaFlashAttention = ll.flashAttention;
+    } catch (e) {
+      row.errors.push(`llama.cpp could not create a context: ${errorText(e)}`);
+    }
+    const decodeJobs: Job[] = [];
+    const prefillJobs: Job[] = [];
+    if (kv) {
+      const engine = kv;
+      decodeJobs.push({ key: 'kvpack decode', tokens: sizes.decodeTokens, run: () => engine.decode(decodePrompt, sizes.decodeTokens) });
+      for (const c of chunkSizes) prefillJobs.push({ key: `kvpack prefill ${c}`, tokens: sizes.prefillTokens, run: () => engine.prefill(prompt, c) });
+    }
+    if (ll) {
+      const engine = ll;
+      decodeJobs.push({ key: 'llama.cpp decode', tokens: sizes.decodeTokens, run: () => engine.decode(decodePrompt, sizes.decodeTokens) });
+      prefillJobs.push({ key: 'llama.cpp prefill', tokens: sizes.prefillTokens, run: () => engine.prefill(prompt) });
+    }
+    const progress = new Progress({
+      total: (o.runs + 1) * (decodeJobs.length + prefillJobs.length),
+      label: `speed ${model.id} ×${threads}`,
+      unit: 'runs',
+    });
+    const m = new Map([
+      ...(await measureInterleaved(decodeJobs, o.runs, progress, row.errors)),
+      ...(await measureInterleaved(prefillJobs, o.runs, progress, row.errors)),
+    ]);
+    progress.done(row.errors.length ? `${row.errors.length} error(s)` : undefined);
+    row.kvpackDecode = m.get('kvpack decode') ?? null;
+    row.llamaDecode = m.get('llama.cpp decode') ?? null;
+    row.llamaPrefill = m.get('llama.cpp prefill') ?? null;
+    for (const c of chunkSizes) {
+      const p = m.get(`kvpack prefill ${c}`);
+      if (!p) continue;
+      row.kvpackPrefillByChunk[c] = p;
+      if (!row.kvpackPrefill || p.tokPerS > row.kvpackPrefill.tokPerS) {
+        row.kvpackPrefill = p;
+        row.kvpackChunk = c;
       }
     }
-  } catch (e) {
-    row.errors.push(`kvpack failed: ${errorText(e)}`);
   } finally {
-    await engine.close();
+    await kv?.close();
+    await ll?.close();
   }
-}
-
-async function runLlamaCpp(ctx: BenchContext, llModel: LlamaModel, threads: number, sizes: Sizes, model: BenchModel, row: SpeedRow, progress: Progress): Promise<void> {
-  const o = ctx.options;
-  const engine = await LlamaCppEngine.open(llModel, {
-    threads,
-    // Room for the prefill prompt; llama.cpp rounds context sizes up to a multiple of 256.
-    contextSize: Math.max(sizes.prefillTokens, sizes.decodePrompt + sizes.decodeTokens) + 256,
-    batchSize: sizes.prefillTokens,
-    flashAttention: o.flashAttention,
-  });
-  try {
-    row.llamaFlashAttention = engine.flashAttention;
-    const prompt = promptTokens(sizes.prefillTokens, model.firstPlainToken, model.vocabSize);
-    const decodePrompt = prompt.slice(0, sizes.decodePrompt);
-    row.llamaDecode = await measure(sizes.decodeTokens, o.runs, progress, () => engine.decode(decodePrompt, sizes.decodeTokens));
-    row.llamaPrefill = await measure(sizes.prefillTokens, o.runs, progress, () => engine.prefill(prompt));
-  } catch (e) {
-    row.errors.push(`llama.cpp failed: ${errorText(e)}`);
-  } finally {
-    await engine.close();
-  }
-}
-
-function progressUnits(runs: number, chunks: number, engine: 'kvpack' | 'llama.cpp'): number {
-  const perNumber = runs + 1;
-  return engine === 'kvpack' ? perNumber * (1 + chunks) : perNumber * 2;
 }
 
 const ratio = (a: Measured | null, b: Measured | null): Cell => (a && b ? a.tokPerS / b.tokPerS : null);
@@ -152,15 +185,7 @@ async function runSpeed(ctx: BenchContext): Promise<SectionResult> {
           kvpackDecode: null, llamaDecode: null, kvpackPrefill: null, kvpackChunk: null, kvpackPrefillByChunk: {},
           llamaPrefill: null, llamaFlashAttention: null, errors: [],
         };
-        const progress = new Progress({
-          total: progressUnits(o.runs, chunkSizes.length, 'kvpack') + progressUnits(o.runs, 0, 'llama.cpp'),
-          label: `speed ${spec.id} ×${threads}`,
-          unit: 'runs',
-        });
-        // One engine at a time: on a small machine an idle engine's threads must not share the cores.
-        await runKvpack(ctx, model, threads, sizes, chunkSizes, row, progress);
-        await runLlamaCpp(ctx, llModel, threads, sizes, model, row, progress);
-        progress.done(row.errors.length ? `${row.errors.length} error(s)` : undefined);
+        await runRow(ctx, model, llModel, threads, sizes, chunkSizes, row);
         for (const e of row.errors) ctx.log(`  ${e}`);
         rows.push(row);
       }
@@ -204,6 +229,7 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
         `prefill: one ${sizes.prefillTokens}-token prompt into an empty cache (llama.cpp batch ${sizes.prefillTokens}; kvpack at its best chunk size, shown).`,
       `each number: median of ${runs} timed run(s) after a warm-up, wall clock; same token ids and thread count for both engines; ratio = kvpack / llama.cpp.`,
       `kvpack cache: ${cache}; llama.cpp: node-llama-cpp prebuilt CPU binary, f16 KV cache, flash attention ${fa.length ? fa.map((x) => (x === 'auto' ? 'auto' : x ? 'on' : 'off')).join('/') : '?'}.`,
+      ...slowerWithThreads(rows),
       ...rows.flatMap((r) => r.errors.map((e) => `${r.model} ×${r.threads}: ${e}`)),
     ],
   };
@@ -221,6 +247,31 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
     }),
   };
   return chunkSizes.length > 1 ? [main, byChunk] : [main];
+}
+
+/**
+ * Flags numbers where more threads made an engine slower: on a machine with few cores that usually
+ * means threads waited for a core (other processes, or the engine's own idle threads), so the ratio
+ * in that row says more about scheduling than about the engines.
+ */
+function slowerWithThreads(rows: SpeedRow[]): string[] {
+  const notes: string[] = [];
+  const pick: [string, (r: SpeedRow) => Measured | null][] = [
+    ['kvpack decode', (r) => r.kvpackDecode], ['llama.cpp decode', (r) => r.llamaDecode],
+    ['kvpack prefill', (r) => r.kvpackPrefill], ['llama.cpp prefill', (r) => r.llamaPrefill],
+  ];
+  for (const r of rows) {
+    const base = rows.find((x) => x.model === r.model && x.threads === 1);
+    if (!base || r.threads === 1) continue;
+    for (const [what, get] of pick) {
+      const one = get(base)?.tokPerS;
+      const many = get(r)?.tokPerS;
+      if (one && many && many < 0.8 * one) {
+        notes.push(`${r.model}: ${what} is slower at ${r.threads} threads than at 1 (${formatNumber(many)} vs ${formatNumber(one)} tok/s) — threads waiting for a core; read that row's ratio with care.`);
+      }
+    }
+  }
+  return notes;
 }
 
 export const speedSection: Section = {
