@@ -250,9 +250,9 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
 }
 
 /**
- * Flags numbers where more threads made an engine slower: on a machine with few cores that usually
- * means threads waited for a core (other processes, or the engine's own idle threads), so the ratio
- * in that row says more about scheduling than about the engines.
+ * Flags numbers where more threads made an engine slower: the per-step cost of waking and
+ * synchronising threads outweighed the split work (small models, few cores, or other processes
+ * holding a core), so the ratio in that row says more about scheduling than about the kernels.
  */
 function slowerWithThreads(rows: SpeedRow[]): string[] {
   const notes: string[] = [];
@@ -267,7 +267,7 @@ function slowerWithThreads(rows: SpeedRow[]): string[] {
       const one = get(base)?.tokPerS;
       const many = get(r)?.tokPerS;
       if (one && many && many < 0.8 * one) {
-        notes.push(`${r.model}: ${what} is slower at ${r.threads} threads than at 1 (${formatNumber(many)} vs ${formatNumber(one)} tok/s) — threads waiting for a core; read that row's ratio with care.`);
+        notes.push(`${r.model}: ${what} is slower at ${r.threads} threads than at 1 (${formatNumber(many)} vs ${formatNumber(one)} tok/s): thread wake-up and synchronisation cost more than the split work saved; read that row's ratio with care.`);
       }
     }
   }
