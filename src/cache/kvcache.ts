@@ -1,7 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec } from './codec.js';
-import type { AttentionStats, Policy } from './policy.js';
+import type { AttentionStats, Policy, TokenRows } from './policy.js';
 import { CODECS, POLICIES, printSpec } from './registry.js';
 import { withDefaults, type CacheSpec } from './spec.js';
 
@@ -27,7 +27,7 @@ export class KVCache {
   private received = 0;
   private lastProbs = 0;
   private tail = new Float32Array(0);
-  private readonly needsKeyNorms: boolean;
+  private readonly needsRows: boolean;
   private referenceSet = false;
 
   constructor(private readonly k: Kernels, private readonly config: ModelConfig, spec: CacheSpec, initialCapacity: number) {
@@ -38,7 +38,7 @@ export class KVCache {
     const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
     this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
     this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), { kernels: k, config, capacity: this.capacity });
-    this.needsKeyNorms = policyKind.needsKeyNorms === true;
+    this.needsRows = policyKind.needsRows === true;
     this.lengths = new Array<number>(config.numLayers).fill(0);
     this.allocAttentionBuffers();
     for (let l = 0; l < config.numLayers; l++) this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
@@ -69,9 +69,8 @@ export class KVCache {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
-    const keyNorms = this.needsKeyNorms ? this.keyNorms(keys, n) : undefined;
     for (let h = 0; h < c.numKvHeads; h++) {
-      this.policy.onAppend(layer, h, from, n, positions, keyNorms?.[h]);
+      this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
       this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n).set(positions.subarray(0, n));
     }
     this.codec.write(layer, from, n, keys, values, positionsPtr);
@@ -168,18 +167,17 @@ export class KVCache {
     }
   }
 
-  private keyNorms(keys: number, n: number): Float32Array[] {
-    const c = this.config;
-    const k = this.k.arena.f32(keys, n * c.numKvHeads * c.headDim);
-    return Array.from({ length: c.numKvHeads }, (_, h) => {
-      const norms = new Float32Array(n);
-      for (let t = 0; t < n; t++) {
-        let ss = 0;
-        for (let i = 0; i < c.headDim; i++) ss += k[(t * c.numKvHeads + h) * c.headDim + i]! ** 2;
-        norms[t] = Math.sqrt(ss);
-      }
-      return norms;
-    });
+  /** One KV head's rows out of the [n × kvHeads × headDim] buffers (before the codec rotates keys). */
+  private headRows(keys: number, values: number, head: number, n: number): TokenRows {
+    const { numKvHeads, headDim } = this.config;
+    const all = { keys: this.k.arena.f32(keys, n * numKvHeads * headDim), values: this.k.arena.f32(values, n * numKvHeads * headDim) };
+    const rows = { keys: new Float32Array(n * headDim), values: new Float32Array(n * headDim), headDim };
+    for (let t = 0; t < n; t++) {
+      const at = (t * numKvHeads + head) * headDim;
+      rows.keys.set(all.keys.subarray(at, at + headDim), t * headDim);
+      rows.values.set(all.values.subarray(at, at + headDim), t * headDim);
+    }
+    return rows;
   }
 
   private allocAttentionBuffers(): void {

@@ -21,6 +21,13 @@ export interface AttentionStats {
   tailRows: number;
 }
 
+/** The new tokens' keys (before RoPE) and values of one KV head, [n × headDim] each. */
+export interface TokenRows {
+  keys: Float32Array;
+  values: Float32Array;
+  headDim: number;
+}
+
 /** Per-slot facts a policy may use to choose. */
 export interface SlotView {
   /** Token position of each live slot of this KV head. */
@@ -44,8 +51,11 @@ export interface Policy {
   target(layer: number): number;
   /** Sets the length fractions of the budget refer to (the prompt, or the scored sequence). */
   setReference(tokens: number): void;
-  /** Called before slots [from, from+n) are written with new tokens. keyNorms: [n] per head, pre-RoPE ‖k‖. */
-  onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, keyNorms: Float32Array | undefined): void;
+  /**
+   * Called before slots [from, from+n) are written with new tokens. `rows` (only for kinds with
+   * `needsRows`) holds this head's n keys (before RoPE) and values, [n × headDim] each.
+   */
+  onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, rows: TokenRows | undefined): void;
   observe(stats: AttentionStats): void;
   /** Slot indices (distinct, < view.length) to evict from one KV head, `count` of them. */
   choose(layer: number, head: number, count: number, view: SlotView): Int32Array;
@@ -68,6 +78,6 @@ export interface PolicyShape {
 export interface PolicyKind {
   schema: PartSchema;
   create(params: Record<string, ParamValue>, shape: PolicyShape): Policy;
-  /** Whether the keys it needs must be norm-tracked (knorm). */
-  needsKeyNorms?: boolean;
+  /** Whether `onAppend` needs the new tokens' key and value rows (knorm, qhitter). */
+  needsRows?: boolean;
 }

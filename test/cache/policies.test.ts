@@ -12,8 +12,9 @@ function make(spec: string, numKvHeads: number, length: number, capacity = 16): 
   const policy = kind.create(withDefaults(parsed.policy, kind.schema), { numLayers: 1, numKvHeads, capacity });
   const positions = Int32Array.from({ length }, (_, i) => i);
   for (let h = 0; h < numKvHeads; h++) {
-    const norms = Float32Array.from({ length }, (_, i) => i + 1);
-    policy.onAppend(0, h, 0, length, positions, norms);
+    // one-dimensional keys 1..length: their norms are 1..length
+    const rows = { keys: Float32Array.from({ length }, (_, i) => i + 1), values: new Float32Array(length), headDim: 1 };
+    policy.onAppend(0, h, 0, length, positions, rows);
   }
   return policy;
 }

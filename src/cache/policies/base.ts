@@ -1,5 +1,5 @@
 import { LayerBudgets, resolveCount } from '../budget.js';
-import type { AttentionStats, Policy, PolicyShape, SlotView } from '../policy.js';
+import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
 import type { ParamValue } from '../spec.js';
 
 type Numbers = Float32Array | Uint8Array | Uint16Array;
@@ -103,7 +103,7 @@ export abstract class BudgetPolicy implements Policy {
   }
   private scratchBuffer = new Float32Array(0);
 
-  onAppend(layer: number, head: number, from: number, n: number, _positions: Int32Array, _keyNorms: Float32Array | undefined): void {
+  onAppend(layer: number, head: number, from: number, n: number, _positions: Int32Array, _rows: TokenRows | undefined): void {
     for (const s of this.states) s.clear(layer, head, from, n);
   }
 

@@ -1,5 +1,5 @@
 import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
+import type { AttentionStats, PolicyKind, PolicyShape, TokenRows } from '../policy.js';
 import type { ParamValue } from '../spec.js';
 import { BudgetPolicy, SlotArrays } from './base.js';
 
@@ -14,10 +14,14 @@ class KnormPolicy extends BudgetPolicy {
     this.negNorm = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
 
-  override onAppend(layer: number, head: number, from: number, n: number, _p: Int32Array, keyNorms: Float32Array | undefined): void {
-    if (!keyNorms) throw new Error('internal: knorm needs key norms');
+  override onAppend(layer: number, head: number, from: number, n: number, _p: Int32Array, rows: TokenRows | undefined): void {
+    if (!rows) throw new Error('internal: knorm needs the key rows');
     const d = this.negNorm.of(layer, head);
-    for (let i = 0; i < n; i++) d[from + i] = -keyNorms[i]!;
+    for (let t = 0; t < n; t++) {
+      let ss = 0;
+      for (let i = 0; i < rows.headDim; i++) ss += rows.keys[t * rows.headDim + i]! ** 2;
+      d[from + t] = -Math.sqrt(ss); // RoPE rotates pairs, so the norm before it is the norm after
+    }
   }
 
   protected update(_stats: AttentionStats): void {}
@@ -30,5 +34,5 @@ class KnormPolicy extends BudgetPolicy {
 export const knorm: PolicyKind = {
   schema: { name: 'knorm', doc: 'sanity baseline: drop the keys with the largest norm', params: { ...BUDGET_PARAMS } },
   create: (params, shape) => new KnormPolicy(params, shape),
-  needsKeyNorms: true,
+  needsRows: true,
 };
