@@ -11,6 +11,11 @@ export interface SessionOptions {
   cache?: string;
   /** Tokens per forward call during prefill and chunked scoring. */
   chunkSize?: number;
+  /**
+   * Run past the model's trained context with a fixed-budget cache: RoPE positions become ranks
+   * among the held tokens (StreamingLLM, H2O's streaming variant); keys are stored before RoPE.
+   */
+  streaming?: boolean;
 }
 
 export interface GenerateOptions {
@@ -42,13 +47,15 @@ export class Session {
   readonly cache: KVCache;
   private readonly scratch: Scratch;
   private readonly chunkSize: number;
+  private readonly streaming: boolean;
 
   constructor(readonly model: Model, options: SessionOptions = {}) {
     const spec = parseSpec(options.cache ?? 'full');
     this.chunkSize = options.chunkSize ?? 128;
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
-    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024));
+    this.streaming = options.streaming === true;
+    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
 
@@ -171,11 +178,12 @@ export class Session {
   }
 
   private checkRoom(more: number): void {
+    if (this.streaming) return; // positions are ranks among at most budget tokens
     const limit = this.model.config.maxContext;
     if (this.tokens.length + more > limit) {
       throw new LimitError(
         `${this.tokens.length + more} tokens (${this.tokens.length} held + ${more} requested) exceed the model's context of ${limit}; ` +
-          'shorten the prompt or lower --max-tokens',
+          'shorten the prompt, lower --max-tokens, or stream with a fixed-budget cache (--streaming --cache "window(sinks=4,recent=1020)")',
       );
     }
   }

@@ -46,9 +46,16 @@ export interface CodecContext {
   kernels: Kernels;
   config: ModelConfig;
   capacity: number;
+  /**
+   * Streaming: keys must be stored before RoPE and rotated at read, by the positions that
+   * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).
+   */
+  ropeOnRead: boolean;
 }
 
 export interface CodecKind {
   schema: PartSchema;
   create(params: Record<string, ParamValue>, ctx: CodecContext): Codec;
+  /** Whether the codec can rotate keys at read (needed for streaming past the trained context). */
+  ropeOnRead?: boolean;
 }

@@ -4,6 +4,7 @@ import type { Codec } from './codec.js';
 import type { AttentionStats, Policy, TokenRows } from './policy.js';
 import { CODECS, POLICIES, printSpec } from './registry.js';
 import { withDefaults, type CacheSpec } from './spec.js';
+import { UsageError } from '../errors.js';
 
 /**
  * A KV cache is a policy × a codec. Per (layer, KV head) it keeps token slots, each knowing its
@@ -29,19 +30,43 @@ export class KVCache {
   private tail = new Float32Array(0);
   private readonly needsRows: boolean;
   private referenceSet = false;
+  /** Streaming: RoPE positions are ranks among the held tokens, recomputed after evictions. */
+  readonly streaming: boolean;
+  private ropePositions: number[] = [];
+  private ranksValid: boolean[];
+  private queryPositions = 0;
+  private queryPositionsLength = 0;
 
-  constructor(private readonly k: Kernels, private readonly config: ModelConfig, spec: CacheSpec, initialCapacity: number) {
+  constructor(
+    private readonly k: Kernels,
+    private readonly config: ModelConfig,
+    spec: CacheSpec,
+    initialCapacity: number,
+    options: { streaming?: boolean } = {},
+  ) {
     this.spec = printSpec(spec);
     this.capacity = Math.max(1, initialCapacity);
+    this.streaming = options.streaming === true;
     const policyKind = POLICIES.get(spec.policy.name)!;
     const codecKind = CODECS.get(spec.codec.name)!;
+    if (this.streaming && spec.policy.name === 'full') {
+      throw new UsageError('streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=1020) or h2o(budget=1024)');
+    }
+    if (this.streaming && !codecKind.ropeOnRead) {
+      throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);
+    }
     const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
     this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
-    this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), { kernels: k, config, capacity: this.capacity });
+    const ctx = { kernels: k, config, capacity: this.capacity, ropeOnRead: this.streaming };
+    this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), ctx);
+    this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.needsRows = policyKind.needsRows === true;
     this.lengths = new Array<number>(config.numLayers).fill(0);
     this.allocAttentionBuffers();
-    for (let l = 0; l < config.numLayers; l++) this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
+    for (let l = 0; l < config.numLayers; l++) {
+      this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
+      if (this.streaming) this.ropePositions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
+    }
   }
 
   /** Tokens held per KV head in the last layer. */
@@ -63,12 +88,19 @@ export class KVCache {
 
   /**
    * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
-   * attention of their n queries (after RoPE) to `out`. Buffers: f32 [n × heads × headDim].
+   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. Queries arrive
+   * rotated at their positions, except when streaming: then the cache rotates them at their rank.
    */
   attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, positionsPtr: number, n: number, out: number): void {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
+    let slotPositions = this.positions[layer]!;
+    if (this.streaming) {
+      positionsPtr = this.streamingPositions(layer, from, n);
+      this.k.rope(q, n, c.numHeads, c.headDim, positionsPtr, c.ropeTheta, c.ropeLayout);
+      slotPositions = this.ropePositions[layer]!;
+    }
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
       this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n).set(positions.subarray(0, n));
@@ -82,7 +114,7 @@ export class KVCache {
     if (received) this.k.arena.f32(received, c.numHeads * this.capacity).fill(0);
     const rowFloats = c.numHeads * c.headDim;
     if (plain > 0) {
-      this.codec.attention(layer, { q, out, n: plain, visible: from + 1, positions: this.positions[layer]!, lastProbs: 0, received });
+      this.codec.attention(layer, { q, out, n: plain, visible: from + 1, positions: slotPositions, lastProbs: 0, received });
     }
     // queries in the policy's tail go one at a time so each one's probabilities can be kept
     const probs = this.k.arena.f32(this.lastProbs, c.numHeads * this.capacity);
@@ -90,7 +122,7 @@ export class KVCache {
       const i = plain + r;
       this.codec.attention(layer, {
         q: q + i * rowFloats * 4, out: out + i * rowFloats * 4, n: 1, visible: from + 1 + i,
-        positions: this.positions[layer]!, lastProbs: this.lastProbs, received,
+        positions: slotPositions, lastProbs: this.lastProbs, received,
       });
       this.tail.set(probs, r * probs.length);
     }
@@ -120,6 +152,7 @@ export class KVCache {
         this.swapRemove(l, h, evicted, length, positions);
       }
       this.lengths[l] = keep;
+      this.ranksValid[l] = false;
     }
   }
 
@@ -141,6 +174,7 @@ export class KVCache {
 
   reset(): void {
     this.lengths.fill(0);
+    this.ranksValid.fill(false);
     this.peak = 0;
     this.policy.reset();
     this.referenceSet = false;
@@ -148,8 +182,37 @@ export class KVCache {
 
   free(): void {
     this.codec.free();
-    for (const p of [...this.positions, this.received, this.lastProbs]) this.k.arena.free(p);
+    for (const p of [...this.positions, ...this.ropePositions, this.received, this.lastProbs]) this.k.arena.free(p);
+    if (this.queryPositions) this.k.arena.free(this.queryPositions);
     this.positions = [];
+    this.ropePositions = [];
+  }
+
+  /**
+   * Streaming RoPE positions: each held token's rank by position, new tokens after them. Ranks
+   * change only when tokens are evicted, so they are recomputed after an eviction. Returns a
+   * pointer to the n new tokens' positions (also the queries').
+   */
+  private streamingPositions(layer: number, from: number, n: number): number {
+    const c = this.config;
+    if (this.queryPositionsLength < n) {
+      if (this.queryPositions) this.k.arena.free(this.queryPositions);
+      this.queryPositions = this.k.arena.alloc(n * 4);
+      this.queryPositionsLength = n;
+    }
+    const queries = this.k.arena.i32(this.queryPositions, n);
+    for (let i = 0; i < n; i++) queries[i] = from + i;
+    for (let h = 0; h < c.numKvHeads; h++) {
+      const ranks = this.k.arena.i32(this.ropePositions[layer]! + h * this.capacity * 4, from + n);
+      if (!this.ranksValid[layer]) {
+        const held = this.k.arena.i32(this.positions[layer]! + h * this.capacity * 4, from);
+        const order = Array.from({ length: from }, (_, s) => s).sort((a, b) => held[a]! - held[b]!);
+        order.forEach((slot, rank) => (ranks[slot] = rank));
+      }
+      ranks.set(queries, from);
+    }
+    this.ranksValid[layer] = true;
+    return this.queryPositions;
   }
 
   /** Moves the survivors at the end into the holes the evicted slots leave below the new length. */
@@ -202,6 +265,11 @@ export class KVCache {
       }
       this.k.arena.free(this.positions[l]!);
       this.positions[l] = next;
+      if (this.streaming) {
+        this.k.arena.free(this.ropePositions[l]!);
+        this.ropePositions[l] = this.k.arena.alloc(c.numKvHeads * capacity * 4);
+        this.ranksValid[l] = false;
+      }
     }
     this.policy.resize(capacity);
     this.k.arena.free(this.received);

@@ -13,6 +13,7 @@ Streams the continuation of the prompt to stdout.
   --seed S         sampling seed (default 0)
   --stop STR       stop before this string (repeatable)
   --cache SPEC     KV cache spec (default full)
+  --streaming      generate past the model's context with a fixed-budget cache (StreamingLLM positions)
 `;
 
 export async function generateCommand(argv: string[]): Promise<void> {
@@ -25,6 +26,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     greedy: { type: 'boolean' },
     stop: { type: 'string', multiple: true },
     cache: { type: 'string' },
+    streaming: { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length > 1) throw new UsageError('generate takes one prompt; quote it: kvpack generate "Once upon a time"');
@@ -38,7 +40,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   };
   const model = await loadModelFromOptions(values);
   try {
-    const session = model.session({ cache: values.cache });
+    const session = model.session({ cache: values.cache, streaming: values.streaming });
     process.stdout.write(prompt);
     for await (const piece of session.generate(prompt, options)) process.stdout.write(piece);
     process.stdout.write('\n');

@@ -5,11 +5,14 @@ import { intOption, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|FILE [--ctx 2048] [--chunks N]
-                  [--mode chunked|decode] [--cache SPEC] [--json]
+                  [--mode chunked|decode] [--cache SPEC] [--streaming] [--window N] [--json]
 
 Perplexity the way the GPTQ/KVQuant scripts compute it: the joined text is tokenized, cut into
 non-overlapping ctx-token chunks, each scored from an empty cache; exp of the mean NLL.
   --mode decode feeds one token at a time, as generation does.
+  --streaming   run chunks longer than the model's context with a fixed-budget cache
+                (RoPE positions become ranks among the held tokens, as in StreamingLLM)
+  --window N    also report perplexity per N-position window (to see it stay flat)
 `;
 
 export async function pplCommand(argv: string[]): Promise<void> {
@@ -20,6 +23,8 @@ export async function pplCommand(argv: string[]): Promise<void> {
     chunks: { type: 'string' },
     mode: { type: 'string' },
     cache: { type: 'string' },
+    streaming: { type: 'boolean' },
+    window: { type: 'string' },
     json: { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(HELP);
@@ -34,7 +39,8 @@ export async function pplCommand(argv: string[]): Promise<void> {
     let bar: Progress | undefined;
     let reported = 0;
     const result = perplexity(model, {
-      data: values.data, ctx, chunks, mode, cache: values.cache,
+      data: values.data, ctx, chunks, mode, cache: values.cache, streaming: values.streaming,
+      windowSize: values.window === undefined ? undefined : intOption('window', values.window, 1, 1),
       onProgress: (done, total) => {
         bar ??= new Progress({ total, label: `ppl ${values.data}`, unit: 'tok' });
         bar.tick(done - reported);
@@ -48,6 +54,7 @@ export async function pplCommand(argv: string[]): Promise<void> {
       process.stdout.write(
         `${result.data}: perplexity ${result.ppl.toFixed(3)} over ${result.tokens} tokens (${result.chunks} chunks of ${result.ctx}, ${result.mode}, cache ${result.cache}) in ${result.seconds.toFixed(1)} s\n`,
       );
+      if (result.windows) process.stdout.write(`per ${values.window}-position window: ${result.windows.map((p) => p.toFixed(2)).join(' ')}\n`);
     }
   } finally {
     await model.close();

@@ -12,6 +12,10 @@ export interface PerplexityOptions {
   chunks?: number;
   cache?: string;
   mode?: 'chunked' | 'decode';
+  /** Past the trained context with a fixed-budget cache (see SessionOptions.streaming). */
+  streaming?: boolean;
+  /** Also report perplexity per window of this many positions within a chunk (averaged over chunks). */
+  windowSize?: number;
   /** Called after each scored token batch with the count done so far and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -35,6 +39,9 @@ export interface PerplexityResult {
   compression: number;
   /** Stored bits per key/value number of the codec. */
   bits_per_value: number;
+  streaming: boolean;
+  /** Perplexity of each windowSize-position window, in order (when windowSize was given). */
+  windows?: number[];
 }
 
 /**
@@ -49,7 +56,10 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
   const longest = Math.max(...chunks.map((c) => c.length));
   const mode = o.mode ?? 'chunked';
   const cache = o.cache ?? 'full';
-  const session = model.session({ cache });
+  const streaming = o.streaming === true;
+  const session = model.session({ cache, streaming });
+  const windowNll: number[] = [];
+  const windowCount: number[] = [];
   let nll = 0;
   let peak = 0;
   const bits = session.cache.codec.bitsPerValue();
@@ -64,7 +74,13 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
         onProgress: (done) => o.onProgress?.(offset + done, total),
       });
       before += chunk.length;
-      for (const lp of logps) nll -= lp;
+      logps.forEach((lp, i) => {
+        nll -= lp;
+        if (!o.windowSize) return;
+        const w = Math.floor(i / o.windowSize);
+        windowNll[w] = (windowNll[w] ?? 0) - lp;
+        windowCount[w] = (windowCount[w] ?? 0) + 1;
+      });
       peak = Math.max(peak, session.cache.peakBytes());
     }
   } finally {
@@ -85,5 +101,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
     kv_bytes_per_token: peak / longest,
     compression: fullCacheBytes(model.config, longest) / peak,
     bits_per_value: bits,
+    streaming,
+    ...(o.windowSize ? { windows: windowNll.map((v, w) => Math.exp(v / windowCount[w]!)) } : {}),
   };
 }

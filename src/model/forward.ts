@@ -73,7 +73,7 @@ export function forward(
       k.addBias(s.k, L.bk, n, L.wk.rows);
       k.addBias(s.v, L.bv, n, L.wv.rows);
     }
-    k.rope(s.q, n, c.numHeads, c.headDim, s.positions, c.ropeTheta, c.ropeLayout);
+    if (!cache.streaming) k.rope(s.q, n, c.numHeads, c.headDim, s.positions, c.ropeTheta, c.ropeLayout);
     cache.attend(l, s.q, s.k, s.v, pos, s.positions, n, s.att);
     k.matmul(s.xb2, s.att, L.wo, n);
     k.add(s.x, s.xb2, n * hidden);

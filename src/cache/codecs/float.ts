@@ -4,7 +4,9 @@ import type { Codec, CodecAttention, CodecContext, CodecKind } from '../codec.js
 
 /**
  * Keys and values as plain f32 or f16 numbers. Keys are rotated (RoPE) when written, so attention
- * reads them as they are.
+ * reads them as they are. When streaming (ropeOnRead), keys are stored before RoPE and each
+ * attention call rotates the visible ones into a transient per-call scratch at the positions the
+ * cache gives, since those positions change as tokens are evicted.
  */
 class FloatCodec implements Codec {
   private keys: number[] = [];
@@ -53,7 +55,7 @@ class FloatCodec implements Codec {
 
   write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void {
     const { kernels: k, config: c } = this.ctx;
-    k.rope(keys, n, c.numKvHeads, c.headDim, positions, c.ropeTheta, c.ropeLayout);
+    if (!this.ctx.ropeOnRead) k.rope(keys, n, c.numKvHeads, c.headDim, positions, c.ropeTheta, c.ropeLayout);
     for (let t = 0; t < n; t++) {
       for (let h = 0; h < c.numKvHeads; h++) {
         const slot = h * this.capacity + from + t;
@@ -76,9 +78,10 @@ class FloatCodec implements Codec {
 
   attention(layer: number, a: CodecAttention): void {
     const c = this.ctx.config;
+    const keys = this.ctx.ropeOnRead ? this.rotatedKeys(layer, a.visible + a.n - 1, a.positions) : this.keys[layer]!;
     this.ctx.kernels.attention({
       out: a.out, q: a.q, n: a.n,
-      keys: this.keys[layer]!, values: this.values[layer]!, dtype: this.dtype,
+      keys, values: this.values[layer]!, dtype: this.dtype,
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim),
@@ -103,7 +106,36 @@ class FloatCodec implements Codec {
     return this.bytesPerNumber * 8;
   }
 
+  private rotated = 0;
+  private rotatedBytes = 0;
+  private rotateTemp = 0;
+
+  /** The first `count` keys of every head of a layer, rotated by their positions, in the store's layout. */
+  private rotatedKeys(layer: number, count: number, positions: number): number {
+    const { kernels: k, config: c } = this.ctx;
+    const bytes = c.numKvHeads * this.capacity * this.rowBytes;
+    if (this.rotatedBytes < bytes) {
+      for (const p of [this.rotated, this.rotateTemp]) if (p) k.arena.free(p);
+      this.rotated = k.arena.alloc(bytes);
+      this.rotateTemp = k.arena.alloc(this.capacity * c.headDim * 4);
+      this.rotatedBytes = bytes;
+    }
+    const table = f16Table();
+    for (let h = 0; h < c.numKvHeads; h++) {
+      const src = this.keys[layer]! + h * this.capacity * this.rowBytes;
+      const dst = this.rotated + h * this.capacity * this.rowBytes;
+      const temp = this.dtype === 'f32' ? dst : this.rotateTemp;
+      const values = count * c.headDim;
+      if (this.dtype === 'f32') k.arena.f32(temp, values).set(k.arena.f32(src, values));
+      else k.arena.f32(temp, values).set(Float32Array.from(k.arena.u16(src, values), (x) => table[x]!));
+      k.rope(temp, count, 1, c.headDim, positions + h * this.capacity * 4, c.ropeTheta, c.ropeLayout);
+      if (this.dtype === 'f16') k.toF16(dst, temp, values);
+    }
+    return this.rotated;
+  }
+
   free(): void {
+    for (const p of [this.rotated, this.rotateTemp]) if (p) this.ctx.kernels.arena.free(p);
     for (const p of [...this.keys, ...this.values]) this.ctx.kernels.arena.free(p);
     this.keys = [];
     this.values = [];
@@ -119,6 +151,7 @@ class FloatCodec implements Codec {
 const floatKind = (name: string, dtype: SlotDType, doc: string): CodecKind => ({
   schema: { name, doc, params: {} },
   create: (_params, ctx) => new FloatCodec(dtype, ctx),
+  ropeOnRead: true,
 });
 
 export const fp32 = floatKind('fp32', 'f32', 'keys and values as 32-bit floats');

@@ -1,0 +1,43 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, type Model } from '../../src/model/model.js';
+import { LimitError, UsageError } from '../../src/errors.js';
+import { STORIES_BIN } from '../engine/helpers.js';
+
+const stories = fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n').filter(Boolean)
+  .map((l) => (JSON.parse(l) as { ids: number[] }).ids);
+
+describe('streaming past the trained context (stories260K, context 512)', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(STORIES_BIN, { threads: 1 });
+  });
+  afterAll(async () => model.close());
+
+  it('with nothing evicted, streaming positions are the positions: same log-probabilities as the plain cache', () => {
+    const ids = stories[0]!.slice(0, 120);
+    const plain = model.session({ cache: 'window(sinks=4,recent=400)' }).score(ids, { mode: 'decode' });
+    const streamed = model.session({ cache: 'window(sinks=4,recent=400)', streaming: true }).score(ids, { mode: 'decode' });
+    expect(Array.from(streamed)).toEqual(Array.from(plain));
+  });
+
+  it('runs a sequence three times the context with a bounded cache and keeps perplexity flat', () => {
+    const ids = stories.slice(0, 6).flat(); // ~3000 tokens of stories back to back
+    expect(ids.length).toBeGreaterThan(3 * 512);
+    const session = model.session({ cache: 'window(sinks=4,recent=124)+fp16', streaming: true });
+    const logps = session.score(ids, { mode: 'decode' });
+    expect(session.cache.length).toBeLessThanOrEqual(128);
+    const ppl = (from: number, to: number) => Math.exp(-logps.slice(from, to).reduce((a, b) => a + b, 0) / (to - from));
+    const early = ppl(0, 500);
+    const late = ppl(ids.length - 501, ids.length - 1);
+    expect(Number.isFinite(late)).toBe(true);
+    expect(late).toBeLessThan(early * 1.5);
+  });
+
+  it('without streaming the context limit is an error that suggests streaming; streaming needs a budget', () => {
+    const ids = stories.slice(0, 2).flat();
+    expect(() => model.session({ cache: 'window(sinks=4,recent=124)' }).score(ids.concat(ids))).toThrow(LimitError);
+    expect(() => model.session({ cache: 'full', streaming: true })).toThrow(UsageError);
+  });
+});
