@@ -13,9 +13,10 @@ import { BenchContext, type BenchOptions, type Section, type SectionResult } fro
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
 import { speedSection } from './speed.js';
+import { contextScalingSection } from './context-scaling.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, kernelsSection];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection];
 
 const USAGE = `usage: npm run bench -- [options]
 

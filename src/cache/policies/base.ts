@@ -156,15 +156,26 @@ export abstract class BudgetPolicy implements Policy {
  * ties go to the older token. If too few are unprotected, the oldest protected ones follow.
  */
 export function lowestUnprotected(scores: ArrayLike<number>, view: SlotView, count: number, protectedFrom: number): Int32Array {
-  const order = Array.from({ length: view.length }, (_, s) => s);
   const isProtected = (s: number) => view.positions[s]! >= protectedFrom;
-  order.sort((a, b) => {
+  /** Whether slot a goes before slot b. */
+  const before = (a: number, b: number): boolean => {
     const pa = isProtected(a);
-    const pb = isProtected(b);
-    if (pa !== pb) return pa ? 1 : -1;
-    if (!pa && scores[a] !== scores[b]) return scores[a]! - scores[b]!;
-    return view.positions[a]! - view.positions[b]!;
-  });
+    if (pa !== isProtected(b)) return !pa;
+    if (!pa && scores[a] !== scores[b]) return scores[a]! < scores[b]!;
+    return view.positions[a]! < view.positions[b]!;
+  };
+  if (count <= 4) {
+    // decoding evicts one token per step: a few linear scans beat sorting every slot
+    const chosen: number[] = [];
+    for (let k = 0; k < count; k++) {
+      let best = -1;
+      for (let s = 0; s < view.length; s++) if (!chosen.includes(s) && (best < 0 || before(s, best))) best = s;
+      chosen.push(best);
+    }
+    return Int32Array.from(chosen);
+  }
+  const order = Array.from({ length: view.length }, (_, s) => s);
+  order.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
   return Int32Array.from(order.slice(0, count));
 }
 
