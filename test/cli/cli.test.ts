@@ -1,0 +1,71 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REF6M_GGUF, STORIES_BIN } from '../engine/helpers.js';
+
+// The built CLI, as a user runs it (npm test builds first).
+const CLI = path.resolve('dist/cli/main.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-cli-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function kvpack(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A user-facing failure: non-zero exit, one clear line naming the problem, no stack trace. */
+function expectCleanFailure(r: ReturnType<typeof kvpack>, ...phrases: string[]) {
+  expect(r.code).not.toBe(0);
+  expect(r.code).not.toBeNull(); // not killed by the timeout: no hang
+  for (const p of phrases) expect(r.stderr).toContain(p);
+  expect(r.stderr).not.toMatch(/^\s+at /m);
+  expect(r.stderr).not.toContain('internal error');
+}
+
+describe('kvpack CLI', () => {
+  it('generates greedily from stories260K', () => {
+    const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', 'Once upon a time');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Once upon a time, there was a little girl/);
+  });
+
+  it('prints model info and JSON perplexity', () => {
+    const info = kvpack('info', '--model', STORIES_BIN);
+    expect(info.code).toBe(0);
+    expect(info.stdout).toMatch(/KV bytes\/token\s+1280 \(f32\)/); // 2 × 5 layers × 4 KV heads × 8 dims × 4 bytes
+    const r = kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '2', '--json', '--mode', 'decode', '--cache', 'h2o(budget=32)');
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout) as Record<string, number | string>;
+    expect(result.chunks).toBe(2);
+    expect(result.cache).toBe('h2o(budget=32)');
+    expect(result.ppl).toBeGreaterThan(1);
+    expect(result.compression).toBeGreaterThan(1);
+  });
+
+  it('refuses a truncated model file, naming it', () => {
+    const cut = path.join(tmp, 'cut.gguf');
+    fs.writeFileSync(cut, fs.readFileSync(REF6M_GGUF).subarray(0, 5000));
+    expectCleanFailure(kvpack('info', '--model', cut), 'cut.gguf');
+  });
+
+  it('refuses a path that is neither a file nor a repo id', () => {
+    expectCleanFailure(kvpack('info', '--model', path.join(tmp, 'nothing-here')), 'nothing-here');
+  });
+
+  it('refuses a bad cache spec, listing what is allowed', () => {
+    expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--cache', 'h2o(budgt=3)', 'hi'), 'allowed: budget');
+  });
+
+  it('refuses bad options and unknown commands', () => {
+    expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--max-tokens', 'lots', 'hi'), '--max-tokens');
+    expectCleanFailure(kvpack('generate', '--bogus'), 'bogus');
+    expectCleanFailure(kvpack('frobnicate'), 'unknown command');
+    expectCleanFailure(kvpack('ppl', '--model', STORIES_BIN), '--data');
+  });
+
+  it('refuses a request longer than the context, suggesting what to do', () => {
+    expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--max-tokens', '600', 'Once'), "exceed the model's context of 512");
+  });
+});
