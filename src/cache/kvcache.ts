@@ -2,8 +2,8 @@ import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec } from './codec.js';
 import type { AttentionStats, Policy, TokenRows } from './policy.js';
-import { CODECS, POLICIES, printSpec } from './registry.js';
-import { withDefaults, type CacheSpec } from './spec.js';
+import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
+import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
 import { UsageError } from '../errors.js';
 
 /**
@@ -44,6 +44,7 @@ export class KVCache {
     initialCapacity: number,
     options: { streaming?: boolean } = {},
   ) {
+    spec = withPolicyCodec(spec);
     this.spec = printSpec(spec);
     this.capacity = Math.max(1, initialCapacity);
     this.streaming = options.streaming === true;
@@ -277,6 +278,14 @@ export class KVCache {
     this.capacity = capacity;
     this.allocAttentionBuffers();
   }
+}
+
+/** A spec that leaves the codec at fp32 gets the policy's own codec, if its kind names one (qhitter). */
+function withPolicyCodec(spec: CacheSpec): CacheSpec {
+  const kind = POLICIES.get(spec.policy.name)!;
+  const unnamed = spec.codec.name === DEFAULT_CODEC.name && Object.keys(spec.codec.params).length === 0;
+  if (!kind.defaultCodec || !unnamed) return spec;
+  return { policy: spec.policy, codec: parseSpec(kind.defaultCodec(withDefaults(spec.policy, kind.schema))).codec };
 }
 
 /** Bytes the full f32 cache holds for `tokens` tokens: keys, values and positions. */

@@ -80,4 +80,9 @@ export interface PolicyKind {
   create(params: Record<string, ParamValue>, shape: PolicyShape): Policy;
   /** Whether `onAppend` needs the new tokens' key and value rows (knorm, qhitter). */
   needsRows?: boolean;
+  /**
+   * The codec (spec text, e.g. `int(bits=4,axis=token)`) a cache uses when the spec names none:
+   * for a policy whose method stores what it keeps in a format of its own (qhitter).
+   */
+  defaultCodec?: (params: Record<string, ParamValue>) => string;
 }

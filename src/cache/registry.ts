@@ -4,6 +4,7 @@ import type { PolicyKind } from './policy.js';
 import { full } from './policies/full.js';
 import { h2o } from './policies/h2o.js';
 import { knorm } from './policies/knorm.js';
+import { qhitter } from './policies/qhitter.js';
 import { random } from './policies/random.js';
 import { scissorhands } from './policies/scissorhands.js';
 import { snapkv } from './policies/snapkv.js';
@@ -13,7 +14,7 @@ import { parseCacheSpec, printCacheSpec, type CacheSpec, type SpecRegistry } fro
 
 /** Every policy and codec a spec may name. */
 export const POLICIES = new Map<string, PolicyKind>(
-  [full, window, h2o, scissorhands, tova, snapkv, random, knorm].map((k) => [k.schema.name, k]),
+  [full, window, h2o, scissorhands, tova, snapkv, random, knorm, qhitter].map((k) => [k.schema.name, k]),
 );
 export const CODECS = new Map<string, CodecKind>([fp32, fp16].map((k) => [k.schema.name, k]));
 

@@ -1,0 +1,272 @@
+import { BUDGET_PARAMS, LayerBudgets } from '../budget.js';
+import type { AttentionStats, PolicyKind, PolicyShape, SlotView, TokenRows } from '../policy.js';
+import type { ParamSchema, ParamValue } from '../spec.js';
+import { UsageError } from '../../errors.js';
+import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+
+/**
+ * Q-Hitter (Zhang et al., MLSys'24), as the released code (VITA-Group/Q-Hitter,
+ * utils/modify_llama.py) defines it:
+ * - budgets fixed from the prompt length: `recent` newest tokens, `default` heavy hitters by
+ *   accumulated attention, `heavy` more by the combined score; their sum is the budget;
+ * - accumulated attention: each token's received probability summed over every query (as H2O);
+ * - quantization friendliness: the L2 error of min-max quantizing each token's key and its value
+ *   at `bits` (asymmetric, one scale and rounded zero point per row), each min-max normalised
+ *   over the tokens that arrived together across all heads; friendliness = 1 − (ek + ev) / 2;
+ * - combined score: alpha · minmax(accumulated) + (1 − alpha) · friendliness, the min and max
+ *   taken over every head and live token of the layer;
+ * - selection: the recent window, then the top `default` by accumulated attention, then the top
+ *   `heavy` by the combined score among the rest; everything else goes;
+ * - kept tokens stored packed at `bits`: without a codec in the spec, the cache uses the per-token
+ *   int codec at `bits` (`defaultCodec`).
+ *
+ * Deviations from the released code:
+ * - GQA: one token set per KV head; attention is the mean over its query heads (as kvpack's H2O).
+ *   Friendliness and the accumulated-attention min-max are taken over KV heads.
+ * - "Arrived together" is every token appended since the layer last chose: the whole prompt (as
+ *   the released prefill), then one token per decode step (normalised across heads, as released).
+ *   In ppl decode mode the tokens before the first eviction form the first group.
+ * - Keys are measured before RoPE, which is what kvpack's quantized codecs store (the released
+ *   code fake-quantizes rotated keys in place).
+ * - Fractions resolve with kvpack's rounding (round, at least 1) instead of int(); heavy defaults
+ *   to budget − default − recent, so qhitter(budget=0.2) keeps as many tokens as h2o(budget=0.2).
+ * - Ties go to the older token (torch.topk leaves them unspecified); a flat min-max (max = min)
+ *   gives 0 instead of NaN.
+ * - `alpha` may be a list per layer (the last entry repeats for deeper layers).
+ * Decode-time eviction is as released: after each generated token the layer holds budget + 1
+ * and one token goes, chosen by the same three stages.
+ */
+
+/** L2 norm of the error of min-max quantizing `row` to `bits` (the released code's Qerror, unnormalised). */
+export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    lo = Math.min(lo, row[i]!);
+    hi = Math.max(hi, row[i]!);
+  }
+  const maxInt = 2 ** bits - 1;
+  const scale = Math.max(hi - lo, 1e-5) / maxInt;
+  const zero = Math.min(maxInt, Math.max(0, -roundHalfEven(lo / scale)));
+  let ss = 0;
+  for (let i = 0; i < row.length; i++) {
+    const q = (Math.min(maxInt, Math.max(0, roundHalfEven(row[i]! / scale) + zero)) - zero) * scale;
+    ss += (q - row[i]!) ** 2;
+  }
+  return Math.sqrt(ss);
+}
+
+/** torch.round: halves go to the even neighbour. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** (x − min) / (max − min) over a block, in place; a flat block becomes 0. */
+export function minmaxNormalise(x: Float32Array | number[]): void {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of x) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  const span = hi - lo;
+  for (let i = 0; i < x.length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
+}
+
+/**
+ * Friendliness of a block of tokens that arrived together, from their raw key and value errors:
+ * 1 − (minmax(keyErrors) + minmax(valueErrors)) / 2, so 1 is the most quantization-friendly.
+ */
+export function friendliness(keyErrors: ArrayLike<number>, valueErrors: ArrayLike<number>): Float32Array {
+  const k = Float32Array.from(keyErrors);
+  const v = Float32Array.from(valueErrors);
+  minmaxNormalise(k);
+  minmaxNormalise(v);
+  return k.map((ek, i) => 1 - (ek + v[i]!) / 2);
+}
+
+const FRACTION = (value: number, doc: string): ParamSchema => ({ type: { kind: 'budget' }, default: value, doc });
+
+class QHitterPolicy extends BudgetPolicy {
+  readonly tailQueries = 0;
+  readonly needsReceived = true;
+  private readonly accumulated: SlotArrays<Float32Array>;
+  /** Per slot: the raw key and value errors until normalised, then [friendliness, value error]. */
+  private readonly quality: SlotArrays<Float32Array>;
+  /** Per layer: slots [0, settled) have their friendliness; later ones wait for the next choice. */
+  private readonly settled: number[];
+  private readonly accRange: { lo: number; hi: number }[];
+  private readonly parts: { recent: LayerBudgets; default: LayerBudgets; heavy: LayerBudgets | undefined };
+  private readonly bits: number;
+  private readonly alpha: number[];
+
+  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+    super({ ...params, budget: params.budget ?? 0.2 }, shape);
+    this.accumulated = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+    this.quality = this.track(new SlotArrays((n) => new Float32Array(n), shape, 2));
+    this.settled = new Array<number>(shape.numLayers).fill(0);
+    this.accRange = Array.from({ length: shape.numLayers }, () => ({ lo: 0, hi: 0 }));
+    const part = (v: ParamValue | undefined) => (v === undefined ? undefined : new LayerBudgets(v as number | number[], shape.numLayers, 'uniform'));
+    this.parts = { recent: part(params.recent)!, default: part(params.default)!, heavy: part(params.heavy) };
+    this.bits = params.bits as number;
+    this.alpha = typeof params.alpha === 'number' ? [params.alpha] : (params.alpha as number[]);
+  }
+
+  override setReference(tokens: number): void {
+    super.setReference(tokens);
+    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setReference(tokens);
+  }
+
+  /** Tokens of each stage in a layer (Infinity each before a fractional reference is known). */
+  stages(layer: number): { recent: number; default: number; heavy: number } {
+    const recent = this.parts.recent.forLayer(layer);
+    const dflt = this.parts.default.forLayer(layer);
+    const heavy = this.parts.heavy ? this.parts.heavy.forLayer(layer) : Math.max(0, super.budget(layer) - recent - dflt);
+    return { recent, default: dflt, heavy };
+  }
+
+  override budget(layer: number): number {
+    const s = this.stages(layer);
+    return s.recent + s.default + s.heavy;
+  }
+
+  alphaOf(layer: number): number {
+    return this.alpha[Math.min(layer, this.alpha.length - 1)]!;
+  }
+
+  override onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, rows: TokenRows | undefined): void {
+    super.onAppend(layer, head, from, n, positions, rows);
+    if (!rows) throw new Error('internal: qhitter needs the key and value rows');
+    // slots at `from` and beyond were evicted or never settled
+    this.settled[layer] = Math.min(this.settled[layer]!, from);
+    const q = this.quality.of(layer, head);
+    const d = rows.headDim;
+    for (let t = 0; t < n; t++) {
+      q[2 * (from + t)] = minmaxQuantError(rows.keys.subarray(t * d, (t + 1) * d), this.bits);
+      q[2 * (from + t) + 1] = minmaxQuantError(rows.values.subarray(t * d, (t + 1) * d), this.bits);
+    }
+  }
+
+  protected update(stats: AttentionStats): void {
+    const mean = this.scratch(stats.capacity);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let h = 0; h < this.shape.numKvHeads; h++) {
+      groupMean(stats.received, 0, h, stats, mean);
+      const acc = this.accumulated.of(stats.layer, h);
+      for (let s = 0; s < stats.length; s++) {
+        acc[s] = acc[s]! + mean[s]!;
+        lo = Math.min(lo, acc[s]!);
+        hi = Math.max(hi, acc[s]!);
+      }
+    }
+    // the released code normalises over the whole layer after each step, before evicting
+    this.accRange[stats.layer] = { lo, hi };
+  }
+
+  /** Turns the raw errors of slots [settled, length) of every head of a layer into friendliness. */
+  private settle(layer: number, length: number): void {
+    const from = this.settled[layer]!;
+    if (from >= length) return;
+    const heads = this.shape.numKvHeads;
+    const count = length - from;
+    const ke = new Float32Array(heads * count);
+    const ve = new Float32Array(heads * count);
+    for (let h = 0; h < heads; h++) {
+      const q = this.quality.of(layer, h);
+      for (let s = from; s < length; s++) {
+        ke[h * count + s - from] = q[2 * s]!;
+        ve[h * count + s - from] = q[2 * s + 1]!;
+      }
+    }
+    const f = friendliness(ke, ve);
+    for (let h = 0; h < heads; h++) {
+      const q = this.quality.of(layer, h);
+      for (let s = from; s < length; s++) q[2 * s] = f[h * count + s - from]!;
+    }
+    this.settled[layer] = length;
+  }
+
+  /** Friendliness of a head's live slots (settling the layer first). */
+  friendlinessOf(layer: number, head: number, length: number): Float32Array {
+    this.settle(layer, length);
+    const q = this.quality.of(layer, head);
+    return Float32Array.from({ length }, (_, s) => q[2 * s]!);
+  }
+
+  /** The combined score of a head's live slots. */
+  combinedOf(layer: number, head: number, length: number): Float32Array {
+    const f = this.friendlinessOf(layer, head, length);
+    const acc = this.accumulated.of(layer, head);
+    const { lo, hi } = this.accRange[layer]!;
+    const alpha = this.alphaOf(layer);
+    return f.map((fr, s) => alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * fr);
+  }
+
+  protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
+    return this.combinedOf(layer, head, view.length);
+  }
+
+  /** Slots in keeping order: recent window, default heavy hitters, combined-score heavy hitters, the rest. */
+  keepOrder(layer: number, head: number, view: SlotView): number[] {
+    const n = view.length;
+    const stages = this.stages(layer);
+    const acc = this.accumulated.of(layer, head);
+    const combined = this.combinedOf(layer, head, n);
+    const pos = view.positions;
+    const byNewest = Array.from({ length: n }, (_, s) => s).sort((a, b) => pos[b]! - pos[a]!);
+    const order = byNewest.slice(0, Math.min(n, stages.recent));
+    const taken = new Uint8Array(n);
+    for (const s of order) taken[s] = 1;
+    // highest score first; ties to the older token
+    const pick = (score: ArrayLike<number>, count: number) => {
+      const rest = byNewest.filter((s) => !taken[s]).sort((a, b) => score[b]! - score[a]! || pos[a]! - pos[b]!);
+      for (const s of rest.slice(0, count)) {
+        taken[s] = 1;
+        order.push(s);
+      }
+    };
+    pick(acc, stages.default);
+    pick(combined, stages.heavy);
+    pick(combined, n);
+    return order;
+  }
+
+  override choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
+    return Int32Array.from(this.keepOrder(layer, head, view).slice(view.length - count));
+  }
+
+  override reset(): void {
+    super.reset();
+    this.settled.fill(0);
+  }
+}
+
+export const qhitter: PolicyKind = {
+  schema: {
+    name: 'qhitter',
+    doc: 'Q-Hitter: recent window + heavy hitters by attention + heavy hitters by attention and quantization friendliness, stored at `bits`',
+    params: {
+      budget: { ...BUDGET_PARAMS.budget, optional: true, doc: 'tokens kept per KV head in all (default 0.2 of the prompt; default + heavy + recent)' },
+      schedule: BUDGET_PARAMS.schedule,
+      default: FRACTION(0.07, 'heavy hitters picked by accumulated attention alone'),
+      heavy: { type: { kind: 'budget' }, optional: true, doc: 'heavy hitters picked by the combined score (default budget − default − recent)' },
+      recent: FRACTION(0.05, 'newest tokens always kept'),
+      alpha: { type: { kind: 'numbers', min: 0, max: 1 }, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' },
+      bits: { type: { kind: 'int', min: 1, max: 8 }, default: 4, doc: 'bits of the friendliness measure and of the default int codec' },
+    },
+  },
+  create(params, shape) {
+    if (params.budget !== undefined && params.heavy !== undefined) {
+      const parts = [params.budget, params.default, params.heavy, params.recent];
+      const sum = (params.default as number) + (params.heavy as number) + (params.recent as number);
+      if (parts.some((p) => typeof p !== 'number') || Math.abs(sum - (params.budget as number)) > 1e-9) {
+        throw new UsageError('qhitter: give budget (the total) or heavy (its share), or both with budget = default + heavy + recent');
+      }
+    }
+    return new QHitterPolicy(params, shape);
+  },
+  needsRows: true,
+  defaultCodec: () => `fp16`, // TEMP until the int codec lands
+};
