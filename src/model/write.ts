@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../kernels/half.js';
+import { seededRandom } from '../util/random.js';
 import type { ModelConfig } from './config.js';
 import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from './tensor.js';
 
@@ -269,17 +270,7 @@ export interface RandomLlama {
   tensors: SafetensorsTensor[];
 }
 
-/** mulberry32: small, fast, and the same stream on every platform. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 /** N(0, std²) values by Box-Muller. */
 function normals(count: number, std: number, next: () => number): Float32Array {

@@ -3,17 +3,10 @@ import type { Kernels, Matrix } from '../../src/kernels/api.js';
 import { f32ToF16 } from '../../src/kernels/half.js';
 import type { DType } from '../../src/model/tensor.js';
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG so failures reproduce. */
+import { seededRandom as rng } from '../../src/util/random.js';
+
+export { rng };
 
 export function randomF32(r: () => number, len: number, scale = 1): Float32Array {
   const out = new Float32Array(len);
