@@ -108,6 +108,20 @@ describe('Q-Hitter selection', () => {
     expect(run('1').keepOrder(0, 0, view(8))).toEqual([7, 6, 0, 1, 3, 5, 2, 4]);
   });
 
+  it('evicts the same few slots without sorting as the full keeping order does', () => {
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let trial = 0; trial < 50; trial++) {
+      const p = make(`qhitter(budget=9,default=3,heavy=3,recent=3,alpha=${trial % 3 / 2},bits=1)`, 1, 1, 16);
+      append(p, 0, 0, 0, Array.from({ length: 12 }, () => Math.round(rand() * 4) / 10));
+      // coarse probabilities so ties happen
+      p.observe(step(0, [Array.from({ length: 12 }, () => Math.round(rand() * 5) / 10)], 1));
+      const count = 1 + (trial % 3);
+      const v = view(9 + count);
+      expect(Array.from(p.choose(0, 0, count, v)).sort()).toEqual(p.keepOrder(0, 0, v).slice(9).sort());
+    }
+  });
+
   it('takes alpha per layer from a list', () => {
     const p = run('[0,1]', 2);
     expect(Array.from(p.choose(0, 0, 2, view(8))).sort()).toEqual([3, 4]);

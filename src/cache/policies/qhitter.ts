@@ -234,7 +234,51 @@ class QHitterPolicy extends BudgetPolicy {
   }
 
   override choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
-    return Int32Array.from(this.keepOrder(layer, head, view).slice(view.length - count));
+    const fast = count <= 4 ? this.fewToEvict(layer, head, count, view) : undefined;
+    return fast ?? Int32Array.from(this.keepOrder(layer, head, view).slice(view.length - count));
+  }
+
+  /**
+   * keepOrder's last `count` slots without sorting (decoding evicts one per step): the lowest
+   * combined scores (ties: the newer) outside the recent window and the default heavy hitters.
+   * Undefined when the stages do not leave `count` slots to take from.
+   */
+  private fewToEvict(layer: number, head: number, count: number, view: SlotView): Int32Array | undefined {
+    const n = view.length;
+    const stages = this.stages(layer);
+    if (n - stages.recent - stages.default < count) return undefined;
+    const pos = view.positions;
+    let newest = -Infinity;
+    for (let s = 0; s < n; s++) newest = Math.max(newest, pos[s]!);
+    const recentFrom = newest - stages.recent + 1;
+    let inWindow = 0;
+    for (let s = 0; s < n; s++) if (pos[s]! >= recentFrom) inWindow++;
+    if (inWindow !== stages.recent) return undefined; // the window's positions are not contiguous
+    const acc = this.accumulated.of(layer, head);
+    const combined = this.combinedOf(layer, head, n);
+    // 0 open, 1 evicted, 2 a default heavy hitter
+    const mark = new Uint8Array(n);
+    const isDefault = (s: number) => {
+      let above = 0;
+      for (let t = 0; t < n; t++) {
+        if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
+      }
+      return above < stages.default;
+    };
+    const out = new Int32Array(count);
+    for (let k = 0; k < count; ) {
+      let worst = -1;
+      for (let s = 0; s < n; s++) {
+        if (mark[s] || pos[s]! >= recentFrom) continue;
+        if (worst < 0 || combined[s]! < combined[worst]! || (combined[s] === combined[worst] && pos[s]! > pos[worst]!)) worst = s;
+      }
+      if (isDefault(worst)) mark[worst] = 2;
+      else {
+        mark[worst] = 1;
+        out[k++] = worst;
+      }
+    }
+    return out;
   }
 
   override reset(): void {
