@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { KvpackError } from '../errors.js';
+import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { pplCommand } from './ppl.js';
@@ -10,6 +11,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
   ppl: { run: pplCommand, summary: 'perplexity on wikitext2, c4, pg19 or a text file' },
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
+  eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   report: { run: reportCommand, summary: 'Markdown tables from results stores' },
 };

@@ -1,14 +1,18 @@
 import { UsageError } from '../errors.js';
 import type { Model } from '../model/model.js';
 import { checkEvalData, DATASETS, evalChunks, loadTokenDocuments, TOKEN_DATASETS } from './data.js';
+import { fidelity } from './fidelity.js';
+import { needle } from './needle.js';
+import { passkey, type GridResult } from './passkey.js';
 import { perplexity } from './ppl.js';
+import { parseIntList } from './retrieval.js';
+import { xsum } from './xsum.js';
 import type { ParamValue, TaskParams } from './store.js';
 
 /**
  * The tasks a sweep can run. A task declares its parameters (so a plan is checked before anything
  * runs and its rows get stable keys), how much work a row is (for the one progress bar), how to run
- * one row, and which of its metrics a report shows. Later tasks (fidelity, xsum, passkey, needle)
- * are one more entry in TASKS.
+ * one row, and which of its metrics a report shows.
  */
 
 export type TaskParamType =
@@ -62,6 +66,8 @@ export interface Task {
   check?(params: TaskParams): void;
   run(model: Model, cache: string, params: TaskParams, context: TaskContext): Promise<TaskOutput>;
   columns: readonly MetricColumn[];
+  /** The parameter `kvpack eval --limit N` sets (chunks, items, trials). */
+  limit?: string;
 }
 
 const ppl: Task = {
@@ -100,9 +106,132 @@ const ppl: Task = {
     };
   },
   columns: [{ metric: 'ppl', header: 'ppl', digits: 3, delta: true }],
+  limit: 'chunks',
 };
 
-export const TASKS = new Map<string, Task>([ppl].map((t) => [t.name, t]));
+const fidelityTask: Task = {
+  name: 'fidelity',
+  doc: 'KL(full ‖ cache) of next-token distributions and top-1 agreement with the full cache on the same chunks',
+  params: {
+    data: { ...ppl.params.data!, default: 'wikitext2' },
+    ctx: { type: { kind: 'int', min: 2 }, default: 1024, doc: 'tokens per chunk' },
+    chunks: { type: { kind: 'int', min: 1 }, default: 1, doc: 'chunks compared' },
+    mode: { type: { kind: 'enum', values: ['chunked', 'decode'] }, default: 'decode', doc: 'decode (default) feeds one token at a time, so eviction acts as in generation' },
+  },
+  usesSeed: false,
+  units(p) {
+    const docs = loadTokenDocuments(p.data as string);
+    const tokens = docs
+      ? evalChunks({ kind: 'documents', docs }, p.ctx as number, p.chunks as number).reduce((n, c) => n + c.length, 0)
+      : (p.chunks as number) * (p.ctx as number);
+    return 2 * tokens;
+  },
+  check(p) {
+    checkEvalData(p.data as string);
+  },
+  async run(model, cache, p, context) {
+    const r = fidelity(model, {
+      data: p.data as string,
+      ctx: p.ctx as number,
+      chunks: p.chunks as number,
+      mode: p.mode as 'chunked' | 'decode',
+      cache,
+      onProgress: context.onProgress,
+    });
+    return {
+      metrics: { kl: r.kl, kl_max: r.kl_max, top1: r.top1, ppl: r.ppl, ppl_full: r.ppl_full, tokens: r.tokens, chunks: r.chunks },
+      kv_bytes_peak: r.kv_bytes_peak,
+      kv_bytes_per_token: r.kv_bytes_per_token,
+      bits_per_value: r.bits_per_value,
+      compression: r.compression,
+    };
+  },
+  columns: [
+    { metric: 'kl', header: 'KL(full‖cache)', digits: 5 },
+    { metric: 'top1', header: 'top-1 agree', digits: 4 },
+    { metric: 'ppl', header: 'ppl', digits: 3, delta: true },
+  ],
+  limit: 'chunks',
+};
+
+const xsumTask: Task = {
+  name: 'xsum',
+  doc: 'XSum summaries in the H2O/Q-Hitter setup (per-item sampling and stop), ROUGE-1/2/L F1',
+  params: {
+    items: { type: { kind: 'int', min: 1, max: 1000 }, default: 20, doc: 'summaries generated (the first that fit the context)' },
+    stemmer: { type: { kind: 'enum', values: ['porter', 'none'] }, default: 'porter', doc: 'rouge-score use_stemmer' },
+  },
+  usesSeed: true,
+  units: () => undefined,
+  async run(model, cache, p, context) {
+    const r = await xsum(model, { cache, items: p.items as number, seed: context.seed, stemmer: p.stemmer === 'porter', onProgress: context.onProgress });
+    return {
+      metrics: { rouge1: r.rouge1, rouge2: r.rouge2, rougeL: r.rougeL, items: r.items, skipped: r.skipped },
+      kv_bytes_peak: r.kv_bytes_peak,
+      kv_bytes_per_token: r.kv_bytes_per_token,
+      bits_per_value: r.bits_per_value,
+      compression: r.compression,
+    };
+  },
+  columns: [
+    { metric: 'rouge1', header: 'ROUGE-1', digits: 4, delta: true },
+    { metric: 'rouge2', header: 'ROUGE-2', digits: 4 },
+    { metric: 'rougeL', header: 'ROUGE-L', digits: 4 },
+  ],
+  limit: 'items',
+};
+
+const gridParams = (lengths: string): Record<string, TaskParamSchema> => ({
+  lengths: { type: { kind: 'string' }, default: lengths, doc: 'prompt lengths in tokens, comma-separated' },
+  depths: { type: { kind: 'string' }, default: '0,25,50,75,100', doc: 'depths in percent, comma-separated' },
+  trials: { type: { kind: 'int', min: 1 }, default: 2, doc: 'prompts per (length, depth) cell' },
+});
+
+function gridTask(name: 'passkey' | 'needle', doc: string, runGrid: typeof passkey): Task {
+  return {
+    name,
+    doc,
+    params: gridParams(name === 'passkey' ? '256,512,1024,1900' : '512,1024,1900'),
+    usesSeed: true,
+    units: (p) => gridLengths(p).reduce((n, l) => n + l, 0) * gridDepths(p).length * (p.trials as number),
+    check(p) {
+      gridLengths(p);
+      gridDepths(p);
+    },
+    async run(model, cache, p, context) {
+      const r: GridResult = await runGrid(model, {
+        cache,
+        lengths: gridLengths(p),
+        depths: gridDepths(p),
+        trials: p.trials as number,
+        seed: context.seed,
+        onProgress: context.onProgress,
+      });
+      return {
+        metrics: { accuracy: r.accuracy, ...r.cells, trials: r.trials },
+        kv_bytes_peak: r.kv_bytes_peak,
+        kv_bytes_per_token: r.kv_bytes_per_token,
+        bits_per_value: r.bits_per_value,
+        compression: r.compression,
+      };
+    },
+    columns: [{ metric: 'accuracy', header: 'accuracy', digits: 3 }],
+    limit: 'trials',
+  };
+}
+
+function gridLengths(p: TaskParams): number[] {
+  return parseIntList(p.lengths as string, 'lengths', 16);
+}
+
+function gridDepths(p: TaskParams): number[] {
+  return parseIntList(p.depths as string, 'depths', 0, 100);
+}
+
+const passkeyTask = gridTask('passkey', 'landmark-attention passkey retrieval over (length, depth); first integer of the greedy answer = key', passkey);
+const needleTask = gridTask('needle', 'a magic-number needle at depth d% of Paul Graham essays of length L; greedy answer contains the number', needle);
+
+export const TASKS = new Map<string, Task>([ppl, fidelityTask, xsumTask, passkeyTask, needleTask].map((t) => [t.name, t]));
 
 /**
  * A plan's task entry (`{ "task": "ppl", "data": "wikitext2", … }`) → the task and its parameters

@@ -1,0 +1,108 @@
+import os from 'node:os';
+import { UsageError } from '../errors.js';
+import { buildTables, renderMarkdown } from '../eval/report.js';
+import { versions, type ResultRow } from '../eval/store.js';
+import { resolveTask, TASKS, type Task } from '../eval/tasks.js';
+import { parseSpec, printSpec } from '../cache/registry.js';
+import { Progress } from '../util/progress.js';
+import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { loadModelFromOptions } from './load.js';
+
+function help(): string {
+  const tasks = [...TASKS.values()].map((t) => {
+    const params = Object.entries(t.params).map(([k, s]) => `${k}${s.default === undefined ? '' : `=${s.default}`}`).join(' ');
+    return `  ${t.name.padEnd(9)} ${t.doc}\n            ${params}${t.limit ? `   (--limit sets ${t.limit})` : ''}`;
+  });
+  return `Usage: kvpack eval TASK [key=value]… [--model M] [--cache SPEC]… [--limit N] [--seed S] [--json] [--threads K]
+
+Runs one task once, without a results store; several --cache run one after the other on the same
+model and print one table (the first --cache is the Δ baseline only if it is "full"; default: full).
+Task parameters are key=value words after the task name. --json prints one result row per cache.
+Tasks:
+${tasks.join('\n')}
+`;
+}
+
+export async function evalCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse('eval', argv, {
+    ...MODEL_OPTIONS,
+    cache: { type: 'string', multiple: true },
+    limit: { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return void process.stdout.write(help());
+  const [name, ...pairs] = positionals;
+  if (!name) throw new UsageError(`eval needs a task: ${[...TASKS.keys()].join(', ')} (see kvpack eval --help)`);
+  const known = TASKS.get(name);
+  if (!known) throw new UsageError(`unknown task "${name}"; tasks: ${[...TASKS.keys()].join(', ')}`);
+  const entry: Record<string, unknown> = { task: name };
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`task parameters are key=value, got "${pair}"`);
+    const key = pair.slice(0, eq);
+    const schema = known.params[key];
+    entry[key] = schema?.type.kind === 'int' && pair.slice(eq + 1) !== '' ? Number(pair.slice(eq + 1)) : pair.slice(eq + 1);
+  }
+  if (values.limit !== undefined) {
+    if (!known.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
+    entry[known.limit] = intOption('limit', values.limit, 1, 1);
+  }
+  const { task, params } = resolveTask(entry, 'eval');
+  const seed = intOption('seed', values.seed, 0, 0);
+  // Canonical specs, checked before the model loads.
+  const caches = (values.cache ?? ['full']).map((c) => {
+    try {
+      return printSpec(parseSpec(c));
+    } catch (e) {
+      if (e instanceof UsageError) throw new UsageError(`--cache ${c}: ${e.message}`);
+      throw e;
+    }
+  });
+  const threads = intOption('threads', values.threads, os.availableParallelism(), 1);
+  const model = await loadModelFromOptions({ ...values, threads: String(threads) });
+  const rows: ResultRow[] = [];
+  try {
+    for (const cache of caches) rows.push(await runOne(task, model, cache, params, seed, values.model ?? 'ref-6m', Boolean(values.json)));
+  } finally {
+    await model.close();
+  }
+  if (values.json) return;
+  const text = renderMarkdown(buildTables(rows)).split('\n').slice(2).join('\n');
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+async function runOne(task: Task, model: Awaited<ReturnType<typeof loadModelFromOptions>>, cache: string, params: ResultRow['params'], seed: number, modelName: string, json: boolean): Promise<ResultRow> {
+  let bar: Progress | undefined;
+  let reported = 0;
+  const started = performance.now();
+  const out = await task.run(model, cache, params, {
+    seed,
+    onProgress: (done, total) => {
+      bar ??= new Progress({ total, label: `${task.name} ${cache}`, unit: 'tok' });
+      if (total !== undefined) bar.setTotal(total);
+      bar.tick(done - reported);
+      reported = done;
+    },
+  });
+  bar?.done();
+  const row: ResultRow = {
+    key: `eval|${cache}|${task.name}`,
+    model: modelName,
+    model_fingerprint: 'eval',
+    cache,
+    task: task.name,
+    params,
+    metrics: out.metrics,
+    kv_bytes_peak: out.kv_bytes_peak,
+    kv_bytes_per_token: out.kv_bytes_per_token,
+    bits_per_value: out.bits_per_value,
+    compression: out.compression,
+    seconds: (performance.now() - started) / 1000,
+    seed,
+    versions: versions(),
+    finished_at: new Date().toISOString(),
+  };
+  if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
+  return row;
+}

@@ -1,0 +1,143 @@
+import { fullCacheBytes } from '../cache/kvcache.js';
+import { UsageError } from '../errors.js';
+import type { Model } from '../model/model.js';
+import { argmax, logSoftmax } from '../sample.js';
+import { evalChunks, loadEvalTokens } from './data.js';
+
+/**
+ * How closely a compressed cache follows the full one on the same text: at every position, the
+ * next-token distribution of the candidate against the full cache's, as KL(full ‖ candidate) and
+ * top-1 agreement. For a small model whose perplexity barely moves this is the sensitive measure
+ * (KVQuant and the eviction papers report the same divergence).
+ *
+ * Memory stays at one chunk: the full cache's logits of a chunk are kept as f32 (exactly what the
+ * model produced), the candidate runs over the same chunk and is compared position by position, in
+ * f64. The full run of the last chunk is remembered per model, so several candidates on the same
+ * text (a sweep, `kvpack eval fidelity --cache a --cache b`) run the full cache once.
+ */
+export interface FidelityOptions {
+  data: string;
+  ctx: number;
+  chunks?: number;
+  cache: string;
+  /** 'decode' by default: eviction happens only between fed batches, so chunked mode hides most of it. */
+  mode?: 'chunked' | 'decode';
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface FidelityResult {
+  /** Mean over predicted positions of KL(full ‖ candidate), in nats. */
+  kl: number;
+  /** Largest per-position KL. */
+  kl_max: number;
+  /** Fraction of positions where both caches' most likely next token is the same. */
+  top1: number;
+  /** Perplexity of the candidate and of the full cache on the same tokens. */
+  ppl: number;
+  ppl_full: number;
+  tokens: number;
+  chunks: number;
+  kv_bytes_peak: number;
+  kv_bytes_per_token: number;
+  compression: number;
+  bits_per_value: number;
+}
+
+interface Reference {
+  key: string;
+  /** [positions × vocab] logits of the full cache. */
+  logits: Float32Array;
+  nll: number;
+}
+
+const references = new WeakMap<Model, Reference>();
+
+function referenceLogits(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): Reference {
+  const known = references.get(model);
+  if (known && known.key === key) return known;
+  references.delete(model); // free the previous chunk before allocating the next
+  const vocab = model.config.vocabSize;
+  const logits = new Float32Array((chunk.length - 1) * vocab);
+  const session = model.session({ cache: 'full' });
+  let nll = 0;
+  try {
+    const logps = session.score(chunk, { mode, onLogits: (i, row) => logits.set(row, i * vocab) });
+    for (const lp of logps) nll -= lp;
+  } finally {
+    session.dispose();
+  }
+  const ref = { key, logits, nll };
+  references.set(model, ref);
+  return ref;
+}
+
+export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
+  if (!Number.isInteger(o.ctx) || o.ctx < 2) throw new UsageError(`ctx must be an integer ≥ 2, got ${o.ctx}`);
+  if (o.ctx > model.config.maxContext) throw new UsageError(`ctx ${o.ctx} exceeds the model's context of ${model.config.maxContext}`);
+  const mode = o.mode ?? 'decode';
+  const chunks = evalChunks(loadEvalTokens(o.data, model.tokenizer), o.ctx, o.chunks, o.data);
+  const vocab = model.config.vocabSize;
+  // Each chunk is run twice (full, then candidate) unless the full run is remembered.
+  const total = chunks.reduce((n, c) => n + 2 * c.length, 0);
+  let done = 0;
+  const full = new Float64Array(vocab);
+  const cand = new Float64Array(vocab);
+  let klSum = 0;
+  let klMax = 0;
+  let agree = 0;
+  let positions = 0;
+  let nllCand = 0;
+  let nllFull = 0;
+  let peak = 0;
+  const session = model.session({ cache: o.cache });
+  const bits = session.cache.codec.bitsPerValue();
+  try {
+    chunks.forEach((chunk, c) => {
+      const key = `${o.data}\0${o.ctx}\0${c}\0${mode}\0${chunk.length}\0${chunk[0]}\0${chunk[chunk.length - 1]}`;
+      const ref = referenceLogits(model, chunk, mode, key);
+      nllFull += ref.nll;
+      done += chunk.length;
+      o.onProgress?.(done, total);
+      session.reset();
+      const base = done;
+      const logps = session.score(chunk, {
+        mode,
+        onProgress: (n) => o.onProgress?.(base + n, total),
+        onLogits: (i, row) => {
+          const f = ref.logits.subarray(i * vocab, (i + 1) * vocab);
+          logSoftmax(f, full);
+          logSoftmax(row, cand);
+          let kl = 0;
+          for (let v = 0; v < vocab; v++) {
+            const lp = full[v]!;
+            if (lp > -745) kl += Math.exp(lp) * (lp - cand[v]!); // exp underflows to 0 below that anyway
+          }
+          kl = Math.max(0, kl); // rounding can leave a hair below zero for identical rows
+          klSum += kl;
+          klMax = Math.max(klMax, kl);
+          if (argmax(f) === argmax(row)) agree++;
+          positions++;
+        },
+      });
+      done += chunk.length;
+      for (const lp of logps) nllCand -= lp;
+      peak = Math.max(peak, session.cache.peakBytes());
+    });
+  } finally {
+    session.dispose();
+  }
+  const longest = Math.max(...chunks.map((c) => c.length));
+  return {
+    kl: klSum / positions,
+    kl_max: klMax,
+    top1: agree / positions,
+    ppl: Math.exp(nllCand / positions),
+    ppl_full: Math.exp(nllFull / positions),
+    tokens: positions,
+    chunks: chunks.length,
+    kv_bytes_peak: peak,
+    kv_bytes_per_token: peak / longest,
+    compression: fullCacheBytes(model.config, longest) / peak,
+    bits_per_value: bits,
+  };
+}
