@@ -980,3 +980,4 @@ function axpyBlock2(acc0: usize, acc1: usize, p0: usize, p1: usize, v: usize, d:
     if (two) store<f32>(acc1 + o, b);
   }
 }
+export * from './quant';

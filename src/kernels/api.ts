@@ -1,6 +1,7 @@
 import type { RopeLayout } from '../model/config.js';
 import type { DType } from '../model/tensor.js';
 import type { Arena } from './arena.js';
+import type { QuantAttentionArgs } from './quant/types.js';
 
 /**
  * A weight matrix in kernel memory, row-major [rows = outputs, cols = inputs], kept in its stored dtype.
@@ -73,6 +74,8 @@ export interface Kernels {
   /** f16 out[len] = round-to-nearest-even of x[len]. */
   toF16(out: number, x: number, len: number): void;
   attention(args: AttentionArgs): void;
+  /** Attention straight from packed (quantized) key/value storage (src/kernels/quant/types.ts). */
+  quantAttention(args: QuantAttentionArgs): void;
   /** Stops worker threads. */
   close(): Promise<void>;
 }

@@ -3,6 +3,8 @@ import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from '../model/tensor.js';
 import type { AttentionArgs, Kernels, Matrix } from './api.js';
 import type { Arena } from './arena.js';
 import { bf16ToF32, f16Table, f32ToF16 } from './half.js';
+import { quantAttentionReference } from './quant/reference.js';
+import type { QuantAttentionArgs } from './quant/types.js';
 
 /**
  * Scalar TypeScript kernels: the definition every fast kernel is tested against. Plain loops,
@@ -173,6 +175,10 @@ export class ReferenceKernels implements Kernels {
         if (last && t === n - 1) for (let s = seen; s < capacity; s++) last[h * capacity + s] = 0;
       }
     }
+  }
+
+  quantAttention(a: QuantAttentionArgs): void {
+    quantAttentionReference(this.arena, a);
   }
 
   async close(): Promise<void> {}

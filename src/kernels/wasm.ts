@@ -4,11 +4,16 @@ import type { DType } from '../model/tensor.js';
 import type { AttentionArgs, Kernels, Matrix } from './api.js';
 import { Arena } from './arena.js';
 import { ARGS, CONTROL_BYTES, NEXT, NTHREADS, OP, Pool } from './pool.js';
+import { OP_QUANT_ATTENTION, QUANT_TILE, STREAM_DESC_BYTES, writeStreamDesc } from './quant/args.js';
+import { rowCodeBytes } from './quant/pack.js';
+import type { QuantAttentionArgs } from './quant/types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
   heapBase(): number;
   run(ctrl: number, thread: number): number;
+  /** Quantized attention jobs (assembly/quant.ts). */
+  qrun(ctrl: number, thread: number): number;
   siluMul(out: number, gate: number, up: number, len: number): void;
   add(out: number, x: number, len: number): void;
   addBias(x: number, bias: number, n: number, dim: number): void;
@@ -114,6 +119,36 @@ class WasmKernels implements Kernels {
     this.job(OP_ATTENTION, par, args, (f) => (f[ARGS / 4 + 12] = a.scale));
   }
 
+  private qdesc = 0;
+
+  quantAttention(a: QuantAttentionArgs): void {
+    const { n, numHeads, numKvHeads, headDim: d } = a;
+    if (n <= 0) return;
+    if (numKvHeads <= 0 || numHeads % numKvHeads !== 0) {
+      throw new RangeError(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
+    }
+    if (a.visible + n - 1 > a.capacity) throw new RangeError(`attention over ${a.visible + n - 1} slots exceeds capacity ${a.capacity}`);
+    const group = numHeads / numKvHeads;
+    const seen = a.visible + n;
+    const par = this.parallelism(n * numHeads * seen * d);
+    // Query heads per item: a whole KV group shares each decoded tile; split only to feed the threads.
+    const perHead = a.received ? 1 : n;
+    const minItems = par > 1 ? 2 * par : 1;
+    let hg = group;
+    while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < minItems) hg = Math.ceil(hg / 2);
+    this.ensureScratch(4 * (hg * ceil4(seen) + QUANT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
+    if (!this.qdesc) this.qdesc = this.arena.alloc(2 * STREAM_DESC_BYTES);
+    const desc = this.arena.i32(this.qdesc, (2 * STREAM_DESC_BYTES) / 4);
+    writeStreamDesc(desc, 0, a.keys, rowCodeBytes(d, a.keys.bits));
+    writeStreamDesc(desc, STREAM_DESC_BYTES / 4, a.values, rowCodeBytes(d, a.values.bits));
+    const args = [
+      a.out, a.q, n, a.visible, a.capacity, numHeads, numKvHeads, d, 0 /* scale, f32 below */, a.lastProbs, a.received,
+      this.scratch, this.scratchStride, a.positions, this.qdesc, this.qdesc + STREAM_DESC_BYTES, a.ropeLo, a.ropeHi,
+      a.ropeInterleaved ? 1 : 0, hg,
+    ];
+    this.job(OP_QUANT_ATTENTION, par, args, (f) => (f[ARGS / 4 + 8] = a.scale));
+  }
+
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void {
     this.x.rmsnorm(out, x, weight, n, dim, eps);
   }
@@ -203,7 +238,7 @@ class WasmKernels implements Kernels {
       Atomics.store(i32, NTHREADS, par);
       Atomics.store(i32, NEXT, 0);
     };
-    const self = (): number => this.x.run(this.ctrl, 0);
+    const self = (): number => (op >= OP_QUANT_ATTENTION ? this.x.qrun : this.x.run)(this.ctrl, 0);
     if (this.pool) {
       this.pool.run(write, self, par > 1);
     } else {

@@ -41,7 +41,7 @@ for (;;) {
     break;
   }
   try {
-    exports.run(ctrl, index);
+    (Atomics.load(i32, OP) >= 16 ? exports.qrun : exports.run)(ctrl, index); // op >= 16: assembly/quant.ts
   } catch (e) {
     Atomics.store(i32, ERR, 1);
   }

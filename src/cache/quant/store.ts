@@ -1,0 +1,275 @@
+import type { Kernels } from '../../kernels/api.js';
+import { f16ToF32, f32ToF16 } from '../../kernels/half.js';
+import { LUT_BYTES, packRow, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/quant/pack.js';
+import type { QuantStream } from '../../kernels/quant/types.js';
+import { midpoints, nearest } from './lut.js';
+
+/**
+ * How a stream's numbers map to codes. 'int': L[c] = c, scale = (max − min)/(2^b − 1), zero = min;
+ * 'unit': sorted levels on [−1, 1], scale = (max − min)/2, zero = (max + min)/2. Codes are assigned by
+ * nearest level; the kernel decodes through the layer's LUT (which Q-Norm may have shifted).
+ */
+export interface Datatype {
+  bits: CodeBits;
+  kind: 'int' | 'unit';
+  /** 'unit': the 2^bits sorted levels codes are assigned against. */
+  levels: number[];
+}
+
+export interface StreamConfig {
+  dt: Datatype;
+  axis: 'token' | 'channel';
+  /** token axis: channels per scale group; channel axis: slots per scale group, 0 = one per head. */
+  group: number;
+  /** Sparse outlier entries per slot. */
+  ocap: number;
+  /** Residual f16 rows (0: every token is quantized when written). */
+  ringSize: number;
+  /** Positions below this are kept as f16 rows. */
+  sinks: number;
+  rope: boolean;
+}
+
+const F16_MAX = 65504;
+const EMPTY_OUTLIER = 0xffff0000;
+const clampF16 = (x: number): number => (Number.isNaN(x) ? 0 : Math.max(-F16_MAX, Math.min(F16_MAX, x)));
+
+/** Scale and zero for the range [lo, hi], rounded to f16 as stored (finite whatever the input). */
+export function rangeParams(dt: Datatype, lo: number, hi: number): { s: number; z: number; word: number } {
+  lo = clampF16(lo);
+  hi = clampF16(Math.max(lo, hi));
+  const k = 2 ** dt.bits - 1;
+  const sh = f32ToF16(Math.min(F16_MAX, dt.kind === 'int' ? (hi - lo) / k : (hi - lo) / 2));
+  const zh = f32ToF16(clampF16(dt.kind === 'int' ? lo : (hi + lo) / 2));
+  return { s: f16ToF32(sh), z: f16ToF32(zh), word: (sh | (zh << 16)) >>> 0 };
+}
+
+/** Code of x under scale s and zero z (clamped into range; a zero scale gives code 0 = the zero). */
+export function encodeValue(dt: Datatype, mids: Float64Array | undefined, x: number, s: number, z: number): number {
+  if (!(s > 0)) return dt.kind === 'int' ? 0 : nearest(mids!, 0);
+  const y = (x - z) / s;
+  if (dt.kind === 'int') {
+    const k = 2 ** dt.bits - 1;
+    return Number.isNaN(y) ? 0 : Math.max(0, Math.min(k, Math.round(y)));
+  }
+  return nearest(mids!, y);
+}
+
+/**
+ * The packed storage of one stream (keys or values) of every layer: codes, scales and zeros, sparse
+ * outliers, f16 sink rows and an f16 residual ring, in the layout of src/kernels/quant/types.ts.
+ */
+export class QuantStore {
+  readonly rowBytes: number;
+  readonly groups: number;
+  private readonly mids: Float64Array | undefined;
+  private codes: number[] = [];
+  private params: number[] = [];
+  private outliers: number[] = [];
+  private readonly rings: number[] = [];
+  private readonly sinkRows: number[] = [];
+  private readonly luts: number[] = [];
+  /** Per layer: slots from here on live in the ring (not quantized yet). */
+  readonly qlen: number[];
+  private readonly d: number;
+
+  constructor(
+    private readonly k: Kernels,
+    private readonly numLayers: number,
+    private readonly numKv: number,
+    headDim: number,
+    readonly cfg: StreamConfig,
+    private capacity: number,
+    decodeLut: readonly number[],
+  ) {
+    this.d = headDim;
+    this.rowBytes = rowCodeBytes(headDim, cfg.dt.bits);
+    this.groups = cfg.axis === 'token' ? Math.ceil(headDim / cfg.group) : 0;
+    this.mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : undefined;
+    const a = k.arena;
+    for (let l = 0; l < numLayers; l++) {
+      this.allocSlots(l, capacity);
+      this.rings.push(cfg.ringSize ? a.alloc(numKv * cfg.ringSize * headDim * 2) : 0);
+      this.sinkRows.push(cfg.sinks ? a.alloc(numKv * cfg.sinks * headDim * 2) : 0);
+      this.luts.push(a.alloc(LUT_BYTES));
+      this.setLut(l, decodeLut);
+    }
+    this.qlen = new Array<number>(numLayers).fill(cfg.ringSize ? 0 : Infinity);
+  }
+
+  get datatypeMids(): Float64Array | undefined {
+    return this.mids;
+  }
+
+  private paramsHeadBytes(capacity: number): number {
+    const c = this.cfg;
+    if (c.axis === 'token') return capacity * this.groups * 4;
+    return (c.group > 0 ? Math.ceil(capacity / c.group) : 1) * this.d * 4;
+  }
+
+  private allocSlots(l: number, capacity: number): void {
+    const a = this.k.arena;
+    this.codes[l] = a.alloc(this.numKv * capacity * this.rowBytes);
+    this.params[l] = a.alloc(this.numKv * this.paramsHeadBytes(capacity));
+    this.outliers[l] = this.cfg.ocap ? a.alloc(this.numKv * capacity * this.cfg.ocap * 4) : 0;
+    if (this.cfg.ocap) new Uint32Array(a.memory.buffer, this.outliers[l], this.numKv * capacity * this.cfg.ocap).fill(EMPTY_OUTLIER);
+  }
+
+  setLut(l: number, lut: readonly number[]): void {
+    writeLut(this.k.arena.memory.buffer, this.luts[l]!, lut);
+  }
+
+  lut(l: number): Float32Array {
+    return this.k.arena.f32(this.luts[l]!, 16).slice();
+  }
+
+  resize(capacity: number, keep: readonly number[]): void {
+    const a = this.k.arena;
+    const old = { codes: this.codes, params: this.params, outliers: this.outliers, cap: this.capacity };
+    this.codes = [];
+    this.params = [];
+    this.outliers = [];
+    const mem = (): Uint8Array => a.u8(0, a.memory.buffer.byteLength);
+    for (let l = 0; l < this.numLayers; l++) {
+      this.allocSlots(l, capacity);
+      const n = Math.min(keep[l]!, capacity, old.cap);
+      const oph = this.paramsHeadBytes(old.cap);
+      const nph = this.paramsHeadBytes(capacity);
+      for (let h = 0; h < this.numKv; h++) {
+        const copy = (dst: number, src: number, bytes: number): void => void mem().copyWithin(dst, src, src + bytes);
+        copy(this.codes[l]! + h * capacity * this.rowBytes, old.codes[l]! + h * old.cap * this.rowBytes, n * this.rowBytes);
+        copy(this.params[l]! + h * nph, old.params[l]! + h * oph, Math.min(oph, nph));
+        if (this.cfg.ocap) {
+          const ob = this.cfg.ocap * 4;
+          copy(this.outliers[l]! + h * capacity * ob, old.outliers[l]! + h * old.cap * ob, n * ob);
+        }
+      }
+      for (const p of [old.codes[l]!, old.params[l]!, old.outliers[l]!]) if (p) a.free(p);
+    }
+    this.capacity = capacity;
+  }
+
+  /** Copies a quantized slot (codes, per-token scales, outliers); only for per-token or fixed-channel streams. */
+  move(l: number, h: number, from: number, to: number): void {
+    const a = this.k.arena;
+    const mem = a.u8(0, a.memory.buffer.byteLength);
+    const copy = (base: number, bytes: number): void => {
+      const src = base + (h * this.capacity + from) * bytes;
+      mem.copyWithin(base + (h * this.capacity + to) * bytes, src, src + bytes);
+    };
+    copy(this.codes[l]!, this.rowBytes);
+    if (this.cfg.axis === 'token') copy(this.params[l]!, this.groups * 4);
+    if (this.cfg.ocap) copy(this.outliers[l]!, this.cfg.ocap * 4);
+  }
+
+  writeCodes(l: number, h: number, slot: number, codes: ArrayLike<number>): void {
+    packRow(codes, this.cfg.dt.bits, this.k.arena.u8(this.codes[l]! + (h * this.capacity + slot) * this.rowBytes, this.rowBytes));
+  }
+
+  /** Outlier entries of a slot: channel indices and their exact values (stored as f16). */
+  writeOutliers(l: number, h: number, slot: number, idx: readonly number[], vals: readonly number[]): void {
+    const c = this.cfg.ocap;
+    if (!c) return;
+    const o = new Uint32Array(this.k.arena.memory.buffer, this.outliers[l]! + (h * this.capacity + slot) * c * 4, c);
+    o.fill(EMPTY_OUTLIER);
+    for (let e = 0; e < Math.min(c, idx.length); e++) o[e] = (f32ToF16(clampF16(vals[e]!)) | (idx[e]! << 16)) >>> 0;
+  }
+
+  /** Per-token groups with min-max ranges; `row` already has outliers replaced. */
+  quantizeTokenRow(l: number, h: number, slot: number, row: Float32Array): void {
+    const { dt, group } = this.cfg;
+    const d = this.d;
+    const codes = new Uint8Array(d);
+    const words = new Uint32Array(this.k.arena.memory.buffer, this.params[l]! + h * this.paramsHeadBytes(this.capacity) + slot * this.groups * 4, this.groups);
+    for (let g = 0; g < this.groups; g++) {
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let i = g * group; i < Math.min(d, (g + 1) * group); i++) {
+        lo = Math.min(lo, row[i]!);
+        hi = Math.max(hi, row[i]!);
+      }
+      const p = rangeParams(dt, lo, hi);
+      words[g] = p.word;
+      for (let i = g * group; i < Math.min(d, (g + 1) * group); i++) codes[i] = encodeValue(dt, this.mids, row[i]!, p.s, p.z);
+    }
+    this.writeCodes(l, h, slot, codes);
+  }
+
+  /** Sets the per-channel scale/zero words of token group `tg` (channel axis). */
+  setChannelParams(l: number, h: number, tg: number, words: Uint32Array): void {
+    new Uint32Array(this.k.arena.memory.buffer, this.params[l]! + h * this.paramsHeadBytes(this.capacity) + tg * this.d * 4, this.d).set(words);
+  }
+
+  channelParams(l: number, h: number, tg: number): Uint32Array {
+    return new Uint32Array(this.k.arena.memory.buffer, this.params[l]! + h * this.paramsHeadBytes(this.capacity) + tg * this.d * 4, this.d).slice();
+  }
+
+  /** Codes of a row under per-channel words (values beyond the range clamp). */
+  quantizeChannelRow(l: number, h: number, slot: number, row: Float32Array, words: Uint32Array): void {
+    const codes = new Uint8Array(this.d);
+    for (let i = 0; i < this.d; i++) {
+      const w = words[i]!;
+      codes[i] = encodeValue(this.cfg.dt, this.mids, row[i]!, f16ToF32(w & 0xffff), f16ToF32(w >>> 16));
+    }
+    this.writeCodes(l, h, slot, codes);
+  }
+
+  ringRow(l: number, h: number, slot: number): Uint16Array {
+    const r = this.cfg.ringSize;
+    return this.k.arena.u16(this.rings[l]! + (h * r + (slot % r)) * this.d * 2, this.d);
+  }
+
+  sinkRow(l: number, h: number, pos: number): Uint16Array {
+    return this.k.arena.u16(this.sinkRows[l]! + (h * this.cfg.sinks + pos) * this.d * 2, this.d);
+  }
+
+  desc(l: number): QuantStream {
+    const c = this.cfg;
+    return {
+      codes: this.codes[l]!, bits: c.dt.bits, lut: this.luts[l]!, axis: c.axis, group: c.group,
+      params: this.params[l]!, paramsHeadStride: this.paramsHeadBytes(this.capacity),
+      outliers: this.outliers[l]!, ocap: c.ocap, ring: this.rings[l]!, ringSize: c.ringSize,
+      qlen: Math.min(this.qlen[l]!, 2 ** 30), sinkRows: this.sinkRows[l]!, sinks: c.sinks, rope: c.rope,
+    };
+  }
+
+  /** Bits per stored number per slot, everything per-slot counted (codes, per-token scales, outliers). */
+  slotBits(): number {
+    return this.rowBytes * 8 + this.groups * 32 + this.cfg.ocap * 32;
+  }
+
+  /** Real bytes for `len` live slots per head of layer l, shared tables included. */
+  bytes(l: number, len: number): number {
+    const c = this.cfg;
+    let perHead = len * (this.slotBits() / 8);
+    if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(this.qlen[l]!, len) / c.group) : 1) * this.d * 4;
+    perHead += (c.ringSize + c.sinks) * this.d * 2;
+    const lut = c.dt.bits <= 4 ? 4 * 2 ** c.dt.bits : 0;
+    return perHead * this.numKv + lut;
+  }
+
+  free(): void {
+    const a = this.k.arena;
+    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts]) if (p) a.free(p);
+    this.codes = [];
+    this.params = [];
+    this.outliers = [];
+  }
+}
+
+/** The ocap largest of `score` (> 0 only), indices in descending order of score. */
+export function topIndices(score: Float64Array | Float32Array, ocap: number): number[] {
+  const out: number[] = [];
+  if (ocap <= 0) return out;
+  for (let i = 0; i < score.length; i++) {
+    if (!(score[i]! > 0)) continue;
+    if (out.length < ocap) {
+      out.push(i);
+      out.sort((a, b) => score[b]! - score[a]!);
+    } else if (score[i]! > score[out[ocap - 1]!]!) {
+      out[ocap - 1] = i;
+      out.sort((a, b) => score[b]! - score[a]!);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Kernels } from '../../src/kernels/api.js';
+import { f32ToF16 } from '../../src/kernels/half.js';
+import { createKernels } from '../../src/kernels/index.js';
+import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/quant/pack.js';
+import { decodeRow } from '../../src/kernels/quant/reference.js';
+import type { QuantAttentionArgs, QuantStream } from '../../src/kernels/quant/types.js';
+import { RopeTables } from '../../src/cache/quant/rope.js';
+import { expectClose, put, randomF32, rng } from './util.js';
+
+describe('code packing', () => {
+  it('unpack(pack(codes)) is the identity, dense for 2/3/4/8 bits, any length', () => {
+    const r = rng(7);
+    for (const bits of [2, 3, 4, 8] as CodeBits[]) {
+      for (const d of [1, 17, 64, 100, 128]) {
+        const codes = Array.from({ length: d }, () => Math.floor(r() * 2 ** bits));
+        const buf = new Uint8Array(rowCodeBytes(d, bits));
+        packRow(codes, bits, buf);
+        expect(Array.from(unpackRow(buf, bits, d))).toEqual(codes);
+        expect(buf.length).toBe(Math.ceil(d / CHUNK) * 8 * bits);
+      }
+    }
+    expect(rowCodeBytes(64, 3)).toBe(24); // 3-bit codes take 3 bits, not a 4-bit slot
+  });
+});
+
+interface StreamSpec {
+  bits: CodeBits;
+  axis: 'token' | 'channel';
+  group: number;
+  ocap: number;
+  ringSize: number;
+  qlen: number;
+  sinks: number;
+  rope: boolean;
+}
+
+/** Random packed bytes for a stream; placed identically into each kernel set by `place`. */
+function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number, d: number, extreme: boolean) {
+  const rb = rowCodeBytes(d, s.bits);
+  const codes = new Uint8Array(numKv * cap * rb).map(() => Math.floor(r() * 256));
+  const groups = s.axis === 'token' ? Math.ceil(d / s.group) : 0;
+  const phs = s.axis === 'token' ? cap * groups * 4 : (s.group > 0 ? Math.ceil(cap / s.group) : 1) * d * 4;
+  const params = new Uint32Array((numKv * phs) / 4);
+  for (let i = 0; i < params.length; i++) {
+    const scale = r() < 0.05 ? 0 : extreme ? r() * 60000 : r() * 0.5; // zero ranges and huge ones
+    const zero = extreme ? (r() * 2 - 1) * 65000 : (r() * 2 - 1) * 2;
+    params[i] = (f32ToF16(scale) | (f32ToF16(zero) << 16)) >>> 0;
+  }
+  const outliers = new Uint32Array(numKv * cap * Math.max(1, s.ocap));
+  for (let i = 0; i < outliers.length; i++) {
+    const ch = r() < 0.3 ? 0xffff : Math.floor(r() * d);
+    outliers[i] = (f32ToF16((r() * 2 - 1) * (extreme ? 65000 : 30)) | (ch << 16)) >>> 0;
+  }
+  const f16s = (len: number) => Uint16Array.from(randomF32(r, len, extreme ? 60000 : 3), f32ToF16);
+  const ring = f16s(numKv * Math.max(1, s.ringSize) * d);
+  const sinkRows = f16s(numKv * Math.max(1, s.sinks) * d);
+  const lut = Array.from({ length: 16 }, () => r() * 2 - 1).sort((a, b) => a - b);
+  if (s.bits !== 8 && r() < 0.5) for (let c = 0; c < 16; c++) lut[c] = c; // plain integer codes
+  return (k: Kernels): QuantStream => {
+    const lutPtr = k.arena.alloc(LUT_BYTES);
+    writeLut(k.arena.memory.buffer, lutPtr, lut);
+    return {
+      codes: put(k, codes), bits: s.bits, lut: lutPtr, axis: s.axis, group: s.group, params: put(k, params), paramsHeadStride: phs,
+      outliers: put(k, outliers), ocap: s.ocap, ring: put(k, ring), ringSize: s.ringSize, qlen: s.qlen,
+      sinkRows: put(k, sinkRows), sinks: s.sinks, rope: s.rope,
+    };
+  };
+}
+
+describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (threads) => {
+  let ref: Kernels;
+  let wasm: Kernels;
+  beforeAll(async () => {
+    ref = await createKernels({ backend: 'reference' });
+    wasm = await createKernels({ backend: 'wasm', threads });
+  });
+  afterAll(async () => {
+    await wasm?.close();
+  });
+
+  interface Case {
+    name: string;
+    d: number;
+    numHeads: number;
+    numKv: number;
+    n: number;
+    visible: number;
+    keys: StreamSpec;
+    values: StreamSpec;
+    interleaved?: boolean;
+    extreme?: boolean;
+    probs?: boolean;
+  }
+  const tok = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({
+    bits, axis: 'token', group, ocap: 0, ringSize: 0, qlen: 1 << 30, sinks: 0, rope: false, ...extra,
+  });
+  const chan = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({ ...tok(bits, group, extra), axis: 'channel', ...extra });
+  const cases: Case[] = [
+    { name: 'int4 per token, group 64', d: 64, numHeads: 4, numKv: 2, n: 1, visible: 100, keys: tok(4, 64), values: tok(4, 64) },
+    { name: 'int8 per token, group 32', d: 64, numHeads: 6, numKv: 2, n: 3, visible: 70, keys: tok(8, 32), values: tok(8, 32), probs: true },
+    { name: 'int2, group 128 > d = 36 (does not divide)', d: 36, numHeads: 3, numKv: 1, n: 2, visible: 45, keys: tok(2, 128), values: tok(2, 32) },
+    { name: 'int3, d 100, group 32 (partial last group)', d: 100, numHeads: 2, numKv: 2, n: 1, visible: 65, keys: tok(3, 32), values: tok(3, 64) },
+    {
+      name: 'KIVI: channel keys in groups of 32 + residual ring spanning a group boundary', d: 64, numHeads: 4, numKv: 2, n: 5, visible: 90,
+      keys: chan(2, 32, { ringSize: 40, qlen: 64 }), values: tok(2, 32, { ringSize: 40, qlen: 64 }), probs: true,
+    },
+    {
+      name: 'kvquant: pre-RoPE channel keys (half layout), outliers, sinks; token values with outliers', d: 64, numHeads: 6, numKv: 2, n: 2, visible: 130,
+      keys: chan(3, 0, { ocap: 2, sinks: 1, rope: true }), values: tok(3, 64, { ocap: 1, sinks: 1 }), probs: true,
+    },
+    {
+      name: 'kvquant 2-bit, interleaved RoPE, d 72 (scalar rope tail)', d: 72, numHeads: 2, numKv: 1, n: 1, visible: 77, interleaved: true,
+      keys: chan(2, 0, { ocap: 1, sinks: 4, rope: true }), values: tok(2, 72, { ocap: 3, sinks: 4 }),
+    },
+    {
+      name: 'kvquant 4-bit, interleaved RoPE, d 64 (vector de-interleave)', d: 64, numHeads: 4, numKv: 2, n: 3, visible: 40, interleaved: true,
+      keys: chan(4, 0, { ocap: 1, rope: true }), values: tok(4, 64, { ocap: 1 }),
+    },
+    {
+      name: 'extreme magnitudes stay finite', d: 64, numHeads: 2, numKv: 1, n: 2, visible: 50, extreme: true,
+      keys: tok(4, 32, { ocap: 2 }), values: chan(8, 32, { ocap: 1, sinks: 2 }),
+    },
+  ];
+
+  for (const c of cases) {
+    it(c.name, () => {
+      const r = rng(c.d * 131 + c.visible + threads);
+      const cap = c.visible + c.n + 7;
+      const mk = (s: StreamSpec) => randomStream(r, s, c.numKv, cap, c.d, c.extreme === true);
+      const keys = mk(c.keys);
+      const values = mk(c.values);
+      const positions = new Int32Array(c.numKv * cap).map((_, i) => (i % cap < 6 ? i % cap : Math.floor(r() * 9000)));
+      const q = randomF32(r, c.n * c.numHeads * c.d, c.extreme ? 1e-6 : 2);
+      const run = (k: Kernels) => {
+        const rope = new RopeTables(k, c.d, 10000);
+        rope.ensure(9000);
+        const out = k.arena.alloc(q.length * 4);
+        k.arena.f32(out, q.length).fill(Number.NaN);
+        const lp = c.probs ? k.arena.alloc(c.numHeads * cap * 4) : 0;
+        const rc = c.probs ? k.arena.alloc(c.numHeads * cap * 4) : 0;
+        const args: QuantAttentionArgs = {
+          out, q: put(k, q), n: c.n, visible: c.visible, capacity: cap, numHeads: c.numHeads, numKvHeads: c.numKv, headDim: c.d,
+          scale: 1 / Math.sqrt(c.d), lastProbs: lp, received: rc, positions: put(k, positions),
+          keys: keys(k), values: values(k), ropeLo: rope.lo, ropeHi: rope.hi, ropeInterleaved: c.interleaved === true,
+        };
+        k.quantAttention(args);
+        const res = {
+          out: k.arena.f32(out, q.length).slice(),
+          lp: lp ? k.arena.f32(lp, c.numHeads * cap).slice() : new Float32Array(0),
+          rc: rc ? k.arena.f32(rc, c.numHeads * cap).slice() : new Float32Array(0),
+          rows: [] as Float32Array[],
+        };
+        if (k.backend === 'reference') for (let s = 0; s < 40; s++) res.rows.push(decodeRow(k.arena, args.keys, args, s % c.numKv, s));
+        return res;
+      };
+      const got = run(wasm);
+      const want = run(ref);
+      for (const v of got.out) expect(Number.isFinite(v)).toBe(true);
+      expectClose(got.out, want.out, 2e-4, 2e-5, `${c.name}: out`);
+      expectClose(got.lp, want.lp, 2e-4, 1e-6, `${c.name}: last probabilities`);
+      expectClose(got.rc, want.rc, 2e-4, 1e-6, `${c.name}: received`);
+      for (const row of want.rows) for (const v of row) expect(Number.isFinite(v)).toBe(true);
+    });
+  }
+});
