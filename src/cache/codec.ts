@@ -58,4 +58,6 @@ export interface CodecKind {
   create(params: Record<string, ParamValue>, ctx: CodecContext): Codec;
   /** Whether the codec can rotate keys at read (needed for streaming past the trained context). */
   ropeOnRead?: boolean;
+  /** Why these parameters cannot follow a policy that evicts (undefined: they can). */
+  evictionProblem?(params: Record<string, ParamValue>): string | undefined;
 }

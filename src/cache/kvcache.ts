@@ -56,6 +56,8 @@ export class KVCache {
     if (this.streaming && !codecKind.ropeOnRead) {
       throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);
     }
+    const evictionProblem = spec.policy.name === 'full' ? undefined : codecKind.evictionProblem?.(withDefaults(spec.codec, codecKind.schema));
+    if (evictionProblem) throw new UsageError(`cache spec "${this.spec}": ${evictionProblem}`);
     const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
     this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
     const ctx = { kernels: k, config, capacity: this.capacity, ropeOnRead: this.streaming };

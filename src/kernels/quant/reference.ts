@@ -30,12 +30,12 @@ export function ropeAngles(arena: Arena, lo: number, hi: number, half: number, p
 /** Row `slot` of KV head `head` as the kernel sees it. */
 export function decodeRow(
   arena: Arena, st: QuantStream, a: Pick<QuantAttentionArgs, 'capacity' | 'headDim' | 'positions' | 'ropeLo' | 'ropeHi' | 'ropeInterleaved'>,
-  head: number, slot: number,
+  head: number, slot: number, position?: number,
 ): Float32Array {
   const { capacity: cap, headDim: d } = a;
   const t16 = f16Table();
   const out = new Float32Array(d);
-  const pos = arena.i32(a.positions + (head * cap + slot) * 4, 1)[0]!;
+  const pos = position ?? arena.i32(a.positions + (head * cap + slot) * 4, 1)[0]!;
   if (slot >= st.qlen) {
     const src = arena.u16(st.ring + ((head * st.ringSize + (slot % st.ringSize)) * d) * 2, d);
     for (let i = 0; i < d; i++) out[i] = t16[src[i]!]!;

@@ -1,0 +1,137 @@
+import { f32ToF16 } from '../../kernels/half.js';
+import type { CodeBits } from '../../kernels/quant/pack.js';
+import type { CodecContext, CodecKind } from '../codec.js';
+import { QuantCodec, ringToF32 } from '../quant/codec.js';
+import { intLut } from '../quant/lut.js';
+import { QuantStore, rangeParams, type StreamConfig } from '../quant/store.js';
+import type { ParamValue } from '../spec.js';
+
+/**
+ * int(bits, axis, group, residual): asymmetric min-max integer codes, scale and zero as f16 per group.
+ *   axis=token:   one scale/zero per token per `group` channels (FlexGen: group 64; HF QuantizedCache).
+ *   axis=channel: one scale/zero per channel per `group` consecutive tokens (KIVI keys); a group is
+ *                 quantized when it fills, the tokens before that stay f16 in a residual ring.
+ *   residual=N:   the last N tokens stay f16 (KIVI keeps 128); with axis=channel the ring holds up to
+ *                 N + group − 1 tokens because only whole groups are quantized.
+ * k…/v… parameters set keys and values apart, e.g. KIVI-2 = int(kbits=2,vbits=2,kaxis=channel,
+ * vaxis=token,group=32,residual=128). Keys are quantized after RoPE (as KIVI and FlexGen do), except
+ * when streaming, where they are kept before RoPE and rotated in the kernel.
+ * Eviction: per-channel groups and the residual ring are laid out by slot order, so this codec refuses
+ * policies that evict when axis=channel or residual > 0 (see evictionProblem).
+ */
+class IntCodec extends QuantCodec {
+  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly residual: number) {
+    super(ctx, keys, values);
+  }
+
+  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][]): void {
+    this.writeStream(this.keys, layer, from, keys);
+    this.writeStream(this.values, layer, from, values);
+  }
+
+  private writeStream(st: QuantStore, l: number, from: number, rows: Float32Array[][]): void {
+    const heads = rows.length;
+    const n = rows[0]!.length;
+    if (!st.cfg.ringSize) {
+      for (let h = 0; h < heads; h++) for (let t = 0; t < n; t++) st.quantizeTokenRow(l, h, from + t, rows[h]![t]!);
+      return;
+    }
+    st.qlen[l] = Math.min(st.qlen[l]!, from);
+    for (let t = 0; t < n; t++) {
+      for (let h = 0; h < heads; h++) {
+        const dst = st.ringRow(l, h, from + t);
+        const x = rows[h]![t]!;
+        for (let i = 0; i < x.length; i++) dst[i] = toF16(x[i]!);
+      }
+      this.flush(st, l, from + t + 1);
+    }
+  }
+
+  /** Quantizes ring rows that left the residual window: one token (axis=token) or one group of tokens. */
+  private flush(st: QuantStore, l: number, len: number): void {
+    const R = this.residual;
+    const heads = this.ctx.config.numKvHeads;
+    const d = this.ctx.config.headDim;
+    if (st.cfg.axis === 'token') {
+      while (len - st.qlen[l]! > R) {
+        const s = st.qlen[l]!;
+        for (let h = 0; h < heads; h++) st.quantizeTokenRow(l, h, s, ringToF32(st.ringRow(l, h, s)));
+        st.qlen[l] = s + 1;
+      }
+      return;
+    }
+    const G = st.cfg.group;
+    while (len - st.qlen[l]! >= G && len - st.qlen[l]! > R) {
+      const s0 = st.qlen[l]!;
+      for (let h = 0; h < heads; h++) {
+        const rows = Array.from({ length: G }, (_, r) => ringToF32(st.ringRow(l, h, s0 + r)));
+        const words = new Uint32Array(d);
+        for (let i = 0; i < d; i++) {
+          let lo = Infinity;
+          let hi = -Infinity;
+          for (const row of rows) {
+            lo = Math.min(lo, row[i]!);
+            hi = Math.max(hi, row[i]!);
+          }
+          words[i] = rangeParams(st.cfg.dt, lo, hi).word;
+        }
+        st.setChannelParams(l, h, s0 / G, words);
+        rows.forEach((row, r) => st.quantizeChannelRow(l, h, s0 + r, row, words));
+      }
+      st.qlen[l] = s0 + G;
+    }
+  }
+}
+
+const toF16 = (x: number): number => f32ToF16(Number.isNaN(x) ? 0 : Math.max(-65504, Math.min(65504, x)));
+
+type Axis = 'token' | 'channel';
+
+function side(p: Record<string, ParamValue>, prefix: 'k' | 'v'): { bits: CodeBits; axis: Axis; group: number } {
+  return {
+    bits: (p[`${prefix}bits`] ?? p.bits) as CodeBits,
+    axis: (p[`${prefix}axis`] ?? p.axis) as Axis,
+    group: (p[`${prefix}group`] ?? p.group) as number,
+  };
+}
+
+export const int: CodecKind = {
+  schema: {
+    name: 'int',
+    doc: 'asymmetric min-max integer codes with f16 scale and zero per group (FlexGen, KIVI, HF QuantizedCache)',
+    params: {
+      bits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, default: 4, doc: 'bits per code' },
+      kbits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, optional: true, doc: 'bits per key code (default bits)' },
+      vbits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, optional: true, doc: 'bits per value code (default bits)' },
+      axis: { type: { kind: 'enum', values: ['token', 'channel'] }, default: 'token', doc: 'token: groups of channels within a token; channel: groups of tokens within a channel' },
+      kaxis: { type: { kind: 'enum', values: ['token', 'channel'] }, optional: true, doc: 'axis for keys (default axis)' },
+      vaxis: { type: { kind: 'enum', values: ['token', 'channel'] }, optional: true, doc: 'axis for values (default axis)' },
+      group: { type: { kind: 'enum', values: [32, 64, 128] }, default: 64, doc: 'numbers sharing one scale and zero' },
+      kgroup: { type: { kind: 'enum', values: [32, 64, 128] }, optional: true, doc: 'group for keys (default group)' },
+      vgroup: { type: { kind: 'enum', values: [32, 64, 128] }, optional: true, doc: 'group for values (default group)' },
+      residual: { type: { kind: 'int', min: 0, max: 65536 }, default: 0, doc: 'most recent tokens kept in f16 until quantized' },
+    },
+  },
+  ropeOnRead: true,
+  evictionProblem: (p) => {
+    if (side(p, 'k').axis === 'channel' || side(p, 'v').axis === 'channel') {
+      return 'int with axis=channel quantizes runs of consecutive tokens together and cannot follow evictions; use axis=token, or the full policy';
+    }
+    if ((p.residual as number) > 0) return 'int with residual>0 keeps its residual window in slot order and cannot follow evictions; use residual=0, or the full policy';
+    return undefined;
+  },
+  create: (p, ctx) => {
+    const c = ctx.config;
+    const residual = p.residual as number;
+    const stream = (prefix: 'k' | 'v', rope: boolean): QuantStore => {
+      const s = side(p, prefix);
+      const cfg: StreamConfig = {
+        dt: { bits: s.bits, kind: 'int', levels: [] }, axis: s.axis, group: s.group, ocap: 0,
+        ringSize: s.axis === 'channel' ? residual + s.group : residual > 0 ? residual + 1 : 0,
+        sinks: 0, rope,
+      };
+      return new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, cfg, ctx.capacity, intLut(s.bits));
+    };
+    return new IntCodec(ctx, stream('k', ctx.ropeOnRead), stream('v', false), residual);
+  },
+};
