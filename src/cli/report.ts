@@ -1,25 +1,32 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import { buildTables, renderMarkdown } from '../eval/report.js';
+import { renderPlotPngs } from '../eval/browser.js';
+import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
 import { parse } from './args.js';
 
-const HELP = `Usage: kvpack report [--store FILE]… [--out DIR]
+const HELP = `Usage: kvpack report [--store FILE]… [--out DIR] [--png]
 
-Renders results stores (default: every results/*.jsonl) as Markdown: one table per model, task and
-task parameters, one row per cache spec, with the change against the full cache.
-  --out DIR   write DIR/report.md instead of printing
+Renders results stores (default: every results/*.jsonl): one table per model, task and task
+parameters, one row per cache spec, with the change against the full cache, and plots (quality vs
+KV bytes per token, metrics vs budget, passkey/needle heatmaps, XSum ROUGE bars).
+  --out DIR   write DIR/index.html (self-contained, inline SVG) and DIR/report.md instead of printing
+              the Markdown
+  --png       also write DIR/<plot>.png for each plot, linked from report.md (headless Chromium and
+              playwright-core; see npm run report)
 `;
 
 export async function reportCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parse('report', argv, {
     store: { type: 'string', multiple: true },
     out: { type: 'string' },
+    png: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length) throw new UsageError(`report takes no positional arguments, got "${positionals.join(' ')}" (use --store FILE)`);
+  if (values.png && values.out === undefined) throw new UsageError('--png needs --out DIR');
   const files = values.store ?? defaultStores();
   if (files.length === 0) throw new UsageError('no results/*.jsonl here; name a store with --store FILE');
   const rows: ResultRow[] = [];
@@ -30,12 +37,22 @@ export async function reportCommand(argv: string[]): Promise<void> {
     rows.push(...store.rows());
     sources.push({ file, rows: store.rows().length });
   }
-  const markdown = renderMarkdown(buildTables(rows), sources);
-  if (values.out === undefined) return void process.stdout.write(markdown);
+  const sections = buildSections(rows);
+  const tables = sections.map((s) => s.table);
+  if (values.out === undefined) return void process.stdout.write(renderMarkdown(tables, sources));
   fs.mkdirSync(values.out, { recursive: true });
-  const target = path.join(values.out, 'report.md');
-  fs.writeFileSync(target, markdown);
-  process.stderr.write(`wrote ${target}\n`);
+  const html = path.join(values.out, 'index.html');
+  fs.writeFileSync(html, renderHtml(sections, sources));
+  let images: { file: string; title: string }[][] = [];
+  if (values.png) {
+    // stale PNGs of plots that no longer exist would linger in a committed folder
+    for (const f of fs.readdirSync(values.out)) if (f.endsWith('.png')) fs.rmSync(path.join(values.out, f));
+    const written = new Set(await renderPlotPngs(html, values.out));
+    images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title })));
+  }
+  const md = path.join(values.out, 'report.md');
+  fs.writeFileSync(md, renderMarkdown(tables, sources, images));
+  process.stderr.write(`wrote ${html}, ${md}${values.png ? ` and ${images.flat().length} PNGs` : ''}\n`);
 }
 
 function defaultStores(): string[] {

@@ -1,4 +1,5 @@
 import { formatBytes } from '../util/progress.js';
+import { budgetPlot, esc, heatmapPlot, paretoPlot, rougePlot, type Experiment, type Plot } from './plots.js';
 import type { ResultRow, TaskParams } from './store.js';
 import { TASKS, type MetricColumn } from './tasks.js';
 
@@ -35,6 +36,10 @@ export const BASELINE = 'full';
  * wins (a re-run supersedes), the full cache comes first and the others keep the order they ran in.
  */
 export function buildTables(rows: readonly ResultRow[]): ReportTable[] {
+  return groupRows(rows).map(table);
+}
+
+function groupRows(rows: readonly ResultRow[]): ResultRow[][] {
   const groups = new Map<string, ResultRow[]>();
   for (const row of rows) {
     const id = `${row.model_fingerprint}\0${row.task}\0${canonicalParams(row.params)}`;
@@ -44,10 +49,90 @@ export function buildTables(rows: readonly ResultRow[]): ReportTable[] {
     else group.push(row);
     groups.set(id, group);
   }
-  return [...groups.values()].map((group) => {
-    const ordered = [...group.filter((r) => r.cache === BASELINE), ...group.filter((r) => r.cache !== BASELINE)];
-    return table(ordered);
+  return [...groups.values()].map((group) => [...group.filter((r) => r.cache === BASELINE), ...group.filter((r) => r.cache !== BASELINE)]);
+}
+
+function experimentTitle(r: ResultRow): string {
+  return `${r.model} · ${r.task} · ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(' ')}`;
+}
+
+/** The plots of one experiment: which ones depend on the task. */
+export function experimentPlots(rows: ResultRow[]): Plot[] {
+  const first = rows[0]!;
+  const key = [first.model.split(/[\\/]/).pop()!.replace(/\.(bin|gguf)$/, ''), first.task, ...Object.values(first.params).map(String)].join('-');
+  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows };
+  const plots: (Plot | undefined)[] = [];
+  switch (first.task) {
+    case 'ppl':
+      plots.push(paretoPlot(e, 'ppl', 'perplexity'), budgetPlot(e, 'ppl', 'perplexity'));
+      break;
+    case 'fidelity':
+      plots.push(paretoPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));
+      break;
+    case 'passkey':
+    case 'needle':
+      plots.push(heatmapPlot(e), budgetPlot(e, 'accuracy', 'accuracy'));
+      break;
+    case 'xsum':
+      plots.push(rougePlot(e), paretoPlot(e, 'rouge1', 'ROUGE-1 F1'));
+      break;
+    default:
+      break;
+  }
+  return plots.filter((p): p is Plot => p !== undefined);
+}
+
+export interface ReportSection {
+  table: ReportTable;
+  plots: Plot[];
+}
+
+/** Every experiment's table and plots, in the order of buildTables. */
+export function buildSections(rows: readonly ResultRow[]): ReportSection[] {
+  return groupRows(rows).map((group) => ({ table: table(group), plots: experimentPlots(group) }));
+}
+
+/**
+ * The self-contained HTML page: inline CSS and SVG, nothing fetched. Each experiment is a section
+ * with its plots (figures with ids) and its table.
+ */
+export function renderHtml(sections: readonly ReportSection[], sources: readonly { file: string; rows: number }[] = []): string {
+  const out: string[] = [];
+  out.push('<!doctype html>', '<html lang="en">', '<head>', '<meta charset="utf-8">', '<title>kvpack results</title>');
+  out.push(`<style>
+body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #111; padding: 0 16px; }
+h2 { margin-top: 40px; border-bottom: 1px solid #ccc; padding-bottom: 4px; font-size: 1.15em; }
+figure { margin: 16px 0; overflow-x: auto; }
+figcaption { font-size: 0.85em; color: #444; margin-top: 4px; }
+figcaption b { color: #111; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 12px 0; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; }
+td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+td code { font-size: 0.95em; }
+nav li { margin: 2px 0; }
+</style>`);
+  out.push('</head>', '<body>', '<h1>kvpack results</h1>');
+  if (sources.length) out.push(`<p>From ${sources.map((s) => `<code>${esc(s.file)}</code> (${s.rows} rows)`).join(', ')}.</p>`);
+  if (sections.length === 0) out.push('<p>No results yet.</p>');
+  else {
+    out.push('<nav><ul>');
+    sections.forEach((s, i) => out.push(`<li><a href="#exp-${i}">${esc(s.table.title)}</a></li>`));
+    out.push('</ul></nav>');
+  }
+  sections.forEach((s, i) => {
+    out.push(`<section id="exp-${i}" data-task="${esc(s.table.task)}">`, `<h2>${esc(s.table.title)}</h2>`);
+    for (const p of s.plots) {
+      out.push(`<figure data-plot="${p.id}">`, p.svg, `<figcaption><b>${esc(p.title)}.</b> ${esc(p.caption)}</figcaption>`, '</figure>');
+    }
+    out.push('<table>', `<tr>${s.table.columns.map((c) => `<th class="${c.align === 'right' ? 'r' : ''}">${esc(c.header)}</th>`).join('')}</tr>`);
+    for (const r of s.table.rows) {
+      const cells = r.cells.map((c, j) => (j === 0 ? `<td><code>${esc(c.text)}</code></td>` : `<td class="${s.table.columns[j]?.align === 'right' ? 'r' : ''}">${esc(c.text)}</td>`));
+      out.push(`<tr>${cells.join('')}</tr>`);
+    }
+    out.push('</table>', '</section>');
   });
+  out.push('</body>', '</html>', '');
+  return out.join('\n');
 }
 
 function table(rows: ResultRow[]): ReportTable {
@@ -111,7 +196,12 @@ function canonicalParams(params: TaskParams): string {
 }
 
 /** Markdown: a heading, the stores read, then one table per experiment. */
-export function renderMarkdown(tables: readonly ReportTable[], sources: readonly { file: string; rows: number }[] = []): string {
+export function renderMarkdown(
+  tables: readonly ReportTable[],
+  sources: readonly { file: string; rows: number }[] = [],
+  /** Image files (relative to the Markdown file) shown above each table, by table index. */
+  images: readonly (readonly { file: string; title: string }[])[] = [],
+): string {
   const out = ['# kvpack results', ''];
   if (sources.length) {
     out.push(`From ${sources.map((s) => `\`${s.file}\` (${s.rows} rows)`).join(', ')}.`, '');
@@ -119,6 +209,7 @@ export function renderMarkdown(tables: readonly ReportTable[], sources: readonly
   if (tables.length === 0) out.push('No results yet.', '');
   for (const t of tables) {
     out.push(`## ${escape(t.title)}`, '');
+    for (const img of images[tables.indexOf(t)] ?? []) out.push(`![${escape(img.title)}](${img.file})`, '');
     out.push(`| ${t.columns.map((c) => escape(c.header)).join(' | ')} |`);
     out.push(`|${t.columns.map((c) => (c.align === 'right' ? '---:' : ':---')).join('|')}|`);
     for (const r of t.rows) {
