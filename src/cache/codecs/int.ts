@@ -11,8 +11,8 @@ import type { ParamValue } from '../spec.js';
  *   axis=token:   one scale/zero per token per `group` channels (FlexGen: group 64; HF QuantizedCache).
  *   axis=channel: one scale/zero per channel per `group` consecutive tokens (KIVI keys); a group is
  *                 quantized when it fills, the tokens before that stay f16 in a residual ring.
- *   residual=N:   the last N tokens stay f16 (KIVI keeps 128); with axis=channel the ring holds up to
- *                 N + group − 1 tokens because only whole groups are quantized.
+ *   residual=N:   the last N tokens always stay f16 (KIVI keeps 128); with axis=channel a group of
+ *                 `group` older tokens is quantized once it fills, so N to N + group − 1 tokens are f16.
  * k…/v… parameters set keys and values apart, e.g. KIVI-2 = int(kbits=2,vbits=2,kaxis=channel,
  * vaxis=token,group=32,residual=128). Keys are quantized after RoPE (as KIVI and FlexGen do), except
  * when streaming, where they are kept before RoPE and rotated in the kernel.
@@ -61,7 +61,7 @@ class IntCodec extends QuantCodec {
       return;
     }
     const G = st.cfg.group;
-    while (len - st.qlen[l]! >= G && len - st.qlen[l]! > R) {
+    while (len - st.qlen[l]! >= R + G) {
       const s0 = st.qlen[l]!;
       for (let h = 0; h < heads; h++) {
         const rows = Array.from({ length: G }, (_, r) => ringToF32(st.ringRow(l, h, s0 + r)));

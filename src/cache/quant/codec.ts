@@ -68,7 +68,7 @@ export abstract class QuantCodec implements Codec {
   protected keepSink(st: QuantStore, layer: number, h: number, pos: number, x: Float32Array): void {
     if (pos >= 0 && pos < st.cfg.sinks) {
       const dst = st.sinkRow(layer, h, pos);
-      for (let i = 0; i < x.length; i++) dst[i] = f32ToF16(x[i]!);
+      for (let i = 0; i < x.length; i++) dst[i] = f32ToF16(Number.isNaN(x[i]!) ? 0 : Math.max(-65504, Math.min(65504, x[i]!)));
     }
   }
 
