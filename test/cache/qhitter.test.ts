@@ -22,7 +22,7 @@ function make(spec: string, numLayers: number, numKvHeads: number, capacity = 16
 }
 
 /**
- * Appends tokens whose key rows are [0, e, 1, 1] and value rows [0, 0, 1, 1]: at 1 bit (scale 1,
+ * Appends tokens whose key rows are [0, e, 3, 3] and value rows [0, 0, 3, 3]: at 2 bits (scale 1,
  * zero 0) the key's quantization error is e (for e < 0.5) and the value's is 0.
  */
 function append(p: Policy, layer: number, head: number, from: number, keyErrors: number[]): void {
@@ -30,8 +30,8 @@ function append(p: Policy, layer: number, head: number, from: number, keyErrors:
   const keys = new Float32Array(n * 4);
   const values = new Float32Array(n * 4);
   keyErrors.forEach((e, t) => {
-    keys.set([0, e, 1, 1], t * 4);
-    values.set([0, 0, 1, 1], t * 4);
+    keys.set([0, e, 3, 3], t * 4);
+    values.set([0, 0, 3, 3], t * 4);
   });
   p.onAppend(layer, head, from, n, Int32Array.from({ length: n }, (_, t) => from + t), { keys, values, headDim: 4 });
 }
@@ -64,7 +64,7 @@ describe('quantization friendliness', () => {
   });
 
   it('normalises the prompt as one block across KV heads, then each decoded token across heads', () => {
-    const p = make('qhitter(budget=2,default=1,recent=1,bits=1)', 1, 2);
+    const p = make('qhitter(budget=2,default=1,recent=1,bits=2)', 1, 2);
     append(p, 0, 0, 0, [0, 0.2]);
     append(p, 0, 1, 0, [0.4, 0.4]);
     p.observe(step(0, [[0.5, 0.5], [0.5, 0.5]], 1));
@@ -81,11 +81,11 @@ describe('quantization friendliness', () => {
 });
 
 describe('Q-Hitter selection', () => {
-  // positions 0..7; key errors at 1 bit, normalised by 0.4 → friendliness 1 .5 .875 .75 .625 1 .5 .75
+  // positions 0..7; key errors at 2 bits, normalised by 0.4 → friendliness 1 .5 .875 .75 .625 1 .5 .75
   const errors = [0, 0.4, 0.1, 0.2, 0.3, 0, 0.4, 0.2];
   const received = [0.3, 0.25, 0.05, 0.1, 0.02, 0.08, 0.1, 0.1];
   const run = (alpha: string, layers = 1) => {
-    const p = make(`qhitter(budget=6,default=2,heavy=2,recent=2,alpha=${alpha},bits=1)`, layers, 1);
+    const p = make(`qhitter(budget=6,default=2,heavy=2,recent=2,alpha=${alpha},bits=2)`, layers, 1);
     for (let l = 0; l < layers; l++) {
       append(p, l, 0, 0, errors);
       p.observe(step(l, [received], 1));
@@ -112,7 +112,7 @@ describe('Q-Hitter selection', () => {
     let seed = 7;
     const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     for (let trial = 0; trial < 50; trial++) {
-      const p = make(`qhitter(budget=9,default=3,heavy=3,recent=3,alpha=${trial % 3 / 2},bits=1)`, 1, 1, 16);
+      const p = make(`qhitter(budget=9,default=3,heavy=3,recent=3,alpha=${trial % 3 / 2},bits=2)`, 1, 1, 16);
       append(p, 0, 0, 0, Array.from({ length: 12 }, () => Math.round(rand() * 4) / 10));
       // coarse probabilities so ties happen
       p.observe(step(0, [Array.from({ length: 12 }, () => Math.round(rand() * 5) / 10)], 1));
@@ -130,7 +130,7 @@ describe('Q-Hitter selection', () => {
 
   it('averages the query heads of a KV head (GQA)', () => {
     // slot 0 gets .3 and .3, slot 1 gets 0 and .5: the mean ranks slot 0 first (a max would pick slot 1)
-    const p = make('qhitter(budget=3,default=1,heavy=1,recent=1,alpha=1,bits=1)', 1, 1);
+    const p = make('qhitter(budget=3,default=1,heavy=1,recent=1,alpha=1,bits=2)', 1, 1);
     append(p, 0, 0, 0, [0, 0, 0, 0]);
     p.observe(step(0, [[0.3, 0, 0.35, 0.35], [0.3, 0.5, 0.1, 0.1]], 2));
     // means .3 .25 .225 .225: recent 3, default 0, heavy 1, then 2
@@ -186,7 +186,7 @@ describe('Q-Hitter in the cache (stories260K)', () => {
     expect(cache.codec.bytes(lengths) / (32 * c.numLayers * c.numKvHeads)).toBe(
       plain.cache.codec.bytes(plain.cache.layerLengths()) / (32 * c.numLayers * c.numKvHeads),
     );
-    expect(cache.codec.bitsPerValue()).toBeLessThan(32);
+    expect(cache.spec).toMatch(/\+int\(bits=4,/);
   });
 
   it('an explicit codec wins over the default one', () => {

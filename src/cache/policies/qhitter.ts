@@ -298,7 +298,7 @@ export const qhitter: PolicyKind = {
       heavy: { type: { kind: 'budget' }, optional: true, doc: 'heavy hitters picked by the combined score (default budget − default − recent)' },
       recent: FRACTION(0.05, 'newest tokens always kept'),
       alpha: { type: { kind: 'numbers', min: 0, max: 1 }, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' },
-      bits: { type: { kind: 'int', min: 1, max: 8 }, default: 4, doc: 'bits of the friendliness measure and of the default int codec' },
+      bits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, default: 4, doc: 'bits of the friendliness measure and of the default int codec' },
     },
   },
   create(params, shape) {
@@ -312,5 +312,6 @@ export const qhitter: PolicyKind = {
     return new QHitterPolicy(params, shape);
   },
   needsRows: true,
-  defaultCodec: () => `fp16`, // TEMP until the int codec lands
+  // FlexGen's group of 64, which the released code names as its real (non-simulated) quantizer
+  defaultCodec: (params) => `int(bits=${params.bits as number},axis=token,group=64)`,
 };
