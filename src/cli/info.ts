@@ -1,19 +1,24 @@
+import { CODECS, parseSpec } from '../cache/registry.js';
+import { withDefaults } from '../cache/spec.js';
+import type { Model } from '../model/model.js';
 import { formatBytes } from '../util/progress.js';
 import { MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
-const HELP = `Usage: kvpack info [--model M] [--json]
+const HELP = `Usage: kvpack info [--model M] [--cache SPEC] [--json]
 
-Architecture, parameter count, weight dtypes and KV-cache bytes per token of a model.
+Architecture, parameter count, weight dtypes and KV-cache bytes per token of a model; with --cache,
+the codec's stored bits per key/value number (scales, zeros, LUTs and outliers counted).
 `;
 
 export async function infoCommand(argv: string[]): Promise<void> {
-  const { values } = parse('info', argv, { ...MODEL_OPTIONS, json: { type: 'boolean' } });
+  const { values } = parse('info', argv, { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' } });
   if (values.help) return void process.stdout.write(HELP);
   const model = await loadModelFromOptions(values);
   try {
     const info = model.info();
-    if (values.json) return void process.stdout.write(`${JSON.stringify(info)}\n`);
+    const cache = values.cache === undefined ? undefined : cacheBits(model, values.cache);
+    if (values.json) return void process.stdout.write(`${JSON.stringify(cache ? { ...info, cache } : info)}\n`);
     const c = info.config;
     const dtypes = Object.entries(info.dtypes).map(([d, n]) => `${d} ${(n / 1e6).toFixed(2)}M`).join(', ');
     const rows: [string, string][] = [
@@ -28,8 +33,23 @@ export async function infoCommand(argv: string[]): Promise<void> {
       ['weights', formatBytes(info.weightBytes)],
       ['KV bytes/token', `${info.kvBytesPerTokenF32} (f32), ${info.kvBytesPerTokenF16} (f16)`],
     ];
+    if (cache) rows.push(['cache', `${cache.spec}: ${cache.bitsPerValue} bits per value, ${cache.kvBytesPerToken} KV bytes/token`]);
     for (const [k, v] of rows) process.stdout.write(`${k.padEnd(16)} ${v}\n`);
   } finally {
     await model.close();
+  }
+}
+
+/** Effective bits per stored number of a cache spec's codec (per slot, shared tables amortised away). */
+function cacheBits(model: Model, text: string) {
+  const spec = parseSpec(text);
+  const kind = CODECS.get(spec.codec.name)!;
+  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, ropeOnRead: false });
+  try {
+    const bits = codec.bitsPerValue();
+    const c = model.config;
+    return { spec: text, bitsPerValue: Number(bits.toFixed(4)), kvBytesPerToken: (bits * 2 * c.numLayers * c.numKvHeads * c.headDim) / 8 };
+  } finally {
+    codec.free();
   }
 }
