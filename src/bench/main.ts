@@ -12,11 +12,12 @@ import { parseArgs } from 'node:util';
 import { BenchContext, type BenchOptions, type Section, type SectionResult } from './context.js';
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
+import { kvcacheSection } from './kvcache.js';
 import { speedSection } from './speed.js';
 import { contextScalingSection } from './context-scaling.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection];
 
 const USAGE = `usage: npm run bench -- [options]
 
