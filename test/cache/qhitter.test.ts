@@ -189,6 +189,14 @@ describe('Q-Hitter in the cache (stories260K)', () => {
     expect(cache.spec).toMatch(/\+int\(bits=4,/);
   });
 
+  it('with alpha = 1 is H2O with the same recent window (the released code\'s "H2O + quantization" baseline)', () => {
+    // default + heavy are then both the top by accumulated attention
+    const int4 = 'int(bits=4,axis=token,group=64)';
+    const q = model.session({ cache: `qhitter(budget=32,default=8,recent=8,alpha=1)+${int4}` }).score(ids, { mode: 'decode' });
+    const h = model.session({ cache: `h2o(budget=32,recent=8)+${int4}` }).score(ids, { mode: 'decode' });
+    expect(Array.from(q)).toEqual(Array.from(h));
+  });
+
   it('an explicit codec wins over the default one', () => {
     const session = model.session({ cache: 'qhitter(budget=32)+fp16' });
     expect(session.cache.spec).toBe('qhitter(budget=32)+fp16');
