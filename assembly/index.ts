@@ -63,6 +63,16 @@ export function run(ctrl: usize, thread: i32): i32 {
   return f32x4.mul(i16x8.shuffle(lp, hp, 4, 12, 5, 13, 6, 14, 7, 15), f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 
+/** h2fLo / h2fHi without the multiply: the f32 bits of half · 2^-112 (see mv4F16s). */
+// @ts-ignore: decorator
+@inline function h2fLoS(v: v128): v128 {
+  return i16x8.shuffle(i16x8.shl(v, 13), v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff)), 0, 8, 1, 9, 2, 10, 3, 11);
+}
+// @ts-ignore: decorator
+@inline function h2fHiS(v: v128): v128 {
+  return i16x8.shuffle(i16x8.shl(v, 13), v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff)), 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
 /** Attention blocks: f16 slots to f32 with the fast conversion (len a multiple of 8 or tail scalar). */
 function convertF16Fast(dst: usize, src: usize, len: i32): void {
   let k = 0;
@@ -181,16 +191,23 @@ function matmulJob(ctrl: usize, thread: i32): i32 {
     if (it >= items) break;
     const r0 = it * chunk;
     const r1 = min(rows, r0 + chunk);
-    if (n == 1) matvecRows(out, x, w, dt, cols, r0, r1);
+    if (n == 1) matvecRows(out, x, w, dt, cols, r0, r1, scratch);
     else matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     atomic.add<i32>(ctrl + C_DONE, 1);
   }
   return items;
 }
 
-/** out[r0..r1) = W[r0..r1) · x for one token, 4 rows at a time straight from the stored dtype. */
-function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32): void {
+/** out[r0..r1) = W[r0..r1) · x for one token, 4 rows at a time straight from the stored dtype.
+ *  `scratch` (f16 only, cols floats of this thread) receives x · 2^112 for the fast f16 rows. */
+function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32, scratch: usize): void {
   const rb = rowBytes(dt, cols);
+  if (dt == DT_F16 && scratch != 0 && prescaleX(scratch, x, cols)) {
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) v128.store(out + (<usize>r << 2), mv4F16s(w + <usize>r * rb, rb, scratch, x, cols));
+    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), f32x4.extract_lane(mv4F16s(w + <usize>r * rb, 0, scratch, x, cols), 0));
+    return;
+  }
   let r = r0;
   for (; r + 4 <= r1; r += 4) {
     const p = w + <usize>r * rb;
@@ -298,6 +315,68 @@ function mv4F16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
     v = v128.load(w3 + o);
     a3 = f32x4.add(a3, f32x4.mul(h2fLo(v), x0));
     b3 = f32x4.add(b3, f32x4.mul(h2fHi(v), x1));
+  }
+  let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
+  if (k < cols) {
+    let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
+    for (; k < cols; k++) {
+      const o = <usize>k << 1;
+      const xv = load<f32>(x + (o << 1));
+      s0 += h2fScalar(load<u16>(w0 + o)) * xv;
+      s1 += h2fScalar(load<u16>(w1 + o)) * xv;
+      s2 += h2fScalar(load<u16>(w2 + o)) * xv;
+      s3 += h2fScalar(load<u16>(w3 + o)) * xv;
+    }
+    v = tail4(v, s0, s1, s2, s3);
+  }
+  return v;
+}
+
+/** dst[0..cols&~7) = x · 2^112 (exact: a power of two) unless some |x| ≥ 2^16 or is NaN, where the
+ *  scaled value could overflow: then false and the caller keeps the multiplying kernel. */
+function prescaleX(dst: usize, x: usize, cols: i32): bool {
+  const c = f32x4.splat(reinterpret<f32>(0x77800000)); // 2^112
+  let m = f32x4.splat(0);
+  for (let k = 0; k + 8 <= cols; k += 8) {
+    const o = <usize>k << 2;
+    const a = v128.load(x + o), b = v128.load(x + o, 16);
+    // max keeps a NaN; abs of both halves first so -inf counts too
+    m = f32x4.max(m, f32x4.max(f32x4.abs(a), f32x4.abs(b)));
+    v128.store(dst + o, f32x4.mul(a, c));
+    v128.store(dst + o, f32x4.mul(b, c), 16);
+  }
+  const mm = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+  const top = max(f32x4.extract_lane(mm, 0), f32x4.extract_lane(mm, 1));
+  return top < 65536; // false for NaN
+}
+
+/** The f16 rows kernel for prescaled x (xs = x · 2^112 from prescaleX): each half is widened to the
+ *  f32 bit pattern of half · 2^-112 with three 16-bit ops (shared by 8 halves) and two interleaves,
+ *  [(h >> 3 arith) & 0x8fff | h << 13] — sign, then the 5 exponent and 10 mantissa bits shifted into
+ *  f32 position; f16 subnormals land on f32 denormals, exactly. The products xs·w' are then x·w
+ *  rounded once, as with a converted weight, without the per-weight multiply by 2^112. Tail
+ *  columns (cols % 8) use the unscaled x. */
+function mv4F16s(w0: usize, rb: usize, xs: usize, x: usize, cols: i32): v128 {
+  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let k = 0;
+  for (; k + 8 <= cols; k += 8) {
+    const o = <usize>k << 1;
+    const x0 = v128.load(xs + (o << 1));
+    const x1 = v128.load(xs + (o << 1), 16);
+    let v = v128.load(w0 + o);
+    a0 = f32x4.add(a0, f32x4.mul(h2fLoS(v), x0));
+    b0 = f32x4.add(b0, f32x4.mul(h2fHiS(v), x1));
+    v = v128.load(w1 + o);
+    a1 = f32x4.add(a1, f32x4.mul(h2fLoS(v), x0));
+    b1 = f32x4.add(b1, f32x4.mul(h2fHiS(v), x1));
+    v = v128.load(w2 + o);
+    a2 = f32x4.add(a2, f32x4.mul(h2fLoS(v), x0));
+    b2 = f32x4.add(b2, f32x4.mul(h2fHiS(v), x1));
+    v = v128.load(w3 + o);
+    a3 = f32x4.add(a3, f32x4.mul(h2fLoS(v), x0));
+    b3 = f32x4.add(b3, f32x4.mul(h2fHiS(v), x1));
   }
   let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
   if (k < cols) {

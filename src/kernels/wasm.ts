@@ -84,7 +84,8 @@ class WasmKernels implements Kernels {
     // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
     const balance = ceil4(rows / (par * 8));
     let chunk = Math.max(4, Math.min(64, balance));
-    let scratchBytes = 0;
+    // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
+    let scratchBytes = n === 1 && w.dtype === 'f16' ? cols * 4 : 0;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
       if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4;
