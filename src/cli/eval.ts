@@ -16,7 +16,7 @@ function help(): string {
   return `Usage: kvpack eval TASK [key=value]… [--model M] [--cache SPEC]… [--limit N] [--seed S] [--json] [--threads K]
 
 Runs one task once, without a results store; several --cache run one after the other on the same
-model and print one table (the first --cache is the Δ baseline only if it is "full"; default: full).
+model and print one table (default: full; Δ columns compare with --cache full when it is there).
 Task parameters are key=value words after the task name. --json prints one result row per cache.
 Tasks:
 ${tasks.join('\n')}
@@ -48,7 +48,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     if (!known.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
     entry[known.limit] = intOption('limit', values.limit, 1, 1);
   }
-  const { task, params } = resolveTask(entry, 'eval');
+  const { task, params } = resolveTask(entry, name);
   const seed = intOption('seed', values.seed, 0, 0);
   // Canonical specs, checked before the model loads.
   const caches = (values.cache ?? ['full']).map((c) => {
