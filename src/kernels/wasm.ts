@@ -132,9 +132,10 @@ class WasmKernels implements Kernels {
     const group = numHeads / numKvHeads;
     const seen = a.visible + n;
     const par = this.parallelism(n * numHeads * seen * d);
-    // Query heads per item: a whole KV group shares each decoded tile; split only to feed the threads.
+    // Query heads per item: a whole KV group shares each decoded tile (decoding costs more than scoring,
+    // so an uneven spread of whole groups beats decoding a group twice); split only to feed the threads.
     const perHead = a.received ? 1 : n;
-    const minItems = par > 1 ? 2 * par : 1;
+    const minItems = par > 1 ? par : 1;
     let hg = group;
     while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < minItems) hg = Math.ceil(hg / 2);
     this.ensureScratch(4 * (hg * ceil4(seen) + QUANT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
