@@ -21,8 +21,29 @@ export function qrun(ctrl: usize, thread: i32): i32 {
   const numKv = load<i32>(a, 24);
   const hg = load<i32>(a, 76);
   const received = load<u32>(a, 40);
+  const splits = load<i32>(a, 80);
   const group = numHeads / numKv;
   const subs = (group + hg - 1) / hg;
+  if (splits > 1) {
+    // one query (decode): items are (KV head, head group, slot range); partial softmax sums are merged
+    // by the caller (src/kernels/wasm.ts)
+    const seen = load<i32>(a, 12);
+    const chunk = ((seen + splits - 1) / splits + QB - 1) / QB * QB;
+    const total = numKv * subs * splits;
+    for (;;) {
+      const it = atomic.add<i32>(ctrl + Q_NEXT, 1);
+      if (it >= total) break;
+      const part = it % splits;
+      const gi = it / splits;
+      const kvh = gi / subs;
+      const h0 = kvh * group + (gi % subs) * hg;
+      const h1 = min(h0 + hg, (kvh + 1) * group);
+      const lo = min(seen, part * chunk);
+      qattendItem(a, thread, 0, kvh, h0, h1, lo, min(seen, lo + chunk), it);
+      atomic.add<i32>(ctrl + Q_DONE, 1);
+    }
+    return total;
+  }
   const perT = numKv * subs;
   const allT = received != 0;
   const items = allT ? perT : n * perT;
@@ -35,9 +56,10 @@ export function qrun(ctrl: usize, thread: i32): i32 {
     const h0 = kvh * group + sub * hg;
     const h1 = min(h0 + hg, (kvh + 1) * group);
     if (allT) {
-      for (let t = 0; t < n; t++) qattendItem(a, thread, t, kvh, h0, h1);
+      for (let t = 0; t < n; t++) qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, 12) + t, -1);
     } else {
-      qattendItem(a, thread, it / perT, kvh, h0, h1);
+      const t = it / perT;
+      qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, 12) + t, -1);
     }
     atomic.add<i32>(ctrl + Q_DONE, 1);
   }
@@ -374,7 +396,12 @@ function axpyTile(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
   return f32x4.mul(p, e);
 }
 
-function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): void {
+/**
+ * Attention of query t for heads [h0, h1) over slots [lo, hi). part < 0: a whole view, normalised into
+ * `out` (and lastProbs/received). part ≥ 0: writes [max, sum, Σ e^(s−max)·v (d)] per head to the partial
+ * buffer at item `part` for the caller to merge.
+ */
+function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
   const out = <usize>load<u32>(a, 0);
   const q = <usize>load<u32>(a, 4);
   const n = load<i32>(a, 8);
@@ -391,8 +418,9 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32):
   const hg = load<i32>(a, 76);
 
   const g = h1 - h0;
-  const seen = visible + t;
+  const seen = hi - lo; // slots in this item's range
   const sp = (seen + 3) & ~3;
+  void visible;
   const db = <usize>d << 2;
   const scores = scratch;
   const tile = scores + (<usize>hg * <usize>sp << 2);
@@ -404,11 +432,12 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32):
 
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
-    decodeTile(tile, descK, a, kvh, s0, bs, chS, chZ);
+    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ);
     for (let j = 0; j < g; j++) {
       scoreTile(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), scale);
     }
   }
+  const partial = <usize>load<u32>(a, 84) + (<usize>part * <usize>hg * <usize>(d + 2) << 2);
   for (let j = 0; j < g; j++) {
     const row = scores + (<usize>j * <usize>sp << 2);
     for (let s = seen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
@@ -424,12 +453,20 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32):
     }
     const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
     store<f32>(invs + (<usize>j << 2), total > 0 ? <f32>(1 / total) : 0);
+    if (part >= 0) {
+      store<f32>(partial + (<usize>j * <usize>(d + 2) << 2), seen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
+      store<f32>(partial + (<usize>j * <usize>(d + 2) << 2), <f32>total, 4);
+    }
   }
   memory.fill(acc, 0, <usize>g * db);
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
-    decodeTile(tile, descV, a, kvh, s0, bs, chS, chZ);
+    decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ);
     for (let j = 0; j < g; j++) axpyTile(acc + <usize>j * db, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), tile, d, bs);
+  }
+  if (part >= 0) {
+    for (let j = 0; j < g; j++) memory.copy(partial + ((<usize>j * <usize>(d + 2) + 2) << 2), acc + <usize>j * db, db);
+    return;
   }
   for (let j = 0; j < g; j++) {
     const h = h0 + j;

@@ -143,12 +143,58 @@ class WasmKernels implements Kernels {
     const desc = this.arena.i32(this.qdesc, (2 * STREAM_DESC_BYTES) / 4);
     writeStreamDesc(desc, 0, a.keys, rowCodeBytes(d, a.keys.bits));
     writeStreamDesc(desc, STREAM_DESC_BYTES / 4, a.values, rowCodeBytes(d, a.values.bits));
+    // One query with nothing to report per slot (decode): split the slots too, so every thread gets
+    // an even share without decoding any tile twice; partial softmax sums are merged below.
+    const groupsPerHead = Math.ceil(group / hg);
+    let splits = 1;
+    if (n === 1 && !a.lastProbs && !a.received && par > 1) {
+      splits = Math.min(Math.ceil(a.visible / QUANT_TILE), Math.ceil((2 * par) / (numKvHeads * groupsPerHead)));
+    }
+    const partialFloats = numKvHeads * groupsPerHead * splits * hg * (d + 2);
+    if (splits > 1 && partialFloats * 4 > this.qpartialBytes) {
+      if (this.qpartial) this.arena.free(this.qpartial);
+      this.qpartialBytes = partialFloats * 8;
+      this.qpartial = this.arena.alloc(this.qpartialBytes);
+    }
     const args = [
       a.out, a.q, n, a.visible, a.capacity, numHeads, numKvHeads, d, 0 /* scale, f32 below */, a.lastProbs, a.received,
       this.scratch, this.scratchStride, a.positions, this.qdesc, this.qdesc + STREAM_DESC_BYTES, a.ropeLo, a.ropeHi,
-      a.ropeInterleaved ? 1 : 0, hg,
+      a.ropeInterleaved ? 1 : 0, hg, splits, splits > 1 ? this.qpartial : 0,
     ];
     this.job(OP_QUANT_ATTENTION, par, args, (f) => (f[ARGS / 4 + 8] = a.scale));
+    if (splits > 1) this.mergeQuantParts(a.out, numKvHeads, group, hg, splits, d);
+  }
+
+  private qpartial = 0;
+  private qpartialBytes = 0;
+
+  /** out[h] = Σ_p e^(m_p − M)·acc_p / Σ_p e^(m_p − M)·l_p over the slot ranges of a split decode job. */
+  private mergeQuantParts(out: number, numKv: number, group: number, hg: number, splits: number, d: number): void {
+    const subs = Math.ceil(group / hg);
+    const parts = this.arena.f32(this.qpartial, numKv * subs * splits * hg * (d + 2));
+    const o = this.arena.f32(out, numKv * group * d);
+    const acc = new Float64Array(d);
+    for (let kvh = 0; kvh < numKv; kvh++) {
+      for (let sub = 0; sub < subs; sub++) {
+        const h0 = kvh * group + sub * hg;
+        for (let j = 0; j < Math.min(hg, (kvh + 1) * group - h0); j++) {
+          const at = (p: number): number => (((kvh * subs + sub) * splits + p) * hg + j) * (d + 2);
+          let m = -Infinity;
+          for (let p = 0; p < splits; p++) m = Math.max(m, parts[at(p)]!);
+          let l = 0;
+          acc.fill(0);
+          for (let p = 0; p < splits; p++) {
+            const base = at(p);
+            if (parts[base] === -Infinity) continue;
+            const w = Math.exp(parts[base]! - m);
+            l += w * parts[base + 1]!;
+            for (let i = 0; i < d; i++) acc[i] = acc[i]! + w * parts[base + 2 + i]!;
+          }
+          const inv = l > 0 ? 1 / l : 0;
+          for (let i = 0; i < d; i++) o[(h0 + j) * d + i] = acc[i]! * inv;
+        }
+      }
+    }
   }
 
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void {

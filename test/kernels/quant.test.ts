@@ -118,6 +118,14 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       keys: chan(4, 0, { ocap: 1, rope: true }), values: tok(4, 64, { ocap: 1 }),
     },
     {
+      name: 'decode over 700 slots (threads split the slots, partial softmax merged)', d: 64, numHeads: 4, numKv: 1, n: 1, visible: 700,
+      keys: chan(3, 0, { ocap: 1, sinks: 1, rope: true }), values: tok(3, 64, { ocap: 1, sinks: 1 }),
+    },
+    {
+      name: 'decode, 3 KV heads, channel groups with a ring', d: 64, numHeads: 9, numKv: 3, n: 1, visible: 300,
+      keys: chan(4, 64, { ringSize: 90, qlen: 256 }), values: tok(2, 32, { ringSize: 90, qlen: 256 }),
+    },
+    {
       name: 'extreme magnitudes stay finite', d: 64, numHeads: 2, numKv: 1, n: 2, visible: 50, extreme: true,
       keys: tok(4, 32, { ocap: 2 }), values: chan(8, 32, { ocap: 1, sinks: 2 }),
     },
