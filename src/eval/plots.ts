@@ -32,11 +32,15 @@ export function slug(text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 150);
 }
 
-/** A cache's family: the policy with its codec (one line per family), the full cache's codecs together. */
+/**
+ * A cache's family, one line per family: the policy with its codec name (its points are budgets, or
+ * bit widths for the full cache); the float codecs of the full cache share one line.
+ */
 export function family(cache: string): string {
   try {
     const spec = parseSpec(cache);
-    return spec.policy.name === 'full' ? 'full (codecs)' : `${spec.policy.name}+${spec.codec.name}`;
+    const codec = spec.codec.name === 'fp32' || spec.codec.name === 'fp16' ? (spec.policy.name === 'full' ? 'float' : spec.codec.name) : spec.codec.name;
+    return `${spec.policy.name}+${codec}`;
   } catch {
     return cache; // a spec this build no longer parses still gets its own line
   }
@@ -74,6 +78,13 @@ function logTicks(lo: number, hi: number): number[] {
   return out.length >= 2 ? out : [lo, hi];
 }
 
+/** Powers of two in [lo, hi]: byte counts read better as 512 B, 1 KiB, 2 KiB. */
+function pow2Ticks(lo: number, hi: number): number[] {
+  const out: number[] = [];
+  for (let e = Math.ceil(Math.log2(lo)); 2 ** e <= hi; e++) out.push(2 ** e);
+  return out.length >= 2 ? out : logTicks(lo, hi);
+}
+
 function fmt(v: number): string {
   if (v === 0) return '0';
   const a = Math.abs(v);
@@ -89,11 +100,12 @@ interface Series {
 }
 
 function seriesStyle(name: string, index: number): { color: string; dash?: string } {
-  const [policy, codec] = name.startsWith('full') ? ['full', undefined] : name.split('+');
+  const [policy, codec] = name.split('+');
   const k = POLICY_ORDER.indexOf(policy ?? '');
   const color = PALETTE[(k >= 0 ? k : POLICY_ORDER.length + index) % PALETTE.length]!;
-  // the plain float codecs are solid; anything else (quantized) is dashed
-  return { color, dash: codec && codec !== 'fp16' && codec !== 'fp32' ? '6 3' : undefined };
+  // float codecs are solid lines; quantized ones dashed, one pattern per codec
+  const dashes: Record<string, string> = { int: '6 3', kvquant: '2 2' };
+  return { color, dash: codec === undefined || codec === 'fp16' || codec === 'fp32' || codec === 'float' ? undefined : dashes[codec] ?? '8 2 2 2' };
 }
 
 interface LineChart {
@@ -102,6 +114,8 @@ interface LineChart {
   yLabel: string;
   xLog: boolean;
   xFormat: (v: number) => string;
+  /** Log x ticks at powers of two (byte counts) instead of 1-2-5. */
+  xPow2?: boolean;
   series: Series[];
   /** Horizontal reference lines (the full cache). */
   refs?: { y: number; label: string }[];
@@ -134,7 +148,7 @@ function lineChart(c: LineChart): string {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#fff"/>`);
   // grid and axes
-  for (const t of c.xLog ? logTicks(x0, x1) : niceTicks(x0, x1)) {
+  for (const t of c.xLog ? (c.xPow2 ? pow2Ticks(x0, x1) : logTicks(x0, x1)) : niceTicks(x0, x1)) {
     const x = sx(t).toFixed(1);
     out.push(`<line x1="${x}" x2="${x}" y1="${M.top}" y2="${M.top + ph}" stroke="#eee"/>`);
     out.push(`<text x="${x}" y="${M.top + ph + 14}" text-anchor="middle" fill="#333">${esc(c.xFormat(t))}</text>`);
@@ -200,7 +214,7 @@ export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot 
     id,
     title: `${yLabel} vs KV bytes per token — ${e.title}`,
     caption: 'Lower left is better. x: peak KV cache bytes per token held (log scale); one line per policy+codec, points are budgets; the full cache in each codec is one line.',
-    svg: lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xFormat: formatBytes, series }),
+    svg: lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series }),
   };
 }
 
@@ -208,7 +222,7 @@ export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot 
 export function budgetPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
   const series = groupSeries(e.rows.filter((r) => budgetFraction(r.cache) !== undefined), (r) => budgetFraction(r.cache), (r) => r.metrics[metric]);
   if (series.length === 0) return undefined;
-  const refs = e.rows.filter((r) => family(r.cache) === 'full (codecs)' && r.metrics[metric] !== undefined).map((r) => ({ y: r.metrics[metric]!, label: r.cache }));
+  const refs = e.rows.filter((r) => family(r.cache) === 'full+float' && r.metrics[metric] !== undefined).map((r) => ({ y: r.metrics[metric]!, label: r.cache }));
   const id = `budget-${slug(`${e.key}-${metric}`)}`;
   return {
     id,
@@ -228,7 +242,7 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
   const ch = 16;
   const left = 44;
   const top = 30;
-  const panelW = left + depths.length * cw + 16;
+  const panelW = Math.max(left + depths.length * cw + 16, 210); // room for a cache spec as the title
   const panelH = top + lengths.length * ch + 34;
   const perRow = Math.max(1, Math.floor(1000 / panelW));
   const rowsN = Math.ceil(cells.length / perRow);
@@ -242,7 +256,7 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
     const ox = (i % perRow) * panelW + 6;
     const oy = Math.floor(i / perRow) * panelH;
     out.push(`<g class="panel" data-cache="${esc(c.cache)}" transform="translate(${ox} ${oy})">`);
-    out.push(`<text x="${left}" y="12" font-weight="bold">${esc(c.cache.length > 34 ? `${c.cache.slice(0, 33)}…` : c.cache)}<title>${esc(c.cache)}</title></text>`);
+    out.push(`<text x="4" y="12" font-weight="bold">${esc(c.cache.length > 30 ? `${c.cache.slice(0, 29)}…` : c.cache)}<title>${esc(c.cache)}</title></text>`);
     lengths.forEach((L, li) => {
       out.push(`<text x="${left - 4}" y="${top + li * ch + ch / 2}" dy="0.32em" text-anchor="end">${L}</text>`);
       depths.forEach((d, di) => {

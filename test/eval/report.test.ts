@@ -8,7 +8,8 @@ describe('report plots', () => {
   it('names families and budgets from cache specs', () => {
     expect(family('h2o(budget=0.2)+fp16')).toBe('h2o+fp16');
     expect(family('h2o(budget=0.2)')).toBe('h2o+fp32');
-    expect(family('full+fp16')).toBe('full (codecs)');
+    expect(family('full+fp16')).toBe('full+float');
+    expect(family('full+int(bits=4)')).toBe('full+int');
     expect(budgetFraction('tova(budget=0.1)+fp16')).toBe(0.1);
     expect(budgetFraction('window(sinks=4,recent=0.2)')).toBe(0.2);
     expect(budgetFraction('h2o(budget=512)')).toBeUndefined();
@@ -33,7 +34,7 @@ describe('report plots', () => {
     expect(new Set(ids).size).toBe(ids.length);
     const pareto = sections[0]!.plots.find((p) => p.id.startsWith('pareto'))!;
     const series = [...pareto.svg.matchAll(/data-series="([^"]+)" d="([^"]+)"/g)].map((m) => [m[1], m[2]!.split(/[ML]/).length - 1]);
-    expect(series).toEqual([['full (codecs)', 2], ['h2o+fp16', 3], ['window+fp16', 2]]);
+    expect(series).toEqual([['full+float', 2], ['h2o+fp16', 3], ['window+fp16', 2]]);
     const heat = sections[2]!.plots[0]!;
     expect(heat.svg.match(/class="cell"/g)).toHaveLength(7 * 6);
     const bars = sections[4]!.plots[0]!;
