@@ -110,7 +110,14 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
   const cb = <usize>(8 * bits);
   for (let c0 = 0; c0 < d; c0 += 64) {
     const o = dst + (<usize>c0 << 2);
-    if (bits == 8) {
+    if (bits == 16) {
+      // bfloat16: the high half of an f32
+      for (let k: usize = 0; k < 8; k++) {
+        const v = v128.load(p + (k << 4));
+        v128.store(o + (k << 5), i32x4.shl(i32x4.extend_low_i16x8_u(v), 16));
+        v128.store(o + (k << 5), i32x4.shl(i32x4.extend_high_i16x8_u(v), 16), 16);
+      }
+    } else if (bits == 8) {
       u8x16ToF32(o, v128.load(p));
       u8x16ToF32(o + 64, v128.load(p, 16));
       u8x16ToF32(o + 128, v128.load(p, 32));
@@ -200,7 +207,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       store<f32>(chZ + (<usize>i << 2), h2fs(w >>> 16));
     }
   }
-  const groups = axis == 0 ? (d + group - 1) / group : 0;
+  const groups = axis == 0 && bits != 16 ? (d + group - 1) / group : 0;
   for (let r = 0; r < bs; r++) {
     const s = s0 + r;
     const row = tile + <usize>r * db;
@@ -210,7 +217,9 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       continue;
     }
     decodeCodes(row, codes + slot * rb, bits, d, p0, p1, p2, p3);
-    if (axis == 0) {
+    if (bits == 16) {
+      // bfloat16 rows are the numbers themselves
+    } else if (axis == 0) {
       const pp = params + (<usize>s * <usize>groups << 2);
       for (let g = 0; g < groups; g++) {
         const w = load<u32>(pp + (<usize>g << 2));

@@ -21,7 +21,7 @@ import { median, type Table } from './table.js';
  * `cache.bytes()` (codes, scales, outliers, tables, slot positions) over the length; llama.cpp's from
  * its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
  * KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 4096,16384,32768; --quick: 4096);
- * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp.
+ * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack.
  */
 
 const CODECS = ['fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
@@ -64,7 +64,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
   const rows: Row[] = [];
   const maxN = Math.max(...lengths);
   try {
-    for (const codecSpec of CODECS) {
+    for (const codecSpec of process.env.KVPACK_BENCH_NO_KVPACK ? [] : CODECS) {
       ctx.log(`kvcache: kvpack ${codecSpec}: filling ${maxN} tokens`);
       const cache = new KVCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8);
       // The cache's own fields, reached around its API: the bench writes tokens without attending.

@@ -1,5 +1,6 @@
 import type { CodecKind } from './codec.js';
 import { fp16, fp32 } from './codecs/float.js';
+import { bf16 } from './codecs/bf16.js';
 import { int } from './codecs/int.js';
 import { kvquant } from './codecs/kvquant.js';
 import type { PolicyKind } from './policy.js';
@@ -18,7 +19,7 @@ import { parseCacheSpec, printCacheSpec, type CacheSpec, type SpecRegistry } fro
 export const POLICIES = new Map<string, PolicyKind>(
   [full, window, h2o, scissorhands, tova, snapkv, random, knorm, qhitter].map((k) => [k.schema.name, k]),
 );
-export const CODECS = new Map<string, CodecKind>([fp32, fp16, int, kvquant].map((k) => [k.schema.name, k]));
+export const CODECS = new Map<string, CodecKind>([fp32, fp16, bf16, int, kvquant].map((k) => [k.schema.name, k]));
 
 export const REGISTRY: SpecRegistry = {
   policies: new Map([...POLICIES].map(([n, k]) => [n, k.schema])),

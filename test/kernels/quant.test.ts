@@ -5,13 +5,14 @@ import { createKernels } from '../../src/kernels/index.js';
 import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/quant/pack.js';
 import { decodeRow } from '../../src/kernels/quant/reference.js';
 import type { QuantAttentionArgs, QuantStream } from '../../src/kernels/quant/types.js';
+import { toBf16 } from '../../src/cache/codecs/bf16.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
 import { expectClose, put, randomF32, rng } from './util.js';
 
 describe('code packing', () => {
   it('unpack(pack(codes)) is the identity, dense for 2/3/4/8 bits, any length', () => {
     const r = rng(7);
-    for (const bits of [2, 3, 4, 8] as CodeBits[]) {
+    for (const bits of [2, 3, 4, 8, 16] as CodeBits[]) {
       for (const d of [1, 17, 64, 100, 128]) {
         const codes = Array.from({ length: d }, () => Math.floor(r() * 2 ** bits));
         const buf = new Uint8Array(rowCodeBytes(d, bits));
@@ -39,6 +40,7 @@ interface StreamSpec {
 function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number, d: number, extreme: boolean) {
   const rb = rowCodeBytes(d, s.bits);
   const codes = new Uint8Array(numKv * cap * rb).map(() => Math.floor(r() * 256));
+  if (s.bits === 16) new Uint16Array(codes.buffer).set(toBf16(randomF32(r, codes.length / 2, 4))); // finite bfloat16s
   const groups = s.axis === 'token' ? Math.ceil(d / s.group) : 0;
   const phs = s.axis === 'token' ? cap * groups * 4 : (s.group > 0 ? Math.ceil(cap / s.group) : 1) * d * 4;
   const params = new Uint32Array((numKv * phs) / 4);
@@ -124,6 +126,10 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
     {
       name: 'decode, 3 KV heads, channel groups with a ring', d: 64, numHeads: 9, numKv: 3, n: 1, visible: 300,
       keys: chan(4, 64, { ringSize: 90, qlen: 256 }), values: tok(2, 32, { ringSize: 90, qlen: 256 }),
+    },
+    {
+      name: 'bfloat16 rows (keys before RoPE, d 48)', d: 48, numHeads: 4, numKv: 2, n: 2, visible: 90,
+      keys: tok(16, 48, { rope: true }), values: tok(16, 48),
     },
     {
       name: 'extreme magnitudes stay finite', d: 64, numHeads: 2, numKv: 1, n: 2, visible: 50, extreme: true,

@@ -84,7 +84,7 @@ export class QuantStore {
   ) {
     this.d = headDim;
     this.rowBytes = rowCodeBytes(headDim, cfg.dt.bits);
-    this.groups = cfg.axis === 'token' ? Math.ceil(headDim / cfg.group) : 0;
+    this.groups = cfg.axis === 'token' && cfg.dt.bits !== 16 ? Math.ceil(headDim / cfg.group) : 0;
     this.mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : undefined;
     const a = k.arena;
     for (let l = 0; l < numLayers; l++) {
@@ -245,6 +245,7 @@ export class QuantStore {
     if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(this.qlen[l]!, len) / c.group) : 1) * this.d * 4;
     perHead += (c.ringSize + c.sinks) * this.d * 2;
     const lut = c.dt.bits <= 4 ? 4 * 2 ** c.dt.bits : 0;
+    if (c.dt.bits === 16) return perHead * this.numKv;
     return perHead * this.numKv + lut;
   }
 

@@ -5,6 +5,7 @@
  * exactly d·bits/8 bytes; other widths pad the last chunk with zero codes). The order inside a chunk is
  * chosen so the kernel unpacks 16 consecutive codes with one mask/shift per vector:
  *
+ *  16 bits: u16 c (little-endian) = code c, a bfloat16 read as is (no LUT, scale or zero).
  *   8 bits: byte c = code c.
  *   4 bits: two halves of 16 bytes; byte j of half h holds code 32h+j (low nibble) and 32h+16+j (high).
  *   2 bits: 16 bytes; bits 2k..2k+1 of byte j hold code 16k+j.
@@ -12,7 +13,7 @@
  *           bit (2k + (j>>3)) of byte 16 + (j&7) is the high bit of code 16k+j.
  */
 
-export type CodeBits = 2 | 3 | 4 | 8;
+export type CodeBits = 2 | 3 | 4 | 8 | 16;
 
 export const CHUNK = 64;
 
@@ -29,6 +30,10 @@ export function packRow(codes: ArrayLike<number>, bits: CodeBits, out: Uint8Arra
     const base = Math.floor(c / CHUNK) * cb;
     const i = c % CHUNK;
     switch (bits) {
+      case 16:
+        out[base + 2 * i] = v & 0xff;
+        out[base + 2 * i + 1] = v >>> 8;
+        break;
       case 8:
         out[base + i] = v;
         break;
@@ -54,8 +59,8 @@ export function packRow(codes: ArrayLike<number>, bits: CodeBits, out: Uint8Arra
 }
 
 /** The d codes of a packed row. */
-export function unpackRow(src: Uint8Array, bits: CodeBits, d: number): Uint8Array {
-  const out = new Uint8Array(d);
+export function unpackRow(src: Uint8Array, bits: CodeBits, d: number): Uint8Array | Uint16Array {
+  const out = bits === 16 ? new Uint16Array(d) : new Uint8Array(d);
   const cb = 8 * bits;
   for (let c = 0; c < d; c++) {
     const base = Math.floor(c / CHUNK) * cb;
@@ -63,6 +68,9 @@ export function unpackRow(src: Uint8Array, bits: CodeBits, d: number): Uint8Arra
     switch (bits) {
       case 8:
         out[c] = src[base + i]!;
+        break;
+      case 16:
+        out[c] = src[base + 2 * i]! | (src[base + 2 * i + 1]! << 8);
         break;
       case 4:
         out[c] = (src[base + 16 * (i >> 5) + (i & 15)]! >> (4 * ((i >> 4) & 1))) & 15;

@@ -1,5 +1,5 @@
 import type { Arena } from '../arena.js';
-import { f16Table } from '../half.js';
+import { bf16ToF32, f16Table } from '../half.js';
 import { rowCodeBytes, unpackRow } from './pack.js';
 import type { QuantAttentionArgs, QuantStream } from './types.js';
 
@@ -44,7 +44,9 @@ export function decodeRow(
     const codes = unpackRow(arena.u8(st.codes + (head * cap + slot) * rb, rb), st.bits, d);
     const lut = arena.f32(st.lut, 16);
     const u = (c: number): number => (st.bits === 8 ? c : lut[c]!);
-    if (st.axis === 'token') {
+    if (st.bits === 16) {
+      for (let i = 0; i < d; i++) out[i] = bf16ToF32(codes[i]!);
+    } else if (st.axis === 'token') {
       const groups = Math.ceil(d / st.group);
       const p = u32(arena, st.params + head * st.paramsHeadStride + slot * groups * 4, groups);
       for (let i = 0; i < d; i++) {

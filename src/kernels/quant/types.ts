@@ -12,6 +12,7 @@ import type { CodeBits } from './pack.js';
  *             channel 0xFFFF marks an unused entry.
  *   sinks:    f16 [head][sinks][d]: a slot whose position is < sinks reads this row (position-indexed).
  *   ring:     f16 [head][ringSize][d]: a slot s ≥ qlen is not quantized yet and reads row s % ringSize.
+ * 16-bit codes are bfloat16 numbers, used as they are (no LUT, scale or zero; params unused).
  * If `rope`, the decoded row is then rotated by its slot's position (keys stored before RoPE).
  */
 export interface QuantStream {

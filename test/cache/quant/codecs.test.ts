@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { KVCache } from '../../../src/cache/kvcache.js';
+import { toBf16 } from '../../../src/cache/codecs/bf16.js';
 import { normalFloat } from '../../../src/cache/quant/lut.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
@@ -82,6 +83,26 @@ describe('quantized codecs', () => {
     const groups = Math.ceil(c.headDim / group);
     const slotBytes = Math.ceil(c.headDim / 64) * 8 * bits + groups * 4;
     expect(codec.bytes([n, 0])).toBe(2 * n * c.numKvHeads * slotBytes + 2 * c.numLayers * (bits <= 4 ? 4 * 2 ** bits : 0)); // a LUT per layer and stream
+    codec.free();
+  });
+
+  it('bf16 stores round-to-nearest-even bfloat16 rows, 16 bits per number', () => {
+    const c = config();
+    const r = rng(9);
+    const n = 12;
+    const keys = randomF32(r, n * c.numKvHeads * c.headDim, 5);
+    const values = randomF32(r, n * c.numKvHeads * c.headDim, 5);
+    const pos = Int32Array.from({ length: n }, (_, i) => i);
+    const codec = makeCodec(ref, c, 'bf16');
+    write(ref, codec, c, 0, keys.slice(), values, pos);
+    const rot = roped(ref, keys, n, c, pos, 'half');
+    const bf = (x: Float32Array) => Float32Array.from(toBf16(x), (h) => new Float32Array(new Uint32Array([h << 16]).buffer)[0]!);
+    for (let t = 0; t < n; t++) {
+      expect(Array.from(codec.readRow(0, 1, t, 'value'))).toEqual(Array.from(bf(row(values, c, t, 1).slice())));
+      expect(Array.from(codec.readRow(0, 0, t, 'key'))).toEqual(Array.from(bf(row(rot, c, t, 0).slice())));
+    }
+    expect(codec.bitsPerValue()).toBe(16);
+    expect(toBf16(new Float32Array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -0]))).toEqual(new Uint16Array([0x3f80, 0x3f82, 0x8000])); // ties to even
     codec.free();
   });
 
