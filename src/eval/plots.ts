@@ -232,6 +232,25 @@ export function budgetPlot(e: Experiment, metric: string, yLabel: string): Plot 
   };
 }
 
+/** Perplexity per window of positions (metrics ppl_w0, ppl_w1, …), one line per cache: flat is good. */
+export function windowPlot(e: Experiment, windowSize: number): Plot | undefined {
+  const series: Series[] = [];
+  for (const r of e.rows) {
+    const points = Object.entries(r.metrics)
+      .filter(([k]) => /^ppl_w\d+$/.test(k))
+      .map(([k, y]) => ({ x: (Number(k.slice(5)) + 1) * windowSize, y, label: `${r.cache} ${k}` }));
+    if (points.length > 1) series.push({ name: r.cache, points });
+  }
+  if (series.length === 0) return undefined;
+  const id = `windows-${slug(e.key)}`;
+  return {
+    id,
+    title: `perplexity per ${windowSize}-token window — ${e.title}`,
+    caption: 'x: position in the sequence (end of each window); y: perplexity of that window. A line that stays flat past the trained context means the cache streams.',
+    svg: lineChart({ id, xLabel: 'position (tokens)', yLabel: 'perplexity', xLog: false, xFormat: fmt, series }),
+  };
+}
+
 /** One small accuracy heatmap (rows: lengths, columns: depths) per cache, side by side. */
 export function heatmapPlot(e: Experiment): Plot | undefined {
   const cells = e.rows.map((r) => ({ cache: r.cache, grid: readGrid(r.metrics) })).filter((c) => c.grid.acc.size > 0);

@@ -1,5 +1,5 @@
 import { formatBytes } from '../util/progress.js';
-import { budgetPlot, esc, heatmapPlot, paretoPlot, rougePlot, type Experiment, type Plot } from './plots.js';
+import { budgetPlot, esc, heatmapPlot, paretoPlot, rougePlot, windowPlot, type Experiment, type Plot } from './plots.js';
 import type { ResultRow, TaskParams } from './store.js';
 import { TASKS, type MetricColumn } from './tasks.js';
 
@@ -65,6 +65,7 @@ export function experimentPlots(rows: ResultRow[]): Plot[] {
   switch (first.task) {
     case 'ppl':
       plots.push(paretoPlot(e, 'ppl', 'perplexity'), budgetPlot(e, 'ppl', 'perplexity'));
+      if (first.params.window !== undefined) plots.push(windowPlot(e, first.params.window as number));
       break;
     case 'fidelity':
       plots.push(paretoPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));

@@ -78,6 +78,9 @@ const ppl: Task = {
     ctx: { type: { kind: 'int', min: 2 }, default: 2048, doc: 'tokens per chunk (stories260k: each story cut to this many)' },
     chunks: { type: { kind: 'int', min: 1 }, optional: true, doc: 'at most this many chunks (all when omitted)' },
     mode: { type: { kind: 'enum', values: ['chunked', 'decode'] }, default: 'chunked', doc: 'decode feeds one token at a time' },
+    // optional, so rows stored before these existed keep their keys
+    streaming: { type: { kind: 'enum', values: ['no', 'yes'] }, optional: true, doc: 'yes: chunks longer than the context, fixed-budget cache, rank positions' },
+    window: { type: { kind: 'int', min: 1 }, optional: true, doc: 'also report perplexity per window of this many positions (metrics ppl_w0, ppl_w1, …)' },
   },
   usesSeed: false,
   units(p) {
@@ -95,10 +98,13 @@ const ppl: Task = {
       chunks: p.chunks as number | undefined,
       mode: p.mode as 'chunked' | 'decode',
       cache,
+      streaming: p.streaming === 'yes',
+      windowSize: p.window as number | undefined,
       onProgress: context.onProgress,
     });
+    const windows = Object.fromEntries((r.windows ?? []).map((v, w) => [`ppl_w${w}`, v]));
     return {
-      metrics: { ppl: r.ppl, tokens: r.tokens, chunks: r.chunks },
+      metrics: { ppl: r.ppl, tokens: r.tokens, chunks: r.chunks, ...windows },
       kv_bytes_peak: r.kv_bytes_peak,
       kv_bytes_per_token: r.kv_bytes_per_token,
       bits_per_value: r.bits_per_value,
