@@ -808,6 +808,7 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
   const received = <usize>load<u32>(a, 56);
   const hg = load<i32>(a, 60);
   const scratch = <usize>load<u32>(a, 64) + <usize>thread * <usize>load<u32>(a, 68);
+  const mask = <usize>load<u32>(a, 32);
 
   const g = h1 - h0;
   const seen = visible + t;
@@ -839,6 +840,14 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
     if (j < g) {
       const qp = q + (<usize>(t * numHeads + h0 + j) * db);
       scoreBlock(qp, kp, d, bs, scores + ((<usize>j * sp + s0) << 2), scale);
+    }
+  }
+  // masked slots (a u8 per head and slot) take no part in the softmax
+  if (mask != 0) {
+    for (let j = 0; j < g; j++) {
+      const row = scores + (<usize>j * sp << 2);
+      const mp = mask + <usize>(h0 + j) * <usize>capacity;
+      for (let s = 0; s < seen; s++) if (load<u8>(mp + <usize>s) != 0) store<f32>(row + (<usize>s << 2), -Infinity);
     }
   }
   // softmax numerators in place; pad lanes are -inf so whole vectors can be used

@@ -16,6 +16,8 @@ export interface CodecAttention {
   lastProbs: number;
   /** If non-zero, f32 [numHeads × capacity]: += each query's probabilities. */
   received: number;
+  /** If given and non-zero, u8 [numHeads × capacity]: slots left out per query head (see AttentionArgs.mask). */
+  mask?: number;
 }
 
 /**

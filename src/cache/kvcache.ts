@@ -111,7 +111,8 @@ export class KVCache {
     this.codec.write(layer, from, n, keys, values, positionsPtr);
     const length = from + n;
     this.lengths[layer] = length;
-    const tailRows = Math.min(this.policy.tailQueries, n);
+    const perQuery = this.policy.maskQuery !== undefined;
+    const tailRows = perQuery ? n : Math.min(this.policy.tailQueries, n);
     const plain = n - tailRows; // queries whose individual probabilities nobody needs
     const received = this.policy.needsReceived ? this.received : 0;
     if (received) this.k.arena.f32(received, c.numHeads * this.capacity).fill(0);
@@ -121,15 +122,21 @@ export class KVCache {
     }
     // queries in the policy's tail go one at a time so each one's probabilities can be kept
     const probs = this.k.arena.f32(this.lastProbs, c.numHeads * this.capacity);
+    const group = c.numHeads / c.numKvHeads;
     for (let r = 0; r < tailRows; r++) {
       const i = plain + r;
-      this.codec.attention(layer, {
-        q: q + i * rowFloats * 4, out: out + i * rowFloats * 4, n: 1, visible: from + 1 + i,
-        positions: slotPositions, lastProbs: this.lastProbs, received,
-      });
-      this.tail.set(probs, r * probs.length);
+      const query = { q: q + i * rowFloats * 4, out: out + i * rowFloats * 4, n: 1, visible: from + 1 + i, positions: slotPositions };
+      const mask = perQuery ? this.queryMask(layer, query, from + 1 + i) : 0;
+      this.codec.attention(layer, { ...query, lastProbs: this.lastProbs, received, mask });
+      if (perQuery) {
+        this.policy.observe({ layer, n: 1, length: from + 1 + i, capacity: this.capacity, group, received: new Float32Array(0), tail: probs, tailRows: 1 });
+      } else {
+        this.tail.set(probs, r * probs.length);
+      }
     }
-    if (tailRows > 0 || received) {
+    if (perQuery) {
+      // observed query by query above
+    } else if (tailRows > 0 || received) {
       const stats: AttentionStats = {
         layer, n, length, capacity: this.capacity, group: c.numHeads / c.numKvHeads,
         received: received ? this.k.arena.f32(received, c.numHeads * this.capacity) : new Float32Array(0),
@@ -187,9 +194,29 @@ export class KVCache {
     this.codec.free();
     for (const p of [...this.positions, ...this.ropePositions, this.received, this.lastProbs]) this.k.arena.free(p);
     if (this.queryPositions) this.k.arena.free(this.queryPositions);
+    if (this.mask) this.k.arena.free(this.mask);
     this.positions = [];
     this.ropePositions = [];
   }
+
+  /** Runs one query unmasked to learn its probabilities and asks the policy what to hide from it. */
+  private queryMask(layer: number, query: { q: number; out: number; n: number; visible: number; positions: number }, seen: number): number {
+    const c = this.config;
+    this.codec.attention(layer, { ...query, lastProbs: this.lastProbs, received: 0 });
+    const probs = this.k.arena.f32(this.lastProbs, c.numHeads * this.capacity);
+    const held = this.k.arena.i32(this.positions[layer]!, c.numKvHeads * this.capacity);
+    const mask = this.policy.maskQuery!(layer, probs, seen, this.capacity, held);
+    if (!mask) return 0;
+    if (this.maskBytes < mask.length) {
+      if (this.mask) this.k.arena.free(this.mask);
+      this.mask = this.k.arena.alloc(mask.length);
+      this.maskBytes = mask.length;
+    }
+    this.k.arena.u8(this.mask, mask.length).set(mask);
+    return this.mask;
+  }
+  private mask = 0;
+  private maskBytes = 0;
 
   /**
    * Streaming RoPE positions: each held token's rank by position, new tokens after them. Ranks

@@ -61,6 +61,15 @@ export interface Policy {
   choose(layer: number, head: number, count: number, view: SlotView): Int32Array;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
+  /**
+   * Optional, for policies that hide tokens from single queries instead of evicting them: given
+   * one query's probabilities over the `seen` slots it can see (unmasked, [numHeads × capacity]),
+   * the u8 mask [numHeads × capacity] of slots to leave out of that query's attention, or
+   * undefined for none. Such a policy gets each query through `observe` alone (n = 1).
+   */
+  maskQuery?(layer: number, probs: Float32Array, seen: number, capacity: number, positions: Int32Array): Uint8Array | undefined;
+  /** Optional numbers a run reports about the policy (e.g. the share of tokens a mask kept). */
+  stats?(): Record<string, number>;
   /** Bytes of per-slot state held. */
   bytes(): number;
   /** Makes room for `capacity` slots per head, keeping what is held. */

@@ -40,6 +40,8 @@ export interface PerplexityResult {
   /** Stored bits per key/value number of the codec. */
   bits_per_value: number;
   streaming: boolean;
+  /** What the policy reports about the run (e.g. scissorhands mode=reference: keep_ratio). */
+  policy_stats?: Record<string, number>;
   /** Perplexity of each windowSize-position window, in order (when windowSize was given). */
   windows?: number[];
 }
@@ -62,6 +64,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
   const windowCount: number[] = [];
   let nll = 0;
   let peak = 0;
+  let policyStats: Record<string, number> | undefined;
   const bits = session.cache.codec.bitsPerValue();
   const total = chunks.reduce((n, c) => n + c.length, 0);
   let before = 0;
@@ -82,6 +85,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
         windowCount[w] = (windowCount[w] ?? 0) + 1;
       });
       peak = Math.max(peak, session.cache.peakBytes());
+      policyStats = session.cache.policy.stats?.();
     }
   } finally {
     session.dispose();
@@ -102,6 +106,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
     compression: fullCacheBytes(model.config, longest) / peak,
     bits_per_value: bits,
     streaming,
+    ...(policyStats ? { policy_stats: policyStats } : {}),
     ...(o.windowSize ? { windows: windowNll.map((v, w) => Math.exp(v / windowCount[w]!)) } : {}),
   };
 }

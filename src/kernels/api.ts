@@ -44,6 +44,11 @@ export interface AttentionArgs {
   lastProbs: number;
   /** If non-zero: f32 [numHeads × capacity], each query's probabilities are added in (attention received). */
   received: number;
+  /**
+   * If given and non-zero: u8 [numHeads × capacity]; a non-zero byte leaves that slot out of that
+   * query head's softmax for every query of the call. At least one visible slot must stay in.
+   */
+  mask?: number;
 }
 
 /**

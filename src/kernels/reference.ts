@@ -150,6 +150,7 @@ export class ReferenceKernels implements Kernels {
     const out = this.arena.f32(a.out, n * numHeads * d);
     const last = a.lastProbs ? this.arena.f32(a.lastProbs, numHeads * capacity) : undefined;
     const received = a.received ? this.arena.f32(a.received, numHeads * capacity) : undefined;
+    const mask = a.mask ? this.arena.u8(a.mask, numHeads * capacity) : undefined;
     const p = new Float64Array(a.visible + n);
     for (let t = 0; t < n; t++) {
       const seen = a.visible + t;
@@ -160,7 +161,7 @@ export class ReferenceKernels implements Kernels {
         for (let s = 0; s < seen; s++) {
           let dot = 0;
           for (let i = 0; i < d; i++) dot += q[qo + i]! * keys[kv + s * d + i]!;
-          p[s] = dot * a.scale;
+          p[s] = mask?.[h * capacity + s] ? -Infinity : dot * a.scale;
           max = Math.max(max, p[s]!);
         }
         let sum = 0;

@@ -113,7 +113,7 @@ class WasmKernels implements Kernels {
     const scratch = 4 * (hg * ceil4(seen) + ATTN_BLOCK * d + hg * d + hg) + 64;
     this.ensureScratch(scratch);
     const args = [
-      a.out, a.q, n, a.keys, a.values, a.dtype === 'f16' ? 1 : 0, a.capacity, a.visible, 0 /* reserved */,
+      a.out, a.q, n, a.keys, a.values, a.dtype === 'f16' ? 1 : 0, a.capacity, a.visible, a.mask ?? 0,
       numHeads, numKvHeads, d, 0 /* scale, written as f32 below */, a.lastProbs, a.received, hg,
       this.scratch, this.scratchStride,
     ];

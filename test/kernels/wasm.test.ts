@@ -187,7 +187,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
   });
 
   describe('attention', () => {
-    interface Case { numHeads: number; numKvHeads: number; headDim: number; dtype: SlotDType; n: number; visible: number; probs: boolean }
+    interface Case { numHeads: number; numKvHeads: number; headDim: number; dtype: SlotDType; n: number; visible: number; probs: boolean; mask?: boolean }
     const cases: Case[] = [
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 1, visible: 9, probs: false },
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 5, visible: 0, probs: true }, // first query sees nothing
@@ -197,9 +197,12 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
       { numHeads: 8, numKvHeads: 2, headDim: 64, dtype: 'f32', n: 9, visible: 150, probs: true },
       { numHeads: 14, numKvHeads: 2, headDim: 6, dtype: 'f16', n: 4, visible: 130, probs: false }, // group of 7, d%4 != 0
       { numHeads: 32, numKvHeads: 4, headDim: 64, dtype: 'f16', n: 2, visible: 1000, probs: false },
+      // masks leave random slots out of each query head's softmax (the newest visible slot stays in)
+      { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 1, visible: 40, probs: true, mask: true },
+      { numHeads: 6, numKvHeads: 2, headDim: 20, dtype: 'f16', n: 3, visible: 300, probs: true, mask: true },
     ];
     for (const c of cases) {
-      it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}`, () => {
+      it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}${c.mask ? ', mask' : ''}`, () => {
         const r = rng(c.numHeads * 100 + c.headDim + c.n);
         const capacity = c.visible + c.n + 3;
         const slotLen = c.numKvHeads * capacity * c.headDim;
@@ -213,12 +216,14 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
         const q = randomF32(r, qLen, 1.5);
         const pLen = c.numHeads * capacity;
         const received0 = randomF32(r, pLen);
+        const mask = Uint8Array.from({ length: pLen }, (_, i) => (i % capacity < c.visible && r() < 0.6 ? 1 : 0));
         const outs = [wasm, ref].map((k) => {
           const args: AttentionArgs = {
             out: k.arena.alloc(qLen * 4), q: put(k, q), n: c.n, keys: put(k, keys), values: put(k, values),
             dtype: c.dtype, capacity, visible: c.visible, numHeads: c.numHeads, numKvHeads: c.numKvHeads,
             headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
             lastProbs: c.probs ? k.arena.alloc(pLen * 4) : 0, received: c.probs ? put(k, received0) : 0,
+            mask: c.mask ? put(k, mask) : 0,
           };
           if (args.lastProbs) k.arena.f32(args.lastProbs, pLen).fill(123); // must be overwritten, zeros included
           k.attention(args);
@@ -232,6 +237,12 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
         });
         const [got, want] = outs as [(typeof outs)[0], (typeof outs)[0]];
         expectClose(got.out, want.out, 1e-5, 2e-6, 'out');
+        if (c.mask) {
+          // a masked slot gets no probability from the last query
+          const hidden = Array.from(mask.keys()).filter((i) => mask[i] && i % capacity < c.visible);
+          expect(hidden.length).toBeGreaterThan(0);
+          for (const i of hidden) expect(got.last![i]).toBe(0);
+        }
         if (c.probs) {
           expectClose(got.last!, want.last!, 1e-5, 1e-7, 'lastProbs');
           expectClose(got.received!, want.received!, 1e-5, 1e-7, 'received');

@@ -85,7 +85,7 @@ class FloatCodec implements Codec {
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim),
-      lastProbs: a.lastProbs, received: a.received,
+      lastProbs: a.lastProbs, received: a.received, mask: a.mask,
     });
   }
 

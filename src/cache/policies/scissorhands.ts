@@ -1,7 +1,9 @@
 import { BUDGET_PARAMS } from '../budget.js';
 import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
 import type { ParamValue } from '../spec.js';
+import { UsageError } from '../../errors.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+import { ScissorhandsReference } from './scissorhands-reference.js';
 
 /**
  * Scissorhands (persistence of importance): over the last `window` attention steps, count how often
@@ -84,11 +86,21 @@ export const scissorhands: PolicyKind = {
     name: 'scissorhands',
     doc: 'Scissorhands: drop the tokens most often below the uniform attention share in a history window',
     params: {
+      mode: { type: { kind: 'enum', values: ['paper', 'reference'] }, default: 'paper', doc: 'paper: the algorithm with a fixed budget; reference: the released evaluation code (masks, adaptive budget)' },
       ...BUDGET_PARAMS,
+      budget: { ...BUDGET_PARAMS.budget, optional: true },
       window: { type: { kind: 'int', min: 1, max: 1024 }, default: 64, doc: 'attention steps of history counted' },
       recent: { type: { kind: 'budget' }, optional: true, doc: 'newest tokens never dropped (default 16, at most a quarter of the budget)' },
       drop: { type: { kind: 'int', min: 1 }, optional: true, doc: 'tokens dropped at once when over budget (default a tenth of the budget)' },
+      lru_window: { type: { kind: 'int', min: 1, max: 4096 }, default: 100, doc: 'reference mode: query rows counted' },
+      position_window: { type: { kind: 'int', min: 0 }, default: 10, doc: 'reference mode: newest positions never hidden' },
+      start: { type: { kind: 'int', min: 0 }, default: 100, doc: 'reference mode: first query position that is masked' },
+      layers: { type: { kind: 'numbers', min: 0 }, default: [5, 35], doc: 'reference mode: compressed layers, [first,last]' },
     },
   },
-  create: (params, shape) => new ScissorhandsPolicy(params, shape),
+  create: (params, shape) => {
+    if (params.mode === 'reference') return new ScissorhandsReference(params, shape);
+    if (params.budget === undefined) throw new UsageError('scissorhands needs budget (or mode=reference, whose budget is adaptive)');
+    return new ScissorhandsPolicy(params, shape);
+  },
 };

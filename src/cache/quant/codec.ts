@@ -1,3 +1,4 @@
+import { UsageError } from '../../errors.js';
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
 import { decodeRow } from '../../kernels/quant/reference.js';
 import type { Codec, CodecAttention, CodecContext } from '../codec.js';
@@ -81,6 +82,7 @@ export abstract class QuantCodec implements Codec {
 
   attention(layer: number, a: CodecAttention): void {
     const c = this.ctx.config;
+    if (a.mask) throw new UsageError('attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)');
     this.ctx.kernels.quantAttention({
       out: a.out, q: a.q, n: a.n, visible: a.visible, capacity: this.capacity,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
