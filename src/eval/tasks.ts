@@ -104,7 +104,7 @@ const ppl: Task = {
     });
     const windows = Object.fromEntries((r.windows ?? []).map((v, w) => [`ppl_w${w}`, v]));
     return {
-      metrics: { ppl: r.ppl, tokens: r.tokens, chunks: r.chunks, ...windows },
+      metrics: { ppl: r.ppl, tokens: r.tokens, chunks: r.chunks, ...windows, ...r.policy_stats },
       kv_bytes_peak: r.kv_bytes_peak,
       kv_bytes_per_token: r.kv_bytes_per_token,
       bits_per_value: r.bits_per_value,
