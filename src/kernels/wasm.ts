@@ -94,9 +94,13 @@ class WasmKernels implements Kernels {
     this.job(OP_MATMUL, par, [out, x, w.ptr, DTYPE_CODE[w.dtype], rows, cols, n, chunk, this.scratch, this.scratchStride]);
   }
 
-  attention(a: AttentionArgs): void {
+  /**
+   * What both attention kernels share: argument checks, threads, and query heads per work item — as
+   * many of a KV group as possible (keys/values converted or decoded once for all of them), split
+   * further only when there would be fewer than `itemsPerThread` items per thread.
+   */
+  private attentionPlan(a: AttentionArgs | QuantAttentionArgs, itemsPerThread: number): { group: number; seen: number; par: number; hg: number } {
     const { n, numHeads, numKvHeads, headDim: d } = a;
-    if (n <= 0) return;
     if (numKvHeads <= 0 || numHeads % numKvHeads !== 0) {
       throw new RangeError(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
     }
@@ -104,12 +108,17 @@ class WasmKernels implements Kernels {
     const group = numHeads / numKvHeads;
     const seen = a.visible + n;
     const par = this.parallelism(n * numHeads * seen * d);
-    // Heads per work item: as many of a KV group as possible (keys/values converted once for all of
-    // them), split further only when there would be too few items to keep every thread busy.
     const perHead = a.received ? 1 : n;
-    const minItems = par > 1 ? 4 * par : 1;
+    const minItems = par > 1 ? itemsPerThread * par : 1;
     let hg = group;
     while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < minItems) hg = Math.ceil(hg / 2);
+    return { group, seen, par, hg };
+  }
+
+  attention(a: AttentionArgs): void {
+    const { n, numHeads, numKvHeads, headDim: d } = a;
+    if (n <= 0) return;
+    const { seen, par, hg } = this.attentionPlan(a, 4);
     const scratch = 4 * (hg * ceil4(seen) + ATTN_BLOCK * d + hg * d + hg) + 64;
     this.ensureScratch(scratch);
     const args = [
@@ -125,19 +134,9 @@ class WasmKernels implements Kernels {
   quantAttention(a: QuantAttentionArgs): void {
     const { n, numHeads, numKvHeads, headDim: d } = a;
     if (n <= 0) return;
-    if (numKvHeads <= 0 || numHeads % numKvHeads !== 0) {
-      throw new RangeError(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
-    }
-    if (a.visible + n - 1 > a.capacity) throw new RangeError(`attention over ${a.visible + n - 1} slots exceeds capacity ${a.capacity}`);
-    const group = numHeads / numKvHeads;
-    const seen = a.visible + n;
-    const par = this.parallelism(n * numHeads * seen * d);
-    // Query heads per item: a whole KV group shares each decoded tile (decoding costs more than scoring,
-    // so an uneven spread of whole groups beats decoding a group twice); split only to feed the threads.
-    const perHead = a.received ? 1 : n;
-    const minItems = par > 1 ? par : 1;
-    let hg = group;
-    while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < minItems) hg = Math.ceil(hg / 2);
+    // one item per thread will do: decoding a tile costs more than scoring it, so an uneven spread of
+    // whole KV groups beats decoding a group twice
+    const { group, seen, par, hg } = this.attentionPlan(a, 1);
     this.ensureScratch(4 * (hg * ceil4(seen) + QUANT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
     if (!this.qdesc) this.qdesc = this.arena.alloc(2 * STREAM_DESC_BYTES);
     const desc = this.arena.i32(this.qdesc, (2 * STREAM_DESC_BYTES) / 4);
