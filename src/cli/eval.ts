@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { UsageError } from '../errors.js';
 import { buildTables, renderMarkdown } from '../eval/report.js';
-import { versions, type ResultRow } from '../eval/store.js';
+import { finishedRow, type ResultRow } from '../eval/store.js';
 import { resolveTask, TASKS, type Task } from '../eval/tasks.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { Progress } from '../util/progress.js';
@@ -86,23 +86,7 @@ async function runOne(task: Task, model: Awaited<ReturnType<typeof loadModelFrom
     },
   });
   bar?.done();
-  const row: ResultRow = {
-    key: `eval|${cache}|${task.name}`,
-    model: modelName,
-    model_fingerprint: 'eval',
-    cache,
-    task: task.name,
-    params,
-    metrics: out.metrics,
-    kv_bytes_peak: out.kv_bytes_peak,
-    kv_bytes_per_token: out.kv_bytes_per_token,
-    bits_per_value: out.bits_per_value,
-    compression: out.compression,
-    seconds: (performance.now() - started) / 1000,
-    seed,
-    versions: versions(),
-    finished_at: new Date().toISOString(),
-  };
+  const row = finishedRow({ key: `eval|${cache}|${task.name}`, model: modelName, model_fingerprint: 'eval', cache, task: task.name, params, seed }, out, started);
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
   return row;
 }

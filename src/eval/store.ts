@@ -145,3 +145,22 @@ export function versions(): { kvpack: string; node: string } {
   }
   return { kvpack: packageVersion, node: process.version };
 }
+
+/** A finished row: what identifies it, what the task measured, and when and how long it ran. */
+export function finishedRow(
+  id: Pick<ResultRow, 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'>,
+  out: Pick<ResultRow, 'metrics' | 'kv_bytes_peak' | 'kv_bytes_per_token' | 'bits_per_value' | 'compression'>,
+  startedMs: number,
+): ResultRow {
+  return {
+    ...id,
+    metrics: out.metrics,
+    kv_bytes_peak: out.kv_bytes_peak,
+    kv_bytes_per_token: out.kv_bytes_per_token,
+    bits_per_value: out.bits_per_value,
+    compression: out.compression,
+    seconds: (performance.now() - startedMs) / 1000,
+    versions: versions(),
+    finished_at: new Date().toISOString(),
+  };
+}

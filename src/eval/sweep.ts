@@ -6,7 +6,7 @@ import { KvpackError, UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
 import { loadModel, type Model } from '../model/model.js';
 import { modelFingerprint } from './fingerprint.js';
-import { rowKey, versions, type ResultRow, type ResultStore, type TaskParams } from './store.js';
+import { finishedRow, rowKey, type ResultRow, type ResultStore, type TaskParams } from './store.js';
 import { resolveTask, type Task, type TaskOutput } from './tasks.js';
 
 /**
@@ -252,23 +252,8 @@ export async function runSweep(plan: SweepPlan, options: SweepOptions): Promise<
           throw e;
         }
         if (actual !== undefined && reported < actual) emit({ type: 'advance', row, units: actual - reported });
-        const result: ResultRow = {
-          key: row.key!,
-          model: row.model,
-          model_fingerprint: row.fingerprint!,
-          cache: row.cache,
-          task: row.task.name,
-          params: row.params,
-          metrics: out.metrics,
-          kv_bytes_peak: out.kv_bytes_peak,
-          kv_bytes_per_token: out.kv_bytes_per_token,
-          bits_per_value: out.bits_per_value,
-          compression: out.compression,
-          seconds: (performance.now() - started) / 1000,
-          seed: row.seed,
-          versions: versions(),
-          finished_at: new Date().toISOString(),
-        };
+        const identity = { key: row.key!, model: row.model, model_fingerprint: row.fingerprint!, cache: row.cache, task: row.task.name, params: row.params, seed: row.seed };
+        const result = finishedRow(identity, out, started);
         options.store.append(result);
         appended.push(result);
         emit({ type: 'finish', row, result });
