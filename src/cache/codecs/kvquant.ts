@@ -1,12 +1,12 @@
 import { UsageError } from '../../errors.js';
 import type { CodeBits } from '../../kernels/quant/pack.js';
 import type { CodecContext, CodecKind } from '../codec.js';
-import { QuantCodec } from '../quant/codec.js';
+import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
 import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/store.js';
 
 /**
- * kvquant(bits, outliers, sinks, prerope, datatype, qnorm, calib): the KVQuant recipe (Hooper et al.,
+ * kvquant(bits, outliers, sinks, prerope, datatype, qnorm, calibrate, calib): the KVQuant recipe (Hooper et al.,
  * 2024), with attention computed from the packed codes (assembly/quant.ts).
  *
  * Keys: per channel, before RoPE (the kernel rotates each decoded row by its slot's position), one
@@ -21,29 +21,39 @@ import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/sto
  *   scale/zero): L' = μ + (L − μ̂)·σ/σ̂, one LUT per layer for keys and one for values; codes are still
  *   assigned against the original signposts.
  *
+ * Calibration (online, per sequence): a layer's first tokens are staged as f16 rows (attention reads
+ *   them as they are, bytes() counts them as f16) until `calibrate` non-sink tokens have been written
+ *   to it since its sequence began (a write at slot 0: KVCache.reset empties every layer). Then the
+ *   thresholds and Q-Norm statistics are taken from the staged rows that are still held plus that
+ *   write's rows, the staged rows are quantized in place and the staging rows freed; every later token
+ *   is quantized when written. A first write of ≥ `calibrate` tokens (a chunk, a long prompt) is
+ *   calibrated on directly, so decode mode and one-token prompts get the same statistics as chunks.
+ *
  * Deviations from the paper (no calibration file exists yet, see the calibration issue):
  * - Key thresholds are not calibrated offline: they are the outliers/2 and 1 − outliers/2 percentiles
- *   of each channel over the non-sink keys of the first write that reaches a layer (the prompt, or its
- *   first chunk), and stay fixed afterwards; later keys beyond them become outliers or are clamped.
- *   A first write of very few tokens (one-token prompts in decode mode) gives narrow thresholds.
+ *   of each channel over the calibration tokens above, and stay fixed for the rest of the sequence;
+ *   later keys beyond them become outliers or are clamped.
  * - datatype=nf (default) uses NormalFloat signposts (lut.ts) instead of the sensitivity-weighted
  *   k-means 'nuq' datatype, which needs a calibration file; 'nuq' and calib= are refused until then.
  * - Outliers are stored per slot in a fixed number of entries, ceil(outliers·headDim) per vector
  *   (the paper's CSR/CSC lists are variable-length); when more keys of a token exceed the thresholds,
  *   the largest excursions are kept and the rest clamp. Entries are 32 bits (f16 value, u16 index).
- * - Q-Norm statistics come from the same first write, not an offline calibration set.
+ * - Q-Norm statistics come from the same calibration tokens, not an offline calibration set.
  */
 class KVQuantCodec extends QuantCodec {
   private readonly calibrated: boolean[];
+  /** Per layer: non-sink tokens written since the sequence began (while not calibrated). */
+  private readonly seen: number[];
   /** [layer][head]: key thresholds and their scale/zero words per channel. */
   private readonly keyLo: Float32Array[][];
   private readonly keyHi: Float32Array[][];
   private readonly keyWords: Uint32Array[][];
 
-  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: { outliers: number; qnorm: boolean; dt: Datatype }) {
+  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: { outliers: number; qnorm: boolean; dt: Datatype; calibrate: number }) {
     super(ctx, keys, values);
     const c = ctx.config;
     this.calibrated = new Array<boolean>(c.numLayers).fill(false);
+    this.seen = new Array<number>(c.numLayers).fill(0);
     const per = <T>(f: () => T): T[][] => Array.from({ length: c.numLayers }, () => Array.from({ length: c.numKvHeads }, f));
     this.keyLo = per(() => new Float32Array(c.headDim));
     this.keyHi = per(() => new Float32Array(c.headDim));
@@ -51,7 +61,23 @@ class KVQuantCodec extends QuantCodec {
   }
 
   protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
-    if (!this.calibrated[layer]) this.calibrate(layer, keys, values, positions);
+    const sinks = this.keys.cfg.sinks;
+    if (from === 0) {
+      // a new sequence (the cache was reset): its thresholds come from its own first tokens
+      this.calibrated[layer] = false;
+      this.seen[layer] = 0;
+      this.keys.endStaging(layer);
+      this.values.endStaging(layer);
+    }
+    if (!this.calibrated[layer]) {
+      for (const p of positions) if (p >= sinks) this.seen[layer]!++;
+      // (the staging rows hold calibrate + sinks slots; more live slots than that only with odd positions)
+      if (this.seen[layer]! < this.o.calibrate && from + positions.length <= this.o.calibrate + sinks) {
+        this.stage(layer, from, keys, values, positions);
+        return;
+      }
+      this.calibrateAndFlush(layer, from, keys, values, positions);
+    }
     for (let h = 0; h < keys.length; h++) {
       for (let t = 0; t < positions.length; t++) {
         const slot = from + t;
@@ -92,18 +118,58 @@ class KVQuantCodec extends QuantCodec {
     this.values.quantizeTokenRow(l, h, slot, this.valueDense(l, h, slot, x, true));
   }
 
-  /** Key thresholds (and Q-Norm LUTs) from the non-sink tokens of this first write. */
-  private calibrate(l: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
-    const sample = Array.from(positions.keys()).filter((t) => positions[t]! >= this.keys.cfg.sinks);
-    if (sample.length === 0) return; // only sinks so far: they are read from their f16 rows
+  /** Keeps rows as f16 staging rows of their slots (and sink rows), not quantized yet. */
+  private stage(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
+    if (!this.keys.staged(l)) {
+      this.keys.beginStaging(l);
+      this.values.beginStaging(l);
+    }
+    for (let h = 0; h < keys.length; h++) {
+      for (let t = 0; t < positions.length; t++) {
+        this.keepSink(this.keys, l, h, positions[t]!, keys[h]![t]!);
+        this.keepSink(this.values, l, h, positions[t]!, values[h]![t]!);
+        toF16Row(keys[h]![t]!, this.keys.ringRow(l, h, from + t));
+        toF16Row(values[h]![t]!, this.values.ringRow(l, h, from + t));
+      }
+    }
+  }
+
+  /**
+   * Thresholds from the non-sink rows of the staged slots [0, from) still held and of this write; then
+   * the staged slots are quantized in place from their f16 rows and staging ends.
+   */
+  private calibrateAndFlush(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
+    const sinks = this.keys.cfg.sinks;
+    const staged = this.keys.staged(l) ? from : 0;
+    const old = (st: QuantStore, h: number): Float32Array[] => Array.from({ length: staged }, (_, s) => ringToF32(st.ringRow(l, h, s)));
+    const oldKeys = keys.map((_, h) => old(this.keys, h));
+    const oldValues = values.map((_, h) => old(this.values, h));
+    const sample = (h: number, rows: Float32Array[][], olds: Float32Array[][]): Float32Array[] => [
+      ...olds[h]!.filter((_, s) => this.slotPosition(l, h, s) >= sinks),
+      ...rows[h]!.filter((_, t) => positions[t]! >= sinks),
+    ];
+    this.calibrate(l, keys.map((_, h) => sample(h, keys, oldKeys)), values.map((_, h) => sample(h, values, oldValues)));
+    for (let h = 0; h < keys.length; h++) {
+      for (let s = 0; s < staged; s++) {
+        this.quantizeKey(l, h, s, oldKeys[h]![s]!);
+        this.quantizeValue(l, h, s, oldValues[h]![s]!);
+      }
+    }
+    this.keys.endStaging(l);
+    this.values.endStaging(l);
+  }
+
+  /** Key thresholds (and Q-Norm LUTs) from calibration rows keys[h][i], values[h][i] (no sinks). */
+  private calibrate(l: number, keys: Float32Array[][], values: Float32Array[][]): void {
     const d = this.ctx.config.headDim;
     const q = this.o.outliers / 2;
     const dt = this.o.dt;
     const mids = midpoints(dt.levels);
     const stats = new Moments();
     for (let h = 0; h < keys.length; h++) {
+      if (keys[h]!.length === 0) continue; // every non-sink row of this head was evicted: thresholds stay
       for (let i = 0; i < d; i++) {
-        const xs = Float64Array.from(sample, (t) => keys[h]![t]![i]!).sort();
+        const xs = Float64Array.from(keys[h]!, (row) => row[i]!).sort();
         const lo = quantile(xs, q);
         const hi = quantile(xs, 1 - q);
         const p = rangeParams(dt, lo, hi);
@@ -118,8 +184,8 @@ class KVQuantCodec extends QuantCodec {
       this.keys.setLut(l, stats.normalise(dt.levels));
       const vs = new Moments();
       for (let h = 0; h < values.length; h++) {
-        for (const t of sample) {
-          const y = this.valueDense(l, h, 0, values[h]![t]!, false);
+        for (const row of values[h]!) {
+          const y = this.valueDense(l, h, 0, row, false);
           let lo = Infinity;
           let hi = -Infinity;
           for (const v of y) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
@@ -184,6 +250,10 @@ export const kvquant: CodecKind = {
       prerope: { type: { kind: 'bool' }, default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' },
       datatype: { type: { kind: 'enum', values: ['nuq', 'nf', 'uniform'] }, default: 'nf', doc: 'code values: nf (NormalFloat), uniform, nuq (needs calib)' },
       qnorm: { type: { kind: 'bool' }, default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' },
+      calibrate: {
+        type: { kind: 'int', min: 1, max: 4096 }, default: 64,
+        doc: 'non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
+      },
       calib: { type: { kind: 'string' }, optional: true, doc: 'calibration file (not supported yet)' },
     },
   },
@@ -203,8 +273,10 @@ export const kvquant: CodecKind = {
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
     const sinks = p.sinks as number;
     const rope = (p.prerope as boolean) || ctx.ropeOnRead;
-    const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope }, ctx.capacity, levels);
-    const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false }, ctx.capacity, levels);
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm as boolean, dt });
+    const calibrate = p.calibrate as number;
+    const staging = calibrate + sinks;
+    const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope, staging }, ctx.capacity, levels);
+    const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm as boolean, dt, calibrate });
   },
 };

@@ -62,14 +62,18 @@ export abstract class QuantCodec implements Codec {
     this.written[layer] = from + n;
   }
 
+  /** Position of a slot of a head (as written, moved with the slot). */
+  protected slotPosition(layer: number, head: number, slot: number): number {
+    return this.slotPositions[layer]![head * this.capacity + slot]!;
+  }
+
   /** Quantizes (or buffers) rows[h][t] for slots from + t. */
   protected abstract writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void;
 
   /** Keeps row x of slot `slot` as f16 in a store's sink table when its position is a sink. */
   protected keepSink(st: QuantStore, layer: number, h: number, pos: number, x: Float32Array): void {
     if (pos >= 0 && pos < st.cfg.sinks) {
-      const dst = st.sinkRow(layer, h, pos);
-      for (let i = 0; i < x.length; i++) dst[i] = f32ToF16(Number.isNaN(x[i]!) ? 0 : Math.max(-65504, Math.min(65504, x[i]!)));
+      toF16Row(x, st.sinkRow(layer, h, pos));
     }
   }
 
@@ -122,6 +126,11 @@ export abstract class QuantCodec implements Codec {
     this.values.free();
     this.rope?.free();
   }
+}
+
+/** f32 row → f16 row (NaN as 0, clamped to the f16 range). */
+export function toF16Row(x: Float32Array, dst: Uint16Array): void {
+  for (let i = 0; i < x.length; i++) dst[i] = f32ToF16(Number.isNaN(x[i]!) ? 0 : Math.max(-65504, Math.min(65504, x[i]!)));
 }
 
 /** f16 ring row → f32. */

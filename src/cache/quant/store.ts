@@ -28,6 +28,11 @@ export interface StreamConfig {
   /** Positions below this are kept as f16 rows. */
   sinks: number;
   rope: boolean;
+  /**
+   * f16 staging rows per head (kvquant calibration; 0 or absent: none). While a layer is staged
+   * (beginStaging … endStaging) every slot s reads staging row s, like a ring with qlen 0.
+   */
+  staging?: number;
 }
 
 const F16_MAX = 65504;
@@ -66,6 +71,7 @@ export class QuantStore {
   private codes: number[] = [];
   private params: number[] = [];
   private outliers: number[] = [];
+  /** Per layer: the residual ring, or the staging rows while staged (0: none). */
   private readonly rings: number[] = [];
   private readonly sinkRows: number[] = [];
   private readonly luts: number[] = [];
@@ -149,7 +155,7 @@ export class QuantStore {
     this.capacity = capacity;
   }
 
-  /** Copies a quantized slot (codes, per-token scales, outliers); only for per-token or fixed-channel streams. */
+  /** Copies a slot (codes, per-token scales, outliers; a staged slot's f16 row); only for per-token or fixed-channel streams. */
   move(l: number, h: number, from: number, to: number): void {
     const a = this.k.arena;
     const mem = a.u8(0, a.memory.buffer.byteLength);
@@ -157,6 +163,10 @@ export class QuantStore {
       const src = base + (h * this.capacity + from) * bytes;
       mem.copyWithin(base + (h * this.capacity + to) * bytes, src, src + bytes);
     };
+    if (this.staged(l)) {
+      this.ringRow(l, h, to).set(this.ringRow(l, h, from)); // a staged slot is only its f16 row
+      return;
+    }
     copy(this.codes[l]!, this.rowBytes);
     if (this.cfg.axis === 'token') copy(this.params[l]!, this.groups * 4);
     if (this.cfg.ocap) copy(this.outliers[l]!, this.cfg.ocap * 4);
@@ -214,8 +224,34 @@ export class QuantStore {
     this.writeCodes(l, h, slot, codes);
   }
 
+  /** Rows of layer l's ring: the residual ring's size, or the staging rows while staged. */
+  private ringN(l: number): number {
+    return this.cfg.ringSize || (this.rings[l] ? (this.cfg.staging ?? 0) : 0);
+  }
+
+  /** Whether layer l is staged: its slots are f16 rows, nothing is quantized yet. */
+  staged(l: number): boolean {
+    return !this.cfg.ringSize && this.rings[l] !== 0 && this.qlen[l] === 0;
+  }
+
+  /** Stages layer l (allocating the staging rows once per staging period): every slot reads row s. */
+  beginStaging(l: number): void {
+    const n = this.cfg.staging ?? 0;
+    if (!n || this.cfg.ringSize) throw new Error('QuantStore.beginStaging: the store has no staging rows');
+    if (!this.rings[l]) this.rings[l] = this.k.arena.alloc(this.numKv * n * this.d * 2);
+    this.qlen[l] = 0;
+  }
+
+  /** Ends staging (the slots must be quantized by now) and frees the staging rows. */
+  endStaging(l: number): void {
+    if (this.cfg.ringSize) return;
+    if (this.rings[l]) this.k.arena.free(this.rings[l]!);
+    this.rings[l] = 0;
+    this.qlen[l] = Infinity;
+  }
+
   ringRow(l: number, h: number, slot: number): Uint16Array {
-    const r = this.cfg.ringSize;
+    const r = this.ringN(l);
     return this.k.arena.u16(this.rings[l]! + (h * r + (slot % r)) * this.d * 2, this.d);
   }
 
@@ -228,7 +264,7 @@ export class QuantStore {
     return {
       codes: this.codes[l]!, bits: c.dt.bits, lut: this.luts[l]!, axis: c.axis, group: c.group,
       params: this.params[l]!, paramsHeadStride: this.paramsHeadBytes(this.capacity),
-      outliers: this.outliers[l]!, ocap: c.ocap, ring: this.rings[l]!, ringSize: c.ringSize,
+      outliers: this.outliers[l]!, ocap: c.ocap, ring: this.rings[l]!, ringSize: this.ringN(l),
       qlen: Math.min(this.qlen[l]!, 2 ** 30), sinkRows: this.sinkRows[l]!, sinks: c.sinks, rope: c.rope,
     };
   }
@@ -241,10 +277,11 @@ export class QuantStore {
   /** Real bytes for `len` live slots per head of layer l, shared tables included. */
   bytes(l: number, len: number): number {
     const c = this.cfg;
+    const lut = c.dt.bits <= 4 ? 4 * 2 ** c.dt.bits : 0;
+    if (this.staged(l)) return (len + c.sinks) * this.d * 2 * this.numKv + lut; // live staged rows and sink rows, all f16
     let perHead = len * (this.slotBits() / 8);
     if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(this.qlen[l]!, len) / c.group) : 1) * this.d * 4;
     perHead += (c.ringSize + c.sinks) * this.d * 2;
-    const lut = c.dt.bits <= 4 ? 4 * 2 ** c.dt.bits : 0;
     if (c.dt.bits === 16) return perHead * this.numKv;
     return perHead * this.numKv + lut;
   }

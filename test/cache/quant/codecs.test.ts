@@ -114,7 +114,7 @@ describe('quantized codecs', () => {
 
   it('constant vectors (zero range) come back exactly; extreme inputs stay finite through attention', () => {
     const c = config();
-    for (const spec of ['int(bits=4)', 'int(bits=2,axis=token,group=32)', 'kvquant(bits=3)', 'kvquant(bits=2,outliers=0)']) {
+    for (const spec of ['int(bits=4)', 'int(bits=2,axis=token,group=32)', 'kvquant(bits=3,calibrate=1)', 'kvquant(bits=2,outliers=0,calibrate=1)']) {
       const n = 8;
       const keys = new Float32Array(n * c.numKvHeads * c.headDim).fill(0.375);
       const values = new Float32Array(n * c.numKvHeads * c.headDim).fill(-1.25);
@@ -123,7 +123,7 @@ describe('quantized codecs', () => {
       for (let t = 0; t < n; t++) expect(Array.from(codec.readRow(0, 1, t, 'value'))).toEqual(new Array(c.headDim).fill(-1.25));
       codec.free();
     }
-    for (const spec of ['int(bits=4)', 'int(bits=8,kaxis=channel,group=32)', 'kvquant(bits=2)', 'kvquant(bits=4,prerope=false)']) {
+    for (const spec of ['int(bits=4)', 'int(bits=8,kaxis=channel,group=32)', 'kvquant(bits=2,calibrate=1)', 'kvquant(bits=4,prerope=false,calibrate=1)']) {
       const r = rng(3);
       const n = 40;
       const huge = (len: number) => Float32Array.from({ length: len }, () => (r() < 0.5 ? -1 : 1) * 10 ** (r() * 38));
@@ -150,7 +150,7 @@ describe('quantized codecs', () => {
     row(keys, c, t0, 1)[17] = 900;
     row(values, c, t0, 1)[5] = -700;
     const pos = Int32Array.from({ length: n }, (_, i) => i);
-    const codec = makeCodec(ref, c, 'kvquant(bits=2,outliers=0.01,prerope=true)');
+    const codec = makeCodec(ref, c, 'kvquant(bits=2,outliers=0.01,prerope=true,calibrate=1)');
     write(ref, codec, c, 0, keys.slice(), values, pos);
     expect(codec.readRow(0, 1, t0, 'value')[5]).toBe(-700);
     // pre-RoPE: the key row comes back rotated; the outlier's pair partner carries it
@@ -170,7 +170,7 @@ describe('quantized codecs', () => {
     const n = 48;
     const keys = randomF32(r, n * c.numKvHeads * c.headDim, 1);
     const pos = Int32Array.from({ length: n }, (_, i) => 3000 + i * 37); // hi table rows beyond the first
-    const pre = makeCodec(ref, c, 'kvquant(bits=4,outliers=0,sinks=0,prerope=true)');
+    const pre = makeCodec(ref, c, 'kvquant(bits=4,outliers=0,sinks=0,prerope=true,calibrate=1)');
     write(ref, pre, c, 0, keys.slice(), keys.slice(), pos);
     const want = roped(ref, keys, n, c, pos, layout);
     const bound = 0.25; // 4-bit NF over a [-1, 1] channel range: half the widest gap
@@ -184,7 +184,7 @@ describe('quantized codecs', () => {
       void t;
     }
     // RoPE fusion exactly: the same codes stored at position 0 (no rotation), rotated by the reference RoPE
-    const flat = makeCodec(ref, c, 'kvquant(bits=4,outliers=0,sinks=0,prerope=true)');
+    const flat = makeCodec(ref, c, 'kvquant(bits=4,outliers=0,sinks=0,prerope=true,calibrate=1)');
     write(ref, flat, c, 0, keys.slice(), keys.slice(), new Int32Array(n));
     const dequant = new Float32Array(keys.length);
     for (let t = 0; t < n; t++) for (let h = 0; h < c.numKvHeads; h++) dequant.set(flat.readRow(0, h, t, 'key'), (t * c.numKvHeads + h) * c.headDim);
@@ -247,7 +247,7 @@ describe('quantized codecs', () => {
     }
     new KVCache(ref, c, parseSpec('h2o(budget=64)+kvquant(bits=3)'), 16).free();
     new KVCache(ref, c, parseSpec('full+int(kaxis=channel,residual=128)'), 16).free();
-    for (const spec of ['int(bits=3)', 'kvquant(bits=3)']) {
+    for (const spec of ['int(bits=3)', 'kvquant(bits=3)', 'kvquant(bits=3,calibrate=1)']) {
       const codec = makeCodec(ref, c, spec);
       const r = rng(2);
       const n = 10;
