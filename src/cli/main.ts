@@ -13,7 +13,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
-  report: { run: reportCommand, summary: 'Markdown tables from results stores' },
+  report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
 };
 
 function usage(): string {
