@@ -1,3 +1,4 @@
+import { parseSpec } from '../cache/registry.js';
 import { perplexity } from '../eval/ppl.js';
 import { UsageError } from '../errors.js';
 import { Progress } from '../util/progress.js';
@@ -34,6 +35,10 @@ export async function pplCommand(argv: string[]): Promise<void> {
   if (mode !== 'chunked' && mode !== 'decode') throw new UsageError(`--mode must be chunked or decode, got "${mode}"`);
   const ctx = intOption('ctx', values.ctx, 2048, 2);
   const chunks = values.chunks === undefined ? undefined : intOption('chunks', values.chunks, 1, 1);
+  if (mode === 'chunked' && values.cache && parseSpec(values.cache).policy.name !== 'full') {
+    // chunked scoring compresses only between chunks: every prediction sees its whole chunk
+    process.stderr.write('note: chunked mode cannot show what eviction costs; use --mode decode for that\n');
+  }
   const model = await loadModelFromOptions(values);
   try {
     let bar: Progress | undefined;
