@@ -1,7 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec } from './codec.js';
-import type { AttentionStats, Policy, TokenRows } from './policy.js';
+import type { Policy, TokenRows } from './policy.js';
 import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
 import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
 import { UsageError } from '../errors.js';
@@ -134,17 +134,10 @@ export class KVCache {
         this.tail.set(probs, r * probs.length);
       }
     }
-    if (perQuery) {
-      // observed query by query above
-    } else if (tailRows > 0 || received) {
-      const stats: AttentionStats = {
-        layer, n, length, capacity: this.capacity, group: c.numHeads / c.numKvHeads,
-        received: received ? this.k.arena.f32(received, c.numHeads * this.capacity) : new Float32Array(0),
-        tail: this.tail, tailRows,
-      };
-      this.policy.observe(stats);
-    } else {
-      this.policy.observe({ layer, n, length, capacity: this.capacity, group: c.numHeads / c.numKvHeads, received: new Float32Array(0), tail: this.tail, tailRows: 0 });
+    if (!perQuery) {
+      // masking policies saw each query above; the rest see the whole step at once
+      const receivedRows = received ? this.k.arena.f32(received, c.numHeads * this.capacity) : new Float32Array(0);
+      this.policy.observe({ layer, n, length, capacity: this.capacity, group, received: receivedRows, tail: this.tail, tailRows });
     }
     this.peak = Math.max(this.peak, this.bytes());
   }

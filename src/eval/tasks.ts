@@ -70,6 +70,13 @@ export interface Task {
   limit?: string;
 }
 
+/** Tokens a row scores over its chunks (undefined when a text set's chunk count is left open). */
+function scoredTokens(p: TaskParams): number | undefined {
+  const docs = loadTokenDocuments(p.data as string);
+  if (docs) return evalChunks({ kind: 'documents', docs }, p.ctx as number, p.chunks as number | undefined).reduce((n, c) => n + c.length, 0);
+  return p.chunks === undefined ? undefined : (p.chunks as number) * (p.ctx as number);
+}
+
 const ppl: Task = {
   name: 'ppl',
   doc: 'perplexity over ctx-token chunks of a text set, or over the stories of stories260k',
@@ -83,11 +90,7 @@ const ppl: Task = {
     window: { type: { kind: 'int', min: 1 }, optional: true, doc: 'also report perplexity per window of this many positions (metrics ppl_w0, ppl_w1, …)' },
   },
   usesSeed: false,
-  units(p) {
-    const docs = loadTokenDocuments(p.data as string);
-    if (docs) return evalChunks({ kind: 'documents', docs }, p.ctx as number, p.chunks as number | undefined).reduce((n, c) => n + c.length, 0);
-    return p.chunks === undefined ? undefined : (p.chunks as number) * (p.ctx as number);
-  },
+  units: scoredTokens,
   check(p) {
     checkEvalData(p.data as string);
   },
@@ -126,11 +129,7 @@ const fidelityTask: Task = {
   },
   usesSeed: false,
   units(p) {
-    const docs = loadTokenDocuments(p.data as string);
-    const tokens = docs
-      ? evalChunks({ kind: 'documents', docs }, p.ctx as number, p.chunks as number).reduce((n, c) => n + c.length, 0)
-      : (p.chunks as number) * (p.ctx as number);
-    return 2 * tokens;
+    return 2 * scoredTokens(p)!; // the full cache's run, then the candidate's
   },
   check(p) {
     checkEvalData(p.data as string);

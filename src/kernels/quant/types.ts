@@ -1,3 +1,4 @@
+import type { AttentionArgs } from '../api.js';
 import type { CodeBits } from './pack.js';
 
 /**
@@ -37,18 +38,7 @@ export interface QuantStream {
 }
 
 /** Causal attention over two packed stores; same causal/GQA rules and outputs as AttentionArgs. */
-export interface QuantAttentionArgs {
-  out: number;
-  q: number;
-  n: number;
-  visible: number;
-  capacity: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  scale: number;
-  lastProbs: number;
-  received: number;
+export interface QuantAttentionArgs extends Omit<AttentionArgs, 'keys' | 'values' | 'dtype' | 'mask'> {
   /** Int32 [numKvHeads × capacity]: slot positions (for RoPE and sinks). */
   positions: number;
   keys: QuantStream;
