@@ -1,6 +1,6 @@
 import { fullCacheBytes } from '../cache/kvcache.js';
 import type { Model } from '../model/model.js';
-import { seededRandom } from '../sample.js';
+import { seededRandom } from '../util/random.js';
 import { bosIds, cellMetric, checkFits, encode, firstInteger, greedyAnswer, mixSeed } from './retrieval.js';
 
 /**
