@@ -102,6 +102,23 @@ export function optional<T>(p: Param<T>): Param<T> & { optional: true } {
   return { ...rest, optional: true };
 }
 
+/** Command-line words (`key=value`, `--key value`) as the values they stand for; keys the schema lacks stay text. */
+export function fromWords(schema: Params, words: Readonly<Record<string, string | undefined>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, word] of Object.entries(words)) {
+    if (word === undefined) continue;
+    const p = schema[key];
+    out[key] = p ? p.fromText(word) : word;
+  }
+  return out;
+}
+
+/** `value` as a T, or what is wrong with it. */
+export function read<T>(p: Param<T>, value: unknown): { value: T } | { problem: string } {
+  const problem = p.problem(value);
+  return problem === undefined ? { value: value as T } : { problem }; // problem() is the check that value is a T
+}
+
 export type ParamIssue<V = unknown> =
   | { kind: 'unknown'; key: string }
   | { kind: 'missing'; key: string; doc: string }
