@@ -35,8 +35,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(help());
   const [name, ...pairs] = positionals;
   if (!name) throw new UsageError(`eval needs a task: ${[...TASKS.keys()].join(', ')} (see kvpack eval --help)`);
-  const known = TASKS.get(name);
-  if (!known) throw new UsageError(`unknown task "${name}"; tasks: ${[...TASKS.keys()].join(', ')}`);
+  const task = TASKS.get(name);
+  if (!task) throw new UsageError(`unknown task "${name}"; tasks: ${[...TASKS.keys()].join(', ')}`);
   const words: Record<string, string> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
@@ -44,10 +44,9 @@ export async function evalCommand(argv: string[]): Promise<void> {
     words[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   if (values.limit !== undefined) {
-    if (!known.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
-    words[known.limit] = values.limit;
+    if (!task.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
+    words[task.limit] = values.limit;
   }
-  const task = known;
   const params = taskParams(task, fromWords(task.params, words), { where: '', param: (key) => key });
   const seed = intOption('seed', values.seed, 0, 0);
   // Canonical specs, checked before the model loads.
