@@ -1,9 +1,9 @@
 /**
  * The one parameter schema: cache specs, eval tasks, sweep plans and command-line options declare
- * their parameters with these builders, get their TypeScript types inferred (`Infer`), and are
- * checked by `findIssue` (`applyDefaults` then fills in defaults). Each caller words the message around the issue (a spec names the part,
- * a plan the entry, the command line the option), so the phrases here are the shared middle:
- * "must be an integer ≥ 0".
+ * their parameters with these builders, get their TypeScript types inferred (`Infer`), are checked
+ * by `findIssue`, and get their defaults from `applyDefaults`. Each caller words the message around
+ * the issue (a spec names the part, a plan the entry, the command line the option); the phrases
+ * here are the shared middle: "must be an integer ≥ 0".
  */
 
 /** A parameter value as a spec, a plan or a command line gives it. */
@@ -38,7 +38,7 @@ interface Options<T> {
   optional?: true;
 }
 
-/** The param with its `default`/`optional` flags kept in the type (so `Infer` knows what may be absent). */
+/** The param with its `optional` flag kept in the type (so `Infer` knows what may be absent). */
 type Built<T, O> = Param<T> & (O extends { optional: true } ? { optional: true } : unknown);
 
 const range = (min: number, max?: number) => (max === undefined ? `≥ ${min}` : `in [${min}, ${max}]`);
