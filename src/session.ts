@@ -2,9 +2,20 @@ import { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { LimitError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
-import type { Model } from './model/model.js';
+import type { Kernels } from './kernels/api.js';
+import type { ModelConfig } from './model/config.js';
+import type { Weights } from './model/weights.js';
 import { logSoftmax, Sampler } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
+import type { Tokenizer } from './tokenizer/tokenizer.js';
+
+/** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
+export interface RunnableModel {
+  readonly config: ModelConfig;
+  readonly kernels: Kernels;
+  readonly weights: Weights;
+  readonly tokenizer: Tokenizer;
+}
 
 export interface SessionOptions {
   /** Cache spec, e.g. 'full', 'h2o(budget=0.2)' or 'window(sinks=4,recent=252)+fp16'. */
@@ -49,7 +60,7 @@ export class Session {
   private readonly chunkSize: number;
   private readonly streaming: boolean;
 
-  constructor(readonly model: Model, options: SessionOptions = {}) {
+  constructor(readonly model: RunnableModel, options: SessionOptions = {}) {
     const spec = parseSpec(options.cache ?? 'full');
     this.chunkSize = options.chunkSize ?? 128;
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);

@@ -3,7 +3,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { ModelConfig } from '../model/config.js';
 import { parseHfConfig } from '../model/hf.js';
-import { defaultModelPath } from '../model/model.js';
+import { defaultModelPath } from '../model.js';
 import { randomLlama, writeHfDir, writeLlamaGguf, type FloatDType } from '../dev/write.js';
 
 /** A model the bench runs: one GGUF both engines can load, and the same weights as an HF directory. */

@@ -1,5 +1,5 @@
 import { fullCacheBytes } from '../cache/kvcache.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { seededRandom } from '../sample.js';
 import { bosIds, cellMetric, checkFits, encode, firstInteger, greedyAnswer, mixSeed } from './retrieval.js';
 

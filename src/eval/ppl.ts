@@ -1,6 +1,6 @@
 import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { evalChunks, loadEvalTokens } from './data.js';
 
 export interface PerplexityOptions {

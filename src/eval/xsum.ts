@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { sharedDataDir } from './data.js';
 import { rouge } from './rouge.js';
 

@@ -1,6 +1,6 @@
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
 import { REF6M_DIR, REF6M_GGUF } from './helpers.js';
 

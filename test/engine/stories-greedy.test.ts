@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model/model.js';
+import { loadModel } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
 import { STORIES_BIN, STORIES_GGUF, STORIES_REFERENCE } from './helpers.js';
 
