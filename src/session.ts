@@ -43,7 +43,7 @@ export interface GenerateOptions {
 
 export interface ScoreOptions {
   /**
-   * 'chunked': feed chunkSize tokens per forward call (fast; the reference perplexity).
+   * 'chunked': feed chunkSize tokens per forward call (fast; perplexity as the GPTQ/KVQuant scripts compute it).
    * 'decode': feed one token at a time, as generation does.
    */
   mode?: 'chunked' | 'decode';
@@ -77,7 +77,7 @@ export class Session {
   feed(ids: readonly number[]): Float32Array {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length);
-    this.cache.setReference(ids.length);
+    this.cache.setPromptLength(ids.length);
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += this.chunkSize) {
       const chunk = ids.slice(i, i + this.chunkSize);
@@ -145,7 +145,7 @@ export class Session {
     if (n < 2) return out;
     this.checkRoom(n);
     const step = options.mode === 'decode' ? 1 : this.chunkSize;
-    this.cache.setReference(n);
+    this.cache.setPromptLength(n);
     const vocab = this.model.config.vocabSize;
     const row = new Float64Array(vocab);
     for (let i = 0; i < n; i += step) {

@@ -11,11 +11,11 @@ export const BUDGET_PARAMS = {
 } as const satisfies Record<string, ParamSchema>;
 
 /**
- * Turns a budget spec into tokens per layer. A fraction refers to the reference length (the prompt,
+ * Turns a budget spec into tokens per layer. A fraction refers to the prompt length (the prompt,
  * or the scored sequence) and is resolved when that length is known.
  */
 export class LayerBudgets {
-  private reference = 0;
+  private promptLength = 0;
 
   constructor(
     private readonly spec: number | number[],
@@ -27,24 +27,24 @@ export class LayerBudgets {
     return new LayerBudgets(params.budget as number | number[], numLayers, params.schedule as 'uniform' | 'pyramid');
   }
 
-  setReference(tokens: number): void {
-    this.reference = tokens;
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
   }
 
-  /** Tokens layer l keeps (at least 1). Before a reference is set, a fractional budget keeps everything. */
+  /** Tokens layer l keeps (at least 1). Before the prompt length is set, a fractional budget keeps everything. */
   forLayer(l: number): number {
     const raw = Array.isArray(this.spec) ? this.spec[Math.min(l, this.spec.length - 1)]! : this.spec;
-    const base = resolveCount(raw, this.reference);
+    const base = resolveCount(raw, this.promptLength);
     if (this.schedule === 'uniform' || this.numLayers < 2 || !Number.isFinite(base)) return base;
     return pyramid(base, l, this.numLayers);
   }
 }
 
-/** A count stays; a fraction becomes round(fraction × reference), at least 1 (Infinity without a reference). */
-export function resolveCount(value: number, reference: number): number {
+/** A count stays; a fraction becomes round(fraction × promptLength), at least 1 (Infinity without a prompt length). */
+export function resolveCount(value: number, promptLength: number): number {
   if (value >= 1) return value;
-  if (reference <= 0) return Infinity;
-  return Math.max(1, Math.round(value * reference));
+  if (promptLength <= 0) return Infinity;
+  return Math.max(1, Math.round(value * promptLength));
 }
 
 /**

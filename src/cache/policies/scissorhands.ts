@@ -3,7 +3,7 @@ import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
 import type { ParamValue } from '../spec.js';
 import { UsageError } from '../../errors.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
-import { ScissorhandsReference } from './scissorhands-reference.js';
+import { ScissorhandsReleased } from './scissorhands-released.js';
 
 /**
  * Scissorhands (persistence of importance): over the last `window` attention steps, count how often
@@ -99,7 +99,7 @@ export const scissorhands: PolicyKind = {
     },
   },
   create: (params, shape) => {
-    if (params.mode === 'reference') return new ScissorhandsReference(params, shape);
+    if (params.mode === 'reference') return new ScissorhandsReleased(params, shape);
     if (params.budget === undefined) throw new UsageError('scissorhands needs budget (or mode=reference, whose budget is adaptive)');
     return new ScissorhandsPolicy(params, shape);
   },

@@ -11,7 +11,7 @@ class WindowPolicy extends BudgetPolicy {
   readonly needsReceived = false;
 
   override budget(): number {
-    return (this.params.sinks as number) + resolveCount(this.params.recent as number, this.reference);
+    return (this.params.sinks as number) + resolveCount(this.params.recent as number, this.promptLength);
   }
 
   protected update(_stats: AttentionStats): void {}
