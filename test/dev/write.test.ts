@@ -15,8 +15,7 @@ import { toF32 } from '../../src/model/weights.js';
 import {
   encodeQ8_0, GGML, GGUF_TYPE as T, permuteRowsForGguf, randomLlama, writeGguf, writeHfDir, writeLlamaGguf, writeSafetensors, type FloatDType,
 } from '../../src/dev/write.js';
-import { argmax } from '../../src/sample.js';
-import { REF6M_DIR } from '../engine/helpers.js';
+import { greedyTokens, REF6M_DIR } from '../engine/helpers.js';
 
 /** Tiny, but GQA and several heads, so a wrong Q/K permutation or head mapping changes the logits. */
 const CONFIG: ModelConfig = {
@@ -182,14 +181,7 @@ describe('model writers', () => {
     }
     const model = await Model.fromCheckpoint(gguf, { backend: 'reference' });
     try {
-      const session = model.session();
-      let logits = session.feed(IDS);
-      const got: number[] = [];
-      while (got.length < 12) {
-        got.push(argmax(logits));
-        logits = session.feed([got[got.length - 1]!]);
-      }
-      expect(got).toEqual(expected);
+      expect(greedyTokens(model.session(), IDS, 12)).toEqual(expected);
     } finally {
       await model.close();
     }
