@@ -4,7 +4,7 @@ import { KVCache } from '../cache/kvcache.js';
 import { parseSpec } from '../cache/registry.js';
 import { allocScratch, forward, freeScratch } from '../model/forward.js';
 import type { ModelConfig } from '../model/config.js';
-import { loadModel } from '../model/model.js';
+import { loadModel } from '../model.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { MODEL_SPECS } from './models.js';
 import { median, type Table } from './table.js';

@@ -29,7 +29,7 @@ export class KVCache {
   private lastProbs = 0;
   private tail = new Float32Array(0);
   private readonly needsRows: boolean;
-  private referenceSet = false;
+  private promptLengthSet = false;
   /** Streaming: RoPE positions are ranks among the held tokens, recomputed after evictions. */
   readonly streaming: boolean;
   private ropePositions: number[] = [];
@@ -83,10 +83,10 @@ export class KVCache {
   }
 
   /** The length that fractional budgets refer to; only the first call counts until reset. */
-  setReference(tokens: number): void {
-    if (this.referenceSet) return;
-    this.referenceSet = true;
-    this.policy.setReference(tokens);
+  setPromptLength(tokens: number): void {
+    if (this.promptLengthSet) return;
+    this.promptLengthSet = true;
+    this.policy.setPromptLength(tokens);
   }
 
   /**
@@ -180,7 +180,7 @@ export class KVCache {
     this.ranksValid.fill(false);
     this.peak = 0;
     this.policy.reset();
-    this.referenceSet = false;
+    this.promptLengthSet = false;
   }
 
   free(): void {

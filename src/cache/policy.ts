@@ -51,7 +51,7 @@ export interface Policy {
   /** Slots a layer is cut down to once it exceeds its budget (amortised drops go below the budget). */
   target(layer: number): number;
   /** Sets the length fractions of the budget refer to (the prompt, or the scored sequence). */
-  setReference(tokens: number): void;
+  setPromptLength(tokens: number): void;
   /**
    * Called before slots [from, from+n) are written with new tokens. `rows` (only for kinds with
    * `needsRows`) holds this head's n keys (before RoPE) and values, [n × headDim] each.

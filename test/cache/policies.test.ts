@@ -57,7 +57,7 @@ describe('H2O', () => {
 
   it('a fractional budget is a share of the reference length', () => {
     const p = make('h2o(budget=0.25,recent=0.1)', 1, 1);
-    p.setReference(100);
+    p.setPromptLength(100);
     expect(p.budget(0)).toBe(25);
   });
 });

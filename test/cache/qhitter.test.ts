@@ -5,7 +5,7 @@ import type { AttentionStats, Policy } from '../../src/cache/policy.js';
 import { friendliness, minmaxQuantError, qhitter } from '../../src/cache/policies/qhitter.js';
 import { POLICIES, parseSpec, printSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 /** The policy's inspection methods (not on the Policy interface). */
@@ -139,12 +139,12 @@ describe('Q-Hitter selection', () => {
 
   it('fixes the stage budgets from the prompt length; qhitter(budget=0.2) keeps as many tokens as h2o(budget=0.2)', () => {
     const p = make('qhitter(budget=0.2)', 1, 1);
-    p.setReference(2048);
+    p.setPromptLength(2048);
     expect(p.stages(0)).toEqual({ recent: 102, default: 143, heavy: 165 });
     expect(p.budget(0)).toBe(410);
     const h2o = POLICIES.get('h2o')!;
     const h = h2o.create(withDefaults(parseSpec('h2o(budget=0.2)').policy, h2o.schema), { numLayers: 1, numKvHeads: 1, capacity: 4 });
-    h.setReference(2048);
+    h.setPromptLength(2048);
     expect(h.budget(0)).toBe(410);
     expect(() => make('qhitter(budget=0.3,heavy=0.1)', 1, 1)).toThrow(/budget = default \+ heavy \+ recent/);
     expect(make('qhitter(budget=0.2,default=0.07,heavy=0.08,recent=0.05)', 1, 1)).toBeDefined();

@@ -68,7 +68,7 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   abstract readonly tailQueries: number;
   abstract readonly needsReceived: boolean;
   protected readonly budgets: LayerBudgets;
-  protected reference = 0;
+  protected promptLength = 0;
   /** Live slots per layer as the cache last reported them (for bytes()). */
   protected live: number[];
   protected readonly states: SlotArrays<Numbers>[] = [];
@@ -91,15 +91,15 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
     return this.budget(layer);
   }
 
-  setReference(tokens: number): void {
-    this.reference = tokens;
-    this.budgets.setReference(tokens);
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
+    this.budgets.setPromptLength(tokens);
   }
 
-  /** The `recent` parameter in tokens (a count or a fraction of the reference); 0 when absent. */
+  /** The `recent` parameter in tokens (a count or a fraction of the prompt length); 0 when absent. */
   protected recentTokens(layer: number): number {
     const r = this.params.recent;
-    return r === undefined ? 0 : resolveCount(budgetOfLayer(r, layer), this.reference);
+    return r === undefined ? 0 : resolveCount(budgetOfLayer(r, layer), this.promptLength);
   }
 
   /** A reusable buffer of at least `length` numbers for per-step arithmetic. */

@@ -1,6 +1,6 @@
 import type { Policy, PolicyKind } from '../policy.js';
 
-/** Keeps every token: the reference every other policy is measured against. */
+/** Keeps every token: the baseline every other policy is measured against. */
 class FullPolicy implements Policy {
   readonly tailQueries = 0;
   readonly needsReceived = false;
@@ -10,7 +10,7 @@ class FullPolicy implements Policy {
   target(): number {
     return Infinity;
   }
-  setReference(): void {}
+  setPromptLength(): void {}
   onAppend(): void {}
   observe(): void {}
   choose(): Int32Array {

@@ -122,12 +122,12 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
     this.alpha = typeof params.alpha === 'number' ? [params.alpha] : params.alpha;
   }
 
-  override setReference(tokens: number): void {
-    super.setReference(tokens);
-    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setReference(tokens);
+  override setPromptLength(tokens: number): void {
+    super.setPromptLength(tokens);
+    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setPromptLength(tokens);
   }
 
-  /** Tokens of each stage in a layer (Infinity each before a fractional reference is known). */
+  /** Tokens of each stage in a layer (Infinity each before the prompt length is known). */
   stages(layer: number): { recent: number; default: number; heavy: number } {
     const recent = this.parts.recent.forLayer(layer);
     const dflt = this.parts.default.forLayer(layer);

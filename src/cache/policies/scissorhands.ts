@@ -3,7 +3,7 @@ import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js'
 import { UsageError } from '../../errors.js';
 import { int, numbers, oneOf, optional, type Infer } from '../../util/schema.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
-import { ScissorhandsReference } from './scissorhands-reference.js';
+import { ScissorhandsReleased } from './scissorhands-released.js';
 
 /**
  * Scissorhands (persistence of importance): over the last `window` attention steps, count how often
@@ -102,7 +102,7 @@ export const scissorhands = policyKind({
     params: PARAMS,
   },
   create: (params, shape) => {
-    if (params.mode === 'reference') return new ScissorhandsReference(params, shape);
+    if (params.mode === 'reference') return new ScissorhandsReleased(params, shape);
     const { budget } = params;
     if (budget === undefined) throw new UsageError('scissorhands needs budget (or mode=reference, whose budget is adaptive)');
     return new ScissorhandsPolicy({ ...params, budget }, shape);

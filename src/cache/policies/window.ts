@@ -17,7 +17,7 @@ class WindowPolicy extends BudgetPolicy<Infer<typeof PARAMS> & BudgetParams> {
   readonly needsReceived = false;
 
   override budget(layer: number): number {
-    return this.params.sinks + resolveCount(budgetOfLayer(this.params.recent, layer), this.reference);
+    return this.params.sinks + resolveCount(budgetOfLayer(this.params.recent, layer), this.promptLength);
   }
 
   protected update(_stats: AttentionStats): void {}

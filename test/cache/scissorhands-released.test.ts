@@ -5,7 +5,7 @@ import type { AttentionStats } from '../../src/cache/policy.js';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import { UsageError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 const CAPACITY = 8;
@@ -26,7 +26,7 @@ const observe = (probs: Float32Array, length: number): AttentionStats =>
 describe('scissorhands(mode=reference): the released evaluation code', () => {
   it('thresholds each row at its 90th percentile over the whole sequence, and hides tokens no recent row rated above it', () => {
     const p = policy('scissorhands(mode=reference,lru_window=2,position_window=1,start=0,layers=[0,0])');
-    p.setReference(10);
+    p.setPromptLength(10);
     const positions = Int32Array.from({ length: CAPACITY }, (_, i) => i);
     // query at position 3 sees 4 slots; with 6 zeros for positions 4..9 its rank-9 value is 0.4
     const m1 = p.maskQuery!(0, row([0.1, 0.2, 0.3, 0.4]), 4, CAPACITY, positions)!;

@@ -16,18 +16,18 @@ import { SlotArrays } from './base.js';
  * The release is multi-head; here each query head keeps its own counts (GQA: the same KV slots).
  * Per slot and query head the state is a ring of lru_window bits and a count.
  */
-/** The spec parameters reference mode reads (scissorhands.ts declares them). */
-export interface ReferenceParams {
+/** The spec parameters released mode reads (scissorhands.ts declares them). */
+export interface ReleasedParams {
   layers: number | readonly number[];
   lru_window: number;
   position_window: number;
   start: number;
 }
 
-export class ScissorhandsReference implements Policy {
+export class ScissorhandsReleased implements Policy {
   readonly tailQueries = 1;
   readonly needsReceived = false;
-  private reference = 0;
+  private promptLength = 0;
   private bits: SlotArrays<Uint8Array> | undefined;
   private counts: SlotArrays<Uint16Array> | undefined;
   private readonly steps: Int32Array;
@@ -38,9 +38,9 @@ export class ScissorhandsReference implements Policy {
   private kept = 0;
   private seenTotal = 0;
 
-  private readonly params: ReferenceParams & { layers: readonly number[] };
+  private readonly params: ReleasedParams & { layers: readonly number[] };
 
-  constructor(params: ReferenceParams, private readonly shape: PolicyShape) {
+  constructor(params: ReleasedParams, private readonly shape: PolicyShape) {
     const layers = typeof params.layers === 'number' ? [params.layers, params.layers] : params.layers;
     this.params = { ...params, layers };
     if (layers.length !== 2 || layers[0]! > layers[1]!) {
@@ -59,8 +59,8 @@ export class ScissorhandsReference implements Policy {
   target(): number {
     return Infinity;
   }
-  setReference(tokens: number): void {
-    this.reference = tokens;
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
   }
   onAppend(layer: number, head: number, from: number, n: number): void {
     if (!this.bits || !this.counts) return;
@@ -90,7 +90,7 @@ export class ScissorhandsReference implements Policy {
     const numHeads = probs.length / capacity;
     const group = numHeads / this.shape.numKvHeads;
     // thresholds from the unmasked row (the release sorts the raw softmax)
-    const length = Math.max(this.reference, seen);
+    const length = Math.max(this.promptLength, seen);
     const rank = Math.floor(0.9 * length);
     const zeros = length - seen;
     const thr = (this.thresholds[layer] = new Float64Array(numHeads));
@@ -145,10 +145,10 @@ export class ScissorhandsReference implements Policy {
   }
 
   choose(): Int32Array {
-    throw new Error('internal: the reference Scissorhands hides tokens, it never evicts');
+    throw new Error('internal: the released Scissorhands hides tokens, it never evicts');
   }
   move(): void {
-    throw new Error('internal: the reference Scissorhands never evicts, so slots never move');
+    throw new Error('internal: the released Scissorhands never evicts, so slots never move');
   }
 
   stats(): Record<string, number> {
