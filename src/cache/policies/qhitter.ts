@@ -233,27 +233,28 @@ class QHitterPolicy extends BudgetPolicy {
     return order;
   }
 
-  override choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
-    const fast = count <= 4 ? this.fewToEvict(layer, head, count, view) : undefined;
-    return fast ?? Int32Array.from(this.keepOrder(layer, head, view).slice(view.length - count));
+  override choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void {
+    if (count <= 4 && this.fewToEvict(layer, head, count, view, out)) return;
+    const order = this.keepOrder(layer, head, view);
+    for (let i = 0; i < count; i++) out[i] = order[view.length - count + i]!;
   }
 
   /**
    * keepOrder's last `count` slots without sorting (decoding evicts one per step): the lowest
-   * combined scores (ties: the newer) outside the recent window and the default heavy hitters.
-   * Undefined when the stages do not leave `count` slots to take from.
+   * combined scores (ties: the newer) outside the recent window and the default heavy hitters,
+   * written to out[0, count). False when the stages do not leave `count` slots to take from.
    */
-  private fewToEvict(layer: number, head: number, count: number, view: SlotView): Int32Array | undefined {
+  private fewToEvict(layer: number, head: number, count: number, view: SlotView, out: Int32Array): boolean {
     const n = view.length;
     const stages = this.stages(layer);
-    if (n - stages.recent - stages.default < count) return undefined;
+    if (n - stages.recent - stages.default < count) return false;
     const pos = view.positions;
     let newest = -Infinity;
     for (let s = 0; s < n; s++) newest = Math.max(newest, pos[s]!);
     const recentFrom = newest - stages.recent + 1;
     let inWindow = 0;
     for (let s = 0; s < n; s++) if (pos[s]! >= recentFrom) inWindow++;
-    if (inWindow !== stages.recent) return undefined; // the window's positions are not contiguous
+    if (inWindow !== stages.recent) return false; // the window's positions are not contiguous
     const acc = this.accumulated.of(layer, head);
     const combined = this.combinedOf(layer, head, n);
     // 0 open, 1 evicted, 2 a default heavy hitter
@@ -265,7 +266,6 @@ class QHitterPolicy extends BudgetPolicy {
       }
       return above < stages.default;
     };
-    const out = new Int32Array(count);
     for (let k = 0; k < count; ) {
       let worst = -1;
       for (let s = 0; s < n; s++) {
@@ -278,7 +278,7 @@ class QHitterPolicy extends BudgetPolicy {
         out[k++] = worst;
       }
     }
-    return out;
+    return true;
   }
 
   override reset(): void {

@@ -1,5 +1,5 @@
 import { UsageError } from '../../errors.js';
-import type { AttentionStats, Policy, PolicyShape } from '../policy.js';
+import type { AttentionStats, MaskingPolicy, PolicyShape } from '../policy.js';
 import type { ParamValue } from '../spec.js';
 import { SlotArrays } from './base.js';
 
@@ -17,7 +17,8 @@ import { SlotArrays } from './base.js';
  * The release is multi-head; here each query head keeps its own counts (GQA: the same KV slots).
  * Per slot and query head the state is a ring of lru_window bits and a count.
  */
-export class ScissorhandsReference implements Policy {
+export class ScissorhandsReference implements MaskingPolicy {
+  readonly evicts = false;
   readonly tailQueries = 1;
   readonly needsReceived = false;
   private reference = 0;
