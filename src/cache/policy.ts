@@ -76,8 +76,8 @@ export interface Policy {
  * A policy that hides tokens from single queries instead of evicting them (Scissorhands' released
  * evaluation code). The cache runs each query twice: unmasked, to give `maskQuery` its probabilities
  * over the `seen` slots it can see ([numHeads × capacity]); then with the returned u8 mask
- * [numHeads × capacity] of slots to leave out (undefined: none), after which `observe` gets that
- * query alone (n = 1). Only codecs whose kind `masks` can run it.
+ * [numHeads × capacity] of slots to leave out (undefined: none; the array may be reused by the next
+ * call), after which `observe` gets that query alone (n = 1). Only codecs whose kind `masks` can run it.
  */
 export interface MaskingPolicy extends Policy {
   maskQuery(layer: number, probs: Float32Array, seen: number, capacity: number, positions: Int32Array): Uint8Array | undefined;

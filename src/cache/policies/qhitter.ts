@@ -37,11 +37,14 @@ import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
  * and one token goes, chosen by the same three stages.
  */
 
-/** L2 norm of the error of min-max quantizing `row` to `bits` (the released code's Qerror, unnormalised). */
-export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
+/**
+ * L2 norm of the error of min-max quantizing row[from, from + length) to `bits` (the released code's
+ * Qerror, unnormalised).
+ */
+export function minmaxQuantError(row: ArrayLike<number>, bits: number, from = 0, length = row.length - from): number {
   let lo = Infinity;
   let hi = -Infinity;
-  for (let i = 0; i < row.length; i++) {
+  for (let i = from; i < from + length; i++) {
     lo = Math.min(lo, row[i]!);
     hi = Math.max(hi, row[i]!);
   }
@@ -49,7 +52,7 @@ export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
   const scale = Math.max(hi - lo, 1e-5) / maxInt;
   const zero = Math.min(maxInt, Math.max(0, -roundHalfEven(lo / scale)));
   let ss = 0;
-  for (let i = 0; i < row.length; i++) {
+  for (let i = from; i < from + length; i++) {
     const q = (Math.min(maxInt, Math.max(0, roundHalfEven(row[i]! / scale) + zero)) - zero) * scale;
     ss += (q - row[i]!) ** 2;
   }
@@ -62,16 +65,16 @@ function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** (x − min) / (max − min) over a block, in place; a flat block becomes 0. */
-export function minmaxNormalise(x: Float32Array | number[]): void {
+/** (x − min) / (max − min) over x[0, length), in place; a flat block becomes 0. */
+export function minmaxNormalise(x: Float32Array | number[], length = x.length): void {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of x) {
-    lo = Math.min(lo, v);
-    hi = Math.max(hi, v);
+  for (let i = 0; i < length; i++) {
+    lo = Math.min(lo, x[i]!);
+    hi = Math.max(hi, x[i]!);
   }
   const span = hi - lo;
-  for (let i = 0; i < x.length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
+  for (let i = 0; i < length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
 }
 
 /**
@@ -80,10 +83,15 @@ export function minmaxNormalise(x: Float32Array | number[]): void {
  */
 export function friendliness(keyErrors: ArrayLike<number>, valueErrors: ArrayLike<number>): Float32Array {
   const k = Float32Array.from(keyErrors);
-  const v = Float32Array.from(valueErrors);
-  minmaxNormalise(k);
-  minmaxNormalise(v);
-  return k.map((ek, i) => 1 - (ek + v[i]!) / 2);
+  friendlinessInPlace(k, Float32Array.from(valueErrors), k.length);
+  return k;
+}
+
+/** friendliness() of keyErrors[0, length) and valueErrors[0, length), written over keyErrors. */
+function friendlinessInPlace(keyErrors: Float32Array, valueErrors: Float32Array, length: number): void {
+  minmaxNormalise(keyErrors, length);
+  minmaxNormalise(valueErrors, length);
+  for (let i = 0; i < length; i++) keyErrors[i] = 1 - (keyErrors[i]! + valueErrors[i]!) / 2;
 }
 
 const FRACTION = (value: number, doc: string): ParamSchema => ({ type: { kind: 'budget' }, default: value, doc });
@@ -143,8 +151,8 @@ class QHitterPolicy extends BudgetPolicy {
     const q = this.quality.of(layer, head);
     const d = rows.headDim;
     for (let t = 0; t < n; t++) {
-      q[2 * (from + t)] = minmaxQuantError(rows.keys.subarray(t * d, (t + 1) * d), this.bits);
-      q[2 * (from + t) + 1] = minmaxQuantError(rows.values.subarray(t * d, (t + 1) * d), this.bits);
+      q[2 * (from + t)] = minmaxQuantError(rows.keys, this.bits, t * d, d);
+      q[2 * (from + t) + 1] = minmaxQuantError(rows.values, this.bits, t * d, d);
     }
   }
 
@@ -171,8 +179,8 @@ class QHitterPolicy extends BudgetPolicy {
     if (from >= length) return;
     const heads = this.shape.numKvHeads;
     const count = length - from;
-    const ke = new Float32Array(heads * count);
-    const ve = new Float32Array(heads * count);
+    if (this.errors.keys.length < heads * count) this.errors = { keys: new Float32Array(heads * count), values: new Float32Array(heads * count) };
+    const { keys: ke, values: ve } = this.errors;
     for (let h = 0; h < heads; h++) {
       const q = this.quality.of(layer, h);
       for (let s = from; s < length; s++) {
@@ -180,29 +188,34 @@ class QHitterPolicy extends BudgetPolicy {
         ve[h * count + s - from] = q[2 * s + 1]!;
       }
     }
-    const f = friendliness(ke, ve);
+    friendlinessInPlace(ke, ve, heads * count);
     for (let h = 0; h < heads; h++) {
       const q = this.quality.of(layer, h);
-      for (let s = from; s < length; s++) q[2 * s] = f[h * count + s - from]!;
+      for (let s = from; s < length; s++) q[2 * s] = ke[h * count + s - from]!;
     }
     this.settled[layer] = length;
   }
+  private errors = { keys: new Float32Array(0), values: new Float32Array(0) };
 
-  /** Friendliness of a head's live slots (settling the layer first). */
-  friendlinessOf(layer: number, head: number, length: number): Float32Array {
+  /** Friendliness of a head's live slots (settling the layer first), into `out` (default: a new array). */
+  friendlinessOf(layer: number, head: number, length: number, out = new Float32Array(length)): Float32Array {
     this.settle(layer, length);
     const q = this.quality.of(layer, head);
-    return Float32Array.from({ length }, (_, s) => q[2 * s]!);
+    for (let s = 0; s < length; s++) out[s] = q[2 * s]!;
+    return out;
   }
 
-  /** The combined score of a head's live slots. */
+  /** The combined score of a head's live slots (in a buffer reused by the next call). */
   combinedOf(layer: number, head: number, length: number): Float32Array {
-    const f = this.friendlinessOf(layer, head, length);
+    if (this.combined.length < length) this.combined = new Float32Array(length);
+    const combined = this.friendlinessOf(layer, head, length, this.combined);
     const acc = this.accumulated.of(layer, head);
     const { lo, hi } = this.accRange[layer]!;
     const alpha = this.alphaOf(layer);
-    return f.map((fr, s) => alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * fr);
+    for (let s = 0; s < length; s++) combined[s] = alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * combined[s]!;
+    return combined;
   }
+  private combined = new Float32Array(0);
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     return this.combinedOf(layer, head, view.length);
@@ -258,21 +271,15 @@ class QHitterPolicy extends BudgetPolicy {
     const acc = this.accumulated.of(layer, head);
     const combined = this.combinedOf(layer, head, n);
     // 0 open, 1 evicted, 2 a default heavy hitter
-    const mark = new Uint8Array(n);
-    const isDefault = (s: number) => {
-      let above = 0;
-      for (let t = 0; t < n; t++) {
-        if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
-      }
-      return above < stages.default;
-    };
+    if (this.marks.length < n) this.marks = new Uint8Array(n);
+    const mark = this.marks.fill(0, 0, n);
     for (let k = 0; k < count; ) {
       let worst = -1;
       for (let s = 0; s < n; s++) {
         if (mark[s] || pos[s]! >= recentFrom) continue;
         if (worst < 0 || combined[s]! < combined[worst]! || (combined[s] === combined[worst] && pos[s]! > pos[worst]!)) worst = s;
       }
-      if (isDefault(worst)) mark[worst] = 2;
+      if (isDefaultHitter(worst, n, pos, recentFrom, acc, stages.default)) mark[worst] = 2;
       else {
         mark[worst] = 1;
         out[k++] = worst;
@@ -280,11 +287,21 @@ class QHitterPolicy extends BudgetPolicy {
     }
     return true;
   }
+  private marks = new Uint8Array(0);
 
   override reset(): void {
     super.reset();
     this.settled.fill(0);
   }
+}
+
+/** Whether slot s is among the `count` highest accumulated attention (ties: the older) outside the recent window. */
+function isDefaultHitter(s: number, n: number, pos: Int32Array, recentFrom: number, acc: Float32Array, count: number): boolean {
+  let above = 0;
+  for (let t = 0; t < n; t++) {
+    if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
+  }
+  return above < count;
 }
 
 export const qhitter: PolicyKind = {

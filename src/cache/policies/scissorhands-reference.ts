@@ -87,17 +87,21 @@ export class ScissorhandsReference implements MaskingPolicy {
     const length = Math.max(this.reference, seen);
     const rank = Math.floor(0.9 * length);
     const zeros = length - seen;
-    const thr = (this.thresholds[layer] = new Float64Array(numHeads));
+    if (this.thresholds[layer]!.length !== numHeads) this.thresholds[layer] = new Float64Array(numHeads);
+    const thr = this.thresholds[layer]!;
+    if (this.row.length < seen) this.row = new Float32Array(seen);
     for (let h = 0; h < numHeads; h++) {
+      thr[h] = 0;
       if (rank < zeros) continue;
-      const row = probs.slice(h * capacity, h * capacity + seen).sort();
-      thr[h] = row[Math.min(seen - 1, rank - zeros)]!;
+      for (let s = 0; s < seen; s++) this.row[s] = probs[h * capacity + s]!;
+      thr[h] = kthSmallest(this.row, seen, Math.min(seen - 1, rank - zeros));
     }
     if (!this.compressed(layer)) return undefined;
     const position = positions[seen - 1]!; // the query's own token is the newest slot of every head
     if (position < (this.params.start as number)) return undefined;
     const { counts } = this.state(numHeads);
-    const mask = new Uint8Array(numHeads * capacity);
+    if (this.mask.length !== numHeads * capacity) this.mask = new Uint8Array(numHeads * capacity);
+    const mask = this.mask.fill(0);
     const newestHidden = position - (this.params.position_window as number);
     for (let h = 0; h < numHeads; h++) {
       const c = counts.of(layer, h);
@@ -138,7 +142,10 @@ export class ScissorhandsReference implements MaskingPolicy {
     }
   }
 
-  choose(): Int32Array {
+  private row = new Float32Array(0);
+  private mask = new Uint8Array(0);
+
+  choose(): void {
     throw new Error('internal: the reference Scissorhands hides tokens, it never evicts');
   }
   move(): void {
@@ -170,4 +177,28 @@ export class ScissorhandsReference implements MaskingPolicy {
     this.steps.fill(0);
     this.live.fill(0); // kept/seenTotal go on: stats() describes the whole run, all chunks
   }
+}
+
+/** The k-th smallest (0-based) of values[0, n), as values.subarray(0, n).sort()[k] gives it; reorders values (Hoare's selection). */
+function kthSmallest(values: Float32Array, n: number, k: number): number {
+  let lo = 0;
+  let hi = n - 1;
+  while (lo < hi) {
+    const pivot = values[(lo + hi) >> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (values[i]! < pivot) i++;
+      while (pivot < values[j]!) j--;
+      if (i <= j) {
+        const t = values[i]!;
+        values[i++] = values[j]!;
+        values[j--] = t;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else break;
+  }
+  return values[k]!;
 }
