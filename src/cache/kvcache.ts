@@ -21,7 +21,7 @@ export class KVCache {
   readonly policy: Policy;
   readonly codec: Codec;
   readonly spec: string;
-  protected readonly lengths: number[];
+  private readonly lengths: number[];
   /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
   /** Int32 [numKvHeads × capacity]: slot indices, when the policy never evicts and positions are read (else 0). */
@@ -44,7 +44,7 @@ export class KVCache {
   private evicted = new Int32Array(0);
   private gone = new Uint8Array(0);
   protected readonly call: CodecAttention = { q: 0, out: 0, n: 0, visible: 0, positions: 0, lastProbs: 0, received: 0 };
-  protected readonly stats: AttentionStats = { layer: 0, n: 0, length: 0, capacity: 0, group: 1, received: new Float32Array(0), tail: new Float32Array(0), tailRows: 0 };
+  protected readonly attentionStats: AttentionStats = { layer: 0, n: 0, length: 0, capacity: 0, group: 1, received: new Float32Array(0), tail: new Float32Array(0), tailRows: 0 };
   private readonly view: SlotView = { positions: new Int32Array(0), length: 0 };
 
   constructor(
@@ -60,7 +60,7 @@ export class KVCache {
     this.capacity = parts.capacity;
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.lengths = new Array<number>(config.numLayers).fill(0);
-    this.stats.group = config.numHeads / config.numKvHeads;
+    this.attentionStats.group = config.numHeads / config.numKvHeads;
     this.allocSlotBuffers();
     for (let l = 0; l < config.numLayers; l++) {
       if (this.policy.evicts) this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
@@ -121,8 +121,8 @@ export class KVCache {
     const tailRows = Math.min(this.policy.tailQueries, n);
     const plain = n - tailRows; // queries whose individual probabilities nobody needs
     const received = this.policy.needsReceived ? this.received : 0;
-    const heads = c.numHeads * this.capacity;
-    if (received) this.k.arena.f32(received, heads).fill(0);
+    const probsLength = c.numHeads * this.capacity;
+    if (received) this.k.arena.f32(received, probsLength).fill(0);
     const call = this.call;
     call.positions = slotPositions;
     call.received = received;
@@ -134,7 +134,7 @@ export class KVCache {
       call.lastProbs = 0;
       this.codec.attention(layer, call);
     }
-    const probs = tailRows > 0 ? this.k.arena.f32(this.lastProbs, heads) : this.tail;
+    const probs = tailRows > 0 ? this.k.arena.f32(this.lastProbs, probsLength) : this.tail;
     const rowBytes = c.numHeads * c.headDim * 4;
     for (let r = 0; r < tailRows; r++) {
       const i = plain + r;
@@ -144,14 +144,14 @@ export class KVCache {
       call.visible = from + 1 + i;
       call.lastProbs = this.lastProbs;
       this.codec.attention(layer, call);
-      this.tail.set(probs, r * heads);
+      this.tail.set(probs, r * probsLength);
     }
-    const stats = this.stats;
+    const stats = this.attentionStats;
     stats.layer = layer;
     stats.n = n;
     stats.length = from + n;
     stats.capacity = this.capacity;
-    stats.received = received ? this.k.arena.f32(received, heads) : EMPTY;
+    stats.received = received ? this.k.arena.f32(received, probsLength) : EMPTY;
     stats.tail = this.tail;
     stats.tailRows = tailRows;
     this.policy.observe(stats);

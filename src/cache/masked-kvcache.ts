@@ -27,10 +27,10 @@ export class MaskedKVCache extends KVCache {
 
   protected override attendQueries(layer: number, q: number, out: number, from: number, n: number, slotPositions: number): void {
     const c = this.config;
-    const heads = c.numHeads * this.capacity;
+    const probsLength = c.numHeads * this.capacity;
     const rowBytes = c.numHeads * c.headDim * 4;
     const call = this.call;
-    const stats = this.stats;
+    const stats = this.attentionStats;
     for (let i = 0; i < n; i++) {
       call.q = q + i * rowBytes;
       call.out = out + i * rowBytes;
@@ -40,7 +40,7 @@ export class MaskedKVCache extends KVCache {
       call.lastProbs = this.lastProbs;
       call.received = 0;
       this.codec.attention(layer, call);
-      const probs = this.k.arena.f32(this.lastProbs, heads);
+      const probs = this.k.arena.f32(this.lastProbs, probsLength);
       const held = this.k.arena.i32(slotPositions, c.numKvHeads * this.capacity);
       this.codec.maskedAttention(layer, call, this.copyMask(this.policy.maskQuery(layer, probs, from + 1 + i, this.capacity, held)));
       stats.layer = layer;

@@ -1,6 +1,7 @@
 import { LayerBudgets, resolveCount } from '../budget.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
 import type { ParamValue } from '../spec.js';
+import { selectFirst, type Order } from '../../util/select.js';
 
 type Numbers = Float32Array | Uint8Array | Uint16Array;
 
@@ -171,7 +172,7 @@ export function lowestUnprotected(scores: ArrayLike<number>, view: SlotView, cou
   if (selectScratch.length < view.length) selectScratch = new Int32Array(view.length);
   const slots = selectScratch;
   for (let s = 0; s < view.length; s++) slots[s] = s;
-  order.selectFirst(slots, view.length, count);
+  selectFirst(slots, view.length, count, order);
   for (let i = 0; i < count; i++) out[i] = slots[i]!;
 }
 
@@ -181,7 +182,7 @@ function among(xs: Int32Array, count: number, x: number): boolean {
 }
 
 /** The eviction order of lowestUnprotected: unprotected before protected, then by score, then older first. */
-class SlotOrder {
+class SlotOrder implements Order {
   private scores: ArrayLike<number> = [];
   private positions: ArrayLike<number> = [];
   private protectedFrom = Infinity;
@@ -199,30 +200,6 @@ class SlotOrder {
     if (pa !== this.positions[b]! >= this.protectedFrom) return !pa;
     if (!pa && this.scores[a] !== this.scores[b]) return this.scores[a]! < this.scores[b]!;
     return this.positions[a]! < this.positions[b]!;
-  }
-
-  /** Reorders slots[0, n) so that its first k entries are the k that go first (Hoare's selection). */
-  selectFirst(slots: Int32Array, n: number, k: number): void {
-    const kth = k - 1;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const pivot = slots[(lo + hi) >> 1]!;
-      let i = lo;
-      let j = hi;
-      while (i <= j) {
-        while (this.before(slots[i]!, pivot)) i++;
-        while (this.before(pivot, slots[j]!)) j--;
-        if (i <= j) {
-          const t = slots[i]!;
-          slots[i++] = slots[j]!;
-          slots[j--] = t;
-        }
-      }
-      if (kth <= j) hi = j;
-      else if (kth >= i) lo = i;
-      else break;
-    }
   }
 }
 

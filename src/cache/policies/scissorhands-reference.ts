@@ -2,6 +2,7 @@ import { UsageError } from '../../errors.js';
 import type { AttentionStats, MaskingPolicy, PolicyShape } from '../policy.js';
 import type { ParamValue } from '../spec.js';
 import { SlotArrays } from './base.js';
+import { ASCENDING, selectFirst } from '../../util/select.js';
 
 /**
  * scissorhands(mode=reference, …): what the released Scissorhands evaluation code does (its OPT
@@ -94,7 +95,9 @@ export class ScissorhandsReference implements MaskingPolicy {
       thr[h] = 0;
       if (rank < zeros) continue;
       for (let s = 0; s < seen; s++) this.row[s] = probs[h * capacity + s]!;
-      thr[h] = kthSmallest(this.row, seen, Math.min(seen - 1, rank - zeros));
+      const k = Math.min(seen - 1, rank - zeros);
+      selectFirst(this.row, seen, k + 1, ASCENDING); // the value at rank k of the sorted row
+      thr[h] = this.row[k]!;
     }
     if (!this.compressed(layer)) return undefined;
     const position = positions[seen - 1]!; // the query's own token is the newest slot of every head
@@ -177,28 +180,4 @@ export class ScissorhandsReference implements MaskingPolicy {
     this.steps.fill(0);
     this.live.fill(0); // kept/seenTotal go on: stats() describes the whole run, all chunks
   }
-}
-
-/** The k-th smallest (0-based) of values[0, n), as values.subarray(0, n).sort()[k] gives it; reorders values (Hoare's selection). */
-function kthSmallest(values: Float32Array, n: number, k: number): number {
-  let lo = 0;
-  let hi = n - 1;
-  while (lo < hi) {
-    const pivot = values[(lo + hi) >> 1]!;
-    let i = lo;
-    let j = hi;
-    while (i <= j) {
-      while (values[i]! < pivot) i++;
-      while (pivot < values[j]!) j--;
-      if (i <= j) {
-        const t = values[i]!;
-        values[i++] = values[j]!;
-        values[j--] = t;
-      }
-    }
-    if (k <= j) hi = j;
-    else if (k >= i) lo = i;
-    else break;
-  }
-  return values[k]!;
 }
