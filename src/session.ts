@@ -1,4 +1,5 @@
-import { KVCache } from './cache/kvcache.js';
+import { createCache } from './cache/build.js';
+import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { LimitError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
@@ -66,7 +67,7 @@ export class Session {
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
     this.streaming = options.streaming === true;
-    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
+    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
 

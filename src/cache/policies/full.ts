@@ -2,6 +2,7 @@ import type { Policy, PolicyKind } from '../policy.js';
 
 /** Keeps every token: the baseline every other policy is measured against. */
 class FullPolicy implements Policy {
+  readonly evicts = false;
   readonly tailQueries = 0;
   readonly needsReceived = false;
   budget(): number {

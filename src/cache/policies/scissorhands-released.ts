@@ -1,6 +1,7 @@
 import { UsageError } from '../../errors.js';
-import type { AttentionStats, Policy, PolicyShape } from '../policy.js';
+import type { AttentionStats, MaskingPolicy, PolicyShape } from '../policy.js';
 import { SlotArrays } from './base.js';
+import { ASCENDING, selectFirst } from '../../util/select.js';
 
 /**
  * scissorhands(mode=reference, …): what the released Scissorhands evaluation code does (its OPT
@@ -24,7 +25,8 @@ export interface ReleasedParams {
   start: number;
 }
 
-export class ScissorhandsReleased implements Policy {
+export class ScissorhandsReleased implements MaskingPolicy {
+  readonly evicts = false;
   readonly tailQueries = 1;
   readonly needsReceived = false;
   private promptLength = 0;
@@ -93,17 +95,23 @@ export class ScissorhandsReleased implements Policy {
     const length = Math.max(this.promptLength, seen);
     const rank = Math.floor(0.9 * length);
     const zeros = length - seen;
-    const thr = (this.thresholds[layer] = new Float64Array(numHeads));
+    if (this.thresholds[layer]!.length !== numHeads) this.thresholds[layer] = new Float64Array(numHeads);
+    const thr = this.thresholds[layer]!;
+    if (this.row.length < seen) this.row = new Float32Array(seen);
     for (let h = 0; h < numHeads; h++) {
+      thr[h] = 0;
       if (rank < zeros) continue;
-      const row = probs.slice(h * capacity, h * capacity + seen).sort();
-      thr[h] = row[Math.min(seen - 1, rank - zeros)]!;
+      for (let s = 0; s < seen; s++) this.row[s] = probs[h * capacity + s]!;
+      const k = Math.min(seen - 1, rank - zeros);
+      selectFirst(this.row, seen, k + 1, ASCENDING); // the value at rank k of the sorted row
+      thr[h] = this.row[k]!;
     }
     if (!this.compressed(layer)) return undefined;
     const position = positions[seen - 1]!; // the query's own token is the newest slot of every head
     if (position < this.params.start) return undefined;
     const { counts } = this.state(numHeads);
-    const mask = new Uint8Array(numHeads * capacity);
+    if (this.mask.length !== numHeads * capacity) this.mask = new Uint8Array(numHeads * capacity);
+    const mask = this.mask.fill(0);
     const newestHidden = position - this.params.position_window;
     for (let h = 0; h < numHeads; h++) {
       const c = counts.of(layer, h);
@@ -144,7 +152,10 @@ export class ScissorhandsReleased implements Policy {
     }
   }
 
-  choose(): Int32Array {
+  private row = new Float32Array(0);
+  private mask = new Uint8Array(0);
+
+  choose(): void {
     throw new Error('internal: the released Scissorhands hides tokens, it never evicts');
   }
   move(): void {

@@ -86,7 +86,9 @@ class ScissorhandsPolicy extends BudgetPolicy<Params> {
   /** Highest count goes first, so the score is the negated count. */
   protected scores(layer: number, head: number, view: { length: number }): ArrayLike<number> {
     const counts = this.lowCounts.of(layer, head);
-    return Array.from(counts.subarray(0, view.length), (c) => -c);
+    const scores = this.scratch(view.length);
+    for (let s = 0; s < view.length; s++) scores[s] = -counts[s]!;
+    return scores;
   }
 
   override reset(): void {
