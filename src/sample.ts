@@ -8,9 +8,17 @@ export interface SamplingOptions {
   seed: number;
 }
 
-import { seededRandom } from './util/random.js';
+import { SEED_RANGE, seededRandom } from './util/random.js';
+import { int, number } from './util/schema.js';
 
 export { seededRandom };
+
+/** The sampling options as the library and the command line check them. */
+export const SAMPLING_PARAMS = {
+  temperature: number({ min: 0, max: 100, default: 0.8, doc: 'softmax temperature; 0 = greedy' }),
+  topP: number({ min: 0, max: 1, default: 1, doc: 'nucleus mass; the most likely token is always kept' }),
+  seed: int({ ...SEED_RANGE, default: 0, doc: 'sampling seed' }),
+};
 
 export function argmax(logits: ArrayLike<number>): number {
   let best = 0;
@@ -45,10 +53,12 @@ export class Sampler {
     const cutoff = (1 - topP) / (n - 1);
     let candidates = 0;
     for (let i = 0; i < n; i++) if (this.probs[i]! >= cutoff) this.order[candidates++] = i;
+    if (candidates === 0) this.order[candidates++] = argmax(this.probs); // a flat distribution under a tiny topP
     const sorted = this.order.subarray(0, candidates).sort((a, b) => this.probs[b]! - this.probs[a]!);
     let mass = 0;
     let kept = 0;
-    while (kept < candidates && mass < topP) mass += this.probs[sorted[kept++]!]!;
+    // the most likely token always stays, even at topP 0
+    while (kept < candidates && (kept === 0 || mass < topP)) mass += this.probs[sorted[kept++]!]!;
     return this.pick(r, kept, (i) => sorted[i]!, mass);
   }
 

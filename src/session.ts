@@ -6,9 +6,10 @@ import { allocScratch, forward, freeScratch, type Scratch } from './model/forwar
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { Weights } from './model/weights.js';
-import { logSoftmax, Sampler } from './sample.js';
+import { logSoftmax, Sampler, SAMPLING_PARAMS } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
+import { applyDefaults, bool, findIssue, int, optional, param, text, type Params } from './util/schema.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
 export interface RunnableModel {
@@ -53,6 +54,32 @@ export interface ScoreOptions {
   onProgress?: (tokensDone: number) => void;
 }
 
+const SESSION_PARAMS = {
+  cache: text({ default: 'full', doc: 'cache spec' }),
+  chunkSize: int({ min: 1, default: 128, doc: 'tokens per forward call' }),
+  streaming: bool({ default: false, doc: 'RoPE positions as ranks among the held tokens' }),
+};
+
+const GENERATE_PARAMS = {
+  maxTokens: int({ min: 0, default: 256, doc: 'tokens to generate' }),
+  ...SAMPLING_PARAMS,
+  stop: param<readonly string[]>((v) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? undefined : 'must be a list of strings'), {
+    default: [],
+    doc: 'stop strings',
+  }),
+  addBos: optional(bool({ doc: 'prepend BOS' })),
+  signal: optional(param<AbortSignal>((v) => (v instanceof AbortSignal ? undefined : 'must be an AbortSignal'), { doc: 'stops generation' })),
+};
+
+/** Library options checked against their schema: a typed error names the first bad one. */
+function checked<P extends Params>(schema: P, given: object, what: string) {
+  if (typeof given !== 'object' || given === null) throw new UsageError(`${what} options must be an object`);
+  const issue = findIssue(schema, given as Record<string, unknown>);
+  if (issue?.kind === 'unknown') throw new UsageError(`${what}: unknown option "${issue.key}"; options are ${Object.keys(schema).join(', ')}`);
+  if (issue?.kind === 'invalid') throw new UsageError(`${what}: ${issue.key} ${issue.problem}, got ${String(issue.value)}`);
+  return applyDefaults(schema, given as Record<string, unknown>);
+}
+
 /** A conversation with a model: a token history and the cache that holds it. */
 export class Session {
   readonly tokens: number[] = [];
@@ -60,15 +87,23 @@ export class Session {
   private readonly scratch: Scratch;
   private readonly chunkSize: number;
   private readonly streaming: boolean;
+  /** What the session cannot do now: it is disposed, or a generation is running. */
+  private busy: string | undefined;
 
   constructor(readonly model: RunnableModel, options: SessionOptions = {}) {
-    const spec = parseSpec(options.cache ?? 'full');
-    this.chunkSize = options.chunkSize ?? 128;
-    if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
+    const o = checked(SESSION_PARAMS, options, 'session');
+    const spec = parseSpec(o.cache);
+    this.chunkSize = o.chunkSize;
     const c = model.config;
-    this.streaming = options.streaming === true;
-    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
-    this.scratch = allocScratch(model.kernels, c, this.chunkSize);
+    this.streaming = o.streaming;
+    // slots grow by doubling as needed; start from what the budget holds, not the whole context
+    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming, stepTokens: this.chunkSize });
+    try {
+      this.scratch = allocScratch(model.kernels, c, this.chunkSize);
+    } catch (e) {
+      this.cache.free();
+      throw e;
+    }
   }
 
   /**
@@ -76,6 +111,11 @@ export class Session {
    * The cache compresses once the tokens are in: a prompt is compressed as a whole.
    */
   feed(ids: readonly number[]): Float32Array {
+    this.checkUsable();
+    return this.feedTokens(ids);
+  }
+
+  private feedTokens(ids: readonly number[]): Float32Array {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length);
     this.cache.setPromptLength(ids.length);
@@ -93,6 +133,17 @@ export class Session {
    * are sampled until maxTokens, an end-of-sequence token, or a stop string.
    */
   async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<string> {
+    this.checkUsable();
+    const o = checked(GENERATE_PARAMS, options, 'generate');
+    this.busy = 'a generate() on this session is still running (finish it or break out of its loop first)';
+    try {
+      yield* this.generateTokens(prompt, o);
+    } finally {
+      if (this.busy !== DISPOSED) this.busy = undefined;
+    }
+  }
+
+  private async *generateTokens(prompt: string | readonly number[], options: ReturnType<typeof checked<typeof GENERATE_PARAMS>>): AsyncGenerator<string> {
     const tok = this.model.tokenizer;
     const ids = typeof prompt === 'string'
       ? tok.encode(prompt, { addBos: options.addBos ?? (this.tokens.length === 0 ? tok.addBosByDefault : false) })
@@ -101,16 +152,11 @@ export class Session {
       if (tok.bos === undefined) throw new UsageError('the prompt is empty and the model has no BOS token to start from');
       ids.push(tok.bos);
     }
-    const maxTokens = options.maxTokens ?? 256;
+    const { maxTokens, stop: stops } = options;
     this.checkRoom(ids.length + maxTokens);
-    const sampler = new Sampler(this.model.config.vocabSize, {
-      temperature: options.temperature ?? 0.8,
-      topP: options.topP ?? 1,
-      seed: options.seed ?? 0,
-    });
-    const stops = options.stop ?? [];
+    const sampler = new Sampler(this.model.config.vocabSize, options);
     const stream = new TextStream(tok, ids.slice(-1));
-    let logits = this.feed(ids);
+    let logits = this.feedTokens(ids);
     let pending = ''; // text held back while it could still become a stop string
     for (let produced = 0; produced < maxTokens; produced++) {
       if (options.signal?.aborted) break;
@@ -122,12 +168,13 @@ export class Session {
         if (hit > 0) yield pending.slice(0, hit);
         return;
       }
+      // before yielding (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
+      logits = this.feedTokens([next]);
       const safe = pending.length - longestStopPrefix(pending, stops);
       if (safe > 0) {
         yield pending.slice(0, safe);
         pending = pending.slice(safe);
       }
-      logits = this.feed([next]); // the last one too, so the history and the cache stay in step
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     pending += stream.flush();
@@ -141,6 +188,7 @@ export class Session {
    * The session starts from its current history (usually empty).
    */
   score(ids: readonly number[], options: ScoreOptions = {}): Float64Array {
+    this.checkUsable();
     const n = ids.length;
     const out = new Float64Array(Math.max(0, n - 1));
     if (n < 2) return out;
@@ -167,17 +215,21 @@ export class Session {
 
   /** Forgets the history; the cache is emptied and reused. */
   reset(): void {
+    this.checkUsable();
     this.tokens.length = 0;
     this.cache.reset();
   }
 
   /** Frees the cache and scratch memory; the session cannot be used afterwards. */
   dispose(): void {
+    if (this.busy === DISPOSED) return;
+    this.busy = DISPOSED;
     this.cache.free();
     freeScratch(this.model.kernels, this.scratch);
   }
 
   private run(ids: readonly number[], allLogits: boolean): Float32Array {
+    if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
     const vocab = this.model.config.vocabSize;
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
@@ -187,6 +239,10 @@ export class Session {
     const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
     this.tokens.push(...ids);
     return logits;
+  }
+
+  private checkUsable(): void {
+    if (this.busy) throw new UsageError(`this session cannot be used: ${this.busy}`);
   }
 
   private checkRoom(more: number): void {
@@ -201,7 +257,9 @@ export class Session {
   }
 }
 
-function firstStop(text: string, stops: string[]): number {
+const DISPOSED = 'it was disposed';
+
+function firstStop(text: string, stops: readonly string[]): number {
   let best = -1;
   for (const s of stops) {
     const i = s ? text.indexOf(s) : -1;
@@ -211,7 +269,7 @@ function firstStop(text: string, stops: string[]): number {
 }
 
 /** Length of the longest suffix of text that is a proper prefix of some stop string. */
-function longestStopPrefix(text: string, stops: string[]): number {
+function longestStopPrefix(text: string, stops: readonly string[]): number {
   let best = 0;
   for (const s of stops) {
     for (let len = Math.min(s.length - 1, text.length); len > best; len--) {

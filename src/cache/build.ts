@@ -24,6 +24,8 @@ export interface CacheParts {
 
 export interface BuildOptions {
   streaming?: boolean;
+  /** Tokens one step appends before compressing: with a fixed budget, the slots needed at first are budget + this. */
+  stepTokens?: number;
 }
 
 /**
@@ -35,11 +37,19 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   spec = withPolicyCodec(spec);
   const text = printSpec(spec);
   const streaming = options.streaming === true;
-  capacity = Math.max(1, capacity);
   const policyKind = POLICIES.get(spec.policy.name)!;
   const codecKind = CODECS.get(spec.codec.name)!;
   const codecParams = withDefaults(spec.codec, codecKind.schema);
-  const policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity });
+  const policyParams = withDefaults(spec.policy, policyKind.schema);
+  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: Math.max(1, capacity) };
+  let policy = policyKind.create(policyParams, shape);
+  // A fixed budget needs fewer slots than the context; they grow (by doubling) should a prompt need more.
+  const slots = Math.max(...Array.from({ length: config.numLayers }, (_, l) => policy.budget(l))) + (options.stepTokens ?? 1);
+  if (slots < shape.capacity) {
+    shape.capacity = slots;
+    policy = policyKind.create(policyParams, shape);
+  }
+  capacity = shape.capacity;
   if (streaming && !policy.evicts) {
     throw new UsageError('streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=1020) or h2o(budget=1024)');
   }

@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
-import { int, number, read, type Param } from '../util/schema.js';
+import { threadsParam } from '../kernels/index.js';
+import { int, read, type Param } from '../util/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -35,6 +36,8 @@ export function intOption(name: string, text: string | undefined, fallback: numb
   return option(name, int({ min, doc: name }), text, fallback);
 }
 
-export function numberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
-  return option(name, number({ min, max, doc: name }), text, fallback);
+/** --threads: every core when not given, more than the machine has refused (see threadsParam). */
+export function threadsOption(text: string | undefined): number {
+  const p = threadsParam();
+  return option('threads', p, text, p.default!);
 }

@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { UsageError } from '../errors.js';
 import { buildTables, renderMarkdown } from '../eval/report.js';
 import { finishedRow, type ResultRow } from '../eval/store.js';
@@ -6,7 +5,8 @@ import { taskParams, TASKS, type Task } from '../eval/tasks.js';
 import { fromWords } from '../util/schema.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { Progress } from '../util/progress.js';
-import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { MODEL_OPTIONS, option, parse, threadsOption } from './args.js';
+import { SAMPLING_PARAMS } from '../sample.js';
 import { loadModelFromOptions } from './load.js';
 
 function help(): string {
@@ -37,7 +37,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (!name) throw new UsageError(`eval needs a task: ${[...TASKS.keys()].join(', ')} (see kvpack eval --help)`);
   const task = TASKS.get(name);
   if (!task) throw new UsageError(`unknown task "${name}"; tasks: ${[...TASKS.keys()].join(', ')}`);
-  const words: Record<string, string> = {};
+  const words: Record<string, string> = Object.create(null) as Record<string, string>; // `__proto__=1` is a word like any other
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new UsageError(`task parameters are key=value, got "${pair}"`);
@@ -48,7 +48,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     words[task.limit] = values.limit;
   }
   const params = taskParams(task, fromWords(task.params, words), { where: '', param: (key) => key });
-  const seed = intOption('seed', values.seed, 0, 0);
+  const seed = option('seed', SAMPLING_PARAMS.seed, values.seed, 0);
   // Canonical specs, checked before the model loads.
   const caches = (values.cache ?? ['full']).map((c) => {
     try {
@@ -58,8 +58,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
       throw e;
     }
   });
-  const threads = intOption('threads', values.threads, os.availableParallelism(), 1);
-  const model = await loadModelFromOptions({ ...values, threads: String(threads) });
+  threadsOption(values.threads); // checked before the model loads
+  const model = await loadModelFromOptions(values);
   const rows: ResultRow[] = [];
   try {
     for (const cache of caches) rows.push(await runOne(task, model, cache, params, seed, values.model ?? 'ref-6m', Boolean(values.json)));

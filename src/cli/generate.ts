@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.js';
-import { intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
+import { intOption, MODEL_OPTIONS, option, parse } from './args.js';
+import { SAMPLING_PARAMS } from '../sample.js';
 import { loadModelFromOptions } from './load.js';
 import type { Session } from '../session.js';
 import { formatBytes } from '../util/progress.js';
@@ -12,8 +13,8 @@ against a full fp16 cache of the same tokens.
   --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id (default ../shared/models/ref-6m)
   --max-tokens N   tokens to generate (default 128)
   --temperature T  0 = greedy (default 0.8);  --greedy is the same as --temperature 0
-  --top-p P        nucleus sampling mass (default 0.95)
-  --seed S         sampling seed (default 0)
+  --top-p P        nucleus sampling mass; the most likely token is always kept (default 0.95)
+  --seed S         sampling seed, 0 to 2^32−1 (default 0)
   --stop STR       stop before this string (repeatable)
   --cache SPEC     KV cache spec (default full)
   --streaming      generate past the model's context with a fixed-budget cache (StreamingLLM positions)
@@ -36,9 +37,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const prompt = positionals[0] ?? '';
   const options = {
     maxTokens: intOption('max-tokens', values['max-tokens'], 128, 1),
-    temperature: values.greedy ? 0 : numberOption('temperature', values.temperature, 0.8, 0, 100),
-    topP: numberOption('top-p', values['top-p'], 0.95, 0, 1),
-    seed: intOption('seed', values.seed, 0),
+    temperature: values.greedy ? 0 : option('temperature', SAMPLING_PARAMS.temperature, values.temperature, 0.8),
+    topP: option('top-p', SAMPLING_PARAMS.topP, values['top-p'], 0.95),
+    seed: option('seed', SAMPLING_PARAMS.seed, values.seed, 0),
     stop: values.stop ?? [],
   };
   const model = await loadModelFromOptions(values);

@@ -45,4 +45,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that closed the pipe (`kvpack info | head -1`) wants no more output: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 process.exitCode = await main(process.argv.slice(2));

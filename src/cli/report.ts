@@ -5,6 +5,8 @@ import { renderPlotPngs } from '../eval/browser.js';
 import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
 import { parse } from './args.js';
+import { own } from '../util/schema.js';
+import writeFileAtomic from 'write-file-atomic';
 
 const HELP = `Usage: kvpack report [--store FILE]… [--out DIR] [--png]
 
@@ -38,21 +40,53 @@ export async function reportCommand(argv: string[]): Promise<void> {
     sources.push({ file, rows: store.rows().length });
   }
   const sections = buildSections(rows);
+  if (values.out === undefined) return void process.stdout.write(renderMarkdown(sections.map((s) => s.table), sources));
+  try {
+    await writeReport(values.out, sections, sources, values.png === true);
+  } catch (e) {
+    throw outError(e, values.out);
+  }
+}
+
+/**
+ * DIR/index.html, DIR/report.md and with `png` a PNG per plot. Each file is written under a temporary
+ * name and renamed, so a failed report leaves the previous one whole.
+ */
+export async function writeReport(out: string, sections: ReturnType<typeof buildSections>, sources: { file: string; rows: number }[], png: boolean): Promise<void> {
   const tables = sections.map((s) => s.table);
-  if (values.out === undefined) return void process.stdout.write(renderMarkdown(tables, sources));
-  fs.mkdirSync(values.out, { recursive: true });
-  const html = path.join(values.out, 'index.html');
-  fs.writeFileSync(html, renderHtml(sections, sources));
+  fs.mkdirSync(out, { recursive: true });
+  const html = path.join(out, 'index.html');
+  writeFileAtomic.sync(html, renderHtml(sections, sources));
   let images: { file: string; title: string }[][] = [];
-  if (values.png) {
+  if (png) {
     // stale PNGs of plots that no longer exist would linger in a committed folder
-    for (const f of fs.readdirSync(values.out)) if (f.endsWith('.png')) fs.rmSync(path.join(values.out, f));
-    const written = new Set(await renderPlotPngs(html, values.out));
+    for (const f of fs.readdirSync(out)) if (f.endsWith('.png')) fs.rmSync(path.join(out, f));
+    const written = new Set(await renderPlotPngs(html, out));
     images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title })));
   }
-  const md = path.join(values.out, 'report.md');
-  fs.writeFileSync(md, renderMarkdown(tables, sources, images));
-  process.stderr.write(`wrote ${html}, ${md}${values.png ? ` and ${images.flat().length} PNGs` : ''}\n`);
+  const md = path.join(out, 'report.md');
+  writeFileAtomic.sync(md, renderMarkdown(tables, sources, images));
+  process.stderr.write(`wrote ${html}, ${md}${png ? ` and ${images.flat().length} PNGs` : ''}\n`);
+}
+
+/** What the file system said, as one line naming --out (other errors pass through). */
+const FS_PROBLEMS: Record<string, string> = {
+  EEXIST: 'a file is in the way of the folder',
+  ENOTDIR: 'part of the path is a file, not a folder',
+  EISDIR: 'a folder is in the way of a file',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'the file system is read-only',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'the disk quota is used up',
+};
+
+function outError(e: unknown, out: string): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  const problem = code === undefined ? undefined : own(FS_PROBLEMS, code);
+  if (!problem) return e;
+  const where = (e as NodeJS.ErrnoException).path;
+  return new UsageError(`--out ${out}: cannot write the report${where ? ` (${where})` : ''}: ${problem} (${code}); the previous report, if any, is unchanged`);
 }
 
 function defaultStores(): string[] {

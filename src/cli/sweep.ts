@@ -1,10 +1,9 @@
-import os from 'node:os';
 import { UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
 import { ResultStore } from '../eval/store.js';
 import { describeRow, loadPlan, planSweep, runSweep, type SweepEvent } from '../eval/sweep.js';
 import { Progress } from '../util/progress.js';
-import { intOption, parse } from './args.js';
+import { parse, threadsOption } from './args.js';
 
 const HELP = `Usage: kvpack sweep PLAN.json [--store FILE] [--dry-run] [--json] [--threads K]
 
@@ -29,7 +28,7 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length !== 1) throw new UsageError(`sweep takes one plan file, got ${positionals.length ? `"${positionals.join(' ')}"` : 'none'} (see kvpack sweep --help)`);
   const plan = loadPlan(positionals[0]!);
-  const threads = intOption('threads', values.threads, os.availableParallelism(), 1);
+  const threads = threadsOption(values.threads);
   const store = ResultStore.open(values.store ?? plan.store);
 
   if (values['dry-run']) {

@@ -8,7 +8,8 @@ import { loadModel, type Model } from '../model.js';
 import { modelFingerprint } from './fingerprint.js';
 import { finishedRow, rowKey, type ResultRow, type ResultStore, type TaskParams } from './store.js';
 import { resolveTask, type Task, type TaskOutput } from './tasks.js';
-import { applyDefaults, findIssue, int, param, text } from '../util/schema.js';
+import { applyDefaults, findIssue, int, own, param, text } from '../util/schema.js';
+import { SEED_RANGE } from '../util/random.js';
 
 /**
  * A sweep: every (model × cache spec × task) of a plan, one row each, stored as it finishes so an
@@ -102,7 +103,7 @@ const PLAN_PARAMS = {
     { default: {}, doc: 'values of the {placeholders}' },
   ),
   tasks: param<readonly Record<string, unknown>[]>((v) => (Array.isArray(v) && v.length > 0 ? undefined : 'must be a non-empty list'), { doc: 'task entries' }),
-  seed: int({ min: 0, default: 0, doc: 'seed of the tasks that sample' }),
+  seed: int({ ...SEED_RANGE, default: 0, doc: 'seed of the tasks that sample' }),
 };
 
 /** Reads a JSON plan file and checks it (every cache spec and task included) before anything runs. */
@@ -139,34 +140,50 @@ export function parsePlan(value: unknown, source = 'plan'): SweepPlan {
   return plan;
 }
 
+/** More cache specs than a sweep could ever run: a plan past this is a mistake in its vars. */
+export const MAX_CACHE_SPECS = 10_000;
+
 /**
  * The plan's cache specs, canonical and without repeats: each template once per combination of the
- * vars it names (a template with no placeholder appears once). Every spec is parsed here.
+ * vars it names (a template with no placeholder appears once). The combinations are counted before
+ * any is made, and a plan with more than MAX_CACHE_SPECS is refused. Every spec is parsed here.
  */
 export function expandCaches(plan: Pick<SweepPlan, 'caches' | 'vars' | 'source'>): string[] {
-  const out: string[] = [];
-  plan.caches.forEach((template, i) => {
+  const templates = plan.caches.map((template, i) => {
     const names = [...new Set([...template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!))];
-    for (const n of names) {
-      if (!plan.vars[n]) throw new UsageError(`${plan.source}: caches[${i}] "${template}" uses {${n}}, which "vars" does not define`);
-    }
-    // Cartesian product over the vars this template names, the first one varying slowest.
-    let combos: Record<string, string | number>[] = [{}];
-    for (const n of names) combos = combos.flatMap((c) => plan.vars[n]!.map((v) => ({ ...c, [n]: v })));
-    for (const combo of combos) {
-      const text = template.replace(/\{(\w+)\}/g, (_, n: string) => String(combo[n]));
-      let canonical: string;
+    const lists = names.map((n) => {
+      const values = own(plan.vars, n);
+      if (!values) throw new UsageError(`${plan.source}: caches[${i}] "${template}" uses {${n}}, which "vars" does not define`);
+      return values;
+    });
+    return { template, i, names, lists, count: lists.reduce((n, l) => n * l.length, 1) };
+  });
+  const count = templates.reduce((n, t) => n + t.count, 0);
+  if (count > MAX_CACHE_SPECS) {
+    const each = templates.map((t) => `caches[${t.i}]: ${t.count}`).join(', ');
+    throw new UsageError(`${plan.source}: the vars expand to ${count} cache specs (${each}); a plan may have at most ${MAX_CACHE_SPECS}`);
+  }
+  const out = new Set<string>();
+  for (const { template, i, names, lists, count: combos } of templates) {
+    // combination c in mixed radix, the first var varying slowest
+    for (let c = 0; c < combos; c++) {
+      const value = new Map<string, string | number>();
+      for (let v = names.length - 1, rest = c; v >= 0; v--) {
+        const list = lists[v]!;
+        value.set(names[v]!, list[rest % list.length]!);
+        rest = Math.floor(rest / list.length);
+      }
+      const text = template.replace(/\{(\w+)\}/g, (_, n: string) => String(value.get(n)));
       try {
-        canonical = printSpec(parseSpec(text));
+        out.add(printSpec(parseSpec(text)));
       } catch (e) {
         if (!(e instanceof UsageError)) throw e;
         const from = text === template ? '' : ` (from "${template}")`;
         throw new UsageError(`${plan.source}: caches[${i}] "${text}"${from}: ${e.message}`);
       }
-      if (!out.includes(canonical)) out.push(canonical);
     }
-  });
-  return out;
+  }
+  return [...out];
 }
 
 /** Every row of the plan in run order (model, then task, then cache), each marked done or not. */

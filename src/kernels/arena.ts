@@ -1,3 +1,5 @@
+import { LimitError } from '../errors.js';
+
 const PAGE = 65536;
 const ALIGN = 64;
 
@@ -17,6 +19,7 @@ export class Arena {
 
   alloc(bytes: number): number {
     const size = align(Math.max(bytes, 1));
+    if (!Number.isSafeInteger(size)) throw new LimitError(`out of kernel memory: cannot allocate ${bytes} bytes`);
     const i = this.freeBlocks.findIndex((b) => b.size >= size);
     let ptr: number;
     if (i >= 0) {
@@ -27,15 +30,16 @@ export class Arena {
       new Uint8Array(this.memory.buffer, ptr, size).fill(0);
     } else {
       ptr = this.top;
-      this.top += size;
-      const needed = Math.ceil(this.top / PAGE) - this.memory.buffer.byteLength / PAGE;
+      const needed = Math.ceil((ptr + size) / PAGE) - this.memory.buffer.byteLength / PAGE;
       if (needed > 0) {
         try {
           this.memory.grow(needed);
         } catch {
-          throw new RangeError(`out of kernel memory: cannot grow to ${(this.top / 2 ** 20).toFixed(0)} MiB`);
+          // top is left where it was: a request too big for memory must not fail every later one
+          throw new LimitError(`out of kernel memory: ${formatMiB(size)} more would need ${formatMiB(ptr + size)} (about 4 GiB is the most WebAssembly can address)`);
         }
       }
+      this.top = ptr + size;
     }
     this.sizes.set(ptr, size);
     return ptr;
@@ -67,6 +71,10 @@ export class Arena {
   u8(ptr: number, length: number): Uint8Array {
     return new Uint8Array(this.memory.buffer, ptr, length);
   }
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 }
 
 function align(n: number): number {

@@ -2,6 +2,8 @@ import os from 'node:os';
 import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
+import { UsageError } from '../errors.js';
+import { int, read } from '../util/schema.js';
 
 export type { AttentionArgs, Kernels, Matrix, SlotDType } from './api.js';
 export { Arena } from './arena.js';
@@ -13,6 +15,14 @@ export interface KernelOptions {
   threads?: number;
 }
 
+/**
+ * Worker threads, the calling thread included: at most the machine's cores. More is refused rather
+ * than clamped: each is a worker with its own memory, and past the cores they only contend.
+ */
+export function threadsParam() {
+  return int({ min: 1, max: os.availableParallelism(), default: os.availableParallelism(), doc: 'threads, the calling thread included' });
+}
+
 export async function createKernels(options: KernelOptions = {}): Promise<Kernels> {
   const backend = options.backend ?? 'wasm';
   if (backend === 'reference') {
@@ -20,5 +30,7 @@ export async function createKernels(options: KernelOptions = {}): Promise<Kernel
     return new ReferenceKernels(new Arena(memory, 1024));
   }
   const { createWasmKernels } = await import('./wasm.js');
-  return createWasmKernels(options.threads ?? os.availableParallelism());
+  const threads = read(threadsParam(), options.threads ?? os.availableParallelism());
+  if ('problem' in threads) throw new UsageError(`threads ${threads.problem} (the cores of this machine), got ${options.threads}`);
+  return createWasmKernels(threads.value);
 }

@@ -44,9 +44,9 @@ export function validateConfig(c: ModelConfig, file: string): ModelConfig {
     throw new ModelFormatError(file, `num_attention_heads (${c.numHeads}) is not a multiple of num_key_value_heads (${c.numKvHeads})`);
   }
   if (c.headDim % 2 !== 0) throw new ModelFormatError(file, `head_dim must be even for RoPE, got ${c.headDim}`);
-  if (!(c.rmsEps > 0) || !(c.ropeTheta > 0)) {
-    throw new ModelFormatError(file, `rms_norm_eps and rope_theta must be positive, got ${c.rmsEps} and ${c.ropeTheta}`);
-  }
+  // wide enough for every released model (eps 1e-12..1e-5, theta 1e4..1e7), narrow enough to catch corruption
+  if (!(c.rmsEps >= 1e-12 && c.rmsEps < 1)) throw new ModelFormatError(file, `rms_norm_eps must be in [1e-12, 1), got ${c.rmsEps}`);
+  if (!(c.ropeTheta > 1 && c.ropeTheta <= 1e10)) throw new ModelFormatError(file, `rope_theta must be in (1, 1e10], got ${c.ropeTheta}`);
   if (!['llama', 'mistral', 'qwen2'].includes(c.architecture)) {
     throw new UnsupportedModelError(file, `architecture "${c.architecture}" is not supported (llama, mistral, qwen2 are)`);
   }

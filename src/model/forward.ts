@@ -21,7 +21,21 @@ export interface Scratch {
 }
 
 export function allocScratch(k: Kernels, c: ModelConfig, maxChunk: number): Scratch {
-  const f = (count: number) => k.arena.alloc(count * 4);
+  const held: number[] = [];
+  const f = (count: number) => {
+    const ptr = k.arena.alloc(count * 4);
+    held.push(ptr);
+    return ptr;
+  };
+  try {
+    return allocAll(maxChunk, f, c);
+  } catch (e) {
+    for (const ptr of held) k.arena.free(ptr); // a chunk too big for memory leaves nothing behind
+    throw e;
+  }
+}
+
+function allocAll(maxChunk: number, f: (count: number) => number, c: ModelConfig): Scratch {
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   return {

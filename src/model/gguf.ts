@@ -5,8 +5,9 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
 import {
-  buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
+  buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTiling, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
 } from './safetensors.js';
+import { own } from '../util/schema.js';
 import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } from './tensor.js';
 
 /**
@@ -202,8 +203,9 @@ function ggufLayout(head: Uint8Array, fileSize: number, file: string): GgufLayou
   }
 
   const alignValue = metadata.get('general.alignment') ?? 32;
-  if (typeof alignValue !== 'number' || !(alignValue > 0) || !Number.isInteger(Math.log2(alignValue))) {
-    throw new ModelFormatError(file, `general.alignment must be a power of two, got ${String(alignValue)}`);
+  // the GGUF spec asks for a multiple of 8; ggml's padding arithmetic needs a power of two
+  if (typeof alignValue !== 'number' || !(alignValue >= 8) || !Number.isInteger(Math.log2(alignValue))) {
+    throw new ModelFormatError(file, `general.alignment must be a power of two ≥ 8, got ${String(alignValue)}`);
   }
   const dataOffset = Math.ceil(r.pos / alignValue) * alignValue;
   const dataLen = fileSize - dataOffset;
@@ -240,6 +242,7 @@ function ggufLayout(head: Uint8Array, fileSize: number, file: string): GgufLayou
     return { name, dtype, shape, begin: dataOffset + offset, end: dataOffset + offset + bytes };
   });
   checkNoOverlap(ranges, file);
+  checkTiling(ranges, dataLen, alignValue, file);
   return { version, metadata, tensors, dataOffset };
 }
 
@@ -342,7 +345,7 @@ export const GGUF_LAYER_NAMES: Record<string, (l: number) => string> = {
 function canonicalName(name: string): string | undefined {
   if (Object.hasOwn(GGUF_GLOBAL_NAMES, name)) return GGUF_GLOBAL_NAMES[name];
   const m = /^blk\.(\d+)\.(\w+\.(?:weight|bias))$/.exec(name);
-  return m ? GGUF_LAYER_NAMES[m[2]!]?.(Number(m[1])) : undefined;
+  return m ? own(GGUF_LAYER_NAMES, m[2]!)?.(Number(m[1])) : undefined;
 }
 
 /** Builds a checked Checkpoint from a GGUF file held whole in `buf`. */

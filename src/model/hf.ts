@@ -4,6 +4,7 @@ import { ModelFormatError, UnsupportedModelError } from '../errors.js';
 import { HfTokenizer } from '../tokenizer/hf.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
+import { own } from '../util/schema.js';
 import { buildTokenizer, checkLoadedTensors, checkTokenizerFits, readJsonFile, readModelFile, readSafetensorsDir, toRawTensor, type SafetensorsEntry } from './safetensors.js';
 import { TensorNames as N, type RawTensor } from './tensor.js';
 
@@ -116,10 +117,10 @@ export const HF_GLOBAL_NAMES: Record<string, string> = {
 export function mapHfTensors(entries: Map<string, SafetensorsEntry>): Map<string, RawTensor> {
   const out = new Map<string, RawTensor>();
   for (const [name, entry] of entries) {
-    let canonical = HF_GLOBAL_NAMES[name];
+    let canonical = own(HF_GLOBAL_NAMES, name);
     if (!canonical) {
       const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-      const mapName = m ? HF_LAYER_NAMES[m[2]!] : undefined;
+      const mapName = m ? own(HF_LAYER_NAMES, m[2]!) : undefined;
       if (mapName) canonical = mapName(Number(m![1]));
     }
     if (canonical) out.set(canonical, toRawTensor(entry));

@@ -5,6 +5,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { checkTensors } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import type { DType, RawTensor } from './tensor.js';
+import { own } from '../util/schema.js';
 
 /**
  * safetensors reader: an 8-byte little-endian header length, a JSON header mapping tensor names to
@@ -118,6 +119,12 @@ export function checkLoadedTensors(config: ModelConfig, tensors: Map<string, Raw
     throw new ModelFormatError(file, `config says ${config.numLayers} layers but the file holds only ${tensors.size} tensors`);
   }
   checkTensors(config, tensors, file);
+  for (const name of tensors.keys()) {
+    const layer = /^layers\.(\d+)\./.exec(name)?.[1];
+    if (layer !== undefined && Number(layer) >= config.numLayers) {
+      throw new ModelFormatError(file, `config says ${config.numLayers} layers but the file holds ${name.split('.').slice(0, 2).join(' ')}: the layer count and the tensors disagree`);
+    }
+  }
 }
 
 /** A tokenizer may not produce ids past the embedding's rows (fewer is fine: vocabularies are often padded). */
@@ -200,7 +207,7 @@ function safetensorsLayout(head: Uint8Array, fileSize: number, file: string): St
         `tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the data (${dataLen} bytes): truncated file?`,
       );
     }
-    const size = ELEMENT_BYTES[dtype];
+    const size = own(ELEMENT_BYTES, dtype);
     if (size !== undefined) {
       const need = (shape as number[]).reduce((a, d) => a * d, 1) * size;
       if (need !== end - begin) {
@@ -213,6 +220,7 @@ function safetensorsLayout(head: Uint8Array, fileSize: number, file: string): St
     layout.push({ name, dtype, shape: shape as number[], begin: dataStart + begin, end: dataStart + end });
   }
   checkNoOverlap(layout.map((t) => [t.begin, t.end, t.name]), file);
+  checkTiling(layout.map((t) => [t.begin - dataStart, t.end - dataStart, t.name]), dataLen, 1, file);
   return layout;
 }
 
@@ -253,9 +261,31 @@ export function checkNoOverlap(ranges: [number, number, string][], file: string)
   }
 }
 
+/**
+ * Tensors must tile the data section in offset order, each starting where the one before ends
+ * (rounded up to `alignment`), the last ending within `alignment` bytes of the end. A size that no
+ * longer matches the offsets (a tensor type changed, a header length one byte off) shows up here.
+ */
+export function checkTiling(ranges: [number, number, string][], dataLen: number, alignment: number, file: string): void {
+  const sorted = ranges.filter(([b, e]) => e > b).sort((x, y) => x[0] - y[0]);
+  let end = 0;
+  let prev = 'the data section';
+  for (const [begin, stop, name] of sorted) {
+    const expected = Math.ceil(end / alignment) * alignment;
+    if (begin !== expected) {
+      throw new ModelFormatError(file, `tensor ${name} starts at data offset ${begin} but ${prev} ends at ${end}: tensor sizes and offsets disagree (a changed type or header length?)`);
+    }
+    end = stop;
+    prev = `tensor ${name}`;
+  }
+  if (dataLen - end >= alignment) {
+    throw new ModelFormatError(file, `the data section holds ${dataLen} bytes but its tensors end at ${end}: tensor sizes and offsets disagree (a changed type or header length?)`);
+  }
+}
+
 /** The entry as a RawTensor under its own name; only F32, F16 and BF16 are read. */
 export function toRawTensor(e: SafetensorsEntry): RawTensor {
-  const dtype = SUPPORTED[e.dtype];
+  const dtype = own(SUPPORTED, e.dtype);
   if (!dtype) {
     throw new UnsupportedModelError(e.file, `tensor ${e.name} has dtype ${e.dtype}; kvpack reads F32, F16 and BF16`);
   }

@@ -23,6 +23,28 @@ export function dtypeBytes(dtype: DType, count: number): number {
   }
 }
 
+/** Index of the first NaN or ±Inf number in a tensor (a Q8_0 block counts by its scale), or -1. */
+export function firstNonFinite(t: RawTensor): number {
+  const d = t.data;
+  const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  switch (t.dtype) {
+    case 'f32':
+      for (let i = 0; i + 4 <= d.byteLength; i += 4) if ((view.getUint32(i, true) & 0x7f800000) === 0x7f800000) return i / 4;
+      return -1;
+    case 'f16':
+      for (let i = 0; i + 2 <= d.byteLength; i += 2) if ((view.getUint16(i, true) & 0x7c00) === 0x7c00) return i / 2;
+      return -1;
+    case 'bf16':
+      for (let i = 0; i + 2 <= d.byteLength; i += 2) if ((view.getUint16(i, true) & 0x7f80) === 0x7f80) return i / 2;
+      return -1;
+    case 'q8_0':
+      for (let i = 0; i + Q8_0_BLOCK_BYTES <= d.byteLength; i += Q8_0_BLOCK_BYTES) {
+        if ((view.getUint16(i, true) & 0x7c00) === 0x7c00) return (i / Q8_0_BLOCK_BYTES) * Q8_0_BLOCK;
+      }
+      return -1;
+  }
+}
+
 /**
  * Canonical tensor names every loader maps its file's names onto. Matrices are [out, in]
  * (HF / llama2.c orientation). Per-layer names take the layer index.

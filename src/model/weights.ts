@@ -1,9 +1,9 @@
-import { UnsupportedModelError } from '../errors.js';
+import { ModelFormatError, UnsupportedModelError } from '../errors.js';
 import type { Kernels, Matrix } from '../kernels/api.js';
 import { f16Table, bf16ToF32 } from '../kernels/half.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
-import { TensorNames as N, type RawTensor } from './tensor.js';
+import { firstNonFinite, TensorNames as N, type RawTensor } from './tensor.js';
 
 export interface LayerWeights {
   attnNorm: number;
@@ -39,6 +39,9 @@ export function uploadWeights(k: Kernels, config: ModelConfig, ckpt: Checkpoint)
   const get = (name: string): RawTensor => {
     const t = ckpt.tensors.get(name);
     if (!t) throw new Error(`internal: tensor ${name} was validated but is missing`);
+    // a NaN or Inf weight makes every logit NaN: greedy would print nothing and perplexity NaN, silently
+    const bad = firstNonFinite(t);
+    if (bad >= 0) throw new ModelFormatError(ckpt.source, `tensor ${t.name} (${name}) holds a non-finite number (NaN or ±Inf) at element ${bad}`);
     return t;
   };
   const matrix = (name: string): Matrix => {

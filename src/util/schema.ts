@@ -6,6 +6,11 @@
  * here are the shared middle: "must be an integer ≥ 0".
  */
 
+/** `record[key]` when it is the record's own (a key named `constructor` or `__proto__` is not inherited). */
+export function own<V>(record: Readonly<Record<string, V>>, key: string): V | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
 /** A parameter value as a spec, a plan or a command line gives it. */
 export type ParamValue = number | boolean | string | readonly number[];
 
@@ -104,10 +109,10 @@ export function optional<T>(p: Param<T>): Param<T> & { optional: true } {
 
 /** Command-line words (`key=value`, `--key value`) as the values they stand for; keys the schema lacks stay text. */
 export function fromWords(schema: Params, words: Readonly<Record<string, string | undefined>>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   for (const [key, word] of Object.entries(words)) {
     if (word === undefined) continue;
-    const p = schema[key];
+    const p = own(schema, key);
     out[key] = p ? p.fromText(word) : word;
   }
   return out;
@@ -128,7 +133,7 @@ export type ParamIssue<V = unknown> =
 export function findIssue<V>(schema: Params, given: Readonly<Record<string, V | undefined>>): ParamIssue<V> | undefined {
   for (const [key, value] of Object.entries(given)) {
     if (value === undefined) continue;
-    const p = schema[key];
+    const p = own(schema, key);
     if (!p) return { kind: 'unknown', key };
     const problem = p.problem(value);
     if (problem) return { kind: 'invalid', key, value, problem };

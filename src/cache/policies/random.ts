@@ -1,10 +1,10 @@
-import { seededRandom } from '../../util/random.js';
+import { SEED_RANGE, seededRandom } from '../../util/random.js';
 import { int, type Infer } from '../../util/schema.js';
 import { BUDGET_PARAMS } from '../budget.js';
 import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
 import { BudgetPolicy, SlotArrays } from './base.js';
 
-const PARAMS = { ...BUDGET_PARAMS, seed: int({ min: 0, default: 0, doc: 'random seed' }) };
+const PARAMS = { ...BUDGET_PARAMS, seed: int({ ...SEED_RANGE, default: 0, doc: 'random seed' }) };
 
 /** Sanity baseline: each token gets a random score when it arrives; the lowest go. */
 class RandomPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
