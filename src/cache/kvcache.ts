@@ -1,4 +1,5 @@
 import type { Kernels } from '../kernels/api.js';
+import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec } from './codec.js';
 import type { Policy, TokenRows } from './policy.js';
@@ -60,7 +61,7 @@ export class KVCache {
     if (evictionProblem) throw new UsageError(`cache spec "${this.spec}": ${evictionProblem}`);
     const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
     this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
-    const ctx = { kernels: k, config, capacity: this.capacity, ropeOnRead: this.streaming };
+    const ctx = { kernels: k, config, capacity: this.capacity, rope: ropeOf(config), ropeOnRead: this.streaming };
     this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), ctx);
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.needsRows = policyKind.needsRows === true;
@@ -90,25 +91,31 @@ export class KVCache {
   }
 
   /**
-   * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
-   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. Queries arrive
-   * rotated at their positions, except when streaming: then the cache rotates them at their rank.
+   * Int32 pointer to the positions a layer's n next tokens are rotated at (queries and keys): their
+   * own `positions`, or when streaming their ranks among the held tokens, which this brings up to date.
    */
-  attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, positionsPtr: number, n: number, out: number): void {
+  rotationPositions(layer: number, n: number, positions: number): number {
+    if (!this.streaming) return positions;
+    const from = this.lengths[layer]!;
+    this.ensureCapacity(from + n);
+    return this.streamingPositions(layer, from, n);
+  }
+
+  /**
+   * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
+   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. `ropePositions` is
+   * what `rotationPositions` gave for these tokens; queries arrive rotated at them.
+   */
+  attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
-    let slotPositions = this.positions[layer]!;
-    if (this.streaming) {
-      positionsPtr = this.streamingPositions(layer, from, n);
-      this.k.rope(q, n, c.numHeads, c.headDim, positionsPtr, c.ropeTheta, c.ropeLayout);
-      slotPositions = this.ropePositions[layer]!;
-    }
+    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.positions[layer]!;
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
       this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n).set(positions.subarray(0, n));
     }
-    this.codec.write(layer, from, n, keys, values, positionsPtr);
+    this.codec.write(layer, from, n, keys, values, ropePositions);
     const length = from + n;
     this.lengths[layer] = length;
     const perQuery = this.policy.maskQuery !== undefined;

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Kernels } from '../../src/kernels/api.js';
 import { f32ToF16 } from '../../src/kernels/half.js';
 import { createKernels } from '../../src/kernels/index.js';
+import { Rope } from '../../src/kernels/rope.js';
 import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/quant/pack.js';
 import { decodeRow } from '../../src/kernels/quant/reference.js';
 import type { QuantAttentionArgs, QuantStream } from '../../src/kernels/quant/types.js';
@@ -147,7 +148,7 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       const positions = new Int32Array(c.numKv * cap).map((_, i) => (i % cap < 6 ? i % cap : Math.floor(r() * 9000)));
       const q = randomF32(r, c.n * c.numHeads * c.d, c.extreme ? 1e-6 : 2);
       const run = (k: Kernels) => {
-        const rope = new RopeTables(k, c.d, 10000);
+        const rope = new RopeTables(k, new Rope({ headDim: c.d, ropeTheta: 10000, ropeLayout: c.interleaved === true ? 'interleaved' : 'half' }));
         rope.ensure(9000);
         const out = k.arena.alloc(q.length * 4);
         k.arena.f32(out, q.length).fill(Number.NaN);

@@ -12,7 +12,8 @@ import { QuantStore } from './store.js';
  */
 export abstract class QuantCodec implements Codec {
   protected capacity: number;
-  protected readonly rope: RopeTables | undefined;
+  /** Angle tables for the kernel when keys are kept before RoPE. */
+  protected readonly ropeTables: RopeTables | undefined;
   /** Slots written per layer (the last write's end), for bitsPerValue. */
   protected readonly written: number[];
   /** Slot positions, mirrored for readRow (the kernel reads the cache's own positions). */
@@ -25,7 +26,7 @@ export abstract class QuantCodec implements Codec {
   ) {
     const c = ctx.config;
     this.capacity = ctx.capacity;
-    this.rope = keys.cfg.rope ? new RopeTables(ctx.kernels, c.headDim, c.ropeTheta) : undefined;
+    this.ropeTables = keys.cfg.rope ? new RopeTables(ctx.kernels, ctx.rope) : undefined;
     this.written = new Array<number>(c.numLayers).fill(0);
     this.slotPositions = Array.from({ length: c.numLayers }, () => new Int32Array(c.numKvHeads * this.capacity));
   }
@@ -50,8 +51,8 @@ export abstract class QuantCodec implements Codec {
   write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void {
     const { kernels: k, config: c } = this.ctx;
     const pos = k.arena.i32(positions, n).slice();
-    if (this.rope) this.rope.ensure(Math.max(...pos));
-    else k.rope(keys, n, c.numKvHeads, c.headDim, positions, c.ropeTheta, c.ropeLayout);
+    if (this.ropeTables) this.ropeTables.ensure(Math.max(...pos));
+    else k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
     for (let t = 0; t < n; t++) for (let h = 0; h < c.numKvHeads; h++) this.slotPositions[layer]![h * this.capacity + from + t] = pos[t]!;
     const d = c.headDim;
     const rows = (ptr: number): Float32Array[][] => {
@@ -92,19 +93,19 @@ export abstract class QuantCodec implements Codec {
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
-      ropeLo: this.rope?.lo ?? 0, ropeHi: this.rope?.hi ?? 0, ropeInterleaved: c.ropeLayout === 'interleaved',
+      ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
     });
   }
 
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array {
     const c = this.ctx.config;
     const st = which === 'key' ? this.keys : this.values;
-    const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.rope?.lo ?? 0, ropeHi: this.rope?.hi ?? 0, ropeInterleaved: c.ropeLayout === 'interleaved' };
+    const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
     return decodeRow(this.ctx.kernels.arena, st.desc(layer), geometry, head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
   }
 
   bytes(lengths: readonly number[]): number {
-    let total = this.rope?.bytes() ?? 0;
+    let total = this.ropeTables?.bytes() ?? 0;
     for (let l = 0; l < lengths.length; l++) total += this.keys.bytes(l, lengths[l]!) + this.values.bytes(l, lengths[l]!);
     return total;
   }
@@ -124,7 +125,7 @@ export abstract class QuantCodec implements Codec {
   free(): void {
     this.keys.free();
     this.values.free();
-    this.rope?.free();
+    this.ropeTables?.free();
   }
 }
 

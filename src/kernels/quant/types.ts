@@ -1,4 +1,4 @@
-import type { AttentionArgs } from '../api.js';
+import type { AttentionArgs } from '../types.js';
 import type { CodeBits } from './pack.js';
 
 /**
