@@ -4,12 +4,13 @@
 
 import {
   ARGS, CTRL_DONE, CTRL_NEXT, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0,
-  OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION,
+  OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE,
   MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W, MATMUL_X,
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
   ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
 import { quantAttentionJob } from './quant';
+import { quantizeJob } from './quantize';
 
 // The control block, op codes and argument offsets come from src/kernels/abi.ts (shared with the TS side).
 const C_DONE: usize = <usize>CTRL_DONE << 2; // atomic count of finished work items
@@ -29,6 +30,7 @@ export function run(ctrl: usize, thread: i32): i32 {
   if (op == OP_MATMUL) return matmulJob(ctrl, thread);
   if (op == OP_ATTENTION) return attentionJob(ctrl, thread);
   if (op == OP_QUANT_ATTENTION) return quantAttentionJob(ctrl, thread);
+  if (op == OP_QUANTIZE) return quantizeJob(ctrl, thread);
   return 0;
 }
 

@@ -38,6 +38,7 @@ export const OP_QUIT = -1;
 export const OP_MATMUL = 1;
 export const OP_ATTENTION = 2;
 export const OP_QUANT_ATTENTION = 3;
+export const OP_QUANTIZE = 4;
 
 // ---- matrix dtype codes
 export const DT_F32 = 0;
@@ -108,6 +109,20 @@ export const QATT_SPLITS = 80;
 export const QATT_PARTIAL = 84; // ptr
 /** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
 export const QATT_TILE = 32;
+
+// ---- OP_QUANTIZE arguments (see QuantizeArgs in quant/types.ts); one work item per row
+export const QUANTIZE_SRC = 0; // ptr
+export const QUANTIZE_N = 4;
+export const QUANTIZE_HEAD0 = 8;
+export const QUANTIZE_HEADS = 12;
+export const QUANTIZE_FROM = 16;
+export const QUANTIZE_CAPACITY = 20;
+export const QUANTIZE_HEAD_DIM = 24;
+export const QUANTIZE_STREAM = 28; // ptr to a stream descriptor
+/** 0: 'int', 1: 'unit'. */
+export const QUANTIZE_KIND = 32;
+export const QUANTIZE_MIDS = 36; // ptr, f64
+export const QUANTIZE_MIDS_LENGTH = 40;
 
 // ---- stream descriptor of a packed store (QuantStream in quant/types.ts), byte offsets
 export const STREAM_CODES = 0; // ptr

@@ -1,5 +1,5 @@
 import type { Arena } from './arena.js';
-import type { QuantAttentionArgs } from './quant/types.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix } from './types.js';
 
@@ -35,6 +35,8 @@ export interface Kernels {
   attention(args: AttentionArgs): void;
   /** Attention straight from packed (quantized) key/value storage (src/kernels/quant/types.ts). */
   quantAttention(args: QuantAttentionArgs): void;
+  /** Quantizes rows into a packed store: codes and, on the token axis, scales and zeros. */
+  quantize(args: QuantizeArgs): void;
   /** Stops worker threads. */
   close(): Promise<void>;
 }

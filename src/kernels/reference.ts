@@ -3,7 +3,8 @@ import type { Arena } from './arena.js';
 import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from './dtype.js';
 import { bf16ToF32, f16Table, f32ToF16 } from './half.js';
 import { quantAttentionReference } from './quant/reference.js';
-import type { QuantAttentionArgs } from './quant/types.js';
+import { quantizeReference } from './quant/quantize.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix } from './types.js';
 
@@ -182,6 +183,10 @@ export class ReferenceKernels implements Kernels {
 
   quantAttention(a: QuantAttentionArgs): void {
     quantAttentionReference(this.arena, a);
+  }
+
+  quantize(a: QuantizeArgs): void {
+    quantizeReference(this.arena, a);
   }
 
   async close(): Promise<void> {}

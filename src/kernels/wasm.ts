@@ -4,7 +4,9 @@ import {
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
   ATT_VISIBLE, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W,
-  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
+  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
+  QUANTIZE_STREAM, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
   QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
   QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
@@ -15,7 +17,7 @@ import { ArgBlock, writeStreamDesc } from './args.js';
 import type { DType } from './dtype.js';
 import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
-import type { QuantAttentionArgs } from './quant/types.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix } from './types.js';
 
@@ -78,10 +80,11 @@ class WasmKernels implements Kernels {
   /** The control block's words and its job arguments. */
   private readonly words: Int32Array;
   private readonly args: ArgBlock;
-  /** Two stream descriptors (keys, values) for quantized attention, allocated on first use. */
+  /** Stream descriptors: keys and values for quantized attention, and the store being quantized into. */
   private qdesc = 0;
   private qdescKeys: ArgBlock | undefined;
   private qdescValues: ArgBlock | undefined;
+  private qdescQuantize: ArgBlock | undefined;
 
   constructor(
     readonly arena: Arena,
@@ -179,11 +182,7 @@ class WasmKernels implements Kernels {
     // whole KV groups beats decoding a group twice
     const { group, seen, par, hg } = this.attentionPlan(a, 1);
     this.ensureScratch(4 * (hg * ceil4(seen) + QATT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
-    if (!this.qdesc) {
-      this.qdesc = this.arena.alloc(2 * STREAM_DESC_BYTES);
-      this.qdescKeys = new ArgBlock(this.arena.memory, this.qdesc, STREAM_DESC_BYTES);
-      this.qdescValues = new ArgBlock(this.arena.memory, this.qdesc + STREAM_DESC_BYTES, STREAM_DESC_BYTES);
-    }
+    this.ensureStreamDescs();
     // One query with nothing to report per slot (decode): split the slots too, so every thread gets
     // an even share without decoding any tile twice; partial softmax sums are merged below.
     const groupsPerHead = Math.ceil(group / hg);
@@ -224,6 +223,37 @@ class WasmKernels implements Kernels {
     b.ptr(QATT_PARTIAL, splits > 1 ? this.qpartial : 0);
     this.run(OP_QUANT_ATTENTION, par);
     if (splits > 1) this.mergeQuantParts(a.out, numKvHeads, group, hg, splits, d);
+  }
+
+  quantize(a: QuantizeArgs): void {
+    const d = a.headDim;
+    if (a.n <= 0 || a.heads <= 0) return;
+    if (a.stream.bits === 16) throw new RangeError('quantize: 16-bit streams hold bfloat16 numbers, not codes');
+    const par = this.parallelism(a.n * a.heads * d * 8);
+    this.ensureStreamDescs();
+    const b = this.begin();
+    writeStreamDesc(this.qdescQuantize!, a.stream, rowCodeBytes(d, a.stream.bits));
+    b.ptr(QUANTIZE_SRC, a.src);
+    b.int(QUANTIZE_N, a.n);
+    b.int(QUANTIZE_HEAD0, a.head0);
+    b.int(QUANTIZE_HEADS, a.heads);
+    b.int(QUANTIZE_FROM, a.from);
+    b.int(QUANTIZE_CAPACITY, a.capacity);
+    b.int(QUANTIZE_HEAD_DIM, d);
+    b.ptr(QUANTIZE_STREAM, this.qdesc + 2 * STREAM_DESC_BYTES);
+    b.int(QUANTIZE_KIND, a.kind === 'unit' ? 1 : 0);
+    b.ptr(QUANTIZE_MIDS, a.mids);
+    b.int(QUANTIZE_MIDS_LENGTH, a.midsLength);
+    this.run(OP_QUANTIZE, par);
+  }
+
+  private ensureStreamDescs(): void {
+    if (this.qdesc) return;
+    const m = this.arena.memory;
+    this.qdesc = this.arena.alloc(3 * STREAM_DESC_BYTES);
+    this.qdescKeys = new ArgBlock(m, this.qdesc, STREAM_DESC_BYTES);
+    this.qdescValues = new ArgBlock(m, this.qdesc + STREAM_DESC_BYTES, STREAM_DESC_BYTES);
+    this.qdescQuantize = new ArgBlock(m, this.qdesc + 2 * STREAM_DESC_BYTES, STREAM_DESC_BYTES);
   }
 
   private qpartial = 0;

@@ -59,7 +59,7 @@ export abstract class QuantCodec implements Codec {
       const all = k.arena.f32(ptr, n * c.numKvHeads * d);
       return Array.from({ length: c.numKvHeads }, (_, h) => Array.from({ length: n }, (_, t) => all.slice((t * c.numKvHeads + h) * d, (t * c.numKvHeads + h + 1) * d)));
     };
-    this.writeRows(layer, from, rows(keys), rows(values), pos);
+    this.writeRows(layer, from, rows(keys), rows(values), pos, keys, values);
     this.written[layer] = from + n;
   }
 
@@ -68,8 +68,35 @@ export abstract class QuantCodec implements Codec {
     return this.slotPositions[layer]![head * this.capacity + slot]!;
   }
 
-  /** Quantizes (or buffers) rows[h][t] for slots from + t. */
-  protected abstract writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void;
+  /**
+   * Quantizes (or buffers) rows[h][t] for slots from + t. keysPtr/valuesPtr: the same rows in kernel
+   * memory, f32 [n × numKvHeads × headDim] (keys rotated unless the key store applies RoPE).
+   */
+  protected abstract writeRows(
+    layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array, keysPtr: number, valuesPtr: number,
+  ): void;
+
+  private rowBuffers = [0, 0];
+  private rowBufferFloats = [0, 0];
+
+  /**
+   * Copies rows into kernel memory for the quantize kernel: row(t, j) for t < n, j < heads, laid out
+   * [n × heads × headDim] in buffer `which` (two are kept, e.g. keys and values). Returns its pointer.
+   */
+  protected kernelRows(which: 0 | 1, n: number, heads: number, row: (t: number, j: number) => ArrayLike<number>): number {
+    const d = this.ctx.config.headDim;
+    const floats = n * heads * d;
+    const arena = this.ctx.kernels.arena;
+    if (this.rowBufferFloats[which]! < floats) {
+      if (this.rowBuffers[which]) arena.free(this.rowBuffers[which]!);
+      this.rowBufferFloats[which] = Math.max(floats, 2 * this.rowBufferFloats[which]!);
+      this.rowBuffers[which] = arena.alloc(this.rowBufferFloats[which]! * 4);
+    }
+    const ptr = this.rowBuffers[which]!;
+    const buf = arena.f32(ptr, floats);
+    for (let t = 0; t < n; t++) for (let j = 0; j < heads; j++) buf.set(row(t, j), (t * heads + j) * d);
+    return ptr;
+  }
 
   /** Keeps row x of slot `slot` as f16 in a store's sink table when its position is a sink. */
   protected keepSink(st: QuantStore, layer: number, h: number, pos: number, x: Float32Array): void {
@@ -123,6 +150,8 @@ export abstract class QuantCodec implements Codec {
   }
 
   free(): void {
+    for (const p of this.rowBuffers) if (p) this.ctx.kernels.arena.free(p);
+    this.rowBuffers = [0, 0];
     this.keys.free();
     this.values.free();
     this.ropeTables?.free();
