@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Kernels } from '../../src/kernels/api.js';
 import { f16ToF32, f32ToF16 } from '../../src/kernels/half.js';
-import { createKernels } from '../../src/kernels/index.js';
 import { Rope } from '../../src/kernels/rope.js';
 import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/quant/pack.js';
 import { decodeRow } from '../../src/kernels/quant/reference.js';
@@ -9,7 +8,7 @@ import type { QuantAttentionArgs, QuantKind, QuantStream } from '../../src/kerne
 import { normalFloat } from '../../src/cache/quant/lut.js';
 import { toBf16 } from '../../src/cache/codecs/bf16.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
-import { expectClose, put, randomF32, rng } from './util.js';
+import { expectClose, kernelPair, put, randomF32, rng } from './util.js';
 
 describe('code packing', () => {
   it('unpack(pack(codes)) is the identity, dense for 2/3/4/8 bits, any length', () => {
@@ -73,15 +72,7 @@ function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number
 }
 
 describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (threads) => {
-  let ref: Kernels;
-  let wasm: Kernels;
-  beforeAll(async () => {
-    ref = await createKernels({ backend: 'reference' });
-    wasm = await createKernels({ backend: 'wasm', threads });
-  });
-  afterAll(async () => {
-    await wasm?.close();
-  });
+  const kernels = kernelPair(threads);
 
   interface Case {
     name: string;
@@ -170,8 +161,8 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
         if (k.backend === 'reference') for (let s = 0; s < 40; s++) res.rows.push(decodeRow(k.arena, args.keys, args, s % c.numKv, s));
         return res;
       };
-      const got = run(wasm);
-      const want = run(ref);
+      const got = run(kernels.wasm);
+      const want = run(kernels.ref);
       for (const v of got.out) expect(Number.isFinite(v)).toBe(true);
       expectClose(got.out, want.out, 2e-4, 2e-5, `${c.name}: out`);
       expectClose(got.lp, want.lp, 2e-4, 1e-6, `${c.name}: last probabilities`);
@@ -182,15 +173,7 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
 });
 
 describe.each([1, 2])('quantize, wasm (%i threads) vs reference: identical bytes', (threads) => {
-  let ref: Kernels;
-  let wasm: Kernels;
-  beforeAll(async () => {
-    ref = await createKernels({ backend: 'reference' });
-    wasm = await createKernels({ backend: 'wasm', threads });
-  });
-  afterAll(async () => {
-    await wasm?.close();
-  });
+  const kernels = kernelPair(threads);
 
   interface Case {
     name: string;
@@ -249,8 +232,8 @@ describe.each([1, 2])('quantize, wasm (%i threads) vs reference: identical bytes
         });
         return { codes: k.arena.u8(stream.codes, numKv * cap * rb).slice(), params: new Uint32Array(k.arena.memory.buffer, stream.params, params.length).slice() };
       };
-      const got = run(wasm);
-      const want = run(ref);
+      const got = run(kernels.wasm);
+      const want = run(kernels.ref);
       expect(Buffer.from(got.codes).equals(Buffer.from(want.codes))).toBe(true);
       expect(Array.from(got.params)).toEqual(Array.from(want.params));
       // the reference is exact: a row decodes to within half a step of its (finite, in-range) numbers
