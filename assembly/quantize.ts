@@ -133,6 +133,15 @@ function quantizeRow(a: usize, t: i32, j: i32): void {
   const x = <usize>load<u32>(a, QUANTIZE_SRC) + (<usize>(t * heads + j) * <usize>d << 2);
   const row = <usize>load<u32>(desc, STREAM_CODES) + (<usize>h * <usize>cap + <usize>slot) * rb;
   memory.fill(row, 0, rb);
+  if (bits == 16) {
+    // bfloat16, round to nearest even; NaN stays a quiet NaN (as quantize.ts toBf16)
+    for (let i = 0; i < d; i++) {
+      const v = load<u32>(x + (<usize>i << 2));
+      const f = load<f32>(x + (<usize>i << 2));
+      store<u16>(row + (<usize>i << 1), <u16>(isNaN(f) ? (v >>> 16) | 0x40 : (v + 0x7fff + ((v >>> 16) & 1)) >>> 16));
+    }
+    return;
+  }
   if (load<i32>(desc, STREAM_AXIS) == 0) {
     // token axis: each group of channels gets the scale and zero of its min-max range
     const groups = (d + group - 1) / group;

@@ -228,7 +228,6 @@ class WasmKernels implements Kernels {
   quantize(a: QuantizeArgs): void {
     const d = a.headDim;
     if (a.n <= 0 || a.heads <= 0) return;
-    if (a.stream.bits === 16) throw new RangeError('quantize: 16-bit streams hold bfloat16 numbers, not codes');
     const par = this.parallelism(a.n * a.heads * d * 8);
     this.ensureStreamDescs();
     const b = this.begin();

@@ -6,7 +6,7 @@ import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type Code
 import { decodeRow } from '../../src/kernels/quant/reference.js';
 import type { QuantAttentionArgs, QuantKind, QuantStream } from '../../src/kernels/quant/types.js';
 import { normalFloat } from '../../src/cache/quant/lut.js';
-import { toBf16 } from '../../src/cache/codecs/bf16.js';
+import { toBf16 } from '../../src/kernels/quant/quantize.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
 import { expectClose, kernelPair, put, randomF32, rng } from './util.js';
 
@@ -177,7 +177,7 @@ describe.each([1, 2])('quantize, wasm (%i threads) vs reference: identical bytes
 
   interface Case {
     name: string;
-    bits: 2 | 3 | 4 | 8;
+    bits: 2 | 3 | 4 | 8 | 16;
     axis: 'token' | 'channel';
     group: number;
     kind: QuantKind;
@@ -194,6 +194,7 @@ describe.each([1, 2])('quantize, wasm (%i threads) vs reference: identical bytes
     { name: 'nf4 per channel, one group (kvquant keys)', bits: 4, axis: 'channel', group: 0, kind: 'unit', d: 64, n: 21, heads: 2 },
     { name: 'nf2 per channel', bits: 2, axis: 'channel', group: 0, kind: 'unit', d: 128, n: 7, heads: 1 },
     { name: 'int2 per channel, groups of 32 slots (KIVI keys)', bits: 2, axis: 'channel', group: 32, kind: 'int', d: 64, n: 70, heads: 2 },
+    { name: 'bfloat16 (round to nearest even, NaN kept)', bits: 16, axis: 'token', group: 48, kind: 'int', d: 48, n: 13, heads: 2 },
   ];
 
   for (const c of cases) {
@@ -234,10 +235,11 @@ describe.each([1, 2])('quantize, wasm (%i threads) vs reference: identical bytes
       };
       const got = run(kernels.wasm);
       const want = run(kernels.ref);
+      if (c.bits === 16) expect(new Uint16Array(want.codes.buffer, (1 * cap + from) * rb, c.d)).toEqual(toBf16(rows.subarray(0, c.d)));
       expect(Buffer.from(got.codes).equals(Buffer.from(want.codes))).toBe(true);
       expect(Array.from(got.params)).toEqual(Array.from(want.params));
       // the reference is exact: a row decodes to within half a step of its (finite, in-range) numbers
-      if (c.kind === 'int' && c.axis === 'token') {
+      if (c.kind === 'int' && c.axis === 'token' && c.bits !== 16) {
         // row 1 (plain numbers): token t, head 1 + j
         const t = Math.floor(1 / c.heads);
         const j = 1 % c.heads;

@@ -1,6 +1,6 @@
 import type { Kernels } from '../../kernels/api.js';
 import { f32ToF16 } from '../../kernels/half.js';
-import { LUT_BYTES, packRow, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/quant/pack.js';
+import { LUT_BYTES, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/quant/pack.js';
 import { clampF16 } from '../../kernels/quant/quantize.js';
 import type { QuantKind, QuantStream } from '../../kernels/quant/types.js';
 import { midpoints } from './lut.js';
@@ -149,10 +149,6 @@ export class QuantStore {
     copy(this.codes[l]!, this.rowBytes);
     if (this.cfg.axis === 'token') copy(this.params[l]!, this.groups * 4);
     if (this.cfg.ocap) copy(this.outliers[l]!, this.cfg.ocap * 4);
-  }
-
-  writeCodes(l: number, h: number, slot: number, codes: ArrayLike<number>): void {
-    packRow(codes, this.cfg.dt.bits, this.k.arena.u8(this.codes[l]! + (h * this.capacity + slot) * this.rowBytes, this.rowBytes));
   }
 
   /** Outlier entries of a slot: channel indices and their exact values (stored as f16). */

@@ -47,17 +47,35 @@ export function encodeValue(kind: QuantKind, bits: number, mids: ArrayLike<numbe
   return nearest(mids, y);
 }
 
+const f = new Float32Array(1);
+const u = new Uint32Array(f.buffer);
+
+/** f32 → bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN. */
+export function toBf16(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    f[0] = x[i]!;
+    const b = u[0]!;
+    out[i] = Number.isNaN(x[i]!) ? (b >>> 16) | 0x40 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return out;
+}
+
 export function quantizeReference(arena: Arena, a: QuantizeArgs): void {
   const st = a.stream;
   const d = a.headDim;
   const mids = a.midsLength > 0 ? new Float64Array(arena.memory.buffer, a.mids, a.midsLength) : new Float64Array(0);
-  const codes = new Uint8Array(d);
+  const codes = new Uint8Array(d); // (bits ≤ 8; bfloat16 rows are packed as they are)
   const rb = rowCodeBytes(d, st.bits);
   for (let t = 0; t < a.n; t++) {
     for (let j = 0; j < a.heads; j++) {
       const h = a.head0 + j;
       const slot = a.from + t;
       const x = arena.f32(a.src + (t * a.heads + j) * d * 4, d);
+      if (st.bits === 16) {
+        packRow(toBf16(x), 16, arena.u8(st.codes + (h * a.capacity + slot) * rb, rb));
+        continue;
+      }
       if (st.axis === 'token') {
         const groups = Math.ceil(d / st.group);
         const words = new Uint32Array(arena.memory.buffer, st.params + h * st.paramsHeadStride + slot * groups * 4, groups);

@@ -58,7 +58,8 @@ export type QuantKind = 'int' | 'unit';
 /**
  * Quantizes rows into a packed store (2, 3, 4 or 8 bits): codes, and on the token axis each group's f16
  * scale/zero word (min-max range); on the channel axis the words already in `params` for the slot's
- * token group are used (values beyond their range clamp).
+ * token group are used (values beyond their range clamp). 16 bits: bfloat16 of each number (round to
+ * nearest even), no scale or zero.
  */
 export interface QuantizeArgs {
   /** f32 rows: row (t, j) at src + (t·heads + j)·headDim·4, for t < n, j < heads. */

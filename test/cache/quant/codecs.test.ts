@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { KVCache } from '../../../src/cache/kvcache.js';
-import { toBf16 } from '../../../src/cache/codecs/bf16.js';
+import { toBf16 } from '../../../src/kernels/quant/quantize.js';
 import { normalFloat } from '../../../src/cache/quant/lut.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
