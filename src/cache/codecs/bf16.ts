@@ -9,11 +9,9 @@ import { QuantStore, type StreamConfig } from '../quant/store.js';
  * rotated in the kernel when streaming.
  */
 class Bf16Codec extends QuantCodec {
-  protected writeRows(
-    layer: number, from: number, _keys: Float32Array[][], _values: Float32Array[][], positions: Int32Array, keysPtr: number, valuesPtr: number,
-  ): void {
-    this.keys.quantizeRows(layer, keysPtr, positions.length, from);
-    this.values.quantizeRows(layer, valuesPtr, positions.length, from);
+  protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
+    this.keys.quantizeRows(layer, keys, n, from);
+    this.values.quantizeRows(layer, values, n, from);
   }
 
   static create(ctx: CodecContext): Bf16Codec {

@@ -23,20 +23,18 @@ class IntCodec extends QuantCodec {
     super(ctx, keys, values);
   }
 
-  protected writeRows(
-    layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], _positions: Int32Array, keysPtr: number, valuesPtr: number,
-  ): void {
-    this.writeStream(this.keys, layer, from, keys, keysPtr);
-    this.writeStream(this.values, layer, from, values, valuesPtr);
+  protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
+    this.writeStream(this.keys, layer, from, n, keys);
+    this.writeStream(this.values, layer, from, n, values);
   }
 
-  private writeStream(st: QuantStore, l: number, from: number, rows: Float32Array[][], src: number): void {
-    const heads = rows.length;
-    const n = rows[0]!.length;
+  private writeStream(st: QuantStore, l: number, from: number, n: number, src: number): void {
     if (!st.cfg.ringSize) {
       st.quantizeRows(l, src, n, from);
       return;
     }
+    const rows = this.hostRows(src, n);
+    const heads = rows.length;
     st.qlen[l] = Math.min(st.qlen[l]!, from);
     for (let t = 0; t < n; t++) {
       for (let h = 0; h < heads; h++) toF16Row(rows[h]![t]!, st.ringRow(l, h, from + t));

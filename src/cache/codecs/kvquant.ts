@@ -61,7 +61,9 @@ class KVQuantCodec extends QuantCodec {
     this.keyWords = per(() => new Uint32Array(c.headDim));
   }
 
-  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array, keysPtr: number): void {
+  protected writeRows(layer: number, from: number, n: number, keysPtr: number, valuesPtr: number, positions: Int32Array): void {
+    const keys = this.hostRows(keysPtr, n);
+    const values = this.hostRows(valuesPtr, n);
     const sinks = this.keys.cfg.sinks;
     if (from === 0) {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens

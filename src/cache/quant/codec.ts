@@ -51,16 +51,24 @@ export abstract class QuantCodec implements Codec {
   write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void {
     const { kernels: k, config: c } = this.ctx;
     const pos = k.arena.i32(positions, n).slice();
-    if (this.ropeTables) this.ropeTables.ensure(Math.max(...pos));
-    else k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
+    if (this.ropeTables) {
+      let last = 0;
+      for (const p of pos) last = Math.max(last, p);
+      this.ropeTables.ensure(last);
+    } else {
+      k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
+    }
     for (let t = 0; t < n; t++) for (let h = 0; h < c.numKvHeads; h++) this.slotPositions[layer]![h * this.capacity + from + t] = pos[t]!;
-    const d = c.headDim;
-    const rows = (ptr: number): Float32Array[][] => {
-      const all = k.arena.f32(ptr, n * c.numKvHeads * d);
-      return Array.from({ length: c.numKvHeads }, (_, h) => Array.from({ length: n }, (_, t) => all.slice((t * c.numKvHeads + h) * d, (t * c.numKvHeads + h + 1) * d)));
-    };
-    this.writeRows(layer, from, rows(keys), rows(values), pos, keys, values);
+    this.writeRows(layer, from, n, keys, values, pos);
     this.written[layer] = from + n;
+  }
+
+  /** Copies of the rows [n × numKvHeads × headDim] at ptr as rows[h][t], for codecs that work on them in JS. */
+  protected hostRows(ptr: number, n: number): Float32Array[][] {
+    const { kernels: k, config: c } = this.ctx;
+    const d = c.headDim;
+    const all = k.arena.f32(ptr, n * c.numKvHeads * d);
+    return Array.from({ length: c.numKvHeads }, (_, h) => Array.from({ length: n }, (_, t) => all.slice((t * c.numKvHeads + h) * d, (t * c.numKvHeads + h + 1) * d)));
   }
 
   /** Position of a slot of a head (as written, moved with the slot). */
@@ -69,12 +77,10 @@ export abstract class QuantCodec implements Codec {
   }
 
   /**
-   * Quantizes (or buffers) rows[h][t] for slots from + t. keysPtr/valuesPtr: the same rows in kernel
-   * memory, f32 [n × numKvHeads × headDim] (keys rotated unless the key store applies RoPE).
+   * Quantizes (or buffers) n rows per KV head for slots from + t: keys and values f32 [n × numKvHeads ×
+   * headDim] in kernel memory (keys rotated unless the key store applies RoPE), positions [n].
    */
-  protected abstract writeRows(
-    layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array, keysPtr: number, valuesPtr: number,
-  ): void;
+  protected abstract writeRows(layer: number, from: number, n: number, keys: number, values: number, positions: Int32Array): void;
 
   private rowBuffers = [0, 0];
   private rowBufferFloats = [0, 0];
