@@ -5,7 +5,8 @@ import { ReferenceKernels } from './reference.js';
 import { UsageError } from '../errors.js';
 import { int, read } from '../util/schema.js';
 
-export type { AttentionArgs, Kernels, Matrix, SlotDType } from './api.js';
+export type { Kernels } from './api.js';
+export type { AttentionArgs, Matrix, SlotDType } from './types.js';
 export { Arena } from './arena.js';
 
 export interface KernelOptions {
