@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import lockfile from 'proper-lockfile';
 import { KvpackError } from '../errors.js';
 import type { ParamValue } from '../util/schema.js';
 import type { CacheMemory } from './memory.js';
@@ -34,6 +35,14 @@ export class StoreFormatError extends KvpackError {
   override readonly name = 'StoreFormatError';
 }
 
+/** Another process (a second sweep) holds the store's lock. */
+export class StoreLockedError extends KvpackError {
+  override readonly name = 'StoreLockedError';
+}
+
+/** A lock not refreshed for this long is taken over (a sweep killed by SIGKILL leaves one behind). */
+const LOCK_STALE_MS = 30_000;
+
 /**
  * The identity of a row: same model weights, same canonical cache, same task and parameters → same
  * key, whatever order the plan wrote the parameters in. The fingerprint is shortened to 64 bits:
@@ -54,6 +63,8 @@ export class ResultStore {
   private readonly keys = new Set<string>();
   /** What the first append must do about a last line without its newline (open() itself never writes). */
   private repair: { kind: 'none' } | { kind: 'truncate'; length: number } | { kind: 'newline' } = { kind: 'none' };
+  /** Bytes of the file read as complete lines (or written by this store). */
+  private read = 0;
 
   private constructor(readonly file: string) {}
 
@@ -72,14 +83,71 @@ export class ResultStore {
     return this.list;
   }
 
-  append(row: ResultRow): void {
+  /**
+   * Takes the store's lock (proper-lockfile: FILE.lock, refreshed while held, removed on exit);
+   * returns its release. A second sweep on the same store is refused, naming the store.
+   */
+  lock(): () => void {
+    fs.mkdirSync(path.dirname(this.file), { recursive: true });
+    try {
+      // the lock cannot be refreshed while a row computes synchronously; appends stay idempotent if it is taken over
+      return lockfile.lockSync(this.file, { realpath: false, stale: LOCK_STALE_MS, onCompromised: () => {} });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
+      throw new StoreLockedError(
+        `${this.file}: another sweep is writing to this store (its lock is ${this.file}.lock); wait for it to finish, or run this plan with --store OTHER.jsonl`,
+      );
+    }
+  }
+
+  /**
+   * Appends a row unless a row with its key is in the file already (another writer may have added it
+   * since the store was read); returns whether it was appended.
+   */
+  append(row: ResultRow): boolean {
+    this.catchUp();
+    if (this.keys.has(row.key)) return false;
     if (this.repair.kind === 'truncate') fs.truncateSync(this.file, this.repair.length);
-    if (this.repair.kind === 'newline') fs.appendFileSync(this.file, '\n');
+    if (this.repair.kind === 'newline') {
+      fs.appendFileSync(this.file, '\n');
+      this.read += 1;
+    }
     this.repair = { kind: 'none' };
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    fs.appendFileSync(this.file, `${JSON.stringify(row)}\n`);
+    const line = `${JSON.stringify(row)}\n`;
+    fs.appendFileSync(this.file, line);
+    this.read += Buffer.byteLength(line);
     this.list.push(row);
     this.keys.add(row.key);
+    return true;
+  }
+
+  /** Reads the complete lines another writer appended since this store last read or wrote. */
+  private catchUp(): void {
+    if (this.repair.kind !== 'none') return; // the file ends in a partial line: what load() saw is all there is
+    let size: number;
+    try {
+      size = fs.statSync(this.file).size;
+    } catch {
+      return;
+    }
+    if (size <= this.read) return;
+    const fd = fs.openSync(this.file, 'r');
+    const data = Buffer.alloc(size - this.read);
+    try {
+      fs.readSync(fd, data, 0, data.length, this.read);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const end = data.lastIndexOf(0x0a) + 1;
+    for (const line of data.subarray(0, end).toString('utf8').split('\n')) {
+      const row = line.trim() ? parseRow(line) : undefined;
+      if (row && !this.keys.has(row.key)) {
+        this.list.push(row);
+        this.keys.add(row.key);
+      }
+    }
+    this.read += end;
   }
 
   private load(): void {
@@ -91,6 +159,7 @@ export class ResultStore {
       throw new StoreFormatError(`${this.file}: cannot read the results store (${(e as Error).message})`);
     }
     const end = data.lastIndexOf(0x0a) + 1; // bytes up to the last newline are complete lines
+    this.read = end;
     const lines = data.subarray(0, end).toString('utf8').split('\n');
     lines.pop(); // the empty string after the final newline
     lines.forEach((line, i) => {
@@ -107,6 +176,7 @@ export class ResultStore {
       this.list.push(tailRow);
       this.keys.add(tailRow.key);
       this.repair = { kind: 'newline' };
+      this.read = data.length;
     } else if (end < data.length) {
       this.repair = { kind: 'truncate', length: end };
     }

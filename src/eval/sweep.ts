@@ -221,6 +221,15 @@ export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'task' | '
  * not at all when all their rows are done.
  */
 export async function runSweep(plan: SweepPlan, options: SweepOptions): Promise<SweepSummary> {
+  const release = options.store.lock();
+  try {
+    return await runLocked(plan, options);
+  } finally {
+    release();
+  }
+}
+
+async function runLocked(plan: SweepPlan, options: SweepOptions): Promise<SweepSummary> {
   const rows = await planSweep(plan, options);
   const emit = options.onProgress ?? (() => {});
   let total = rows.reduce((n, r) => n + (r.units ?? 0), 0);
@@ -270,8 +279,7 @@ export async function runSweep(plan: SweepPlan, options: SweepOptions): Promise<
         if (actual !== undefined && reported < actual) emit({ type: 'advance', row, units: actual - reported });
         const identity = { key: row.key!, model: row.model, model_fingerprint: row.fingerprint!, cache: row.cache, task: row.task.name, params: row.params, seed: row.seed };
         const result = finishedRow(identity, out, started);
-        options.store.append(result);
-        appended.push(result);
+        if (options.store.append(result)) appended.push(result); // else another sweep wrote it meanwhile
         emit({ type: 'finish', row, result });
       }
     } finally {
