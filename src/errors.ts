@@ -35,6 +35,11 @@ export class LimitError extends KvpackError {
   override readonly name = 'LimitError';
 }
 
+/** A forward pass whose numbers stopped being finite (the weights are checked at load: activations overflowed). */
+export class NumericError extends KvpackError {
+  override readonly name = 'NumericError';
+}
+
 /** A download that failed (network, HTTP status, size mismatch). */
 export class DownloadError extends KvpackError {
   override readonly name = 'DownloadError';

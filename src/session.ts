@@ -1,7 +1,7 @@
 import { createCache } from './cache/build.js';
 import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
-import { LimitError, UsageError } from './errors.js';
+import { LimitError, NumericError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
@@ -237,6 +237,13 @@ export class Session {
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
     const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
+    // NaN logits would print nothing, a NaN perplexity and a fidelity of 1.0, all with exit 0
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i]!)) {
+        const position = start + (allLogits ? Math.floor(i / vocab) : ids.length - 1);
+        throw new NumericError(`the logits at position ${position} are not finite (NaN or ±Inf): the weights are finite, so activations overflowed in the forward pass`);
+      }
+    }
     this.tokens.push(...ids);
     return logits;
   }

@@ -1,6 +1,5 @@
-import { CODECS, parseSpec } from '../cache/registry.js';
-import { withDefaults } from '../cache/spec.js';
-import { ropeOf } from '../kernels/rope.js';
+import { createCache } from '../cache/build.js';
+import { parseSpec } from '../cache/registry.js';
 import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
 import { MODEL_OPTIONS, parse } from './args.js';
@@ -41,16 +40,17 @@ export async function infoCommand(argv: string[]): Promise<void> {
   }
 }
 
-/** Effective bits per stored number of a cache spec's codec (per slot, shared tables amortised away). */
+/**
+ * Effective bits per stored number of a cache spec's codec (per slot, shared tables amortised away).
+ * The spec goes through the same builder as a session's, so what info accepts a session runs.
+ */
 function cacheBits(model: Model, text: string) {
-  const spec = parseSpec(text);
-  const kind = CODECS.get(spec.codec.name)!;
-  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, rope: ropeOf(model.config), ropeOnRead: false });
+  const cache = createCache(model.kernels, model.config, parseSpec(text), 1);
   try {
-    const bits = codec.bitsPerValue();
+    const bits = cache.codec.bitsPerValue();
     const c = model.config;
-    return { spec: text, bitsPerValue: Number(bits.toFixed(4)), kvBytesPerToken: (bits * 2 * c.numLayers * c.numKvHeads * c.headDim) / 8 };
+    return { spec: cache.spec, bitsPerValue: Number(bits.toFixed(4)), kvBytesPerToken: (bits * 2 * c.numLayers * c.numKvHeads * c.headDim) / 8 };
   } finally {
-    codec.free();
+    cache.free();
   }
 }

@@ -61,6 +61,15 @@ describe('command-line findings of the fuzzing pass', () => {
     expect(kvpack('generate', '--model', STORIES_BIN, '--seed', '4294967295', '--max-tokens', '3', 'Once').code).toBe(0);
   });
 
+  it('info --cache refuses what a session refuses, with the same message', () => {
+    for (const spec of ['scissorhands()', 'scissorhands(mode=reference)+int(bits=4)']) {
+      const session = kvpack('generate', '--model', STORIES_BIN, '--cache', spec, '--max-tokens', '2', 'Once');
+      const info = kvpack('info', '--model', STORIES_BIN, '--cache', spec);
+      expectCleanFailure(info);
+      expect(info.stderr.replace('kvpack info: ', '')).toBe(session.stderr.replace('kvpack generate: ', ''));
+    }
+  });
+
   it('a closed pipe ends the output quietly', () => {
     // head exits after one byte while generate keeps writing: EPIPE on the next write
     const r = spawnSync('bash', ['-c', `"${process.execPath}" "${CLI}" generate --model "${STORIES_BIN}" --max-tokens 400 --temperature 1 Once | head -c 1 >/dev/null; echo "status \${PIPESTATUS[0]}" >&2`], { encoding: 'utf8', timeout: 60_000 });
