@@ -20,7 +20,10 @@ export function parse<O extends Options>(command: string, argv: string[], option
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message.replace(/\. To specify.*$/s, '')} (see kvpack ${command} --help)`);
+    // one line: parseArgs words some errors over several ("argument is ambiguous … use '--seed=-XYZ'")
+    const raw = (e as Error).message;
+    const message = (/ambiguous/.test(raw) ? raw : raw.replace(/\. To specify.*$/s, '')).replace(/\s*\n\s*/g, ' ');
+    throw new UsageError(`${command}: ${message} (see kvpack ${command} --help)`);
   }
 }
 

@@ -59,6 +59,8 @@ describe('command-line findings of the fuzzing pass', () => {
   it('seeds past 32 bits, NaN and fractions are refused, not aliased', () => {
     for (const s of ['4294967296', 'NaN', '1.5', '-1']) expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--seed', s, 'Once'), '--seed');
     expect(kvpack('generate', '--model', STORIES_BIN, '--seed', '4294967295', '--max-tokens', '3', 'Once').code).toBe(0);
+    // parseArgs words "--seed -1" over three lines: the CLI prints one
+    expect(kvpack('generate', '--model', STORIES_BIN, '--seed', '-1', 'Once').stderr.trim().split('\n')).toHaveLength(1);
   });
 
   it('info --cache refuses what a session refuses, with the same message', () => {
