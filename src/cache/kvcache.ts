@@ -1,6 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec } from './codec.js';
+import type { CacheObserver } from './observer.js';
 import type { Policy, TokenRows } from './policy.js';
 import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
 import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
@@ -21,6 +22,8 @@ export class KVCache {
   readonly policy: Policy;
   readonly codec: Codec;
   readonly spec: string;
+  /** Told of every write and compression while attached (the trace); undefined costs nothing. */
+  observer: CacheObserver | undefined;
   private readonly lengths: number[];
   private positions: number[] = [];
   private capacity: number;
@@ -108,7 +111,9 @@ export class KVCache {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
       this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n).set(positions.subarray(0, n));
     }
+    const observed = this.observer && { keys: this.k.arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: this.k.arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
     this.codec.write(layer, from, n, keys, values, positionsPtr);
+    if (observed) this.observer!.written(layer, from, n, observed.keys, observed.values, positions);
     const length = from + n;
     this.lengths[layer] = length;
     const perQuery = this.policy.maskQuery !== undefined;
@@ -157,6 +162,7 @@ export class KVCache {
       this.lengths[l] = keep;
       this.ranksValid[l] = false;
     }
+    this.observer?.compressed();
   }
 
   /** Real bytes held now: the codec's storage, slot positions, and the policy's per-slot state. */

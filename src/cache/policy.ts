@@ -68,6 +68,10 @@ export interface Policy {
    * undefined for none. Such a policy gets each query through `observe` alone (n = 1).
    */
   maskQuery?(layer: number, probs: Float32Array, seen: number, capacity: number, positions: Int32Array): Uint8Array | undefined;
+  /** Optional, for inspection (the trace): what `heldScores` gives, e.g. "accumulated attention". */
+  readonly scoreName?: string;
+  /** Optional, for inspection: the score of each of a head's `length` live slots as the method defines it; changes no state. */
+  heldScores?(layer: number, head: number, length: number): ArrayLike<number>;
   /** Optional numbers a run reports about the policy (e.g. the share of tokens a mask kept). */
   stats?(): Record<string, number>;
   /** Bytes of per-slot state held. */

@@ -6,6 +6,7 @@ import { infoCommand } from './info.js';
 import { pplCommand } from './ppl.js';
 import { reportCommand } from './report.js';
 import { sweepCommand } from './sweep.js';
+import { traceCommand } from './trace.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
@@ -14,6 +15,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
+  trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
 };
 
 function usage(): string {

@@ -169,6 +169,18 @@ class QHitterPolicy extends BudgetPolicy {
   private settle(layer: number, length: number): void {
     const from = this.settled[layer]!;
     if (from >= length) return;
+    const f = this.unsettledFriendliness(layer, length);
+    const count = length - from;
+    for (let h = 0; h < this.shape.numKvHeads; h++) {
+      const q = this.quality.of(layer, h);
+      for (let s = from; s < length; s++) q[2 * s] = f[h * count + s - from]!;
+    }
+    this.settled[layer] = length;
+  }
+
+  /** Friendliness of slots [settled, length) of every head, [heads × count], from their raw errors; stores nothing. */
+  private unsettledFriendliness(layer: number, length: number): Float32Array {
+    const from = this.settled[layer]!;
     const heads = this.shape.numKvHeads;
     const count = length - from;
     const ke = new Float32Array(heads * count);
@@ -180,24 +192,24 @@ class QHitterPolicy extends BudgetPolicy {
         ve[h * count + s - from] = q[2 * s + 1]!;
       }
     }
-    const f = friendliness(ke, ve);
-    for (let h = 0; h < heads; h++) {
-      const q = this.quality.of(layer, h);
-      for (let s = from; s < length; s++) q[2 * s] = f[h * count + s - from]!;
-    }
-    this.settled[layer] = length;
+    return friendliness(ke, ve);
   }
 
-  /** Friendliness of a head's live slots (settling the layer first). */
-  friendlinessOf(layer: number, head: number, length: number): Float32Array {
-    this.settle(layer, length);
+  /**
+   * Friendliness of a head's live slots. `settle` fixes the pending ones (as a choice does); without
+   * it they are computed as they would be now and nothing changes (inspection must not steer eviction).
+   */
+  friendlinessOf(layer: number, head: number, length: number, settle = true): Float32Array {
+    if (settle) this.settle(layer, length);
     const q = this.quality.of(layer, head);
-    return Float32Array.from({ length }, (_, s) => q[2 * s]!);
+    const from = Math.min(this.settled[layer]!, length);
+    const pending = from < length ? this.unsettledFriendliness(layer, length) : undefined;
+    return Float32Array.from({ length }, (_, s) => (s < from ? q[2 * s]! : pending![head * (length - from) + s - from]!));
   }
 
   /** The combined score of a head's live slots. */
-  combinedOf(layer: number, head: number, length: number): Float32Array {
-    const f = this.friendlinessOf(layer, head, length);
+  combinedOf(layer: number, head: number, length: number, settle = true): Float32Array {
+    const f = this.friendlinessOf(layer, head, length, settle);
     const acc = this.accumulated.of(layer, head);
     const { lo, hi } = this.accRange[layer]!;
     const alpha = this.alphaOf(layer);
@@ -206,6 +218,11 @@ class QHitterPolicy extends BudgetPolicy {
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     return this.combinedOf(layer, head, view.length);
+  }
+
+  readonly scoreName = 'combined score: alpha·attention + (1−alpha)·friendliness';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.combinedOf(layer, head, length, false);
   }
 
   /** Slots in keeping order: recent window, default heavy hitters, combined-score heavy hitters, the rest. */

@@ -75,6 +75,11 @@ class ScissorhandsPolicy extends BudgetPolicy {
     return Array.from(counts.subarray(0, view.length), (c) => -c);
   }
 
+  readonly scoreName = 'low-attention count';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.lowCounts.of(layer, head).subarray(0, length);
+  }
+
   override reset(): void {
     super.reset();
     this.steps.fill(0);

@@ -55,6 +55,11 @@ class SnapKVPolicy extends BudgetPolicy {
     votes.fill(0); // the next cut is decided by the next observation window
     return pooled;
   }
+
+  readonly scoreName = 'votes since the last cut';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.votes.of(layer, head).subarray(0, length);
+  }
 }
 
 /** Max over the `pool` tokens centred on each token, neighbours taken in position order. */
