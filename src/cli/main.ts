@@ -7,6 +7,7 @@ import { pplCommand } from './ppl.js';
 import { reportCommand } from './report.js';
 import { sweepCommand } from './sweep.js';
 import { traceCommand } from './trace.js';
+import { viewCommand } from './view.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
   trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
+  view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
 };
 
 function usage(): string {
