@@ -6,7 +6,7 @@ import {
 /** What one (layer, KV head) holds at a step: positions ascending, each one's score (if the policy has one). */
 export interface HeadState {
   positions: Int32Array;
-  scores: Float32Array | undefined;
+  scores: readonly number[] | undefined;
 }
 
 /** A trace file that is not one (the viewer shows the message; the CLI prints it). */
@@ -55,8 +55,7 @@ export class TraceRun {
   /** Held positions and scores of `head` (layer-major index) at `step`. */
   head(step: number, head: number): HeadState {
     const positions = this.held(step)[head]!;
-    const s = this.steps[step]!.heads[head]!.s;
-    return { positions, scores: s ? Float32Array.from(s) : undefined };
+    return { positions, scores: this.steps[step]!.heads[head]!.s };
   }
 
   /** Key and value error of a held token (undefined when the codec stores f32). */

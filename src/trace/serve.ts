@@ -10,6 +10,8 @@ export function viewerDir(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/viewer');
 }
 
+export const DEFAULT_VIEW_PORT = 8160;
+
 export interface Viewer {
   url: string;
   close(): Promise<void>;
@@ -19,7 +21,7 @@ export interface Viewer {
  * Serves the viewer and one trace file on the loopback interface only: the page at /, the trace
  * at /trace. The page loads nothing else, so it works offline.
  */
-export async function serveTrace(file: string, port = 0): Promise<Viewer> {
+export async function serveTrace(file: string, port = DEFAULT_VIEW_PORT): Promise<Viewer> {
   if (!fs.existsSync(file) || !fs.statSync(file).isFile()) throw new UsageError(`${file}: no such trace file`);
   const root = viewerDir();
   if (!fs.existsSync(path.join(root, 'index.html'))) throw new UsageError(`the viewer is not built (${root} is missing): run npm run build`);

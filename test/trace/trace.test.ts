@@ -9,6 +9,7 @@ import { Trace, TraceFormatError } from '../../src/trace/read.js';
 import { recordTrace } from '../../src/trace/record.js';
 import { TraceRecorder } from '../../src/trace/recorder.js';
 import { REF6M_DIR } from '../engine/helpers.js';
+import { replay } from './replay.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-trace-'));
 let model: Model;
@@ -50,18 +51,6 @@ function traced(cache: string, more: number[], onWritten?: (layer: number, from:
   return { steps, truth, recorder };
 }
 
-/** Held positions per head at every step, replayed from the raw deltas (independently of Trace). */
-function replay(steps: HeadDelta[][]): number[][][] {
-  let held: number[][] = steps[0]!.map(() => []);
-  return steps.map((heads) => {
-    held = heads.map((h, i) => {
-      const dropped = new Set(gapDecode(h.d));
-      return [...held[i]!.filter((p) => !dropped.has(p)), ...gapDecode(h.a)].sort((a, b) => a - b);
-    });
-    return held;
-  });
-}
-
 describe('trace format', () => {
   it('gap-encodes ascending positions and decodes them back', () => {
     expect(gapEncode([3, 4, 9, 100])).toEqual([3, 1, 5, 91]);
@@ -81,7 +70,7 @@ describe('trace format', () => {
     const trace = Trace.parse(lines.join('\n') + '\n{"type":"st');
     expect(trace.complete).toBe(false);
     expect(Array.from(trace.runs[0]!.held(1)[0]!)).toEqual([0, 2, 3]);
-    expect(Array.from(trace.runs[0]!.head(1, 0).scores!)).toEqual([1, 3, 4]);
+    expect(trace.runs[0]!.head(1, 0).scores).toEqual([1, 3, 4]);
     expect(() => Trace.parse([...lines.slice(0, 3), '{"type":"step","run":0,"step":1,"tokens":4,"heads":[{"d":[5]}]}'].join('\n')).runs[0]!.held(1)).toThrow(TraceFormatError);
   });
 });
