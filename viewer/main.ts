@@ -93,7 +93,7 @@ function column(run: TraceRun, parent: HTMLElement): Column {
       const td = row.insertCell();
       td.dataset.layer = String(l);
       td.dataset.head = String(h);
-      td.title = `layer ${l}, KV head ${h}: positions held (left = first token)`;
+      td.title = `layer ${l}, KV head ${h}: positions held (left = first token); tokens held, and how many the other cache does not hold`;
       const canvas = document.createElement('canvas');
       const count = document.createElement('span');
       count.className = 'count';
@@ -160,7 +160,7 @@ function show(): void {
       const theirs = otherHeld[i]!;
       let common = 0;
       for (const p of theirs) if (mine.has(p)) common++;
-      cell.delta.textContent = mine.size - common ? `${mine.size - common} not in the other` : '';
+      cell.delta.textContent = mine.size - common ? `${mine.size - common} only here` : '';
     });
     c.spans.forEach((span, p) => {
       const count = c.counts[p]!;
