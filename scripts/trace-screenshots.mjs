@@ -1,6 +1,6 @@
 // Screenshots of the trace viewer for the docs: node scripts/trace-screenshots.mjs (after npm run build).
 // Records a ref-6m trace (the first 400 WikiText-2 tokens, then 48 generated), serves it, and shoots
-// the page at one step, comparing H2O with Q-Hitter, with the tooltip of one token shown.
+// the page at one step comparing H2O with Q-Hitter, and Q-Hitter alone, each with one token's tooltip.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,7 +27,13 @@ try {
   await page.selectOption('#head', '1');
   await page.locator('section.run[data-run="1"] .text span.only').first().hover();
   await page.screenshot({ path: 'docs/trace-viewer.png' });
-  console.log('wrote docs/trace-viewer.png');
+  // one cache alone: Q-Hitter with its int4 codec, a token's score and quantization errors
+  await page.selectOption('#run-a', '1');
+  await page.selectOption('#run-b', '');
+  await page.locator('#step').fill('48');
+  await page.locator('section.run .text span.sel', { hasText: /[a-z]{3}/ }).nth(12).hover();
+  await page.screenshot({ path: 'docs/trace-qhitter.png' });
+  console.log('wrote docs/trace-viewer.png, docs/trace-qhitter.png');
 } finally {
   await browser.close();
   await viewer.close();

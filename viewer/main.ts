@@ -217,7 +217,8 @@ function hover(e: MouseEvent, run: TraceRun): void {
   tip.textContent = lines.join('\n');
   tip.hidden = false;
   tip.style.left = `${Math.min(e.clientX + 12, window.innerWidth - 380)}px`;
-  tip.style.top = `${e.clientY + 14}px`;
+  const below = e.clientY + 14;
+  tip.style.top = `${below + tip.offsetHeight > window.innerHeight ? e.clientY - tip.offsetHeight - 8 : below}px`;
 }
 
 function play(): void {
