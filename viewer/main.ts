@@ -211,7 +211,7 @@ function hover(e: MouseEvent, run: TraceRun): void {
   if (slot < 0) lines.push(`${where}: not held`);
   else {
     if (scores) lines.push(`${where} ${run.info.score}: ${scores[slot]}`);
-    const errors = run.errors(head, p);
+    const errors = run.errors(step, head, p);
     if (errors) lines.push(`key error ${(100 * errors.key).toFixed(2)}% · value error ${(100 * errors.value).toFixed(2)}%`);
   }
   tip.textContent = lines.join('\n');

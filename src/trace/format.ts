@@ -3,9 +3,9 @@
  * This module is shared by the recorder (Node) and the viewer (browser): it imports nothing.
  *
  * Per step and per (layer, KV head) a step record holds what changed since the previous step:
- * positions added and dropped (ascending, gap-encoded), the key/value quantization error of each
- * added token (it is fixed when the token is written), and the policy score of every held token
- * in ascending position order (scores change every step, so they are written whole).
+ * positions added and dropped (ascending, gap-encoded), the key/value quantization errors that are
+ * new (those of added tokens, and of tokens the codec packed since), and the policy score of every
+ * held token in ascending position order (scores change every step, so they are written whole).
  */
 
 export const TRACE_FORMAT = 'kvpack-trace';
@@ -36,7 +36,7 @@ export interface RunRecord {
   spec: string;
   /** What the policy's score means (e.g. "accumulated attention"), or undefined if it has none. */
   score?: string;
-  /** Whether added tokens carry key/value errors (codecs that do not store f32). */
+  /** Whether steps carry key/value errors (codecs that do not store f32). */
   errors: boolean;
 }
 
@@ -48,7 +48,9 @@ export interface HeadDelta {
   d?: number[];
   /** Score of each held token, ascending position. */
   s?: number[];
-  /** Relative L2 error of each added token's key, and of its value (parallel to `a`). */
+  /** Positions whose key/value errors are new at this step (added, or packed since), gap-encoded. */
+  e?: number[];
+  /** Relative L2 error of the stored key, and of the stored value, of each position in `e`. */
   ke?: number[];
   ve?: number[];
 }

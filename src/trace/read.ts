@@ -22,15 +22,12 @@ export class TraceRun {
   end: EndRecord | undefined;
   private added: Int32Array[][] = [];
   private dropped: Int32Array[][] = [];
-  private keyErrors: Map<number, number>[] = [];
-  private valueErrors: Map<number, number>[] = [];
+  /** Per head and position: each error report, oldest first. */
+  private reports: Map<number, { step: number; key: number; value: number }[]>[] = [];
   private readonly states = new Map<number, Int32Array[]>();
 
   constructor(readonly info: RunRecord, private readonly heads: number) {
-    for (let i = 0; i < heads; i++) {
-      this.keyErrors.push(new Map());
-      this.valueErrors.push(new Map());
-    }
+    for (let i = 0; i < heads; i++) this.reports.push(new Map());
   }
 
   get spec(): string {
@@ -44,10 +41,10 @@ export class TraceRun {
     this.added.push(step.heads.map((h) => Int32Array.from(gapDecode(h.a))));
     this.dropped.push(step.heads.map((h) => Int32Array.from(gapDecode(h.d))));
     step.heads.forEach((h, i) => {
-      const added = this.added[this.added.length - 1]![i]!;
-      added.forEach((p, j) => {
-        if (h.ke) this.keyErrors[i]!.set(p, h.ke[j]!);
-        if (h.ve) this.valueErrors[i]!.set(p, h.ve[j]!);
+      gapDecode(h.e).forEach((p, j) => {
+        const list = this.reports[i]!.get(p) ?? [];
+        list.push({ step: step.step, key: h.ke![j]!, value: h.ve![j]! });
+        this.reports[i]!.set(p, list);
       });
     });
   }
@@ -58,10 +55,12 @@ export class TraceRun {
     return { positions, scores: this.steps[step]!.heads[head]!.s };
   }
 
-  /** Key and value error of a held token (undefined when the codec stores f32). */
-  errors(head: number, position: number): { key: number; value: number } | undefined {
-    const key = this.keyErrors[head]!.get(position);
-    return key === undefined ? undefined : { key, value: this.valueErrors[head]!.get(position)! };
+  /** Key and value error of a held token as stored at `step` (undefined when the codec stores f32). */
+  errors(step: number, head: number, position: number): { key: number; value: number } | undefined {
+    const list = this.reports[head]!.get(position) ?? [];
+    let last: { key: number; value: number } | undefined;
+    for (const r of list) if (r.step <= step) last = r;
+    return last && { key: last.key, value: last.value };
   }
 
   /** Held positions of every head at a step, replayed from the nearest checkpoint. */

@@ -6,17 +6,35 @@ import { compactNumber, gapEncode, type HeadDelta } from './format.js';
 /** Where a recorder sends each step; false asks it to stop (the writer's byte bound is reached). */
 export type StepSink = (heads: HeadDelta[], tokens: number) => boolean;
 
+/** The largest relative error of rounding to f16 (half an ulp): a row within it is held at f16 or better. */
+const F16_ROUNDING = 2 ** -11;
+
+/** A token's rows as written (the key rotated at its position), kept while its stored form may change. */
+interface Original {
+  key: Float32Array;
+  value: Float32Array;
+}
+
 /**
  * Watches a session's cache and turns each compression into one step: per (layer, KV head) the
- * positions added and dropped since the last step, each held token's policy score, and each new
- * token's key/value error as the codec stores it (relative L2 of the decoded row against the row it
- * was given, keys compared after RoPE at their position). Detaches itself when the sink says stop.
+ * positions added and dropped since the last step, each held token's policy score, and the key/value
+ * error of the stored rows (relative L2 of the codec's decoded row against the row it was given,
+ * keys compared after RoPE at their position).
+ *
+ * Errors are measured when a token is written. A codec that packs fewer than 16 bits per number may
+ * first hold a token at f16 (KVQuant before calibration, int's residual ring and channel groups) and
+ * pack it later; so a token whose error is within f16 rounding is measured again after every step
+ * until it is packed or dropped, and its new error is reported at the step it changed.
+ * Detaches itself when the sink says stop.
  */
 export class TraceRecorder implements CacheObserver {
   private readonly previous: Int32Array[];
-  /** Per head: errors of tokens written since the last step, by position. */
+  /** Per head: errors to report at this step, by position. */
   private readonly pending: Map<number, [number, number]>[];
+  /** Per head: tokens held at f16 by a packing codec, with their original rows and last reported errors. */
+  private readonly staged: Map<number, Original & { reported: [number, number] }>[];
   private readonly withErrors: boolean;
+  private readonly packs: boolean;
   private readonly rotated: number;
   private readonly position: number;
 
@@ -27,7 +45,10 @@ export class TraceRecorder implements CacheObserver {
     const heads = model.config.numLayers * model.config.numKvHeads;
     this.previous = Array.from({ length: heads }, () => new Int32Array(0));
     this.pending = Array.from({ length: heads }, () => new Map());
-    this.withErrors = cache.codec.bitsPerValue() < 32;
+    this.staged = Array.from({ length: heads }, () => new Map());
+    const bits = cache.codec.bitsPerValue(); // before any write: the codec's packed width
+    this.withErrors = bits < 32;
+    this.packs = bits < 16;
     this.rotated = model.kernels.arena.alloc(model.config.headDim * 4);
     this.position = model.kernels.arena.alloc(4);
     cache.observer = this;
@@ -48,11 +69,12 @@ export class TraceRecorder implements CacheObserver {
     for (let t = 0; t < n; t++) {
       for (let h = 0; h < numKvHeads; h++) {
         const at = (t * numKvHeads + h) * headDim;
-        const key = this.rope(keys.subarray(at, at + headDim), positions[t]!);
-        const codec = this.session.cache.codec;
-        const keyError = relativeError(codec.readRow(layer, h, from + t, 'key'), key);
-        const valueError = relativeError(codec.readRow(layer, h, from + t, 'value'), values.subarray(at, at + headDim));
-        this.pending[layer * numKvHeads + h]!.set(positions[t]!, [keyError, valueError]);
+        const original = { key: this.rope(keys.subarray(at, at + headDim), positions[t]!), value: values.slice(at, at + headDim) };
+        const errors = this.measure(layer, h, from + t, original);
+        const index = layer * numKvHeads + h;
+        this.pending[index]!.set(positions[t]!, errors);
+        if (this.packs && Math.max(...errors) <= F16_ROUNDING) this.staged[index]!.set(positions[t]!, { ...original, reported: errors });
+        else this.staged[index]!.delete(positions[t]!);
       }
     }
   }
@@ -89,13 +111,42 @@ export class TraceRecorder implements CacheObserver {
       const scores = policy.heldScores(layer, head, slots.length);
       step.s = order.map((s) => compactNumber(scores[s]!));
     }
-    if (this.withErrors && added.length) {
-      const pending = this.pending[index]!;
-      step.ke = added.map((p) => compactNumber(pending.get(p)?.[0] ?? NaN));
-      step.ve = added.map((p) => compactNumber(pending.get(p)?.[1] ?? NaN));
+    if (this.withErrors) this.remeasureStaged(layer, head, index, slots);
+    const pending = this.pending[index]!;
+    const live = pending.size ? new Set(held) : undefined;
+    const reported = [...pending.keys()].filter((p) => live!.has(p)).sort((a, b) => a - b);
+    if (reported.length) {
+      step.e = gapEncode(reported);
+      step.ke = reported.map((p) => compactNumber(pending.get(p)![0]));
+      step.ve = reported.map((p) => compactNumber(pending.get(p)![1]));
     }
-    this.pending[index]!.clear();
+    pending.clear();
     return step;
+  }
+
+  /** Measures the staged tokens of a head again; a changed error is reported, a packed token leaves the stage. */
+  private remeasureStaged(layer: number, head: number, index: number, slots: number[]): void {
+    const staged = this.staged[index]!;
+    if (staged.size === 0) return;
+    const still = new Set<number>();
+    slots.forEach((position, slot) => {
+      const token = staged.get(position);
+      if (!token) return;
+      still.add(position);
+      const errors = this.measure(layer, head, slot, token);
+      if (errors.some((e, i) => compactNumber(e) !== compactNumber(token.reported[i]!))) {
+        this.pending[index]!.set(position, errors);
+        token.reported = errors;
+      }
+      if (Math.max(...errors) > F16_ROUNDING) still.delete(position);
+    });
+    for (const position of staged.keys()) if (!still.has(position)) staged.delete(position);
+  }
+
+  /** Relative key and value error of a slot's stored rows. */
+  private measure(layer: number, head: number, slot: number, original: Original): [number, number] {
+    const codec = this.session.cache.codec;
+    return [relativeError(codec.readRow(layer, head, slot, 'key'), original.key), relativeError(codec.readRow(layer, head, slot, 'value'), original.value)];
   }
 
   /** A key row rotated at `position` by the kernels' RoPE, as codecs that rotate on write store it. */

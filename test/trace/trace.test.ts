@@ -144,7 +144,7 @@ describe('trace recorder on ref-6m', () => {
     expect(fp16.recorder.errors).toBe(true);
     const step0 = fp16.steps[0]!;
     for (let i = 0; i < step0.length; i++) {
-      const positions = gapDecode(step0[i]!.a);
+      const positions = gapDecode(step0[i]!.e);
       positions.forEach((p, j) => {
         const { value } = rows.get(`${Math.floor(i / numKvHeads)}/${i % numKvHeads}/${p}`)!;
         const rounded = Float32Array.from(value, (v) => f16ToF32(f32ToF16(v)));
@@ -157,7 +157,7 @@ describe('trace recorder on ref-6m', () => {
     const int8 = traced('full+int(bits=8,axis=token,group=64)', more.slice(0, 2), keep);
     const first = int8.steps[0]!;
     for (let i = 0; i < first.length; i++) {
-      gapDecode(first[i]!.a).forEach((p, j) => {
+      gapDecode(first[i]!.e).forEach((p, j) => {
         const { value } = rows.get(`${Math.floor(i / numKvHeads)}/${i % numKvHeads}/${p}`)!;
         const step = (Math.max(...value) - Math.min(...value)) / 255;
         expect(first[i]!.ve![j]).toBeGreaterThan(0);
@@ -167,6 +167,25 @@ describe('trace recorder on ref-6m', () => {
       });
     }
     expect(traced('full', [], keep).steps[0]![0]!.ke).toBeUndefined();
+  });
+
+  it('a token held at f16 until the codec packs it (a residual ring) is measured again when packed', async () => {
+    const out = path.join(tmp, 'ring.jsonl');
+    await recordTrace(model, { specs: ['full+int(bits=2,axis=token,group=64,residual=4)'], prompt, maxTokens: 8, out, progress: false });
+    const run = Trace.parse(fs.readFileSync(out, 'utf8')).runs[0]!;
+    const last = run.steps.length - 1;
+    const newest = run.steps[last]!.tokens - 1;
+    for (let head = 0; head < 12; head++) {
+      for (const p of run.held(last)[head]!) {
+        const now = run.errors(last, head, p)!;
+        if (p > newest - 4) expect(Math.max(now.key, now.value)).toBeLessThanOrEqual(2 ** -11); // still in the f16 ring
+        else expect(Math.min(now.key, now.value)).toBeGreaterThan(0.02); // packed at 2 bits
+      }
+      // the last prompt token was written into the ring and packed four tokens later
+      const p = prompt.length - 1;
+      expect(run.errors(0, head, p)!.value).toBeLessThanOrEqual(2 ** -11);
+      expect(run.errors(4, head, p)!.value).toBeGreaterThan(0.02);
+    }
   });
 
   it('writes a file as it goes, stops at its byte bound, and says so', async () => {
@@ -179,7 +198,7 @@ describe('trace recorder on ref-6m', () => {
     expect(trace.tokens!.ids).toHaveLength(prompt.length + 6);
     expect(trace.tokens!.pieces.join('')).toBe(model.tokenizer.decode(trace.tokens!.ids));
     expect(trace.runs[1]!.info.errors).toBe(true);
-    expect(trace.runs[1]!.errors(0, 0)?.key).toBeGreaterThan(0);
+    expect(trace.runs[1]!.errors(0, 0, 0)?.key).toBeGreaterThan(0);
 
     const bound = Math.floor(whole.bytes / 3);
     const cut = await recordTrace(model, { specs: ['h2o(budget=12)'], prompt, maxTokens: 6, out, maxBytes: bound, progress: false });
