@@ -1,14 +1,30 @@
-import type { ParamSchema, ParamValue } from './spec.js';
+import { oneOf, param } from '../util/schema.js';
+
+/** A token count (integer ≥ 1) or a fraction of the prompt (0 < x < 1); or a list of them, one per layer. */
+export type Budget = number | readonly number[];
+
+const isBudget = (x: unknown) => typeof x === 'number' && x > 0 && (x < 1 || Number.isInteger(x));
+
+/** A budget parameter: a token count or a fraction of the prompt, or a list of them per layer. */
+export function budget<const O extends { doc: string; default?: Budget; optional?: true }>(o: O) {
+  return param<Budget, O>(
+    (v: unknown) => ((Array.isArray(v) ? v.length > 0 && v.every(isBudget) : isBudget(v))
+      ? undefined
+      : 'must be a token count (integer ≥ 1) or a fraction of the prompt in (0, 1), or a list of them per layer'),
+    o,
+  );
+}
 
 /** Spec parameters shared by every budgeted policy. */
 export const BUDGET_PARAMS = {
-  budget: { type: { kind: 'budget' }, doc: 'tokens kept per KV head: a count, a fraction of the prompt, or a list per layer' },
-  schedule: {
-    type: { kind: 'enum', values: ['uniform', 'pyramid'] },
+  budget: budget({ doc: 'tokens kept per KV head: a count, a fraction of the prompt, or a list per layer' }),
+  schedule: oneOf(['uniform', 'pyramid'], {
     default: 'uniform',
     doc: 'uniform: every layer gets the budget; pyramid: PyramidKV, lower layers more, same total',
-  },
-} as const satisfies Record<string, ParamSchema>;
+  }),
+};
+
+export type Schedule = 'uniform' | 'pyramid';
 
 /**
  * Turns a budget spec into tokens per layer. A fraction refers to the reference length (the prompt,
@@ -18,13 +34,13 @@ export class LayerBudgets {
   private reference = 0;
 
   constructor(
-    private readonly spec: number | number[],
+    private readonly spec: Budget,
     private readonly numLayers: number,
-    private readonly schedule: 'uniform' | 'pyramid',
+    private readonly schedule: Schedule,
   ) {}
 
-  static from(params: Record<string, ParamValue>, numLayers: number): LayerBudgets {
-    return new LayerBudgets(params.budget as number | number[], numLayers, params.schedule as 'uniform' | 'pyramid');
+  static from(params: { budget: Budget; schedule: Schedule }, numLayers: number): LayerBudgets {
+    return new LayerBudgets(params.budget, numLayers, params.schedule);
   }
 
   setReference(tokens: number): void {
@@ -33,11 +49,15 @@ export class LayerBudgets {
 
   /** Tokens layer l keeps (at least 1). Before a reference is set, a fractional budget keeps everything. */
   forLayer(l: number): number {
-    const raw = Array.isArray(this.spec) ? this.spec[Math.min(l, this.spec.length - 1)]! : this.spec;
-    const base = resolveCount(raw, this.reference);
+    const base = resolveCount(budgetOfLayer(this.spec, l), this.reference);
     if (this.schedule === 'uniform' || this.numLayers < 2 || !Number.isFinite(base)) return base;
     return pyramid(base, l, this.numLayers);
   }
+}
+
+/** A budget's entry for layer l (a list's last entry serves the layers beyond it). */
+export function budgetOfLayer(b: Budget, l: number): number {
+  return typeof b === 'number' ? b : b[Math.min(l, b.length - 1)]!;
 }
 
 /** A count stays; a fraction becomes round(fraction × reference), at least 1 (Infinity without a reference). */

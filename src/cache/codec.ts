@@ -1,6 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ParamValue, PartSchema } from './spec.js';
+import type { Infer, Params } from '../util/schema.js';
+import type { PartSchema } from './spec.js';
 
 /** One attention call over a layer's stored tokens (see AttentionArgs for the causal rule). */
 export interface CodecAttention {
@@ -55,11 +56,16 @@ export interface CodecContext {
   ropeOnRead: boolean;
 }
 
-export interface CodecKind {
-  schema: PartSchema;
-  create(params: Record<string, ParamValue>, ctx: CodecContext): Codec;
+export interface CodecKind<P extends Params = Params> {
+  schema: PartSchema<P>;
+  create(params: Infer<P>, ctx: CodecContext): Codec;
   /** Whether the codec can rotate keys at read (needed for streaming past the trained context). */
   ropeOnRead?: boolean;
   /** Why these parameters cannot follow a policy that evicts (undefined: they can). */
-  evictionProblem?(params: Record<string, ParamValue>): string | undefined;
+  evictionProblem?(params: Infer<P>): string | undefined;
+}
+
+/** Declares a codec kind, its parameters' types inferred from its schema. */
+export function codecKind<P extends Params>(kind: CodecKind<P>): CodecKind<P> {
+  return kind;
 }

@@ -1,4 +1,5 @@
-import type { ParamValue, PartSchema } from './spec.js';
+import type { Infer, Params } from '../util/schema.js';
+import type { PartSchema } from './spec.js';
 
 /**
  * What attention told the policy about one layer after a step. Probabilities are per query head;
@@ -87,15 +88,20 @@ export interface PolicyShape {
   capacity: number;
 }
 
-/** A policy kind: its spec schema and how to build one. */
-export interface PolicyKind {
-  schema: PartSchema;
-  create(params: Record<string, ParamValue>, shape: PolicyShape): Policy;
+/** A policy kind: its spec schema and how to build one from the parameters it declares. */
+export interface PolicyKind<P extends Params = Params> {
+  schema: PartSchema<P>;
+  create(params: Infer<P>, shape: PolicyShape): Policy;
   /** Whether `onAppend` needs the new tokens' key and value rows (knorm, qhitter). */
   needsRows?: boolean;
   /**
    * The codec (spec text, e.g. `int(bits=4,axis=token)`) a cache uses when the spec names none:
    * for a policy whose method stores what it keeps in a format of its own (qhitter).
    */
-  defaultCodec?: (params: Record<string, ParamValue>) => string;
+  defaultCodec?(params: Infer<P>): string;
+}
+
+/** Declares a policy kind, its parameters' types inferred from its schema. */
+export function policyKind<P extends Params>(kind: PolicyKind<P>): PolicyKind<P> {
+  return kind;
 }

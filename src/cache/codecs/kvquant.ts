@@ -1,6 +1,6 @@
 import { UsageError } from '../../errors.js';
-import type { CodeBits } from '../../kernels/quant/pack.js';
-import type { CodecContext, CodecKind } from '../codec.js';
+import { bool, int, number, oneOf, text } from '../../util/schema.js';
+import { codecKind, type CodecContext } from '../codec.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
 import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/store.js';
@@ -239,22 +239,22 @@ function median(x: Float32Array): number {
   return quantile(s, 0.5);
 }
 
-export const kvquant: CodecKind = {
+export const kvquant = codecKind({
   schema: {
     name: 'kvquant',
     doc: 'KVQuant: per-channel pre-RoPE keys, per-token values, non-uniform datatype, dense-and-sparse outliers, f16 sinks',
     params: {
-      bits: { type: { kind: 'enum', values: [2, 3, 4] }, default: 4, doc: 'bits per code' },
-      outliers: { type: { kind: 'number', min: 0, max: 0.5 }, default: 0.01, doc: 'fraction of each vector kept exactly as sparse outliers' },
-      sinks: { type: { kind: 'int', min: 0, max: 1024 }, default: 1, doc: 'first tokens kept in f16' },
-      prerope: { type: { kind: 'bool' }, default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' },
-      datatype: { type: { kind: 'enum', values: ['nuq', 'nf', 'uniform'] }, default: 'nf', doc: 'code values: nf (NormalFloat), uniform, nuq (needs calib)' },
-      qnorm: { type: { kind: 'bool' }, default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' },
-      calibrate: {
-        type: { kind: 'int', min: 1, max: 4096 }, default: 64,
+      bits: oneOf([2, 3, 4], { default: 4, doc: 'bits per code' }),
+      outliers: number({ min: 0, max: 0.5, default: 0.01, doc: 'fraction of each vector kept exactly as sparse outliers' }),
+      sinks: int({ min: 0, max: 1024, default: 1, doc: 'first tokens kept in f16' }),
+      prerope: bool({ default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' }),
+      datatype: oneOf(['nuq', 'nf', 'uniform'], { default: 'nf', doc: 'code values: nf (NormalFloat), uniform, nuq (needs calib)' }),
+      qnorm: bool({ default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' }),
+      calibrate: int({
+        min: 1, max: 4096, default: 64,
         doc: 'non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
-      },
-      calib: { type: { kind: 'string' }, optional: true, doc: 'calibration file (not supported yet)' },
+      }),
+      calib: text({ optional: true, doc: 'calibration file (not supported yet)' }),
     },
   },
   ropeOnRead: true,
@@ -266,17 +266,17 @@ export const kvquant: CodecKind = {
       throw new UsageError('kvquant(datatype=nuq) needs a calibration file, which is not supported yet; use datatype=nf (default) or uniform');
     }
     const c = ctx.config;
-    const bits = p.bits as CodeBits;
+    const bits = p.bits;
     const levels = p.datatype === 'uniform' ? uniformLut(bits) : normalFloat(bits);
     const dt: Datatype = { bits, kind: 'unit', levels };
-    const outliers = p.outliers as number;
+    const outliers = p.outliers;
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
-    const sinks = p.sinks as number;
-    const rope = (p.prerope as boolean) || ctx.ropeOnRead;
-    const calibrate = p.calibrate as number;
+    const sinks = p.sinks;
+    const rope = p.prerope || ctx.ropeOnRead;
+    const calibrate = p.calibrate;
     const staging = calibrate + sinks;
     const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm as boolean, dt, calibrate });
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate });
   },
-};
+});

@@ -1,6 +1,5 @@
-import { LayerBudgets, resolveCount } from '../budget.js';
+import { budgetOfLayer, LayerBudgets, resolveCount, type Budget, type Schedule } from '../budget.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
-import type { ParamValue } from '../spec.js';
 
 type Numbers = Float32Array | Uint8Array | Uint16Array;
 
@@ -58,7 +57,14 @@ export class SlotArrays<T extends Numbers> {
  * What most policies share: a budget per layer, an optional recent window that is never evicted,
  * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
  */
-export abstract class BudgetPolicy implements Policy {
+/** What every budgeted policy reads from its spec. */
+export interface BudgetParams {
+  budget: Budget;
+  schedule: Schedule;
+  recent?: Budget;
+}
+
+export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implements Policy {
   abstract readonly tailQueries: number;
   abstract readonly needsReceived: boolean;
   protected readonly budgets: LayerBudgets;
@@ -67,7 +73,7 @@ export abstract class BudgetPolicy implements Policy {
   protected live: number[];
   protected readonly states: SlotArrays<Numbers>[] = [];
 
-  constructor(protected readonly params: Record<string, ParamValue>, protected readonly shape: PolicyShape) {
+  constructor(protected readonly params: P, protected readonly shape: PolicyShape) {
     this.budgets = LayerBudgets.from(params, shape.numLayers);
     this.live = new Array<number>(shape.numLayers).fill(0);
   }
@@ -91,9 +97,9 @@ export abstract class BudgetPolicy implements Policy {
   }
 
   /** The `recent` parameter in tokens (a count or a fraction of the reference); 0 when absent. */
-  protected recentTokens(_layer: number): number {
-    const r = this.params.recent as number | undefined;
-    return r === undefined ? 0 : resolveCount(r, this.reference);
+  protected recentTokens(layer: number): number {
+    const r = this.params.recent;
+    return r === undefined ? 0 : resolveCount(budgetOfLayer(r, layer), this.reference);
   }
 
   /** A reusable buffer of at least `length` numbers for per-step arithmetic. */

@@ -1,7 +1,7 @@
-import { BUDGET_PARAMS, LayerBudgets } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape, SlotView, TokenRows } from '../policy.js';
-import type { ParamSchema, ParamValue } from '../spec.js';
+import { budget, BUDGET_PARAMS, LayerBudgets, type Budget } from '../budget.js';
+import { policyKind, type AttentionStats, type PolicyShape, type SlotView, type TokenRows } from '../policy.js';
 import { UsageError } from '../../errors.js';
+import { numbers, oneOf, optional, type Infer } from '../../util/schema.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
 
 /**
@@ -86,9 +86,18 @@ export function friendliness(keyErrors: ArrayLike<number>, valueErrors: ArrayLik
   return k.map((ek, i) => 1 - (ek + v[i]!) / 2);
 }
 
-const FRACTION = (value: number, doc: string): ParamSchema => ({ type: { kind: 'budget' }, default: value, doc });
+const PARAMS = {
+  budget: optional(budget({ doc: 'tokens kept per KV head in all (default 0.2 of the prompt; default + heavy + recent)' })),
+  schedule: BUDGET_PARAMS.schedule,
+  default: budget({ default: 0.07, doc: 'heavy hitters picked by accumulated attention alone' }),
+  heavy: optional(budget({ doc: 'heavy hitters picked by the combined score (default budget − default − recent)' })),
+  recent: budget({ default: 0.05, doc: 'newest tokens always kept' }),
+  alpha: numbers({ min: 0, max: 1, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' }),
+  bits: oneOf([2, 3, 4, 8], { default: 4, doc: 'bits of the friendliness measure and of the default int codec' }),
+};
+type Params = Infer<typeof PARAMS>;
 
-class QHitterPolicy extends BudgetPolicy {
+class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
   readonly tailQueries = 0;
   readonly needsReceived = true;
   private readonly accumulated: SlotArrays<Float32Array>;
@@ -99,18 +108,18 @@ class QHitterPolicy extends BudgetPolicy {
   private readonly accRange: { lo: number; hi: number }[];
   private readonly parts: { recent: LayerBudgets; default: LayerBudgets; heavy: LayerBudgets | undefined };
   private readonly bits: number;
-  private readonly alpha: number[];
+  private readonly alpha: readonly number[];
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Params, shape: PolicyShape) {
     super({ ...params, budget: params.budget ?? 0.2 }, shape);
     this.accumulated = this.track(new SlotArrays((n) => new Float32Array(n), shape));
     this.quality = this.track(new SlotArrays((n) => new Float32Array(n), shape, 2));
     this.settled = new Array<number>(shape.numLayers).fill(0);
     this.accRange = Array.from({ length: shape.numLayers }, () => ({ lo: 0, hi: 0 }));
-    const part = (v: ParamValue | undefined) => (v === undefined ? undefined : new LayerBudgets(v as number | number[], shape.numLayers, 'uniform'));
+    const part = (v: Budget | undefined) => (v === undefined ? undefined : new LayerBudgets(v, shape.numLayers, 'uniform'));
     this.parts = { recent: part(params.recent)!, default: part(params.default)!, heavy: part(params.heavy) };
-    this.bits = params.bits as number;
-    this.alpha = typeof params.alpha === 'number' ? [params.alpha] : (params.alpha as number[]);
+    this.bits = params.bits;
+    this.alpha = typeof params.alpha === 'number' ? [params.alpha] : params.alpha;
   }
 
   override setReference(tokens: number): void {
@@ -304,25 +313,17 @@ class QHitterPolicy extends BudgetPolicy {
   }
 }
 
-export const qhitter: PolicyKind = {
+export const qhitter = policyKind({
   schema: {
     name: 'qhitter',
     doc: 'Q-Hitter: recent window + heavy hitters by attention + heavy hitters by attention and quantization friendliness, stored at `bits`',
-    params: {
-      budget: { ...BUDGET_PARAMS.budget, optional: true, doc: 'tokens kept per KV head in all (default 0.2 of the prompt; default + heavy + recent)' },
-      schedule: BUDGET_PARAMS.schedule,
-      default: FRACTION(0.07, 'heavy hitters picked by accumulated attention alone'),
-      heavy: { type: { kind: 'budget' }, optional: true, doc: 'heavy hitters picked by the combined score (default budget − default − recent)' },
-      recent: FRACTION(0.05, 'newest tokens always kept'),
-      alpha: { type: { kind: 'numbers', min: 0, max: 1 }, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' },
-      bits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, default: 4, doc: 'bits of the friendliness measure and of the default int codec' },
-    },
+    params: PARAMS,
   },
   create(params, shape) {
-    if (params.budget !== undefined && params.heavy !== undefined) {
-      const parts = [params.budget, params.default, params.heavy, params.recent];
-      const sum = (params.default as number) + (params.heavy as number) + (params.recent as number);
-      if (parts.some((p) => typeof p !== 'number') || Math.abs(sum - (params.budget as number)) > 1e-9) {
+    const { budget, heavy } = params;
+    if (budget !== undefined && heavy !== undefined) {
+      const parts = [budget, params.default, heavy, params.recent];
+      if (!parts.every((p) => typeof p === 'number') || Math.abs(parts[1]! + parts[2]! + parts[3]! - parts[0]!) > 1e-9) {
         throw new UsageError('qhitter: give budget (the total) or heavy (its share), or both with budget = default + heavy + recent');
       }
     }
@@ -330,5 +331,5 @@ export const qhitter: PolicyKind = {
   },
   needsRows: true,
   // FlexGen's group of 64, which the released code names as its real (non-simulated) quantizer
-  defaultCodec: (params) => `int(bits=${params.bits as number},axis=token,group=64)`,
-};
+  defaultCodec: (params) => `int(bits=${params.bits},axis=token,group=64)`,
+});

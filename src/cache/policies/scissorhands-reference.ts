@@ -1,6 +1,5 @@
 import { UsageError } from '../../errors.js';
 import type { AttentionStats, Policy, PolicyShape } from '../policy.js';
-import type { ParamValue } from '../spec.js';
 import { SlotArrays } from './base.js';
 
 /**
@@ -17,6 +16,14 @@ import { SlotArrays } from './base.js';
  * The release is multi-head; here each query head keeps its own counts (GQA: the same KV slots).
  * Per slot and query head the state is a ring of lru_window bits and a count.
  */
+/** The spec parameters reference mode reads (scissorhands.ts declares them). */
+export interface ReferenceParams {
+  layers: number | readonly number[];
+  lru_window: number;
+  position_window: number;
+  start: number;
+}
+
 export class ScissorhandsReference implements Policy {
   readonly tailQueries = 1;
   readonly needsReceived = false;
@@ -31,15 +38,15 @@ export class ScissorhandsReference implements Policy {
   private kept = 0;
   private seenTotal = 0;
 
-  private readonly params: Record<string, ParamValue>;
+  private readonly params: ReferenceParams & { layers: readonly number[] };
 
-  constructor(params: Record<string, ParamValue>, private readonly shape: PolicyShape) {
-    const layers = Array.isArray(params.layers) ? params.layers : [params.layers as number, params.layers as number];
+  constructor(params: ReferenceParams, private readonly shape: PolicyShape) {
+    const layers = typeof params.layers === 'number' ? [params.layers, params.layers] : params.layers;
     this.params = { ...params, layers };
     if (layers.length !== 2 || layers[0]! > layers[1]!) {
       throw new UsageError(`scissorhands(layers=…) is a range [first,last], got [${layers.join(',')}]`);
     }
-    this.ringBytes = Math.ceil((params.lru_window as number) / 8);
+    this.ringBytes = Math.ceil(params.lru_window / 8);
     this.steps = new Int32Array(shape.numLayers);
     this.thresholds = Array.from({ length: shape.numLayers }, () => new Float64Array(0));
     this.capacity = shape.capacity;
@@ -65,7 +72,7 @@ export class ScissorhandsReference implements Policy {
   }
 
   private compressed(layer: number): boolean {
-    const [first, last] = this.params.layers as number[];
+    const [first, last] = this.params.layers;
     return layer >= first! && layer <= last!;
   }
 
@@ -94,10 +101,10 @@ export class ScissorhandsReference implements Policy {
     }
     if (!this.compressed(layer)) return undefined;
     const position = positions[seen - 1]!; // the query's own token is the newest slot of every head
-    if (position < (this.params.start as number)) return undefined;
+    if (position < this.params.start) return undefined;
     const { counts } = this.state(numHeads);
     const mask = new Uint8Array(numHeads * capacity);
-    const newestHidden = position - (this.params.position_window as number);
+    const newestHidden = position - this.params.position_window;
     for (let h = 0; h < numHeads; h++) {
       const c = counts.of(layer, h);
       const held = positions.subarray(Math.floor(h / group) * capacity);
@@ -119,7 +126,7 @@ export class ScissorhandsReference implements Policy {
     const numHeads = this.shape.numKvHeads * stats.group;
     const { bits, counts } = this.state(numHeads);
     const thr = this.thresholds[stats.layer]!;
-    const index = this.steps[stats.layer]! % (this.params.lru_window as number);
+    const index = this.steps[stats.layer]! % this.params.lru_window;
     this.steps[stats.layer] = this.steps[stats.layer]! + 1;
     const byte = index >> 3;
     const bit = 1 << (index & 7);

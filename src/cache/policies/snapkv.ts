@@ -1,7 +1,13 @@
+import { int, type Infer } from '../../util/schema.js';
 import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape, SlotView } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import { policyKind, type AttentionStats, type PolicyShape, type SlotView } from '../policy.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+
+const PARAMS = {
+  ...BUDGET_PARAMS,
+  window: int({ min: 1, max: 1024, default: 64, doc: 'observation window (last queries that vote)' }),
+  pool: int({ min: 1, max: 63, default: 5, doc: 'max-pooling kernel size' }),
+};
 
 /**
  * SnapKV: the attention of the last `window` queries (the observation window) votes for each
@@ -12,20 +18,20 @@ import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
  * each time the cache fills: it is cut to budget − window, so by the next cut exactly one new
  * observation window has arrived and voted (votes restart at each cut). One float per slot.
  */
-class SnapKVPolicy extends BudgetPolicy {
+class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
   readonly needsReceived = false;
   readonly tailQueries: number;
   private readonly votes: SlotArrays<Float32Array>;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Infer<typeof PARAMS>, shape: PolicyShape) {
     super(params, shape);
-    this.tailQueries = params.window as number;
+    this.tailQueries = params.window;
     this.votes = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
 
   /** The observation window, at most half the budget so that the cut leaves room for votes. */
   private window(layer: number): number {
-    return Math.max(1, Math.min(this.params.window as number, Math.floor(this.budget(layer) / 2)));
+    return Math.max(1, Math.min(this.params.window, Math.floor(this.budget(layer) / 2)));
   }
 
   override target(layer: number): number {
@@ -51,7 +57,7 @@ class SnapKVPolicy extends BudgetPolicy {
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     const votes = this.votes.of(layer, head);
-    const pooled = maxPoolByPosition(Array.from(votes.subarray(0, view.length)), view, this.params.pool as number);
+    const pooled = maxPoolByPosition(Array.from(votes.subarray(0, view.length)), view, this.params.pool);
     votes.fill(0); // the next cut is decided by the next observation window
     return pooled;
   }
@@ -75,15 +81,7 @@ export function maxPoolByPosition(votes: number[], view: SlotView, pool: number)
   return pooled;
 }
 
-export const snapkv: PolicyKind = {
-  schema: {
-    name: 'snapkv',
-    doc: 'SnapKV: observation-window votes, max-pooled over neighbours',
-    params: {
-      ...BUDGET_PARAMS,
-      window: { type: { kind: 'int', min: 1, max: 1024 }, default: 64, doc: 'observation window (last queries that vote)' },
-      pool: { type: { kind: 'int', min: 1, max: 63 }, default: 5, doc: 'max-pooling kernel size' },
-    },
-  },
+export const snapkv = policyKind({
+  schema: { name: 'snapkv', doc: 'SnapKV: observation-window votes, max-pooled over neighbours', params: PARAMS },
   create: (params, shape) => new SnapKVPolicy(params, shape),
-};
+});
