@@ -1,19 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Trace } from '../../src/trace/read.js';
+import { expectCleanFailure, kvpack } from '../cli/run.js';
 
-// The built CLI, as a user runs it (npm test builds first).
-const CLI = path.resolve('dist/cli/main.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-trace-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function kvpack(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 describe('kvpack trace, view and report', () => {
   const file = path.join(tmp, 'h2o-vs-kivi.trace.jsonl');
@@ -37,14 +30,9 @@ describe('kvpack trace, view and report', () => {
       [['--cache', 'h2o(budgt=16)', '--prompt', 'x', '--out', file], 'budgt'],
       [['--cache', 'h2o(budget=16)', '--prompt', 'x', '--out', path.join(tmp, 'no/such/dir.jsonl')], 'no/such/dir.jsonl'],
     ] as const) {
-      const r = kvpack('trace', ...args);
-      expect(r.code, args.join(' ')).toBe(1);
-      expect(r.stderr).toContain(phrase);
-      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expectCleanFailure(kvpack('trace', ...args), phrase);
     }
-    const view = kvpack('view', path.join(tmp, 'missing.trace.jsonl'));
-    expect(view.code).toBe(1);
-    expect(view.stderr).toContain('missing.trace.jsonl: no such trace file');
+    expectCleanFailure(kvpack('view', path.join(tmp, 'missing.trace.jsonl')), 'missing.trace.jsonl: no such trace file');
   });
 
   it('report lists the traces beside a results store, with the command that opens each', () => {
