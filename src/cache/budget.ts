@@ -27,11 +27,11 @@ export const BUDGET_PARAMS = {
 export type Schedule = 'uniform' | 'pyramid';
 
 /**
- * Turns a budget spec into tokens per layer. A fraction refers to the reference length (the prompt,
+ * Turns a budget spec into tokens per layer. A fraction refers to the prompt length (the prompt,
  * or the scored sequence) and is resolved when that length is known.
  */
 export class LayerBudgets {
-  private reference = 0;
+  private promptLength = 0;
 
   constructor(
     private readonly spec: Budget,
@@ -43,13 +43,13 @@ export class LayerBudgets {
     return new LayerBudgets(params.budget, numLayers, params.schedule);
   }
 
-  setReference(tokens: number): void {
-    this.reference = tokens;
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
   }
 
-  /** Tokens layer l keeps (at least 1). Before a reference is set, a fractional budget keeps everything. */
+  /** Tokens layer l keeps (at least 1). Before the prompt length is set, a fractional budget keeps everything. */
   forLayer(l: number): number {
-    const base = resolveCount(budgetOfLayer(this.spec, l), this.reference);
+    const base = resolveCount(budgetOfLayer(this.spec, l), this.promptLength);
     if (this.schedule === 'uniform' || this.numLayers < 2 || !Number.isFinite(base)) return base;
     return pyramid(base, l, this.numLayers);
   }
@@ -60,11 +60,11 @@ export function budgetOfLayer(b: Budget, l: number): number {
   return typeof b === 'number' ? b : b[Math.min(l, b.length - 1)]!;
 }
 
-/** A count stays; a fraction becomes round(fraction × reference), at least 1 (Infinity without a reference). */
-export function resolveCount(value: number, reference: number): number {
+/** A count stays; a fraction becomes round(fraction × promptLength), at least 1 (Infinity without a prompt length). */
+export function resolveCount(value: number, promptLength: number): number {
   if (value >= 1) return value;
-  if (reference <= 0) return Infinity;
-  return Math.max(1, Math.round(value * reference));
+  if (promptLength <= 0) return Infinity;
+  return Math.max(1, Math.round(value * promptLength));
 }
 
 /**

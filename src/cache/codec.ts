@@ -17,8 +17,6 @@ export interface CodecAttention {
   lastProbs: number;
   /** If non-zero, f32 [numHeads × capacity]: += each query's probabilities. */
   received: number;
-  /** If given and non-zero, u8 [numHeads × capacity]: slots left out per query head (see AttentionArgs.mask). */
-  mask?: number;
 }
 
 /**
@@ -36,6 +34,8 @@ export interface Codec {
   /** Copies slot `from` of a head to slot `to`. */
   move(layer: number, head: number, from: number, to: number): void;
   attention(layer: number, a: CodecAttention): void;
+  /** Whether `attention` reads `CodecAttention.positions` (keys rotated at read, sink rows by position). */
+  readonly readsPositions: boolean;
   /** Decodes one stored row (keys after RoPE); for tests and inspection, not the hot path. */
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array;
   /** Real bytes held for `lengths[l]` live slots per KV head in layer l. */
@@ -43,6 +43,12 @@ export interface Codec {
   /** Stored bits per key/value number, everything counted (e.g. 4.5 for int4 with f16 scale and zero per 64). */
   bitsPerValue(): number;
   free(): void;
+}
+
+/** A codec that can leave slots out of single queries (for a MaskingPolicy). */
+export interface MaskingCodec extends Codec {
+  /** `attention` for one query (n = 1) with `mask` (u8 [numHeads × capacity], see AttentionArgs.mask). */
+  maskedAttention(layer: number, a: CodecAttention, mask: number): void;
 }
 
 export interface CodecContext {
@@ -61,6 +67,8 @@ export interface CodecKind<P extends Params = Params> {
   create(params: Infer<P>, ctx: CodecContext): Codec;
   /** Whether the codec can rotate keys at read (needed for streaming past the trained context). */
   ropeOnRead?: boolean;
+  /** Whether its codecs are MaskingCodecs. */
+  masks?: boolean;
   /** Why these parameters cannot follow a policy that evicts (undefined: they can). */
   evictionProblem?(params: Infer<P>): string | undefined;
 }

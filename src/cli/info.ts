@@ -1,6 +1,6 @@
 import { CODECS, parseSpec } from '../cache/registry.js';
 import { withDefaults } from '../cache/spec.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
 import { MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';

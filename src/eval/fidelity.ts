@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { argmax, logSoftmax } from '../sample.js';
 import { evalChunks, loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
@@ -40,19 +40,19 @@ export interface FidelityResult {
   memory: CacheMemory;
 }
 
-interface Reference {
+interface FullRun {
   key: string;
   /** [positions × vocab] logits of the full cache. */
   logits: Float32Array;
   nll: number;
 }
 
-const references = new WeakMap<Model, Reference>();
+const fullRuns = new WeakMap<Model, FullRun>();
 
-function referenceLogits(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): Reference {
-  const known = references.get(model);
+function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): FullRun {
+  const known = fullRuns.get(model);
   if (known && known.key === key) return known;
-  references.delete(model); // free the previous chunk before allocating the next
+  fullRuns.delete(model); // free the previous chunk before allocating the next
   const vocab = model.config.vocabSize;
   const logits = new Float32Array((chunk.length - 1) * vocab);
   const session = model.session({ cache: 'full' });
@@ -64,7 +64,7 @@ function referenceLogits(model: Model, chunk: readonly number[], mode: 'chunked'
     session.dispose();
   }
   const ref = { key, logits, nll };
-  references.set(model, ref);
+  fullRuns.set(model, ref);
   return ref;
 }
 
@@ -90,7 +90,7 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
   try {
     chunks.forEach((chunk, c) => {
       const key = `${o.data}\0${o.ctx}\0${c}\0${mode}\0${chunk.length}\0${chunk[0]}\0${chunk[chunk.length - 1]}`;
-      const ref = referenceLogits(model, chunk, mode, key);
+      const ref = fullCacheRun(model, chunk, mode, key);
       nllFull += ref.nll;
       done += chunk.length;
       o.onProgress?.(done, total);

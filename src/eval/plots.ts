@@ -117,7 +117,7 @@ interface LineChart {
   /** Log x ticks at powers of two (byte counts) instead of 1-2-5. */
   xPow2?: boolean;
   series: Series[];
-  /** Horizontal reference lines (the full cache). */
+  /** Horizontal baseline lines (the full cache). */
   refs?: { y: number; label: string }[];
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { KvpackError, UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
-import { loadModel, type Model } from '../model/model.js';
+import { loadModel, type Model } from '../model.js';
 import { modelFingerprint } from './fingerprint.js';
 import { finishedRow, rowKey, type ResultRow, type ResultStore, type TaskParams } from './store.js';
 import { resolveTask, type Task, type TaskOutput } from './tasks.js';

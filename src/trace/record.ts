@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { TextStream } from '../tokenizer/stream.js';
 import { Progress } from '../util/progress.js';
 import { UsageError } from '../errors.js';

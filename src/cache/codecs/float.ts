@@ -1,6 +1,6 @@
 import type { SlotDType } from '../../kernels/api.js';
 import { f16Table } from '../../kernels/half.js';
-import type { Codec, CodecAttention, CodecContext, CodecKind } from '../codec.js';
+import type { CodecAttention, CodecContext, CodecKind, MaskingCodec } from '../codec.js';
 
 /**
  * Keys and values as plain f32 or f16 numbers. Keys are rotated (RoPE) when written, so attention
@@ -8,7 +8,7 @@ import type { Codec, CodecAttention, CodecContext, CodecKind } from '../codec.js
  * attention call rotates the visible ones into a transient per-call scratch at the positions the
  * cache gives, since those positions change as tokens are evicted.
  */
-class FloatCodec implements Codec {
+class FloatCodec implements MaskingCodec {
   private keys: number[] = [];
   private values: number[] = [];
   private capacity: number;
@@ -76,7 +76,15 @@ class FloatCodec implements Codec {
     }
   }
 
+  get readsPositions(): boolean {
+    return this.ctx.ropeOnRead;
+  }
+
   attention(layer: number, a: CodecAttention): void {
+    this.maskedAttention(layer, a, 0);
+  }
+
+  maskedAttention(layer: number, a: CodecAttention, mask: number): void {
     const c = this.ctx.config;
     const keys = this.ctx.ropeOnRead ? this.rotatedKeys(layer, a.visible + a.n - 1, a.positions) : this.keys[layer]!;
     this.ctx.kernels.attention({
@@ -85,7 +93,7 @@ class FloatCodec implements Codec {
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim),
-      lastProbs: a.lastProbs, received: a.received, mask: a.mask,
+      lastProbs: a.lastProbs, received: a.received, mask,
     });
   }
 
@@ -152,6 +160,7 @@ const floatKind = (name: string, dtype: SlotDType, doc: string): CodecKind => ({
   schema: { name, doc, params: {} },
   create: (_params, ctx) => new FloatCodec(dtype, ctx),
   ropeOnRead: true,
+  masks: true,
 });
 
 export const fp32 = floatKind('fp32', 'f32', 'keys and values as 32-bit floats');

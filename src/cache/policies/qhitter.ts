@@ -37,11 +37,14 @@ import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
  * and one token goes, chosen by the same three stages.
  */
 
-/** L2 norm of the error of min-max quantizing `row` to `bits` (the released code's Qerror, unnormalised). */
-export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
+/**
+ * L2 norm of the error of min-max quantizing row[from, from + length) to `bits` (the released code's
+ * Qerror, unnormalised).
+ */
+export function minmaxQuantError(row: ArrayLike<number>, bits: number, from = 0, length = row.length - from): number {
   let lo = Infinity;
   let hi = -Infinity;
-  for (let i = 0; i < row.length; i++) {
+  for (let i = from; i < from + length; i++) {
     lo = Math.min(lo, row[i]!);
     hi = Math.max(hi, row[i]!);
   }
@@ -49,7 +52,7 @@ export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
   const scale = Math.max(hi - lo, 1e-5) / maxInt;
   const zero = Math.min(maxInt, Math.max(0, -roundHalfEven(lo / scale)));
   let ss = 0;
-  for (let i = 0; i < row.length; i++) {
+  for (let i = from; i < from + length; i++) {
     const q = (Math.min(maxInt, Math.max(0, roundHalfEven(row[i]! / scale) + zero)) - zero) * scale;
     ss += (q - row[i]!) ** 2;
   }
@@ -62,16 +65,16 @@ function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** (x − min) / (max − min) over a block, in place; a flat block becomes 0. */
-export function minmaxNormalise(x: Float32Array | number[]): void {
+/** (x − min) / (max − min) over x[0, length), in place; a flat block becomes 0. */
+export function minmaxNormalise(x: Float32Array | number[], length = x.length): void {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of x) {
-    lo = Math.min(lo, v);
-    hi = Math.max(hi, v);
+  for (let i = 0; i < length; i++) {
+    lo = Math.min(lo, x[i]!);
+    hi = Math.max(hi, x[i]!);
   }
   const span = hi - lo;
-  for (let i = 0; i < x.length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
+  for (let i = 0; i < length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
 }
 
 /**
@@ -80,10 +83,15 @@ export function minmaxNormalise(x: Float32Array | number[]): void {
  */
 export function friendliness(keyErrors: ArrayLike<number>, valueErrors: ArrayLike<number>): Float32Array {
   const k = Float32Array.from(keyErrors);
-  const v = Float32Array.from(valueErrors);
-  minmaxNormalise(k);
-  minmaxNormalise(v);
-  return k.map((ek, i) => 1 - (ek + v[i]!) / 2);
+  friendlinessInPlace(k, Float32Array.from(valueErrors), k.length);
+  return k;
+}
+
+/** friendliness() of keyErrors[0, length) and valueErrors[0, length), written over keyErrors. */
+function friendlinessInPlace(keyErrors: Float32Array, valueErrors: Float32Array, length: number): void {
+  minmaxNormalise(keyErrors, length);
+  minmaxNormalise(valueErrors, length);
+  for (let i = 0; i < length; i++) keyErrors[i] = 1 - (keyErrors[i]! + valueErrors[i]!) / 2;
 }
 
 const PARAMS = {
@@ -122,12 +130,12 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
     this.alpha = typeof params.alpha === 'number' ? [params.alpha] : params.alpha;
   }
 
-  override setReference(tokens: number): void {
-    super.setReference(tokens);
-    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setReference(tokens);
+  override setPromptLength(tokens: number): void {
+    super.setPromptLength(tokens);
+    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setPromptLength(tokens);
   }
 
-  /** Tokens of each stage in a layer (Infinity each before a fractional reference is known). */
+  /** Tokens of each stage in a layer (Infinity each before the prompt length is known). */
   stages(layer: number): { recent: number; default: number; heavy: number } {
     const recent = this.parts.recent.forLayer(layer);
     const dflt = this.parts.default.forLayer(layer);
@@ -152,8 +160,8 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
     const q = this.quality.of(layer, head);
     const d = rows.headDim;
     for (let t = 0; t < n; t++) {
-      q[2 * (from + t)] = minmaxQuantError(rows.keys.subarray(t * d, (t + 1) * d), this.bits);
-      q[2 * (from + t) + 1] = minmaxQuantError(rows.values.subarray(t * d, (t + 1) * d), this.bits);
+      q[2 * (from + t)] = minmaxQuantError(rows.keys, this.bits, t * d, d);
+      q[2 * (from + t) + 1] = minmaxQuantError(rows.values, this.bits, t * d, d);
     }
   }
 
@@ -178,22 +186,22 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
   private settle(layer: number, length: number): void {
     const from = this.settled[layer]!;
     if (from >= length) return;
-    const f = this.unsettledFriendliness(layer, length);
+    const ke = this.pendingFriendliness(layer, length);
     const count = length - from;
     for (let h = 0; h < this.shape.numKvHeads; h++) {
       const q = this.quality.of(layer, h);
-      for (let s = from; s < length; s++) q[2 * s] = f[h * count + s - from]!;
+      for (let s = from; s < length; s++) q[2 * s] = ke[h * count + s - from]!;
     }
     this.settled[layer] = length;
   }
 
-  /** Friendliness of slots [settled, length) of every head, [heads × count], from their raw errors; stores nothing. */
-  private unsettledFriendliness(layer: number, length: number): Float32Array {
+  /** Friendliness of slots [settled, length) of every head, [heads × count] in reused scratch; stores nothing. */
+  private pendingFriendliness(layer: number, length: number): Float32Array {
     const from = this.settled[layer]!;
     const heads = this.shape.numKvHeads;
     const count = length - from;
-    const ke = new Float32Array(heads * count);
-    const ve = new Float32Array(heads * count);
+    if (this.errors.keys.length < heads * count) this.errors = { keys: new Float32Array(heads * count), values: new Float32Array(heads * count) };
+    const { keys: ke, values: ve } = this.errors;
     for (let h = 0; h < heads; h++) {
       const q = this.quality.of(layer, h);
       for (let s = from; s < length; s++) {
@@ -201,29 +209,39 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
         ve[h * count + s - from] = q[2 * s + 1]!;
       }
     }
-    return friendliness(ke, ve);
+    friendlinessInPlace(ke, ve, heads * count);
+    return ke;
   }
+  private errors = { keys: new Float32Array(0), values: new Float32Array(0) };
 
   /**
-   * Friendliness of a head's live slots. `settle` fixes the pending ones (as a choice does); without
-   * it they are computed as they would be now and nothing changes (inspection must not steer eviction).
+   * Friendliness of a head's live slots, into `out` (default: a new array). `settle` fixes the pending
+   * ones first (as a choice does); without it they are scored as they would be now and nothing changes
+   * (inspection must not steer eviction).
    */
-  friendlinessOf(layer: number, head: number, length: number, settle = true): Float32Array {
+  friendlinessOf(layer: number, head: number, length: number, out = new Float32Array(length), settle = true): Float32Array {
     if (settle) this.settle(layer, length);
     const q = this.quality.of(layer, head);
     const from = Math.min(this.settled[layer]!, length);
-    const pending = from < length ? this.unsettledFriendliness(layer, length) : undefined;
-    return Float32Array.from({ length }, (_, s) => (s < from ? q[2 * s]! : pending![head * (length - from) + s - from]!));
+    for (let s = 0; s < from; s++) out[s] = q[2 * s]!;
+    if (from < length) {
+      const pending = this.pendingFriendliness(layer, length);
+      for (let s = from; s < length; s++) out[s] = pending[head * (length - from) + s - from]!;
+    }
+    return out;
   }
 
-  /** The combined score of a head's live slots. */
+  /** The combined score of a head's live slots (in a buffer reused by the next call); `settle` as friendlinessOf. */
   combinedOf(layer: number, head: number, length: number, settle = true): Float32Array {
-    const f = this.friendlinessOf(layer, head, length, settle);
+    if (this.combined.length < length) this.combined = new Float32Array(length);
+    const combined = this.friendlinessOf(layer, head, length, this.combined, settle);
     const acc = this.accumulated.of(layer, head);
     const { lo, hi } = this.accRange[layer]!;
     const alpha = this.alphaOf(layer);
-    return f.map((fr, s) => alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * fr);
+    for (let s = 0; s < length; s++) combined[s] = alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * combined[s]!;
+    return combined;
   }
+  private combined = new Float32Array(0);
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     return this.combinedOf(layer, head, view.length);
@@ -259,58 +277,62 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
     return order;
   }
 
-  override choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
-    const fast = count <= 4 ? this.fewToEvict(layer, head, count, view) : undefined;
-    return fast ?? Int32Array.from(this.keepOrder(layer, head, view).slice(view.length - count));
+  override choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void {
+    if (count <= 4 && this.fewToEvict(layer, head, count, view, out)) return;
+    const order = this.keepOrder(layer, head, view);
+    for (let i = 0; i < count; i++) out[i] = order[view.length - count + i]!;
   }
 
   /**
    * keepOrder's last `count` slots without sorting (decoding evicts one per step): the lowest
-   * combined scores (ties: the newer) outside the recent window and the default heavy hitters.
-   * Undefined when the stages do not leave `count` slots to take from.
+   * combined scores (ties: the newer) outside the recent window and the default heavy hitters,
+   * written to out[0, count). False when the stages do not leave `count` slots to take from.
    */
-  private fewToEvict(layer: number, head: number, count: number, view: SlotView): Int32Array | undefined {
+  private fewToEvict(layer: number, head: number, count: number, view: SlotView, out: Int32Array): boolean {
     const n = view.length;
     const stages = this.stages(layer);
-    if (n - stages.recent - stages.default < count) return undefined;
+    if (n - stages.recent - stages.default < count) return false;
     const pos = view.positions;
     let newest = -Infinity;
     for (let s = 0; s < n; s++) newest = Math.max(newest, pos[s]!);
     const recentFrom = newest - stages.recent + 1;
     let inWindow = 0;
     for (let s = 0; s < n; s++) if (pos[s]! >= recentFrom) inWindow++;
-    if (inWindow !== stages.recent) return undefined; // the window's positions are not contiguous
+    if (inWindow !== stages.recent) return false; // the window's positions are not contiguous
     const acc = this.accumulated.of(layer, head);
     const combined = this.combinedOf(layer, head, n);
     // 0 open, 1 evicted, 2 a default heavy hitter
-    const mark = new Uint8Array(n);
-    const isDefault = (s: number) => {
-      let above = 0;
-      for (let t = 0; t < n; t++) {
-        if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
-      }
-      return above < stages.default;
-    };
-    const out = new Int32Array(count);
+    if (this.marks.length < n) this.marks = new Uint8Array(n);
+    const mark = this.marks.fill(0, 0, n);
     for (let k = 0; k < count; ) {
       let worst = -1;
       for (let s = 0; s < n; s++) {
         if (mark[s] || pos[s]! >= recentFrom) continue;
         if (worst < 0 || combined[s]! < combined[worst]! || (combined[s] === combined[worst] && pos[s]! > pos[worst]!)) worst = s;
       }
-      if (isDefault(worst)) mark[worst] = 2;
+      if (isDefaultHitter(worst, n, pos, recentFrom, acc, stages.default)) mark[worst] = 2;
       else {
         mark[worst] = 1;
         out[k++] = worst;
       }
     }
-    return out;
+    return true;
   }
+  private marks = new Uint8Array(0);
 
   override reset(): void {
     super.reset();
     this.settled.fill(0);
   }
+}
+
+/** Whether slot s is among the `count` highest accumulated attention (ties: the older) outside the recent window. */
+function isDefaultHitter(s: number, n: number, pos: Int32Array, recentFrom: number, acc: Float32Array, count: number): boolean {
+  let above = 0;
+  for (let t = 0; t < n; t++) {
+    if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
+  }
+  return above < count;
 }
 
 export const qhitter = policyKind({

@@ -3,7 +3,7 @@ import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js'
 import { UsageError } from '../../errors.js';
 import { int, numbers, oneOf, optional, type Infer } from '../../util/schema.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
-import { ScissorhandsReference } from './scissorhands-reference.js';
+import { ScissorhandsReleased } from './scissorhands-released.js';
 
 /**
  * Scissorhands (persistence of importance): over the last `window` attention steps, count how often
@@ -86,7 +86,9 @@ class ScissorhandsPolicy extends BudgetPolicy<Params> {
   /** Highest count goes first, so the score is the negated count. */
   protected scores(layer: number, head: number, view: { length: number }): ArrayLike<number> {
     const counts = this.lowCounts.of(layer, head);
-    return Array.from(counts.subarray(0, view.length), (c) => -c);
+    const scores = this.scratch(view.length);
+    for (let s = 0; s < view.length; s++) scores[s] = -counts[s]!;
+    return scores;
   }
 
   readonly scoreName = 'low-attention count';
@@ -107,7 +109,7 @@ export const scissorhands = policyKind({
     params: PARAMS,
   },
   create: (params, shape) => {
-    if (params.mode === 'reference') return new ScissorhandsReference(params, shape);
+    if (params.mode === 'reference') return new ScissorhandsReleased(params, shape);
     const { budget } = params;
     if (budget === undefined) throw new UsageError('scissorhands needs budget (or mode=reference, whose budget is adaptive)');
     return new ScissorhandsPolicy({ ...params, budget }, shape);

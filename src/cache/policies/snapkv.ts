@@ -57,10 +57,12 @@ class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     const votes = this.votes.of(layer, head);
-    const pooled = maxPoolByPosition(Array.from(votes.subarray(0, view.length)), view, this.params.pool);
+    if (this.order.length < view.length) this.order = new Int32Array(view.length);
+    const pooled = maxPoolByPosition(votes, view, this.params.pool, this.scratch(view.length), this.order);
     votes.fill(0); // the next cut is decided by the next observation window
     return pooled;
   }
+  private order = new Int32Array(0);
 
   readonly scoreName = 'votes since the last cut';
   heldScores(layer: number, head: number, length: number): ArrayLike<number> {
@@ -68,17 +70,25 @@ class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
   }
 }
 
-/** Max over the `pool` tokens centred on each token, neighbours taken in position order. */
-export function maxPoolByPosition(votes: number[], view: SlotView, pool: number): number[] {
-  const order = Array.from({ length: view.length }, (_, s) => s).sort((a, b) => view.positions[a]! - view.positions[b]!);
+/**
+ * Max over the `pool` tokens centred on each token, neighbours taken in position order; written to
+ * out[0, view.length) (slot order). `order` is scratch for view.length slot indices.
+ */
+export function maxPoolByPosition<T extends number[] | Float32Array>(
+  votes: ArrayLike<number>, view: SlotView, pool: number,
+  out: T = new Array<number>(view.length) as T, order = new Int32Array(view.length),
+): T {
+  const n = view.length;
+  const byPosition = order.subarray(0, n);
+  for (let s = 0; s < n; s++) byPosition[s] = s;
+  byPosition.sort((a, b) => view.positions[a]! - view.positions[b]!);
   const half = Math.floor(pool / 2);
-  const pooled = new Array<number>(view.length);
-  for (let i = 0; i < order.length; i++) {
+  for (let i = 0; i < n; i++) {
     let best = -Infinity;
-    for (let j = Math.max(0, i - half); j <= Math.min(order.length - 1, i + half); j++) best = Math.max(best, votes[order[j]!]!);
-    pooled[order[i]!] = best;
+    for (let j = Math.max(0, i - half); j <= Math.min(n - 1, i + half); j++) best = Math.max(best, votes[byPosition[j]!]!);
+    out[byPosition[i]!] = best;
   }
-  return pooled;
+  return out;
 }
 
 export const snapkv = policyKind({

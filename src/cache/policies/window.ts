@@ -17,7 +17,7 @@ class WindowPolicy extends BudgetPolicy<Infer<typeof PARAMS> & BudgetParams> {
   readonly needsReceived = false;
 
   override budget(layer: number): number {
-    return this.params.sinks + resolveCount(budgetOfLayer(this.params.recent, layer), this.reference);
+    return this.params.sinks + resolveCount(budgetOfLayer(this.params.recent, layer), this.promptLength);
   }
 
   protected update(_stats: AttentionStats): void {}
@@ -25,7 +25,9 @@ class WindowPolicy extends BudgetPolicy<Infer<typeof PARAMS> & BudgetParams> {
   /** Sinks score highest (never chosen while others remain); otherwise older = lower. */
   protected scores(_layer: number, _head: number, view: SlotView): ArrayLike<number> {
     const sinks = this.params.sinks;
-    return Array.from(view.positions.subarray(0, view.length), (p) => (p < sinks ? Infinity : p));
+    const scores = this.scratch(view.length);
+    for (let s = 0; s < view.length; s++) scores[s] = view.positions[s]! < sinks ? Infinity : view.positions[s]!;
+    return scores;
   }
 
   protected override protectedFrom(_layer: number, _view: SlotView): number {

@@ -1,4 +1,3 @@
-import { UsageError } from '../../errors.js';
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
 import { decodeRow } from '../../kernels/quant/reference.js';
 import type { Codec, CodecAttention, CodecContext } from '../codec.js';
@@ -28,6 +27,11 @@ export abstract class QuantCodec implements Codec {
     this.rope = keys.cfg.rope ? new RopeTables(ctx.kernels, c.headDim, c.ropeTheta) : undefined;
     this.written = new Array<number>(c.numLayers).fill(0);
     this.slotPositions = Array.from({ length: c.numLayers }, () => new Int32Array(c.numKvHeads * this.capacity));
+  }
+
+  /** Keys rotated at read and sink rows are found by slot position. */
+  get readsPositions(): boolean {
+    return this.keys.cfg.rope || this.keys.cfg.sinks > 0 || this.values.cfg.sinks > 0;
   }
 
   /** Keys are rotated at write unless the key store applies RoPE itself. */
@@ -86,7 +90,6 @@ export abstract class QuantCodec implements Codec {
 
   attention(layer: number, a: CodecAttention): void {
     const c = this.ctx.config;
-    if (a.mask) throw new UsageError('attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)');
     this.ctx.kernels.quantAttention({
       out: a.out, q: a.q, n: a.n, visible: a.visible, capacity: this.capacity,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),

@@ -7,7 +7,7 @@ import type { Kernels } from '../../../src/kernels/api.js';
 import { f16ToF32, f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
 import type { ModelConfig } from '../../../src/model/config.js';
-import { loadModel, type Model } from '../../../src/model/model.js';
+import { loadModel, type Model } from '../../../src/model.js';
 import { REF6M_DIR } from '../../engine/helpers.js';
 import { expectClose, put, randomF32, rng } from '../../kernels/util.js';
 

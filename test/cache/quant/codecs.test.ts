@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
-import { KVCache } from '../../../src/cache/kvcache.js';
+import { createCache } from '../../../src/cache/build.js';
 import { toBf16 } from '../../../src/cache/codecs/bf16.js';
 import { normalFloat } from '../../../src/cache/quant/lut.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
@@ -243,10 +243,10 @@ describe('quantized codecs', () => {
   it('refuses eviction where slot order matters, allows it for per-token and kvquant codecs; move carries a slot', () => {
     const c = config();
     for (const spec of ['h2o(budget=64)+int(kaxis=channel)', 'window(sinks=4,recent=60)+int(bits=4,residual=16)']) {
-      expect(() => new KVCache(ref, c, parseSpec(spec), 16)).toThrow(UsageError);
+      expect(() => createCache(ref, c, parseSpec(spec), 16)).toThrow(UsageError);
     }
-    new KVCache(ref, c, parseSpec('h2o(budget=64)+kvquant(bits=3)'), 16).free();
-    new KVCache(ref, c, parseSpec('full+int(kaxis=channel,residual=128)'), 16).free();
+    createCache(ref, c, parseSpec('h2o(budget=64)+kvquant(bits=3)'), 16).free();
+    createCache(ref, c, parseSpec('full+int(kaxis=channel,residual=128)'), 16).free();
     for (const spec of ['int(bits=3)', 'kvquant(bits=3)', 'kvquant(bits=3,calibrate=1)']) {
       const codec = makeCodec(ref, c, spec);
       const r = rng(2);
