@@ -23,8 +23,8 @@ interface Original {
  *
  * Errors are measured when a token is written. A codec that packs fewer than 16 bits per number may
  * first hold a token at f16 (KVQuant before calibration, int's residual ring and channel groups) and
- * pack it later; so a token whose error is within f16 rounding is measured again after every step
- * until it is packed or dropped, and its new error is reported at the step it changed.
+ * pack it later; so a token whose key or value error is within f16 rounding is measured again after
+ * every step until both are packed or it is dropped, and new errors are reported at the step they changed.
  * Detaches itself when the sink says stop.
  */
 export class TraceRecorder implements CacheObserver {
@@ -73,7 +73,7 @@ export class TraceRecorder implements CacheObserver {
         const errors = this.measure(layer, h, from + t, original);
         const index = layer * numKvHeads + h;
         this.pending[index]!.set(positions[t]!, errors);
-        if (this.packs && Math.max(...errors) <= F16_ROUNDING) this.staged[index]!.set(positions[t]!, { ...original, reported: errors });
+        if (this.packs && Math.min(...errors) <= F16_ROUNDING) this.staged[index]!.set(positions[t]!, { ...original, reported: errors });
         else this.staged[index]!.delete(positions[t]!);
       }
     }
@@ -138,7 +138,7 @@ export class TraceRecorder implements CacheObserver {
         this.pending[index]!.set(position, errors);
         token.reported = errors;
       }
-      if (Math.max(...errors) > F16_ROUNDING) still.delete(position);
+      if (Math.min(...errors) > F16_ROUNDING) still.delete(position);
     });
     for (const position of staged.keys()) if (!still.has(position)) staged.delete(position);
   }

@@ -169,23 +169,26 @@ describe('trace recorder on ref-6m', () => {
     expect(traced('full', [], keep).steps[0]![0]!.ke).toBeUndefined();
   });
 
-  it('a token held at f16 until the codec packs it (a residual ring) is measured again when packed', async () => {
-    const out = path.join(tmp, 'ring.jsonl');
-    await recordTrace(model, { specs: ['full+int(bits=2,axis=token,group=64,residual=4)'], prompt, maxTokens: 8, out, progress: false });
+  it('a token held at f16 until the codec packs it (KIVI: key channel groups, value residual ring) is measured again when packed', async () => {
+    const out = path.join(tmp, 'kivi.jsonl');
+    const [R, G] = [4, 32];
+    await recordTrace(model, { specs: [`full+int(kbits=2,vbits=2,kaxis=channel,vaxis=token,group=${G},residual=${R})`], prompt, maxTokens: 24, out, progress: false });
     const run = Trace.parse(fs.readFileSync(out, 'utf8')).runs[0]!;
-    const last = run.steps.length - 1;
-    const newest = run.steps[last]!.tokens - 1;
-    for (let head = 0; head < 12; head++) {
-      for (const p of run.held(last)[head]!) {
-        const now = run.errors(last, head, p)!;
-        if (p > newest - 4) expect(Math.max(now.key, now.value)).toBeLessThanOrEqual(2 ** -11); // still in the f16 ring
-        else expect(Math.min(now.key, now.value)).toBeGreaterThan(0.02); // packed at 2 bits
+    const f16 = 2 ** -11;
+    run.steps.forEach((step, t) => {
+      const length = step.tokens;
+      let keysPacked = 0; // key groups of G are packed once R + G newer-or-equal tokens follow their start
+      while (length - keysPacked >= R + G) keysPacked += G;
+      for (let head = 0; head < 12; head++) {
+        for (const p of run.held(t)[head]!) {
+          const e = run.errors(t, head, p)!;
+          if (p < keysPacked) expect(e.key, `step ${t} position ${p}`).toBeGreaterThan(0.02);
+          else expect(e.key, `step ${t} position ${p}`).toBeLessThanOrEqual(f16);
+          if (p < length - R) expect(e.value, `step ${t} position ${p}`).toBeGreaterThan(0.02);
+          else expect(e.value, `step ${t} position ${p}`).toBeLessThanOrEqual(f16);
+        }
       }
-      // the last prompt token was written into the ring and packed four tokens later
-      const p = prompt.length - 1;
-      expect(run.errors(0, head, p)!.value).toBeLessThanOrEqual(2 ** -11);
-      expect(run.errors(4, head, p)!.value).toBeGreaterThan(0.02);
-    }
+    });
   });
 
   it('writes a file as it goes, stops at its byte bound, and says so', async () => {
