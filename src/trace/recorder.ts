@@ -1,6 +1,7 @@
 import type { CacheObserver } from '../cache/observer.js';
 import type { Session } from '../session.js';
 import { UsageError } from '../errors.js';
+import { ropeOf } from '../kernels/rope.js';
 import { compactNumber, gapEncode, type HeadDelta } from './format.js';
 
 /** Where a recorder sends each step; false asks it to stop (the writer's byte bound is reached). */
@@ -154,7 +155,7 @@ export class TraceRecorder implements CacheObserver {
     const { kernels: k, config: c } = this.session.model;
     k.arena.f32(this.rotated, c.headDim).set(row);
     k.arena.i32(this.position, 1)[0] = position;
-    k.rope(this.rotated, 1, 1, c.headDim, this.position, c.ropeTheta, c.ropeLayout);
+    k.rope(this.rotated, 1, 1, this.position, ropeOf(c));
     return k.arena.f32(this.rotated, c.headDim).slice();
   }
 }
