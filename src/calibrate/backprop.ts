@@ -72,12 +72,12 @@ export class LlamaBackprop {
     return this.head(x, ids, false).loss;
   }
 
-  /** Each layer's keys (before RoPE) and values in a forward pass, first layer first. */
-  activations(ids: readonly number[], onLayer: (layer: number, keys: Vec, values: Vec) => void): void {
+  /** Each layer's keys (before and after RoPE) and values in a forward pass, first layer first. */
+  activations(ids: readonly number[], onLayer: (layer: number, keys: Vec, rotatedKeys: Vec, values: Vec) => void): void {
     let x = this.embed(ids);
     for (let l = 0; l < this.c.numLayers; l++) {
       const s = this.layer(l, x, ids.length);
-      onLayer(l, s.k, s.v);
+      onLayer(l, s.k, s.kr, s.v);
       x = s.out;
     }
   }
