@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { KvpackError } from '../errors.js';
+import { calibrateCommand } from './calibrate.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
@@ -14,6 +15,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
+  calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
 };
 
 function usage(): string {
