@@ -55,7 +55,7 @@ export class Session {
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
     this.streaming = options.streaming === true;
-    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
+    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming, model: () => model.identity() });
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
 

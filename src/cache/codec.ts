@@ -1,5 +1,6 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
+import type { ModelIdentity } from '../model/identity.js';
 import type { ParamValue, PartSchema } from './spec.js';
 
 /** One attention call over a layer's stored tokens (see AttentionArgs for the causal rule). */
@@ -53,6 +54,8 @@ export interface CodecContext {
    * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).
    */
   ropeOnRead: boolean;
+  /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
+  model?: () => ModelIdentity;
 }
 
 export interface CodecKind {

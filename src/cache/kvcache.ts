@@ -1,5 +1,6 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
+import type { ModelIdentity } from '../model/identity.js';
 import type { Codec } from './codec.js';
 import type { Policy, TokenRows } from './policy.js';
 import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
@@ -42,7 +43,7 @@ export class KVCache {
     private readonly config: ModelConfig,
     spec: CacheSpec,
     initialCapacity: number,
-    options: { streaming?: boolean } = {},
+    options: { streaming?: boolean; model?: () => ModelIdentity } = {},
   ) {
     spec = withPolicyCodec(spec);
     this.spec = printSpec(spec);
@@ -60,7 +61,7 @@ export class KVCache {
     if (evictionProblem) throw new UsageError(`cache spec "${this.spec}": ${evictionProblem}`);
     const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
     this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
-    const ctx = { kernels: k, config, capacity: this.capacity, ropeOnRead: this.streaming };
+    const ctx = { kernels: k, config, capacity: this.capacity, ropeOnRead: this.streaming, model: options.model };
     this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), ctx);
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.needsRows = policyKind.needsRows === true;

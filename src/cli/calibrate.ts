@@ -1,10 +1,8 @@
-import path from 'node:path';
 import { writeCalibration } from '../cache/quant/calibfile.js';
 import { calibrate } from '../calibrate/calibrate.js';
 import { calibrationSamples, CALIBRATION_SETS, defaultCalibrationSet } from '../calibrate/data.js';
 import { UsageError } from '../errors.js';
 import type { CodeBits } from '../kernels/quant/pack.js';
-import { modelIdentity } from '../model/identity.js';
 import { Progress } from '../util/progress.js';
 import { intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
@@ -51,12 +49,13 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
     const ctx = Math.min(intOption('ctx', values.ctx, 2048, 2), model.config.maxContext);
     const data = values.data ?? defaultCalibrationSet(model.source);
     const seqs = calibrationSamples(data, model.tokenizer, samples, ctx);
-    const name = path.basename(model.source).replace(/\.(gguf|bin)$/, '');
+    const identity = model.identity();
+    const name = identity.name;
     const fisher = !values.unweighted;
     let bar: Progress | undefined;
     let reported = 0;
     const result = calibrate(model, {
-      model: modelIdentity(name, model.kernels, model.config, model.weights),
+      model: identity,
       samples: seqs, data: `${data}, ${seqs.length} × ${ctx} tokens`, bits, outliers, fisher, seed,
       stateFile: `${values.out}.partial`,
       onProgress: (done, total) => {

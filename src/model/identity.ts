@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import path from 'node:path';
 import type { Kernels, Matrix } from '../kernels/api.js';
 import type { ModelConfig } from './config.js';
 import { dtypeBytes } from './tensor.js';
@@ -46,6 +47,11 @@ export function modelIdentity(name: string, k: Kernels, c: ModelConfig, w: Weigh
     numKvHeads: c.numKvHeads, headDim: c.headDim, vocabSize: c.vocabSize, ropeLayout: c.ropeLayout,
     weights: hash.digest('hex'),
   };
+}
+
+/** A model's name for messages: its file or folder name without the extension. */
+export function modelName(source: string): string {
+  return path.basename(source).replace(/\.(gguf|bin|safetensors)$/, '');
 }
 
 /** One line naming a model: "ref-6m (llama, 6 layers × 2 KV heads × 64, vocab 8192, weights 3f2a…)". */

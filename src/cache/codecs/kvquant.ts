@@ -1,6 +1,7 @@
-import { UsageError } from '../../errors.js';
+import { CalibrationError, UsageError } from '../../errors.js';
 import type { CodeBits } from '../../kernels/quant/pack.js';
 import type { CodecContext, CodecKind } from '../codec.js';
+import { readCalibration, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
 import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/store.js';
@@ -49,7 +50,7 @@ class KVQuantCodec extends QuantCodec {
   private readonly keyHi: Float32Array[][];
   private readonly keyWords: Uint32Array[][];
 
-  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: { outliers: number; qnorm: boolean; dt: Datatype; calibrate: number }) {
+  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: KVQuantOptions) {
     super(ctx, keys, values);
     const c = ctx.config;
     this.calibrated = new Array<boolean>(c.numLayers).fill(false);
@@ -58,11 +59,32 @@ class KVQuantCodec extends QuantCodec {
     this.keyLo = per(() => new Float32Array(c.headDim));
     this.keyHi = per(() => new Float32Array(c.headDim));
     this.keyWords = per(() => new Uint32Array(c.headDim));
+    if (o.offline) this.useCalibration(o.offline);
+  }
+
+  /** Offline thresholds (and, for nuq, each layer's datatypes) from a calibration file: nothing is staged. */
+  private useCalibration(offline: NonNullable<KVQuantOptions['offline']>): void {
+    const d = this.ctx.config.headDim;
+    const bits = this.o.dt.bits;
+    offline.layers.forEach((layer, l) => {
+      const keys = layer[offline.keyStream];
+      for (let h = 0; h < this.keyLo[l]!.length; h++) {
+        this.keyLo[l]![h]!.set(keys.lo!.subarray(h * d, (h + 1) * d));
+        this.keyHi[l]![h]!.set(keys.hi!.subarray(h * d, (h + 1) * d));
+        for (let i = 0; i < d; i++) this.keyWords[l]![h]![i] = rangeParams(this.o.dt, this.keyLo[l]![h]![i]!, this.keyHi[l]![h]![i]!).word;
+        this.keys.setChannelParams(l, h, 0, this.keyWords[l]![h]!);
+      }
+      if (offline.nuq) {
+        this.keys.setLevels(l, keys.luts[bits]!, this.o.qnorm ? keys.qnorm[bits] : undefined);
+        this.values.setLevels(l, layer.values.luts[bits]!, this.o.qnorm ? layer.values.qnorm[bits] : undefined);
+      }
+      this.calibrated[l] = true;
+    });
   }
 
   protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
     const sinks = this.keys.cfg.sinks;
-    if (from === 0) {
+    if (from === 0 && !this.o.offline) {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens
       this.calibrated[layer] = false;
       this.seen[layer] = 0;
@@ -199,6 +221,15 @@ class KVQuantCodec extends QuantCodec {
   }
 }
 
+interface KVQuantOptions {
+  outliers: number;
+  qnorm: boolean;
+  dt: Datatype;
+  calibrate: number;
+  /** From calib=FILE: its layers, which key statistics apply (before or after RoPE), and whether its datatypes are used. */
+  offline?: { layers: LayerCalibration[]; keyStream: 'keys' | 'rotatedKeys'; nuq: boolean };
+}
+
 /** Running moments of numbers and of their quantized values, for Q-Norm. */
 class Moments {
   private n = 0;
@@ -245,38 +276,61 @@ export const kvquant: CodecKind = {
     doc: 'KVQuant: per-channel pre-RoPE keys, per-token values, non-uniform datatype, dense-and-sparse outliers, f16 sinks',
     params: {
       bits: { type: { kind: 'enum', values: [2, 3, 4] }, default: 4, doc: 'bits per code' },
-      outliers: { type: { kind: 'number', min: 0, max: 0.5 }, default: 0.01, doc: 'fraction of each vector kept exactly as sparse outliers' },
+      outliers: {
+        type: { kind: 'number', min: 0, max: 0.5 }, optional: true,
+        doc: 'fraction of each vector kept exactly as sparse outliers (default 0.01, or what calib was made with)',
+      },
       sinks: { type: { kind: 'int', min: 0, max: 1024 }, default: 1, doc: 'first tokens kept in f16' },
       prerope: { type: { kind: 'bool' }, default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' },
-      datatype: { type: { kind: 'enum', values: ['nuq', 'nf', 'uniform'] }, default: 'nf', doc: 'code values: nf (NormalFloat), uniform, nuq (needs calib)' },
+      datatype: {
+        type: { kind: 'enum', values: ['nuq', 'nf', 'uniform'] }, optional: true,
+        doc: 'code values: nuq (the calibration file\'s k-means datatypes; default with calib), nf (NormalFloat; default without), uniform',
+      },
       qnorm: { type: { kind: 'bool' }, default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' },
       calibrate: {
         type: { kind: 'int', min: 1, max: 4096 }, default: 64,
-        doc: 'non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
+        doc: 'without calib: non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
       },
-      calib: { type: { kind: 'string' }, optional: true, doc: 'calibration file (not supported yet)' },
+      calib: { type: { kind: 'string' }, optional: true, doc: 'calibration file from kvpack calibrate: offline key thresholds and datatypes' },
     },
   },
   ropeOnRead: true,
   create: (p, ctx) => {
-    if (p.calib !== undefined) {
-      throw new UsageError(`kvquant(calib=${String(p.calib)}): calibration files are not supported yet; leave calib out to derive thresholds from the prompt`);
-    }
-    if (p.datatype === 'nuq') {
-      throw new UsageError('kvquant(datatype=nuq) needs a calibration file, which is not supported yet; use datatype=nf (default) or uniform');
-    }
     const c = ctx.config;
     const bits = p.bits as CodeBits;
-    const levels = p.datatype === 'uniform' ? uniformLut(bits) : normalFloat(bits);
+    const prerope = (p.prerope as boolean) || ctx.ropeOnRead;
+    const calib = p.calib === undefined ? undefined : openCalibration(p.calib as string, ctx, bits);
+    const datatype = (p.datatype as string | undefined) ?? (calib ? 'nuq' : 'nf');
+    const outliers = (p.outliers as number | undefined) ?? calib?.outliers ?? 0.01;
+    if (calib && outliers !== calib.outliers) {
+      throw new UsageError(`kvquant(calib=${String(p.calib)}): the file was calibrated with outliers=${calib.outliers}; use that (or leave outliers out) or calibrate again with --outliers ${outliers}`);
+    }
+    if (datatype === 'nuq' && !calib) {
+      throw new UsageError('kvquant(datatype=nuq) needs a calibration file: make one with kvpack calibrate and pass calib=FILE');
+    }
+    if (calib && datatype !== 'nuq' && p.qnorm) {
+      throw new UsageError(`kvquant(calib=…,datatype=${datatype},qnorm=true): the file's Q-Norm statistics are for its own datatypes; use datatype=nuq or leave calib out`);
+    }
+    // nuq: each layer's levels come from the file; uniform signposts stand in until then
+    const levels = datatype === 'nf' ? normalFloat(bits) : uniformLut(bits);
     const dt: Datatype = { bits, kind: 'unit', levels };
-    const outliers = p.outliers as number;
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
     const sinks = p.sinks as number;
-    const rope = (p.prerope as boolean) || ctx.ropeOnRead;
     const calibrate = p.calibrate as number;
-    const staging = calibrate + sinks;
-    const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope, staging }, ctx.capacity, levels);
+    const staging = calib ? 0 : calibrate + sinks;
+    const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope: prerope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm as boolean, dt, calibrate });
+    const offline = calib && { layers: calib.layers, keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm as boolean, dt, calibrate, offline });
   },
 };
+
+/** The calibration file, checked against the cache's model and the bit width. */
+function openCalibration(file: string, ctx: CodecContext, bits: number): Calibration {
+  if (!ctx.model) throw new UsageError(`kvquant(calib=${file}) needs to know the model it runs for`);
+  const calib = readCalibration(file, ctx.model());
+  if (!calib.bits.includes(bits)) {
+    throw new CalibrationError(file, `holds datatypes for ${calib.bits.join(', ')} bits, not ${bits}; calibrate again with --bits ${bits}`);
+  }
+  return calib;
+}

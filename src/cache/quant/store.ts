@@ -67,7 +67,8 @@ export function encodeValue(dt: Datatype, mids: Float64Array | undefined, x: num
 export class QuantStore {
   readonly rowBytes: number;
   readonly groups: number;
-  private readonly mids: Float64Array | undefined;
+  /** Per layer: the decision thresholds between the levels codes are assigned against ('unit'). */
+  private readonly mids: (Float64Array | undefined)[];
   private codes: number[] = [];
   private params: number[] = [];
   private outliers: number[] = [];
@@ -91,7 +92,7 @@ export class QuantStore {
     this.d = headDim;
     this.rowBytes = rowCodeBytes(headDim, cfg.dt.bits);
     this.groups = cfg.axis === 'token' && cfg.dt.bits !== 16 ? Math.ceil(headDim / cfg.group) : 0;
-    this.mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : undefined;
+    this.mids = new Array<Float64Array | undefined>(numLayers).fill(cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : undefined);
     const a = k.arena;
     for (let l = 0; l < numLayers; l++) {
       this.allocSlots(l, capacity);
@@ -103,8 +104,10 @@ export class QuantStore {
     this.qlen = new Array<number>(numLayers).fill(cfg.ringSize ? 0 : Infinity);
   }
 
-  get datatypeMids(): Float64Array | undefined {
-    return this.mids;
+  /** Layer l's own levels (kvquant's calibrated datatypes) and the LUT the kernel decodes with ('unit' only). */
+  setLevels(l: number, levels: readonly number[], decodeLut: readonly number[] = levels): void {
+    this.mids[l] = midpoints(levels);
+    this.setLut(l, decodeLut);
   }
 
   private paramsHeadBytes(capacity: number): number {
@@ -200,7 +203,7 @@ export class QuantStore {
       }
       const p = rangeParams(dt, lo, hi);
       words[g] = p.word;
-      for (let i = g * group; i < Math.min(d, (g + 1) * group); i++) codes[i] = encodeValue(dt, this.mids, row[i]!, p.s, p.z);
+      for (let i = g * group; i < Math.min(d, (g + 1) * group); i++) codes[i] = encodeValue(dt, this.mids[l], row[i]!, p.s, p.z);
     }
     this.writeCodes(l, h, slot, codes);
   }
@@ -219,7 +222,7 @@ export class QuantStore {
     const codes = new Uint8Array(this.d);
     for (let i = 0; i < this.d; i++) {
       const w = words[i]!;
-      codes[i] = encodeValue(this.cfg.dt, this.mids, row[i]!, f16ToF32(w & 0xffff), f16ToF32(w >>> 16));
+      codes[i] = encodeValue(this.cfg.dt, this.mids[l], row[i]!, f16ToF32(w & 0xffff), f16ToF32(w >>> 16));
     }
     this.writeCodes(l, h, slot, codes);
   }
