@@ -30,16 +30,21 @@ import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/sto
  *   is quantized when written. A first write of ≥ `calibrate` tokens (a chunk, a long prompt) is
  *   calibrated on directly, so decode mode and one-token prompts get the same statistics as chunks.
  *
- * Deviations from the paper (no calibration file exists yet, see the calibration issue):
- * - Key thresholds are not calibrated offline: they are the outliers/2 and 1 − outliers/2 percentiles
- *   of each channel over the calibration tokens above, and stay fixed for the rest of the sequence;
- *   later keys beyond them become outliers or are clamped.
- * - datatype=nf (default) uses NormalFloat signposts (lut.ts) instead of the sensitivity-weighted
- *   k-means 'nuq' datatype, which needs a calibration file; 'nuq' and calib= are refused until then.
+ * With calib=FILE (kvpack calibrate, src/calibrate/), as the paper does: key thresholds per channel are
+ *   the file's offline percentiles (before or after RoPE, as `prerope` says), fixed from the first token
+ *   (nothing is staged); datatype=nuq (the default then) assigns and decodes codes with each layer's
+ *   Fisher-weighted k-means signposts for keys and for values, qnorm=true decodes with their Q-Norm
+ *   version; `outliers` must be what the file was made with.
+ *
+ * Deviations from the paper:
+ * - Without a file, key thresholds are not calibrated offline: they are the outliers/2 and
+ *   1 − outliers/2 percentiles of each channel over the calibration tokens above, and stay fixed for
+ *   the rest of the sequence; later keys beyond them become outliers or are clamped; datatype=nf
+ *   (default then) uses NormalFloat signposts (lut.ts).
  * - Outliers are stored per slot in a fixed number of entries, ceil(outliers·headDim) per vector
  *   (the paper's CSR/CSC lists are variable-length); when more keys of a token exceed the thresholds,
  *   the largest excursions are kept and the rest clamp. Entries are 32 bits (f16 value, u16 index).
- * - Q-Norm statistics come from the same calibration tokens, not an offline calibration set.
+ * - Without a file, Q-Norm statistics come from the same calibration tokens, not an offline calibration set.
  */
 class KVQuantCodec extends QuantCodec {
   private readonly calibrated: boolean[];
