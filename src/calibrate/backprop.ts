@@ -1,5 +1,6 @@
 import type { Kernels } from '../kernels/api.js';
 import { ReferenceKernels } from '../kernels/reference.js';
+import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
 import type { LayerWeights, Weights } from '../model/weights.js';
 import { kernelLinear, scalarLinear, type LinearOps, type Vec } from './linear.js';
@@ -224,25 +225,8 @@ export class LlamaBackprop {
 
   /** RoPE at positions 0..T-1 in place; direction −1 applies the inverse (transposed) rotation. */
   private rotate(x: Vec, T: number, heads: number, direction: 1 | -1): void {
-    const { headDim: d, ropeTheta, ropeLayout } = this.c;
-    const half = d / 2;
-    const freq = Array.from({ length: half }, (_, i) => ropeTheta ** ((-2 * i) / d));
-    for (let t = 0; t < T; t++) {
-      for (let i = 0; i < half; i++) {
-        const angle = direction * t * freq[i]!;
-        const cos = Math.cos(angle);
-        const sin = Math.sin(angle);
-        for (let h = 0; h < heads; h++) {
-          const base = (t * heads + h) * d;
-          const a = ropeLayout === 'half' ? base + i : base + 2 * i;
-          const b = ropeLayout === 'half' ? base + i + half : base + 2 * i + 1;
-          const x0 = x[a]!;
-          const x1 = x[b]!;
-          x[a] = x0 * cos - x1 * sin;
-          x[b] = x0 * sin + x1 * cos;
-        }
-      }
-    }
+    const rope = ropeOf(this.c);
+    for (let t = 0; t < T; t++) for (let h = 0; h < heads; h++) rope.rotate(x, (t * heads + h) * this.c.headDim, direction * t);
   }
 
   /** Causal softmax attention with GQA (query head j reads KV head j / group). */

@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import type { Calibration, LayerCalibration, StreamCalibration } from '../cache/quant/calibfile.js';
 import { valueOutliers } from '../cache/quant/stats.js';
-import { rangeParams, type Datatype } from '../cache/quant/store.js';
+import type { Datatype } from '../cache/quant/store.js';
+import { rangeParams } from '../kernels/quant/quantize.js';
 import type { CodeBits } from '../kernels/quant/pack.js';
 import type { ModelIdentity } from '../model/identity.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { ChannelExtremes, Histogram } from './accumulate.js';
 import { LlamaBackprop } from './backprop.js';
 import { weightedKMeans } from './kmeans.js';
@@ -124,7 +125,7 @@ function joinHeads(heads: ChannelExtremes[]): { lo: Float32Array; hi: Float32Arr
 
 /** Keys within their channel's thresholds, normalised by the channel's scale and zero (token 0 left out). */
 function binKeys(hist: Histogram, x: Vec, grad: Vec, t: { lo: Float32Array; hi: Float32Array }, kvDim: number): void {
-  const params = Array.from(t.lo, (lo, i) => rangeParams(UNIT, lo, t.hi[i]!));
+  const params = Array.from(t.lo, (lo, i) => rangeParams(UNIT.kind, UNIT.bits, lo, t.hi[i]!));
   for (let j = kvDim; j < x.length; j++) {
     const i = j % kvDim;
     const p = params[i]!;
@@ -139,7 +140,7 @@ function binValues(hist: Histogram, x: Vec, grad: Vec, d: number, ocap: number):
     let lo = Infinity;
     let hi = -Infinity;
     for (const v of dense) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
-    const p = rangeParams(UNIT, lo, hi);
+    const p = rangeParams(UNIT.kind, UNIT.bits, lo, hi);
     if (!(p.s > 0)) continue;
     for (let i = 0; i < d; i++) if (!outliers.includes(i)) hist.add((dense[i]! - p.z) / p.s, grad[row * d + i]!);
   }

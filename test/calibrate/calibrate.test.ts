@@ -11,7 +11,7 @@ import { calibrate, type CalibrateOptions } from '../../src/calibrate/calibrate.
 import { calibrationSamples } from '../../src/calibrate/data.js';
 import { CalibrationError } from '../../src/errors.js';
 import { modelIdentity, type ModelIdentity } from '../../src/model/identity.js';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { seededRandom } from '../../src/util/random.js';
 import { REF6M, STORIES } from '../model/fixtures.js';
 

@@ -1,10 +1,12 @@
 import { CalibrationError, UsageError } from '../../errors.js';
-import type { CodeBits } from '../../kernels/quant/pack.js';
-import type { CodecContext, CodecKind } from '../codec.js';
+import { rangeParams } from '../../kernels/quant/quantize.js';
+import { bool, int, number, oneOf, text } from '../../util/schema.js';
+import { codecKind, type CodecContext } from '../codec.js';
 import { readCalibration, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
-import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/store.js';
+import { Moments, quantile, valueOutliers } from '../quant/stats.js';
+import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
 
 /**
  * kvquant(bits, outliers, sinks, prerope, datatype, qnorm, calibrate, calib): the KVQuant recipe (Hooper et al.,
@@ -70,13 +72,13 @@ class KVQuantCodec extends QuantCodec {
   /** Offline thresholds (and, for nuq, each layer's datatypes) from a calibration file: nothing is staged. */
   private useCalibration(offline: NonNullable<KVQuantOptions['offline']>): void {
     const d = this.ctx.config.headDim;
-    const bits = this.o.dt.bits;
+    const { bits, kind } = this.o.dt;
     offline.layers.forEach((layer, l) => {
       const keys = layer[offline.keyStream];
       for (let h = 0; h < this.keyLo[l]!.length; h++) {
         this.keyLo[l]![h]!.set(keys.lo!.subarray(h * d, (h + 1) * d));
         this.keyHi[l]![h]!.set(keys.hi!.subarray(h * d, (h + 1) * d));
-        for (let i = 0; i < d; i++) this.keyWords[l]![h]![i] = rangeParams(this.o.dt, this.keyLo[l]![h]![i]!, this.keyHi[l]![h]![i]!).word;
+        for (let i = 0; i < d; i++) this.keyWords[l]![h]![i] = rangeParams(kind, bits, this.keyLo[l]![h]![i]!, this.keyHi[l]![h]![i]!).word;
         this.keys.setChannelParams(l, h, 0, this.keyWords[l]![h]!);
       }
       if (offline.nuq) {
@@ -87,7 +89,9 @@ class KVQuantCodec extends QuantCodec {
     });
   }
 
-  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
+  protected writeRows(layer: number, from: number, n: number, keysPtr: number, valuesPtr: number, positions: Int32Array): void {
+    const keys = this.hostRows(keysPtr, n);
+    const values = this.hostRows(valuesPtr, n);
     const sinks = this.keys.cfg.sinks;
     if (from === 0 && !this.o.offline) {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens
@@ -107,43 +111,47 @@ class KVQuantCodec extends QuantCodec {
     }
     for (let h = 0; h < keys.length; h++) {
       for (let t = 0; t < positions.length; t++) {
-        const slot = from + t;
         this.keepSink(this.keys, layer, h, positions[t]!, keys[h]![t]!);
         this.keepSink(this.values, layer, h, positions[t]!, values[h]![t]!);
-        this.quantizeKey(layer, h, slot, keys[h]![t]!);
-        this.quantizeValue(layer, h, slot, values[h]![t]!);
       }
     }
+    this.quantizeSlots(layer, from, keys, values, keysPtr);
   }
 
-  private quantizeKey(l: number, h: number, slot: number, x: Float32Array): void {
+  /**
+   * Quantizes rows[h][t] into slots from + t: sparse outliers here, dense codes in the quantize kernel
+   * (keys against the per-channel words of setChannelParams). keysPtr: the key rows in kernel memory
+   * ([n × heads × headDim]) if they are there already.
+   */
+  private quantizeSlots(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], keysPtr?: number): void {
+    const heads = keys.length;
+    const n = keys[0]!.length;
+    if (n === 0) return;
+    for (let h = 0; h < heads; h++) for (let t = 0; t < n; t++) this.keyOutliers(l, h, from + t, keys[h]![t]!);
+    const kp = keysPtr ?? this.kernelRows(0, n, heads, (t, h) => keys[h]![t]!);
+    const vp = this.kernelRows(1, n, heads, (t, h) => this.valueDense(l, h, from + t, values[h]![t]!, true));
+    this.keys.quantizeRows(l, kp, n, from);
+    this.values.quantizeRows(l, vp, n, from);
+  }
+
+  /** A key's excursions beyond the channel thresholds, largest first, as sparse outliers. */
+  private keyOutliers(l: number, h: number, slot: number, x: Float32Array): void {
+    if (!this.keys.cfg.ocap) return;
     const lo = this.keyLo[l]![h]!;
     const hi = this.keyHi[l]![h]!;
-    if (this.keys.cfg.ocap) {
-      const exceed = new Float64Array(x.length);
-      for (let i = 0; i < x.length; i++) exceed[i] = x[i]! < lo[i]! ? lo[i]! - x[i]! : x[i]! > hi[i]! ? x[i]! - hi[i]! : 0;
-      const idx = topIndices(exceed, this.keys.cfg.ocap);
-      this.keys.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
-    }
-    this.keys.quantizeChannelRow(l, h, slot, x, this.keyWords[l]![h]!);
+    const exceed = new Float64Array(x.length);
+    for (let i = 0; i < x.length; i++) exceed[i] = x[i]! < lo[i]! ? lo[i]! - x[i]! : x[i]! > hi[i]! ? x[i]! - hi[i]! : 0;
+    const idx = topIndices(exceed, this.keys.cfg.ocap);
+    this.keys.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
   }
 
   /** The row with its outliers replaced by the median (dense part), and those outliers stored sparsely. */
   private valueDense(l: number, h: number, slot: number, x: Float32Array, store: boolean): Float32Array {
-    const ocap = this.values.cfg.ocap;
-    if (!ocap) return x;
-    const m = median(x);
-    const dev = Float64Array.from(x, (v) => Math.abs(v - m));
-    const idx = topIndices(dev, ocap);
-    if (store) this.values.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
-    const y = x.slice();
-    for (const i of idx) y[i] = m;
-    return y;
+    const { dense, outliers } = valueOutliers(x, this.values.cfg.ocap);
+    if (store && this.values.cfg.ocap) this.values.writeOutliers(l, h, slot, outliers, outliers.map((i) => x[i]!));
+    return dense;
   }
 
-  private quantizeValue(l: number, h: number, slot: number, x: Float32Array): void {
-    this.values.quantizeTokenRow(l, h, slot, this.valueDense(l, h, slot, x, true));
-  }
 
   /** Keeps rows as f16 staging rows of their slots (and sink rows), not quantized yet. */
   private stage(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
@@ -176,12 +184,7 @@ class KVQuantCodec extends QuantCodec {
       ...rows[h]!.filter((_, t) => positions[t]! >= sinks),
     ];
     this.calibrate(l, keys.map((_, h) => sample(h, keys, oldKeys)), values.map((_, h) => sample(h, values, oldValues)));
-    for (let h = 0; h < keys.length; h++) {
-      for (let s = 0; s < staged; s++) {
-        this.quantizeKey(l, h, s, oldKeys[h]![s]!);
-        this.quantizeValue(l, h, s, oldValues[h]![s]!);
-      }
-    }
+    this.quantizeSlots(l, 0, oldKeys, oldValues);
     this.keys.endStaging(l);
     this.values.endStaging(l);
   }
@@ -199,7 +202,7 @@ class KVQuantCodec extends QuantCodec {
         const xs = Float64Array.from(keys[h]!, (row) => row[i]!).sort();
         const lo = quantile(xs, q);
         const hi = quantile(xs, 1 - q);
-        const p = rangeParams(dt, lo, hi);
+        const p = rangeParams(dt.kind, dt.bits, lo, hi);
         this.keyLo[l]![h]![i] = lo;
         this.keyHi[l]![h]![i] = hi;
         this.keyWords[l]![h]![i] = p.word;
@@ -216,7 +219,7 @@ class KVQuantCodec extends QuantCodec {
           let lo = Infinity;
           let hi = -Infinity;
           for (const v of y) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
-          const p = rangeParams(dt, lo, hi);
+          const p = rangeParams(dt.kind, dt.bits, lo, hi);
           if (p.s > 0) for (const v of y) vs.add((v - p.z) / p.s, dt.levels[nearest(mids, (v - p.z) / p.s)]!);
         }
       }
@@ -235,80 +238,37 @@ interface KVQuantOptions {
   offline?: { layers: LayerCalibration[]; keyStream: 'keys' | 'rotatedKeys'; nuq: boolean };
 }
 
-/** Running moments of numbers and of their quantized values, for Q-Norm. */
-class Moments {
-  private n = 0;
-  private sx = 0;
-  private sxx = 0;
-  private sq = 0;
-  private sqq = 0;
-
-  add(x: number, q: number): void {
-    this.n++;
-    this.sx += x;
-    this.sxx += x * x;
-    this.sq += q;
-    this.sqq += q * q;
-  }
-
-  /** Signposts shifted and scaled so the dequantized numbers get the numbers' mean and deviation. */
-  normalise(levels: readonly number[]): number[] {
-    if (this.n < 2) return [...levels];
-    const mx = this.sx / this.n;
-    const mq = this.sq / this.n;
-    const sx = Math.sqrt(Math.max(0, this.sxx / this.n - mx * mx));
-    const sq = Math.sqrt(Math.max(0, this.sqq / this.n - mq * mq));
-    if (!(sq > 0) || !(sx > 0)) return [...levels];
-    return levels.map((l) => Math.fround(mx + ((l - mq) * sx) / sq));
-  }
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  const pos = q * (sorted.length - 1);
-  const i = Math.floor(pos);
-  const f = pos - i;
-  return i + 1 < sorted.length ? sorted[i]! * (1 - f) + sorted[i + 1]! * f : sorted[i]!;
-}
-
-function median(x: Float32Array): number {
-  const s = Float64Array.from(x).sort();
-  return quantile(s, 0.5);
-}
-
-export const kvquant: CodecKind = {
+export const kvquant = codecKind({
   schema: {
     name: 'kvquant',
     doc: 'KVQuant: per-channel pre-RoPE keys, per-token values, non-uniform datatype, dense-and-sparse outliers, f16 sinks',
     params: {
-      bits: { type: { kind: 'enum', values: [2, 3, 4] }, default: 4, doc: 'bits per code' },
-      outliers: {
-        type: { kind: 'number', min: 0, max: 0.5 }, optional: true,
-        doc: 'fraction of each vector kept exactly as sparse outliers (default 0.01, or what calib was made with)',
-      },
-      sinks: { type: { kind: 'int', min: 0, max: 1024 }, default: 1, doc: 'first tokens kept in f16' },
-      prerope: { type: { kind: 'bool' }, default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' },
-      datatype: {
-        type: { kind: 'enum', values: ['nuq', 'nf', 'uniform'] }, optional: true,
+      bits: oneOf([2, 3, 4], { default: 4, doc: 'bits per code' }),
+      outliers: number({ min: 0, max: 0.5, optional: true, doc: 'fraction of each vector kept exactly as sparse outliers (default 0.01, or what calib was made with)' }),
+      sinks: int({ min: 0, max: 1024, default: 1, doc: 'first tokens kept in f16' }),
+      prerope: bool({ default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' }),
+      datatype: oneOf(['nuq', 'nf', 'uniform'], {
+        optional: true,
         doc: 'code values: nuq (the calibration file\'s k-means datatypes; default with calib), nf (NormalFloat; default without), uniform',
-      },
-      qnorm: { type: { kind: 'bool' }, default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' },
-      calibrate: {
-        type: { kind: 'int', min: 1, max: 4096 }, default: 64,
+      }),
+      qnorm: bool({ default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' }),
+      calibrate: int({
+        min: 1, max: 4096, default: 64,
         doc: 'without calib: non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
-      },
-      calib: { type: { kind: 'string' }, optional: true, doc: 'calibration file from kvpack calibrate: offline key thresholds and datatypes' },
+      }),
+      calib: text({ optional: true, doc: 'calibration file from kvpack calibrate: offline key thresholds and datatypes' }),
     },
   },
   ropeOnRead: true,
   create: (p, ctx) => {
     const c = ctx.config;
-    const bits = p.bits as CodeBits;
-    const prerope = (p.prerope as boolean) || ctx.ropeOnRead;
-    const calib = p.calib === undefined ? undefined : openCalibration(p.calib as string, ctx, bits);
-    const datatype = (p.datatype as string | undefined) ?? (calib ? 'nuq' : 'nf');
-    const outliers = (p.outliers as number | undefined) ?? calib?.outliers ?? 0.01;
+    const bits = p.bits;
+    const prerope = p.prerope || ctx.ropeOnRead;
+    const calib = p.calib === undefined ? undefined : openCalibration(p.calib, ctx, bits);
+    const datatype = p.datatype ?? (calib ? 'nuq' : 'nf');
+    const outliers = p.outliers ?? calib?.outliers ?? 0.01;
     if (calib && outliers !== calib.outliers) {
-      throw new UsageError(`kvquant(calib=${String(p.calib)}): the file was calibrated with outliers=${calib.outliers}; use that (or leave outliers out) or calibrate again with --outliers ${outliers}`);
+      throw new UsageError(`kvquant(calib=${p.calib}): the file was calibrated with outliers=${calib.outliers}; use that (or leave outliers out) or calibrate again with --outliers ${outliers}`);
     }
     if (datatype === 'nuq' && !calib) {
       throw new UsageError('kvquant(datatype=nuq) needs a calibration file: make one with kvpack calibrate and pass calib=FILE');
@@ -320,15 +280,15 @@ export const kvquant: CodecKind = {
     const levels = datatype === 'nf' ? normalFloat(bits) : uniformLut(bits);
     const dt: Datatype = { bits, kind: 'unit', levels };
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
-    const sinks = p.sinks as number;
-    const calibrate = p.calibrate as number;
+    const sinks = p.sinks;
+    const calibrate = p.calibrate;
     const staging = calib ? 0 : calibrate + sinks;
     const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope: prerope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
     const offline = calib && { layers: calib.layers, keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm as boolean, dt, calibrate, offline });
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline });
   },
-};
+});
 
 /** The calibration file, checked against the cache's model and the bit width. */
 function openCalibration(file: string, ctx: CodecContext, bits: number): Calibration {

@@ -5,12 +5,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { writeCalibration, type Calibration, type StreamCalibration } from '../../../src/cache/quant/calibfile.js';
-import { rangeParams } from '../../../src/cache/quant/store.js';
+import { rangeParams } from '../../../src/kernels/quant/quantize.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
 import { CalibrationError, UsageError } from '../../../src/errors.js';
 import type { Kernels } from '../../../src/kernels/api.js';
 import { createKernels } from '../../../src/kernels/index.js';
+import { ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig } from '../../../src/model/config.js';
 import type { ModelIdentity } from '../../../src/model/identity.js';
 import { put, randomF32, rng } from '../../kernels/util.js';
@@ -43,7 +44,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 function makeCodec(k: Kernels, spec: string, model: ModelIdentity = identity): Codec {
   const part = parseSpec(spec.replace('FILE', JSON.stringify(file))).codec;
   const kind = CODECS.get(part.name)!;
-  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity: 32, ropeOnRead: false, model: () => model });
+  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity: 32, rope: ropeOf(c), ropeOnRead: false, model: () => model });
 }
 
 /** Writes n random tokens to layer 1 at positions 0.. and returns the codec. */
@@ -71,7 +72,7 @@ describe('kvquant(calib=FILE)', () => {
       for (let h = 0; h < c.numKvHeads; h++) {
         const row = codec.readRow(1, h, t, 'key');
         for (let i = 0; i < c.headDim; i++) {
-          const p = rangeParams({ bits: 2, kind: 'unit', levels: [] }, keys.lo![h * c.headDim + i]!, keys.hi![h * c.headDim + i]!);
+          const p = rangeParams('unit', 2, keys.lo![h * c.headDim + i]!, keys.hi![h * c.headDim + i]!);
           expect(onGrid((row[i]! - p.z) / p.s, LUTS[2]!), `token ${t} head ${h} channel ${i}`).toBe(true);
         }
       }
