@@ -4,6 +4,7 @@ const LAYERS = [
   ['src/cli/', 'src/index.ts'],
   ['src/bench/'],
   ['src/dev/'],
+  ['src/calibrate/'],
   ['src/eval/'],
   ['src/model.ts'],
   ['src/session.ts'],

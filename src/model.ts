@@ -7,7 +7,8 @@ import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
-import { modelIdentity, modelName, type ModelIdentity } from './model/identity.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
+import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint } from './model/load.js';
 import { uploadWeights, type Weights } from './model/weights.js';
 

@@ -8,7 +8,7 @@ import type { ModelConfig } from './model/config.js';
 import type { Weights } from './model/weights.js';
 import { logSoftmax, Sampler } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
-import type { ModelIdentity } from './model/identity.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */

@@ -4,22 +4,7 @@ import type { Kernels, Matrix } from '../kernels/api.js';
 import type { ModelConfig } from './config.js';
 import { dtypeBytes } from './tensor.js';
 import type { Weights } from './weights.js';
-
-/** What a calibration (or any per-model artefact) belongs to: the architecture, the shape and the weights. */
-export interface ModelIdentity {
-  /** For messages: the model's file or folder name. */
-  name: string;
-  architecture: string;
-  numLayers: number;
-  hiddenSize: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
-  ropeLayout: string;
-  /** sha256 of the bytes of every weight as uploaded (the dtype and the row order count: a GGUF's permuted Q/K rows differ). */
-  weights: string;
-}
+import type { ModelIdentity } from '../cache/quant/calibfile.js';
 
 /**
  * The identity of a loaded model. Unlike the eval store's file fingerprint (src/eval/fingerprint.ts)
@@ -52,9 +37,4 @@ export function modelIdentity(name: string, k: Kernels, c: ModelConfig, w: Weigh
 /** A model's name for messages: its file or folder name without the extension. */
 export function modelName(source: string): string {
   return path.basename(source).replace(/\.(gguf|bin|safetensors)$/, '');
-}
-
-/** One line naming a model: "ref-6m (llama, 6 layers × 2 KV heads × 64, vocab 8192, weights 3f2a…)". */
-export function describeIdentity(m: ModelIdentity): string {
-  return `${m.name} (${m.architecture}, ${m.numLayers} layers × ${m.numKvHeads} KV heads × ${m.headDim}, hidden ${m.hiddenSize}, vocab ${m.vocabSize}, weights ${m.weights.slice(0, 12)}…)`;
 }
