@@ -5,6 +5,7 @@ const LAYERS = [
   ['src/bench/'],
   ['src/trace/'],
   ['src/dev/'],
+  ['src/calibrate/'],
   ['src/eval/'],
   ['src/model.ts'],
   ['src/session.ts'],

@@ -39,3 +39,11 @@ export class LimitError extends KvpackError {
 export class DownloadError extends KvpackError {
   override readonly name = 'DownloadError';
 }
+
+/** A calibration file that cannot be read, or that belongs to another model. */
+export class CalibrationError extends KvpackError {
+  override readonly name = 'CalibrationError';
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { KvpackError } from '../errors.js';
+import { calibrateCommand } from './calibrate.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
   trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
   view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
+  calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
 };
 
 function usage(): string {
