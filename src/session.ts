@@ -3,8 +3,8 @@ import { parseSpec } from './cache/registry.js';
 import { LimitError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
 import type { Model } from './model/model.js';
-import { logSoftmax, Sampler } from './sample.js';
-import { TextStream } from './tokenizer/stream.js';
+import { Generation } from './generation.js';
+import { logSoftmax } from './sample.js';
 
 export interface SessionOptions {
   /** Cache spec, e.g. 'full', 'h2o(budget=0.2)' or 'window(sinks=4,recent=252)+fp16'. */
@@ -64,13 +64,25 @@ export class Session {
    * The cache compresses once the tokens are in: a prompt is compressed as a whole.
    */
   feed(ids: readonly number[]): Float32Array {
+    const steps = this.prefill(ids);
+    for (;;) {
+      const step = steps.next();
+      if (step.done) return step.value;
+    }
+  }
+
+  /**
+   * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
+   * between chunks; returns the logits after the last token when done.
+   */
+  *prefill(ids: readonly number[]): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length);
     this.cache.setReference(ids.length);
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += this.chunkSize) {
-      const chunk = ids.slice(i, i + this.chunkSize);
-      logits = this.run(chunk, false);
+      if (i > 0) yield;
+      logits = this.run(ids.slice(i, i + this.chunkSize), false);
     }
     this.cache.compress();
     return logits!;
@@ -91,37 +103,26 @@ export class Session {
     }
     const maxTokens = options.maxTokens ?? 256;
     this.checkRoom(ids.length + maxTokens);
-    const sampler = new Sampler(this.model.config.vocabSize, {
+    const generation = new Generation(tok, this.model.config.vocabSize, ids, {
+      maxTokens,
       temperature: options.temperature ?? 0.8,
       topP: options.topP ?? 1,
       seed: options.seed ?? 0,
+      stop: options.stop ?? [],
     });
-    const stops = options.stop ?? [];
-    const stream = new TextStream(tok, ids.slice(-1));
     let logits = this.feed(ids);
-    let pending = ''; // text held back while it could still become a stop string
-    for (let produced = 0; produced < maxTokens; produced++) {
-      if (options.signal?.aborted) break;
-      const next = sampler.sample(logits);
-      if (tok.eos.includes(next)) break;
-      pending += stream.push(next);
-      const hit = firstStop(pending, stops);
-      if (hit >= 0) {
-        if (hit > 0) yield pending.slice(0, hit);
+    for (;;) {
+      if (options.signal?.aborted) {
+        const rest = generation.end();
+        if (rest) yield rest;
         return;
       }
-      const safe = pending.length - longestStopPrefix(pending, stops);
-      if (safe > 0) {
-        yield pending.slice(0, safe);
-        pending = pending.slice(safe);
-      }
-      logits = this.feed([next]); // the last one too, so the history and the cache stay in step
+      const step = generation.step(logits);
+      if (step.text) yield step.text;
+      if (step.token !== undefined) logits = this.feed([step.token]); // the last one too, so the history and the cache stay in step
+      if (step.finish) return;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    pending += stream.flush();
-    const hit = firstStop(pending, stops);
-    const rest = hit >= 0 ? pending.slice(0, hit) : pending;
-    if (rest) yield rest;
   }
 
   /**
@@ -187,27 +188,4 @@ export class Session {
       );
     }
   }
-}
-
-function firstStop(text: string, stops: string[]): number {
-  let best = -1;
-  for (const s of stops) {
-    const i = s ? text.indexOf(s) : -1;
-    if (i >= 0 && (best < 0 || i < best)) best = i;
-  }
-  return best;
-}
-
-/** Length of the longest suffix of text that is a proper prefix of some stop string. */
-function longestStopPrefix(text: string, stops: string[]): number {
-  let best = 0;
-  for (const s of stops) {
-    for (let len = Math.min(s.length - 1, text.length); len > best; len--) {
-      if (text.endsWith(s.slice(0, len))) {
-        best = len;
-        break;
-      }
-    }
-  }
-  return best;
 }
