@@ -4,7 +4,7 @@ import { Generation, type FinishReason, type GenerationLimits } from '../generat
 import { kvBytesPerToken } from '../model/config.js';
 import type { Model } from '../model/model.js';
 import type { Session } from '../session.js';
-import { peakBytes } from './memory.js';
+import { peakBytes, policyBytesPerSlot } from './memory.js';
 
 export interface EngineOptions {
   /** Cache spec for requests that do not name one. */
@@ -173,26 +173,11 @@ export class Engine {
   private canonicalSpec(text: string): string {
     try {
       const spec = printSpec(parseSpec(text));
-      if (!this.policySlotBytes.has(spec)) this.policySlotBytes.set(spec, this.measurePolicySlotBytes(spec));
+      if (!this.policySlotBytes.has(spec)) this.policySlotBytes.set(spec, policyBytesPerSlot(this.model, spec));
       return spec;
     } catch (e) {
       if (!(e instanceof UsageError)) throw e;
       throw new RequestError(`kv_cache "${text}": ${e.message}`, 400, 'invalid_kv_cache', 'kv_cache');
-    }
-  }
-
-  /**
-   * Builds the cache once (so a spec whose parts do not fit together is refused at submit) and
-   * measures its policy's state per slot on two tokens.
-   */
-  private measurePolicySlotBytes(spec: string): number {
-    const session = this.model.session({ cache: spec, chunkSize: 2 });
-    try {
-      session.feed([0, 0]);
-      const slots = session.cache.layerLengths().reduce((a, b) => a + b, 0) * this.model.config.numKvHeads;
-      return session.cache.policy.bytes() / slots;
-    } finally {
-      session.dispose();
     }
   }
 
