@@ -59,8 +59,9 @@ export async function serveCommand(argv: string[]): Promise<void> {
     process.once('SIGINT', stop);
   });
   process.stderr.write('kvpack serve: shutting down\n');
-  // the listener closes at once; requests already taken finish (or are cancelled after the grace period)
-  await Promise.all([app.close(), engine.drain(SHUTDOWN_GRACE_MS)]);
+  // new requests get 503 while the ones already taken finish (or are cancelled after the grace period)
+  await engine.drain(SHUTDOWN_GRACE_MS);
+  await app.close();
   await model.close();
 }
 

@@ -43,6 +43,8 @@ export function createApp(options: AppOptions): FastifyInstance {
   const metrics = serverMetrics(engine, options.maxKvBytes);
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    // close() ends every connection: callers drain the engine first (see Engine.drain)
+    forceCloseConnections: true,
     // reject wrong types instead of coercing them ("5" is not an integer)
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });

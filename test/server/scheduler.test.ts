@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { STORIES_BIN } from '../engine/helpers.js';
+import { startServer, streamCompletion, type TestServer } from './helpers.js';
+
+const PROMPTS = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park', 'One day, a big bird', 'Tom had a red ball'];
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+/** Samples the engine between its steps until `done` settles; returns the samples. */
+async function watch<T>(s: TestServer, done: Promise<T>) {
+  const samples: ReturnType<TestServer['engine']['stats']>[] = [];
+  let finished = false;
+  void done.finally(() => (finished = true)).catch(() => {});
+  while (!finished) {
+    samples.push(s.engine.stats());
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return { result: await done, samples };
+}
+
+describe('kvpack serve: many requests in one KV budget', () => {
+  it('gives concurrent greedy requests exactly the text each gets alone', async () => {
+    server = await startServer(STORIES_BIN, { parallel: 8, chunkSize: 4 });
+    const body = (prompt: string, i: number) => ({ model: 'stories260K', prompt, max_tokens: 40 + 7 * i, temperature: 0, kv_cache: i % 2 ? 'h2o(budget=8)+fp16' : undefined });
+    const alone: string[] = [];
+    for (const [i, p] of PROMPTS.entries()) alone.push((await server.client.completions.create(body(p, i) as never)).choices[0]!.text);
+    const { result, samples } = await watch(server, Promise.all(PROMPTS.map((p, i) => streamCompletion(server!.client, body(p, i) as never))));
+    expect(result.map((r) => r.text)).toEqual(alone);
+    expect(Math.max(...samples.map((s) => s.sessions))).toBeGreaterThan(1); // they really ran together
+  });
+
+  it('never lets the sessions hold more than --max-kv-bytes, and queues the rest', async () => {
+    // full f32 on stories260K: 1,360 bytes per token; each request may reach ~60 tokens (82 KB): two fit
+    const maxKvBytes = 180_000;
+    server = await startServer(STORIES_BIN, { parallel: 8, maxKvBytes, cache: 'full' });
+    const requests = PROMPTS.map((prompt) => server!.client.completions.create({ model: 'stories260K', prompt, max_tokens: 50, temperature: 0 }));
+    const { result, samples } = await watch(server, Promise.all(requests));
+    expect(result.every((r) => r.usage!.completion_tokens > 0)).toBe(true);
+    for (const s of samples) {
+      expect(s.kvBytes).toBeLessThanOrEqual(maxKvBytes);
+      expect(s.kvBytesReserved).toBeLessThanOrEqual(maxKvBytes);
+    }
+    expect(Math.max(...samples.map((s) => s.sessions))).toBe(2);
+    expect(Math.max(...samples.map((s) => s.queued))).toBeGreaterThan(0);
+    const peaks = result.map((r) => (r as unknown as { kv_cache: { peak_bytes: number } }).kv_cache.peak_bytes);
+    expect(Math.max(...peaks) * 2).toBeLessThanOrEqual(maxKvBytes);
+    expect(server.engine.stats()).toMatchObject({ sessions: 0, queued: 0, kvBytes: 0 });
+  });
+
+  it('answers 429 once the queue is full', async () => {
+    server = await startServer(STORIES_BIN, { parallel: 1, queue: 1 });
+    const controller = new AbortController();
+    const long = { model: 'stories260K', max_tokens: 400, temperature: 0 };
+    const first = server.client.completions.create({ ...long, prompt: 'Once', stream: true }, { signal: controller.signal });
+    const running = await first;
+    const iterator = running[Symbol.asyncIterator]();
+    await iterator.next(); // the first is running
+    const second = server.client.completions.create({ ...long, prompt: 'Twice' }, { signal: controller.signal }).catch((e: Error) => e);
+    while (server.engine.stats().queued < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+    await expect(server.client.completions.create({ ...long, prompt: 'Thrice' })).rejects.toMatchObject({ status: 429, code: 'queue_full' });
+    controller.abort();
+    await second;
+  });
+
+  it('frees a session as soon as its client goes away', async () => {
+    server = await startServer(STORIES_BIN);
+    const controller = new AbortController();
+    const stream = await server.client.completions.create(
+      { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 450, temperature: 0, stream: true },
+      { signal: controller.signal },
+    );
+    for await (const _ of stream) {
+      if (server.engine.stats().kvBytes > 0) break;
+    }
+    expect(server.engine.stats().sessions).toBe(1);
+    controller.abort();
+    const start = performance.now();
+    while (server.engine.stats().sessions > 0) await new Promise((resolve) => setTimeout(resolve, 2));
+    expect(performance.now() - start).toBeLessThan(1000);
+    expect(server.engine.stats()).toMatchObject({ sessions: 0, kvBytes: 0, kvBytesReserved: 0 });
+    expect(server.engine.stats().generatedTokens).toBeLessThan(450); // cancelled, not run to the end
+  });
+});
+
+describe('kvpack serve as a process', () => {
+  it('on SIGTERM refuses new requests, finishes the running stream and exits 0', async () => {
+    const cli = path.resolve('dist/cli/main.js');
+    const child = spawn(process.execPath, [cli, 'serve', '--model', STORIES_BIN, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        const m = / on (http:\/\/\S+) /.exec(stderr);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', () => reject(new Error(`server exited: ${stderr}`)));
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const response = await fetch(`${url}/v1/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 400, temperature: 0, stream: true }),
+    });
+    const reader = response.body!.getReader();
+    await reader.read(); // streaming has begun
+    child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const refused = await fetch(`${url}/v1/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'stories260K', prompt: 'Hello', max_tokens: 5 }),
+    });
+    expect(refused.status).toBe(503);
+    let text = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString();
+    }
+    expect(text).toContain('"finish_reason":"length"');
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    expect(await exited).toBe(0);
+    await expect(fetch(`${url}/health`)).rejects.toThrow();
+  });
+});
