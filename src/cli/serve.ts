@@ -6,7 +6,7 @@ import { intOption, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack serve [--model M] [--host 127.0.0.1] [--port 8080] [--cache SPEC] [--max-kv-bytes N]
-                    [--parallel K] [--queue Q] [--api-key KEY] [--threads T]
+                    [--parallel K] [--queue Q] [--api-key KEY] [--prefill-chunk N] [--threads T]
 
 An OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions; GET /v1/models,
 /health, /metrics) where each request may choose its KV cache ("kv_cache": SPEC) and all sessions
@@ -20,6 +20,7 @@ share one KV byte budget.
   --queue Q          requests that may wait for a session; more get 429 (default 64)
   --api-key KEY      require "Authorization: Bearer KEY" on /v1/* (default: KVPACK_API_KEY, else none)
   --max-body N       largest request body in bytes (default 1M)
+  --prefill-chunk N  prompt tokens prefilled per step between the others' decode steps (default 32)
 SIGTERM or SIGINT: stop accepting, let running requests finish (30 s at most), exit 0.
 `;
 
@@ -36,6 +37,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     queue: { type: 'string' },
     'api-key': { type: 'string' },
     'max-body': { type: 'string' },
+    'prefill-chunk': { type: 'string' },
   });
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length > 0) throw new UsageError(`serve takes no positional arguments, got "${positionals[0]}"`);
@@ -45,9 +47,10 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const port = intOption('port', values.port, 8080, 0);
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   const bodyLimit = byteOption('max-body', values['max-body'], 2 ** 20);
+  const chunkSize = intOption('prefill-chunk', values['prefill-chunk'], 32, 1);
 
   const model = await loadModelFromOptions(values);
-  const engine = new Engine(model, { cache: values.cache ?? 'full+fp16', maxKvBytes, parallel, queue });
+  const engine = new Engine(model, { cache: values.cache ?? 'full+fp16', maxKvBytes, parallel, queue, chunkSize });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
   const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey: values['api-key'] ?? process.env.KVPACK_API_KEY, bodyLimit });
   const address = await app.listen({ host: values.host ?? '127.0.0.1', port });

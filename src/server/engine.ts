@@ -15,7 +15,7 @@ export interface EngineOptions {
   parallel: number;
   /** Requests waiting for a session; past this they are refused (429). */
   queue: number;
-  /** Prompt tokens per prefill step (other sessions decode between steps). */
+  /** Prompt tokens per prefill step (default 32): the others' streams wait for one such chunk at most. */
   chunkSize?: number;
 }
 
@@ -80,8 +80,8 @@ interface Job {
 /**
  * Runs many generations on one model within one KV byte budget. A request is admitted when a
  * session slot is free and its cache's worst case fits beside the others' reservations; until then
- * it waits in a bounded queue. Each step advances one prefill by a chunk and every other session by
- * one token, so a long prompt never stalls the streams already running.
+ * it waits in a bounded queue. Each step advances the one prefill by a chunk and every other session
+ * by one token, so a long prompt never stalls the streams already running.
  */
 export class Engine {
   private readonly queue: Job[] = [];
@@ -218,21 +218,23 @@ export class Engine {
     this.wake();
   }
 
-  /** Starts waiting requests in order while a session slot is free and their reservation fits. */
+  /**
+   * Starts the next waiting request when a session slot is free, no other prompt is being prefilled
+   * and its reservation fits. Prefills run one at a time anyway, so only one session at a time
+   * reserves for a whole uncompressed prompt; the others reserve what their compressed cache may reach.
+   */
   private admit(): void {
-    while (this.queue.length > 0 && this.active.length < this.options.parallel) {
-      const job = this.queue[0]!;
-      const reserved = this.active.reduce((sum, j) => sum + j.reserved, 0);
-      if (reserved + job.reserved > this.options.maxKvBytes) return;
-      this.queue.shift();
-      job.session = this.model.session({ cache: job.spec, chunkSize: this.options.chunkSize });
-      job.prefill = job.session.prefill(job.request.prompt);
-      const c = this.model.config;
-      job.generation = new Generation(this.model.tokenizer, c.vocabSize, job.request.prompt, job.request);
-      this.active.push(job);
-      this.totals.admitted++;
-      this.totals.promptTokens += job.request.prompt.length;
-    }
+    if (this.queue.length === 0 || this.active.length >= this.options.parallel || this.active.some((j) => j.prefill)) return;
+    const job = this.queue[0]!;
+    const reserved = this.active.reduce((sum, j) => sum + j.reserved, 0);
+    if (reserved + job.reserved > this.options.maxKvBytes) return;
+    this.queue.shift();
+    job.session = this.model.session({ cache: job.spec, chunkSize: this.options.chunkSize ?? 32 });
+    job.prefill = job.session.prefill(job.request.prompt);
+    job.generation = new Generation(this.model.tokenizer, this.model.config.vocabSize, job.request.prompt, job.request);
+    this.active.push(job);
+    this.totals.admitted++;
+    this.totals.promptTokens += job.request.prompt.length;
   }
 
   private prefillStep(job: Job): void {
