@@ -229,12 +229,14 @@ export class Engine {
     const reserved = this.active.reduce((sum, j) => sum + j.reserved, 0);
     if (reserved + job.reserved > this.options.maxKvBytes) return;
     this.queue.shift();
-    job.session = this.model.session({ cache: job.spec, chunkSize: this.options.chunkSize ?? 32 });
-    job.prefill = job.session.prefill(job.request.prompt);
-    job.generation = new Generation(this.model.tokenizer, this.model.config.vocabSize, job.request.prompt, job.request);
     this.active.push(job);
     this.totals.admitted++;
     this.totals.promptTokens += job.request.prompt.length;
+    this.guarded(job, () => {
+      job.session = this.model.session({ cache: job.spec, chunkSize: this.options.chunkSize ?? 32 });
+      job.prefill = job.session.prefill(job.request.prompt);
+      job.generation = new Generation(this.model.tokenizer, this.model.config.vocabSize, job.request.prompt, job.request);
+    });
   }
 
   private prefillStep(job: Job): void {
