@@ -1,7 +1,7 @@
 import { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { LimitError, UsageError } from './errors.js';
-import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
+import { allocScratch, forward, forwardBatch, freeScratch, type Scratch } from './model/forward.js';
 import type { Model } from './model/model.js';
 import { Generation } from './generation.js';
 import { logSoftmax } from './sample.js';
@@ -166,11 +166,36 @@ export class Session {
     freeScratch(this.model.kernels, this.scratch);
   }
 
-  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+  /**
+   * Feeds one token to each session in one forward pass (the weights are read once for all of them)
+   * and returns their next-token logits, [sessions × vocab] in order: a view into `scratch` (rows for
+   * at least sessions.length tokens), valid until its next use. Each cache compresses after its token.
+   */
+  static feedEach(sessions: readonly Session[], tokens: readonly number[], scratch: Scratch): Float32Array {
+    const model = sessions[0]!.model;
+    for (const [i, session] of sessions.entries()) {
+      if (session.model !== model) throw new UsageError('feedEach: the sessions run different models');
+      session.checkRoom(1);
+      session.checkIds([tokens[i]!]);
+    }
+    const batch = sessions.map((session, i) => ({ cache: session.cache, ids: [tokens[i]!], positions: [session.tokens.length], allLogits: false }));
+    const logits = forwardBatch(model.kernels, model.config, model.weights, scratch, batch);
+    for (const [i, session] of sessions.entries()) {
+      session.tokens.push(tokens[i]!);
+      session.cache.compress();
+    }
+    return logits;
+  }
+
+  private checkIds(ids: readonly number[]): void {
     const vocab = this.model.config.vocabSize;
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
     }
+  }
+
+  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+    this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
     const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);

@@ -3,7 +3,8 @@ import { BusyError, CancelledError, LimitError, RequestError, UsageError } from 
 import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
 import { kvBytesPerToken } from '../model/config.js';
 import type { Model } from '../model/model.js';
-import type { Session } from '../session.js';
+import { allocScratch, type Scratch } from '../model/forward.js';
+import { Session } from '../session.js';
 import { peakBytes, policyBytesPerSlot } from './memory.js';
 
 export interface EngineOptions {
@@ -80,8 +81,9 @@ interface Job {
 /**
  * Runs many generations on one model within one KV byte budget. A request is admitted when a
  * session slot is free and its cache's worst case fits beside the others' reservations; until then
- * it waits in a bounded queue. Each step advances the one prefill by a chunk and every other session
- * by one token, so a long prompt never stalls the streams already running.
+ * it waits in a bounded queue. Each step advances the one prefill by a chunk, then every other session
+ * by one token in a single batched forward pass (the weights are read once per step for all of them),
+ * so a long prompt never stalls the streams already running for more than a chunk.
  */
 export class Engine {
   private readonly queue: Job[] = [];
@@ -94,9 +96,12 @@ export class Engine {
   private totals = { admitted: 0, promptTokens: 0, generatedTokens: 0, kvBytesPeak: 0 };
 
   private readonly defaultSpec: string;
+  /** Activations of one decode step: a row per running session. */
+  private readonly scratch: Scratch;
 
   constructor(readonly model: Model, private readonly options: EngineOptions) {
     this.defaultSpec = this.canonicalSpec(options.cache);
+    this.scratch = allocScratch(model.kernels, model.config, options.parallel);
   }
 
   /**
@@ -212,7 +217,8 @@ export class Engine {
     this.admit();
     const prefilling = this.active.find((j) => j.prefill);
     if (prefilling) this.guarded(prefilling, () => this.prefillStep(prefilling));
-    for (const job of this.active.filter((j) => j.next !== undefined)) this.guarded(job, () => this.decodeStep(job));
+    const decoding = this.active.filter((j) => j.next !== undefined);
+    if (decoding.length > 0) this.decodeStep(decoding);
     this.totals.kvBytesPeak = Math.max(this.totals.kvBytesPeak, this.kvBytes());
     if (this.queue.length === 0 && this.active.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     this.wake();
@@ -248,10 +254,19 @@ export class Engine {
     this.advance(job, step.value);
   }
 
-  private decodeStep(job: Job): void {
-    const token = job.next!;
-    job.next = undefined;
-    this.advance(job, job.session!.feed([token]));
+  /** One token for every decoding session, in one forward pass. */
+  private decodeStep(jobs: Job[]): void {
+    const tokens = jobs.map((j) => j.next!);
+    for (const job of jobs) job.next = undefined;
+    let logits: Float32Array;
+    try {
+      logits = Session.feedEach(jobs.map((j) => j.session!), tokens, this.scratch);
+    } catch (e) {
+      for (const job of jobs) this.cancel(job, e as Error);
+      return;
+    }
+    const vocab = this.model.config.vocabSize;
+    for (const [i, job] of jobs.entries()) this.guarded(job, () => this.advance(job, logits.subarray(i * vocab, (i + 1) * vocab)));
   }
 
   /** Samples from the logits after the job's last token and emits the text; finishes it or queues the token to feed. */
