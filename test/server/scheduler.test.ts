@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { loadModel } from '../../src/model/model.js';
+import { Engine } from '../../src/server/engine.js';
+import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { startServer, streamCompletion, type TestServer } from './helpers.js';
 
 const PROMPTS = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park', 'One day, a big bird', 'Tom had a red ball'];
@@ -124,5 +126,36 @@ describe('kvpack serve as a process', () => {
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     expect(await exited).toBe(0);
     await expect(fetch(`${url}/health`)).rejects.toThrow();
+  });
+});
+
+describe('kvpack serve: a compressed cache in the same budget', () => {
+  it('runs several times as many sessions at once as full+fp16', async () => {
+    const model = await loadModel(REF6M_DIR, { threads: 1 });
+    const prompt = (seed: number) => Array.from({ length: 200 }, (_, i) => 100 + ((i * 37 + seed * 101) % 3000));
+    // ref-6m full+fp16: 3,120 bytes per token (keys, values, positions); one 200 + 60-token session fits, two do not
+    const maxKvBytes = 1_000_000;
+    /** The most sessions running at once while `count` requests are served (steps, not time, decide it). */
+    const most = async (cache: string, count: number) => {
+      const engine = new Engine(model, { cache, maxKvBytes, parallel: 8, queue: 8 });
+      const done = Promise.all(Array.from({ length: count }, (_, i) =>
+        engine.submit({ prompt: prompt(i), maxTokens: 60, temperature: 0, topP: 1, seed: 0, stop: [] })));
+      let best = 0;
+      let finished = false;
+      void done.then(() => (finished = true));
+      while (!finished) {
+        const s = engine.stats();
+        expect(s.kvBytes).toBeLessThanOrEqual(maxKvBytes);
+        best = Math.max(best, s.sessions);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      return best;
+    };
+    try {
+      expect(await most('full+fp16', 2)).toBe(1);
+      expect(await most('h2o(budget=0.2)+kvquant(bits=3)', 5)).toBeGreaterThanOrEqual(4);
+    } finally {
+      await model.close();
+    }
   });
 });
