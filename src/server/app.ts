@@ -46,7 +46,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     // close() ends every connection: callers drain the engine first (see Engine.drain)
     forceCloseConnections: true,
     // reject wrong types instead of coercing them ("5" is not an integer)
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
   });
 
   app.setErrorHandler((error: FastifyError, _request, reply) => {

@@ -206,8 +206,13 @@ export class Engine {
     return this.active.reduce((sum, j) => sum + (j.session?.cache.bytes() ?? 0), 0);
   }
 
+  /** Schedules a step if there is work, else tells whoever waits for the engine to be idle. */
   private wake(): void {
-    if (this.stepping || (this.queue.length === 0 && this.active.length === 0)) return;
+    if (this.queue.length === 0 && this.active.length === 0) {
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+      return;
+    }
+    if (this.stepping) return;
     this.stepping = true;
     setImmediate(() => this.step());
   }
@@ -220,7 +225,6 @@ export class Engine {
     const decoding = this.active.filter((j) => j.next !== undefined);
     if (decoding.length > 0) this.decodeStep(decoding);
     this.totals.kvBytesPeak = Math.max(this.totals.kvBytesPeak, this.kvBytes());
-    if (this.queue.length === 0 && this.active.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     this.wake();
   }
 

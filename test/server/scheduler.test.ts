@@ -159,3 +159,23 @@ describe('kvpack serve: a compressed cache in the same budget', () => {
     }
   });
 });
+
+describe('kvpack serve: shutting down', () => {
+  it('cancels what has not finished when the grace period ends, and refuses new requests', async () => {
+    const model = await loadModel(STORIES_BIN, { threads: 1 });
+    try {
+      const engine = new Engine(model, { cache: 'full', maxKvBytes: 2 ** 24, parallel: 1, queue: 4 });
+      const request = { prompt: [1, 400, 401], maxTokens: 400, temperature: 0, topP: 1, seed: 0, stop: [] };
+      const running = engine.submit(request).catch((e: Error) => e);
+      const waiting = engine.submit(request).catch((e: Error) => e);
+      while (engine.stats().sessions === 0) await new Promise((resolve) => setImmediate(resolve));
+      await engine.drain(0);
+      expect(await running).toMatchObject({ name: 'CancelledError' });
+      expect(await waiting).toMatchObject({ name: 'CancelledError' });
+      expect(engine.stats()).toMatchObject({ sessions: 0, queued: 0, kvBytes: 0 });
+      expect(() => engine.submit(request)).toThrow(/shutting down/);
+    } finally {
+      await model.close();
+    }
+  });
+});
