@@ -1,5 +1,6 @@
 import type { KVCache } from '../cache/kvcache.js';
 import type { Kernels } from '../kernels/api.js';
+import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
 import type { Weights } from './weights.js';
 
@@ -82,6 +83,7 @@ export function forwardBatch(k: Kernels, c: ModelConfig, w: Weights, s: Scratch,
     ids.set(batch[b]!.ids, r);
     pos.set(batch[b]!.positions, r);
   }
+  const rope = ropeOf(c);
 
   k.embed(s.x, w.embed, s.ids, n);
   for (let l = 0; l < c.numLayers; l++) {
@@ -96,11 +98,14 @@ export function forwardBatch(k: Kernels, c: ModelConfig, w: Weights, s: Scratch,
       k.addBias(s.k, L.bk, n, L.wk.rows);
       k.addBias(s.v, L.bv, n, L.wv.rows);
     }
+    // each session's rows are rotated at the positions its cache gives and attend to that cache
     for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
-      const { cache, ids: rows } = batch[b]!;
-      const m = rows.length;
-      if (!cache.streaming) k.rope(s.q + r * qRow, m, c.numHeads, c.headDim, s.positions + r * 4, c.ropeTheta, c.ropeLayout);
-      cache.attend(l, s.q + r * qRow, s.k + r * kvRow, s.v + r * kvRow, pos.subarray(r, r + m), s.positions + r * 4, m, s.att + r * qRow);
+      const { cache } = batch[b]!;
+      const m = batch[b]!.ids.length;
+      const q = s.q + r * qRow;
+      const ropePositions = cache.rotationPositions(l, m, s.positions + r * 4);
+      k.rope(q, m, c.numHeads, ropePositions, rope);
+      cache.attend(l, q, s.k + r * kvRow, s.v + r * kvRow, pos.subarray(r, r + m), ropePositions, m, s.att + r * qRow);
     }
     k.matmul(s.xb2, s.att, L.wo, n);
     k.add(s.x, s.xb2, n * hidden);

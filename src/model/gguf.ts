@@ -324,24 +324,25 @@ class Meta {
   }
 }
 
+/** GGUF names of the tensors outside the layers, and the canonical name each maps to. */
+export const GGUF_GLOBAL_NAMES: Record<string, string> = {
+  'token_embd.weight': N.embed,
+  'output_norm.weight': N.finalNorm,
+  'output.weight': N.lmHead,
+};
+/** GGUF per-layer suffixes (after `blk.N.`) and the canonical name each maps to. */
+export const GGUF_LAYER_NAMES: Record<string, (l: number) => string> = {
+  'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
+  'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
+  'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
+  'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
+};
+
 /** GGUF tensor names → canonical names. */
 function canonicalName(name: string): string | undefined {
-  switch (name) {
-    case 'token_embd.weight': return N.embed;
-    case 'output_norm.weight': return N.finalNorm;
-    case 'output.weight': return N.lmHead;
-  }
-  const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
-  if (!m) return undefined;
-  const l = Number(m[1]);
-  const key = `${m[2]}.${m[3]}`;
-  const map: Record<string, (l: number) => string> = {
-    'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
-    'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
-    'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
-    'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
-  };
-  return map[key]?.(l);
+  if (Object.hasOwn(GGUF_GLOBAL_NAMES, name)) return GGUF_GLOBAL_NAMES[name];
+  const m = /^blk\.(\d+)\.(\w+\.(?:weight|bias))$/.exec(name);
+  return m ? GGUF_LAYER_NAMES[m[2]!]?.(Number(m[1])) : undefined;
 }
 
 /** Builds a checked Checkpoint from a GGUF file held whole in `buf`. */

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { BusyError, CancelledError, KvpackError, LimitError, RequestError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import type { ChatTemplate } from './chat.js';
 import type { Engine, EngineRequest, EngineResult } from './engine.js';
 import { serverMetrics } from './metrics.js';

@@ -2,7 +2,7 @@ import { parseSpec, printSpec } from '../cache/registry.js';
 import { BusyError, CancelledError, LimitError, RequestError, UsageError } from '../errors.js';
 import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
 import { kvBytesPerToken } from '../model/config.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { allocScratch, type Scratch } from '../model/forward.js';
 import { Session } from '../session.js';
 import { peakBytes, policyBytesPerSlot } from './memory.js';
@@ -192,11 +192,11 @@ export class Engine {
     try {
       const { prompt, maxTokens } = job.request;
       const perSlot = this.policySlotBytes.get(job.spec)!;
-      if (!job.session) session.cache.setReference(prompt.length);
+      if (!job.session) session.cache.setPromptLength(prompt.length);
       const produced = job.generation?.produced ?? 0;
       const prefill = job.session ? 0 : prompt.length;
       // the last sampled token is never fed
-      return peakBytes(session.cache, prefill, Math.max(0, maxTokens - 1 - produced), perSlot, this.model.config.numKvHeads);
+      return peakBytes(session.cache, prefill, Math.max(0, maxTokens - 1 - produced), perSlot);
     } finally {
       if (!job.session) session.dispose();
     }

@@ -1,28 +1,15 @@
 import type { KVCache } from '../cache/kvcache.js';
-import type { Model } from '../model/model.js';
-
-/**
- * How many real bytes a session's cache can reach, worked out before it happens so that the server
- * admits a request only when its worst case fits in the shared budget.
- *
- * `KVCache.bytes()` counts codec storage, 4 bytes of position per slot, and the policy's per-slot
- * state; the codec can say the most it would hold for any lengths, the policy's state per slot is
- * measured once per spec (see `policyBytesPerSlot`).
- */
-export function bytesFor(cache: KVCache, lengths: readonly number[], policyBytesPerSlot: number, numKvHeads: number): number {
-  const slots = lengths.reduce((a, b) => a + b, 0) * numKvHeads;
-  return (cache.codec.maxBytes?.(lengths) ?? cache.codec.bytes(lengths)) + slots * (4 + policyBytesPerSlot);
-}
+import type { Model } from '../model.js';
 
 /**
  * The most bytes the cache holds while a prompt of `prompt` tokens is prefilled (all of it is held
  * until the cache compresses at its end) and `decode` more tokens are then fed one at a time (each
  * layer grows by one and is cut back to the policy's target once past its budget). Fractional
- * budgets must already refer to the prompt (`cache.setReference`).
+ * budgets must already refer to the prompt (`cache.setPromptLength`).
  */
-export function peakBytes(cache: KVCache, prompt: number, decode: number, policyBytesPerSlot: number, numKvHeads: number): number {
+export function peakBytes(cache: KVCache, prompt: number, decode: number, policyBytesPerSlot: number): number {
   const lengths = [...cache.layerLengths()];
-  const at = () => bytesFor(cache, lengths, policyBytesPerSlot, numKvHeads);
+  const at = () => cache.maxBytes(lengths, policyBytesPerSlot);
   let peak = at();
   // codec storage need not grow monotonically (residual rows are packed in groups), so every length is visited
   for (let t = 0; t < prompt; t++) {
@@ -52,7 +39,7 @@ export function policyBytesPerSlot(model: Model, spec: string): number {
   const session = model.session({ cache: spec, chunkSize: 2 });
   try {
     session.feed([0, 0]);
-    const slots = session.cache.layerLengths().reduce((a, b) => a + b, 0) * model.config.numKvHeads;
+    const slots = session.cache.layerLengths().reduce((a: number, b: number) => a + b, 0) * model.config.numKvHeads;
     return session.cache.policy.bytes() / slots;
   } finally {
     session.dispose();

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allocScratch, freeScratch } from '../../src/model/forward.js';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
 import { Session } from '../../src/session.js';
 import { REF6M_DIR } from '../engine/helpers.js';

@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { createApp } from '../../src/server/app.js';
 import { loadChatTemplate } from '../../src/server/chat.js';
 import { Engine, type EngineOptions } from '../../src/server/engine.js';

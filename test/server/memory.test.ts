@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { peakBytes, policyBytesPerSlot } from '../../src/server/memory.js';
 import { REF6M_DIR } from '../engine/helpers.js';
 
@@ -21,8 +21,8 @@ describe('the worst case a request may reserve', () => {
     'window(sinks=4,recent=20)+int(bits=2,group=32)',
   ])('bounds the bytes %s really holds while it prefills and decodes', async (spec) => {
     const session = model.session({ cache: spec, chunkSize: 16 });
-    session.cache.setReference(prompt.length);
-    const predicted = peakBytes(session.cache, prompt.length, 40, policyBytesPerSlot(model, spec), model.config.numKvHeads);
+    session.cache.setPromptLength(prompt.length);
+    const predicted = peakBytes(session.cache, prompt.length, 40, policyBytesPerSlot(model, spec));
     for await (const _ of session.generate(prompt, { maxTokens: 40, temperature: 0 })) void _;
     expect(session.tokens.length).toBe(prompt.length + 40); // no end of sequence: every token was fed
     const real = session.cache.peakBytes();
