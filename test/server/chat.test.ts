@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { GGUF_TYPE, writeGguf } from '../../src/dev/write.js';
 import { DEFAULT_CHAT_TEMPLATE, loadChatTemplate } from '../../src/server/chat.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { startServer } from './helpers.js';
@@ -35,6 +36,25 @@ describe('chat templates', () => {
     expect(text.startsWith('<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n')).toBe(true);
     expect(text).toContain('You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>');
     expect(text.endsWith('<|start_header_id|>assistant<|end_header_id|>\n\n')).toBe(true);
+  });
+
+  it("reads a GGUF file's tokenizer.chat_template and its BOS token", async () => {
+    const file = path.join(tmp, 'chat.gguf');
+    const chatml = "{% for m in messages %}{{ bos_token }}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n";
+    await writeGguf(file, {
+      metadata: [
+        ['general.architecture', GGUF_TYPE.STRING, 'llama'],
+        ['tokenizer.ggml.tokens', GGUF_TYPE.ARRAY, [GGUF_TYPE.STRING, ['<unk>', '<s>', '</s>']]],
+        ['tokenizer.ggml.bos_token_id', GGUF_TYPE.U32, 1],
+        ['tokenizer.ggml.eos_token_id', GGUF_TYPE.U32, 2],
+        ['tokenizer.chat_template', GGUF_TYPE.STRING, chatml],
+      ],
+      tensors: [],
+    });
+    const t = await loadChatTemplate(file, 'gguf');
+    expect(t.origin).toContain('tokenizer.chat_template');
+    expect([t.bosToken, t.eosToken]).toEqual(['<s>', '</s>']);
+    expect(t.render([{ role: 'user', content: 'Hello' }])).toBe('<s><|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant'); // Jinja drops a template's final newline
   });
 
   it('falls back to the documented default for models without one', async () => {
