@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Load test of `kvpack serve` on loopback (npm run load [-- --quick]): streaming requests at 1, 4, 8
-// and 16 at once with full+fp16 and with h2o(budget=0.2)+kvquant(bits=3) under one --max-kv-bytes,
+// Load test of `kvpack serve` on loopback (npm run load [-- --quick]): first the batched decode step
+// alone (CPU time for 1..16 sessions in one pass), then streaming requests at 1, 4, 8 and 16 at once with full+fp16 and with h2o(budget=0.2)+kvquant(bits=3) under one --max-kv-bytes,
 // on the SmolLM2-135M shape with random weights; then how many 4K-token sessions each cache admits
 // at once in the same budget. Bounded: every cell runs for a fixed time and every request is capped.
 import { spawn } from 'node:child_process';
@@ -8,6 +8,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { defaultCacheDir, MODEL_SPECS } from '../dist/bench/models.js';
+import { loadModel } from '../dist/model.js';
+import { allocScratch, freeScratch } from '../dist/model/forward.js';
+import { Session } from '../dist/session.js';
 import { Progress } from '../dist/util/progress.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -211,6 +214,32 @@ async function admissionCell(cache) {
   };
 }
 
+/**
+ * The batched decode step alone, in this process: CPU time per step for B sessions decoding together
+ * (one forward pass, one matmul row per session); what the server can gain from batching at best.
+ */
+async function decodeBatchCells() {
+  const m = await loadModel(model.hfDir, { threads: 1 });
+  const rows = [];
+  for (const batch of [1, 2, 4, 8, 16]) {
+    const sessions = Array.from({ length: batch }, () => m.session({ cache: 'full+fp16', chunkSize: 64 }));
+    sessions.forEach((s, i) => s.feed(promptIds(64, 9000 + i)));
+    const scratch = allocScratch(m.kernels, m.config, batch);
+    const steps = quick ? 3 : 10;
+    const t0 = process.cpuUsage();
+    for (let i = 0; i < steps; i++) Session.feedEach(sessions, sessions.map((_, j) => promptIds(1, 100 * i + j)[0]), scratch);
+    const t = process.cpuUsage(t0);
+    const msPerStep = (t.user + t.system) / 1000 / steps;
+    rows.push({ batch, cpu_ms_per_step: msPerStep, cpu_ms_per_token: msPerStep / batch });
+    freeScratch(m.kernels, scratch);
+    for (const s of sessions) s.dispose();
+  }
+  await m.close();
+  return rows;
+}
+
+log('batched decode steps, 1 thread');
+const decodeBatch = await decodeBatchCells();
 const cells = [];
 const progress = new Progress({ total: 0, label: 'load', unit: 'requests' });
 for (const cache of CACHES) {
@@ -231,6 +260,12 @@ for (const cache of CACHES) {
 
 const mb = (b) => (b / 2 ** 20).toFixed(1);
 const lines = [
+  'Batched decode step (one forward pass for B sessions, full+fp16 after a 64-token prompt, 1 thread, CPU time):',
+  '',
+  '| sessions | CPU ms per step | CPU ms per token | tokens per CPU-second vs 1 |',
+  '|---|---|---|---|',
+  ...decodeBatch.map((r) => `| ${r.batch} | ${r.cpu_ms_per_step.toFixed(1)} | ${r.cpu_ms_per_token.toFixed(1)} | ${(decodeBatch[0].cpu_ms_per_token / r.cpu_ms_per_token).toFixed(2)}× |`),
+  '',
   `SmolLM2-135M shape (random f16 weights), ${PROMPT_TOKENS}-token prompts, ${MAX_TOKENS} tokens each, ${SECONDS} s per row, --max-kv-bytes ${BUDGET} (${mb(BUDGET)} MiB)`,
   '',
   '| cache | streams | tokens/s | p50 gap ms | p99 gap ms | requests | max sessions | 5xx | max KV MiB sampled | sessions after |',
@@ -256,7 +291,7 @@ for (const cache of CACHES) {
 }
 lines.push('', `admission: the compressed cache runs ${(admission[1].concurrent_sessions / admission[0].concurrent_sessions).toFixed(1)}× the sessions of full+fp16 at once (aim ≥ 4×)`);
 for (const a of admission) if (a.kv_bytes_max_sample > ADMIT_BUDGET || a.sessions_after !== 0) checks.push(`admission ${a.cache}: over budget or sessions left`);
-process.stdout.write(values.json ? JSON.stringify({ budget: BUDGET, cells, admission, checks }, null, 2) + '\n' : lines.join('\n') + '\n');
+process.stdout.write(values.json ? JSON.stringify({ budget: BUDGET, decodeBatch, cells, admission, checks }, null, 2) + '\n' : lines.join('\n') + '\n');
 if (checks.length) {
   process.stderr.write(`load: FAILED\n  ${checks.join('\n  ')}\n`);
   process.exitCode = 1;
