@@ -30,15 +30,19 @@ const SECONDS = Number(values.seconds ?? (quick ? 8 : 60));
 const PROMPT_TOKENS = quick ? 64 : 256;
 const MAX_TOKENS = quick ? 16 : 64;
 /** Budget: 16 full+fp16 sessions of prompt + max_tokens fit, so throughput cells are not memory-bound. */
-const FP16_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 2 + 30 * 3 * 4; // SmolLM2-135M: keys, values, positions
+const FP16_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 2 + 30 * 3 * 4; // SmolLM2-135M: keys and values, and room for a position per (layer, KV head)
 const BUDGET = 16 * (PROMPT_TOKENS + MAX_TOKENS) * FP16_BYTES_PER_TOKEN;
 /** Admission: prompts of this many tokens, in a budget that holds ADMIT_FP16 full+fp16 sessions. */
 const ADMIT_PROMPT = quick ? 256 : 4096;
-const ADMIT_MAX_TOKENS = quick ? 64 : 256;
+/** Long enough that admitted sessions are still running while the next prompts are prefilled. */
+const ADMIT_MAX_TOKENS = quick ? 64 : 2048;
+const ADMIT_PREFILL_CHUNK = quick ? 32 : 256;
 const ADMIT_FP16 = quick ? 1 : 4;
 const ADMIT_BUDGET = ADMIT_FP16 * (ADMIT_PROMPT + ADMIT_MAX_TOKENS) * FP16_BYTES_PER_TOKEN;
 const ADMIT_REQUESTS = ADMIT_FP16 * 6;
-const ADMIT_SECONDS = quick ? 60 : 300;
+const ADMIT_SECONDS = quick ? 60 : 600;
+/** Admission has stopped growing (the budget is full) when no request was admitted for this long. */
+const ADMIT_STALL_SECONDS = quick ? 20 : 90;
 /** How long freed sessions may take to show: a disconnect is noticed between steps, and a step may be long on a busy machine. */
 const SETTLE_SECONDS = 60;
 
@@ -49,9 +53,9 @@ const model = await spec.resolve(defaultCacheDir(), log);
 let modelId = '';
 
 /** Starts `kvpack serve` on a free loopback port; resolves with its URL and a stop function (SIGTERM, exit code). */
-async function startServer(cache, maxKvBytes, parallel) {
+async function startServer(cache, maxKvBytes, parallel, prefillChunk = 32) {
   const args = ['dist/cli/main.js', 'serve', '--model', model.hfDir, '--port', '0', '--cache', cache,
-    '--max-kv-bytes', String(maxKvBytes), '--parallel', String(parallel), '--queue', '256'];
+    '--max-kv-bytes', String(maxKvBytes), '--parallel', String(parallel), '--queue', '256', '--prefill-chunk', String(prefillChunk)];
   if (values.threads) args.push('--threads', values.threads);
   const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -191,16 +195,19 @@ async function throughputCell(url, streams, progress) {
 
 /** ADMIT_REQUESTS long requests at once; the most sessions running together before the time runs out. */
 async function admissionCell(cache) {
-  const server = await startServer(cache, ADMIT_BUDGET, ADMIT_REQUESTS);
+  const server = await startServer(cache, ADMIT_BUDGET, ADMIT_REQUESTS, ADMIT_PREFILL_CHUNK);
   const metrics = sampleMetrics(server.url);
   const controller = new AbortController();
   const requests = Array.from({ length: ADMIT_REQUESTS }, (_, i) => streamOnce(server.url, promptIds(ADMIT_PROMPT, 7000 + i), ADMIT_MAX_TOKENS, controller.signal));
   const t0 = performance.now();
   let best = 0;
-  while (performance.now() - t0 < ADMIT_SECONDS * 1000) {
+  let admitted = 0;
+  let lastAdmission = t0;
+  while (performance.now() - t0 < ADMIT_SECONDS * 1000 && performance.now() - lastAdmission < ADMIT_STALL_SECONDS * 1000) {
     await new Promise((r) => setTimeout(r, 500));
     const m = await readMetrics(server.url);
     best = Math.max(best, m.sessions);
+    if (m.admitted > admitted) [admitted, lastAdmission] = [m.admitted, performance.now()];
     if (best === ADMIT_REQUESTS || m.admitted === ADMIT_REQUESTS) break;
   }
   controller.abort();
