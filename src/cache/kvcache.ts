@@ -215,6 +215,24 @@ export class KVCache {
     return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
   }
 
+  /**
+   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec is in
+   * (what a server reserves before a request runs); `policyBytesPerSlot`: the policy's state per slot.
+   */
+  maxBytes(lengths: readonly number[], policyBytesPerSlot: number): number {
+    const c = this.config;
+    let slots = 0;
+    let longest = 0;
+    for (const length of lengths) {
+      slots += length * c.numKvHeads;
+      longest = Math.max(longest, length);
+    }
+    let capacity = this.capacity;
+    while (capacity < longest) capacity *= 2;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * capacity * 4 : 0;
+    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
+  }
+
   /** Highest `bytes()` seen at the end of a step since creation or the last reset. */
   peakBytes(): number {
     return this.peak;

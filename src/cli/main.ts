@@ -6,6 +6,7 @@ import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { pplCommand } from './ppl.js';
 import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
 import { sweepCommand } from './sweep.js';
 import { traceCommand } from './trace.js';
 import { viewCommand } from './view.js';
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
   view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
   calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
+  serve: { run: serveCommand, summary: 'an OpenAI-compatible server; each request chooses its KV cache, all share one KV byte budget' },
 };
 
 function usage(): string {

@@ -241,14 +241,32 @@ export class QuantStore {
 
   /** Real bytes for `len` live slots per head of layer l, shared tables included. */
   bytes(l: number, len: number): number {
+    return this.staged(l) ? this.stagedBytes(len) : this.quantizedBytes(len, this.qlen[l]!);
+  }
+
+  /** The most `bytes(l, len)` can be in any state: staged (while len fits the staging rows), or quantized up to len. */
+  maxBytes(len: number): number {
+    const staging = len <= (this.cfg.staging ?? 0) ? this.stagedBytes(len) : 0;
+    return Math.max(staging, this.quantizedBytes(len, len));
+  }
+
+  private lutBytes(): number {
+    return this.cfg.dt.bits <= 4 ? 4 * 2 ** this.cfg.dt.bits : 0;
+  }
+
+  /** Live staged rows and sink rows, all f16. */
+  private stagedBytes(len: number): number {
+    return (len + this.cfg.sinks) * this.d * 2 * this.numKv + this.lutBytes();
+  }
+
+  /** `qlen`: slots quantized so far (channel-axis scales exist only for whole groups of them). */
+  private quantizedBytes(len: number, qlen: number): number {
     const c = this.cfg;
-    const lut = c.dt.bits <= 4 ? 4 * 2 ** c.dt.bits : 0;
-    if (this.staged(l)) return (len + c.sinks) * this.d * 2 * this.numKv + lut; // live staged rows and sink rows, all f16
     let perHead = len * (this.slotBits() / 8);
-    if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(this.qlen[l]!, len) / c.group) : 1) * this.d * 4;
+    if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(qlen, len) / c.group) : 1) * this.d * 4;
     perHead += (c.ringSize + c.sinks) * this.d * 2;
     if (c.dt.bits === 16) return perHead * this.numKv;
-    return perHead * this.numKv + lut;
+    return perHead * this.numKv + this.lutBytes();
   }
 
   free(): void {
