@@ -7,6 +7,8 @@ const DT_F32: i32 = 0;
 const DT_F16: i32 = 1;
 const DT_BF16: i32 = 2;
 const DT_Q8: i32 = 3;
+// GGML block types: codes 4.. (assembly/ggml.ts)
+import { BLOCK_SCRATCH, blockRowBytes, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
 
 // ---- control block layout (bytes; must match src/kernels/wasm.ts) ----
 const C_DONE: usize = 4; // atomic count of finished work items
@@ -118,6 +120,7 @@ function convertF16Fast(dst: usize, src: usize, len: i32): void {
 
 /** Bytes of one stored row of `cols` numbers. */
 function rowBytes(dt: i32, cols: i32): usize {
+  if (isBlockType(dt)) return blockRowBytes(dt, cols);
   if (dt == DT_F32) return <usize>cols << 2;
   if (dt == DT_Q8) return <usize>(cols >> 5) * 34;
   return <usize>cols << 1;
@@ -202,6 +205,13 @@ function matmulJob(ctrl: usize, thread: i32): i32 {
  *  `scratch` (f16 only, cols floats of this thread) receives x · 2^112 for the fast f16 rows. */
 function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32, scratch: usize): void {
   const rb = rowBytes(dt, cols);
+  if (isBlockType(dt)) {
+    // scratch: this thread's prepared activations, then one decoded block
+    prepareActivations(scratch, x, cols);
+    const block = scratch + ((preparedBytes(cols) + 15) & ~15);
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), blockRowDot(w + <usize>r * rb, dt, x, scratch, cols, block));
+    return;
+  }
   if (dt == DT_F16 && scratch != 0 && prescaleX(scratch, x, cols)) {
     let r = r0;
     for (; r + 4 <= r1; r += 4) v128.store(out + (<usize>r << 2), mv4F16s(w + <usize>r * rb, rb, scratch, x, cols));
@@ -482,7 +492,11 @@ function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i3
     wf = w + <usize>r0 * rb;
   } else {
     wf = scratch;
-    for (let r = r0; r < r1; r++) convertRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols);
+    const block = scratch + <usize>(r1 - r0) * fs; // block types: one decoded block after the rows
+    for (let r = r0; r < r1; r++) {
+      if (isBlockType(dt)) dequantizeBlockRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols, block);
+      else convertRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols);
+    }
   }
   const nr = r1 - r0;
   const os = <usize>rows << 2;
@@ -714,11 +728,15 @@ export function softmax(x: usize, len: i32): void {
   }
 }
 
+/** A decoded block for embed, which runs on the calling thread only. */
+const embedScratch = memory.data(<i32>BLOCK_SCRATCH, 16);
+
 export function embed(out: usize, table: usize, dt: i32, cols: i32, ids: usize, n: i32): void {
   const rb = rowBytes(dt, cols);
   for (let t = 0; t < n; t++) {
     const id = load<i32>(ids + (<usize>t << 2));
-    convertRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols);
+    if (isBlockType(dt)) dequantizeBlockRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols, embedScratch);
+    else convertRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols);
   }
 }
 

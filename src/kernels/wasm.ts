@@ -3,6 +3,7 @@ import type { RopeLayout } from '../model/config.js';
 import type { DType } from '../model/tensor.js';
 import type { AttentionArgs, Kernels, Matrix } from './api.js';
 import { Arena } from './arena.js';
+import { BLOCK_FORMATS, isBlockDType } from './ggml/index.js';
 import { ARGS, CONTROL_BYTES, NEXT, NTHREADS, OP, Pool } from './pool.js';
 import { OP_QUANT_ATTENTION, QUANT_TILE, STREAM_DESC_BYTES, writeStreamDesc } from './quant/args.js';
 import { rowCodeBytes } from './quant/pack.js';
@@ -24,7 +25,22 @@ interface KernelExports {
   toF16(out: number, x: number, len: number): void;
 }
 
-const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2, q8_0: 3 };
+/**
+ * How a GGML block row meets the activations in a matvec: `f32` widens the codes in registers and
+ * multiplies f32 activations; `int8` quantizes the activations to 8 bits per 32 first (as llama.cpp
+ * does) and takes integer dot products. docs/gguf.md measures both.
+ */
+export type BlockDot = 'f32' | 'int8';
+
+/** dtype codes of assembly/index.ts and assembly/ggml.ts. */
+const DTYPE_CODE: Record<DType, number> = {
+  f32: 0, f16: 1, bf16: 2, q8_0: 3,
+  q4_0: 4, q4_1: 5, q5_0: 6, q5_1: 7, q2_k: 8, q3_k: 9, q4_k: 10, q5_k: 11, q6_k: 12, iq4_nl: 13, iq4_xs: 14,
+};
+/** Added to a block dtype code for dot products on 8-bit activations (assembly/ggml.ts DT_INT_DOT). */
+const DT_INT_DOT = 64;
+/** Scratch one decoded block takes (assembly/ggml.ts BLOCK_SCRATCH), rounded up. */
+const BLOCK_SCRATCH = 384;
 const OP_MATMUL = 1;
 const OP_ATTENTION = 2;
 const MAX_PAGES = 65536; // 4 GiB
@@ -47,7 +63,7 @@ function loadModule(): Promise<WebAssembly.Module> {
   return compiled;
 }
 
-export async function createWasmKernels(threads: number): Promise<Kernels> {
+export async function createWasmKernels(threads: number, blockDot: BlockDot = 'f32'): Promise<Kernels> {
   const count = Math.max(1, Math.floor(threads));
   const module = await loadModule();
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
@@ -56,7 +72,7 @@ export async function createWasmKernels(threads: number): Promise<Kernels> {
   const arena = new Arena(memory, exports.heapBase());
   const ctrl = arena.alloc(CONTROL_BYTES);
   const pool = count > 1 ? await Pool.start(module, memory, ctrl, count - 1) : undefined;
-  return new WasmKernels(arena, exports, ctrl, count, pool);
+  return new WasmKernels(arena, exports, ctrl, count, pool, blockDot);
 }
 
 class WasmKernels implements Kernels {
@@ -73,12 +89,13 @@ class WasmKernels implements Kernels {
     private readonly ctrl: number,
     readonly threads: number,
     private readonly pool: Pool | undefined,
+    private readonly blockDot: BlockDot,
   ) {}
 
   matmul(out: number, x: number, w: Matrix, n: number): void {
     const { rows, cols } = w;
     if (n <= 0 || rows <= 0) return;
-    if (w.dtype === 'q8_0' && cols % 32 !== 0) throw new RangeError(`q8_0 matrix cols ${cols} is not a multiple of 32`);
+    checkBlockCols(w);
     const par = this.parallelism(n * rows * cols);
     // Rows per work item: several items per thread for balance; for n > 1 also bounded so the chunk's
     // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
@@ -86,12 +103,16 @@ class WasmKernels implements Kernels {
     let chunk = Math.max(4, Math.min(64, balance));
     // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
     let scratchBytes = n === 1 && w.dtype === 'f16' ? cols * 4 : 0;
+    const blocks = w.dtype !== 'q8_0' && isBlockDType(w.dtype);
+    // n = 1, block types: the prepared activations (sums per 16, 8-bit codes and scales per 32), then one decoded block
+    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols) / 16) * 16 + BLOCK_SCRATCH;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4;
+      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4 + (blocks ? BLOCK_SCRATCH : 0);
     }
     this.ensureScratch(scratchBytes);
-    this.job(OP_MATMUL, par, [out, x, w.ptr, DTYPE_CODE[w.dtype], rows, cols, n, chunk, this.scratch, this.scratchStride]);
+    const dtype = DTYPE_CODE[w.dtype] + (blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0);
+    this.job(OP_MATMUL, par, [out, x, w.ptr, dtype, rows, cols, n, chunk, this.scratch, this.scratchStride]);
   }
 
   /**
@@ -245,7 +266,7 @@ class WasmKernels implements Kernels {
   }
 
   embed(out: number, table: Matrix, ids: number, n: number): void {
-    if (table.dtype === 'q8_0' && table.cols % 32 !== 0) throw new RangeError(`q8_0 table cols ${table.cols} is not a multiple of 32`);
+    checkBlockCols(table);
     const id = this.arena.i32(ids, n);
     for (let t = 0; t < n; t++) {
       if (!(id[t]! >= 0 && id[t]! < table.rows)) throw new RangeError(`token id ${id[t]} out of range [0, ${table.rows})`);
@@ -292,6 +313,13 @@ class WasmKernels implements Kernels {
       write();
       self();
     }
+  }
+}
+
+/** A block-type matrix's rows must be whole blocks. */
+function checkBlockCols(w: Matrix): void {
+  if (isBlockDType(w.dtype) && w.cols % BLOCK_FORMATS[w.dtype].blockValues !== 0) {
+    throw new RangeError(`${w.dtype} matrix cols ${w.cols} is not a multiple of ${BLOCK_FORMATS[w.dtype].blockValues}`);
   }
 }
 

@@ -7,7 +7,8 @@ import { validateConfig, type Architecture, type ModelConfig } from './config.js
 import {
   buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
 } from './safetensors.js';
-import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } from './tensor.js';
+import { BLOCK_FORMATS, blockDTypeOfGgmlId, isBlockDType } from '../kernels/ggml/index.js';
+import { dtypeBytes, TensorNames as N, type DType, type RawTensor } from './tensor.js';
 
 /**
  * GGUF (v2 and v3, little-endian) reader. Layout: magic "GGUF", u32 version, u64 tensor count,
@@ -41,13 +42,12 @@ const MAX_ARRAY_DEPTH = 8;
 /** ggml's GGML_MAX_DIMS. */
 const MAX_DIMS = 4;
 
-/** ggml type ids kvpack reads. */
-const GGML_TYPES: Record<number, DType> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
-/** Names of other ggml types, for the unsupported-type message. */
+/** ggml type ids kvpack reads: floats, and the block formats of src/kernels/ggml. */
+const dtypeOfGgmlId = (id: number): DType | undefined => ({ 0: 'f32', 1: 'f16', 30: 'bf16' } as Record<number, DType>)[id] ?? blockDTypeOfGgmlId(id);
+/** Names of the ggml types kvpack does not read, for the unsupported-type message. */
 const GGML_TYPE_NAMES: Record<number, string> = {
-  2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K',
-  14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S',
-  22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M',
+  9: 'Q8_1', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 21: 'IQ3_S',
+  22: 'IQ2_S', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M',
 };
 
 /** Metadata value type ids → fixed byte size (0 for string/array, whose size is read). */
@@ -214,13 +214,15 @@ function ggufLayout(head: Uint8Array, fileSize: number, file: string): GgufLayou
     const shown = printable(name);
     if (seen.has(name)) throw new ModelFormatError(file, `tensor ${shown} appears twice`);
     seen.add(name);
-    const dtype = GGML_TYPES[ggmlType];
+    const dtype = dtypeOfGgmlId(ggmlType);
     if (!dtype) {
       const typeName = GGML_TYPE_NAMES[ggmlType] ?? 'unknown';
-      throw new UnsupportedModelError(file, `tensor ${shown} has type ${typeName} (${ggmlType}); kvpack reads F32, F16, BF16 and Q8_0`);
+      const known = ['F32', 'F16', 'BF16', ...Object.values(BLOCK_FORMATS).map((f) => f.name)].join(', ');
+      throw new UnsupportedModelError(file, `tensor ${shown} has type ${typeName} (${ggmlType}); kvpack reads ${known}`);
     }
-    if (dtype === 'q8_0' && (shape[shape.length - 1] ?? 1) % Q8_0_BLOCK !== 0) {
-      throw new ModelFormatError(file, `tensor ${shown} is Q8_0 but its rows (${shape[shape.length - 1]}) are not a multiple of ${Q8_0_BLOCK}`);
+    if (isBlockDType(dtype) && (shape[shape.length - 1] ?? 1) % BLOCK_FORMATS[dtype].blockValues !== 0) {
+      const f = BLOCK_FORMATS[dtype];
+      throw new ModelFormatError(file, `tensor ${shown} is ${f.name} but its rows (${shape[shape.length - 1]}) are not a multiple of ${f.blockValues}`);
     }
     if (offset % alignValue !== 0) throw new ModelFormatError(file, `tensor ${shown} data offset ${offset} is not a multiple of the alignment ${alignValue}`);
     // Bound the element count by the file before multiplying further, so a corrupt dim cannot overflow.

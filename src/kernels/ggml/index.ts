@@ -5,13 +5,20 @@ import { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 } from './legacy.js';
 
 export type { GgmlFormat } from './format.js';
 
-/** The quantized GGML formats kvpack reads, by ggml name. */
-export const GGML_FORMATS = { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS } as const;
-export type GgmlQuantName = keyof typeof GGML_FORMATS;
+/** The quantized GGML formats kvpack reads, by the dtype name a weight matrix carries. */
+export const BLOCK_FORMATS = {
+  q4_0: Q4_0, q4_1: Q4_1, q5_0: Q5_0, q5_1: Q5_1, q8_0: Q8_0,
+  q2_k: Q2_K, q3_k: Q3_K, q4_k: Q4_K, q5_k: Q5_K, q6_k: Q6_K, iq4_nl: IQ4_NL, iq4_xs: IQ4_XS,
+} as const;
+export type BlockDType = keyof typeof BLOCK_FORMATS;
 
-/** The format with ggml type id `id`, if kvpack reads it. */
-export function formatById(id: number): GgmlFormat | undefined {
-  return Object.values(GGML_FORMATS).find((f) => f.id === id);
+export function isBlockDType(dtype: string): dtype is BlockDType {
+  return Object.hasOwn(BLOCK_FORMATS, dtype);
+}
+
+/** The dtype of ggml type id `id`, if kvpack reads it as blocks. */
+export function blockDTypeOfGgmlId(id: number): BlockDType | undefined {
+  return (Object.keys(BLOCK_FORMATS) as BlockDType[]).find((k) => BLOCK_FORMATS[k].id === id);
 }
 
 /** Bytes of one row of `cols` values (cols must be a multiple of the block size). */

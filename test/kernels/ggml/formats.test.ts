@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { dequantize, GGML_FORMATS, rowBytes, type GgmlFormat } from '../../../src/kernels/ggml/index.js';
+import { BLOCK_FORMATS, dequantize, rowBytes, type GgmlFormat } from '../../../src/kernels/ggml/index.js';
 import { seededRandom } from '../../../src/util/random.js';
 
 /** llama.cpp quantizes `x` ([rows × cols]) and dequantizes it again: its bytes and its values. */
@@ -44,7 +44,7 @@ describe('GGML block formats against llama.cpp', () => {
   const rows = 10;
   const cols = 512;
   const x = testRows(rows, cols);
-  for (const f of Object.values(GGML_FORMATS)) {
+  for (const f of Object.values(BLOCK_FORMATS)) {
     it(`${f.name}: dequantizes llama.cpp's blocks to exactly llama.cpp's values`, () => {
       const ref = llamaCppBlocks(f, x, rows, cols);
       const got = dequantize(f, ref.bytes, rows, cols);
