@@ -8,7 +8,7 @@ const DT_F16: i32 = 1;
 const DT_BF16: i32 = 2;
 const DT_Q8: i32 = 3;
 // GGML block types: codes 4.. (assembly/ggml.ts)
-import { BLOCK_SCRATCH, blockRowBytes, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
+import { activationSpan, BLOCK_SCRATCH, blockRowBytes, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
 
 // ---- control block layout (bytes; must match src/kernels/wasm.ts) ----
 const C_DONE: usize = 4; // atomic count of finished work items
@@ -207,7 +207,7 @@ function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32,
   const rb = rowBytes(dt, cols);
   if (isBlockType(dt)) {
     // scratch: this thread's prepared activations, then one decoded block
-    prepareActivations(scratch, x, cols);
+    prepareActivations(scratch, x, cols, activationSpan(dt));
     const block = scratch + ((preparedBytes(cols) + 15) & ~15);
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), blockRowDot(w + <usize>r * rb, dt, x, scratch, cols, block));
     return;

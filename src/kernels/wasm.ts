@@ -63,7 +63,7 @@ function loadModule(): Promise<WebAssembly.Module> {
   return compiled;
 }
 
-export async function createWasmKernels(threads: number, blockDot: BlockDot = 'f32'): Promise<Kernels> {
+export async function createWasmKernels(threads: number, blockDot?: BlockDot): Promise<Kernels> {
   const count = Math.max(1, Math.floor(threads));
   const module = await loadModule();
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
@@ -72,7 +72,7 @@ export async function createWasmKernels(threads: number, blockDot: BlockDot = 'f
   const arena = new Arena(memory, exports.heapBase());
   const ctrl = arena.alloc(CONTROL_BYTES);
   const pool = count > 1 ? await Pool.start(module, memory, ctrl, count - 1) : undefined;
-  return new WasmKernels(arena, exports, ctrl, count, pool, blockDot);
+  return new WasmKernels(arena, exports, ctrl, count, pool, blockDot ?? 'int8', blockDot);
 }
 
 class WasmKernels implements Kernels {
@@ -90,6 +90,7 @@ class WasmKernels implements Kernels {
     readonly threads: number,
     private readonly pool: Pool | undefined,
     private readonly blockDot: BlockDot,
+    private readonly blockDotAsked: BlockDot | undefined,
   ) {}
 
   matmul(out: number, x: number, w: Matrix, n: number): void {
@@ -103,15 +104,16 @@ class WasmKernels implements Kernels {
     let chunk = Math.max(4, Math.min(64, balance));
     // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
     let scratchBytes = n === 1 && w.dtype === 'f16' ? cols * 4 : 0;
-    const blocks = w.dtype !== 'q8_0' && isBlockDType(w.dtype);
+    // q8_0 keeps its own f32 kernel unless the integer way is asked for explicitly
+    const blocks = isBlockDType(w.dtype) && (w.dtype !== 'q8_0' || this.blockDotAsked === 'int8');
     // n = 1, block types: the prepared activations (sums per 16, 8-bit codes and scales per 32), then one decoded block
-    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols) / 16) * 16 + BLOCK_SCRATCH;
+    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4 + (blocks ? BLOCK_SCRATCH : 0);
+      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4 + BLOCK_SCRATCH;
     }
     this.ensureScratch(scratchBytes);
-    const dtype = DTYPE_CODE[w.dtype] + (blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0);
+    const dtype = DTYPE_CODE[w.dtype] + (n === 1 && blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0);
     this.job(OP_MATMUL, par, [out, x, w.ptr, dtype, rows, cols, n, chunk, this.scratch, this.scratchStride]);
   }
 

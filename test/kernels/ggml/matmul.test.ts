@@ -10,7 +10,7 @@ const HALF_FIELDS: Record<BlockDType, number[]> = {
   q4_0: [0], q4_1: [0, 2], q5_0: [0], q5_1: [0, 2], q8_0: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2],
   q6_k: [208], iq4_nl: [0], iq4_xs: [0],
 };
-const DTYPES = Object.keys(BLOCK_FORMATS).filter((d) => d !== 'q8_0') as BlockDType[];
+const DTYPES = Object.keys(BLOCK_FORMATS) as BlockDType[];
 
 /** Random blocks: any bit pattern is a valid block once its f16 scales are finite and modest. */
 function randomBlocks(r: () => number, dtype: BlockDType, rows: number, cols: number): Uint8Array {
@@ -25,17 +25,17 @@ function randomBlocks(r: () => number, dtype: BlockDType, rows: number, cols: nu
 }
 
 /**
- * 8-bit activations move each x_i by at most half a step, max|x| of its 32-block / 254, so a dot product
- * moves by at most Σ|w_i|·step_i/2 (plus f32 rounding).
+ * 8-bit activations move each x_i by at most half a step, max|x| over its span (a block: 32 or 256
+ * values) / 254, so a dot product moves by at most Σ|w_i|·step_i/2 (plus f32 rounding).
  */
-function expectWithinActivationRounding(got: Float32Array, want: Float32Array, w: Float32Array, x: Float32Array, what: string): void {
+function expectWithinActivationRounding(got: Float32Array, want: Float32Array, w: Float32Array, x: Float32Array, span: number, what: string): void {
   const cols = x.length;
   for (let r = 0; r < got.length; r++) {
     let bound = 0;
-    for (let b = 0; b < cols; b += 32) {
+    for (let b = 0; b < cols; b += span) {
       let amax = 0;
-      for (let i = b; i < b + 32; i++) amax = Math.max(amax, Math.abs(x[i]!));
-      for (let i = b; i < b + 32; i++) bound += (Math.abs(w[r * cols + i]!) * amax) / 254;
+      for (let i = b; i < b + span; i++) amax = Math.max(amax, Math.abs(x[i]!));
+      for (let i = b; i < b + span; i++) bound += (Math.abs(w[r * cols + i]!) * amax) / 254;
     }
     expect(Math.abs(got[r]! - want[r]!), `${what} row ${r}`).toBeLessThanOrEqual(bound * 1.001 + 1e-6);
   }
@@ -78,7 +78,7 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
           expectClose(run(f32dot, wBytes, dtype, rows, cols, x, n), want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} f32`);
           const int8 = run(int8dot, wBytes, dtype, rows, cols, x, n);
           if (n > 1) expectClose(int8, want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} int8`); // prefill dequantizes rows
-          else expectWithinActivationRounding(int8, want, dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols), x, `${dtype} ${rows}x${cols} int8`);
+          else expectWithinActivationRounding(int8, want, dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols), x, bv, `${dtype} ${rows}x${cols} int8`);
         }
       });
     }
