@@ -73,6 +73,11 @@ export function forward(
       k.addBias(s.k, L.bk, n, L.wk.rows);
       k.addBias(s.v, L.bv, n, L.wv.rows);
     }
+    if (L.qNorm) {
+      // Qwen3: RMSNorm over each head of q and k, before RoPE
+      k.rmsnorm(s.q, s.q, L.qNorm, n * c.numHeads, c.headDim, c.rmsEps);
+      k.rmsnorm(s.k, s.k, L.kNorm, n * c.numKvHeads, c.headDim, c.rmsEps);
+    }
     if (!cache.streaming) k.rope(s.q, n, c.numHeads, c.headDim, s.positions, c.ropeTheta, c.ropeLayout);
     cache.attend(l, s.q, s.k, s.v, pos, s.positions, n, s.att);
     k.matmul(s.xb2, s.att, L.wo, n);

@@ -273,7 +273,7 @@ export async function readGgufInParts(file: string, firstRead = 16 * 2 ** 20): P
   }
 }
 
-const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
+const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3' };
 
 /** Reads one metadata value of the expected kind, or throws a ModelFormatError naming the key. */
 class Meta {
@@ -340,6 +340,7 @@ function canonicalName(name: string): string | undefined {
   const map: Record<string, (l: number) => string> = {
     'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
     'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
+    'attn_q_norm.weight': N.qNorm, 'attn_k_norm.weight': N.kNorm,
     'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
     'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
   };
@@ -394,8 +395,8 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
       maxContext: meta.num(a('context_length')),
       rmsEps: meta.num(a('attention.layer_norm_rms_epsilon')),
       ropeTheta: meta.num(a('rope.freq_base'), 10000),
-      // llama.cpp's converter permutes llama Q/K rows so pairs are adjacent; qwen2 keeps HF's layout.
-      ropeLayout: architecture === 'qwen2' ? 'half' : 'interleaved',
+      // llama.cpp's converter permutes llama Q/K rows so pairs are adjacent; qwen2 and qwen3 keep HF's layout.
+      ropeLayout: architecture === 'qwen2' || architecture === 'qwen3' ? 'half' : 'interleaved',
       tiedEmbeddings: !tensors.has(N.lmHead),
       qkvBias: architecture === 'qwen2',
     },

@@ -12,8 +12,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   LlamaForCausalLM: 'llama',
   MistralForCausalLM: 'mistral',
   Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
 };
-const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
+const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3' };
 
 /** What config.json says beyond the ModelConfig: the special ids the tokenizer should know. */
 export interface HfConfig {
@@ -55,7 +56,7 @@ export function parseHfConfig(json: unknown, file: string): HfConfig {
     throw new UnsupportedModelError(file, `rope_scaling ${JSON.stringify(c.rope_scaling)} is not supported (plain RoPE only)`);
   }
   if (architecture !== 'qwen2' && c.attention_bias === true) {
-    throw new UnsupportedModelError(file, 'attention_bias is not supported for llama/mistral (only qwen2-style q/k/v biases are)');
+    throw new UnsupportedModelError(file, `attention_bias is not supported for ${architecture} (only qwen2-style q/k/v biases are)`);
   }
   if (c.mlp_bias === true) throw new UnsupportedModelError(file, 'mlp_bias is not supported');
   const hiddenSize = num('hidden_size');
@@ -97,6 +98,8 @@ const LAYER_NAMES: Record<string, (l: number) => string> = {
   'self_attn.q_proj.bias': N.bq,
   'self_attn.k_proj.bias': N.bk,
   'self_attn.v_proj.bias': N.bv,
+  'self_attn.q_norm.weight': N.qNorm,
+  'self_attn.k_norm.weight': N.kNorm,
   'input_layernorm.weight': N.attnNorm,
   'post_attention_layernorm.weight': N.ffnNorm,
   'mlp.gate_proj.weight': N.wGate,

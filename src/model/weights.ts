@@ -16,6 +16,9 @@ export interface LayerWeights {
   bq: number;
   bk: number;
   bv: number;
+  /** Qwen3 per-head q/k RMSNorm weights (f32 [headDim] pointers), 0 when absent. */
+  qNorm: number;
+  kNorm: number;
   ffnNorm: number;
   wGate: Matrix;
   wUp: Matrix;
@@ -71,6 +74,8 @@ export function uploadWeights(k: Kernels, config: ModelConfig, ckpt: Checkpoint)
       bq: optionalVector(N.bq(l)),
       bk: optionalVector(N.bk(l)),
       bv: optionalVector(N.bv(l)),
+      qNorm: optionalVector(N.qNorm(l)),
+      kNorm: optionalVector(N.kNorm(l)),
       ffnNorm: vector(N.ffnNorm(l)),
       wGate: matrix(N.wGate(l)),
       wUp: matrix(N.wUp(l)),
