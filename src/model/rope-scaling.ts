@@ -7,14 +7,14 @@ import { ModelFormatError, UnsupportedModelError } from '../errors.js';
  * that multiplies cos and sin.
  */
 export type RopeScaling =
-  | { type: 'none' }
+  | { kind: 'none' }
   /** Position interpolation: every frequency divided by `factor`. */
-  | { type: 'linear'; factor: number }
+  | { kind: 'linear'; factor: number }
   /** Llama 3.1: long wavelengths divided by `factor`, short ones kept, a smooth ramp between. */
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
+  | { kind: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
   /** YaRN: interpolate low frequencies, extrapolate high ones (ramp between beta_fast and beta_slow rotations), scale attention. */
   | {
-      type: 'yarn';
+      kind: 'yarn';
       factor: number;
       originalMaxPositions: number;
       betaFast: number;
@@ -27,14 +27,14 @@ export type RopeScaling =
       truncate: boolean;
     }
   /** Explicit per-pair divisors (GGUF's `rope_freqs` tensor, how llama.cpp stores Llama 3.1 scaling). */
-  | { type: 'divisors'; divisors: Float32Array };
+  | { kind: 'divisors'; divisors: Float32Array };
 
 /** θ_i for the `dims / 2` rotated pairs, after scaling. */
 export function ropeInverseFrequencies(dims: number, theta: number, s: RopeScaling): Float64Array {
   const half = dims / 2;
   const base = new Float64Array(half);
   for (let i = 0; i < half; i++) base[i] = 1 / theta ** ((2 * i) / dims);
-  switch (s.type) {
+  switch (s.kind) {
     case 'none':
       return base;
     case 'linear':
@@ -76,7 +76,7 @@ export function ropeInverseFrequencies(dims: number, theta: number, s: RopeScali
 
 /** The factor YaRN multiplies cos and sin by (so attention logits by its square); 1 for the other kinds. */
 export function ropeAttentionFactor(s: RopeScaling): number {
-  if (s.type !== 'yarn') return 1;
+  if (s.kind !== 'yarn') return 1;
   if (s.attentionFactor !== undefined) return s.attentionFactor;
   const mscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
   if (s.mscale && s.mscaleAllDim) return mscale(s.factor, s.mscale) / mscale(s.factor, s.mscaleAllDim);
@@ -88,7 +88,7 @@ export function ropeAttentionFactor(s: RopeScaling): number {
  * original context when rope_scaling names none. Kinds other than linear, llama3 and yarn are refused.
  */
 export function parseHfRopeScaling(raw: unknown, maxPositions: number, file: string): RopeScaling {
-  if (raw === undefined || raw === null) return { type: 'none' };
+  if (raw === undefined || raw === null) return { kind: 'none' };
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ModelFormatError(file, `rope_scaling must be an object or null, got ${JSON.stringify(raw)}`);
   const r = raw as Record<string, unknown>;
   const kind = r.rope_type ?? r.type;
@@ -108,12 +108,12 @@ export function parseHfRopeScaling(raw: unknown, maxPositions: number, file: str
   };
   switch (kind) {
     case 'default':
-      return { type: 'none' };
+      return { kind: 'none' };
     case 'linear':
-      return { type: 'linear', factor: positive('factor') };
+      return { kind: 'linear', factor: positive('factor') };
     case 'llama3': {
       const s = {
-        type: 'llama3' as const,
+        kind: 'llama3' as const,
         factor: positive('factor'),
         lowFreqFactor: positive('low_freq_factor'),
         highFreqFactor: positive('high_freq_factor'),
@@ -127,7 +127,7 @@ export function parseHfRopeScaling(raw: unknown, maxPositions: number, file: str
     case 'yarn': {
       const optional = (key: string) => (r[key] === undefined || r[key] === null ? undefined : num(key));
       return {
-        type: 'yarn',
+        kind: 'yarn',
         factor: positive('factor'),
         originalMaxPositions: positive('original_max_position_embeddings', maxPositions),
         betaFast: positive('beta_fast', 32),
@@ -162,7 +162,7 @@ export function ggufRopeScaling(
   if (kind === 'yarn') {
     if (divisors) throw new UnsupportedModelError(file, 'has both rope_freqs and YaRN scaling; kvpack supports one at a time');
     return {
-      type: 'yarn',
+      kind: 'yarn',
       factor,
       originalMaxPositions: meta('rope.scaling.original_context_length') ?? contextLength,
       betaFast: meta('rope.scaling.yarn_beta_fast') ?? 32,
@@ -175,6 +175,6 @@ export function ggufRopeScaling(
     throw new UnsupportedModelError(file, `RoPE scaling ${JSON.stringify(kind)} is not supported (linear, yarn and rope_freqs are)`);
   }
   // llama.cpp divides every frequency by the factor whatever the type says, and by rope_freqs on top.
-  if (divisors) return { type: 'divisors', divisors: divisors.map((d) => d * factor) };
-  return factor === 1 ? { type: 'none' } : { type: 'linear', factor };
+  if (divisors) return { kind: 'divisors', divisors: divisors.map((d) => d * factor) };
+  return factor === 1 ? { kind: 'none' } : { kind: 'linear', factor };
 }

@@ -57,14 +57,14 @@ describe('RoPE scaling agrees with llama.cpp (ggml_rope_ext)', () => {
   for (const [dims, theta] of [[64, 10000], [128, 1e6]] as const) {
     it(`none and linear (head_dim ${dims}, theta ${theta})`, () => {
       const x = randomRows(dims);
-      expect(maxDiff(rotate(x, dims, theta, { type: 'none' }), llamaCppRope(x, dims, theta, none))).toBeLessThan(TOL);
+      expect(maxDiff(rotate(x, dims, theta, { kind: 'none' }), llamaCppRope(x, dims, theta, none))).toBeLessThan(TOL);
       const linear = parseHfRopeScaling({ rope_type: 'linear', factor: 4 }, 2048, 'config.json');
       expect(maxDiff(rotate(x, dims, theta, linear), llamaCppRope(x, dims, theta, { ...none, freqScale: 0.25 }))).toBeLessThan(TOL);
     });
     it(`yarn, including its attention factor (head_dim ${dims}, theta ${theta})`, () => {
       const x = randomRows(dims);
       for (const [factor, orig] of [[4, 256], [8, 32768], [2, 64]] as const) {
-        const yarn = parseHfRopeScaling({ rope_type: 'yarn', factor, original_max_position_embeddings: orig }, 2048, 'config.json');
+        const yarn = parseHfRopeScaling({ rope_kind: 'yarn', factor, original_max_position_embeddings: orig }, 2048, 'config.json');
         const ref = llamaCppRope(x, dims, theta, { freqScale: 1 / factor, extFactor: 1, nCtxOrig: orig, betaFast: 32, betaSlow: 1 });
         expect(maxDiff(rotate(x, dims, theta, yarn), ref), `factor ${factor}, original ${orig}`).toBeLessThan(TOL);
       }
@@ -87,7 +87,7 @@ describe('Llama 3.1 frequency rule (HF _compute_llama3_parameters)', () => {
     131072,
     'config.json',
   );
-  const base = ropeInverseFrequencies(128, 500000, { type: 'none' });
+  const base = ropeInverseFrequencies(128, 500000, { kind: 'none' });
   const scaled = ropeInverseFrequencies(128, 500000, s);
   const divisor = Array.from(base, (f, i) => f / scaled[i]!);
   it('keeps short wavelengths, divides long ones by the factor', () => {
@@ -105,14 +105,14 @@ describe('Llama 3.1 frequency rule (HF _compute_llama3_parameters)', () => {
 
 describe('parsing rope_scaling', () => {
   it('yarn defaults: betas 32/1, original context from max_position_embeddings, attention factor 0.1·ln(factor)+1', () => {
-    const s = parseHfRopeScaling({ type: 'yarn', factor: 4 }, 32768, 'config.json');
-    expect(s).toMatchObject({ type: 'yarn', factor: 4, originalMaxPositions: 32768, betaFast: 32, betaSlow: 1, truncate: true });
+    const s = parseHfRopeScaling({ kind: 'yarn', factor: 4 }, 32768, 'config.json');
+    expect(s).toMatchObject({ kind: 'yarn', factor: 4, originalMaxPositions: 32768, betaFast: 32, betaSlow: 1, truncate: true });
     expect(ropeAttentionFactor(s)).toBeCloseTo(0.1 * Math.log(4) + 1, 12);
-    expect(ropeAttentionFactor({ ...(s as Extract<RopeScaling, { type: 'yarn' }>), attentionFactor: 0.5 })).toBe(0.5);
+    expect(ropeAttentionFactor({ ...(s as Extract<RopeScaling, { kind: 'yarn' }>), attentionFactor: 0.5 })).toBe(0.5);
   });
   it('null and default mean none', () => {
-    expect(parseHfRopeScaling(null, 2048, 'c')).toEqual({ type: 'none' });
-    expect(parseHfRopeScaling({ rope_type: 'default' }, 2048, 'c')).toEqual({ type: 'none' });
+    expect(parseHfRopeScaling(null, 2048, 'c')).toEqual({ kind: 'none' });
+    expect(parseHfRopeScaling({ rope_type: 'default' }, 2048, 'c')).toEqual({ kind: 'none' });
   });
   it('refuses unknown kinds and bad numbers with a typed error naming the field', () => {
     expect(() => parseHfRopeScaling({ rope_type: 'dynamic', factor: 2 }, 2048, 'config.json')).toThrow(UnsupportedModelError);
@@ -124,9 +124,9 @@ describe('parsing rope_scaling', () => {
   });
   it('GGUF: no type with a factor is linear (llama.cpp\'s default); yarn reads its metadata', () => {
     const meta = (m: Record<string, number>) => (k: string) => m[k];
-    expect(ggufRopeScaling(undefined, meta({ 'rope.scaling.factor': 2 }), undefined, 2048, 'm')).toEqual({ type: 'linear', factor: 2 });
-    expect(ggufRopeScaling('none', meta({}), undefined, 2048, 'm')).toEqual({ type: 'none' });
+    expect(ggufRopeScaling(undefined, meta({ 'rope.scaling.factor': 2 }), undefined, 2048, 'm')).toEqual({ kind: 'linear', factor: 2 });
+    expect(ggufRopeScaling('none', meta({}), undefined, 2048, 'm')).toEqual({ kind: 'none' });
     expect(ggufRopeScaling('yarn', meta({ 'rope.scaling.factor': 4, 'rope.scaling.original_context_length': 4096 }), undefined, 16384, 'm'))
-      .toMatchObject({ type: 'yarn', factor: 4, originalMaxPositions: 4096 });
+      .toMatchObject({ kind: 'yarn', factor: 4, originalMaxPositions: 4096 });
   });
 });
