@@ -64,7 +64,7 @@ describe('RoPE scaling agrees with llama.cpp (ggml_rope_ext)', () => {
     it(`yarn, including its attention factor (head_dim ${dims}, theta ${theta})`, () => {
       const x = randomRows(dims);
       for (const [factor, orig] of [[4, 256], [8, 32768], [2, 64]] as const) {
-        const yarn = parseHfRopeScaling({ rope_kind: 'yarn', factor, original_max_position_embeddings: orig }, 2048, 'config.json');
+        const yarn = parseHfRopeScaling({ rope_type: 'yarn', factor, original_max_position_embeddings: orig }, 2048, 'config.json');
         const ref = llamaCppRope(x, dims, theta, { freqScale: 1 / factor, extFactor: 1, nCtxOrig: orig, betaFast: 32, betaSlow: 1 });
         expect(maxDiff(rotate(x, dims, theta, yarn), ref), `factor ${factor}, original ${orig}`).toBeLessThan(TOL);
       }
@@ -105,7 +105,7 @@ describe('Llama 3.1 frequency rule (HF _compute_llama3_parameters)', () => {
 
 describe('parsing rope_scaling', () => {
   it('yarn defaults: betas 32/1, original context from max_position_embeddings, attention factor 0.1·ln(factor)+1', () => {
-    const s = parseHfRopeScaling({ kind: 'yarn', factor: 4 }, 32768, 'config.json');
+    const s = parseHfRopeScaling({ type: 'yarn', factor: 4 }, 32768, 'config.json');
     expect(s).toMatchObject({ kind: 'yarn', factor: 4, originalMaxPositions: 32768, betaFast: 32, betaSlow: 1, truncate: true });
     expect(ropeAttentionFactor(s)).toBeCloseTo(0.1 * Math.log(4) + 1, 12);
     expect(ropeAttentionFactor({ ...(s as Extract<RopeScaling, { kind: 'yarn' }>), attentionFactor: 0.5 })).toBe(0.5);
