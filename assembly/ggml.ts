@@ -5,22 +5,10 @@
 // registers and multiplied by f32 activations) or in integers (activations quantized to 8 bits per 32,
 // as llama.cpp does, and i16 dot products). The scalar definition is src/kernels/ggml/.
 
-// ---- dtype codes (must match src/kernels/wasm.ts) ----
-/** Q8_0 (assembly/index.ts reads it in f32; here only the integer way). */
-const DT_Q8_0: i32 = 3;
-export const DT_Q4_0: i32 = 4;
-export const DT_Q4_1: i32 = 5;
-export const DT_Q5_0: i32 = 6;
-export const DT_Q5_1: i32 = 7;
-export const DT_Q2_K: i32 = 8;
-export const DT_Q3_K: i32 = 9;
-export const DT_Q4_K: i32 = 10;
-export const DT_Q5_K: i32 = 11;
-export const DT_Q6_K: i32 = 12;
-export const DT_IQ4_NL: i32 = 13;
-export const DT_IQ4_XS: i32 = 14;
-/** Added to a block dtype code: dot products on 8-bit activations instead of f32. */
-export const DT_INT_DOT: i32 = 64;
+import {
+  BLOCK_SCRATCH, DT_INT_DOT, DT_IQ4_NL, DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0,
+} from '../src/kernels/abi';
+import { h2fScalar } from './half';
 
 // @ts-ignore: decorator
 @inline export function isBlockType(dt: i32): bool {
@@ -55,14 +43,10 @@ export function blockRowBytes(dt: i32, cols: i32): usize {
   return <usize>(cols / blockValues(dt)) * blockBytes(dt);
 }
 
-/** IEEE half at p → f32 (the bits shifted into place, the exponent rebased by 2^112). */
+/** The little-endian IEEE half at p, as f32. */
 // @ts-ignore: decorator
 @inline function half(p: usize): f32 {
-  const h = <u32>load<u16>(p);
-  const em = (h & 0x7fff) << 13;
-  let bits = reinterpret<u32>(reinterpret<f32>(em) * reinterpret<f32>(0x77800000));
-  if (em >= 0x0f800000) bits |= 0x7f800000;
-  return reinterpret<f32>(bits | ((h & 0x8000) << 16));
+  return h2fScalar(load<u16>(p));
 }
 
 // ================================================================ block decoders
@@ -296,8 +280,6 @@ function decodeBlock(dt: i32, p: usize, codes: usize, groups: usize): void {
   else decodeLegacy(dt, p, codes, groups);
 }
 
-/** Bytes of per-thread scratch the row kernels need (codes and groups of one block). */
-export const BLOCK_SCRATCH: usize = 256 + 16 * 8;
 
 // ================================================================ rows
 

@@ -1,10 +1,22 @@
-import { KVCache } from './cache/kvcache.js';
+import { createCache } from './cache/build.js';
+import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { LimitError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
-import type { Model } from './model/model.js';
+import type { Kernels } from './kernels/api.js';
+import type { ModelConfig } from './model/config.js';
+import type { Weights } from './model/weights.js';
 import { logSoftmax, Sampler } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
+import type { Tokenizer } from './tokenizer/tokenizer.js';
+
+/** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
+export interface RunnableModel {
+  readonly config: ModelConfig;
+  readonly kernels: Kernels;
+  readonly weights: Weights;
+  readonly tokenizer: Tokenizer;
+}
 
 export interface SessionOptions {
   /** Cache spec, e.g. 'full', 'h2o(budget=0.2)' or 'window(sinks=4,recent=252)+fp16'. */
@@ -32,7 +44,7 @@ export interface GenerateOptions {
 
 export interface ScoreOptions {
   /**
-   * 'chunked': feed chunkSize tokens per forward call (fast; the reference perplexity).
+   * 'chunked': feed chunkSize tokens per forward call (fast; perplexity as the GPTQ/KVQuant scripts compute it).
    * 'decode': feed one token at a time, as generation does.
    */
   mode?: 'chunked' | 'decode';
@@ -49,13 +61,13 @@ export class Session {
   private readonly chunkSize: number;
   private readonly streaming: boolean;
 
-  constructor(readonly model: Model, options: SessionOptions = {}) {
+  constructor(readonly model: RunnableModel, options: SessionOptions = {}) {
     const spec = parseSpec(options.cache ?? 'full');
     this.chunkSize = options.chunkSize ?? 128;
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
     this.streaming = options.streaming === true;
-    this.cache = new KVCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
+    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
 
@@ -66,7 +78,7 @@ export class Session {
   feed(ids: readonly number[]): Float32Array {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length);
-    this.cache.setReference(ids.length);
+    this.cache.setPromptLength(ids.length);
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += this.chunkSize) {
       const chunk = ids.slice(i, i + this.chunkSize);
@@ -134,7 +146,7 @@ export class Session {
     if (n < 2) return out;
     this.checkRoom(n);
     const step = options.mode === 'decode' ? 1 : this.chunkSize;
-    this.cache.setReference(n);
+    this.cache.setPromptLength(n);
     const vocab = this.model.config.vocabSize;
     const row = new Float64Array(vocab);
     for (let i = 0; i < n; i += step) {

@@ -1,4 +1,4 @@
-import { loadModel } from '../model/model.js';
+import { loadModel } from '../model.js';
 import { argmax } from '../sample.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { MODEL_SPECS } from './models.js';

@@ -1,5 +1,5 @@
 import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
-import { loadModel, type Model } from '../model/model.js';
+import { loadModel, type Model } from '../model.js';
 import type { Session } from '../session.js';
 
 /**

@@ -1,10 +1,10 @@
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codec } from '../cache/codec.js';
-import { KVCache } from '../cache/kvcache.js';
+import { createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
 import { allocScratch, forward, freeScratch } from '../model/forward.js';
 import type { ModelConfig } from '../model/config.js';
-import { loadModel } from '../model/model.js';
+import { loadModel } from '../model.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { MODEL_SPECS } from './models.js';
 import { median, type Table } from './table.js';
@@ -18,7 +18,7 @@ import { median, type Table } from './table.js';
  * length (the length is set back before every run). llama.cpp has no such back door, so its cache is
  * filled by a real prefill of random tokens (untimed, and slow at 32K: seconds per thousand tokens on
  * a laptop); the timed part is the same number of single-token steps. Bytes per token: kvpack's
- * `cache.bytes()` (codes, scales, outliers, tables, slot positions) over the length; llama.cpp's from
+ * `cache.bytes()` (codes, scales, outliers, tables, and slot indices where the codec reads positions) over the length; llama.cpp's from
  * its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
  * KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 4096,16384,32768; --quick: 4096);
  * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack.
@@ -66,9 +66,9 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
   try {
     for (const codecSpec of process.env.KVPACK_BENCH_NO_KVPACK ? [] : CODECS) {
       ctx.log(`kvcache: kvpack ${codecSpec}: filling ${maxN} tokens`);
-      const cache = new KVCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8);
+      const cache = createCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8);
       // The cache's own fields, reached around its API: the bench writes tokens without attending.
-      const raw = cache as unknown as { lengths: number[]; positions: number[]; codec: Codec; capacity: number };
+      const raw = cache as unknown as { lengths: number[]; codec: Codec };
       const chunk = 512;
       const width = chunk * c.numKvHeads * c.headDim;
       const kp = k.arena.alloc(width * 4);
@@ -84,7 +84,6 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
           k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
           raw.codec.write(l, from, n, kp, vp, pp);
         }
-        for (let h = 0; h < c.numKvHeads; h++) k.arena.i32(raw.positions[l]! + h * raw.capacity * 4, maxN).set(Int32Array.from({ length: maxN }, (_, i) => i));
       }
       for (const p of [kp, vp, pp]) k.arena.free(p);
       const scratch = allocScratch(k, c, 1);
@@ -177,7 +176,7 @@ export const kvcacheSection: Section = {
       rows: rows.map((r) => ({ ...r })),
       notes: [
         'kvpack caches are filled with synthetic keys/values through each codec\'s write path; llama.cpp\'s by an untimed prefill of random tokens (flash attention on).',
-        'bytes/token: kvpack counts everything it stores (codes, scales, zeros, outliers, LUTs, slot positions); llama.cpp from its block formats.',
+        'bytes/token: kvpack counts everything it stores (codes, scales, zeros, outliers, LUTs, slot indices where read); llama.cpp from its block formats.',
       ],
     };
     return { tables: [table], data: rows };

@@ -3,8 +3,8 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { ModelConfig } from '../model/config.js';
 import { parseHfConfig } from '../model/hf.js';
-import { defaultModelPath } from '../model/model.js';
-import { randomLlama, writeHfDir, writeLlamaGguf, type SafetensorsDType } from '../model/write.js';
+import { defaultModelPath } from '../model.js';
+import { randomLlama, writeHfDir, writeLlamaGguf, type FloatDType } from '../dev/write.js';
 
 /** A model the bench runs: one GGUF both engines can load, and the same weights as an HF directory. */
 export interface BenchModel {
@@ -27,7 +27,7 @@ export interface ModelSpec {
 }
 
 /** Bumped when the writer changes what it writes, so stale cached files are rewritten. */
-const WRITER_VERSION = 1;
+const WRITER_VERSION = 2;
 
 export function sharedDir(): string {
   return path.dirname(path.dirname(defaultModelPath()));
@@ -48,7 +48,7 @@ const ref6m: ModelSpec = {
   },
 };
 
-function smollmShape(dtype: SafetensorsDType): ModelSpec {
+function smollmShape(dtype: FloatDType): ModelSpec {
   const id = `135m-${dtype.toLowerCase()}`;
   return {
     id,
@@ -75,7 +75,7 @@ export interface RandomModelRequest {
   cacheDir: string;
   name: string;
   config: ModelConfig;
-  dtype: SafetensorsDType;
+  dtype: FloatDType;
   seed: number;
   tokenizerJson: string;
   /** llama.cpp pre-tokenizer name for the GGUF. */

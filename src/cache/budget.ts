@@ -1,50 +1,70 @@
-import type { ParamSchema, ParamValue } from './spec.js';
+import { oneOf, param } from '../util/schema.js';
+
+/** A token count (integer ≥ 1) or a fraction of the prompt (0 < x < 1); or a list of them, one per layer. */
+export type Budget = number | readonly number[];
+
+const isBudget = (x: unknown) => typeof x === 'number' && x > 0 && (x < 1 || Number.isInteger(x));
+
+/** A budget parameter: a token count or a fraction of the prompt, or a list of them per layer. */
+export function budget<const O extends { doc: string; default?: Budget; optional?: true }>(o: O) {
+  return param<Budget, O>(
+    (v: unknown) => ((Array.isArray(v) ? v.length > 0 && v.every(isBudget) : isBudget(v))
+      ? undefined
+      : 'must be a token count (integer ≥ 1) or a fraction of the prompt in (0, 1), or a list of them per layer'),
+    o,
+  );
+}
 
 /** Spec parameters shared by every budgeted policy. */
 export const BUDGET_PARAMS = {
-  budget: { type: { kind: 'budget' }, doc: 'tokens kept per KV head: a count, a fraction of the prompt, or a list per layer' },
-  schedule: {
-    type: { kind: 'enum', values: ['uniform', 'pyramid'] },
+  budget: budget({ doc: 'tokens kept per KV head: a count, a fraction of the prompt, or a list per layer' }),
+  schedule: oneOf(['uniform', 'pyramid'], {
     default: 'uniform',
     doc: 'uniform: every layer gets the budget; pyramid: PyramidKV, lower layers more, same total',
-  },
-} as const satisfies Record<string, ParamSchema>;
+  }),
+};
+
+export type Schedule = 'uniform' | 'pyramid';
 
 /**
- * Turns a budget spec into tokens per layer. A fraction refers to the reference length (the prompt,
+ * Turns a budget spec into tokens per layer. A fraction refers to the prompt length (the prompt,
  * or the scored sequence) and is resolved when that length is known.
  */
 export class LayerBudgets {
-  private reference = 0;
+  private promptLength = 0;
 
   constructor(
-    private readonly spec: number | number[],
+    private readonly spec: Budget,
     private readonly numLayers: number,
-    private readonly schedule: 'uniform' | 'pyramid',
+    private readonly schedule: Schedule,
   ) {}
 
-  static from(params: Record<string, ParamValue>, numLayers: number): LayerBudgets {
-    return new LayerBudgets(params.budget as number | number[], numLayers, params.schedule as 'uniform' | 'pyramid');
+  static from(params: { budget: Budget; schedule: Schedule }, numLayers: number): LayerBudgets {
+    return new LayerBudgets(params.budget, numLayers, params.schedule);
   }
 
-  setReference(tokens: number): void {
-    this.reference = tokens;
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
   }
 
-  /** Tokens layer l keeps (at least 1). Before a reference is set, a fractional budget keeps everything. */
+  /** Tokens layer l keeps (at least 1). Before the prompt length is set, a fractional budget keeps everything. */
   forLayer(l: number): number {
-    const raw = Array.isArray(this.spec) ? this.spec[Math.min(l, this.spec.length - 1)]! : this.spec;
-    const base = resolveCount(raw, this.reference);
+    const base = resolveCount(budgetOfLayer(this.spec, l), this.promptLength);
     if (this.schedule === 'uniform' || this.numLayers < 2 || !Number.isFinite(base)) return base;
     return pyramid(base, l, this.numLayers);
   }
 }
 
-/** A count stays; a fraction becomes round(fraction × reference), at least 1 (Infinity without a reference). */
-export function resolveCount(value: number, reference: number): number {
+/** A budget's entry for layer l (a list's last entry serves the layers beyond it). */
+export function budgetOfLayer(b: Budget, l: number): number {
+  return typeof b === 'number' ? b : b[Math.min(l, b.length - 1)]!;
+}
+
+/** A count stays; a fraction becomes round(fraction × promptLength), at least 1 (Infinity without a prompt length). */
+export function resolveCount(value: number, promptLength: number): number {
   if (value >= 1) return value;
-  if (reference <= 0) return Infinity;
-  return Math.max(1, Math.round(value * reference));
+  if (promptLength <= 0) return Infinity;
+  return Math.max(1, Math.round(value * promptLength));
 }
 
 /**

@@ -1,6 +1,8 @@
 import type { Kernels } from '../kernels/api.js';
+import type { Rope } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ParamValue, PartSchema } from './spec.js';
+import type { Infer, Params } from '../util/schema.js';
+import type { PartSchema } from './spec.js';
 
 /** One attention call over a layer's stored tokens (see AttentionArgs for the causal rule). */
 export interface CodecAttention {
@@ -16,8 +18,6 @@ export interface CodecAttention {
   lastProbs: number;
   /** If non-zero, f32 [numHeads × capacity]: += each query's probabilities. */
   received: number;
-  /** If given and non-zero, u8 [numHeads × capacity]: slots left out per query head (see AttentionArgs.mask). */
-  mask?: number;
 }
 
 /**
@@ -35,6 +35,8 @@ export interface Codec {
   /** Copies slot `from` of a head to slot `to`. */
   move(layer: number, head: number, from: number, to: number): void;
   attention(layer: number, a: CodecAttention): void;
+  /** Whether `attention` reads `CodecAttention.positions` (keys rotated at read, sink rows by position). */
+  readonly readsPositions: boolean;
   /** Decodes one stored row (keys after RoPE); for tests and inspection, not the hot path. */
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array;
   /** Real bytes held for `lengths[l]` live slots per KV head in layer l. */
@@ -44,10 +46,18 @@ export interface Codec {
   free(): void;
 }
 
+/** A codec that can leave slots out of single queries (for a MaskingPolicy). */
+export interface MaskingCodec extends Codec {
+  /** `attention` for one query (n = 1) with `mask` (u8 [numHeads × capacity], see AttentionArgs.mask). */
+  maskedAttention(layer: number, a: CodecAttention, mask: number): void;
+}
+
 export interface CodecContext {
   kernels: Kernels;
   config: ModelConfig;
   capacity: number;
+  /** How keys are rotated (the model's Rope); codecs never read RoPE fields of the config. */
+  rope: Rope;
   /**
    * Streaming: keys must be stored before RoPE and rotated at read, by the positions that
    * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).
@@ -55,11 +65,18 @@ export interface CodecContext {
   ropeOnRead: boolean;
 }
 
-export interface CodecKind {
-  schema: PartSchema;
-  create(params: Record<string, ParamValue>, ctx: CodecContext): Codec;
+export interface CodecKind<P extends Params = Params> {
+  schema: PartSchema<P>;
+  create(params: Infer<P>, ctx: CodecContext): Codec;
   /** Whether the codec can rotate keys at read (needed for streaming past the trained context). */
   ropeOnRead?: boolean;
+  /** Whether its codecs are MaskingCodecs. */
+  masks?: boolean;
   /** Why these parameters cannot follow a policy that evicts (undefined: they can). */
-  evictionProblem?(params: Record<string, ParamValue>): string | undefined;
+  evictionProblem?(params: Infer<P>): string | undefined;
+}
+
+/** Declares a codec kind, its parameters' types inferred from its schema. */
+export function codecKind<P extends Params>(kind: CodecKind<P>): CodecKind<P> {
+  return kind;
 }

@@ -1,73 +1,82 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
-import type { Codec } from './codec.js';
-import type { Policy, TokenRows } from './policy.js';
-import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
-import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
-import { UsageError } from '../errors.js';
+import type { Codec, CodecAttention } from './codec.js';
+import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
+
+/** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
+export interface CacheParts {
+  /** The canonical spec text, the policy's default codec filled in. */
+  spec: string;
+  policy: Policy;
+  codec: Codec;
+  /** Whether the policy's onAppend needs the new tokens' key and value rows. */
+  needsRows: boolean;
+  /** Keys stored before RoPE and rotated at their rank among the held tokens. */
+  streaming: boolean;
+  /** Slots per KV head allocated at first. */
+  capacity: number;
+}
 
 /**
- * A KV cache is a policy × a codec. Per (layer, KV head) it keeps token slots, each knowing its
- * position; the codec stores them and computes attention from its storage; the policy sees the
- * attention probabilities and picks the slots to evict when a layer exceeds its budget.
+ * A KV cache is a policy × a codec (put together and checked by build.ts). Per (layer, KV head) it
+ * keeps token slots, each knowing its position; the codec stores them and computes attention from
+ * its storage; the policy sees the attention probabilities and picks the slots to evict when a layer
+ * exceeds its budget.
  *
  * Order of a step: write the new tokens after the live slots, attend (new tokens are the last
  * slots, which the causal rule needs), tell the policy. Eviction runs at `compress()`, which the
  * session calls after each feed: once after a prompt (as the papers compress the prompt), then
  * after every decoded token. Evicted slots are refilled from the end (swap-remove), so order
- * among slots carries no meaning; positions do.
+ * among slots carries no meaning; positions do. A policy that never evicts keeps token p at slot p,
+ * so no position is stored: codecs that read positions get one shared table of slot indices.
  */
 export class KVCache {
   readonly policy: Policy;
   readonly codec: Codec;
   readonly spec: string;
   private readonly lengths: number[];
+  /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
-  private capacity: number;
+  /** Int32 [numKvHeads × capacity]: slot indices, when the policy never evicts and positions are read (else 0). */
+  private slotIndices = 0;
+  protected capacity: number;
   private peak = 0;
   private received = 0;
-  private lastProbs = 0;
+  protected lastProbs = 0;
   private tail = new Float32Array(0);
   private readonly needsRows: boolean;
-  private referenceSet = false;
+  private promptLengthSet = false;
   /** Streaming: RoPE positions are ranks among the held tokens, recomputed after evictions. */
   readonly streaming: boolean;
   private ropePositions: number[] = [];
   private ranksValid: boolean[];
   private queryPositions = 0;
   private queryPositionsLength = 0;
+  // scratch reused by every step, grown with the capacity
+  private rows: TokenRows = { keys: new Float32Array(0), values: new Float32Array(0), headDim: 0 };
+  private evicted = new Int32Array(0);
+  private gone = new Uint8Array(0);
+  protected readonly call: CodecAttention = { q: 0, out: 0, n: 0, visible: 0, positions: 0, lastProbs: 0, received: 0 };
+  protected readonly attentionStats: AttentionStats = { layer: 0, n: 0, length: 0, capacity: 0, group: 1, received: new Float32Array(0), tail: new Float32Array(0), tailRows: 0 };
+  private readonly view: SlotView = { positions: new Int32Array(0), length: 0 };
 
   constructor(
-    private readonly k: Kernels,
-    private readonly config: ModelConfig,
-    spec: CacheSpec,
-    initialCapacity: number,
-    options: { streaming?: boolean } = {},
+    protected readonly k: Kernels,
+    protected readonly config: ModelConfig,
+    parts: CacheParts,
   ) {
-    spec = withPolicyCodec(spec);
-    this.spec = printSpec(spec);
-    this.capacity = Math.max(1, initialCapacity);
-    this.streaming = options.streaming === true;
-    const policyKind = POLICIES.get(spec.policy.name)!;
-    const codecKind = CODECS.get(spec.codec.name)!;
-    if (this.streaming && spec.policy.name === 'full') {
-      throw new UsageError('streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=1020) or h2o(budget=1024)');
-    }
-    if (this.streaming && !codecKind.ropeOnRead) {
-      throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);
-    }
-    const evictionProblem = spec.policy.name === 'full' ? undefined : codecKind.evictionProblem?.(withDefaults(spec.codec, codecKind.schema));
-    if (evictionProblem) throw new UsageError(`cache spec "${this.spec}": ${evictionProblem}`);
-    const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: this.capacity };
-    this.policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), shape);
-    const ctx = { kernels: k, config, capacity: this.capacity, ropeOnRead: this.streaming };
-    this.codec = codecKind.create(withDefaults(spec.codec, codecKind.schema), ctx);
+    this.spec = parts.spec;
+    this.policy = parts.policy;
+    this.codec = parts.codec;
+    this.needsRows = parts.needsRows;
+    this.streaming = parts.streaming;
+    this.capacity = parts.capacity;
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
-    this.needsRows = policyKind.needsRows === true;
     this.lengths = new Array<number>(config.numLayers).fill(0);
-    this.allocAttentionBuffers();
+    this.attentionStats.group = config.numHeads / config.numKvHeads;
+    this.allocSlotBuffers();
     for (let l = 0; l < config.numLayers; l++) {
-      this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
+      if (this.policy.evicts) this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
       if (this.streaming) this.ropePositions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
     }
   }
@@ -83,67 +92,93 @@ export class KVCache {
   }
 
   /** The length that fractional budgets refer to; only the first call counts until reset. */
-  setReference(tokens: number): void {
-    if (this.referenceSet) return;
-    this.referenceSet = true;
-    this.policy.setReference(tokens);
+  setPromptLength(tokens: number): void {
+    if (this.promptLengthSet) return;
+    this.promptLengthSet = true;
+    this.policy.setPromptLength(tokens);
+  }
+
+  /**
+   * Int32 pointer to the positions a layer's n next tokens are rotated at (queries and keys): their
+   * own `positions`, or when streaming their ranks among the held tokens, which this brings up to date.
+   */
+  rotationPositions(layer: number, n: number, positions: number): number {
+    if (!this.streaming) return positions;
+    const from = this.lengths[layer]!;
+    this.ensureCapacity(from + n);
+    return this.streamingPositions(layer, from, n);
   }
 
   /**
    * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
-   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. Queries arrive
-   * rotated at their positions, except when streaming: then the cache rotates them at their rank.
+   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. `ropePositions` is
+   * what `rotationPositions` gave for these tokens; queries arrive rotated at them.
    */
-  attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, positionsPtr: number, n: number, out: number): void {
+  attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
-    let slotPositions = this.positions[layer]!;
-    if (this.streaming) {
-      positionsPtr = this.streamingPositions(layer, from, n);
-      this.k.rope(q, n, c.numHeads, c.headDim, positionsPtr, c.ropeTheta, c.ropeLayout);
-      slotPositions = this.ropePositions[layer]!;
-    }
+    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
+    this.storePositions(layer, from, n, positions);
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
-      this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n).set(positions.subarray(0, n));
     }
-    this.codec.write(layer, from, n, keys, values, positionsPtr);
-    const length = from + n;
-    this.lengths[layer] = length;
-    const perQuery = this.policy.maskQuery !== undefined;
-    const tailRows = perQuery ? n : Math.min(this.policy.tailQueries, n);
+    this.codec.write(layer, from, n, keys, values, ropePositions);
+    this.lengths[layer] = from + n;
+    this.attendQueries(layer, q, out, from, n, slotPositions);
+    // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
+    if (layer === c.numLayers - 1) this.peak = Math.max(this.peak, this.bytes());
+  }
+
+  /**
+   * Attention of the n new queries (slots [from, from+n) are written), and what the policy learns
+   * from it: queries whose probabilities the policy needs (its `tailQueries`) one by one, the rest
+   * as one causal block that accumulates the attention each slot received.
+   */
+  protected attendQueries(layer: number, q: number, out: number, from: number, n: number, slotPositions: number): void {
+    const c = this.config;
+    const tailRows = Math.min(this.policy.tailQueries, n);
     const plain = n - tailRows; // queries whose individual probabilities nobody needs
     const received = this.policy.needsReceived ? this.received : 0;
-    if (received) this.k.arena.f32(received, c.numHeads * this.capacity).fill(0);
-    const rowFloats = c.numHeads * c.headDim;
+    const probsLength = c.numHeads * this.capacity;
+    if (received) this.k.arena.f32(received, probsLength).fill(0);
+    const call = this.call;
+    call.positions = slotPositions;
+    call.received = received;
     if (plain > 0) {
-      this.codec.attention(layer, { q, out, n: plain, visible: from + 1, positions: slotPositions, lastProbs: 0, received });
+      call.q = q;
+      call.out = out;
+      call.n = plain;
+      call.visible = from + 1;
+      call.lastProbs = 0;
+      this.codec.attention(layer, call);
     }
-    // queries in the policy's tail go one at a time so each one's probabilities can be kept
-    const probs = this.k.arena.f32(this.lastProbs, c.numHeads * this.capacity);
-    const group = c.numHeads / c.numKvHeads;
+    const probs = tailRows > 0 ? this.k.arena.f32(this.lastProbs, probsLength) : this.tail;
+    const rowBytes = c.numHeads * c.headDim * 4;
     for (let r = 0; r < tailRows; r++) {
       const i = plain + r;
-      const query = { q: q + i * rowFloats * 4, out: out + i * rowFloats * 4, n: 1, visible: from + 1 + i, positions: slotPositions };
-      const mask = perQuery ? this.queryMask(layer, query, from + 1 + i) : 0;
-      this.codec.attention(layer, { ...query, lastProbs: this.lastProbs, received, mask });
-      if (perQuery) {
-        this.policy.observe({ layer, n: 1, length: from + 1 + i, capacity: this.capacity, group, received: new Float32Array(0), tail: probs, tailRows: 1 });
-      } else {
-        this.tail.set(probs, r * probs.length);
-      }
+      call.q = q + i * rowBytes;
+      call.out = out + i * rowBytes;
+      call.n = 1;
+      call.visible = from + 1 + i;
+      call.lastProbs = this.lastProbs;
+      this.codec.attention(layer, call);
+      this.tail.set(probs, r * probsLength);
     }
-    if (!perQuery) {
-      // masking policies saw each query above; the rest see the whole step at once
-      const receivedRows = received ? this.k.arena.f32(received, c.numHeads * this.capacity) : new Float32Array(0);
-      this.policy.observe({ layer, n, length, capacity: this.capacity, group, received: receivedRows, tail: this.tail, tailRows });
-    }
-    this.peak = Math.max(this.peak, this.bytes());
+    const stats = this.attentionStats;
+    stats.layer = layer;
+    stats.n = n;
+    stats.length = from + n;
+    stats.capacity = this.capacity;
+    stats.received = received ? this.k.arena.f32(received, probsLength) : EMPTY;
+    stats.tail = this.tail;
+    stats.tailRows = tailRows;
+    this.policy.observe(stats);
   }
 
   /** Evicts, in every layer over its budget, down to the policy's target. */
   compress(): void {
+    if (!this.policy.evicts) return;
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
       if (length <= this.policy.budget(l)) continue;
@@ -151,8 +186,10 @@ export class KVCache {
       const count = length - keep;
       for (let h = 0; h < this.config.numKvHeads; h++) {
         const positions = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, length);
-        const evicted = this.policy.choose(l, h, count, { positions, length });
-        this.swapRemove(l, h, evicted, length, positions);
+        this.view.positions = positions;
+        this.view.length = length;
+        this.policy.choose(l, h, count, this.view, this.evicted);
+        this.swapRemove(l, h, count, length, positions);
       }
       this.lengths[l] = keep;
       this.ranksValid[l] = false;
@@ -161,18 +198,23 @@ export class KVCache {
 
   /** Real bytes held now: the codec's storage, slot positions, and the policy's per-slot state. */
   bytes(): number {
-    const slots = this.lengths.reduce((a, b) => a + b, 0) * this.config.numKvHeads;
-    return this.codec.bytes(this.lengths) + slots * 4 + this.policy.bytes();
+    const c = this.config;
+    let slots = 0;
+    for (const length of this.lengths) slots += length * c.numKvHeads;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * this.capacity * 4 : 0;
+    return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
   }
 
-  /** Highest `bytes()` seen since creation or the last reset. */
+  /** Highest `bytes()` seen at the end of a step since creation or the last reset. */
   peakBytes(): number {
     return this.peak;
   }
 
   /** Positions held by a KV head of a layer (a copy). */
   heldPositions(layer: number, head: number): number[] {
-    return Array.from(this.k.arena.i32(this.positions[layer]! + head * this.capacity * 4, this.lengths[layer]!));
+    const length = this.lengths[layer]!;
+    if (!this.policy.evicts) return Array.from({ length }, (_, slot) => slot);
+    return Array.from(this.k.arena.i32(this.positions[layer]! + head * this.capacity * 4, length));
   }
 
   reset(): void {
@@ -180,36 +222,40 @@ export class KVCache {
     this.ranksValid.fill(false);
     this.peak = 0;
     this.policy.reset();
-    this.referenceSet = false;
+    this.promptLengthSet = false;
   }
 
   free(): void {
     this.codec.free();
-    for (const p of [...this.positions, ...this.ropePositions, this.received, this.lastProbs]) this.k.arena.free(p);
-    if (this.queryPositions) this.k.arena.free(this.queryPositions);
-    if (this.mask) this.k.arena.free(this.mask);
+    for (const p of [...this.positions, ...this.ropePositions, this.received, this.lastProbs, this.slotIndices, this.queryPositions]) if (p) this.k.arena.free(p);
     this.positions = [];
     this.ropePositions = [];
   }
 
-  /** Runs one query unmasked to learn its probabilities and asks the policy what to hide from it. */
-  private queryMask(layer: number, query: { q: number; out: number; n: number; visible: number; positions: number }, seen: number): number {
-    const c = this.config;
-    this.codec.attention(layer, { ...query, lastProbs: this.lastProbs, received: 0 });
-    const probs = this.k.arena.f32(this.lastProbs, c.numHeads * this.capacity);
-    const held = this.k.arena.i32(this.positions[layer]!, c.numKvHeads * this.capacity);
-    const mask = this.policy.maskQuery!(layer, probs, seen, this.capacity, held);
-    if (!mask) return 0;
-    if (this.maskBytes < mask.length) {
-      if (this.mask) this.k.arena.free(this.mask);
-      this.mask = this.k.arena.alloc(mask.length);
-      this.maskBytes = mask.length;
-    }
-    this.k.arena.u8(this.mask, mask.length).set(mask);
-    return this.mask;
+  /** Int32 [numKvHeads × capacity] pointer: each slot's position in a layer (0 when nothing reads them). */
+  protected slotPositions(layer: number): number {
+    return this.policy.evicts ? this.positions[layer]! : this.slotIndices;
   }
-  private mask = 0;
-  private maskBytes = 0;
+
+  /** Whether the shared table of slot indices is needed when the policy never evicts. */
+  protected get readsSlotIndices(): boolean {
+    return this.codec.readsPositions;
+  }
+
+  /** Records the new tokens' positions; a cache that never evicts holds position p at slot p. */
+  private storePositions(layer: number, from: number, n: number, positions: Int32Array): void {
+    const c = this.config;
+    if (!this.policy.evicts) {
+      for (let i = 0; i < n; i++) {
+        if (positions[i] !== from + i) throw new Error(`internal: a cache that never evicts holds position ${positions[i]} at slot ${from + i}`);
+      }
+      return;
+    }
+    for (let h = 0; h < c.numKvHeads; h++) {
+      const held = this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n);
+      for (let i = 0; i < n; i++) held[i] = positions[i]!;
+    }
+  }
 
   /**
    * Streaming RoPE positions: each held token's rank by position, new tokens after them. Ranks
@@ -238,39 +284,57 @@ export class KVCache {
     return this.queryPositions;
   }
 
-  /** Moves the survivors at the end into the holes the evicted slots leave below the new length. */
-  private swapRemove(layer: number, head: number, evicted: Int32Array, length: number, positions: Int32Array): void {
-    const keep = length - evicted.length;
-    const gone = new Uint8Array(length);
-    for (const s of evicted) gone[s] = 1;
+  /** Moves the survivors at the end into the holes that evicted[0, count) leave below the new length. */
+  private swapRemove(layer: number, head: number, count: number, length: number, positions: Int32Array): void {
+    const keep = length - count;
+    const gone = this.gone;
+    for (let i = 0; i < count; i++) gone[this.evicted[i]!] = 1;
     let mover = length - 1;
-    for (const hole of Array.from(evicted).filter((s) => s < keep).sort((a, b) => a - b)) {
+    for (let hole = 0; hole < keep; hole++) {
+      if (!gone[hole]) continue;
       while (gone[mover]) mover--;
       this.codec.move(layer, head, mover, hole);
       this.policy.move(layer, head, mover, hole);
       positions[hole] = positions[mover]!;
       mover--;
     }
+    gone.fill(0, 0, length);
   }
 
   /** One KV head's rows out of the [n × kvHeads × headDim] buffers (before the codec rotates keys). */
   private headRows(keys: number, values: number, head: number, n: number): TokenRows {
     const { numKvHeads, headDim } = this.config;
-    const all = { keys: this.k.arena.f32(keys, n * numKvHeads * headDim), values: this.k.arena.f32(values, n * numKvHeads * headDim) };
-    const rows = { keys: new Float32Array(n * headDim), values: new Float32Array(n * headDim), headDim };
+    const rows = this.rows;
+    if (rows.keys.length < n * headDim) {
+      this.rows = { keys: new Float32Array(n * headDim), values: new Float32Array(n * headDim), headDim };
+      return this.headRows(keys, values, head, n);
+    }
+    const allKeys = this.k.arena.f32(keys, n * numKvHeads * headDim);
+    const allValues = this.k.arena.f32(values, n * numKvHeads * headDim);
     for (let t = 0; t < n; t++) {
       const at = (t * numKvHeads + head) * headDim;
-      rows.keys.set(all.keys.subarray(at, at + headDim), t * headDim);
-      rows.values.set(all.values.subarray(at, at + headDim), t * headDim);
+      for (let i = 0; i < headDim; i++) {
+        rows.keys[t * headDim + i] = allKeys[at + i]!;
+        rows.values[t * headDim + i] = allValues[at + i]!;
+      }
     }
     return rows;
   }
 
-  private allocAttentionBuffers(): void {
-    const numbers = this.config.numHeads * this.capacity;
+  /** Buffers sized by the capacity: attention outputs for the policy, eviction scratch, slot indices. */
+  private allocSlotBuffers(): void {
+    const c = this.config;
+    const numbers = c.numHeads * this.capacity;
     this.received = this.k.arena.alloc(numbers * 4);
     this.lastProbs = this.k.arena.alloc(numbers * 4);
     this.tail = new Float32Array(Math.max(1, this.policy.tailQueries) * numbers);
+    this.evicted = new Int32Array(this.capacity);
+    this.gone = new Uint8Array(this.capacity);
+    if (!this.policy.evicts && this.readsSlotIndices) {
+      this.slotIndices = this.k.arena.alloc(c.numKvHeads * this.capacity * 4);
+      const table = this.k.arena.i32(this.slotIndices, c.numKvHeads * this.capacity);
+      for (let i = 0; i < table.length; i++) table[i] = i % this.capacity;
+    }
   }
 
   /** Doubles capacity until `needed` slots fit, keeping every layer's live slots. */
@@ -281,13 +345,15 @@ export class KVCache {
     const c = this.config;
     this.codec.resize(capacity, this.lengths);
     for (let l = 0; l < c.numLayers; l++) {
-      const next = this.k.arena.alloc(c.numKvHeads * capacity * 4);
-      for (let h = 0; h < c.numKvHeads; h++) {
-        const held = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, this.lengths[l]!);
-        this.k.arena.i32(next + h * capacity * 4, this.lengths[l]!).set(held);
+      if (this.policy.evicts) {
+        const next = this.k.arena.alloc(c.numKvHeads * capacity * 4);
+        for (let h = 0; h < c.numKvHeads; h++) {
+          const held = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, this.lengths[l]!);
+          this.k.arena.i32(next + h * capacity * 4, this.lengths[l]!).set(held);
+        }
+        this.k.arena.free(this.positions[l]!);
+        this.positions[l] = next;
       }
-      this.k.arena.free(this.positions[l]!);
-      this.positions[l] = next;
       if (this.streaming) {
         this.k.arena.free(this.ropePositions[l]!);
         this.ropePositions[l] = this.k.arena.alloc(c.numKvHeads * capacity * 4);
@@ -295,22 +361,16 @@ export class KVCache {
       }
     }
     this.policy.resize(capacity);
-    this.k.arena.free(this.received);
-    this.k.arena.free(this.lastProbs);
+    for (const p of [this.received, this.lastProbs, this.slotIndices]) if (p) this.k.arena.free(p);
+    this.slotIndices = 0;
     this.capacity = capacity;
-    this.allocAttentionBuffers();
+    this.allocSlotBuffers();
   }
 }
 
-/** A spec that leaves the codec at fp32 gets the policy's own codec, if its kind names one (qhitter). */
-function withPolicyCodec(spec: CacheSpec): CacheSpec {
-  const kind = POLICIES.get(spec.policy.name)!;
-  const unnamed = spec.codec.name === DEFAULT_CODEC.name && Object.keys(spec.codec.params).length === 0;
-  if (!kind.defaultCodec || !unnamed) return spec;
-  return { policy: spec.policy, codec: parseSpec(kind.defaultCodec(withDefaults(spec.policy, kind.schema))).codec };
-}
+const EMPTY = new Float32Array(0);
 
-/** Bytes the full f32 cache holds for `tokens` tokens: keys, values and positions. */
+/** Bytes the full f32 cache holds for `tokens` tokens: keys and values (a cache that never evicts stores no positions). */
 export function fullCacheBytes(c: ModelConfig, tokens: number): number {
-  return tokens * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4);
+  return tokens * c.numLayers * c.numKvHeads * 2 * c.headDim * 4;
 }

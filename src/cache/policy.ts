@@ -1,4 +1,5 @@
-import type { ParamValue, PartSchema } from './spec.js';
+import type { Infer, Params } from '../util/schema.js';
+import type { PartSchema } from './spec.js';
 
 /**
  * What attention told the policy about one layer after a step. Probabilities are per query head;
@@ -41,6 +42,8 @@ export interface SlotView {
  * `choose` when a layer holds more than its budget.
  */
 export interface Policy {
+  /** Whether the policy ever evicts; when not, a slot's position is its index and is not stored. */
+  readonly evicts: boolean;
   /** How many query rows of probabilities `observe` needs (0 = none, 1 = the last query). */
   readonly tailQueries: number;
   /** Whether `observe` reads `received`. */
@@ -50,24 +53,17 @@ export interface Policy {
   /** Slots a layer is cut down to once it exceeds its budget (amortised drops go below the budget). */
   target(layer: number): number;
   /** Sets the length fractions of the budget refer to (the prompt, or the scored sequence). */
-  setReference(tokens: number): void;
+  setPromptLength(tokens: number): void;
   /**
    * Called before slots [from, from+n) are written with new tokens. `rows` (only for kinds with
    * `needsRows`) holds this head's n keys (before RoPE) and values, [n × headDim] each.
    */
   onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, rows: TokenRows | undefined): void;
   observe(stats: AttentionStats): void;
-  /** Slot indices (distinct, < view.length) to evict from one KV head, `count` of them. */
-  choose(layer: number, head: number, count: number, view: SlotView): Int32Array;
+  /** Writes to out[0, count) the slot indices (distinct, < view.length) to evict from one KV head. */
+  choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
-  /**
-   * Optional, for policies that hide tokens from single queries instead of evicting them: given
-   * one query's probabilities over the `seen` slots it can see (unmasked, [numHeads × capacity]),
-   * the u8 mask [numHeads × capacity] of slots to leave out of that query's attention, or
-   * undefined for none. Such a policy gets each query through `observe` alone (n = 1).
-   */
-  maskQuery?(layer: number, probs: Float32Array, seen: number, capacity: number, positions: Int32Array): Uint8Array | undefined;
   /** Optional numbers a run reports about the policy (e.g. the share of tokens a mask kept). */
   stats?(): Record<string, number>;
   /** Bytes of per-slot state held. */
@@ -77,21 +73,41 @@ export interface Policy {
   reset(): void;
 }
 
+/**
+ * A policy that hides tokens from single queries instead of evicting them (Scissorhands' released
+ * evaluation code). The cache runs each query twice: unmasked, to give `maskQuery` its probabilities
+ * over the `seen` slots it can see ([numHeads × capacity]); then with the returned u8 mask
+ * [numHeads × capacity] of slots to leave out (undefined: none; the array may be reused by the next
+ * call), after which `observe` gets that query alone (n = 1). Only codecs whose kind `masks` can run it.
+ */
+export interface MaskingPolicy extends Policy {
+  maskQuery(layer: number, probs: Float32Array, seen: number, capacity: number, positions: Int32Array): Uint8Array | undefined;
+}
+
+export function isMasking(policy: Policy): policy is MaskingPolicy {
+  return 'maskQuery' in policy;
+}
+
 export interface PolicyShape {
   numLayers: number;
   numKvHeads: number;
   capacity: number;
 }
 
-/** A policy kind: its spec schema and how to build one. */
-export interface PolicyKind {
-  schema: PartSchema;
-  create(params: Record<string, ParamValue>, shape: PolicyShape): Policy;
+/** A policy kind: its spec schema and how to build one from the parameters it declares. */
+export interface PolicyKind<P extends Params = Params> {
+  schema: PartSchema<P>;
+  create(params: Infer<P>, shape: PolicyShape): Policy;
   /** Whether `onAppend` needs the new tokens' key and value rows (knorm, qhitter). */
   needsRows?: boolean;
   /**
    * The codec (spec text, e.g. `int(bits=4,axis=token)`) a cache uses when the spec names none:
    * for a policy whose method stores what it keeps in a format of its own (qhitter).
    */
-  defaultCodec?: (params: Record<string, ParamValue>) => string;
+  defaultCodec?(params: Infer<P>): string;
+}
+
+/** Declares a policy kind, its parameters' types inferred from its schema. */
+export function policyKind<P extends Params>(kind: PolicyKind<P>): PolicyKind<P> {
+  return kind;
 }

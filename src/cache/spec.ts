@@ -1,4 +1,5 @@
 import { UsageError } from '../errors.js';
+import { applyDefaults, findIssue, type Infer, type Params, type ParamValue } from '../util/schema.js';
 
 /**
  * The one cache spec grammar, used by every entry point:
@@ -9,32 +10,13 @@ import { UsageError } from '../errors.js';
  * e.g. `h2o(budget=0.2,recent=0.05)+int(bits=4,group=64)`, `kvquant(bits=3)`, `full`.
  */
 
-export type ParamValue = number | boolean | string | number[];
+export type { ParamValue };
 
-export type ParamType =
-  | { kind: 'int'; min: number; max?: number }
-  | { kind: 'number'; min: number; max?: number; exclusiveMin?: boolean }
-  /** A token count (integer ≥ 1) or a fraction of the prompt (0 < x < 1); or a list of them, one per layer. */
-  | { kind: 'budget' }
-  | { kind: 'bool' }
-  | { kind: 'enum'; values: readonly (string | number)[] }
-  | { kind: 'string' }
-  /** A number, or a list of numbers (one per layer). */
-  | { kind: 'numbers'; min: number; max?: number };
-
-export interface ParamSchema {
-  type: ParamType;
-  /** Omitted (and not `optional`): the parameter is required. */
-  default?: ParamValue;
-  /** May be left out with no default; the policy or codec decides what that means. */
-  optional?: true;
-  doc: string;
-}
-
-export interface PartSchema {
+/** A policy's or codec's name, doc and parameters (declared with the builders of util/schema.ts). */
+export interface PartSchema<P extends Params = Params> {
   name: string;
   doc: string;
-  params: Record<string, ParamSchema>;
+  params: P;
 }
 
 export interface SpecPart {
@@ -89,14 +71,9 @@ export function printCacheSpec(spec: CacheSpec, registry: SpecRegistry): string 
   return isDefaultCodec ? policy : `${policy}+${printPart(spec.codec, registry.codecs.get(spec.codec.name))}`;
 }
 
-/** The part's parameters with every default filled in. */
-export function withDefaults(part: SpecPart, schema: PartSchema): Record<string, ParamValue> {
-  const out: Record<string, ParamValue> = {};
-  for (const [key, p] of Object.entries(schema.params)) {
-    const v = part.params[key] ?? p.default;
-    if (v !== undefined) out[key] = v;
-  }
-  return out;
+/** The part's parameters with every default filled in, typed by its schema. */
+export function withDefaults<P extends Params>(part: SpecPart, schema: PartSchema<P>): Infer<P> {
+  return applyDefaults(schema.params, part.params);
 }
 
 function printPart(part: SpecPart, schema: PartSchema | undefined): string {
@@ -175,56 +152,15 @@ function splitTop(text: string, sep: string, whole: string): string[] {
 }
 
 function checkPart(part: SpecPart, schema: PartSchema, whole: string): void {
+  const issue = findIssue(schema.params, part.params);
+  if (!issue) return;
   const allowed = Object.keys(schema.params);
-  for (const [key, value] of Object.entries(part.params)) {
-    const p = schema.params[key];
-    if (!p) {
-      throw new UsageError(
-        `cache spec "${whole}": ${part.name} has no parameter "${key}"; allowed: ${allowed.length ? allowed.join(', ') : '(none)'}`,
-      );
-    }
-    const problem = checkValue(value, p.type);
-    if (problem) throw new UsageError(`cache spec "${whole}": ${part.name}(${key}=…) ${problem}`);
-  }
-  for (const [key, p] of Object.entries(schema.params)) {
-    if (p.default === undefined && !p.optional && part.params[key] === undefined) {
-      throw new UsageError(`cache spec "${whole}": ${part.name} needs ${key} (${p.doc})`);
-    }
-  }
-}
-
-function checkValue(v: ParamValue, t: ParamType): string | undefined {
-  const range = (min: number, max?: number) => (max === undefined ? `≥ ${min}` : `in [${min}, ${max}]`);
-  switch (t.kind) {
-    case 'int':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < t.min || (t.max !== undefined && v > t.max)) {
-        return `must be an integer ${range(t.min, t.max)}, got ${printValue(v)}`;
-      }
-      return;
-    case 'number':
-      if (typeof v !== 'number' || v < t.min || (t.exclusiveMin && v === t.min) || (t.max !== undefined && v > t.max)) {
-        return `must be a number ${t.exclusiveMin ? `> ${t.min}` : range(t.min, t.max)}${t.exclusiveMin && t.max !== undefined ? ` and ≤ ${t.max}` : ''}, got ${printValue(v)}`;
-      }
-      return;
-    case 'budget': {
-      const list = Array.isArray(v) ? v : [v];
-      if (list.length === 0 || list.some((x) => typeof x !== 'number' || !(x > 0) || (x >= 1 && !Number.isInteger(x)))) {
-        return `must be a token count (integer ≥ 1) or a fraction of the prompt in (0, 1), or a list of them per layer, got ${printValue(v)}`;
-      }
-      return;
-    }
-    case 'bool':
-      return typeof v === 'boolean' ? undefined : `must be true or false, got ${printValue(v)}`;
-    case 'enum':
-      return t.values.includes(v as string | number) ? undefined : `must be one of ${t.values.join(', ')}, got ${printValue(v)}`;
-    case 'string':
-      return typeof v === 'string' ? undefined : `must be a name or a quoted string, got ${printValue(v)}`;
-    case 'numbers': {
-      const list = Array.isArray(v) ? v : typeof v === 'number' ? [v] : undefined;
-      if (!list || list.length === 0 || list.some((x) => x < t.min || (t.max !== undefined && x > t.max))) {
-        return `must be a number or a list of numbers ${range(t.min, t.max)}, got ${printValue(v)}`;
-      }
-      return;
-    }
+  switch (issue.kind) {
+    case 'unknown':
+      throw new UsageError(`cache spec "${whole}": ${part.name} has no parameter "${issue.key}"; allowed: ${allowed.length ? allowed.join(', ') : '(none)'}`);
+    case 'invalid':
+      throw new UsageError(`cache spec "${whole}": ${part.name}(${issue.key}=…) ${issue.problem}, got ${printValue(issue.value)}`);
+    case 'missing':
+      throw new UsageError(`cache spec "${whole}": ${part.name} needs ${issue.key} (${issue.doc})`);
   }
 }

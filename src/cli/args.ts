@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
+import { int, number, read, type Param } from '../util/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -22,16 +23,18 @@ export function parse<O extends Options>(command: string, argv: string[], option
   }
 }
 
-export function intOption(name: string, value: string | undefined, fallback: number, min = 0): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${value}"`);
-  return n;
+/** An option's text read through its schema parameter (`--name` in messages); `fallback` when it is not given. */
+export function option<T>(name: string, p: Param<T>, text: string | undefined, fallback: T): T {
+  if (text === undefined) return fallback;
+  const r = read(p, p.fromText(text));
+  if ('problem' in r) throw new UsageError(`--${name} ${r.problem}, got "${text}"`);
+  return r.value;
 }
 
-export function numberOption(name: string, value: string | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`--${name} must be a number in [${min}, ${max}], got "${value}"`);
-  return n;
+export function intOption(name: string, text: string | undefined, fallback: number, min = 0): number {
+  return option(name, int({ min, doc: name }), text, fallback);
+}
+
+export function numberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  return option(name, number({ min, max, doc: name }), text, fallback);
 }

@@ -2,7 +2,8 @@ import os from 'node:os';
 import { UsageError } from '../errors.js';
 import { buildTables, renderMarkdown } from '../eval/report.js';
 import { finishedRow, type ResultRow } from '../eval/store.js';
-import { resolveTask, TASKS, type Task } from '../eval/tasks.js';
+import { taskParams, TASKS, type Task } from '../eval/tasks.js';
+import { fromWords } from '../util/schema.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { Progress } from '../util/progress.js';
 import { intOption, MODEL_OPTIONS, parse } from './args.js';
@@ -34,21 +35,19 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(help());
   const [name, ...pairs] = positionals;
   if (!name) throw new UsageError(`eval needs a task: ${[...TASKS.keys()].join(', ')} (see kvpack eval --help)`);
-  const known = TASKS.get(name);
-  if (!known) throw new UsageError(`unknown task "${name}"; tasks: ${[...TASKS.keys()].join(', ')}`);
-  const entry: Record<string, unknown> = { task: name };
+  const task = TASKS.get(name);
+  if (!task) throw new UsageError(`unknown task "${name}"; tasks: ${[...TASKS.keys()].join(', ')}`);
+  const words: Record<string, string> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new UsageError(`task parameters are key=value, got "${pair}"`);
-    const key = pair.slice(0, eq);
-    const schema = known.params[key];
-    entry[key] = schema?.type.kind === 'int' && pair.slice(eq + 1) !== '' ? Number(pair.slice(eq + 1)) : pair.slice(eq + 1);
+    words[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   if (values.limit !== undefined) {
-    if (!known.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
-    entry[known.limit] = intOption('limit', values.limit, 1, 1);
+    if (!task.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
+    words[task.limit] = values.limit;
   }
-  const { task, params } = resolveTask(entry, name);
+  const params = taskParams(task, fromWords(task.params, words), { where: '', param: (key) => key });
   const seed = intOption('seed', values.seed, 0, 0);
   // Canonical specs, checked before the model loads.
   const caches = (values.cache ?? ['full']).map((c) => {

@@ -1,4 +1,4 @@
-import { loadModel, type Model } from '../model/model.js';
+import { loadModel, type Model } from '../model.js';
 import { resolveModel } from '../hub/download.js';
 import { intOption } from './args.js';
 import os from 'node:os';

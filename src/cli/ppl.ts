@@ -1,8 +1,10 @@
 import { parseSpec } from '../cache/registry.js';
 import { perplexity } from '../eval/ppl.js';
+import { pplOptions, pplTask, taskParams } from '../eval/tasks.js';
 import { UsageError } from '../errors.js';
+import { fromWords } from '../util/schema.js';
 import { Progress } from '../util/progress.js';
-import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|FILE [--ctx 2048] [--chunks N]
@@ -30,12 +32,10 @@ export async function pplCommand(argv: string[]): Promise<void> {
   });
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length) throw new UsageError(`ppl takes no positional arguments, got "${positionals.join(' ')}"`);
-  if (!values.data) throw new UsageError('ppl needs --data wikitext2|c4|pg19|FILE');
-  const mode = values.mode ?? 'chunked';
-  if (mode !== 'chunked' && mode !== 'decode') throw new UsageError(`--mode must be chunked or decode, got "${mode}"`);
-  const ctx = intOption('ctx', values.ctx, 2048, 2);
-  const chunks = values.chunks === undefined ? undefined : intOption('chunks', values.chunks, 1, 1);
-  if (mode === 'chunked' && values.cache && parseSpec(values.cache).policy.name !== 'full') {
+  // the options are the ppl task's parameters, read as `kvpack eval ppl` reads them
+  const words = { data: values.data, ctx: values.ctx, chunks: values.chunks, mode: values.mode, streaming: values.streaming ? 'yes' : undefined, window: values.window };
+  const params = taskParams(pplTask, fromWords(pplTask.params, words), { where: '', param: (key) => `--${key}` });
+  if (params.mode === 'chunked' && values.cache && parseSpec(values.cache).policy.name !== 'full') {
     // chunked scoring compresses only between chunks: every prediction sees its whole chunk
     process.stderr.write('note: chunked mode cannot show what eviction costs; use --mode decode for that\n');
   }
@@ -43,15 +43,11 @@ export async function pplCommand(argv: string[]): Promise<void> {
   try {
     let bar: Progress | undefined;
     let reported = 0;
-    const result = perplexity(model, {
-      data: values.data, ctx, chunks, mode, cache: values.cache, streaming: values.streaming,
-      windowSize: values.window === undefined ? undefined : intOption('window', values.window, 1, 1),
-      onProgress: (done, total) => {
-        bar ??= new Progress({ total, label: `ppl ${values.data}`, unit: 'tok' });
-        bar.tick(done - reported);
-        reported = done;
-      },
-    });
+    const result = perplexity(model, pplOptions(params, values.cache ?? 'full', (done, total) => {
+      bar ??= new Progress({ total, label: `ppl ${params.data}`, unit: 'tok' });
+      bar.tick(done - reported);
+      reported = done;
+    }));
     bar?.done();
     if (values.json) {
       process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -59,7 +55,7 @@ export async function pplCommand(argv: string[]): Promise<void> {
       process.stdout.write(
         `${result.data}: perplexity ${result.ppl.toFixed(3)} over ${result.tokens} tokens (${result.chunks} chunks of ${result.ctx}, ${result.mode}, cache ${result.cache}) in ${result.seconds.toFixed(1)} s\n`,
       );
-      if (result.windows) process.stdout.write(`per ${values.window}-position window: ${result.windows.map((p) => p.toFixed(2)).join(' ')}\n`);
+      if (result.windows) process.stdout.write(`per ${params.window}-position window: ${result.windows.map((p) => p.toFixed(2)).join(' ')}\n`);
     }
   } finally {
     await model.close();

@@ -1,8 +1,8 @@
-import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { argmax, logSoftmax } from '../sample.js';
 import { evalChunks, loadEvalTokens } from './data.js';
+import { CacheMeter, type CacheMemory } from './memory.js';
 
 /**
  * How closely a compressed cache follows the full one on the same text: at every position, the
@@ -37,25 +37,22 @@ export interface FidelityResult {
   ppl_full: number;
   tokens: number;
   chunks: number;
-  kv_bytes_peak: number;
-  kv_bytes_per_token: number;
-  compression: number;
-  bits_per_value: number;
+  memory: CacheMemory;
 }
 
-interface Reference {
+interface FullRun {
   key: string;
   /** [positions × vocab] logits of the full cache. */
   logits: Float32Array;
   nll: number;
 }
 
-const references = new WeakMap<Model, Reference>();
+const fullRuns = new WeakMap<Model, FullRun>();
 
-function referenceLogits(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): Reference {
-  const known = references.get(model);
+function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): FullRun {
+  const known = fullRuns.get(model);
   if (known && known.key === key) return known;
-  references.delete(model); // free the previous chunk before allocating the next
+  fullRuns.delete(model); // free the previous chunk before allocating the next
   const vocab = model.config.vocabSize;
   const logits = new Float32Array((chunk.length - 1) * vocab);
   const session = model.session({ cache: 'full' });
@@ -67,7 +64,7 @@ function referenceLogits(model: Model, chunk: readonly number[], mode: 'chunked'
     session.dispose();
   }
   const ref = { key, logits, nll };
-  references.set(model, ref);
+  fullRuns.set(model, ref);
   return ref;
 }
 
@@ -88,13 +85,12 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
   let positions = 0;
   let nllCand = 0;
   let nllFull = 0;
-  let peak = 0;
   const session = model.session({ cache: o.cache });
-  const bits = session.cache.codec.bitsPerValue();
+  const meter = new CacheMeter(session);
   try {
     chunks.forEach((chunk, c) => {
       const key = `${o.data}\0${o.ctx}\0${c}\0${mode}\0${chunk.length}\0${chunk[0]}\0${chunk[chunk.length - 1]}`;
-      const ref = referenceLogits(model, chunk, mode, key);
+      const ref = fullCacheRun(model, chunk, mode, key);
       nllFull += ref.nll;
       done += chunk.length;
       o.onProgress?.(done, total);
@@ -121,12 +117,11 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
       });
       done += chunk.length;
       for (const lp of logps) nllCand -= lp;
-      peak = Math.max(peak, session.cache.peakBytes());
+      meter.record();
     });
   } finally {
     session.dispose();
   }
-  const longest = Math.max(...chunks.map((c) => c.length));
   return {
     kl: klSum / positions,
     kl_max: klMax,
@@ -135,9 +130,6 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
     ppl_full: Math.exp(nllFull / positions),
     tokens: positions,
     chunks: chunks.length,
-    kv_bytes_peak: peak,
-    kv_bytes_per_token: peak / longest,
-    compression: fullCacheBytes(model.config, longest) / peak,
-    bits_per_value: bits,
+    memory: meter.memory(),
   };
 }

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
-import { seededRandom } from '../sample.js';
+import type { Model } from '../model.js';
+import { seededRandom } from '../util/random.js';
 import { sharedDataDir } from './data.js';
 import { runGrid, type GridOptions, type GridResult } from './passkey.js';
 import { bosIds, checkFits, encode, mixSeed } from './retrieval.js';

@@ -1,6 +1,6 @@
-import { fullCacheBytes } from '../cache/kvcache.js';
-import type { Model } from '../model/model.js';
-import { seededRandom } from '../sample.js';
+import type { Model } from '../model.js';
+import { seededRandom } from '../util/random.js';
+import { CacheMeter, type CacheMemory } from './memory.js';
 import { bosIds, cellMetric, checkFits, encode, firstInteger, greedyAnswer, mixSeed } from './retrieval.js';
 
 /**
@@ -34,12 +34,7 @@ export interface GridResult {
   /** cellMetric(L, d) → accuracy over the trials of that cell. */
   cells: Record<string, number>;
   trials: number;
-  kv_bytes_peak: number;
-  /** Peak bytes per prompt token, at the longest length. */
-  kv_bytes_per_token: number;
-  bits_per_value: number;
-  /** Full f32 cache bytes over the peak, at the prompt whose peak was highest. */
-  compression: number;
+  memory: CacheMemory;
 }
 
 /** The prompt's token ids: whole filler sentences fill it up to `length` tokens. */
@@ -76,10 +71,7 @@ export async function runGrid(
   const cells: Record<string, number> = {};
   let right = 0;
   let done = 0;
-  let peak = 0;
-  let peakPerToken = 0;
-  let compression = 1;
-  const bits = session.cache.codec.bitsPerValue();
+  const meter = new CacheMeter(session);
   try {
     for (const length of o.lengths) {
       for (const depth of o.depths) {
@@ -88,14 +80,7 @@ export async function runGrid(
           const { prompt, check } = make(length, depth, trial);
           const answer = await greedyAnswer(session, prompt, answerTokens);
           if (check(answer)) cellRight++;
-          // the peak comes after the answer's tokens too: count them in the per-token figures
-          const p = session.cache.peakBytes();
-          const held = session.tokens.length;
-          if (p > peak) {
-            peak = p;
-            compression = fullCacheBytes(model.config, held) / p;
-          }
-          peakPerToken = Math.max(peakPerToken, p / held);
+          meter.record(); // after the answer's tokens, which the cache holds too
           done += length;
           o.onProgress?.(done, total);
         }
@@ -110,9 +95,6 @@ export async function runGrid(
     accuracy: right / (o.lengths.length * o.depths.length * o.trials),
     cells,
     trials: o.trials,
-    kv_bytes_peak: peak,
-    kv_bytes_per_token: peakPerToken,
-    bits_per_value: bits,
-    compression,
+    memory: meter.memory(),
   };
 }

@@ -117,7 +117,7 @@ interface LineChart {
   /** Log x ticks at powers of two (byte counts) instead of 1-2-5. */
   xPow2?: boolean;
   series: Series[];
-  /** Horizontal reference lines (the full cache). */
+  /** Horizontal baseline lines (the full cache). */
   refs?: { y: number; label: string }[];
 }
 
@@ -207,7 +207,7 @@ function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined,
 
 /** Quality against KV bytes per token, log x, one line per family: the Pareto view. */
 export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
-  const series = groupSeries(e.rows, (r) => (r.kv_bytes_per_token > 0 ? r.kv_bytes_per_token : undefined), (r) => r.metrics[metric]);
+  const series = groupSeries(e.rows, (r) => (r.memory.kv_bytes_per_token > 0 ? r.memory.kv_bytes_per_token : undefined), (r) => r.metrics[metric]);
   if (series.length === 0) return undefined;
   const id = `pareto-${slug(`${e.key}-${metric}`)}`;
   return {

@@ -1,7 +1,7 @@
-import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { evalChunks, loadEvalTokens } from './data.js';
+import { CacheMeter, type CacheMemory } from './memory.js';
 
 export interface PerplexityOptions {
   /** A dataset name (wikitext2, c4, pg19; stories260k, token ids scored story by story) or a text file. */
@@ -31,14 +31,7 @@ export interface PerplexityResult {
   cache: string;
   data: string;
   seconds: number;
-  /** Most bytes the cache held at once (codec storage, positions, policy state). */
-  kv_bytes_peak: number;
-  /** kv_bytes_peak per token of the longest chunk. */
-  kv_bytes_per_token: number;
-  /** Peak bytes of the full f32 cache over this peak. */
-  compression: number;
-  /** Stored bits per key/value number of the codec. */
-  bits_per_value: number;
+  memory: CacheMemory;
   streaming: boolean;
   /** What the policy reports about the run (e.g. scissorhands mode=reference: keep_ratio). */
   policy_stats?: Record<string, number>;
@@ -55,7 +48,6 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
   const started = performance.now();
   if (!Number.isInteger(o.ctx) || o.ctx < 2) throw new UsageError(`--ctx must be an integer ≥ 2, got ${o.ctx}`);
   const chunks = evalChunks(loadEvalTokens(o.data, model.tokenizer), o.ctx, o.chunks, o.data);
-  const longest = Math.max(...chunks.map((c) => c.length));
   const mode = o.mode ?? 'chunked';
   const cache = o.cache ?? 'full';
   const streaming = o.streaming === true;
@@ -63,9 +55,8 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
   const windowNll: number[] = [];
   const windowCount: number[] = [];
   let nll = 0;
-  let peak = 0;
+  const meter = new CacheMeter(session);
   let policyStats: Record<string, number> | undefined;
-  const bits = session.cache.codec.bitsPerValue();
   const total = chunks.reduce((n, c) => n + c.length, 0);
   let before = 0;
   try {
@@ -84,7 +75,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
         windowNll[w] = (windowNll[w] ?? 0) - lp;
         windowCount[w] = (windowCount[w] ?? 0) + 1;
       });
-      peak = Math.max(peak, session.cache.peakBytes());
+      meter.record();
       policyStats = session.cache.policy.stats?.();
     }
   } finally {
@@ -101,10 +92,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
     cache: session.cache.spec,
     data: o.data,
     seconds: (performance.now() - started) / 1000,
-    kv_bytes_peak: peak,
-    kv_bytes_per_token: peak / longest,
-    compression: fullCacheBytes(model.config, longest) / peak,
-    bits_per_value: bits,
+    memory: meter.memory(),
     streaming,
     ...(policyStats ? { policy_stats: policyStats } : {}),
     ...(o.windowSize ? { windows: windowNll.map((v, w) => Math.exp(v / windowCount[w]!)) } : {}),

@@ -65,7 +65,7 @@ export function experimentPlots(rows: ResultRow[]): Plot[] {
   switch (first.task) {
     case 'ppl':
       plots.push(paretoPlot(e, 'ppl', 'perplexity'), budgetPlot(e, 'ppl', 'perplexity'));
-      if (first.params.window !== undefined) plots.push(windowPlot(e, first.params.window as number));
+      if (typeof first.params.window === 'number') plots.push(windowPlot(e, first.params.window));
       break;
     case 'fidelity':
       plots.push(paretoPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));
@@ -170,10 +170,10 @@ function table(rows: ResultRow[]): ReportTable {
         }
       }
       cells.push(
-        numberCell(r.kv_bytes_peak, formatBytes),
-        numberCell(r.kv_bytes_per_token, formatBytes),
-        numberCell(r.compression, (x) => `${x.toFixed(2)}×`),
-        numberCell(r.bits_per_value, (x) => String(Number(x.toFixed(2)))),
+        numberCell(r.memory.kv_bytes_peak, formatBytes),
+        numberCell(r.memory.kv_bytes_per_token, formatBytes),
+        numberCell(r.memory.compression, (x) => `${x.toFixed(2)}×`),
+        numberCell(r.memory.bits_per_value, (x) => String(Number(x.toFixed(2)))),
       );
       return { cache: r.cache, cells };
     }),

@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import type { Session } from '../session.js';
 
 /** What passkey and needle share: grids of (length, depth), prompts built in token ids, greedy answers. */

@@ -2,9 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KvpackError } from '../errors.js';
+import type { ParamValue } from '../util/schema.js';
+import type { CacheMemory } from './memory.js';
 
-export type ParamValue = string | number | boolean;
-export type TaskParams = Record<string, ParamValue>;
+export type TaskParams = Readonly<Record<string, ParamValue>>;
 
 /** One finished (model × cache × task) measurement, one line of a results store. */
 export interface ResultRow {
@@ -19,10 +20,8 @@ export interface ResultRow {
   params: TaskParams;
   /** The task's own numbers (ppl: ppl, tokens, chunks). */
   metrics: Record<string, number>;
-  kv_bytes_peak: number;
-  kv_bytes_per_token: number;
-  bits_per_value: number;
-  compression: number;
+  /** What the cache held (rows written before this was nested carry its four fields at the top; reading moves them here). */
+  memory: CacheMemory;
   seconds: number;
   seed: number;
   versions: { kvpack: string; node: string };
@@ -120,15 +119,22 @@ export function openStore(file: string): ResultStore {
 }
 
 function parseRow(line: string): ResultRow | undefined {
+  let row: (Partial<ResultRow> & Partial<CacheMemory>) | null;
   try {
-    const row = JSON.parse(line) as Partial<ResultRow> | null;
-    if (!row || typeof row !== 'object' || typeof row.key !== 'string' || typeof row.cache !== 'string' || typeof row.task !== 'string') {
-      return undefined;
-    }
-    return row as ResultRow;
+    row = JSON.parse(line) as typeof row;
   } catch {
     return undefined;
   }
+  if (!row || typeof row !== 'object' || typeof row.key !== 'string' || typeof row.cache !== 'string' || typeof row.task !== 'string') {
+    return undefined;
+  }
+  if (row.memory === undefined) {
+    // the first row shape: the cache's numbers at the top level
+    const { kv_bytes_peak, kv_bytes_per_token, compression, bits_per_value, ...rest } = row;
+    if (kv_bytes_peak === undefined || kv_bytes_per_token === undefined || compression === undefined || bits_per_value === undefined) return undefined;
+    row = { ...rest, memory: { kv_bytes_peak, kv_bytes_per_token, compression, bits_per_value } };
+  }
+  return row as ResultRow;
 }
 
 let packageVersion: string | undefined;
@@ -149,16 +155,13 @@ export function versions(): { kvpack: string; node: string } {
 /** A finished row: what identifies it, what the task measured, and when and how long it ran. */
 export function finishedRow(
   id: Pick<ResultRow, 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'>,
-  out: Pick<ResultRow, 'metrics' | 'kv_bytes_peak' | 'kv_bytes_per_token' | 'bits_per_value' | 'compression'>,
+  out: Pick<ResultRow, 'metrics' | 'memory'>,
   startedMs: number,
 ): ResultRow {
   return {
     ...id,
     metrics: out.metrics,
-    kv_bytes_peak: out.kv_bytes_peak,
-    kv_bytes_per_token: out.kv_bytes_per_token,
-    bits_per_value: out.bits_per_value,
-    compression: out.compression,
+    memory: out.memory,
     seconds: (performance.now() - startedMs) / 1000,
     versions: versions(),
     finished_at: new Date().toISOString(),

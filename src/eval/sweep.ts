@@ -4,10 +4,11 @@ import path from 'node:path';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { KvpackError, UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
-import { loadModel, type Model } from '../model/model.js';
+import { loadModel, type Model } from '../model.js';
 import { modelFingerprint } from './fingerprint.js';
 import { finishedRow, rowKey, type ResultRow, type ResultStore, type TaskParams } from './store.js';
 import { resolveTask, type Task, type TaskOutput } from './tasks.js';
+import { applyDefaults, findIssue, int, param, text } from '../util/schema.js';
 
 /**
  * A sweep: every (model × cache spec × task) of a plan, one row each, stored as it finishes so an
@@ -18,12 +19,12 @@ export interface SweepPlan {
   name: string;
   /** Where results go unless the caller says otherwise. */
   store: string;
-  models: string[];
+  models: readonly string[];
   /** Cache spec templates; `{var}` placeholders expand over `vars`. */
-  caches: string[];
-  vars: Record<string, (string | number)[]>;
+  caches: readonly string[];
+  vars: Readonly<Record<string, readonly (string | number)[]>>;
   /** Task entries as written: `{ "task": "ppl", … }`. */
-  tasks: Record<string, unknown>[];
+  tasks: readonly Record<string, unknown>[];
   seed: number;
   /** The plan file, for messages. */
   source: string;
@@ -82,7 +83,27 @@ export class SweepRowError extends KvpackError {
   override readonly name = 'SweepRowError';
 }
 
-const PLAN_KEYS = new Set(['name', 'description', 'store', 'models', 'caches', 'vars', 'tasks', 'seed']);
+const WORD = /^[\w.-]+$/;
+
+const stringList = (doc: string) =>
+  param<readonly string[]>((v) => (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string' && x !== '') ? undefined : 'must be a non-empty list of strings'), { doc });
+
+/** A plan file's fields. */
+const PLAN_PARAMS = {
+  name: param<string>((v) => (typeof v === 'string' && WORD.test(v) ? undefined : 'must be a word (letters, digits, - _ .)'), { optional: true, doc: 'the plan file name' }),
+  description: text({ optional: true, doc: 'what the plan measures' }),
+  store: text({ optional: true, doc: 'results/NAME.jsonl' }),
+  models: stringList('model paths or repo ids'),
+  caches: stringList('cache spec templates'),
+  vars: param<Readonly<Record<string, readonly (string | number)[]>>>(
+    (v) => (v && typeof v === 'object' && !Array.isArray(v) && Object.values(v).every((l) => Array.isArray(l) && l.length > 0 && l.every((x) => typeof x === 'number' || typeof x === 'string'))
+      ? undefined
+      : 'must map names to non-empty lists of numbers or strings'),
+    { default: {}, doc: 'values of the {placeholders}' },
+  ),
+  tasks: param<readonly Record<string, unknown>[]>((v) => (Array.isArray(v) && v.length > 0 ? undefined : 'must be a non-empty list'), { doc: 'task entries' }),
+  seed: int({ min: 0, default: 0, doc: 'seed of the tasks that sample' }),
+};
 
 /** Reads a JSON plan file and checks it (every cache spec and task included) before anything runs. */
 export function loadPlan(file: string): SweepPlan {
@@ -103,41 +124,19 @@ export function loadPlan(file: string): SweepPlan {
 
 export function parsePlan(value: unknown, source = 'plan'): SweepPlan {
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new UsageError(`${source}: a sweep plan is a JSON object`);
-  const o = value as Record<string, unknown>;
-  for (const key of Object.keys(o)) {
-    if (!PLAN_KEYS.has(key)) throw new UsageError(`${source}: unknown field "${key}"; a plan has ${[...PLAN_KEYS].join(', ')}`);
-  }
+  const given = value as Record<string, unknown>;
+  const issue = findIssue(PLAN_PARAMS, given);
+  if (issue?.kind === 'unknown') throw new UsageError(`${source}: unknown field "${issue.key}"; a plan has ${Object.keys(PLAN_PARAMS).join(', ')}`);
+  if (issue?.kind === 'missing') throw new UsageError(`${source}: "${issue.key}" is missing (${issue.doc})`);
+  if (issue?.kind === 'invalid') throw new UsageError(`${source}: "${issue.key}" ${issue.problem}, got ${JSON.stringify(issue.value)}`);
+  const o = applyDefaults(PLAN_PARAMS, given);
   const name = o.name ?? path.basename(source).replace(/\.json$/, '');
-  if (typeof name !== 'string' || !/^[\w.-]+$/.test(name)) throw new UsageError(`${source}: "name" must be a word (letters, digits, - _ .), got ${JSON.stringify(o.name)}`);
-  const store = o.store ?? `results/${name}.jsonl`;
-  if (typeof store !== 'string' || !store) throw new UsageError(`${source}: "store" must be a file path`);
-  const models = stringList(o.models, `${source}: "models"`);
-  const caches = stringList(o.caches, `${source}: "caches"`);
-  const vars: Record<string, (string | number)[]> = {};
-  if (o.vars !== undefined) {
-    if (!o.vars || typeof o.vars !== 'object' || Array.isArray(o.vars)) throw new UsageError(`${source}: "vars" must map names to lists of values`);
-    for (const [k, v] of Object.entries(o.vars)) {
-      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' || typeof x === 'string')) {
-        throw new UsageError(`${source}: vars.${k} must be a non-empty list of numbers or strings`);
-      }
-      vars[k] = v as (string | number)[];
-    }
-  }
-  if (!Array.isArray(o.tasks) || o.tasks.length === 0) throw new UsageError(`${source}: "tasks" must be a non-empty list`);
-  const seed = o.seed ?? 0;
-  if (typeof seed !== 'number' || !Number.isInteger(seed)) throw new UsageError(`${source}: "seed" must be an integer`);
-  const plan: SweepPlan = { name, store, models, caches, vars, tasks: o.tasks as Record<string, unknown>[], seed, source };
+  if (!WORD.test(name)) throw new UsageError(`${source}: "name" must be a word (letters, digits, - _ .); name the plan file so, or give "name"`);
+  const plan: SweepPlan = { name, store: o.store ?? `results/${name}.jsonl`, models: o.models, caches: o.caches, vars: o.vars, tasks: o.tasks, seed: o.seed, source };
   // Fail fast: a typo in the last spec should not surface hours into a sweep.
   expandCaches(plan);
   plan.tasks.forEach((t, i) => resolveTask(t, `${source}: tasks[${i}]`));
   return plan;
-}
-
-function stringList(value: unknown, what: string): string[] {
-  if (!Array.isArray(value) || value.length === 0 || !value.every((x) => typeof x === 'string' && x !== '')) {
-    throw new UsageError(`${what} must be a non-empty list of strings`);
-  }
-  return value as string[];
 }
 
 /**

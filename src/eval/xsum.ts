@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fullCacheBytes } from '../cache/kvcache.js';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import type { Model } from '../model.js';
 import { sharedDataDir } from './data.js';
+import { CacheMeter, type CacheMemory } from './memory.js';
 import { rouge } from './rouge.js';
 
 /**
@@ -60,10 +60,7 @@ export interface XsumResult {
   rougeL: number;
   items: number;
   skipped: number;
-  kv_bytes_peak: number;
-  kv_bytes_per_token: number;
-  compression: number;
-  bits_per_value: number;
+  memory: CacheMemory;
 }
 
 export async function xsum(model: Model, o: XsumOptions): Promise<XsumResult> {
@@ -83,10 +80,7 @@ export async function xsum(model: Model, o: XsumOptions): Promise<XsumResult> {
   let done = 0;
   const sums = { rouge1: 0, rouge2: 0, rougeL: 0 };
   const session = model.session({ cache: o.cache });
-  const bits = session.cache.codec.bitsPerValue();
-  let peak = 0;
-  let perToken = 0;
-  let longest = 0;
+  const meter = new CacheMeter(session);
   try {
     for (const { index, item, ids } of chosen) {
       session.reset();
@@ -105,12 +99,7 @@ export async function xsum(model: Model, o: XsumOptions): Promise<XsumResult> {
       sums.rouge1 += s.rouge1.fmeasure;
       sums.rouge2 += s.rouge2.fmeasure;
       sums.rougeL += s.rougeL.fmeasure;
-      const p = session.cache.peakBytes();
-      if (p > peak) {
-        peak = p;
-        longest = session.tokens.length;
-      }
-      perToken = Math.max(perToken, p / session.tokens.length);
+      meter.record();
       done += ids.length + item.max_tokens;
       o.onProgress?.(done, total);
     }
@@ -124,9 +113,6 @@ export async function xsum(model: Model, o: XsumOptions): Promise<XsumResult> {
     rougeL: sums.rougeL / n,
     items: n,
     skipped,
-    kv_bytes_peak: peak,
-    kv_bytes_per_token: perToken,
-    compression: fullCacheBytes(model.config, longest) / peak,
-    bits_per_value: bits,
+    memory: meter.memory(),
   };
 }

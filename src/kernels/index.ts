@@ -4,7 +4,8 @@ import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
 import type { BlockDot } from './wasm.js';
 
-export type { AttentionArgs, Kernels, Matrix, SlotDType } from './api.js';
+export type { Kernels } from './api.js';
+export type { AttentionArgs, Matrix, SlotDType } from './types.js';
 export { Arena } from './arena.js';
 
 export interface KernelOptions {

@@ -8,7 +8,9 @@ import {
   buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
 } from './safetensors.js';
 import { BLOCK_FORMATS, blockDTypeOfGgmlId, isBlockDType } from '../kernels/ggml/index.js';
+import { ggufRopeScaling } from './rope-scaling.js';
 import { dtypeBytes, TensorNames as N, type DType, type RawTensor } from './tensor.js';
+import { toF32 } from './weights.js';
 
 /**
  * GGUF (v2 and v3, little-endian) reader. Layout: magic "GGUF", u32 version, u64 tensor count,
@@ -326,25 +328,26 @@ class Meta {
   }
 }
 
+/** GGUF names of the tensors outside the layers, and the canonical name each maps to. */
+export const GGUF_GLOBAL_NAMES: Record<string, string> = {
+  'token_embd.weight': N.embed,
+  'output_norm.weight': N.finalNorm,
+  'output.weight': N.lmHead,
+};
+/** GGUF per-layer suffixes (after `blk.N.`) and the canonical name each maps to. */
+export const GGUF_LAYER_NAMES: Record<string, (l: number) => string> = {
+  'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
+  'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
+  'attn_q_norm.weight': N.qNorm, 'attn_k_norm.weight': N.kNorm,
+  'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
+  'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
+};
+
 /** GGUF tensor names → canonical names. */
 function canonicalName(name: string): string | undefined {
-  switch (name) {
-    case 'token_embd.weight': return N.embed;
-    case 'output_norm.weight': return N.finalNorm;
-    case 'output.weight': return N.lmHead;
-  }
-  const m = /^blk\.(\d+)\.(\w+)\.(weight|bias)$/.exec(name);
-  if (!m) return undefined;
-  const l = Number(m[1]);
-  const key = `${m[2]}.${m[3]}`;
-  const map: Record<string, (l: number) => string> = {
-    'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
-    'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
-    'attn_q_norm.weight': N.qNorm, 'attn_k_norm.weight': N.kNorm,
-    'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
-    'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
-  };
-  return map[key]?.(l);
+  if (Object.hasOwn(GGUF_GLOBAL_NAMES, name)) return GGUF_GLOBAL_NAMES[name];
+  const m = /^blk\.(\d+)\.(\w+\.(?:weight|bias))$/.exec(name);
+  return m ? GGUF_LAYER_NAMES[m[2]!]?.(Number(m[1])) : undefined;
 }
 
 /** Builds a checked Checkpoint from a GGUF file held whole in `buf`. */
@@ -361,16 +364,11 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   }
 
   const tensors = new Map<string, RawTensor>();
+  let ropeFreqs: RawTensor | undefined;
   for (const t of gguf.tensors) {
-    if (t.name === 'rope_freqs.weight') {
-      throw new UnsupportedModelError(file, 'has rope_freqs.weight (Llama 3.1-style RoPE scaling), which kvpack does not support');
-    }
+    if (t.name === 'rope_freqs.weight') ropeFreqs = t;
     const canonical = canonicalName(t.name);
     if (canonical) tensors.set(canonical, t);
-  }
-  const scaling = gguf.metadata.get(`${archName}.rope.scaling.type`);
-  if (scaling !== undefined && scaling !== 'none') {
-    throw new UnsupportedModelError(file, `RoPE scaling ${JSON.stringify(scaling)} is not supported`);
   }
 
   const a = (k: string) => `${archName}.${k}`;
@@ -382,6 +380,17 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   if (rotDims !== headDim) {
     throw new UnsupportedModelError(file, `partial RoPE (${rotDims} of ${headDim} head dimensions) is not supported`);
   }
+  if (ropeFreqs && (ropeFreqs.shape.length !== 1 || ropeFreqs.shape[0] !== rotDims / 2)) {
+    throw new ModelFormatError(file, `rope_freqs.weight has shape [${ropeFreqs.shape.join(', ')}] but RoPE turns ${rotDims / 2} pairs`);
+  }
+  const maxContext = meta.num(a('context_length'));
+  const ropeScaling = ggufRopeScaling(
+    meta.has(a('rope.scaling.type')) ? meta.str(a('rope.scaling.type')) : undefined,
+    (key) => (meta.has(a(key)) ? meta.num(a(key)) : undefined),
+    ropeFreqs && toF32(ropeFreqs, file),
+    maxContext,
+    file,
+  );
   const config: ModelConfig = validateConfig(
     {
       architecture,
@@ -392,9 +401,10 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
       numKvHeads: meta.num(a('attention.head_count_kv'), numHeads),
       headDim,
       vocabSize: meta.num(a('vocab_size'), tokens?.length ?? tensors.get(N.embed)?.shape[0] ?? 0),
-      maxContext: meta.num(a('context_length')),
+      maxContext,
       rmsEps: meta.num(a('attention.layer_norm_rms_epsilon')),
       ropeTheta: meta.num(a('rope.freq_base'), 10000),
+      ...(ropeScaling.kind === 'none' ? {} : { ropeScaling }),
       // llama.cpp's converter permutes llama Q/K rows so pairs are adjacent; qwen2 and qwen3 keep HF's layout.
       ropeLayout: architecture === 'qwen2' || architecture === 'qwen3' ? 'half' : 'interleaved',
       tiedEmbeddings: !tensors.has(N.lmHead),

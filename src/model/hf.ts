@@ -89,8 +89,8 @@ function tokenIds(v: unknown): number[] {
   return list.map(tokenId).filter((x): x is number => x !== undefined);
 }
 
-/** HF per-layer suffixes and the canonical name each maps to. */
-const LAYER_NAMES: Record<string, (l: number) => string> = {
+/** HF per-layer suffixes (after `model.layers.N.`) and the canonical name each maps to. */
+export const HF_LAYER_NAMES: Record<string, (l: number) => string> = {
   'self_attn.q_proj.weight': N.wq,
   'self_attn.k_proj.weight': N.wk,
   'self_attn.v_proj.weight': N.wv,
@@ -106,7 +106,7 @@ const LAYER_NAMES: Record<string, (l: number) => string> = {
   'mlp.up_proj.weight': N.wUp,
   'mlp.down_proj.weight': N.wDown,
 };
-const GLOBAL_NAMES: Record<string, string> = {
+export const HF_GLOBAL_NAMES: Record<string, string> = {
   'model.embed_tokens.weight': N.embed,
   'model.norm.weight': N.finalNorm,
   'lm_head.weight': N.lmHead,
@@ -119,10 +119,10 @@ const GLOBAL_NAMES: Record<string, string> = {
 export function mapHfTensors(entries: Map<string, SafetensorsEntry>): Map<string, RawTensor> {
   const out = new Map<string, RawTensor>();
   for (const [name, entry] of entries) {
-    let canonical = GLOBAL_NAMES[name];
+    let canonical = HF_GLOBAL_NAMES[name];
     if (!canonical) {
       const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-      const mapName = m ? LAYER_NAMES[m[2]!] : undefined;
+      const mapName = m ? HF_LAYER_NAMES[m[2]!] : undefined;
       if (mapName) canonical = mapName(Number(m![1]));
     }
     if (canonical) out.set(canonical, toRawTensor(entry));

@@ -1,7 +1,6 @@
-import { BLOCK_FORMATS, isBlockDType, rowBytes, type BlockDType } from '../kernels/ggml/index.js';
+import type { DType } from '../kernels/dtype.js';
 
-/** Storage types kvpack reads from checkpoints and keeps as they are: floats, or GGML blocks (src/kernels/ggml). */
-export type DType = 'f32' | 'f16' | 'bf16' | BlockDType;
+export { dtypeBytes, type DType } from '../kernels/dtype.js';
 
 /** A tensor as stored in its file: row-major, outermost dimension first, little-endian bytes. */
 export interface RawTensor {
@@ -9,16 +8,6 @@ export interface RawTensor {
   dtype: DType;
   shape: number[];
   data: Uint8Array;
-}
-
-/** Q8_0: blocks of 32 int8 values, each block led by an f16 scale (34 bytes). */
-export const Q8_0_BLOCK = 32;
-export const Q8_0_BLOCK_BYTES = 34;
-
-/** Bytes needed to store `count` numbers of a dtype (count must be a multiple of a block type's block). */
-export function dtypeBytes(dtype: DType, count: number): number {
-  if (isBlockDType(dtype)) return rowBytes(BLOCK_FORMATS[dtype], count);
-  return dtype === 'f32' ? count * 4 : count * 2;
 }
 
 /**

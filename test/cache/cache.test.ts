@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model/model.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { loadModel, type Model } from '../../src/model.js';
+import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 
 const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
 const ids = story.ids.slice(0, 160);
@@ -76,13 +76,42 @@ describe('KV cache with eviction (stories260K)', () => {
     expect(session.cache.length).toBe(25);
   });
 
-  it('counts real bytes: keys, values and positions for the full cache', () => {
+  it('counts real bytes: keys and values for the full cache, which stores no positions (slot p holds position p)', () => {
     const session = model.session({ cache: 'full' });
     session.feed(ids.slice(0, 50));
     const c = model.config;
-    expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4));
+    expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4));
     const half = model.session({ cache: 'full+fp16' });
     half.feed(ids.slice(0, 50));
-    expect(half.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 2 + 4));
+    expect(half.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 2));
+    expect(half.cache.heldPositions(c.numLayers - 1, 0)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+  });
+
+  it('a policy that evicts stores each slot\'s position (4 bytes) beside its own state', () => {
+    const session = model.session({ cache: 'h2o(budget=100000)' });
+    session.feed(ids.slice(0, 50));
+    const c = model.config;
+    // keys and values in f32, the position, and H2O's accumulated attention (one f32)
+    expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4 + 4));
+  });
+});
+
+describe('KV bytes per token (ref-6m)', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(REF6M_DIR, { threads: 1 });
+  });
+  afterAll(async () => model.close());
+
+  it('full+kvquant(bits=3) holds at most a quarter of fp16 per token over 2048 tokens', () => {
+    const c = model.config;
+    const session = model.session({ cache: 'full+kvquant(bits=3)', chunkSize: 256 });
+    const tokens = 2048;
+    session.feed(Array.from({ length: tokens }, (_, i) => (i * 7919) % c.vocabSize));
+    const fp16PerToken = c.numLayers * c.numKvHeads * 2 * c.headDim * 2;
+    expect(session.cache.peakBytes() / tokens).toBeLessThanOrEqual(fp16PerToken / 4);
+    // per slot: two 3-bit code rows, the value's f16 scale and zero, one 32-bit outlier entry per row
+    const perSlot = 2 * (c.headDim * 3) / 8 + 4 + 2 * 4;
+    expect(session.cache.peakBytes()).toBeGreaterThan(tokens * c.numLayers * c.numKvHeads * perSlot);
   });
 });

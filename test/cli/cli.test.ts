@@ -46,17 +46,29 @@ describe('kvpack CLI', () => {
     expect(kvpack('info', '--model', file).stdout).toMatch(/bits\/weight\s+5\.\d\d/);
   });
 
+  it('prints the KV bytes held against a full fp16 cache after generating', () => {
+    const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', '--cache', 'window(sinks=2,recent=6)+fp16', 'Once upon a time');
+    expect(r.code).toBe(0);
+    const m = /^KV cache: ([\d.]+) (B|KiB) held \(full fp16: ([\d.]+) (B|KiB), ([\d.]+)x smaller\)$/m.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    const bytes = (v: string, unit: string) => Number(v) * (unit === 'KiB' ? 1024 : 1);
+    // 8 held tokens × 5 layers × 4 KV heads × (2 × 8 dims × 2 bytes + a 4-byte position)
+    const held = bytes(m![1]!, m![2]!);
+    expect(Math.abs(held - 8 * 5 * 4 * (2 * 8 * 2 + 4))).toBeLessThan(52); // printed to 0.1 KiB
+    expect(Number(m![5])).toBeCloseTo(bytes(m![3]!, m![4]!) / held, 1);
+  });
+
   it('prints model info and JSON perplexity', () => {
     const info = kvpack('info', '--model', STORIES_BIN);
     expect(info.code).toBe(0);
     expect(info.stdout).toMatch(/KV bytes\/token\s+1280 \(f32\)/); // 2 × 5 layers × 4 KV heads × 8 dims × 4 bytes
     const r = kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '2', '--json', '--mode', 'decode', '--cache', 'h2o(budget=32)');
     expect(r.code).toBe(0);
-    const result = JSON.parse(r.stdout) as Record<string, number | string>;
+    const result = JSON.parse(r.stdout) as { chunks: number; cache: string; ppl: number; memory: { compression: number } };
     expect(result.chunks).toBe(2);
     expect(result.cache).toBe('h2o(budget=32)');
     expect(result.ppl).toBeGreaterThan(1);
-    expect(result.compression).toBeGreaterThan(1);
+    expect(result.memory.compression).toBeGreaterThan(1);
   });
 
   it('refuses a truncated model file, naming it', () => {

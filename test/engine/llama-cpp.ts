@@ -1,6 +1,6 @@
 // llama.cpp (node-llama-cpp, CPU) on a GGUF: the reference kvpack's forward pass is compared with.
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import type { Model } from '../../src/model/model.js';
+import type { Model } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
 
 export interface LlamaCppRun {

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model/model.js';
+import { loadModel } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
-import { STORIES_BIN, STORIES_GGUF, STORIES_REFERENCE } from './helpers.js';
+import { STORIES_BIN, STORIES_GGUF, STORIES_F64_GREEDY } from './helpers.js';
 
-const reference = JSON.parse(fs.readFileSync(STORIES_REFERENCE, 'utf8')) as { ids: number[]; text: string };
+const reference = JSON.parse(fs.readFileSync(STORIES_F64_GREEDY, 'utf8')) as { ids: number[]; text: string };
 
 /** Greedy decoding from BOS, one token at a time, with the session's own machinery. */
 async function greedyIds(path: string, backend: 'wasm' | 'reference', threads = 1): Promise<number[]> {

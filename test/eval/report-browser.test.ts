@@ -7,7 +7,7 @@ import { findChromium, launchChromium, renderPlotPngs } from '../../src/eval/bro
 import { buildSections, renderHtml } from '../../src/eval/report.js';
 import { fixtureRows } from './report-fixture.js';
 
-// Never skipped: .ci/run installs Chromium, and a missing browser must fail here.
+// Never skipped: npm ci brings a Chromium (@sparticuz/chromium), and a missing browser must fail here.
 describe('the HTML report in headless Chromium', () => {
   let dir: string;
   let html: string;
@@ -21,8 +21,8 @@ describe('the HTML report in headless Chromium', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('finds Chromium', () => {
-    expect(findChromium(), 'install Chromium (apt-get install chromium) or set KVPACK_CHROMIUM').toBeTypeOf('string');
+  it('finds Chromium', async () => {
+    expect((await findChromium())?.executablePath, 'npm ci brings @sparticuz/chromium; KVPACK_CHROMIUM overrides').toBeTypeOf('string');
   });
 
   it('draws every plot: svg elements with their ids, on screen, with non-empty paths, cells and bars', async () => {

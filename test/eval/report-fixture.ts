@@ -11,8 +11,9 @@ export function fixtureRows(): ResultRow[] {
   const add = (cache: string, perToken: number, task: string, params: TaskParams, metrics: Record<string, number>): void => {
     rows.push({
       key: `fp|${cache}|${task}|${JSON.stringify(params)}`, model: '../shared/models/ref-6m', model_fingerprint: 'f'.repeat(64),
-      cache, task, params, metrics, kv_bytes_peak: perToken * 2048, kv_bytes_per_token: perToken,
-      bits_per_value: cache.includes('fp16') ? 16 : 32, compression: 6144 / perToken, seconds: 1, seed: 0,
+      cache, task, params, metrics,
+      memory: { kv_bytes_peak: perToken * 2048, kv_bytes_per_token: perToken, bits_per_value: cache.includes('fp16') ? 16 : 32, compression: 6144 / perToken },
+      seconds: 1, seed: 0,
       versions: { kvpack: '0.1.0', node: 'v20' }, finished_at: '2026-01-01T00:00:00.000Z',
     });
   };

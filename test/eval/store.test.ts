@@ -14,10 +14,7 @@ function row(cache: string, ppl: number): ResultRow {
     task: 'ppl',
     params,
     metrics: { ppl, tokens: 63, chunks: 1 },
-    kv_bytes_peak: 1000,
-    kv_bytes_per_token: 15.6,
-    bits_per_value: 32,
-    compression: 1,
+    memory: { kv_bytes_peak: 1000, kv_bytes_per_token: 15.6, bits_per_value: 32, compression: 1 },
     seconds: 0.1,
     seed: 0,
     versions: { kvpack: '0.0.0', node: process.version },
@@ -72,6 +69,14 @@ describe('ResultStore', () => {
     expect(store.rows()).toEqual([a]);
     store.append(b);
     expect(ResultStore.open(file).rows()).toEqual([a, b]);
+  });
+
+  it('reads rows of the first shape, the cache numbers at the top level, into memory', () => {
+    const file = path.join(dir, 'r.jsonl');
+    const a = row('full', 10);
+    const { memory, ...rest } = a;
+    fs.writeFileSync(file, `${JSON.stringify({ ...rest, ...memory })}\n`);
+    expect(ResultStore.open(file).rows()).toEqual([a]);
   });
 
   it('refuses a broken line in the middle, naming the line', () => {

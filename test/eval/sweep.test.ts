@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTables, renderMarkdown } from '../../src/eval/report.js';
 import { ResultStore } from '../../src/eval/store.js';
 import { expandCaches, parsePlan, planSweep, runSweep, type SweepEvent } from '../../src/eval/sweep.js';
-import { loadModel } from '../../src/model/model.js';
+import { loadModel } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 describe('expandCaches', () => {
@@ -97,8 +97,8 @@ describe('a sweep on stories260K', () => {
       expect(r.metrics.ppl).toBeGreaterThan(1);
       expect(r.versions.node).toBe(process.version);
     }
-    expect(rows[0]!.compression).toBeCloseTo(1, 6);
-    expect(rows[1]!.compression).toBeGreaterThan(1.5); // 4 sinks + 16 recent of 64
+    expect(rows[0]!.memory.compression).toBeCloseTo(1, 6);
+    expect(rows[1]!.memory.compression).toBeGreaterThan(1.5); // 4 sinks + 16 recent of 64
 
     // Again, from a freshly opened store: nothing runs, nothing is appended, the model is not even loaded.
     const before = fs.readFileSync(p.store, 'utf8');

@@ -8,9 +8,10 @@ import { ggufCheckpoint, parseGguf } from '../../src/model/gguf.js';
 import { loadCheckpoint } from '../../src/model/load.js';
 import { TensorNames as N } from '../../src/model/tensor.js';
 import {
-  f32Bytes, GGML, GGUF_TYPE as T, ggufBytes, ggufMetadata, ggufName, hfConfig, hfName, llama2cBytes,
-  llama2cTokenizerBytes, randomWeights, safetensorsBytes, tinyTokenizerJson, tinyVocab, TINY, withTempDir,
-  type GgufKv, type GgufTensorSpec, type StEntry,
+  encodeF32, GGML, GGUF_TYPE as T, ggufBytes, ggufName, hfConfigJson, hfName, randomWeights, safetensorsBytes, type GgufKv, type GgufTensor, type SafetensorsTensor,
+} from '../../src/dev/write.js';
+import {
+  ggufMetadata, llama2cBytes, llama2cTokenizerBytes, tinyTokenizerJson, tinyVocab, TINY, withTempDir,
 } from './fixtures.js';
 
 type ErrorClass = typeof ModelFormatError | typeof UnsupportedModelError;
@@ -27,14 +28,14 @@ async function expectFailure(p: Promise<unknown>, cls: ErrorClass, file: string,
   else expect(msg).toMatch(phrase);
 }
 
-const entries = (c: ModelConfig = TINY): StEntry[] =>
-  [...randomWeights(c)].map(([name, t]) => ({ name: hfName(name), dtype: 'F32', shape: t.shape, data: f32Bytes(t.values) }));
+const entries = (c: ModelConfig = TINY): SafetensorsTensor[] =>
+  [...randomWeights(c)].map(([name, t]) => ({ name: hfName(name), dtype: 'F32', shape: t.shape, data: encodeF32(t.values) }));
 
 /** Writes an HF dir with these parts (defaults: tiny config, weights, tokenizer) and returns its path. */
 async function hfDir(root: string, parts: { config?: unknown; weights?: Buffer; tokenizer?: string | null } = {}): Promise<string> {
   const dir = path.join(root, `m${Math.random().toString(36).slice(2, 8)}`);
   await mkdir(dir);
-  await writeFile(path.join(dir, 'config.json'), typeof parts.config === 'string' ? parts.config : JSON.stringify(parts.config ?? hfConfig(TINY)));
+  await writeFile(path.join(dir, 'config.json'), typeof parts.config === 'string' ? parts.config : JSON.stringify(parts.config ?? hfConfigJson(TINY)));
   await writeFile(path.join(dir, 'model.safetensors'), parts.weights ?? safetensorsBytes(entries()));
   if (parts.tokenizer !== null) await writeFile(path.join(dir, 'tokenizer.json'), parts.tokenizer ?? tinyTokenizerJson(TINY.vocabSize));
   return dir;
@@ -109,31 +110,31 @@ describe('safetensors / HF corruption', () => {
         ModelFormatError, path.basename(root), `missing tensor ${N.wUp(1)}`,
       );
       await expectFailure(
-        loadCheckpoint(await hfDir(root, { config: hfConfig({ ...TINY, intermediateSize: 48 }) })),
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson({ ...TINY, intermediateSize: 48 }) })),
         ModelFormatError, path.basename(root), `${hfName(N.wGate(0))} has shape [64, 32] but the config implies [48, 32]`,
       );
       // An absurd layer count fails fast instead of enumerating billions of expected tensors.
       await expectFailure(
-        loadCheckpoint(await hfDir(root, { config: hfConfig({ ...TINY, numLayers: 2 ** 30 }) })),
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson({ ...TINY, numLayers: 2 ** 30 }) })),
         ModelFormatError, path.basename(root), 'layers but the file holds only',
       );
     }));
 
   it('rejects unsupported architectures and config features, naming what is supported', () =>
     withTempDir(async (root) => {
-      const gpt2 = { ...hfConfig(TINY), architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' };
+      const gpt2 = { ...hfConfigJson(TINY), architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' };
       await expectFailure(loadCheckpoint(await hfDir(root, { config: gpt2 })), UnsupportedModelError, 'config.json', 'LlamaForCausalLM');
       await expectFailure(
-        loadCheckpoint(await hfDir(root, { config: hfConfig(TINY, { rope_scaling: { rope_type: 'llama3', factor: 8 } }) })),
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { rope_scaling: { rope_type: 'llama3', factor: 8 } }) })),
         UnsupportedModelError, 'config.json', 'rope_scaling',
       );
       await expectFailure(loadCheckpoint(await hfDir(root, { config: '{"model_type": ' })), ModelFormatError, 'config.json', 'not valid JSON');
       await expectFailure(
-        loadCheckpoint(await hfDir(root, { config: hfConfig(TINY, { hidden_size: '32' }) })),
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { hidden_size: '32' }) })),
         ModelFormatError, 'config.json', 'hidden_size must be a number',
       );
       await expectFailure(
-        loadCheckpoint(await hfDir(root, { config: hfConfig(TINY, { num_attention_heads: 3 }) })),
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { num_attention_heads: 3 }) })),
         ModelFormatError, 'config.json', 'positive integer',
       );
     }));
@@ -147,7 +148,7 @@ describe('safetensors / HF corruption', () => {
 
       const sharded = path.join(root, 'sharded');
       await mkdir(sharded);
-      await writeFile(path.join(sharded, 'config.json'), JSON.stringify(hfConfig(TINY)));
+      await writeFile(path.join(sharded, 'config.json'), JSON.stringify(hfConfigJson(TINY)));
       const index = path.join(sharded, 'model.safetensors.index.json');
       await writeFile(index, JSON.stringify({ weight_map: { [hfName(N.embed)]: 'model-00001-of-00002.safetensors' } }));
       await expectFailure(loadCheckpoint(sharded), ModelFormatError, 'model-00001-of-00002.safetensors', 'file not found');
@@ -160,14 +161,14 @@ describe('safetensors / HF corruption', () => {
       const empty = path.join(root, 'empty');
       await mkdir(empty);
       await expectFailure(loadCheckpoint(empty), ModelFormatError, 'config.json', 'file not found');
-      await writeFile(path.join(empty, 'config.json'), JSON.stringify(hfConfig(TINY)));
+      await writeFile(path.join(empty, 'config.json'), JSON.stringify(hfConfigJson(TINY)));
       await expectFailure(loadCheckpoint(empty), ModelFormatError, 'empty', 'no model.safetensors');
     }));
 });
 
 describe('GGUF corruption', () => {
-  const tensors = (c: ModelConfig = TINY): GgufTensorSpec[] =>
-    [...randomWeights(c)].map(([name, t]) => ({ name: ggufName(name), shape: t.shape, type: GGML.F32, data: f32Bytes(t.values) }));
+  const tensors = (c: ModelConfig = TINY): GgufTensor[] =>
+    [...randomWeights(c)].map(([name, t]) => ({ name: ggufName(name), shape: t.shape, type: GGML.F32, data: encodeF32(t.values) }));
   const good = (metadata: GgufKv[] = ggufMetadata(TINY), ts = tensors()) => ggufBytes({ metadata, tensors: ts });
   const F = 'bad.gguf';
   const parse = (b: Buffer) => Promise.resolve().then(() => parseGguf(b, F));

@@ -9,21 +9,22 @@ import { loadCheckpoint } from '../../src/model/load.js';
 import { parseSafetensors, readSafetensorsInParts } from '../../src/model/safetensors.js';
 import { TensorNames as N } from '../../src/model/tensor.js';
 import {
-  bf16Bytes, f16Bytes, f32Bytes, GGML, GGUF_TYPE as T, ggufBytes, ggufMetadata, ggufName, hfConfig, hfName,
-  llama2cBytes, llama2cTokenizerBytes, q8_0Bytes, randomWeights, REF6M, safetensorsBytes, tinyTokenizerJson, tinyVocab, TINY,
-  withTempDir, type StEntry, type TestTensor,
+  encodeBF16, encodeF16, encodeF32, GGML, GGUF_TYPE as T, ggufBytes, ggufName, hfConfigJson, hfName, encodeQ8_0, randomWeights, safetensorsBytes, type SafetensorsTensor, type Weights,
+} from '../../src/dev/write.js';
+import {
+  ggufMetadata, llama2cBytes, llama2cTokenizerBytes, REF6M, tinyTokenizerJson, tinyVocab, TINY, withTempDir,
 } from './fixtures.js';
 
 const bytesOf = (t: { data: Uint8Array }) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 
-function stEntries(w: Map<string, TestTensor>, dtypeOf: (name: string) => 'F32' | 'F16' | 'BF16' = () => 'F32'): StEntry[] {
-  const enc = { F32: f32Bytes, F16: f16Bytes, BF16: bf16Bytes };
+function stEntries(w: Weights, dtypeOf: (name: string) => 'F32' | 'F16' | 'BF16' = () => 'F32'): SafetensorsTensor[] {
+  const enc = { F32: encodeF32, F16: encodeF16, BF16: encodeBF16 };
   return [...w].map(([name, t]) => ({ name: hfName(name), dtype: dtypeOf(name), shape: t.shape, data: enc[dtypeOf(name)](t.values) }));
 }
 
 async function writeHfDir(dir: string, c: ModelConfig, files: Record<string, Buffer | string>, extra: Record<string, unknown> = {}) {
   await mkdir(dir, { recursive: true });
-  await writeFile(path.join(dir, 'config.json'), JSON.stringify(hfConfig(c, extra)));
+  await writeFile(path.join(dir, 'config.json'), JSON.stringify(hfConfigJson(c, extra)));
   await writeFile(path.join(dir, 'tokenizer.json'), tinyTokenizerJson(c.vocabSize));
   for (const [name, data] of Object.entries(files)) await writeFile(path.join(dir, name), data);
 }
@@ -40,7 +41,7 @@ describe('Hugging Face directories', () => {
         const got = ck.tensors.get(name)!;
         expect(got.shape).toEqual(t.shape);
         expect(got.name).toBe(hfName(name));
-        expect(bytesOf(got).equals(f32Bytes(t.values))).toBe(true);
+        expect(bytesOf(got).equals(encodeF32(t.values))).toBe(true);
       }
       expect(ck.tokenizer.bos).toBe(1);
       expect(ck.tokenizer.eos).toEqual([2]);
@@ -66,8 +67,8 @@ describe('Hugging Face directories', () => {
       expect(ck.tensors.has(N.lmHead)).toBe(false);
       expect(ck.tensors.get(N.wUp(1))!.dtype).toBe('bf16');
       expect(ck.tensors.get(N.wq(1))!.dtype).toBe('f16');
-      expect(bytesOf(ck.tensors.get(N.wUp(1))!).equals(bf16Bytes(w.get(N.wUp(1))!.values))).toBe(true);
-      expect(bytesOf(ck.tensors.get(N.embed)!).equals(f16Bytes(w.get(N.embed)!.values))).toBe(true);
+      expect(bytesOf(ck.tensors.get(N.wUp(1))!).equals(encodeBF16(w.get(N.wUp(1))!.values))).toBe(true);
+      expect(bytesOf(ck.tensors.get(N.embed)!).equals(encodeF16(w.get(N.embed)!.values))).toBe(true);
       // Tensors of one shard share that shard's buffer; the two shards do not.
       expect(ck.tensors.get(N.wq(1))!.data.buffer).toBe(ck.tensors.get(N.wk(1))!.data.buffer);
       expect(ck.tensors.get(N.wq(1))!.data.buffer).not.toBe(ck.tensors.get(N.wq(0))!.data.buffer);
@@ -99,8 +100,8 @@ describe('Hugging Face directories', () => {
     }));
 });
 
-function ggufTensors(w: Map<string, TestTensor>, typeOf: (name: string) => number = () => GGML.F32) {
-  const enc: Record<number, (v: Float32Array) => Uint8Array> = { [GGML.F32]: f32Bytes, [GGML.F16]: f16Bytes, [GGML.BF16]: bf16Bytes, [GGML.Q8_0]: q8_0Bytes };
+function ggufTensors(w: Weights, typeOf: (name: string) => number = () => GGML.F32) {
+  const enc: Record<number, (v: Float32Array) => Uint8Array> = { [GGML.F32]: encodeF32, [GGML.F16]: encodeF16, [GGML.BF16]: encodeBF16, [GGML.Q8_0]: encodeQ8_0 };
   return [...w].map(([name, t]) => ({ name: ggufName(name), shape: t.shape, type: typeOf(name), data: enc[typeOf(name)]!(t.values) }));
 }
 
@@ -116,10 +117,10 @@ describe('GGUF files', () => {
         const ck = await loadCheckpoint(file);
         expect(ck.config).toEqual({ ...TINY, ropeLayout: 'interleaved' });
         expect(ck.tensors.get(N.wq(0))!).toMatchObject({ dtype: 'q8_0', shape: [32, 32], name: 'blk.0.attn_q.weight' });
-        expect(bytesOf(ck.tensors.get(N.wq(0))!).equals(q8_0Bytes(w.get(N.wq(0))!.values))).toBe(true);
-        expect(bytesOf(ck.tensors.get(N.wk(0))!).equals(f16Bytes(w.get(N.wk(0))!.values))).toBe(true);
-        expect(bytesOf(ck.tensors.get(N.wv(0))!).equals(bf16Bytes(w.get(N.wv(0))!.values))).toBe(true);
-        expect(bytesOf(ck.tensors.get(N.wDown(1))!).equals(f32Bytes(w.get(N.wDown(1))!.values))).toBe(true);
+        expect(bytesOf(ck.tensors.get(N.wq(0))!).equals(encodeQ8_0(w.get(N.wq(0))!.values))).toBe(true);
+        expect(bytesOf(ck.tensors.get(N.wk(0))!).equals(encodeF16(w.get(N.wk(0))!.values))).toBe(true);
+        expect(bytesOf(ck.tensors.get(N.wv(0))!).equals(encodeBF16(w.get(N.wv(0))!.values))).toBe(true);
+        expect(bytesOf(ck.tensors.get(N.wDown(1))!).equals(encodeF32(w.get(N.wDown(1))!.values))).toBe(true);
         expect(ck.tokenizer).toMatchObject({ vocabSize: 64, bos: 1, eos: [2], addBosByDefault: true });
       });
     }
@@ -169,7 +170,7 @@ describe('llama2.c checkpoints', () => {
         expect(ck.format).toBe('llama2c');
         expect(ck.config).toEqual({ ...c, ropeLayout: 'interleaved', rmsEps: 1e-5 }); // llama2.c fixes eps
         expect(ck.tensors.size).toBe(w.size);
-        for (const [name, t] of w) expect(bytesOf(ck.tensors.get(name)!).equals(f32Bytes(t.values)), name).toBe(true);
+        for (const [name, t] of w) expect(bytesOf(ck.tensors.get(name)!).equals(encodeF32(t.values)), name).toBe(true);
         expect(ck.tokenizer.vocabSize).toBe(TINY.vocabSize);
       }
       const lone = path.join(dir, 'lone.bin');

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Gpt2BpeTokenizer } from '../../src/tokenizer/bpe.js';
 import { HfTokenizer } from '../../src/tokenizer/hf.js';
-import { loadReference, sampleTexts, shared, type Reference } from './fixtures.js';
+import { loadLlamaCpp, sampleTexts, shared, type LlamaCpp } from './fixtures.js';
 import { readGgufMeta } from './gguf-meta.js';
 
 const GGUF = shared('models/ref-6m/ref-6m.gguf');
@@ -25,14 +25,14 @@ function ggufBpe(): Gpt2BpeTokenizer {
 }
 
 describe('ref-6m byte-level BPE', () => {
-  let ref: Reference;
+  let ref: LlamaCpp;
   let bpe: Gpt2BpeTokenizer;
   let hf: HfTokenizer;
   const texts = sampleTexts();
   const reference = (text: string, special = false) => Array.from(ref.model.tokenize(text, special));
 
   beforeAll(async () => {
-    ref = await loadReference(GGUF);
+    ref = await loadLlamaCpp(GGUF);
     bpe = ggufBpe();
     hf = new HfTokenizer(readFileSync(JSON_FILE, 'utf8'), JSON_FILE, { bos: 0, eos: [0] });
   });

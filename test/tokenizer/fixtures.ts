@@ -36,13 +36,13 @@ export function sampleTexts(): string[] {
   ];
 }
 
-export interface Reference {
+export interface LlamaCpp {
   llama: Llama;
   model: LlamaModel;
   dispose(): Promise<void>;
 }
 
-export async function loadReference(modelPath: string): Promise<Reference> {
+export async function loadLlamaCpp(modelPath: string): Promise<LlamaCpp> {
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath });
   return {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readLlama2cTokenizer } from '../../src/tokenizer/llama2c.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/spm.js';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.js';
-import { loadReference, shared, type Reference } from './fixtures.js';
+import { loadLlamaCpp, shared, type LlamaCpp } from './fixtures.js';
 import { readGgufMeta } from './gguf-meta.js';
 
 const GGUF = shared('models/stories260K/stories260K.gguf');
@@ -42,7 +42,7 @@ const TEXTS = [
 ];
 
 describe('stories260K SentencePiece', () => {
-  let ref: Reference;
+  let ref: LlamaCpp;
   let fromGguf: SentencePieceTokenizer;
   let fromBin: Tokenizer;
   const bos = 1;
@@ -50,7 +50,7 @@ describe('stories260K SentencePiece', () => {
   const reference = (text: string, special = false) => [bos, ...Array.from(ref.model.tokenize(text, special))];
 
   beforeAll(async () => {
-    ref = await loadReference(GGUF);
+    ref = await loadLlamaCpp(GGUF);
     fromGguf = ggufSpm();
     fromBin = await readLlama2cTokenizer(TOK_BIN, 512);
   });

@@ -1,6 +1,6 @@
 import type { SlotDType } from '../../kernels/api.js';
 import { f16Table } from '../../kernels/half.js';
-import type { Codec, CodecAttention, CodecContext, CodecKind } from '../codec.js';
+import type { CodecAttention, CodecContext, CodecKind, MaskingCodec } from '../codec.js';
 
 /**
  * Keys and values as plain f32 or f16 numbers. Keys are rotated (RoPE) when written, so attention
@@ -8,7 +8,7 @@ import type { Codec, CodecAttention, CodecContext, CodecKind } from '../codec.js
  * attention call rotates the visible ones into a transient per-call scratch at the positions the
  * cache gives, since those positions change as tokens are evicted.
  */
-class FloatCodec implements Codec {
+class FloatCodec implements MaskingCodec {
   private keys: number[] = [];
   private values: number[] = [];
   private capacity: number;
@@ -55,7 +55,7 @@ class FloatCodec implements Codec {
 
   write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void {
     const { kernels: k, config: c } = this.ctx;
-    if (!this.ctx.ropeOnRead) k.rope(keys, n, c.numKvHeads, c.headDim, positions, c.ropeTheta, c.ropeLayout);
+    if (!this.ctx.ropeOnRead) k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
     for (let t = 0; t < n; t++) {
       for (let h = 0; h < c.numKvHeads; h++) {
         const slot = h * this.capacity + from + t;
@@ -76,7 +76,15 @@ class FloatCodec implements Codec {
     }
   }
 
+  get readsPositions(): boolean {
+    return this.ctx.ropeOnRead;
+  }
+
   attention(layer: number, a: CodecAttention): void {
+    this.maskedAttention(layer, a, 0);
+  }
+
+  maskedAttention(layer: number, a: CodecAttention, mask: number): void {
     const c = this.ctx.config;
     const keys = this.ctx.ropeOnRead ? this.rotatedKeys(layer, a.visible + a.n - 1, a.positions) : this.keys[layer]!;
     this.ctx.kernels.attention({
@@ -84,8 +92,8 @@ class FloatCodec implements Codec {
       keys, values: this.values[layer]!, dtype: this.dtype,
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
-      scale: 1 / Math.sqrt(c.headDim),
-      lastProbs: a.lastProbs, received: a.received, mask: a.mask,
+      scale: this.ctx.rope.scoreScale,
+      lastProbs: a.lastProbs, received: a.received, mask,
     });
   }
 
@@ -128,7 +136,7 @@ class FloatCodec implements Codec {
       const values = count * c.headDim;
       if (this.dtype === 'f32') k.arena.f32(temp, values).set(k.arena.f32(src, values));
       else k.arena.f32(temp, values).set(Float32Array.from(k.arena.u16(src, values), (x) => table[x]!));
-      k.rope(temp, count, 1, c.headDim, positions + h * this.capacity * 4, c.ropeTheta, c.ropeLayout);
+      k.rope(temp, count, 1, positions + h * this.capacity * 4, this.ctx.rope);
       if (this.dtype === 'f16') k.toF16(dst, temp, values);
     }
     return this.rotated;
@@ -152,6 +160,7 @@ const floatKind = (name: string, dtype: SlotDType, doc: string): CodecKind => ({
   schema: { name, doc, params: {} },
   create: (_params, ctx) => new FloatCodec(dtype, ctx),
   ropeOnRead: true,
+  masks: true,
 });
 
 export const fp32 = floatKind('fp32', 'f32', 'keys and values as 32-bit floats');

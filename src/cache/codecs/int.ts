@@ -1,10 +1,9 @@
-import { f32ToF16 } from '../../kernels/half.js';
-import type { CodeBits } from '../../kernels/quant/pack.js';
-import type { CodecContext, CodecKind } from '../codec.js';
-import { QuantCodec, ringToF32 } from '../quant/codec.js';
+import { rangeParams } from '../../kernels/quant/quantize.js';
+import { int as integer, oneOf, optional, type Infer } from '../../util/schema.js';
+import { codecKind, type CodecContext } from '../codec.js';
+import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { intLut } from '../quant/lut.js';
-import { QuantStore, rangeParams, type StreamConfig } from '../quant/store.js';
-import type { ParamValue } from '../spec.js';
+import { QuantStore, type StreamConfig } from '../quant/store.js';
 
 /**
  * int(bits, axis, group, residual): asymmetric min-max integer codes, scale and zero as f16 per group.
@@ -24,25 +23,21 @@ class IntCodec extends QuantCodec {
     super(ctx, keys, values);
   }
 
-  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][]): void {
-    this.writeStream(this.keys, layer, from, keys);
-    this.writeStream(this.values, layer, from, values);
+  protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
+    this.writeStream(this.keys, layer, from, n, keys);
+    this.writeStream(this.values, layer, from, n, values);
   }
 
-  private writeStream(st: QuantStore, l: number, from: number, rows: Float32Array[][]): void {
-    const heads = rows.length;
-    const n = rows[0]!.length;
+  private writeStream(st: QuantStore, l: number, from: number, n: number, src: number): void {
     if (!st.cfg.ringSize) {
-      for (let h = 0; h < heads; h++) for (let t = 0; t < n; t++) st.quantizeTokenRow(l, h, from + t, rows[h]![t]!);
+      st.quantizeRows(l, src, n, from);
       return;
     }
+    const rows = this.hostRows(src, n);
+    const heads = rows.length;
     st.qlen[l] = Math.min(st.qlen[l]!, from);
     for (let t = 0; t < n; t++) {
-      for (let h = 0; h < heads; h++) {
-        const dst = st.ringRow(l, h, from + t);
-        const x = rows[h]![t]!;
-        for (let i = 0; i < x.length; i++) dst[i] = toF16(x[i]!);
-      }
+      for (let h = 0; h < heads; h++) toF16Row(rows[h]![t]!, st.ringRow(l, h, from + t));
       this.flush(st, l, from + t + 1);
     }
   }
@@ -55,7 +50,7 @@ class IntCodec extends QuantCodec {
     if (st.cfg.axis === 'token') {
       while (len - st.qlen[l]! > R) {
         const s = st.qlen[l]!;
-        for (let h = 0; h < heads; h++) st.quantizeTokenRow(l, h, s, ringToF32(st.ringRow(l, h, s)));
+        st.quantizeRows(l, this.kernelRows(0, 1, heads, (_, h) => ringToF32(st.ringRow(l, h, s))), 1, s);
         st.qlen[l] = s + 1;
       }
       return;
@@ -73,56 +68,59 @@ class IntCodec extends QuantCodec {
             lo = Math.min(lo, row[i]!);
             hi = Math.max(hi, row[i]!);
           }
-          words[i] = rangeParams(st.cfg.dt, lo, hi).word;
+          words[i] = rangeParams(st.cfg.dt.kind, st.cfg.dt.bits, lo, hi).word;
         }
         st.setChannelParams(l, h, s0 / G, words);
-        rows.forEach((row, r) => st.quantizeChannelRow(l, h, s0 + r, row, words));
+        st.quantizeRows(l, this.kernelRows(0, G, 1, (r) => rows[r]!), G, s0, h, 1);
       }
       st.qlen[l] = s0 + G;
     }
   }
 }
 
-const toF16 = (x: number): number => f32ToF16(Number.isNaN(x) ? 0 : Math.max(-65504, Math.min(65504, x)));
+const BITS = [2, 3, 4, 8] as const;
+const AXES = ['token', 'channel'] as const;
+const GROUPS = [32, 64, 128] as const;
 
-type Axis = 'token' | 'channel';
+const PARAMS = {
+  bits: oneOf(BITS, { default: 4, doc: 'bits per code' }),
+  kbits: oneOf(BITS, { optional: true, doc: 'bits per key code (default bits)' }),
+  vbits: oneOf(BITS, { optional: true, doc: 'bits per value code (default bits)' }),
+  axis: oneOf(AXES, { default: 'token', doc: 'token: groups of channels within a token; channel: groups of tokens within a channel' }),
+  kaxis: oneOf(AXES, { optional: true, doc: 'axis for keys (default axis)' }),
+  vaxis: oneOf(AXES, { optional: true, doc: 'axis for values (default axis)' }),
+  group: oneOf(GROUPS, { default: 64, doc: 'numbers sharing one scale and zero' }),
+  kgroup: oneOf(GROUPS, { optional: true, doc: 'group for keys (default group)' }),
+  vgroup: oneOf(GROUPS, { optional: true, doc: 'group for values (default group)' }),
+  residual: integer({ min: 0, max: 65536, default: 0, doc: 'most recent tokens kept in f16 until quantized' }),
+};
 
-function side(p: Record<string, ParamValue>, prefix: 'k' | 'v'): { bits: CodeBits; axis: Axis; group: number } {
+/** The bits, axis and group of keys (prefix k) or values (v): their own if given, else the shared ones. */
+function side(p: Infer<typeof PARAMS>, prefix: 'k' | 'v') {
   return {
-    bits: (p[`${prefix}bits`] ?? p.bits) as CodeBits,
-    axis: (p[`${prefix}axis`] ?? p.axis) as Axis,
-    group: (p[`${prefix}group`] ?? p.group) as number,
+    bits: p[`${prefix}bits`] ?? p.bits,
+    axis: p[`${prefix}axis`] ?? p.axis,
+    group: p[`${prefix}group`] ?? p.group,
   };
 }
 
-export const int: CodecKind = {
+export const int = codecKind({
   schema: {
     name: 'int',
     doc: 'asymmetric min-max integer codes with f16 scale and zero per group (FlexGen, KIVI, HF QuantizedCache)',
-    params: {
-      bits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, default: 4, doc: 'bits per code' },
-      kbits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, optional: true, doc: 'bits per key code (default bits)' },
-      vbits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, optional: true, doc: 'bits per value code (default bits)' },
-      axis: { type: { kind: 'enum', values: ['token', 'channel'] }, default: 'token', doc: 'token: groups of channels within a token; channel: groups of tokens within a channel' },
-      kaxis: { type: { kind: 'enum', values: ['token', 'channel'] }, optional: true, doc: 'axis for keys (default axis)' },
-      vaxis: { type: { kind: 'enum', values: ['token', 'channel'] }, optional: true, doc: 'axis for values (default axis)' },
-      group: { type: { kind: 'enum', values: [32, 64, 128] }, default: 64, doc: 'numbers sharing one scale and zero' },
-      kgroup: { type: { kind: 'enum', values: [32, 64, 128] }, optional: true, doc: 'group for keys (default group)' },
-      vgroup: { type: { kind: 'enum', values: [32, 64, 128] }, optional: true, doc: 'group for values (default group)' },
-      residual: { type: { kind: 'int', min: 0, max: 65536 }, default: 0, doc: 'most recent tokens kept in f16 until quantized' },
-    },
+    params: PARAMS,
   },
   ropeOnRead: true,
   evictionProblem: (p) => {
     if (side(p, 'k').axis === 'channel' || side(p, 'v').axis === 'channel') {
       return 'int with axis=channel quantizes runs of consecutive tokens together and cannot follow evictions; use axis=token, or the full policy';
     }
-    if ((p.residual as number) > 0) return 'int with residual>0 keeps its residual window in slot order and cannot follow evictions; use residual=0, or the full policy';
+    if (p.residual > 0) return 'int with residual>0 keeps its residual window in slot order and cannot follow evictions; use residual=0, or the full policy';
     return undefined;
   },
   create: (p, ctx) => {
     const c = ctx.config;
-    const residual = p.residual as number;
+    const residual = p.residual;
     const stream = (prefix: 'k' | 'v', rope: boolean): QuantStore => {
       const s = side(p, prefix);
       const cfg: StreamConfig = {
@@ -134,4 +132,4 @@ export const int: CodecKind = {
     };
     return new IntCodec(ctx, stream('k', ctx.ropeOnRead), stream('v', false), residual);
   },
-};
+});

@@ -1,6 +1,6 @@
-import { LayerBudgets, resolveCount } from '../budget.js';
+import { budgetOfLayer, LayerBudgets, resolveCount, type Budget, type Schedule } from '../budget.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import { selectFirst, type Order } from '../../util/select.js';
 
 type Numbers = Float32Array | Uint8Array | Uint16Array;
 
@@ -58,16 +58,24 @@ export class SlotArrays<T extends Numbers> {
  * What most policies share: a budget per layer, an optional recent window that is never evicted,
  * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
  */
-export abstract class BudgetPolicy implements Policy {
+/** What every budgeted policy reads from its spec. */
+export interface BudgetParams {
+  budget: Budget;
+  schedule: Schedule;
+  recent?: Budget;
+}
+
+export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implements Policy {
+  readonly evicts = true;
   abstract readonly tailQueries: number;
   abstract readonly needsReceived: boolean;
   protected readonly budgets: LayerBudgets;
-  protected reference = 0;
+  protected promptLength = 0;
   /** Live slots per layer as the cache last reported them (for bytes()). */
   protected live: number[];
   protected readonly states: SlotArrays<Numbers>[] = [];
 
-  constructor(protected readonly params: Record<string, ParamValue>, protected readonly shape: PolicyShape) {
+  constructor(protected readonly params: P, protected readonly shape: PolicyShape) {
     this.budgets = LayerBudgets.from(params, shape.numLayers);
     this.live = new Array<number>(shape.numLayers).fill(0);
   }
@@ -85,15 +93,15 @@ export abstract class BudgetPolicy implements Policy {
     return this.budget(layer);
   }
 
-  setReference(tokens: number): void {
-    this.reference = tokens;
-    this.budgets.setReference(tokens);
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
+    this.budgets.setPromptLength(tokens);
   }
 
-  /** The `recent` parameter in tokens (a count or a fraction of the reference); 0 when absent. */
-  protected recentTokens(_layer: number): number {
-    const r = this.params.recent as number | undefined;
-    return r === undefined ? 0 : resolveCount(r, this.reference);
+  /** The `recent` parameter in tokens (a count or a fraction of the prompt length); 0 when absent. */
+  protected recentTokens(layer: number): number {
+    const r = this.params.recent;
+    return r === undefined ? 0 : resolveCount(budgetOfLayer(r, layer), this.promptLength);
   }
 
   /** A reusable buffer of at least `length` numbers for per-step arithmetic. */
@@ -118,8 +126,8 @@ export abstract class BudgetPolicy implements Policy {
   /** The score of each live slot of a head: the lowest go first. */
   protected abstract scores(layer: number, head: number, view: SlotView): ArrayLike<number>;
 
-  choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
-    return lowestUnprotected(this.scores(layer, head, view), view, count, this.protectedFrom(layer, view));
+  choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void {
+    lowestUnprotected(this.scores(layer, head, view), view, count, this.protectedFrom(layer, view), out);
   }
 
   /** Slots whose position is at or above this are protected (the recent window). */
@@ -152,32 +160,57 @@ export abstract class BudgetPolicy implements Policy {
 }
 
 /**
- * The `count` slots with the lowest score among those whose position is below `protectedFrom`;
- * ties go to the older token. If too few are unprotected, the oldest protected ones follow.
+ * Writes to out[0, count) the `count` slots with the lowest score among those whose position is
+ * below `protectedFrom`; ties go to the older token. If too few are unprotected, the oldest
+ * protected ones follow.
  */
-export function lowestUnprotected(scores: ArrayLike<number>, view: SlotView, count: number, protectedFrom: number): Int32Array {
-  const isProtected = (s: number) => view.positions[s]! >= protectedFrom;
-  /** Whether slot a goes before slot b. */
-  const before = (a: number, b: number): boolean => {
-    const pa = isProtected(a);
-    if (pa !== isProtected(b)) return !pa;
-    if (!pa && scores[a] !== scores[b]) return scores[a]! < scores[b]!;
-    return view.positions[a]! < view.positions[b]!;
-  };
+export function lowestUnprotected(scores: ArrayLike<number>, view: SlotView, count: number, protectedFrom: number, out: Int32Array): void {
+  const order = SLOT_ORDER.set(scores, view.positions, protectedFrom);
   if (count <= 4) {
-    // decoding evicts one token per step: a few linear scans beat sorting every slot
-    const chosen: number[] = [];
+    // decoding evicts one token per step: a few linear scans
     for (let k = 0; k < count; k++) {
       let best = -1;
-      for (let s = 0; s < view.length; s++) if (!chosen.includes(s) && (best < 0 || before(s, best))) best = s;
-      chosen.push(best);
+      for (let s = 0; s < view.length; s++) if (!among(out, k, s) && (best < 0 || order.before(s, best))) best = s;
+      out[k] = best;
     }
-    return Int32Array.from(chosen);
+    return;
   }
-  const order = Array.from({ length: view.length }, (_, s) => s);
-  order.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
-  return Int32Array.from(order.slice(0, count));
+  if (selectScratch.length < view.length) selectScratch = new Int32Array(view.length);
+  const slots = selectScratch;
+  for (let s = 0; s < view.length; s++) slots[s] = s;
+  selectFirst(slots, view.length, count, order);
+  for (let i = 0; i < count; i++) out[i] = slots[i]!;
 }
+
+function among(xs: Int32Array, count: number, x: number): boolean {
+  for (let i = 0; i < count; i++) if (xs[i] === x) return true;
+  return false;
+}
+
+/** The eviction order of lowestUnprotected: unprotected before protected, then by score, then older first. */
+class SlotOrder implements Order {
+  private scores: ArrayLike<number> = [];
+  private positions: ArrayLike<number> = [];
+  private protectedFrom = Infinity;
+
+  set(scores: ArrayLike<number>, positions: ArrayLike<number>, protectedFrom: number): this {
+    this.scores = scores;
+    this.positions = positions;
+    this.protectedFrom = protectedFrom;
+    return this;
+  }
+
+  /** Whether slot a goes before slot b (a strict total order: positions are distinct). */
+  before(a: number, b: number): boolean {
+    const pa = this.positions[a]! >= this.protectedFrom;
+    if (pa !== this.positions[b]! >= this.protectedFrom) return !pa;
+    if (!pa && this.scores[a] !== this.scores[b]) return this.scores[a]! < this.scores[b]!;
+    return this.positions[a]! < this.positions[b]!;
+  }
+}
+
+const SLOT_ORDER = new SlotOrder();
+let selectScratch = new Int32Array(0);
 
 /** Mean over the query heads of KV head `head` of a [numHeads × capacity] row block, for live slots. */
 export function groupMean(rows: Float32Array, offset: number, head: number, stats: AttentionStats, out: Float32Array): Float32Array {

@@ -1,7 +1,8 @@
 import type { Policy, PolicyKind } from '../policy.js';
 
-/** Keeps every token: the reference every other policy is measured against. */
+/** Keeps every token: the baseline every other policy is measured against. */
 class FullPolicy implements Policy {
+  readonly evicts = false;
   readonly tailQueries = 0;
   readonly needsReceived = false;
   budget(): number {
@@ -10,7 +11,7 @@ class FullPolicy implements Policy {
   target(): number {
     return Infinity;
   }
-  setReference(): void {}
+  setPromptLength(): void {}
   onAppend(): void {}
   observe(): void {}
   choose(): Int32Array {

@@ -1,19 +1,24 @@
-import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import { budget, BUDGET_PARAMS } from '../budget.js';
+import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
+import { optional, type Infer } from '../../util/schema.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+
+const PARAMS = {
+  ...BUDGET_PARAMS,
+  recent: optional(budget({ doc: 'newest tokens always kept (count or fraction of the prompt; default half the budget)' })),
+};
 
 /**
  * H2O, the Heavy-Hitter Oracle: each token's attention received, summed over every query since it
  * arrived (not normalised); the lowest sum goes, except for the `recent` newest tokens. Without
  * `recent`, half the budget is the recent window (H2O's equal heavy/recent split).
  */
-class H2OPolicy extends BudgetPolicy {
+class H2OPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
   readonly tailQueries = 0;
   readonly needsReceived = true;
   private readonly accumulated: SlotArrays<Float32Array>;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Infer<typeof PARAMS>, shape: PolicyShape) {
     super(params, shape);
     this.accumulated = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
@@ -36,14 +41,7 @@ class H2OPolicy extends BudgetPolicy {
   }
 }
 
-export const h2o: PolicyKind = {
-  schema: {
-    name: 'h2o',
-    doc: 'Heavy-Hitter Oracle: accumulated attention + a recent window',
-    params: {
-      ...BUDGET_PARAMS,
-      recent: { type: { kind: 'budget' }, optional: true, doc: 'newest tokens always kept (count or fraction of the prompt; default half the budget)' },
-    },
-  },
+export const h2o = policyKind({
+  schema: { name: 'h2o', doc: 'Heavy-Hitter Oracle: accumulated attention + a recent window', params: PARAMS },
   create: (params, shape) => new H2OPolicy(params, shape),
-};
+});

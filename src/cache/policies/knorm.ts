@@ -1,7 +1,6 @@
 import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape, TokenRows } from '../policy.js';
-import type { ParamValue } from '../spec.js';
-import { BudgetPolicy, SlotArrays } from './base.js';
+import { policyKind, type AttentionStats, type PolicyShape, type TokenRows } from '../policy.js';
+import { BudgetPolicy, type BudgetParams, SlotArrays } from './base.js';
 
 /** Key-norm baseline (kvpress KnormPress): keys with the largest norm go first. */
 class KnormPolicy extends BudgetPolicy {
@@ -9,7 +8,7 @@ class KnormPolicy extends BudgetPolicy {
   readonly needsReceived = false;
   private readonly negNorm: SlotArrays<Float32Array>;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: BudgetParams, shape: PolicyShape) {
     super(params, shape);
     this.negNorm = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
@@ -31,8 +30,8 @@ class KnormPolicy extends BudgetPolicy {
   }
 }
 
-export const knorm: PolicyKind = {
-  schema: { name: 'knorm', doc: 'sanity baseline: drop the keys with the largest norm', params: { ...BUDGET_PARAMS } },
+export const knorm = policyKind({
+  schema: { name: 'knorm', doc: 'sanity baseline: drop the keys with the largest norm', params: BUDGET_PARAMS },
   create: (params, shape) => new KnormPolicy(params, shape),
   needsRows: true,
-};
+});

@@ -1,7 +1,7 @@
-import { BUDGET_PARAMS, LayerBudgets } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape, SlotView, TokenRows } from '../policy.js';
-import type { ParamSchema, ParamValue } from '../spec.js';
+import { budget, BUDGET_PARAMS, LayerBudgets, type Budget } from '../budget.js';
+import { policyKind, type AttentionStats, type PolicyShape, type SlotView, type TokenRows } from '../policy.js';
 import { UsageError } from '../../errors.js';
+import { numbers, oneOf, optional, type Infer } from '../../util/schema.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
 
 /**
@@ -37,11 +37,14 @@ import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
  * and one token goes, chosen by the same three stages.
  */
 
-/** L2 norm of the error of min-max quantizing `row` to `bits` (the released code's Qerror, unnormalised). */
-export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
+/**
+ * L2 norm of the error of min-max quantizing row[from, from + length) to `bits` (the released code's
+ * Qerror, unnormalised).
+ */
+export function minmaxQuantError(row: ArrayLike<number>, bits: number, from = 0, length = row.length - from): number {
   let lo = Infinity;
   let hi = -Infinity;
-  for (let i = 0; i < row.length; i++) {
+  for (let i = from; i < from + length; i++) {
     lo = Math.min(lo, row[i]!);
     hi = Math.max(hi, row[i]!);
   }
@@ -49,7 +52,7 @@ export function minmaxQuantError(row: ArrayLike<number>, bits: number): number {
   const scale = Math.max(hi - lo, 1e-5) / maxInt;
   const zero = Math.min(maxInt, Math.max(0, -roundHalfEven(lo / scale)));
   let ss = 0;
-  for (let i = 0; i < row.length; i++) {
+  for (let i = from; i < from + length; i++) {
     const q = (Math.min(maxInt, Math.max(0, roundHalfEven(row[i]! / scale) + zero)) - zero) * scale;
     ss += (q - row[i]!) ** 2;
   }
@@ -62,16 +65,16 @@ function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** (x − min) / (max − min) over a block, in place; a flat block becomes 0. */
-export function minmaxNormalise(x: Float32Array | number[]): void {
+/** (x − min) / (max − min) over x[0, length), in place; a flat block becomes 0. */
+export function minmaxNormalise(x: Float32Array | number[], length = x.length): void {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of x) {
-    lo = Math.min(lo, v);
-    hi = Math.max(hi, v);
+  for (let i = 0; i < length; i++) {
+    lo = Math.min(lo, x[i]!);
+    hi = Math.max(hi, x[i]!);
   }
   const span = hi - lo;
-  for (let i = 0; i < x.length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
+  for (let i = 0; i < length; i++) x[i] = span > 0 ? (x[i]! - lo) / span : 0;
 }
 
 /**
@@ -80,15 +83,29 @@ export function minmaxNormalise(x: Float32Array | number[]): void {
  */
 export function friendliness(keyErrors: ArrayLike<number>, valueErrors: ArrayLike<number>): Float32Array {
   const k = Float32Array.from(keyErrors);
-  const v = Float32Array.from(valueErrors);
-  minmaxNormalise(k);
-  minmaxNormalise(v);
-  return k.map((ek, i) => 1 - (ek + v[i]!) / 2);
+  friendlinessInPlace(k, Float32Array.from(valueErrors), k.length);
+  return k;
 }
 
-const FRACTION = (value: number, doc: string): ParamSchema => ({ type: { kind: 'budget' }, default: value, doc });
+/** friendliness() of keyErrors[0, length) and valueErrors[0, length), written over keyErrors. */
+function friendlinessInPlace(keyErrors: Float32Array, valueErrors: Float32Array, length: number): void {
+  minmaxNormalise(keyErrors, length);
+  minmaxNormalise(valueErrors, length);
+  for (let i = 0; i < length; i++) keyErrors[i] = 1 - (keyErrors[i]! + valueErrors[i]!) / 2;
+}
 
-class QHitterPolicy extends BudgetPolicy {
+const PARAMS = {
+  budget: optional(budget({ doc: 'tokens kept per KV head in all (default 0.2 of the prompt; default + heavy + recent)' })),
+  schedule: BUDGET_PARAMS.schedule,
+  default: budget({ default: 0.07, doc: 'heavy hitters picked by accumulated attention alone' }),
+  heavy: optional(budget({ doc: 'heavy hitters picked by the combined score (default budget − default − recent)' })),
+  recent: budget({ default: 0.05, doc: 'newest tokens always kept' }),
+  alpha: numbers({ min: 0, max: 1, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' }),
+  bits: oneOf([2, 3, 4, 8], { default: 4, doc: 'bits of the friendliness measure and of the default int codec' }),
+};
+type Params = Infer<typeof PARAMS>;
+
+class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
   readonly tailQueries = 0;
   readonly needsReceived = true;
   private readonly accumulated: SlotArrays<Float32Array>;
@@ -99,26 +116,26 @@ class QHitterPolicy extends BudgetPolicy {
   private readonly accRange: { lo: number; hi: number }[];
   private readonly parts: { recent: LayerBudgets; default: LayerBudgets; heavy: LayerBudgets | undefined };
   private readonly bits: number;
-  private readonly alpha: number[];
+  private readonly alpha: readonly number[];
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Params, shape: PolicyShape) {
     super({ ...params, budget: params.budget ?? 0.2 }, shape);
     this.accumulated = this.track(new SlotArrays((n) => new Float32Array(n), shape));
     this.quality = this.track(new SlotArrays((n) => new Float32Array(n), shape, 2));
     this.settled = new Array<number>(shape.numLayers).fill(0);
     this.accRange = Array.from({ length: shape.numLayers }, () => ({ lo: 0, hi: 0 }));
-    const part = (v: ParamValue | undefined) => (v === undefined ? undefined : new LayerBudgets(v as number | number[], shape.numLayers, 'uniform'));
+    const part = (v: Budget | undefined) => (v === undefined ? undefined : new LayerBudgets(v, shape.numLayers, 'uniform'));
     this.parts = { recent: part(params.recent)!, default: part(params.default)!, heavy: part(params.heavy) };
-    this.bits = params.bits as number;
-    this.alpha = typeof params.alpha === 'number' ? [params.alpha] : (params.alpha as number[]);
+    this.bits = params.bits;
+    this.alpha = typeof params.alpha === 'number' ? [params.alpha] : params.alpha;
   }
 
-  override setReference(tokens: number): void {
-    super.setReference(tokens);
-    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setReference(tokens);
+  override setPromptLength(tokens: number): void {
+    super.setPromptLength(tokens);
+    for (const p of [this.parts.recent, this.parts.default, this.parts.heavy]) p?.setPromptLength(tokens);
   }
 
-  /** Tokens of each stage in a layer (Infinity each before a fractional reference is known). */
+  /** Tokens of each stage in a layer (Infinity each before the prompt length is known). */
   stages(layer: number): { recent: number; default: number; heavy: number } {
     const recent = this.parts.recent.forLayer(layer);
     const dflt = this.parts.default.forLayer(layer);
@@ -143,8 +160,8 @@ class QHitterPolicy extends BudgetPolicy {
     const q = this.quality.of(layer, head);
     const d = rows.headDim;
     for (let t = 0; t < n; t++) {
-      q[2 * (from + t)] = minmaxQuantError(rows.keys.subarray(t * d, (t + 1) * d), this.bits);
-      q[2 * (from + t) + 1] = minmaxQuantError(rows.values.subarray(t * d, (t + 1) * d), this.bits);
+      q[2 * (from + t)] = minmaxQuantError(rows.keys, this.bits, t * d, d);
+      q[2 * (from + t) + 1] = minmaxQuantError(rows.values, this.bits, t * d, d);
     }
   }
 
@@ -171,8 +188,8 @@ class QHitterPolicy extends BudgetPolicy {
     if (from >= length) return;
     const heads = this.shape.numKvHeads;
     const count = length - from;
-    const ke = new Float32Array(heads * count);
-    const ve = new Float32Array(heads * count);
+    if (this.errors.keys.length < heads * count) this.errors = { keys: new Float32Array(heads * count), values: new Float32Array(heads * count) };
+    const { keys: ke, values: ve } = this.errors;
     for (let h = 0; h < heads; h++) {
       const q = this.quality.of(layer, h);
       for (let s = from; s < length; s++) {
@@ -180,29 +197,34 @@ class QHitterPolicy extends BudgetPolicy {
         ve[h * count + s - from] = q[2 * s + 1]!;
       }
     }
-    const f = friendliness(ke, ve);
+    friendlinessInPlace(ke, ve, heads * count);
     for (let h = 0; h < heads; h++) {
       const q = this.quality.of(layer, h);
-      for (let s = from; s < length; s++) q[2 * s] = f[h * count + s - from]!;
+      for (let s = from; s < length; s++) q[2 * s] = ke[h * count + s - from]!;
     }
     this.settled[layer] = length;
   }
+  private errors = { keys: new Float32Array(0), values: new Float32Array(0) };
 
-  /** Friendliness of a head's live slots (settling the layer first). */
-  friendlinessOf(layer: number, head: number, length: number): Float32Array {
+  /** Friendliness of a head's live slots (settling the layer first), into `out` (default: a new array). */
+  friendlinessOf(layer: number, head: number, length: number, out = new Float32Array(length)): Float32Array {
     this.settle(layer, length);
     const q = this.quality.of(layer, head);
-    return Float32Array.from({ length }, (_, s) => q[2 * s]!);
+    for (let s = 0; s < length; s++) out[s] = q[2 * s]!;
+    return out;
   }
 
-  /** The combined score of a head's live slots. */
+  /** The combined score of a head's live slots (in a buffer reused by the next call). */
   combinedOf(layer: number, head: number, length: number): Float32Array {
-    const f = this.friendlinessOf(layer, head, length);
+    if (this.combined.length < length) this.combined = new Float32Array(length);
+    const combined = this.friendlinessOf(layer, head, length, this.combined);
     const acc = this.accumulated.of(layer, head);
     const { lo, hi } = this.accRange[layer]!;
     const alpha = this.alphaOf(layer);
-    return f.map((fr, s) => alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * fr);
+    for (let s = 0; s < length; s++) combined[s] = alpha * (hi > lo ? (acc[s]! - lo) / (hi - lo) : 0) + (1 - alpha) * combined[s]!;
+    return combined;
   }
+  private combined = new Float32Array(0);
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     return this.combinedOf(layer, head, view.length);
@@ -233,53 +255,48 @@ class QHitterPolicy extends BudgetPolicy {
     return order;
   }
 
-  override choose(layer: number, head: number, count: number, view: SlotView): Int32Array {
-    const fast = count <= 4 ? this.fewToEvict(layer, head, count, view) : undefined;
-    return fast ?? Int32Array.from(this.keepOrder(layer, head, view).slice(view.length - count));
+  override choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void {
+    if (count <= 4 && this.fewToEvict(layer, head, count, view, out)) return;
+    const order = this.keepOrder(layer, head, view);
+    for (let i = 0; i < count; i++) out[i] = order[view.length - count + i]!;
   }
 
   /**
    * keepOrder's last `count` slots without sorting (decoding evicts one per step): the lowest
-   * combined scores (ties: the newer) outside the recent window and the default heavy hitters.
-   * Undefined when the stages do not leave `count` slots to take from.
+   * combined scores (ties: the newer) outside the recent window and the default heavy hitters,
+   * written to out[0, count). False when the stages do not leave `count` slots to take from.
    */
-  private fewToEvict(layer: number, head: number, count: number, view: SlotView): Int32Array | undefined {
+  private fewToEvict(layer: number, head: number, count: number, view: SlotView, out: Int32Array): boolean {
     const n = view.length;
     const stages = this.stages(layer);
-    if (n - stages.recent - stages.default < count) return undefined;
+    if (n - stages.recent - stages.default < count) return false;
     const pos = view.positions;
     let newest = -Infinity;
     for (let s = 0; s < n; s++) newest = Math.max(newest, pos[s]!);
     const recentFrom = newest - stages.recent + 1;
     let inWindow = 0;
     for (let s = 0; s < n; s++) if (pos[s]! >= recentFrom) inWindow++;
-    if (inWindow !== stages.recent) return undefined; // the window's positions are not contiguous
+    if (inWindow !== stages.recent) return false; // the window's positions are not contiguous
     const acc = this.accumulated.of(layer, head);
     const combined = this.combinedOf(layer, head, n);
     // 0 open, 1 evicted, 2 a default heavy hitter
-    const mark = new Uint8Array(n);
-    const isDefault = (s: number) => {
-      let above = 0;
-      for (let t = 0; t < n; t++) {
-        if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
-      }
-      return above < stages.default;
-    };
-    const out = new Int32Array(count);
+    if (this.marks.length < n) this.marks = new Uint8Array(n);
+    const mark = this.marks.fill(0, 0, n);
     for (let k = 0; k < count; ) {
       let worst = -1;
       for (let s = 0; s < n; s++) {
         if (mark[s] || pos[s]! >= recentFrom) continue;
         if (worst < 0 || combined[s]! < combined[worst]! || (combined[s] === combined[worst] && pos[s]! > pos[worst]!)) worst = s;
       }
-      if (isDefault(worst)) mark[worst] = 2;
+      if (isDefaultHitter(worst, n, pos, recentFrom, acc, stages.default)) mark[worst] = 2;
       else {
         mark[worst] = 1;
         out[k++] = worst;
       }
     }
-    return out;
+    return true;
   }
+  private marks = new Uint8Array(0);
 
   override reset(): void {
     super.reset();
@@ -287,25 +304,26 @@ class QHitterPolicy extends BudgetPolicy {
   }
 }
 
-export const qhitter: PolicyKind = {
+/** Whether slot s is among the `count` highest accumulated attention (ties: the older) outside the recent window. */
+function isDefaultHitter(s: number, n: number, pos: Int32Array, recentFrom: number, acc: Float32Array, count: number): boolean {
+  let above = 0;
+  for (let t = 0; t < n; t++) {
+    if (t !== s && pos[t]! < recentFrom && (acc[t]! > acc[s]! || (acc[t] === acc[s] && pos[t]! < pos[s]!))) above++;
+  }
+  return above < count;
+}
+
+export const qhitter = policyKind({
   schema: {
     name: 'qhitter',
     doc: 'Q-Hitter: recent window + heavy hitters by attention + heavy hitters by attention and quantization friendliness, stored at `bits`',
-    params: {
-      budget: { ...BUDGET_PARAMS.budget, optional: true, doc: 'tokens kept per KV head in all (default 0.2 of the prompt; default + heavy + recent)' },
-      schedule: BUDGET_PARAMS.schedule,
-      default: FRACTION(0.07, 'heavy hitters picked by accumulated attention alone'),
-      heavy: { type: { kind: 'budget' }, optional: true, doc: 'heavy hitters picked by the combined score (default budget − default − recent)' },
-      recent: FRACTION(0.05, 'newest tokens always kept'),
-      alpha: { type: { kind: 'numbers', min: 0, max: 1 }, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' },
-      bits: { type: { kind: 'enum', values: [2, 3, 4, 8] }, default: 4, doc: 'bits of the friendliness measure and of the default int codec' },
-    },
+    params: PARAMS,
   },
   create(params, shape) {
-    if (params.budget !== undefined && params.heavy !== undefined) {
-      const parts = [params.budget, params.default, params.heavy, params.recent];
-      const sum = (params.default as number) + (params.heavy as number) + (params.recent as number);
-      if (parts.some((p) => typeof p !== 'number') || Math.abs(sum - (params.budget as number)) > 1e-9) {
+    const { budget, heavy } = params;
+    if (budget !== undefined && heavy !== undefined) {
+      const parts = [budget, params.default, heavy, params.recent];
+      if (!parts.every((p) => typeof p === 'number') || Math.abs(parts[1]! + parts[2]! + parts[3]! - parts[0]!) > 1e-9) {
         throw new UsageError('qhitter: give budget (the total) or heavy (its share), or both with budget = default + heavy + recent');
       }
     }
@@ -313,5 +331,5 @@ export const qhitter: PolicyKind = {
   },
   needsRows: true,
   // FlexGen's group of 64, which the released code names as its real (non-simulated) quantizer
-  defaultCodec: (params) => `int(bits=${params.bits as number},axis=token,group=64)`,
-};
+  defaultCodec: (params) => `int(bits=${params.bits},axis=token,group=64)`,
+});

@@ -1,20 +1,22 @@
-import { seededRandom } from '../../sample.js';
+import { seededRandom } from '../../util/random.js';
+import { int, type Infer } from '../../util/schema.js';
 import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
 import { BudgetPolicy, SlotArrays } from './base.js';
 
+const PARAMS = { ...BUDGET_PARAMS, seed: int({ min: 0, default: 0, doc: 'random seed' }) };
+
 /** Sanity baseline: each token gets a random score when it arrives; the lowest go. */
-class RandomPolicy extends BudgetPolicy {
+class RandomPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
   readonly tailQueries = 0;
   readonly needsReceived = false;
   private readonly draw: SlotArrays<Float32Array>;
   private random: () => number;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Infer<typeof PARAMS>, shape: PolicyShape) {
     super(params, shape);
     this.draw = this.track(new SlotArrays((n) => new Float32Array(n), shape));
-    this.random = seededRandom(params.seed as number);
+    this.random = seededRandom(params.seed);
   }
 
   override onAppend(layer: number, head: number, from: number, n: number): void {
@@ -30,15 +32,11 @@ class RandomPolicy extends BudgetPolicy {
 
   override reset(): void {
     super.reset();
-    this.random = seededRandom(this.params.seed as number);
+    this.random = seededRandom(this.params.seed);
   }
 }
 
-export const random: PolicyKind = {
-  schema: {
-    name: 'random',
-    doc: 'sanity baseline: keep a random subset',
-    params: { ...BUDGET_PARAMS, seed: { type: { kind: 'int', min: 0 }, default: 0, doc: 'random seed' } },
-  },
+export const random = policyKind({
+  schema: { name: 'random', doc: 'sanity baseline: keep a random subset', params: PARAMS },
   create: (params, shape) => new RandomPolicy(params, shape),
-};
+});

@@ -1,9 +1,9 @@
-import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import { budget, BUDGET_PARAMS, type Budget } from '../budget.js';
+import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
 import { UsageError } from '../../errors.js';
+import { int, numbers, oneOf, optional, type Infer } from '../../util/schema.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
-import { ScissorhandsReference } from './scissorhands-reference.js';
+import { ScissorhandsReleased } from './scissorhands-released.js';
 
 /**
  * Scissorhands (persistence of importance): over the last `window` attention steps, count how often
@@ -14,7 +14,21 @@ import { ScissorhandsReference } from './scissorhands-reference.js';
  * Each slot keeps its last `window` low/high bits as a bit ring (all slots of a layer advance
  * together) and their running count, so the state is window/8 + 2 bytes per slot.
  */
-class ScissorhandsPolicy extends BudgetPolicy {
+const PARAMS = {
+  mode: oneOf(['paper', 'reference'], { default: 'paper', doc: 'paper: the algorithm with a fixed budget; reference: the released evaluation code (masks, adaptive budget)' }),
+  ...BUDGET_PARAMS,
+  budget: optional(BUDGET_PARAMS.budget),
+  window: int({ min: 1, max: 1024, default: 64, doc: 'attention steps of history counted' }),
+  recent: optional(budget({ doc: 'newest tokens never dropped (default 16, at most a quarter of the budget)' })),
+  drop: int({ min: 1, optional: true, doc: 'tokens dropped at once when over budget (default a tenth of the budget)' }),
+  lru_window: int({ min: 1, max: 4096, default: 100, doc: 'reference mode: query rows counted' }),
+  position_window: int({ min: 0, default: 10, doc: 'reference mode: newest positions never hidden' }),
+  start: int({ min: 0, default: 100, doc: 'reference mode: first query position that is masked' }),
+  layers: numbers({ min: 0, default: [5, 35], doc: 'reference mode: compressed layers, [first,last]' }),
+};
+type Params = Infer<typeof PARAMS> & { budget: Budget };
+
+class ScissorhandsPolicy extends BudgetPolicy<Params> {
   readonly needsReceived = false;
   readonly tailQueries: number;
   private readonly bits: SlotArrays<Uint8Array>;
@@ -22,9 +36,9 @@ class ScissorhandsPolicy extends BudgetPolicy {
   private readonly steps: Int32Array;
   private readonly bytesPerRing: number;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Params, shape: PolicyShape) {
     super(params, shape);
-    this.tailQueries = params.window as number;
+    this.tailQueries = params.window;
     this.bytesPerRing = Math.ceil(this.tailQueries / 8);
     this.bits = this.track(new SlotArrays((n) => new Uint8Array(n), shape, this.bytesPerRing));
     this.lowCounts = this.track(new SlotArrays((n) => new Uint16Array(n), shape));
@@ -34,7 +48,7 @@ class ScissorhandsPolicy extends BudgetPolicy {
   /** Without `drop`, a tenth of the budget goes at each cut. */
   override target(layer: number): number {
     const budget = this.budget(layer);
-    const drop = (this.params.drop as number | undefined) ?? Math.max(1, Math.floor(budget / 10));
+    const drop = this.params.drop ?? Math.max(1, Math.floor(budget / 10));
     return Math.max(1, budget + 1 - drop);
   }
 
@@ -72,7 +86,9 @@ class ScissorhandsPolicy extends BudgetPolicy {
   /** Highest count goes first, so the score is the negated count. */
   protected scores(layer: number, head: number, view: { length: number }): ArrayLike<number> {
     const counts = this.lowCounts.of(layer, head);
-    return Array.from(counts.subarray(0, view.length), (c) => -c);
+    const scores = this.scratch(view.length);
+    for (let s = 0; s < view.length; s++) scores[s] = -counts[s]!;
+    return scores;
   }
 
   override reset(): void {
@@ -81,26 +97,16 @@ class ScissorhandsPolicy extends BudgetPolicy {
   }
 }
 
-export const scissorhands: PolicyKind = {
+export const scissorhands = policyKind({
   schema: {
     name: 'scissorhands',
     doc: 'Scissorhands: drop the tokens most often below the uniform attention share in a history window',
-    params: {
-      mode: { type: { kind: 'enum', values: ['paper', 'reference'] }, default: 'paper', doc: 'paper: the algorithm with a fixed budget; reference: the released evaluation code (masks, adaptive budget)' },
-      ...BUDGET_PARAMS,
-      budget: { ...BUDGET_PARAMS.budget, optional: true },
-      window: { type: { kind: 'int', min: 1, max: 1024 }, default: 64, doc: 'attention steps of history counted' },
-      recent: { type: { kind: 'budget' }, optional: true, doc: 'newest tokens never dropped (default 16, at most a quarter of the budget)' },
-      drop: { type: { kind: 'int', min: 1 }, optional: true, doc: 'tokens dropped at once when over budget (default a tenth of the budget)' },
-      lru_window: { type: { kind: 'int', min: 1, max: 4096 }, default: 100, doc: 'reference mode: query rows counted' },
-      position_window: { type: { kind: 'int', min: 0 }, default: 10, doc: 'reference mode: newest positions never hidden' },
-      start: { type: { kind: 'int', min: 0 }, default: 100, doc: 'reference mode: first query position that is masked' },
-      layers: { type: { kind: 'numbers', min: 0 }, default: [5, 35], doc: 'reference mode: compressed layers, [first,last]' },
-    },
+    params: PARAMS,
   },
   create: (params, shape) => {
-    if (params.mode === 'reference') return new ScissorhandsReference(params, shape);
-    if (params.budget === undefined) throw new UsageError('scissorhands needs budget (or mode=reference, whose budget is adaptive)');
-    return new ScissorhandsPolicy(params, shape);
+    if (params.mode === 'reference') return new ScissorhandsReleased(params, shape);
+    const { budget } = params;
+    if (budget === undefined) throw new UsageError('scissorhands needs budget (or mode=reference, whose budget is adaptive)');
+    return new ScissorhandsPolicy({ ...params, budget }, shape);
   },
-};
+});

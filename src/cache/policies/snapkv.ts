@@ -1,7 +1,13 @@
+import { int, type Infer } from '../../util/schema.js';
 import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape, SlotView } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import { policyKind, type AttentionStats, type PolicyShape, type SlotView } from '../policy.js';
 import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+
+const PARAMS = {
+  ...BUDGET_PARAMS,
+  window: int({ min: 1, max: 1024, default: 64, doc: 'observation window (last queries that vote)' }),
+  pool: int({ min: 1, max: 63, default: 5, doc: 'max-pooling kernel size' }),
+};
 
 /**
  * SnapKV: the attention of the last `window` queries (the observation window) votes for each
@@ -12,20 +18,20 @@ import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
  * each time the cache fills: it is cut to budget − window, so by the next cut exactly one new
  * observation window has arrived and voted (votes restart at each cut). One float per slot.
  */
-class SnapKVPolicy extends BudgetPolicy {
+class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
   readonly needsReceived = false;
   readonly tailQueries: number;
   private readonly votes: SlotArrays<Float32Array>;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: Infer<typeof PARAMS>, shape: PolicyShape) {
     super(params, shape);
-    this.tailQueries = params.window as number;
+    this.tailQueries = params.window;
     this.votes = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
 
   /** The observation window, at most half the budget so that the cut leaves room for votes. */
   private window(layer: number): number {
-    return Math.max(1, Math.min(this.params.window as number, Math.floor(this.budget(layer) / 2)));
+    return Math.max(1, Math.min(this.params.window, Math.floor(this.budget(layer) / 2)));
   }
 
   override target(layer: number): number {
@@ -51,34 +57,36 @@ class SnapKVPolicy extends BudgetPolicy {
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     const votes = this.votes.of(layer, head);
-    const pooled = maxPoolByPosition(Array.from(votes.subarray(0, view.length)), view, this.params.pool as number);
+    if (this.order.length < view.length) this.order = new Int32Array(view.length);
+    const pooled = maxPoolByPosition(votes, view, this.params.pool, this.scratch(view.length), this.order);
     votes.fill(0); // the next cut is decided by the next observation window
     return pooled;
   }
+  private order = new Int32Array(0);
 }
 
-/** Max over the `pool` tokens centred on each token, neighbours taken in position order. */
-export function maxPoolByPosition(votes: number[], view: SlotView, pool: number): number[] {
-  const order = Array.from({ length: view.length }, (_, s) => s).sort((a, b) => view.positions[a]! - view.positions[b]!);
+/**
+ * Max over the `pool` tokens centred on each token, neighbours taken in position order; written to
+ * out[0, view.length) (slot order). `order` is scratch for view.length slot indices.
+ */
+export function maxPoolByPosition<T extends number[] | Float32Array>(
+  votes: ArrayLike<number>, view: SlotView, pool: number,
+  out: T = new Array<number>(view.length) as T, order = new Int32Array(view.length),
+): T {
+  const n = view.length;
+  const byPosition = order.subarray(0, n);
+  for (let s = 0; s < n; s++) byPosition[s] = s;
+  byPosition.sort((a, b) => view.positions[a]! - view.positions[b]!);
   const half = Math.floor(pool / 2);
-  const pooled = new Array<number>(view.length);
-  for (let i = 0; i < order.length; i++) {
+  for (let i = 0; i < n; i++) {
     let best = -Infinity;
-    for (let j = Math.max(0, i - half); j <= Math.min(order.length - 1, i + half); j++) best = Math.max(best, votes[order[j]!]!);
-    pooled[order[i]!] = best;
+    for (let j = Math.max(0, i - half); j <= Math.min(n - 1, i + half); j++) best = Math.max(best, votes[byPosition[j]!]!);
+    out[byPosition[i]!] = best;
   }
-  return pooled;
+  return out;
 }
 
-export const snapkv: PolicyKind = {
-  schema: {
-    name: 'snapkv',
-    doc: 'SnapKV: observation-window votes, max-pooled over neighbours',
-    params: {
-      ...BUDGET_PARAMS,
-      window: { type: { kind: 'int', min: 1, max: 1024 }, default: 64, doc: 'observation window (last queries that vote)' },
-      pool: { type: { kind: 'int', min: 1, max: 63 }, default: 5, doc: 'max-pooling kernel size' },
-    },
-  },
+export const snapkv = policyKind({
+  schema: { name: 'snapkv', doc: 'SnapKV: observation-window votes, max-pooled over neighbours', params: PARAMS },
   create: (params, shape) => new SnapKVPolicy(params, shape),
-};
+});

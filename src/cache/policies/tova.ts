@@ -1,7 +1,6 @@
 import { BUDGET_PARAMS } from '../budget.js';
-import type { AttentionStats, PolicyKind, PolicyShape } from '../policy.js';
-import type { ParamValue } from '../spec.js';
-import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
+import { BudgetPolicy, type BudgetParams, groupMean, SlotArrays } from './base.js';
 
 /**
  * TOVA (Transformers are Multi-State RNNs): drop the token the current query attends to least
@@ -12,7 +11,7 @@ class TovaPolicy extends BudgetPolicy {
   readonly needsReceived = false;
   private readonly last: SlotArrays<Float32Array>;
 
-  constructor(params: Record<string, ParamValue>, shape: PolicyShape) {
+  constructor(params: BudgetParams, shape: PolicyShape) {
     super(params, shape);
     this.last = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
@@ -27,7 +26,7 @@ class TovaPolicy extends BudgetPolicy {
   }
 }
 
-export const tova: PolicyKind = {
-  schema: { name: 'tova', doc: 'TOVA: drop the token the current query attends to least', params: { ...BUDGET_PARAMS } },
+export const tova = policyKind({
+  schema: { name: 'tova', doc: 'TOVA: drop the token the current query attends to least', params: BUDGET_PARAMS },
   create: (params, shape) => new TovaPolicy(params, shape),
-};
+});

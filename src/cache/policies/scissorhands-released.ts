@@ -1,7 +1,7 @@
 import { UsageError } from '../../errors.js';
-import type { AttentionStats, Policy, PolicyShape } from '../policy.js';
-import type { ParamValue } from '../spec.js';
+import type { AttentionStats, MaskingPolicy, PolicyShape } from '../policy.js';
 import { SlotArrays } from './base.js';
+import { ASCENDING, selectFirst } from '../../util/select.js';
 
 /**
  * scissorhands(mode=reference, …): what the released Scissorhands evaluation code does (its OPT
@@ -17,10 +17,19 @@ import { SlotArrays } from './base.js';
  * The release is multi-head; here each query head keeps its own counts (GQA: the same KV slots).
  * Per slot and query head the state is a ring of lru_window bits and a count.
  */
-export class ScissorhandsReference implements Policy {
+/** The spec parameters released mode reads (scissorhands.ts declares them). */
+export interface ReleasedParams {
+  layers: number | readonly number[];
+  lru_window: number;
+  position_window: number;
+  start: number;
+}
+
+export class ScissorhandsReleased implements MaskingPolicy {
+  readonly evicts = false;
   readonly tailQueries = 1;
   readonly needsReceived = false;
-  private reference = 0;
+  private promptLength = 0;
   private bits: SlotArrays<Uint8Array> | undefined;
   private counts: SlotArrays<Uint16Array> | undefined;
   private readonly steps: Int32Array;
@@ -31,15 +40,15 @@ export class ScissorhandsReference implements Policy {
   private kept = 0;
   private seenTotal = 0;
 
-  private readonly params: Record<string, ParamValue>;
+  private readonly params: ReleasedParams & { layers: readonly number[] };
 
-  constructor(params: Record<string, ParamValue>, private readonly shape: PolicyShape) {
-    const layers = Array.isArray(params.layers) ? params.layers : [params.layers as number, params.layers as number];
+  constructor(params: ReleasedParams, private readonly shape: PolicyShape) {
+    const layers = typeof params.layers === 'number' ? [params.layers, params.layers] : params.layers;
     this.params = { ...params, layers };
     if (layers.length !== 2 || layers[0]! > layers[1]!) {
       throw new UsageError(`scissorhands(layers=…) is a range [first,last], got [${layers.join(',')}]`);
     }
-    this.ringBytes = Math.ceil((params.lru_window as number) / 8);
+    this.ringBytes = Math.ceil(params.lru_window / 8);
     this.steps = new Int32Array(shape.numLayers);
     this.thresholds = Array.from({ length: shape.numLayers }, () => new Float64Array(0));
     this.capacity = shape.capacity;
@@ -52,8 +61,8 @@ export class ScissorhandsReference implements Policy {
   target(): number {
     return Infinity;
   }
-  setReference(tokens: number): void {
-    this.reference = tokens;
+  setPromptLength(tokens: number): void {
+    this.promptLength = tokens;
   }
   onAppend(layer: number, head: number, from: number, n: number): void {
     if (!this.bits || !this.counts) return;
@@ -65,7 +74,7 @@ export class ScissorhandsReference implements Policy {
   }
 
   private compressed(layer: number): boolean {
-    const [first, last] = this.params.layers as number[];
+    const [first, last] = this.params.layers;
     return layer >= first! && layer <= last!;
   }
 
@@ -83,21 +92,27 @@ export class ScissorhandsReference implements Policy {
     const numHeads = probs.length / capacity;
     const group = numHeads / this.shape.numKvHeads;
     // thresholds from the unmasked row (the release sorts the raw softmax)
-    const length = Math.max(this.reference, seen);
+    const length = Math.max(this.promptLength, seen);
     const rank = Math.floor(0.9 * length);
     const zeros = length - seen;
-    const thr = (this.thresholds[layer] = new Float64Array(numHeads));
+    if (this.thresholds[layer]!.length !== numHeads) this.thresholds[layer] = new Float64Array(numHeads);
+    const thr = this.thresholds[layer]!;
+    if (this.row.length < seen) this.row = new Float32Array(seen);
     for (let h = 0; h < numHeads; h++) {
+      thr[h] = 0;
       if (rank < zeros) continue;
-      const row = probs.slice(h * capacity, h * capacity + seen).sort();
-      thr[h] = row[Math.min(seen - 1, rank - zeros)]!;
+      for (let s = 0; s < seen; s++) this.row[s] = probs[h * capacity + s]!;
+      const k = Math.min(seen - 1, rank - zeros);
+      selectFirst(this.row, seen, k + 1, ASCENDING); // the value at rank k of the sorted row
+      thr[h] = this.row[k]!;
     }
     if (!this.compressed(layer)) return undefined;
     const position = positions[seen - 1]!; // the query's own token is the newest slot of every head
-    if (position < (this.params.start as number)) return undefined;
+    if (position < this.params.start) return undefined;
     const { counts } = this.state(numHeads);
-    const mask = new Uint8Array(numHeads * capacity);
-    const newestHidden = position - (this.params.position_window as number);
+    if (this.mask.length !== numHeads * capacity) this.mask = new Uint8Array(numHeads * capacity);
+    const mask = this.mask.fill(0);
+    const newestHidden = position - this.params.position_window;
     for (let h = 0; h < numHeads; h++) {
       const c = counts.of(layer, h);
       const held = positions.subarray(Math.floor(h / group) * capacity);
@@ -119,7 +134,7 @@ export class ScissorhandsReference implements Policy {
     const numHeads = this.shape.numKvHeads * stats.group;
     const { bits, counts } = this.state(numHeads);
     const thr = this.thresholds[stats.layer]!;
-    const index = this.steps[stats.layer]! % (this.params.lru_window as number);
+    const index = this.steps[stats.layer]! % this.params.lru_window;
     this.steps[stats.layer] = this.steps[stats.layer]! + 1;
     const byte = index >> 3;
     const bit = 1 << (index & 7);
@@ -137,11 +152,14 @@ export class ScissorhandsReference implements Policy {
     }
   }
 
-  choose(): Int32Array {
-    throw new Error('internal: the reference Scissorhands hides tokens, it never evicts');
+  private row = new Float32Array(0);
+  private mask = new Uint8Array(0);
+
+  choose(): void {
+    throw new Error('internal: the released Scissorhands hides tokens, it never evicts');
   }
   move(): void {
-    throw new Error('internal: the reference Scissorhands never evicts, so slots never move');
+    throw new Error('internal: the released Scissorhands never evicts, so slots never move');
   }
 
   stats(): Record<string, number> {

@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AttentionStats } from '../../src/cache/policy.js';
+import type { AttentionStats, MaskingPolicy } from '../../src/cache/policy.js';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import { UsageError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model/model.js';
+import { loadModel, type Model } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 const CAPACITY = 8;
@@ -13,7 +13,7 @@ const CAPACITY = 8;
 function policy(spec: string) {
   const parsed = parseSpec(spec);
   const kind = POLICIES.get('scissorhands')!;
-  return kind.create(withDefaults(parsed.policy, kind.schema), { numLayers: 1, numKvHeads: 1, capacity: CAPACITY });
+  return kind.create(withDefaults(parsed.policy, kind.schema), { numLayers: 1, numKvHeads: 1, capacity: CAPACITY }) as MaskingPolicy;
 }
 const row = (values: number[]) => {
   const r = new Float32Array(CAPACITY);
@@ -26,15 +26,15 @@ const observe = (probs: Float32Array, length: number): AttentionStats =>
 describe('scissorhands(mode=reference): the released evaluation code', () => {
   it('thresholds each row at its 90th percentile over the whole sequence, and hides tokens no recent row rated above it', () => {
     const p = policy('scissorhands(mode=reference,lru_window=2,position_window=1,start=0,layers=[0,0])');
-    p.setReference(10);
+    p.setPromptLength(10);
     const positions = Int32Array.from({ length: CAPACITY }, (_, i) => i);
     // query at position 3 sees 4 slots; with 6 zeros for positions 4..9 its rank-9 value is 0.4
-    const m1 = p.maskQuery!(0, row([0.1, 0.2, 0.3, 0.4]), 4, CAPACITY, positions)!;
+    const m1 = p.maskQuery(0, row([0.1, 0.2, 0.3, 0.4]), 4, CAPACITY, positions)!;
     // nothing counted yet: positions 0, 1 hidden; 2 is in the position window; 3 is the query itself
     expect(Array.from(m1.subarray(0, 4))).toEqual([1, 1, 0, 0]);
     p.observe(observe(row([0, 0, 0.45, 0.55]), 4)); // masked row: slots 2 and 3 are above 0.4
     // next query (position 4): threshold = 5th smallest of the 5 seen = 0.3
-    const m2 = p.maskQuery!(0, row([0.05, 0.05, 0.3, 0.3, 0.3]), 5, CAPACITY, positions)!;
+    const m2 = p.maskQuery(0, row([0.05, 0.05, 0.3, 0.3, 0.3]), 5, CAPACITY, positions)!;
     expect(Array.from(m2.subarray(0, 5))).toEqual([1, 1, 0, 0, 0]);
     expect(p.budget(0)).toBe(Infinity);
   });
@@ -42,7 +42,7 @@ describe('scissorhands(mode=reference): the released evaluation code', () => {
   it('leaves layers outside its range and queries before `start` unmasked', () => {
     const p = policy('scissorhands(mode=reference,start=50,layers=[1,2])');
     const positions = Int32Array.from({ length: CAPACITY }, (_, i) => i);
-    expect(p.maskQuery!(0, row([0.5, 0.5]), 2, CAPACITY, positions)).toBeUndefined();
+    expect(p.maskQuery(0, row([0.5, 0.5]), 2, CAPACITY, positions)).toBeUndefined();
   });
 
   it('paper mode still needs a budget', () => {

@@ -1,14 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createKernels, type KernelOptions } from '../kernels/index.js';
-import type { Kernels } from '../kernels/api.js';
-import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import { Session, type SessionOptions } from '../session.js';
-import type { Checkpoint, CheckpointFormat } from './checkpoint.js';
-import { kvBytesPerToken, type ModelConfig } from './config.js';
-import { loadCheckpoint } from './load.js';
-import { uploadWeights, type Weights } from './weights.js';
+import { createKernels, type KernelOptions } from './kernels/index.js';
+import type { Kernels } from './kernels/api.js';
+import type { Tokenizer } from './tokenizer/tokenizer.js';
+import { Session, type SessionOptions } from './session.js';
+import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
+import { kvBytesPerToken, type ModelConfig } from './model/config.js';
+import { loadCheckpoint } from './model/load.js';
+import { uploadWeights, type Weights } from './model/weights.js';
 
 export interface LoadOptions extends KernelOptions {
   /** A tokenizer file to use instead of the one found beside the model (llama2.c checkpoints). */
@@ -17,7 +17,7 @@ export interface LoadOptions extends KernelOptions {
 
 /** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
 export function defaultModelPath(): string {
-  const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
   const candidates = [packageRoot, process.cwd()].map((base) => path.resolve(base, '../shared/models/ref-6m'));
   const found = candidates.find((c) => fs.existsSync(c)) ?? candidates[0]!;
   return path.relative(process.cwd(), found) || '.';

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { ModelFormatError, UnsupportedModelError } from '../../src/errors.js';
-import { ggufRopeScaling, parseHfRopeScaling, ropeAttentionFactor, ropeInverseFrequencies, type RopeScaling } from '../../src/model/rope-scaling.js';
+import { attentionFactor, frequencies, type RopeScaling } from '../../src/kernels/rope.js';
+import { ggufRopeScaling, parseHfRopeScaling } from '../../src/model/rope-scaling.js';
 import { seededRandom } from '../../src/util/random.js';
 
 const POSITIONS = [0, 1, 2, 5, 17, 63, 100, 257];
@@ -16,15 +17,15 @@ function llamaCppRope(x: Float32Array, dims: number, theta: number, p: { freqSca
     ...(p.divisors ? [Buffer.from(p.divisors.buffer)] : []),
   ]);
   const args = [dims, 0, p.freqScale, p.extFactor, p.nCtxOrig, p.betaFast, p.betaSlow, theta, p.divisors ? 1 : 0].map(String);
-  const r = spawnSync('python3', ['test/model/llama-cpp-rope.py', ...args], { input });
+  const r = spawnSync('python3', ['test/kernels/llama-cpp-rope.py', ...args], { input });
   if (r.status !== 0) throw new Error(`llama-cpp-rope.py failed: ${r.stderr.toString()}`);
   return new Float32Array(new Uint8Array(r.stdout).buffer);
 }
 
 /** Rotates pairs (2i, 2i+1) by position·θ_i and scales by the attention factor: RoPE's definition. */
 function rotate(x: Float32Array, dims: number, theta: number, s: RopeScaling): Float32Array {
-  const freqs = ropeInverseFrequencies(dims, theta, s);
-  const m = ropeAttentionFactor(s);
+  const freqs = frequencies(theta, dims, s);
+  const m = attentionFactor(s);
   const out = new Float32Array(x.length);
   POSITIONS.forEach((p, t) => {
     for (let i = 0; i < dims / 2; i++) {
@@ -87,8 +88,8 @@ describe('Llama 3.1 frequency rule (HF _compute_llama3_parameters)', () => {
     131072,
     'config.json',
   );
-  const base = ropeInverseFrequencies(128, 500000, { kind: 'none' });
-  const scaled = ropeInverseFrequencies(128, 500000, s);
+  const base = frequencies(500000, 128, { kind: 'none' });
+  const scaled = frequencies(500000, 128, s);
   const divisor = Array.from(base, (f, i) => f / scaled[i]!);
   it('keeps short wavelengths, divides long ones by the factor', () => {
     for (let i = 0; i <= 28; i++) expect(divisor[i]).toBe(1);
@@ -100,15 +101,15 @@ describe('Llama 3.1 frequency rule (HF _compute_llama3_parameters)', () => {
       expect(divisor[i]!).toBeLessThan(8);
     }
   });
-  it('has attention factor 1 (only YaRN scales attention)', () => expect(ropeAttentionFactor(s)).toBe(1));
+  it('has attention factor 1 (only YaRN scales attention)', () => expect(attentionFactor(s)).toBe(1));
 });
 
 describe('parsing rope_scaling', () => {
   it('yarn defaults: betas 32/1, original context from max_position_embeddings, attention factor 0.1·ln(factor)+1', () => {
     const s = parseHfRopeScaling({ type: 'yarn', factor: 4 }, 32768, 'config.json');
     expect(s).toMatchObject({ kind: 'yarn', factor: 4, originalMaxPositions: 32768, betaFast: 32, betaSlow: 1, truncate: true });
-    expect(ropeAttentionFactor(s)).toBeCloseTo(0.1 * Math.log(4) + 1, 12);
-    expect(ropeAttentionFactor({ ...(s as Extract<RopeScaling, { kind: 'yarn' }>), attentionFactor: 0.5 })).toBe(0.5);
+    expect(attentionFactor(s)).toBeCloseTo(0.1 * Math.log(4) + 1, 12);
+    expect(attentionFactor({ ...(s as Extract<RopeScaling, { kind: 'yarn' }>), attentionFactor: 0.5 })).toBe(0.5);
   });
   it('null and default mean none', () => {
     expect(parseHfRopeScaling(null, 2048, 'c')).toEqual({ kind: 'none' });

@@ -1,8 +1,7 @@
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model/model.js';
-import { argmax } from '../../src/sample.js';
-import { REF6M_DIR, REF6M_GGUF } from './helpers.js';
+import { loadModel, type Model } from '../../src/model.js';
+import { greedyTokens, REF6M_DIR, REF6M_GGUF } from './helpers.js';
 
 const PROMPT = 'The President of the United States said that the Congress';
 
@@ -54,14 +53,7 @@ describe('ref-6m: HF directory, GGUF and llama.cpp agree', () => {
 
     for (const m of [hf, gguf]) {
       expect(m.tokenizer.encode(PROMPT)).toEqual(promptIds);
-      const session = m.session();
-      let logits = session.feed(promptIds);
-      const got: number[] = [];
-      while (got.length < 32) {
-        got.push(argmax(logits));
-        logits = session.feed([got[got.length - 1]!]);
-      }
-      expect(got).toEqual(expected);
+      expect(greedyTokens(m.session(), promptIds, 32)).toEqual(expected);
     }
   });
 

@@ -8,15 +8,14 @@ import type { Checkpoint } from '../../src/model/checkpoint.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { parseGguf } from '../../src/model/gguf.js';
 import { loadCheckpoint } from '../../src/model/load.js';
-import { Model } from '../../src/model/model.js';
+import { Model } from '../../src/model.js';
 import { parseSafetensors } from '../../src/model/safetensors.js';
 import { TensorNames as N } from '../../src/model/tensor.js';
 import { toF32 } from '../../src/model/weights.js';
 import {
-  encodeQ8_0, permuteRowsForGguf, randomLlama, writeGguf, writeHfDir, writeLlamaGguf, writeSafetensors, type SafetensorsDType,
-} from '../../src/model/write.js';
-import { argmax } from '../../src/sample.js';
-import { REF6M_DIR } from '../engine/helpers.js';
+  encodeQ8_0, GGML, GGUF_TYPE as T, permuteRowsForGguf, randomLlama, writeGguf, writeHfDir, writeLlamaGguf, writeSafetensors, type FloatDType,
+} from '../../src/dev/write.js';
+import { greedyTokens, REF6M_DIR } from '../engine/helpers.js';
 
 /** Tiny, but GQA and several heads, so a wrong Q/K permutation or head mapping changes the logits. */
 const CONFIG: ModelConfig = {
@@ -34,7 +33,7 @@ afterAll(async () => {
   await fsp.rm(tmp, { recursive: true, force: true });
 });
 
-async function writeBoth(dtype: SafetensorsDType, untied = false): Promise<{ hf: Checkpoint; gguf: Checkpoint; ggufFile: string }> {
+async function writeBoth(dtype: FloatDType, untied = false): Promise<{ hf: Checkpoint; gguf: Checkpoint; ggufFile: string }> {
   const config = { ...CONFIG, tiedEmbeddings: !untied };
   const model = randomLlama(config, dtype, 7);
   const dir = path.join(tmp, `${dtype}${untied ? '-untied' : ''}`);
@@ -98,15 +97,18 @@ describe('model writers', () => {
   it('GGUF round-trips metadata of every type and aligns each tensor to 32 bytes', async () => {
     const file = path.join(tmp, 'rt.gguf');
     const q8 = encodeQ8_0(Float32Array.from({ length: 64 }, (_, i) => (i - 32) / 10));
-    await writeGguf(file, [
-      ['u8', 'uint8', 200], ['i16', 'int16', -3], ['u32', 'uint32', 70000], ['f32', 'float32', 0.5], ['b', 'bool', true],
-      ['s', 'string', 'héllo'], ['u64', 'uint64', 2n ** 40n], ['f64', 'float64', 0.1], ['strs', 'string[]', ['a', 'b c']],
-      ['ints', 'int32[]', [1, -2, 3]],
-    ], [
-      { name: 'odd', type: 'F32', dims: [3], data: new Uint8Array(12) },
-      { name: 'q', type: 'Q8_0', dims: [32, 2], data: q8 },
-      { name: 'h', type: 'F16', dims: [5], data: new Uint8Array(10) },
-    ]);
+    await writeGguf(file, {
+      metadata: [
+        ['u8', T.U8, 200], ['i16', T.I16, -3], ['u32', T.U32, 70000], ['f32', T.F32, 0.5], ['b', T.BOOL, true],
+        ['s', T.STRING, 'héllo'], ['u64', T.U64, 2n ** 40n], ['f64', T.F64, 0.1], ['strs', T.ARRAY, [T.STRING, ['a', 'b c']]],
+        ['ints', T.ARRAY, [T.I32, [1, -2, 3]]],
+      ],
+      tensors: [
+        { name: 'odd', type: GGML.F32, shape: [3], data: new Uint8Array(12) },
+        { name: 'q', type: GGML.Q8_0, shape: [2, 32], data: q8 },
+        { name: 'h', type: GGML.F16, shape: [5], data: new Uint8Array(10) },
+      ],
+    });
     const g = parseGguf(await fsp.readFile(file), file);
     expect(g.version).toBe(3);
     expect(Object.fromEntries(g.metadata)).toEqual({
@@ -179,14 +181,7 @@ describe('model writers', () => {
     }
     const model = await Model.fromCheckpoint(gguf, { backend: 'reference' });
     try {
-      const session = model.session();
-      let logits = session.feed(IDS);
-      const got: number[] = [];
-      while (got.length < 12) {
-        got.push(argmax(logits));
-        logits = session.feed([got[got.length - 1]!]);
-      }
-      expect(got).toEqual(expected);
+      expect(greedyTokens(model.session(), IDS, 12)).toEqual(expected);
     } finally {
       await model.close();
     }

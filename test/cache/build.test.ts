@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildCache, createCache } from '../../src/cache/build.js';
+import { KVCache } from '../../src/cache/kvcache.js';
+import { MaskedKVCache } from '../../src/cache/masked-kvcache.js';
+import { parseSpec } from '../../src/cache/registry.js';
+import { UsageError } from '../../src/errors.js';
+import { loadModel, type Model } from '../../src/model.js';
+import { STORIES_BIN } from '../engine/helpers.js';
+
+describe('building a cache from a spec', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(STORIES_BIN, { threads: 1 });
+  });
+  afterAll(async () => model.close());
+  const build = (spec: string, streaming = false) => buildCache(model.kernels, model.config, parseSpec(spec), 16, { streaming });
+
+  it("fills in the policy's own codec and prints the spec it built", () => {
+    const parts = build('qhitter(budget=0.2,bits=3)');
+    expect(parts.spec).toBe('qhitter(budget=0.2,bits=3)+int(bits=3,axis=token,group=64)');
+    expect(parts.needsRows).toBe(true);
+    parts.codec.free();
+    const h2o = build('h2o(budget=0.2)+fp16');
+    expect(h2o.spec).toBe('h2o(budget=0.2)+fp16');
+    h2o.codec.free();
+  });
+
+  it('refuses parts that do not fit, naming the problem', () => {
+    expect(() => build('h2o(budget=64)+int(kaxis=channel)')).toThrow(/cannot follow evictions/);
+    expect(() => build('scissorhands(mode=reference)+kvquant(bits=3)')).toThrow(/need a float codec/);
+    expect(() => build('full', true)).toThrow(/fixed budget/);
+    expect(() => build('scissorhands(mode=reference)', true)).toThrow(UsageError);
+  });
+
+  it('runs masking policies in a MaskedKVCache and every other policy in a plain KVCache', () => {
+    const masked = createCache(model.kernels, model.config, parseSpec('scissorhands(mode=reference)'), 16);
+    const plain = createCache(model.kernels, model.config, parseSpec('scissorhands(budget=8)'), 16);
+    expect(masked).toBeInstanceOf(MaskedKVCache);
+    expect(plain).toBeInstanceOf(KVCache);
+    expect(plain).not.toBeInstanceOf(MaskedKVCache);
+    masked.free();
+    plain.free();
+  });
+});
