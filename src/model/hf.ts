@@ -5,6 +5,7 @@ import { HfTokenizer } from '../tokenizer/hf.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
 import { buildTokenizer, checkLoadedTensors, checkTokenizerFits, readJsonFile, readModelFile, readSafetensorsDir, toRawTensor, type SafetensorsEntry } from './safetensors.js';
+import { parseHfRopeScaling } from './rope-scaling.js';
 import { TensorNames as N, type RawTensor } from './tensor.js';
 
 /** HF `architectures` entries and `model_type` values kvpack runs, and the architecture each means. */
@@ -52,13 +53,12 @@ export function parseHfConfig(json: unknown, file: string): HfConfig {
     if (typeof v !== 'number') throw new ModelFormatError(file, `config field ${key} must be a number, got ${JSON.stringify(v)}`);
     return v;
   };
-  if (c.rope_scaling !== undefined && c.rope_scaling !== null) {
-    throw new UnsupportedModelError(file, `rope_scaling ${JSON.stringify(c.rope_scaling)} is not supported (plain RoPE only)`);
-  }
   if (architecture !== 'qwen2' && c.attention_bias === true) {
     throw new UnsupportedModelError(file, `attention_bias is not supported for ${architecture} (only qwen2-style q/k/v biases are)`);
   }
   if (c.mlp_bias === true) throw new UnsupportedModelError(file, 'mlp_bias is not supported');
+  const maxPositions = num('max_position_embeddings');
+  const ropeScaling = parseHfRopeScaling(c.rope_scaling, maxPositions, file);
   const hiddenSize = num('hidden_size');
   const numHeads = num('num_attention_heads');
   const config: ModelConfig = {
@@ -70,9 +70,10 @@ export function parseHfConfig(json: unknown, file: string): HfConfig {
     numKvHeads: num('num_key_value_heads', numHeads),
     headDim: num('head_dim', hiddenSize / numHeads),
     vocabSize: num('vocab_size'),
-    maxContext: num('max_position_embeddings'),
+    maxContext: maxPositions,
     rmsEps: num('rms_norm_eps', 1e-6),
     ropeTheta: num('rope_theta', 10000),
+    ...(ropeScaling.kind === 'none' ? {} : { ropeScaling }),
     ropeLayout: 'half',
     tiedEmbeddings: false, // settled once we know whether lm_head.weight exists
     qkvBias: architecture === 'qwen2',
