@@ -1,16 +1,17 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import { UsageError } from '../errors.js';
+import { budgetProblem } from './budget.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache } from './kvcache.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
-import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
-import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
+import { CODECS, POLICIES, printSpec } from './registry.js';
+import { withDefaults, type CacheSpec } from './spec.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
 export interface CacheParts {
-  /** The canonical spec text, the policy's default codec filled in. */
+  /** The canonical spec text (printSpec). */
   spec: string;
   policy: Policy;
   codec: Codec;
@@ -32,13 +33,14 @@ export interface BuildOptions {
  * with a fixed budget and a codec that rotates keys at read.
  */
 export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, capacity: number, options: BuildOptions = {}): CacheParts {
-  spec = withPolicyCodec(spec);
   const text = printSpec(spec);
   const streaming = options.streaming === true;
   capacity = Math.max(1, capacity);
   const policyKind = POLICIES.get(spec.policy.name)!;
   const codecKind = CODECS.get(spec.codec.name)!;
   const codecParams = withDefaults(spec.codec, codecKind.schema);
+  const budgetIssue = budgetProblem(spec.policy.params, policyKind.schema.params, config.numLayers, config.maxContext);
+  if (budgetIssue) throw new UsageError(`cache spec "${text}": ${budgetIssue}`);
   const policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity });
   if (streaming && !policy.evicts) {
     throw new UsageError('streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=1020) or h2o(budget=1024)');
@@ -60,12 +62,4 @@ export function createCache(k: Kernels, config: ModelConfig, spec: CacheSpec, ca
   const parts = buildCache(k, config, spec, capacity, options);
   const { policy, codec } = parts;
   return isMasking(policy) ? new MaskedKVCache(k, config, { ...parts, policy, codec: codec as MaskingCodec }) : new KVCache(k, config, parts);
-}
-
-/** A spec that leaves the codec at fp32 gets the policy's own codec, if its kind names one (qhitter). */
-function withPolicyCodec(spec: CacheSpec): CacheSpec {
-  const kind = POLICIES.get(spec.policy.name)!;
-  const unnamed = spec.codec.name === DEFAULT_CODEC.name && Object.keys(spec.codec.params).length === 0;
-  if (!kind.defaultCodec || !unnamed) return spec;
-  return { policy: spec.policy, codec: parseSpec(kind.defaultCodec(withDefaults(spec.policy, kind.schema))).codec };
 }

@@ -17,7 +17,8 @@ describe('building a cache from a spec', () => {
 
   it("fills in the policy's own codec and prints the spec it built", () => {
     const parts = build('qhitter(budget=0.2,bits=3)');
-    expect(parts.spec).toBe('qhitter(budget=0.2,bits=3)+int(bits=3,axis=token,group=64)');
+    expect(parts.spec).toBe('qhitter(budget=0.2,bits=3)');
+    expect(parts.codec.bitsPerValue()).toBeLessThan(32);
     expect(parts.needsRows).toBe(true);
     parts.codec.free();
     const h2o = build('h2o(budget=0.2)+fp16');
@@ -30,6 +31,24 @@ describe('building a cache from a spec', () => {
     expect(() => build('scissorhands(mode=reference)+kvquant(bits=3)')).toThrow(/need a float codec/);
     expect(() => build('full', true)).toThrow(/fixed budget/);
     expect(() => build('scissorhands(mode=reference)', true)).toThrow(UsageError);
+  });
+
+  it('keeps an explicit codec: qhitter+fp32 stores f32, not qhitter\'s own int codec', () => {
+    const parts = build('qhitter(budget=0.2)+fp32');
+    expect(parts.spec).toBe('qhitter(budget=0.2)+fp32');
+    expect(parts.codec.bitsPerValue()).toBe(32);
+    parts.codec.free();
+  });
+
+  it('refuses per-layer lists whose length is not the layer count, and budgets beyond the context', () => {
+    const { numLayers, maxContext } = model.config;
+    expect(() => build('h2o(budget=[512,384])')).toThrow(new RegExp(`budget=\\[512,384\\] has 2 entries but the model has ${numLayers} layers`));
+    expect(() => build(`qhitter(budget=0.2,alpha=[0.5,0.5])`)).toThrow(/alpha=\[0.5,0.5\] has 2 entries/);
+    expect(() => build(`h2o(budget=${maxContext + 1})`)).toThrow(new RegExp(`budget=${maxContext + 1} tokens exceeds the model's context of ${maxContext}`));
+    expect(() => build(`window(sinks=4,recent=${maxContext * 2})`)).toThrow(UsageError);
+    const exact = build(`h2o(budget=[${new Array(numLayers).fill(8).join(',')}])`);
+    expect(exact.policy.budget(numLayers - 1)).toBe(8);
+    exact.codec.free();
   });
 
   it('runs masking policies in a MaskedKVCache and every other policy in a plain KVCache', () => {

@@ -16,7 +16,7 @@ describe('KV cache with eviction (stories260K)', () => {
 
   it('full gives the same log-probabilities, bit for bit, as a policy whose budget is never reached', () => {
     const full = model.session({ cache: 'full' }).score(ids, { mode: 'decode' });
-    const roomy = model.session({ cache: 'h2o(budget=100000)' }).score(ids, { mode: 'decode' });
+    const roomy = model.session({ cache: 'h2o(budget=512)' }).score(ids, { mode: 'decode' });
     expect(Array.from(roomy)).toEqual(Array.from(full));
   });
 
@@ -88,7 +88,7 @@ describe('KV cache with eviction (stories260K)', () => {
   });
 
   it('a policy that evicts stores each slot\'s position (4 bytes) beside its own state', () => {
-    const session = model.session({ cache: 'h2o(budget=100000)' });
+    const session = model.session({ cache: 'h2o(budget=512)' });
     session.feed(ids.slice(0, 50));
     const c = model.config;
     // keys and values in f32, the position, and H2O's accumulated attention (one f32)

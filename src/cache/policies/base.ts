@@ -1,4 +1,5 @@
 import { budgetOfLayer, LayerBudgets, resolveCount, type Budget, type Schedule } from '../budget.js';
+import { warnOnce } from '../../util/warn.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
 import { selectFirst, type Order } from '../../util/select.js';
 
@@ -58,6 +59,11 @@ export class SlotArrays<T extends Numbers> {
  * What most policies share: a budget per layer, an optional recent window that is never evicted,
  * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
  */
+/** Fewer tokens than this per KV head, resolved from a fraction, earn a warning. */
+const MIN_USEFUL_BUDGET = 4;
+
+const isFraction = (b: Budget | undefined) => b !== undefined && (typeof b === 'number' ? b < 1 : b.some((x) => x < 1));
+
 /** What every budgeted policy reads from its spec. */
 export interface BudgetParams {
   budget: Budget;
@@ -96,6 +102,20 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   setPromptLength(tokens: number): void {
     this.promptLength = tokens;
     this.budgets.setPromptLength(tokens);
+    this.warnIfTiny(tokens);
+  }
+
+  /** A fraction of a short prompt can resolve to a token or two, which silently degenerates. */
+  private warnIfTiny(tokens: number): void {
+    if (!isFraction(this.params.budget) && !isFraction(this.params.recent)) return;
+    let least = Infinity;
+    for (let l = 0; l < this.shape.numLayers; l++) least = Math.min(least, this.budget(l));
+    if (least >= MIN_USEFUL_BUDGET || least >= tokens) return;
+    warnOnce(
+      'tiny-budget',
+      `a budget given as a fraction of the prompt keeps ${least} token${least === 1 ? '' : 's'} per KV head of a ${tokens}-token prompt; ` +
+        'give a token count (e.g. budget=64) or a longer prompt',
+    );
   }
 
   /** The `recent` parameter in tokens (a count or a fraction of the prompt length); 0 when absent. */
