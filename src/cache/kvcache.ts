@@ -28,6 +28,7 @@ export class KVCache {
   private slotIndices = 0;
   protected capacity: number;
   private peak = 0;
+  private held = 0;
   private received = 0;
   protected lastProbs = 0;
   private tail = new Float32Array(0);
@@ -159,7 +160,11 @@ export class KVCache {
 
   /** Evicts, in every layer over its budget, down to the policy's target. */
   compress(): void {
-    if (!this.policy.evicts) return;
+    if (this.policy.evicts) this.evict();
+    this.held = Math.max(this.held, this.bytes());
+  }
+
+  private evict(): void {
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
       if (length <= this.policy.budget(l)) continue;
@@ -186,9 +191,14 @@ export class KVCache {
     return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
   }
 
-  /** Highest `bytes()` seen at the end of a step since creation or the last reset. */
+  /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
   peakBytes(): number {
     return this.peak;
+  }
+
+  /** Highest `bytes()` after a compression since creation or the last reset: what the cache holds between steps. */
+  heldBytes(): number {
+    return this.held;
   }
 
   /** Positions held by a KV head of a layer (a copy). */
@@ -202,6 +212,7 @@ export class KVCache {
     this.lengths.fill(0);
     this.ranksValid.fill(false);
     this.peak = 0;
+    this.held = 0;
     this.policy.reset();
     this.promptLengthSet = false;
   }

@@ -213,7 +213,7 @@ export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot 
   return {
     id,
     title: `${yLabel} vs KV bytes per token — ${e.title}`,
-    caption: 'Lower left is better. x: peak KV cache bytes per token held (log scale); one line per policy+codec, points are budgets; the full cache in each codec is one line.',
+    caption: 'Lower left is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, points are budgets; the full cache in each codec is one line.',
     svg: lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series }),
   };
 }

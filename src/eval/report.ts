@@ -26,7 +26,12 @@ export interface ReportTable {
   params: TaskParams;
   columns: ReportColumn[];
   rows: { cache: string; cells: ReportCell[] }[];
+  /** Footnotes shown under the table. */
+  notes: string[];
 }
+
+/** Marks per-token bytes and compression that old rows computed from the transient peak. */
+const FROM_PEAK = '†';
 
 /** The baseline the Δ columns compare against. */
 export const BASELINE = 'full';
@@ -111,6 +116,7 @@ th, td { border: 1px solid #ddd; padding: 3px 7px; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
 td code { font-size: 0.95em; }
 nav li { margin: 2px 0; }
+p.note { font-size: 0.8em; color: #444; margin: 2px 0; }
 </style>`);
   out.push('</head>', '<body>', '<h1>kvpack results</h1>');
   if (sources.length) out.push(`<p>From ${sources.map((s) => `<code>${esc(s.file)}</code> (${s.rows} rows)`).join(', ')}.</p>`);
@@ -130,7 +136,7 @@ nav li { margin: 2px 0; }
       const cells = r.cells.map((c, j) => (j === 0 ? `<td><code>${esc(c.text)}</code></td>` : `<td class="${s.table.columns[j]?.align === 'right' ? 'r' : ''}">${esc(c.text)}</td>`));
       out.push(`<tr>${cells.join('')}</tr>`);
     }
-    out.push('</table>', '</section>');
+    out.push('</table>', ...s.table.notes.map((n) => `<p class="note">${esc(n)}</p>`), '</section>');
   });
   out.push('</body>', '</html>', '');
   return out.join('\n');
@@ -146,11 +152,16 @@ function table(rows: ResultRow[]): ReportTable {
     if (m.delta && base) columns.push({ header: `Δ% vs ${BASELINE}`, align: 'right' });
   }
   columns.push(
-    { header: 'KV bytes peak', align: 'right' },
+    { header: 'KV bytes held', align: 'right' },
     { header: 'bytes/token', align: 'right' },
     { header: 'compression ×', align: 'right' },
     { header: 'bits/value', align: 'right' },
+    { header: 'transient peak', align: 'right' },
   );
+  const notes = ['KV bytes held: the most the cache holds once compressed; transient peak: the step before eviction (a whole prompt before it is compressed).'];
+  if (rows.some((r) => r.memory.kv_bytes_held === undefined)) {
+    notes.push(`${FROM_PEAK} row written before held bytes were recorded: bytes/token and compression are from the transient peak; rerun it to refresh.`);
+  }
   return {
     title: `${first.model} · ${first.task} · ${Object.entries(first.params).map(([k, v]) => `${k}=${v}`).join(' ')}`,
     model: first.model,
@@ -169,14 +180,17 @@ function table(rows: ResultRow[]): ReportTable {
           else cells.push(numberCell((100 * (v - b)) / b, (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)}%`));
         }
       }
+      const mark = r.memory.kv_bytes_held === undefined ? ` ${FROM_PEAK}` : '';
       cells.push(
-        numberCell(r.memory.kv_bytes_peak, formatBytes),
-        numberCell(r.memory.kv_bytes_per_token, formatBytes),
-        numberCell(r.memory.compression, (x) => `${x.toFixed(2)}×`),
+        numberCell(r.memory.kv_bytes_held, formatBytes),
+        numberCell(r.memory.kv_bytes_per_token, (x) => formatBytes(x) + mark),
+        numberCell(r.memory.compression, (x) => `${x.toFixed(2)}×${mark}`),
         numberCell(r.memory.bits_per_value, (x) => String(Number(x.toFixed(2)))),
+        numberCell(r.memory.kv_bytes_peak, formatBytes),
       );
       return { cache: r.cache, cells };
     }),
+    notes,
   };
 }
 
@@ -217,7 +231,7 @@ export function renderMarkdown(
       const cells = r.cells.map((c, i) => (i === 0 ? `\`${escape(c.text)}\`` : escape(c.text)));
       out.push(`| ${cells.join(' | ')} |`);
     }
-    out.push('');
+    out.push('', ...t.notes.flatMap((n) => [escape(n), '']));
   }
   return out.join('\n');
 }

@@ -64,6 +64,14 @@ describe('eval tasks on stories260K', () => {
     await expect(passkey(model, { cache: 'full', lengths: [600], depths: [0], trials: 1, seed: 1 })).rejects.toThrow(/exceeds the model's context of 512/);
   });
 
+  it('passkey reports what the cache holds after the prompt is compressed, and the transient peak apart', async () => {
+    const r = await passkey(model, { cache: 'window(sinks=4,recent=0.2)', lengths: [300], depths: [50], trials: 1, seed: 1 });
+    const m = r.memory;
+    // the prompt is in the cache whole for one step (the peak); then 4 sinks + a fifth of it stay
+    expect(m.compression).toBeGreaterThan(3);
+    expect(m.kv_bytes_held!).toBeLessThan(m.kv_bytes_peak / 3);
+  });
+
   it('xsum: generates with the item settings and scores ROUGE in [0, 1], skipping prompts too long for the context', async () => {
     const summaries: string[] = [];
     const r = await xsum(model, { cache: 'full', items: 1, seed: 0, onSummary: (_, s) => summaries.push(s) });
