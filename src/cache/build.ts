@@ -8,6 +8,7 @@ import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
 import { CODECS, POLICIES, printSpec } from './registry.js';
 import { withDefaults, type CacheSpec } from './spec.js';
+import { warnOnce } from '../util/warn.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
 export interface CacheParts {
@@ -54,6 +55,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
   const codec = codecKind.create(codecParams, { kernels: k, config, capacity, ropeOnRead: streaming });
+  warnIfWide(spec.codec.name, codec, config);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity };
 }
 
@@ -62,4 +64,18 @@ export function createCache(k: Kernels, config: ModelConfig, spec: CacheSpec, ca
   const parts = buildCache(k, config, spec, capacity, options);
   const { policy, codec } = parts;
   return isMasking(policy) ? new MaskedKVCache(k, config, { ...parts, policy, codec: codec as MaskingCodec }) : new KVCache(k, config, parts);
+}
+
+/**
+ * Quantized rows are packed in chunks of 64 codes with per-row scales, so on narrow heads (stories260K:
+ * head_dim 8) a 4-bit codec can store more than f16 or even f32; say so rather than let it pass as compression.
+ */
+function warnIfWide(name: string, codec: Codec, config: ModelConfig): void {
+  const bits = codec.bitsPerValue();
+  if (name === 'fp32' || bits <= 16) return;
+  warnOnce(
+    `wide-codec-${name}`,
+    `${name} stores ${bits.toFixed(1)} bits per value on this model's ${config.headDim}-wide heads (codes are packed 64 to a chunk, with per-row scales), ` +
+      'more than fp16 would; use fp16 here, or a model with heads of 64 or more',
+  );
 }

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildCache, createCache } from '../../src/cache/build.js';
 import { KVCache } from '../../src/cache/kvcache.js';
 import { MaskedKVCache } from '../../src/cache/masked-kvcache.js';
@@ -59,5 +59,26 @@ describe('building a cache from a spec', () => {
     expect(plain).not.toBeInstanceOf(MaskedKVCache);
     masked.free();
     plain.free();
+  });
+});
+
+describe('a quantized codec on narrow heads', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('warns once that it stores more than fp16 (stories260K: head_dim 8)', async () => {
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const model = await loadModel(STORIES_BIN, { threads: 1 });
+    try {
+      expect(model.config.headDim).toBe(8);
+      const parts = buildCache(model.kernels, model.config, parseSpec('full+kvquant(bits=4)'), 16);
+      expect(parts.codec.bitsPerValue()).toBeGreaterThan(16);
+      parts.codec.free();
+      buildCache(model.kernels, model.config, parseSpec('full+fp16'), 16).codec.free();
+      const warnings = stderr.mock.calls.map((c) => String(c[0])).filter((t) => t.includes('warning'));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/kvquant stores \d+\.\d bits per value on this model's 8-wide heads.*more than fp16/);
+    } finally {
+      await model.close();
+    }
   });
 });
