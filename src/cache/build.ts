@@ -44,7 +44,8 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (budgetIssue) throw new UsageError(`cache spec "${text}": ${budgetIssue}`);
   const policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity });
   if (streaming && !policy.evicts) {
-    throw new UsageError('streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=1020) or h2o(budget=1024)');
+    const half = Math.floor(config.maxContext / 2);
+    throw new UsageError(`streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=${config.maxContext - 4}) or h2o(budget=${half})`);
   }
   if (streaming && !codecKind.ropeOnRead) {
     throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { KvpackError } from '../errors.js';
+import { KvpackError, UsageError } from '../errors.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
@@ -16,6 +16,9 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
 };
 
+/** Exit codes (documented in the README): a bad command line, a run that failed, a bug. */
+const EXIT = { usage: 2, failure: 1, internal: 70 } as const;
+
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
   return `kvpack — Llama-family models in Node.js with a compressed KV cache\n\nUsage: kvpack <command> [options]\n\n${lines.join('\n')}\n\nkvpack <command> --help for its options.\n`;
@@ -24,13 +27,13 @@ function usage(): string {
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage());
-    return name ? 0 : 1;
+    (name ? process.stdout : process.stderr).write(usage());
+    return name ? 0 : EXIT.usage;
   }
   const command = COMMANDS[name];
   if (!command) {
     process.stderr.write(`kvpack: unknown command "${name}"; commands are ${Object.keys(COMMANDS).join(', ')}\n`);
-    return 2;
+    return EXIT.usage;
   }
   try {
     await command.run(rest);
@@ -38,10 +41,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof KvpackError) {
       process.stderr.write(`kvpack ${name}: ${e.message}\n`);
-      return 1;
+      return e instanceof UsageError ? EXIT.usage : EXIT.failure;
     }
     process.stderr.write(`kvpack ${name}: internal error (please report): ${(e as Error).stack ?? String(e)}\n`);
-    return 70;
+    return EXIT.internal;
   }
 }
 

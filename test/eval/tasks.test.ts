@@ -87,7 +87,8 @@ describe('task parameters', () => {
     expect(parseIntList('256, 512,1024', 'lengths', 16)).toEqual([256, 512, 1024]);
     expect(() => resolveTask({ task: 'passkey', depths: '0,150' }, 'plan')).toThrow(/depths must be a comma-separated list of integers in \[0, 100\]/);
     expect(() => resolveTask({ task: 'needle', lengths: '512,,1024' }, 'plan')).toThrow(/lengths/);
-    expect(resolveTask({ task: 'fidelity' }, 'plan').params).toEqual({ data: 'wikitext2', ctx: 1024, chunks: 1, mode: 'decode' });
+    expect(resolveTask({ task: 'fidelity' }, 'plan').params).toEqual({ data: 'wikitext2', chunks: 1, mode: 'decode' }); // ctx: the model's context, known once it loads
+    expect(resolveTask({ task: 'fidelity', ctx: 256 }, 'plan').params).toEqual({ data: 'wikitext2', ctx: 256, chunks: 1, mode: 'decode' });
     expect(resolveTask({ task: 'xsum', items: 5 }, 'plan').params).toEqual({ items: 5, stemmer: 'porter' });
   });
 
