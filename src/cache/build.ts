@@ -1,28 +1,16 @@
+import { ropeOf } from '../kernels/rope.js';
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import { UsageError } from '../errors.js';
 import { budgetProblem } from './budget.js';
 import type { Codec, MaskingCodec } from './codec.js';
-import { KVCache } from './kvcache.js';
+import { KVCache, type CacheParts } from './kvcache.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
 import { CODECS, POLICIES, printSpec } from './registry.js';
 import { withDefaults, type CacheSpec } from './spec.js';
 import { warnOnce } from '../util/warn.js';
 
-/** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
-export interface CacheParts {
-  /** The canonical spec text (printSpec). */
-  spec: string;
-  policy: Policy;
-  codec: Codec;
-  /** Whether the policy's onAppend needs the new tokens' key and value rows. */
-  needsRows: boolean;
-  /** Keys stored before RoPE and rotated at their rank among the held tokens. */
-  streaming: boolean;
-  /** Slots per KV head allocated at first. */
-  capacity: number;
-}
 
 export interface BuildOptions {
   streaming?: boolean;
@@ -55,7 +43,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (isMasking(policy) && !codecKind.masks) {
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
-  const codec = codecKind.create(codecParams, { kernels: k, config, capacity, ropeOnRead: streaming });
+  const codec = codecKind.create(codecParams, { kernels: k, config, capacity, rope: ropeOf(config), ropeOnRead: streaming });
   warnIfWide(spec.codec.name, codec, config);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity };
 }
