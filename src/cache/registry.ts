@@ -13,7 +13,7 @@ import { scissorhands } from './policies/scissorhands.js';
 import { snapkv } from './policies/snapkv.js';
 import { tova } from './policies/tova.js';
 import { window } from './policies/window.js';
-import { parseCacheSpec, printCacheSpec, withDefaults, type CacheSpec, type SpecPart, type SpecRegistry } from './spec.js';
+import { DEFAULT_CODEC, parseCacheSpec, printCacheSpec, withDefaults, type CacheSpec, type SpecPart, type SpecRegistry } from './spec.js';
 
 /** Every policy and codec a spec may name. */
 export const POLICIES = new Map<string, PolicyKind>(
@@ -39,4 +39,9 @@ export function parseSpec(text: string): CacheSpec {
 
 export function printSpec(spec: CacheSpec): string {
   return printCacheSpec(spec, REGISTRY);
+}
+
+/** Whether the spec's codec is the one its policy uses anyway (the canonical text leaves it out). */
+export function codecIsImplied(spec: CacheSpec): boolean {
+  return printSpec(spec) === printSpec({ policy: spec.policy, codec: policyCodec(spec.policy) ?? DEFAULT_CODEC });
 }

@@ -39,7 +39,7 @@ export async function reportCommand(argv: string[]): Promise<void> {
   for (const file of files) {
     if (!fs.existsSync(file)) throw new UsageError(`--store ${file}: no such file`);
     const store = ResultStore.open(file);
-    rows.push(...store.rows());
+    rows.push(...store.rows().map((r) => ({ ...r, store: file })));
     sources.push({ file, rows: store.rows().length });
   }
   const sections = buildSections(rows);
