@@ -85,19 +85,19 @@ export async function evalCommand(argv: string[]): Promise<void> {
 }
 
 async function runOne(task: Task, model: Awaited<ReturnType<typeof loadModelFromOptions>>, cache: string, params: ResultRow['params'], seed: number, modelName: string, json: boolean): Promise<ResultRow> {
-  let bar: Progress | undefined;
+  // started with the run (not at its first report), so its time and the row's seconds agree
+  const bar = new Progress({ total: 0, label: `${task.name} ${cache}`, unit: 'tok' });
   let reported = 0;
   const started = performance.now();
   const out = await task.run(model, cache, params, {
     seed,
     onProgress: (done, total) => {
-      bar ??= new Progress({ total, label: `${task.name} ${cache}`, unit: 'tok' });
       if (total !== undefined) bar.setTotal(total);
       bar.tick(done - reported);
       reported = done;
     },
   });
-  bar?.done();
+  bar.done();
   const row = finishedRow({ key: `eval|${cache}|${task.name}`, model: modelName, model_fingerprint: 'eval', cache, task: task.name, params, seed }, out, started);
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
   return row;

@@ -52,14 +52,15 @@ export async function pplCommand(argv: string[]): Promise<void> {
   }
   const model = await loadModelFromOptions(values);
   try {
-    let bar: Progress | undefined;
+    // started with the run (not at its first report), so its time and the summary's agree
+    const bar = new Progress({ total: 0, label: `ppl ${params.data}`, unit: 'tok' });
     let reported = 0;
     const result = perplexity(model, pplOptions(params, values.cache ?? 'full', (done, total) => {
-      bar ??= new Progress({ total, label: `ppl ${params.data}`, unit: 'tok' });
+      bar.setTotal(total);
       bar.tick(done - reported);
       reported = done;
     }));
-    bar?.done();
+    bar.done();
     if (values.json) {
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {

@@ -119,21 +119,21 @@ export interface SeriesStyle {
 }
 
 /**
- * A colour and dash per series, no two alike: the colour from the policy, the dash from the codec,
- * and the next free dash (then colour) when two series would otherwise look the same.
+ * A colour and a dash per series, no two alike: the policy's colour unless a series took it already
+ * (then the next free one), the codec's dash (the next free one if that pair is taken).
  */
 export function seriesStyles(names: readonly string[]): SeriesStyle[] {
+  const usedColors = new Set<number>();
   const used = new Set<string>();
-  return names.map((name, i) => {
-    const policy = /^[a-z]+/.exec(name)?.[0] ?? '';
-    const codec = /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp32';
+  return names.map((name) => {
+    const policy = /^[a-z][a-z0-9]*/.exec(name)?.[0] ?? '';
+    const codec = name === FULL_FLOAT ? 'fp32' : /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp32';
     const k = POLICY_ORDER.indexOf(policy);
-    let color = k >= 0 ? k : POLICY_ORDER.length + i;
+    let color = k >= 0 ? k : POLICY_ORDER.length;
+    for (let i = 0; usedColors.has(color % PALETTE.length) && i < PALETTE.length; i++) color++;
     let dash = CODEC_DASH[codec] ?? 5;
-    for (let tries = 0; used.has(`${color % PALETTE.length} ${dash % DASHES.length}`); tries++) {
-      dash++;
-      if (tries % DASHES.length === DASHES.length - 1) color++;
-    }
+    while (used.has(`${color % PALETTE.length} ${dash % DASHES.length}`)) dash++;
+    usedColors.add(color % PALETTE.length);
     used.add(`${color % PALETTE.length} ${dash % DASHES.length}`);
     return { color: PALETTE[color % PALETTE.length]!, dash: DASHES[dash % DASHES.length]! };
   });
@@ -410,7 +410,10 @@ function heat(v: number): string {
   return `rgb(${r},${g},${t < 0.5 ? 39 : 60})`;
 }
 
-/** ROUGE-1/2/L F1 as grouped bars, one group per cache; with several seeds, the mean and ±1 standard deviation. */
+/**
+ * ROUGE-1/2/L F1 as grouped horizontal bars, one group per cache with its full spec beside it; with
+ * several seeds, the mean and ±1 standard deviation.
+ */
 export function rougePlot(e: Experiment): Plot | undefined {
   const rows = e.rows.filter((r) => r.metrics.rouge1 !== undefined);
   if (rows.length === 0) return undefined;
@@ -422,42 +425,42 @@ export function rougePlot(e: Experiment): Plot | undefined {
     return Math.sqrt(vs.reduce((a, v) => a + (v - mean) ** 2, 0) / (vs.length - 1));
   };
   const seeds = Math.max(1, ...rows.map((r) => new Set((e.seedRows ?? []).filter((s) => s.cache === r.cache).map((s) => s.seed)).size));
-  const groupW = 3 * 11 + 14;
-  const left = 48;
-  const top = 28;
-  const ph = 220;
-  const labels = rows.map((r) => wrap(r.cache, 22));
-  const bottom = 24 + 11 * Math.max(...labels.map((l) => Math.max(...l.map((x) => x.length)))) * 0.55 + 12 * Math.max(...labels.map((l) => l.length));
-  const width = Math.max(360, left + rows.length * groupW + 60);
-  const height = Math.round(top + ph + bottom);
+  const barH = 7;
+  const groupH = 3 * barH + 8;
+  const left = 14 + Math.max(...rows.map((r) => textWidth(r.cache) * 0.92));
+  const top = 30;
+  const pw = 420;
+  const width = Math.round(left + pw + 24);
+  const height = top + rows.length * groupH + 30;
   const max = Math.max(0.05, ...rows.flatMap((r) => metrics.map(([m]) => (r.metrics[m] ?? 0) + (spread(r.cache, m) ?? 0))));
-  const yMax = niceTicks(0, max * 1.05).at(-1)! >= max ? niceTicks(0, max * 1.05).at(-1)! : max * 1.1;
-  const sy = (v: number): number => top + ph - (v / yMax) * ph;
+  const ticks = niceTicks(0, max * 1.05);
+  const xMax = ticks.at(-1)! >= max ? ticks.at(-1)! : max * 1.1;
+  const sx = (v: number): number => left + (v / xMax) * pw;
   const id = `rouge-${slug(e.key)}`;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${id}" class="plot bars" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="sans-serif" font-size="10">`);
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#fff"/>`);
-  for (const t of niceTicks(0, yMax)) {
-    out.push(`<line x1="${left}" x2="${width - 10}" y1="${sy(t).toFixed(1)}" y2="${sy(t).toFixed(1)}" stroke="#eee"/>`);
-    out.push(`<text x="${left - 5}" y="${sy(t).toFixed(1)}" dy="0.32em" text-anchor="end">${fmt(t)}</text>`);
+  for (const t of ticks.filter((t) => t <= xMax)) {
+    const x = sx(t).toFixed(1);
+    out.push(`<line x1="${x}" x2="${x}" y1="${top}" y2="${height - 24}" stroke="#eee"/>`);
+    out.push(`<text x="${x}" y="${height - 10}" text-anchor="middle">${fmt(t)}</text>`);
   }
-  metrics.forEach(([, label], k) => out.push(legendItem(left + k * 90, 11, { color: PALETTE[k]!, dash: '' }, `${label} F1`, 'box')));
+  metrics.forEach(([, label], k) => out.push(legendItem(left + k * 100, 12, { color: PALETTE[k]!, dash: '' }, `${label} F1`, 'box')));
   rows.forEach((r, i) => {
-    const gx = left + i * groupW + 6;
+    const gy = top + i * groupH + 4;
+    out.push(`<text x="${left - 6}" y="${gy + 1.5 * barH}" dy="0.32em" text-anchor="end">${esc(r.cache)}</text>`);
     metrics.forEach(([m], k) => {
       const v = r.metrics[m] ?? 0;
-      const y = sy(v);
-      const x = gx + k * 11;
-      out.push(`<rect class="bar" data-cache="${esc(r.cache)}" data-metric="${m}" x="${x}" y="${y.toFixed(1)}" width="10" height="${(top + ph - y).toFixed(1)}" fill="${PALETTE[k]}"><title>${esc(`${r.cache} ${m}: ${v.toFixed(4)}`)}</title></rect>`);
+      const y = gy + k * barH;
+      out.push(`<rect class="bar" data-cache="${esc(r.cache)}" data-metric="${m}" x="${left}" y="${y}" width="${(sx(v) - left).toFixed(1)}" height="${barH - 1}" fill="${PALETTE[k]}"><title>${esc(`${r.cache} ${m}: ${v.toFixed(4)}`)}</title></rect>`);
       const sd = spread(r.cache, m);
       if (sd !== undefined) {
-        const [y1, y2] = [sy(Math.max(0, v - sd)).toFixed(1), sy(v + sd).toFixed(1)];
-        out.push(`<path class="error-bar" d="M${x + 5} ${y1} V${y2} M${x + 2} ${y1} h6 M${x + 2} ${y2} h6" stroke="#000" stroke-width="1"/>`);
+        const [x1, x2, cy] = [sx(Math.max(0, v - sd)).toFixed(1), sx(v + sd).toFixed(1), y + (barH - 1) / 2];
+        out.push(`<path class="error-bar" d="M${x1} ${cy} H${x2} M${x1} ${cy - 3} v6 M${x2} ${cy - 3} v6" stroke="#000" stroke-width="1"/>`);
       }
     });
-    out.push(`<text transform="translate(${gx + 12} ${top + ph + 10}) rotate(45)" font-size="10">${tspans(labels[i]!, 0, 11)}<title>${esc(r.cache)}</title></text>`);
   });
-  out.push(`<line x1="${left}" x2="${width - 10}" y1="${top + ph}" y2="${top + ph}" stroke="#999"/>`);
+  out.push(`<line x1="${left}" x2="${left}" y1="${top}" y2="${height - 24}" stroke="#999"/>`);
   out.push('</svg>');
   return {
     id,

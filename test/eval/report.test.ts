@@ -48,8 +48,9 @@ describe('report plots', () => {
     const styles = seriesStyles(['window', 'window+fp16', 'h2o', 'h2o+fp16', 'h2o+int', 'full, full+fp16', 'random', 'random']);
     const keys = styles.map((s) => `${s.color} ${s.dash}`);
     expect(new Set(keys).size).toBe(keys.length);
-    expect(styles[0]!.color).toBe(styles[1]!.color); // a policy keeps its colour; the codec changes the dash
-    expect(styles[0]!.dash).not.toBe(styles[1]!.dash);
+    expect(new Set(styles.slice(0, 7).map((s) => s.color)).size).toBe(7); // colours too, while the palette lasts
+    expect(styles[0]!.dash).not.toBe(styles[1]!.dash); // fp32 solid, fp16 dashed
+    expect(styles[5]!.dash).toBe(''); // the full cache in f32 and f16: one solid line
   });
 
   it('clips a baseline far off the scale and says so; accuracy runs from 0 to 1; ticks read 10K, not 1.0e+4', () => {
