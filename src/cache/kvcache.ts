@@ -207,7 +207,7 @@ export class KVCache {
     let slots = 0;
     for (const length of this.lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * this.capacity * 4 : 0;
-    return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
+    return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
   }
 
   /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */

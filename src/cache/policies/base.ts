@@ -77,13 +77,10 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   abstract readonly needsReceived: boolean;
   protected readonly budgets: LayerBudgets;
   protected promptLength = 0;
-  /** Live slots per layer as the cache last reported them (for bytes()). */
-  protected live: number[];
   protected readonly states: SlotArrays<Numbers>[] = [];
 
   constructor(protected readonly params: P, protected readonly shape: PolicyShape) {
     this.budgets = LayerBudgets.from(params, shape.numLayers);
-    this.live = new Array<number>(shape.numLayers).fill(0);
   }
 
   protected track<T extends Numbers>(arrays: SlotArrays<T>): SlotArrays<T> {
@@ -136,7 +133,6 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   }
 
   observe(stats: AttentionStats): void {
-    this.live[stats.layer] = stats.length;
     this.update(stats);
   }
 
@@ -163,9 +159,9 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
     for (const s of this.states) s.move(layer, head, from, to);
   }
 
-  bytes(): number {
+  bytes(lengths: readonly number[]): number {
     const perSlot = this.states.reduce((sum, s) => sum + s.bytesPerSlot, 0);
-    const slots = this.live.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
+    const slots = lengths.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
     return perSlot * slots;
   }
 
@@ -175,7 +171,6 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
 
   reset(): void {
     for (const s of this.states) s.reset();
-    this.live.fill(0);
   }
 }
 
