@@ -7,6 +7,8 @@ import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
+import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint } from './model/load.js';
 import { uploadWeights, type Weights } from './model/weights.js';
 
@@ -52,6 +54,8 @@ export class Model {
     private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
   ) {}
 
+  private identityCache?: ModelIdentity;
+
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
     return Model.fromCheckpoint(ckpt, options);
@@ -72,6 +76,11 @@ export class Model {
       tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
     }
     return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, { parameters, dtypes, tensorTypes, bytes });
+  }
+
+  /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
+  identity(): ModelIdentity {
+    return (this.identityCache ??= modelIdentity(modelName(this.source), this.kernels, this.config, this.weights));
   }
 
   session(options: SessionOptions = {}): Session {

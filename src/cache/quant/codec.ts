@@ -146,6 +146,12 @@ export abstract class QuantCodec implements Codec {
     return total;
   }
 
+  maxBytes(lengths: readonly number[]): number {
+    let total = this.ropeTables?.maxBytes(this.ctx.config.maxContext) ?? 0;
+    for (const len of lengths) total += this.keys.maxBytes(len) + this.values.maxBytes(len);
+    return total;
+  }
+
   /**
    * Stored bits per number: of what is held now when tokens have been written (ring, sinks, tables and
    * per-channel scales included), else the per-slot cost with per-channel scales amortised.
