@@ -3,7 +3,9 @@
 const LAYERS = [
   ['src/cli/', 'src/index.ts'],
   ['src/bench/'],
+  ['src/trace/'],
   ['src/dev/'],
+  ['src/calibrate/'],
   ['src/eval/'],
   ['src/model.ts'],
   ['src/session.ts'],

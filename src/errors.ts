@@ -40,6 +40,14 @@ export class DownloadError extends KvpackError {
   override readonly name = 'DownloadError';
 }
 
+/** A calibration file that cannot be read, or that belongs to another model. */
+export class CalibrationError extends KvpackError {
+  override readonly name = 'CalibrationError';
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
 /** A server request at fault in a way the other classes do not name (HTTP status and an OpenAI error code). */
 export class RequestError extends KvpackError {
   override readonly name = 'RequestError';

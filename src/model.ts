@@ -7,6 +7,8 @@ import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
+import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint } from './model/load.js';
 import { uploadWeights, type Weights } from './model/weights.js';
 
@@ -47,6 +49,8 @@ export class Model {
     private readonly tensorSummary: { parameters: number; dtypes: Record<string, number> },
   ) {}
 
+  private identityCache?: ModelIdentity;
+
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
     return Model.fromCheckpoint(ckpt, options);
@@ -63,6 +67,11 @@ export class Model {
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
     }
     return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, { parameters, dtypes });
+  }
+
+  /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
+  identity(): ModelIdentity {
+    return (this.identityCache ??= modelIdentity(modelName(this.source), this.kernels, this.config, this.weights));
   }
 
   session(options: SessionOptions = {}): Session {

@@ -8,6 +8,7 @@ import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { Weights } from './model/weights.js';
 import { logSoftmax } from './sample.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
@@ -16,6 +17,8 @@ export interface RunnableModel {
   readonly kernels: Kernels;
   readonly weights: Weights;
   readonly tokenizer: Tokenizer;
+  /** What a calibration file is checked against (see Model.identity). */
+  identity(): ModelIdentity;
 }
 
 export interface SessionOptions {
@@ -67,7 +70,7 @@ export class Session {
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
     this.streaming = options.streaming === true;
-    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
+    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming, model: () => model.identity() });
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
 

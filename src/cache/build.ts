@@ -1,6 +1,7 @@
 import { ropeOf } from '../kernels/rope.js';
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
+import type { ModelIdentity } from './quant/calibfile.js';
 import { UsageError } from '../errors.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
@@ -12,6 +13,8 @@ import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
 
 export interface BuildOptions {
   streaming?: boolean;
+  /** The model the cache runs for (see CodecContext.model). */
+  model?: () => ModelIdentity;
 }
 
 /**
@@ -39,7 +42,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (isMasking(policy) && !codecKind.masks) {
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
-  const codec = codecKind.create(codecParams, { kernels: k, config, capacity, rope: ropeOf(config), ropeOnRead: streaming });
+  const codec = codecKind.create(codecParams, { kernels: k, config, capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model });
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity };
 }
 

@@ -1,6 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { Rope } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
+import type { ModelIdentity } from './quant/calibfile.js';
 import type { Infer, Params } from '../util/schema.js';
 import type { PartSchema } from './spec.js';
 
@@ -68,6 +69,8 @@ export interface CodecContext {
    * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).
    */
   ropeOnRead: boolean;
+  /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
+  model?: () => ModelIdentity;
 }
 
 export interface CodecKind<P extends Params = Params> {

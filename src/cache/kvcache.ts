@@ -1,6 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec, CodecAttention } from './codec.js';
+import type { CacheObserver } from './observer.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
@@ -34,6 +35,8 @@ export class KVCache {
   readonly policy: Policy;
   readonly codec: Codec;
   readonly spec: string;
+  /** Told of every write and compression while attached (the trace); undefined costs nothing. */
+  observer: CacheObserver | undefined;
   private readonly lengths: number[];
   /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
@@ -123,7 +126,9 @@ export class KVCache {
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
     }
+    const observed = this.observer && { keys: this.k.arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: this.k.arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
     this.codec.write(layer, from, n, keys, values, ropePositions);
+    if (observed) this.observer!.written(layer, from, n, observed.keys, observed.values, positions);
     this.lengths[layer] = from + n;
     this.attendQueries(layer, q, out, from, n, slotPositions);
     // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
@@ -176,9 +181,14 @@ export class KVCache {
     this.policy.observe(stats);
   }
 
-  /** Evicts, in every layer over its budget, down to the policy's target. */
+  /** Ends a step: evicts where a layer is over its budget, then tells the observer what is held. */
   compress(): void {
-    if (!this.policy.evicts) return;
+    if (this.policy.evicts) this.evict();
+    this.observer?.compressed();
+  }
+
+  /** Evicts, in every layer over its budget, down to the policy's target. */
+  private evict(): void {
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
       if (length <= this.policy.budget(l)) continue;

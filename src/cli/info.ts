@@ -45,7 +45,7 @@ export async function infoCommand(argv: string[]): Promise<void> {
 function cacheBits(model: Model, text: string) {
   const spec = parseSpec(text);
   const kind = CODECS.get(spec.codec.name)!;
-  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, rope: ropeOf(model.config), ropeOnRead: false });
+  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, rope: ropeOf(model.config), ropeOnRead: false, model: () => model.identity() });
   try {
     const bits = codec.bitsPerValue();
     const c = model.config;

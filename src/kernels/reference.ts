@@ -85,23 +85,7 @@ export class ReferenceKernels implements Kernels {
     const headDim = rope.headDim;
     const xs = this.arena.f32(x, n * heads * headDim);
     const pos = this.arena.i32(positions, n);
-    const half = headDim / 2;
-    for (let t = 0; t < n; t++) {
-      for (let h = 0; h < heads; h++) {
-        const base = (t * heads + h) * headDim;
-        for (let i = 0; i < half; i++) {
-          const angle = rope.angle(pos[t]!, i);
-          const c = Math.cos(angle);
-          const s = Math.sin(angle);
-          const a = rope.interleaved ? base + 2 * i : base + i;
-          const b = rope.interleaved ? base + 2 * i + 1 : base + i + half;
-          const x0 = xs[a]!;
-          const x1 = xs[b]!;
-          xs[a] = x0 * c - x1 * s;
-          xs[b] = x0 * s + x1 * c;
-        }
-      }
-    }
+    for (let t = 0; t < n; t++) for (let h = 0; h < heads; h++) rope.rotate(xs, (t * heads + h) * headDim, pos[t]!);
   }
 
   softmax(x: number, len: number): void {

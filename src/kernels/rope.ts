@@ -51,6 +51,25 @@ export class Rope {
   angle(position: number, j: number): number {
     return position * this.freqs[j]!;
   }
+
+  /**
+   * Rotates the head row x[base, base + headDim) in place to `position`, in plain arithmetic (the
+   * scalar definition); a negative position applies the inverse rotation.
+   */
+  rotate(x: { [i: number]: number }, base: number, position: number): void {
+    const half = this.headDim / 2;
+    for (let i = 0; i < half; i++) {
+      const angle = this.angle(position, i);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      const a = this.interleaved ? base + 2 * i : base + i;
+      const b = this.interleaved ? base + 2 * i + 1 : base + i + half;
+      const x0 = x[a]!;
+      const x1 = x[b]!;
+      x[a] = x0 * c - x1 * s;
+      x[b] = x0 * s + x1 * c;
+    }
+  }
 }
 
 /** θ_j = theta^(−2j/headDim): the one place the frequency rule lives. */

@@ -1,28 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REF6M_GGUF, STORIES_BIN } from '../engine/helpers.js';
+import { expectCleanFailure, kvpack } from './run.js';
 
-// The built CLI, as a user runs it (npm test builds first).
-const CLI = path.resolve('dist/cli/main.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function kvpack(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A user-facing failure: non-zero exit, one clear line naming the problem, no stack trace. */
-function expectCleanFailure(r: ReturnType<typeof kvpack>, ...phrases: string[]) {
-  expect(r.code).not.toBe(0);
-  expect(r.code).not.toBeNull(); // not killed by the timeout: no hang
-  for (const p of phrases) expect(r.stderr).toContain(p);
-  expect(r.stderr).not.toMatch(/^\s+at /m);
-  expect(r.stderr).not.toContain('internal error');
-}
 
 describe('kvpack CLI', () => {
   it('generates greedily from stories260K', () => {

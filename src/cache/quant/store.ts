@@ -45,8 +45,8 @@ const EMPTY_OUTLIER = 0xffff0000;
 export class QuantStore {
   readonly rowBytes: number;
   readonly groups: number;
-  /** 'unit': f64 thresholds between the levels, in kernel memory for the quantize kernel (0: none). */
-  private readonly mids: number;
+  /** Per layer, 'unit': f64 thresholds between the levels, in kernel memory for the quantize kernel (0: none). */
+  private readonly mids: number[] = [];
   private readonly midsLength: number;
   private codes: number[] = [];
   private params: number[] = [];
@@ -74,9 +74,9 @@ export class QuantStore {
     const a = k.arena;
     const mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : new Float64Array(0);
     this.midsLength = mids.length;
-    this.mids = mids.length ? a.alloc(mids.byteLength) : 0;
-    if (this.mids) new Float64Array(a.memory.buffer, this.mids, mids.length).set(mids);
     for (let l = 0; l < numLayers; l++) {
+      this.mids.push(mids.length ? a.alloc(mids.byteLength) : 0);
+      if (mids.length) new Float64Array(a.memory.buffer, this.mids[l]!, mids.length).set(mids);
       this.allocSlots(l, capacity);
       this.rings.push(cfg.ringSize ? a.alloc(numKv * cfg.ringSize * headDim * 2) : 0);
       this.sinkRows.push(cfg.sinks ? a.alloc(numKv * cfg.sinks * headDim * 2) : 0);
@@ -84,6 +84,14 @@ export class QuantStore {
       this.setLut(l, decodeLut);
     }
     this.qlen = new Array<number>(numLayers).fill(cfg.ringSize ? 0 : Infinity);
+  }
+
+  /** Layer l's own levels (kvquant's calibrated datatypes, 2^bits of them) and the LUT the kernel decodes with. */
+  setLevels(l: number, levels: readonly number[], decodeLut: readonly number[] = levels): void {
+    const mids = midpoints(levels);
+    if (mids.length !== this.midsLength) throw new RangeError(`internal: ${levels.length} levels for a ${this.cfg.dt.bits}-bit stream`);
+    new Float64Array(this.k.arena.memory.buffer, this.mids[l]!, mids.length).set(mids);
+    this.setLut(l, decodeLut);
   }
 
   private paramsHeadBytes(capacity: number): number {
@@ -168,7 +176,7 @@ export class QuantStore {
   quantizeRows(l: number, src: number, n: number, from: number, head0 = 0, heads = this.numKv): void {
     this.k.quantize({
       src, n, head0, heads, from, capacity: this.capacity, headDim: this.d, stream: this.desc(l),
-      kind: this.cfg.dt.kind, mids: this.mids, midsLength: this.midsLength,
+      kind: this.cfg.dt.kind, mids: this.mids[l]!, midsLength: this.midsLength,
     });
   }
 
@@ -263,7 +271,7 @@ export class QuantStore {
 
   free(): void {
     const a = this.k.arena;
-    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts, this.mids]) if (p) a.free(p);
+    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts, ...this.mids]) if (p) a.free(p);
     this.codes = [];
     this.params = [];
     this.outliers = [];
