@@ -3,6 +3,7 @@
 const LAYERS = [
   ['src/cli/', 'src/index.ts'],
   ['src/bench/'],
+  ['src/server/'],
   ['src/trace/'],
   ['src/dev/'],
   ['src/calibrate/'],

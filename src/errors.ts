@@ -47,7 +47,6 @@ export class CalibrationError extends KvpackError {
     super(`${file}: ${problem}`);
   }
 }
-
 /** A server request at fault in a way the other classes do not name (HTTP status and an OpenAI error code). */
 export class RequestError extends KvpackError {
   override readonly name = 'RequestError';

@@ -31,6 +31,8 @@ export async function infoCommand(argv: string[]): Promise<void> {
       ['vocabulary', String(c.vocabSize)],
       ['context', String(c.maxContext)],
       ['parameters', `${(info.parameters / 1e6).toFixed(2)}M (${dtypes})`],
+      ['tensor types', Object.entries(info.tensorTypes).map(([d, n]) => `${d} ×${n}`).join(', ')],
+      ['bits/weight', info.bitsPerWeight.toFixed(2)],
       ['weights', formatBytes(info.weightBytes)],
       ['KV bytes/token', `${info.kvBytesPerTokenF32} (f32), ${info.kvBytesPerTokenF16} (f16)`],
     ];

@@ -98,6 +98,11 @@ export function forwardBatch(k: Kernels, c: ModelConfig, w: Weights, s: Scratch,
       k.addBias(s.k, L.bk, n, L.wk.rows);
       k.addBias(s.v, L.bv, n, L.wv.rows);
     }
+    if (L.qNorm) {
+      // Qwen3: RMSNorm over each head of q and k, before RoPE
+      k.rmsnorm(s.q, s.q, L.qNorm, n * c.numHeads, c.headDim, c.rmsEps);
+      k.rmsnorm(s.k, s.k, L.kNorm, n * c.numKvHeads, c.headDim, c.rmsEps);
+    }
     // each session's rows are rotated at the positions its cache gives and attend to that cache
     for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
       const { cache } = batch[b]!;

@@ -126,7 +126,7 @@ export abstract class QuantCodec implements Codec {
     const c = this.ctx.config;
     this.ctx.kernels.quantAttention({
       out: a.out, q: a.q, n: a.n, visible: a.visible, capacity: this.capacity,
-      numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
+      numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: this.ctx.rope.scoreScale,
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
       ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
