@@ -88,16 +88,18 @@ export class Session {
 
   /**
    * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
-   * between chunks; returns the logits after the last token when done.
+   * between chunks; returns the logits after the last token when done. `scratch` (chunks of its
+   * maxChunk tokens) lets sessions that prefill one at a time share one set of chunk buffers.
    */
-  *prefill(ids: readonly number[]): Generator<void, Float32Array, void> {
+  *prefill(ids: readonly number[], scratch: Scratch = this.scratch): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length, 'feed fewer tokens');
     this.cache.setPromptLength(ids.length);
+    const chunk = scratch.maxChunk;
     let logits: Float32Array | undefined;
-    for (let i = 0; i < ids.length; i += this.chunkSize) {
+    for (let i = 0; i < ids.length; i += chunk) {
       if (i > 0) yield;
-      logits = this.run(ids.slice(i, i + this.chunkSize), false);
+      logits = this.run(ids.slice(i, i + chunk), false, scratch);
     }
     this.cache.compress();
     return logits!;
@@ -209,11 +211,11 @@ export class Session {
     }
   }
 
-  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+  private run(ids: readonly number[], allLogits: boolean, scratch = this.scratch): Float32Array {
     this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
-    const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
+    const logits = forward(this.model.kernels, this.model.config, this.model.weights, scratch, this.cache, ids, positions, allLogits);
     this.tokens.push(...ids);
     return logits;
   }
