@@ -9,6 +9,7 @@ import {
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
   ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
+import { h2f } from './half';
 import { quantAttentionJob } from './quant';
 import { quantizeJob } from './quantize';
 
@@ -35,17 +36,6 @@ export function run(ctrl: usize, thread: i32): i32 {
 }
 
 // ================================================================ conversions
-
-/** 4 f16 (zero-extended in i32 lanes) to f32. Integer trick: the 15 magnitude bits shifted into an
- *  f32 with the exponent rebased by a multiply by 2^112, which also normalises subnormals. */
-// @ts-ignore: decorator
-@inline function h2f(h: v128): v128 {
-  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
-  let f = f32x4.mul(em, f32x4.splat(reinterpret<f32>(0x77800000)));
-  // exponent 31 (inf/NaN) must stay inf/NaN
-  f = v128.or(f, v128.and(i32x4.ge_s(em, i32x4.splat(0x0f800000)), i32x4.splat(0x7f800000)));
-  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
-}
 
 /** Fast f16 → f32 of halves 0..3 / 4..7 of a vector of 8 halves (hot loops). Per 16-bit lane,
  *  (h >> 3 arithmetic) & 0x8fff is the upper half of sign | (h & 0x7fff) << 13 and h << 13 its lower

@@ -181,7 +181,10 @@ class WasmKernels implements Kernels {
     // one item per thread will do: decoding a tile costs more than scoring it, so an uneven spread of
     // whole KV groups beats decoding a group twice
     const { group, seen, par, hg } = this.attentionPlan(a, 1);
-    this.ensureScratch(4 * (hg * ceil4(seen) + QATT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
+    // scores, tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries,
+    // their units and group sums, zero sums, pair weights and tile scales (see qattendItem)
+    const intBytes = 2 * (d + 64) + 4 * hg * d + 4 * hg + hg * d / 4 + 4 * hg + 2 * hg * QATT_TILE + (QATT_TILE * d) / 2;
+    this.ensureScratch(4 * (hg * ceil4(seen) + QATT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + intBytes + 64);
     this.ensureStreamDescs();
     // One query with nothing to report per slot (decode): split the slots too, so every thread gets
     // an even share without decoding any tile twice; partial softmax sums are merged below.
