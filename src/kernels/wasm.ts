@@ -4,7 +4,7 @@ import {
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
   ATT_VISIBLE, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W,
-  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
   QUANTIZE_STREAM, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
@@ -18,6 +18,7 @@ import type { DType } from './dtype.js';
 import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
+import { checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix } from './types.js';
 
@@ -248,6 +249,30 @@ class WasmKernels implements Kernels {
     b.int(QUANTIZE_MIDS_LENGTH, a.midsLength);
     this.run(OP_QUANTIZE, par);
   }
+
+  xorWords(src: number, bytes: number): number {
+    checkReadSize(bytes);
+    if (bytes === 0) return 0;
+    const chunk = 1 << 20; // 1 MiB per work item
+    const items = Math.ceil(bytes / chunk);
+    if (items * 16 > this.readOutBytes) {
+      if (this.readOut) this.arena.free(this.readOut);
+      this.readOutBytes = items * 16;
+      this.readOut = this.arena.alloc(this.readOutBytes);
+    }
+    const b = this.begin();
+    b.ptr(READ_SRC, src);
+    b.int(READ_BYTES, bytes);
+    b.int(READ_CHUNK, chunk);
+    b.ptr(READ_OUT, this.readOut);
+    this.run(OP_READ, this.pool && items > 1 ? this.threads : 1);
+    let x = 0;
+    for (const w of this.arena.i32(this.readOut, items * 4)) x ^= w;
+    return x >>> 0;
+  }
+
+  private readOut = 0;
+  private readOutBytes = 0;
 
   private ensureStreamDescs(): void {
     if (this.qdesc) return;
