@@ -1,10 +1,11 @@
 // Micro-benchmark of decode attention over a long cache, one layer of the SmolLM2-135M shape (9 query
 // heads, 3 KV heads, head dim 64): ms per single-query attention call for each KV codec, filled with
 // synthetic keys/values through the codec's own write path. Needs `npm run build` first.
-// Usage: node scripts/bench-kv-attention.mjs [--len 16384] [--threads 1,2] [--codecs fp16,int(bits=4),kvquant(bits=3)]
+// Usage: node scripts/bench-kv-attention.mjs [--len 16384] [--threads 1,2] [--codecs 'fp16;int(bits=4);kvquant(bits=3)']
 import { buildCache } from '../dist/cache/build.js';
 import { parseSpec } from '../dist/cache/registry.js';
 import { createKernels } from '../dist/kernels/index.js';
+import { time } from './timing.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, def) => {
@@ -25,22 +26,6 @@ function synthetic(n, d, seed) {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = (u() + u() + u() + u() - 2) * (i % d < 4 ? 6 : 1);
   return out;
-}
-
-function time(fn, minMs = 400) {
-  for (const t0 = performance.now(); performance.now() - t0 < 150; ) fn();
-  let reps = 0;
-  const t0 = performance.now();
-  const c0 = process.cpuUsage();
-  let t = t0;
-  while (t - t0 < minMs) {
-    fn();
-    reps++;
-    t = performance.now();
-  }
-  const c = process.cpuUsage(c0);
-  // CPU time of all threads: steadier than wall time on a loaded machine
-  return { wall: (t - t0) / reps, cpu: (c.user + c.system) / 1000 / reps };
 }
 
 for (const threads of threadCounts) {
@@ -64,7 +49,8 @@ for (const threads of threadCounts) {
     const positions = k.arena.alloc((len + 8) * numKvHeads * 4);
     const pos = k.arena.i32(positions, (len + 8) * numKvHeads);
     for (let h = 0; h < numKvHeads; h++) for (let s = 0; s < len + 8; s++) pos[h * (len + 8) + s] = s;
-    const { wall, cpu } = time(() => codec.attention(0, { q, out, n: 1, visible: len - 1, positions, lastProbs: 0, received: 0 }));
+    const { seconds, cpuSeconds } = time(() => codec.attention(0, { q, out, n: 1, visible: len - 1, positions, lastProbs: 0, received: 0 }), 400);
+    const wall = seconds * 1e3, cpu = cpuSeconds * 1e3;
     console.log(`threads=${threads} ${spec.padEnd(18)} T=${len}: ${wall.toFixed(3)} ms/layer wall, ${cpu.toFixed(3)} ms CPU (all threads)`);
     codec.free();
     for (const p of [kp, vp, pp, q, out, positions]) k.arena.free(p);
