@@ -9,7 +9,7 @@
 // group, then dropped. Nothing of the cache is ever decoded in full.
 
 import {
-  ARGS, CTRL_DONE, CTRL_NEXT, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
+  ARGS, CTRL_DONE, CTRL_NEXT, QATT_CAPACITY, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
   QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED,
   QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE, QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE,
   STREAM_AXIS, STREAM_BITS, STREAM_CODES, STREAM_GROUP, STREAM_LUT, STREAM_OCAP, STREAM_OUTLIERS, STREAM_PARAMS,
@@ -49,14 +49,20 @@ export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
       const h0 = kvh * group + (gi % subs) * hg;
       const h1 = min(h0 + hg, (kvh + 1) * group);
       const lo = min(seen, part * chunk);
-      qattendItem(a, thread, 0, kvh, h0, h1, lo, min(seen, lo + chunk), it);
+      qattendItem(a, thread, 0, 1, kvh, h0, h1, lo, min(seen, lo + chunk), it);
       atomic.add<i32>(ctrl + Q_DONE, 1);
     }
     return total;
   }
+  // several queries (prefill): items are (block of qb queries, KV head, head group); each decoded tile
+  // serves the whole block. With `received` one item takes every block of its heads (no two threads
+  // add into one head's row).
+  const qb = load<i32>(a, QATT_QUERY_BLOCK);
+  const visible = load<i32>(a, QATT_VISIBLE);
   const perT = numKv * subs;
+  const blocks = (n + qb - 1) / qb;
   const allT = received != 0;
-  const items = allT ? perT : n * perT;
+  const items = allT ? perT : blocks * perT;
   for (;;) {
     const it = atomic.add<i32>(ctrl + Q_NEXT, 1);
     if (it >= items) break;
@@ -65,11 +71,11 @@ export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
     const sub = rem % subs;
     const h0 = kvh * group + sub * hg;
     const h1 = min(h0 + hg, (kvh + 1) * group);
-    if (allT) {
-      for (let t = 0; t < n; t++) qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, QATT_VISIBLE) + t, -1);
-    } else {
-      const t = it / perT;
-      qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, QATT_VISIBLE) + t, -1);
+    const b0 = allT ? 0 : it / perT;
+    const b1 = allT ? blocks : b0 + 1;
+    for (let b = b0; b < b1; b++) {
+      const t1 = min(n, (b + 1) * qb);
+      qattendItem(a, thread, b * qb, t1, kvh, h0, h1, 0, visible + t1 - 1, -1);
     }
     atomic.add<i32>(ctrl + Q_DONE, 1);
   }
@@ -333,9 +339,9 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
 // ---- Integer paths for plain integer codes (the int codec): token axis, L[c] = c, nothing replacing a
 // code (no outliers, sinks or RoPE). Keys are scored by i32x4.dot_i16x8_s against the query written
 // once per item as two i16 digits (q ≈ (hi + lo/2^15)·unit), with the scale and zero of each group
-// applied to the integer sums (error ≈ 2^-31 of the largest query number); values are summed by the
-// same instruction over pairs of slots, each slot's softmax weight times its scale rounded to i16 per
-// tile (error ≤ 2^-16 of the tile's largest weight; the zeros are summed apart in f32).
+// applied to the integer sums; values are summed by the same instruction over pairs of slots, each
+// slot's softmax weight times its scale written per tile as two i16 digits of the tile's largest (the
+// zeros are summed apart in f32). Error ≈ 2^-31 of the largest query number / weight of the tile.
 
 /** Whether a stream takes the integer path; values (`single`) also need one group per row. */
 function intStream(desc: usize, d: i32, single: bool): bool {
@@ -507,8 +513,8 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
 /**
  * Integer-code values (one group per row): acc_j += Σ_r p_j[r]·(S_r·code_r + Z_r) over slots [s, s+bs)
  * of KV head kvh, the Z part added to zsum[j] (the caller adds it to every channel at the end).
- * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB/2 u32; ps:
- * 2·QB floats; stage: 2·(d + 64) bytes.
+ * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB u32 (high
+ * digits, then low); ps: 2·bs floats; stage: 2·(d + 64) bytes.
  */
 function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
   zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize): void {
@@ -556,38 +562,51 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
     }
     store<f32>(zsum + (<usize>j << 2), load<f32>(zsum + (<usize>j << 2)) + z);
     const inv: f32 = wmax > 0 ? 32767 / wmax : 0;
-    // pair words w_2k | w_2k+1 << 16
-    const iwj = iw + (<usize>j * <usize>np << 2);
-    const I = f32x4.splat(inv);
+    // pair words (w_2k | w_2k+1 << 16) of the high digits, then of the low digits
+    const iwj = iw + (<usize>j * <usize>np << 3);
+    const iwl = iwj + (<usize>np << 2);
+    const I = f32x4.splat(inv), R = f32x4.splat(32768);
     r = 0;
     for (; r + 8 <= bs; r += 8) {
       const x0 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
       const x1 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
-      v128.store(iwj + (<usize>r << 1), toI16x8(x0, x1));
+      const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
+      v128.store(iwj + (<usize>r << 1), toI16x8(h0, h1));
+      v128.store(iwl + (<usize>r << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), R), f32x4.mul(f32x4.sub(x1, h1), R)));
     }
     for (; r < bs; r += 2) {
       const x0 = load<f32>(pj + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv;
       const x1 = r + 1 < bs ? load<f32>(pj + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv : 0;
-      store<u32>(iwj + (<usize>r << 1), (<u32><i32>nearest(x0) & 0xffff) | (<u32><i32>nearest(x1) << 16));
+      const h0 = nearest(x0), h1 = nearest(x1);
+      const l0 = <i32>nearest((x0 - h0) * 32768), l1 = <i32>nearest((x1 - h1) * 32768);
+      store<u32>(iwj + (<usize>r << 1), (<u32><i32>h0 & 0xffff) | (<u32><i32>h1 << 16));
+      store<u32>(iwl + (<usize>r << 1), (<u32>l0 & 0xffff) | (<u32>l1 << 16));
     }
     const unit = f32x4.splat(wmax / 32767);
     const aj = acc + (<usize>j * <usize>d << 2);
     for (let c = 0; c < d; c += 16) {
       let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
       for (let k = 0; k < np; k++) {
         const W = v128.load32_splat(iwj + (<usize>k << 2));
+        const L = v128.load32_splat(iwl + (<usize>k << 2));
         const o = pairs + <usize>k * pb + (<usize>c << 2);
         const c0 = v128.load(o), c1 = v128.load(o, 16), c2 = v128.load(o, 32), c3 = v128.load(o, 48);
         a0 = i32x4.add(a0, i32x4.dot_i16x8_s(c0, W));
         a1 = i32x4.add(a1, i32x4.dot_i16x8_s(c1, W));
         a2 = i32x4.add(a2, i32x4.dot_i16x8_s(c2, W));
         a3 = i32x4.add(a3, i32x4.dot_i16x8_s(c3, W));
+        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(c0, L));
+        b1 = i32x4.add(b1, i32x4.dot_i16x8_s(c1, L));
+        b2 = i32x4.add(b2, i32x4.dot_i16x8_s(c2, L));
+        b3 = i32x4.add(b3, i32x4.dot_i16x8_s(c3, L));
       }
       const o = aj + (<usize>c << 2);
-      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.convert_i32x4_s(a0), unit)));
-      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.convert_i32x4_s(a1), unit)), 16);
-      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
-      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
+      const f = f32x4.splat(1.0 / 32768);
+      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a0), f32x4.mul(f32x4.convert_i32x4_s(b0), f)), unit)));
+      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a1), f32x4.mul(f32x4.convert_i32x4_s(b1), f)), unit)), 16);
+      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a2), f32x4.mul(f32x4.convert_i32x4_s(b2), f)), unit)), 32);
+      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a3), f32x4.mul(f32x4.convert_i32x4_s(b3), f)), unit)), 48);
     }
   }
 }
@@ -685,11 +704,12 @@ function axpyTile(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
 }
 
 /**
- * Attention of query t for heads [h0, h1) over slots [lo, hi). part < 0: a whole view, normalised into
- * `out` (and lastProbs/received). part ≥ 0: writes [max, sum, Σ e^(s−max)·v (d)] per head to the partial
- * buffer at item `part` for the caller to merge.
+ * Attention of queries [t0, t1) for heads [h0, h1) over slots [lo, hi): query t sees slots below
+ * min(hi, visible + t). Each key/value tile is decoded once for all (query, head) rows of the item.
+ * part < 0: whole views, normalised into `out` (and lastProbs/received). part ≥ 0 (one query): writes
+ * [max, sum, Σ e^(s−max)·v (d)] per head to the partial buffer at item `part` for the caller to merge.
  */
-function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
+function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
   const out = <usize>load<u32>(a, QATT_OUT);
   const q = <usize>load<u32>(a, QATT_Q);
   const n = load<i32>(a, QATT_N);
@@ -704,49 +724,61 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, 
   const descK = <usize>load<u32>(a, QATT_KEYS);
   const descV = <usize>load<u32>(a, QATT_VALUES);
   const hg = load<i32>(a, QATT_HEAD_GROUP);
+  const cap = load<i32>(a, QATT_QUERY_BLOCK) * hg; // rows the scratch holds
 
   const g = h1 - h0;
-  const seen = hi - lo; // slots in this item's range
+  const rows = (t1 - t0) * g; // row (t - t0)·g + j: query t, head h0 + j
+  const seen = hi - lo; // slots in this item's range (the last query's)
   const sp = (seen + 3) & ~3;
-  void visible;
   const db = <usize>d << 2;
   const scores = scratch;
-  const tile = scores + (<usize>hg * <usize>sp << 2);
+  const tile = scores + (<usize>cap * <usize>sp << 2);
   const acc = tile + ((<usize>QB * <usize>d + 64) << 2);
-  const invs = acc + <usize>hg * db;
-  const chS = invs + (<usize>(hg + 4) << 2);
+  const invs = acc + <usize>cap * db;
+  const chS = invs + (<usize>(cap + 4) << 2);
   const chZ = chS + db;
   // integer paths (src/kernels/wasm.ts sizes these): the tile holds their i16 rows
   const stage = chZ + db; // 2·(d + 64) bytes
   const q16 = stage + ((<usize>d + 64) << 1);
-  const qs = q16 + (<usize>hg * <usize>d << 2);
-  const qsum = qs + (<usize>hg << 2); // hg·d/16 floats
-  const zsum = qsum + (<usize>hg * <usize>(d >> 4) << 2);
-  const iw = zsum + (<usize>hg << 2); // hg·QB/2 words
-  const ps = iw + (<usize>hg * <usize>(QB >> 1) << 2); // QB·d/8 floats
-  const last = lastProbs != 0 && t == n - 1;
+  const qs = q16 + (<usize>cap * <usize>d << 2);
+  const qsum = qs + (<usize>cap << 2); // cap·d/16 floats
+  const zsum = qsum + (<usize>cap * <usize>(d >> 4) << 2);
+  const iw = zsum + (<usize>cap << 2); // cap·QB words
+  const ps = iw + (<usize>cap * <usize>QB << 2); // QB·d/8 floats
   const intK = intStream(descK, d, false);
   const intV = intStream(descV, d, true);
   const qlenK = load<i32>(descK, STREAM_QLEN);
   const qlenV = load<i32>(descV, STREAM_QLEN);
-  const qt = q + (<usize>(t * numHeads + h0) * db);
-  if (intK) intQueries(qt, g, d, min(d, load<i32>(descK, STREAM_GROUP)), scale, q16, qs, qsum);
+  if (intK) {
+    const group = min(d, load<i32>(descK, STREAM_GROUP));
+    const qrow = <usize>(d << 2); // bytes of one row of q16 (two digits)
+    const groups = (d + group - 1) / group;
+    for (let t = t0; t < t1; t++) {
+      const r = <usize>((t - t0) * g);
+      intQueries(q + (<usize>(t * numHeads + h0) * db), g, d, group, scale, q16 + r * qrow, qs + (r << 2), qsum + (r * <usize>groups << 2));
+    }
+  }
 
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
     if (intK && lo + s0 + bs <= qlenK) {
-      scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, g, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage);
+      scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage);
       continue;
     }
     decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ, stage);
-    for (let j = 0; j < g; j++) {
-      scoreTile(qt + <usize>j * db, tile, d, bs, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), scale);
+    for (let t = t0; t < t1; t++) {
+      if (visible + t - lo <= s0) continue; // query t sees none of this tile
+      for (let j = 0; j < g; j++) {
+        const row = (t - t0) * g + j;
+        scoreTile(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
+      }
     }
   }
   const partial = <usize>load<u32>(a, QATT_PARTIAL) + (<usize>part * <usize>hg * <usize>(d + 2) << 2);
-  for (let j = 0; j < g; j++) {
-    const row = scores + (<usize>j * <usize>sp << 2);
-    for (let s = seen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
+  for (let r = 0; r < rows; r++) {
+    const row = scores + (<usize>r * <usize>sp << 2);
+    const rowSeen = min(seen, visible + t0 + r / g - lo);
+    for (let s = rowSeen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
     let mv = f32x4.splat(-Infinity);
     for (let s = 0; s < sp; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
     const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
@@ -758,54 +790,59 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, 
       sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
     }
     const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
-    store<f32>(invs + (<usize>j << 2), total > 0 ? <f32>(1 / total) : 0);
+    store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
     if (part >= 0) {
-      store<f32>(partial + (<usize>j * <usize>(d + 2) << 2), seen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
-      store<f32>(partial + (<usize>j * <usize>(d + 2) << 2), <f32>total, 4);
+      store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), rowSeen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
+      store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), <f32>total, 4);
     }
   }
-  memory.fill(acc, 0, <usize>g * db);
-  memory.fill(zsum, 0, <usize>g << 2);
+  memory.fill(acc, 0, <usize>rows * db);
+  memory.fill(zsum, 0, <usize>rows << 2);
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
     if (intV && lo + s0 + bs <= qlenV) {
-      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, g, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage);
+      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage);
       continue;
     }
     decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);
-    for (let j = 0; j < g; j++) axpyTile(acc + <usize>j * db, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), tile, d, bs);
+    for (let r = 0; r < rows; r++) {
+      if (visible + t0 + r / g - lo <= s0) continue; // all its probabilities here are 0
+      axpyTile(acc + <usize>r * db, scores + ((<usize>r * <usize>sp + <usize>s0) << 2), tile, d, bs);
+    }
   }
   if (intV) {
-    for (let j = 0; j < g; j++) {
-      const Z = f32x4.splat(load<f32>(zsum + (<usize>j << 2)));
+    for (let r = 0; r < rows; r++) {
+      const Z = f32x4.splat(load<f32>(zsum + (<usize>r << 2)));
       for (let i = 0; i < d; i += 4) {
-        const o = acc + <usize>j * db + (<usize>i << 2);
+        const o = acc + <usize>r * db + (<usize>i << 2);
         v128.store(o, f32x4.add(v128.load(o), Z));
       }
     }
   }
   if (part >= 0) {
-    for (let j = 0; j < g; j++) memory.copy(partial + ((<usize>j * <usize>(d + 2) + 2) << 2), acc + <usize>j * db, db);
+    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
     return;
   }
-  for (let j = 0; j < g; j++) {
-    const h = h0 + j;
-    const inv = load<f32>(invs + (<usize>j << 2));
-    const ap = acc + <usize>j * db;
+  for (let r = 0; r < rows; r++) {
+    const t = t0 + r / g;
+    const h = h0 + r % g;
+    const rowSeen = min(seen, visible + t - lo);
+    const inv = load<f32>(invs + (<usize>r << 2));
+    const ap = acc + <usize>r * db;
     const op = out + (<usize>(t * numHeads + h) * db);
     for (let i = 0; i < d; i++) store<f32>(op + (<usize>i << 2), load<f32>(ap + (<usize>i << 2)) * inv);
-    const row = scores + (<usize>j * <usize>sp << 2);
+    const row = scores + (<usize>r * <usize>sp << 2);
     if (received != 0) {
       const rp = received + (<usize>h * <usize>capacity << 2);
-      for (let s = 0; s < seen; s++) {
+      for (let s = 0; s < rowSeen; s++) {
         const o = <usize>s << 2;
         store<f32>(rp + o, load<f32>(rp + o) + load<f32>(row + o) * inv);
       }
     }
-    if (last) {
+    if (lastProbs != 0 && t == n - 1) {
       const lp = lastProbs + (<usize>h * <usize>capacity << 2);
-      for (let s = 0; s < seen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
-      if (capacity > seen) memory.fill(lp + (<usize>seen << 2), 0, <usize>(capacity - seen) << 2);
+      for (let s = 0; s < rowSeen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
+      if (capacity > rowSeen) memory.fill(lp + (<usize>rowSeen << 2), 0, <usize>(capacity - rowSeen) << 2);
     }
   }
 }

@@ -109,6 +109,8 @@ export const QATT_HEAD_GROUP = 76;
 /** Slot ranges per (KV head, head group) of a single-query job; > 1: partial sums go to PARTIAL. */
 export const QATT_SPLITS = 80;
 export const QATT_PARTIAL = 84; // ptr
+/** Queries per work item of a multi-query job: each decoded tile is scored against all of them. */
+export const QATT_QUERY_BLOCK = 88;
 /** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
 export const QATT_TILE = 32;
 

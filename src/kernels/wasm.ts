@@ -8,7 +8,7 @@ import {
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
   QUANTIZE_STREAM, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
-  QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
+  QATT_QUERY_BLOCK, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
   QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
 } from './abi.js';
 import type { Kernels } from './api.js';
@@ -182,10 +182,14 @@ class WasmKernels implements Kernels {
     // one item per thread will do: decoding a tile costs more than scoring it, so an uneven spread of
     // whole KV groups beats decoding a group twice
     const { group, seen, par, hg } = this.attentionPlan(a, 1);
+    // Several queries: each item takes a block of them, so a decoded tile serves them all (scores of a
+    // block kept to about 2 MiB per thread).
+    const qb = n === 1 ? 1 : Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    const rows = qb * hg;
     // scores, tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries,
     // their units and group sums, zero sums, pair weights and tile scales (see qattendItem)
-    const intBytes = 2 * (d + 64) + 4 * hg * d + 4 * hg + hg * d / 4 + 4 * hg + 2 * hg * QATT_TILE + (QATT_TILE * d) / 2;
-    this.ensureScratch(4 * (hg * ceil4(seen) + QATT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + intBytes + 64);
+    const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
+    this.ensureScratch(4 * (rows * ceil4(seen) + QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64);
     this.ensureStreamDescs();
     // One query with nothing to report per slot (decode): split the slots too, so every thread gets
     // an even share without decoding any tile twice; partial softmax sums are merged below.
@@ -224,6 +228,7 @@ class WasmKernels implements Kernels {
     b.int(QATT_ROPE_INTERLEAVED, a.ropeInterleaved ? 1 : 0);
     b.int(QATT_HEAD_GROUP, hg);
     b.int(QATT_SPLITS, splits);
+    b.int(QATT_QUERY_BLOCK, qb);
     b.ptr(QATT_PARTIAL, splits > 1 ? this.qpartial : 0);
     this.run(OP_QUANT_ATTENTION, par);
     if (splits > 1) this.mergeQuantParts(a.out, numKvHeads, group, hg, splits, d);

@@ -139,6 +139,15 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       name: 'kvquant-style values: LUT codes, 3 outliers per row (channels may repeat), 2 sinks, 800 slots', d: 64, numHeads: 6, numKv: 2,
       n: 1, visible: 800, keys: chan(2, 0, { ocap: 1, sinks: 2, rope: true }), values: tok(2, 64, { ocap: 3, sinks: 2 }),
     },
+    // prefill: blocks of queries share each decoded tile
+    {
+      name: 'chunked prefill, 37 queries (blocks of 16 and a partial one), kvquant-style streams, probabilities', d: 64, numHeads: 6, numKv: 2,
+      n: 37, visible: 60, keys: chan(3, 0, { ocap: 1, sinks: 1, rope: true }), values: tok(3, 64, { ocap: 1, sinks: 1 }), probs: true,
+    },
+    {
+      name: 'chunked prefill, 20 queries on the integer path, 3 KV heads', d: 64, numHeads: 9, numKv: 3, n: 20, visible: 90,
+      keys: tok(4, 32), values: tok(4, 64), integer: true,
+    },
     {
       name: 'bfloat16 rows (keys before RoPE, d 48)', d: 48, numHeads: 4, numKv: 2, n: 2, visible: 90,
       keys: tok(16, 48, { rope: true }), values: tok(16, 48),
