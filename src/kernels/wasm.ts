@@ -270,7 +270,9 @@ class WasmKernels implements Kernels {
     b.int(READ_BYTES, bytes);
     b.int(READ_CHUNK, chunk);
     b.ptr(READ_OUT, this.readOut);
-    this.run(OP_READ, this.pool && items > 1 ? this.threads : 1);
+    if (this.run(OP_READ, this.pool && items > 1 ? this.threads : 1) !== items) {
+      throw new Error('build/kernels.wasm does not know the streaming read: rebuild it (`npm run build:kernels`)');
+    }
     let x = 0;
     for (const w of this.arena.i32(this.readOut, items * 4)) x ^= w;
     return x >>> 0;
@@ -411,8 +413,8 @@ class WasmKernels implements Kernels {
     return this.args;
   }
 
-  /** Runs the job whose arguments were written since `begin` on `par` threads, the caller included. */
-  private run(op: number, par: number): void {
+  /** Runs the job whose arguments were written since `begin` on `par` threads, the caller included; returns its work items. */
+  private run(op: number, par: number): number {
     const w = this.words;
     w[CTRL_OP] = op;
     w[CTRL_NTHREADS] = par;
@@ -420,6 +422,7 @@ class WasmKernels implements Kernels {
     this.pool?.publish(par > 1);
     const items = this.x.run(this.ctrl, 0);
     this.pool?.wait(items);
+    return items;
   }
 }
 
