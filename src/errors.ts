@@ -44,3 +44,31 @@ export class NumericError extends KvpackError {
 export class DownloadError extends KvpackError {
   override readonly name = 'DownloadError';
 }
+
+/** A calibration file that cannot be read, or that belongs to another model. */
+export class CalibrationError extends KvpackError {
+  override readonly name = 'CalibrationError';
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+/** A server request at fault in a way the other classes do not name (HTTP status and an OpenAI error code). */
+export class RequestError extends KvpackError {
+  override readonly name = 'RequestError';
+  constructor(message: string, readonly status: number, readonly code: string, readonly param: string | null = null) {
+    super(message);
+  }
+}
+
+/** The server cannot take a request now: its queue is full (429) or it is shutting down (503). */
+export class BusyError extends KvpackError {
+  override readonly name = 'BusyError';
+  constructor(message: string, readonly status: 429 | 503) {
+    super(message);
+  }
+}
+
+/** A request ended before it finished: its client went away, or the server shut down. */
+export class CancelledError extends KvpackError {
+  override readonly name = 'CancelledError';
+}

@@ -7,6 +7,8 @@ import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
+import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint } from './model/load.js';
 import { uploadWeights, type Weights } from './model/weights.js';
 
@@ -28,7 +30,12 @@ export interface ModelInfo {
   format: CheckpointFormat;
   architecture: string;
   parameters: number;
+  /** Parameters per stored dtype. */
   dtypes: Record<string, number>;
+  /** Tensors per stored dtype. */
+  tensorTypes: Record<string, number>;
+  /** Stored bits per parameter over all tensors (block scales included). */
+  bitsPerWeight: number;
   weightBytes: number;
   config: ModelConfig;
   kvBytesPerTokenF32: number;
@@ -44,8 +51,10 @@ export class Model {
     readonly tokenizer: Tokenizer,
     readonly kernels: Kernels,
     readonly weights: Weights,
-    private readonly tensorSummary: { parameters: number; dtypes: Record<string, number> },
+    private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
   ) {}
+
+  private identityCache?: ModelIdentity;
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
@@ -56,13 +65,22 @@ export class Model {
     const kernels = await createKernels(options);
     const weights = uploadWeights(kernels, ckpt.config, ckpt);
     let parameters = 0;
+    let bytes = 0;
     const dtypes: Record<string, number> = {};
+    const tensorTypes: Record<string, number> = {};
     for (const t of ckpt.tensors.values()) {
       const count = t.shape.reduce((a, b) => a * b, 1);
       parameters += count;
+      bytes += t.data.byteLength;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
+      tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, { parameters, dtypes });
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, { parameters, dtypes, tensorTypes, bytes });
+  }
+
+  /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
+  identity(): ModelIdentity {
+    return (this.identityCache ??= modelIdentity(modelName(this.source), this.kernels, this.config, this.weights));
   }
 
   session(options: SessionOptions = {}): Session {
@@ -76,6 +94,8 @@ export class Model {
       architecture: this.config.architecture,
       parameters: this.tensorSummary.parameters,
       dtypes: this.tensorSummary.dtypes,
+      tensorTypes: this.tensorSummary.tensorTypes,
+      bitsPerWeight: (this.tensorSummary.bytes * 8) / this.tensorSummary.parameters,
       weightBytes: this.weights.bytes,
       config: this.config,
       kvBytesPerTokenF32: kvBytesPerToken(this.config, 4),

@@ -2,12 +2,13 @@ import { createCache } from './cache/build.js';
 import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { LimitError, NumericError, UsageError } from './errors.js';
-import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
+import { Generation } from './generation.js';
+import { allocScratch, forward, forwardBatch, freeScratch, type Scratch } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { Weights } from './model/weights.js';
-import { logSoftmax, Sampler, SAMPLING_PARAMS } from './sample.js';
-import { TextStream } from './tokenizer/stream.js';
+import { logSoftmax, SAMPLING_PARAMS } from './sample.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { applyDefaults, bool, findIssue, int, optional, param, text, type Params } from './util/schema.js';
 
@@ -17,6 +18,8 @@ export interface RunnableModel {
   readonly kernels: Kernels;
   readonly weights: Weights;
   readonly tokenizer: Tokenizer;
+  /** What a calibration file is checked against (see Model.identity). */
+  identity(): ModelIdentity;
 }
 
 export interface SessionOptions {
@@ -97,7 +100,11 @@ export class Session {
     const c = model.config;
     this.streaming = o.streaming;
     // slots grow by doubling as needed; start from what the budget holds, not the whole context
-    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming, stepTokens: this.chunkSize });
+    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), {
+      streaming: this.streaming,
+      stepTokens: this.chunkSize,
+      model: () => model.identity(),
+    });
     try {
       this.scratch = allocScratch(model.kernels, c, this.chunkSize);
     } catch (e) {
@@ -116,13 +123,32 @@ export class Session {
   }
 
   private feedTokens(ids: readonly number[]): Float32Array {
+    const steps = this.chunks(ids, this.scratch);
+    for (;;) {
+      const step = steps.next();
+      if (step.done) return step.value;
+    }
+  }
+
+  /**
+   * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
+   * between chunks; returns the logits after the last token when done. `scratch` (chunks of its
+   * maxChunk tokens) lets sessions that prefill one at a time share one set of chunk buffers.
+   */
+  *prefill(ids: readonly number[], scratch: Scratch = this.scratch): Generator<void, Float32Array, void> {
+    this.checkUsable();
+    return yield* this.chunks(ids, scratch);
+  }
+
+  private *chunks(ids: readonly number[], scratch: Scratch): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
-    this.checkRoom(ids.length);
+    this.checkRoom(ids.length, 'feed fewer tokens');
     this.cache.setPromptLength(ids.length);
+    const chunk = scratch.maxChunk;
     let logits: Float32Array | undefined;
-    for (let i = 0; i < ids.length; i += this.chunkSize) {
-      const chunk = ids.slice(i, i + this.chunkSize);
-      logits = this.run(chunk, false);
+    for (let i = 0; i < ids.length; i += chunk) {
+      if (i > 0) yield;
+      logits = this.run(ids.slice(i, i + chunk), false, scratch);
     }
     this.cache.compress();
     return logits!;
@@ -152,35 +178,24 @@ export class Session {
       if (tok.bos === undefined) throw new UsageError('the prompt is empty and the model has no BOS token to start from');
       ids.push(tok.bos);
     }
-    const { maxTokens, stop: stops } = options;
-    this.checkRoom(ids.length + maxTokens);
-    const sampler = new Sampler(this.model.config.vocabSize, options);
-    const stream = new TextStream(tok, ids.slice(-1));
+    const { maxTokens } = options;
+    this.checkRoom(ids.length + maxTokens, 'shorten the prompt or generate fewer tokens (--max-tokens)');
+    const generation = new Generation(tok, this.model.config.vocabSize, ids, options);
     let logits = this.feedTokens(ids);
-    let pending = ''; // text held back while it could still become a stop string
-    for (let produced = 0; produced < maxTokens; produced++) {
-      if (options.signal?.aborted) break;
-      const next = sampler.sample(logits);
-      if (tok.eos.includes(next)) break;
-      pending += stream.push(next);
-      const hit = firstStop(pending, stops);
-      if (hit >= 0) {
-        if (hit > 0) yield pending.slice(0, hit);
+    if (maxTokens === 0) return;
+    for (;;) {
+      if (options.signal?.aborted) {
+        const rest = generation.end();
+        if (rest) yield rest;
         return;
       }
-      // before yielding (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
-      logits = this.feedTokens([next]);
-      const safe = pending.length - longestStopPrefix(pending, stops);
-      if (safe > 0) {
-        yield pending.slice(0, safe);
-        pending = pending.slice(safe);
-      }
+      const step = generation.step(logits);
+      // fed before its text is yielded (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
+      if (step.token !== undefined) logits = this.feedTokens([step.token]);
+      if (step.text) yield step.text;
+      if (step.finish) return;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    pending += stream.flush();
-    const hit = firstStop(pending, stops);
-    const rest = hit >= 0 ? pending.slice(0, hit) : pending;
-    if (rest) yield rest;
   }
 
   /**
@@ -192,7 +207,7 @@ export class Session {
     const n = ids.length;
     const out = new Float64Array(Math.max(0, n - 1));
     if (n < 2) return out;
-    this.checkRoom(n);
+    this.checkRoom(n, 'score shorter sequences (ppl, eval: --ctx / ctx=)');
     const step = options.mode === 'decode' ? 1 : this.chunkSize;
     this.cache.setPromptLength(n);
     const vocab = this.model.config.vocabSize;
@@ -228,22 +243,45 @@ export class Session {
     freeScratch(this.model.kernels, this.scratch);
   }
 
-  private run(ids: readonly number[], allLogits: boolean): Float32Array {
-    if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
+  /**
+   * Feeds one token to each session in one forward pass (the weights are read once for all of them)
+   * and returns their next-token logits, [sessions × vocab] in order: a view into `scratch` (rows for
+   * at least sessions.length tokens), valid until its next use. Each cache compresses after its token.
+   */
+  static feedEach(sessions: readonly Session[], tokens: readonly number[], scratch: Scratch): Float32Array {
+    const model = sessions[0]!.model;
+    for (const [i, session] of sessions.entries()) {
+      if (session.model !== model) throw new UsageError('feedEach: the sessions run different models');
+      session.checkUsable();
+      session.checkRoom(1, 'end the request sooner (max_tokens)');
+      session.checkIds([tokens[i]!]);
+    }
+    const batch = sessions.map((session, i) => ({ cache: session.cache, ids: [tokens[i]!], positions: [session.tokens.length], allLogits: false }));
+    const logits = forwardBatch(model.kernels, model.config, model.weights, scratch, batch);
+    const bad = firstNonFiniteRow(logits, model.config.vocabSize);
+    if (bad >= 0) throw nonFinite(sessions[bad]!.tokens.length);
+    for (const [i, session] of sessions.entries()) {
+      session.tokens.push(tokens[i]!);
+      session.cache.compress();
+    }
+    return logits;
+  }
+
+  private checkIds(ids: readonly number[]): void {
     const vocab = this.model.config.vocabSize;
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
     }
+  }
+
+  private run(ids: readonly number[], allLogits: boolean, scratch = this.scratch): Float32Array {
+    if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
+    this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
-    const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
-    // NaN logits would print nothing, a NaN perplexity and a fidelity of 1.0, all with exit 0
-    for (let i = 0; i < logits.length; i++) {
-      if (!Number.isFinite(logits[i]!)) {
-        const position = start + (allLogits ? Math.floor(i / vocab) : ids.length - 1);
-        throw new NumericError(`the logits at position ${position} are not finite (NaN or ±Inf): the weights are finite, so activations overflowed in the forward pass`);
-      }
-    }
+    const logits = forward(this.model.kernels, this.model.config, this.model.weights, scratch, this.cache, ids, positions, allLogits);
+    const bad = firstNonFiniteRow(logits, this.model.config.vocabSize);
+    if (bad >= 0) throw nonFinite(start + (allLogits ? bad : ids.length - 1));
     this.tokens.push(...ids);
     return logits;
   }
@@ -252,13 +290,15 @@ export class Session {
     if (this.busy) throw new UsageError(`this session cannot be used: ${this.busy}`);
   }
 
-  private checkRoom(more: number): void {
+  /** `fix` says what the caller can do about too many tokens, besides streaming. */
+  private checkRoom(more: number, fix: string): void {
     if (this.streaming) return; // positions are ranks among at most budget tokens
     const limit = this.model.config.maxContext;
     if (this.tokens.length + more > limit) {
+      const recent = Math.max(1, limit - 4);
       throw new LimitError(
         `${this.tokens.length + more} tokens (${this.tokens.length} held + ${more} requested) exceed the model's context of ${limit}; ` +
-          'shorten the prompt, lower --max-tokens, or stream with a fixed-budget cache (--streaming --cache "window(sinks=4,recent=1020)")',
+          `${fix}, or stream with a fixed-budget cache that fits it (--streaming --cache "window(sinks=4,recent=${recent})")`,
       );
     }
   }
@@ -266,25 +306,13 @@ export class Session {
 
 const DISPOSED = 'it was disposed';
 
-function firstStop(text: string, stops: readonly string[]): number {
-  let best = -1;
-  for (const s of stops) {
-    const i = s ? text.indexOf(s) : -1;
-    if (i >= 0 && (best < 0 || i < best)) best = i;
-  }
-  return best;
+/** The first row of logits holding NaN or ±Inf, or -1. */
+function firstNonFiniteRow(logits: Float32Array, vocab: number): number {
+  for (let i = 0; i < logits.length; i++) if (!Number.isFinite(logits[i]!)) return Math.floor(i / vocab);
+  return -1;
 }
 
-/** Length of the longest suffix of text that is a proper prefix of some stop string. */
-function longestStopPrefix(text: string, stops: readonly string[]): number {
-  let best = 0;
-  for (const s of stops) {
-    for (let len = Math.min(s.length - 1, text.length); len > best; len--) {
-      if (text.endsWith(s.slice(0, len))) {
-        best = len;
-        break;
-      }
-    }
-  }
-  return best;
+/** NaN logits would print nothing, a NaN perplexity and a fidelity of 1.0, all with exit 0. */
+function nonFinite(position: number): NumericError {
+  return new NumericError(`the logits at position ${position} are not finite (NaN or ±Inf): the weights are finite, so activations overflowed in the forward pass`);
 }

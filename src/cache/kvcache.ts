@@ -1,11 +1,12 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Codec, CodecAttention } from './codec.js';
+import type { CacheObserver } from './observer.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
 export interface CacheParts {
-  /** The canonical spec text, the policy's default codec filled in. */
+  /** The canonical spec text (printSpec). */
   spec: string;
   policy: Policy;
   codec: Codec;
@@ -34,6 +35,8 @@ export class KVCache {
   readonly policy: Policy;
   readonly codec: Codec;
   readonly spec: string;
+  /** Told of every write and compression while attached (the trace); undefined costs nothing. */
+  observer: CacheObserver | undefined;
   private readonly lengths: number[];
   /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
@@ -41,6 +44,7 @@ export class KVCache {
   private slotIndices = 0;
   protected capacity: number;
   private peak = 0;
+  private held = 0;
   private received = 0;
   protected lastProbs = 0;
   private tail = new Float32Array(0);
@@ -123,7 +127,9 @@ export class KVCache {
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
     }
+    const observed = this.observer && { keys: this.k.arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: this.k.arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
     this.codec.write(layer, from, n, keys, values, ropePositions);
+    if (observed) this.observer!.written(layer, from, n, observed.keys, observed.values, positions);
     this.lengths[layer] = from + n;
     this.attendQueries(layer, q, out, from, n, slotPositions);
     // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
@@ -176,9 +182,15 @@ export class KVCache {
     this.policy.observe(stats);
   }
 
-  /** Evicts, in every layer over its budget, down to the policy's target. */
+  /** Ends a step: evicts where a layer is over its budget, then tells the observer what is held. */
   compress(): void {
-    if (!this.policy.evicts) return;
+    if (this.policy.evicts) this.evict();
+    this.held = Math.max(this.held, this.bytes());
+    this.observer?.compressed();
+  }
+
+  /** Evicts, in every layer over its budget, down to the policy's target. */
+  private evict(): void {
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
       if (length <= this.policy.budget(l)) continue;
@@ -202,12 +214,35 @@ export class KVCache {
     let slots = 0;
     for (const length of this.lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * this.capacity * 4 : 0;
-    return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
+    return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
   }
 
-  /** Highest `bytes()` seen at the end of a step since creation or the last reset. */
+  /**
+   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec is in
+   * (what a server reserves before a request runs); `policyBytesPerSlot`: the policy's state per slot.
+   */
+  maxBytes(lengths: readonly number[], policyBytesPerSlot: number): number {
+    const c = this.config;
+    let slots = 0;
+    let longest = 0;
+    for (const length of lengths) {
+      slots += length * c.numKvHeads;
+      longest = Math.max(longest, length);
+    }
+    let capacity = this.capacity;
+    while (capacity < longest) capacity *= 2;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * capacity * 4 : 0;
+    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
+  }
+
+  /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
   peakBytes(): number {
     return this.peak;
+  }
+
+  /** Highest `bytes()` after a compression since creation or the last reset: what the cache holds between steps. */
+  heldBytes(): number {
+    return this.held;
   }
 
   /** Positions held by a KV head of a layer (a copy). */
@@ -221,6 +256,7 @@ export class KVCache {
     this.lengths.fill(0);
     this.ranksValid.fill(false);
     this.peak = 0;
+    this.held = 0;
     this.policy.reset();
     this.promptLengthSet = false;
   }

@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
 import { threadsParam } from '../kernels/index.js';
-import { int, read, type Param } from '../util/schema.js';
+import { int, number, read, type Param } from '../util/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -13,6 +13,13 @@ export const MODEL_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
 
+/** The help lines of MODEL_OPTIONS, the same in every command's --help. */
+export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
+                   (default ../shared/models/ref-6m)
+  --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
+  --threads K      worker threads (default: one per CPU core)
+  -h, --help       this text`;
+
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
 
@@ -23,7 +30,7 @@ export function parse<O extends Options>(command: string, argv: string[], option
     // one line: parseArgs words some errors over several ("argument is ambiguous … use '--seed=-XYZ'")
     const raw = (e as Error).message;
     const message = (/ambiguous/.test(raw) ? raw : raw.replace(/\. To specify.*$/s, '')).replace(/\s*\n\s*/g, ' ');
-    throw new UsageError(`${command}: ${message} (see kvpack ${command} --help)`);
+    throw new UsageError(`${message} (see kvpack ${command} --help)`);
   }
 }
 
@@ -37,6 +44,10 @@ export function option<T>(name: string, p: Param<T>, text: string | undefined, f
 
 export function intOption(name: string, text: string | undefined, fallback: number, min = 0): number {
   return option(name, int({ min, doc: name }), text, fallback);
+}
+
+export function numberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  return option(name, number({ min, max, doc: name }), text, fallback);
 }
 
 /** --threads: every core when not given, more than the machine has refused (see threadsParam). */

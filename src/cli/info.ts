@@ -2,17 +2,23 @@ import { createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
 import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
-import { MODEL_OPTIONS, parse } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
-const HELP = `Usage: kvpack info [--model M] [--cache SPEC] [--json]
+const HELP = `Usage: kvpack info [--model M] [--tokenizer F] [--cache SPEC] [--json] [--threads K]
 
 Architecture, parameter count, weight dtypes and KV-cache bytes per token of a model; with --cache,
 the codec's stored bits per key/value number (scales, zeros, LUTs and outliers counted).
+${MODEL_HELP}
+  --cache SPEC     also the bits per value of this cache's codec on this model
+  --json           print one JSON object
 `;
 
+/** The options `kvpack info` takes (its --help lists each). */
+export const OPTIONS = { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' } } as const;
+
 export async function infoCommand(argv: string[]): Promise<void> {
-  const { values } = parse('info', argv, { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' } });
+  const { values } = parse('info', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   const model = await loadModelFromOptions(values);
   try {
@@ -30,6 +36,8 @@ export async function infoCommand(argv: string[]): Promise<void> {
       ['vocabulary', String(c.vocabSize)],
       ['context', String(c.maxContext)],
       ['parameters', `${(info.parameters / 1e6).toFixed(2)}M (${dtypes})`],
+      ['tensor types', Object.entries(info.tensorTypes).map(([d, n]) => `${d} ×${n}`).join(', ')],
+      ['bits/weight', info.bitsPerWeight.toFixed(2)],
       ['weights', formatBytes(info.weightBytes)],
       ['KV bytes/token', `${info.kvBytesPerTokenF32} (f32), ${info.kvBytesPerTokenF16} (f16)`],
     ];
@@ -45,7 +53,7 @@ export async function infoCommand(argv: string[]): Promise<void> {
  * The spec goes through the same builder as a session's, so what info accepts a session runs.
  */
 function cacheBits(model: Model, text: string) {
-  const cache = createCache(model.kernels, model.config, parseSpec(text), 1);
+  const cache = createCache(model.kernels, model.config, parseSpec(text), 1, { model: () => model.identity() });
   try {
     const bits = cache.codec.bitsPerValue();
     const c = model.config;

@@ -1,11 +1,15 @@
 #!/usr/bin/env node
-import { KvpackError } from '../errors.js';
+import { KvpackError, UsageError } from '../errors.js';
+import { calibrateCommand } from './calibrate.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { pplCommand } from './ppl.js';
 import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
 import { sweepCommand } from './sweep.js';
+import { traceCommand } from './trace.js';
+import { viewCommand } from './view.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
@@ -14,7 +18,14 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
+  trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
+  view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
+  calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
+  serve: { run: serveCommand, summary: 'an OpenAI-compatible server; each request chooses its KV cache, all share one KV byte budget' },
 };
+
+/** Exit codes (documented in the README): a bad command line, a run that failed, a bug. */
+const EXIT = { usage: 2, failure: 1, internal: 70 } as const;
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
@@ -24,13 +35,13 @@ function usage(): string {
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage());
-    return name ? 0 : 1;
+    (name ? process.stdout : process.stderr).write(usage());
+    return name ? 0 : EXIT.usage;
   }
   const command = COMMANDS[name];
   if (!command) {
     process.stderr.write(`kvpack: unknown command "${name}"; commands are ${Object.keys(COMMANDS).join(', ')}\n`);
-    return 2;
+    return EXIT.usage;
   }
   try {
     await command.run(rest);
@@ -38,10 +49,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof KvpackError) {
       process.stderr.write(`kvpack ${name}: ${e.message}\n`);
-      return 1;
+      return e instanceof UsageError ? EXIT.usage : EXIT.failure;
     }
     process.stderr.write(`kvpack ${name}: internal error (please report): ${(e as Error).stack ?? String(e)}\n`);
-    return 70;
+    return EXIT.internal;
   }
 }
 

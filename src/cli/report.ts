@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { renderPlotPngs } from '../eval/browser.js';
 import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
+import { TRACE_SUFFIX, tracesBeside, tracesHtml, tracesMarkdown } from '../trace/listing.js';
 import { parse } from './args.js';
 import { own } from '../util/schema.js';
 import writeFileAtomic from 'write-file-atomic';
@@ -12,20 +13,26 @@ const HELP = `Usage: kvpack report [--store FILE]… [--out DIR] [--png]
 
 Renders results stores (default: every results/*.jsonl): one table per model, task and task
 parameters, one row per cache spec, with the change against the full cache, and plots (quality vs
-KV bytes per token, metrics vs budget, passkey/needle heatmaps, XSum ROUGE bars).
+KV bytes per token, metrics vs budget, passkey/needle heatmaps, XSum ROUGE bars), and a list of the
+cache traces (NAME${TRACE_SUFFIX}, from kvpack trace) found beside the stores, each with its kvpack view command.
   --out DIR   write DIR/index.html (self-contained, inline SVG) and DIR/report.md instead of printing
               the Markdown
   --png       also write DIR/<plot>.png for each plot, linked from report.md (headless Chromium and
               playwright-core; see npm run report)
+  --store FILE  a results store to read (repeatable)
+  -h, --help    this text
 `;
 
+/** The options `kvpack report` takes (its --help lists each). */
+export const OPTIONS = {
+  store: { type: 'string', multiple: true },
+  out: { type: 'string' },
+  png: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export async function reportCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse('report', argv, {
-    store: { type: 'string', multiple: true },
-    out: { type: 'string' },
-    png: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const { values, positionals } = parse('report', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length) throw new UsageError(`report takes no positional arguments, got "${positionals.join(' ')}" (use --store FILE)`);
   if (values.png && values.out === undefined) throw new UsageError('--png needs --out DIR');
@@ -36,13 +43,14 @@ export async function reportCommand(argv: string[]): Promise<void> {
   for (const file of files) {
     if (!fs.existsSync(file)) throw new UsageError(`--store ${file}: no such file`);
     const store = ResultStore.open(file);
-    rows.push(...store.rows());
+    rows.push(...store.rows().map((r) => ({ ...r, store: file })));
     sources.push({ file, rows: store.rows().length });
   }
   const sections = buildSections(rows);
-  if (values.out === undefined) return void process.stdout.write(renderMarkdown(sections.map((s) => s.table), sources));
+  const traces = tracesBeside(files);
+  if (values.out === undefined) return void process.stdout.write(renderMarkdown(sections.map((s) => s.table), sources) + tracesMarkdown(traces));
   try {
-    await writeReport(values.out, sections, sources, values.png === true);
+    await writeReport(values.out, sections, sources, traces, values.png === true);
   } catch (e) {
     throw outError(e, values.out);
   }
@@ -52,11 +60,17 @@ export async function reportCommand(argv: string[]): Promise<void> {
  * DIR/index.html, DIR/report.md and with `png` a PNG per plot. Each file is written under a temporary
  * name and renamed, so a failed report leaves the previous one whole.
  */
-export async function writeReport(out: string, sections: ReturnType<typeof buildSections>, sources: { file: string; rows: number }[], png: boolean): Promise<void> {
+export async function writeReport(
+  out: string,
+  sections: ReturnType<typeof buildSections>,
+  sources: { file: string; rows: number }[],
+  traces: ReturnType<typeof tracesBeside>,
+  png: boolean,
+): Promise<void> {
   const tables = sections.map((s) => s.table);
   fs.mkdirSync(out, { recursive: true });
   const html = path.join(out, 'index.html');
-  writeFileAtomic.sync(html, renderHtml(sections, sources));
+  writeFileAtomic.sync(html, renderHtml(sections, sources).replace('</body>', `${tracesHtml(traces)}\n</body>`));
   let images: { file: string; title: string }[][] = [];
   if (png) {
     // stale PNGs of plots that no longer exist would linger in a committed folder
@@ -65,7 +79,7 @@ export async function writeReport(out: string, sections: ReturnType<typeof build
     images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title })));
   }
   const md = path.join(out, 'report.md');
-  writeFileAtomic.sync(md, renderMarkdown(tables, sources, images));
+  writeFileAtomic.sync(md, renderMarkdown(tables, sources, images) + tracesMarkdown(traces));
   process.stderr.write(`wrote ${html}, ${md}${png ? ` and ${images.flat().length} PNGs` : ''}\n`);
 }
 
@@ -92,5 +106,5 @@ function outError(e: unknown, out: string): unknown {
 function defaultStores(): string[] {
   const dir = 'results';
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort().map((n) => path.join(dir, n));
+  return fs.readdirSync(dir).filter((n) => n.endsWith('.jsonl') && !n.endsWith(TRACE_SUFFIX)).sort().map((n) => path.join(dir, n));
 }

@@ -4,6 +4,7 @@ import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
 import { UsageError } from '../errors.js';
 import { int, read } from '../util/schema.js';
+import type { BlockDot } from './wasm.js';
 
 export type { Kernels } from './api.js';
 export type { AttentionArgs, Matrix, SlotDType } from './types.js';
@@ -14,6 +15,8 @@ export interface KernelOptions {
   backend?: 'wasm' | 'reference';
   /** Threads for the wasm backend, the calling thread included (default: number of cores). */
   threads?: number;
+  /** wasm: how GGML block rows meet the activations in a matvec (see BlockDot). */
+  blockDot?: BlockDot;
 }
 
 /**
@@ -33,5 +36,5 @@ export async function createKernels(options: KernelOptions = {}): Promise<Kernel
   const { createWasmKernels } = await import('./wasm.js');
   const threads = read(threadsParam(), options.threads ?? os.availableParallelism());
   if ('problem' in threads) throw new UsageError(`threads ${threads.problem} (the cores of this machine), got ${options.threads}`);
-  return createWasmKernels(threads.value);
+  return createWasmKernels(threads.value, options.blockDot);
 }

@@ -3,7 +3,7 @@ import type { RopeLayout, RopeScaling } from '../kernels/rope.js';
 
 export type { RopeLayout, RopeScaling } from '../kernels/rope.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2';
+export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
 
 /** The shape and numerics of a Llama-family model, whatever file it came from. */
 export interface ModelConfig {
@@ -45,10 +45,15 @@ export function validateConfig(c: ModelConfig, file: string): ModelConfig {
   // wide enough for every released model (eps 1e-12..1e-5, theta 1e4..1e7), narrow enough to catch corruption
   if (!(c.rmsEps >= 1e-12 && c.rmsEps < 1)) throw new ModelFormatError(file, `rms_norm_eps must be in [1e-12, 1), got ${c.rmsEps}`);
   if (!(c.ropeTheta > 1 && c.ropeTheta <= 1e10)) throw new ModelFormatError(file, `rope_theta must be in (1, 1e10], got ${c.ropeTheta}`);
-  if (!['llama', 'mistral', 'qwen2'].includes(c.architecture)) {
-    throw new UnsupportedModelError(file, `architecture "${c.architecture}" is not supported (llama, mistral, qwen2 are)`);
+  if (!['llama', 'mistral', 'qwen2', 'qwen3'].includes(c.architecture)) {
+    throw new UnsupportedModelError(file, `architecture "${c.architecture}" is not supported (llama, mistral, qwen2, qwen3 are)`);
   }
   return c;
+}
+
+/** Qwen3 normalizes each head of q and k (RMSNorm with a learned [headDim] weight) before RoPE. */
+export function hasQkNorm(c: ModelConfig): boolean {
+  return c.architecture === 'qwen3';
 }
 
 /** Bytes of K and V per token across all layers, stored as `bytesPerValue`-byte numbers. */

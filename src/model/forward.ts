@@ -68,12 +68,35 @@ export function forward(
   k: Kernels, c: ModelConfig, w: Weights, s: Scratch, cache: KVCache,
   ids: ArrayLike<number>, positions: ArrayLike<number>, allLogits: boolean,
 ): Float32Array {
-  const n = ids.length;
+  return forwardBatch(k, c, w, s, [{ cache, ids, positions, allLogits }]);
+}
+
+/** One session's tokens in a forward pass. */
+export interface BatchRows {
+  cache: KVCache;
+  ids: ArrayLike<number>;
+  positions: ArrayLike<number>;
+  /** Logits for every token (scoring) or only the last one (generation). */
+  allLogits: boolean;
+}
+
+/**
+ * Runs the tokens of several sessions through the model in one pass: every matmul covers the rows
+ * of all of them, so the weights are read once for all sequences; each session's rows attend to its
+ * own cache. Writes the wanted logits to scratch.logits in batch order and returns a view of them.
+ */
+export function forwardBatch(k: Kernels, c: ModelConfig, w: Weights, s: Scratch, batch: readonly BatchRows[]): Float32Array {
+  const n = batch.reduce((sum, b) => sum + b.ids.length, 0);
   if (n < 1 || n > s.maxChunk) throw new RangeError(`internal: chunk of ${n} tokens, scratch holds ${s.maxChunk}`);
   const hidden = c.hiddenSize;
-  k.arena.i32(s.ids, n).set(ids);
+  const qRow = c.numHeads * c.headDim * 4;
+  const kvRow = c.numKvHeads * c.headDim * 4;
+  const ids = k.arena.i32(s.ids, n);
   const pos = k.arena.i32(s.positions, n);
-  pos.set(positions);
+  for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
+    ids.set(batch[b]!.ids, r);
+    pos.set(batch[b]!.positions, r);
+  }
   const rope = ropeOf(c);
 
   k.embed(s.x, w.embed, s.ids, n);
@@ -89,9 +112,20 @@ export function forward(
       k.addBias(s.k, L.bk, n, L.wk.rows);
       k.addBias(s.v, L.bv, n, L.wv.rows);
     }
-    const ropePositions = cache.rotationPositions(l, n, s.positions);
-    k.rope(s.q, n, c.numHeads, ropePositions, rope);
-    cache.attend(l, s.q, s.k, s.v, pos, ropePositions, n, s.att);
+    if (L.qNorm) {
+      // Qwen3: RMSNorm over each head of q and k, before RoPE
+      k.rmsnorm(s.q, s.q, L.qNorm, n * c.numHeads, c.headDim, c.rmsEps);
+      k.rmsnorm(s.k, s.k, L.kNorm, n * c.numKvHeads, c.headDim, c.rmsEps);
+    }
+    // each session's rows are rotated at the positions its cache gives and attend to that cache
+    for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
+      const { cache } = batch[b]!;
+      const m = batch[b]!.ids.length;
+      const q = s.q + r * qRow;
+      const ropePositions = cache.rotationPositions(l, m, s.positions + r * 4);
+      k.rope(q, m, c.numHeads, ropePositions, rope);
+      cache.attend(l, q, s.k + r * kvRow, s.v + r * kvRow, pos.subarray(r, r + m), ropePositions, m, s.att + r * qRow);
+    }
     k.matmul(s.xb2, s.att, L.wo, n);
     k.add(s.x, s.xb2, n * hidden);
     // feed-forward block (SwiGLU)
@@ -103,9 +137,13 @@ export function forward(
     k.add(s.x, s.xb2, n * hidden);
   }
   // only the rows whose logits are wanted go through the final norm and the classifier
-  const first = allLogits ? 0 : n - 1;
-  const rows = n - first;
-  k.rmsnorm(s.xb, s.x + first * hidden * 4, w.finalNorm, rows, hidden, c.rmsEps);
-  k.matmul(s.logits, s.xb, w.lmHead, rows);
-  return k.arena.f32(s.logits, rows * c.vocabSize);
+  let wanted = 0;
+  for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
+    const m = batch[b]!.ids.length;
+    const first = batch[b]!.allLogits ? 0 : m - 1;
+    k.rmsnorm(s.xb + wanted * hidden * 4, s.x + (r + first) * hidden * 4, w.finalNorm, m - first, hidden, c.rmsEps);
+    wanted += m - first;
+  }
+  k.matmul(s.logits, s.xb, w.lmHead, wanted);
+  return k.arena.f32(s.logits, wanted * c.vocabSize);
 }

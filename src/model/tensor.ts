@@ -1,6 +1,7 @@
-import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES, type DType } from '../kernels/dtype.js';
+import type { DType } from '../kernels/dtype.js';
+import { BLOCK_FORMATS } from '../kernels/ggml/index.js';
 
-export { dtypeBytes, Q8_0_BLOCK, Q8_0_BLOCK_BYTES, type DType } from '../kernels/dtype.js';
+export { dtypeBytes, type DType } from '../kernels/dtype.js';
 
 /** A tensor as stored in its file: row-major, outermost dimension first, little-endian bytes. */
 export interface RawTensor {
@@ -10,7 +11,7 @@ export interface RawTensor {
   data: Uint8Array;
 }
 
-/** Index of the first NaN or ±Inf number in a tensor (a Q8_0 block counts by its scale), or -1. */
+/** Index of the first NaN or ±Inf number in a tensor (a GGML block counts by its decoded values), or -1. */
 export function firstNonFinite(t: RawTensor): number {
   const d = t.data;
   const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
@@ -24,11 +25,17 @@ export function firstNonFinite(t: RawTensor): number {
     case 'bf16':
       for (let i = 0; i + 2 <= d.byteLength; i += 2) if ((view.getUint16(i, true) & 0x7f80) === 0x7f80) return i / 2;
       return -1;
-    case 'q8_0':
-      for (let i = 0; i + Q8_0_BLOCK_BYTES <= d.byteLength; i += Q8_0_BLOCK_BYTES) {
-        if ((view.getUint16(i, true) & 0x7c00) === 0x7c00) return (i / Q8_0_BLOCK_BYTES) * Q8_0_BLOCK;
+    default: {
+      // a non-finite scale decodes to NaN or ±Inf in its block (even times a zero code), so decoding finds it
+      const f = BLOCK_FORMATS[t.dtype];
+      const block = new Float32Array(f.blockValues);
+      for (let at = 0, i = 0; at + f.blockBytes <= d.byteLength; at += f.blockBytes, i += f.blockValues) {
+        f.dequantizeBlock(d, at, block, 0);
+        const bad = block.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) return i + bad;
       }
       return -1;
+    }
   }
 }
 
@@ -48,6 +55,8 @@ export const TensorNames = {
   bq: (l: number) => `layers.${l}.bq`,             // [heads*headDim] (qwen2)
   bk: (l: number) => `layers.${l}.bk`,             // [kvHeads*headDim] (qwen2)
   bv: (l: number) => `layers.${l}.bv`,             // [kvHeads*headDim] (qwen2)
+  qNorm: (l: number) => `layers.${l}.q_norm`,      // [headDim] (qwen3)
+  kNorm: (l: number) => `layers.${l}.k_norm`,      // [headDim] (qwen3)
   ffnNorm: (l: number) => `layers.${l}.ffn_norm`,  // [hidden]
   wGate: (l: number) => `layers.${l}.w_gate`,      // [ffn, hidden]
   wUp: (l: number) => `layers.${l}.w_up`,          // [ffn, hidden]

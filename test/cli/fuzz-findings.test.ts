@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { STORIES_BIN } from '../engine/helpers.js';
-import { CLI, expectCleanFailure, kvpack } from './helpers.js';
+import { CLI, expectCleanFailure, kvpack } from './run.js';
 
 // Cases a fuzzing pass over the command line found crashing (internal error, exit 70) or silently wrong.
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-findings-'));

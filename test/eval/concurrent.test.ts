@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ResultStore, rowKey, StoreLockedError, type ResultRow } from '../../src/eval/store.js';
 import { expandCaches, MAX_CACHE_SPECS } from '../../src/eval/sweep.js';
 import { STORIES_BIN } from '../engine/helpers.js';
-import { CLI } from '../cli/helpers.js';
+import { CLI } from '../cli/run.js';
 
 // Data findings of the fuzzing pass: two sweeps on one store, and plans whose vars explode.
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-concurrent-'));

@@ -125,8 +125,12 @@ describe('safetensors / HF corruption', () => {
       const gpt2 = { ...hfConfigJson(TINY), architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' };
       await expectFailure(loadCheckpoint(await hfDir(root, { config: gpt2 })), UnsupportedModelError, 'config.json', 'LlamaForCausalLM');
       await expectFailure(
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { rope_scaling: { rope_type: 'dynamic', factor: 8 } }) })),
+        UnsupportedModelError, 'config.json', 'rope_scaling', 'dynamic',
+      );
+      await expectFailure(
         loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { rope_scaling: { rope_type: 'llama3', factor: 8 } }) })),
-        UnsupportedModelError, 'config.json', 'rope_scaling',
+        ModelFormatError, 'config.json', 'rope_scaling.low_freq_factor is missing',
       );
       await expectFailure(loadCheckpoint(await hfDir(root, { config: '{"model_type": ' })), ModelFormatError, 'config.json', 'not valid JSON');
       await expectFailure(
@@ -235,8 +239,9 @@ describe('GGUF corruption', () => {
     }));
 
   it('names unsupported tensor types, architectures and tokenizers', async () => {
-    const ts = tensors().map((t) => (t.name === 'blk.1.ffn_up.weight' ? { ...t, type: GGML.Q4_0, data: new Uint8Array(18 * 64) } : t));
-    await expectFailure(parse(good(undefined, ts)), UnsupportedModelError, F, 'tensor blk.1.ffn_up.weight has type Q4_0 (2)');
+    const IQ2_XXS = 16; // a ggml type kvpack does not read
+    const ts = tensors().map((t) => (t.name === 'blk.1.ffn_up.weight' ? { ...t, type: IQ2_XXS, data: new Uint8Array(66 * 8) } : t));
+    await expectFailure(parse(good(undefined, ts)), UnsupportedModelError, F, 'tensor blk.1.ffn_up.weight has type IQ2_XXS (16)');
     const q8 = [{ name: 'x', shape: [2, 16], type: GGML.Q8_0, data: new Uint8Array(34) }];
     await expectFailure(parse(ggufBytes({ metadata: [], tensors: q8 })), ModelFormatError, F, 'not a multiple of 32');
     const withMeta = (edit: (m: GgufKv[]) => GgufKv[]) => Promise.resolve().then(() => ggufCheckpoint(good(edit(ggufMetadata(TINY))), F));
@@ -251,6 +256,10 @@ describe('GGUF corruption', () => {
     await expectFailure(withMeta(set('llama.attention.head_count_kv', T.U32, 3)), ModelFormatError, F, 'not a multiple');
     await expectFailure(withMeta(set('tokenizer.ggml.tokens', T.ARRAY, [T.U32, [1, 2]])), ModelFormatError, F, 'array of strings');
     await expectFailure(withMeta(set('tokenizer.ggml.scores', T.ARRAY, [T.F32, [1]])), ModelFormatError, F, 'tokenizer.ggml.scores must be an array of 64 numbers');
+    const scaling = (type: string) => (m: GgufKv[]): GgufKv[] => [...m, ['llama.rope.scaling.type', T.STRING, type], ['llama.rope.scaling.factor', T.F32, 4]];
+    await expectFailure(withMeta(scaling('longrope')), UnsupportedModelError, F, 'RoPE scaling "longrope" is not supported');
+    const badFreqs = [...tensors(), { name: 'rope_freqs.weight', shape: [3], type: GGML.F32, data: new Uint8Array(12) }];
+    await expectFailure(Promise.resolve().then(() => ggufCheckpoint(good(undefined, badFreqs), F)), ModelFormatError, F, 'rope_freqs.weight has shape [3]');
   });
 });
 
