@@ -32,10 +32,26 @@ export class UsageError extends KvpackError {
 
 /** A request that does not fit: more tokens than the context allows, and so on. */
 export class LimitError extends KvpackError {
-  override readonly name = 'LimitError';
+  override readonly name: string = 'LimitError';
 }
 
 /** A download that failed (network, HTTP status, size mismatch). */
 export class DownloadError extends KvpackError {
   override readonly name = 'DownloadError';
+}
+
+/** A model and cache that would need more memory than there is: refused before anything is read or allocated. */
+export class MemoryPlanError extends LimitError {
+  override readonly name = 'MemoryPlanError';
+  constructor(message: string, readonly neededBytes: number, readonly availableBytes: number, readonly longestContext: number) {
+    super(message);
+  }
+}
+
+/** A cache that would hold more than its session's `maxKvBytes` and whose policy cannot evict. */
+export class KvLimitError extends LimitError {
+  override readonly name = 'KvLimitError';
+  constructor(message: string, readonly limitBytes: number, readonly neededBytes: number) {
+    super(message);
+  }
 }

@@ -7,12 +7,19 @@ import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
-import { loadCheckpoint } from './model/load.js';
+import { loadCheckpoint, readModelHeader } from './model/load.js';
+import { checkPlan, planMemory } from './model/plan.js';
 import { uploadWeights, type Weights } from './model/weights.js';
 
 export interface LoadOptions extends KernelOptions {
   /** A tokenizer file to use instead of the one found beside the model (llama2.c checkpoints). */
   tokenizer?: string;
+  /**
+   * The memory plan checked before any weight is read: the context its sessions will reach (default:
+   * the first cache allocation, min(trained context, 1024)) with this cache spec (default full).
+   */
+  context?: number;
+  cache?: string;
 }
 
 /** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
@@ -48,6 +55,9 @@ export class Model {
   ) {}
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
+    const header = await readModelHeader(modelPath);
+    const context = options.context ?? Math.min(header.config.maxContext, 1024);
+    checkPlan(planMemory(header, { context, cache: options.cache, threads: options.threads }));
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
     return Model.fromCheckpoint(ckpt, options);
   }

@@ -59,7 +59,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     }
   });
   const threads = intOption('threads', values.threads, os.availableParallelism(), 1);
-  const model = await loadModelFromOptions({ ...values, threads: String(threads) });
+  const model = await loadModelFromOptions({ ...values, cache: undefined, threads: String(threads) });
   const rows: ResultRow[] = [];
   try {
     for (const cache of caches) rows.push(await runOne(task, model, cache, params, seed, values.model ?? 'ref-6m', Boolean(values.json)));

@@ -39,7 +39,7 @@ export async function pplCommand(argv: string[]): Promise<void> {
     // chunked scoring compresses only between chunks: every prediction sees its whole chunk
     process.stderr.write('note: chunked mode cannot show what eviction costs; use --mode decode for that\n');
   }
-  const model = await loadModelFromOptions(values);
+  const model = await loadModelFromOptions({ ...values, context: params.ctx });
   try {
     let bar: Progress | undefined;
     let reported = 0;

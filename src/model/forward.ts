@@ -20,25 +20,35 @@ export interface Scratch {
   logits: number;    // [maxChunk × vocab]
 }
 
-export function allocScratch(k: Kernels, c: ModelConfig, maxChunk: number): Scratch {
-  const f = (count: number) => k.arena.alloc(count * 4);
+/** f32/i32 numbers of each scratch buffer for chunks of up to maxChunk tokens. */
+function scratchSizes(c: ModelConfig, maxChunk: number): Omit<Scratch, 'maxChunk'> {
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   return {
-    maxChunk,
-    ids: f(maxChunk),
-    positions: f(maxChunk),
-    x: f(maxChunk * c.hiddenSize),
-    xb: f(maxChunk * c.hiddenSize),
-    xb2: f(maxChunk * c.hiddenSize),
-    q: f(maxChunk * qDim),
-    k: f(maxChunk * kvDim),
-    v: f(maxChunk * kvDim),
-    att: f(maxChunk * qDim),
-    gate: f(maxChunk * c.intermediateSize),
-    up: f(maxChunk * c.intermediateSize),
-    logits: f(maxChunk * c.vocabSize),
+    ids: maxChunk,
+    positions: maxChunk,
+    x: maxChunk * c.hiddenSize,
+    xb: maxChunk * c.hiddenSize,
+    xb2: maxChunk * c.hiddenSize,
+    q: maxChunk * qDim,
+    k: maxChunk * kvDim,
+    v: maxChunk * kvDim,
+    att: maxChunk * qDim,
+    gate: maxChunk * c.intermediateSize,
+    up: maxChunk * c.intermediateSize,
+    logits: maxChunk * c.vocabSize,
   };
+}
+
+export function allocScratch(k: Kernels, c: ModelConfig, maxChunk: number): Scratch {
+  const sizes = scratchSizes(c, maxChunk);
+  const ptrs = Object.fromEntries(Object.entries(sizes).map(([name, count]) => [name, k.arena.alloc(count * 4)]));
+  return { maxChunk, ...(ptrs as Omit<Scratch, 'maxChunk'>) };
+}
+
+/** Bytes allocScratch takes. */
+export function scratchBytes(c: ModelConfig, maxChunk: number): number {
+  return Object.values(scratchSizes(c, maxChunk)).reduce((sum, count) => sum + count * 4, 0);
 }
 
 export function freeScratch(k: Kernels, s: Scratch): void {

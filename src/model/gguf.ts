@@ -254,21 +254,31 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
  * header fits), then each tensor into its own Buffer.
  */
 export async function readGgufInParts(file: string, firstRead = 16 * 2 ** 20): Promise<GgufFile> {
+  const { tensors, ...rest } = await readGgufLayout(file, firstRead);
+  const data = await readFileRanges(file, tensors.map((t) => [t.begin, t.end] as const));
+  return { ...rest, tensors: tensors.map(({ name, dtype, shape }, i) => ({ name, dtype, shape, data: data[i]! })) };
+}
+
+/** The header of a GGUF file: a prefix (`firstRead` bytes, growing until the header fits) is read, no tensor data. */
+async function readGgufLayout(file: string, firstRead: number): Promise<GgufLayout> {
   const size = await modelFileSize(file);
   for (let prefix = Math.min(size, firstRead); ; prefix = Math.min(size, prefix * 8, MAX_WHOLE_FILE_BYTES)) {
     const [head] = await readFileRanges(file, [[0, prefix]]);
-    let layout: GgufLayout;
     try {
-      layout = ggufLayout(head!, size, file);
+      return ggufLayout(head!, size, file);
     } catch (e) {
       if (!(e instanceof NeedMoreBytes)) throw e;
       if (prefix >= Math.min(size, MAX_WHOLE_FILE_BYTES)) throw new UnsupportedModelError(file, 'GGUF header is larger than 2 GiB');
-      continue;
     }
-    const { tensors, ...rest } = layout;
-    const data = await readFileRanges(file, tensors.map((t) => [t.begin, t.end] as const));
-    return { ...rest, tensors: tensors.map(({ name, dtype, shape }, i) => ({ name, dtype, shape, data: data[i]! })) };
   }
+}
+
+/** A GGUF file's config and the bytes its tensors take, from its header alone (no tensor data is read). */
+export async function readGgufHeader(file: string): Promise<{ config: ModelConfig; tensorBytes: number }> {
+  const layout = await readGgufLayout(file, 2 ** 20);
+  const tensors = canonicalTensors(layout.tensors, file);
+  const config = ggufConfig(new Meta(layout.metadata, file), tensors, file);
+  return { config, tensorBytes: layout.tensors.reduce((sum, t) => sum + t.end - t.begin, 0) };
 }
 
 const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
@@ -352,21 +362,36 @@ export function ggufCheckpoint(buf: Uint8Array, file: string): Checkpoint {
 
 function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   const meta = new Meta(gguf.metadata, file);
-  const archName = meta.str('general.architecture');
-  const architecture = ARCHS[archName];
-  if (!architecture) {
-    throw new UnsupportedModelError(file, `architecture ${JSON.stringify(archName)} is not supported (supported: ${Object.keys(ARCHS).join(', ')})`);
-  }
+  const tensors = canonicalTensors(gguf.tensors, file);
+  const config = ggufConfig(meta, tensors, file);
+  checkLoadedTensors(config, tensors, file);
+  const tokens = meta.has('tokenizer.ggml.tokens') ? meta.strings('tokenizer.ggml.tokens')! : undefined;
+  const tokenizer = ggufTokenizer(meta, tokens, file);
+  checkTokenizerFits(tokenizer, config, file);
+  return { format: 'gguf', source: file, config, tensors, tokenizer };
+}
 
-  const tensors = new Map<string, RawTensor>();
-  for (const t of gguf.tensors) {
+/** The file's tensors under canonical names (others are left out). */
+function canonicalTensors<T extends { name: string }>(list: readonly T[], file: string): Map<string, T> {
+  const tensors = new Map<string, T>();
+  for (const t of list) {
     if (t.name === 'rope_freqs.weight') {
       throw new UnsupportedModelError(file, 'has rope_freqs.weight (Llama 3.1-style RoPE scaling), which kvpack does not support');
     }
     const canonical = canonicalName(t.name);
     if (canonical) tensors.set(canonical, t);
   }
-  const scaling = gguf.metadata.get(`${archName}.rope.scaling.type`);
+  return tensors;
+}
+
+/** The model config the metadata describes; of the tensors only names and shapes are read. */
+function ggufConfig(meta: Meta, tensors: Map<string, { shape: number[] }>, file: string): ModelConfig {
+  const archName = meta.str('general.architecture');
+  const architecture = ARCHS[archName];
+  if (!architecture) {
+    throw new UnsupportedModelError(file, `architecture ${JSON.stringify(archName)} is not supported (supported: ${Object.keys(ARCHS).join(', ')})`);
+  }
+  const scaling = meta.m.get(`${archName}.rope.scaling.type`);
   if (scaling !== undefined && scaling !== 'none') {
     throw new UnsupportedModelError(file, `RoPE scaling ${JSON.stringify(scaling)} is not supported`);
   }
@@ -380,7 +405,7 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   if (rotDims !== headDim) {
     throw new UnsupportedModelError(file, `partial RoPE (${rotDims} of ${headDim} head dimensions) is not supported`);
   }
-  const config: ModelConfig = validateConfig(
+  return validateConfig(
     {
       architecture,
       hiddenSize,
@@ -400,10 +425,6 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
     },
     file,
   );
-  checkLoadedTensors(config, tensors, file);
-  const tokenizer = ggufTokenizer(meta, tokens, file);
-  checkTokenizerFits(tokenizer, config, file);
-  return { format: 'gguf', source: file, config, tensors, tokenizer };
 }
 
 function ggufTokenizer(meta: Meta, tokens: string[] | undefined, file: string): Tokenizer {
