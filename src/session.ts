@@ -1,13 +1,14 @@
 import { createCache } from './cache/build.js';
 import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
-import { LimitError, UsageError } from './errors.js';
+import { KvLimitError, LimitError, UsageError } from './errors.js';
 import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { Weights } from './model/weights.js';
 import { logSoftmax, Sampler } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
+import { formatBytes } from './util/progress.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
@@ -28,6 +29,12 @@ export interface SessionOptions {
    * among the held tokens (StreamingLLM, H2O's streaming variant); keys are stored before RoPE.
    */
   streaming?: boolean;
+  /**
+   * Bytes the cache may hold (as `cache.bytes()` counts them). Before tokens would take it past that,
+   * a policy that evicts is made to evict early, down to what fits; any other cache stops with a
+   * KvLimitError before anything is written.
+   */
+  maxKvBytes?: number;
 }
 
 export interface GenerateOptions {
@@ -60,6 +67,7 @@ export class Session {
   private readonly scratch: Scratch;
   private readonly chunkSize: number;
   private readonly streaming: boolean;
+  private readonly maxKvBytes: number;
 
   constructor(readonly model: RunnableModel, options: SessionOptions = {}) {
     const spec = parseSpec(options.cache ?? 'full');
@@ -67,6 +75,8 @@ export class Session {
     if (!Number.isInteger(this.chunkSize) || this.chunkSize < 1) throw new UsageError(`chunkSize must be a positive integer, got ${this.chunkSize}`);
     const c = model.config;
     this.streaming = options.streaming === true;
+    this.maxKvBytes = options.maxKvBytes ?? Infinity;
+    if (!(this.maxKvBytes > 0)) throw new UsageError(`maxKvBytes must be a positive number of bytes, got ${options.maxKvBytes}`);
     this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
     this.scratch = allocScratch(model.kernels, c, this.chunkSize);
   }
@@ -184,9 +194,36 @@ export class Session {
     }
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
+    this.makeRoom(ids.length);
     const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
     this.tokens.push(...ids);
     return logits;
+  }
+
+  /** Keeps the cache under maxKvBytes with `n` more tokens: early eviction, or a KvLimitError before the forward pass. */
+  private makeRoom(n: number): void {
+    const cache = this.cache;
+    const held = cache.bytes();
+    const perToken = cache.bytesPerToken();
+    const needed = held + n * perToken;
+    if (needed <= this.maxKvBytes) return;
+    const fixed = held - cache.length * perToken;
+    const keep = Math.floor((this.maxKvBytes - fixed) / perToken) - n;
+    const limit = formatBytes(this.maxKvBytes);
+    if (!cache.policy.evicts) {
+      throw new KvLimitError(
+        `the cache ${cache.spec} would hold ${formatBytes(needed)} with ${n} more tokens, past maxKvBytes ${limit} (${cache.length} tokens held); ` +
+          'it never evicts: give it a budget, e.g. h2o(budget=…) or window(recent=…), or raise the limit',
+        this.maxKvBytes, needed,
+      );
+    }
+    if (keep < 1) {
+      throw new KvLimitError(
+        `the cache ${cache.spec} cannot take ${n} more tokens within maxKvBytes ${limit} (${formatBytes(perToken)} per token); raise the limit or feed fewer tokens at once`,
+        this.maxKvBytes, needed,
+      );
+    }
+    cache.compress(keep);
   }
 
   private checkRoom(more: number): void {

@@ -157,13 +157,16 @@ export class KVCache {
     this.policy.observe(stats);
   }
 
-  /** Evicts, in every layer over its budget, down to the policy's target. */
-  compress(): void {
+  /**
+   * Evicts, in every layer over its budget, down to the policy's target; with `maxTokens`, also every
+   * layer holding more than that, down to it (a byte limit asks for room before the budget does).
+   */
+  compress(maxTokens = Infinity): void {
     if (!this.policy.evicts) return;
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
-      if (length <= this.policy.budget(l)) continue;
-      const keep = Math.min(length, Math.max(1, this.policy.target(l)));
+      if (length <= Math.min(this.policy.budget(l), maxTokens)) continue;
+      const keep = Math.min(length, Math.max(1, Math.min(this.policy.target(l), maxTokens)));
       const count = length - keep;
       for (let h = 0; h < this.config.numKvHeads; h++) {
         const positions = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, length);
@@ -184,6 +187,17 @@ export class KVCache {
     for (const length of this.lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * this.capacity * 4 : 0;
     return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
+  }
+
+  /**
+   * What one more token held in every layer adds to `bytes()`: its codec storage (as stored now, e.g.
+   * f16 while a quantizing codec calibrates), its slot position, and the policy's state per slot.
+   */
+  bytesPerToken(): number {
+    const c = this.config;
+    const one = this.codec.bytes(new Array<number>(c.numLayers).fill(1)) - this.codec.bytes(new Array<number>(c.numLayers).fill(0));
+    const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
+    return one + position + (this.length > 0 ? this.policy.bytes() / this.length : 0);
   }
 
   /** Highest `bytes()` seen at the end of a step since creation or the last reset. */

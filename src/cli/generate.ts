@@ -1,11 +1,11 @@
 import { UsageError } from '../errors.js';
-import { intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
+import { bytesOption, intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 import type { Session } from '../session.js';
 import { formatBytes } from '../util/progress.js';
 
 const HELP = `Usage: kvpack generate [--model M] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
-                       [--greedy] [--stop STR]… [--cache SPEC] [--threads K] "prompt"
+                       [--greedy] [--stop STR]… [--cache SPEC] [--max-kv-bytes B] [--threads K] "prompt"
 
 Streams the continuation of the prompt to stdout; then prints on stderr the bytes the KV cache holds
 against a full fp16 cache of the same tokens.
@@ -17,6 +17,8 @@ against a full fp16 cache of the same tokens.
   --stop STR       stop before this string (repeatable)
   --cache SPEC     KV cache spec (default full)
   --streaming      generate past the model's context with a fixed-budget cache (StreamingLLM positions)
+  --max-kv-bytes B bytes the cache may hold (e.g. 512MiB): an evicting policy evicts early to stay under,
+                   any other cache stops with an error before passing it
 `;
 
 export async function generateCommand(argv: string[]): Promise<void> {
@@ -30,6 +32,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     stop: { type: 'string', multiple: true },
     cache: { type: 'string' },
     streaming: { type: 'boolean' },
+    'max-kv-bytes': { type: 'string' },
   });
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length > 1) throw new UsageError('generate takes one prompt; quote it: kvpack generate "Once upon a time"');
@@ -41,9 +44,10 @@ export async function generateCommand(argv: string[]): Promise<void> {
     seed: intOption('seed', values.seed, 0),
     stop: values.stop ?? [],
   };
+  const maxKvBytes = bytesOption('max-kv-bytes', values['max-kv-bytes']);
   const model = await loadModelFromOptions(values);
   try {
-    const session = model.session({ cache: values.cache, streaming: values.streaming });
+    const session = model.session({ cache: values.cache, streaming: values.streaming, maxKvBytes });
     process.stdout.write(prompt);
     for await (const piece of session.generate(prompt, options)) process.stdout.write(piece);
     process.stdout.write('\n');
