@@ -9,7 +9,8 @@ import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
 import { loadCheckpoint, readModelHeader } from './model/load.js';
 import { checkPlan, planMemory } from './model/plan.js';
-import { uploadWeights, type Weights } from './model/weights.js';
+import { uploadLayers, uploadWeights, type WeightGroup, type Weights } from './model/weights.js';
+import { UsageError } from './errors.js';
 
 export interface LoadOptions extends KernelOptions {
   /** A tokenizer file to use instead of the one found beside the model (llama2.c checkpoints). */
@@ -20,6 +21,8 @@ export interface LoadOptions extends KernelOptions {
    */
   context?: number;
   cache?: string;
+  /** Layers per WebAssembly memory (default: as many as the plan fits in 4 GiB); smaller splits the model over more memories. */
+  layersPerMemory?: number;
 }
 
 /** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
@@ -51,20 +54,29 @@ export class Model {
     readonly tokenizer: Tokenizer,
     readonly kernels: Kernels,
     readonly weights: Weights,
+    readonly groups: readonly WeightGroup[],
     private readonly tensorSummary: { parameters: number; dtypes: Record<string, number> },
   ) {}
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const header = await readModelHeader(modelPath);
     const context = options.context ?? Math.min(header.config.maxContext, 1024);
-    checkPlan(planMemory(header, { context, cache: options.cache, threads: options.threads }));
+    const plan = planMemory(header, { context, cache: options.cache, threads: options.threads });
+    checkPlan(plan);
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
-    return Model.fromCheckpoint(ckpt, options);
+    return Model.fromCheckpoint(ckpt, { ...options, layersPerMemory: options.layersPerMemory ?? plan.layersPerMemory });
   }
 
-  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions = {}): Promise<Model> {
+  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions & { layersPerMemory?: number } = {}): Promise<Model> {
+    const c = ckpt.config;
+    const perMemory = options.layersPerMemory ?? c.numLayers;
+    if (!Number.isInteger(perMemory) || perMemory < 1) throw new UsageError(`layersPerMemory must be a positive integer, got ${perMemory}`);
     const kernels = await createKernels(options);
-    const weights = uploadWeights(kernels, ckpt.config, ckpt);
+    const weights = uploadWeights(kernels, c, ckpt, Math.min(perMemory, c.numLayers));
+    const groups: WeightGroup[] = [{ kernels, from: 0, to: weights.layers.length, layers: weights.layers, bytes: weights.bytes }];
+    for (let from = perMemory; from < c.numLayers; from += perMemory) {
+      groups.push(uploadLayers(await createKernels(options), c, ckpt, from, Math.min(from + perMemory, c.numLayers)));
+    }
     let parameters = 0;
     const dtypes: Record<string, number> = {};
     for (const t of ckpt.tensors.values()) {
@@ -72,7 +84,7 @@ export class Model {
       parameters += count;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, { parameters, dtypes });
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes });
   }
 
   session(options: SessionOptions = {}): Session {
@@ -86,7 +98,7 @@ export class Model {
       architecture: this.config.architecture,
       parameters: this.tensorSummary.parameters,
       dtypes: this.tensorSummary.dtypes,
-      weightBytes: this.weights.bytes,
+      weightBytes: this.groups.reduce((sum, g) => sum + g.bytes, 0),
       config: this.config,
       kvBytesPerTokenF32: kvBytesPerToken(this.config, 4),
       kvBytesPerTokenF16: kvBytesPerToken(this.config, 2),
@@ -94,7 +106,7 @@ export class Model {
   }
 
   async close(): Promise<void> {
-    await this.kernels.close();
+    for (const g of this.groups) await g.kernels.close();
   }
 }
 

@@ -2,10 +2,10 @@ import { createCache } from './cache/build.js';
 import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { KvLimitError, LimitError, UsageError } from './errors.js';
-import { allocScratch, forward, freeScratch, type Scratch } from './model/forward.js';
+import { allocScratch, forward, freeScratch, type Stage } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
-import type { Weights } from './model/weights.js';
+import type { WeightGroup, Weights } from './model/weights.js';
 import { logSoftmax, Sampler } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
 import { formatBytes } from './util/progress.js';
@@ -17,6 +17,8 @@ export interface RunnableModel {
   readonly kernels: Kernels;
   readonly weights: Weights;
   readonly tokenizer: Tokenizer;
+  /** Layer groups when the model is split over several kernel memories, the first one `kernels`'s (absent: one). */
+  readonly groups?: readonly WeightGroup[];
 }
 
 export interface SessionOptions {
@@ -64,7 +66,8 @@ export interface ScoreOptions {
 export class Session {
   readonly tokens: number[] = [];
   readonly cache: KVCache;
-  private readonly scratch: Scratch;
+  /** One per layer group: its kernels, layers and activation buffers. */
+  private readonly stages: Stage[];
   private readonly chunkSize: number;
   private readonly streaming: boolean;
   private readonly maxKvBytes: number;
@@ -77,8 +80,9 @@ export class Session {
     this.streaming = options.streaming === true;
     this.maxKvBytes = options.maxKvBytes ?? Infinity;
     if (!(this.maxKvBytes > 0)) throw new UsageError(`maxKvBytes must be a positive number of bytes, got ${options.maxKvBytes}`);
-    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming });
-    this.scratch = allocScratch(model.kernels, c, this.chunkSize);
+    const groups = model.groups ?? [{ kernels: model.kernels, from: 0, to: c.numLayers, layers: model.weights.layers, bytes: model.weights.bytes }];
+    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming, groups });
+    this.stages = groups.map((g) => ({ k: g.kernels, s: allocScratch(g.kernels, c, this.chunkSize), from: g.from, layers: g.layers }));
   }
 
   /**
@@ -184,7 +188,7 @@ export class Session {
   /** Frees the cache and scratch memory; the session cannot be used afterwards. */
   dispose(): void {
     this.cache.free();
-    freeScratch(this.model.kernels, this.scratch);
+    for (const stage of this.stages) freeScratch(stage.k, stage.s);
   }
 
   private run(ids: readonly number[], allLogits: boolean): Float32Array {
@@ -195,7 +199,7 @@ export class Session {
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
     this.makeRoom(ids.length);
-    const logits = forward(this.model.kernels, this.model.config, this.model.weights, this.scratch, this.cache, ids, positions, allLogits);
+    const logits = forward(this.model.config, this.model.weights, this.stages, this.cache, ids, positions, allLogits);
     this.tokens.push(...ids);
     return logits;
   }

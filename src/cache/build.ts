@@ -3,6 +3,7 @@ import type { ModelConfig } from '../model/config.js';
 import { UsageError } from '../errors.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache } from './kvcache.js';
+import { GroupedCodec, type LayerGroup } from './layer-groups.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
 import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
@@ -20,10 +21,14 @@ export interface CacheParts {
   streaming: boolean;
   /** Slots per KV head allocated at first. */
   capacity: number;
+  /** Kernel memories holding the layers' caches (absent: all in the builder's). */
+  groups?: readonly LayerGroup[];
 }
 
 export interface BuildOptions {
   streaming?: boolean;
+  /** The model's layer groups, when it is split over several kernel memories: each keeps its layers' cache. */
+  groups?: readonly LayerGroup[];
 }
 
 /**
@@ -51,8 +56,11 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (isMasking(policy) && !codecKind.masks) {
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
-  const codec = codecKind.create(codecParams, { kernels: k, config, capacity, ropeOnRead: streaming });
-  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity };
+  const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
+  if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
+  const codecIn = (kernels: Kernels, numLayers: number): Codec => codecKind.create(codecParams, { kernels, config: { ...config, numLayers }, capacity, ropeOnRead: streaming });
+  const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.to - g.from))) : codecIn(k, config.numLayers);
+  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity, groups };
 }
 
 /** Builds a cache for `spec` and the KVCache that runs it. */

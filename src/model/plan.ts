@@ -6,6 +6,7 @@ import { MemoryPlanError } from '../errors.js';
 import { Arena } from '../kernels/arena.js';
 import { ReferenceKernels } from '../kernels/reference.js';
 import { formatBytes } from '../util/progress.js';
+import { expectedShapes } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { scratchBytes } from './forward.js';
 import type { ModelHeader } from './load.js';
@@ -35,8 +36,12 @@ export interface MemoryPlan {
   kvBytes: number;
   /** Bytes the cache allocates per token of context (codec storage, slot positions, attention buffers). */
   kvBytesPerToken: number;
+  /** Activations and kernel scratch, in every memory. */
   scratchBytes: number;
   neededBytes: number;
+  /** Layers each WebAssembly memory holds (the first also holds the embedding and classifier); 0: not even one fits. */
+  layersPerMemory: number;
+  memories: number;
   /** Free memory now (or what the cgroup still allows, if less). */
   availableBytes: number;
   availableSource: string;
@@ -50,52 +55,81 @@ export interface MemoryPlan {
 /**
  * Plans memory from a model header, before any weight is read: weights as stored, the KV cache the
  * spec allocates at the context (measured by building it at two small capacities on a scratch
- * arena, so every codec's real bytes per token count), activation and kernel scratch.
+ * arena, so every codec's real bytes per token count), activation and kernel scratch; and how many
+ * layers each WebAssembly memory (4 GiB at most) holds, so that the model and its cache may use
+ * the machine's memory.
  */
 export function planMemory(header: ModelHeader, request: PlanRequest): MemoryPlan {
   const c = header.config;
   const cache = printSpec(parseSpec(request.cache ?? 'full'));
   const kv = kvCost(c, cache);
   const threads = request.threads ?? os.availableParallelism();
-  // each thread's attention scratch holds one score per visible slot for a KV group's query heads
-  const scratchPerToken = threads * 4 * (c.numHeads / c.numKvHeads);
-  const fixed = header.weightBytes + kv.fixed + scratchBytes(c, request.chunkSize ?? 128) + threads * 2 ** 20;
-  const perToken = kv.perToken + scratchPerToken;
   const available = request.available ?? availableMemory();
-  const limit = Math.min(available.bytes, MEMORY_LIMIT_BYTES);
-  const context = request.context;
-  const needed = fixed + perToken * context;
+  // the embedding and classifier (in the first memory), from the bytes per parameter the file stores
+  const bytesPerParameter = header.weightBytes / parameterCount(c);
+  const headBytes = c.vocabSize * c.hiddenSize * (c.tiedEmbeddings ? 1 : 2) * bytesPerParameter;
+  const layerWeights = (header.weightBytes - headBytes) / c.numLayers;
+  const at = (context: number) => {
+    // each memory has its activations and, per thread, attention scratch with a score per visible slot
+    const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * (2 ** 20 + 4 * (c.numHeads / c.numKvHeads) * context);
+    const kvBytes = kv.fixed + kv.perToken * context;
+    const perLayer = layerWeights + kvBytes / c.numLayers;
+    const layersPerMemory = Math.min(c.numLayers, Math.floor((MEMORY_LIMIT_BYTES - scratch - headBytes) / perLayer));
+    const memories = layersPerMemory >= 1 ? Math.ceil(c.numLayers / layersPerMemory) : 1;
+    const neededBytes = header.weightBytes + kvBytes + memories * scratch;
+    return { kvBytes, scratchBytes: memories * scratch, neededBytes, layersPerMemory: Math.max(0, layersPerMemory), memories, fits: layersPerMemory >= 1 && neededBytes <= available.bytes };
+  };
+  const plan = at(request.context);
   return {
     source: header.source,
     cache,
-    context,
+    context: request.context,
     weightBytes: header.weightBytes,
-    kvBytes: kv.fixed + kv.perToken * context,
     kvBytesPerToken: kv.perToken,
-    scratchBytes: fixed - header.weightBytes - kv.fixed + scratchPerToken * context,
-    neededBytes: needed,
     availableBytes: available.bytes,
     availableSource: available.source,
     memoryLimitBytes: MEMORY_LIMIT_BYTES,
-    fits: needed <= limit,
-    longestContext: Math.max(0, Math.floor((limit - fixed) / perToken)),
+    ...plan,
+    longestContext: longestFitting((context) => at(context).fits),
   };
+}
+
+/** The largest n ≥ 0 with fits(n), fits being monotone (0 when even fits(0) fails). */
+function longestFitting(fits: (n: number) => boolean): number {
+  if (!fits(0)) return 0;
+  let lo = 0;
+  let hi = 1;
+  while (fits(hi) && hi < 2 ** 40) [lo, hi] = [hi, hi * 2];
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Numbers in the tensors a Llama of this shape has. */
+function parameterCount(c: ModelConfig): number {
+  let n = 0;
+  for (const shape of expectedShapes(c).values()) n += shape.reduce((a, b) => a * b, 1);
+  return n;
 }
 
 /** Throws a MemoryPlanError naming both numbers and the longest context that fits, unless the plan fits. */
 export function checkPlan(plan: MemoryPlan): void {
   if (plan.fits) return;
   const parts = `weights ${formatBytes(plan.weightBytes)}, KV ${formatBytes(plan.kvBytes)}, scratch ${formatBytes(plan.scratchBytes)}`;
-  const limit = plan.availableBytes < plan.memoryLimitBytes
-    ? `${formatBytes(plan.availableBytes)} are available (${plan.availableSource})`
-    : `one WebAssembly memory holds ${formatBytes(plan.memoryLimitBytes)} (${formatBytes(plan.availableBytes)} ${plan.availableSource})`;
+  const available = `${formatBytes(plan.availableBytes)} are available (${plan.availableSource})`;
+  const limit = plan.neededBytes > plan.availableBytes
+    ? available
+    : `a WebAssembly memory (${formatBytes(plan.memoryLimitBytes)}) cannot hold one layer with its cache and scratch, and the first one the embedding and classifier too (${available})`;
   const longest = plan.longestContext > 0
     ? `the longest context that fits is ${plan.longestContext} tokens`
     : 'no context fits: the weights alone are too large';
   throw new MemoryPlanError(
     `${plan.source}: needs ${formatBytes(plan.neededBytes)} for ${plan.context} tokens of "${plan.cache}" (${parts}) but ${limit}; ${longest}`,
     plan.neededBytes,
-    Math.min(plan.availableBytes, plan.memoryLimitBytes),
+    plan.availableBytes,
     plan.longestContext,
   );
 }
@@ -108,14 +142,15 @@ export function planRows(plan: MemoryPlan): [string, string][] {
     ['  KV cache', `${formatBytes(plan.kvBytes)} (${plan.kvBytesPerToken.toFixed(1)} bytes/token)`],
     ['  scratch', formatBytes(plan.scratchBytes)],
     ['  needed', formatBytes(plan.neededBytes)],
-    ['  available', `${formatBytes(plan.availableBytes)} (${plan.availableSource}); one kernel memory ${formatBytes(plan.memoryLimitBytes)}`],
+    ['  available', `${formatBytes(plan.availableBytes)} (${plan.availableSource})`],
+    ['  memories', `${plan.memories} of at most ${formatBytes(plan.memoryLimitBytes)} (${plan.layersPerMemory} layers each)`],
     ['  fits', plan.fits ? 'yes' : `no; longest context that fits: ${plan.longestContext} tokens`],
   ];
 }
 
 /** Bytes a cache allocates: a fixed part and a part per token of capacity, from two builds on a scratch arena. */
 function kvCost(c: ModelConfig, spec: string): { fixed: number; perToken: number } {
-  const SMALL = 256;
+  const SMALL = 32;
   const used = (capacity: number): number => {
     const k = new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
     createCache(k, c, parseSpec(spec), capacity);

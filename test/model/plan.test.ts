@@ -29,10 +29,38 @@ describe('memory plan', () => {
       expect(e.message).toMatch(/^.*huge\.gguf: needs 1\d\d\.\d GiB for 1024 tokens of "full" \(weights 1\d\d\.\d GiB, KV .*\) but /);
       expect(e.message).toContain('no context fits: the weights alone are too large');
       expect(e.neededBytes).toBeGreaterThan(2 ** 37);
-      expect(e.availableBytes).toBeLessThanOrEqual(MEMORY_LIMIT_BYTES);
+      expect(e.availableBytes).toBeLessThan(e.neededBytes);
       expect(e.longestContext).toBe(0);
       expect(seconds).toBeLessThan(1);
     });
+  });
+
+  it('splits a model larger than one WebAssembly memory over several, and refuses an fp16 cache of a million tokens up front', () => {
+    const llama7b: ModelConfig = { ...HUGE, vocabSize: 32000, tiedEmbeddings: false };
+    const params = 2 * 32000 * 4096 + 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008);
+    const available = { bytes: 20 * 2 ** 30, source: 'test' };
+    const plan = planMemory({ source: '7b', config: llama7b, weightBytes: 2 * params }, { context: 2048, threads: 2, available });
+    expect(plan.fits).toBe(true);
+    expect(plan.weightBytes).toBeGreaterThan(MEMORY_LIMIT_BYTES * 3);
+    expect(plan.memories).toBe(Math.ceil(32 / plan.layersPerMemory));
+    expect(plan.memories).toBeGreaterThanOrEqual(4);
+    // every memory holds its layers' weights and cache within 4 GiB; the first also the embedding and classifier
+    const layer = (2 * (4 * 4096 * 4096 + 3 * 4096 * 11008) + plan.kvBytes / 32);
+    expect(2 * 2 * 32000 * 4096 + plan.layersPerMemory * layer).toBeLessThan(MEMORY_LIMIT_BYTES);
+    expect(2 * 2 * 32000 * 4096 + (plan.layersPerMemory + 1) * layer + plan.scratchBytes / plan.memories).toBeGreaterThan(MEMORY_LIMIT_BYTES);
+
+    const smol: ModelConfig = { ...HUGE, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3, headDim: 64, vocabSize: 49152, maxContext: 8192 };
+    const header = { source: 'smollm2', config: smol, weightBytes: 270e6 };
+    const million = 2 ** 20;
+    const fp16 = planMemory(header, { context: million, cache: 'full+fp16', threads: 2, available });
+    expect(fp16.kvBytes).toBeGreaterThan(22 * 2 ** 30); // 23040 bytes of keys and values per token
+    expect(fp16.fits).toBe(false);
+    expect(() => checkPlan(fp16)).toThrow(/needs 2\d\.\d GiB for 1048576 tokens of "full\+fp16" .* but 20\.0 GiB are available \(test\); the longest context that fits is \d+ tokens/);
+    for (const cache of ['kvquant(bits=2)', 'int(bits=2)']) {
+      const plan2 = planMemory(header, { context: million, cache, threads: 2, available });
+      expect(plan2.fits, cache).toBe(true);
+      expect(plan2.kvBytes).toBeLessThan(fp16.kvBytes / 5);
+    }
   });
 
   it('counts the weights, KV at the context from the codec allocation, and finds the longest context that fits', async () => {
