@@ -2,32 +2,35 @@
 // allocates. Threaded kernels (matmul, attention) read their arguments from a control block and take
 // work items from an atomic counter in it, so every thread runs the same `run(ctrl, thread)`.
 
-// ---- dtype codes (must match src/kernels/wasm.ts) ----
-const DT_F32: i32 = 0;
-const DT_F16: i32 = 1;
-const DT_BF16: i32 = 2;
-const DT_Q8: i32 = 3;
+import {
+  ARGS, CTRL_DONE, CTRL_NEXT, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0,
+  OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE,
+  MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W, MATMUL_X,
+  ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
+  ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
+} from '../src/kernels/abi';
+import { quantAttentionJob } from './quant';
+import { quantizeJob } from './quantize';
 
-// ---- control block layout (bytes; must match src/kernels/wasm.ts) ----
-const C_DONE: usize = 4; // atomic count of finished work items
-const C_OP: usize = 8;
-const C_NEXT: usize = 16; // atomic work-item counter
-const C_ARGS: usize = 32;
-
-const OP_MATMUL: i32 = 1;
-const OP_ATTENTION: i32 = 2;
+// The control block, op codes and argument offsets come from src/kernels/abi.ts (shared with the TS side).
+const C_DONE: usize = <usize>CTRL_DONE << 2; // atomic count of finished work items
+const C_OP: usize = <usize>CTRL_OP << 2;
+const C_NEXT: usize = <usize>CTRL_NEXT << 2; // atomic work-item counter
+const C_ARGS: usize = <usize>ARGS;
 
 /** First byte after the module's static data: the JS arena allocates from here. */
 export function heapBase(): usize {
   return __heap_base;
 }
 
-/** Takes and runs work items of the job in `ctrl` until none is left; returns the job's item count
+/** The one job dispatcher. Takes and runs work items of the job in `ctrl` until none is left; returns the job's item count
  *  (the caller waits until DONE reaches it, not for every thread to check in). */
 export function run(ctrl: usize, thread: i32): i32 {
   const op = load<i32>(ctrl + C_OP);
   if (op == OP_MATMUL) return matmulJob(ctrl, thread);
   if (op == OP_ATTENTION) return attentionJob(ctrl, thread);
+  if (op == OP_QUANT_ATTENTION) return quantAttentionJob(ctrl, thread);
+  if (op == OP_QUANTIZE) return quantizeJob(ctrl, thread);
   return 0;
 }
 
@@ -119,7 +122,7 @@ function convertF16Fast(dst: usize, src: usize, len: i32): void {
 /** Bytes of one stored row of `cols` numbers. */
 function rowBytes(dt: i32, cols: i32): usize {
   if (dt == DT_F32) return <usize>cols << 2;
-  if (dt == DT_Q8) return <usize>(cols >> 5) * 34;
+  if (dt == DT_Q8_0) return <usize>(cols >> 5) * 34;
   return <usize>cols << 1;
 }
 
@@ -130,7 +133,7 @@ function convertRow(dst: usize, src: usize, dt: i32, cols: i32): void {
     return;
   }
   let k = 0;
-  if (dt == DT_Q8) {
+  if (dt == DT_Q8_0) {
     for (; k < cols; k += 32) {
       const p = src + <usize>(k >> 5) * 34;
       const d = f32x4.splat(h2fScalar(load<u16>(p)));
@@ -176,15 +179,15 @@ function convertRow(dst: usize, src: usize, dt: i32, cols: i32): void {
 
 function matmulJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
-  const out = load<u32>(a, 0);
-  const x = load<u32>(a, 4);
-  const w = load<u32>(a, 8);
-  const dt = load<i32>(a, 12);
-  const rows = load<i32>(a, 16);
-  const cols = load<i32>(a, 20);
-  const n = load<i32>(a, 24);
-  const chunk = load<i32>(a, 28);
-  const scratch = <usize>load<u32>(a, 32) + <usize>thread * <usize>load<u32>(a, 36);
+  const out = load<u32>(a, MATMUL_OUT);
+  const x = load<u32>(a, MATMUL_X);
+  const w = load<u32>(a, MATMUL_W);
+  const dt = load<i32>(a, MATMUL_DTYPE);
+  const rows = load<i32>(a, MATMUL_ROWS);
+  const cols = load<i32>(a, MATMUL_COLS);
+  const n = load<i32>(a, MATMUL_N);
+  const chunk = load<i32>(a, MATMUL_CHUNK);
+  const scratch = <usize>load<u32>(a, MATMUL_SCRATCH) + <usize>thread * <usize>load<u32>(a, MATMUL_SCRATCH_STRIDE);
   const items = (rows + chunk - 1) / chunk;
   for (;;) {
     const it = atomic.add<i32>(ctrl + C_NEXT, 1);
@@ -754,7 +757,7 @@ export function toF16(out: usize, x: usize, len: i32): void {
 
 // ================================================================ attention
 
-const BLOCK: i32 = 64; // slots per block of converted keys/values
+const BLOCK: i32 = ATT_BLOCK; // slots per block of converted keys/values
 
 /**
  * Work item = (query t, KV head, a group of up to `hg` query heads sharing it). Each block of keys and
@@ -764,11 +767,11 @@ const BLOCK: i32 = 64; // slots per block of converted keys/values
  */
 function attentionJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
-  const n = load<i32>(a, 8);
-  const numHeads = load<i32>(a, 36);
-  const numKv = load<i32>(a, 40);
-  const hg = load<i32>(a, 60);
-  const received = load<u32>(a, 56);
+  const n = load<i32>(a, ATT_N);
+  const numHeads = load<i32>(a, ATT_NUM_HEADS);
+  const numKv = load<i32>(a, ATT_NUM_KV_HEADS);
+  const hg = load<i32>(a, ATT_HEAD_GROUP);
+  const received = load<u32>(a, ATT_RECEIVED);
   const group = numHeads / numKv;
   const subs = (group + hg - 1) / hg;
   const perT = numKv * subs;
@@ -793,22 +796,22 @@ function attentionJob(ctrl: usize, thread: i32): i32 {
 }
 
 function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): void {
-  const out = <usize>load<u32>(a, 0);
-  const q = <usize>load<u32>(a, 4);
-  const n = load<i32>(a, 8);
-  const keys = <usize>load<u32>(a, 12);
-  const values = <usize>load<u32>(a, 16);
-  const f16 = load<i32>(a, 20) != 0;
-  const capacity = load<i32>(a, 24);
-  const visible = load<i32>(a, 28);
-  const numHeads = load<i32>(a, 36);
-  const d = load<i32>(a, 44);
-  const scale = load<f32>(a, 48);
-  const lastProbs = <usize>load<u32>(a, 52);
-  const received = <usize>load<u32>(a, 56);
-  const hg = load<i32>(a, 60);
-  const scratch = <usize>load<u32>(a, 64) + <usize>thread * <usize>load<u32>(a, 68);
-  const mask = <usize>load<u32>(a, 32);
+  const out = <usize>load<u32>(a, ATT_OUT);
+  const q = <usize>load<u32>(a, ATT_Q);
+  const n = load<i32>(a, ATT_N);
+  const keys = <usize>load<u32>(a, ATT_KEYS);
+  const values = <usize>load<u32>(a, ATT_VALUES);
+  const f16 = load<i32>(a, ATT_F16) != 0;
+  const capacity = load<i32>(a, ATT_CAPACITY);
+  const visible = load<i32>(a, ATT_VISIBLE);
+  const numHeads = load<i32>(a, ATT_NUM_HEADS);
+  const d = load<i32>(a, ATT_HEAD_DIM);
+  const scale = load<f32>(a, ATT_SCALE);
+  const lastProbs = <usize>load<u32>(a, ATT_LAST_PROBS);
+  const received = <usize>load<u32>(a, ATT_RECEIVED);
+  const hg = load<i32>(a, ATT_HEAD_GROUP);
+  const scratch = <usize>load<u32>(a, ATT_SCRATCH) + <usize>thread * <usize>load<u32>(a, ATT_SCRATCH_STRIDE);
+  const mask = <usize>load<u32>(a, ATT_MASK);
 
   const g = h1 - h0;
   const seen = visible + t;
@@ -1068,4 +1071,3 @@ function axpyBlock2(acc0: usize, acc1: usize, p0: usize, p1: usize, v: usize, d:
     if (two) store<f32>(acc1 + o, b);
   }
 }
-export * from './quant';

@@ -8,26 +8,35 @@
 // → sink/ring rows → RoPE by angle-sum tables); the tile is scored against every query head of the
 // group, then dropped. Nothing of the cache is ever decoded in full.
 
-const Q_DONE: usize = 4;
-const Q_NEXT: usize = 16;
-const Q_ARGS: usize = 32;
-const QB: i32 = 32; // slots per decoded tile; divides every channel-axis token group (32/64/128)
+import {
+  ARGS, CTRL_DONE, CTRL_NEXT, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
+  QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED,
+  QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE, QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE,
+  STREAM_AXIS, STREAM_BITS, STREAM_CODES, STREAM_GROUP, STREAM_LUT, STREAM_OCAP, STREAM_OUTLIERS, STREAM_PARAMS,
+  STREAM_PARAMS_HEAD_STRIDE, STREAM_QLEN, STREAM_RING, STREAM_RING_SIZE, STREAM_ROPE, STREAM_ROW_BYTES, STREAM_SINK_ROWS,
+  STREAM_SINKS,
+} from '../src/kernels/abi';
 
-/** Entry point of the quantized jobs (op ≥ 16), dispatched by the worker and the caller. */
-export function qrun(ctrl: usize, thread: i32): i32 {
+const Q_DONE: usize = <usize>CTRL_DONE << 2;
+const Q_NEXT: usize = <usize>CTRL_NEXT << 2;
+const Q_ARGS: usize = <usize>ARGS;
+const QB: i32 = QATT_TILE; // slots per decoded tile
+
+/** OP_QUANT_ATTENTION jobs (dispatched by `run` in index.ts). */
+export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + Q_ARGS;
-  const n = load<i32>(a, 8);
-  const numHeads = load<i32>(a, 20);
-  const numKv = load<i32>(a, 24);
-  const hg = load<i32>(a, 76);
-  const received = load<u32>(a, 40);
-  const splits = load<i32>(a, 80);
+  const n = load<i32>(a, QATT_N);
+  const numHeads = load<i32>(a, QATT_NUM_HEADS);
+  const numKv = load<i32>(a, QATT_NUM_KV_HEADS);
+  const hg = load<i32>(a, QATT_HEAD_GROUP);
+  const received = load<u32>(a, QATT_RECEIVED);
+  const splits = load<i32>(a, QATT_SPLITS);
   const group = numHeads / numKv;
   const subs = (group + hg - 1) / hg;
   if (splits > 1) {
     // one query (decode): items are (KV head, head group, slot range); partial softmax sums are merged
     // by the caller (src/kernels/wasm.ts)
-    const seen = load<i32>(a, 12);
+    const seen = load<i32>(a, QATT_VISIBLE);
     const chunk = ((seen + splits - 1) / splits + QB - 1) / QB * QB;
     const total = numKv * subs * splits;
     for (;;) {
@@ -56,10 +65,10 @@ export function qrun(ctrl: usize, thread: i32): i32 {
     const h0 = kvh * group + sub * hg;
     const h1 = min(h0 + hg, (kvh + 1) * group);
     if (allT) {
-      for (let t = 0; t < n; t++) qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, 12) + t, -1);
+      for (let t = 0; t < n; t++) qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, QATT_VISIBLE) + t, -1);
     } else {
       const t = it / perT;
-      qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, 12) + t, -1);
+      qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, QATT_VISIBLE) + t, -1);
     }
     atomic.add<i32>(ctrl + Q_DONE, 1);
   }
@@ -156,46 +165,28 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
   }
 }
 
-// stream descriptor word offsets (bytes; must match src/kernels/wasm.ts writeStream)
-const D_CODES: usize = 0;
-const D_BITS: usize = 4;
-const D_LUT: usize = 8;
-const D_AXIS: usize = 12;
-const D_GROUP: usize = 16;
-const D_PARAMS: usize = 20;
-const D_PHS: usize = 24;
-const D_OUT: usize = 28;
-const D_OCAP: usize = 32;
-const D_RING: usize = 36;
-const D_RINGN: usize = 40;
-const D_QLEN: usize = 44;
-const D_SINKROWS: usize = 48;
-const D_SINKS: usize = 52;
-const D_ROPE: usize = 56;
-const D_ROWBYTES: usize = 60;
-
 /**
  * Decodes slots [s0, s0+bs) of KV head kvh of a stream into tile rows of d floats. chS/chZ: d floats of
  * scratch for channel-axis scales.
  */
 function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize): void {
-  const cap = load<i32>(a, 16);
-  const d = load<i32>(a, 28);
-  const positions = <usize>load<u32>(a, 52);
-  const codes = <usize>load<u32>(desc, D_CODES);
-  const bits = load<i32>(desc, D_BITS);
-  const lut = <usize>load<u32>(desc, D_LUT);
-  const axis = load<i32>(desc, D_AXIS);
-  const group = load<i32>(desc, D_GROUP);
-  const params = <usize>load<u32>(desc, D_PARAMS) + <usize>kvh * <usize>load<u32>(desc, D_PHS);
-  const outl = <usize>load<u32>(desc, D_OUT);
-  const ocap = load<i32>(desc, D_OCAP);
-  const ring = <usize>load<u32>(desc, D_RING);
-  const ringN = load<i32>(desc, D_RINGN);
-  const qlen = load<i32>(desc, D_QLEN);
-  const sinkRows = <usize>load<u32>(desc, D_SINKROWS);
-  const sinks = load<i32>(desc, D_SINKS);
-  const rb = <usize>load<u32>(desc, D_ROWBYTES);
+  const cap = load<i32>(a, QATT_CAPACITY);
+  const d = load<i32>(a, QATT_HEAD_DIM);
+  const positions = <usize>load<u32>(a, QATT_POSITIONS);
+  const codes = <usize>load<u32>(desc, STREAM_CODES);
+  const bits = load<i32>(desc, STREAM_BITS);
+  const lut = <usize>load<u32>(desc, STREAM_LUT);
+  const axis = load<i32>(desc, STREAM_AXIS);
+  const group = load<i32>(desc, STREAM_GROUP);
+  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const outl = <usize>load<u32>(desc, STREAM_OUTLIERS);
+  const ocap = load<i32>(desc, STREAM_OCAP);
+  const ring = <usize>load<u32>(desc, STREAM_RING);
+  const ringN = load<i32>(desc, STREAM_RING_SIZE);
+  const qlen = load<i32>(desc, STREAM_QLEN);
+  const sinkRows = <usize>load<u32>(desc, STREAM_SINK_ROWS);
+  const sinks = load<i32>(desc, STREAM_SINKS);
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
   const db = <usize>d << 2;
   const p0 = v128.load(lut, 64), p1 = v128.load(lut, 80), p2 = v128.load(lut, 96), p3 = v128.load(lut, 112);
   if (axis == 1 && s0 < qlen) {
@@ -260,10 +251,10 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       if (pos >= 0 && pos < sinks) f16Row(row, sinkRows + ((<usize>kvh * <usize>sinks + <usize>pos) * <usize>d << 1), d);
     }
   }
-  if (load<i32>(desc, D_ROPE) != 0) {
-    const lo = <usize>load<u32>(a, 64);
-    const hi = <usize>load<u32>(a, 68);
-    const inter = load<i32>(a, 72) != 0;
+  if (load<i32>(desc, STREAM_ROPE) != 0) {
+    const lo = <usize>load<u32>(a, QATT_ROPE_LO);
+    const hi = <usize>load<u32>(a, QATT_ROPE_HI);
+    const inter = load<i32>(a, QATT_ROPE_INTERLEAVED) != 0;
     const half = d >> 1;
     const hb = <usize>half << 2;
     const h4 = inter ? 0 : half & ~3;
@@ -411,20 +402,20 @@ function axpyTile(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
  * buffer at item `part` for the caller to merge.
  */
 function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
-  const out = <usize>load<u32>(a, 0);
-  const q = <usize>load<u32>(a, 4);
-  const n = load<i32>(a, 8);
-  const visible = load<i32>(a, 12);
-  const capacity = load<i32>(a, 16);
-  const numHeads = load<i32>(a, 20);
-  const d = load<i32>(a, 28);
-  const scale = load<f32>(a, 32);
-  const lastProbs = <usize>load<u32>(a, 36);
-  const received = <usize>load<u32>(a, 40);
-  const scratch = <usize>load<u32>(a, 44) + <usize>thread * <usize>load<u32>(a, 48);
-  const descK = <usize>load<u32>(a, 56);
-  const descV = <usize>load<u32>(a, 60);
-  const hg = load<i32>(a, 76);
+  const out = <usize>load<u32>(a, QATT_OUT);
+  const q = <usize>load<u32>(a, QATT_Q);
+  const n = load<i32>(a, QATT_N);
+  const visible = load<i32>(a, QATT_VISIBLE);
+  const capacity = load<i32>(a, QATT_CAPACITY);
+  const numHeads = load<i32>(a, QATT_NUM_HEADS);
+  const d = load<i32>(a, QATT_HEAD_DIM);
+  const scale = load<f32>(a, QATT_SCALE);
+  const lastProbs = <usize>load<u32>(a, QATT_LAST_PROBS);
+  const received = <usize>load<u32>(a, QATT_RECEIVED);
+  const scratch = <usize>load<u32>(a, QATT_SCRATCH) + <usize>thread * <usize>load<u32>(a, QATT_SCRATCH_STRIDE);
+  const descK = <usize>load<u32>(a, QATT_KEYS);
+  const descV = <usize>load<u32>(a, QATT_VALUES);
+  const hg = load<i32>(a, QATT_HEAD_GROUP);
 
   const g = h1 - h0;
   const seen = hi - lo; // slots in this item's range
@@ -446,7 +437,7 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, 
       scoreTile(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), scale);
     }
   }
-  const partial = <usize>load<u32>(a, 84) + (<usize>part * <usize>hg * <usize>(d + 2) << 2);
+  const partial = <usize>load<u32>(a, QATT_PARTIAL) + (<usize>part * <usize>hg * <usize>(d + 2) << 2);
   for (let j = 0; j < g; j++) {
     const row = scores + (<usize>j * <usize>sp << 2);
     for (let s = seen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);

@@ -1,29 +1,15 @@
+import { ropeOf } from '../kernels/rope.js';
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import { UsageError } from '../errors.js';
 import type { Codec, MaskingCodec } from './codec.js';
-import { KVCache } from './kvcache.js';
+import { KVCache, type CacheParts } from './kvcache.js';
 import { GroupedCodec, type LayerGroup } from './layer-groups.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
 import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
 import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
 
-/** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
-export interface CacheParts {
-  /** The canonical spec text, the policy's default codec filled in. */
-  spec: string;
-  policy: Policy;
-  codec: Codec;
-  /** Whether the policy's onAppend needs the new tokens' key and value rows. */
-  needsRows: boolean;
-  /** Keys stored before RoPE and rotated at their rank among the held tokens. */
-  streaming: boolean;
-  /** Slots per KV head allocated at first. */
-  capacity: number;
-  /** Kernel memories holding the layers' caches (absent: all in the builder's). */
-  groups?: readonly LayerGroup[];
-}
 
 export interface BuildOptions {
   streaming?: boolean;
@@ -58,7 +44,8 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   }
   const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
   if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
-  const codecIn = (kernels: Kernels, numLayers: number): Codec => codecKind.create(codecParams, { kernels, config: { ...config, numLayers }, capacity, ropeOnRead: streaming });
+  const codecIn = (kernels: Kernels, numLayers: number): Codec =>
+    codecKind.create(codecParams, { kernels, config: { ...config, numLayers }, capacity, rope: ropeOf(config), ropeOnRead: streaming });
   const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.to - g.from))) : codecIn(k, config.numLayers);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity, groups };
 }

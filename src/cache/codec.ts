@@ -1,4 +1,5 @@
 import type { Kernels } from '../kernels/api.js';
+import type { Rope } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
 import type { Infer, Params } from '../util/schema.js';
 import type { PartSchema } from './spec.js';
@@ -55,6 +56,8 @@ export interface CodecContext {
   kernels: Kernels;
   config: ModelConfig;
   capacity: number;
+  /** How keys are rotated (the model's Rope); codecs never read RoPE fields of the config. */
+  rope: Rope;
   /**
    * Streaming: keys must be stored before RoPE and rotated at read, by the positions that
    * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).

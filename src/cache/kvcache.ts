@@ -1,9 +1,24 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
-import type { CacheParts } from './build.js';
 import { groupOf, type LayerGroup } from './layer-groups.js';
 import type { Codec, CodecAttention } from './codec.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
+
+/** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
+export interface CacheParts {
+  /** The canonical spec text, the policy's default codec filled in. */
+  spec: string;
+  policy: Policy;
+  codec: Codec;
+  /** Whether the policy's onAppend needs the new tokens' key and value rows. */
+  needsRows: boolean;
+  /** Keys stored before RoPE and rotated at their rank among the held tokens. */
+  streaming: boolean;
+  /** Slots per KV head allocated at first. */
+  capacity: number;
+  /** Kernel memories holding the layers' caches (absent: all in the builder's). */
+  groups?: readonly LayerGroup[];
+}
 
 /**
  * A KV cache is a policy × a codec (put together and checked by build.ts). Per (layer, KV head) it
@@ -102,25 +117,31 @@ export class KVCache {
   }
 
   /**
-   * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
-   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. Queries arrive
-   * rotated at their positions, except when streaming: then the cache rotates them at their rank.
+   * Int32 pointer to the positions a layer's n next tokens are rotated at (queries and keys): their
+   * own `positions`, or when streaming their ranks among the held tokens, which this brings up to date.
    */
-  attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, positionsPtr: number, n: number, out: number): void {
+  rotationPositions(layer: number, n: number, positions: number): number {
+    if (!this.streaming) return positions;
+    const from = this.lengths[layer]!;
+    this.ensureCapacity(from + n);
+    return this.streamingPositions(layer, from, n);
+  }
+
+  /**
+   * Appends n tokens (keys before RoPE, values, positions) to a layer and writes the causal
+   * attention of their n queries to `out`. Buffers: f32 [n × heads × headDim]. `ropePositions` is
+   * what `rotationPositions` gave for these tokens; queries arrive rotated at them.
+   */
+  attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
-    let slotPositions = this.slotPositions(layer);
-    if (this.streaming) {
-      positionsPtr = this.streamingPositions(layer, from, n);
-      this.kernelsOf(layer).rope(q, n, c.numHeads, c.headDim, positionsPtr, c.ropeTheta, c.ropeLayout);
-      slotPositions = this.ropePositions[layer]!;
-    }
+    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
     this.storePositions(layer, from, n, positions);
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(layer, keys, values, h, n) : undefined);
     }
-    this.codec.write(layer, from, n, keys, values, positionsPtr);
+    this.codec.write(layer, from, n, keys, values, ropePositions);
     this.lengths[layer] = from + n;
     this.attendQueries(layer, q, out, from, n, slotPositions);
     // a step ends with the last layer; eviction waits for compress(), so this is the step's peak

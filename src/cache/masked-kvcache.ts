@@ -1,8 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
-import type { CacheParts } from './build.js';
 import type { MaskingCodec } from './codec.js';
-import { KVCache } from './kvcache.js';
+import { KVCache, type CacheParts } from './kvcache.js';
 import type { MaskingPolicy } from './policy.js';
 
 /**

@@ -1,5 +1,6 @@
 import { CODECS, parseSpec } from '../cache/registry.js';
 import { withDefaults } from '../cache/spec.js';
+import { ropeOf } from '../kernels/rope.js';
 import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
 import { checkPlan, planRows } from '../model/plan.js';
@@ -54,7 +55,7 @@ export async function infoCommand(argv: string[]): Promise<void> {
 function cacheBits(model: Model, text: string) {
   const spec = parseSpec(text);
   const kind = CODECS.get(spec.codec.name)!;
-  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, ropeOnRead: false });
+  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, rope: ropeOf(model.config), ropeOnRead: false });
   try {
     const bits = codec.bitsPerValue();
     const c = model.config;

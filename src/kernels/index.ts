@@ -3,7 +3,8 @@ import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
 
-export type { AttentionArgs, Kernels, Matrix, SlotDType } from './api.js';
+export type { Kernels } from './api.js';
+export type { AttentionArgs, Matrix, SlotDType } from './types.js';
 export { Arena } from './arena.js';
 
 export interface KernelOptions {

@@ -1,21 +1,12 @@
 import { Worker } from 'node:worker_threads';
+import { CTRL_ACTIVE, CTRL_DONE, CTRL_ERR, CTRL_OP, CTRL_SEQ, OP_QUIT } from './abi.js';
 import { WORKER_SOURCE } from './worker.js';
-
-/** Int32 word indices inside the control block (byte offsets /4; must match assembly/index.ts). */
-export const SEQ = 0;
-export const DONE = 1;
-export const OP = 2;
-export const NTHREADS = 3;
-export const NEXT = 4;
-export const ERR = 5;
-export const ACTIVE = 6;
-/** Byte offset of the job arguments inside the control block. */
-export const ARGS = 32;
-export const CONTROL_BYTES = 256;
 
 /** Iterations of Atomics.load a thread polls before it sleeps in Atomics.wait (~0.1-0.5 ms): long
  *  enough that workers stay awake across the small single-threaded ops between two matmuls. */
 const SPIN = 20_000;
+/** What the worker script needs of abi.ts (it cannot import it). */
+const WORKER_ABI = { CTRL_SEQ, CTRL_DONE, CTRL_OP, CTRL_ERR, CTRL_ACTIVE, OP_QUIT };
 
 /**
  * Worker threads that share the kernel memory and run jobs described in a control block. The caller
@@ -40,7 +31,7 @@ export class Pool {
     const workers: Worker[] = [];
     try {
       for (let i = 0; i < count; i++) {
-        workers.push(new Worker(WORKER_SOURCE, { eval: true, workerData: { module, memory, ctrl, index: i + 1, spin: SPIN } }));
+        workers.push(new Worker(WORKER_SOURCE, { eval: true, workerData: { module, memory, ctrl, index: i + 1, spin: SPIN, abi: WORKER_ABI } }));
       }
       await Promise.all(
         workers.map(
@@ -69,47 +60,46 @@ export class Pool {
   }
 
   /**
-   * Runs one job: `write` fills the control block while SEQ is odd (no worker reads it then, and none
-   * is still inside the previous job), the workers are woken, `self` takes work items on this thread
-   * and returns the job's item count, and we wait until that many items are DONE. A worker that wakes
-   * late, e.g. because another process holds its core, finds nothing left and is not waited for.
-   * With `wake` false the workers are not notified (a job too small to be worth waking them for).
+   * One job runs in three steps. `lock` makes SEQ odd (no worker reads the control block then) and
+   * waits until no worker is still inside the previous job; the caller then writes the job (op,
+   * threads, arguments). `publish` makes SEQ even and wakes the workers, unless `wake` is false (a job
+   * too small to be worth waking them for). The caller runs its own share of work items, which tells
+   * it the job's item count, and `wait`s until that many are DONE. A worker that wakes late, e.g.
+   * because another process holds its core, finds nothing left and is not waited for.
    */
-  run(write: () => void, self: () => number, wake = true): void {
+  lock(): void {
     const a = this.i32;
     const b = this.base;
-    Atomics.add(a, b + SEQ, 1); // odd: writing
-    for (let k = 0; Atomics.load(a, b + ACTIVE) !== 0; ) {
+    Atomics.add(a, b + CTRL_SEQ, 1); // odd: writing
+    for (let k = 0; Atomics.load(a, b + CTRL_ACTIVE) !== 0; ) {
       if (++k > SPIN) {
-        Atomics.wait(a, b + ACTIVE, Atomics.load(a, b + ACTIVE), 1);
+        Atomics.wait(a, b + CTRL_ACTIVE, Atomics.load(a, b + CTRL_ACTIVE), 1);
         k = 0;
       }
     }
-    try {
-      write();
-    } finally {
-      Atomics.store(a, b + DONE, 0);
-      Atomics.store(a, b + ERR, 0);
-      Atomics.add(a, b + SEQ, 1); // even: published
-    }
+  }
+
+  publish(wake: boolean): void {
+    const a = this.i32;
+    const b = this.base;
+    Atomics.store(a, b + CTRL_DONE, 0);
+    Atomics.store(a, b + CTRL_ERR, 0);
+    Atomics.add(a, b + CTRL_SEQ, 1); // even: published
     // Small jobs run on this thread only, but still through the sequence lock: a worker that was
     // late for the previous job may join this one, and then must see complete arguments.
-    if (wake) Atomics.notify(a, b + SEQ);
-    let items = 0;
-    let failure: unknown;
-    try {
-      items = self();
-    } catch (e) {
-      failure = e;
-    }
-    if (failure !== undefined) throw failure;
+    if (wake) Atomics.notify(a, b + CTRL_SEQ);
+  }
+
+  wait(items: number): void {
+    const a = this.i32;
+    const b = this.base;
     let k = 0;
     for (;;) {
-      const done = Atomics.load(a, b + DONE);
+      const done = Atomics.load(a, b + CTRL_DONE);
       if (done >= items) break;
-      if (Atomics.load(a, b + ERR)) throw new Error('a kernel worker thread failed (wasm trap)');
+      if (Atomics.load(a, b + CTRL_ERR)) throw new Error('a kernel worker thread failed (wasm trap)');
       if (++k > SPIN) {
-        Atomics.wait(a, b + DONE, done, 20);
+        Atomics.wait(a, b + CTRL_DONE, done, 20);
         k = 0;
       }
     }
@@ -118,11 +108,9 @@ export class Pool {
   async close(): Promise<void> {
     const a = this.i32;
     const b = this.base;
-    Atomics.add(a, b + SEQ, 1);
-    while (Atomics.load(a, b + ACTIVE) !== 0) Atomics.wait(a, b + ACTIVE, Atomics.load(a, b + ACTIVE), 1);
-    Atomics.store(a, b + OP, -1);
-    Atomics.add(a, b + SEQ, 1);
-    Atomics.notify(a, b + SEQ);
+    this.lock();
+    Atomics.store(a, b + CTRL_OP, OP_QUIT);
+    this.publish(true);
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
   }

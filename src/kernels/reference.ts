@@ -1,10 +1,12 @@
-import type { RopeLayout } from '../model/config.js';
-import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from '../model/tensor.js';
-import type { AttentionArgs, Kernels, Matrix } from './api.js';
+import type { Kernels } from './api.js';
 import type { Arena } from './arena.js';
+import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from './dtype.js';
 import { bf16ToF32, f16Table, f32ToF16 } from './half.js';
 import { quantAttentionReference } from './quant/reference.js';
-import type { QuantAttentionArgs } from './quant/types.js';
+import { quantizeReference } from './quant/quantize.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
+import type { Rope } from './rope.js';
+import type { AttentionArgs, Matrix } from './types.js';
 
 /**
  * Scalar TypeScript kernels: the definition every fast kernel is tested against. Plain loops,
@@ -79,7 +81,8 @@ export class ReferenceKernels implements Kernels {
     }
   }
 
-  rope(x: number, n: number, heads: number, headDim: number, positions: number, theta: number, layout: RopeLayout): void {
+  rope(x: number, n: number, heads: number, positions: number, rope: Rope): void {
+    const headDim = rope.headDim;
     const xs = this.arena.f32(x, n * heads * headDim);
     const pos = this.arena.i32(positions, n);
     const half = headDim / 2;
@@ -87,11 +90,11 @@ export class ReferenceKernels implements Kernels {
       for (let h = 0; h < heads; h++) {
         const base = (t * heads + h) * headDim;
         for (let i = 0; i < half; i++) {
-          const angle = pos[t]! * theta ** ((-2 * i) / headDim);
+          const angle = rope.angle(pos[t]!, i);
           const c = Math.cos(angle);
           const s = Math.sin(angle);
-          const a = layout === 'half' ? base + i : base + 2 * i;
-          const b = layout === 'half' ? base + i + half : base + 2 * i + 1;
+          const a = rope.interleaved ? base + 2 * i : base + i;
+          const b = rope.interleaved ? base + 2 * i + 1 : base + i + half;
           const x0 = xs[a]!;
           const x1 = xs[b]!;
           xs[a] = x0 * c - x1 * s;
@@ -180,6 +183,10 @@ export class ReferenceKernels implements Kernels {
 
   quantAttention(a: QuantAttentionArgs): void {
     quantAttentionReference(this.arena, a);
+  }
+
+  quantize(a: QuantizeArgs): void {
+    quantizeReference(this.arena, a);
   }
 
   async close(): Promise<void> {}

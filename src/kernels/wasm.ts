@@ -1,19 +1,31 @@
 import { readFile } from 'node:fs/promises';
-import type { RopeLayout } from '../model/config.js';
-import type { DType } from '../model/tensor.js';
-import type { AttentionArgs, Kernels, Matrix } from './api.js';
+import {
+  ARGS, ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N,
+  ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
+  ATT_VISIBLE, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0, MATMUL_CHUNK,
+  MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W,
+  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
+  QUANTIZE_STREAM, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
+  QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
+  QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
+  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
+} from './abi.js';
+import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
-import { ARGS, CONTROL_BYTES, NEXT, NTHREADS, OP, Pool } from './pool.js';
-import { OP_QUANT_ATTENTION, QUANT_TILE, STREAM_DESC_BYTES, writeStreamDesc } from './quant/args.js';
+import { ArgBlock, writeStreamDesc } from './args.js';
+import type { DType } from './dtype.js';
+import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
-import type { QuantAttentionArgs } from './quant/types.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
+import type { Rope } from './rope.js';
+import type { AttentionArgs, Matrix } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
   heapBase(): number;
+  /** The one job dispatcher: runs work items of the job in the control block at `ctrl` (abi.ts). */
   run(ctrl: number, thread: number): number;
-  /** Quantized attention jobs (assembly/quant.ts). */
-  qrun(ctrl: number, thread: number): number;
   siluMul(out: number, gate: number, up: number, len: number): void;
   add(out: number, x: number, len: number): void;
   addBias(x: number, bias: number, n: number, dim: number): void;
@@ -24,14 +36,10 @@ interface KernelExports {
   toF16(out: number, x: number, len: number): void;
 }
 
-const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2, q8_0: 3 };
-const OP_MATMUL = 1;
-const OP_ATTENTION = 2;
+const DTYPE_CODE: Record<DType, number> = { f32: DT_F32, f16: DT_F16, bf16: DT_BF16, q8_0: DT_Q8_0 };
 const MAX_PAGES = 65536; // 4 GiB
 /** Below this many multiply-adds a job runs on the calling thread only (waking workers costs µs). */
 const MIN_PARALLEL_MACS = 1 << 16;
-/** Slots per converted key/value block in the attention kernel (BLOCK in assembly/index.ts). */
-const ATTN_BLOCK = 64;
 
 let compiled: Promise<WebAssembly.Module> | undefined;
 
@@ -65,7 +73,18 @@ class WasmKernels implements Kernels {
   private scratchStride = 0;
   private ropeTable = 0;
   private ropeTableBytes = 0;
-  private ropeKey: { positions: Int32Array; theta: number; headDim: number } | undefined;
+  /** What the cos/sin table at ropeTable was built for: a Rope and n positions. */
+  private ropeFor: Rope | undefined;
+  private ropePositions = new Int32Array(0);
+  private ropeN = 0;
+  /** The control block's words and its job arguments. */
+  private readonly words: Int32Array;
+  private readonly args: ArgBlock;
+  /** Stream descriptors: keys and values for quantized attention, and the store being quantized into. */
+  private qdesc = 0;
+  private qdescKeys: ArgBlock | undefined;
+  private qdescValues: ArgBlock | undefined;
+  private qdescQuantize: ArgBlock | undefined;
 
   constructor(
     readonly arena: Arena,
@@ -73,7 +92,10 @@ class WasmKernels implements Kernels {
     private readonly ctrl: number,
     readonly threads: number,
     private readonly pool: Pool | undefined,
-  ) {}
+  ) {
+    this.words = arena.i32(ctrl, CONTROL_BYTES / 4);
+    this.args = new ArgBlock(arena.memory, ctrl + ARGS, CONTROL_BYTES - ARGS);
+  }
 
   matmul(out: number, x: number, w: Matrix, n: number): void {
     const { rows, cols } = w;
@@ -91,7 +113,18 @@ class WasmKernels implements Kernels {
       if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4;
     }
     this.ensureScratch(scratchBytes);
-    this.job(OP_MATMUL, par, [out, x, w.ptr, DTYPE_CODE[w.dtype], rows, cols, n, chunk, this.scratch, this.scratchStride]);
+    const b = this.begin();
+    b.ptr(MATMUL_OUT, out);
+    b.ptr(MATMUL_X, x);
+    b.ptr(MATMUL_W, w.ptr);
+    b.int(MATMUL_DTYPE, DTYPE_CODE[w.dtype]);
+    b.int(MATMUL_ROWS, rows);
+    b.int(MATMUL_COLS, cols);
+    b.int(MATMUL_N, n);
+    b.int(MATMUL_CHUNK, chunk);
+    b.ptr(MATMUL_SCRATCH, this.scratch);
+    b.int(MATMUL_SCRATCH_STRIDE, this.scratchStride);
+    this.run(OP_MATMUL, par);
   }
 
   /**
@@ -119,17 +152,28 @@ class WasmKernels implements Kernels {
     const { n, numHeads, numKvHeads, headDim: d } = a;
     if (n <= 0) return;
     const { seen, par, hg } = this.attentionPlan(a, 4);
-    const scratch = 4 * (hg * ceil4(seen) + ATTN_BLOCK * d + hg * d + hg) + 64;
-    this.ensureScratch(scratch);
-    const args = [
-      a.out, a.q, n, a.keys, a.values, a.dtype === 'f16' ? 1 : 0, a.capacity, a.visible, a.mask ?? 0,
-      numHeads, numKvHeads, d, 0 /* scale, written as f32 below */, a.lastProbs, a.received, hg,
-      this.scratch, this.scratchStride,
-    ];
-    this.job(OP_ATTENTION, par, args, (f) => (f[ARGS / 4 + 12] = a.scale));
+    this.ensureScratch(4 * (hg * ceil4(seen) + ATT_BLOCK * d + hg * d + hg) + 64);
+    const b = this.begin();
+    b.ptr(ATT_OUT, a.out);
+    b.ptr(ATT_Q, a.q);
+    b.int(ATT_N, n);
+    b.ptr(ATT_KEYS, a.keys);
+    b.ptr(ATT_VALUES, a.values);
+    b.int(ATT_F16, a.dtype === 'f16' ? 1 : 0);
+    b.int(ATT_CAPACITY, a.capacity);
+    b.int(ATT_VISIBLE, a.visible);
+    b.ptr(ATT_MASK, a.mask ?? 0);
+    b.int(ATT_NUM_HEADS, numHeads);
+    b.int(ATT_NUM_KV_HEADS, numKvHeads);
+    b.int(ATT_HEAD_DIM, d);
+    b.float(ATT_SCALE, a.scale);
+    b.ptr(ATT_LAST_PROBS, a.lastProbs);
+    b.ptr(ATT_RECEIVED, a.received);
+    b.int(ATT_HEAD_GROUP, hg);
+    b.ptr(ATT_SCRATCH, this.scratch);
+    b.int(ATT_SCRATCH_STRIDE, this.scratchStride);
+    this.run(OP_ATTENTION, par);
   }
-
-  private qdesc = 0;
 
   quantAttention(a: QuantAttentionArgs): void {
     const { n, numHeads, numKvHeads, headDim: d } = a;
@@ -137,17 +181,14 @@ class WasmKernels implements Kernels {
     // one item per thread will do: decoding a tile costs more than scoring it, so an uneven spread of
     // whole KV groups beats decoding a group twice
     const { group, seen, par, hg } = this.attentionPlan(a, 1);
-    this.ensureScratch(4 * (hg * ceil4(seen) + QUANT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
-    if (!this.qdesc) this.qdesc = this.arena.alloc(2 * STREAM_DESC_BYTES);
-    const desc = this.arena.i32(this.qdesc, (2 * STREAM_DESC_BYTES) / 4);
-    writeStreamDesc(desc, 0, a.keys, rowCodeBytes(d, a.keys.bits));
-    writeStreamDesc(desc, STREAM_DESC_BYTES / 4, a.values, rowCodeBytes(d, a.values.bits));
+    this.ensureScratch(4 * (hg * ceil4(seen) + QATT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
+    this.ensureStreamDescs();
     // One query with nothing to report per slot (decode): split the slots too, so every thread gets
     // an even share without decoding any tile twice; partial softmax sums are merged below.
     const groupsPerHead = Math.ceil(group / hg);
     let splits = 1;
     if (n === 1 && !a.lastProbs && !a.received && par > 1) {
-      splits = Math.min(Math.ceil(a.visible / QUANT_TILE), Math.ceil((2 * par) / (numKvHeads * groupsPerHead)));
+      splits = Math.min(Math.ceil(a.visible / QATT_TILE), Math.ceil((2 * par) / (numKvHeads * groupsPerHead)));
     }
     const partialFloats = numKvHeads * groupsPerHead * splits * hg * (d + 2);
     if (splits > 1 && partialFloats * 4 > this.qpartialBytes) {
@@ -155,13 +196,63 @@ class WasmKernels implements Kernels {
       this.qpartialBytes = partialFloats * 8;
       this.qpartial = this.arena.alloc(this.qpartialBytes);
     }
-    const args = [
-      a.out, a.q, n, a.visible, a.capacity, numHeads, numKvHeads, d, 0 /* scale, f32 below */, a.lastProbs, a.received,
-      this.scratch, this.scratchStride, a.positions, this.qdesc, this.qdesc + STREAM_DESC_BYTES, a.ropeLo, a.ropeHi,
-      a.ropeInterleaved ? 1 : 0, hg, splits, splits > 1 ? this.qpartial : 0,
-    ];
-    this.job(OP_QUANT_ATTENTION, par, args, (f) => (f[ARGS / 4 + 8] = a.scale));
+    const b = this.begin();
+    writeStreamDesc(this.qdescKeys!, a.keys, rowCodeBytes(d, a.keys.bits));
+    writeStreamDesc(this.qdescValues!, a.values, rowCodeBytes(d, a.values.bits));
+    b.ptr(QATT_OUT, a.out);
+    b.ptr(QATT_Q, a.q);
+    b.int(QATT_N, n);
+    b.int(QATT_VISIBLE, a.visible);
+    b.int(QATT_CAPACITY, a.capacity);
+    b.int(QATT_NUM_HEADS, numHeads);
+    b.int(QATT_NUM_KV_HEADS, numKvHeads);
+    b.int(QATT_HEAD_DIM, d);
+    b.float(QATT_SCALE, a.scale);
+    b.ptr(QATT_LAST_PROBS, a.lastProbs);
+    b.ptr(QATT_RECEIVED, a.received);
+    b.ptr(QATT_SCRATCH, this.scratch);
+    b.int(QATT_SCRATCH_STRIDE, this.scratchStride);
+    b.ptr(QATT_POSITIONS, a.positions);
+    b.ptr(QATT_KEYS, this.qdesc);
+    b.ptr(QATT_VALUES, this.qdesc + STREAM_DESC_BYTES);
+    b.ptr(QATT_ROPE_LO, a.ropeLo);
+    b.ptr(QATT_ROPE_HI, a.ropeHi);
+    b.int(QATT_ROPE_INTERLEAVED, a.ropeInterleaved ? 1 : 0);
+    b.int(QATT_HEAD_GROUP, hg);
+    b.int(QATT_SPLITS, splits);
+    b.ptr(QATT_PARTIAL, splits > 1 ? this.qpartial : 0);
+    this.run(OP_QUANT_ATTENTION, par);
     if (splits > 1) this.mergeQuantParts(a.out, numKvHeads, group, hg, splits, d);
+  }
+
+  quantize(a: QuantizeArgs): void {
+    const d = a.headDim;
+    if (a.n <= 0 || a.heads <= 0) return;
+    const par = this.parallelism(a.n * a.heads * d * 8);
+    this.ensureStreamDescs();
+    const b = this.begin();
+    writeStreamDesc(this.qdescQuantize!, a.stream, rowCodeBytes(d, a.stream.bits));
+    b.ptr(QUANTIZE_SRC, a.src);
+    b.int(QUANTIZE_N, a.n);
+    b.int(QUANTIZE_HEAD0, a.head0);
+    b.int(QUANTIZE_HEADS, a.heads);
+    b.int(QUANTIZE_FROM, a.from);
+    b.int(QUANTIZE_CAPACITY, a.capacity);
+    b.int(QUANTIZE_HEAD_DIM, d);
+    b.ptr(QUANTIZE_STREAM, this.qdesc + 2 * STREAM_DESC_BYTES);
+    b.int(QUANTIZE_KIND, a.kind === 'unit' ? 1 : 0);
+    b.ptr(QUANTIZE_MIDS, a.mids);
+    b.int(QUANTIZE_MIDS_LENGTH, a.midsLength);
+    this.run(OP_QUANTIZE, par);
+  }
+
+  private ensureStreamDescs(): void {
+    if (this.qdesc) return;
+    const m = this.arena.memory;
+    this.qdesc = this.arena.alloc(3 * STREAM_DESC_BYTES);
+    this.qdescKeys = new ArgBlock(m, this.qdesc, STREAM_DESC_BYTES);
+    this.qdescValues = new ArgBlock(m, this.qdesc + STREAM_DESC_BYTES, STREAM_DESC_BYTES);
+    this.qdescQuantize = new ArgBlock(m, this.qdesc + 2 * STREAM_DESC_BYTES, STREAM_DESC_BYTES);
   }
 
   private qpartial = 0;
@@ -200,32 +291,39 @@ class WasmKernels implements Kernels {
     this.x.rmsnorm(out, x, weight, n, dim, eps);
   }
 
-  rope(x: number, n: number, heads: number, headDim: number, positions: number, theta: number, layout: RopeLayout): void {
+  rope(x: number, n: number, heads: number, positions: number, rope: Rope): void {
     if (n <= 0) return;
-    const half = headDim >> 1;
+    const half = rope.headDim >> 1;
     const pos = this.arena.i32(positions, n);
-    const key = this.ropeKey;
     // q and k are rotated with the same positions back to back: reuse the cos/sin table then.
-    const same = key !== undefined && key.theta === theta && key.headDim === headDim && key.positions.length === n && key.positions.every((p, i) => p === pos[i]);
-    if (!same) {
+    if (!this.ropeTableFits(rope, pos)) {
       const bytes = n * half * 16;
       if (bytes > this.ropeTableBytes) {
         if (this.ropeTable) this.arena.free(this.ropeTable);
         this.ropeTableBytes = Math.max(bytes, this.ropeTableBytes * 2);
         this.ropeTable = this.arena.alloc(this.ropeTableBytes);
+        this.ropePositions = new Int32Array(this.ropeTableBytes / (half * 16));
       }
       const table = new Float64Array(this.arena.memory.buffer, this.ropeTable, n * half * 2);
-      // The reference's exact expression, so angles (and cos/sin) are bit-identical.
       for (let t = 0; t < n; t++) {
         for (let i = 0; i < half; i++) {
-          const angle = pos[t]! * theta ** ((-2 * i) / headDim);
+          const angle = rope.angle(pos[t]!, i);
           table[(t * half + i) * 2] = Math.cos(angle);
           table[(t * half + i) * 2 + 1] = Math.sin(angle);
         }
       }
-      this.ropeKey = { positions: pos.slice(), theta, headDim };
+      this.ropePositions.set(pos);
+      this.ropeN = n;
+      this.ropeFor = rope;
     }
-    this.x.rope(x, n, heads, headDim, this.ropeTable, layout === 'interleaved' ? 1 : 0);
+    this.x.rope(x, n, heads, rope.headDim, this.ropeTable, rope.interleaved ? 1 : 0);
+  }
+
+  /** Whether the cos/sin table was built for this rope and these positions. */
+  private ropeTableFits(rope: Rope, pos: Int32Array): boolean {
+    if (this.ropeFor !== rope || this.ropeN !== pos.length) return false;
+    for (let t = 0; t < pos.length; t++) if (this.ropePositions[t] !== pos[t]) return false;
+    return true;
   }
 
   softmax(x: number, len: number): void {
@@ -274,24 +372,21 @@ class WasmKernels implements Kernels {
     this.scratch = this.arena.alloc(this.scratchStride * this.threads);
   }
 
-  /** Writes a job into the control block and runs it on `par` threads (the caller included). */
-  private job(op: number, par: number, args: number[], patch?: (f: Float32Array) => void): void {
-    const write = (): void => {
-      const buf = this.arena.memory.buffer;
-      const i32 = new Int32Array(buf, this.ctrl, CONTROL_BYTES / 4);
-      i32.set(args, ARGS / 4);
-      if (patch) patch(new Float32Array(buf, this.ctrl, CONTROL_BYTES / 4));
-      Atomics.store(i32, OP, op);
-      Atomics.store(i32, NTHREADS, par);
-      Atomics.store(i32, NEXT, 0);
-    };
-    const self = (): number => (op >= OP_QUANT_ATTENTION ? this.x.qrun : this.x.run)(this.ctrl, 0);
-    if (this.pool) {
-      this.pool.run(write, self, par > 1);
-    } else {
-      write();
-      self();
-    }
+  /** Takes the control block for a job's arguments (no worker reads it until `run`). */
+  private begin(): ArgBlock {
+    this.pool?.lock();
+    return this.args;
+  }
+
+  /** Runs the job whose arguments were written since `begin` on `par` threads, the caller included. */
+  private run(op: number, par: number): void {
+    const w = this.words;
+    w[CTRL_OP] = op;
+    w[CTRL_NTHREADS] = par;
+    w[CTRL_NEXT] = 0;
+    this.pool?.publish(par > 1);
+    const items = this.x.run(this.ctrl, 0);
+    this.pool?.wait(items);
   }
 }
 

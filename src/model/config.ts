@@ -1,11 +1,7 @@
 import { ModelFormatError, UnsupportedModelError } from '../errors.js';
+import type { RopeLayout, RopeScaling } from '../kernels/rope.js';
 
-/**
- * How RoPE pairs the dimensions of a head.
- * - `half`: HF "rotate half", dimension i pairs with i + headDim/2.
- * - `interleaved`: GGUF (llama arch) and llama2.c, dimension 2i pairs with 2i+1.
- */
-export type RopeLayout = 'half' | 'interleaved';
+export type { RopeLayout, RopeScaling } from '../kernels/rope.js';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2';
 
@@ -22,8 +18,10 @@ export interface ModelConfig {
   /** Trained context length. */
   maxContext: number;
   rmsEps: number;
+  /** RoPE base, pairing and frequency scaling (absent: none); src/kernels/rope.ts turns them into a Rope. */
   ropeTheta: number;
   ropeLayout: RopeLayout;
+  ropeScaling?: RopeScaling;
   tiedEmbeddings: boolean;
   /** Qwen2-style biases on the q, k and v projections. */
   qkvBias: boolean;

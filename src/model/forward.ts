@@ -1,5 +1,6 @@
 import type { KVCache } from '../cache/kvcache.js';
 import type { Kernels } from '../kernels/api.js';
+import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, Weights } from './weights.js';
 
@@ -115,8 +116,9 @@ function layer(stage: Stage, c: ModelConfig, cache: KVCache, l: number, pos: Int
     k.addBias(s.k, L.bk, n, L.wk.rows);
     k.addBias(s.v, L.bv, n, L.wv.rows);
   }
-  if (!cache.streaming) k.rope(s.q, n, c.numHeads, c.headDim, s.positions, c.ropeTheta, c.ropeLayout);
-  cache.attend(l, s.q, s.k, s.v, pos, s.positions, n, s.att);
+  const ropePositions = cache.rotationPositions(l, n, s.positions);
+  k.rope(s.q, n, c.numHeads, ropePositions, ropeOf(c));
+  cache.attend(l, s.q, s.k, s.v, pos, ropePositions, n, s.att);
   k.matmul(s.xb2, s.att, L.wo, n);
   k.add(s.x, s.xb2, n * hidden);
   // feed-forward block (SwiGLU)

@@ -62,8 +62,8 @@ describe('kvpack CLI', () => {
     expect(fits.stdout).toMatch(/plan\s+512 tokens of full\+int\(bits=2\)/);
     expect(fits.stdout).toMatch(/fits\s+yes/);
     expect(fits.stdout).toMatch(/KV bytes\/token\s+1280 \(f32\)/); // the model info follows
-    // stories260K's f32 cache takes 1280 bytes per token: 10 million tokens need 12 GiB, past one kernel memory
-    const refused = kvpack('info', '--model', STORIES_BIN, '--ctx', '10000000');
+    // stories260K's f32 cache takes 1280 bytes per token: a billion tokens need 1.2 TiB
+    const refused = kvpack('info', '--model', STORIES_BIN, '--ctx', '1000000000');
     expectCleanFailure(refused, 'the longest context that fits is');
     expect(refused.stdout).toMatch(/fits\s+no; longest context that fits: \d+ tokens/);
   });

@@ -1,13 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Kernels } from '../../src/kernels/api.js';
-import { f32ToF16 } from '../../src/kernels/half.js';
-import { createKernels } from '../../src/kernels/index.js';
+import { f16ToF32, f32ToF16 } from '../../src/kernels/half.js';
+import { Rope } from '../../src/kernels/rope.js';
 import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/quant/pack.js';
 import { decodeRow } from '../../src/kernels/quant/reference.js';
-import type { QuantAttentionArgs, QuantStream } from '../../src/kernels/quant/types.js';
-import { toBf16 } from '../../src/cache/codecs/bf16.js';
+import type { QuantAttentionArgs, QuantKind, QuantStream } from '../../src/kernels/quant/types.js';
+import { normalFloat } from '../../src/cache/quant/lut.js';
+import { toBf16 } from '../../src/kernels/quant/quantize.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
-import { expectClose, put, randomF32, rng } from './util.js';
+import { expectClose, kernelPair, put, randomF32, rng } from './util.js';
 
 describe('code packing', () => {
   it('unpack(pack(codes)) is the identity, dense for 2/3/4/8 bits, any length', () => {
@@ -71,15 +72,7 @@ function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number
 }
 
 describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (threads) => {
-  let ref: Kernels;
-  let wasm: Kernels;
-  beforeAll(async () => {
-    ref = await createKernels({ backend: 'reference' });
-    wasm = await createKernels({ backend: 'wasm', threads });
-  });
-  afterAll(async () => {
-    await wasm?.close();
-  });
+  const kernels = kernelPair(threads);
 
   interface Case {
     name: string;
@@ -147,7 +140,7 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       const positions = new Int32Array(c.numKv * cap).map((_, i) => (i % cap < 6 ? i % cap : Math.floor(r() * 9000)));
       const q = randomF32(r, c.n * c.numHeads * c.d, c.extreme ? 1e-6 : 2);
       const run = (k: Kernels) => {
-        const rope = new RopeTables(k, c.d, 10000);
+        const rope = new RopeTables(k, new Rope({ headDim: c.d, ropeTheta: 10000, ropeLayout: c.interleaved === true ? 'interleaved' : 'half' }));
         rope.ensure(9000);
         const out = k.arena.alloc(q.length * 4);
         k.arena.f32(out, q.length).fill(Number.NaN);
@@ -168,13 +161,97 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
         if (k.backend === 'reference') for (let s = 0; s < 40; s++) res.rows.push(decodeRow(k.arena, args.keys, args, s % c.numKv, s));
         return res;
       };
-      const got = run(wasm);
-      const want = run(ref);
+      const got = run(kernels.wasm);
+      const want = run(kernels.ref);
       for (const v of got.out) expect(Number.isFinite(v)).toBe(true);
       expectClose(got.out, want.out, 2e-4, 2e-5, `${c.name}: out`);
       expectClose(got.lp, want.lp, 2e-4, 1e-6, `${c.name}: last probabilities`);
       expectClose(got.rc, want.rc, 2e-4, 1e-6, `${c.name}: received`);
       for (const row of want.rows) for (const v of row) expect(Number.isFinite(v)).toBe(true);
+    });
+  }
+});
+
+describe.each([1, 2])('quantize, wasm (%i threads) vs reference: identical bytes', (threads) => {
+  const kernels = kernelPair(threads);
+
+  interface Case {
+    name: string;
+    bits: 2 | 3 | 4 | 8 | 16;
+    axis: 'token' | 'channel';
+    group: number;
+    kind: QuantKind;
+    d: number;
+    n: number;
+    heads: number;
+  }
+  const cases: Case[] = [
+    { name: 'int4 per token, group 64', bits: 4, axis: 'token', group: 64, kind: 'int', d: 64, n: 40, heads: 2 },
+    { name: 'int2 per token, group 32, d 100 (partial group, partial chunk)', bits: 2, axis: 'token', group: 32, kind: 'int', d: 100, n: 9, heads: 3 },
+    { name: 'int3 per token, group 128 > d', bits: 3, axis: 'token', group: 128, kind: 'int', d: 72, n: 17, heads: 1 },
+    { name: 'int8 per token, group 32', bits: 8, axis: 'token', group: 32, kind: 'int', d: 64, n: 5, heads: 2 },
+    { name: 'nf3 per token (kvquant values)', bits: 3, axis: 'token', group: 64, kind: 'unit', d: 64, n: 33, heads: 2 },
+    { name: 'nf4 per channel, one group (kvquant keys)', bits: 4, axis: 'channel', group: 0, kind: 'unit', d: 64, n: 21, heads: 2 },
+    { name: 'nf2 per channel', bits: 2, axis: 'channel', group: 0, kind: 'unit', d: 128, n: 7, heads: 1 },
+    { name: 'int2 per channel, groups of 32 slots (KIVI keys)', bits: 2, axis: 'channel', group: 32, kind: 'int', d: 64, n: 70, heads: 2 },
+    { name: 'bfloat16 (round to nearest even, NaN kept)', bits: 16, axis: 'token', group: 48, kind: 'int', d: 48, n: 13, heads: 2 },
+  ];
+
+  for (const c of cases) {
+    it(c.name, () => {
+      const r = rng(c.d * 7 + c.n + c.bits);
+      const cap = c.n + 40;
+      const from = 3;
+      const numKv = c.heads + 1; // rows go to heads [1, heads]
+      const rows = randomF32(r, c.n * c.heads * c.d, 3);
+      // awkward rows: constant (zero range), NaN, ±Infinity, beyond f16, tiny, exact half steps
+      rows.fill(0.25, 0, c.d);
+      for (let i = 2 * c.d; i < rows.length; i += 37) {
+        const pick = Math.floor(r() * 6);
+        rows[i] = [Number.NaN, Infinity, -Infinity, 1e6, 1e-9, Math.round(rows[i]! * 4) / 4 + 0.125][pick]!;
+      }
+      const groups = c.axis === 'token' ? Math.ceil(c.d / c.group) : 0;
+      const phs = c.axis === 'token' ? cap * groups * 4 : (c.group > 0 ? Math.ceil(cap / c.group) : 1) * c.d * 4;
+      const params = new Uint32Array((numKv * phs) / 4);
+      if (c.axis === 'channel') {
+        for (let i = 0; i < params.length; i++) {
+          const scale = r() < 0.05 ? 0 : r() * 2;
+          params[i] = (f32ToF16(scale) | (f32ToF16((r() * 2 - 1) * 2) << 16)) >>> 0;
+        }
+      }
+      const levels = c.kind === 'unit' ? normalFloat(c.bits) : [];
+      const mids = Float64Array.from(levels.slice(1), (l, i) => (levels[i]! + l) / 2);
+      const rb = rowCodeBytes(c.d, c.bits);
+      const run = (k: Kernels) => {
+        const stream: QuantStream = {
+          codes: k.arena.alloc(numKv * cap * rb), bits: c.bits, lut: 0, axis: c.axis, group: c.group, params: put(k, params),
+          paramsHeadStride: phs, outliers: 0, ocap: 0, ring: 0, ringSize: 0, qlen: 1 << 30, sinkRows: 0, sinks: 0, rope: false,
+        };
+        k.quantize({
+          src: put(k, rows), n: c.n, head0: 1, heads: c.heads, from, capacity: cap, headDim: c.d, stream, kind: c.kind,
+          mids: mids.length ? put(k, mids) : 0, midsLength: mids.length,
+        });
+        return { codes: k.arena.u8(stream.codes, numKv * cap * rb).slice(), params: new Uint32Array(k.arena.memory.buffer, stream.params, params.length).slice() };
+      };
+      const got = run(kernels.wasm);
+      const want = run(kernels.ref);
+      if (c.bits === 16) expect(new Uint16Array(want.codes.buffer, (1 * cap + from) * rb, c.d)).toEqual(toBf16(rows.subarray(0, c.d)));
+      expect(Buffer.from(got.codes).equals(Buffer.from(want.codes))).toBe(true);
+      expect(Array.from(got.params)).toEqual(Array.from(want.params));
+      // the reference is exact: a row decodes to within half a step of its (finite, in-range) numbers
+      if (c.kind === 'int' && c.axis === 'token' && c.bits !== 16) {
+        // row 1 (plain numbers): token t, head 1 + j
+        const t = Math.floor(1 / c.heads);
+        const j = 1 % c.heads;
+        const slot = ((1 + j) * cap + from + t);
+        const codes = unpackRow(want.codes.subarray(slot * rb, (slot + 1) * rb), c.bits, c.d);
+        const x = rows.subarray(c.d, 2 * c.d);
+        const w = want.params[((1 + j) * phs) / 4 + (from + t) * groups]!;
+        const s = f16ToF32(w & 0xffff);
+        const z = f16ToF32(w >>> 16);
+        const first = Array.from(x.subarray(0, Math.min(c.d, c.group)));
+        for (let i = 0; i < first.length; i++) expect(Math.abs(codes[i]! * s + z - first[i]!)).toBeLessThanOrEqual(s / 2 + 1e-3);
+      }
     });
   }
 });

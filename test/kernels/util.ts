@@ -1,6 +1,7 @@
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import type { Kernels, Matrix } from '../../src/kernels/api.js';
 import { f32ToF16 } from '../../src/kernels/half.js';
+import { createKernels } from '../../src/kernels/index.js';
 import type { DType } from '../../src/model/tensor.js';
 
 /** Deterministic PRNG so failures reproduce. */
@@ -69,4 +70,20 @@ export function expectClose(actual: Float32Array, expected: Float32Array, rel: n
       expect.fail(`${what}: index ${i}: got ${a}, want ${e} (tol ${tol.toExponential(2)}, scale ${scale})`);
     }
   }
+}
+
+/**
+ * The scalar reference kernels and the wasm kernels with `threads` threads, made before a describe
+ * block's tests run (read the fields inside tests) and closed after.
+ */
+export function kernelPair(threads: number): { ref: Kernels; wasm: Kernels } {
+  const pair = {} as { ref: Kernels; wasm: Kernels };
+  beforeAll(async () => {
+    pair.ref = await createKernels({ backend: 'reference' });
+    pair.wasm = await createKernels({ backend: 'wasm', threads });
+  });
+  afterAll(async () => {
+    await pair.wasm?.close();
+  });
+  return pair;
 }

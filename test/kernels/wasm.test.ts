@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AttentionArgs, Kernels, SlotDType } from '../../src/kernels/api.js';
 import { f32ToF16 } from '../../src/kernels/half.js';
 import { createKernels } from '../../src/kernels/index.js';
+import { Rope } from '../../src/kernels/rope.js';
 import type { DType } from '../../src/model/tensor.js';
 import { expectClose, put, putMatrix, randomF32, randomMatrixBytes, rng } from './util.js';
 
@@ -93,7 +94,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
         // the same positions twice in a row (q then k) exercises the cos/sin table reuse
         for (let rep = 0; rep < 2; rep++) {
           const [got, want] = both([x, positions], len, (k, [xp, pp], out) => {
-            k.rope(xp!, n!, heads!, headDim!, pp!, theta!, layout);
+            k.rope(xp!, n!, heads!, pp!, new Rope({ headDim: headDim!, ropeTheta: theta!, ropeLayout: layout }));
             k.arena.f32(out, len).set(k.arena.f32(xp!, len));
           });
           expectClose(got, want, 1e-6, 1e-7, `rope ${layout} n=${n} hd=${headDim}`);

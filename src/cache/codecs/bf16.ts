@@ -9,12 +9,9 @@ import { QuantStore, type StreamConfig } from '../quant/store.js';
  * rotated in the kernel when streaming.
  */
 class Bf16Codec extends QuantCodec {
-  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][]): void {
-    for (const [st, rows] of [[this.keys, keys], [this.values, values]] as const) {
-      for (let h = 0; h < rows.length; h++) {
-        for (let t = 0; t < rows[h]!.length; t++) st.writeCodes(layer, h, from + t, toBf16(rows[h]![t]!));
-      }
-    }
+  protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
+    this.keys.quantizeRows(layer, keys, n, from);
+    this.values.quantizeRows(layer, values, n, from);
   }
 
   static create(ctx: CodecContext): Bf16Codec {
@@ -25,20 +22,6 @@ class Bf16Codec extends QuantCodec {
     };
     return new Bf16Codec(ctx, store(ctx.ropeOnRead), store(false));
   }
-}
-
-const f = new Float32Array(1);
-const u = new Uint32Array(f.buffer);
-
-/** f32 → bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN. */
-export function toBf16(x: Float32Array): Uint16Array {
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    f[0] = x[i]!;
-    const b = u[0]!;
-    out[i] = Number.isNaN(x[i]!) ? (b >>> 16) | 0x40 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-  }
-  return out;
 }
 
 export const bf16: CodecKind = {

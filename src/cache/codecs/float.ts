@@ -55,7 +55,7 @@ class FloatCodec implements MaskingCodec {
 
   write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void {
     const { kernels: k, config: c } = this.ctx;
-    if (!this.ctx.ropeOnRead) k.rope(keys, n, c.numKvHeads, c.headDim, positions, c.ropeTheta, c.ropeLayout);
+    if (!this.ctx.ropeOnRead) k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
     for (let t = 0; t < n; t++) {
       for (let h = 0; h < c.numKvHeads; h++) {
         const slot = h * this.capacity + from + t;
@@ -136,7 +136,7 @@ class FloatCodec implements MaskingCodec {
       const values = count * c.headDim;
       if (this.dtype === 'f32') k.arena.f32(temp, values).set(k.arena.f32(src, values));
       else k.arena.f32(temp, values).set(Float32Array.from(k.arena.u16(src, values), (x) => table[x]!));
-      k.rope(temp, count, 1, c.headDim, positions + h * this.capacity * 4, c.ropeTheta, c.ropeLayout);
+      k.rope(temp, count, 1, positions + h * this.capacity * 4, this.ctx.rope);
       if (this.dtype === 'f16') k.toF16(dst, temp, values);
     }
     return this.rotated;

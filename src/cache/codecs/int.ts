@@ -1,9 +1,9 @@
-import { f32ToF16 } from '../../kernels/half.js';
+import { rangeParams } from '../../kernels/quant/quantize.js';
 import { int as integer, oneOf, optional, type Infer } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
-import { QuantCodec, ringToF32 } from '../quant/codec.js';
+import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { intLut } from '../quant/lut.js';
-import { QuantStore, rangeParams, type StreamConfig } from '../quant/store.js';
+import { QuantStore, type StreamConfig } from '../quant/store.js';
 
 /**
  * int(bits, axis, group, residual): asymmetric min-max integer codes, scale and zero as f16 per group.
@@ -23,25 +23,21 @@ class IntCodec extends QuantCodec {
     super(ctx, keys, values);
   }
 
-  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][]): void {
-    this.writeStream(this.keys, layer, from, keys);
-    this.writeStream(this.values, layer, from, values);
+  protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
+    this.writeStream(this.keys, layer, from, n, keys);
+    this.writeStream(this.values, layer, from, n, values);
   }
 
-  private writeStream(st: QuantStore, l: number, from: number, rows: Float32Array[][]): void {
-    const heads = rows.length;
-    const n = rows[0]!.length;
+  private writeStream(st: QuantStore, l: number, from: number, n: number, src: number): void {
     if (!st.cfg.ringSize) {
-      for (let h = 0; h < heads; h++) for (let t = 0; t < n; t++) st.quantizeTokenRow(l, h, from + t, rows[h]![t]!);
+      st.quantizeRows(l, src, n, from);
       return;
     }
+    const rows = this.hostRows(src, n);
+    const heads = rows.length;
     st.qlen[l] = Math.min(st.qlen[l]!, from);
     for (let t = 0; t < n; t++) {
-      for (let h = 0; h < heads; h++) {
-        const dst = st.ringRow(l, h, from + t);
-        const x = rows[h]![t]!;
-        for (let i = 0; i < x.length; i++) dst[i] = toF16(x[i]!);
-      }
+      for (let h = 0; h < heads; h++) toF16Row(rows[h]![t]!, st.ringRow(l, h, from + t));
       this.flush(st, l, from + t + 1);
     }
   }
@@ -54,7 +50,7 @@ class IntCodec extends QuantCodec {
     if (st.cfg.axis === 'token') {
       while (len - st.qlen[l]! > R) {
         const s = st.qlen[l]!;
-        for (let h = 0; h < heads; h++) st.quantizeTokenRow(l, h, s, ringToF32(st.ringRow(l, h, s)));
+        st.quantizeRows(l, this.kernelRows(0, 1, heads, (_, h) => ringToF32(st.ringRow(l, h, s))), 1, s);
         st.qlen[l] = s + 1;
       }
       return;
@@ -72,17 +68,15 @@ class IntCodec extends QuantCodec {
             lo = Math.min(lo, row[i]!);
             hi = Math.max(hi, row[i]!);
           }
-          words[i] = rangeParams(st.cfg.dt, lo, hi).word;
+          words[i] = rangeParams(st.cfg.dt.kind, st.cfg.dt.bits, lo, hi).word;
         }
         st.setChannelParams(l, h, s0 / G, words);
-        rows.forEach((row, r) => st.quantizeChannelRow(l, h, s0 + r, row, words));
+        st.quantizeRows(l, this.kernelRows(0, G, 1, (r) => rows[r]!), G, s0, h, 1);
       }
       st.qlen[l] = s0 + G;
     }
   }
 }
-
-const toF16 = (x: number): number => f32ToF16(Number.isNaN(x) ? 0 : Math.max(-65504, Math.min(65504, x)));
 
 const BITS = [2, 3, 4, 8] as const;
 const AXES = ['token', 'channel'] as const;

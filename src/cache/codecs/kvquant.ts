@@ -1,9 +1,10 @@
 import { UsageError } from '../../errors.js';
+import { rangeParams } from '../../kernels/quant/quantize.js';
 import { bool, int, number, oneOf, text } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
-import { QuantStore, rangeParams, topIndices, type Datatype } from '../quant/store.js';
+import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
 
 /**
  * kvquant(bits, outliers, sinks, prerope, datatype, qnorm, calibrate, calib): the KVQuant recipe (Hooper et al.,
@@ -60,7 +61,9 @@ class KVQuantCodec extends QuantCodec {
     this.keyWords = per(() => new Uint32Array(c.headDim));
   }
 
-  protected writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
+  protected writeRows(layer: number, from: number, n: number, keysPtr: number, valuesPtr: number, positions: Int32Array): void {
+    const keys = this.hostRows(keysPtr, n);
+    const values = this.hostRows(valuesPtr, n);
     const sinks = this.keys.cfg.sinks;
     if (from === 0) {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens
@@ -80,25 +83,38 @@ class KVQuantCodec extends QuantCodec {
     }
     for (let h = 0; h < keys.length; h++) {
       for (let t = 0; t < positions.length; t++) {
-        const slot = from + t;
         this.keepSink(this.keys, layer, h, positions[t]!, keys[h]![t]!);
         this.keepSink(this.values, layer, h, positions[t]!, values[h]![t]!);
-        this.quantizeKey(layer, h, slot, keys[h]![t]!);
-        this.quantizeValue(layer, h, slot, values[h]![t]!);
       }
     }
+    this.quantizeSlots(layer, from, keys, values, keysPtr);
   }
 
-  private quantizeKey(l: number, h: number, slot: number, x: Float32Array): void {
+  /**
+   * Quantizes rows[h][t] into slots from + t: sparse outliers here, dense codes in the quantize kernel
+   * (keys against the per-channel words of setChannelParams). keysPtr: the key rows in kernel memory
+   * ([n × heads × headDim]) if they are there already.
+   */
+  private quantizeSlots(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], keysPtr?: number): void {
+    const heads = keys.length;
+    const n = keys[0]!.length;
+    if (n === 0) return;
+    for (let h = 0; h < heads; h++) for (let t = 0; t < n; t++) this.keyOutliers(l, h, from + t, keys[h]![t]!);
+    const kp = keysPtr ?? this.kernelRows(0, n, heads, (t, h) => keys[h]![t]!);
+    const vp = this.kernelRows(1, n, heads, (t, h) => this.valueDense(l, h, from + t, values[h]![t]!, true));
+    this.keys.quantizeRows(l, kp, n, from);
+    this.values.quantizeRows(l, vp, n, from);
+  }
+
+  /** A key's excursions beyond the channel thresholds, largest first, as sparse outliers. */
+  private keyOutliers(l: number, h: number, slot: number, x: Float32Array): void {
+    if (!this.keys.cfg.ocap) return;
     const lo = this.keyLo[l]![h]!;
     const hi = this.keyHi[l]![h]!;
-    if (this.keys.cfg.ocap) {
-      const exceed = new Float64Array(x.length);
-      for (let i = 0; i < x.length; i++) exceed[i] = x[i]! < lo[i]! ? lo[i]! - x[i]! : x[i]! > hi[i]! ? x[i]! - hi[i]! : 0;
-      const idx = topIndices(exceed, this.keys.cfg.ocap);
-      this.keys.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
-    }
-    this.keys.quantizeChannelRow(l, h, slot, x, this.keyWords[l]![h]!);
+    const exceed = new Float64Array(x.length);
+    for (let i = 0; i < x.length; i++) exceed[i] = x[i]! < lo[i]! ? lo[i]! - x[i]! : x[i]! > hi[i]! ? x[i]! - hi[i]! : 0;
+    const idx = topIndices(exceed, this.keys.cfg.ocap);
+    this.keys.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
   }
 
   /** The row with its outliers replaced by the median (dense part), and those outliers stored sparsely. */
@@ -112,10 +128,6 @@ class KVQuantCodec extends QuantCodec {
     const y = x.slice();
     for (const i of idx) y[i] = m;
     return y;
-  }
-
-  private quantizeValue(l: number, h: number, slot: number, x: Float32Array): void {
-    this.values.quantizeTokenRow(l, h, slot, this.valueDense(l, h, slot, x, true));
   }
 
   /** Keeps rows as f16 staging rows of their slots (and sink rows), not quantized yet. */
@@ -149,12 +161,7 @@ class KVQuantCodec extends QuantCodec {
       ...rows[h]!.filter((_, t) => positions[t]! >= sinks),
     ];
     this.calibrate(l, keys.map((_, h) => sample(h, keys, oldKeys)), values.map((_, h) => sample(h, values, oldValues)));
-    for (let h = 0; h < keys.length; h++) {
-      for (let s = 0; s < staged; s++) {
-        this.quantizeKey(l, h, s, oldKeys[h]![s]!);
-        this.quantizeValue(l, h, s, oldValues[h]![s]!);
-      }
-    }
+    this.quantizeSlots(l, 0, oldKeys, oldValues);
     this.keys.endStaging(l);
     this.values.endStaging(l);
   }
@@ -172,7 +179,7 @@ class KVQuantCodec extends QuantCodec {
         const xs = Float64Array.from(keys[h]!, (row) => row[i]!).sort();
         const lo = quantile(xs, q);
         const hi = quantile(xs, 1 - q);
-        const p = rangeParams(dt, lo, hi);
+        const p = rangeParams(dt.kind, dt.bits, lo, hi);
         this.keyLo[l]![h]![i] = lo;
         this.keyHi[l]![h]![i] = hi;
         this.keyWords[l]![h]![i] = p.word;
@@ -189,7 +196,7 @@ class KVQuantCodec extends QuantCodec {
           let lo = Infinity;
           let hi = -Infinity;
           for (const v of y) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
-          const p = rangeParams(dt, lo, hi);
+          const p = rangeParams(dt.kind, dt.bits, lo, hi);
           if (p.s > 0) for (const v of y) vs.add((v - p.z) / p.s, dt.levels[nearest(mids, (v - p.z) / p.s)]!);
         }
       }

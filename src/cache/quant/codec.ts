@@ -11,7 +11,8 @@ import { QuantStore } from './store.js';
  */
 export abstract class QuantCodec implements Codec {
   protected capacity: number;
-  protected readonly rope: RopeTables | undefined;
+  /** Angle tables for the kernel when keys are kept before RoPE. */
+  protected readonly ropeTables: RopeTables | undefined;
   /** Slots written per layer (the last write's end), for bitsPerValue. */
   protected readonly written: number[];
   /** Slot positions, mirrored for readRow (the kernel reads the cache's own positions). */
@@ -24,7 +25,7 @@ export abstract class QuantCodec implements Codec {
   ) {
     const c = ctx.config;
     this.capacity = ctx.capacity;
-    this.rope = keys.cfg.rope ? new RopeTables(ctx.kernels, c.headDim, c.ropeTheta) : undefined;
+    this.ropeTables = keys.cfg.rope ? new RopeTables(ctx.kernels, ctx.rope) : undefined;
     this.written = new Array<number>(c.numLayers).fill(0);
     this.slotPositions = Array.from({ length: c.numLayers }, () => new Int32Array(c.numKvHeads * this.capacity));
   }
@@ -54,16 +55,24 @@ export abstract class QuantCodec implements Codec {
   write(layer: number, from: number, n: number, keys: number, values: number, positions: number): void {
     const { kernels: k, config: c } = this.ctx;
     const pos = k.arena.i32(positions, n).slice();
-    if (this.rope) this.rope.ensure(Math.max(...pos));
-    else k.rope(keys, n, c.numKvHeads, c.headDim, positions, c.ropeTheta, c.ropeLayout);
+    if (this.ropeTables) {
+      let last = 0;
+      for (const p of pos) last = Math.max(last, p);
+      this.ropeTables.ensure(last);
+    } else {
+      k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
+    }
     for (let t = 0; t < n; t++) for (let h = 0; h < c.numKvHeads; h++) this.slotPositions[layer]![h * this.capacity + from + t] = pos[t]!;
-    const d = c.headDim;
-    const rows = (ptr: number): Float32Array[][] => {
-      const all = k.arena.f32(ptr, n * c.numKvHeads * d);
-      return Array.from({ length: c.numKvHeads }, (_, h) => Array.from({ length: n }, (_, t) => all.slice((t * c.numKvHeads + h) * d, (t * c.numKvHeads + h + 1) * d)));
-    };
-    this.writeRows(layer, from, rows(keys), rows(values), pos);
+    this.writeRows(layer, from, n, keys, values, pos);
     this.written[layer] = from + n;
+  }
+
+  /** Copies of the rows [n × numKvHeads × headDim] at ptr as rows[h][t], for codecs that work on them in JS. */
+  protected hostRows(ptr: number, n: number): Float32Array[][] {
+    const { kernels: k, config: c } = this.ctx;
+    const d = c.headDim;
+    const all = k.arena.f32(ptr, n * c.numKvHeads * d);
+    return Array.from({ length: c.numKvHeads }, (_, h) => Array.from({ length: n }, (_, t) => all.slice((t * c.numKvHeads + h) * d, (t * c.numKvHeads + h + 1) * d)));
   }
 
   /** Position of a slot of a head (as written, moved with the slot). */
@@ -71,8 +80,33 @@ export abstract class QuantCodec implements Codec {
     return this.slotPositions[layer]![head * this.capacity + slot]!;
   }
 
-  /** Quantizes (or buffers) rows[h][t] for slots from + t. */
-  protected abstract writeRows(layer: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void;
+  /**
+   * Quantizes (or buffers) n rows per KV head for slots from + t: keys and values f32 [n × numKvHeads ×
+   * headDim] in kernel memory (keys rotated unless the key store applies RoPE), positions [n].
+   */
+  protected abstract writeRows(layer: number, from: number, n: number, keys: number, values: number, positions: Int32Array): void;
+
+  private rowBuffers = [0, 0];
+  private rowBufferFloats = [0, 0];
+
+  /**
+   * Copies rows into kernel memory for the quantize kernel: row(t, j) for t < n, j < heads, laid out
+   * [n × heads × headDim] in buffer `which` (two are kept, e.g. keys and values). Returns its pointer.
+   */
+  protected kernelRows(which: 0 | 1, n: number, heads: number, row: (t: number, j: number) => ArrayLike<number>): number {
+    const d = this.ctx.config.headDim;
+    const floats = n * heads * d;
+    const arena = this.ctx.kernels.arena;
+    if (this.rowBufferFloats[which]! < floats) {
+      if (this.rowBuffers[which]) arena.free(this.rowBuffers[which]!);
+      this.rowBufferFloats[which] = Math.max(floats, 2 * this.rowBufferFloats[which]!);
+      this.rowBuffers[which] = arena.alloc(this.rowBufferFloats[which]! * 4);
+    }
+    const ptr = this.rowBuffers[which]!;
+    const buf = arena.f32(ptr, floats);
+    for (let t = 0; t < n; t++) for (let j = 0; j < heads; j++) buf.set(row(t, j), (t * heads + j) * d);
+    return ptr;
+  }
 
   /** Keeps row x of slot `slot` as f16 in a store's sink table when its position is a sink. */
   protected keepSink(st: QuantStore, layer: number, h: number, pos: number, x: Float32Array): void {
@@ -95,19 +129,19 @@ export abstract class QuantCodec implements Codec {
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
-      ropeLo: this.rope?.lo ?? 0, ropeHi: this.rope?.hi ?? 0, ropeInterleaved: c.ropeLayout === 'interleaved',
+      ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
     });
   }
 
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array {
     const c = this.ctx.config;
     const st = which === 'key' ? this.keys : this.values;
-    const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.rope?.lo ?? 0, ropeHi: this.rope?.hi ?? 0, ropeInterleaved: c.ropeLayout === 'interleaved' };
+    const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
     return decodeRow(this.ctx.kernels.arena, st.desc(layer), geometry, head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
   }
 
   bytes(lengths: readonly number[]): number {
-    let total = this.rope?.bytes() ?? 0;
+    let total = this.ropeTables?.bytes() ?? 0;
     for (let l = 0; l < lengths.length; l++) total += this.keys.bytes(l, lengths[l]!) + this.values.bytes(l, lengths[l]!);
     return total;
   }
@@ -125,9 +159,11 @@ export abstract class QuantCodec implements Codec {
   }
 
   free(): void {
+    for (const p of this.rowBuffers) if (p) this.ctx.kernels.arena.free(p);
+    this.rowBuffers = [0, 0];
     this.keys.free();
     this.values.free();
-    this.rope?.free();
+    this.ropeTables?.free();
   }
 }
 

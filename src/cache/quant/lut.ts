@@ -3,7 +3,10 @@
  *   int:     L[c] = c, scale = (max − min)/(2^b − 1), zero = min (asymmetric min-max integers).
  *   uniform: L[c] = −1 + 2c/(2^b − 1) on [−1, 1]; scale = (max − min)/2, zero = (max + min)/2.
  *   nf:      NormalFloat signposts on [−1, 1] (same scale/zero as uniform).
+ * Codes are assigned by `nearest` (the quantize kernel's definition) against `midpoints`.
  */
+
+export { nearest } from '../../kernels/quant/quantize.js';
 
 /** Φ(x) from erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, plenty for signposts). */
 function normalCdf(x: number): number {
@@ -55,17 +58,4 @@ export function midpoints(lut: readonly number[]): Float64Array {
   const m = new Float64Array(lut.length - 1);
   for (let c = 0; c + 1 < lut.length; c++) m[c] = (lut[c]! + lut[c + 1]!) / 2;
   return m;
-}
-
-/** Index of the LUT entry nearest to y (mids from `midpoints`); NaN goes to the middle. */
-export function nearest(mids: Float64Array, y: number): number {
-  if (Number.isNaN(y)) return mids.length >> 1;
-  let lo = 0;
-  let hi = mids.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (y > mids[mid]!) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

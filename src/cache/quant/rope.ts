@@ -1,8 +1,9 @@
 import type { Kernels } from '../../kernels/api.js';
+import type { Rope } from '../../kernels/rope.js';
 
 /**
  * cos/sin tables for RoPE applied inside the quantized attention kernel (keys stored before RoPE):
- * lo holds angles (p mod 64)·θ_j, hi angles (p − p mod 64)·θ_j, θ_j = theta^(−2j/headDim); the kernel
+ * lo holds angles (p mod 64)·θ_j, hi angles (p − p mod 64)·θ_j, θ_j from the model's Rope; the kernel
  * composes cos/sin of pθ_j by the angle-sum identities. Both stay small (hi is 256 B per 64 positions
  * for a 64-wide head), so they live in cache instead of a per-position table as large as the keys.
  */
@@ -12,8 +13,8 @@ export class RopeTables {
   private hiRows = 0;
   private readonly half: number;
 
-  constructor(private readonly k: Kernels, private readonly headDim: number, private readonly theta: number) {
-    this.half = headDim >> 1;
+  constructor(private readonly k: Kernels, private readonly rope: Rope) {
+    this.half = rope.headDim >> 1;
     this.lo = k.arena.alloc(64 * 2 * this.half * 4);
     this.fill(this.lo, 0, 64, 1);
   }
@@ -33,7 +34,7 @@ export class RopeTables {
     const t = this.k.arena.f32(ptr, rows * 2 * this.half);
     for (let r = from; r < rows; r++) {
       for (let j = 0; j < this.half; j++) {
-        const angle = r * step * this.theta ** ((-2 * j) / this.headDim);
+        const angle = this.rope.angle(r * step, j);
         t[(2 * r) * this.half + j] = Math.cos(angle);
         t[(2 * r + 1) * this.half + j] = Math.sin(angle);
       }

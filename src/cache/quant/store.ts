@@ -1,8 +1,9 @@
 import type { Kernels } from '../../kernels/api.js';
-import { f16ToF32, f32ToF16 } from '../../kernels/half.js';
-import { LUT_BYTES, packRow, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/quant/pack.js';
-import type { QuantStream } from '../../kernels/quant/types.js';
-import { midpoints, nearest } from './lut.js';
+import { f32ToF16 } from '../../kernels/half.js';
+import { LUT_BYTES, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/quant/pack.js';
+import { clampF16 } from '../../kernels/quant/quantize.js';
+import type { QuantKind, QuantStream } from '../../kernels/quant/types.js';
+import { midpoints } from './lut.js';
 
 /**
  * How a stream's numbers map to codes. 'int': L[c] = c, scale = (max − min)/(2^b − 1), zero = min;
@@ -11,7 +12,7 @@ import { midpoints, nearest } from './lut.js';
  */
 export interface Datatype {
   bits: CodeBits;
-  kind: 'int' | 'unit';
+  kind: QuantKind;
   /** 'unit': the 2^bits sorted levels codes are assigned against. */
   levels: number[];
 }
@@ -35,30 +36,7 @@ export interface StreamConfig {
   staging?: number;
 }
 
-const F16_MAX = 65504;
 const EMPTY_OUTLIER = 0xffff0000;
-const clampF16 = (x: number): number => (Number.isNaN(x) ? 0 : Math.max(-F16_MAX, Math.min(F16_MAX, x)));
-
-/** Scale and zero for the range [lo, hi], rounded to f16 as stored (finite whatever the input). */
-export function rangeParams(dt: Datatype, lo: number, hi: number): { s: number; z: number; word: number } {
-  lo = clampF16(lo);
-  hi = clampF16(Math.max(lo, hi));
-  const k = 2 ** dt.bits - 1;
-  const sh = f32ToF16(Math.min(F16_MAX, dt.kind === 'int' ? (hi - lo) / k : (hi - lo) / 2));
-  const zh = f32ToF16(clampF16(dt.kind === 'int' ? lo : (hi + lo) / 2));
-  return { s: f16ToF32(sh), z: f16ToF32(zh), word: (sh | (zh << 16)) >>> 0 };
-}
-
-/** Code of x under scale s and zero z (clamped into range; a zero scale gives code 0 = the zero). */
-export function encodeValue(dt: Datatype, mids: Float64Array | undefined, x: number, s: number, z: number): number {
-  if (!(s > 0)) return dt.kind === 'int' ? 0 : nearest(mids!, 0);
-  const y = (x - z) / s;
-  if (dt.kind === 'int') {
-    const k = 2 ** dt.bits - 1;
-    return Number.isNaN(y) ? 0 : Math.max(0, Math.min(k, Math.round(y)));
-  }
-  return nearest(mids!, y);
-}
 
 /**
  * The packed storage of one stream (keys or values) of every layer: codes, scales and zeros, sparse
@@ -67,7 +45,9 @@ export function encodeValue(dt: Datatype, mids: Float64Array | undefined, x: num
 export class QuantStore {
   readonly rowBytes: number;
   readonly groups: number;
-  private readonly mids: Float64Array | undefined;
+  /** 'unit': f64 thresholds between the levels, in kernel memory for the quantize kernel (0: none). */
+  private readonly mids: number;
+  private readonly midsLength: number;
   private codes: number[] = [];
   private params: number[] = [];
   private outliers: number[] = [];
@@ -91,8 +71,11 @@ export class QuantStore {
     this.d = headDim;
     this.rowBytes = rowCodeBytes(headDim, cfg.dt.bits);
     this.groups = cfg.axis === 'token' && cfg.dt.bits !== 16 ? Math.ceil(headDim / cfg.group) : 0;
-    this.mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : undefined;
     const a = k.arena;
+    const mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : new Float64Array(0);
+    this.midsLength = mids.length;
+    this.mids = mids.length ? a.alloc(mids.byteLength) : 0;
+    if (this.mids) new Float64Array(a.memory.buffer, this.mids, mids.length).set(mids);
     for (let l = 0; l < numLayers; l++) {
       this.allocSlots(l, capacity);
       this.rings.push(cfg.ringSize ? a.alloc(numKv * cfg.ringSize * headDim * 2) : 0);
@@ -101,10 +84,6 @@ export class QuantStore {
       this.setLut(l, decodeLut);
     }
     this.qlen = new Array<number>(numLayers).fill(cfg.ringSize ? 0 : Infinity);
-  }
-
-  get datatypeMids(): Float64Array | undefined {
-    return this.mids;
   }
 
   private paramsHeadBytes(capacity: number): number {
@@ -172,10 +151,6 @@ export class QuantStore {
     if (this.cfg.ocap) copy(this.outliers[l]!, this.cfg.ocap * 4);
   }
 
-  writeCodes(l: number, h: number, slot: number, codes: ArrayLike<number>): void {
-    packRow(codes, this.cfg.dt.bits, this.k.arena.u8(this.codes[l]! + (h * this.capacity + slot) * this.rowBytes, this.rowBytes));
-  }
-
   /** Outlier entries of a slot: channel indices and their exact values (stored as f16). */
   writeOutliers(l: number, h: number, slot: number, idx: readonly number[], vals: readonly number[]): void {
     const c = this.cfg.ocap;
@@ -185,24 +160,16 @@ export class QuantStore {
     for (let e = 0; e < Math.min(c, idx.length); e++) o[e] = (f32ToF16(clampF16(vals[e]!)) | (idx[e]! << 16)) >>> 0;
   }
 
-  /** Per-token groups with min-max ranges; `row` already has outliers replaced. */
-  quantizeTokenRow(l: number, h: number, slot: number, row: Float32Array): void {
-    const { dt, group } = this.cfg;
-    const d = this.d;
-    const codes = new Uint8Array(d);
-    const words = new Uint32Array(this.k.arena.memory.buffer, this.params[l]! + h * this.paramsHeadBytes(this.capacity) + slot * this.groups * 4, this.groups);
-    for (let g = 0; g < this.groups; g++) {
-      let lo = Infinity;
-      let hi = -Infinity;
-      for (let i = g * group; i < Math.min(d, (g + 1) * group); i++) {
-        lo = Math.min(lo, row[i]!);
-        hi = Math.max(hi, row[i]!);
-      }
-      const p = rangeParams(dt, lo, hi);
-      words[g] = p.word;
-      for (let i = g * group; i < Math.min(d, (g + 1) * group); i++) codes[i] = encodeValue(dt, this.mids, row[i]!, p.s, p.z);
-    }
-    this.writeCodes(l, h, slot, codes);
+  /**
+   * Quantizes f32 rows in kernel memory, [n × heads × headDim], into slots from + t of KV heads
+   * head0 + j (outliers already taken out): on the token axis each group gets its min-max scale and
+   * zero, on the channel axis the words set by setChannelParams are used.
+   */
+  quantizeRows(l: number, src: number, n: number, from: number, head0 = 0, heads = this.numKv): void {
+    this.k.quantize({
+      src, n, head0, heads, from, capacity: this.capacity, headDim: this.d, stream: this.desc(l),
+      kind: this.cfg.dt.kind, mids: this.mids, midsLength: this.midsLength,
+    });
   }
 
   /** Sets the per-channel scale/zero words of token group `tg` (channel axis). */
@@ -212,16 +179,6 @@ export class QuantStore {
 
   channelParams(l: number, h: number, tg: number): Uint32Array {
     return new Uint32Array(this.k.arena.memory.buffer, this.params[l]! + h * this.paramsHeadBytes(this.capacity) + tg * this.d * 4, this.d).slice();
-  }
-
-  /** Codes of a row under per-channel words (values beyond the range clamp). */
-  quantizeChannelRow(l: number, h: number, slot: number, row: Float32Array, words: Uint32Array): void {
-    const codes = new Uint8Array(this.d);
-    for (let i = 0; i < this.d; i++) {
-      const w = words[i]!;
-      codes[i] = encodeValue(this.cfg.dt, this.mids, row[i]!, f16ToF32(w & 0xffff), f16ToF32(w >>> 16));
-    }
-    this.writeCodes(l, h, slot, codes);
   }
 
   /** Rows of layer l's ring: the residual ring's size, or the staging rows while staged. */
@@ -288,7 +245,7 @@ export class QuantStore {
 
   free(): void {
     const a = this.k.arena;
-    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts]) if (p) a.free(p);
+    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts, this.mids]) if (p) a.free(p);
     this.codes = [];
     this.params = [];
     this.outliers = [];

@@ -1,4 +1,4 @@
-import type { AttentionArgs } from '../api.js';
+import type { AttentionArgs } from '../types.js';
 import type { CodeBits } from './pack.js';
 
 /**
@@ -50,4 +50,30 @@ export interface QuantAttentionArgs extends Omit<AttentionArgs, 'keys' | 'values
   ropeLo: number;
   ropeHi: number;
   ropeInterleaved: boolean;
+}
+
+/** How numbers map to codes: 'int' L[c] = c over [min, max]; 'unit' nearest of sorted levels on [−1, 1]. */
+export type QuantKind = 'int' | 'unit';
+
+/**
+ * Quantizes rows into a packed store (2, 3, 4 or 8 bits): codes, and on the token axis each group's f16
+ * scale/zero word (min-max range); on the channel axis the words already in `params` for the slot's
+ * token group are used (values beyond their range clamp). 16 bits: bfloat16 of each number (round to
+ * nearest even), no scale or zero.
+ */
+export interface QuantizeArgs {
+  /** f32 rows: row (t, j) at src + (t·heads + j)·headDim·4, for t < n, j < heads. */
+  src: number;
+  n: number;
+  /** Row (t, j) goes to slot from + t of KV head head0 + j. */
+  head0: number;
+  heads: number;
+  from: number;
+  capacity: number;
+  headDim: number;
+  stream: QuantStream;
+  kind: QuantKind;
+  /** 'unit': f64 [midsLength], the thresholds between the sorted levels codes are assigned against. */
+  mids: number;
+  midsLength: number;
 }

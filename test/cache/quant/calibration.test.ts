@@ -6,6 +6,7 @@ import { evalChunks, loadEvalTokens } from '../../../src/eval/data.js';
 import type { Kernels } from '../../../src/kernels/api.js';
 import { f16ToF32, f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
+import { ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig } from '../../../src/model/config.js';
 import { loadModel, type Model } from '../../../src/model.js';
 import { REF6M_DIR } from '../../engine/helpers.js';
@@ -26,7 +27,7 @@ const width = c.numKvHeads * c.headDim;
 function makeCodec(k: Kernels, spec: string, capacity = 64): Codec {
   const part = parseSpec(spec).codec;
   const kind = CODECS.get(part.name)!;
-  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity, ropeOnRead: false });
+  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity, rope: ropeOf(c), ropeOnRead: false });
 }
 
 /** Writes tokens [from, to) of the given rows to slots from… of layer 0. */

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { createCache } from '../../../src/cache/build.js';
-import { toBf16 } from '../../../src/cache/codecs/bf16.js';
+import { toBf16 } from '../../../src/kernels/quant/quantize.js';
 import { normalFloat } from '../../../src/cache/quant/lut.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
@@ -9,6 +9,7 @@ import { UsageError } from '../../../src/errors.js';
 import type { Kernels } from '../../../src/kernels/api.js';
 import { f16ToF32, f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
+import { Rope, ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig, RopeLayout } from '../../../src/model/config.js';
 import { expectClose, put, randomF32, rng } from '../../kernels/util.js';
 
@@ -20,14 +21,14 @@ const config = (over: Partial<ModelConfig> = {}): ModelConfig => ({
 function makeCodec(k: Kernels, c: ModelConfig, spec: string, capacity = 256): Codec {
   const part = parseSpec(spec).codec;
   const kind = CODECS.get(part.name)!;
-  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity, ropeOnRead: false });
+  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity, rope: ropeOf(c), ropeOnRead: false });
 }
 
 /** Rotates rows [n × heads × d] in place (the reference RoPE), on a copy. */
 function roped(k: Kernels, rows: Float32Array, n: number, c: ModelConfig, pos: Int32Array, layout: RopeLayout): Float32Array {
   const p = put(k, rows);
   const pp = put(k, pos);
-  k.rope(p, n, c.numKvHeads, c.headDim, pp, c.ropeTheta, layout);
+  k.rope(p, n, c.numKvHeads, pp, new Rope({ ...c, ropeLayout: layout }));
   const out = k.arena.f32(p, rows.length).slice();
   k.arena.free(p);
   k.arena.free(pp);

@@ -1,0 +1,145 @@
+/**
+ * The kernel ABI: the one definition of the control block, the job op codes and every job's argument
+ * layout, shared by the TypeScript side (wasm.ts, pool.ts, worker.ts) and the AssemblyScript side
+ * (assembly/*.ts imports this very file). It must stay in the subset both compilers accept: plain
+ * integer constants, no imports, no types.
+ *
+ * A job is described in a control block of CONTROL_BYTES: Int32 words at the CTRL_* indices, then the
+ * job's arguments from byte ARGS on, at the byte offsets below (relative to ARGS). Fields are 4 bytes:
+ * pointers are u32 byte offsets, counts i32, `scale` an f32.
+ *
+ * Pointers all address the one shared memory (memory 0). Should a call later need to address more than
+ * one memory, each pointer field gains a memory index next to its offset: pointer fields are written
+ * only through ArgBlock.ptr (args.ts) and listed by name here, so both sides change in one place.
+ */
+
+// ---- control block: Int32 word indices (byte offset / 4)
+/** Sequence lock: odd while the caller writes a job, even once it is published. */
+export const CTRL_SEQ = 0;
+/** Work items finished (atomic). */
+export const CTRL_DONE = 1;
+/** The job's op code (OP_*). */
+export const CTRL_OP = 2;
+/** Threads the job may use. */
+export const CTRL_NTHREADS = 3;
+/** Next work item to take (atomic). */
+export const CTRL_NEXT = 4;
+/** Set by a worker whose kernel trapped. */
+export const CTRL_ERR = 5;
+/** Workers inside the current job. */
+export const CTRL_ACTIVE = 6;
+/** Byte offset of the job arguments inside the control block. */
+export const ARGS = 32;
+export const CONTROL_BYTES = 256;
+
+// ---- op codes (CTRL_OP)
+/** Workers leave. */
+export const OP_QUIT = -1;
+export const OP_MATMUL = 1;
+export const OP_ATTENTION = 2;
+export const OP_QUANT_ATTENTION = 3;
+export const OP_QUANTIZE = 4;
+
+// ---- matrix dtype codes
+export const DT_F32 = 0;
+export const DT_F16 = 1;
+export const DT_BF16 = 2;
+export const DT_Q8_0 = 3;
+
+// ---- OP_MATMUL arguments: out[n × rows] = x[n × cols] · wᵀ
+export const MATMUL_OUT = 0; // ptr
+export const MATMUL_X = 4; // ptr
+export const MATMUL_W = 8; // ptr
+export const MATMUL_DTYPE = 12; // DT_*
+export const MATMUL_ROWS = 16;
+export const MATMUL_COLS = 20;
+export const MATMUL_N = 24;
+/** Rows per work item. */
+export const MATMUL_CHUNK = 28;
+export const MATMUL_SCRATCH = 32; // ptr: thread t's scratch starts at SCRATCH + t·SCRATCH_STRIDE
+export const MATMUL_SCRATCH_STRIDE = 36;
+
+// ---- OP_ATTENTION arguments (see AttentionArgs in types.ts)
+export const ATT_OUT = 0; // ptr
+export const ATT_Q = 4; // ptr
+export const ATT_N = 8;
+export const ATT_KEYS = 12; // ptr
+export const ATT_VALUES = 16; // ptr
+/** 1: slots are f16, 0: f32. */
+export const ATT_F16 = 20;
+export const ATT_CAPACITY = 24;
+export const ATT_VISIBLE = 28;
+export const ATT_MASK = 32; // ptr, 0: none
+export const ATT_NUM_HEADS = 36;
+export const ATT_NUM_KV_HEADS = 40;
+export const ATT_HEAD_DIM = 44;
+export const ATT_SCALE = 48; // f32
+export const ATT_LAST_PROBS = 52; // ptr, 0: none
+export const ATT_RECEIVED = 56; // ptr, 0: none
+/** Query heads per work item. */
+export const ATT_HEAD_GROUP = 60;
+export const ATT_SCRATCH = 64; // ptr
+export const ATT_SCRATCH_STRIDE = 68;
+/** Slots per block of converted keys/values in the float attention kernel. */
+export const ATT_BLOCK = 64;
+
+// ---- OP_QUANT_ATTENTION arguments (see QuantAttentionArgs in quant/types.ts)
+export const QATT_OUT = 0; // ptr
+export const QATT_Q = 4; // ptr
+export const QATT_N = 8;
+export const QATT_VISIBLE = 12;
+export const QATT_CAPACITY = 16;
+export const QATT_NUM_HEADS = 20;
+export const QATT_NUM_KV_HEADS = 24;
+export const QATT_HEAD_DIM = 28;
+export const QATT_SCALE = 32; // f32
+export const QATT_LAST_PROBS = 36; // ptr, 0: none
+export const QATT_RECEIVED = 40; // ptr, 0: none
+export const QATT_SCRATCH = 44; // ptr
+export const QATT_SCRATCH_STRIDE = 48;
+export const QATT_POSITIONS = 52; // ptr
+export const QATT_KEYS = 56; // ptr to a stream descriptor (STREAM_*)
+export const QATT_VALUES = 60; // ptr to a stream descriptor
+export const QATT_ROPE_LO = 64; // ptr
+export const QATT_ROPE_HI = 68; // ptr
+export const QATT_ROPE_INTERLEAVED = 72;
+export const QATT_HEAD_GROUP = 76;
+/** Slot ranges per (KV head, head group) of a single-query job; > 1: partial sums go to PARTIAL. */
+export const QATT_SPLITS = 80;
+export const QATT_PARTIAL = 84; // ptr
+/** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
+export const QATT_TILE = 32;
+
+// ---- OP_QUANTIZE arguments (see QuantizeArgs in quant/types.ts); one work item per row
+export const QUANTIZE_SRC = 0; // ptr
+export const QUANTIZE_N = 4;
+export const QUANTIZE_HEAD0 = 8;
+export const QUANTIZE_HEADS = 12;
+export const QUANTIZE_FROM = 16;
+export const QUANTIZE_CAPACITY = 20;
+export const QUANTIZE_HEAD_DIM = 24;
+export const QUANTIZE_STREAM = 28; // ptr to a stream descriptor
+/** 0: 'int', 1: 'unit'. */
+export const QUANTIZE_KIND = 32;
+export const QUANTIZE_MIDS = 36; // ptr, f64
+export const QUANTIZE_MIDS_LENGTH = 40;
+
+// ---- stream descriptor of a packed store (QuantStream in quant/types.ts), byte offsets
+export const STREAM_CODES = 0; // ptr
+export const STREAM_BITS = 4;
+export const STREAM_LUT = 8; // ptr
+/** 1: channel axis, 0: token axis. */
+export const STREAM_AXIS = 12;
+export const STREAM_GROUP = 16;
+export const STREAM_PARAMS = 20; // ptr
+export const STREAM_PARAMS_HEAD_STRIDE = 24;
+export const STREAM_OUTLIERS = 28; // ptr
+export const STREAM_OCAP = 32;
+export const STREAM_RING = 36; // ptr
+export const STREAM_RING_SIZE = 40;
+export const STREAM_QLEN = 44;
+export const STREAM_SINK_ROWS = 48; // ptr
+export const STREAM_SINKS = 52;
+export const STREAM_ROPE = 56;
+export const STREAM_ROW_BYTES = 60;
+export const STREAM_DESC_BYTES = 64;

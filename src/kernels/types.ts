@@ -1,0 +1,51 @@
+import type { DType } from './dtype.js';
+
+/* Argument types of the kernels (api.ts), below both api.ts and quant/types.ts. */
+
+/**
+ * A weight matrix in kernel memory, row-major [rows = outputs, cols = inputs], kept in its stored dtype.
+ * q8_0 rows are cols/32 blocks of 34 bytes.
+ */
+export interface Matrix {
+  ptr: number;
+  dtype: DType;
+  rows: number;
+  cols: number;
+}
+
+/** Storage of cached keys and values the attention kernel reads directly. */
+export type SlotDType = 'f32' | 'f16';
+
+/**
+ * Causal attention of `n` new queries over a slot store.
+ * The store holds, for each KV head h, `capacity` rows of headDim numbers at
+ * `keys + (h * capacity + s) * headDim * bytes(dtype)` (same for `values`).
+ * Query i (0-based within the n) sees slots [0, visible + i). Query head j reads KV head
+ * j / (numHeads / numKvHeads) (GQA).
+ */
+export interface AttentionArgs {
+  /** f32 [n × numHeads × headDim] output. */
+  out: number;
+  /** f32 [n × numHeads × headDim], RoPE already applied. */
+  q: number;
+  n: number;
+  keys: number;
+  values: number;
+  dtype: SlotDType;
+  capacity: number;
+  visible: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Multiplies q·k before the softmax (1/sqrt(headDim) for Llama). */
+  scale: number;
+  /** If non-zero: f32 [numHeads × capacity], overwritten with the last query's probabilities (zeros past its view). */
+  lastProbs: number;
+  /** If non-zero: f32 [numHeads × capacity], each query's probabilities are added in (attention received). */
+  received: number;
+  /**
+   * If given and non-zero: u8 [numHeads × capacity]; a non-zero byte leaves that slot out of that
+   * query head's softmax for every query of the call. At least one visible slot must stay in.
+   */
+  mask?: number;
+}
