@@ -37,6 +37,11 @@ export interface SessionOptions {
    * KvLimitError before anything is written.
    */
   maxKvBytes?: number;
+  /**
+   * Tokens to allocate cache room for at once (default: min(trained context, 1024), doubled as needed).
+   * A long context reserved up front is allocated once instead of through every doubling.
+   */
+  context?: number;
 }
 
 export interface GenerateOptions {
@@ -81,7 +86,7 @@ export class Session {
     this.maxKvBytes = options.maxKvBytes ?? Infinity;
     if (!(this.maxKvBytes > 0)) throw new UsageError(`maxKvBytes must be a positive number of bytes, got ${options.maxKvBytes}`);
     const groups = model.groups ?? [{ kernels: model.kernels, from: 0, to: c.numLayers, layers: model.weights.layers, bytes: model.weights.bytes }];
-    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), { streaming: this.streaming, groups });
+    this.cache = createCache(model.kernels, c, spec, options.context ?? Math.min(c.maxContext, 1024), { streaming: this.streaming, groups });
     this.stages = groups.map((g) => ({ k: g.kernels, s: allocScratch(g.kernels, c, this.chunkSize), from: g.from, layers: g.layers }));
   }
 

@@ -133,19 +133,45 @@ export class KVCache {
    * what `rotationPositions` gave for these tokens; queries arrive rotated at them.
    */
   attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
+    const from = this.lengths[layer]!;
+    this.append(layer, keys, values, positions, ropePositions, n);
+    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
+    this.attendQueries(layer, q, out, from, n, slotPositions);
+    // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
+    if (layer === this.config.numLayers - 1) this.peak = Math.max(this.peak, this.bytes());
+  }
+
+  /** Stores n tokens after a layer's live slots (as `attend` does) without attending. */
+  private append(layer: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number): void {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
-    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
     this.storePositions(layer, from, n, positions);
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(layer, keys, values, h, n) : undefined);
     }
     this.codec.write(layer, from, n, keys, values, ropePositions);
     this.lengths[layer] = from + n;
-    this.attendQueries(layer, q, out, from, n, slotPositions);
-    // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
-    if (layer === c.numLayers - 1) this.peak = Math.max(this.peak, this.bytes());
+  }
+
+  /**
+   * Stores given rows (f32 [n × numKvHeads × headDim], keys before RoPE) at the next positions of a
+   * layer without attending: fills a long context with synthetic tokens, where running the model
+   * over them would take hours (benches). Not for streaming caches.
+   */
+  appendRows(layer: number, keys: Float32Array, values: Float32Array, positions: Int32Array): void {
+    if (this.streaming) throw new Error('appendRows: a streaming cache re-indexes positions; feed it tokens instead');
+    const n = positions.length;
+    const arena = this.kernelsOf(layer).arena;
+    const [k, v, p] = [arena.alloc(keys.byteLength), arena.alloc(values.byteLength), arena.alloc(n * 4)];
+    try {
+      arena.f32(k, keys.length).set(keys);
+      arena.f32(v, values.length).set(values);
+      arena.i32(p, n).set(positions);
+      this.append(layer, k, v, positions, p, n);
+    } finally {
+      for (const ptr of [k, v, p]) arena.free(ptr);
+    }
   }
 
   /**

@@ -5,7 +5,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
 import {
-  buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
+  buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile, readRangeSync,
 } from './safetensors.js';
 import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } from './tensor.js';
 
@@ -251,12 +251,19 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
 
 /**
  * Reads a GGUF file without holding it in one Buffer: a prefix (`firstRead` bytes, growing until the
- * header fits), then each tensor into its own Buffer.
+ * header fits) now, each tensor's bytes from the file whenever its `data` is read.
  */
 export async function readGgufInParts(file: string, firstRead = 16 * 2 ** 20): Promise<GgufFile> {
   const { tensors, ...rest } = await readGgufLayout(file, firstRead);
-  const data = await readFileRanges(file, tensors.map((t) => [t.begin, t.end] as const));
-  return { ...rest, tensors: tensors.map(({ name, dtype, shape }, i) => ({ name, dtype, shape, data: data[i]! })) };
+  return {
+    ...rest,
+    tensors: tensors.map(({ name, dtype, shape, begin, end }) => ({
+      name, dtype, shape,
+      get data() {
+        return readRangeSync(file, begin, end);
+      },
+    })),
+  };
 }
 
 /** The header of a GGUF file: a prefix (`firstRead` bytes, growing until the header fits) is read, no tensor data. */
@@ -453,7 +460,11 @@ function ggufTokenizer(meta: Meta, tokens: string[] | undefined, file: string): 
   return buildTokenizer(file, () => new Gpt2BpeTokenizer({ tokens, merges, types, bos, eos, addBos, pre, file }));
 }
 
-/** Loads a .gguf file: read whole when it fits in one Buffer, tensor by tensor when it does not. */
+/**
+ * Loads a .gguf file: read whole when it fits in one Buffer; when it does not, each tensor is read
+ * when its data is asked for (once, by the upload into kernel memory), so a model as large as the
+ * machine's memory is never held twice.
+ */
 export async function loadGguf(file: string): Promise<Checkpoint> {
   if ((await modelFileSize(file)) > MAX_WHOLE_FILE_BYTES) return checkpointOf(await readGgufInParts(file), file);
   return ggufCheckpoint(await readModelFile(file), file);

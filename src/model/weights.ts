@@ -88,9 +88,10 @@ function uploader(k: Kernels, ckpt: Checkpoint) {
   return {
     matrix(name: string): Matrix {
       const t = get(name);
-      const ptr = k.arena.alloc(t.data.byteLength);
-      k.arena.u8(ptr, t.data.byteLength).set(t.data);
-      bytes += t.data.byteLength;
+      const data = t.data; // once: a large checkpoint reads it from the file on each access
+      const ptr = k.arena.alloc(data.byteLength);
+      k.arena.u8(ptr, data.byteLength).set(data);
+      bytes += data.byteLength;
       return { ptr, dtype: t.dtype, rows: t.shape[0]!, cols: t.shape[1]! };
     },
     vector(name: string): number {
