@@ -1,3 +1,5 @@
+import { LimitError } from '../errors.js';
+
 const PAGE = 65536;
 const ALIGN = 64;
 
@@ -33,7 +35,10 @@ export class Arena {
         try {
           this.memory.grow(needed);
         } catch {
-          throw new RangeError(`out of kernel memory: cannot grow to ${(this.top / 2 ** 20).toFixed(0)} MiB`);
+          throw new LimitError(
+            `out of kernel memory: cannot grow one WebAssembly memory to ${(this.top / 2 ** 20).toFixed(0)} MiB (at most 4 GiB, or what the machine gives); ` +
+              'plan the context up front (loadModel and session options `context`, kvpack info --ctx) so the model is split over more memories',
+          );
         }
       }
     }

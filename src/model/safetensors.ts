@@ -71,9 +71,12 @@ export async function readFileRanges(file: string, ranges: readonly (readonly [n
   }
 }
 
-/** Bytes [begin, end) of a file, read now (a tensor read on demand during an upload). */
+/**
+ * Bytes [begin, end) of a file, read now (a tensor read on demand during an upload), in a buffer of
+ * their own (not the shared pool: each read stands alone, at offset 0).
+ */
 export function readRangeSync(file: string, begin: number, end: number): Buffer {
-  const buf = Buffer.allocUnsafe(end - begin);
+  const buf = Buffer.allocUnsafeSlow(end - begin);
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, 'r');
