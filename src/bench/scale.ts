@@ -46,10 +46,10 @@ export const scaleSection: Section = {
   },
 };
 
-async function sevenB(ctx: BenchContext): Promise<Table> {
-  const file = await ensureSevenB(ctx);
+export async function sevenB(ctx: BenchContext, config = LLAMA2_7B): Promise<Table> {
+  const file = await ensureRandomF16(ctx, config);
   const decodeTokens = ctx.options.quick ? 4 : 16;
-  const prompt = promptTokens(16, 17, LLAMA2_7B.vocabSize);
+  const prompt = promptTokens(16, 17, config.vocabSize);
   const rows: Table['rows'] = [];
   for (const threads of ctx.options.threads) {
     const t0 = performance.now();
@@ -105,30 +105,30 @@ function decodeRate(session: ReturnType<Model['session']>, prompt: readonly numb
   return (n * 1000) / (performance.now() - t0);
 }
 
-/** Writes the 7B-shaped GGUF once (params.json beside it marks it finished). */
-async function ensureSevenB(ctx: BenchContext): Promise<string> {
-  const dir = path.join(ctx.options.cacheDir, 'llama2-7b-shape-f16');
+/** Writes a random f16 GGUF of this shape once (params.json beside it marks it finished). */
+async function ensureRandomF16(ctx: BenchContext, config: ModelConfig): Promise<string> {
+  const dir = path.join(ctx.options.cacheDir, config === LLAMA2_7B ? 'llama2-7b-shape-f16' : `random-f16-${config.hiddenSize}x${config.numLayers}`);
   const file = path.join(dir, 'model.gguf');
   const marker = path.join(dir, 'params.json');
-  const want = JSON.stringify({ writer: 1, config: LLAMA2_7B });
+  const want = JSON.stringify({ writer: 1, config });
   if ((await fsp.readFile(marker, 'utf8').catch(() => undefined)) === want) return file;
-  const infos = llamaGgufTensorInfos(LLAMA2_7B, 'F16');
+  const infos = llamaGgufTensorInfos(config, 'F16');
   const total = infos.reduce((sum, t) => sum + t.bytes, 0);
   await fsp.mkdir(dir, { recursive: true });
   const free = fs.statfsSync(dir);
-  if (free.bavail * free.bsize < total * 1.05) throw new Error(`the 7B-shape GGUF needs ${formatBytes(total)} under ${dir}; ${formatBytes(free.bavail * free.bsize)} are free`);
+  if (free.bavail * free.bsize < total * 1.05) throw new Error(`${path.basename(dir)} needs ${formatBytes(total)} under ${dir}; ${formatBytes(free.bavail * free.bsize)} are free`);
   const tokenizerJson = path.join(sharedDir(), 'models', 'ref-6m', 'tokenizer.json');
   const T = GGUF_TYPE;
   const metadata: GgufKv[] = [
-    ...ggufModelMetadata(LLAMA2_7B, 'llama2-7b-shape'),
+    ...ggufModelMetadata(config, 'random-f16'),
     ['general.file_type', T.U32, 1],
-    ['llama.attention.key_length', T.U32, LLAMA2_7B.headDim],
-    ['llama.attention.value_length', T.U32, LLAMA2_7B.headDim],
-    ['llama.rope.dimension_count', T.U32, LLAMA2_7B.headDim],
-    ['llama.vocab_size', T.U32, LLAMA2_7B.vocabSize],
-    ...(await ggufTokenizerMetadata({ tokenizerJson, pre: 'smollm', bos: 0, eos: 0 }, LLAMA2_7B.vocabSize)),
+    ['llama.attention.key_length', T.U32, config.headDim],
+    ['llama.attention.value_length', T.U32, config.headDim],
+    ['llama.rope.dimension_count', T.U32, config.headDim],
+    ['llama.vocab_size', T.U32, config.vocabSize],
+    ...(await ggufTokenizerMetadata({ tokenizerJson, pre: 'smollm', bos: 0, eos: 0 }, config.vocabSize)),
   ];
-  const bar = new Progress({ total, label: 'writing the 7B-shape GGUF', unit: 'B' });
+  const bar = new Progress({ total, label: `writing ${path.basename(dir)}`, unit: 'B' });
   await fsp.rm(marker, { force: true });
   await writeGgufTensors(file, { metadata }, infos, (t) => {
     bar.tick(t.bytes);
