@@ -3,7 +3,10 @@
 const LAYERS = [
   ['src/cli/', 'src/index.ts'],
   ['src/bench/'],
+  ['src/server/'],
+  ['src/trace/'],
   ['src/dev/'],
+  ['src/calibrate/'],
   ['src/eval/'],
   ['src/model.ts'],
   ['src/session.ts'],

@@ -3,7 +3,7 @@
 // work items from an atomic counter in it, so every thread runs the same `run(ctrl, thread)`.
 
 import {
-  ARGS, CTRL_DONE, CTRL_NEXT, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0,
+  ARGS, BLOCK_SCRATCH, CTRL_DONE, CTRL_NEXT, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0,
   OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE,
   MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W, MATMUL_X,
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
@@ -11,6 +11,8 @@ import {
 } from '../src/kernels/abi';
 import { quantAttentionJob } from './quant';
 import { quantizeJob } from './quantize';
+import { h2fScalar } from './half';
+import { activationSpan, blockRowBytes, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
 
 // The control block, op codes and argument offsets come from src/kernels/abi.ts (shared with the TS side).
 const C_DONE: usize = <usize>CTRL_DONE << 2; // atomic count of finished work items
@@ -89,14 +91,6 @@ function convertF16Fast(dst: usize, src: usize, len: i32): void {
 }
 
 // @ts-ignore: decorator
-@inline function h2fScalar(h: u32): f32 {
-  const em = (h & 0x7fff) << 13;
-  let bits = reinterpret<u32>(reinterpret<f32>(em) * reinterpret<f32>(0x77800000));
-  if (em >= 0x0f800000) bits |= 0x7f800000;
-  return reinterpret<f32>(bits | ((h & 0x8000) << 16));
-}
-
-// @ts-ignore: decorator
 @inline function bf2fLo(v: v128): v128 {
   return i16x8.shuffle(i16x8.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
 }
@@ -121,6 +115,7 @@ function convertF16Fast(dst: usize, src: usize, len: i32): void {
 
 /** Bytes of one stored row of `cols` numbers. */
 function rowBytes(dt: i32, cols: i32): usize {
+  if (isBlockType(dt)) return blockRowBytes(dt, cols);
   if (dt == DT_F32) return <usize>cols << 2;
   if (dt == DT_Q8_0) return <usize>(cols >> 5) * 34;
   return <usize>cols << 1;
@@ -205,6 +200,13 @@ function matmulJob(ctrl: usize, thread: i32): i32 {
  *  `scratch` (f16 only, cols floats of this thread) receives x · 2^112 for the fast f16 rows. */
 function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32, scratch: usize): void {
   const rb = rowBytes(dt, cols);
+  if (isBlockType(dt)) {
+    // scratch: this thread's prepared activations, then one decoded block
+    prepareActivations(scratch, x, cols, activationSpan(dt));
+    const block = scratch + ((preparedBytes(cols) + 15) & ~15);
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), blockRowDot(w + <usize>r * rb, dt, x, scratch, cols, block));
+    return;
+  }
   if (dt == DT_F16 && scratch != 0 && prescaleX(scratch, x, cols)) {
     let r = r0;
     for (; r + 4 <= r1; r += 4) v128.store(out + (<usize>r << 2), mv4F16s(w + <usize>r * rb, rb, scratch, x, cols));
@@ -485,7 +487,11 @@ function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i3
     wf = w + <usize>r0 * rb;
   } else {
     wf = scratch;
-    for (let r = r0; r < r1; r++) convertRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols);
+    const block = scratch + <usize>(r1 - r0) * fs; // block types: one decoded block after the rows
+    for (let r = r0; r < r1; r++) {
+      if (isBlockType(dt)) dequantizeBlockRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols, block);
+      else convertRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols);
+    }
   }
   const nr = r1 - r0;
   const os = <usize>rows << 2;
@@ -717,11 +723,15 @@ export function softmax(x: usize, len: i32): void {
   }
 }
 
+/** A decoded block for embed, which runs on the calling thread only. */
+const embedScratch = memory.data(<i32>BLOCK_SCRATCH, 16);
+
 export function embed(out: usize, table: usize, dt: i32, cols: i32, ids: usize, n: i32): void {
   const rb = rowBytes(dt, cols);
   for (let t = 0; t < n; t++) {
     const id = load<i32>(ids + (<usize>t << 2));
-    convertRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols);
+    if (isBlockType(dt)) dequantizeBlockRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols, embedScratch);
+    else convertRow(out + <usize>t * (<usize>cols << 2), table + <usize>id * rb, dt, cols);
   }
 }
 

@@ -48,10 +48,38 @@ export class MemoryPlanError extends LimitError {
   }
 }
 
+/** A calibration file that cannot be read, or that belongs to another model. */
+export class CalibrationError extends KvpackError {
+  override readonly name = 'CalibrationError';
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+/** A server request at fault in a way the other classes do not name (HTTP status and an OpenAI error code). */
+export class RequestError extends KvpackError {
+  override readonly name = 'RequestError';
+  constructor(message: string, readonly status: number, readonly code: string, readonly param: string | null = null) {
+    super(message);
+  }
+}
+
 /** A cache that would hold more than its session's `maxKvBytes` and whose policy cannot evict. */
 export class KvLimitError extends LimitError {
   override readonly name = 'KvLimitError';
   constructor(message: string, readonly limitBytes: number, readonly neededBytes: number) {
     super(message);
   }
+}
+
+/** The server cannot take a request now: its queue is full (429) or it is shutting down (503). */
+export class BusyError extends KvpackError {
+  override readonly name = 'BusyError';
+  constructor(message: string, readonly status: 429 | 503) {
+    super(message);
+  }
+}
+
+/** A request ended before it finished: its client went away, or the server shut down. */
+export class CancelledError extends KvpackError {
+  override readonly name = 'CancelledError';
 }

@@ -9,4 +9,7 @@ export { loadCheckpoint } from './model/load.js';
 export { resolveModel } from './hub/download.js';
 export type { ModelConfig } from './model/config.js';
 export type { Tokenizer } from './tokenizer/tokenizer.js';
+export { recordTrace, type TraceOptions, type TraceSummary } from './trace/record.js';
+export { TraceRecorder } from './trace/recorder.js';
+export { Trace, TraceRun, TraceFormatError } from './trace/read.js';
 export * from './errors.js';

@@ -7,7 +7,10 @@ import type { Tokenizer } from './tokenizer/tokenizer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
+import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint, readModelHeader } from './model/load.js';
+import { dtypeBytes } from './model/tensor.js';
 import { checkPlan, planMemory } from './model/plan.js';
 import { uploadLayers, uploadWeights, type WeightGroup, type Weights } from './model/weights.js';
 import { UsageError } from './errors.js';
@@ -38,7 +41,12 @@ export interface ModelInfo {
   format: CheckpointFormat;
   architecture: string;
   parameters: number;
+  /** Parameters per stored dtype. */
   dtypes: Record<string, number>;
+  /** Tensors per stored dtype. */
+  tensorTypes: Record<string, number>;
+  /** Stored bits per parameter over all tensors (block scales included). */
+  bitsPerWeight: number;
   weightBytes: number;
   config: ModelConfig;
   kvBytesPerTokenF32: number;
@@ -55,8 +63,10 @@ export class Model {
     readonly kernels: Kernels,
     readonly weights: Weights,
     readonly groups: readonly WeightGroup[],
-    private readonly tensorSummary: { parameters: number; dtypes: Record<string, number> },
+    private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
   ) {}
+
+  private identityCache?: ModelIdentity;
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const header = await readModelHeader(modelPath);
@@ -78,13 +88,22 @@ export class Model {
       groups.push(uploadLayers(await createKernels(options), c, ckpt, from, Math.min(from + perMemory, c.numLayers)));
     }
     let parameters = 0;
+    let bytes = 0;
     const dtypes: Record<string, number> = {};
+    const tensorTypes: Record<string, number> = {};
     for (const t of ckpt.tensors.values()) {
       const count = t.shape.reduce((a, b) => a * b, 1);
       parameters += count;
+      bytes += dtypeBytes(t.dtype, count); // not t.data: a large GGUF reads each tensor again on access
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
+      tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes });
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes, tensorTypes, bytes });
+  }
+
+  /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
+  identity(): ModelIdentity {
+    return (this.identityCache ??= modelIdentity(modelName(this.source), this.config, this.weights, this.groups));
   }
 
   session(options: SessionOptions = {}): Session {
@@ -98,6 +117,8 @@ export class Model {
       architecture: this.config.architecture,
       parameters: this.tensorSummary.parameters,
       dtypes: this.tensorSummary.dtypes,
+      tensorTypes: this.tensorSummary.tensorTypes,
+      bitsPerWeight: (this.tensorSummary.bytes * 8) / this.tensorSummary.parameters,
       weightBytes: this.groups.reduce((sum, g) => sum + g.bytes, 0),
       config: this.config,
       kvBytesPerTokenF32: kvBytesPerToken(this.config, 4),

@@ -2,12 +2,13 @@ import { createCache } from './cache/build.js';
 import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { KvLimitError, LimitError, UsageError } from './errors.js';
-import { allocScratch, forward, freeScratch, type Stage } from './model/forward.js';
+import { Generation } from './generation.js';
+import { allocStages, forward, forwardBatch, freeStages, type Stage } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { WeightGroup, Weights } from './model/weights.js';
-import { logSoftmax, Sampler } from './sample.js';
-import { TextStream } from './tokenizer/stream.js';
+import { logSoftmax } from './sample.js';
+import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { formatBytes } from './util/progress.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
@@ -19,6 +20,14 @@ export interface RunnableModel {
   readonly tokenizer: Tokenizer;
   /** Layer groups when the model is split over several kernel memories, the first one `kernels`'s (absent: one). */
   readonly groups?: readonly WeightGroup[];
+  /** What a calibration file is checked against (see Model.identity). */
+  identity(): ModelIdentity;
+}
+
+/** A model's layer groups: its own, or the whole model in `kernels`'s memory. */
+export function layerGroups(model: RunnableModel): readonly WeightGroup[] {
+  const c = model.config;
+  return model.groups ?? [{ kernels: model.kernels, from: 0, to: c.numLayers, layers: model.weights.layers, bytes: model.weights.bytes }];
 }
 
 export interface SessionOptions {
@@ -85,9 +94,9 @@ export class Session {
     this.streaming = options.streaming === true;
     this.maxKvBytes = options.maxKvBytes ?? Infinity;
     if (!(this.maxKvBytes > 0)) throw new UsageError(`maxKvBytes must be a positive number of bytes, got ${options.maxKvBytes}`);
-    const groups = model.groups ?? [{ kernels: model.kernels, from: 0, to: c.numLayers, layers: model.weights.layers, bytes: model.weights.bytes }];
-    this.cache = createCache(model.kernels, c, spec, options.context ?? Math.min(c.maxContext, 1024), { streaming: this.streaming, groups });
-    this.stages = groups.map((g) => ({ k: g.kernels, s: allocScratch(g.kernels, c, this.chunkSize), from: g.from, layers: g.layers }));
+    const groups = layerGroups(model);
+    this.cache = createCache(model.kernels, c, spec, options.context ?? Math.min(c.maxContext, 1024), { streaming: this.streaming, groups, model: () => model.identity() });
+    this.stages = allocStages(groups, c, this.chunkSize);
   }
 
   /**
@@ -95,13 +104,25 @@ export class Session {
    * The cache compresses once the tokens are in: a prompt is compressed as a whole.
    */
   feed(ids: readonly number[]): Float32Array {
+    const steps = this.prefill(ids);
+    for (;;) {
+      const step = steps.next();
+      if (step.done) return step.value;
+    }
+  }
+
+  /**
+   * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
+   * between chunks; returns the logits after the last token when done.
+   */
+  *prefill(ids: readonly number[]): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length);
     this.cache.setPromptLength(ids.length);
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += this.chunkSize) {
-      const chunk = ids.slice(i, i + this.chunkSize);
-      logits = this.run(chunk, false);
+      if (i > 0) yield;
+      logits = this.run(ids.slice(i, i + this.chunkSize), false);
     }
     this.cache.compress();
     return logits!;
@@ -122,37 +143,26 @@ export class Session {
     }
     const maxTokens = options.maxTokens ?? 256;
     this.checkRoom(ids.length + maxTokens);
-    const sampler = new Sampler(this.model.config.vocabSize, {
+    const generation = new Generation(tok, this.model.config.vocabSize, ids, {
+      maxTokens,
       temperature: options.temperature ?? 0.8,
       topP: options.topP ?? 1,
       seed: options.seed ?? 0,
+      stop: options.stop ?? [],
     });
-    const stops = options.stop ?? [];
-    const stream = new TextStream(tok, ids.slice(-1));
     let logits = this.feed(ids);
-    let pending = ''; // text held back while it could still become a stop string
-    for (let produced = 0; produced < maxTokens; produced++) {
-      if (options.signal?.aborted) break;
-      const next = sampler.sample(logits);
-      if (tok.eos.includes(next)) break;
-      pending += stream.push(next);
-      const hit = firstStop(pending, stops);
-      if (hit >= 0) {
-        if (hit > 0) yield pending.slice(0, hit);
+    for (;;) {
+      if (options.signal?.aborted) {
+        const rest = generation.end();
+        if (rest) yield rest;
         return;
       }
-      const safe = pending.length - longestStopPrefix(pending, stops);
-      if (safe > 0) {
-        yield pending.slice(0, safe);
-        pending = pending.slice(safe);
-      }
-      logits = this.feed([next]); // the last one too, so the history and the cache stay in step
+      const step = generation.step(logits);
+      if (step.text) yield step.text;
+      if (step.token !== undefined) logits = this.feed([step.token]); // the last one too, so the history and the cache stay in step
+      if (step.finish) return;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    pending += stream.flush();
-    const hit = firstStop(pending, stops);
-    const rest = hit >= 0 ? pending.slice(0, hit) : pending;
-    if (rest) yield rest;
   }
 
   /**
@@ -193,14 +203,41 @@ export class Session {
   /** Frees the cache and scratch memory; the session cannot be used afterwards. */
   dispose(): void {
     this.cache.free();
-    for (const stage of this.stages) freeScratch(stage.k, stage.s);
+    freeStages(this.stages);
   }
 
-  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+  /**
+   * Feeds one token to each session in one forward pass (the weights are read once for all of them)
+   * and returns their next-token logits, [sessions × vocab] in order: a view into the first stage's
+   * scratch (stages from `allocStages(layerGroups(model), …)` with rows for at least sessions.length
+   * tokens), valid until its next use. Each cache compresses after its token.
+   */
+  static feedEach(sessions: readonly Session[], tokens: readonly number[], stages: readonly Stage[]): Float32Array {
+    const model = sessions[0]!.model;
+    for (const [i, session] of sessions.entries()) {
+      if (session.model !== model) throw new UsageError('feedEach: the sessions run different models');
+      session.checkRoom(1);
+      session.checkIds([tokens[i]!]);
+      session.makeRoom(1);
+    }
+    const batch = sessions.map((session, i) => ({ cache: session.cache, ids: [tokens[i]!], positions: [session.tokens.length], allLogits: false }));
+    const logits = forwardBatch(model.config, model.weights, stages, batch);
+    for (const [i, session] of sessions.entries()) {
+      session.tokens.push(tokens[i]!);
+      session.cache.compress();
+    }
+    return logits;
+  }
+
+  private checkIds(ids: readonly number[]): void {
     const vocab = this.model.config.vocabSize;
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new UsageError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
     }
+  }
+
+  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+    this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
     this.makeRoom(ids.length);
@@ -245,27 +282,4 @@ export class Session {
       );
     }
   }
-}
-
-function firstStop(text: string, stops: string[]): number {
-  let best = -1;
-  for (const s of stops) {
-    const i = s ? text.indexOf(s) : -1;
-    if (i >= 0 && (best < 0 || i < best)) best = i;
-  }
-  return best;
-}
-
-/** Length of the longest suffix of text that is a proper prefix of some stop string. */
-function longestStopPrefix(text: string, stops: string[]): number {
-  let best = 0;
-  for (const s of stops) {
-    for (let len = Math.min(s.length - 1, text.length); len > best; len--) {
-      if (text.endsWith(s.slice(0, len))) {
-        best = len;
-        break;
-      }
-    }
-  }
-  return best;
 }

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { ModelConfig } from '../model/config.js';
 import { parseHfConfig } from '../model/hf.js';
 import { defaultModelPath } from '../model.js';
@@ -27,7 +29,8 @@ export interface ModelSpec {
 }
 
 /** Bumped when the writer changes what it writes, so stale cached files are rewritten. */
-const WRITER_VERSION = 2;
+const WRITER_VERSION = 3;
+const execFileAsync = promisify(execFile);
 
 export function sharedDir(): string {
   return path.dirname(path.dirname(defaultModelPath()));
@@ -69,7 +72,34 @@ function smollmShape(dtype: FloatDType): ModelSpec {
   };
 }
 
-export const MODEL_SPECS: ModelSpec[] = [ref6m, smollmShape('F32'), smollmShape('F16')];
+/**
+ * The f16 SmolLM2-135M-shape model quantized by llama.cpp's own quantizer (../shared/tools/quantize-gguf.py),
+ * as people download it. Both engines read the one GGUF (the HF directory has no quantized form). Rows
+ * of 576 values are not whole 256-blocks, so llama.cpp stores those matrices in its fallback types.
+ */
+function smollmQuantized(type: 'Q8_0' | 'Q4_K_M'): ModelSpec {
+  const id = `135m-${type.toLowerCase()}`;
+  const f16 = smollmShape('F16');
+  return {
+    id,
+    groups: ['135m-quant', id],
+    label: `SmolLM2-135M shape, random f16 quantized to ${type} by llama.cpp`,
+    async resolve(cacheDir, log) {
+      const base = await f16.resolve(cacheDir, log);
+      const gguf = path.join(cacheDir, `smollm2-135m-random-${type.toLowerCase()}.gguf`);
+      const [src, out] = await Promise.all([fsp.stat(base.gguf), fsp.stat(gguf).catch(() => undefined)]);
+      if (!out || out.mtimeMs < src.mtimeMs) {
+        log(`quantizing ${path.basename(base.gguf)} to ${type} with llama.cpp`);
+        const tmp = `${gguf}.${process.pid}.tmp`;
+        await execFileAsync('python3', [path.join(sharedDir(), 'tools', 'quantize-gguf.py'), base.gguf, tmp, type]);
+        await fsp.rename(tmp, gguf);
+      }
+      return { ...base, id, label: this.label, gguf, hfDir: gguf };
+    },
+  };
+}
+
+export const MODEL_SPECS: ModelSpec[] = [ref6m, smollmShape('F32'), smollmShape('F16'), smollmQuantized('Q8_0'), smollmQuantized('Q4_K_M')];
 
 export interface RandomModelRequest {
   cacheDir: string;

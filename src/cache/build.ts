@@ -1,6 +1,7 @@
 import { ropeOf } from '../kernels/rope.js';
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
+import type { ModelIdentity } from './quant/calibfile.js';
 import { UsageError } from '../errors.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
@@ -15,6 +16,8 @@ export interface BuildOptions {
   streaming?: boolean;
   /** The model's layer groups, when it is split over several kernel memories: each keeps its layers' cache. */
   groups?: readonly LayerGroup[];
+  /** The model the cache runs for (see CodecContext.model). */
+  model?: () => ModelIdentity;
 }
 
 /**
@@ -44,9 +47,9 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   }
   const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
   if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
-  const codecIn = (kernels: Kernels, numLayers: number): Codec =>
-    codecKind.create(codecParams, { kernels, config: { ...config, numLayers }, capacity, rope: ropeOf(config), ropeOnRead: streaming });
-  const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.to - g.from))) : codecIn(k, config.numLayers);
+  const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
+    codecKind.create(codecParams, { kernels, config: { ...config, numLayers }, capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, firstLayer });
+  const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity, groups };
 }
 

@@ -1,6 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { Rope } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
+import type { ModelIdentity } from './quant/calibfile.js';
 import type { Infer, Params } from '../util/schema.js';
 import type { PartSchema } from './spec.js';
 
@@ -41,6 +42,11 @@ export interface Codec {
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array;
   /** Real bytes held for `lengths[l]` live slots per KV head in layer l. */
   bytes(lengths: readonly number[]): number;
+  /**
+   * The most `bytes(lengths)` can be in any state of the codec (a sequence's first tokens staged at
+   * higher precision, say); absent when bytes depends on the lengths alone. Servers reserve it.
+   */
+  maxBytes?(lengths: readonly number[]): number;
   /** Stored bits per key/value number, everything counted (e.g. 4.5 for int4 with f16 scale and zero per 64). */
   bitsPerValue(): number;
   free(): void;
@@ -63,6 +69,10 @@ export interface CodecContext {
    * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).
    */
   ropeOnRead: boolean;
+  /** The model layer that is this codec's layer 0 (a layer group's codec stores layers from there; default 0). */
+  firstLayer?: number;
+  /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
+  model?: () => ModelIdentity;
 }
 
 export interface CodecKind<P extends Params = Params> {

@@ -2,6 +2,7 @@ import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import { groupOf, type LayerGroup } from './layer-groups.js';
 import type { Codec, CodecAttention } from './codec.js';
+import type { CacheObserver } from './observer.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
@@ -37,6 +38,8 @@ export class KVCache {
   readonly policy: Policy;
   readonly codec: Codec;
   readonly spec: string;
+  /** Told of every write and compression while attached (the trace); undefined costs nothing. */
+  observer: CacheObserver | undefined;
   private readonly lengths: number[];
   /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
@@ -150,7 +153,10 @@ export class KVCache {
     for (let h = 0; h < c.numKvHeads; h++) {
       this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(layer, keys, values, h, n) : undefined);
     }
+    const arena = this.kernelsOf(layer).arena;
+    const observed = this.observer && { keys: arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
     this.codec.write(layer, from, n, keys, values, ropePositions);
+    if (observed) this.observer!.written(layer, from, n, observed.keys, observed.values, positions);
     this.lengths[layer] = from + n;
   }
 
@@ -223,12 +229,17 @@ export class KVCache {
     this.policy.observe(stats);
   }
 
+  /** Ends a step: evicts where a layer is over its budget (see evict), then tells the observer what is held. */
+  compress(maxTokens = Infinity): void {
+    if (this.policy.evicts) this.evict(maxTokens);
+    this.observer?.compressed();
+  }
+
   /**
    * Evicts, in every layer over its budget, down to the policy's target; with `maxTokens`, also every
    * layer holding more than that, down to it (a byte limit asks for room before the budget does).
    */
-  compress(maxTokens = Infinity): void {
-    if (!this.policy.evicts) return;
+  private evict(maxTokens: number): void {
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
       if (length <= Math.min(this.policy.budget(l), maxTokens)) continue;
@@ -264,6 +275,24 @@ export class KVCache {
     const one = this.codec.bytes(new Array<number>(c.numLayers).fill(1)) - this.codec.bytes(new Array<number>(c.numLayers).fill(0));
     const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
     return one + position + (this.length > 0 ? this.policy.bytes() / this.length : 0);
+  }
+
+  /**
+   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec is in
+   * (what a server reserves before a request runs); `policyBytesPerSlot`: the policy's state per slot.
+   */
+  maxBytes(lengths: readonly number[], policyBytesPerSlot: number): number {
+    const c = this.config;
+    let slots = 0;
+    let longest = 0;
+    for (const length of lengths) {
+      slots += length * c.numKvHeads;
+      longest = Math.max(longest, length);
+    }
+    let capacity = this.capacity;
+    while (capacity < longest) capacity *= 2;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length ? c.numKvHeads * capacity * 4 : 0;
+    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
   }
 
   /** Highest `bytes()` seen at the end of a step since creation or the last reset. */

@@ -70,6 +70,10 @@ export class GroupedCodec implements Codec {
     return this.split(lengths).reduce((sum, part, i) => sum + this.codecs[i]!.bytes(part), 0);
   }
 
+  maxBytes(lengths: readonly number[]): number {
+    return this.split(lengths).reduce((sum, part, i) => sum + (this.codecs[i]!.maxBytes?.(part) ?? this.codecs[i]!.bytes(part)), 0);
+  }
+
   bitsPerValue(): number {
     return this.codecs[0]!.bitsPerValue();
   }

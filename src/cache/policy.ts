@@ -64,6 +64,10 @@ export interface Policy {
   choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
+  /** Optional, for inspection (the trace): what `heldScores` gives, e.g. "accumulated attention". */
+  readonly scoreName?: string;
+  /** Optional, for inspection: the score of each of a head's `length` live slots as the method defines it; changes no state. */
+  heldScores?(layer: number, head: number, length: number): ArrayLike<number>;
   /** Optional numbers a run reports about the policy (e.g. the share of tokens a mask kept). */
   stats?(): Record<string, number>;
   /** Bytes of per-slot state held. */

@@ -41,6 +41,8 @@ export async function infoCommand(argv: string[]): Promise<void> {
       ['vocabulary', String(c.vocabSize)],
       ['context', String(c.maxContext)],
       ['parameters', `${(info.parameters / 1e6).toFixed(2)}M (${dtypes})`],
+      ['tensor types', Object.entries(info.tensorTypes).map(([d, n]) => `${d} ×${n}`).join(', ')],
+      ['bits/weight', info.bitsPerWeight.toFixed(2)],
       ['weights', formatBytes(info.weightBytes)],
       ['KV bytes/token', `${info.kvBytesPerTokenF32} (f32), ${info.kvBytesPerTokenF16} (f16)`],
     ];
@@ -55,7 +57,7 @@ export async function infoCommand(argv: string[]): Promise<void> {
 function cacheBits(model: Model, text: string) {
   const spec = parseSpec(text);
   const kind = CODECS.get(spec.codec.name)!;
-  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, rope: ropeOf(model.config), ropeOnRead: false });
+  const codec = kind.create(withDefaults(spec.codec, kind.schema), { kernels: model.kernels, config: model.config, capacity: 1, rope: ropeOf(model.config), ropeOnRead: false, model: () => model.identity() });
   try {
     const bits = codec.bitsPerValue();
     const c = model.config;

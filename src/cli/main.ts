@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 import { KvpackError } from '../errors.js';
+import { calibrateCommand } from './calibrate.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { pplCommand } from './ppl.js';
 import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
 import { sweepCommand } from './sweep.js';
+import { traceCommand } from './trace.js';
+import { viewCommand } from './view.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
@@ -14,6 +18,10 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
+  trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
+  view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
+  calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
+  serve: { run: serveCommand, summary: 'an OpenAI-compatible server; each request chooses its KV cache, all share one KV byte budget' },
 };
 
 function usage(): string {

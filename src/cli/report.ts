@@ -4,13 +4,15 @@ import { UsageError } from '../errors.js';
 import { renderPlotPngs } from '../eval/browser.js';
 import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
+import { TRACE_SUFFIX, tracesBeside, tracesHtml, tracesMarkdown } from '../trace/listing.js';
 import { parse } from './args.js';
 
 const HELP = `Usage: kvpack report [--store FILE]… [--out DIR] [--png]
 
 Renders results stores (default: every results/*.jsonl): one table per model, task and task
 parameters, one row per cache spec, with the change against the full cache, and plots (quality vs
-KV bytes per token, metrics vs budget, passkey/needle heatmaps, XSum ROUGE bars).
+KV bytes per token, metrics vs budget, passkey/needle heatmaps, XSum ROUGE bars), and a list of the
+cache traces (NAME${TRACE_SUFFIX}, from kvpack trace) found beside the stores, each with its kvpack view command.
   --out DIR   write DIR/index.html (self-contained, inline SVG) and DIR/report.md instead of printing
               the Markdown
   --png       also write DIR/<plot>.png for each plot, linked from report.md (headless Chromium and
@@ -39,10 +41,11 @@ export async function reportCommand(argv: string[]): Promise<void> {
   }
   const sections = buildSections(rows);
   const tables = sections.map((s) => s.table);
-  if (values.out === undefined) return void process.stdout.write(renderMarkdown(tables, sources));
+  const traces = tracesBeside(files);
+  if (values.out === undefined) return void process.stdout.write(renderMarkdown(tables, sources) + tracesMarkdown(traces));
   fs.mkdirSync(values.out, { recursive: true });
   const html = path.join(values.out, 'index.html');
-  fs.writeFileSync(html, renderHtml(sections, sources));
+  fs.writeFileSync(html, renderHtml(sections, sources).replace('</body>', `${tracesHtml(traces)}\n</body>`));
   let images: { file: string; title: string }[][] = [];
   if (values.png) {
     // stale PNGs of plots that no longer exist would linger in a committed folder
@@ -51,12 +54,12 @@ export async function reportCommand(argv: string[]): Promise<void> {
     images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title })));
   }
   const md = path.join(values.out, 'report.md');
-  fs.writeFileSync(md, renderMarkdown(tables, sources, images));
+  fs.writeFileSync(md, renderMarkdown(tables, sources, images) + tracesMarkdown(traces));
   process.stderr.write(`wrote ${html}, ${md}${values.png ? ` and ${images.flat().length} PNGs` : ''}\n`);
 }
 
 function defaultStores(): string[] {
   const dir = 'results';
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort().map((n) => path.join(dir, n));
+  return fs.readdirSync(dir).filter((n) => n.endsWith('.jsonl') && !n.endsWith(TRACE_SUFFIX)).sort().map((n) => path.join(dir, n));
 }

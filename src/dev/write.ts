@@ -1,11 +1,12 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { BLOCK_FORMATS } from '../kernels/ggml/index.js';
 import { f32ToF16 } from '../kernels/half.js';
 import { expectedShapes } from '../model/checkpoint.js';
+import { frequencies, type RopeScaling } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
 import { GGUF_GLOBAL_NAMES, GGUF_LAYER_NAMES } from '../model/gguf.js';
 import { HF_GLOBAL_NAMES, HF_LAYER_NAMES } from '../model/hf.js';
-import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from '../model/tensor.js';
 import { seededRandom } from '../util/random.js';
 
 /**
@@ -59,6 +60,7 @@ export function encodeBF16(values: Float32Array): Uint8Array {
 
 /** Q8_0 as llama.cpp's reference quantizer makes it: per block of 32, d = max|x|/127, q = round(x/d). */
 export function encodeQ8_0(values: Float32Array): Uint8Array {
+  const { blockValues: Q8_0_BLOCK, blockBytes: Q8_0_BLOCK_BYTES } = BLOCK_FORMATS.q8_0;
   if (values.length % Q8_0_BLOCK !== 0) throw new RangeError(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${values.length}`);
   const blocks = values.length / Q8_0_BLOCK;
   const out = new Uint8Array(blocks * Q8_0_BLOCK_BYTES);
@@ -322,7 +324,11 @@ export function randomWeights(config: ModelConfig, seed = 1): Weights {
   for (const [name, shape] of expectedShapes(config)) {
     const count = shape.reduce((a, d) => a * d, 1);
     const isNorm = /norm$/.test(name);
-    out.set(name, { shape, values: isNorm ? new Float32Array(count).fill(1) : normals(count, 0.02, next) });
+    // Qwen3's per-head q/k norms vary around 1, so a test sees their weights applied
+    const values = /\.[qk]_norm$/.test(name)
+      ? normals(count, 0.1, next).map((v) => 1 + v)
+      : isNorm ? new Float32Array(count).fill(1) : normals(count, 0.02, next);
+    out.set(name, { shape, values });
   }
   return out;
 }
@@ -341,7 +347,7 @@ export function randomLlama(config: ModelConfig, dtype: FloatDType = 'F32', seed
 
 /** HF config.json for a config (token ids 1 and 2 unless `extra` says otherwise). */
 export function hfConfigJson(c: ModelConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const arch = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[c.architecture];
+  const arch = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[c.architecture];
   return {
     architectures: [arch],
     model_type: c.architecture,
@@ -354,11 +360,64 @@ export function hfConfigJson(c: ModelConfig, extra: Record<string, unknown> = {}
     max_position_embeddings: c.maxContext,
     rms_norm_eps: c.rmsEps,
     rope_theta: c.ropeTheta,
+    rope_scaling: hfRopeScaling(c.ropeScaling),
     tie_word_embeddings: c.tiedEmbeddings,
     bos_token_id: 1,
     eos_token_id: 2,
     ...extra,
   };
+}
+
+/** config.json's rope_scaling for a scaling (null: none), as transformers writes it. */
+export function hfRopeScaling(s: RopeScaling | undefined): Record<string, unknown> | null {
+  switch (s?.kind) {
+    case undefined:
+    case 'none':
+      return null;
+    case 'linear':
+      return { rope_type: 'linear', factor: s.factor };
+    case 'llama3':
+      return {
+        rope_type: 'llama3', factor: s.factor, low_freq_factor: s.lowFreqFactor, high_freq_factor: s.highFreqFactor,
+        original_max_position_embeddings: s.originalMaxPositions,
+      };
+    case 'yarn':
+      return { rope_type: 'yarn', factor: s.factor, original_max_position_embeddings: s.originalMaxPositions, beta_fast: s.betaFast, beta_slow: s.betaSlow };
+    case 'divisors':
+      throw new Error('config.json has no form for per-pair RoPE divisors');
+  }
+}
+
+/**
+ * A scaling as llama.cpp's converter stores it in a GGUF: `rope.scaling.*` metadata for linear and YaRN,
+ * per-pair divisors in a `rope_freqs` tensor for Llama 3.1.
+ */
+function ggufRopeScaling(c: ModelConfig): { metadata: GgufKv[]; tensors: GgufTensor[] } {
+  const T = GGUF_TYPE;
+  const s = c.ropeScaling;
+  const key = (k: string) => `${c.architecture}.rope.scaling.${k}`;
+  switch (s?.kind) {
+    case undefined:
+    case 'none':
+      return { metadata: [], tensors: [] };
+    case 'linear':
+      return { metadata: [[key('type'), T.STRING, 'linear'], [key('factor'), T.F32, s.factor]], tensors: [] };
+    case 'yarn':
+      return {
+        metadata: [
+          [key('type'), T.STRING, 'yarn'], [key('factor'), T.F32, s.factor], [key('original_context_length'), T.U32, s.originalMaxPositions],
+          [key('yarn_beta_fast'), T.F32, s.betaFast], [key('yarn_beta_slow'), T.F32, s.betaSlow],
+        ],
+        tensors: [],
+      };
+    case 'llama3':
+    case 'divisors': {
+      const plain = frequencies(c.ropeTheta, c.headDim, { kind: 'none' });
+      const scaled = frequencies(c.ropeTheta, c.headDim, s);
+      const divisors = Float32Array.from(plain, (f, i) => f / scaled[i]!);
+      return { metadata: [], tensors: [{ name: 'rope_freqs.weight', shape: [divisors.length], type: GGML.F32, data: encodeF32(divisors) }] };
+    }
+  }
 }
 
 /** Writes config.json, model.safetensors (in the model's dtype) and a copy of `tokenizerJson` into `dir`. */
@@ -443,30 +502,35 @@ export interface GgufWriteOptions {
 }
 
 /**
- * Writes `model` as a llama-architecture GGUF that llama.cpp loads: its tensor names, Q/K rows in
- * its RoPE layout, llama.* metadata and a gpt2 tokenizer section. Vectors are stored as F32 (llama.cpp's
+ * Writes `model` as a GGUF of its architecture that llama.cpp loads: its tensor names, Q/K rows in its
+ * RoPE layout (llama's converter pairs dimensions 2i, 2i+1; qwen keeps HF's halves), `<arch>.*` metadata
+ * with any RoPE scaling, and a gpt2 tokenizer section. Vectors are stored as F32 (llama.cpp's
  * converter does the same); matrices keep the model's dtype unless `quantize` says otherwise.
  */
 export async function writeLlamaGguf(file: string, model: RandomLlama, tok: GgufTokenizerSource, options: GgufWriteOptions = {}): Promise<void> {
   const T = GGUF_TYPE;
   const c = model.config;
+  const a = c.architecture;
+  const rope = ggufRopeScaling(c);
   const metadata: GgufKv[] = [
     ...ggufModelMetadata(c, options.name ?? 'random-llama'),
     ['general.file_type', T.U32, options.quantize === 'Q8_0' ? 7 : { F32: 0, F16: 1, BF16: 32 }[model.dtype]],
-    ['llama.attention.key_length', T.U32, c.headDim],
-    ['llama.attention.value_length', T.U32, c.headDim],
-    ['llama.rope.dimension_count', T.U32, c.headDim],
-    ['llama.vocab_size', T.U32, c.vocabSize],
+    [`${a}.attention.key_length`, T.U32, c.headDim],
+    [`${a}.attention.value_length`, T.U32, c.headDim],
+    [`${a}.rope.dimension_count`, T.U32, c.headDim],
+    [`${a}.vocab_size`, T.U32, c.vocabSize],
+    ...rope.metadata,
     ...(await ggufTokenizerMetadata(tok, c.vocabSize)),
   ];
+  const permute = a === 'llama' || a === 'mistral';
   const tensors: GgufTensor[] = [...model.weights].map(([canonical, t]) => {
     const name = ggufName(canonical);
     if (t.shape.length === 1) return { name, shape: t.shape, type: GGML.F32, data: encodeF32(t.values) };
     const q8 = options.quantize === 'Q8_0';
     let data = q8 ? encodeQ8_0(t.values) : encode(t.values, model.dtype);
-    if (name.endsWith('.attn_q.weight')) data = permuteRowsForGguf(data, t.shape[0]!, c.numHeads);
-    else if (name.endsWith('.attn_k.weight')) data = permuteRowsForGguf(data, t.shape[0]!, c.numKvHeads);
+    if (permute && name.endsWith('.attn_q.weight')) data = permuteRowsForGguf(data, t.shape[0]!, c.numHeads);
+    else if (permute && name.endsWith('.attn_k.weight')) data = permuteRowsForGguf(data, t.shape[0]!, c.numKvHeads);
     return { name, shape: t.shape, type: q8 ? GGML.Q8_0 : GGML[model.dtype], data };
   });
-  await writeGguf(file, { metadata, tensors });
+  await writeGguf(file, { metadata, tensors: [...tensors, ...rope.tensors] });
 }

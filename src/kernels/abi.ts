@@ -45,6 +45,22 @@ export const DT_F32 = 0;
 export const DT_F16 = 1;
 export const DT_BF16 = 2;
 export const DT_Q8_0 = 3;
+// GGML block formats (assembly/ggml.ts, src/kernels/ggml/)
+export const DT_Q4_0 = 4;
+export const DT_Q4_1 = 5;
+export const DT_Q5_0 = 6;
+export const DT_Q5_1 = 7;
+export const DT_Q2_K = 8;
+export const DT_Q3_K = 9;
+export const DT_Q4_K = 10;
+export const DT_Q5_K = 11;
+export const DT_Q6_K = 12;
+export const DT_IQ4_NL = 13;
+export const DT_IQ4_XS = 14;
+/** Added to a block dtype code for a matvec on 8-bit activations (the integer way). */
+export const DT_INT_DOT = 64;
+/** Per-thread scratch one decoded block takes (codes and group scales). */
+export const BLOCK_SCRATCH = 384;
 
 // ---- OP_MATMUL arguments: out[n × rows] = x[n × cols] · wᵀ
 export const MATMUL_OUT = 0; // ptr

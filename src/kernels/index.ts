@@ -2,6 +2,7 @@ import os from 'node:os';
 import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
+import type { BlockDot } from './wasm.js';
 
 export type { Kernels } from './api.js';
 export type { AttentionArgs, Matrix, SlotDType } from './types.js';
@@ -12,6 +13,8 @@ export interface KernelOptions {
   backend?: 'wasm' | 'reference';
   /** Threads for the wasm backend, the calling thread included (default: number of cores). */
   threads?: number;
+  /** wasm: how GGML block rows meet the activations in a matvec (see BlockDot). */
+  blockDot?: BlockDot;
 }
 
 export async function createKernels(options: KernelOptions = {}): Promise<Kernels> {
@@ -21,5 +24,5 @@ export async function createKernels(options: KernelOptions = {}): Promise<Kernel
     return new ReferenceKernels(new Arena(memory, 1024));
   }
   const { createWasmKernels } = await import('./wasm.js');
-  return createWasmKernels(options.threads ?? os.availableParallelism());
+  return createWasmKernels(options.threads ?? os.availableParallelism(), options.blockDot);
 }

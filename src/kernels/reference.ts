@@ -1,6 +1,6 @@
 import type { Kernels } from './api.js';
 import type { Arena } from './arena.js';
-import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES } from './dtype.js';
+import { BLOCK_FORMATS, dequantize, rowBytes } from './ggml/index.js';
 import { bf16ToF32, f16Table, f32ToF16 } from './half.js';
 import { quantAttentionReference } from './quant/reference.js';
 import { quantizeReference } from './quant/quantize.js';
@@ -37,20 +37,10 @@ export class ReferenceKernels implements Kernels {
         for (let i = 0; i < w.cols; i++) out[i] = bf16ToF32(src[i]!);
         break;
       }
-      case 'q8_0': {
-        const t = f16Table();
-        const blocks = w.cols / Q8_0_BLOCK;
-        const base = w.ptr + r * blocks * Q8_0_BLOCK_BYTES;
-        const bytes = a.u8(base, blocks * Q8_0_BLOCK_BYTES);
-        for (let b = 0; b < blocks; b++) {
-          const o = b * Q8_0_BLOCK_BYTES;
-          const d = t[bytes[o]! | (bytes[o + 1]! << 8)]!;
-          for (let i = 0; i < Q8_0_BLOCK; i++) {
-            const q = (bytes[o + 2 + i]! << 24) >> 24;
-            out[b * Q8_0_BLOCK + i] = d * q;
-          }
-        }
-        break;
+      default: {
+        const f = BLOCK_FORMATS[w.dtype];
+        const bytes = rowBytes(f, w.cols);
+        out.set(dequantize(f, a.u8(w.ptr + r * bytes, bytes), 1, w.cols));
       }
     }
     return out;
@@ -85,23 +75,7 @@ export class ReferenceKernels implements Kernels {
     const headDim = rope.headDim;
     const xs = this.arena.f32(x, n * heads * headDim);
     const pos = this.arena.i32(positions, n);
-    const half = headDim / 2;
-    for (let t = 0; t < n; t++) {
-      for (let h = 0; h < heads; h++) {
-        const base = (t * heads + h) * headDim;
-        for (let i = 0; i < half; i++) {
-          const angle = rope.angle(pos[t]!, i);
-          const c = Math.cos(angle);
-          const s = Math.sin(angle);
-          const a = rope.interleaved ? base + 2 * i : base + i;
-          const b = rope.interleaved ? base + 2 * i + 1 : base + i + half;
-          const x0 = xs[a]!;
-          const x1 = xs[b]!;
-          xs[a] = x0 * c - x1 * s;
-          xs[b] = x0 * s + x1 * c;
-        }
-      }
-    }
+    for (let t = 0; t < n; t++) for (let h = 0; h < heads; h++) rope.rotate(xs, (t * heads + h) * headDim, pos[t]!);
   }
 
   softmax(x: number, len: number): void {

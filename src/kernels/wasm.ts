@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import {
   ARGS, ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N,
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
-  ATT_VISIBLE, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0, MATMUL_CHUNK,
+  ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
+  DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W,
   MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
@@ -15,6 +16,7 @@ import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
 import { ArgBlock, writeStreamDesc } from './args.js';
 import type { DType } from './dtype.js';
+import { BLOCK_FORMATS, isBlockDType } from './ggml/index.js';
 import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
@@ -36,7 +38,17 @@ interface KernelExports {
   toF16(out: number, x: number, len: number): void;
 }
 
-const DTYPE_CODE: Record<DType, number> = { f32: DT_F32, f16: DT_F16, bf16: DT_BF16, q8_0: DT_Q8_0 };
+/**
+ * How a GGML block row meets the activations in a matvec: `f32` widens the codes in registers and
+ * multiplies f32 activations; `int8` rounds the activations to 8 bits first (as llama.cpp does) and
+ * takes integer dot products. docs/gguf.md measures both.
+ */
+export type BlockDot = 'f32' | 'int8';
+
+const DTYPE_CODE: Record<DType, number> = {
+  f32: DT_F32, f16: DT_F16, bf16: DT_BF16, q8_0: DT_Q8_0, q4_0: DT_Q4_0, q4_1: DT_Q4_1, q5_0: DT_Q5_0, q5_1: DT_Q5_1,
+  q2_k: DT_Q2_K, q3_k: DT_Q3_K, q4_k: DT_Q4_K, q5_k: DT_Q5_K, q6_k: DT_Q6_K, iq4_nl: DT_IQ4_NL, iq4_xs: DT_IQ4_XS,
+};
 const MAX_PAGES = 65536; // 4 GiB
 /** Below this many multiply-adds a job runs on the calling thread only (waking workers costs µs). */
 const MIN_PARALLEL_MACS = 1 << 16;
@@ -55,7 +67,7 @@ function loadModule(): Promise<WebAssembly.Module> {
   return compiled;
 }
 
-export async function createWasmKernels(threads: number): Promise<Kernels> {
+export async function createWasmKernels(threads: number, blockDot?: BlockDot): Promise<Kernels> {
   const count = Math.max(1, Math.floor(threads));
   const module = await loadModule();
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
@@ -64,7 +76,7 @@ export async function createWasmKernels(threads: number): Promise<Kernels> {
   const arena = new Arena(memory, exports.heapBase());
   const ctrl = arena.alloc(CONTROL_BYTES);
   const pool = count > 1 ? await Pool.start(module, memory, ctrl, count - 1) : undefined;
-  return new WasmKernels(arena, exports, ctrl, count, pool);
+  return new WasmKernels(arena, exports, ctrl, count, pool, blockDot ?? 'int8', blockDot);
 }
 
 class WasmKernels implements Kernels {
@@ -92,6 +104,8 @@ class WasmKernels implements Kernels {
     private readonly ctrl: number,
     readonly threads: number,
     private readonly pool: Pool | undefined,
+    private readonly blockDot: BlockDot,
+    private readonly blockDotAsked: BlockDot | undefined,
   ) {
     this.words = arena.i32(ctrl, CONTROL_BYTES / 4);
     this.args = new ArgBlock(arena.memory, ctrl + ARGS, CONTROL_BYTES - ARGS);
@@ -100,7 +114,7 @@ class WasmKernels implements Kernels {
   matmul(out: number, x: number, w: Matrix, n: number): void {
     const { rows, cols } = w;
     if (n <= 0 || rows <= 0) return;
-    if (w.dtype === 'q8_0' && cols % 32 !== 0) throw new RangeError(`q8_0 matrix cols ${cols} is not a multiple of 32`);
+    checkBlockCols(w);
     const par = this.parallelism(n * rows * cols);
     // Rows per work item: several items per thread for balance; for n > 1 also bounded so the chunk's
     // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
@@ -108,16 +122,20 @@ class WasmKernels implements Kernels {
     let chunk = Math.max(4, Math.min(64, balance));
     // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
     let scratchBytes = n === 1 && w.dtype === 'f16' ? cols * 4 : 0;
+    // q8_0 keeps its own f32 kernel unless the integer way is asked for explicitly
+    const blocks = isBlockDType(w.dtype) && (w.dtype !== 'q8_0' || this.blockDotAsked === 'int8');
+    // n = 1, block types: the prepared activations (sums per 16, 8-bit codes and scales per 32), then one decoded block
+    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4;
+      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4 + BLOCK_SCRATCH;
     }
     this.ensureScratch(scratchBytes);
     const b = this.begin();
     b.ptr(MATMUL_OUT, out);
     b.ptr(MATMUL_X, x);
     b.ptr(MATMUL_W, w.ptr);
-    b.int(MATMUL_DTYPE, DTYPE_CODE[w.dtype]);
+    b.int(MATMUL_DTYPE, DTYPE_CODE[w.dtype] + (n === 1 && blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0));
     b.int(MATMUL_ROWS, rows);
     b.int(MATMUL_COLS, cols);
     b.int(MATMUL_N, n);
@@ -343,7 +361,7 @@ class WasmKernels implements Kernels {
   }
 
   embed(out: number, table: Matrix, ids: number, n: number): void {
-    if (table.dtype === 'q8_0' && table.cols % 32 !== 0) throw new RangeError(`q8_0 table cols ${table.cols} is not a multiple of 32`);
+    checkBlockCols(table);
     const id = this.arena.i32(ids, n);
     for (let t = 0; t < n; t++) {
       if (!(id[t]! >= 0 && id[t]! < table.rows)) throw new RangeError(`token id ${id[t]} out of range [0, ${table.rows})`);
@@ -387,6 +405,13 @@ class WasmKernels implements Kernels {
     this.pool?.publish(par > 1);
     const items = this.x.run(this.ctrl, 0);
     this.pool?.wait(items);
+  }
+}
+
+/** A block-type matrix's rows must be whole blocks. */
+function checkBlockCols(w: Matrix): void {
+  if (isBlockDType(w.dtype) && w.cols % BLOCK_FORMATS[w.dtype].blockValues !== 0) {
+    throw new RangeError(`${w.dtype} matrix cols ${w.cols} is not a multiple of ${BLOCK_FORMATS[w.dtype].blockValues}`);
   }
 }
 

@@ -1,6 +1,6 @@
 import { ModelFormatError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import type { ModelConfig } from './config.js';
+import { hasQkNorm, type ModelConfig } from './config.js';
 import { TensorNames as N, type RawTensor } from './tensor.js';
 
 export type CheckpointFormat = 'hf' | 'gguf' | 'llama2c';
@@ -29,6 +29,10 @@ export function expectedShapes(c: ModelConfig): Map<string, number[]> {
     m.set(N.wk(l), [kv, c.hiddenSize]);
     m.set(N.wv(l), [kv, c.hiddenSize]);
     m.set(N.wo(l), [c.hiddenSize, q]);
+    if (hasQkNorm(c)) {
+      m.set(N.qNorm(l), [c.headDim]);
+      m.set(N.kNorm(l), [c.headDim]);
+    }
     if (c.qkvBias) {
       m.set(N.bq(l), [q]);
       m.set(N.bk(l), [kv]);

@@ -3,7 +3,7 @@ import type { RopeLayout, RopeScaling } from '../kernels/rope.js';
 
 export type { RopeLayout, RopeScaling } from '../kernels/rope.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2';
+export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
 
 /** The shape and numerics of a Llama-family model, whatever file it came from. */
 export interface ModelConfig {
@@ -45,10 +45,15 @@ export function validateConfig(c: ModelConfig, file: string): ModelConfig {
   if (!(c.rmsEps > 0) || !(c.ropeTheta > 0)) {
     throw new ModelFormatError(file, `rms_norm_eps and rope_theta must be positive, got ${c.rmsEps} and ${c.ropeTheta}`);
   }
-  if (!['llama', 'mistral', 'qwen2'].includes(c.architecture)) {
-    throw new UnsupportedModelError(file, `architecture "${c.architecture}" is not supported (llama, mistral, qwen2 are)`);
+  if (!['llama', 'mistral', 'qwen2', 'qwen3'].includes(c.architecture)) {
+    throw new UnsupportedModelError(file, `architecture "${c.architecture}" is not supported (llama, mistral, qwen2, qwen3 are)`);
   }
   return c;
+}
+
+/** Qwen3 normalizes each head of q and k (RMSNorm with a learned [headDim] weight) before RoPE. */
+export function hasQkNorm(c: ModelConfig): boolean {
+  return c.architecture === 'qwen3';
 }
 
 /** Bytes of K and V per token across all layers, stored as `bytesPerValue`-byte numbers. */

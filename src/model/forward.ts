@@ -2,7 +2,7 @@ import type { KVCache } from '../cache/kvcache.js';
 import type { Kernels } from '../kernels/api.js';
 import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
-import type { LayerWeights, Weights } from './weights.js';
+import type { LayerWeights, WeightGroup, Weights } from './weights.js';
 
 /** Activation buffers for chunks of up to `maxChunk` tokens, allocated once per session. */
 export interface Scratch {
@@ -67,45 +67,76 @@ export interface Stage {
   layers: LayerWeights[];
 }
 
-/**
- * Runs n tokens (ids at positions) through the model, appending them to the cache. The first stage
- * holds the embedding and the classifier (`w`); the residual stream is copied into each next stage's
- * memory and back. Writes logits for every token (`allLogits`) or only the last one to the first
- * stage's scratch.logits. Returns a view of them.
- */
+/** One stage per layer group, each with activation buffers for chunks of up to maxChunk tokens. */
+export function allocStages(groups: readonly WeightGroup[], c: ModelConfig, maxChunk: number): Stage[] {
+  return groups.map((g) => ({ k: g.kernels, s: allocScratch(g.kernels, c, maxChunk), from: g.from, layers: g.layers }));
+}
+
+export function freeStages(stages: readonly Stage[]): void {
+  for (const stage of stages) freeScratch(stage.k, stage.s);
+}
+
+/** Runs n tokens (ids at positions) of one session through the model: forwardBatch with one session. */
 export function forward(
   c: ModelConfig, w: Weights, stages: readonly Stage[], cache: KVCache,
   ids: ArrayLike<number>, positions: ArrayLike<number>, allLogits: boolean,
 ): Float32Array {
-  const n = ids.length;
+  return forwardBatch(c, w, stages, [{ cache, ids, positions, allLogits }]);
+}
+
+/** One session's tokens in a forward pass. */
+export interface BatchRows {
+  cache: KVCache;
+  ids: ArrayLike<number>;
+  positions: ArrayLike<number>;
+  /** Logits for every token (scoring) or only the last one (generation). */
+  allLogits: boolean;
+}
+
+/**
+ * Runs the tokens of several sessions through the model in one pass: every matmul covers the rows
+ * of all of them, so the weights are read once for all sequences; each session's rows attend to its
+ * own cache. The first stage holds the embedding and the classifier (`w`); the residual stream is
+ * copied into each next stage's memory and back. Writes the wanted logits to the first stage's
+ * scratch.logits in batch order and returns a view of them.
+ */
+export function forwardBatch(c: ModelConfig, w: Weights, stages: readonly Stage[], batch: readonly BatchRows[]): Float32Array {
+  const n = batch.reduce((sum, b) => sum + b.ids.length, 0);
   const { k, s } = stages[0]!;
   if (n < 1 || n > s.maxChunk) throw new RangeError(`internal: chunk of ${n} tokens, scratch holds ${s.maxChunk}`);
   const hidden = c.hiddenSize;
-  k.arena.i32(s.ids, n).set(ids);
+  const ids = k.arena.i32(s.ids, n);
+  for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) ids.set(batch[b]!.ids, r);
   k.embed(s.x, w.embed, s.ids, n);
   let previous = stages[0]!;
   for (const stage of stages) {
     carryResidual(previous, stage, n * hidden);
     const pos = stage.k.arena.i32(stage.s.positions, n);
-    pos.set(positions);
-    for (let i = 0; i < stage.layers.length; i++) layer(stage, c, cache, stage.from + i, pos);
+    for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) pos.set(batch[b]!.positions, r);
+    for (let i = 0; i < stage.layers.length; i++) layer(stage, c, batch, stage.from + i, pos);
     previous = stage;
   }
   carryResidual(previous, stages[0]!, n * hidden);
   // only the rows whose logits are wanted go through the final norm and the classifier
-  const first = allLogits ? 0 : n - 1;
-  const rows = n - first;
-  k.rmsnorm(s.xb, s.x + first * hidden * 4, w.finalNorm, rows, hidden, c.rmsEps);
-  k.matmul(s.logits, s.xb, w.lmHead, rows);
-  return k.arena.f32(s.logits, rows * c.vocabSize);
+  let wanted = 0;
+  for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
+    const m = batch[b]!.ids.length;
+    const first = batch[b]!.allLogits ? 0 : m - 1;
+    k.rmsnorm(s.xb + wanted * hidden * 4, s.x + (r + first) * hidden * 4, w.finalNorm, m - first, hidden, c.rmsEps);
+    wanted += m - first;
+  }
+  k.matmul(s.logits, s.xb, w.lmHead, wanted);
+  return k.arena.f32(s.logits, wanted * c.vocabSize);
 }
 
 /** One transformer block on the stage's residual stream: attention, then the SwiGLU feed-forward. */
-function layer(stage: Stage, c: ModelConfig, cache: KVCache, l: number, pos: Int32Array): void {
+function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: number, pos: Int32Array): void {
   const { k, s } = stage;
   const n = pos.length;
   const L = stage.layers[l - stage.from]!;
   const hidden = c.hiddenSize;
+  const qRow = c.numHeads * c.headDim * 4;
+  const kvRow = c.numKvHeads * c.headDim * 4;
   // attention block
   k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
   k.matmul(s.q, s.xb, L.wq, n);
@@ -116,9 +147,20 @@ function layer(stage: Stage, c: ModelConfig, cache: KVCache, l: number, pos: Int
     k.addBias(s.k, L.bk, n, L.wk.rows);
     k.addBias(s.v, L.bv, n, L.wv.rows);
   }
-  const ropePositions = cache.rotationPositions(l, n, s.positions);
-  k.rope(s.q, n, c.numHeads, ropePositions, ropeOf(c));
-  cache.attend(l, s.q, s.k, s.v, pos, ropePositions, n, s.att);
+  if (L.qNorm) {
+    // Qwen3: RMSNorm over each head of q and k, before RoPE
+    k.rmsnorm(s.q, s.q, L.qNorm, n * c.numHeads, c.headDim, c.rmsEps);
+    k.rmsnorm(s.k, s.k, L.kNorm, n * c.numKvHeads, c.headDim, c.rmsEps);
+  }
+  // each session's rows are rotated at the positions its cache gives and attend to that cache
+  for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
+    const { cache } = batch[b]!;
+    const m = batch[b]!.ids.length;
+    const q = s.q + r * qRow;
+    const ropePositions = cache.rotationPositions(l, m, s.positions + r * 4);
+    k.rope(q, m, c.numHeads, ropePositions, ropeOf(c));
+    cache.attend(l, q, s.k + r * kvRow, s.v + r * kvRow, pos.subarray(r, r + m), ropePositions, m, s.att + r * qRow);
+  }
   k.matmul(s.xb2, s.att, L.wo, n);
   k.add(s.x, s.xb2, n * hidden);
   // feed-forward block (SwiGLU)

@@ -7,7 +7,10 @@ import { validateConfig, type Architecture, type ModelConfig } from './config.js
 import {
   buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile, readRangeSync,
 } from './safetensors.js';
-import { dtypeBytes, Q8_0_BLOCK, TensorNames as N, type DType, type RawTensor } from './tensor.js';
+import { BLOCK_FORMATS, blockDTypeOfGgmlId, isBlockDType } from '../kernels/ggml/index.js';
+import { ggufRopeScaling } from './rope-scaling.js';
+import { dtypeBytes, TensorNames as N, type DType, type RawTensor } from './tensor.js';
+import { toF32 } from './weights.js';
 
 /**
  * GGUF (v2 and v3, little-endian) reader. Layout: magic "GGUF", u32 version, u64 tensor count,
@@ -41,13 +44,12 @@ const MAX_ARRAY_DEPTH = 8;
 /** ggml's GGML_MAX_DIMS. */
 const MAX_DIMS = 4;
 
-/** ggml type ids kvpack reads. */
-const GGML_TYPES: Record<number, DType> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
-/** Names of other ggml types, for the unsupported-type message. */
+/** ggml type ids kvpack reads: floats, and the block formats of src/kernels/ggml. */
+const dtypeOfGgmlId = (id: number): DType | undefined => ({ 0: 'f32', 1: 'f16', 30: 'bf16' } as Record<number, DType>)[id] ?? blockDTypeOfGgmlId(id);
+/** Names of the ggml types kvpack does not read, for the unsupported-type message. */
 const GGML_TYPE_NAMES: Record<number, string> = {
-  2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K', 13: 'Q5_K',
-  14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S',
-  22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M',
+  9: 'Q8_1', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 21: 'IQ3_S',
+  22: 'IQ2_S', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M',
 };
 
 /** Metadata value type ids → fixed byte size (0 for string/array, whose size is read). */
@@ -214,13 +216,15 @@ function ggufLayout(head: Uint8Array, fileSize: number, file: string): GgufLayou
     const shown = printable(name);
     if (seen.has(name)) throw new ModelFormatError(file, `tensor ${shown} appears twice`);
     seen.add(name);
-    const dtype = GGML_TYPES[ggmlType];
+    const dtype = dtypeOfGgmlId(ggmlType);
     if (!dtype) {
       const typeName = GGML_TYPE_NAMES[ggmlType] ?? 'unknown';
-      throw new UnsupportedModelError(file, `tensor ${shown} has type ${typeName} (${ggmlType}); kvpack reads F32, F16, BF16 and Q8_0`);
+      const known = ['F32', 'F16', 'BF16', ...Object.values(BLOCK_FORMATS).map((f) => f.name)].join(', ');
+      throw new UnsupportedModelError(file, `tensor ${shown} has type ${typeName} (${ggmlType}); kvpack reads ${known}`);
     }
-    if (dtype === 'q8_0' && (shape[shape.length - 1] ?? 1) % Q8_0_BLOCK !== 0) {
-      throw new ModelFormatError(file, `tensor ${shown} is Q8_0 but its rows (${shape[shape.length - 1]}) are not a multiple of ${Q8_0_BLOCK}`);
+    if (isBlockDType(dtype) && (shape[shape.length - 1] ?? 1) % BLOCK_FORMATS[dtype].blockValues !== 0) {
+      const f = BLOCK_FORMATS[dtype];
+      throw new ModelFormatError(file, `tensor ${shown} is ${f.name} but its rows (${shape[shape.length - 1]}) are not a multiple of ${f.blockValues}`);
     }
     if (offset % alignValue !== 0) throw new ModelFormatError(file, `tensor ${shown} data offset ${offset} is not a multiple of the alignment ${alignValue}`);
     // Bound the element count by the file before multiplying further, so a corrupt dim cannot overflow.
@@ -280,15 +284,21 @@ async function readGgufLayout(file: string, firstRead: number): Promise<GgufLayo
   }
 }
 
-/** A GGUF file's config and the bytes its tensors take, from its header alone (no tensor data is read). */
+/**
+ * A GGUF file's config and the bytes its tensors take, from its header alone: of the tensor data only
+ * rope_freqs (a few hundred bytes, when present) is read.
+ */
 export async function readGgufHeader(file: string): Promise<{ config: ModelConfig; tensorBytes: number }> {
   const layout = await readGgufLayout(file, 2 ** 20);
-  const tensors = canonicalTensors(layout.tensors, file);
-  const config = ggufConfig(new Meta(layout.metadata, file), tensors, file);
+  const freqs = layout.tensors.find((t) => t.name === ROPE_FREQS);
+  const ropeFreqs = freqs && { ...freqs, data: readRangeSync(file, freqs.begin, freqs.end) };
+  const config = ggufConfig(new Meta(layout.metadata, file), canonicalTensors(layout.tensors), ropeFreqs, file);
   return { config, tensorBytes: layout.tensors.reduce((sum, t) => sum + t.end - t.begin, 0) };
 }
 
-const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
+const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3' };
+/** Llama 3.1-style RoPE scaling: a factor per rotated pair. */
+const ROPE_FREQS = 'rope_freqs.weight';
 
 /** Reads one metadata value of the expected kind, or throws a ModelFormatError naming the key. */
 class Meta {
@@ -351,6 +361,7 @@ export const GGUF_GLOBAL_NAMES: Record<string, string> = {
 export const GGUF_LAYER_NAMES: Record<string, (l: number) => string> = {
   'attn_q.weight': N.wq, 'attn_k.weight': N.wk, 'attn_v.weight': N.wv, 'attn_output.weight': N.wo,
   'attn_q.bias': N.bq, 'attn_k.bias': N.bk, 'attn_v.bias': N.bv,
+  'attn_q_norm.weight': N.qNorm, 'attn_k_norm.weight': N.kNorm,
   'attn_norm.weight': N.attnNorm, 'ffn_norm.weight': N.ffnNorm,
   'ffn_gate.weight': N.wGate, 'ffn_up.weight': N.wUp, 'ffn_down.weight': N.wDown,
 };
@@ -369,8 +380,8 @@ export function ggufCheckpoint(buf: Uint8Array, file: string): Checkpoint {
 
 function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   const meta = new Meta(gguf.metadata, file);
-  const tensors = canonicalTensors(gguf.tensors, file);
-  const config = ggufConfig(meta, tensors, file);
+  const tensors = canonicalTensors(gguf.tensors);
+  const config = ggufConfig(meta, tensors, gguf.tensors.find((t) => t.name === ROPE_FREQS), file);
   checkLoadedTensors(config, tensors, file);
   const tokens = meta.has('tokenizer.ggml.tokens') ? meta.strings('tokenizer.ggml.tokens')! : undefined;
   const tokenizer = ggufTokenizer(meta, tokens, file);
@@ -379,28 +390,21 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
 }
 
 /** The file's tensors under canonical names (others are left out). */
-function canonicalTensors<T extends { name: string }>(list: readonly T[], file: string): Map<string, T> {
+function canonicalTensors<T extends { name: string }>(list: readonly T[]): Map<string, T> {
   const tensors = new Map<string, T>();
   for (const t of list) {
-    if (t.name === 'rope_freqs.weight') {
-      throw new UnsupportedModelError(file, 'has rope_freqs.weight (Llama 3.1-style RoPE scaling), which kvpack does not support');
-    }
     const canonical = canonicalName(t.name);
     if (canonical) tensors.set(canonical, t);
   }
   return tensors;
 }
 
-/** The model config the metadata describes; of the tensors only names and shapes are read. */
-function ggufConfig(meta: Meta, tensors: Map<string, { shape: number[] }>, file: string): ModelConfig {
+/** The model config the metadata describes; of the tensors only names and shapes are read, and rope_freqs. */
+function ggufConfig(meta: Meta, tensors: Map<string, { shape: number[] }>, ropeFreqs: RawTensor | undefined, file: string): ModelConfig {
   const archName = meta.str('general.architecture');
   const architecture = ARCHS[archName];
   if (!architecture) {
     throw new UnsupportedModelError(file, `architecture ${JSON.stringify(archName)} is not supported (supported: ${Object.keys(ARCHS).join(', ')})`);
-  }
-  const scaling = meta.m.get(`${archName}.rope.scaling.type`);
-  if (scaling !== undefined && scaling !== 'none') {
-    throw new UnsupportedModelError(file, `RoPE scaling ${JSON.stringify(scaling)} is not supported`);
   }
 
   const a = (k: string) => `${archName}.${k}`;
@@ -412,6 +416,17 @@ function ggufConfig(meta: Meta, tensors: Map<string, { shape: number[] }>, file:
   if (rotDims !== headDim) {
     throw new UnsupportedModelError(file, `partial RoPE (${rotDims} of ${headDim} head dimensions) is not supported`);
   }
+  if (ropeFreqs && (ropeFreqs.shape.length !== 1 || ropeFreqs.shape[0] !== rotDims / 2)) {
+    throw new ModelFormatError(file, `rope_freqs.weight has shape [${ropeFreqs.shape.join(', ')}] but RoPE turns ${rotDims / 2} pairs`);
+  }
+  const maxContext = meta.num(a('context_length'));
+  const ropeScaling = ggufRopeScaling(
+    meta.has(a('rope.scaling.type')) ? meta.str(a('rope.scaling.type')) : undefined,
+    (key) => (meta.has(a(key)) ? meta.num(a(key)) : undefined),
+    ropeFreqs && toF32(ropeFreqs, file),
+    maxContext,
+    file,
+  );
   return validateConfig(
     {
       architecture,
@@ -422,11 +437,12 @@ function ggufConfig(meta: Meta, tensors: Map<string, { shape: number[] }>, file:
       numKvHeads: meta.num(a('attention.head_count_kv'), numHeads),
       headDim,
       vocabSize: meta.num(a('vocab_size'), tokens?.length ?? tensors.get(N.embed)?.shape[0] ?? 0),
-      maxContext: meta.num(a('context_length')),
+      maxContext,
       rmsEps: meta.num(a('attention.layer_norm_rms_epsilon')),
       ropeTheta: meta.num(a('rope.freq_base'), 10000),
-      // llama.cpp's converter permutes llama Q/K rows so pairs are adjacent; qwen2 keeps HF's layout.
-      ropeLayout: architecture === 'qwen2' ? 'half' : 'interleaved',
+      ...(ropeScaling.kind === 'none' ? {} : { ropeScaling }),
+      // llama.cpp's converter permutes llama Q/K rows so pairs are adjacent; qwen2 and qwen3 keep HF's layout.
+      ropeLayout: architecture === 'qwen2' || architecture === 'qwen3' ? 'half' : 'interleaved',
       tiedEmbeddings: !tensors.has(N.lmHead),
       qkvBias: architecture === 'qwen2',
     },

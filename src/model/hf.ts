@@ -5,6 +5,7 @@ import { HfTokenizer } from '../tokenizer/hf.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
 import { buildTokenizer, checkLoadedTensors, checkTokenizerFits, readJsonFile, readModelFile, readSafetensorsDir, toRawTensor, type SafetensorsEntry } from './safetensors.js';
+import { parseHfRopeScaling } from './rope-scaling.js';
 import { TensorNames as N, type RawTensor } from './tensor.js';
 
 /** HF `architectures` entries and `model_type` values kvpack runs, and the architecture each means. */
@@ -12,8 +13,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   LlamaForCausalLM: 'llama',
   MistralForCausalLM: 'mistral',
   Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
 };
-const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2' };
+const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3' };
 
 /** What config.json says beyond the ModelConfig: the special ids the tokenizer should know. */
 export interface HfConfig {
@@ -51,13 +53,12 @@ export function parseHfConfig(json: unknown, file: string): HfConfig {
     if (typeof v !== 'number') throw new ModelFormatError(file, `config field ${key} must be a number, got ${JSON.stringify(v)}`);
     return v;
   };
-  if (c.rope_scaling !== undefined && c.rope_scaling !== null) {
-    throw new UnsupportedModelError(file, `rope_scaling ${JSON.stringify(c.rope_scaling)} is not supported (plain RoPE only)`);
-  }
   if (architecture !== 'qwen2' && c.attention_bias === true) {
-    throw new UnsupportedModelError(file, 'attention_bias is not supported for llama/mistral (only qwen2-style q/k/v biases are)');
+    throw new UnsupportedModelError(file, `attention_bias is not supported for ${architecture} (only qwen2-style q/k/v biases are)`);
   }
   if (c.mlp_bias === true) throw new UnsupportedModelError(file, 'mlp_bias is not supported');
+  const maxPositions = num('max_position_embeddings');
+  const ropeScaling = parseHfRopeScaling(c.rope_scaling, maxPositions, file);
   const hiddenSize = num('hidden_size');
   const numHeads = num('num_attention_heads');
   const config: ModelConfig = {
@@ -69,9 +70,10 @@ export function parseHfConfig(json: unknown, file: string): HfConfig {
     numKvHeads: num('num_key_value_heads', numHeads),
     headDim: num('head_dim', hiddenSize / numHeads),
     vocabSize: num('vocab_size'),
-    maxContext: num('max_position_embeddings'),
+    maxContext: maxPositions,
     rmsEps: num('rms_norm_eps', 1e-6),
     ropeTheta: num('rope_theta', 10000),
+    ...(ropeScaling.kind === 'none' ? {} : { ropeScaling }),
     ropeLayout: 'half',
     tiedEmbeddings: false, // settled once we know whether lm_head.weight exists
     qkvBias: architecture === 'qwen2',
@@ -97,6 +99,8 @@ export const HF_LAYER_NAMES: Record<string, (l: number) => string> = {
   'self_attn.q_proj.bias': N.bq,
   'self_attn.k_proj.bias': N.bk,
   'self_attn.v_proj.bias': N.bv,
+  'self_attn.q_norm.weight': N.qNorm,
+  'self_attn.k_norm.weight': N.kNorm,
   'input_layernorm.weight': N.attnNorm,
   'post_attention_layernorm.weight': N.ffnNorm,
   'mlp.gate_proj.weight': N.wGate,

@@ -1,6 +1,6 @@
 import type { DType } from '../kernels/dtype.js';
 
-export { dtypeBytes, Q8_0_BLOCK, Q8_0_BLOCK_BYTES, type DType } from '../kernels/dtype.js';
+export { dtypeBytes, type DType } from '../kernels/dtype.js';
 
 /** A tensor as stored in its file: row-major, outermost dimension first, little-endian bytes. */
 export interface RawTensor {
@@ -26,6 +26,8 @@ export const TensorNames = {
   bq: (l: number) => `layers.${l}.bq`,             // [heads*headDim] (qwen2)
   bk: (l: number) => `layers.${l}.bk`,             // [kvHeads*headDim] (qwen2)
   bv: (l: number) => `layers.${l}.bv`,             // [kvHeads*headDim] (qwen2)
+  qNorm: (l: number) => `layers.${l}.q_norm`,      // [headDim] (qwen3)
+  kNorm: (l: number) => `layers.${l}.k_norm`,      // [headDim] (qwen3)
   ffnNorm: (l: number) => `layers.${l}.ffn_norm`,  // [hidden]
   wGate: (l: number) => `layers.${l}.w_gate`,      // [ffn, hidden]
   wUp: (l: number) => `layers.${l}.w_up`,          // [ffn, hidden]

@@ -1,5 +1,6 @@
 import { UnsupportedModelError } from '../errors.js';
 import type { Kernels, Matrix } from '../kernels/api.js';
+import { BLOCK_FORMATS, dequantize } from '../kernels/ggml/index.js';
 import { f16Table, bf16ToF32 } from '../kernels/half.js';
 import type { LayerGroup } from '../cache/layer-groups.js';
 import type { Checkpoint } from './checkpoint.js';
@@ -16,6 +17,9 @@ export interface LayerWeights {
   bq: number;
   bk: number;
   bv: number;
+  /** Qwen3 per-head q/k RMSNorm weights (f32 [headDim] pointers), 0 when absent. */
+  qNorm: number;
+  kNorm: number;
   ffnNorm: number;
   wGate: Matrix;
   wUp: Matrix;
@@ -68,6 +72,8 @@ export function uploadLayers(k: Kernels, config: ModelConfig, ckpt: Checkpoint, 
       bq: optionalVector(N.bq(l)),
       bk: optionalVector(N.bk(l)),
       bv: optionalVector(N.bv(l)),
+      qNorm: optionalVector(N.qNorm(l)),
+      kNorm: optionalVector(N.kNorm(l)),
       ffnNorm: vector(N.ffnNorm(l)),
       wGate: matrix(N.wGate(l)),
       wUp: matrix(N.wUp(l)),
@@ -124,7 +130,10 @@ export function toF32(t: RawTensor, file: string): Float32Array {
     case 'bf16':
       for (let i = 0; i < count; i++) out[i] = bf16ToF32(view.getUint16(i * 2, true));
       return out;
-    case 'q8_0':
-      throw new UnsupportedModelError(file, `tensor ${t.name} is q8_0; norms and biases must be f32, f16 or bf16`);
+    default:
+      if (count % BLOCK_FORMATS[t.dtype].blockValues !== 0) {
+        throw new UnsupportedModelError(file, `tensor ${t.name} is ${t.dtype} but its ${count} values are not whole blocks`);
+      }
+      return dequantize(BLOCK_FORMATS[t.dtype], d, 1, count);
   }
 }

@@ -1,34 +1,33 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { REF6M_GGUF, STORIES_BIN } from '../engine/helpers.js';
+import { REF6M_DIR, REF6M_GGUF, STORIES_BIN } from '../engine/helpers.js';
+import { expectCleanFailure, kvpack } from './run.js';
 
-// The built CLI, as a user runs it (npm test builds first).
-const CLI = path.resolve('dist/cli/main.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function kvpack(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A user-facing failure: non-zero exit, one clear line naming the problem, no stack trace. */
-function expectCleanFailure(r: ReturnType<typeof kvpack>, ...phrases: string[]) {
-  expect(r.code).not.toBe(0);
-  expect(r.code).not.toBeNull(); // not killed by the timeout: no hang
-  for (const p of phrases) expect(r.stderr).toContain(p);
-  expect(r.stderr).not.toMatch(/^\s+at /m);
-  expect(r.stderr).not.toContain('internal error');
-}
 
 describe('kvpack CLI', () => {
   it('generates greedily from stories260K', () => {
     const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', 'Once upon a time');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Once upon a time, there was a little girl/);
+  });
+
+  it('info counts each tensor type and the stored bits per weight of a quantized GGUF', () => {
+    const file = path.join(REF6M_DIR, 'quantized', 'ref-6m-Q4_K_M.gguf');
+    const r = kvpack('info', '--model', file, '--json');
+    expect(r.code).toBe(0);
+    const info = JSON.parse(r.stdout) as { tensorTypes: Record<string, number>; bitsPerWeight: number; parameters: number };
+    // llama.cpp's Q4_K_M mix: mostly Q4_K, some Q6_K, fallbacks for rows that are not whole 256-blocks
+    expect(Object.keys(info.tensorTypes)).toEqual(expect.arrayContaining(['q4_k', 'q6_k', 'f32']));
+    expect(Object.values(info.tensorTypes).reduce((a, b) => a + b)).toBe(2 + 6 * 9); // embeddings, final norm, 9 per layer
+    // stored bytes, so a little under the file's own size per parameter
+    const fileBits = (fs.statSync(file).size * 8) / info.parameters;
+    expect(info.bitsPerWeight).toBeGreaterThan(4.5);
+    expect(info.bitsPerWeight).toBeLessThan(fileBits);
+    expect(kvpack('info', '--model', file).stdout).toMatch(/bits\/weight\s+5\.\d\d/);
   });
 
   it('prints the KV bytes held against a full fp16 cache after generating', () => {

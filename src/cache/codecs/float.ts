@@ -92,7 +92,7 @@ class FloatCodec implements MaskingCodec {
       keys, values: this.values[layer]!, dtype: this.dtype,
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
-      scale: 1 / Math.sqrt(c.headDim),
+      scale: this.ctx.rope.scoreScale,
       lastProbs: a.lastProbs, received: a.received, mask,
     });
   }

@@ -1,9 +1,11 @@
-import { UsageError } from '../../errors.js';
+import { CalibrationError, UsageError } from '../../errors.js';
 import { rangeParams } from '../../kernels/quant/quantize.js';
 import { bool, int, number, oneOf, text } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
+import { readCalibration, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
+import { Moments, quantile, valueOutliers } from '../quant/stats.js';
 import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
 
 /**
@@ -30,16 +32,21 @@ import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
  *   is quantized when written. A first write of ≥ `calibrate` tokens (a chunk, a long prompt) is
  *   calibrated on directly, so decode mode and one-token prompts get the same statistics as chunks.
  *
- * Deviations from the paper (no calibration file exists yet, see the calibration issue):
- * - Key thresholds are not calibrated offline: they are the outliers/2 and 1 − outliers/2 percentiles
- *   of each channel over the calibration tokens above, and stay fixed for the rest of the sequence;
- *   later keys beyond them become outliers or are clamped.
- * - datatype=nf (default) uses NormalFloat signposts (lut.ts) instead of the sensitivity-weighted
- *   k-means 'nuq' datatype, which needs a calibration file; 'nuq' and calib= are refused until then.
+ * With calib=FILE (kvpack calibrate, src/calibrate/), as the paper does: key thresholds per channel are
+ *   the file's offline percentiles (before or after RoPE, as `prerope` says), fixed from the first token
+ *   (nothing is staged); datatype=nuq (the default then) assigns and decodes codes with each layer's
+ *   Fisher-weighted k-means signposts for keys and for values, qnorm=true decodes with their Q-Norm
+ *   version; `outliers` must be what the file was made with.
+ *
+ * Deviations from the paper:
+ * - Without a file, key thresholds are not calibrated offline: they are the outliers/2 and
+ *   1 − outliers/2 percentiles of each channel over the calibration tokens above, and stay fixed for
+ *   the rest of the sequence; later keys beyond them become outliers or are clamped; datatype=nf
+ *   (default then) uses NormalFloat signposts (lut.ts).
  * - Outliers are stored per slot in a fixed number of entries, ceil(outliers·headDim) per vector
  *   (the paper's CSR/CSC lists are variable-length); when more keys of a token exceed the thresholds,
  *   the largest excursions are kept and the rest clamp. Entries are 32 bits (f16 value, u16 index).
- * - Q-Norm statistics come from the same calibration tokens, not an offline calibration set.
+ * - Without a file, Q-Norm statistics come from the same calibration tokens, not an offline calibration set.
  */
 class KVQuantCodec extends QuantCodec {
   private readonly calibrated: boolean[];
@@ -50,7 +57,7 @@ class KVQuantCodec extends QuantCodec {
   private readonly keyHi: Float32Array[][];
   private readonly keyWords: Uint32Array[][];
 
-  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: { outliers: number; qnorm: boolean; dt: Datatype; calibrate: number }) {
+  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: KVQuantOptions) {
     super(ctx, keys, values);
     const c = ctx.config;
     this.calibrated = new Array<boolean>(c.numLayers).fill(false);
@@ -59,13 +66,34 @@ class KVQuantCodec extends QuantCodec {
     this.keyLo = per(() => new Float32Array(c.headDim));
     this.keyHi = per(() => new Float32Array(c.headDim));
     this.keyWords = per(() => new Uint32Array(c.headDim));
+    if (o.offline) this.useCalibration(o.offline);
+  }
+
+  /** Offline thresholds (and, for nuq, each layer's datatypes) from a calibration file: nothing is staged. */
+  private useCalibration(offline: NonNullable<KVQuantOptions['offline']>): void {
+    const d = this.ctx.config.headDim;
+    const { bits, kind } = this.o.dt;
+    offline.layers.forEach((layer, l) => {
+      const keys = layer[offline.keyStream];
+      for (let h = 0; h < this.keyLo[l]!.length; h++) {
+        this.keyLo[l]![h]!.set(keys.lo!.subarray(h * d, (h + 1) * d));
+        this.keyHi[l]![h]!.set(keys.hi!.subarray(h * d, (h + 1) * d));
+        for (let i = 0; i < d; i++) this.keyWords[l]![h]![i] = rangeParams(kind, bits, this.keyLo[l]![h]![i]!, this.keyHi[l]![h]![i]!).word;
+        this.keys.setChannelParams(l, h, 0, this.keyWords[l]![h]!);
+      }
+      if (offline.nuq) {
+        this.keys.setLevels(l, keys.luts[bits]!, this.o.qnorm ? keys.qnorm[bits] : undefined);
+        this.values.setLevels(l, layer.values.luts[bits]!, this.o.qnorm ? layer.values.qnorm[bits] : undefined);
+      }
+      this.calibrated[l] = true;
+    });
   }
 
   protected writeRows(layer: number, from: number, n: number, keysPtr: number, valuesPtr: number, positions: Int32Array): void {
     const keys = this.hostRows(keysPtr, n);
     const values = this.hostRows(valuesPtr, n);
     const sinks = this.keys.cfg.sinks;
-    if (from === 0) {
+    if (from === 0 && !this.o.offline) {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens
       this.calibrated[layer] = false;
       this.seen[layer] = 0;
@@ -119,16 +147,11 @@ class KVQuantCodec extends QuantCodec {
 
   /** The row with its outliers replaced by the median (dense part), and those outliers stored sparsely. */
   private valueDense(l: number, h: number, slot: number, x: Float32Array, store: boolean): Float32Array {
-    const ocap = this.values.cfg.ocap;
-    if (!ocap) return x;
-    const m = median(x);
-    const dev = Float64Array.from(x, (v) => Math.abs(v - m));
-    const idx = topIndices(dev, ocap);
-    if (store) this.values.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
-    const y = x.slice();
-    for (const i of idx) y[i] = m;
-    return y;
+    const { dense, outliers } = valueOutliers(x, this.values.cfg.ocap);
+    if (store && this.values.cfg.ocap) this.values.writeOutliers(l, h, slot, outliers, outliers.map((i) => x[i]!));
+    return dense;
   }
+
 
   /** Keeps rows as f16 staging rows of their slots (and sink rows), not quantized yet. */
   private stage(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
@@ -206,44 +229,13 @@ class KVQuantCodec extends QuantCodec {
   }
 }
 
-/** Running moments of numbers and of their quantized values, for Q-Norm. */
-class Moments {
-  private n = 0;
-  private sx = 0;
-  private sxx = 0;
-  private sq = 0;
-  private sqq = 0;
-
-  add(x: number, q: number): void {
-    this.n++;
-    this.sx += x;
-    this.sxx += x * x;
-    this.sq += q;
-    this.sqq += q * q;
-  }
-
-  /** Signposts shifted and scaled so the dequantized numbers get the numbers' mean and deviation. */
-  normalise(levels: readonly number[]): number[] {
-    if (this.n < 2) return [...levels];
-    const mx = this.sx / this.n;
-    const mq = this.sq / this.n;
-    const sx = Math.sqrt(Math.max(0, this.sxx / this.n - mx * mx));
-    const sq = Math.sqrt(Math.max(0, this.sqq / this.n - mq * mq));
-    if (!(sq > 0) || !(sx > 0)) return [...levels];
-    return levels.map((l) => Math.fround(mx + ((l - mq) * sx) / sq));
-  }
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  const pos = q * (sorted.length - 1);
-  const i = Math.floor(pos);
-  const f = pos - i;
-  return i + 1 < sorted.length ? sorted[i]! * (1 - f) + sorted[i + 1]! * f : sorted[i]!;
-}
-
-function median(x: Float32Array): number {
-  const s = Float64Array.from(x).sort();
-  return quantile(s, 0.5);
+interface KVQuantOptions {
+  outliers: number;
+  qnorm: boolean;
+  dt: Datatype;
+  calibrate: number;
+  /** From calib=FILE: its layers, which key statistics apply (before or after RoPE), and whether its datatypes are used. */
+  offline?: { layers: LayerCalibration[]; keyStream: 'keys' | 'rotatedKeys'; nuq: boolean };
 }
 
 export const kvquant = codecKind({
@@ -252,38 +244,59 @@ export const kvquant = codecKind({
     doc: 'KVQuant: per-channel pre-RoPE keys, per-token values, non-uniform datatype, dense-and-sparse outliers, f16 sinks',
     params: {
       bits: oneOf([2, 3, 4], { default: 4, doc: 'bits per code' }),
-      outliers: number({ min: 0, max: 0.5, default: 0.01, doc: 'fraction of each vector kept exactly as sparse outliers' }),
+      outliers: number({ min: 0, max: 0.5, optional: true, doc: 'fraction of each vector kept exactly as sparse outliers (default 0.01, or what calib was made with)' }),
       sinks: int({ min: 0, max: 1024, default: 1, doc: 'first tokens kept in f16' }),
       prerope: bool({ default: true, doc: 'quantize keys before RoPE (RoPE applied in the attention kernel)' }),
-      datatype: oneOf(['nuq', 'nf', 'uniform'], { default: 'nf', doc: 'code values: nf (NormalFloat), uniform, nuq (needs calib)' }),
+      datatype: oneOf(['nuq', 'nf', 'uniform'], {
+        optional: true,
+        doc: 'code values: nuq (the calibration file\'s k-means datatypes; default with calib), nf (NormalFloat; default without), uniform',
+      }),
       qnorm: bool({ default: false, doc: 'Q-Norm: match mean and deviation of dequantized numbers' }),
       calibrate: int({
         min: 1, max: 4096, default: 64,
-        doc: 'non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
+        doc: 'without calib: non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
       }),
-      calib: text({ optional: true, doc: 'calibration file (not supported yet)' }),
+      calib: text({ optional: true, doc: 'calibration file from kvpack calibrate: offline key thresholds and datatypes' }),
     },
   },
   ropeOnRead: true,
   create: (p, ctx) => {
-    if (p.calib !== undefined) {
-      throw new UsageError(`kvquant(calib=${String(p.calib)}): calibration files are not supported yet; leave calib out to derive thresholds from the prompt`);
-    }
-    if (p.datatype === 'nuq') {
-      throw new UsageError('kvquant(datatype=nuq) needs a calibration file, which is not supported yet; use datatype=nf (default) or uniform');
-    }
     const c = ctx.config;
     const bits = p.bits;
-    const levels = p.datatype === 'uniform' ? uniformLut(bits) : normalFloat(bits);
+    const prerope = p.prerope || ctx.ropeOnRead;
+    const calib = p.calib === undefined ? undefined : openCalibration(p.calib, ctx, bits);
+    const datatype = p.datatype ?? (calib ? 'nuq' : 'nf');
+    const outliers = p.outliers ?? calib?.outliers ?? 0.01;
+    if (calib && outliers !== calib.outliers) {
+      throw new UsageError(`kvquant(calib=${p.calib}): the file was calibrated with outliers=${calib.outliers}; use that (or leave outliers out) or calibrate again with --outliers ${outliers}`);
+    }
+    if (datatype === 'nuq' && !calib) {
+      throw new UsageError('kvquant(datatype=nuq) needs a calibration file: make one with kvpack calibrate and pass calib=FILE');
+    }
+    if (calib && datatype !== 'nuq' && p.qnorm) {
+      throw new UsageError(`kvquant(calib=…,datatype=${datatype},qnorm=true): the file's Q-Norm statistics are for its own datatypes; use datatype=nuq or leave calib out`);
+    }
+    // nuq: each layer's levels come from the file; uniform signposts stand in until then
+    const levels = datatype === 'nf' ? normalFloat(bits) : uniformLut(bits);
     const dt: Datatype = { bits, kind: 'unit', levels };
-    const outliers = p.outliers;
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
     const sinks = p.sinks;
-    const rope = p.prerope || ctx.ropeOnRead;
     const calibrate = p.calibrate;
-    const staging = calibrate + sinks;
-    const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope, staging }, ctx.capacity, levels);
+    const staging = calib ? 0 : calibrate + sinks;
+    const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope: prerope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate });
+    const first = ctx.firstLayer ?? 0;
+    const offline = calib && { layers: calib.layers.slice(first, first + c.numLayers), keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline });
   },
 });
+
+/** The calibration file, checked against the cache's model and the bit width. */
+function openCalibration(file: string, ctx: CodecContext, bits: number): Calibration {
+  if (!ctx.model) throw new UsageError(`kvquant(calib=${file}) needs to know the model it runs for`);
+  const calib = readCalibration(file, ctx.model());
+  if (!calib.bits.includes(bits)) {
+    throw new CalibrationError(file, `holds datatypes for ${calib.bits.join(', ')} bits, not ${bits}; calibrate again with --bits ${bits}`);
+  }
+  return calib;
+}

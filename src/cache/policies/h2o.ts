@@ -39,6 +39,11 @@ class H2OPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
   protected scores(layer: number, head: number): ArrayLike<number> {
     return this.accumulated.of(layer, head);
   }
+
+  readonly scoreName = 'accumulated attention';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.accumulated.of(layer, head).subarray(0, length);
+  }
 }
 
 export const h2o = policyKind({

@@ -186,6 +186,18 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
   private settle(layer: number, length: number): void {
     const from = this.settled[layer]!;
     if (from >= length) return;
+    const ke = this.pendingFriendliness(layer, length);
+    const count = length - from;
+    for (let h = 0; h < this.shape.numKvHeads; h++) {
+      const q = this.quality.of(layer, h);
+      for (let s = from; s < length; s++) q[2 * s] = ke[h * count + s - from]!;
+    }
+    this.settled[layer] = length;
+  }
+
+  /** Friendliness of slots [settled, length) of every head, [heads × count] in reused scratch; stores nothing. */
+  private pendingFriendliness(layer: number, length: number): Float32Array {
+    const from = this.settled[layer]!;
     const heads = this.shape.numKvHeads;
     const count = length - from;
     if (this.errors.keys.length < heads * count) this.errors = { keys: new Float32Array(heads * count), values: new Float32Array(heads * count) };
@@ -198,26 +210,31 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
       }
     }
     friendlinessInPlace(ke, ve, heads * count);
-    for (let h = 0; h < heads; h++) {
-      const q = this.quality.of(layer, h);
-      for (let s = from; s < length; s++) q[2 * s] = ke[h * count + s - from]!;
-    }
-    this.settled[layer] = length;
+    return ke;
   }
   private errors = { keys: new Float32Array(0), values: new Float32Array(0) };
 
-  /** Friendliness of a head's live slots (settling the layer first), into `out` (default: a new array). */
-  friendlinessOf(layer: number, head: number, length: number, out = new Float32Array(length)): Float32Array {
-    this.settle(layer, length);
+  /**
+   * Friendliness of a head's live slots, into `out` (default: a new array). `settle` fixes the pending
+   * ones first (as a choice does); without it they are scored as they would be now and nothing changes
+   * (inspection must not steer eviction).
+   */
+  friendlinessOf(layer: number, head: number, length: number, out = new Float32Array(length), settle = true): Float32Array {
+    if (settle) this.settle(layer, length);
     const q = this.quality.of(layer, head);
-    for (let s = 0; s < length; s++) out[s] = q[2 * s]!;
+    const from = Math.min(this.settled[layer]!, length);
+    for (let s = 0; s < from; s++) out[s] = q[2 * s]!;
+    if (from < length) {
+      const pending = this.pendingFriendliness(layer, length);
+      for (let s = from; s < length; s++) out[s] = pending[head * (length - from) + s - from]!;
+    }
     return out;
   }
 
-  /** The combined score of a head's live slots (in a buffer reused by the next call). */
-  combinedOf(layer: number, head: number, length: number): Float32Array {
+  /** The combined score of a head's live slots (in a buffer reused by the next call); `settle` as friendlinessOf. */
+  combinedOf(layer: number, head: number, length: number, settle = true): Float32Array {
     if (this.combined.length < length) this.combined = new Float32Array(length);
-    const combined = this.friendlinessOf(layer, head, length, this.combined);
+    const combined = this.friendlinessOf(layer, head, length, this.combined, settle);
     const acc = this.accumulated.of(layer, head);
     const { lo, hi } = this.accRange[layer]!;
     const alpha = this.alphaOf(layer);
@@ -228,6 +245,11 @@ class QHitterPolicy extends BudgetPolicy<Params & { budget: Budget }> {
 
   protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
     return this.combinedOf(layer, head, view.length);
+  }
+
+  readonly scoreName = 'combined score: alpha·attention + (1−alpha)·friendliness';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.combinedOf(layer, head, length, false);
   }
 
   /** Slots in keeping order: recent window, default heavy hitters, combined-score heavy hitters, the rest. */

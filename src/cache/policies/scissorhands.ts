@@ -91,6 +91,11 @@ class ScissorhandsPolicy extends BudgetPolicy<Params> {
     return scores;
   }
 
+  readonly scoreName = 'low-attention count';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.lowCounts.of(layer, head).subarray(0, length);
+  }
+
   override reset(): void {
     super.reset();
     this.steps.fill(0);

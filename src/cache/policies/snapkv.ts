@@ -63,6 +63,11 @@ class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
     return pooled;
   }
   private order = new Int32Array(0);
+
+  readonly scoreName = 'votes since the last cut';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.votes.of(layer, head).subarray(0, length);
+  }
 }
 
 /**

@@ -24,6 +24,11 @@ class TovaPolicy extends BudgetPolicy {
   protected scores(layer: number, head: number): ArrayLike<number> {
     return this.last.of(layer, head);
   }
+
+  readonly scoreName = "the last query's attention";
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.last.of(layer, head).subarray(0, length);
+  }
 }
 
 export const tova = policyKind({

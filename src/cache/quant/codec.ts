@@ -126,7 +126,7 @@ export abstract class QuantCodec implements Codec {
     const c = this.ctx.config;
     this.ctx.kernels.quantAttention({
       out: a.out, q: a.q, n: a.n, visible: a.visible, capacity: this.capacity,
-      numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
+      numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: this.ctx.rope.scoreScale,
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
       ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
@@ -143,6 +143,12 @@ export abstract class QuantCodec implements Codec {
   bytes(lengths: readonly number[]): number {
     let total = this.ropeTables?.bytes() ?? 0;
     for (let l = 0; l < lengths.length; l++) total += this.keys.bytes(l, lengths[l]!) + this.values.bytes(l, lengths[l]!);
+    return total;
+  }
+
+  maxBytes(lengths: readonly number[]): number {
+    let total = this.ropeTables?.maxBytes(this.ctx.config.maxContext) ?? 0;
+    for (const len of lengths) total += this.keys.maxBytes(len) + this.values.maxBytes(len);
     return total;
   }
 

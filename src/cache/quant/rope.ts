@@ -45,6 +45,11 @@ export class RopeTables {
     return (64 + this.hiRows) * 2 * this.half * 4;
   }
 
+  /** The most bytes() can reach while positions stay below maxPos (ensure may double past what is needed). */
+  maxBytes(maxPos: number): number {
+    return (64 + Math.max(this.hiRows, 64, 2 * Math.ceil(maxPos / 64))) * 2 * this.half * 4;
+  }
+
   free(): void {
     this.k.arena.free(this.lo);
     if (this.hi) this.k.arena.free(this.hi);

@@ -45,8 +45,8 @@ const EMPTY_OUTLIER = 0xffff0000;
 export class QuantStore {
   readonly rowBytes: number;
   readonly groups: number;
-  /** 'unit': f64 thresholds between the levels, in kernel memory for the quantize kernel (0: none). */
-  private readonly mids: number;
+  /** Per layer, 'unit': f64 thresholds between the levels, in kernel memory for the quantize kernel (0: none). */
+  private readonly mids: number[] = [];
   private readonly midsLength: number;
   private codes: number[] = [];
   private params: number[] = [];
@@ -74,9 +74,9 @@ export class QuantStore {
     const a = k.arena;
     const mids = cfg.dt.kind === 'unit' ? midpoints(cfg.dt.levels) : new Float64Array(0);
     this.midsLength = mids.length;
-    this.mids = mids.length ? a.alloc(mids.byteLength) : 0;
-    if (this.mids) new Float64Array(a.memory.buffer, this.mids, mids.length).set(mids);
     for (let l = 0; l < numLayers; l++) {
+      this.mids.push(mids.length ? a.alloc(mids.byteLength) : 0);
+      if (mids.length) new Float64Array(a.memory.buffer, this.mids[l]!, mids.length).set(mids);
       this.allocSlots(l, capacity);
       this.rings.push(cfg.ringSize ? a.alloc(numKv * cfg.ringSize * headDim * 2) : 0);
       this.sinkRows.push(cfg.sinks ? a.alloc(numKv * cfg.sinks * headDim * 2) : 0);
@@ -84,6 +84,14 @@ export class QuantStore {
       this.setLut(l, decodeLut);
     }
     this.qlen = new Array<number>(numLayers).fill(cfg.ringSize ? 0 : Infinity);
+  }
+
+  /** Layer l's own levels (kvquant's calibrated datatypes, 2^bits of them) and the LUT the kernel decodes with. */
+  setLevels(l: number, levels: readonly number[], decodeLut: readonly number[] = levels): void {
+    const mids = midpoints(levels);
+    if (mids.length !== this.midsLength) throw new RangeError(`internal: ${levels.length} levels for a ${this.cfg.dt.bits}-bit stream`);
+    new Float64Array(this.k.arena.memory.buffer, this.mids[l]!, mids.length).set(mids);
+    this.setLut(l, decodeLut);
   }
 
   private paramsHeadBytes(capacity: number): number {
@@ -168,7 +176,7 @@ export class QuantStore {
   quantizeRows(l: number, src: number, n: number, from: number, head0 = 0, heads = this.numKv): void {
     this.k.quantize({
       src, n, head0, heads, from, capacity: this.capacity, headDim: this.d, stream: this.desc(l),
-      kind: this.cfg.dt.kind, mids: this.mids, midsLength: this.midsLength,
+      kind: this.cfg.dt.kind, mids: this.mids[l]!, midsLength: this.midsLength,
     });
   }
 
@@ -233,19 +241,37 @@ export class QuantStore {
 
   /** Real bytes for `len` live slots per head of layer l, shared tables included. */
   bytes(l: number, len: number): number {
+    return this.staged(l) ? this.stagedBytes(len) : this.quantizedBytes(len, this.qlen[l]!);
+  }
+
+  /** The most `bytes(l, len)` can be in any state: staged (while len fits the staging rows), or quantized up to len. */
+  maxBytes(len: number): number {
+    const staging = len <= (this.cfg.staging ?? 0) ? this.stagedBytes(len) : 0;
+    return Math.max(staging, this.quantizedBytes(len, len));
+  }
+
+  private lutBytes(): number {
+    return this.cfg.dt.bits <= 4 ? 4 * 2 ** this.cfg.dt.bits : 0;
+  }
+
+  /** Live staged rows and sink rows, all f16. */
+  private stagedBytes(len: number): number {
+    return (len + this.cfg.sinks) * this.d * 2 * this.numKv + this.lutBytes();
+  }
+
+  /** `qlen`: slots quantized so far (channel-axis scales exist only for whole groups of them). */
+  private quantizedBytes(len: number, qlen: number): number {
     const c = this.cfg;
-    const lut = c.dt.bits <= 4 ? 4 * 2 ** c.dt.bits : 0;
-    if (this.staged(l)) return (len + c.sinks) * this.d * 2 * this.numKv + lut; // live staged rows and sink rows, all f16
     let perHead = len * (this.slotBits() / 8);
-    if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(this.qlen[l]!, len) / c.group) : 1) * this.d * 4;
+    if (c.axis === 'channel') perHead += (c.group > 0 ? Math.floor(Math.min(qlen, len) / c.group) : 1) * this.d * 4;
     perHead += (c.ringSize + c.sinks) * this.d * 2;
     if (c.dt.bits === 16) return perHead * this.numKv;
-    return perHead * this.numKv + lut;
+    return perHead * this.numKv + this.lutBytes();
   }
 
   free(): void {
     const a = this.k.arena;
-    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts, this.mids]) if (p) a.free(p);
+    for (const p of [...this.codes, ...this.params, ...this.outliers, ...this.rings, ...this.sinkRows, ...this.luts, ...this.mids]) if (p) a.free(p);
     this.codes = [];
     this.params = [];
     this.outliers = [];

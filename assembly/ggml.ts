@@ -1,0 +1,534 @@
+// GGML block formats (llama.cpp's quantized weights) read straight from their blocks.
+// Every format is decoded one block at a time into signed 8-bit codes and, per group of 16 values, a
+// scale d and an offset m (value = d·code + m), in SIMD; the dot product with the activations then
+// runs on the codes. Two ways, measured against each other (docs/gguf.md): in f32 (codes widened in
+// registers and multiplied by f32 activations) or in integers (activations quantized to 8 bits per 32,
+// as llama.cpp does, and i16 dot products). The scalar definition is src/kernels/ggml/.
+
+import {
+  BLOCK_SCRATCH, DT_INT_DOT, DT_IQ4_NL, DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0,
+} from '../src/kernels/abi';
+import { h2fScalar } from './half';
+
+// @ts-ignore: decorator
+@inline export function isBlockType(dt: i32): bool {
+  return (dt & ~DT_INT_DOT) >= DT_Q4_0 || dt == (DT_Q8_0 | DT_INT_DOT);
+}
+
+/** Values per block. */
+// @ts-ignore: decorator
+@inline function blockValues(dt: i32): i32 {
+  return dt <= DT_Q5_1 || dt == DT_IQ4_NL ? 32 : 256;
+}
+
+function blockBytes(dt: i32): usize {
+  switch (dt) {
+    case DT_Q8_0: return 34;
+    case DT_Q4_0: return 18;
+    case DT_Q4_1: return 20;
+    case DT_Q5_0: return 22;
+    case DT_Q5_1: return 24;
+    case DT_Q2_K: return 84;
+    case DT_Q3_K: return 110;
+    case DT_Q4_K: return 144;
+    case DT_Q5_K: return 176;
+    case DT_Q6_K: return 210;
+    case DT_IQ4_NL: return 18;
+    default: return 136; // IQ4_XS
+  }
+}
+
+export function blockRowBytes(dt: i32, cols: i32): usize {
+  dt &= ~DT_INT_DOT;
+  return <usize>(cols / blockValues(dt)) * blockBytes(dt);
+}
+
+/** The little-endian IEEE half at p, as f32. */
+// @ts-ignore: decorator
+@inline function half(p: usize): f32 {
+  return h2fScalar(load<u16>(p));
+}
+
+// ================================================================ block decoders
+// Each writes blockValues codes (i8) at `codes` and blockValues/16 (d, m) f32 pairs at `groups`.
+
+// @ts-ignore: decorator
+@inline function group(groups: usize, g: i32, d: f32, m: f32): void {
+  store<f32>(groups + (<usize>g << 3), d);
+  store<f32>(groups + (<usize>g << 3), m, 4);
+}
+
+/** 16 lanes of 0x10 where bit j of the 16 bits `bits` is set (lane j), else 0: Q5 fifth bits. */
+// @ts-ignore: decorator
+@inline function fifthBits(bits: u32): v128 {
+  const spread = i8x16.swizzle(i16x8.splat(<i16>bits), i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const masks = i8x16(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  return v128.and(i8x16.eq(v128.and(spread, masks), masks), i8x16.splat(0x10));
+}
+
+/** The high nibble of each byte. x86 has no 8-bit shifts, so shift 16-bit lanes and mask what crossed over. */
+// @ts-ignore: decorator
+@inline function highNibbles(v: v128): v128 {
+  return v128.and(i16x8.shr_u(v, 4), i8x16.splat(15));
+}
+
+/** ggml's kvalues_iq4nl: the 16 levels IQ4 codes index. */
+// @ts-ignore: decorator
+@inline function iq4Levels(): v128 {
+  return i8x16(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+}
+
+/** Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: one block of 32 (low nibbles values 0..15, high nibbles 16..31). */
+function decodeLegacy(dt: i32, p: usize, codes: usize, groups: usize): void {
+  const d = half(p);
+  const nib = i8x16.splat(15);
+  if (dt == DT_Q4_0 || dt == DT_IQ4_NL) {
+    const q = v128.load(p, 2);
+    let lo = v128.and(q, nib);
+    let hi = highNibbles(q);
+    if (dt == DT_Q4_0) {
+      lo = i8x16.sub(lo, i8x16.splat(8));
+      hi = i8x16.sub(hi, i8x16.splat(8));
+    } else {
+      lo = i8x16.swizzle(iq4Levels(), lo);
+      hi = i8x16.swizzle(iq4Levels(), hi);
+    }
+    v128.store(codes, lo);
+    v128.store(codes, hi, 16);
+    group(groups, 0, d, 0);
+    group(groups, 1, d, 0);
+    return;
+  }
+  if (dt == DT_Q4_1) {
+    const m = half(p + 2);
+    const q = v128.load(p, 4);
+    v128.store(codes, v128.and(q, nib));
+    v128.store(codes, highNibbles(q), 16);
+    group(groups, 0, d, m);
+    group(groups, 1, d, m);
+    return;
+  }
+  // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs)
+  const off: usize = dt == DT_Q5_0 ? 2 : 4;
+  const qh = load<u32>(p + off);
+  const q = v128.load(p + off + 4);
+  let lo = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
+  let hi = v128.or(highNibbles(q), fifthBits(qh >> 16));
+  let m: f32 = 0;
+  if (dt == DT_Q5_0) {
+    lo = i8x16.sub(lo, i8x16.splat(16));
+    hi = i8x16.sub(hi, i8x16.splat(16));
+  } else {
+    m = half(p + 2);
+  }
+  v128.store(codes, lo);
+  v128.store(codes, hi, 16);
+  group(groups, 0, d, m);
+  group(groups, 1, d, m);
+}
+
+/** Q2_K: 16 groups of 16 two-bit codes; group scale/min nibbles times d/dmin. */
+function decodeQ2K(p: usize, codes: usize, groups: usize): void {
+  const d = half(p + 80);
+  const dmin = half(p + 82);
+  const three = i8x16.splat(3);
+  let g = 0;
+  for (let h: usize = 0; h < 2; h++) {
+    const q0 = v128.load(p + 16 + h * 32);
+    const q1 = v128.load(p + 16 + h * 32, 16);
+    for (let shift = 0; shift < 8; shift += 2) {
+      v128.store(codes + (<usize>g << 4), v128.and(i16x8.shr_u(q0, shift), three));
+      v128.store(codes + (<usize>(g + 1) << 4), v128.and(i16x8.shr_u(q1, shift), three));
+      for (let part = 0; part < 2; part++) {
+        const sc = <i32>load<u8>(p + <usize>g);
+        group(groups, g, d * <f32>(sc & 15), -dmin * <f32>(sc >> 4));
+        g++;
+      }
+    }
+  }
+}
+
+/** Q3_K's 6-bit scale of group j (see src/kernels/ggml/kquants.ts). */
+// @ts-ignore: decorator
+@inline function scale3(s: usize, j: i32): i32 {
+  const low = (<i32>load<u8>(s + <usize>(j & 7)) >> (4 * (j >> 3))) & 15;
+  const high = (<i32>load<u8>(s + 8 + <usize>(j & 3)) >> (2 * (j >> 2))) & 3;
+  return low | (high << 4);
+}
+
+/** Q3_K: 16 groups of 16; 2 low bits from qs, the third from hmask (clear means -4). */
+function decodeQ3K(p: usize, codes: usize, groups: usize): void {
+  const d = half(p + 108);
+  const three = i8x16.splat(3);
+  const four = i8x16.splat(4);
+  const h0 = v128.load(p);
+  const h1 = v128.load(p, 16);
+  let g = 0;
+  let bit = 1;
+  for (let h: usize = 0; h < 2; h++) {
+    const q0 = v128.load(p + 32 + h * 32);
+    const q1 = v128.load(p + 32 + h * 32, 16);
+    for (let shift = 0; shift < 8; shift += 2) {
+      const mask = i8x16.splat(<i8>bit);
+      const c0 = i8x16.sub(v128.and(i16x8.shr_u(q0, shift), three), v128.andnot(four, i8x16.eq(v128.and(h0, mask), mask)));
+      const c1 = i8x16.sub(v128.and(i16x8.shr_u(q1, shift), three), v128.andnot(four, i8x16.eq(v128.and(h1, mask), mask)));
+      v128.store(codes + (<usize>g << 4), c0);
+      v128.store(codes + (<usize>(g + 1) << 4), c1);
+      group(groups, g, d * <f32>(scale3(p + 96, g) - 32), 0);
+      group(groups, g + 1, d * <f32>(scale3(p + 96, g + 1) - 32), 0);
+      g += 2;
+      bit <<= 1;
+    }
+  }
+}
+
+/** Q4_K / Q5_K's 6-bit scale (low 16 bits of the result) and min (high 16) of sub-block j. */
+// @ts-ignore: decorator
+@inline function scaleMin4(s: usize, j: i32): i32 {
+  if (j < 4) return (<i32>load<u8>(s + <usize>j) & 63) | ((<i32>load<u8>(s + <usize>j + 4) & 63) << 16);
+  const sc = (<i32>load<u8>(s + <usize>j + 4) & 15) | ((<i32>load<u8>(s + <usize>j - 4) >> 6) << 4);
+  const mn = (<i32>load<u8>(s + <usize>j + 4) >> 4) | ((<i32>load<u8>(s + <usize>j) >> 6) << 4);
+  return sc | (mn << 16);
+}
+
+/** Q4_K (fifth = false) and Q5_K: 8 sub-blocks of 32 (low nibbles of 32 bytes, then their high nibbles). */
+function decodeQ45K(p: usize, codes: usize, groups: usize, fifth: bool): void {
+  const d = half(p);
+  const dmin = half(p + 2);
+  const nib = i8x16.splat(15);
+  const qs = p + (fifth ? 48 : 16);
+  for (let j = 0; j < 4; j++) {
+    const q0 = v128.load(qs + (<usize>j << 5));
+    const q1 = v128.load(qs + (<usize>j << 5), 16);
+    let c0 = v128.and(q0, nib), c1 = v128.and(q1, nib);
+    let c2 = highNibbles(q0), c3 = highNibbles(q1);
+    if (fifth) {
+      const h0 = v128.load(p + 16), h1 = v128.load(p + 32);
+      const lowShift: i32 = 1 << (2 * j), highShift: i32 = 2 << (2 * j);
+      const lowBit = i8x16.splat(<i8>lowShift), highBit = i8x16.splat(<i8>highShift);
+      const sixteen = i8x16.splat(16);
+      c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(h0, lowBit), lowBit), sixteen));
+      c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(h1, lowBit), lowBit), sixteen));
+      c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
+      c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
+    }
+    const o = codes + (<usize>j << 6);
+    v128.store(o, c0);
+    v128.store(o, c1, 16);
+    v128.store(o, c2, 32);
+    v128.store(o, c3, 48);
+    const a = scaleMin4(p + 4, 2 * j);
+    const b = scaleMin4(p + 4, 2 * j + 1);
+    const d1 = d * <f32>(a & 0xffff), m1 = -dmin * <f32>(a >> 16);
+    const d2 = d * <f32>(b & 0xffff), m2 = -dmin * <f32>(b >> 16);
+    group(groups, 4 * j, d1, m1);
+    group(groups, 4 * j + 1, d1, m1);
+    group(groups, 4 * j + 2, d2, m2);
+    group(groups, 4 * j + 3, d2, m2);
+  }
+}
+
+/** Q6_K: 16 groups of 16; low nibbles from ql, 2 high bits from qh, code - 32, int8 group scales. */
+function decodeQ6K(p: usize, codes: usize, groups: usize): void {
+  const d = half(p + 208);
+  const nib = i8x16.splat(15);
+  const three = i8x16.splat(3);
+  const off = i8x16.splat(32);
+  for (let h: usize = 0; h < 2; h++) {
+    const ql = p + h * 64;
+    const qh = p + 128 + h * 32;
+    const sc = p + 192 + h * 8;
+    for (let c: usize = 0; c < 2; c++) {
+      const a = v128.load(ql + c * 16);
+      const b = v128.load(ql + 32 + c * 16);
+      const hb = v128.load(qh + c * 16);
+      const o = codes + h * 128 + c * 16;
+      v128.store(o, i8x16.sub(v128.or(v128.and(a, nib), i16x8.shl(v128.and(hb, three), 4)), off));
+      v128.store(o, i8x16.sub(v128.or(v128.and(b, nib), i16x8.shl(v128.and(i16x8.shr_u(hb, 2), three), 4)), off), 32);
+      v128.store(o, i8x16.sub(v128.or(highNibbles(a), i16x8.shl(v128.and(i16x8.shr_u(hb, 4), three), 4)), off), 64);
+      v128.store(o, i8x16.sub(v128.or(highNibbles(b), i16x8.shl(v128.and(i16x8.shr_u(hb, 6), three), 4)), off), 96);
+      for (let k: usize = 0; k < 4; k++) {
+        group(groups, <i32>(h * 8 + 2 * k + c), d * <f32>load<i8>(sc + c + 2 * k), 0);
+      }
+    }
+  }
+}
+
+/** IQ4_XS: 8 sub-blocks of 32 level indices with 6-bit scales (low nibbles + 2 high bits). */
+function decodeIQ4XS(p: usize, codes: usize, groups: usize): void {
+  const d = half(p);
+  const high = <i32>load<u16>(p + 2);
+  const nib = i8x16.splat(15);
+  for (let i = 0; i < 8; i++) {
+    const ls = ((<i32>load<u8>(p + 4 + <usize>(i >> 1)) >> (4 * (i & 1))) & 15) | (((high >> (2 * i)) & 3) << 4);
+    const dl = d * <f32>(ls - 32);
+    const q = v128.load(p + 8 + (<usize>i << 4));
+    v128.store(codes + (<usize>i << 5), i8x16.swizzle(iq4Levels(), v128.and(q, nib)));
+    v128.store(codes + (<usize>i << 5), i8x16.swizzle(iq4Levels(), highNibbles(q)), 16);
+    group(groups, 2 * i, dl, 0);
+    group(groups, 2 * i + 1, dl, 0);
+  }
+}
+
+function decodeBlock(dt: i32, p: usize, codes: usize, groups: usize): void {
+  if (dt == DT_Q2_K) decodeQ2K(p, codes, groups);
+  else if (dt == DT_Q3_K) decodeQ3K(p, codes, groups);
+  else if (dt == DT_Q4_K) decodeQ45K(p, codes, groups, false);
+  else if (dt == DT_Q5_K) decodeQ45K(p, codes, groups, true);
+  else if (dt == DT_Q6_K) decodeQ6K(p, codes, groups);
+  else if (dt == DT_IQ4_XS) decodeIQ4XS(p, codes, groups);
+  else decodeLegacy(dt, p, codes, groups);
+}
+
+
+// ================================================================ rows
+
+/** dst[cols] (f32) = a stored row of block type dt; `scratch` holds BLOCK_SCRATCH bytes. */
+export function dequantizeBlockRow(dst: usize, src: usize, dt: i32, cols: i32, scratch: usize): void {
+  dt &= ~DT_INT_DOT;
+  const bv = blockValues(dt);
+  const bb = blockBytes(dt);
+  const codes = scratch, groups = scratch + 256;
+  for (let b = 0; b < cols / bv; b++) {
+    decodeBlock(dt, src + <usize>b * bb, codes, groups);
+    for (let g = 0; g < bv >> 4; g++) {
+      const c = v128.load(codes + (<usize>g << 4));
+      const d = f32x4.splat(load<f32>(groups + (<usize>g << 3)));
+      const m = f32x4.splat(load<f32>(groups + (<usize>g << 3), 4));
+      const lo = i16x8.extend_low_i8x16_s(c), hi = i16x8.extend_high_i8x16_s(c);
+      const o = dst + (<usize>(b * bv + (g << 4)) << 2);
+      v128.store(o, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d), m));
+      v128.store(o, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d), m), 16);
+      v128.store(o, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d), m), 32);
+      v128.store(o, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d), m), 48);
+    }
+  }
+}
+
+/**
+ * What every row's dot product needs from the activations x[cols], computed once per matvec at `prep`:
+ * f32 sums of each 16 values [cols/16] (for the offsets m), then the 8-bit activations: per `span`
+ * values (32 for the 32-value formats, 256 for the K-quants, as llama.cpp's Q8_0 and Q8_K) an f32
+ * scale max|x| / 127, and the codes round(x / scale) widened to i16 [cols] for the i16 dot products.
+ */
+export function prepareActivations(prep: usize, x: usize, cols: i32, span: i32): void {
+  const sums = prep;
+  const scales = sums + (<usize>(cols >> 4) << 2);
+  const q = scales + (<usize>(cols >> 5) << 2);
+  for (let g = 0; g < cols >> 4; g++) {
+    const xg = x + (<usize>g << 6);
+    const s = f32x4.add(f32x4.add(v128.load(xg), v128.load(xg, 16)), f32x4.add(v128.load(xg, 32), v128.load(xg, 48)));
+    const t = f32x4.add(s, v128.shuffle<f32>(s, s, 2, 3, 0, 1));
+    store<f32>(sums + (<usize>g << 2), f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1));
+  }
+  const vectors = <usize>(span >> 2);
+  for (let b = 0; b < cols / span; b++) {
+    const xb = x + (<usize>(b * span) << 2);
+    let amax = f32x4.splat(0);
+    for (let k: usize = 0; k < vectors; k++) amax = f32x4.max(amax, f32x4.abs(v128.load(xb + (k << 4))));
+    amax = f32x4.max(amax, v128.shuffle<f32>(amax, amax, 2, 3, 0, 1));
+    const mx = max(f32x4.extract_lane(amax, 0), f32x4.extract_lane(amax, 1));
+    const scale: f32 = mx / 127;
+    store<f32>(scales + (<usize>b << 2), scale);
+    const inv = f32x4.splat(scale > 0 ? 1 / scale : 0);
+    const qb = q + (<usize>(b * span) << 1);
+    for (let k: usize = 0; k < vectors; k += 2) {
+      const a = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xb + (k << 4)), inv)));
+      const c = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xb + (k << 4), 16), inv)));
+      v128.store(qb + (k << 3), i16x8.narrow_i32x4_s(a, c));
+    }
+  }
+}
+
+/** Bytes prepareActivations writes for `cols` values. */
+export function preparedBytes(cols: i32): usize {
+  return (<usize>(cols >> 4) << 2) + (<usize>(cols >> 5) << 2) + (<usize>cols << 1);
+}
+
+/** Σ code·x over 16 values as 4 i32 lanes: codes i8x16, x the prepared i16 activations at `xq`. */
+// @ts-ignore: decorator
+@inline function dot16(c: v128, xq: usize): v128 {
+  return i32x4.add(
+    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(c), v128.load(xq)),
+    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(c), v128.load(xq, 16)),
+  );
+}
+
+/**
+ * The integer way, fused per format: each 32-value span's codes meet the 8-bit activations in i16 dot
+ * products, weighted by the span's integer sub-block scales, and are converted to f32 once per span.
+ */
+function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
+  const sums = prep;
+  const scales = sums + (<usize>(cols >> 4) << 2);
+  const xq = scales + (<usize>(cols >> 5) << 2);
+  let acc = f32x4.splat(0);
+  let offsets: f32 = 0;
+  const nib = i8x16.splat(15);
+  const bv = blockValues(dt);
+  const bb = blockBytes(dt);
+  for (let b = 0; b < cols / bv; b++) {
+    const p = w + <usize>b * bb;
+    const span0 = (b * bv) >> 5; // index of the block's first 32-value span in the row
+    if (bv == 32) {
+      const d = half(p);
+      let c0: v128, c1: v128;
+      if (dt == DT_Q8_0) {
+        c0 = v128.load(p, 2);
+        c1 = v128.load(p, 18);
+      } else if (dt == DT_Q4_0 || dt == DT_IQ4_NL) {
+        const q = v128.load(p, 2);
+        c0 = v128.and(q, nib);
+        c1 = highNibbles(q);
+        if (dt == DT_Q4_0) {
+          c0 = i8x16.sub(c0, i8x16.splat(8));
+          c1 = i8x16.sub(c1, i8x16.splat(8));
+        } else {
+          c0 = i8x16.swizzle(iq4Levels(), c0);
+          c1 = i8x16.swizzle(iq4Levels(), c1);
+        }
+      } else if (dt == DT_Q4_1) {
+        const q = v128.load(p, 4);
+        c0 = v128.and(q, nib);
+        c1 = highNibbles(q);
+        offsets += half(p + 2) * (load<f32>(sums + (<usize>span0 << 3)) + load<f32>(sums + (<usize>span0 << 3), 4));
+      } else {
+        const off: usize = dt == DT_Q5_0 ? 2 : 4;
+        const qh = load<u32>(p + off);
+        const q = v128.load(p + off + 4);
+        c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
+        c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
+        if (dt == DT_Q5_0) {
+          c0 = i8x16.sub(c0, i8x16.splat(16));
+          c1 = i8x16.sub(c1, i8x16.splat(16));
+        } else {
+          offsets += half(p + 2) * (load<f32>(sums + (<usize>span0 << 3)) + load<f32>(sums + (<usize>span0 << 3), 4));
+        }
+      }
+      const x = xq + (<usize>span0 << 6);
+      const isum = i32x4.add(dot16(c0, x), dot16(c1, x + 32));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * load<f32>(scales + (<usize>span0 << 2)))));
+      continue;
+    }
+    // super-blocks of 256: 8 spans of 32, each two 16-groups with integer scales s0, s1
+    let d: f32, dmin: f32 = 0;
+    if (dt == DT_Q2_K) {
+      d = half(p + 80);
+      dmin = half(p + 82);
+    } else if (dt == DT_Q3_K) {
+      d = half(p + 108);
+    } else if (dt == DT_Q6_K) {
+      d = half(p + 208);
+    } else {
+      d = half(p);
+      if (dt != DT_IQ4_XS) dmin = half(p + 2); // Q4_K, Q5_K
+    }
+    let isum = i32x4.splat(0);
+    let mins: f32 = 0; // Σ min·(sum of x) over the block's groups, in units of dmin
+    for (let j = 0; j < 8; j++) {
+      const span = span0 + j;
+      let c0: v128, c1: v128;
+      let s0: i32, s1: i32;
+      if (dt == DT_Q4_K || dt == DT_Q5_K) {
+        const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
+        const shift = (j & 1) << 2;
+        c0 = v128.and(i16x8.shr_u(v128.load(q), shift), nib);
+        c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), nib);
+        if (dt == DT_Q5_K) {
+          const bitValue: i32 = 1 << j;
+          const bit = i8x16.splat(<i8>bitValue);
+          const sixteen = i8x16.splat(16);
+          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p + 16), bit), bit), sixteen));
+          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p + 32), bit), bit), sixteen));
+        }
+        const sm = scaleMin4(p + 4, j);
+        s0 = sm & 0xffff;
+        s1 = s0;
+        mins += <f32>(sm >> 16) * (load<f32>(sums + (<usize>span << 3)) + load<f32>(sums + (<usize>span << 3), 4));
+      } else if (dt == DT_Q6_K) {
+        const h = <usize>(j >> 2), k = j & 3;
+        const ql = p + h * 64 + (k & 1 ? 32 : 0);
+        const qh0 = v128.load(p + 128 + h * 32), qh1 = v128.load(p + 128 + h * 32, 16);
+        const lowShift = k & 2 ? 4 : 0; // k = 0, 1: low nibbles of ql / ql + 32; k = 2, 3: high nibbles
+        const highShift = 2 * k;
+        const three = i8x16.splat(3);
+        c0 = v128.or(v128.and(i16x8.shr_u(v128.load(ql), lowShift), nib), i16x8.shl(v128.and(i16x8.shr_u(qh0, highShift), three), 4));
+        c1 = v128.or(v128.and(i16x8.shr_u(v128.load(ql, 16), lowShift), nib), i16x8.shl(v128.and(i16x8.shr_u(qh1, highShift), three), 4));
+        c0 = i8x16.sub(c0, i8x16.splat(32));
+        c1 = i8x16.sub(c1, i8x16.splat(32));
+        s0 = <i32>load<i8>(p + 192 + h * 8 + 2 * k);
+        s1 = <i32>load<i8>(p + 192 + h * 8 + 2 * k + 1);
+      } else if (dt == DT_IQ4_XS) {
+        const q = v128.load(p + 8 + (<usize>j << 4));
+        c0 = i8x16.swizzle(iq4Levels(), v128.and(q, nib));
+        c1 = i8x16.swizzle(iq4Levels(), highNibbles(q));
+        const high = <i32>load<u16>(p + 2);
+        s0 = (((<i32>load<u8>(p + 4 + <usize>(j >> 1)) >> (4 * (j & 1))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32;
+        s1 = s0;
+      } else {
+        // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
+        const three = i8x16.splat(3);
+        const shift = (j & 3) << 1;
+        const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
+        c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
+        c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
+        if (dt == DT_Q2_K) {
+          const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
+          s0 = a & 15;
+          s1 = b2 & 15;
+          mins += <f32>(a >> 4) * load<f32>(sums + (<usize>span << 3)) + <f32>(b2 >> 4) * load<f32>(sums + (<usize>span << 3), 4);
+        } else {
+          const bitValue: i32 = 1 << j;
+          const bit = i8x16.splat(<i8>bitValue);
+          const four = i8x16.splat(4);
+          c0 = i8x16.sub(c0, v128.andnot(four, i8x16.eq(v128.and(v128.load(p), bit), bit)));
+          c1 = i8x16.sub(c1, v128.andnot(four, i8x16.eq(v128.and(v128.load(p, 16), bit), bit)));
+          s0 = scale3(p + 96, 2 * j) - 32;
+          s1 = scale3(p + 96, 2 * j + 1) - 32;
+        }
+      }
+      const x = xq + (<usize>span << 6);
+      isum = i32x4.add(isum, i32x4.add(i32x4.mul(dot16(c0, x), i32x4.splat(s0)), i32x4.mul(dot16(c1, x + 32), i32x4.splat(s1))));
+    }
+    // one activation scale per 256 (prepared with span 256): one conversion per block
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * load<f32>(scales + (<usize>b << 2)))));
+    offsets -= dmin * mins;
+  }
+  const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
+  return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + offsets;
+}
+
+/** Values per activation scale for a block type: what prepareActivations' `span` must be. */
+export function activationSpan(dt: i32): i32 {
+  return blockValues(dt & ~DT_INT_DOT);
+}
+
+/** w (a stored row of block type dt, DT_INT_DOT added for the integer way) · x, with `prep` from prepareActivations. */
+export function blockRowDot(w: usize, dt: i32, x: usize, prep: usize, cols: i32, scratch: usize): f32 {
+  if ((dt & DT_INT_DOT) != 0) return intRowDot(w, dt & ~DT_INT_DOT, prep, cols);
+  // the f32 way: decode a block into codes and group scales, widen the codes in registers
+  const bv = blockValues(dt);
+  const bb = blockBytes(dt);
+  const codes = scratch, groups = scratch + 256;
+  const sums = prep;
+  let acc = f32x4.splat(0);
+  let offsets: f32 = 0;
+  for (let b = 0; b < cols / bv; b++) {
+    decodeBlock(dt, w + <usize>b * bb, codes, groups);
+    const first = b * bv;
+    for (let g = 0; g < bv >> 4; g++) {
+      const at = first + (g << 4); // index of the group's first value in the row
+      const c = v128.load(codes + (<usize>g << 4));
+      offsets += load<f32>(groups + (<usize>g << 3), 4) * load<f32>(sums + (<usize>(at >> 4) << 2));
+      const lo = i16x8.extend_low_i8x16_s(c), hi = i16x8.extend_high_i8x16_s(c);
+      const xg = x + (<usize>at << 2);
+      const s = f32x4.add(
+        f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), v128.load(xg)), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), v128.load(xg, 16))),
+        f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), v128.load(xg, 32)), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), v128.load(xg, 48))),
+      );
+      acc = f32x4.add(acc, f32x4.mul(s, f32x4.splat(load<f32>(groups + (<usize>g << 3)))));
+    }
+  }
+  const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
+  return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + offsets;
+}

@@ -1,0 +1,236 @@
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { BusyError, CancelledError, KvpackError, LimitError, RequestError } from '../errors.js';
+import type { Model } from '../model.js';
+import type { ChatTemplate } from './chat.js';
+import type { Engine, EngineRequest, EngineResult } from './engine.js';
+import { serverMetrics } from './metrics.js';
+import { chatSchema, completionSchema, type ChatBody, type CompletionBody } from './schema.js';
+
+export interface AppOptions {
+  model: Model;
+  engine: Engine;
+  chatTemplate: ChatTemplate;
+  maxKvBytes: number;
+  /** Required as `Authorization: Bearer KEY` on /v1/* when set. */
+  apiKey?: string;
+  /** Largest request body in bytes. */
+  bodyLimit?: number;
+  /** Tokens generated when a request sets no max_tokens (less if the context is shorter). */
+  defaultMaxTokens?: number;
+}
+
+/** The OpenAI error body: {"error": {"message", "type", "param", "code"}}. */
+interface ErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** The name clients use for the model: its file or directory name without extension. */
+export function modelId(model: Model): string {
+  return path.basename(model.source).replace(/\.(gguf|bin)$/, '');
+}
+
+/**
+ * The HTTP face of the engine: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus
+ * /health and Prometheus /metrics. Every error a client can cause is a 4xx with an OpenAI error body.
+ */
+export function createApp(options: AppOptions): FastifyInstance {
+  const { model, engine, chatTemplate } = options;
+  const id = modelId(model);
+  const created = Math.floor(Date.now() / 1000);
+  const defaultMaxTokens = options.defaultMaxTokens ?? 256;
+  const metrics = serverMetrics(engine, options.maxKvBytes);
+  const app = Fastify({
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    // close() ends every connection: callers drain the engine first (see Engine.drain)
+    forceCloseConnections: true,
+    // reject wrong types instead of coercing them ("5" is not an integer)
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
+  });
+
+  app.setErrorHandler((error: FastifyError, _request, reply) => {
+    const { status, body } = errorResponse(error);
+    void reply.code(status).send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send(errorBody(`no route ${request.method} ${request.url}`, 'invalid_request_error', null, 'not_found'));
+  });
+  app.addHook('onRequest', async (request) => {
+    if (!options.apiKey || !request.url.startsWith('/v1/')) return;
+    const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+    if (given === undefined) throw new RequestError('no API key: send "Authorization: Bearer KEY"', 401, 'missing_api_key');
+    if (given !== options.apiKey) throw new RequestError('the API key is wrong', 401, 'invalid_api_key');
+  });
+
+  app.get('/health', async (_request, reply) => {
+    if (engine.draining) return reply.code(503).send({ status: 'draining' });
+    return { status: 'ok' };
+  });
+  app.get('/metrics', async (_request, reply) => {
+    return reply.type(metrics.contentType).send(await metrics.metrics());
+  });
+  app.get('/v1/models', async () => ({
+    object: 'list',
+    data: [{ id, object: 'model', created, owned_by: 'kvpack' }],
+  }));
+
+  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, async (request, reply) => {
+    const body = request.body;
+    checkModel(body.model);
+    const raw = Array.isArray(body.prompt) && typeof body.prompt[0] === 'string' ? (body.prompt[0] as string) : body.prompt;
+    const prompt = typeof raw === 'string' ? encode(raw, model.tokenizer.addBosByDefault) : checkIds(raw as number[]);
+    const format = {
+      object: 'text_completion',
+      idPrefix: 'cmpl-',
+      first: undefined,
+      piece: (text: string) => ({ text, index: 0, logprobs: null, finish_reason: null }),
+      last: (finish: string) => ({ text: '', index: 0, logprobs: null, finish_reason: finish }),
+      whole: (r: EngineResult) => ({ text: r.text, index: 0, logprobs: null, finish_reason: r.finishReason }),
+    };
+    return respond(reply, body, prompt, body.max_tokens, format);
+  });
+
+  app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, async (request, reply) => {
+    const body = request.body;
+    checkModel(body.model);
+    const messages = body.messages.map((m) => ({
+      role: m.role,
+      content: typeof m.content === 'string' ? m.content : m.content.map((part) => part.text).join(''),
+    }));
+    const text = chatTemplate.render(messages);
+    const startsWithBos = chatTemplate.bosToken !== '' && text.startsWith(chatTemplate.bosToken);
+    const prompt = encode(text, model.tokenizer.addBosByDefault && !startsWithBos);
+    const format = {
+      object: 'chat.completion.chunk',
+      idPrefix: 'chatcmpl-',
+      first: { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
+      piece: (content: string) => ({ index: 0, delta: { content }, logprobs: null, finish_reason: null }),
+      last: (finish: string) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finish }),
+      whole: (r: EngineResult) => ({ index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }),
+    };
+    return respond(reply, body, prompt, body.max_completion_tokens ?? body.max_tokens, format);
+  });
+
+  /** How one endpoint shapes its choices; the rest of a response is the same for both. */
+  interface Format {
+    object: string;
+    idPrefix: string;
+    first: object | undefined;
+    piece(text: string): object;
+    last(finish: string): object;
+    whole(result: EngineResult): object;
+  }
+
+  async function respond(
+    reply: FastifyReply, body: CompletionBody | ChatBody, prompt: number[],
+    maxTokens: number | null | undefined, format: Format,
+  ): Promise<unknown> {
+    const responseId = format.idPrefix + randomUUID().replaceAll('-', '');
+    const head = { id: responseId, created: Math.floor(Date.now() / 1000), model: id };
+    const abort = new AbortController();
+    const engineRequest: EngineRequest = {
+      prompt,
+      maxTokens: maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, model.config.maxContext - prompt.length)),
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? 1,
+      seed: body.seed ?? randomSeed(),
+      stop: typeof body.stop === 'string' ? [body.stop] : body.stop ?? [],
+      cache: body.kv_cache,
+      signal: abort.signal,
+    };
+    // a client that goes away frees its session at once
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+
+    if (!body.stream) {
+      const result = await engine.submit(engineRequest);
+      const object = format.object.replace('.chunk', '');
+      return reply.send({ ...head, object, choices: [format.whole(result)], usage: usage(result), kv_cache: result.kvCache });
+    }
+
+    const send = (data: object) => reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+    const includeUsage = body.stream_options?.include_usage === true;
+    const chunk = (choice: object | undefined, extra: object = {}) =>
+      send({ ...head, object: format.object, choices: choice ? [choice] : [], ...(includeUsage ? { usage: null } : {}), ...extra });
+    engineRequest.onText = (text) => chunk(format.piece(text));
+    const done = engine.submit(engineRequest); // throws here, before any header is sent, if the request cannot run
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    if (format.first) chunk(format.first);
+    try {
+      const result = await done;
+      // usage and kv_cache ride on the last choice chunk too, so every final response carries them
+      chunk(format.last(result.finishReason), { usage: usage(result), kv_cache: result.kvCache });
+      if (includeUsage) send({ ...head, object: format.object, choices: [], usage: usage(result), kv_cache: result.kvCache });
+      reply.raw.write('data: [DONE]\n\n');
+    } catch (e) {
+      if (!(e instanceof CancelledError && abort.signal.aborted)) send(errorResponse(e as Error).body);
+    }
+    reply.raw.end();
+    return reply;
+  }
+
+  function checkModel(name: string): void {
+    if (name !== id && name !== model.source) {
+      throw new RequestError(`the model "${name}" does not exist; this server runs "${id}"`, 404, 'model_not_found', 'model');
+    }
+  }
+
+  function encode(text: string, addBos: boolean): number[] {
+    const ids = model.tokenizer.encode(text, { addBos });
+    if (ids.length > 0) return ids;
+    if (model.tokenizer.bos === undefined) throw new RequestError('the prompt is empty and the model has no BOS token to start from', 400, 'empty_prompt', 'prompt');
+    return [model.tokenizer.bos];
+  }
+
+  function checkIds(ids: number[]): number[] {
+    const vocab = model.config.vocabSize;
+    const bad = ids.find((t) => t >= vocab);
+    if (bad !== undefined) throw new RequestError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`, 400, 'invalid_token', 'prompt');
+    return ids;
+  }
+
+  return app;
+}
+
+function usage(r: EngineResult) {
+  return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
+}
+
+function randomSeed(): number {
+  return Math.floor(Math.random() * 2 ** 31);
+}
+
+function errorBody(message: string, type: string, param: string | null, code: string | null): ErrorBody {
+  return { error: { message, type, param, code } };
+}
+
+/** Maps any error to an HTTP status and OpenAI error body; what the client did wrong is a 4xx naming it. */
+export function errorResponse(error: Error): { status: number; body: ErrorBody } {
+  const e = error as FastifyError & { validation?: { instancePath: string; params: Record<string, unknown> }[] };
+  if (e.validation && e.validation.length > 0) {
+    const first = e.validation[0]!;
+    const missing = first.params.missingProperty as string | undefined;
+    const param = (first.instancePath.replace(/^\//, '').replaceAll('/', '.') || missing) ?? null;
+    return { status: 400, body: errorBody(`invalid request: ${e.message}`, 'invalid_request_error', param, 'invalid_value') };
+  }
+  if (error instanceof RequestError) {
+    const type = error.status === 401 ? 'authentication_error' : error.status === 404 ? 'not_found_error' : 'invalid_request_error';
+    return { status: error.status, body: errorBody(error.message, type, error.param, error.code) };
+  }
+  if (error instanceof BusyError) {
+    const code = error.status === 429 ? 'queue_full' : 'shutting_down';
+    return { status: error.status, body: errorBody(error.message, error.status === 429 ? 'rate_limit_error' : 'server_error', null, code) };
+  }
+  if (error instanceof LimitError) return { status: 400, body: errorBody(error.message, 'invalid_request_error', null, 'context_length_exceeded') };
+  if (error instanceof CancelledError) return { status: 503, body: errorBody(error.message, 'server_error', null, 'cancelled') };
+  if (error instanceof KvpackError) return { status: 400, body: errorBody(error.message, 'invalid_request_error', null, null) };
+  const status = e.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    const code = e.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large' : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'invalid_json';
+    return { status, body: errorBody(e.message, 'invalid_request_error', null, code) };
+  }
+  return { status: 500, body: errorBody('internal error (please report)', 'server_error', null, 'internal_error') };
+}

@@ -1,0 +1,124 @@
+// Offline calibration on stories260K: exact percentile thresholds, datatypes, resuming, and the file's model check.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readCalibration, writeCalibration, type Calibration } from '../../src/cache/quant/calibfile.js';
+import { quantile } from '../../src/cache/quant/stats.js';
+import { ChannelExtremes } from '../../src/calibrate/accumulate.js';
+import { LlamaBackprop } from '../../src/calibrate/backprop.js';
+import { calibrate, type CalibrateOptions } from '../../src/calibrate/calibrate.js';
+import { calibrationSamples } from '../../src/calibrate/data.js';
+import { CalibrationError } from '../../src/errors.js';
+import type { ModelIdentity } from '../../src/cache/quant/calibfile.js';
+import { modelIdentity } from '../../src/model/identity.js';
+import { loadModel, type Model } from '../../src/model.js';
+import { seededRandom } from '../../src/util/random.js';
+import { REF6M, STORIES } from '../model/fixtures.js';
+
+describe('ChannelExtremes', () => {
+  it.each([0, 0.005, 0.05])('gives the exact q = %f percentiles of numbers added in batches', (q) => {
+    const random = seededRandom(11);
+    const channels = 3;
+    const rows = [700, 1, 350];
+    const e = new ChannelExtremes(channels, rows.reduce((a, b) => a + b), q);
+    const all: number[][] = [[], [], []];
+    for (const n of rows) {
+      const x = Float32Array.from({ length: n * (channels + 1) }, () => Math.fround((random() - 0.5) ** 3));
+      e.add(x, n, channels + 1, 1);
+      for (let r = 0; r < n; r++) for (let c = 0; c < channels; c++) all[c]!.push(x[r * (channels + 1) + 1 + c]!);
+    }
+    const t = e.thresholds();
+    for (let c = 0; c < channels; c++) {
+      const sorted = Float64Array.from(all[c]!).sort();
+      expect(t.lo[c]).toBe(Math.fround(quantile(sorted, q)));
+      expect(t.hi[c]).toBe(Math.fround(quantile(sorted, 1 - q)));
+    }
+  });
+});
+
+describe('calibrate on stories260K', () => {
+  let model: Model;
+  let identity: ModelIdentity;
+  let options: CalibrateOptions;
+  let result: Calibration;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-calib-'));
+  beforeAll(async () => {
+    model = await loadModel(path.join(STORIES, 'stories260K.bin'), { threads: 1 });
+    identity = modelIdentity('stories260K', model.config, model.weights, model.groups);
+    const samples = calibrationSamples('stories260k-calibration', model.tokenizer, 4, 96);
+    options = { model: identity, samples, data: 'stories260k-calibration', bits: [2, 3, 4], outliers: 0.05, fisher: true, seed: 1 };
+    result = calibrate(model, options);
+  });
+  afterAll(async () => {
+    await model.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('takes key thresholds from percentiles of all calibration keys (the first token left out)', () => {
+    const c = model.config;
+    const kvDim = c.numKvHeads * c.headDim;
+    const perChannel: number[][][] = Array.from({ length: c.numLayers }, () => Array.from({ length: kvDim }, () => []));
+    const bp = new LlamaBackprop(model.kernels, c, model.weights);
+    for (const ids of options.samples) {
+      bp.activations(ids, (l, keys) => {
+        for (let j = kvDim; j < keys.length; j++) perChannel[l]![j % kvDim]!.push(keys[j]!);
+      });
+    }
+    for (let l = 0; l < c.numLayers; l++) {
+      for (let i = 0; i < kvDim; i++) {
+        const sorted = Float64Array.from(perChannel[l]![i]!).sort();
+        expect(result.layers[l]!.keys.lo![i]).toBe(Math.fround(quantile(sorted, 0.025)));
+        expect(result.layers[l]!.keys.hi![i]).toBe(Math.fround(quantile(sorted, 0.975)));
+      }
+    }
+  });
+
+  it('makes sorted 2^b-entry datatypes on [−1, 1] for every layer, stream and bit width', () => {
+    for (const layer of result.layers) {
+      for (const s of [layer.keys, layer.rotatedKeys, layer.values]) {
+        for (const b of [2, 3, 4]) {
+          const lut = s.luts[b]!;
+          expect(lut).toHaveLength(2 ** b);
+          expect([...lut].sort((x, y) => x - y)).toEqual(lut);
+          expect(Math.min(...lut)).toBeGreaterThanOrEqual(-1);
+          expect(Math.max(...lut)).toBeLessThanOrEqual(1);
+          expect(s.qnorm[b]).toHaveLength(2 ** b);
+        }
+      }
+    }
+  });
+
+  it('weights k-means by Fisher information (plain k-means gives other signposts)', () => {
+    const plain = calibrate(model, { ...options, fisher: false });
+    expect(plain.layers[0]!.keys.lo).toEqual(result.layers[0]!.keys.lo);
+    expect(plain.layers[0]!.values.luts[3]).not.toEqual(result.layers[0]!.values.luts[3]);
+  });
+
+  it('resumes an interrupted run to the same result', () => {
+    const stateFile = path.join(dir, 'state.json');
+    expect(() => calibrate(model, { ...options, stateFile, onProgress: (done) => { if (done === 5) throw new Error('interrupted'); } })).toThrow('interrupted');
+    expect(fs.existsSync(stateFile)).toBe(true);
+    let first = -1;
+    const resumed = calibrate(model, { ...options, stateFile, onProgress: (done) => { if (first < 0) first = done; } });
+    expect(first).toBe(5);
+    expect(resumed).toEqual(result);
+    expect(fs.existsSync(stateFile)).toBe(false);
+  });
+
+  it('writes a file that reads back for the same model and is refused, naming both, for another', async () => {
+    const file = path.join(dir, 'stories.calib');
+    writeCalibration(file, result);
+    expect(readCalibration(file, identity)).toEqual(result);
+    const other = await loadModel(REF6M, { threads: 1 });
+    try {
+      const otherId = modelIdentity('ref-6m', other.config, other.weights, other.groups);
+      expect(() => readCalibration(file, otherId)).toThrow(CalibrationError);
+      expect(() => readCalibration(file, otherId)).toThrow(/calibrated for stories260K .* not for the model in use, ref-6m/);
+    } finally {
+      await other.close();
+    }
+    fs.writeFileSync(file, '{"format":"kvpack-calibration","version":99}');
+    expect(() => readCalibration(file, identity)).toThrow(/version 99/);
+  });
+});

@@ -1,0 +1,107 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Kernels } from '../../../src/kernels/api.js';
+import { BLOCK_FORMATS, dequantize, type BlockDType } from '../../../src/kernels/ggml/index.js';
+import { f32ToF16 } from '../../../src/kernels/half.js';
+import { createKernels } from '../../../src/kernels/index.js';
+import { expectClose, put, putMatrix, randomF32, rng } from '../util.js';
+
+/** Byte offsets of each format's f16 scales in a block (the rest of a block is codes and small integer scales). */
+const HALF_FIELDS: Record<BlockDType, number[]> = {
+  q4_0: [0], q4_1: [0, 2], q5_0: [0], q5_1: [0, 2], q8_0: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2],
+  q6_k: [208], iq4_nl: [0], iq4_xs: [0],
+};
+const DTYPES = Object.keys(BLOCK_FORMATS) as BlockDType[];
+
+/** Random blocks: any bit pattern is a valid block once its f16 scales are finite and modest. */
+function randomBlocks(r: () => number, dtype: BlockDType, rows: number, cols: number): Uint8Array {
+  const f = BLOCK_FORMATS[dtype];
+  const blocks = (rows * cols) / f.blockValues;
+  const out = Uint8Array.from({ length: blocks * f.blockBytes }, () => Math.floor(r() * 256));
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < blocks; b++) {
+    for (const at of HALF_FIELDS[dtype]) view.setUint16(b * f.blockBytes + at, f32ToF16((r() - 0.3) * 0.01), true);
+  }
+  return out;
+}
+
+/**
+ * 8-bit activations move each x_i by at most half a step, max|x| over its span (a block: 32 or 256
+ * values) / 254, so a dot product moves by at most Σ|w_i|·step_i/2 (plus f32 rounding).
+ */
+function expectWithinActivationRounding(got: Float32Array, want: Float32Array, w: Float32Array, x: Float32Array, span: number, what: string): void {
+  const cols = x.length;
+  for (let r = 0; r < got.length; r++) {
+    let bound = 0;
+    for (let b = 0; b < cols; b += span) {
+      let amax = 0;
+      for (let i = b; i < b + span; i++) amax = Math.max(amax, Math.abs(x[i]!));
+      for (let i = b; i < b + span; i++) bound += (Math.abs(w[r * cols + i]!) * amax) / 254;
+    }
+    expect(Math.abs(got[r]! - want[r]!), `${what} row ${r}`).toBeLessThanOrEqual(bound * 1.001 + 1e-6);
+  }
+}
+
+describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar reference', (threads) => {
+  let ref: Kernels;
+  let f32dot: Kernels;
+  let int8dot: Kernels;
+  beforeAll(async () => {
+    ref = await createKernels({ backend: 'reference' });
+    f32dot = await createKernels({ backend: 'wasm', threads, blockDot: 'f32' });
+    int8dot = await createKernels({ backend: 'wasm', threads, blockDot: 'int8' });
+  });
+  afterAll(async () => {
+    await f32dot.close();
+    await int8dot.close();
+  });
+
+  function run(k: Kernels, wBytes: Uint8Array, dtype: BlockDType, rows: number, cols: number, x: Float32Array, n: number): Float32Array {
+    const w = putMatrix(k, wBytes, dtype, rows, cols);
+    const xp = put(k, x);
+    const out = k.arena.alloc(n * rows * 4);
+    k.matmul(out, xp, w, n);
+    const got = k.arena.f32(out, n * rows).slice();
+    for (const p of [w.ptr, xp, out]) k.arena.free(p);
+    return got;
+  }
+
+  for (const dtype of DTYPES) {
+    const bv = BLOCK_FORMATS[dtype].blockValues;
+    const shapes: [number, number][] = [[5, bv], [37, 2 * bv], [130, 3 * bv]];
+    for (const n of [1, 3, 9]) {
+      it(`${dtype}, n=${n}`, () => {
+        const r = rng(100 * n + DTYPES.indexOf(dtype));
+        for (const [rows, cols] of shapes) {
+          const wBytes = randomBlocks(r, dtype, rows, cols);
+          const x = randomF32(r, n * cols);
+          const want = run(ref, wBytes, dtype, rows, cols, x, n);
+          expectClose(run(f32dot, wBytes, dtype, rows, cols, x, n), want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} f32`);
+          const int8 = run(int8dot, wBytes, dtype, rows, cols, x, n);
+          if (n > 1) expectClose(int8, want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} int8`); // prefill dequantizes rows
+          else expectWithinActivationRounding(int8, want, dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols), x, bv, `${dtype} ${rows}x${cols} int8`);
+        }
+      });
+    }
+    it(`embed (${dtype}) is exact`, () => {
+      const r = rng(7 + DTYPES.indexOf(dtype));
+      const rows = 20, cols = 2 * bv, n = 5;
+      const table = randomBlocks(r, dtype, rows, cols);
+      const ids = Int32Array.from({ length: n }, (_, i) => (i * 7) % rows);
+      const both = [ref, f32dot].map((k) => {
+        const t = putMatrix(k, table, dtype, rows, cols);
+        const ip = put(k, ids);
+        const out = k.arena.alloc(n * cols * 4);
+        k.embed(out, t, ip, n);
+        const got = k.arena.f32(out, n * cols).slice();
+        for (const p of [t.ptr, ip, out]) k.arena.free(p);
+        return got;
+      });
+      expectClose(both[1]!, both[0]!, 1e-6, 0, `${dtype} embed`);
+    });
+  }
+
+  it('refuses rows that are not whole blocks', () => {
+    const w = { ptr: 0, dtype: 'q4_k' as const, rows: 2, cols: 100 };
+    expect(() => f32dot.matmul(0, 0, w, 1)).toThrow(/not a multiple of 256/);
+  });
+});

@@ -1,0 +1,52 @@
+import OpenAI from 'openai';
+import type { FastifyInstance } from 'fastify';
+import { loadModel, type Model } from '../../src/model.js';
+import { createApp } from '../../src/server/app.js';
+import { loadChatTemplate } from '../../src/server/chat.js';
+import { Engine, type EngineOptions } from '../../src/server/engine.js';
+
+export interface TestServer {
+  url: string;
+  client: OpenAI;
+  engine: Engine;
+  app: FastifyInstance;
+  model: Model;
+  close(): Promise<void>;
+}
+
+/** A server on a free loopback port, and an official OpenAI client pointed at it (no retries). */
+export async function startServer(
+  modelPath: string,
+  options: Partial<EngineOptions> & { apiKey?: string; bodyLimit?: number } = {},
+): Promise<TestServer> {
+  const model = await loadModel(modelPath, { threads: 1 });
+  const maxKvBytes = options.maxKvBytes ?? 64 * 2 ** 20;
+  const engine = new Engine(model, { cache: options.cache ?? 'full+fp16', maxKvBytes, parallel: options.parallel ?? 4, queue: options.queue ?? 16, chunkSize: options.chunkSize });
+  const chatTemplate = await loadChatTemplate(model.source, model.format);
+  const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey: options.apiKey, bodyLimit: options.bodyLimit });
+  const address = await app.listen({ host: '127.0.0.1', port: 0 });
+  const client = new OpenAI({ baseURL: `${address}/v1`, apiKey: options.apiKey ?? 'none', maxRetries: 0 });
+  return {
+    url: address, client, engine, app, model,
+    async close() {
+      await app.close();
+      await model.close();
+    },
+  };
+}
+
+/** Streams a completion and returns its text and the final usage chunk. */
+export async function streamCompletion(client: OpenAI, body: Omit<OpenAI.CompletionCreateParamsStreaming, 'stream'>) {
+  const stream = await client.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  let usage: OpenAI.CompletionUsage | undefined | null;
+  let finish: string | undefined;
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) {
+      text += c.text;
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+    if (chunk.usage) usage = chunk.usage;
+  }
+  return { text, usage, finish };
+}

@@ -1,0 +1,39 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, type Model } from '../../src/model.js';
+import { peakBytes, policyBytesPerSlot } from '../../src/server/memory.js';
+import { REF6M_DIR } from '../engine/helpers.js';
+
+let model: Model;
+beforeAll(async () => {
+  model = await loadModel(REF6M_DIR, { threads: 1 });
+});
+afterAll(() => model.close());
+
+describe('the worst case a request may reserve', () => {
+  const prompt = model0Prompt();
+  it.each([
+    'full+fp16',
+    'full',
+    'h2o(budget=0.2)+kvquant(bits=3)',
+    'h2o(budget=32,recent=8)+fp16',
+    'scissorhands(budget=40)+int(bits=4)', 'full+int(bits=2,kaxis=channel,group=32,residual=16)',
+    'snapkv(budget=24)+fp16',
+    'window(sinks=4,recent=20)+int(bits=2,group=32)',
+  ])('bounds the bytes %s really holds while it prefills and decodes', async (spec) => {
+    const session = model.session({ cache: spec, chunkSize: 16 });
+    session.cache.setPromptLength(prompt.length);
+    const predicted = peakBytes(session.cache, prompt.length, 40, policyBytesPerSlot(model, spec));
+    for await (const _ of session.generate(prompt, { maxTokens: 40, temperature: 0 })) void _;
+    expect(session.tokens.length).toBe(prompt.length + 40); // no end of sequence: every token was fed
+    const real = session.cache.peakBytes();
+    expect(real).toBeLessThanOrEqual(predicted);
+    if (spec === 'full' || spec === 'full+fp16') expect(real).toBe(predicted); // float storage, nothing evicted: the bound is exact
+    else expect(real).toBeGreaterThan(predicted * 0.9);
+    session.dispose();
+  });
+});
+
+/** 120 plain tokens (no end of sequence among them, none generated in 40 greedy steps of ref-6m). */
+function model0Prompt(): number[] {
+  return Array.from({ length: 120 }, (_, i) => 100 + ((i * 37) % 3000));
+}
