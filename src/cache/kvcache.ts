@@ -7,7 +7,7 @@ import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
 export interface CacheParts {
-  /** The canonical spec text, the policy's default codec filled in. */
+  /** The canonical spec text (printSpec). */
   spec: string;
   policy: Policy;
   codec: Codec;
@@ -49,6 +49,7 @@ export class KVCache {
   private readonly groups: readonly LayerGroup[];
   protected capacity: number;
   private peak = 0;
+  private held = 0;
   /** Per layer group (the attention kernel writes them in its own memory). */
   private received: number[] = [];
   private lastProbs: number[] = [];
@@ -232,6 +233,7 @@ export class KVCache {
   /** Ends a step: evicts where a layer is over its budget (see evict), then tells the observer what is held. */
   compress(maxTokens = Infinity): void {
     if (this.policy.evicts) this.evict(maxTokens);
+    this.held = Math.max(this.held, this.bytes());
     this.observer?.compressed();
   }
 
@@ -263,7 +265,7 @@ export class KVCache {
     let slots = 0;
     for (const length of this.lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length ? c.numKvHeads * this.capacity * 4 : 0;
-    return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
+    return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
   }
 
   /**
@@ -274,7 +276,7 @@ export class KVCache {
     const c = this.config;
     const one = this.codec.bytes(new Array<number>(c.numLayers).fill(1)) - this.codec.bytes(new Array<number>(c.numLayers).fill(0));
     const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
-    return one + position + (this.length > 0 ? this.policy.bytes() / this.length : 0);
+    return one + position + (this.length > 0 ? this.policy.bytes(this.lengths) / this.length : 0);
   }
 
   /**
@@ -295,9 +297,14 @@ export class KVCache {
     return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
   }
 
-  /** Highest `bytes()` seen at the end of a step since creation or the last reset. */
+  /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
   peakBytes(): number {
     return this.peak;
+  }
+
+  /** Highest `bytes()` after a compression since creation or the last reset: what the cache holds between steps. */
+  heldBytes(): number {
+    return this.held;
   }
 
   /** Positions held by a KV head of a layer (a copy). */
@@ -311,6 +318,7 @@ export class KVCache {
     this.lengths.fill(0);
     this.ranksValid.fill(false);
     this.peak = 0;
+    this.held = 0;
     this.policy.reset();
     this.promptLengthSet = false;
   }

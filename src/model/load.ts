@@ -69,7 +69,10 @@ async function checkpointFormat(file: string): Promise<CheckpointFormat> {
     const code = (e as NodeJS.ErrnoException).code;
     throw new ModelFormatError(file, code === 'ENOENT' ? 'no such file or directory' : `cannot be read (${(e as Error).message})`);
   }
-  if (isDir) return 'hf';
+  if (isDir) {
+    await checkHfDir(file);
+    return 'hf';
+  }
   const base = path.basename(file);
   if (base === 'config.json' || base.endsWith('.safetensors') || base === 'model.safetensors.index.json') return 'hf';
   if (base.endsWith('.gguf') || (await startsWithGgufMagic(file))) return 'gguf';
@@ -84,6 +87,18 @@ async function checkpointFormat(file: string): Promise<CheckpointFormat> {
 function hfDir(file: string): string {
   const base = path.basename(file);
   return base === 'config.json' || base.endsWith('.safetensors') || base === 'model.safetensors.index.json' ? path.dirname(file) : file;
+}
+
+/** A folder without config.json that holds a .gguf or .bin: name the files to pass instead. */
+async function checkHfDir(dir: string): Promise<void> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  if (names.includes('config.json')) return;
+  const checkpoints = names.filter((n) => n.endsWith('.gguf') || (n.endsWith('.bin') && !/^tok.*\.bin$|^tokenizer\.bin$/.test(n)));
+  if (checkpoints.length === 0) return; // loadHfDir reports the missing config.json
+  throw new ModelFormatError(
+    dir,
+    `no config.json, so not a Hugging Face model directory; it holds ${checkpoints.join(', ')}: pass that file as the model (--model ${path.join(dir, checkpoints[0]!)})`,
+  );
 }
 
 async function startsWithGgufMagic(file: string): Promise<boolean> {
