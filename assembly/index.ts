@@ -4,14 +4,14 @@
 
 import {
   ARGS, BLOCK_SCRATCH, CTRL_DONE, CTRL_NEXT, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0,
-  OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE,
+  OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC,
   MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W, MATMUL_X,
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
   ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
 import { quantAttentionJob } from './quant';
 import { quantizeJob } from './quantize';
-import { h2fScalar } from './half';
+import { h2f, h2fScalar } from './half';
 import { activationSpan, blockRowBytes, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
 
 // The control block, op codes and argument offsets come from src/kernels/abi.ts (shared with the TS side).
@@ -33,21 +33,36 @@ export function run(ctrl: usize, thread: i32): i32 {
   if (op == OP_ATTENTION) return attentionJob(ctrl, thread);
   if (op == OP_QUANT_ATTENTION) return quantAttentionJob(ctrl, thread);
   if (op == OP_QUANTIZE) return quantizeJob(ctrl, thread);
+  if (op == OP_READ) return readJob(ctrl);
   return 0;
 }
 
-// ================================================================ conversions
-
-/** 4 f16 (zero-extended in i32 lanes) to f32. Integer trick: the 15 magnitude bits shifted into an
- *  f32 with the exponent rebased by a multiply by 2^112, which also normalises subnormals. */
-// @ts-ignore: decorator
-@inline function h2f(h: v128): v128 {
-  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
-  let f = f32x4.mul(em, f32x4.splat(reinterpret<f32>(0x77800000)));
-  // exponent 31 (inf/NaN) must stay inf/NaN
-  f = v128.or(f, v128.and(i32x4.ge_s(em, i32x4.splat(0x0f800000)), i32x4.splat(0x7f800000)));
-  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+/** OP_READ: each work item XORs the 16-byte blocks of one chunk (4 independent loads per step). */
+function readJob(ctrl: usize): i32 {
+  const a = ctrl + C_ARGS;
+  const src = <usize>load<u32>(a, READ_SRC);
+  const bytes = load<i32>(a, READ_BYTES);
+  const chunk = load<i32>(a, READ_CHUNK);
+  const items = (bytes + chunk - 1) / chunk;
+  for (;;) {
+    const it = atomic.add<i32>(ctrl + C_NEXT, 1);
+    if (it >= items) break;
+    let p = src + <usize>it * <usize>chunk;
+    const end = src + <usize>min(bytes, (it + 1) * chunk);
+    let x0 = i32x4.splat(0), x1 = x0, x2 = x0, x3 = x0;
+    for (; p < end; p += 64) {
+      x0 = v128.xor(x0, v128.load(p));
+      x1 = v128.xor(x1, v128.load(p, 16));
+      x2 = v128.xor(x2, v128.load(p, 32));
+      x3 = v128.xor(x3, v128.load(p, 48));
+    }
+    v128.store(<usize>load<u32>(a, READ_OUT) + (<usize>it << 4), v128.xor(v128.xor(x0, x1), v128.xor(x2, x3)));
+    atomic.add<i32>(ctrl + C_DONE, 1);
+  }
+  return items;
 }
+
+// ================================================================ conversions
 
 /** Fast f16 → f32 of halves 0..3 / 4..7 of a vector of 8 halves (hot loops). Per 16-bit lane,
  *  (h >> 3 arithmetic) & 0x8fff is the upper half of sign | (h & 0x7fff) << 13 and h << 13 its lower

@@ -9,13 +9,14 @@
 // group, then dropped. Nothing of the cache is ever decoded in full.
 
 import {
-  ARGS, CTRL_DONE, CTRL_NEXT, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
+  ARGS, CTRL_DONE, CTRL_NEXT, QATT_CAPACITY, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
   QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED,
   QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE, QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE,
   STREAM_AXIS, STREAM_BITS, STREAM_CODES, STREAM_GROUP, STREAM_LUT, STREAM_OCAP, STREAM_OUTLIERS, STREAM_PARAMS,
   STREAM_PARAMS_HEAD_STRIDE, STREAM_QLEN, STREAM_RING, STREAM_RING_SIZE, STREAM_ROPE, STREAM_ROW_BYTES, STREAM_SINK_ROWS,
   STREAM_SINKS,
 } from '../src/kernels/abi';
+import { h2f } from './half';
 
 const Q_DONE: usize = <usize>CTRL_DONE << 2;
 const Q_NEXT: usize = <usize>CTRL_NEXT << 2;
@@ -48,14 +49,20 @@ export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
       const h0 = kvh * group + (gi % subs) * hg;
       const h1 = min(h0 + hg, (kvh + 1) * group);
       const lo = min(seen, part * chunk);
-      qattendItem(a, thread, 0, kvh, h0, h1, lo, min(seen, lo + chunk), it);
+      qattendItem(a, thread, 0, 1, kvh, h0, h1, lo, min(seen, lo + chunk), it);
       atomic.add<i32>(ctrl + Q_DONE, 1);
     }
     return total;
   }
+  // several queries (prefill): items are (block of qb queries, KV head, head group); each decoded tile
+  // serves the whole block. With `received` one item takes every block of its heads (no two threads
+  // add into one head's row).
+  const qb = load<i32>(a, QATT_QUERY_BLOCK);
+  const visible = load<i32>(a, QATT_VISIBLE);
   const perT = numKv * subs;
+  const blocks = (n + qb - 1) / qb;
   const allT = received != 0;
-  const items = allT ? perT : n * perT;
+  const items = allT ? perT : blocks * perT;
   for (;;) {
     const it = atomic.add<i32>(ctrl + Q_NEXT, 1);
     if (it >= items) break;
@@ -64,11 +71,11 @@ export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
     const sub = rem % subs;
     const h0 = kvh * group + sub * hg;
     const h1 = min(h0 + hg, (kvh + 1) * group);
-    if (allT) {
-      for (let t = 0; t < n; t++) qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, QATT_VISIBLE) + t, -1);
-    } else {
-      const t = it / perT;
-      qattendItem(a, thread, t, kvh, h0, h1, 0, load<i32>(a, QATT_VISIBLE) + t, -1);
+    const b0 = allT ? 0 : it / perT;
+    const b1 = allT ? blocks : b0 + 1;
+    for (let b = b0; b < b1; b++) {
+      const t1 = min(n, (b + 1) * qb);
+      qattendItem(a, thread, b * qb, t1, kvh, h0, h1, 0, visible + t1 - 1, -1);
     }
     atomic.add<i32>(ctrl + Q_DONE, 1);
   }
@@ -114,8 +121,56 @@ function f16Row(dst: usize, src: usize, d: i32): void {
   v128.store(dst, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(hi)), 48);
 }
 
-/** LUT values of a packed row's codes into dst (whole 64-code chunks: may write up to 63 floats past d). */
-function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128, p2: v128, p3: v128): void {
+/**
+ * The 64 codes of one packed chunk (2, 3, 4 or 8 bits) as bytes: dst[c] = code of channel c. Layout as
+ * src/kernels/quant/pack.ts writes it: plane k of a byte holds channels 16k..16k+15.
+ */
+// @ts-ignore: decorator
+@inline function unpackChunk(dst: usize, p: usize, bits: i32): void {
+  if (bits == 8) {
+    memory.copy(dst, p, 64);
+  } else if (bits == 4) {
+    const m = i8x16.splat(15);
+    const b0 = v128.load(p);
+    const b1 = v128.load(p, 16);
+    v128.store(dst, v128.and(b0, m));
+    v128.store(dst, i8x16.shr_u(b0, 4), 16);
+    v128.store(dst, v128.and(b1, m), 32);
+    v128.store(dst, i8x16.shr_u(b1, 4), 48);
+  } else if (bits == 2) {
+    const m = i8x16.splat(3);
+    const b = v128.load(p);
+    v128.store(dst, v128.and(b, m));
+    v128.store(dst, v128.and(i8x16.shr_u(b, 2), m), 16);
+    v128.store(dst, v128.and(i8x16.shr_u(b, 4), m), 32);
+    v128.store(dst, i8x16.shr_u(b, 6), 48);
+  } else {
+    const m = i8x16.splat(3);
+    const four = i8x16.splat(4);
+    const z = i8x16.splat(0);
+    const b = v128.load(p);
+    const hb = v128.load64_splat(p + 16); // lanes j and j+8 both hold high-bit byte j
+    v128.store(dst, v128.or(v128.and(b, m), v128.and(i8x16.ne(v128.and(hb, i8x16(1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2)), z), four)));
+    v128.store(dst, v128.or(v128.and(i8x16.shr_u(b, 2), m), v128.and(i8x16.ne(v128.and(hb, i8x16(4, 4, 4, 4, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8)), z), four)), 16);
+    v128.store(dst, v128.or(v128.and(i8x16.shr_u(b, 4), m), v128.and(i8x16.ne(v128.and(hb, i8x16(16, 16, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)), z), four)), 32);
+    v128.store(dst, v128.or(i8x16.shr_u(b, 6), v128.and(i8x16.ne(v128.and(hb, i8x16(64, 64, 64, 64, 64, 64, 64, 64, -128, -128, -128, -128, -128, -128, -128, -128)), z), four)), 48);
+  }
+}
+
+/** Codes of a packed row as bytes (whole 64-code chunks: may write up to 63 bytes past d). */
+function unpackRow(dst: usize, p: usize, bits: i32, d: i32): void {
+  const cb = <usize>(8 * bits);
+  for (let c0 = 0; c0 < d; c0 += 64) {
+    unpackChunk(dst + <usize>c0, p, bits);
+    p += cb;
+  }
+}
+
+/**
+ * LUT values of a packed row's codes into dst (whole 64-code chunks: may write up to 63 floats past d).
+ * `codes`: 64 bytes of scratch.
+ */
+function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128, p2: v128, p3: v128, codes: usize): void {
   const cb = <usize>(8 * bits);
   for (let c0 = 0; c0 < d; c0 += 64) {
     const o = dst + (<usize>c0 << 2);
@@ -131,35 +186,12 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
       u8x16ToF32(o + 64, v128.load(p, 16));
       u8x16ToF32(o + 128, v128.load(p, 32));
       u8x16ToF32(o + 192, v128.load(p, 48));
-    } else if (bits == 4) {
-      const m = i8x16.splat(15);
-      const b0 = v128.load(p);
-      const b1 = v128.load(p, 16);
-      lutStore(o, v128.and(b0, m), p0, p1, p2, p3);
-      lutStore(o + 64, i8x16.shr_u(b0, 4), p0, p1, p2, p3);
-      lutStore(o + 128, v128.and(b1, m), p0, p1, p2, p3);
-      lutStore(o + 192, i8x16.shr_u(b1, 4), p0, p1, p2, p3);
-    } else if (bits == 2) {
-      const m = i8x16.splat(3);
-      const b = v128.load(p);
-      lutStore(o, v128.and(b, m), p0, p1, p2, p3);
-      lutStore(o + 64, v128.and(i8x16.shr_u(b, 2), m), p0, p1, p2, p3);
-      lutStore(o + 128, v128.and(i8x16.shr_u(b, 4), m), p0, p1, p2, p3);
-      lutStore(o + 192, i8x16.shr_u(b, 6), p0, p1, p2, p3);
     } else {
-      const m = i8x16.splat(3);
-      const four = i8x16.splat(4);
-      const z = i8x16.splat(0);
-      const b = v128.load(p);
-      const hb = v128.load64_splat(p + 16); // lanes j and j+8 both hold high-bit byte j
-      const c0v = v128.or(v128.and(b, m), v128.and(i8x16.ne(v128.and(hb, i8x16(1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2)), z), four));
-      const c1v = v128.or(v128.and(i8x16.shr_u(b, 2), m), v128.and(i8x16.ne(v128.and(hb, i8x16(4, 4, 4, 4, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8)), z), four));
-      const c2v = v128.or(v128.and(i8x16.shr_u(b, 4), m), v128.and(i8x16.ne(v128.and(hb, i8x16(16, 16, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)), z), four));
-      const c3v = v128.or(i8x16.shr_u(b, 6), v128.and(i8x16.ne(v128.and(hb, i8x16(64, 64, 64, 64, 64, 64, 64, 64, -128, -128, -128, -128, -128, -128, -128, -128)), z), four));
-      lutStore(o, c0v, p0, p1, p2, p3);
-      lutStore(o + 64, c1v, p0, p1, p2, p3);
-      lutStore(o + 128, c2v, p0, p1, p2, p3);
-      lutStore(o + 192, c3v, p0, p1, p2, p3);
+      unpackChunk(codes, p, bits);
+      lutStore(o, v128.load(codes), p0, p1, p2, p3);
+      lutStore(o + 64, v128.load(codes, 16), p0, p1, p2, p3);
+      lutStore(o + 128, v128.load(codes, 32), p0, p1, p2, p3);
+      lutStore(o + 192, v128.load(codes, 48), p0, p1, p2, p3);
     }
     p += cb;
   }
@@ -167,9 +199,9 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
 
 /**
  * Decodes slots [s0, s0+bs) of KV head kvh of a stream into tile rows of d floats. chS/chZ: d floats of
- * scratch for channel-axis scales.
+ * scratch for channel-axis scales; stage: 64 bytes of scratch.
  */
-function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize): void {
+function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize, stage: usize): void {
   const cap = load<i32>(a, QATT_CAPACITY);
   const d = load<i32>(a, QATT_HEAD_DIM);
   const positions = <usize>load<u32>(a, QATT_POSITIONS);
@@ -207,7 +239,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       f16Row(row, ring + ((<usize>kvh * <usize>ringN + <usize>(s % ringN)) * <usize>d << 1), d);
       continue;
     }
-    decodeCodes(row, codes + slot * rb, bits, d, p0, p1, p2, p3);
+    decodeCodes(row, codes + slot * rb, bits, d, p0, p1, p2, p3, stage);
     if (bits == 16) {
       // bfloat16 rows are the numbers themselves
     } else if (axis == 0) {
@@ -300,6 +332,281 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
         store<f32>(ia, x * c - y * sn);
         store<f32>(ib, x * sn + y * c);
       }
+    }
+  }
+}
+
+// ---- Integer paths for plain integer codes (the int codec): token axis, L[c] = c, nothing replacing a
+// code (no outliers, sinks or RoPE). Keys are scored by i32x4.dot_i16x8_s against the query written
+// once per item as two i16 digits (q ≈ (hi + lo/2^15)·unit), with the scale and zero of each group
+// applied to the integer sums; values are summed by the same instruction over pairs of slots, each
+// slot's softmax weight times its scale written per tile as two i16 digits of the tile's largest (the
+// zeros are summed apart in f32). Error ≈ 2^-31 of the largest query number / weight of the tile.
+
+/** Whether a stream takes the integer path; values (`single`) also need one group per row. */
+function intStream(desc: usize, d: i32, single: bool): bool {
+  const bits = load<i32>(desc, STREAM_BITS);
+  if (bits == 16 || load<i32>(desc, STREAM_AXIS) != 0 || load<i32>(desc, STREAM_OCAP) != 0) return false;
+  if (load<i32>(desc, STREAM_SINKS) != 0 || load<i32>(desc, STREAM_ROPE) != 0) return false;
+  if ((d & 15) != 0 || d > 256) return false; // i32 sums stay below 2^31 for d ≤ 256
+  const group = load<i32>(desc, STREAM_GROUP);
+  if (group < d && (single || (group & 15) != 0)) return false;
+  if (bits == 8) return true;
+  const lut = <usize>load<u32>(desc, STREAM_LUT);
+  for (let c = 0; c < 1 << bits; c++) if (load<f32>(lut + (<usize>c << 2)) != <f32>c) return false;
+  return true;
+}
+
+// @ts-ignore: decorator
+@inline function hmax4(v: v128): f32 {
+  return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
+/** f32 → nearest i32 (|x| ≤ 32767 here), 8 at a time → i16x8. */
+// @ts-ignore: decorator
+@inline function toI16x8(a: v128, b: v128): v128 {
+  return i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(a)), i32x4.trunc_sat_f32x4_s(f32x4.nearest(b)));
+}
+
+/**
+ * The g query rows at q (d floats apart) → q16 (i16 [g][2][d]: high then low digits), qs[j] =
+ * scale·max|q_j|/32767 (one unit of the high digit) and qsum[j·groups + k] = scale·Σ q over group k.
+ */
+function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize, qs: usize, qsum: usize): void {
+  const db = <usize>d << 2;
+  const groups = (d + group - 1) / group;
+  for (let j = 0; j < g; j++) {
+    const row = q + <usize>j * db;
+    let mv = f32x4.splat(0);
+    for (let i = 0; i < d; i += 4) mv = f32x4.max(mv, f32x4.abs(v128.load(row + (<usize>i << 2))));
+    const m = hmax4(mv);
+    const inv = f32x4.splat(m > 0 ? 32767 / m : 0);
+    const dst = q16 + (<usize>j * <usize>d << 2);
+    for (let i = 0; i < d; i += 8) {
+      const o = row + (<usize>i << 2);
+      const x0 = f32x4.mul(v128.load(o), inv), x1 = f32x4.mul(v128.load(o, 16), inv);
+      const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
+      v128.store(dst + (<usize>i << 1), toI16x8(h0, h1));
+      const r = f32x4.splat(32768);
+      v128.store(dst + (<usize>(d + i) << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), r), f32x4.mul(f32x4.sub(x1, h1), r)));
+    }
+    store<f32>(qs + (<usize>j << 2), scale * (m / 32767));
+    for (let k = 0; k < groups; k++) {
+      let sum: f32 = 0;
+      for (let i = k * group; i < min(d, (k + 1) * group); i++) sum += load<f32>(row + (<usize>i << 2));
+      store<f32>(qsum + (<usize>(j * groups + k) << 2), scale * sum);
+    }
+  }
+}
+
+/**
+ * Token-axis scales and zeros of slots [s, s+bs) of a head, `groups` per slot → ps: S of (slot r,
+ * group k) at ps[k·QB + r], Z at ps[(groups + k)·QB + r].
+ */
+function tokenParams(ps: usize, params: usize, s: i32, bs: i32, groups: i32): void {
+  const pp = params + (<usize>s * <usize>groups << 2);
+  const pz = ps + (<usize>(groups * QB) << 2);
+  let r = 0;
+  if (groups == 1) {
+    const m = i32x4.splat(0xffff);
+    for (; r + 4 <= bs; r += 4) {
+      const w = v128.load(pp + (<usize>r << 2));
+      v128.store(ps + (<usize>r << 2), h2f(v128.and(w, m)));
+      v128.store(pz + (<usize>r << 2), h2f(i32x4.shr_u(w, 16)));
+    }
+  }
+  for (; r < bs; r++) {
+    for (let k = 0; k < groups; k++) {
+      const w = load<u32>(pp + (<usize>(r * groups + k) << 2));
+      store<f32>(ps + (<usize>(k * QB + r) << 2), h2fs(w & 0xffff));
+      store<f32>(pz + (<usize>(k * QB + r) << 2), h2fs(w >>> 16));
+    }
+  }
+}
+
+/**
+ * Integer-code keys: dst_j[r] = scale·q_j · key_r for slots [s, s+bs) of KV head kvh and the g query
+ * heads of q16/qs/qsum. k16: bs·d i16 of scratch; ps: bs·groups·2 floats; stage: d + 64 bytes.
+ */
+function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, q16: usize, qs: usize, qsum: usize,
+  dst: usize, dstStride: usize, k16: usize, ps: usize, stage: usize): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const group = min(d, load<i32>(desc, STREAM_GROUP));
+  const groups = (d + group - 1) / group;
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
+  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  for (let r = 0; r < bs; r++) {
+    unpackRow(stage, codes + <usize>r * rb, bits, d);
+    const row = k16 + (<usize>r * <usize>d << 1);
+    for (let c = 0; c < d; c += 16) {
+      const v = v128.load(stage + <usize>c);
+      v128.store(row + (<usize>c << 1), i16x8.extend_low_i8x16_u(v));
+      v128.store(row + (<usize>c << 1), i16x8.extend_high_i8x16_u(v), 16);
+    }
+  }
+  tokenParams(ps, params, s, bs, groups);
+  const pz = ps + (<usize>(groups * QB) << 2);
+  const db2 = <usize>d << 1;
+  const lo15 = f32x4.splat(1.0 / 32768);
+  for (let j = 0; j < g; j++) {
+    const qj = q16 + (<usize>j * <usize>d << 2);
+    const ql = qj + db2;
+    const unit = load<f32>(qs + (<usize>j << 2));
+    const sums = qsum + (<usize>(j * groups) << 2);
+    const out = dst + <usize>j * dstStride;
+    let r = 0;
+    // 4 slots at a time: one horizontal sum for the four
+    for (; r + 4 <= bs; r += 4) {
+      const r0 = k16 + (<usize>r * db2), r1 = r0 + db2, r2 = r1 + db2, r3 = r2 + db2;
+      let score = f32x4.splat(0);
+      for (let k = 0; k < groups; k++) {
+        let h0 = i32x4.splat(0), h1 = h0, h2 = h0, h3 = h0, l0 = h0, l1 = h0, l2 = h0, l3 = h0;
+        for (let c = k * group; c < (k + 1) * group; c += 8) {
+          const o = <usize>c << 1;
+          const qh = v128.load(qj + o), qv = v128.load(ql + o);
+          const k0 = v128.load(r0 + o), k1 = v128.load(r1 + o), k2 = v128.load(r2 + o), k3 = v128.load(r3 + o);
+          h0 = i32x4.add(h0, i32x4.dot_i16x8_s(k0, qh));
+          h1 = i32x4.add(h1, i32x4.dot_i16x8_s(k1, qh));
+          h2 = i32x4.add(h2, i32x4.dot_i16x8_s(k2, qh));
+          h3 = i32x4.add(h3, i32x4.dot_i16x8_s(k3, qh));
+          l0 = i32x4.add(l0, i32x4.dot_i16x8_s(k0, qv));
+          l1 = i32x4.add(l1, i32x4.dot_i16x8_s(k1, qv));
+          l2 = i32x4.add(l2, i32x4.dot_i16x8_s(k2, qv));
+          l3 = i32x4.add(l3, i32x4.dot_i16x8_s(k3, qv));
+        }
+        const dot = qhsum4(
+          f32x4.add(f32x4.convert_i32x4_s(h0), f32x4.mul(f32x4.convert_i32x4_s(l0), lo15)),
+          f32x4.add(f32x4.convert_i32x4_s(h1), f32x4.mul(f32x4.convert_i32x4_s(l1), lo15)),
+          f32x4.add(f32x4.convert_i32x4_s(h2), f32x4.mul(f32x4.convert_i32x4_s(l2), lo15)),
+          f32x4.add(f32x4.convert_i32x4_s(h3), f32x4.mul(f32x4.convert_i32x4_s(l3), lo15)),
+        );
+        const o = <usize>(k * QB + r) << 2;
+        score = f32x4.add(score, f32x4.add(
+          f32x4.mul(v128.load(ps + o), f32x4.mul(dot, f32x4.splat(unit))),
+          f32x4.mul(v128.load(pz + o), v128.load32_splat(sums + (<usize>k << 2))),
+        ));
+      }
+      v128.store(out + (<usize>r << 2), score);
+    }
+    for (; r < bs; r++) {
+      const row = k16 + (<usize>r * db2);
+      let score: f32 = 0;
+      for (let k = 0; k < groups; k++) {
+        let hi = i32x4.splat(0), lo = hi;
+        for (let c = k * group; c < (k + 1) * group; c += 8) {
+          const o = <usize>c << 1;
+          const kv = v128.load(row + o);
+          hi = i32x4.add(hi, i32x4.dot_i16x8_s(kv, v128.load(qj + o)));
+          lo = i32x4.add(lo, i32x4.dot_i16x8_s(kv, v128.load(ql + o)));
+        }
+        const both = f32x4.add(f32x4.convert_i32x4_s(hi), f32x4.mul(f32x4.convert_i32x4_s(lo), lo15));
+        const dot = f32x4.extract_lane(both, 0) + f32x4.extract_lane(both, 1) + f32x4.extract_lane(both, 2) + f32x4.extract_lane(both, 3);
+        const o = <usize>(k * QB + r) << 2;
+        score += load<f32>(ps + o) * (unit * dot) + load<f32>(pz + o) * load<f32>(sums + (<usize>k << 2));
+      }
+      store<f32>(out + (<usize>r << 2), score);
+    }
+  }
+}
+
+/**
+ * Integer-code values (one group per row): acc_j += Σ_r p_j[r]·(S_r·code_r + Z_r) over slots [s, s+bs)
+ * of KV head kvh, the Z part added to zsum[j] (the caller adds it to every channel at the end).
+ * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB u32 (high
+ * digits, then low); ps: 2·bs floats; stage: 2·(d + 64) bytes.
+ */
+function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
+  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
+  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const np = (bs + 1) >> 1;
+  const pb = <usize>d << 2; // bytes per pair row: d channels × 2 slots × i16
+  const stageB = stage + <usize>d + 64;
+  tokenParams(ps, params, s, bs, 1);
+  // rows 2k and 2k+1 interleaved: channel c of pair k is the i16 pair (code_2k, code_2k+1)
+  for (let k = 0; k < np; k++) {
+    unpackRow(stage, codes + <usize>(2 * k) * rb, bits, d);
+    if (2 * k + 1 < bs) unpackRow(stageB, codes + <usize>(2 * k + 1) * rb, bits, d);
+    else memory.fill(stageB, 0, <usize>d);
+    const dst = pairs + <usize>k * pb;
+    for (let c = 0; c < d; c += 16) {
+      const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
+      const lo = i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      const hi = i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+      const o = dst + (<usize>c << 2);
+      v128.store(o, i16x8.extend_low_i8x16_u(lo));
+      v128.store(o, i16x8.extend_high_i8x16_u(lo), 16);
+      v128.store(o, i16x8.extend_low_i8x16_u(hi), 32);
+      v128.store(o, i16x8.extend_high_i8x16_u(hi), 48);
+    }
+  }
+  const pz = ps + (<usize>QB << 2);
+  for (let j = 0; j < g; j++) {
+    const pj = p + <usize>j * pStride;
+    let mv = f32x4.splat(0), zv = mv;
+    let r = 0;
+    for (; r + 4 <= bs; r += 4) {
+      const e = v128.load(pj + (<usize>r << 2));
+      mv = f32x4.max(mv, f32x4.abs(f32x4.mul(e, v128.load(ps + (<usize>r << 2)))));
+      zv = f32x4.add(zv, f32x4.mul(e, v128.load(pz + (<usize>r << 2))));
+    }
+    let wmax = hmax4(mv);
+    let z = f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3);
+    for (; r < bs; r++) {
+      const e = load<f32>(pj + (<usize>r << 2));
+      wmax = max(wmax, abs(e * load<f32>(ps + (<usize>r << 2))));
+      z += e * load<f32>(pz + (<usize>r << 2));
+    }
+    store<f32>(zsum + (<usize>j << 2), load<f32>(zsum + (<usize>j << 2)) + z);
+    const inv: f32 = wmax > 0 ? 32767 / wmax : 0;
+    // pair words (w_2k | w_2k+1 << 16) of the high digits, then of the low digits
+    const iwj = iw + (<usize>j * <usize>np << 3);
+    const iwl = iwj + (<usize>np << 2);
+    const I = f32x4.splat(inv), R = f32x4.splat(32768);
+    r = 0;
+    for (; r + 8 <= bs; r += 8) {
+      const x0 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
+      const x1 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
+      const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
+      v128.store(iwj + (<usize>r << 1), toI16x8(h0, h1));
+      v128.store(iwl + (<usize>r << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), R), f32x4.mul(f32x4.sub(x1, h1), R)));
+    }
+    for (; r < bs; r += 2) {
+      const x0 = load<f32>(pj + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv;
+      const x1 = r + 1 < bs ? load<f32>(pj + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv : 0;
+      const h0 = nearest(x0), h1 = nearest(x1);
+      const l0 = <i32>nearest((x0 - h0) * 32768), l1 = <i32>nearest((x1 - h1) * 32768);
+      store<u32>(iwj + (<usize>r << 1), (<u32><i32>h0 & 0xffff) | (<u32><i32>h1 << 16));
+      store<u32>(iwl + (<usize>r << 1), (<u32>l0 & 0xffff) | (<u32>l1 << 16));
+    }
+    const unit = f32x4.splat(wmax / 32767);
+    const aj = acc + (<usize>j * <usize>d << 2);
+    for (let c = 0; c < d; c += 16) {
+      let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (let k = 0; k < np; k++) {
+        const W = v128.load32_splat(iwj + (<usize>k << 2));
+        const L = v128.load32_splat(iwl + (<usize>k << 2));
+        const o = pairs + <usize>k * pb + (<usize>c << 2);
+        const c0 = v128.load(o), c1 = v128.load(o, 16), c2 = v128.load(o, 32), c3 = v128.load(o, 48);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(c0, W));
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(c1, W));
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(c2, W));
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(c3, W));
+        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(c0, L));
+        b1 = i32x4.add(b1, i32x4.dot_i16x8_s(c1, L));
+        b2 = i32x4.add(b2, i32x4.dot_i16x8_s(c2, L));
+        b3 = i32x4.add(b3, i32x4.dot_i16x8_s(c3, L));
+      }
+      const o = aj + (<usize>c << 2);
+      const f = f32x4.splat(1.0 / 32768);
+      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a0), f32x4.mul(f32x4.convert_i32x4_s(b0), f)), unit)));
+      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a1), f32x4.mul(f32x4.convert_i32x4_s(b1), f)), unit)), 16);
+      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a2), f32x4.mul(f32x4.convert_i32x4_s(b2), f)), unit)), 32);
+      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a3), f32x4.mul(f32x4.convert_i32x4_s(b3), f)), unit)), 48);
     }
   }
 }
@@ -397,11 +704,12 @@ function axpyTile(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
 }
 
 /**
- * Attention of query t for heads [h0, h1) over slots [lo, hi). part < 0: a whole view, normalised into
- * `out` (and lastProbs/received). part ≥ 0: writes [max, sum, Σ e^(s−max)·v (d)] per head to the partial
- * buffer at item `part` for the caller to merge.
+ * Attention of queries [t0, t1) for heads [h0, h1) over slots [lo, hi): query t sees slots below
+ * min(hi, visible + t). Each key/value tile is decoded once for all (query, head) rows of the item.
+ * part < 0: whole views, normalised into `out` (and lastProbs/received). part ≥ 0 (one query): writes
+ * [max, sum, Σ e^(s−max)·v (d)] per head to the partial buffer at item `part` for the caller to merge.
  */
-function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
+function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
   const out = <usize>load<u32>(a, QATT_OUT);
   const q = <usize>load<u32>(a, QATT_Q);
   const n = load<i32>(a, QATT_N);
@@ -416,31 +724,61 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, 
   const descK = <usize>load<u32>(a, QATT_KEYS);
   const descV = <usize>load<u32>(a, QATT_VALUES);
   const hg = load<i32>(a, QATT_HEAD_GROUP);
+  const cap = load<i32>(a, QATT_QUERY_BLOCK) * hg; // rows the scratch holds
 
   const g = h1 - h0;
-  const seen = hi - lo; // slots in this item's range
+  const rows = (t1 - t0) * g; // row (t - t0)·g + j: query t, head h0 + j
+  const seen = hi - lo; // slots in this item's range (the last query's)
   const sp = (seen + 3) & ~3;
-  void visible;
   const db = <usize>d << 2;
   const scores = scratch;
-  const tile = scores + (<usize>hg * <usize>sp << 2);
+  const tile = scores + (<usize>cap * <usize>sp << 2);
   const acc = tile + ((<usize>QB * <usize>d + 64) << 2);
-  const invs = acc + <usize>hg * db;
-  const chS = invs + (<usize>(hg + 4) << 2);
+  const invs = acc + <usize>cap * db;
+  const chS = invs + (<usize>(cap + 4) << 2);
   const chZ = chS + db;
-  const last = lastProbs != 0 && t == n - 1;
+  // integer paths (src/kernels/wasm.ts sizes these): the tile holds their i16 rows
+  const stage = chZ + db; // 2·(d + 64) bytes
+  const q16 = stage + ((<usize>d + 64) << 1);
+  const qs = q16 + (<usize>cap * <usize>d << 2);
+  const qsum = qs + (<usize>cap << 2); // cap·d/16 floats
+  const zsum = qsum + (<usize>cap * <usize>(d >> 4) << 2);
+  const iw = zsum + (<usize>cap << 2); // cap·QB words
+  const ps = iw + (<usize>cap * <usize>QB << 2); // QB·d/8 floats
+  const intK = intStream(descK, d, false);
+  const intV = intStream(descV, d, true);
+  const qlenK = load<i32>(descK, STREAM_QLEN);
+  const qlenV = load<i32>(descV, STREAM_QLEN);
+  if (intK) {
+    const group = min(d, load<i32>(descK, STREAM_GROUP));
+    const qrow = <usize>(d << 2); // bytes of one row of q16 (two digits)
+    const groups = (d + group - 1) / group;
+    for (let t = t0; t < t1; t++) {
+      const r = <usize>((t - t0) * g);
+      intQueries(q + (<usize>(t * numHeads + h0) * db), g, d, group, scale, q16 + r * qrow, qs + (r << 2), qsum + (r * <usize>groups << 2));
+    }
+  }
 
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
-    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ);
-    for (let j = 0; j < g; j++) {
-      scoreTile(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), scale);
+    if (intK && lo + s0 + bs <= qlenK) {
+      scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage);
+      continue;
+    }
+    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ, stage);
+    for (let t = t0; t < t1; t++) {
+      if (visible + t - lo <= s0) continue; // query t sees none of this tile
+      for (let j = 0; j < g; j++) {
+        const row = (t - t0) * g + j;
+        scoreTile(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
+      }
     }
   }
   const partial = <usize>load<u32>(a, QATT_PARTIAL) + (<usize>part * <usize>hg * <usize>(d + 2) << 2);
-  for (let j = 0; j < g; j++) {
-    const row = scores + (<usize>j * <usize>sp << 2);
-    for (let s = seen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
+  for (let r = 0; r < rows; r++) {
+    const row = scores + (<usize>r * <usize>sp << 2);
+    const rowSeen = min(seen, visible + t0 + r / g - lo);
+    for (let s = rowSeen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
     let mv = f32x4.splat(-Infinity);
     for (let s = 0; s < sp; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
     const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
@@ -452,40 +790,59 @@ function qattendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32, 
       sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
     }
     const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
-    store<f32>(invs + (<usize>j << 2), total > 0 ? <f32>(1 / total) : 0);
+    store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
     if (part >= 0) {
-      store<f32>(partial + (<usize>j * <usize>(d + 2) << 2), seen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
-      store<f32>(partial + (<usize>j * <usize>(d + 2) << 2), <f32>total, 4);
+      store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), rowSeen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
+      store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), <f32>total, 4);
     }
   }
-  memory.fill(acc, 0, <usize>g * db);
+  memory.fill(acc, 0, <usize>rows * db);
+  memory.fill(zsum, 0, <usize>rows << 2);
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
-    decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ);
-    for (let j = 0; j < g; j++) axpyTile(acc + <usize>j * db, scores + ((<usize>j * <usize>sp + <usize>s0) << 2), tile, d, bs);
+    if (intV && lo + s0 + bs <= qlenV) {
+      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage);
+      continue;
+    }
+    decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);
+    for (let r = 0; r < rows; r++) {
+      if (visible + t0 + r / g - lo <= s0) continue; // all its probabilities here are 0
+      axpyTile(acc + <usize>r * db, scores + ((<usize>r * <usize>sp + <usize>s0) << 2), tile, d, bs);
+    }
+  }
+  if (intV) {
+    for (let r = 0; r < rows; r++) {
+      const Z = f32x4.splat(load<f32>(zsum + (<usize>r << 2)));
+      for (let i = 0; i < d; i += 4) {
+        const o = acc + <usize>r * db + (<usize>i << 2);
+        v128.store(o, f32x4.add(v128.load(o), Z));
+      }
+    }
   }
   if (part >= 0) {
-    for (let j = 0; j < g; j++) memory.copy(partial + ((<usize>j * <usize>(d + 2) + 2) << 2), acc + <usize>j * db, db);
+    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
     return;
   }
-  for (let j = 0; j < g; j++) {
-    const h = h0 + j;
-    const inv = load<f32>(invs + (<usize>j << 2));
-    const ap = acc + <usize>j * db;
+  for (let r = 0; r < rows; r++) {
+    const t = t0 + r / g;
+    const h = h0 + r % g;
+    const rowSeen = min(seen, visible + t - lo);
+    const inv = load<f32>(invs + (<usize>r << 2));
+    const ap = acc + <usize>r * db;
     const op = out + (<usize>(t * numHeads + h) * db);
     for (let i = 0; i < d; i++) store<f32>(op + (<usize>i << 2), load<f32>(ap + (<usize>i << 2)) * inv);
-    const row = scores + (<usize>j * <usize>sp << 2);
+    const row = scores + (<usize>r * <usize>sp << 2);
     if (received != 0) {
       const rp = received + (<usize>h * <usize>capacity << 2);
-      for (let s = 0; s < seen; s++) {
+      for (let s = 0; s < rowSeen; s++) {
         const o = <usize>s << 2;
         store<f32>(rp + o, load<f32>(rp + o) + load<f32>(row + o) * inv);
       }
     }
-    if (last) {
+    if (lastProbs != 0 && t == n - 1) {
       const lp = lastProbs + (<usize>h * <usize>capacity << 2);
-      for (let s = 0; s < seen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
-      if (capacity > seen) memory.fill(lp + (<usize>seen << 2), 0, <usize>(capacity - seen) << 2);
+      for (let s = 0; s < rowSeen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
+      if (capacity > rowSeen) memory.fill(lp + (<usize>rowSeen << 2), 0, <usize>(capacity - rowSeen) << 2);
     }
   }
 }

@@ -2,6 +2,7 @@
 // chunked-prefill matmul (n>1), per weight dtype, shape and thread count. Needs `npm run build` first.
 // Usage: node scripts/bench-kernels.mjs [--dtypes f32,f16,bf16,q8_0] [--shapes 576x576,1536x576] [--n 128] [--attention]
 import { createKernels } from '../dist/kernels/index.js';
+import { time } from './timing.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, def) => {
@@ -16,20 +17,6 @@ const bytesPer = { f32: 4, f16: 2, bf16: 2, q8_0: 34 / 32 };
 function fill(k, ptr, bytes) {
   const u = k.arena.u8(ptr, bytes);
   for (let i = 0; i < bytes; i++) u[i] = (i * 2654435761) >>> 24;
-}
-
-function time(fn, minMs = 300) {
-  // warm up long enough for V8 to tier the wasm up from Liftoff to TurboFan
-  for (const t0 = performance.now(); performance.now() - t0 < 150; ) fn();
-  let reps = 0;
-  const t0 = performance.now();
-  let t = t0;
-  while (t - t0 < minMs) {
-    fn();
-    reps++;
-    t = performance.now();
-  }
-  return (t - t0) / reps / 1000;
 }
 
 for (const threads of [1, 2]) {
@@ -51,7 +38,7 @@ for (const threads of [1, 2]) {
         const x = k.arena.alloc(n * cols * 4);
         k.arena.f32(x, n * cols).fill(0.5);
         const out = k.arena.alloc(n * rows * 4);
-        const s = time(() => k.matmul(out, x, w, n));
+        const s = time(() => k.matmul(out, x, w, n)).seconds;
         line.push(`n=${String(n).padEnd(4)} ${((2 * n * rows * cols) / s / 1e9).toFixed(1).padStart(6)} GFLOP/s`);
         k.arena.free(x);
         k.arena.free(out);
@@ -68,7 +55,7 @@ for (const threads of [1, 2]) {
       const keys = k.arena.alloc(kvBytes), values = k.arena.alloc(kvBytes);
       if (dtype === 'f16') { k.arena.u16(keys, kvBytes / 2).fill(0x3000); k.arena.u16(values, kvBytes / 2).fill(0x3000); }
       const q = k.arena.alloc(numHeads * headDim * 4), out = k.arena.alloc(numHeads * headDim * 4);
-      const s = time(() => k.attention({ out, q, n, keys, values, dtype, capacity, visible: visible + 1, numHeads, numKvHeads, headDim, scale: 0.125, lastProbs: 0, received: 0 }));
+      const s = time(() => k.attention({ out, q, n, keys, values, dtype, capacity, visible: visible + 1, numHeads, numKvHeads, headDim, scale: 0.125, lastProbs: 0, received: 0 })).seconds;
       const flops = 4 * numHeads * (visible + 1) * headDim;
       console.log(`threads=${threads} attention decode 32/4 heads d=64 ${dtype} T=${visible}: ${(s * 1e3).toFixed(2)} ms  ${(flops / s / 1e9).toFixed(1)} GFLOP/s`);
       for (const p of [keys, values, q, out]) k.arena.free(p);

@@ -113,16 +113,18 @@ export class Session {
 
   /**
    * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
-   * between chunks; returns the logits after the last token when done.
+   * between chunks; returns the logits after the last token when done. `stages` (chunks of their
+   * maxChunk tokens) let sessions that prefill one at a time share one set of chunk buffers.
    */
-  *prefill(ids: readonly number[]): Generator<void, Float32Array, void> {
+  *prefill(ids: readonly number[], stages: readonly Stage[] = this.stages): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length, 'feed fewer tokens');
     this.cache.setPromptLength(ids.length);
+    const chunk = stages[0]!.s.maxChunk;
     let logits: Float32Array | undefined;
-    for (let i = 0; i < ids.length; i += this.chunkSize) {
+    for (let i = 0; i < ids.length; i += chunk) {
       if (i > 0) yield;
-      logits = this.run(ids.slice(i, i + this.chunkSize), false);
+      logits = this.run(ids.slice(i, i + chunk), false, stages);
     }
     this.cache.compress();
     return logits!;
@@ -236,12 +238,12 @@ export class Session {
     }
   }
 
-  private run(ids: readonly number[], allLogits: boolean): Float32Array {
+  private run(ids: readonly number[], allLogits: boolean, stages: readonly Stage[] = this.stages): Float32Array {
     this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
     this.makeRoom(ids.length);
-    const logits = forward(this.model.config, this.model.weights, this.stages, this.cache, ids, positions, allLogits);
+    const logits = forward(this.model.config, this.model.weights, stages, this.cache, ids, positions, allLogits);
     this.tokens.push(...ids);
     return logits;
   }

@@ -57,6 +57,9 @@ export class KvpackEngine implements Engine {
     return ms;
   }
 
+  /** KV bytes the cache held at the end of the last decode. */
+  kvBytesAfterDecode = 0;
+
   async decode(prompt: readonly number[], n: number, timing?: (on: boolean) => void): Promise<number> {
     const s = this.session(64);
     if (prompt.length > 1) s.feed(prompt.slice(0, -1));
@@ -69,6 +72,7 @@ export class KvpackEngine implements Engine {
     }
     const ms = performance.now() - t0;
     timing?.(false);
+    this.kvBytesAfterDecode = s.cache.bytes();
     return ms;
   }
 

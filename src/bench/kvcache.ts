@@ -7,7 +7,8 @@ import type { ModelConfig } from '../model/config.js';
 import { loadModel } from '../model.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { MODEL_SPECS } from './models.js';
-import { median, type Table } from './table.js';
+import { readBandwidth, rooflineShare } from './bandwidth.js';
+import { formatShare, median, type Table } from './table.js';
 
 /**
  * Decode speed and bytes per token of the KV codecs with a long cache, on the SmolLM2-135M shape
@@ -57,7 +58,7 @@ interface Row {
   tokPerS: number;
 }
 
-async function kvpackRows(ctx: BenchContext, file: string, threads: number, lengths: number[], steps: number): Promise<{ rows: Row[]; config: ModelConfig }> {
+async function kvpackRows(ctx: BenchContext, file: string, threads: number, lengths: number[], steps: number): Promise<{ rows: Row[]; config: ModelConfig; weightBytes: number }> {
   const model = await loadModel(file, { threads });
   const k = model.kernels;
   const c = model.config;
@@ -107,7 +108,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
   } finally {
     await model.close();
   }
-  return { rows, config: c };
+  return { rows, config: c, weightBytes: model.weights.bytes };
 }
 
 async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, threads: number, lengths: number[], steps: number, firstPlain: number, vocab: number): Promise<Row[]> {
@@ -158,6 +159,7 @@ export const kvcacheSection: Section = {
     const spec = MODEL_SPECS.find((m) => m.id === '135m-f16')!;
     const bm = await ctx.model(spec);
     const threads = Math.max(...ctx.options.threads);
+    const bandwidth = await readBandwidth(threads);
     const lengths = sizes(ctx.options.quick);
     const steps = ctx.options.quick ? 4 : 16;
     const ours = await kvpackRows(ctx, bm.gguf, threads, lengths, steps);
@@ -173,11 +175,14 @@ export const kvcacheSection: Section = {
         { key: 'tokens', header: 'cached tokens', format: String },
         { key: 'bytesPerToken', header: 'bytes/token', format: (v) => v.toFixed(0) },
         { key: 'tokPerS', header: 'decode tok/s' },
+        { key: 'roofline', header: '% read bw', format: formatShare },
       ],
-      rows: rows.map((r) => ({ ...r })),
+      // both engines read the same GGUF weights each step, plus the KV they hold
+      rows: rows.map((r) => ({ ...r, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) })),
       notes: [
         'kvpack caches are filled with synthetic keys/values through each codec\'s write path; llama.cpp\'s by an untimed prefill of random tokens (flash attention on).',
         'bytes/token: kvpack counts everything it stores (codes, scales, zeros, outliers, LUTs, slot indices where read); llama.cpp from its block formats.',
+        `% read bw (roofline): (weights + bytes/token × cached tokens) × decode tok/s over the read bandwidth the streaming-read kernel reached in this run at ${threads} threads (${(bandwidth / 1e9).toFixed(1)} GB/s).`,
       ],
     };
     return { tables: [table], data: rows };

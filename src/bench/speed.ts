@@ -4,7 +4,9 @@ import { Progress } from '../util/progress.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { KvpackEngine, LlamaCppEngine, type Engine } from './engines.js';
 import type { BenchModel } from './models.js';
-import { formatNumber, formatRatio, median, type Cell, type Table } from './table.js';
+import { readBandwidth, rooflineShare } from './bandwidth.js';
+import { kvBytesPerToken } from '../model/config.js';
+import { formatNumber, formatRatio, formatShare, median, type Cell, type Table } from './table.js';
 
 /** Token counts of one speed run. */
 interface Sizes {
@@ -34,6 +36,11 @@ interface SpeedRow {
   kvpackPrefillByChunk: Record<number, Measured>;
   llamaPrefill: Measured | null;
   llamaFlashAttention: boolean | 'auto' | null;
+  /** Bytes one decode step must read (weights + KV held at the end of the decode), per engine. */
+  kvpackStepBytes: number | null;
+  llamaStepBytes: number | null;
+  /** Read bandwidth of the streaming-read kernel at this thread count, bytes/s. */
+  bandwidth: number;
   errors: string[];
 }
 
@@ -145,6 +152,12 @@ async function runRow(
     ]);
     progress.done(row.errors.length ? `${row.errors.length} error(s)` : undefined);
     row.kvpackDecode = m.get('kvpack decode') ?? null;
+    if (kv) {
+      // llama.cpp reads the same GGUF weights and keeps an f16 KV cache of the same tokens
+      const weights = kv.model.weights.bytes;
+      row.kvpackStepBytes = weights + kv.kvBytesAfterDecode;
+      row.llamaStepBytes = weights + kvBytesPerToken(kv.model.config, 2) * (sizes.decodePrompt + sizes.decodeTokens);
+    }
     row.llamaDecode = m.get('llama.cpp decode') ?? null;
     row.llamaPrefill = m.get('llama.cpp prefill') ?? null;
     for (const c of chunkSizes) {
@@ -183,7 +196,8 @@ async function runSpeed(ctx: BenchContext): Promise<SectionResult> {
         const row: SpeedRow = {
           model: spec.label, threads, kvpackFile: '', llamaFile: shortPath(model.gguf), kvpackFormat: null,
           kvpackDecode: null, llamaDecode: null, kvpackPrefill: null, kvpackChunk: null, kvpackPrefillByChunk: {},
-          llamaPrefill: null, llamaFlashAttention: null, errors: [],
+          llamaPrefill: null, llamaFlashAttention: null, kvpackStepBytes: null, llamaStepBytes: null,
+          bandwidth: await readBandwidth(threads), errors: [],
         };
         await runRow(ctx, model, llModel, threads, sizes, chunkSizes, row);
         for (const e of row.errors) ctx.log(`  ${e}`);
@@ -206,6 +220,8 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
       { key: 'kvDecode', header: 'kvpack decode' },
       { key: 'llDecode', header: 'llama.cpp decode' },
       { key: 'decodeRatio', header: 'ratio', format: formatRatio },
+      { key: 'kvRoofline', header: 'kvpack % read bw', format: formatShare },
+      { key: 'llRoofline', header: 'llama.cpp % read bw', format: formatShare },
       { key: 'kvPrefill', header: 'kvpack prefill' },
       { key: 'kvChunk', header: 'chunk', format: String },
       { key: 'llPrefill', header: 'llama.cpp prefill' },
@@ -218,6 +234,8 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
       kvDecode: r.kvpackDecode?.tokPerS ?? null,
       llDecode: r.llamaDecode?.tokPerS ?? null,
       decodeRatio: ratio(r.kvpackDecode, r.llamaDecode),
+      kvRoofline: r.kvpackStepBytes === null ? null : rooflineShare(r.kvpackStepBytes, r.kvpackDecode?.tokPerS, r.bandwidth),
+      llRoofline: r.llamaStepBytes === null ? null : rooflineShare(r.llamaStepBytes, r.llamaDecode?.tokPerS, r.bandwidth),
       kvPrefill: r.kvpackPrefill?.tokPerS ?? null,
       kvChunk: r.kvpackChunk,
       llPrefill: r.llamaPrefill?.tokPerS ?? null,
@@ -228,6 +246,8 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
       `decode: ${sizes.decodeTokens} greedy tokens after a ${sizes.decodePrompt}-token prompt (timed: ${sizes.decodeTokens} single-token forward passes + picking each next token); ` +
         `prefill: one ${sizes.prefillTokens}-token prompt into an empty cache (llama.cpp batch ${sizes.prefillTokens}; kvpack at its best chunk size, shown).`,
       `each number: median of ${runs} timed run(s) after a warm-up, wall clock; same token ids and thread count for both engines; ratio = kvpack / llama.cpp.`,
+      `% read bw (roofline): bytes one decode step must read (weights + KV held) × decode tok/s, over the read bandwidth the streaming-read kernel reached in this run at the same thread count (` +
+        [...new Map(rows.map((r) => [r.threads, r.bandwidth]))].map(([t, bw]) => `${t} thread(s): ${(bw / 1e9).toFixed(1)} GB/s`).join(', ') + ').',
       `kvpack cache: ${cache}; llama.cpp: node-llama-cpp prebuilt CPU binary, f16 KV cache, flash attention ${fa.length ? fa.map((x) => (x === 'auto' ? 'auto' : x ? 'on' : 'off')).join('/') : '?'}.`,
       ...slowerWithThreads(rows),
       ...rows.flatMap((r) => r.errors.map((e) => `${r.model} ×${r.threads}: ${e}`)),

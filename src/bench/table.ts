@@ -34,6 +34,11 @@ export function formatRatio(v: number): string {
   return `${v.toFixed(2)}×`;
 }
 
+/** A share printed as '71%'. */
+export function formatShare(v: number): string {
+  return `${(v * 100).toFixed(0)}%`;
+}
+
 function cellText(col: Column, v: Cell | undefined): string {
   if (v === null || v === undefined) return '—';
   if (typeof v === 'number') return (col.format ?? formatNumber)(v);

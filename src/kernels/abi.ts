@@ -39,6 +39,8 @@ export const OP_MATMUL = 1;
 export const OP_ATTENTION = 2;
 export const OP_QUANT_ATTENTION = 3;
 export const OP_QUANTIZE = 4;
+/** A streaming read of a buffer (memory bandwidth, for the bench's roofline column). */
+export const OP_READ = 5;
 
 // ---- matrix dtype codes
 export const DT_F32 = 0;
@@ -123,6 +125,8 @@ export const QATT_HEAD_GROUP = 76;
 /** Slot ranges per (KV head, head group) of a single-query job; > 1: partial sums go to PARTIAL. */
 export const QATT_SPLITS = 80;
 export const QATT_PARTIAL = 84; // ptr
+/** Queries per work item of a multi-query job: each decoded tile is scored against all of them. */
+export const QATT_QUERY_BLOCK = 88;
 /** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
 export const QATT_TILE = 32;
 
@@ -159,3 +163,10 @@ export const STREAM_SINKS = 52;
 export const STREAM_ROPE = 56;
 export const STREAM_ROW_BYTES = 60;
 export const STREAM_DESC_BYTES = 64;
+
+// ---- OP_READ arguments: XOR of the 16-byte blocks of each chunk of [src, src + bytes) into out[item]
+export const READ_SRC = 0; // ptr
+export const READ_BYTES = 4;
+/** Bytes per work item (a multiple of 64). */
+export const READ_CHUNK = 8;
+export const READ_OUT = 12; // ptr: 16 bytes per work item

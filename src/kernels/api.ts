@@ -37,6 +37,11 @@ export interface Kernels {
   quantAttention(args: QuantAttentionArgs): void;
   /** Quantizes rows into a packed store: codes and, on the token axis, scales and zeros. */
   quantize(args: QuantizeArgs): void;
+  /**
+   * XOR of the u32 words of [src, src + bytes) (bytes a multiple of 64): a streaming read of the buffer
+   * on every thread, for measuring the memory bandwidth kernels can reach.
+   */
+  xorWords(src: number, bytes: number): number;
   /** Stops worker threads. */
   close(): Promise<void>;
 }

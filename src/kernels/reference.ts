@@ -163,6 +163,13 @@ export class ReferenceKernels implements Kernels {
     quantizeReference(this.arena, a);
   }
 
+  xorWords(src: number, bytes: number): number {
+    checkReadSize(bytes);
+    let x = 0;
+    for (const w of this.arena.i32(src, bytes / 4)) x ^= w;
+    return x >>> 0;
+  }
+
   async close(): Promise<void> {}
 
   private slots(ptr: number, dtype: 'f32' | 'f16', len: number): Float32Array {
@@ -173,4 +180,9 @@ export class ReferenceKernels implements Kernels {
     for (let i = 0; i < len; i++) out[i] = t[src[i]!]!;
     return out;
   }
+}
+
+/** xorWords reads whole 64-byte steps. */
+export function checkReadSize(bytes: number): void {
+  if (!Number.isInteger(bytes) || bytes < 0 || bytes % 64 !== 0) throw new RangeError(`xorWords: ${bytes} bytes is not a multiple of 64`);
 }

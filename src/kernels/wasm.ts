@@ -5,11 +5,11 @@ import {
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W,
-  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
   QUANTIZE_STREAM, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
-  QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
+  QATT_QUERY_BLOCK, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
   QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
 } from './abi.js';
 import type { Kernels } from './api.js';
@@ -20,6 +20,7 @@ import { BLOCK_FORMATS, isBlockDType } from './ggml/index.js';
 import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
+import { checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix } from './types.js';
 
@@ -199,7 +200,14 @@ class WasmKernels implements Kernels {
     // one item per thread will do: decoding a tile costs more than scoring it, so an uneven spread of
     // whole KV groups beats decoding a group twice
     const { group, seen, par, hg } = this.attentionPlan(a, 1);
-    this.ensureScratch(4 * (hg * ceil4(seen) + QATT_TILE * d + 64 + hg * d + hg + 4 + 2 * d) + 64);
+    // Several queries: each item takes a block of them, so a decoded tile serves them all (scores of a
+    // block kept to about 2 MiB per thread).
+    const qb = n === 1 ? 1 : Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    const rows = qb * hg;
+    // scores, tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries,
+    // their units and group sums, zero sums, pair weights and tile scales (see qattendItem)
+    const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
+    this.ensureScratch(4 * (rows * ceil4(seen) + QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64);
     this.ensureStreamDescs();
     // One query with nothing to report per slot (decode): split the slots too, so every thread gets
     // an even share without decoding any tile twice; partial softmax sums are merged below.
@@ -238,6 +246,7 @@ class WasmKernels implements Kernels {
     b.int(QATT_ROPE_INTERLEAVED, a.ropeInterleaved ? 1 : 0);
     b.int(QATT_HEAD_GROUP, hg);
     b.int(QATT_SPLITS, splits);
+    b.int(QATT_QUERY_BLOCK, qb);
     b.ptr(QATT_PARTIAL, splits > 1 ? this.qpartial : 0);
     this.run(OP_QUANT_ATTENTION, par);
     if (splits > 1) this.mergeQuantParts(a.out, numKvHeads, group, hg, splits, d);
@@ -263,6 +272,32 @@ class WasmKernels implements Kernels {
     b.int(QUANTIZE_MIDS_LENGTH, a.midsLength);
     this.run(OP_QUANTIZE, par);
   }
+
+  xorWords(src: number, bytes: number): number {
+    checkReadSize(bytes);
+    if (bytes === 0) return 0;
+    const chunk = 1 << 20; // 1 MiB per work item
+    const items = Math.ceil(bytes / chunk);
+    if (items * 16 > this.readOutBytes) {
+      if (this.readOut) this.arena.free(this.readOut);
+      this.readOutBytes = items * 16;
+      this.readOut = this.arena.alloc(this.readOutBytes);
+    }
+    const b = this.begin();
+    b.ptr(READ_SRC, src);
+    b.int(READ_BYTES, bytes);
+    b.int(READ_CHUNK, chunk);
+    b.ptr(READ_OUT, this.readOut);
+    if (this.run(OP_READ, this.pool && items > 1 ? this.threads : 1) !== items) {
+      throw new Error('build/kernels.wasm does not know the streaming read: rebuild it (`npm run build:kernels`)');
+    }
+    let x = 0;
+    for (const w of this.arena.i32(this.readOut, items * 4)) x ^= w;
+    return x >>> 0;
+  }
+
+  private readOut = 0;
+  private readOutBytes = 0;
 
   private ensureStreamDescs(): void {
     if (this.qdesc) return;
@@ -396,8 +431,8 @@ class WasmKernels implements Kernels {
     return this.args;
   }
 
-  /** Runs the job whose arguments were written since `begin` on `par` threads, the caller included. */
-  private run(op: number, par: number): void {
+  /** Runs the job whose arguments were written since `begin` on `par` threads, the caller included; returns its work items. */
+  private run(op: number, par: number): number {
     const w = this.words;
     w[CTRL_OP] = op;
     w[CTRL_NTHREADS] = par;
@@ -405,6 +440,7 @@ class WasmKernels implements Kernels {
     this.pool?.publish(par > 1);
     const items = this.x.run(this.ctrl, 0);
     this.pool?.wait(items);
+    return items;
   }
 }
 

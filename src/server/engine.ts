@@ -98,10 +98,13 @@ export class Engine {
   private readonly defaultSpec: string;
   /** Activations of one decode step, in each layer group's memory: a row per running session. */
   private readonly stages: Stage[];
+  /** Activations of one prefill chunk, shared: one prompt is prefilled at a time. */
+  private readonly prefillStages: Stage[];
 
   constructor(readonly model: Model, private readonly options: EngineOptions) {
     this.defaultSpec = this.canonicalSpec(options.cache);
     this.stages = allocStages(model.groups, model.config, options.parallel);
+    this.prefillStages = allocStages(model.groups, model.config, options.chunkSize ?? 32);
   }
 
   /**
@@ -243,8 +246,9 @@ export class Engine {
     this.totals.admitted++;
     this.totals.promptTokens += job.request.prompt.length;
     this.guarded(job, () => {
-      job.session = this.model.session({ cache: job.spec, chunkSize: this.options.chunkSize ?? 32 });
-      job.prefill = job.session.prefill(job.request.prompt);
+      // the session's own buffers are one row: it prefills with the shared ones and decodes in the batch
+      job.session = this.model.session({ cache: job.spec, chunkSize: 1 });
+      job.prefill = job.session.prefill(job.request.prompt, this.prefillStages);
       job.generation = new Generation(this.model.tokenizer, this.model.config.vocabSize, job.request.prompt, job.request);
     });
   }

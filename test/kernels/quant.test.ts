@@ -38,7 +38,7 @@ interface StreamSpec {
 }
 
 /** Random packed bytes for a stream; placed identically into each kernel set by `place`. */
-function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number, d: number, extreme: boolean) {
+function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number, d: number, extreme: boolean, integer = false) {
   const rb = rowCodeBytes(d, s.bits);
   const codes = new Uint8Array(numKv * cap * rb).map(() => Math.floor(r() * 256));
   if (s.bits === 16) new Uint16Array(codes.buffer).set(toBf16(randomF32(r, codes.length / 2, 4))); // finite bfloat16s
@@ -59,7 +59,7 @@ function randomStream(r: () => number, s: StreamSpec, numKv: number, cap: number
   const ring = f16s(numKv * Math.max(1, s.ringSize) * d);
   const sinkRows = f16s(numKv * Math.max(1, s.sinks) * d);
   const lut = Array.from({ length: 16 }, () => r() * 2 - 1).sort((a, b) => a - b);
-  if (s.bits !== 8 && r() < 0.5) for (let c = 0; c < 16; c++) lut[c] = c; // plain integer codes
+  if (s.bits !== 8 && (integer || r() < 0.5)) for (let c = 0; c < 16; c++) lut[c] = c; // plain integer codes
   return (k: Kernels): QuantStream => {
     const lutPtr = k.arena.alloc(LUT_BYTES);
     writeLut(k.arena.memory.buffer, lutPtr, lut);
@@ -86,6 +86,8 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
     interleaved?: boolean;
     extreme?: boolean;
     probs?: boolean;
+    /** Plain integer codes (L[c] = c), as the int codec writes them. */
+    integer?: boolean;
   }
   const tok = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({
     bits, axis: 'token', group, ocap: 0, ringSize: 0, qlen: 1 << 30, sinks: 0, rope: false, ...extra,
@@ -120,6 +122,32 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       name: 'decode, 3 KV heads, channel groups with a ring', d: 64, numHeads: 9, numKv: 3, n: 1, visible: 300,
       keys: chan(4, 64, { ringSize: 90, qlen: 256 }), values: tok(2, 32, { ringSize: 90, qlen: 256 }),
     },
+    // plain integer codes (L[c] = c) take the integer dot-product path; random LUTs the float one
+    {
+      name: 'int4 decode over 1000 slots, 3 KV heads (integer path, slot ranges split across threads)', d: 64, numHeads: 9, numKv: 3, n: 1,
+      visible: 1000, keys: tok(4, 64), values: tok(4, 64), integer: true,
+    },
+    {
+      name: 'int8 keys in groups of 16, int2 values, partial last tile, several queries', d: 64, numHeads: 4, numKv: 2, n: 3, visible: 77,
+      keys: tok(8, 16), values: tok(2, 128), integer: true, probs: true,
+    },
+    {
+      name: 'int3, d 128, groups of 32 keys, residual ring past qlen', d: 128, numHeads: 4, numKv: 1, n: 2, visible: 150,
+      keys: tok(3, 32, { ringSize: 40, qlen: 120 }), values: tok(3, 128, { ringSize: 40, qlen: 120 }), integer: true,
+    },
+    {
+      name: 'kvquant-style values: LUT codes, 3 outliers per row (channels may repeat), 2 sinks, 800 slots', d: 64, numHeads: 6, numKv: 2,
+      n: 1, visible: 800, keys: chan(2, 0, { ocap: 1, sinks: 2, rope: true }), values: tok(2, 64, { ocap: 3, sinks: 2 }),
+    },
+    // prefill: blocks of queries share each decoded tile
+    {
+      name: 'chunked prefill, 37 queries (blocks of 16 and a partial one), kvquant-style streams, probabilities', d: 64, numHeads: 6, numKv: 2,
+      n: 37, visible: 60, keys: chan(3, 0, { ocap: 1, sinks: 1, rope: true }), values: tok(3, 64, { ocap: 1, sinks: 1 }), probs: true,
+    },
+    {
+      name: 'chunked prefill, 20 queries on the integer path, 3 KV heads', d: 64, numHeads: 9, numKv: 3, n: 20, visible: 90,
+      keys: tok(4, 32), values: tok(4, 64), integer: true,
+    },
     {
       name: 'bfloat16 rows (keys before RoPE, d 48)', d: 48, numHeads: 4, numKv: 2, n: 2, visible: 90,
       keys: tok(16, 48, { rope: true }), values: tok(16, 48),
@@ -134,7 +162,7 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
     it(c.name, () => {
       const r = rng(c.d * 131 + c.visible + threads);
       const cap = c.visible + c.n + 7;
-      const mk = (s: StreamSpec) => randomStream(r, s, c.numKv, cap, c.d, c.extreme === true);
+      const mk = (s: StreamSpec) => randomStream(r, s, c.numKv, cap, c.d, c.extreme === true, c.integer === true);
       const keys = mk(c.keys);
       const values = mk(c.values);
       const positions = new Int32Array(c.numKv * cap).map((_, i) => (i % cap < 6 ? i % cap : Math.floor(r() * 9000)));

@@ -1,0 +1,59 @@
+// Micro-benchmark of decode attention over a long cache, one layer of the SmolLM2-135M shape (9 query
+// heads, 3 KV heads, head dim 64): ms per single-query attention call for each KV codec, filled with
+// synthetic keys/values through the codec's own write path. Needs `npm run build` first.
+// Usage: node scripts/bench-kv-attention.mjs [--len 16384] [--threads 1,2] [--codecs 'fp16;int(bits=4);kvquant(bits=3)']
+import { buildCache } from '../dist/cache/build.js';
+import { parseSpec } from '../dist/cache/registry.js';
+import { createKernels } from '../dist/kernels/index.js';
+import { time } from './timing.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const len = Number(opt('len', '16384'));
+const threadCounts = opt('threads', '1,2').split(',').map(Number);
+const codecs = opt('codecs', 'fp16;int(bits=4);kvquant(bits=3);kvquant(bits=2)').split(';');
+const config = {
+  architecture: 'llama', hiddenSize: 576, intermediateSize: 1536, numLayers: 1, numHeads: 9, numKvHeads: 3, headDim: 64,
+  vocabSize: 49152, maxContext: 65536, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'half', tiedEmbeddings: true, qkvBias: false,
+};
+
+function synthetic(n, d, seed) {
+  let a = seed >>> 0;
+  const u = () => ((a = (Math.imul(a ^ (a >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), a / 4294967296);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (u() + u() + u() + u() - 2) * (i % d < 4 ? 6 : 1);
+  return out;
+}
+
+for (const threads of threadCounts) {
+  const k = await createKernels({ backend: 'wasm', threads });
+  const { numHeads, numKvHeads, headDim: d } = config;
+  for (const spec of codecs) {
+    const { codec } = buildCache(k, config, parseSpec(`full+${spec}`), len + 8);
+    const chunk = 512;
+    const width = chunk * numKvHeads * d;
+    const kp = k.arena.alloc(width * 4), vp = k.arena.alloc(width * 4), pp = k.arena.alloc(chunk * 4);
+    const keys = synthetic(width, d, 1), values = synthetic(width, d, 2);
+    for (let from = 0; from < len; from += chunk) {
+      const n = Math.min(chunk, len - from);
+      k.arena.f32(kp, width).set(keys);
+      k.arena.f32(vp, width).set(values);
+      k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
+      codec.write(0, from, n, kp, vp, pp);
+    }
+    const q = k.arena.alloc(numHeads * d * 4), out = k.arena.alloc(numHeads * d * 4);
+    k.arena.f32(q, numHeads * d).set(synthetic(numHeads * d, d, 3));
+    const positions = k.arena.alloc((len + 8) * numKvHeads * 4);
+    const pos = k.arena.i32(positions, (len + 8) * numKvHeads);
+    for (let h = 0; h < numKvHeads; h++) for (let s = 0; s < len + 8; s++) pos[h * (len + 8) + s] = s;
+    const { seconds, cpuSeconds } = time(() => codec.attention(0, { q, out, n: 1, visible: len - 1, positions, lastProbs: 0, received: 0 }), 400);
+    const wall = seconds * 1e3, cpu = cpuSeconds * 1e3;
+    console.log(`threads=${threads} ${spec.padEnd(18)} T=${len}: ${wall.toFixed(3)} ms/layer wall, ${cpu.toFixed(3)} ms CPU (all threads)`);
+    codec.free();
+    for (const p of [kp, vp, pp, q, out, positions]) k.arena.free(p);
+  }
+  await k.close();
+}
