@@ -125,8 +125,12 @@ describe('safetensors / HF corruption', () => {
       const gpt2 = { ...hfConfigJson(TINY), architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' };
       await expectFailure(loadCheckpoint(await hfDir(root, { config: gpt2 })), UnsupportedModelError, 'config.json', 'LlamaForCausalLM');
       await expectFailure(
+        loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { rope_scaling: { rope_type: 'dynamic', factor: 8 } }) })),
+        UnsupportedModelError, 'config.json', 'rope_scaling', 'dynamic',
+      );
+      await expectFailure(
         loadCheckpoint(await hfDir(root, { config: hfConfigJson(TINY, { rope_scaling: { rope_type: 'llama3', factor: 8 } }) })),
-        UnsupportedModelError, 'config.json', 'rope_scaling',
+        ModelFormatError, 'config.json', 'rope_scaling.low_freq_factor is missing',
       );
       await expectFailure(loadCheckpoint(await hfDir(root, { config: '{"model_type": ' })), ModelFormatError, 'config.json', 'not valid JSON');
       await expectFailure(
@@ -252,6 +256,10 @@ describe('GGUF corruption', () => {
     await expectFailure(withMeta(set('llama.attention.head_count_kv', T.U32, 3)), ModelFormatError, F, 'not a multiple');
     await expectFailure(withMeta(set('tokenizer.ggml.tokens', T.ARRAY, [T.U32, [1, 2]])), ModelFormatError, F, 'array of strings');
     await expectFailure(withMeta(set('tokenizer.ggml.scores', T.ARRAY, [T.F32, [1]])), ModelFormatError, F, 'tokenizer.ggml.scores must be an array of 64 numbers');
+    const scaling = (type: string) => (m: GgufKv[]): GgufKv[] => [...m, ['llama.rope.scaling.type', T.STRING, type], ['llama.rope.scaling.factor', T.F32, 4]];
+    await expectFailure(withMeta(scaling('longrope')), UnsupportedModelError, F, 'RoPE scaling "longrope" is not supported');
+    const badFreqs = [...tensors(), { name: 'rope_freqs.weight', shape: [3], type: GGML.F32, data: new Uint8Array(12) }];
+    await expectFailure(Promise.resolve().then(() => ggufCheckpoint(good(undefined, badFreqs), F)), ModelFormatError, F, 'rope_freqs.weight has shape [3]');
   });
 });
 
