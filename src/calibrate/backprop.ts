@@ -246,7 +246,7 @@ export class LlamaBackprop {
    */
   private attendBackward(qr: Vec, kr: Vec, v: Vec, dOut: Vec, T: number): { dq: Vec; dk: Vec; dv: Vec } {
     const { numHeads: H, numKvHeads: Hkv, headDim: d } = this.c;
-    const scale = 1 / Math.sqrt(d);
+    const scale = ropeOf(this.c).scoreScale;
     const dq = this.vec(qr.length);
     const dk = this.vec(kr.length);
     const dv = this.vec(v.length);
@@ -275,7 +275,7 @@ export class LlamaBackprop {
    */
   private eachBlock(qr: Vec, kr: Vec, v: Vec, T: number, visit: (b: AttentionBlock) => void): void {
     const { numHeads: H, numKvHeads: Hkv, headDim: d } = this.c;
-    const scale = 1 / Math.sqrt(d);
+    const scale = ropeOf(this.c).scoreScale;
     for (let kvHead = 0; kvHead < Hkv; kvHead++) {
       const kh = gatherHead(kr, kvHead, Hkv, d, 0, T, this.vec);
       const vh = gatherHead(v, kvHead, Hkv, d, 0, T, this.vec);

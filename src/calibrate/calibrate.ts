@@ -4,7 +4,9 @@ import type { Datatype } from '../cache/quant/store.js';
 import { rangeParams } from '../kernels/quant/quantize.js';
 import type { CodeBits } from '../kernels/quant/pack.js';
 import type { Calibration, LayerCalibration, ModelIdentity, StreamCalibration } from '../cache/quant/calibfile.js';
+import { UnsupportedModelError } from '../errors.js';
 import type { Model } from '../model.js';
+import { hasQkNorm } from '../model/config.js';
 import { ChannelExtremes, Histogram } from './accumulate.js';
 import { LlamaBackprop } from './backprop.js';
 import { weightedKMeans } from './kmeans.js';
@@ -45,6 +47,10 @@ export function calibrate(m: Model, o: CalibrateOptions): Calibration {
   const c = m.config;
   const d = c.headDim;
   const kvDim = c.numKvHeads * d;
+  if (hasQkNorm(c)) {
+    // the backward pass has no per-head q/k RMSNorm (Qwen3) yet: say so instead of calibrating on wrong gradients
+    throw new UnsupportedModelError(m.source, `calibration does not support ${c.architecture}'s per-head q/k norms yet`);
+  }
   const backprop = new LlamaBackprop(m.kernels, c, m.weights);
   const counted = o.samples.reduce((a, s) => a + s.length - 1, 0);
   const extremes = Array.from({ length: c.numLayers }, () => ({
