@@ -92,7 +92,7 @@ export class Session {
    */
   *prefill(ids: readonly number[]): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
-    this.checkRoom(ids.length);
+    this.checkRoom(ids.length, 'feed fewer tokens');
     this.cache.setPromptLength(ids.length);
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += this.chunkSize) {
@@ -117,7 +117,7 @@ export class Session {
       ids.push(tok.bos);
     }
     const maxTokens = options.maxTokens ?? 256;
-    this.checkRoom(ids.length + maxTokens);
+    this.checkRoom(ids.length + maxTokens, 'shorten the prompt or generate fewer tokens (--max-tokens)');
     const generation = new Generation(tok, this.model.config.vocabSize, ids, {
       maxTokens,
       temperature: options.temperature ?? 0.8,
@@ -148,7 +148,7 @@ export class Session {
     const n = ids.length;
     const out = new Float64Array(Math.max(0, n - 1));
     if (n < 2) return out;
-    this.checkRoom(n);
+    this.checkRoom(n, 'score shorter sequences (ppl, eval: --ctx / ctx=)');
     const step = options.mode === 'decode' ? 1 : this.chunkSize;
     this.cache.setPromptLength(n);
     const vocab = this.model.config.vocabSize;
@@ -190,7 +190,7 @@ export class Session {
     const model = sessions[0]!.model;
     for (const [i, session] of sessions.entries()) {
       if (session.model !== model) throw new UsageError('feedEach: the sessions run different models');
-      session.checkRoom(1);
+      session.checkRoom(1, 'end the request sooner (max_tokens)');
       session.checkIds([tokens[i]!]);
     }
     const batch = sessions.map((session, i) => ({ cache: session.cache, ids: [tokens[i]!], positions: [session.tokens.length], allLogits: false }));
@@ -218,13 +218,15 @@ export class Session {
     return logits;
   }
 
-  private checkRoom(more: number): void {
+  /** `fix` says what the caller can do about too many tokens, besides streaming. */
+  private checkRoom(more: number, fix: string): void {
     if (this.streaming) return; // positions are ranks among at most budget tokens
     const limit = this.model.config.maxContext;
     if (this.tokens.length + more > limit) {
+      const recent = Math.max(1, limit - 4);
       throw new LimitError(
         `${this.tokens.length + more} tokens (${this.tokens.length} held + ${more} requested) exceed the model's context of ${limit}; ` +
-          'shorten the prompt, lower --max-tokens, or stream with a fixed-budget cache (--streaming --cache "window(sinks=4,recent=1020)")',
+          `${fix}, or stream with a fixed-budget cache that fits it (--streaming --cache "window(sinks=4,recent=${recent})")`,
       );
     }
   }

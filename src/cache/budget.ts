@@ -1,4 +1,4 @@
-import { oneOf, param } from '../util/schema.js';
+import { oneOf, param, type Params } from '../util/schema.js';
 
 /** A token count (integer ≥ 1) or a fraction of the prompt (0 < x < 1); or a list of them, one per layer. */
 export type Budget = number | readonly number[];
@@ -11,7 +11,7 @@ export function budget<const O extends { doc: string; default?: Budget; optional
     (v: unknown) => ((Array.isArray(v) ? v.length > 0 && v.every(isBudget) : isBudget(v))
       ? undefined
       : 'must be a token count (integer ≥ 1) or a fraction of the prompt in (0, 1), or a list of them per layer'),
-    o,
+    { ...o, perLayer: true, tokens: true },
   );
 }
 
@@ -25,6 +25,22 @@ export const BUDGET_PARAMS = {
 };
 
 export type Schedule = 'uniform' | 'pyramid';
+
+/**
+ * What is wrong with a policy's token parameters for one model: a per-layer list whose length is not
+ * the layer count, or a token count beyond the model's context.
+ */
+export function budgetProblem(given: Readonly<Record<string, unknown>>, schema: Params, numLayers: number, context: number): string | undefined {
+  for (const [key, p] of Object.entries(schema)) {
+    const v = given[key];
+    if (Array.isArray(v) && p.perLayer && v.length !== numLayers) {
+      return `${key}=[${v.join(',')}] has ${v.length} entries but the model has ${numLayers} layers; give one per layer, or one value for all`;
+    }
+    const tooMany = p.tokens ? (Array.isArray(v) ? v : [v]).find((x) => typeof x === 'number' && x > context) : undefined;
+    if (tooMany !== undefined) return `${key}=${tooMany} tokens exceeds the model's context of ${context} tokens`;
+  }
+  return undefined;
+}
 
 /**
  * Turns a budget spec into tokens per layer. A fraction refers to the prompt length (the prompt,
@@ -55,9 +71,9 @@ export class LayerBudgets {
   }
 }
 
-/** A budget's entry for layer l (a list's last entry serves the layers beyond it). */
+/** A budget's entry for layer l (a list has one per layer; the cache builder checks its length). */
 export function budgetOfLayer(b: Budget, l: number): number {
-  return typeof b === 'number' ? b : b[Math.min(l, b.length - 1)]!;
+  return typeof b === 'number' ? b : b[l]!;
 }
 
 /** A count stays; a fraction becomes round(fraction × promptLength), at least 1 (Infinity without a prompt length). */

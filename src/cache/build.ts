@@ -3,12 +3,14 @@ import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelIdentity } from './quant/calibfile.js';
 import { UsageError } from '../errors.js';
+import { budgetProblem } from './budget.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
-import { CODECS, POLICIES, parseSpec, printSpec } from './registry.js';
-import { DEFAULT_CODEC, withDefaults, type CacheSpec } from './spec.js';
+import { CODECS, POLICIES, printSpec } from './registry.js';
+import { withDefaults, type CacheSpec } from './spec.js';
+import { warnOnce } from '../util/warn.js';
 
 
 export interface BuildOptions {
@@ -23,16 +25,18 @@ export interface BuildOptions {
  * with a fixed budget and a codec that rotates keys at read.
  */
 export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, capacity: number, options: BuildOptions = {}): CacheParts {
-  spec = withPolicyCodec(spec);
   const text = printSpec(spec);
   const streaming = options.streaming === true;
   capacity = Math.max(1, capacity);
   const policyKind = POLICIES.get(spec.policy.name)!;
   const codecKind = CODECS.get(spec.codec.name)!;
   const codecParams = withDefaults(spec.codec, codecKind.schema);
+  const budgetIssue = budgetProblem(spec.policy.params, policyKind.schema.params, config.numLayers, config.maxContext);
+  if (budgetIssue) throw new UsageError(`cache spec "${text}": ${budgetIssue}`);
   const policy = policyKind.create(withDefaults(spec.policy, policyKind.schema), { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity });
   if (streaming && !policy.evicts) {
-    throw new UsageError('streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=1020) or h2o(budget=1024)');
+    const half = Math.floor(config.maxContext / 2);
+    throw new UsageError(`streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=${config.maxContext - 4}) or h2o(budget=${half})`);
   }
   if (streaming && !codecKind.ropeOnRead) {
     throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);
@@ -43,6 +47,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
   const codec = codecKind.create(codecParams, { kernels: k, config, capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model });
+  warnIfWide(spec.codec.name, codec, config);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity };
 }
 
@@ -53,10 +58,16 @@ export function createCache(k: Kernels, config: ModelConfig, spec: CacheSpec, ca
   return isMasking(policy) ? new MaskedKVCache(k, config, { ...parts, policy, codec: codec as MaskingCodec }) : new KVCache(k, config, parts);
 }
 
-/** A spec that leaves the codec at fp32 gets the policy's own codec, if its kind names one (qhitter). */
-function withPolicyCodec(spec: CacheSpec): CacheSpec {
-  const kind = POLICIES.get(spec.policy.name)!;
-  const unnamed = spec.codec.name === DEFAULT_CODEC.name && Object.keys(spec.codec.params).length === 0;
-  if (!kind.defaultCodec || !unnamed) return spec;
-  return { policy: spec.policy, codec: parseSpec(kind.defaultCodec(withDefaults(spec.policy, kind.schema))).codec };
+/**
+ * Quantized rows are packed in chunks of 64 codes with per-row scales, so on narrow heads (stories260K:
+ * head_dim 8) a 4-bit codec can store more than f16 or even f32; say so rather than let it pass as compression.
+ */
+function warnIfWide(name: string, codec: Codec, config: ModelConfig): void {
+  const bits = codec.bitsPerValue();
+  if (name === 'fp32' || bits <= 16) return;
+  warnOnce(
+    `wide-codec-${name}`,
+    `${name} stores ${bits.toFixed(1)} bits per value on this model's ${config.headDim}-wide heads (codes are packed 64 to a chunk, with per-row scales), ` +
+      'more than fp16 would; use fp16 here, or a model with heads of 64 or more',
+  );
 }

@@ -6,7 +6,7 @@ import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
 
 /** What a KVCache runs: a policy and a codec that fit together, for one model shape. */
 export interface CacheParts {
-  /** The canonical spec text, the policy's default codec filled in. */
+  /** The canonical spec text (printSpec). */
   spec: string;
   policy: Policy;
   codec: Codec;
@@ -44,6 +44,7 @@ export class KVCache {
   private slotIndices = 0;
   protected capacity: number;
   private peak = 0;
+  private held = 0;
   private received = 0;
   protected lastProbs = 0;
   private tail = new Float32Array(0);
@@ -184,6 +185,7 @@ export class KVCache {
   /** Ends a step: evicts where a layer is over its budget, then tells the observer what is held. */
   compress(): void {
     if (this.policy.evicts) this.evict();
+    this.held = Math.max(this.held, this.bytes());
     this.observer?.compressed();
   }
 
@@ -212,7 +214,7 @@ export class KVCache {
     let slots = 0;
     for (const length of this.lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * this.capacity * 4 : 0;
-    return this.codec.bytes(this.lengths) + positions + this.policy.bytes();
+    return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
   }
 
   /**
@@ -233,9 +235,14 @@ export class KVCache {
     return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
   }
 
-  /** Highest `bytes()` seen at the end of a step since creation or the last reset. */
+  /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
   peakBytes(): number {
     return this.peak;
+  }
+
+  /** Highest `bytes()` after a compression since creation or the last reset: what the cache holds between steps. */
+  heldBytes(): number {
+    return this.held;
   }
 
   /** Positions held by a KV head of a layer (a copy). */
@@ -249,6 +256,7 @@ export class KVCache {
     this.lengths.fill(0);
     this.ranksValid.fill(false);
     this.peak = 0;
+    this.held = 0;
     this.policy.reset();
     this.promptLengthSet = false;
   }

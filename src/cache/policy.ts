@@ -70,8 +70,8 @@ export interface Policy {
   heldScores?(layer: number, head: number, length: number): ArrayLike<number>;
   /** Optional numbers a run reports about the policy (e.g. the share of tokens a mask kept). */
   stats?(): Record<string, number>;
-  /** Bytes of per-slot state held. */
-  bytes(): number;
+  /** Bytes of per-slot state held for the slots the cache holds now (`lengths`: per layer, per KV head). */
+  bytes(lengths: readonly number[]): number;
   /** Makes room for `capacity` slots per head, keeping what is held. */
   resize(capacity: number): void;
   reset(): void;

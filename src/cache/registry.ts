@@ -13,7 +13,7 @@ import { scissorhands } from './policies/scissorhands.js';
 import { snapkv } from './policies/snapkv.js';
 import { tova } from './policies/tova.js';
 import { window } from './policies/window.js';
-import { parseCacheSpec, printCacheSpec, type CacheSpec, type SpecRegistry } from './spec.js';
+import { DEFAULT_CODEC, parseCacheSpec, printCacheSpec, withDefaults, type CacheSpec, type SpecPart, type SpecRegistry } from './spec.js';
 
 /** Every policy and codec a spec may name. */
 export const POLICIES = new Map<string, PolicyKind>(
@@ -24,7 +24,14 @@ export const CODECS = new Map<string, CodecKind>([fp32, fp16, bf16, int, kvquant
 export const REGISTRY: SpecRegistry = {
   policies: new Map([...POLICIES].map(([n, k]) => [n, k.schema])),
   codecs: new Map([...CODECS].map(([n, k]) => [n, k.schema])),
+  defaultCodec: policyCodec,
 };
+
+/** The codec a policy kind names for itself (qhitter stores at its `bits`), parsed. */
+function policyCodec(policy: SpecPart): SpecPart | undefined {
+  const kind = POLICIES.get(policy.name);
+  return kind?.defaultCodec ? parseSpec(kind.defaultCodec(withDefaults(policy, kind.schema))).codec : undefined;
+}
 
 export function parseSpec(text: string): CacheSpec {
   return parseCacheSpec(text, REGISTRY);
@@ -32,4 +39,9 @@ export function parseSpec(text: string): CacheSpec {
 
 export function printSpec(spec: CacheSpec): string {
   return printCacheSpec(spec, REGISTRY);
+}
+
+/** Whether the spec's codec is the one its policy uses anyway (the canonical text leaves it out). */
+export function codecIsImplied(spec: CacheSpec): boolean {
+  return printSpec(spec) === printSpec({ policy: spec.policy, codec: policyCodec(spec.policy) ?? DEFAULT_CODEC });
 }

@@ -34,6 +34,8 @@ export interface CacheSpec {
 export interface SpecRegistry {
   policies: Map<string, PartSchema>;
   codecs: Map<string, PartSchema>;
+  /** The codec a policy (its parameters checked) stores with when the spec names none; fp32 when absent. */
+  defaultCodec?(policy: SpecPart): SpecPart | undefined;
 }
 
 export const DEFAULT_POLICY: SpecPart = { name: 'full', params: {} };
@@ -47,7 +49,7 @@ export function parseCacheSpec(text: string, registry: SpecRegistry): CacheSpec 
   const parsed = parts.map((p) => parsePart(p, text));
   let policy: SpecPart | undefined;
   let codec: SpecPart | undefined;
-  for (const part of parsed) {
+  for (const { part } of parsed) {
     if (registry.policies.has(part.name) && !policy && !codec) policy = part;
     else if (registry.codecs.has(part.name) && !codec) codec = part;
     else if (registry.policies.has(part.name) || registry.codecs.has(part.name)) {
@@ -58,17 +60,39 @@ export function parseCacheSpec(text: string, registry: SpecRegistry): CacheSpec 
       );
     }
   }
-  const spec = { policy: policy ?? DEFAULT_POLICY, codec: codec ?? DEFAULT_CODEC };
-  checkPart(spec.policy, registry.policies.get(spec.policy.name)!, text);
+  policy ??= DEFAULT_POLICY;
+  checkPart(policy, registry.policies.get(policy.name)!, text);
+  const spec = { policy, codec: codec ?? defaultCodec(policy, registry) };
   checkPart(spec.codec, registry.codecs.get(spec.codec.name)!, text);
+  for (const { part, decimalIntegers } of parsed) checkTokenCounts(part, decimalIntegers, registry.policies.get(part.name), text);
   return spec;
 }
 
-/** The canonical text of a spec: parameters in schema order, codec omitted when it is the default. */
+/**
+ * `budget=1.0` could mean one token or the whole prompt; kvpack reads neither into it: a token
+ * parameter written with a decimal point must be a fraction below 1, a count is written as an integer.
+ */
+function checkTokenCounts(part: SpecPart, decimalIntegers: readonly string[], schema: PartSchema | undefined, whole: string): void {
+  const key = decimalIntegers.find((k) => schema?.params[k]?.tokens);
+  if (key === undefined) return;
+  throw new UsageError(
+    `cache spec "${whole}": ${part.name}(${key}=…) is ambiguous: a token count is written as an integer (${key}=1 keeps one token) and a fraction of the prompt lies below 1 (${key}=0.5); for every token use the full policy`,
+  );
+}
+
+/**
+ * The canonical text of a spec: parameters in schema order, the codec omitted only when it is the one
+ * the policy stores with anyway (fp32, or qhitter's own int codec), so an explicit `+fp32` stays.
+ */
 export function printCacheSpec(spec: CacheSpec, registry: SpecRegistry): string {
   const policy = printPart(spec.policy, registry.policies.get(spec.policy.name));
-  const isDefaultCodec = spec.codec.name === DEFAULT_CODEC.name && Object.keys(spec.codec.params).length === 0;
-  return isDefaultCodec ? policy : `${policy}+${printPart(spec.codec, registry.codecs.get(spec.codec.name))}`;
+  const codec = printPart(spec.codec, registry.codecs.get(spec.codec.name));
+  const dflt = defaultCodec(spec.policy, registry);
+  return codec === printPart(dflt, registry.codecs.get(dflt.name)) ? policy : `${policy}+${codec}`;
+}
+
+function defaultCodec(policy: SpecPart, registry: SpecRegistry): SpecPart {
+  return registry.defaultCodec?.(policy) ?? DEFAULT_CODEC;
 }
 
 /** The part's parameters with every default filled in, typed by its schema. */
@@ -88,20 +112,24 @@ function printValue(v: ParamValue): string {
   return String(v);
 }
 
-function parsePart(text: string, whole: string): SpecPart {
+/** A part, and the keys of values (or list items) written with a decimal point that are integers (`1.0`). */
+function parsePart(text: string, whole: string): { part: SpecPart; decimalIntegers: string[] } {
   const m = /^([A-Za-z_][\w-]*)(?:\((.*)\))?$/s.exec(text);
   if (!m) throw new UsageError(`cache spec "${whole}": cannot read "${text}"; expected name or name(key=value,…)`);
   const params: Record<string, ParamValue> = {};
+  const decimalIntegers: string[] = [];
   if (m[2] !== undefined && m[2] !== '') {
     for (const item of splitTop(m[2], ',', whole)) {
       const eq = item.indexOf('=');
       if (eq <= 0) throw new UsageError(`cache spec "${whole}": "${item}" should be key=value`);
       const key = item.slice(0, eq);
       if (key in params) throw new UsageError(`cache spec "${whole}": ${key} is given twice`);
-      params[key] = parseValue(item.slice(eq + 1), whole);
+      const value = item.slice(eq + 1);
+      params[key] = parseValue(value, whole);
+      if (value.split(/[[\],]/).some((t) => /[.eE]/.test(t) && Number.isInteger(Number(t)))) decimalIntegers.push(key);
     }
   }
-  return { name: m[1]!, params };
+  return { part: { name: m[1]!, params }, decimalIntegers };
 }
 
 function parseValue(text: string, whole: string): ParamValue {

@@ -12,6 +12,13 @@ export const MODEL_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
 
+/** The help lines of MODEL_OPTIONS, the same in every command's --help. */
+export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
+                   (default ../shared/models/ref-6m)
+  --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
+  --threads K      worker threads (default: one per CPU core)
+  -h, --help       this text`;
+
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
 
@@ -19,7 +26,7 @@ export function parse<O extends Options>(command: string, argv: string[], option
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message.replace(/\. To specify.*$/s, '')} (see kvpack ${command} --help)`);
+    throw new UsageError(`${(e as Error).message.replace(/\. To specify.*$/s, '')} (see kvpack ${command} --help)`);
   }
 }
 

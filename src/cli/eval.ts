@@ -1,12 +1,13 @@
 import os from 'node:os';
 import { UsageError } from '../errors.js';
 import { buildTables, renderMarkdown } from '../eval/report.js';
+import { defaultContext } from '../eval/data.js';
 import { finishedRow, type ResultRow } from '../eval/store.js';
 import { taskParams, TASKS, type Task } from '../eval/tasks.js';
 import { fromWords } from '../util/schema.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { Progress } from '../util/progress.js';
-import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { intOption, MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 function help(): string {
@@ -14,24 +15,33 @@ function help(): string {
     const params = Object.entries(t.params).map(([k, s]) => `${k}${s.default === undefined ? '' : `=${s.default}`}`).join(' ');
     return `  ${t.name.padEnd(9)} ${t.doc}\n            ${params}${t.limit ? `   (--limit sets ${t.limit})` : ''}`;
   });
-  return `Usage: kvpack eval TASK [key=value]… [--model M] [--cache SPEC]… [--limit N] [--seed S] [--json] [--threads K]
+  return `Usage: kvpack eval TASK [key=value]… [--model M] [--tokenizer F] [--cache SPEC]… [--limit N] [--seed S]
+                   [--json] [--threads K]
 
 Runs one task once, without a results store; several --cache run one after the other on the same
 model and print one table (default: full; Δ columns compare with --cache full when it is there).
-Task parameters are key=value words after the task name. --json prints one result row per cache.
+Task parameters are key=value words after the task name.
+${MODEL_HELP}
+  --cache SPEC     a KV cache spec to run (repeatable; default full)
+  --limit N        fewer chunks, items or trials (the parameter named per task below)
+  --seed S         sampling seed of tasks that sample (default 0)
+  --json           print one result row per cache as JSON lines
 Tasks:
 ${tasks.join('\n')}
 `;
 }
 
+/** The options `kvpack eval` takes (its --help lists each). */
+export const OPTIONS = {
+  ...MODEL_OPTIONS,
+  cache: { type: 'string', multiple: true },
+  limit: { type: 'string' },
+  seed: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 export async function evalCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse('eval', argv, {
-    ...MODEL_OPTIONS,
-    cache: { type: 'string', multiple: true },
-    limit: { type: 'string' },
-    seed: { type: 'string' },
-    json: { type: 'boolean' },
-  });
+  const { values, positionals } = parse('eval', argv, OPTIONS);
   if (values.help) return void process.stdout.write(help());
   const [name, ...pairs] = positionals;
   if (!name) throw new UsageError(`eval needs a task: ${[...TASKS.keys()].join(', ')} (see kvpack eval --help)`);
@@ -47,7 +57,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     if (!task.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);
     words[task.limit] = values.limit;
   }
-  const params = taskParams(task, fromWords(task.params, words), { where: '', param: (key) => key });
+  let params = taskParams(task, fromWords(task.params, words), { where: '', param: (key) => key });
   const seed = intOption('seed', values.seed, 0, 0);
   // Canonical specs, checked before the model loads.
   const caches = (values.cache ?? ['full']).map((c) => {
@@ -60,6 +70,9 @@ export async function evalCommand(argv: string[]): Promise<void> {
   });
   const threads = intOption('threads', values.threads, os.availableParallelism(), 1);
   const model = await loadModelFromOptions({ ...values, threads: String(threads) });
+  if ('ctx' in task.params && params.ctx === undefined && typeof params.data === 'string') {
+    params = { ...params, ctx: defaultContext(params.data, model.config.maxContext) }; // shown in the table's title
+  }
   const rows: ResultRow[] = [];
   try {
     for (const cache of caches) rows.push(await runOne(task, model, cache, params, seed, values.model ?? 'ref-6m', Boolean(values.json)));
@@ -72,19 +85,19 @@ export async function evalCommand(argv: string[]): Promise<void> {
 }
 
 async function runOne(task: Task, model: Awaited<ReturnType<typeof loadModelFromOptions>>, cache: string, params: ResultRow['params'], seed: number, modelName: string, json: boolean): Promise<ResultRow> {
-  let bar: Progress | undefined;
+  // started with the run (not at its first report), so its time and the row's seconds agree
+  const bar = new Progress({ total: 0, label: `${task.name} ${cache}`, unit: 'tok' });
   let reported = 0;
   const started = performance.now();
   const out = await task.run(model, cache, params, {
     seed,
     onProgress: (done, total) => {
-      bar ??= new Progress({ total, label: `${task.name} ${cache}`, unit: 'tok' });
       if (total !== undefined) bar.setTotal(total);
       bar.tick(done - reported);
       reported = done;
     },
   });
-  bar?.done();
+  bar.done();
   const row = finishedRow({ key: `eval|${cache}|${task.name}`, model: modelName, model_fingerprint: 'eval', cache, task: task.name, params, seed }, out, started);
   if (json) process.stdout.write(`${JSON.stringify(row)}\n`);
   return row;

@@ -1,15 +1,15 @@
 import { UsageError } from '../errors.js';
-import { intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
+import { intOption, MODEL_HELP, MODEL_OPTIONS, numberOption, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 import type { Session } from '../session.js';
 import { formatBytes } from '../util/progress.js';
 
-const HELP = `Usage: kvpack generate [--model M] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
-                       [--greedy] [--stop STR]… [--cache SPEC] [--threads K] "prompt"
+const HELP = `Usage: kvpack generate [--model M] [--tokenizer F] [--max-tokens N] [--temperature T] [--top-p P]
+                       [--seed S] [--greedy] [--stop STR]… [--cache SPEC] [--streaming] [--threads K] "prompt"
 
-Streams the continuation of the prompt to stdout; then prints on stderr the bytes the KV cache holds
-against a full fp16 cache of the same tokens.
-  --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id (default ../shared/models/ref-6m)
+Streams the continuation of the prompt (which must not be empty) to stdout; then prints on stderr
+the bytes the KV cache holds against a full fp16 cache of the same tokens.
+${MODEL_HELP}
   --max-tokens N   tokens to generate (default 128)
   --temperature T  0 = greedy (default 0.8);  --greedy is the same as --temperature 0
   --top-p P        nucleus sampling mass (default 0.95)
@@ -19,21 +19,25 @@ against a full fp16 cache of the same tokens.
   --streaming      generate past the model's context with a fixed-budget cache (StreamingLLM positions)
 `;
 
+/** The options `kvpack generate` takes (its --help lists each). */
+export const OPTIONS = {
+  ...MODEL_OPTIONS,
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  greedy: { type: 'boolean' },
+  stop: { type: 'string', multiple: true },
+  cache: { type: 'string' },
+  streaming: { type: 'boolean' },
+} as const;
+
 export async function generateCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse('generate', argv, {
-    ...MODEL_OPTIONS,
-    'max-tokens': { type: 'string' },
-    temperature: { type: 'string' },
-    'top-p': { type: 'string' },
-    seed: { type: 'string' },
-    greedy: { type: 'boolean' },
-    stop: { type: 'string', multiple: true },
-    cache: { type: 'string' },
-    streaming: { type: 'boolean' },
-  });
+  const { values, positionals } = parse('generate', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length > 1) throw new UsageError('generate takes one prompt; quote it: kvpack generate "Once upon a time"');
   const prompt = positionals[0] ?? '';
+  if (prompt.trim() === '') throw new UsageError('generate needs a prompt to continue: kvpack generate "Once upon a time"');
   const options = {
     maxTokens: intOption('max-tokens', values['max-tokens'], 128, 1),
     temperature: values.greedy ? 0 : numberOption('temperature', values.temperature, 0.8, 0, 100),
@@ -44,8 +48,10 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const model = await loadModelFromOptions(values);
   try {
     const session = model.session({ cache: values.cache, streaming: values.streaming });
+    const pieces = session.generate(prompt, options);
+    const first = await pieces.next(); // a prompt that does not fit fails here, before it is echoed
     process.stdout.write(prompt);
-    for await (const piece of session.generate(prompt, options)) process.stdout.write(piece);
+    for (let piece = first; !piece.done; piece = await pieces.next()) process.stdout.write(piece.value);
     process.stdout.write('\n');
     process.stderr.write(cacheSummary(session) + '\n');
   } finally {

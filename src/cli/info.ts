@@ -3,17 +3,23 @@ import { withDefaults } from '../cache/spec.js';
 import { ropeOf } from '../kernels/rope.js';
 import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
-import { MODEL_OPTIONS, parse } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
-const HELP = `Usage: kvpack info [--model M] [--cache SPEC] [--json]
+const HELP = `Usage: kvpack info [--model M] [--tokenizer F] [--cache SPEC] [--json] [--threads K]
 
 Architecture, parameter count, weight dtypes and KV-cache bytes per token of a model; with --cache,
 the codec's stored bits per key/value number (scales, zeros, LUTs and outliers counted).
+${MODEL_HELP}
+  --cache SPEC     also the bits per value of this cache's codec on this model
+  --json           print one JSON object
 `;
 
+/** The options `kvpack info` takes (its --help lists each). */
+export const OPTIONS = { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' } } as const;
+
 export async function infoCommand(argv: string[]): Promise<void> {
-  const { values } = parse('info', argv, { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' } });
+  const { values } = parse('info', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   const model = await loadModelFromOptions(values);
   try {

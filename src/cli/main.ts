@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { KvpackError } from '../errors.js';
+import { KvpackError, UsageError } from '../errors.js';
 import { calibrateCommand } from './calibrate.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
@@ -24,6 +24,9 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   serve: { run: serveCommand, summary: 'an OpenAI-compatible server; each request chooses its KV cache, all share one KV byte budget' },
 };
 
+/** Exit codes (documented in the README): a bad command line, a run that failed, a bug. */
+const EXIT = { usage: 2, failure: 1, internal: 70 } as const;
+
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
   return `kvpack — Llama-family models in Node.js with a compressed KV cache\n\nUsage: kvpack <command> [options]\n\n${lines.join('\n')}\n\nkvpack <command> --help for its options.\n`;
@@ -32,13 +35,13 @@ function usage(): string {
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage());
-    return name ? 0 : 1;
+    (name ? process.stdout : process.stderr).write(usage());
+    return name ? 0 : EXIT.usage;
   }
   const command = COMMANDS[name];
   if (!command) {
     process.stderr.write(`kvpack: unknown command "${name}"; commands are ${Object.keys(COMMANDS).join(', ')}\n`);
-    return 2;
+    return EXIT.usage;
   }
   try {
     await command.run(rest);
@@ -46,10 +49,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof KvpackError) {
       process.stderr.write(`kvpack ${name}: ${e.message}\n`);
-      return 1;
+      return e instanceof UsageError ? EXIT.usage : EXIT.failure;
     }
     process.stderr.write(`kvpack ${name}: internal error (please report): ${(e as Error).stack ?? String(e)}\n`);
-    return 70;
+    return EXIT.internal;
   }
 }
 

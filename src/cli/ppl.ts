@@ -4,32 +4,43 @@ import { pplOptions, pplTask, taskParams } from '../eval/tasks.js';
 import { UsageError } from '../errors.js';
 import { fromWords } from '../util/schema.js';
 import { Progress } from '../util/progress.js';
-import { MODEL_OPTIONS, parse } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
-const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|FILE [--ctx 2048] [--chunks N]
-                  [--mode chunked|decode] [--cache SPEC] [--streaming] [--window N] [--json]
+const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|stories260k|FILE [--ctx N] [--chunks N]
+                  [--mode chunked|decode] [--cache SPEC] [--streaming] [--window N] [--json] [--threads K]
 
 Perplexity the way the GPTQ/KVQuant scripts compute it: the joined text is tokenized, cut into
 non-overlapping ctx-token chunks, each scored from an empty cache; exp of the mean NLL.
-  --mode decode feeds one token at a time, as generation does.
+${MODEL_HELP}
+  --data D      wikitext2, c4, pg19 (text, tokenized by the model), stories260k (stories260K's own
+                token ids, one story per chunk), or the path of a text file
+  --ctx N       tokens per chunk (default: the model's context; stories260k: its longest story)
+  --chunks N    score at most N chunks (default: all)
+  --mode M      chunked (default) scores ctx tokens per forward call; decode feeds one token at a
+                time, as generation does, so eviction acts as it would
+  --cache SPEC  KV cache spec (default full)
   --streaming   run chunks longer than the model's context with a fixed-budget cache
                 (RoPE positions become ranks among the held tokens, as in StreamingLLM)
   --window N    also report perplexity per N-position window (to see it stay flat)
+  --json        print one JSON object instead of a line
 `;
 
+/** The options `kvpack ppl` takes (its --help lists each). */
+export const OPTIONS = {
+  ...MODEL_OPTIONS,
+  data: { type: 'string' },
+  ctx: { type: 'string' },
+  chunks: { type: 'string' },
+  mode: { type: 'string' },
+  cache: { type: 'string' },
+  streaming: { type: 'boolean' },
+  window: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 export async function pplCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse('ppl', argv, {
-    ...MODEL_OPTIONS,
-    data: { type: 'string' },
-    ctx: { type: 'string' },
-    chunks: { type: 'string' },
-    mode: { type: 'string' },
-    cache: { type: 'string' },
-    streaming: { type: 'boolean' },
-    window: { type: 'string' },
-    json: { type: 'boolean' },
-  });
+  const { values, positionals } = parse('ppl', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length) throw new UsageError(`ppl takes no positional arguments, got "${positionals.join(' ')}"`);
   // the options are the ppl task's parameters, read as `kvpack eval ppl` reads them
@@ -41,14 +52,15 @@ export async function pplCommand(argv: string[]): Promise<void> {
   }
   const model = await loadModelFromOptions(values);
   try {
-    let bar: Progress | undefined;
+    // started with the run (not at its first report), so its time and the summary's agree
+    const bar = new Progress({ total: 0, label: `ppl ${params.data}`, unit: 'tok' });
     let reported = 0;
     const result = perplexity(model, pplOptions(params, values.cache ?? 'full', (done, total) => {
-      bar ??= new Progress({ total, label: `ppl ${params.data}`, unit: 'tok' });
+      bar.setTotal(total);
       bar.tick(done - reported);
       reported = done;
     }));
-    bar?.done();
+    bar.done();
     if (values.json) {
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {

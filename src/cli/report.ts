@@ -17,15 +17,20 @@ cache traces (NAME${TRACE_SUFFIX}, from kvpack trace) found beside the stores, e
               the Markdown
   --png       also write DIR/<plot>.png for each plot, linked from report.md (headless Chromium and
               playwright-core; see npm run report)
+  --store FILE  a results store to read (repeatable)
+  -h, --help    this text
 `;
 
+/** The options `kvpack report` takes (its --help lists each). */
+export const OPTIONS = {
+  store: { type: 'string', multiple: true },
+  out: { type: 'string' },
+  png: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export async function reportCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse('report', argv, {
-    store: { type: 'string', multiple: true },
-    out: { type: 'string' },
-    png: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const { values, positionals } = parse('report', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length) throw new UsageError(`report takes no positional arguments, got "${positionals.join(' ')}" (use --store FILE)`);
   if (values.png && values.out === undefined) throw new UsageError('--png needs --out DIR');
@@ -36,7 +41,7 @@ export async function reportCommand(argv: string[]): Promise<void> {
   for (const file of files) {
     if (!fs.existsSync(file)) throw new UsageError(`--store ${file}: no such file`);
     const store = ResultStore.open(file);
-    rows.push(...store.rows());
+    rows.push(...store.rows().map((r) => ({ ...r, store: file })));
     sources.push({ file, rows: store.rows().length });
   }
   const sections = buildSections(rows);

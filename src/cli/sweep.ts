@@ -9,23 +9,30 @@ import { intOption, parse } from './args.js';
 const HELP = `Usage: kvpack sweep PLAN.json [--store FILE] [--dry-run] [--json] [--threads K]
 
 Runs every (model × cache spec × task) of a plan and appends one JSON line per finished row to the
-store (default: the plan's "store", else results/NAME.jsonl). Rows already in the store are skipped,
+store (default: the plan's "store", else NAME.jsonl beside the plan). Rows already in the store are skipped,
 so an interrupted sweep resumes where it stopped. Every cache spec is checked before anything runs.
   --dry-run   list the rows and whether each is done; run nothing
   --json      print the rows (appended, or planned with --dry-run) as JSON lines
 Plan: { "name", "store", "models": [...], "caches": ["h2o(budget={b})", ...], "vars": { "b": [0.5, 0.2] },
         "tasks": [{ "task": "ppl", "data": "wikitext2", "ctx": 2048, "chunks": 2, "mode": "decode" }], "seed" }
-Paths in a plan are relative to the working directory. Then: kvpack report --store FILE.
+Paths in a plan (models, store, data files) are relative to the plan's folder, so it runs the same
+from any directory. Then: kvpack report --store FILE.
+  --store FILE  append to FILE instead of the plan's store
+  --threads K   worker threads (default: one per CPU core)
+  -h, --help    this text
 `;
 
+/** The options `kvpack sweep` takes (its --help lists each). */
+export const OPTIONS = {
+  store: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  json: { type: 'boolean' },
+  threads: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export async function sweepCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse('sweep', argv, {
-    store: { type: 'string' },
-    'dry-run': { type: 'boolean' },
-    json: { type: 'boolean' },
-    threads: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const { values, positionals } = parse('sweep', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
   if (positionals.length !== 1) throw new UsageError(`sweep takes one plan file, got ${positionals.length ? `"${positionals.join(' ')}"` : 'none'} (see kvpack sweep --help)`);
   const plan = loadPlan(positionals[0]!);
@@ -77,6 +84,7 @@ export async function sweepCommand(argv: string[]): Promise<void> {
         break;
     }
   };
+  process.stderr.write(`sweep ${plan.name}: appending to ${store.file} (${store.rows().length} rows there now)\n`);
   const summary = await runSweep(plan, { store, onProgress, threads });
   bar?.done();
   if (!values.json) {

@@ -74,6 +74,12 @@ function unknownData(name: string): UsageError {
   return new UsageError(`unknown data "${name}": use ${[...DATASETS, ...TOKEN_DATASETS].join(', ')} or the path of a text file`);
 }
 
+/** The chunk length when none is given: the model's context (a token set: its longest document, within that). */
+export function defaultContext(data: string, maxContext: number): number {
+  const docs = loadTokenDocuments(data);
+  return docs ? Math.min(maxContext, Math.max(2, ...docs.map((d) => d.length))) : maxContext;
+}
+
 /**
  * The chunks perplexity scores: non-overlapping ctx-token slices of a stream (a partial last slice
  * is dropped, as the GPTQ scripts do), or the documents cut to ctx tokens. At most `limit` chunks.

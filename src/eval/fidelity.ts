@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.js';
 import type { Model } from '../model.js';
 import { argmax, logSoftmax } from '../sample.js';
-import { evalChunks, loadEvalTokens } from './data.js';
+import { defaultContext, evalChunks, loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 
 /**
@@ -17,7 +17,8 @@ import { CacheMeter, type CacheMemory } from './memory.js';
  */
 export interface FidelityOptions {
   data: string;
-  ctx: number;
+  /** Tokens per chunk; default: the model's context (defaultContext). */
+  ctx?: number;
   chunks?: number;
   cache: string;
   /** 'decode' by default: eviction happens only between fed batches, so chunked mode hides most of it. */
@@ -69,10 +70,12 @@ function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 
 }
 
 export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
-  if (!Number.isInteger(o.ctx) || o.ctx < 2) throw new UsageError(`ctx must be an integer ≥ 2, got ${o.ctx}`);
-  if (o.ctx > model.config.maxContext) throw new UsageError(`ctx ${o.ctx} exceeds the model's context of ${model.config.maxContext}`);
+  const tokens = loadEvalTokens(o.data, model.tokenizer);
+  const ctx = o.ctx ?? defaultContext(o.data, model.config.maxContext);
+  if (!Number.isInteger(ctx) || ctx < 2) throw new UsageError(`ctx must be an integer ≥ 2, got ${ctx}`);
+  if (ctx > model.config.maxContext) throw new UsageError(`ctx ${ctx} exceeds the model's context of ${model.config.maxContext}; give ctx=${model.config.maxContext} or less`);
   const mode = o.mode ?? 'decode';
-  const chunks = evalChunks(loadEvalTokens(o.data, model.tokenizer), o.ctx, o.chunks, o.data);
+  const chunks = evalChunks(tokens, ctx, o.chunks, o.data);
   const vocab = model.config.vocabSize;
   // Each chunk is run twice (full, then candidate) unless the full run is remembered.
   const total = chunks.reduce((n, c) => n + 2 * c.length, 0);
@@ -89,7 +92,7 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
   const meter = new CacheMeter(session);
   try {
     chunks.forEach((chunk, c) => {
-      const key = `${o.data}\0${o.ctx}\0${c}\0${mode}\0${chunk.length}\0${chunk[0]}\0${chunk[chunk.length - 1]}`;
+      const key = `${o.data}\0${ctx}\0${c}\0${mode}\0${chunk.length}\0${chunk[0]}\0${chunk[chunk.length - 1]}`;
       const ref = fullCacheRun(model, chunk, mode, key);
       nllFull += ref.nll;
       done += chunk.length;

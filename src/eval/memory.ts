@@ -3,11 +3,17 @@ import type { Session } from '../session.js';
 
 /** What a task's cache held, the same four numbers for every task (a result row nests them). */
 export interface CacheMemory {
-  /** Most bytes the cache held at once (codec storage, positions, policy state). */
+  /**
+   * Most bytes the cache held once compressed (codec storage, positions, policy state): what a
+   * compressed prompt and generation keep. Rows written before it was recorded lack it; their
+   * kv_bytes_per_token and compression were computed from kv_bytes_peak.
+   */
+  kv_bytes_held?: number;
+  /** Most bytes at once, including the transient step before eviction (a whole prompt before it is compressed). */
   kv_bytes_peak: number;
-  /** kv_bytes_peak per token of the longest sequence. */
+  /** kv_bytes_held per token of the longest sequence. */
   kv_bytes_per_token: number;
-  /** Bytes of the full f32 cache for the longest sequence over kv_bytes_peak. */
+  /** Bytes of the full f32 cache for the longest sequence over kv_bytes_held. */
   compression: number;
   /** Stored bits per key/value number of the codec. */
   bits_per_value: number;
@@ -19,6 +25,7 @@ export interface CacheMemory {
  */
 export class CacheMeter {
   private peak = 0;
+  private held = 0;
   private longest = 0;
   private readonly bits: number;
 
@@ -29,15 +36,17 @@ export class CacheMeter {
   /** Counts the sequence the session now holds (its length: every token fed, generated ones included). */
   record(): void {
     this.peak = Math.max(this.peak, this.session.cache.peakBytes());
+    this.held = Math.max(this.held, this.session.cache.heldBytes());
     this.longest = Math.max(this.longest, this.session.tokens.length);
   }
 
   memory(): CacheMemory {
-    const { peak, longest } = this;
+    const { held, peak, longest } = this;
     return {
+      kv_bytes_held: held,
       kv_bytes_peak: peak,
-      kv_bytes_per_token: peak / longest,
-      compression: fullCacheBytes(this.session.model.config, longest) / peak,
+      kv_bytes_per_token: held / longest,
+      compression: fullCacheBytes(this.session.model.config, longest) / held,
       bits_per_value: this.bits,
     };
   }

@@ -1,4 +1,4 @@
-import { parseSpec } from '../cache/registry.js';
+import { codecIsImplied, parseSpec } from '../cache/registry.js';
 import { formatBytes } from '../util/progress.js';
 import { readGrid } from './retrieval.js';
 import type { ResultRow } from './store.js';
@@ -32,15 +32,20 @@ export function slug(text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 150);
 }
 
+/** The full cache in f32 and f16: one line of two points in a Pareto plot. */
+export const FULL_FLOAT = 'full, full+fp16';
+
 /**
- * A cache's family, one line per family: the policy with its codec name (its points are budgets, or
- * bit widths for the full cache); the float codecs of the full cache share one line.
+ * A cache's family, one line per family, named as the canonical spec names it without parameters: the
+ * policy, and its codec unless the policy uses that codec anyway (`h2o`, `h2o+fp16`, `qhitter` storing
+ * its own int codec, `qhitter+fp32`). Its points are budgets, or bit widths for the full cache; the
+ * float codecs of the full cache share one line.
  */
 export function family(cache: string): string {
   try {
     const spec = parseSpec(cache);
-    const codec = spec.codec.name === 'fp32' || spec.codec.name === 'fp16' ? (spec.policy.name === 'full' ? 'float' : spec.codec.name) : spec.codec.name;
-    return `${spec.policy.name}+${codec}`;
+    if (spec.policy.name === 'full' && (spec.codec.name === 'fp32' || spec.codec.name === 'fp16')) return FULL_FLOAT;
+    return codecIsImplied(spec) ? spec.policy.name : `${spec.policy.name}+${spec.codec.name}`;
   } catch {
     return cache; // a spec this build no longer parses still gets its own line
   }
@@ -85,10 +90,14 @@ function pow2Ticks(lo: number, hi: number): number[] {
   return out.length >= 2 ? out : logTicks(lo, hi);
 }
 
+/** Tick and value labels: 10K and 2.5M rather than exponents; small values keep 3 significant digits. */
 function fmt(v: number): string {
   if (v === 0) return '0';
   const a = Math.abs(v);
-  if (a >= 1000 || a < 0.001) return v.toExponential(1);
+  if (a >= 1e6) return `${Number((v / 1e6).toPrecision(3))}M`;
+  if (a >= 1e4) return `${Number((v / 1e3).toPrecision(3))}K`;
+  if (a >= 1000) return String(Math.round(v));
+  if (a < 1e-4) return v.toExponential(0);
   return String(Number(v.toPrecision(3)));
 }
 
@@ -99,14 +108,63 @@ interface Series {
   dash?: string;
 }
 
-function seriesStyle(name: string, index: number): { color: string; dash?: string } {
-  const [policy, codec] = name.split('+');
-  const k = POLICY_ORDER.indexOf(policy ?? '');
-  const color = PALETTE[(k >= 0 ? k : POLICY_ORDER.length + index) % PALETTE.length]!;
-  // float codecs are solid lines; quantized ones dashed, one pattern per codec
-  const dashes: Record<string, string> = { int: '6 3', kvquant: '2 2' };
-  return { color, dash: codec === undefined || codec === 'fp16' || codec === 'fp32' || codec === 'float' ? undefined : dashes[codec] ?? '8 2 2 2' };
+/** Dash patterns: the first is solid. A codec has its own (fp32 solid), so a policy keeps its colour across codecs. */
+const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2'];
+const CODEC_DASH: Record<string, number> = { fp32: 0, fp16: 1, int: 2, kvquant: 3, bf16: 4 };
+
+export interface SeriesStyle {
+  color: string;
+  /** stroke-dasharray, '' for a solid line. */
+  dash: string;
 }
+
+/**
+ * A colour and a dash per series, no two alike: the policy's colour unless a series took it already
+ * (then the next free one), the codec's dash (the next free one if that pair is taken).
+ */
+export function seriesStyles(names: readonly string[]): SeriesStyle[] {
+  const usedColors = new Set<number>();
+  const used = new Set<string>();
+  return names.map((name) => {
+    const policy = /^[a-z][a-z0-9]*/.exec(name)?.[0] ?? '';
+    const codec = name === FULL_FLOAT ? 'fp32' : /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp32';
+    const k = POLICY_ORDER.indexOf(policy);
+    let color = k >= 0 ? k : POLICY_ORDER.length;
+    for (let i = 0; usedColors.has(color % PALETTE.length) && i < PALETTE.length; i++) color++;
+    let dash = CODEC_DASH[codec] ?? 5;
+    while (used.has(`${color % PALETTE.length} ${dash % DASHES.length}`)) dash++;
+    usedColors.add(color % PALETTE.length);
+    used.add(`${color % PALETTE.length} ${dash % DASHES.length}`);
+    return { color: PALETTE[color % PALETTE.length]!, dash: DASHES[dash % DASHES.length]! };
+  });
+}
+
+/** A legend entry: its swatch and label, with the style the browser test compares. */
+function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box'): string {
+  const mark = swatch === 'line'
+    ? `<line x1="${x}" x2="${x + 22}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`
+    : `<rect x="${x + 6}" y="${y - 5}" width="10" height="10" fill="${s.color}"/>`;
+  return `<g class="legend-item" data-style="${s.color} ${s.dash || 'solid'}">${mark}<text x="${x + 28}" y="${y}" dy="0.32em" fill="#000">${esc(label)}</text></g>`;
+}
+
+/** A label cut into lines of at most `width` characters, after commas, plus signs and parentheses. */
+export function wrap(label: string, width: number): string[] {
+  const pieces = label.split(/(?<=[,+(])/);
+  const lines: string[] = [];
+  for (const piece of pieces) {
+    if (lines.length && lines.at(-1)!.length + piece.length <= width) lines[lines.length - 1] += piece;
+    else lines.push(piece);
+  }
+  return lines;
+}
+
+/** SVG text lines (tspans) of a wrapped label. */
+function tspans(lines: readonly string[], x: number, lineHeight: number): string {
+  return lines.map((l, i) => `<tspan x="${x}" dy="${i ? lineHeight : 0}">${esc(l)}</tspan>`).join('');
+}
+
+/** Roughly how wide a label is at 11px sans-serif. */
+const textWidth = (text: string): number => text.length * 6.3;
 
 interface LineChart {
   id: string;
@@ -119,41 +177,66 @@ interface LineChart {
   series: Series[];
   /** Horizontal baseline lines (the full cache). */
   refs?: { y: number; label: string }[];
+  /** A fixed y range (accuracy: 0 to 1) instead of one fitted to the data. */
+  yRange?: [number, number];
 }
 
-function lineChart(c: LineChart): string {
+/**
+ * The y value above which points are drawn clipped at the top edge: when the largest values are far
+ * above the bulk (a `random` baseline), they would otherwise flatten every other line.
+ */
+function clipAbove(ys: number[]): number {
+  const sorted = [...ys].sort((a, b) => a - b);
+  const q75 = sorted[Math.floor(0.75 * (sorted.length - 1))]!;
+  if (!(q75 > 0) || sorted.at(-1)! <= 3 * q75) return Infinity;
+  return 1.3 * Math.max(...sorted.filter((y) => y <= 3 * q75));
+}
+
+/** An SVG line chart, and a note naming the points drawn clipped (empty when none). */
+function lineChart(c: LineChart): { svg: string; note: string } {
   const xs = c.series.flatMap((s) => s.points.map((p) => p.x));
-  const ys = [...c.series.flatMap((s) => s.points.map((p) => p.y)), ...(c.refs ?? []).map((r) => r.y)];
+  const allYs = [...c.series.flatMap((s) => s.points.map((p) => p.y)), ...(c.refs ?? []).map((r) => r.y)];
+  const cap = c.yRange ? Infinity : clipAbove(allYs);
+  const clipped = c.series.flatMap((s) => s.points.filter((p) => p.y > cap));
+  const ys = allYs.filter((y) => y <= cap);
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
-  // a wide positive range (one bad method) would flatten the rest: use a log axis then
-  const yLog = y0 > 0 && y1 / y0 > 4;
+  let [y0, y1] = c.yRange ?? [Math.min(...ys), Math.max(...ys)];
+  // a wide positive range would flatten the rest: use a log axis then
+  const yLog = !c.yRange && y0 > 0 && y1 / y0 > 4;
   if (c.xLog) {
     [x0, x1] = [x0 / 1.25, x1 * 1.25];
   } else {
     const pad = (x1 - x0) * 0.05 || Math.abs(x0) * 0.1 || 1;
     [x0, x1] = [x0 - pad, x1 + pad];
   }
-  if (yLog) {
+  if (c.yRange) {
+    const pad = (y1 - y0) * 0.04;
+    [y0, y1] = [y0 - pad, y1 + pad];
+  } else if (yLog) {
     [y0, y1] = [y0 / 1.1, y1 * 1.1];
   } else {
     const ypad = (y1 - y0) * 0.08 || Math.abs(y0) * 0.05 || 1;
     [y0, y1] = [y0 - ypad, y1 + ypad];
   }
+  const styles = seriesStyles(c.series.map((s) => s.name));
+  // the legend gets the width its longest label needs
+  const right = Math.max(M.right, 48 + Math.max(0, ...c.series.map((s) => textWidth(s.name))));
+  const W2 = W - M.right + right;
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const sx = (v: number): number => M.left + (c.xLog ? Math.log(v / x0) / Math.log(x1 / x0) : (v - x0) / (x1 - x0)) * pw;
-  const sy = (v: number): number => M.top + (1 - (yLog ? Math.log(v / y0) / Math.log(y1 / y0) : (v - y0) / (y1 - y0))) * ph;
+  const syRaw = (v: number): number => M.top + (1 - (yLog ? Math.log(v / y0) / Math.log(y1 / y0) : (v - y0) / (y1 - y0))) * ph;
+  const sy = (v: number): number => (v > cap ? M.top : syRaw(v));
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`);
-  out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#fff"/>`);
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W2} ${H}" width="${W2}" height="${H}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect x="0" y="0" width="${W2}" height="${H}" fill="#fff"/>`);
   // grid and axes
   for (const t of c.xLog ? (c.xPow2 ? pow2Ticks(x0, x1) : logTicks(x0, x1)) : niceTicks(x0, x1)) {
     const x = sx(t).toFixed(1);
     out.push(`<line x1="${x}" x2="${x}" y1="${M.top}" y2="${M.top + ph}" stroke="#eee"/>`);
     out.push(`<text x="${x}" y="${M.top + ph + 14}" text-anchor="middle" fill="#333">${esc(c.xFormat(t))}</text>`);
   }
-  for (const t of yLog ? logTicks(y0, y1) : niceTicks(y0, y1)) {
+  for (const t of yLog ? logTicks(y0, y1) : niceTicks(y0, y1).filter((t) => !c.yRange || (t >= c.yRange[0] && t <= c.yRange[1]))) {
     const y = sy(t).toFixed(1);
     out.push(`<line x1="${M.left}" x2="${M.left + pw}" y1="${y}" y2="${y}" stroke="#eee"/>`);
     out.push(`<text x="${M.left - 6}" y="${y}" dy="0.32em" text-anchor="end" fill="#333">${esc(fmt(t))}</text>`);
@@ -166,19 +249,23 @@ function lineChart(c: LineChart): string {
     out.push(`<line class="ref" x1="${M.left}" x2="${M.left + pw}" y1="${y}" y2="${y}" stroke="#000" stroke-dasharray="4 3"><title>${esc(`${r.label}: ${fmt(r.y)}`)}</title></line>`);
   }
   c.series.forEach((s, i) => {
-    const { color, dash } = seriesStyle(s.name, i);
+    const { color, dash } = styles[i]!;
     const pts = [...s.points].sort((a, b) => a.x - b.x);
     const d = pts.map((p, j) => `${j ? 'L' : 'M'}${sx(p.x).toFixed(1)} ${sy(p.y).toFixed(1)}`).join(' ');
     out.push(`<path class="series" data-series="${esc(s.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
     for (const p of pts) {
-      out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3.5" fill="${color}"><title>${esc(`${p.label}: ${fmt(p.y)}`)}</title></circle>`);
+      const [x, y] = [sx(p.x).toFixed(1), sy(p.y).toFixed(1)];
+      const title = `<title>${esc(`${p.label}: ${fmt(p.y)}`)}</title>`;
+      // a clipped point is a triangle pointing up at the top edge
+      out.push(p.y > cap
+        ? `<path class="clipped" d="M${x} ${Number(y) - 6} l5 9 h-10 z" fill="${color}">${title}</path>`
+        : `<circle cx="${x}" cy="${y}" r="3.5" fill="${color}">${title}</circle>`);
     }
-    const ly = M.top + 8 + i * 16;
-    out.push(`<line x1="${W - M.right + 12}" x2="${W - M.right + 32}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
-    out.push(`<text x="${W - M.right + 38}" y="${ly}" dy="0.32em" fill="#000">${esc(s.name)}</text>`);
+    out.push(legendItem(W - M.right + 12, M.top + 8 + i * 16, styles[i]!, s.name, 'line'));
   });
   out.push('</svg>');
-  return out.join('\n');
+  const note = clipped.length ? ` Off the scale, drawn as ▲ at the top edge: ${clipped.map((p) => `${p.label} (${fmt(p.y)})`).join(', ')}.` : '';
+  return { svg: out.join('\n'), note };
 }
 
 /** Rows of one experiment (model × task × params); the last row of a cache wins. */
@@ -189,6 +276,8 @@ export interface Experiment {
   model: string;
   task: string;
   rows: ResultRow[];
+  /** Every seed's row of each cache (rows hold their mean); for error bars. */
+  seedRows?: ResultRow[];
 }
 
 function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined, y: (r: ResultRow) => number | undefined): Series[] {
@@ -205,16 +294,22 @@ function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined,
   return [...byFamily.values()];
 }
 
+/** Metrics with a fixed scale: accuracy and agreement run from 0 to 1. */
+function yRangeOf(metric: string): [number, number] | undefined {
+  return metric === 'accuracy' || metric === 'top1' ? [0, 1] : undefined;
+}
+
 /** Quality against KV bytes per token, log x, one line per family: the Pareto view. */
 export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
   const series = groupSeries(e.rows, (r) => (r.memory.kv_bytes_per_token > 0 ? r.memory.kv_bytes_per_token : undefined), (r) => r.metrics[metric]);
   if (series.length === 0) return undefined;
   const id = `pareto-${slug(`${e.key}-${metric}`)}`;
+  const chart = lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series, yRange: yRangeOf(metric) });
   return {
     id,
     title: `${yLabel} vs KV bytes per token — ${e.title}`,
-    caption: 'Lower left is better. x: peak KV cache bytes per token held (log scale); one line per policy+codec, points are budgets; the full cache in each codec is one line.',
-    svg: lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series }),
+    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, points are budgets; the full cache in f32 and f16 is one line.${chart.note}`,
+    svg: chart.svg,
   };
 }
 
@@ -222,13 +317,14 @@ export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot 
 export function budgetPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
   const series = groupSeries(e.rows.filter((r) => budgetFraction(r.cache) !== undefined), (r) => budgetFraction(r.cache), (r) => r.metrics[metric]);
   if (series.length === 0) return undefined;
-  const refs = e.rows.filter((r) => family(r.cache) === 'full+float' && r.metrics[metric] !== undefined).map((r) => ({ y: r.metrics[metric]!, label: r.cache }));
+  const refs = e.rows.filter((r) => family(r.cache) === FULL_FLOAT && r.metrics[metric] !== undefined).map((r) => ({ y: r.metrics[metric]!, label: r.cache }));
   const id = `budget-${slug(`${e.key}-${metric}`)}`;
+  const chart = lineChart({ id, xLabel: 'budget (fraction of the prompt)', yLabel, xLog: false, xFormat: fmt, series, refs, yRange: yRangeOf(metric) });
   return {
     id,
     title: `${yLabel} vs budget — ${e.title}`,
-    caption: 'x: tokens kept as a fraction of the prompt (window: its recent part); dashed: the full cache.',
-    svg: lineChart({ id, xLabel: 'budget (fraction of the prompt)', yLabel, xLog: false, xFormat: fmt, series, refs }),
+    caption: `x: tokens kept as a fraction of the prompt (window: its recent part); black dashed: the full cache.${chart.note}`,
+    svg: chart.svg,
   };
 }
 
@@ -243,11 +339,12 @@ export function windowPlot(e: Experiment, windowSize: number): Plot | undefined 
   }
   if (series.length === 0) return undefined;
   const id = `windows-${slug(e.key)}`;
+  const chart = lineChart({ id, xLabel: 'position (tokens)', yLabel: 'perplexity', xLog: false, xFormat: fmt, series });
   return {
     id,
     title: `perplexity per ${windowSize}-token window — ${e.title}`,
-    caption: 'x: position in the sequence (end of each window); y: perplexity of that window. A line that stays flat past the trained context means the cache streams.',
-    svg: lineChart({ id, xLabel: 'position (tokens)', yLabel: 'perplexity', xLog: false, xFormat: fmt, series }),
+    caption: `x: position in the sequence (end of each window); y: perplexity of that window. A line that stays flat past the trained context means the cache streams.${chart.note}`,
+    svg: chart.svg,
   };
 }
 
@@ -262,7 +359,8 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
   const left = 44;
   const top = 30;
   const panelW = Math.max(left + depths.length * cw + 16, 210); // room for a cache spec as the title
-  const panelH = top + lengths.length * ch + 34;
+  const titleLines = Math.max(...cells.map((c) => wrap(c.cache, 34).length));
+  const panelH = top + (titleLines - 1) * 12 + lengths.length * ch + 34;
   const perRow = Math.max(1, Math.floor(1000 / panelW));
   const rowsN = Math.ceil(cells.length / perRow);
   const width = Math.min(cells.length, perRow) * panelW + 10;
@@ -274,8 +372,8 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
   cells.forEach((c, i) => {
     const ox = (i % perRow) * panelW + 6;
     const oy = Math.floor(i / perRow) * panelH;
-    out.push(`<g class="panel" data-cache="${esc(c.cache)}" transform="translate(${ox} ${oy})">`);
-    out.push(`<text x="4" y="12" font-weight="bold">${esc(c.cache.length > 30 ? `${c.cache.slice(0, 29)}…` : c.cache)}<title>${esc(c.cache)}</title></text>`);
+    out.push(`<g class="panel" data-cache="${esc(c.cache)}" transform="translate(${ox} ${oy + (titleLines - 1) * 12})">`);
+    out.push(`<text x="4" y="${12 - (titleLines - 1) * 12}" font-weight="bold">${tspans(wrap(c.cache, 34), 4, 12)}<title>${esc(c.cache)}</title></text>`);
     lengths.forEach((L, li) => {
       out.push(`<text x="${left - 4}" y="${top + li * ch + ch / 2}" dy="0.32em" text-anchor="end">${L}</text>`);
       depths.forEach((d, di) => {
@@ -291,7 +389,9 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
     out.push('</g>');
   });
   // legend: 0 → 1
-  for (let k = 0; k <= 10; k++) out.push(`<rect x="${10 + k * 18}" y="${height - 20}" width="18" height="10" fill="${heat(k / 10)}"/>`);
+  for (let k = 0; k <= 10; k++) {
+    out.push(`<g class="legend-item" data-style="${heat(k / 10)} solid"><rect x="${10 + k * 18}" y="${height - 20}" width="18" height="10" fill="${heat(k / 10)}"/></g>`);
+  }
   out.push(`<text x="${10 + 11 * 18 + 6}" y="${height - 11}">accuracy 0 → 1 (rows: prompt length in tokens)</text>`);
   out.push('</svg>');
   return {
@@ -310,47 +410,62 @@ function heat(v: number): string {
   return `rgb(${r},${g},${t < 0.5 ? 39 : 60})`;
 }
 
-/** ROUGE-1/2/L F1 as grouped bars, one group per cache. */
+/**
+ * ROUGE-1/2/L F1 as grouped horizontal bars, one group per cache with its full spec beside it; with
+ * several seeds, the mean and ±1 standard deviation.
+ */
 export function rougePlot(e: Experiment): Plot | undefined {
   const rows = e.rows.filter((r) => r.metrics.rouge1 !== undefined);
   if (rows.length === 0) return undefined;
   const metrics = [['rouge1', 'ROUGE-1'], ['rouge2', 'ROUGE-2'], ['rougeL', 'ROUGE-L']] as const;
-  const groupW = 3 * 9 + 8;
-  const left = 48;
-  const top = 28;
-  const ph = 200;
-  const bottom = 150;
-  const width = left + rows.length * groupW + 20;
-  const height = top + ph + bottom;
-  const max = Math.max(0.05, ...rows.flatMap((r) => metrics.map(([m]) => r.metrics[m] ?? 0)));
-  const yMax = niceTicks(0, max * 1.05).at(-1)! >= max ? niceTicks(0, max * 1.05).at(-1)! : max * 1.1;
-  const sy = (v: number): number => top + ph - (v / yMax) * ph;
+  const spread = (cache: string, m: string): number | undefined => {
+    const vs = (e.seedRows ?? []).filter((r) => r.cache === cache && r.metrics[m] !== undefined).map((r) => r.metrics[m]!);
+    if (vs.length < 2) return undefined;
+    const mean = vs.reduce((a, b) => a + b, 0) / vs.length;
+    return Math.sqrt(vs.reduce((a, v) => a + (v - mean) ** 2, 0) / (vs.length - 1));
+  };
+  const seeds = Math.max(1, ...rows.map((r) => new Set((e.seedRows ?? []).filter((s) => s.cache === r.cache).map((s) => s.seed)).size));
+  const barH = 7;
+  const groupH = 3 * barH + 8;
+  const left = 14 + Math.max(...rows.map((r) => textWidth(r.cache) * 0.92));
+  const top = 30;
+  const pw = 420;
+  const width = Math.round(left + pw + 24);
+  const height = top + rows.length * groupH + 30;
+  const max = Math.max(0.05, ...rows.flatMap((r) => metrics.map(([m]) => (r.metrics[m] ?? 0) + (spread(r.cache, m) ?? 0))));
+  const ticks = niceTicks(0, max * 1.05);
+  const xMax = ticks.at(-1)! >= max ? ticks.at(-1)! : max * 1.1;
+  const sx = (v: number): number => left + (v / xMax) * pw;
   const id = `rouge-${slug(e.key)}`;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${id}" class="plot bars" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="sans-serif" font-size="10">`);
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#fff"/>`);
-  for (const t of niceTicks(0, yMax)) {
-    out.push(`<line x1="${left}" x2="${width - 10}" y1="${sy(t).toFixed(1)}" y2="${sy(t).toFixed(1)}" stroke="#eee"/>`);
-    out.push(`<text x="${left - 5}" y="${sy(t).toFixed(1)}" dy="0.32em" text-anchor="end">${fmt(t)}</text>`);
+  for (const t of ticks.filter((t) => t <= xMax)) {
+    const x = sx(t).toFixed(1);
+    out.push(`<line x1="${x}" x2="${x}" y1="${top}" y2="${height - 24}" stroke="#eee"/>`);
+    out.push(`<text x="${x}" y="${height - 10}" text-anchor="middle">${fmt(t)}</text>`);
   }
-  metrics.forEach(([, label], k) => {
-    out.push(`<rect x="${left + k * 80}" y="6" width="10" height="10" fill="${PALETTE[k]}"/><text x="${left + k * 80 + 14}" y="15">${label} F1</text>`);
-  });
+  metrics.forEach(([, label], k) => out.push(legendItem(left + k * 100, 12, { color: PALETTE[k]!, dash: '' }, `${label} F1`, 'box')));
   rows.forEach((r, i) => {
-    const gx = left + i * groupW + 4;
+    const gy = top + i * groupH + 4;
+    out.push(`<text x="${left - 6}" y="${gy + 1.5 * barH}" dy="0.32em" text-anchor="end">${esc(r.cache)}</text>`);
     metrics.forEach(([m], k) => {
       const v = r.metrics[m] ?? 0;
-      const y = sy(v);
-      out.push(`<rect class="bar" data-cache="${esc(r.cache)}" data-metric="${m}" x="${gx + k * 9}" y="${y.toFixed(1)}" width="8" height="${(top + ph - y).toFixed(1)}" fill="${PALETTE[k]}"><title>${esc(`${r.cache} ${m}: ${v.toFixed(4)}`)}</title></rect>`);
+      const y = gy + k * barH;
+      out.push(`<rect class="bar" data-cache="${esc(r.cache)}" data-metric="${m}" x="${left}" y="${y}" width="${(sx(v) - left).toFixed(1)}" height="${barH - 1}" fill="${PALETTE[k]}"><title>${esc(`${r.cache} ${m}: ${v.toFixed(4)}`)}</title></rect>`);
+      const sd = spread(r.cache, m);
+      if (sd !== undefined) {
+        const [x1, x2, cy] = [sx(Math.max(0, v - sd)).toFixed(1), sx(v + sd).toFixed(1), y + (barH - 1) / 2];
+        out.push(`<path class="error-bar" d="M${x1} ${cy} H${x2} M${x1} ${cy - 3} v6 M${x2} ${cy - 3} v6" stroke="#000" stroke-width="1"/>`);
+      }
     });
-    out.push(`<text transform="translate(${gx + 14} ${top + ph + 8}) rotate(50)" font-size="9">${esc(r.cache.length > 30 ? `${r.cache.slice(0, 29)}…` : r.cache)}</text>`);
   });
-  out.push(`<line x1="${left}" x2="${width - 10}" y1="${top + ph}" y2="${top + ph}" stroke="#999"/>`);
+  out.push(`<line x1="${left}" x2="${left}" y1="${top}" y2="${height - 24}" stroke="#999"/>`);
   out.push('</svg>');
   return {
     id,
     title: `XSum ROUGE F1 — ${e.title}`,
-    caption: 'Mean ROUGE-1/2/L F1 (rouge-score semantics, Porter stemming) of the generated summaries against the reference, per cache.',
+    caption: `Mean ROUGE-1/2/L F1 (rouge-score semantics, Porter stemming) of the generated summaries against the reference, per cache${seeds > 1 ? `; bars: the mean over ${seeds} sampling seeds, whiskers ±1 standard deviation across them` : ''}.`,
     svg: out.join('\n'),
   };
 }

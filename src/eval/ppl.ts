@@ -1,13 +1,13 @@
 import { UsageError } from '../errors.js';
 import type { Model } from '../model.js';
-import { evalChunks, loadEvalTokens } from './data.js';
+import { defaultContext, evalChunks, loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 
 export interface PerplexityOptions {
   /** A dataset name (wikitext2, c4, pg19; stories260k, token ids scored story by story) or a text file. */
   data: string;
-  /** Tokens per chunk (stories260k: each story is cut to this many). */
-  ctx: number;
+  /** Tokens per chunk (stories260k: each story is cut to this many); default: the model's context (defaultContext). */
+  ctx?: number;
   /** At most this many chunks (all when omitted). */
   chunks?: number;
   cache?: string;
@@ -46,8 +46,13 @@ export interface PerplexityResult {
  */
 export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult {
   const started = performance.now();
-  if (!Number.isInteger(o.ctx) || o.ctx < 2) throw new UsageError(`--ctx must be an integer ≥ 2, got ${o.ctx}`);
-  const chunks = evalChunks(loadEvalTokens(o.data, model.tokenizer), o.ctx, o.chunks, o.data);
+  const evalTokens = loadEvalTokens(o.data, model.tokenizer);
+  const ctx = o.ctx ?? defaultContext(o.data, model.config.maxContext);
+  if (!Number.isInteger(ctx) || ctx < 2) throw new UsageError(`--ctx must be an integer ≥ 2, got ${ctx}`);
+  if (ctx > model.config.maxContext && o.streaming !== true) {
+    throw new UsageError(`--ctx ${ctx} exceeds the model's context of ${model.config.maxContext}; give --ctx ${model.config.maxContext} or less (or --streaming with a fixed-budget cache)`);
+  }
+  const chunks = evalChunks(evalTokens, ctx, o.chunks, o.data);
   const mode = o.mode ?? 'chunked';
   const cache = o.cache ?? 'full';
   const streaming = o.streaming === true;
@@ -86,7 +91,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
     ppl: Math.exp(nll / tokens),
     tokens,
     chunks: chunks.length,
-    ctx: o.ctx,
+    ctx,
     mode,
     model: model.source,
     cache: session.cache.spec,

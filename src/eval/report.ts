@@ -26,41 +26,89 @@ export interface ReportTable {
   params: TaskParams;
   columns: ReportColumn[];
   rows: { cache: string; cells: ReportCell[] }[];
+  /** Footnotes shown under the table. */
+  notes: string[];
 }
+
+/** Marks per-token bytes and compression that old rows computed from the transient peak. */
+const FROM_PEAK = '†';
 
 /** The baseline the Δ columns compare against. */
 export const BASELINE = 'full';
 
 /**
- * Groups rows by (model fingerprint, task, parameters); in each group the last row of a cache spec
- * wins (a re-run supersedes), the full cache comes first and the others keep the order they ran in.
+ * Groups rows by (store, model fingerprint, task, parameters), so each store's plan gets its own plots
+ * (a store NAME-seedK holds another sampling seed of NAME's plan and joins it). In each group the last
+ * row of a (cache, seed) wins (a re-run supersedes); several seeds of a cache are averaged. The full
+ * cache comes first and the others keep the order they ran in.
  */
 export function buildTables(rows: readonly ResultRow[]): ReportTable[] {
-  return groupRows(rows).map(table);
+  return groupRows(rows).map((g) => table(g.rows));
 }
 
-function groupRows(rows: readonly ResultRow[]): ResultRow[][] {
+interface Group {
+  /** One row per cache (the mean over its seeds). */
+  rows: ResultRow[];
+  /** Every seed's row. */
+  seedRows: ResultRow[];
+}
+
+function groupRows(rows: readonly ResultRow[]): Group[] {
   const groups = new Map<string, ResultRow[]>();
   for (const row of rows) {
-    const id = `${row.model_fingerprint}\0${row.task}\0${canonicalParams(row.params)}`;
+    const id = `${storeFamily(row.store)}\0${row.model_fingerprint}\0${row.task}\0${canonicalParams(row.params)}`;
     const group = groups.get(id) ?? [];
-    const same = group.findIndex((r) => r.cache === row.cache);
+    const same = group.findIndex((r) => r.cache === row.cache && r.seed === row.seed);
     if (same >= 0) group[same] = row;
     else group.push(row);
     groups.set(id, group);
   }
-  return [...groups.values()].map((group) => [...group.filter((r) => r.cache === BASELINE), ...group.filter((r) => r.cache !== BASELINE)]);
+  return [...groups.values()].map((group) => {
+    const caches = [...new Set(group.map((r) => r.cache))];
+    const ordered = [...caches.filter((c) => c === BASELINE), ...caches.filter((c) => c !== BASELINE)];
+    return { rows: ordered.map((c) => meanOverSeeds(group.filter((r) => r.cache === c))), seedRows: group };
+  });
+}
+
+/** The store a row joins: its file name, less a `-seedK` suffix. */
+function storeFamily(store: string | undefined): string {
+  return store === undefined ? '' : store.replace(/\\/g, '/').split('/').pop()!.replace(/(-seed\d+)?\.jsonl$/, '');
+}
+
+/** One row standing for a cache's seeds: each metric averaged (one seed: the row itself). */
+function meanOverSeeds(rows: ResultRow[]): ResultRow {
+  if (rows.length === 1) return rows[0]!;
+  const metrics: Record<string, number> = {};
+  for (const k of new Set(rows.flatMap((r) => Object.keys(r.metrics)))) {
+    const vs = rows.map((r) => r.metrics[k]).filter((v): v is number => v !== undefined);
+    metrics[k] = vs.reduce((a, b) => a + b, 0) / vs.length;
+  }
+  return { ...rows.at(-1)!, metrics, seeds: rows.length };
+}
+
+/** A model by name: the folder of a Hugging Face model, the file name of a .gguf or .bin. */
+export function modelName(model: string): string {
+  return model.replace(/\\/g, '/').replace(/\/+$/, '').split('/').pop()!.replace(/\.(bin|gguf)$/, '');
 }
 
 function experimentTitle(r: ResultRow): string {
-  return `${r.model} · ${r.task} · ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(' ')}`;
+  const store = storeFamily(r.store);
+  return `${modelName(r.model)} · ${r.task} · ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(' ')}${store ? ` · ${store}` : ''}`;
+}
+
+/** Passkey/needle where even the full cache never answers: nothing to compare, said once instead of plotted. */
+function fullScoresZero(rows: readonly ResultRow[]): boolean {
+  const full = rows.find((r) => r.cache === BASELINE);
+  return (rows[0]!.task === 'passkey' || rows[0]!.task === 'needle') && full?.metrics.accuracy === 0;
 }
 
 /** The plots of one experiment: which ones depend on the task. */
-export function experimentPlots(rows: ResultRow[]): Plot[] {
+export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows): Plot[] {
   const first = rows[0]!;
-  const key = [first.model.split(/[\\/]/).pop()!.replace(/\.(bin|gguf)$/, ''), first.task, ...Object.values(first.params).map(String)].join('-');
-  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows };
+  const store = storeFamily(first.store);
+  const key = [modelName(first.model), first.task, ...Object.values(first.params).map(String), ...(store ? [store] : [])].join('-');
+  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows, seedRows };
+  if (fullScoresZero(rows)) return [];
   const plots: (Plot | undefined)[] = [];
   switch (first.task) {
     case 'ppl':
@@ -90,7 +138,7 @@ export interface ReportSection {
 
 /** Every experiment's table and plots, in the order of buildTables. */
 export function buildSections(rows: readonly ResultRow[]): ReportSection[] {
-  return groupRows(rows).map((group) => ({ table: table(group), plots: experimentPlots(group) }));
+  return groupRows(rows).map((group) => ({ table: table(group.rows), plots: experimentPlots(group.rows, group.seedRows) }));
 }
 
 /**
@@ -111,6 +159,7 @@ th, td { border: 1px solid #ddd; padding: 3px 7px; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
 td code { font-size: 0.95em; }
 nav li { margin: 2px 0; }
+p.note { font-size: 0.8em; color: #444; margin: 2px 0; }
 </style>`);
   out.push('</head>', '<body>', '<h1>kvpack results</h1>');
   if (sources.length) out.push(`<p>From ${sources.map((s) => `<code>${esc(s.file)}</code> (${s.rows} rows)`).join(', ')}.</p>`);
@@ -130,7 +179,7 @@ nav li { margin: 2px 0; }
       const cells = r.cells.map((c, j) => (j === 0 ? `<td><code>${esc(c.text)}</code></td>` : `<td class="${s.table.columns[j]?.align === 'right' ? 'r' : ''}">${esc(c.text)}</td>`));
       out.push(`<tr>${cells.join('')}</tr>`);
     }
-    out.push('</table>', '</section>');
+    out.push('</table>', ...s.table.notes.map((n) => `<p class="note">${esc(n)}</p>`), '</section>');
   });
   out.push('</body>', '</html>', '');
   return out.join('\n');
@@ -146,13 +195,23 @@ function table(rows: ResultRow[]): ReportTable {
     if (m.delta && base) columns.push({ header: `Δ% vs ${BASELINE}`, align: 'right' });
   }
   columns.push(
-    { header: 'KV bytes peak', align: 'right' },
+    { header: 'KV bytes held', align: 'right' },
     { header: 'bytes/token', align: 'right' },
     { header: 'compression ×', align: 'right' },
     { header: 'bits/value', align: 'right' },
+    { header: 'transient peak', align: 'right' },
   );
+  const notes = ['KV bytes held: the most the cache holds once compressed; transient peak: the step before eviction (a whole prompt before it is compressed).'];
+  if (fullScoresZero(rows)) {
+    notes.unshift(`The full cache already scores 0 on every length and depth: ${modelName(first.model)} cannot retrieve at these lengths, so no cache is compared (no plots).`);
+  }
+  const seeds = Math.max(...rows.map((r) => r.seeds ?? 1));
+  if (seeds > 1) notes.push(`Metrics of a cache run with ${seeds} sampling seeds are their mean.`);
+  if (rows.some((r) => r.memory.kv_bytes_held === undefined)) {
+    notes.push(`${FROM_PEAK} row written before held bytes were recorded: bytes/token and compression are from the transient peak; rerun it to refresh.`);
+  }
   return {
-    title: `${first.model} · ${first.task} · ${Object.entries(first.params).map(([k, v]) => `${k}=${v}`).join(' ')}`,
+    title: experimentTitle(first),
     model: first.model,
     model_fingerprint: first.model_fingerprint,
     task: first.task,
@@ -169,14 +228,17 @@ function table(rows: ResultRow[]): ReportTable {
           else cells.push(numberCell((100 * (v - b)) / b, (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)}%`));
         }
       }
+      const mark = r.memory.kv_bytes_held === undefined ? ` ${FROM_PEAK}` : '';
       cells.push(
-        numberCell(r.memory.kv_bytes_peak, formatBytes),
-        numberCell(r.memory.kv_bytes_per_token, formatBytes),
-        numberCell(r.memory.compression, (x) => `${x.toFixed(2)}×`),
+        numberCell(r.memory.kv_bytes_held, formatBytes),
+        numberCell(r.memory.kv_bytes_per_token, (x) => formatBytes(x) + mark),
+        numberCell(r.memory.compression, (x) => `${x.toFixed(2)}×${mark}`),
         numberCell(r.memory.bits_per_value, (x) => String(Number(x.toFixed(2)))),
+        numberCell(r.memory.kv_bytes_peak, formatBytes),
       );
       return { cache: r.cache, cells };
     }),
+    notes,
   };
 }
 
@@ -217,7 +279,7 @@ export function renderMarkdown(
       const cells = r.cells.map((c, i) => (i === 0 ? `\`${escape(c.text)}\`` : escape(c.text)));
       out.push(`| ${cells.join(' | ')} |`);
     }
-    out.push('');
+    out.push('', ...t.notes.flatMap((n) => [escape(n), '']));
   }
   return out.join('\n');
 }

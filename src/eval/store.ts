@@ -27,6 +27,10 @@ export interface ResultRow {
   versions: { kvpack: string; node: string };
   /** ISO 8601. */
   finished_at: string;
+  /** The store file it was read from (set by the report; never written). */
+  store?: string;
+  /** How many seeds' rows this row averages (set by the report; never written). */
+  seeds?: number;
 }
 
 /** A store line that is not a result row (a hand edit, two writers interleaving). */

@@ -12,8 +12,9 @@ import { applyDefaults, findIssue, int, param, text } from '../util/schema.js';
 
 /**
  * A sweep: every (model × cache spec × task) of a plan, one row each, stored as it finishes so an
- * interrupted sweep resumes where it stopped. Paths in a plan (models, store, data files) are
- * relative to the working directory, like the command line's.
+ * interrupted sweep resumes where it stopped. Paths in a plan file (models, store, data files) are
+ * relative to the plan's folder, so a plan runs the same from any directory; without a "store" it
+ * writes NAME.jsonl beside itself.
  */
 export interface SweepPlan {
   name: string;
@@ -119,10 +120,11 @@ export function loadPlan(file: string): SweepPlan {
   } catch (e) {
     throw new UsageError(`${file}: not valid JSON (${(e as Error).message})`);
   }
-  return parsePlan(value, file);
+  return parsePlan(value, file, path.dirname(file));
 }
 
-export function parsePlan(value: unknown, source = 'plan'): SweepPlan {
+/** `value` checked as a plan; relative paths in it are taken from `base` (the plan file's folder), or the working directory. */
+export function parsePlan(value: unknown, source = 'plan', base?: string): SweepPlan {
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new UsageError(`${source}: a sweep plan is a JSON object`);
   const given = value as Record<string, unknown>;
   const issue = findIssue(PLAN_PARAMS, given);
@@ -132,11 +134,28 @@ export function parsePlan(value: unknown, source = 'plan'): SweepPlan {
   const o = applyDefaults(PLAN_PARAMS, given);
   const name = o.name ?? path.basename(source).replace(/\.json$/, '');
   if (!WORD.test(name)) throw new UsageError(`${source}: "name" must be a word (letters, digits, - _ .); name the plan file so, or give "name"`);
-  const plan: SweepPlan = { name, store: o.store ?? `results/${name}.jsonl`, models: o.models, caches: o.caches, vars: o.vars, tasks: o.tasks, seed: o.seed, source };
+  const from = (p: string): string => (base === undefined ? p : fromPlan(base, p));
+  const plan: SweepPlan = {
+    name,
+    store: o.store !== undefined ? from(o.store) : base !== undefined ? path.join(base, `${name}.jsonl`) : `results/${name}.jsonl`,
+    models: o.models.map((m) => (base !== undefined && fs.existsSync(path.resolve(base, m)) ? from(m) : m)), // else a repo id
+    caches: o.caches,
+    vars: o.vars,
+    tasks: o.tasks.map((t) => (base !== undefined && typeof t.data === 'string' && fs.existsSync(path.resolve(base, t.data)) ? { ...t, data: from(t.data) } : t)),
+    seed: o.seed,
+    source,
+  };
   // Fail fast: a typo in the last spec should not surface hours into a sweep.
   expandCaches(plan);
   plan.tasks.forEach((t, i) => resolveTask(t, `${source}: tasks[${i}]`));
   return plan;
+}
+
+/** A path written in a plan in `base`, as the working directory reaches it (relative when it can be, for readable rows). */
+function fromPlan(base: string, p: string): string {
+  if (path.isAbsolute(p)) return p;
+  const relative = path.relative(process.cwd(), path.resolve(base, p));
+  return relative === '' ? '.' : relative;
 }
 
 /**

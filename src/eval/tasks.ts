@@ -63,10 +63,10 @@ function task<P extends TaskSchema>(t: Task<P>): Task<P> {
 }
 
 /** Tokens a row scores over its chunks (undefined when a text set's chunk count is left open). */
-function scoredTokens(p: { data: string; ctx: number; chunks?: number }): number | undefined {
+function scoredTokens(p: { data: string; ctx?: number; chunks?: number }): number | undefined {
   const docs = loadTokenDocuments(p.data);
-  if (docs) return evalChunks({ kind: 'documents', docs }, p.ctx, p.chunks).reduce((n, c) => n + c.length, 0);
-  return p.chunks === undefined ? undefined : p.chunks * p.ctx;
+  if (docs) return evalChunks({ kind: 'documents', docs }, p.ctx ?? Infinity, p.chunks).reduce((n, c) => n + c.length, 0);
+  return p.chunks === undefined || p.ctx === undefined ? undefined : p.chunks * p.ctx;
 }
 
 const DATA_DOC = `${[...DATASETS, ...TOKEN_DATASETS].join(', ')} or a text file`;
@@ -75,7 +75,7 @@ const MODES = ['chunked', 'decode'] as const;
 /** The ppl task's parameters; `kvpack ppl` reads its options through them too. */
 export const PPL_PARAMS = {
   data: text({ doc: DATA_DOC }),
-  ctx: int({ min: 2, default: 2048, doc: 'tokens per chunk (stories260k: each story cut to this many)' }),
+  ctx: int({ min: 2, optional: true, doc: "tokens per chunk (default: the model's context; stories260k: each story cut to this many, default its longest)" }),
   chunks: int({ min: 1, optional: true, doc: 'at most this many chunks (all when omitted)' }),
   mode: oneOf(MODES, { default: 'chunked', doc: 'decode feeds one token at a time' }),
   // optional, so rows stored before these existed keep their keys
@@ -111,13 +111,14 @@ const fidelityTask = task({
   doc: 'KL(full ‖ cache) of next-token distributions and top-1 agreement with the full cache on the same chunks',
   params: {
     data: text({ default: 'wikitext2', doc: DATA_DOC }),
-    ctx: int({ min: 2, default: 1024, doc: 'tokens per chunk' }),
+    ctx: int({ min: 2, optional: true, doc: "tokens per chunk (default: the model's context; a token set: its longest document)" }),
     chunks: int({ min: 1, default: 1, doc: 'chunks compared' }),
     mode: oneOf(MODES, { default: 'decode', doc: 'decode (default) feeds one token at a time, so eviction acts as in generation' }),
   },
   usesSeed: false,
   units(p) {
-    return 2 * scoredTokens(p)!; // the full cache's run, then the candidate's
+    const n = scoredTokens(p);
+    return n === undefined ? undefined : 2 * n; // the full cache's run, then the candidate's
   },
   check(p) {
     checkEvalData(p.data);

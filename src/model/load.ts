@@ -25,7 +25,10 @@ export async function loadCheckpoint(file: string, options: LoadOptions = {}): P
     const code = (e as NodeJS.ErrnoException).code;
     throw new ModelFormatError(file, code === 'ENOENT' ? 'no such file or directory' : `cannot be read (${(e as Error).message})`);
   }
-  if (isDir) return loadHfDir(file, options);
+  if (isDir) {
+    await checkHfDir(file);
+    return loadHfDir(file, options);
+  }
   const base = path.basename(file);
   if (base === 'config.json' || base.endsWith('.safetensors') || base === 'model.safetensors.index.json') {
     return loadHfDir(path.dirname(file), options);
@@ -38,6 +41,18 @@ export async function loadCheckpoint(file: string, options: LoadOptions = {}): P
   throw new UnsupportedModelError(
     file,
     'cannot tell the checkpoint format: expected a Hugging Face model directory, a .gguf file or a llama2.c .bin file',
+  );
+}
+
+/** A folder without config.json that holds a .gguf or .bin: name the files to pass instead. */
+async function checkHfDir(dir: string): Promise<void> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  if (names.includes('config.json')) return;
+  const checkpoints = names.filter((n) => n.endsWith('.gguf') || (n.endsWith('.bin') && !/^tok.*\.bin$|^tokenizer\.bin$/.test(n)));
+  if (checkpoints.length === 0) return; // loadHfDir reports the missing config.json
+  throw new ModelFormatError(
+    dir,
+    `no config.json, so not a Hugging Face model directory; it holds ${checkpoints.join(', ')}: pass that file as the model (--model ${path.join(dir, checkpoints[0]!)})`,
   );
 }
 

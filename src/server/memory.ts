@@ -40,7 +40,7 @@ export function policyBytesPerSlot(model: Model, spec: string): number {
   try {
     session.feed([0, 0]);
     const slots = session.cache.layerLengths().reduce((a: number, b: number) => a + b, 0) * model.config.numKvHeads;
-    return session.cache.policy.bytes() / slots;
+    return session.cache.policy.bytes(session.cache.layerLengths()) / slots;
   } finally {
     session.dispose();
   }

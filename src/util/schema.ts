@@ -17,6 +17,10 @@ export interface Param<T = ParamValue> {
   default?: T;
   /** May be left out with no default; the consumer decides what that means. */
   optional?: true;
+  /** A list gives one value per layer, so its length must be the model's layer count. */
+  perLayer?: true;
+  /** A number of tokens (or a fraction of the prompt): bounded by the model's context, written without a decimal point. */
+  tokens?: true;
   doc: string;
   /** Carries T for inference; never set. */
   readonly __type?: T;
@@ -36,6 +40,8 @@ interface Options<T> {
   doc: string;
   default?: T;
   optional?: true;
+  perLayer?: true;
+  tokens?: true;
 }
 
 /** The param with its `optional` flag kept in the type (so `Infer` knows what may be absent). */

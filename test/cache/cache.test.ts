@@ -16,7 +16,7 @@ describe('KV cache with eviction (stories260K)', () => {
 
   it('full gives the same log-probabilities, bit for bit, as a policy whose budget is never reached', () => {
     const full = model.session({ cache: 'full' }).score(ids, { mode: 'decode' });
-    const roomy = model.session({ cache: 'h2o(budget=100000)' }).score(ids, { mode: 'decode' });
+    const roomy = model.session({ cache: 'h2o(budget=512)' }).score(ids, { mode: 'decode' });
     expect(Array.from(roomy)).toEqual(Array.from(full));
   });
 
@@ -88,12 +88,29 @@ describe('KV cache with eviction (stories260K)', () => {
   });
 
   it('a policy that evicts stores each slot\'s position (4 bytes) beside its own state', () => {
-    const session = model.session({ cache: 'h2o(budget=100000)' });
+    const session = model.session({ cache: 'h2o(budget=512)' });
     session.feed(ids.slice(0, 50));
     const c = model.config;
     // keys and values in f32, the position, and H2O's accumulated attention (one f32)
     expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4 + 4));
   });
+
+  it.each(['h2o(budget=16)', 'snapkv(budget=16)+fp16', 'qhitter(budget=16,default=4,recent=4)'])(
+    '%s holds, once a long prompt is compressed, exactly what it holds when fed only as many tokens as it kept',
+    (spec) => {
+      const evicted = model.session({ cache: spec });
+      evicted.feed(ids.slice(0, 200));
+      const kept = evicted.cache.length;
+      expect(kept).toBeLessThanOrEqual(16);
+      const fitting = model.session({ cache: spec });
+      fitting.feed(ids.slice(0, kept));
+      expect(evicted.cache.layerLengths()).toEqual(fitting.cache.layerLengths());
+      // the policy's per-slot state counts the held slots, not the 200 it saw
+      expect(evicted.cache.bytes()).toBe(fitting.cache.bytes());
+      expect(evicted.cache.heldBytes()).toBe(fitting.cache.heldBytes());
+      expect(evicted.cache.peakBytes()).toBeGreaterThan(5 * evicted.cache.heldBytes());
+    },
+  );
 });
 
 describe('KV bytes per token (ref-6m)', () => {

@@ -28,6 +28,26 @@ describe('cache spec grammar', () => {
     expect(printSpec(parseSpec('fp16'))).toBe('full+fp16');
   });
 
+  it('keeps an explicit codec in the canonical form, unless it is the one the policy stores with anyway', () => {
+    expect(printSpec(parseSpec('qhitter(budget=0.2)+fp32'))).toBe('qhitter(budget=0.2)+fp32');
+    expect(printSpec(parseSpec('qhitter(budget=0.2)'))).toBe('qhitter(budget=0.2)');
+    expect(parseSpec('qhitter(budget=0.2,bits=2)').codec).toEqual({ name: 'int', params: { bits: 2, axis: 'token', group: 64 } });
+    expect(printSpec(parseSpec('qhitter(bits=2)+int(bits=2,axis=token,group=64)'))).toBe('qhitter(bits=2)');
+  });
+
+  it.each(['h2o(budget=1.0)', 'window(sinks=4,recent=1.0)', 'h2o(budget=[0.5,1.0])', 'h2o(budget=2.0)'])(
+    '%s (a count written as a decimal: one token or the whole prompt?) is refused as ambiguous',
+    (text) => {
+      expect(() => parseSpec(text)).toThrow(UsageError);
+      expect(() => parseSpec(text)).toThrow(/is ambiguous: a token count is written as an integer/);
+    },
+  );
+
+  it('budget=1 is one token; alpha=1.0 is no token count and stays allowed', () => {
+    expect(printSpec(parseSpec('h2o(budget=1)'))).toBe('h2o(budget=1)');
+    expect(printSpec(parseSpec('qhitter(budget=0.2,alpha=1.0)'))).toBe('qhitter(budget=0.2,alpha=1)');
+  });
+
   it.each([
     ['bogus(budget=3)', /unknown name "bogus".*policies: full, window, h2o/],
     ['h2o(budget=0.2,recnt=3)', /h2o has no parameter "recnt"; allowed: budget, schedule, recent/],

@@ -42,6 +42,18 @@ describe('the HTML report in headless Chromium', () => {
             paths: [...el.querySelectorAll('path.series')].map((p) => ({ d: p.getAttribute('d') ?? '', length: (p as SVGPathElement).getTotalLength() })),
             cells: el.querySelectorAll('rect.cell').length,
             bars: [...el.querySelectorAll('rect.bar')].map((b) => (b as SVGRectElement).getBBox().height),
+            // what the eye sees: each legend swatch's drawn colour and dash, and each line's
+            legend: [...el.querySelectorAll('.legend-item')].map((g) => {
+              const mark = g.querySelector('line, rect')!;
+              const style = getComputedStyle(mark);
+              return `${mark.tagName === 'line' ? style.stroke : style.fill} ${style.strokeDasharray}`;
+            }),
+            lines: [...el.querySelectorAll('path.series')].map((p) => `${getComputedStyle(p).stroke} ${getComputedStyle(p).strokeDasharray}`),
+            // nothing drawn outside the picture (cut-off legends and labels)
+            overflow: [...el.querySelectorAll('text')].some((t) => {
+              const r = t.getBoundingClientRect();
+              return r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1;
+            }),
           };
         }),
       );
@@ -55,6 +67,11 @@ describe('the HTML report in headless Chromium', () => {
           expect(s.paths.some((p) => p.length > 10), s.id).toBe(true); // lines, not only single points
         }
         if (s.id.startsWith('heatmap')) expect(s.cells, s.id).toBe(7 * 6);
+        // every plot has a legend, and no two entries look alike; every line is drawn as its entry shows it
+        expect(s.legend.length, s.id).toBeGreaterThan(0);
+        expect(new Set(s.legend).size, `${s.id}: ${s.legend.join(' | ')}`).toBe(s.legend.length);
+        if (s.lines.length) expect(s.lines, s.id).toEqual(s.legend);
+        expect(s.overflow, `${s.id}: text outside the plot`).toBe(false);
         if (s.id.startsWith('rouge')) {
           expect(s.bars, s.id).toHaveLength(21);
           expect(s.bars.every((h) => h > 0), s.id).toBe(true);

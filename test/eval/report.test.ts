@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { budgetFraction, family } from '../../src/eval/plots.js';
+import { budgetFraction, family, seriesStyles } from '../../src/eval/plots.js';
 import { buildSections, renderHtml, renderMarkdown } from '../../src/eval/report.js';
 import { cellMetric, readGrid } from '../../src/eval/retrieval.js';
 import { fixtureRows } from './report-fixture.js';
@@ -7,9 +7,12 @@ import { fixtureRows } from './report-fixture.js';
 describe('report plots', () => {
   it('names families and budgets from cache specs', () => {
     expect(family('h2o(budget=0.2)+fp16')).toBe('h2o+fp16');
-    expect(family('h2o(budget=0.2)')).toBe('h2o+fp32');
-    expect(family('full+fp16')).toBe('full+float');
+    expect(family('h2o(budget=0.2)')).toBe('h2o');
+    expect(family('full+fp16')).toBe('full, full+fp16');
     expect(family('full+int(bits=4)')).toBe('full+int');
+    // a qhitter with no codec stores its own int codec; one with +fp32 stores f32
+    expect(family('qhitter(budget=0.2,bits=4)')).toBe('qhitter');
+    expect(family('qhitter(budget=0.2)+fp32')).toBe('qhitter+fp32');
     expect(budgetFraction('tova(budget=0.1)+fp16')).toBe(0.1);
     expect(budgetFraction('window(sinks=4,recent=0.2)')).toBe(0.2);
     expect(budgetFraction('h2o(budget=512)')).toBeUndefined();
@@ -34,11 +37,57 @@ describe('report plots', () => {
     expect(new Set(ids).size).toBe(ids.length);
     const pareto = sections[0]!.plots.find((p) => p.id.startsWith('pareto'))!;
     const series = [...pareto.svg.matchAll(/data-series="([^"]+)" d="([^"]+)"/g)].map((m) => [m[1], m[2]!.split(/[ML]/).length - 1]);
-    expect(series).toEqual([['full+float', 2], ['h2o+fp16', 3], ['window+fp16', 2]]);
+    expect(series).toEqual([['full, full+fp16', 2], ['h2o+fp16', 3], ['window+fp16', 2]]);
     const heat = sections[2]!.plots[0]!;
     expect(heat.svg.match(/class="cell"/g)).toHaveLength(7 * 6);
     const bars = sections[4]!.plots[0]!;
     expect(bars.svg.match(/class="bar"/g)).toHaveLength(7 * 3);
+  });
+
+  it('gives every series its own colour and dash, even two codecs of one policy', () => {
+    const styles = seriesStyles(['window', 'window+fp16', 'h2o', 'h2o+fp16', 'h2o+int', 'full, full+fp16', 'random', 'random']);
+    const keys = styles.map((s) => `${s.color} ${s.dash}`);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(new Set(styles.slice(0, 7).map((s) => s.color)).size).toBe(7); // colours too, while the palette lasts
+    expect(styles[0]!.dash).not.toBe(styles[1]!.dash); // fp32 solid, fp16 dashed
+    expect(styles[5]!.dash).toBe(''); // the full cache in f32 and f16: one solid line
+  });
+
+  it('clips a baseline far off the scale and says so; accuracy runs from 0 to 1; ticks read 10K, not 1.0e+4', () => {
+    const rows = fixtureRows().filter((r) => r.task === 'ppl');
+    rows.push({ ...rows[3]!, cache: 'random(budget=0.2)+fp16', key: 'r', metrics: { ppl: 250000, tokens: 2047, chunks: 1 } });
+    const [section] = buildSections(rows);
+    const pareto = section!.plots.find((p) => p.id.startsWith('pareto'))!;
+    expect(pareto.caption).toContain('Off the scale');
+    expect(pareto.caption).toContain('random(budget=0.2)+fp16 (250K)');
+    expect(pareto.svg).toContain('class="clipped"');
+    expect(pareto.svg).not.toMatch(/e\+\d/);
+    const passkey = buildSections(fixtureRows())[2]!.plots.find((p) => p.id.startsWith('budget'))!;
+    const yTicks = [...passkey.svg.matchAll(/text-anchor="end" fill="#333">([^<]+)</g)].map((m) => Number(m[1]));
+    expect(Math.min(...yTicks)).toBe(0);
+    expect(Math.max(...yTicks)).toBe(1);
+  });
+
+  it('says once that the full cache scores 0 on passkey instead of drawing a panel per cache', () => {
+    const rows = fixtureRows().filter((r) => r.task === 'passkey').map((r) => ({ ...r, metrics: Object.fromEntries(Object.keys(r.metrics).map((k) => [k, k === 'trials' ? 2 : 0])) }));
+    const [section] = buildSections(rows);
+    expect(section!.plots).toHaveLength(0);
+    expect(section!.table.notes.join(' ')).toContain('The full cache already scores 0');
+  });
+
+  it('draws ROUGE error bars from several seeds, full labels, and one experiment per store named by model', () => {
+    const xsum = fixtureRows().filter((r) => r.task === 'xsum');
+    const seed1 = xsum.map((r) => ({ ...r, seed: 1, store: 'results/q-seed1.jsonl', metrics: { ...r.metrics, rouge1: r.metrics.rouge1! + 0.02 } }));
+    const other = xsum.map((r) => ({ ...r, store: 'results/other.jsonl' }));
+    const sections = buildSections([...xsum.map((r) => ({ ...r, store: 'results/q.jsonl' })), ...seed1, ...other]);
+    expect(sections).toHaveLength(2); // q and q-seed1 together, other apart
+    expect(sections[0]!.table.title).toBe('ref-6m · xsum · items=10 stemmer=porter · q');
+    const bars = sections[0]!.plots.find((p) => p.id.startsWith('rouge'))!;
+    expect(bars.svg.match(/class="error-bar"/g)).toHaveLength(7 * 3);
+    expect(bars.caption).toContain('mean over 2 sampling seeds');
+    expect(bars.svg).not.toContain('…');
+    expect(sections[0]!.table.rows.find((r) => r.cache === 'full')!.cells[1]!.value).toBeCloseTo(0.11, 10);
+    expect(sections[1]!.plots[0]!.svg).not.toContain('error-bar');
   });
 
   it('renders a self-contained page and Markdown with image links', () => {

@@ -111,7 +111,7 @@ describe('a sweep on stories260K', () => {
 
     // The report has one table with both specs, and the Δ against full.
     const md = renderMarkdown(buildTables(rows));
-    expect(md).toContain('| cache | ppl | Δ% vs full | KV bytes peak | bytes/token | compression × | bits/value |');
+    expect(md).toContain('| cache | ppl | Δ% vs full | KV bytes held | bytes/token | compression × | bits/value | transient peak |');
     expect(md).toContain('| `full` |');
     expect(md).toContain('| `window(sinks=4,recent=0.25)` |');
     expect(md.match(/^## /gm)).toHaveLength(1);

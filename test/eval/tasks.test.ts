@@ -64,6 +64,14 @@ describe('eval tasks on stories260K', () => {
     await expect(passkey(model, { cache: 'full', lengths: [600], depths: [0], trials: 1, seed: 1 })).rejects.toThrow(/exceeds the model's context of 512/);
   });
 
+  it('passkey reports what the cache holds after the prompt is compressed, and the transient peak apart', async () => {
+    const r = await passkey(model, { cache: 'window(sinks=4,recent=0.2)', lengths: [300], depths: [50], trials: 1, seed: 1 });
+    const m = r.memory;
+    // the prompt is in the cache whole for one step (the peak); then 4 sinks + a fifth of it stay
+    expect(m.compression).toBeGreaterThan(3);
+    expect(m.kv_bytes_held!).toBeLessThan(m.kv_bytes_peak / 3);
+  });
+
   it('xsum: generates with the item settings and scores ROUGE in [0, 1], skipping prompts too long for the context', async () => {
     const summaries: string[] = [];
     const r = await xsum(model, { cache: 'full', items: 1, seed: 0, onSummary: (_, s) => summaries.push(s) });
@@ -79,7 +87,8 @@ describe('task parameters', () => {
     expect(parseIntList('256, 512,1024', 'lengths', 16)).toEqual([256, 512, 1024]);
     expect(() => resolveTask({ task: 'passkey', depths: '0,150' }, 'plan')).toThrow(/depths must be a comma-separated list of integers in \[0, 100\]/);
     expect(() => resolveTask({ task: 'needle', lengths: '512,,1024' }, 'plan')).toThrow(/lengths/);
-    expect(resolveTask({ task: 'fidelity' }, 'plan').params).toEqual({ data: 'wikitext2', ctx: 1024, chunks: 1, mode: 'decode' });
+    expect(resolveTask({ task: 'fidelity' }, 'plan').params).toEqual({ data: 'wikitext2', chunks: 1, mode: 'decode' }); // ctx: the model's context, known once it loads
+    expect(resolveTask({ task: 'fidelity', ctx: 256 }, 'plan').params).toEqual({ data: 'wikitext2', ctx: 256, chunks: 1, mode: 'decode' });
     expect(resolveTask({ task: 'xsum', items: 5 }, 'plan').params).toEqual({ items: 5, stemmer: 'porter' });
   });
 

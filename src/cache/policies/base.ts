@@ -1,4 +1,5 @@
 import { budgetOfLayer, LayerBudgets, resolveCount, type Budget, type Schedule } from '../budget.js';
+import { warnOnce } from '../../util/warn.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
 import { selectFirst, type Order } from '../../util/select.js';
 
@@ -58,6 +59,11 @@ export class SlotArrays<T extends Numbers> {
  * What most policies share: a budget per layer, an optional recent window that is never evicted,
  * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
  */
+/** Fewer tokens than this per KV head, resolved from a fraction, earn a warning. */
+const MIN_USEFUL_BUDGET = 4;
+
+const isFraction = (b: Budget | undefined) => b !== undefined && (typeof b === 'number' ? b < 1 : b.some((x) => x < 1));
+
 /** What every budgeted policy reads from its spec. */
 export interface BudgetParams {
   budget: Budget;
@@ -71,13 +77,10 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   abstract readonly needsReceived: boolean;
   protected readonly budgets: LayerBudgets;
   protected promptLength = 0;
-  /** Live slots per layer as the cache last reported them (for bytes()). */
-  protected live: number[];
   protected readonly states: SlotArrays<Numbers>[] = [];
 
   constructor(protected readonly params: P, protected readonly shape: PolicyShape) {
     this.budgets = LayerBudgets.from(params, shape.numLayers);
-    this.live = new Array<number>(shape.numLayers).fill(0);
   }
 
   protected track<T extends Numbers>(arrays: SlotArrays<T>): SlotArrays<T> {
@@ -96,6 +99,20 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   setPromptLength(tokens: number): void {
     this.promptLength = tokens;
     this.budgets.setPromptLength(tokens);
+    this.warnIfTiny(tokens);
+  }
+
+  /** A fraction of a short prompt can resolve to a token or two, which silently degenerates. */
+  private warnIfTiny(tokens: number): void {
+    if (!isFraction(this.params.budget) && !isFraction(this.params.recent)) return;
+    let least = Infinity;
+    for (let l = 0; l < this.shape.numLayers; l++) least = Math.min(least, this.budget(l));
+    if (least >= MIN_USEFUL_BUDGET || least >= tokens) return;
+    warnOnce(
+      'tiny-budget',
+      `a budget given as a fraction of the prompt keeps ${least} token${least === 1 ? '' : 's'} per KV head of a ${tokens}-token prompt; ` +
+        'give a token count (e.g. budget=64) or a longer prompt',
+    );
   }
 
   /** The `recent` parameter in tokens (a count or a fraction of the prompt length); 0 when absent. */
@@ -116,7 +133,6 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   }
 
   observe(stats: AttentionStats): void {
-    this.live[stats.layer] = stats.length;
     this.update(stats);
   }
 
@@ -143,9 +159,9 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
     for (const s of this.states) s.move(layer, head, from, to);
   }
 
-  bytes(): number {
+  bytes(lengths: readonly number[]): number {
     const perSlot = this.states.reduce((sum, s) => sum + s.bytesPerSlot, 0);
-    const slots = this.live.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
+    const slots = lengths.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
     return perSlot * slots;
   }
 
@@ -155,7 +171,6 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
 
   reset(): void {
     for (const s of this.states) s.reset();
-    this.live.fill(0);
   }
 }
 

@@ -32,7 +32,7 @@ import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
  *   to budget − default − recent, so qhitter(budget=0.2) keeps as many tokens as h2o(budget=0.2).
  * - Ties go to the older token (torch.topk leaves them unspecified); a flat min-max (max = min)
  *   gives 0 instead of NaN.
- * - `alpha` may be a list per layer (the last entry repeats for deeper layers).
+ * - `alpha` may be a list with one entry per layer.
  * Decode-time eviction is as released: after each generated token the layer holds budget + 1
  * and one token goes, chosen by the same three stages.
  */
@@ -100,7 +100,7 @@ const PARAMS = {
   default: budget({ default: 0.07, doc: 'heavy hitters picked by accumulated attention alone' }),
   heavy: optional(budget({ doc: 'heavy hitters picked by the combined score (default budget − default − recent)' })),
   recent: budget({ default: 0.05, doc: 'newest tokens always kept' }),
-  alpha: numbers({ min: 0, max: 1, default: 0.5, doc: 'weight of attention against quantization friendliness, or a list per layer' }),
+  alpha: numbers({ min: 0, max: 1, default: 0.5, perLayer: true, doc: 'weight of attention against quantization friendliness, or a list per layer' }),
   bits: oneOf([2, 3, 4, 8], { default: 4, doc: 'bits of the friendliness measure and of the default int codec' }),
 };
 type Params = Infer<typeof PARAMS>;

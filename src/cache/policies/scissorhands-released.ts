@@ -36,7 +36,6 @@ export class ScissorhandsReleased implements MaskingPolicy {
   private readonly thresholds: Float64Array[];
   private readonly ringBytes: number;
   private capacity: number;
-  private live: number[];
   private kept = 0;
   private seenTotal = 0;
 
@@ -52,7 +51,6 @@ export class ScissorhandsReleased implements MaskingPolicy {
     this.steps = new Int32Array(shape.numLayers);
     this.thresholds = Array.from({ length: shape.numLayers }, () => new Float64Array(0));
     this.capacity = shape.capacity;
-    this.live = new Array<number>(shape.numLayers).fill(0);
   }
 
   budget(): number {
@@ -129,7 +127,6 @@ export class ScissorhandsReleased implements MaskingPolicy {
 
   /** One query at a time (n = 1): its masked probabilities above its row threshold count for the slots. */
   observe(stats: AttentionStats): void {
-    this.live[stats.layer] = stats.length;
     if (!this.compressed(stats.layer)) return;
     const numHeads = this.shape.numKvHeads * stats.group;
     const { bits, counts } = this.state(numHeads);
@@ -166,12 +163,12 @@ export class ScissorhandsReleased implements MaskingPolicy {
     return { keep_ratio: this.seenTotal ? this.kept / this.seenTotal : 1 };
   }
 
-  bytes(): number {
+  bytes(lengths: readonly number[]): number {
     if (!this.bits || !this.counts) return 0;
     const numHeads = this.bits.data.length / this.shape.numLayers;
     const perSlot = this.bits.bytesPerSlot + this.counts.bytesPerSlot;
     let slots = 0;
-    for (let l = 0; l < this.shape.numLayers; l++) if (this.compressed(l)) slots += this.live[l]!;
+    for (let l = 0; l < this.shape.numLayers; l++) if (this.compressed(l)) slots += lengths[l]!;
     return slots * numHeads * perSlot;
   }
 
@@ -184,7 +181,6 @@ export class ScissorhandsReleased implements MaskingPolicy {
   reset(): void {
     this.bits?.reset();
     this.counts?.reset();
-    this.steps.fill(0);
-    this.live.fill(0); // kept/seenTotal go on: stats() describes the whole run, all chunks
+    this.steps.fill(0); // kept/seenTotal go on: stats() describes the whole run, all chunks
   }
 }
