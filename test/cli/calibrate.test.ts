@@ -30,7 +30,7 @@ describe('kvpack calibrate', () => {
     [['--model', STORIES_BIN, '--bits', '5', '--out', 'x'], '--bits takes a list of 2, 3 and 4'],
   ])('refuses %j with a clear message', (args, message) => {
     const r = kvpack(...args);
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(2); // a usage error (src/cli/main.ts EXIT.usage)
     expect(r.stderr).toContain(message);
     expect(r.stderr).not.toMatch(/^\s+at /m);
   });
