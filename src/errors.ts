@@ -32,7 +32,7 @@ export class UsageError extends KvpackError {
 
 /** A request that does not fit: more tokens than the context allows, and so on. */
 export class LimitError extends KvpackError {
-  override readonly name = 'LimitError';
+  override readonly name: string = 'LimitError';
 }
 
 /** A forward pass whose numbers stopped being finite (the weights are checked at load: activations overflowed). */
@@ -43,6 +43,14 @@ export class NumericError extends KvpackError {
 /** A download that failed (network, HTTP status, size mismatch). */
 export class DownloadError extends KvpackError {
   override readonly name = 'DownloadError';
+}
+
+/** A model and cache that would need more memory than there is: refused before anything is read or allocated. */
+export class MemoryPlanError extends LimitError {
+  override readonly name = 'MemoryPlanError';
+  constructor(message: string, readonly neededBytes: number, readonly availableBytes: number, readonly longestContext: number) {
+    super(message);
+  }
 }
 
 /** A calibration file that cannot be read, or that belongs to another model. */
@@ -56,6 +64,14 @@ export class CalibrationError extends KvpackError {
 export class RequestError extends KvpackError {
   override readonly name = 'RequestError';
   constructor(message: string, readonly status: number, readonly code: string, readonly param: string | null = null) {
+    super(message);
+  }
+}
+
+/** A cache that would hold more than its session's `maxKvBytes` and whose policy cannot evict. */
+export class KvLimitError extends LimitError {
+  override readonly name = 'KvLimitError';
+  constructor(message: string, readonly limitBytes: number, readonly neededBytes: number) {
     super(message);
   }
 }

@@ -9,12 +9,23 @@ import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { modelIdentity, modelName } from './model/identity.js';
-import { loadCheckpoint } from './model/load.js';
-import { uploadWeights, type Weights } from './model/weights.js';
+import { loadCheckpoint, readModelHeader } from './model/load.js';
+import { dtypeBytes } from './model/tensor.js';
+import { checkPlan, planMemory } from './model/plan.js';
+import { uploadLayers, uploadWeights, type WeightGroup, type Weights } from './model/weights.js';
+import { UsageError } from './errors.js';
 
 export interface LoadOptions extends KernelOptions {
   /** A tokenizer file to use instead of the one found beside the model (llama2.c checkpoints). */
   tokenizer?: string;
+  /**
+   * The memory plan checked before any weight is read: the context its sessions will reach (default:
+   * the first cache allocation, min(trained context, 1024)) with this cache spec (default full).
+   */
+  context?: number;
+  cache?: string;
+  /** Layers per WebAssembly memory (default: as many as the plan fits in 4 GiB); smaller splits the model over more memories. */
+  layersPerMemory?: number;
 }
 
 /** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
@@ -51,19 +62,31 @@ export class Model {
     readonly tokenizer: Tokenizer,
     readonly kernels: Kernels,
     readonly weights: Weights,
+    readonly groups: readonly WeightGroup[],
     private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
   ) {}
 
   private identityCache?: ModelIdentity;
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
+    const header = await readModelHeader(modelPath);
+    const context = options.context ?? Math.min(header.config.maxContext, 1024);
+    const plan = planMemory(header, { context, cache: options.cache, threads: options.threads });
+    checkPlan(plan);
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
-    return Model.fromCheckpoint(ckpt, options);
+    return Model.fromCheckpoint(ckpt, { ...options, layersPerMemory: options.layersPerMemory ?? plan.layersPerMemory });
   }
 
-  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions = {}): Promise<Model> {
+  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions & { layersPerMemory?: number } = {}): Promise<Model> {
+    const c = ckpt.config;
+    const perMemory = options.layersPerMemory ?? c.numLayers;
+    if (!Number.isInteger(perMemory) || perMemory < 1) throw new UsageError(`layersPerMemory must be a positive integer, got ${perMemory}`);
     const kernels = await createKernels(options);
-    const weights = uploadWeights(kernels, ckpt.config, ckpt);
+    const weights = uploadWeights(kernels, c, ckpt, Math.min(perMemory, c.numLayers));
+    const groups: WeightGroup[] = [{ kernels, from: 0, to: weights.layers.length, layers: weights.layers, bytes: weights.bytes }];
+    for (let from = perMemory; from < c.numLayers; from += perMemory) {
+      groups.push(uploadLayers(await createKernels(options), c, ckpt, from, Math.min(from + perMemory, c.numLayers)));
+    }
     let parameters = 0;
     let bytes = 0;
     const dtypes: Record<string, number> = {};
@@ -71,16 +94,16 @@ export class Model {
     for (const t of ckpt.tensors.values()) {
       const count = t.shape.reduce((a, b) => a * b, 1);
       parameters += count;
-      bytes += t.data.byteLength;
+      bytes += dtypeBytes(t.dtype, count); // not t.data: a large GGUF reads each tensor again on access
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
       tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, { parameters, dtypes, tensorTypes, bytes });
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes, tensorTypes, bytes });
   }
 
   /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
   identity(): ModelIdentity {
-    return (this.identityCache ??= modelIdentity(modelName(this.source), this.kernels, this.config, this.weights));
+    return (this.identityCache ??= modelIdentity(modelName(this.source), this.config, this.weights, this.groups));
   }
 
   session(options: SessionOptions = {}): Session {
@@ -96,7 +119,7 @@ export class Model {
       dtypes: this.tensorSummary.dtypes,
       tensorTypes: this.tensorSummary.tensorTypes,
       bitsPerWeight: (this.tensorSummary.bytes * 8) / this.tensorSummary.parameters,
-      weightBytes: this.weights.bytes,
+      weightBytes: this.groups.reduce((sum, g) => sum + g.bytes, 0),
       config: this.config,
       kvBytesPerTokenF32: kvBytesPerToken(this.config, 4),
       kvBytesPerTokenF16: kvBytesPerToken(this.config, 2),
@@ -104,7 +127,7 @@ export class Model {
   }
 
   async close(): Promise<void> {
-    await this.kernels.close();
+    for (const g of this.groups) await g.kernels.close();
   }
 }
 

@@ -1,16 +1,17 @@
 import { createCache } from './cache/build.js';
 import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
-import { LimitError, NumericError, UsageError } from './errors.js';
+import { KvLimitError, LimitError, NumericError, UsageError } from './errors.js';
 import { Generation } from './generation.js';
-import { allocScratch, forward, forwardBatch, freeScratch, type Scratch } from './model/forward.js';
+import { allocStages, forward, forwardBatch, freeStages, type Stage } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
-import type { Weights } from './model/weights.js';
+import type { WeightGroup, Weights } from './model/weights.js';
 import { logSoftmax, SAMPLING_PARAMS } from './sample.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
+import { formatBytes } from './util/progress.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
-import { applyDefaults, bool, findIssue, int, optional, param, text, type Params } from './util/schema.js';
+import { applyDefaults, bool, findIssue, int, number, optional, param, text, type Params } from './util/schema.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
 export interface RunnableModel {
@@ -18,8 +19,16 @@ export interface RunnableModel {
   readonly kernels: Kernels;
   readonly weights: Weights;
   readonly tokenizer: Tokenizer;
+  /** Layer groups when the model is split over several kernel memories, the first one `kernels`'s (absent: one). */
+  readonly groups?: readonly WeightGroup[];
   /** What a calibration file is checked against (see Model.identity). */
   identity(): ModelIdentity;
+}
+
+/** A model's layer groups: its own, or the whole model in `kernels`'s memory. */
+export function layerGroups(model: RunnableModel): readonly WeightGroup[] {
+  const c = model.config;
+  return model.groups ?? [{ kernels: model.kernels, from: 0, to: c.numLayers, layers: model.weights.layers, bytes: model.weights.bytes }];
 }
 
 export interface SessionOptions {
@@ -32,6 +41,17 @@ export interface SessionOptions {
    * among the held tokens (StreamingLLM, H2O's streaming variant); keys are stored before RoPE.
    */
   streaming?: boolean;
+  /**
+   * Bytes the cache may hold (as `cache.bytes()` counts them). Before tokens would take it past that,
+   * a policy that evicts is made to evict early, down to what fits; any other cache stops with a
+   * KvLimitError before anything is written.
+   */
+  maxKvBytes?: number;
+  /**
+   * Tokens to allocate cache room for at once (default: min(trained context, 1024), doubled as needed).
+   * A long context reserved up front is allocated once instead of through every doubling.
+   */
+  context?: number;
 }
 
 export interface GenerateOptions {
@@ -61,6 +81,8 @@ const SESSION_PARAMS = {
   cache: text({ default: 'full', doc: 'cache spec' }),
   chunkSize: int({ min: 1, default: 128, doc: 'tokens per forward call' }),
   streaming: bool({ default: false, doc: 'RoPE positions as ranks among the held tokens' }),
+  maxKvBytes: optional(number({ min: 0, exclusiveMin: true, doc: 'bytes the cache may hold' })),
+  context: optional(int({ min: 1, doc: 'tokens to allocate cache room for at once' })),
 };
 
 const GENERATE_PARAMS = {
@@ -87,9 +109,11 @@ function checked<P extends Params>(schema: P, given: object, what: string) {
 export class Session {
   readonly tokens: number[] = [];
   readonly cache: KVCache;
-  private readonly scratch: Scratch;
+  /** One per layer group: its kernels, layers and activation buffers. */
+  private readonly stages: Stage[];
   private readonly chunkSize: number;
   private readonly streaming: boolean;
+  private readonly maxKvBytes: number;
   /** What the session cannot do now: it is disposed, or a generation is running. */
   private busy: string | undefined;
 
@@ -99,14 +123,17 @@ export class Session {
     this.chunkSize = o.chunkSize;
     const c = model.config;
     this.streaming = o.streaming;
+    this.maxKvBytes = o.maxKvBytes ?? Infinity;
+    const groups = layerGroups(model);
     // slots grow by doubling as needed; start from what the budget holds, not the whole context
-    this.cache = createCache(model.kernels, c, spec, Math.min(c.maxContext, 1024), {
+    this.cache = createCache(model.kernels, c, spec, o.context ?? Math.min(c.maxContext, 1024), {
       streaming: this.streaming,
       stepTokens: this.chunkSize,
+      groups,
       model: () => model.identity(),
     });
     try {
-      this.scratch = allocScratch(model.kernels, c, this.chunkSize);
+      this.stages = allocStages(groups, c, this.chunkSize);
     } catch (e) {
       this.cache.free();
       throw e;
@@ -123,7 +150,7 @@ export class Session {
   }
 
   private feedTokens(ids: readonly number[]): Float32Array {
-    const steps = this.chunks(ids, this.scratch);
+    const steps = this.chunks(ids, this.stages);
     for (;;) {
       const step = steps.next();
       if (step.done) return step.value;
@@ -132,23 +159,23 @@ export class Session {
 
   /**
    * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
-   * between chunks; returns the logits after the last token when done. `scratch` (chunks of its
-   * maxChunk tokens) lets sessions that prefill one at a time share one set of chunk buffers.
+   * between chunks; returns the logits after the last token when done. `stages` (chunks of their
+   * maxChunk tokens) let sessions that prefill one at a time share one set of chunk buffers.
    */
-  *prefill(ids: readonly number[], scratch: Scratch = this.scratch): Generator<void, Float32Array, void> {
+  *prefill(ids: readonly number[], stages: readonly Stage[] = this.stages): Generator<void, Float32Array, void> {
     this.checkUsable();
-    return yield* this.chunks(ids, scratch);
+    return yield* this.chunks(ids, stages);
   }
 
-  private *chunks(ids: readonly number[], scratch: Scratch): Generator<void, Float32Array, void> {
+  private *chunks(ids: readonly number[], stages: readonly Stage[]): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length, 'feed fewer tokens');
     this.cache.setPromptLength(ids.length);
-    const chunk = scratch.maxChunk;
+    const chunk = stages[0]!.s.maxChunk;
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += chunk) {
       if (i > 0) yield;
-      logits = this.run(ids.slice(i, i + chunk), false, scratch);
+      logits = this.run(ids.slice(i, i + chunk), false, stages);
     }
     this.cache.compress();
     return logits!;
@@ -240,24 +267,26 @@ export class Session {
     if (this.busy === DISPOSED) return;
     this.busy = DISPOSED;
     this.cache.free();
-    freeScratch(this.model.kernels, this.scratch);
+    freeStages(this.stages);
   }
 
   /**
    * Feeds one token to each session in one forward pass (the weights are read once for all of them)
-   * and returns their next-token logits, [sessions × vocab] in order: a view into `scratch` (rows for
-   * at least sessions.length tokens), valid until its next use. Each cache compresses after its token.
+   * and returns their next-token logits, [sessions × vocab] in order: a view into the first stage's
+   * scratch (stages from `allocStages(layerGroups(model), …)` with rows for at least sessions.length
+   * tokens), valid until its next use. Each cache compresses after its token.
    */
-  static feedEach(sessions: readonly Session[], tokens: readonly number[], scratch: Scratch): Float32Array {
+  static feedEach(sessions: readonly Session[], tokens: readonly number[], stages: readonly Stage[]): Float32Array {
     const model = sessions[0]!.model;
     for (const [i, session] of sessions.entries()) {
       if (session.model !== model) throw new UsageError('feedEach: the sessions run different models');
       session.checkUsable();
       session.checkRoom(1, 'end the request sooner (max_tokens)');
       session.checkIds([tokens[i]!]);
+      session.makeRoom(1);
     }
     const batch = sessions.map((session, i) => ({ cache: session.cache, ids: [tokens[i]!], positions: [session.tokens.length], allLogits: false }));
-    const logits = forwardBatch(model.kernels, model.config, model.weights, scratch, batch);
+    const logits = forwardBatch(model.config, model.weights, stages, batch);
     const bad = firstNonFiniteRow(logits, model.config.vocabSize);
     if (bad >= 0) throw nonFinite(sessions[bad]!.tokens.length);
     for (const [i, session] of sessions.entries()) {
@@ -274,12 +303,13 @@ export class Session {
     }
   }
 
-  private run(ids: readonly number[], allLogits: boolean, scratch = this.scratch): Float32Array {
+  private run(ids: readonly number[], allLogits: boolean, stages: readonly Stage[] = this.stages): Float32Array {
     if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
     this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
-    const logits = forward(this.model.kernels, this.model.config, this.model.weights, scratch, this.cache, ids, positions, allLogits);
+    this.makeRoom(ids.length);
+    const logits = forward(this.model.config, this.model.weights, stages, this.cache, ids, positions, allLogits);
     const bad = firstNonFiniteRow(logits, this.model.config.vocabSize);
     if (bad >= 0) throw nonFinite(start + (allLogits ? bad : ids.length - 1));
     this.tokens.push(...ids);
@@ -288,6 +318,32 @@ export class Session {
 
   private checkUsable(): void {
     if (this.busy) throw new UsageError(`this session cannot be used: ${this.busy}`);
+  }
+
+  /** Keeps the cache under maxKvBytes with `n` more tokens: early eviction, or a KvLimitError before the forward pass. */
+  private makeRoom(n: number): void {
+    const cache = this.cache;
+    const held = cache.bytes();
+    const perToken = cache.bytesPerToken();
+    const needed = held + n * perToken;
+    if (needed <= this.maxKvBytes) return;
+    const fixed = held - cache.length * perToken;
+    const keep = Math.floor((this.maxKvBytes - fixed) / perToken) - n;
+    const limit = formatBytes(this.maxKvBytes);
+    if (!cache.policy.evicts) {
+      throw new KvLimitError(
+        `the cache ${cache.spec} would hold ${formatBytes(needed)} with ${n} more tokens, past maxKvBytes ${limit} (${cache.length} tokens held); ` +
+          'it never evicts: give it a budget, e.g. h2o(budget=…) or window(recent=…), or raise the limit',
+        this.maxKvBytes, needed,
+      );
+    }
+    if (keep < 1) {
+      throw new KvLimitError(
+        `the cache ${cache.spec} cannot take ${n} more tokens within maxKvBytes ${limit} (${formatBytes(perToken)} per token); raise the limit or feed fewer tokens at once`,
+        this.maxKvBytes, needed,
+      );
+    }
+    cache.compress(keep);
   }
 
   /** `fix` says what the caller can do about too many tokens, besides streaming. */

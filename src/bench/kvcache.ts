@@ -88,6 +88,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
       }
       for (const p of [kp, vp, pp]) k.arena.free(p);
       const scratch = allocScratch(k, c, 1);
+      const stages = [{ k, s: scratch, from: 0, layers: model.weights.layers }];
       for (const n of lengths) {
         const times: number[] = [];
         let bytes = 0;
@@ -95,7 +96,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
           raw.lengths.fill(n);
           bytes = cache.bytes();
           const t0 = performance.now();
-          for (let i = 0; i < steps; i++) forward(k, c, model.weights, scratch, cache, [100 + i], [n + i], false);
+          for (let i = 0; i < steps; i++) forward(c, model.weights, stages, cache, [100 + i], [n + i], false);
           if (run > 0) times.push(performance.now() - t0); // run 0 warms up
         }
         rows.push({ engine: 'kvpack', kv: codecSpec, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times) });

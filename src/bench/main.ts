@@ -15,9 +15,10 @@ import { kernelsSection } from './kernels.js';
 import { kvcacheSection } from './kvcache.js';
 import { speedSection } from './speed.js';
 import { contextScalingSection } from './context-scaling.js';
+import { scaleSection } from './scale.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, scaleSection];
 
 const USAGE = `usage: npm run bench -- [options]
 

@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import { budgetProblem } from './budget.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
+import { GroupedCodec, type LayerGroup } from './layer-groups.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
 import { CODECS, POLICIES, printSpec } from './registry.js';
@@ -17,6 +18,8 @@ export interface BuildOptions {
   streaming?: boolean;
   /** Tokens one step appends before compressing: with a fixed budget, the slots needed at first are budget + this. */
   stepTokens?: number;
+  /** The model's layer groups, when it is split over several kernel memories: each keeps its layers' cache. */
+  groups?: readonly LayerGroup[];
   /** The model the cache runs for (see CodecContext.model). */
   model?: () => ModelIdentity;
 }
@@ -55,9 +58,15 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (isMasking(policy) && !codecKind.masks) {
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
-  const codec = codecKind.create(codecParams, { kernels: k, config, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model });
+  const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
+  if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
+  const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
+    codecKind.create(codecParams, {
+      kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, firstLayer,
+    });
+  const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);
-  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity: shape.capacity };
+  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity: shape.capacity, groups };
 }
 
 /** Builds a cache for `spec` and the KVCache that runs it. */

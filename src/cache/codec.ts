@@ -69,6 +69,8 @@ export interface CodecContext {
    * `CodecAttention.positions` gives (the cache re-indexes them as tokens are evicted).
    */
   ropeOnRead: boolean;
+  /** The model layer that is this codec's layer 0 (a layer group's codec stores layers from there; default 0). */
+  firstLayer?: number;
   /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
   model?: () => ModelIdentity;
 }

@@ -1,5 +1,6 @@
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
+import { groupOf, type LayerGroup } from './layer-groups.js';
 import type { Codec, CodecAttention } from './codec.js';
 import type { CacheObserver } from './observer.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
@@ -16,6 +17,8 @@ export interface CacheParts {
   streaming: boolean;
   /** Slots per KV head allocated at first. */
   capacity: number;
+  /** Kernel memories holding the layers' caches (absent: all in the builder's). */
+  groups?: readonly LayerGroup[];
 }
 
 /**
@@ -40,13 +43,16 @@ export class KVCache {
   private readonly lengths: number[];
   /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
-  /** Int32 [numKvHeads × capacity]: slot indices, when the policy never evicts and positions are read (else 0). */
-  private slotIndices = 0;
+  /** Per layer group, Int32 [numKvHeads × capacity]: slot indices, when the policy never evicts and positions are read (else 0). */
+  private slotIndices: number[] = [];
+  /** Layers whose cache lives in each kernel memory (one group unless the model is split). */
+  private readonly groups: readonly LayerGroup[];
   protected capacity: number;
   private peak = 0;
   private held = 0;
-  private received = 0;
-  protected lastProbs = 0;
+  /** Per layer group (the attention kernel writes them in its own memory). */
+  private received: number[] = [];
+  private lastProbs: number[] = [];
   private tail = new Float32Array(0);
   private readonly needsRows: boolean;
   private promptLengthSet = false;
@@ -54,7 +60,7 @@ export class KVCache {
   readonly streaming: boolean;
   private ropePositions: number[] = [];
   private ranksValid: boolean[];
-  private queryPositions = 0;
+  private queryPositions: number[] = [];
   private queryPositionsLength = 0;
   // scratch reused by every step, grown with the capacity
   private rows: TokenRows = { keys: new Float32Array(0), values: new Float32Array(0), headDim: 0 };
@@ -75,14 +81,26 @@ export class KVCache {
     this.needsRows = parts.needsRows;
     this.streaming = parts.streaming;
     this.capacity = parts.capacity;
+    this.groups = parts.groups ?? [{ kernels: k, from: 0, to: config.numLayers }];
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.lengths = new Array<number>(config.numLayers).fill(0);
     this.attentionStats.group = config.numHeads / config.numKvHeads;
     this.allocSlotBuffers();
     for (let l = 0; l < config.numLayers; l++) {
-      if (this.policy.evicts) this.positions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
-      if (this.streaming) this.ropePositions.push(k.arena.alloc(config.numKvHeads * this.capacity * 4));
+      const arena = this.kernelsOf(l).arena;
+      if (this.policy.evicts) this.positions.push(arena.alloc(config.numKvHeads * this.capacity * 4));
+      if (this.streaming) this.ropePositions.push(arena.alloc(config.numKvHeads * this.capacity * 4));
     }
+  }
+
+  /** The kernels (and memory) holding a layer's cache. */
+  protected kernelsOf(layer: number): Kernels {
+    return groupOf(this.groups, layer).kernels;
+  }
+
+  /** f32 [numHeads × capacity] in a layer's memory: the last query's probabilities. */
+  protected lastProbsOf(layer: number): number {
+    return this.lastProbs[this.groups.indexOf(groupOf(this.groups, layer))]!;
   }
 
   /** Tokens held per KV head in the last layer. */
@@ -119,21 +137,48 @@ export class KVCache {
    * what `rotationPositions` gave for these tokens; queries arrive rotated at them.
    */
   attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
+    const from = this.lengths[layer]!;
+    this.append(layer, keys, values, positions, ropePositions, n);
+    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
+    this.attendQueries(layer, q, out, from, n, slotPositions);
+    // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
+    if (layer === this.config.numLayers - 1) this.peak = Math.max(this.peak, this.bytes());
+  }
+
+  /** Stores n tokens after a layer's live slots (as `attend` does) without attending. */
+  private append(layer: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number): void {
     const c = this.config;
     const from = this.lengths[layer]!;
     this.ensureCapacity(from + n);
-    const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
     this.storePositions(layer, from, n, positions);
     for (let h = 0; h < c.numKvHeads; h++) {
-      this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(keys, values, h, n) : undefined);
+      this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(layer, keys, values, h, n) : undefined);
     }
-    const observed = this.observer && { keys: this.k.arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: this.k.arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
+    const arena = this.kernelsOf(layer).arena;
+    const observed = this.observer && { keys: arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
     this.codec.write(layer, from, n, keys, values, ropePositions);
     if (observed) this.observer!.written(layer, from, n, observed.keys, observed.values, positions);
     this.lengths[layer] = from + n;
-    this.attendQueries(layer, q, out, from, n, slotPositions);
-    // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
-    if (layer === c.numLayers - 1) this.peak = Math.max(this.peak, this.bytes());
+  }
+
+  /**
+   * Stores given rows (f32 [n × numKvHeads × headDim], keys before RoPE) at the next positions of a
+   * layer without attending: fills a long context with synthetic tokens, where running the model
+   * over them would take hours (benches). Not for streaming caches.
+   */
+  appendRows(layer: number, keys: Float32Array, values: Float32Array, positions: Int32Array): void {
+    if (this.streaming) throw new Error('appendRows: a streaming cache re-indexes positions; feed it tokens instead');
+    const n = positions.length;
+    const arena = this.kernelsOf(layer).arena;
+    const [k, v, p] = [arena.alloc(keys.byteLength), arena.alloc(values.byteLength), arena.alloc(n * 4)];
+    try {
+      arena.f32(k, keys.length).set(keys);
+      arena.f32(v, values.length).set(values);
+      arena.i32(p, n).set(positions);
+      this.append(layer, k, v, positions, p, n);
+    } finally {
+      for (const ptr of [k, v, p]) arena.free(ptr);
+    }
   }
 
   /**
@@ -143,11 +188,14 @@ export class KVCache {
    */
   protected attendQueries(layer: number, q: number, out: number, from: number, n: number, slotPositions: number): void {
     const c = this.config;
+    const arena = this.kernelsOf(layer).arena;
+    const group = this.groups.indexOf(groupOf(this.groups, layer));
     const tailRows = Math.min(this.policy.tailQueries, n);
     const plain = n - tailRows; // queries whose individual probabilities nobody needs
-    const received = this.policy.needsReceived ? this.received : 0;
+    const received = this.policy.needsReceived ? this.received[group]! : 0;
+    const lastProbs = this.lastProbs[group]!;
     const probsLength = c.numHeads * this.capacity;
-    if (received) this.k.arena.f32(received, probsLength).fill(0);
+    if (received) arena.f32(received, probsLength).fill(0);
     const call = this.call;
     call.positions = slotPositions;
     call.received = received;
@@ -159,7 +207,7 @@ export class KVCache {
       call.lastProbs = 0;
       this.codec.attention(layer, call);
     }
-    const probs = tailRows > 0 ? this.k.arena.f32(this.lastProbs, probsLength) : this.tail;
+    const probs = tailRows > 0 ? arena.f32(lastProbs, probsLength) : this.tail;
     const rowBytes = c.numHeads * c.headDim * 4;
     for (let r = 0; r < tailRows; r++) {
       const i = plain + r;
@@ -167,7 +215,7 @@ export class KVCache {
       call.out = out + i * rowBytes;
       call.n = 1;
       call.visible = from + 1 + i;
-      call.lastProbs = this.lastProbs;
+      call.lastProbs = lastProbs;
       this.codec.attention(layer, call);
       this.tail.set(probs, r * probsLength);
     }
@@ -176,28 +224,31 @@ export class KVCache {
     stats.n = n;
     stats.length = from + n;
     stats.capacity = this.capacity;
-    stats.received = received ? this.k.arena.f32(received, probsLength) : EMPTY;
+    stats.received = received ? arena.f32(received, probsLength) : EMPTY;
     stats.tail = this.tail;
     stats.tailRows = tailRows;
     this.policy.observe(stats);
   }
 
-  /** Ends a step: evicts where a layer is over its budget, then tells the observer what is held. */
-  compress(): void {
-    if (this.policy.evicts) this.evict();
+  /** Ends a step: evicts where a layer is over its budget (see evict), then tells the observer what is held. */
+  compress(maxTokens = Infinity): void {
+    if (this.policy.evicts) this.evict(maxTokens);
     this.held = Math.max(this.held, this.bytes());
     this.observer?.compressed();
   }
 
-  /** Evicts, in every layer over its budget, down to the policy's target. */
-  private evict(): void {
+  /**
+   * Evicts, in every layer over its budget, down to the policy's target; with `maxTokens`, also every
+   * layer holding more than that, down to it (a byte limit asks for room before the budget does).
+   */
+  private evict(maxTokens: number): void {
     for (let l = 0; l < this.config.numLayers; l++) {
       const length = this.lengths[l]!;
-      if (length <= this.policy.budget(l)) continue;
-      const keep = Math.min(length, Math.max(1, this.policy.target(l)));
+      if (length <= Math.min(this.policy.budget(l), maxTokens)) continue;
+      const keep = Math.min(length, Math.max(1, Math.min(this.policy.target(l), maxTokens)));
       const count = length - keep;
       for (let h = 0; h < this.config.numKvHeads; h++) {
-        const positions = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, length);
+        const positions = this.kernelsOf(l).arena.i32(this.positions[l]! + h * this.capacity * 4, length);
         this.view.positions = positions;
         this.view.length = length;
         this.policy.choose(l, h, count, this.view, this.evicted);
@@ -213,8 +264,19 @@ export class KVCache {
     const c = this.config;
     let slots = 0;
     for (const length of this.lengths) slots += length * c.numKvHeads;
-    const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * this.capacity * 4 : 0;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length ? c.numKvHeads * this.capacity * 4 : 0;
     return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
+  }
+
+  /**
+   * What one more token held in every layer adds to `bytes()`: its codec storage (as stored now, e.g.
+   * f16 while a quantizing codec calibrates), its slot position, and the policy's state per slot.
+   */
+  bytesPerToken(): number {
+    const c = this.config;
+    const one = this.codec.bytes(new Array<number>(c.numLayers).fill(1)) - this.codec.bytes(new Array<number>(c.numLayers).fill(0));
+    const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
+    return one + position + (this.length > 0 ? this.policy.bytes(this.lengths) / this.length : 0);
   }
 
   /**
@@ -231,7 +293,7 @@ export class KVCache {
     }
     let capacity = this.capacity;
     while (capacity < longest) capacity *= 2;
-    const positions = this.policy.evicts ? slots * 4 : this.slotIndices ? c.numKvHeads * capacity * 4 : 0;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length ? c.numKvHeads * capacity * 4 : 0;
     return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
   }
 
@@ -249,7 +311,7 @@ export class KVCache {
   heldPositions(layer: number, head: number): number[] {
     const length = this.lengths[layer]!;
     if (!this.policy.evicts) return Array.from({ length }, (_, slot) => slot);
-    return Array.from(this.k.arena.i32(this.positions[layer]! + head * this.capacity * 4, length));
+    return Array.from(this.kernelsOf(layer).arena.i32(this.positions[layer]! + head * this.capacity * 4, length));
   }
 
   reset(): void {
@@ -263,14 +325,17 @@ export class KVCache {
 
   free(): void {
     this.codec.free();
-    for (const p of [...this.positions, ...this.ropePositions, this.received, this.lastProbs, this.slotIndices, this.queryPositions]) if (p) this.k.arena.free(p);
+    this.positions.forEach((p, l) => this.kernelsOf(l).arena.free(p));
+    this.ropePositions.forEach((p, l) => this.kernelsOf(l).arena.free(p));
+    this.freeGroupBuffers(this.queryPositions);
+    this.freeSlotBuffers();
     this.positions = [];
     this.ropePositions = [];
   }
 
   /** Int32 [numKvHeads × capacity] pointer: each slot's position in a layer (0 when nothing reads them). */
   protected slotPositions(layer: number): number {
-    return this.policy.evicts ? this.positions[layer]! : this.slotIndices;
+    return this.policy.evicts ? this.positions[layer]! : (this.slotIndices[this.groups.indexOf(groupOf(this.groups, layer))] ?? 0);
   }
 
   /** Whether the shared table of slot indices is needed when the policy never evicts. */
@@ -288,7 +353,7 @@ export class KVCache {
       return;
     }
     for (let h = 0; h < c.numKvHeads; h++) {
-      const held = this.k.arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n);
+      const held = this.kernelsOf(layer).arena.i32(this.positions[layer]! + (h * this.capacity + from) * 4, n);
       for (let i = 0; i < n; i++) held[i] = positions[i]!;
     }
   }
@@ -301,23 +366,25 @@ export class KVCache {
   private streamingPositions(layer: number, from: number, n: number): number {
     const c = this.config;
     if (this.queryPositionsLength < n) {
-      if (this.queryPositions) this.k.arena.free(this.queryPositions);
-      this.queryPositions = this.k.arena.alloc(n * 4);
+      this.freeGroupBuffers(this.queryPositions);
+      this.queryPositions = this.groups.map((g) => g.kernels.arena.alloc(n * 4));
       this.queryPositionsLength = n;
     }
-    const queries = this.k.arena.i32(this.queryPositions, n);
+    const arena = this.kernelsOf(layer).arena;
+    const queryPositions = this.queryPositions[this.groups.indexOf(groupOf(this.groups, layer))]!;
+    const queries = arena.i32(queryPositions, n);
     for (let i = 0; i < n; i++) queries[i] = from + i;
     for (let h = 0; h < c.numKvHeads; h++) {
-      const ranks = this.k.arena.i32(this.ropePositions[layer]! + h * this.capacity * 4, from + n);
+      const ranks = arena.i32(this.ropePositions[layer]! + h * this.capacity * 4, from + n);
       if (!this.ranksValid[layer]) {
-        const held = this.k.arena.i32(this.positions[layer]! + h * this.capacity * 4, from);
+        const held = arena.i32(this.positions[layer]! + h * this.capacity * 4, from);
         const order = Array.from({ length: from }, (_, s) => s).sort((a, b) => held[a]! - held[b]!);
         order.forEach((slot, rank) => (ranks[slot] = rank));
       }
       ranks.set(queries, from);
     }
     this.ranksValid[layer] = true;
-    return this.queryPositions;
+    return queryPositions;
   }
 
   /** Moves the survivors at the end into the holes that evicted[0, count) leave below the new length. */
@@ -338,15 +405,16 @@ export class KVCache {
   }
 
   /** One KV head's rows out of the [n × kvHeads × headDim] buffers (before the codec rotates keys). */
-  private headRows(keys: number, values: number, head: number, n: number): TokenRows {
+  private headRows(layer: number, keys: number, values: number, head: number, n: number): TokenRows {
     const { numKvHeads, headDim } = this.config;
     const rows = this.rows;
     if (rows.keys.length < n * headDim) {
       this.rows = { keys: new Float32Array(n * headDim), values: new Float32Array(n * headDim), headDim };
-      return this.headRows(keys, values, head, n);
+      return this.headRows(layer, keys, values, head, n);
     }
-    const allKeys = this.k.arena.f32(keys, n * numKvHeads * headDim);
-    const allValues = this.k.arena.f32(values, n * numKvHeads * headDim);
+    const arena = this.kernelsOf(layer).arena;
+    const allKeys = arena.f32(keys, n * numKvHeads * headDim);
+    const allValues = arena.f32(values, n * numKvHeads * headDim);
     for (let t = 0; t < n; t++) {
       const at = (t * numKvHeads + head) * headDim;
       for (let i = 0; i < headDim; i++) {
@@ -357,20 +425,33 @@ export class KVCache {
     return rows;
   }
 
-  /** Buffers sized by the capacity: attention outputs for the policy, eviction scratch, slot indices. */
+  /** Buffers sized by the capacity, one per layer group: attention outputs for the policy, slot indices; eviction scratch. */
   private allocSlotBuffers(): void {
     const c = this.config;
     const numbers = c.numHeads * this.capacity;
-    this.received = this.k.arena.alloc(numbers * 4);
-    this.lastProbs = this.k.arena.alloc(numbers * 4);
+    this.received = this.groups.map((g) => g.kernels.arena.alloc(numbers * 4));
+    this.lastProbs = this.groups.map((g) => g.kernels.arena.alloc(numbers * 4));
     this.tail = new Float32Array(Math.max(1, this.policy.tailQueries) * numbers);
     this.evicted = new Int32Array(this.capacity);
     this.gone = new Uint8Array(this.capacity);
     if (!this.policy.evicts && this.readsSlotIndices) {
-      this.slotIndices = this.k.arena.alloc(c.numKvHeads * this.capacity * 4);
-      const table = this.k.arena.i32(this.slotIndices, c.numKvHeads * this.capacity);
-      for (let i = 0; i < table.length; i++) table[i] = i % this.capacity;
+      this.slotIndices = this.groups.map((g) => {
+        const ptr = g.kernels.arena.alloc(c.numKvHeads * this.capacity * 4);
+        const table = g.kernels.arena.i32(ptr, c.numKvHeads * this.capacity);
+        for (let i = 0; i < table.length; i++) table[i] = i % this.capacity;
+        return ptr;
+      });
     }
+  }
+
+  private freeSlotBuffers(): void {
+    for (const list of [this.received, this.lastProbs, this.slotIndices]) this.freeGroupBuffers(list);
+    this.slotIndices = [];
+  }
+
+  /** Frees one buffer per layer group (0: none). */
+  private freeGroupBuffers(ptrs: readonly number[]): void {
+    ptrs.forEach((p, i) => p && this.groups[i]!.kernels.arena.free(p));
   }
 
   /** Doubles capacity until `needed` slots fit, keeping every layer's live slots. */
@@ -381,24 +462,24 @@ export class KVCache {
     const c = this.config;
     this.codec.resize(capacity, this.lengths);
     for (let l = 0; l < c.numLayers; l++) {
+      const arena = this.kernelsOf(l).arena;
       if (this.policy.evicts) {
-        const next = this.k.arena.alloc(c.numKvHeads * capacity * 4);
+        const next = arena.alloc(c.numKvHeads * capacity * 4);
         for (let h = 0; h < c.numKvHeads; h++) {
-          const held = this.k.arena.i32(this.positions[l]! + h * this.capacity * 4, this.lengths[l]!);
-          this.k.arena.i32(next + h * capacity * 4, this.lengths[l]!).set(held);
+          const held = arena.i32(this.positions[l]! + h * this.capacity * 4, this.lengths[l]!);
+          arena.i32(next + h * capacity * 4, this.lengths[l]!).set(held);
         }
-        this.k.arena.free(this.positions[l]!);
+        arena.free(this.positions[l]!);
         this.positions[l] = next;
       }
       if (this.streaming) {
-        this.k.arena.free(this.ropePositions[l]!);
-        this.ropePositions[l] = this.k.arena.alloc(c.numKvHeads * capacity * 4);
+        arena.free(this.ropePositions[l]!);
+        this.ropePositions[l] = arena.alloc(c.numKvHeads * capacity * 4);
         this.ranksValid[l] = false;
       }
     }
     this.policy.resize(capacity);
-    for (const p of [this.received, this.lastProbs, this.slotIndices]) if (p) this.k.arena.free(p);
-    this.slotIndices = 0;
+    this.freeSlotBuffers();
     this.capacity = capacity;
     this.allocSlotBuffers();
   }

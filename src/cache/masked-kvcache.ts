@@ -36,10 +36,10 @@ export class MaskedKVCache extends KVCache {
       call.n = 1;
       call.visible = from + 1 + i;
       call.positions = slotPositions;
-      call.lastProbs = this.lastProbs;
+      call.lastProbs = this.lastProbsOf(layer);
       call.received = 0;
       this.codec.attention(layer, call);
-      const probs = this.k.arena.f32(this.lastProbs, probsLength);
+      const probs = this.k.arena.f32(call.lastProbs, probsLength);
       const held = this.k.arena.i32(slotPositions, c.numKvHeads * this.capacity);
       this.codec.maskedAttention(layer, call, this.copyMask(this.policy.maskQuery(layer, probs, from + 1 + i, this.capacity, held)));
       stats.layer = layer;

@@ -1,7 +1,8 @@
 import type { Kernels } from '../kernels/api.js';
 import { ReferenceKernels } from '../kernels/reference.js';
 import { ropeOf } from '../kernels/rope.js';
-import type { ModelConfig } from '../model/config.js';
+import { UnsupportedModelError } from '../errors.js';
+import { hasQkNorm, type ModelConfig } from '../model/config.js';
 import type { LayerWeights, Weights } from '../model/weights.js';
 import { kernelLinear, scalarLinear, type LinearOps, type Vec } from './linear.js';
 
@@ -53,6 +54,7 @@ export class LlamaBackprop {
   private memo?: { ids: readonly number[]; inputs: Vec[] };
 
   constructor(private readonly k: Kernels, private readonly c: ModelConfig, private readonly w: Weights, precision: 'f32' | 'f64' = 'f32') {
+    if (hasQkNorm(c)) throw new UnsupportedModelError(c.architecture, 'the calibration backward pass does not cover per-head q/k norms (Qwen3) yet');
     this.vec = precision === 'f64' ? (n) => new Float64Array(n) : (n) => new Float32Array(n);
     this.ref = new ReferenceKernels(k.arena);
     this.linear = precision === 'f32' && k.backend === 'wasm' ? kernelLinear(k, this.ref) : scalarLinear(this.ref, this.vec);
@@ -246,7 +248,7 @@ export class LlamaBackprop {
    */
   private attendBackward(qr: Vec, kr: Vec, v: Vec, dOut: Vec, T: number): { dq: Vec; dk: Vec; dv: Vec } {
     const { numHeads: H, numKvHeads: Hkv, headDim: d } = this.c;
-    const scale = 1 / Math.sqrt(d);
+    const scale = ropeOf(this.c).scoreScale;
     const dq = this.vec(qr.length);
     const dk = this.vec(kr.length);
     const dv = this.vec(v.length);
@@ -275,7 +277,7 @@ export class LlamaBackprop {
    */
   private eachBlock(qr: Vec, kr: Vec, v: Vec, T: number, visit: (b: AttentionBlock) => void): void {
     const { numHeads: H, numKvHeads: Hkv, headDim: d } = this.c;
-    const scale = 1 / Math.sqrt(d);
+    const scale = ropeOf(this.c).scoreScale;
     for (let kvHead = 0; kvHead < Hkv; kvHead++) {
       const kh = gatherHead(kr, kvHead, Hkv, d, 0, T, this.vec);
       const vh = gatherHead(v, kvHead, Hkv, d, 0, T, this.vec);

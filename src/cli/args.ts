@@ -55,3 +55,14 @@ export function threadsOption(text: string | undefined): number {
   const p = threadsParam();
   return option('threads', p, text, p.default!);
 }
+
+const BYTE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** --name as a byte count: 1073741824, 512MiB, 2G, 1.5GiB (binary units); undefined when not given. */
+export function bytesOption(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  const bytes = m ? Math.floor(Number(m[1]) * BYTE_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!(bytes > 0)) throw new UsageError(`--${name} must be a positive byte count such as 512MiB or 2GiB, got "${text}"`);
+  return bytes;
+}

@@ -69,7 +69,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     }
   });
   threadsOption(values.threads); // checked before the model loads
-  const model = await loadModelFromOptions(values);
+  const model = await loadModelFromOptions({ ...values, cache: undefined });
   if ('ctx' in task.params && params.ctx === undefined && typeof params.data === 'string') {
     params = { ...params, ctx: defaultContext(params.data, model.config.maxContext) }; // shown in the table's title
   }

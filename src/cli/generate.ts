@@ -1,12 +1,12 @@
 import { UsageError } from '../errors.js';
-import { intOption, MODEL_HELP, MODEL_OPTIONS, option, parse } from './args.js';
+import { bytesOption, intOption, MODEL_HELP, MODEL_OPTIONS, option, parse } from './args.js';
 import { SAMPLING_PARAMS } from '../sample.js';
 import { loadModelFromOptions } from './load.js';
 import type { Session } from '../session.js';
 import { formatBytes } from '../util/progress.js';
 
 const HELP = `Usage: kvpack generate [--model M] [--tokenizer F] [--max-tokens N] [--temperature T] [--top-p P]
-                       [--seed S] [--greedy] [--stop STR]… [--cache SPEC] [--streaming] [--threads K] "prompt"
+                       [--seed S] [--greedy] [--stop STR]… [--cache SPEC] [--streaming] [--max-kv-bytes B] [--threads K] "prompt"
 
 Streams the continuation of the prompt (which must not be empty) to stdout; then prints on stderr
 the bytes the KV cache holds against a full fp16 cache of the same tokens.
@@ -18,6 +18,8 @@ ${MODEL_HELP}
   --stop STR       stop before this string (repeatable)
   --cache SPEC     KV cache spec (default full)
   --streaming      generate past the model's context with a fixed-budget cache (StreamingLLM positions)
+  --max-kv-bytes B bytes the cache may hold (e.g. 512MiB): an evicting policy evicts early to stay under,
+                   any other cache stops with an error before passing it
 `;
 
 /** The options `kvpack generate` takes (its --help lists each). */
@@ -31,6 +33,7 @@ export const OPTIONS = {
   stop: { type: 'string', multiple: true },
   cache: { type: 'string' },
   streaming: { type: 'boolean' },
+  'max-kv-bytes': { type: 'string' },
 } as const;
 
 export async function generateCommand(argv: string[]): Promise<void> {
@@ -46,9 +49,10 @@ export async function generateCommand(argv: string[]): Promise<void> {
     seed: option('seed', SAMPLING_PARAMS.seed, values.seed, 0),
     stop: values.stop ?? [],
   };
+  const maxKvBytes = bytesOption('max-kv-bytes', values['max-kv-bytes']);
   const model = await loadModelFromOptions(values);
   try {
-    const session = model.session({ cache: values.cache, streaming: values.streaming });
+    const session = model.session({ cache: values.cache, streaming: values.streaming, maxKvBytes });
     const pieces = session.generate(prompt, options);
     const first = await pieces.next(); // a prompt that does not fit fails here, before it is echoed
     process.stdout.write(prompt);

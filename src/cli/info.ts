@@ -2,29 +2,40 @@ import { createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
 import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
+import { checkPlan, planRows } from '../model/plan.js';
 import { MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
-import { loadModelFromOptions } from './load.js';
+import { loadModelFromOptions, planFromOptions } from './load.js';
 
-const HELP = `Usage: kvpack info [--model M] [--tokenizer F] [--cache SPEC] [--json] [--threads K]
+const HELP = `Usage: kvpack info [--model M] [--tokenizer F] [--cache SPEC] [--ctx N] [--json] [--threads K]
 
 Architecture, parameter count, weight dtypes and KV-cache bytes per token of a model; with --cache,
 the codec's stored bits per key/value number (scales, zeros, LUTs and outliers counted).
+With --ctx, first the memory plan, from the model's header alone: weights, KV cache at N tokens of
+the spec and scratch against the memory available; a plan that does not fit stops there (non-zero
+exit) with the longest context that would fit.
 ${MODEL_HELP}
   --cache SPEC     also the bits per value of this cache's codec on this model
+  --ctx N          print the memory plan for N tokens of the cache first
   --json           print one JSON object
 `;
 
 /** The options `kvpack info` takes (its --help lists each). */
-export const OPTIONS = { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' } } as const;
+export const OPTIONS = { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' }, ctx: { type: 'string' } } as const;
 
 export async function infoCommand(argv: string[]): Promise<void> {
   const { values } = parse('info', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
-  const model = await loadModelFromOptions(values);
+  const plan = values.ctx === undefined ? undefined : await planFromOptions(values);
+  if (plan && !values.json) for (const [k, v] of planRows(plan)) process.stdout.write(`${k.padEnd(16)} ${v}\n`);
+  if (plan && !plan.fits) {
+    if (values.json) process.stdout.write(`${JSON.stringify({ plan })}\n`);
+    checkPlan(plan);
+  }
+  const model = await loadModelFromOptions({ ...values, context: plan?.context });
   try {
     const info = model.info();
     const cache = values.cache === undefined ? undefined : cacheBits(model, values.cache);
-    if (values.json) return void process.stdout.write(`${JSON.stringify(cache ? { ...info, cache } : info)}\n`);
+    if (values.json) return void process.stdout.write(`${JSON.stringify({ ...info, ...(cache && { cache }), ...(plan && { plan }) })}\n`);
     const c = info.config;
     const dtypes = Object.entries(info.dtypes).map(([d, n]) => `${d} ${(n / 1e6).toFixed(2)}M`).join(', ');
     const rows: [string, string][] = [

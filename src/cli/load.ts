@@ -1,10 +1,28 @@
-import { loadModel, type Model } from '../model.js';
+import { defaultModelPath, loadModel, type Model } from '../model.js';
+import { readModelHeader } from '../model/load.js';
+import { planMemory, type MemoryPlan } from '../model/plan.js';
 import { resolveModel } from '../hub/download.js';
-import { threadsOption } from './args.js';
+import { intOption, threadsOption } from './args.js';
 
-/** Loads --model (a path or a Hugging Face repo id; ../shared/models/ref-6m when omitted). */
-export async function loadModelFromOptions(values: { model?: string; tokenizer?: string; threads?: string }): Promise<Model> {
+interface ModelValues {
+  model?: string;
+  tokenizer?: string;
+  threads?: string;
+  /** Cache spec the memory plan checks (--cache). */
+  cache?: string;
+}
+
+/** Loads --model (a path or a Hugging Face repo id; ../shared/models/ref-6m when omitted), after its memory plan for `context` tokens. */
+export async function loadModelFromOptions(values: ModelValues & { context?: number }): Promise<Model> {
   const threads = threadsOption(values.threads);
   const local = values.model === undefined ? undefined : await resolveModel(values.model);
-  return loadModel(local, { threads, tokenizer: values.tokenizer });
+  return loadModel(local, { threads, tokenizer: values.tokenizer, context: values.context, cache: values.cache });
+}
+
+/** The memory plan of --model for --ctx tokens of --cache, from its header (no weight is read). */
+export async function planFromOptions(values: ModelValues & { ctx?: string }): Promise<MemoryPlan> {
+  const threads = threadsOption(values.threads);
+  const file = values.model === undefined ? defaultModelPath() : await resolveModel(values.model);
+  const header = await readModelHeader(file);
+  return planMemory(header, { context: intOption('ctx', values.ctx, 0, 1), cache: values.cache, threads });
 }

@@ -4,11 +4,11 @@ import { pplOptions, pplTask, taskParams } from '../eval/tasks.js';
 import { UsageError } from '../errors.js';
 import { fromWords } from '../util/schema.js';
 import { Progress } from '../util/progress.js';
-import { MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
+import { bytesOption, MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|stories260k|FILE [--ctx N] [--chunks N]
-                  [--mode chunked|decode] [--cache SPEC] [--streaming] [--window N] [--json] [--threads K]
+                  [--mode chunked|decode] [--cache SPEC] [--max-kv-bytes B] [--streaming] [--window N] [--json] [--threads K]
 
 Perplexity the way the GPTQ/KVQuant scripts compute it: the joined text is tokenized, cut into
 non-overlapping ctx-token chunks, each scored from an empty cache; exp of the mean NLL.
@@ -23,6 +23,8 @@ ${MODEL_HELP}
   --streaming   run chunks longer than the model's context with a fixed-budget cache
                 (RoPE positions become ranks among the held tokens, as in StreamingLLM)
   --window N    also report perplexity per N-position window (to see it stay flat)
+  --max-kv-bytes B  bytes the cache may hold (e.g. 512MiB): an evicting policy evicts early,
+                any other cache stops with an error before passing it
   --json        print one JSON object instead of a line
 `;
 
@@ -37,6 +39,7 @@ export const OPTIONS = {
   streaming: { type: 'boolean' },
   window: { type: 'string' },
   json: { type: 'boolean' },
+  'max-kv-bytes': { type: 'string' },
 } as const;
 
 export async function pplCommand(argv: string[]): Promise<void> {
@@ -50,16 +53,20 @@ export async function pplCommand(argv: string[]): Promise<void> {
     // chunked scoring compresses only between chunks: every prediction sees its whole chunk
     process.stderr.write('note: chunked mode cannot show what eviction costs; use --mode decode for that\n');
   }
-  const model = await loadModelFromOptions(values);
+  const maxKvBytes = bytesOption('max-kv-bytes', values['max-kv-bytes']);
+  const model = await loadModelFromOptions({ ...values, context: params.ctx });
   try {
     // started with the run (not at its first report), so its time and the summary's agree
     const bar = new Progress({ total: 0, label: `ppl ${params.data}`, unit: 'tok' });
     let reported = 0;
-    const result = perplexity(model, pplOptions(params, values.cache ?? 'full', (done, total) => {
-      bar.setTotal(total);
-      bar.tick(done - reported);
-      reported = done;
-    }));
+    const result = perplexity(model, {
+      ...pplOptions(params, values.cache ?? 'full', (done, total) => {
+        bar.setTotal(total);
+        bar.tick(done - reported);
+        reported = done;
+      }),
+      maxKvBytes,
+    });
     bar.done();
     if (values.json) {
       process.stdout.write(`${JSON.stringify(result)}\n`);

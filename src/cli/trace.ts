@@ -42,7 +42,8 @@ export async function traceCommand(argv: string[]): Promise<void> {
   if (values.prompt !== undefined && values.limit !== undefined) throw new UsageError('--limit goes with --data, not --prompt');
   const maxTokens = intOption('max-tokens', values['max-tokens'], 32, 0);
   const maxMb = intOption('max-mb', values['max-mb'], DEFAULT_TRACE_BYTES / 2 ** 20, 1);
-  const model = await loadModelFromOptions(values);
+  // the memory plan checks the default cache: the specs compared here are recorded one after the other
+  const model = await loadModelFromOptions({ model: values.model, tokenizer: values.tokenizer, threads: values.threads });
   try {
     const prompt = values.prompt !== undefined
       ? model.tokenizer.encode(values.prompt, { addBos: model.tokenizer.addBosByDefault })

@@ -178,13 +178,16 @@ function ggufValue(type: number, v: unknown): Buffer {
   }
 }
 
-/** Header, metadata, tensor infos, padding, then each tensor's data aligned. */
-function ggufParts(o: GgufContents): Uint8Array[] {
+/** A tensor's entry in a GGUF header: its data (`bytes` long) is written later, or never (sparse). */
+export type GgufTensorInfo = Omit<GgufTensor, 'data'> & { bytes: number };
+
+/** Header, metadata, tensor infos and padding: tensor data starts right after, each one aligned. */
+function ggufHeader(o: Omit<GgufContents, 'tensors'>, tensors: readonly GgufTensorInfo[]): Buffer {
   const align = o.alignment ?? 32;
   const head = Buffer.alloc(24);
   head.write('GGUF', 0, 'latin1');
   head.writeUInt32LE(o.version ?? 3, 4);
-  head.writeBigUInt64LE(BigInt(o.tensors.length), 8);
+  head.writeBigUInt64LE(BigInt(tensors.length), 8);
   head.writeBigUInt64LE(BigInt(o.metadata.length), 16);
   const parts: Buffer[] = [head];
   for (const [key, type, value] of o.metadata) {
@@ -192,20 +195,27 @@ function ggufParts(o: GgufContents): Uint8Array[] {
     t.writeUInt32LE(type);
     parts.push(ggufString(key), t, ggufValue(type, value));
   }
-  const padding = (n: number) => (align - (n % align)) % align;
   let offset = 0;
-  for (const t of o.tensors) {
+  for (const t of tensors) {
     const info = Buffer.alloc(4 + 8 * t.shape.length + 12);
     info.writeUInt32LE(t.shape.length);
     [...t.shape].reverse().forEach((d, j) => info.writeBigUInt64LE(BigInt(d), 4 + 8 * j));
     info.writeUInt32LE(t.type, 4 + 8 * t.shape.length);
     info.writeBigUInt64LE(BigInt(offset), 8 + 8 * t.shape.length);
     parts.push(ggufString(t.name), info);
-    offset += t.data.byteLength + padding(t.data.byteLength);
+    offset += t.bytes + padding(t.bytes, align);
   }
   const header = Buffer.concat(parts);
-  const out: Uint8Array[] = [header, new Uint8Array(padding(header.length))];
-  for (const t of o.tensors) out.push(t.data, new Uint8Array(padding(t.data.byteLength)));
+  return Buffer.concat([header, new Uint8Array(padding(header.length, align))]);
+}
+
+const padding = (n: number, align: number): number => (align - (n % align)) % align;
+
+/** Header, metadata, tensor infos, padding, then each tensor's data aligned. */
+function ggufParts(o: GgufContents): Uint8Array[] {
+  const align = o.alignment ?? 32;
+  const out: Uint8Array[] = [ggufHeader(o, o.tensors.map((t) => ({ ...t, bytes: t.data.byteLength })))];
+  for (const t of o.tensors) out.push(t.data, new Uint8Array(padding(t.data.byteLength, align)));
   return out;
 }
 
@@ -215,6 +225,27 @@ export function ggufBytes(o: GgufContents): Buffer {
 
 export function writeGguf(file: string, o: GgufContents): Promise<void> {
   return writeParts(file, ggufParts(o));
+}
+
+/**
+ * Writes a GGUF tensor by tensor, `data(t)` making each tensor's bytes when its turn comes (files larger
+ * than memory); without `data` nothing is written after the header and the file is extended to its
+ * declared size (sparse: a header that declares more than the disk holds).
+ */
+export async function writeGgufTensors(
+  file: string, o: Omit<GgufContents, 'tensors'>, tensors: readonly GgufTensorInfo[], data?: (t: GgufTensorInfo) => Uint8Array,
+): Promise<void> {
+  const align = o.alignment ?? 32;
+  const header = ggufHeader(o, tensors);
+  if (data) {
+    await writeParts(file, (function* () {
+      yield header;
+      for (const t of tensors) yield* [data(t), new Uint8Array(padding(t.bytes, align))];
+    })());
+    return;
+  }
+  await writeParts(file, [header]);
+  await fsp.truncate(file, header.length + tensors.reduce((sum, t) => sum + t.bytes + padding(t.bytes, align), 0));
 }
 
 /** `${arch}.*` model metadata llama.cpp and kvpack read for `c`. */
@@ -235,8 +266,17 @@ export function ggufModelMetadata(c: ModelConfig, name: string): GgufKv[] {
   ];
 }
 
+/** The GGUF tensor entries of a Llama of shape `c`: vectors F32, matrices in `dtype` (for writeGgufTensors). */
+export function llamaGgufTensorInfos(c: ModelConfig, dtype: FloatDType): GgufTensorInfo[] {
+  return [...expectedShapes(c)].map(([canonical, shape]) => {
+    const count = shape.reduce((a, b) => a * b, 1);
+    const type = shape.length === 1 ? GGML.F32 : GGML[dtype];
+    return { name: ggufName(canonical), shape, type, bytes: count * (type === GGML.F32 ? 4 : 2) };
+  });
+}
+
 /** Writes parts one after another to a temporary name, then renames: a reader never sees half a file. */
-async function writeParts(file: string, parts: readonly Uint8Array[]): Promise<void> {
+async function writeParts(file: string, parts: Iterable<Uint8Array>): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await fsp.open(tmp, 'w');

@@ -18,6 +18,8 @@ export interface PerplexityOptions {
   windowSize?: number;
   /** Called after each scored token batch with the count done so far and the total. */
   onProgress?: (done: number, total: number) => void;
+  /** Bytes the cache may hold (SessionOptions.maxKvBytes). */
+  maxKvBytes?: number;
 }
 
 export interface PerplexityResult {
@@ -56,7 +58,7 @@ export function perplexity(model: Model, o: PerplexityOptions): PerplexityResult
   const mode = o.mode ?? 'chunked';
   const cache = o.cache ?? 'full';
   const streaming = o.streaming === true;
-  const session = model.session({ cache, streaming });
+  const session = model.session({ cache, streaming, maxKvBytes: o.maxKvBytes });
   const windowNll: number[] = [];
   const windowCount: number[] = [];
   let nll = 0;

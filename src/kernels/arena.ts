@@ -36,7 +36,10 @@ export class Arena {
           this.memory.grow(needed);
         } catch {
           // top is left where it was: a request too big for memory must not fail every later one
-          throw new LimitError(`out of kernel memory: ${formatMiB(size)} more would need ${formatMiB(ptr + size)} (about 4 GiB is the most WebAssembly can address)`);
+          throw new LimitError(
+            `out of kernel memory: cannot grow one WebAssembly memory to ${formatMiB(ptr + size)} (at most 4 GiB, or what the machine gives); ` +
+              'plan the context up front (loadModel and session options `context`, kvpack info --ctx) so the model is split over more memories',
+          );
         }
       }
       this.top = ptr + size;

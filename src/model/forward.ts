@@ -2,7 +2,7 @@ import type { KVCache } from '../cache/kvcache.js';
 import type { Kernels } from '../kernels/api.js';
 import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
-import type { Weights } from './weights.js';
+import type { LayerWeights, WeightGroup, Weights } from './weights.js';
 
 /** Activation buffers for chunks of up to `maxChunk` tokens, allocated once per session. */
 export interface Scratch {
@@ -21,39 +21,40 @@ export interface Scratch {
   logits: number;    // [maxChunk × vocab]
 }
 
-export function allocScratch(k: Kernels, c: ModelConfig, maxChunk: number): Scratch {
-  const held: number[] = [];
-  const f = (count: number) => {
-    const ptr = k.arena.alloc(count * 4);
-    held.push(ptr);
-    return ptr;
-  };
-  try {
-    return allocAll(maxChunk, f, c);
-  } catch (e) {
-    for (const ptr of held) k.arena.free(ptr); // a chunk too big for memory leaves nothing behind
-    throw e;
-  }
-}
-
-function allocAll(maxChunk: number, f: (count: number) => number, c: ModelConfig): Scratch {
+/** f32/i32 numbers of each scratch buffer for chunks of up to maxChunk tokens. */
+function scratchSizes(c: ModelConfig, maxChunk: number): Omit<Scratch, 'maxChunk'> {
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   return {
-    maxChunk,
-    ids: f(maxChunk),
-    positions: f(maxChunk),
-    x: f(maxChunk * c.hiddenSize),
-    xb: f(maxChunk * c.hiddenSize),
-    xb2: f(maxChunk * c.hiddenSize),
-    q: f(maxChunk * qDim),
-    k: f(maxChunk * kvDim),
-    v: f(maxChunk * kvDim),
-    att: f(maxChunk * qDim),
-    gate: f(maxChunk * c.intermediateSize),
-    up: f(maxChunk * c.intermediateSize),
-    logits: f(maxChunk * c.vocabSize),
+    ids: maxChunk,
+    positions: maxChunk,
+    x: maxChunk * c.hiddenSize,
+    xb: maxChunk * c.hiddenSize,
+    xb2: maxChunk * c.hiddenSize,
+    q: maxChunk * qDim,
+    k: maxChunk * kvDim,
+    v: maxChunk * kvDim,
+    att: maxChunk * qDim,
+    gate: maxChunk * c.intermediateSize,
+    up: maxChunk * c.intermediateSize,
+    logits: maxChunk * c.vocabSize,
   };
+}
+
+export function allocScratch(k: Kernels, c: ModelConfig, maxChunk: number): Scratch {
+  const ptrs: Record<string, number> = {};
+  try {
+    for (const [name, count] of Object.entries(scratchSizes(c, maxChunk))) ptrs[name] = k.arena.alloc(count * 4);
+  } catch (e) {
+    for (const ptr of Object.values(ptrs)) k.arena.free(ptr); // a chunk too big for memory leaves nothing behind
+    throw e;
+  }
+  return { maxChunk, ...(ptrs as Omit<Scratch, 'maxChunk'>) };
+}
+
+/** Bytes allocScratch takes. */
+export function scratchBytes(c: ModelConfig, maxChunk: number): number {
+  return Object.values(scratchSizes(c, maxChunk)).reduce((sum, count) => sum + count * 4, 0);
 }
 
 export function freeScratch(k: Kernels, s: Scratch): void {
@@ -61,14 +62,31 @@ export function freeScratch(k: Kernels, s: Scratch): void {
 }
 
 /**
- * Runs n tokens (ids at positions) through the model, appending them to the cache. Writes logits
- * for every token (`allLogits`) or only the last one to scratch.logits. Returns a view of them.
+ * A layer group's share of a forward pass: its kernels (and memory), its layers' weights starting at
+ * layer `from`, and activation buffers in that memory. A model in one memory is one stage.
  */
+export interface Stage {
+  k: Kernels;
+  s: Scratch;
+  from: number;
+  layers: LayerWeights[];
+}
+
+/** One stage per layer group, each with activation buffers for chunks of up to maxChunk tokens. */
+export function allocStages(groups: readonly WeightGroup[], c: ModelConfig, maxChunk: number): Stage[] {
+  return groups.map((g) => ({ k: g.kernels, s: allocScratch(g.kernels, c, maxChunk), from: g.from, layers: g.layers }));
+}
+
+export function freeStages(stages: readonly Stage[]): void {
+  for (const stage of stages) freeScratch(stage.k, stage.s);
+}
+
+/** Runs n tokens (ids at positions) of one session through the model: forwardBatch with one session. */
 export function forward(
-  k: Kernels, c: ModelConfig, w: Weights, s: Scratch, cache: KVCache,
+  c: ModelConfig, w: Weights, stages: readonly Stage[], cache: KVCache,
   ids: ArrayLike<number>, positions: ArrayLike<number>, allLogits: boolean,
 ): Float32Array {
-  return forwardBatch(k, c, w, s, [{ cache, ids, positions, allLogits }]);
+  return forwardBatch(c, w, stages, [{ cache, ids, positions, allLogits }]);
 }
 
 /** One session's tokens in a forward pass. */
@@ -83,59 +101,27 @@ export interface BatchRows {
 /**
  * Runs the tokens of several sessions through the model in one pass: every matmul covers the rows
  * of all of them, so the weights are read once for all sequences; each session's rows attend to its
- * own cache. Writes the wanted logits to scratch.logits in batch order and returns a view of them.
+ * own cache. The first stage holds the embedding and the classifier (`w`); the residual stream is
+ * copied into each next stage's memory and back. Writes the wanted logits to the first stage's
+ * scratch.logits in batch order and returns a view of them.
  */
-export function forwardBatch(k: Kernels, c: ModelConfig, w: Weights, s: Scratch, batch: readonly BatchRows[]): Float32Array {
+export function forwardBatch(c: ModelConfig, w: Weights, stages: readonly Stage[], batch: readonly BatchRows[]): Float32Array {
   const n = batch.reduce((sum, b) => sum + b.ids.length, 0);
+  const { k, s } = stages[0]!;
   if (n < 1 || n > s.maxChunk) throw new RangeError(`internal: chunk of ${n} tokens, scratch holds ${s.maxChunk}`);
   const hidden = c.hiddenSize;
-  const qRow = c.numHeads * c.headDim * 4;
-  const kvRow = c.numKvHeads * c.headDim * 4;
   const ids = k.arena.i32(s.ids, n);
-  const pos = k.arena.i32(s.positions, n);
-  for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
-    ids.set(batch[b]!.ids, r);
-    pos.set(batch[b]!.positions, r);
-  }
-  const rope = ropeOf(c);
-
+  for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) ids.set(batch[b]!.ids, r);
   k.embed(s.x, w.embed, s.ids, n);
-  for (let l = 0; l < c.numLayers; l++) {
-    const L = w.layers[l]!;
-    // attention block
-    k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
-    k.matmul(s.q, s.xb, L.wq, n);
-    k.matmul(s.k, s.xb, L.wk, n);
-    k.matmul(s.v, s.xb, L.wv, n);
-    if (L.bq) {
-      k.addBias(s.q, L.bq, n, L.wq.rows);
-      k.addBias(s.k, L.bk, n, L.wk.rows);
-      k.addBias(s.v, L.bv, n, L.wv.rows);
-    }
-    if (L.qNorm) {
-      // Qwen3: RMSNorm over each head of q and k, before RoPE
-      k.rmsnorm(s.q, s.q, L.qNorm, n * c.numHeads, c.headDim, c.rmsEps);
-      k.rmsnorm(s.k, s.k, L.kNorm, n * c.numKvHeads, c.headDim, c.rmsEps);
-    }
-    // each session's rows are rotated at the positions its cache gives and attend to that cache
-    for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
-      const { cache } = batch[b]!;
-      const m = batch[b]!.ids.length;
-      const q = s.q + r * qRow;
-      const ropePositions = cache.rotationPositions(l, m, s.positions + r * 4);
-      k.rope(q, m, c.numHeads, ropePositions, rope);
-      cache.attend(l, q, s.k + r * kvRow, s.v + r * kvRow, pos.subarray(r, r + m), ropePositions, m, s.att + r * qRow);
-    }
-    k.matmul(s.xb2, s.att, L.wo, n);
-    k.add(s.x, s.xb2, n * hidden);
-    // feed-forward block (SwiGLU)
-    k.rmsnorm(s.xb, s.x, L.ffnNorm, n, hidden, c.rmsEps);
-    k.matmul(s.gate, s.xb, L.wGate, n);
-    k.matmul(s.up, s.xb, L.wUp, n);
-    k.siluMul(s.gate, s.gate, s.up, n * c.intermediateSize);
-    k.matmul(s.xb2, s.gate, L.wDown, n);
-    k.add(s.x, s.xb2, n * hidden);
+  let previous = stages[0]!;
+  for (const stage of stages) {
+    carryResidual(previous, stage, n * hidden);
+    const pos = stage.k.arena.i32(stage.s.positions, n);
+    for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) pos.set(batch[b]!.positions, r);
+    for (let i = 0; i < stage.layers.length; i++) layer(stage, c, batch, stage.from + i, pos);
+    previous = stage;
   }
+  carryResidual(previous, stages[0]!, n * hidden);
   // only the rows whose logits are wanted go through the final norm and the classifier
   let wanted = 0;
   for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
@@ -146,4 +132,53 @@ export function forwardBatch(k: Kernels, c: ModelConfig, w: Weights, s: Scratch,
   }
   k.matmul(s.logits, s.xb, w.lmHead, wanted);
   return k.arena.f32(s.logits, wanted * c.vocabSize);
+}
+
+/** One transformer block on the stage's residual stream: attention, then the SwiGLU feed-forward. */
+function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: number, pos: Int32Array): void {
+  const { k, s } = stage;
+  const n = pos.length;
+  const L = stage.layers[l - stage.from]!;
+  const hidden = c.hiddenSize;
+  const qRow = c.numHeads * c.headDim * 4;
+  const kvRow = c.numKvHeads * c.headDim * 4;
+  // attention block
+  k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
+  k.matmul(s.q, s.xb, L.wq, n);
+  k.matmul(s.k, s.xb, L.wk, n);
+  k.matmul(s.v, s.xb, L.wv, n);
+  if (L.bq) {
+    k.addBias(s.q, L.bq, n, L.wq.rows);
+    k.addBias(s.k, L.bk, n, L.wk.rows);
+    k.addBias(s.v, L.bv, n, L.wv.rows);
+  }
+  if (L.qNorm) {
+    // Qwen3: RMSNorm over each head of q and k, before RoPE
+    k.rmsnorm(s.q, s.q, L.qNorm, n * c.numHeads, c.headDim, c.rmsEps);
+    k.rmsnorm(s.k, s.k, L.kNorm, n * c.numKvHeads, c.headDim, c.rmsEps);
+  }
+  // each session's rows are rotated at the positions its cache gives and attend to that cache
+  for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
+    const { cache } = batch[b]!;
+    const m = batch[b]!.ids.length;
+    const q = s.q + r * qRow;
+    const ropePositions = cache.rotationPositions(l, m, s.positions + r * 4);
+    k.rope(q, m, c.numHeads, ropePositions, ropeOf(c));
+    cache.attend(l, q, s.k + r * kvRow, s.v + r * kvRow, pos.subarray(r, r + m), ropePositions, m, s.att + r * qRow);
+  }
+  k.matmul(s.xb2, s.att, L.wo, n);
+  k.add(s.x, s.xb2, n * hidden);
+  // feed-forward block (SwiGLU)
+  k.rmsnorm(s.xb, s.x, L.ffnNorm, n, hidden, c.rmsEps);
+  k.matmul(s.gate, s.xb, L.wGate, n);
+  k.matmul(s.up, s.xb, L.wUp, n);
+  k.siluMul(s.gate, s.gate, s.up, n * c.intermediateSize);
+  k.matmul(s.xb2, s.gate, L.wDown, n);
+  k.add(s.x, s.xb2, n * hidden);
+}
+
+/** Copies the residual stream (`count` f32) from one stage's memory into the next one's. */
+function carryResidual(from: Stage, to: Stage, count: number): void {
+  if (from === to) return;
+  to.k.arena.f32(to.s.x, count).set(from.k.arena.f32(from.s.x, count));
 }

@@ -6,6 +6,7 @@ import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
 import {
   buildTokenizer, checkLoadedTensors, checkNoOverlap, checkTiling, checkTokenizerFits, MAX_WHOLE_FILE_BYTES, modelFileSize, readFileRanges, readModelFile,
+  readRangeSync,
 } from './safetensors.js';
 import { own } from '../util/schema.js';
 import { BLOCK_FORMATS, blockDTypeOfGgmlId, isBlockDType } from '../kernels/ggml/index.js';
@@ -258,27 +259,50 @@ export function parseGguf(buf: Uint8Array, file: string): GgufFile {
 
 /**
  * Reads a GGUF file without holding it in one Buffer: a prefix (`firstRead` bytes, growing until the
- * header fits), then each tensor into its own Buffer.
+ * header fits) now, each tensor's bytes from the file whenever its `data` is read.
  */
 export async function readGgufInParts(file: string, firstRead = 16 * 2 ** 20): Promise<GgufFile> {
+  const { tensors, ...rest } = await readGgufLayout(file, firstRead);
+  return {
+    ...rest,
+    tensors: tensors.map(({ name, dtype, shape, begin, end }) => ({
+      name, dtype, shape,
+      get data() {
+        return readRangeSync(file, begin, end);
+      },
+    })),
+  };
+}
+
+/** The header of a GGUF file: a prefix (`firstRead` bytes, growing until the header fits) is read, no tensor data. */
+async function readGgufLayout(file: string, firstRead: number): Promise<GgufLayout> {
   const size = await modelFileSize(file);
   for (let prefix = Math.min(size, firstRead); ; prefix = Math.min(size, prefix * 8, MAX_WHOLE_FILE_BYTES)) {
     const [head] = await readFileRanges(file, [[0, prefix]]);
-    let layout: GgufLayout;
     try {
-      layout = ggufLayout(head!, size, file);
+      return ggufLayout(head!, size, file);
     } catch (e) {
       if (!(e instanceof NeedMoreBytes)) throw e;
       if (prefix >= Math.min(size, MAX_WHOLE_FILE_BYTES)) throw new UnsupportedModelError(file, 'GGUF header is larger than 2 GiB');
-      continue;
     }
-    const { tensors, ...rest } = layout;
-    const data = await readFileRanges(file, tensors.map((t) => [t.begin, t.end] as const));
-    return { ...rest, tensors: tensors.map(({ name, dtype, shape }, i) => ({ name, dtype, shape, data: data[i]! })) };
   }
 }
 
+/**
+ * A GGUF file's config and the bytes its tensors take, from its header alone: of the tensor data only
+ * rope_freqs (a few hundred bytes, when present) is read.
+ */
+export async function readGgufHeader(file: string): Promise<{ config: ModelConfig; tensorBytes: number }> {
+  const layout = await readGgufLayout(file, 2 ** 20);
+  const freqs = layout.tensors.find((t) => t.name === ROPE_FREQS);
+  const ropeFreqs = freqs && { ...freqs, data: readRangeSync(file, freqs.begin, freqs.end) };
+  const config = ggufConfig(new Meta(layout.metadata, file), canonicalTensors(layout.tensors), ropeFreqs, file);
+  return { config, tensorBytes: layout.tensors.reduce((sum, t) => sum + t.end - t.begin, 0) };
+}
+
 const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3' };
+/** Llama 3.1-style RoPE scaling: a factor per rotated pair. */
+const ROPE_FREQS = 'rope_freqs.weight';
 
 /** Reads one metadata value of the expected kind, or throws a ModelFormatError naming the key. */
 class Meta {
@@ -360,18 +384,31 @@ export function ggufCheckpoint(buf: Uint8Array, file: string): Checkpoint {
 
 function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
   const meta = new Meta(gguf.metadata, file);
+  const tensors = canonicalTensors(gguf.tensors);
+  const config = ggufConfig(meta, tensors, gguf.tensors.find((t) => t.name === ROPE_FREQS), file);
+  checkLoadedTensors(config, tensors, file);
+  const tokens = meta.has('tokenizer.ggml.tokens') ? meta.strings('tokenizer.ggml.tokens')! : undefined;
+  const tokenizer = ggufTokenizer(meta, tokens, file);
+  checkTokenizerFits(tokenizer, config, file);
+  return { format: 'gguf', source: file, config, tensors, tokenizer };
+}
+
+/** The file's tensors under canonical names (others are left out). */
+function canonicalTensors<T extends { name: string }>(list: readonly T[]): Map<string, T> {
+  const tensors = new Map<string, T>();
+  for (const t of list) {
+    const canonical = canonicalName(t.name);
+    if (canonical) tensors.set(canonical, t);
+  }
+  return tensors;
+}
+
+/** The model config the metadata describes; of the tensors only names and shapes are read, and rope_freqs. */
+function ggufConfig(meta: Meta, tensors: Map<string, { shape: number[] }>, ropeFreqs: RawTensor | undefined, file: string): ModelConfig {
   const archName = meta.str('general.architecture');
   const architecture = ARCHS[archName];
   if (!architecture) {
     throw new UnsupportedModelError(file, `architecture ${JSON.stringify(archName)} is not supported (supported: ${Object.keys(ARCHS).join(', ')})`);
-  }
-
-  const tensors = new Map<string, RawTensor>();
-  let ropeFreqs: RawTensor | undefined;
-  for (const t of gguf.tensors) {
-    if (t.name === 'rope_freqs.weight') ropeFreqs = t;
-    const canonical = canonicalName(t.name);
-    if (canonical) tensors.set(canonical, t);
   }
 
   const a = (k: string) => `${archName}.${k}`;
@@ -394,7 +431,7 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
     maxContext,
     file,
   );
-  const config: ModelConfig = validateConfig(
+  return validateConfig(
     {
       architecture,
       hiddenSize,
@@ -415,10 +452,6 @@ function checkpointOf(gguf: GgufFile, file: string): Checkpoint {
     },
     file,
   );
-  checkLoadedTensors(config, tensors, file);
-  const tokenizer = ggufTokenizer(meta, tokens, file);
-  checkTokenizerFits(tokenizer, config, file);
-  return { format: 'gguf', source: file, config, tensors, tokenizer };
 }
 
 function ggufTokenizer(meta: Meta, tokens: string[] | undefined, file: string): Tokenizer {
@@ -447,7 +480,11 @@ function ggufTokenizer(meta: Meta, tokens: string[] | undefined, file: string): 
   return buildTokenizer(file, () => new Gpt2BpeTokenizer({ tokens, merges, types, bos, eos, addBos, pre, file }));
 }
 
-/** Loads a .gguf file: read whole when it fits in one Buffer, tensor by tensor when it does not. */
+/**
+ * Loads a .gguf file: read whole when it fits in one Buffer; when it does not, each tensor is read
+ * when its data is asked for (once, by the upload into kernel memory), so a model as large as the
+ * machine's memory is never held twice.
+ */
 export async function loadGguf(file: string): Promise<Checkpoint> {
   if ((await modelFileSize(file)) > MAX_WHOLE_FILE_BYTES) return checkpointOf(await readGgufInParts(file), file);
   return ggufCheckpoint(await readModelFile(file), file);

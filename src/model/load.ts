@@ -1,10 +1,12 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { ModelFormatError, UnsupportedModelError, UsageError } from '../errors.js';
-import type { Checkpoint } from './checkpoint.js';
-import { loadGguf } from './gguf.js';
-import { loadHfDir } from './hf.js';
-import { loadLlama2c } from './llama2c.js';
+import type { Checkpoint, CheckpointFormat } from './checkpoint.js';
+import { validateConfig, type ModelConfig } from './config.js';
+import { loadGguf, readGgufHeader } from './gguf.js';
+import { loadHfDir, parseHfConfig } from './hf.js';
+import { loadLlama2c, parseLlama2c } from './llama2c.js';
+import { readJsonFile, readModelFile } from './safetensors.js';
 
 export interface LoadOptions {
   /** A tokenizer file to use instead of the one found with the model (llama2.c tokenizer.bin, HF tokenizer.json). */
@@ -12,12 +14,54 @@ export interface LoadOptions {
 }
 
 /**
- * Loads a local checkpoint, picking the format from what `file` is: a directory (or a file inside one
- * named config.json / *.safetensors) → Hugging Face; a `.gguf` file or one starting with the GGUF magic →
- * GGUF; a `.bin` file → llama2.c. Every loader returns a checkpoint whose config has passed
- * validateConfig and whose tensors have passed checkTensors.
+ * Loads a local checkpoint in the format `file` holds (checkpointFormat). Every loader returns a
+ * checkpoint whose config has passed validateConfig and whose tensors have passed checkTensors.
  */
 export async function loadCheckpoint(file: string, options: LoadOptions = {}): Promise<Checkpoint> {
+  const format = await checkpointFormat(file);
+  if (format === 'hf') return loadHfDir(hfDir(file), options);
+  if (format === 'gguf') {
+    if (options.tokenizer !== undefined) throw new UsageError(`${file}: a GGUF file carries its own tokenizer; do not pass one`);
+    return loadGguf(file);
+  }
+  return loadLlama2c(file, options);
+}
+
+/** What the memory plan needs before any weight is read: the config and the bytes the weights take. */
+export interface ModelHeader {
+  source: string;
+  config: ModelConfig;
+  weightBytes: number;
+}
+
+/**
+ * A checkpoint's config and weight bytes from its header: a GGUF header, an HF config.json and the
+ * safetensors file sizes, a llama2.c header (those files are small and read whole).
+ */
+export async function readModelHeader(file: string): Promise<ModelHeader> {
+  const format = await checkpointFormat(file);
+  if (format === 'gguf') {
+    const { config, tensorBytes } = await readGgufHeader(file);
+    return { source: file, config, weightBytes: tensorBytes };
+  }
+  if (format === 'llama2c') {
+    const buf = await readModelFile(file);
+    return { source: file, config: parseLlama2c(buf, file).config, weightBytes: buf.byteLength };
+  }
+  const dir = hfDir(file);
+  const configFile = path.join(dir, 'config.json');
+  const hf = parseHfConfig(await readJsonFile(configFile, 'config.json'), configFile);
+  const config = validateConfig({ ...hf.config, tiedEmbeddings: hf.tieWordEmbeddings }, configFile);
+  let weightBytes = 0;
+  for (const name of await fsp.readdir(dir)) if (name.endsWith('.safetensors')) weightBytes += (await fsp.stat(path.join(dir, name))).size;
+  return { source: dir, config, weightBytes };
+}
+
+/**
+ * The format `file` holds: a directory (or a file inside one named config.json / *.safetensors) →
+ * Hugging Face; a `.gguf` file or one starting with the GGUF magic → GGUF; a `.bin` file → llama2.c.
+ */
+async function checkpointFormat(file: string): Promise<CheckpointFormat> {
   let isDir: boolean;
   try {
     isDir = (await fsp.stat(file)).isDirectory();
@@ -27,21 +71,22 @@ export async function loadCheckpoint(file: string, options: LoadOptions = {}): P
   }
   if (isDir) {
     await checkHfDir(file);
-    return loadHfDir(file, options);
+    return 'hf';
   }
   const base = path.basename(file);
-  if (base === 'config.json' || base.endsWith('.safetensors') || base === 'model.safetensors.index.json') {
-    return loadHfDir(path.dirname(file), options);
-  }
-  if (base.endsWith('.gguf') || (await startsWithGgufMagic(file))) {
-    if (options.tokenizer !== undefined) throw new UsageError(`${file}: a GGUF file carries its own tokenizer; do not pass one`);
-    return loadGguf(file);
-  }
-  if (base.endsWith('.bin')) return loadLlama2c(file, options);
+  if (base === 'config.json' || base.endsWith('.safetensors') || base === 'model.safetensors.index.json') return 'hf';
+  if (base.endsWith('.gguf') || (await startsWithGgufMagic(file))) return 'gguf';
+  if (base.endsWith('.bin')) return 'llama2c';
   throw new UnsupportedModelError(
     file,
     'cannot tell the checkpoint format: expected a Hugging Face model directory, a .gguf file or a llama2.c .bin file',
   );
+}
+
+/** The model directory of an HF path (the directory itself, or the one holding a named file). */
+function hfDir(file: string): string {
+  const base = path.basename(file);
+  return base === 'config.json' || base.endsWith('.safetensors') || base === 'model.safetensors.index.json' ? path.dirname(file) : file;
 }
 
 /** A folder without config.json that holds a .gguf or .bin: name the files to pass instead. */

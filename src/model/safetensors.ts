@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { KvpackError, ModelFormatError, UnsupportedModelError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -69,6 +69,28 @@ export async function readFileRanges(file: string, ranges: readonly (readonly [n
     throw fsError(e, file);
   } finally {
     await fh?.close();
+  }
+}
+
+/**
+ * Bytes [begin, end) of a file, read now (a tensor read on demand during an upload), in a buffer of
+ * their own (not the shared pool: each read stands alone, at offset 0).
+ */
+export function readRangeSync(file: string, begin: number, end: number): Buffer {
+  const buf = Buffer.allocUnsafeSlow(end - begin);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    for (let done = 0; done < buf.length; ) {
+      const bytesRead = fs.readSync(fd, buf, done, Math.min(READ_CHUNK, buf.length - done), begin + done);
+      if (bytesRead === 0) throw new ModelFormatError(file, `file ended at byte ${begin + done} while reading [${begin}, ${end}): changed while loading?`);
+      done += bytesRead;
+    }
+    return buf;
+  } catch (e) {
+    throw fsError(e, file);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 

@@ -2,6 +2,7 @@ import { ModelFormatError, UnsupportedModelError } from '../errors.js';
 import type { Kernels, Matrix } from '../kernels/api.js';
 import { BLOCK_FORMATS, dequantize } from '../kernels/ggml/index.js';
 import { f16Table, bf16ToF32 } from '../kernels/half.js';
+import type { LayerGroup } from '../cache/layer-groups.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { firstNonFinite, TensorNames as N, type RawTensor } from './tensor.js';
@@ -27,6 +28,7 @@ export interface LayerWeights {
 
 export interface Weights {
   embed: Matrix;
+  /** Layers [0, layers.length): all of them, or the first group's when the model is split over memories. */
   layers: LayerWeights[];
   finalNorm: number;
   lmHead: Matrix;
@@ -34,40 +36,33 @@ export interface Weights {
   bytes: number;
 }
 
-/**
- * Copies a checkpoint's tensors into kernel memory. Matrices keep their stored dtype (a 16-bit model
- * reads half the bytes per token); norms and biases become f32 because they are tiny.
- */
-export function uploadWeights(k: Kernels, config: ModelConfig, ckpt: Checkpoint): Weights {
-  let bytes = 0;
-  const get = (name: string): RawTensor => {
-    const t = ckpt.tensors.get(name);
-    if (!t) throw new Error(`internal: tensor ${name} was validated but is missing`);
-    // a NaN or Inf weight makes every logit NaN: greedy would print nothing and perplexity NaN, silently
-    const bad = firstNonFinite(t);
-    if (bad >= 0) throw new ModelFormatError(ckpt.source, `tensor ${t.name} (${name}) holds a non-finite number (NaN or ±Inf) at element ${bad}`);
-    return t;
-  };
-  const matrix = (name: string): Matrix => {
-    const t = get(name);
-    const ptr = k.arena.alloc(t.data.byteLength);
-    k.arena.u8(ptr, t.data.byteLength).set(t.data);
-    bytes += t.data.byteLength;
-    return { ptr, dtype: t.dtype, rows: t.shape[0]!, cols: t.shape[1]! };
-  };
-  const vector = (name: string): number => {
-    const t = get(name);
-    const values = toF32(t, ckpt.source);
-    const ptr = k.arena.alloc(values.length * 4);
-    k.arena.f32(ptr, values.length).set(values);
-    bytes += values.length * 4;
-    return ptr;
-  };
-  const optionalVector = (name: string): number => (ckpt.tensors.has(name) ? vector(name) : 0);
+/** A layer group's weights: its layers [from, to), in its kernels' memory. */
+export interface WeightGroup extends LayerGroup {
+  layers: LayerWeights[];
+  /** Bytes of kernel memory the group's weights occupy. */
+  bytes: number;
+}
 
-  const embed = matrix(N.embed);
+/**
+ * Copies a checkpoint's tensors into kernel memory: the embedding, final norm and classifier, and
+ * layers [0, to) (default all). Matrices keep their stored dtype (a 16-bit model reads half the bytes
+ * per token); norms and biases become f32 because they are tiny.
+ */
+export function uploadWeights(k: Kernels, config: ModelConfig, ckpt: Checkpoint, to = config.numLayers): Weights {
+  const up = uploader(k, ckpt);
+  const embed = up.matrix(N.embed);
+  const layers = uploadLayers(k, config, ckpt, 0, to);
+  const finalNorm = up.vector(N.finalNorm);
+  const lmHead = config.tiedEmbeddings || !ckpt.tensors.has(N.lmHead) ? embed : up.matrix(N.lmHead);
+  return { embed, layers: layers.layers, finalNorm, lmHead, bytes: up.bytes() + layers.bytes };
+}
+
+/** Copies layers [from, to) of a checkpoint into a layer group's kernel memory. */
+export function uploadLayers(k: Kernels, config: ModelConfig, ckpt: Checkpoint, from: number, to: number): WeightGroup {
+  const { matrix, vector, bytes } = uploader(k, ckpt);
+  const optionalVector = (name: string): number => (ckpt.tensors.has(name) ? vector(name) : 0);
   const layers: LayerWeights[] = [];
-  for (let l = 0; l < config.numLayers; l++) {
+  for (let l = from; l < to; l++) {
     layers.push({
       attnNorm: vector(N.attnNorm(l)),
       wq: matrix(N.wq(l)),
@@ -85,9 +80,42 @@ export function uploadWeights(k: Kernels, config: ModelConfig, ckpt: Checkpoint)
       wDown: matrix(N.wDown(l)),
     });
   }
-  const finalNorm = vector(N.finalNorm);
-  const lmHead = config.tiedEmbeddings || !ckpt.tensors.has(N.lmHead) ? embed : matrix(N.lmHead);
-  return { embed, layers, finalNorm, lmHead, bytes };
+  return { kernels: k, from, to, layers, bytes: bytes() };
+}
+
+/** Copies named tensors into kernel memory, counting the bytes. */
+function uploader(k: Kernels, ckpt: Checkpoint) {
+  let bytes = 0;
+  const get = (name: string): RawTensor => {
+    const t = ckpt.tensors.get(name);
+    if (!t) throw new Error(`internal: tensor ${name} was validated but is missing`);
+    return t;
+  };
+  // a NaN or Inf weight makes every logit NaN: greedy would print nothing and perplexity NaN, silently
+  const checkFinite = (t: RawTensor, name: string, bad: number) => {
+    if (bad >= 0) throw new ModelFormatError(ckpt.source, `tensor ${t.name} (${name}) holds a non-finite number (NaN or ±Inf) at element ${bad}`);
+  };
+  return {
+    matrix(name: string): Matrix {
+      const t = get(name);
+      const data = t.data; // once: a large checkpoint reads it from the file on each access
+      checkFinite(t, name, firstNonFinite({ name: t.name, dtype: t.dtype, shape: t.shape, data }));
+      const ptr = k.arena.alloc(data.byteLength);
+      k.arena.u8(ptr, data.byteLength).set(data);
+      bytes += data.byteLength;
+      return { ptr, dtype: t.dtype, rows: t.shape[0]!, cols: t.shape[1]! };
+    },
+    vector(name: string): number {
+      const t = get(name);
+      const values = toF32(t, ckpt.source);
+      checkFinite(t, name, values.findIndex((v) => !Number.isFinite(v)));
+      const ptr = k.arena.alloc(values.length * 4);
+      k.arena.f32(ptr, values.length).set(values);
+      bytes += values.length * 4;
+      return ptr;
+    },
+    bytes: () => bytes,
+  };
 }
 
 /** A small tensor's values as f32 (norm weights, biases). */

@@ -3,7 +3,7 @@ import { BusyError, CancelledError, LimitError, RequestError, UsageError } from 
 import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
 import { kvBytesPerToken } from '../model/config.js';
 import type { Model } from '../model.js';
-import { allocScratch, type Scratch } from '../model/forward.js';
+import { allocStages, type Stage } from '../model/forward.js';
 import { Session } from '../session.js';
 import { peakBytes, policyBytesPerSlot } from './memory.js';
 
@@ -96,15 +96,15 @@ export class Engine {
   private totals = { admitted: 0, promptTokens: 0, generatedTokens: 0, kvBytesPeak: 0 };
 
   private readonly defaultSpec: string;
-  /** Activations of one decode step: a row per running session. */
-  private readonly scratch: Scratch;
+  /** Activations of one decode step, in each layer group's memory: a row per running session. */
+  private readonly stages: Stage[];
   /** Activations of one prefill chunk, shared: one prompt is prefilled at a time. */
-  private readonly prefillScratch: Scratch;
+  private readonly prefillStages: Stage[];
 
   constructor(readonly model: Model, private readonly options: EngineOptions) {
     this.defaultSpec = this.canonicalSpec(options.cache);
-    this.scratch = allocScratch(model.kernels, model.config, options.parallel);
-    this.prefillScratch = allocScratch(model.kernels, model.config, options.chunkSize ?? 32);
+    this.stages = allocStages(model.groups, model.config, options.parallel);
+    this.prefillStages = allocStages(model.groups, model.config, options.chunkSize ?? 32);
   }
 
   /**
@@ -248,7 +248,7 @@ export class Engine {
     this.guarded(job, () => {
       // the session's own buffers are one row: it prefills with the shared ones and decodes in the batch
       job.session = this.model.session({ cache: job.spec, chunkSize: 1 });
-      job.prefill = job.session.prefill(job.request.prompt, this.prefillScratch);
+      job.prefill = job.session.prefill(job.request.prompt, this.prefillStages);
       job.generation = new Generation(this.model.tokenizer, this.model.config.vocabSize, job.request.prompt, job.request);
     });
   }
@@ -268,7 +268,7 @@ export class Engine {
     for (const job of jobs) job.next = undefined;
     let logits: Float32Array;
     try {
-      logits = Session.feedEach(jobs.map((j) => j.session!), tokens, this.scratch);
+      logits = Session.feedEach(jobs.map((j) => j.session!), tokens, this.stages);
     } catch (e) {
       for (const job of jobs) this.cancel(job, e as Error);
       return;

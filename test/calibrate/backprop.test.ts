@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LlamaBackprop, type LayerGradients, type Perturbation } from '../../src/calibrate/backprop.js';
 import { calibrationSamples } from '../../src/calibrate/data.js';
+import { UnsupportedModelError } from '../../src/errors.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { REF6M, STORIES } from '../model/fixtures.js';
 
@@ -63,6 +64,10 @@ describe.each([
   it('matches central finite differences on every layer\'s keys and values', () => {
     const worst = gradientCheck(model, ids);
     console.log(`${name}: worst relative error of the backward pass vs finite differences ${worst.toExponential(2)}`);
+  });
+
+  it('refuses per-head q/k norms (Qwen3), which it does not differentiate', () => {
+    expect(() => new LlamaBackprop(model.kernels, { ...model.config, architecture: 'qwen3' }, model.weights)).toThrow(UnsupportedModelError);
   });
 
   it('computes the same loss as the engine\'s forward pass', () => {

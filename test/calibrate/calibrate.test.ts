@@ -9,12 +9,13 @@ import { ChannelExtremes } from '../../src/calibrate/accumulate.js';
 import { LlamaBackprop } from '../../src/calibrate/backprop.js';
 import { calibrate, type CalibrateOptions } from '../../src/calibrate/calibrate.js';
 import { calibrationSamples } from '../../src/calibrate/data.js';
-import { CalibrationError } from '../../src/errors.js';
+import { randomLlama, writeHfDir } from '../../src/dev/write.js';
+import { CalibrationError, UnsupportedModelError } from '../../src/errors.js';
 import type { ModelIdentity } from '../../src/cache/quant/calibfile.js';
 import { modelIdentity } from '../../src/model/identity.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { seededRandom } from '../../src/util/random.js';
-import { REF6M, STORIES } from '../model/fixtures.js';
+import { REF6M, STORIES, TINY, tinyTokenizerJson } from '../model/fixtures.js';
 
 describe('ChannelExtremes', () => {
   it.each([0, 0.005, 0.05])('gives the exact q = %f percentiles of numbers added in batches', (q) => {
@@ -45,7 +46,7 @@ describe('calibrate on stories260K', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-calib-'));
   beforeAll(async () => {
     model = await loadModel(path.join(STORIES, 'stories260K.bin'), { threads: 1 });
-    identity = modelIdentity('stories260K', model.kernels, model.config, model.weights);
+    identity = modelIdentity('stories260K', model.config, model.weights, model.groups);
     const samples = calibrationSamples('stories260k-calibration', model.tokenizer, 4, 96);
     options = { model: identity, samples, data: 'stories260k-calibration', bits: [2, 3, 4], outliers: 0.05, fisher: true, seed: 1 };
     result = calibrate(model, options);
@@ -112,7 +113,7 @@ describe('calibrate on stories260K', () => {
     expect(readCalibration(file, identity)).toEqual(result);
     const other = await loadModel(REF6M, { threads: 1 });
     try {
-      const otherId = modelIdentity('ref-6m', other.kernels, other.config, other.weights);
+      const otherId = modelIdentity('ref-6m', other.config, other.weights, other.groups);
       expect(() => readCalibration(file, otherId)).toThrow(CalibrationError);
       expect(() => readCalibration(file, otherId)).toThrow(/calibrated for stories260K .* not for the model in use, ref-6m/);
     } finally {
@@ -120,5 +121,24 @@ describe('calibrate on stories260K', () => {
     }
     fs.writeFileSync(file, '{"format":"kvpack-calibration","version":99}');
     expect(() => readCalibration(file, identity)).toThrow(/version 99/);
+  });
+});
+
+describe('calibrate refuses what its backward pass does not model', () => {
+  it('Qwen3 per-head q/k norms: a typed error naming the model, not wrong gradients', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-calib-qwen3-'));
+    const tokenizer = path.join(dir, 'tokenizer.json');
+    fs.writeFileSync(tokenizer, tinyTokenizerJson(TINY.vocabSize));
+    await writeHfDir(path.join(dir, 'qwen3'), randomLlama({ ...TINY, architecture: 'qwen3' }), tokenizer);
+    const model = await loadModel(path.join(dir, 'qwen3'), { threads: 1 });
+    try {
+      const identity = modelIdentity('qwen3', model.config, model.weights, model.groups);
+      const options: CalibrateOptions = { model: identity, samples: [[1, 2, 3, 4]], data: 'x', bits: [3], outliers: 0.01, fisher: true, seed: 1 };
+      expect(() => calibrate(model, options)).toThrow(UnsupportedModelError);
+      expect(() => calibrate(model, options)).toThrow(/q\/k norms/);
+    } finally {
+      await model.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

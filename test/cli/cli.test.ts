@@ -55,6 +55,18 @@ describe('kvpack CLI', () => {
     expect(result.memory.compression).toBeGreaterThan(1);
   });
 
+  it('prints the memory plan with --ctx and stops where it does not fit', () => {
+    const fits = kvpack('info', '--model', STORIES_BIN, '--ctx', '512', '--cache', 'int(bits=2)');
+    expect(fits.code).toBe(0);
+    expect(fits.stdout).toMatch(/plan\s+512 tokens of full\+int\(bits=2\)/);
+    expect(fits.stdout).toMatch(/fits\s+yes/);
+    expect(fits.stdout).toMatch(/KV bytes\/token\s+1280 \(f32\)/); // the model info follows
+    // stories260K's f32 cache takes 1280 bytes per token: a billion tokens need 1.2 TiB
+    const refused = kvpack('info', '--model', STORIES_BIN, '--ctx', '1000000000');
+    expectCleanFailure(refused, 'the longest context that fits is');
+    expect(refused.stdout).toMatch(/fits\s+no; longest context that fits: \d+ tokens/);
+  });
+
   it('refuses a truncated model file, naming it', () => {
     const cut = path.join(tmp, 'cut.gguf');
     fs.writeFileSync(cut, fs.readFileSync(REF6M_GGUF).subarray(0, 5000));

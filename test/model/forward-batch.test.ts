@@ -1,21 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { allocScratch, freeScratch } from '../../src/model/forward.js';
+import { allocStages, freeStages } from '../../src/model/forward.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
 import { Session } from '../../src/session.js';
 import { REF6M_DIR } from '../engine/helpers.js';
 
-let model: Model;
-beforeAll(async () => {
-  model = await loadModel(REF6M_DIR, { threads: 2 });
-});
-afterAll(() => model.close());
-
 const SPECS = ['full', 'h2o(budget=0.5)+kvquant(bits=3)', 'window(sinks=4,recent=24)+fp16', 'full+int(bits=4)', 'snapkv(budget=20)+fp16'];
 const PROMPTS = ['The history of the city', 'In 1998 the band released', 'She said that the river', 'A large number of', 'The President of the United States'];
 
-describe('batched decoding', () => {
+// the layer-group split (6 layers as 4+2 memories) carries every session's rows between memories
+describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, groups: 2 }])('batched decoding (layersPerMemory $layersPerMemory)', ({ layersPerMemory, groups }) => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(REF6M_DIR, { threads: 2, layersPerMemory });
+  });
+  afterAll(() => model.close());
+
   it('gives each session the logits it gets alone', () => {
+    expect(model.groups.length).toBe(groups);
     const make = () => SPECS.map((cache) => model.session({ cache, chunkSize: 8 }));
     const alone = make();
     const batched = make();
@@ -25,9 +27,9 @@ describe('batched decoding', () => {
       batched[i]!.feed(ids);
       return argmax(alone[i]!.feed(ids));
     });
-    const scratch = allocScratch(model.kernels, model.config, SPECS.length);
+    const stages = allocStages(model.groups, model.config, SPECS.length);
     for (let step = 0; step < 12; step++) {
-      const together = Session.feedEach(batched, next, scratch);
+      const together = Session.feedEach(batched, next, stages);
       next = next.map((token, i) => {
         const own = alone[i]!.feed([token]);
         const row = together.subarray(i * vocab, (i + 1) * vocab);
@@ -43,7 +45,7 @@ describe('batched decoding', () => {
       expect(batched[i]!.cache.layerLengths()).toEqual(alone[i]!.cache.layerLengths());
       expect(batched[i]!.cache.bytes()).toBe(alone[i]!.cache.bytes());
     }
-    freeScratch(model.kernels, scratch);
+    freeStages(stages);
     for (const s of [...alone, ...batched]) s.dispose();
   });
 });

@@ -285,7 +285,8 @@ export const kvquant = codecKind({
     const staging = calib ? 0 : calibrate + sinks;
     const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope: prerope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
-    const offline = calib && { layers: calib.layers, keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
+    const first = ctx.firstLayer ?? 0;
+    const offline = calib && { layers: calib.layers.slice(first, first + c.numLayers), keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
     return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline });
   },
 });
