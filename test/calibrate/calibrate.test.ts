@@ -132,7 +132,7 @@ describe('calibrate refuses what its backward pass does not model', () => {
     await writeHfDir(path.join(dir, 'qwen3'), randomLlama({ ...TINY, architecture: 'qwen3' }), tokenizer);
     const model = await loadModel(path.join(dir, 'qwen3'), { threads: 1 });
     try {
-      const identity = modelIdentity('qwen3', model.kernels, model.config, model.weights);
+      const identity = modelIdentity('qwen3', model.config, model.weights, model.groups);
       const options: CalibrateOptions = { model: identity, samples: [[1, 2, 3, 4]], data: 'x', bits: [3], outliers: 0.01, fisher: true, seed: 1 };
       expect(() => calibrate(model, options)).toThrow(UnsupportedModelError);
       expect(() => calibrate(model, options)).toThrow(/q\/k norms/);
