@@ -1,6 +1,9 @@
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { GGML, GGUF_TYPE, ggufModelMetadata, ggufTokenizerMetadata, llamaGgufTensorInfos, writeGgufTensors, type GgufKv } from '../dev/write.js';
 import { ropeOf } from '../kernels/rope.js';
 import { loadModel, type Model } from '../model.js';
@@ -10,9 +13,7 @@ import { checkPlan, planMemory } from '../model/plan.js';
 import { argmax } from '../sample.js';
 import { formatBytes, Progress } from '../util/progress.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
-import { LlamaCppEngine } from './engines.js';
 import { MODEL_SPECS, sharedDir } from './models.js';
-import { promptTokens } from './speed.js';
 import { formatNumber, type Table } from './table.js';
 
 /** Llama-2-7B's shape (the model of the Q-Hitter and KVQuant papers). */
@@ -21,6 +22,7 @@ const LLAMA2_7B: ModelConfig = {
   vocabSize: 32000, maxContext: 4096, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'interleaved', tiedEmbeddings: false, qkvBias: false,
 };
 const MILLION = 2 ** 20;
+const execFileAsync = promisify(execFile);
 const LONG_CACHES = ['kvquant(bits=2)', 'int(bits=2)'];
 /** Tokens per appendRows call while filling the million-token cache. */
 const FILL_CHUNK = 8192;
@@ -49,35 +51,16 @@ export const scaleSection: Section = {
 export async function sevenB(ctx: BenchContext, config = LLAMA2_7B): Promise<Table> {
   const file = await ensureRandomF16(ctx, config);
   const decodeTokens = ctx.options.quick ? 4 : 16;
-  const prompt = promptTokens(16, 17, config.vocabSize);
   const rows: Table['rows'] = [];
-  for (const threads of ctx.options.threads) {
-    const t0 = performance.now();
-    const model = await loadModel(file, { threads, context: 256 });
-    const loadSeconds = (performance.now() - t0) / 1000;
-    try {
-      const session = model.session({ cache: 'full+fp16', chunkSize: 16 });
-      const tokS = decodeRate(session, prompt, decodeTokens);
-      rows.push({ engine: 'kvpack', threads, memories: model.groups.length, loadSeconds, rssGiB: process.memoryUsage().rss / 2 ** 30, tokS });
-      session.dispose();
-    } finally {
-      await model.close();
-    }
-    ctx.log(`7B shape, kvpack ${threads} threads: done`);
-  }
-  const llama = await ctx.llama();
-  const t0 = performance.now();
-  const lm = await llama.loadModel(file);
-  const loadSeconds = (performance.now() - t0) / 1000;
-  try {
+  // kvpack first, then llama.cpp; each run its own process (see scale-engine.ts)
+  for (const engine of ['kvpack', 'llama.cpp']) {
     for (const threads of ctx.options.threads) {
-      const engine = await LlamaCppEngine.open(lm, { threads, contextSize: 256, batchSize: 16, flashAttention: ctx.options.flashAttention });
-      const ms = await engine.decode(prompt, decodeTokens);
-      rows.push({ engine: 'llama.cpp', threads, memories: 1, loadSeconds, rssGiB: process.memoryUsage().rss / 2 ** 30, tokS: (decodeTokens * 1000) / ms });
-      await engine.close();
+      const fa = ctx.options.flashAttention;
+      const args = [engine, file, String(threads), String(decodeTokens), fa === 'auto' ? 'auto' : fa ? 'on' : 'off', String(config.vocabSize)];
+      const r = await engineRun(args);
+      rows.push({ engine, threads, ...r });
+      ctx.log(`7B shape, ${engine} ${threads} threads: ${formatNumber(r.tokS)} tok/s`);
     }
-  } finally {
-    await lm.dispose();
   }
   return {
     title: 'Llama-2-7B shape, random f16 weights (13.5 GB GGUF): load and decode',
@@ -86,19 +69,37 @@ export async function sevenB(ctx: BenchContext, config = LLAMA2_7B): Promise<Tab
       { key: 'threads', header: 'threads', format: String },
       { key: 'memories', header: 'kernel memories', format: String },
       { key: 'loadSeconds', header: 'load s', format: formatNumber },
-      { key: 'rssGiB', header: 'RSS GiB', format: formatNumber },
+      { key: 'peakRssGiB', header: 'peak RSS GiB', format: formatNumber },
       { key: 'tokS', header: 'decode tok/s' },
     ],
     rows,
     notes: [
       `${decodeTokens} greedy tokens after a 16-token prompt, one run; kvpack's cache full+fp16 like llama.cpp's.`,
-      'RSS is the process after the engine ran (llama.cpp maps the file, so its pages count once read).',
+      "Each row is its own process: peak RSS is that engine's alone (llama.cpp maps the file, so its pages count once read).",
+      'Load seconds depend on how much of the file the page cache still holds from the run before (kvpack copies the weights into its memories; llama.cpp maps them).',
     ],
   };
 }
 
+/** What scale-engine.ts prints for one engine's run. */
+export interface EngineRun {
+  loadSeconds: number;
+  tokS: number;
+  peakRssGiB: number;
+  memories: number;
+}
+
+/** Runs scale-engine.js in a child process and reads its one JSON line. */
+async function engineRun(args: string[]): Promise<EngineRun> {
+  const script = fileURLToPath(new URL('./scale-engine.js', import.meta.url));
+  const { stdout } = await execFileAsync(process.execPath, [script, ...args], { maxBuffer: 1 << 20 }).catch((e: { stderr?: string; message: string }) => {
+    throw new Error(`${args[0]} on the 7B shape failed: ${(e.stderr || e.message).trim()}`);
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as EngineRun;
+}
+
 /** n decoded tokens per second after feeding the prompt. */
-function decodeRate(session: ReturnType<Model['session']>, prompt: readonly number[], n: number): number {
+export function decodeRate(session: ReturnType<Model['session']>, prompt: readonly number[], n: number): number {
   let logits = session.feed(prompt);
   const t0 = performance.now();
   for (let i = 0; i < n; i++) logits = session.feed([argmax(logits)]);

@@ -264,7 +264,7 @@ export class KVCache {
     const c = this.config;
     let slots = 0;
     for (const length of this.lengths) slots += length * c.numKvHeads;
-    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length ? c.numKvHeads * this.capacity * 4 : 0;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * this.capacity * 4; // one slot-index table per memory
     return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
   }
 
@@ -293,7 +293,7 @@ export class KVCache {
     }
     let capacity = this.capacity;
     while (capacity < longest) capacity *= 2;
-    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length ? c.numKvHeads * capacity * 4 : 0;
+    const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * capacity * 4;
     return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
   }
 

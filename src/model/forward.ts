@@ -74,7 +74,14 @@ export interface Stage {
 
 /** One stage per layer group, each with activation buffers for chunks of up to maxChunk tokens. */
 export function allocStages(groups: readonly WeightGroup[], c: ModelConfig, maxChunk: number): Stage[] {
-  return groups.map((g) => ({ k: g.kernels, s: allocScratch(g.kernels, c, maxChunk), from: g.from, layers: g.layers }));
+  const stages: Stage[] = [];
+  try {
+    for (const g of groups) stages.push({ k: g.kernels, s: allocScratch(g.kernels, c, maxChunk), from: g.from, layers: g.layers });
+  } catch (e) {
+    freeStages(stages); // a group that does not fit leaves the groups before it as they were
+    throw e;
+  }
+  return stages;
 }
 
 export function freeStages(stages: readonly Stage[]): void {

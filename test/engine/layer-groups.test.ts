@@ -51,4 +51,19 @@ describe('a model split over several WebAssembly memories', () => {
     expect(b.cache.bytes()).toBe(a.cache.bytes());
     expect(b.cache.bytes()).toBeGreaterThan(0);
   });
+
+  it('counts the tables a never-evicting pre-RoPE cache keeps in each memory (slot indices, rotations)', () => {
+    const [one, split] = [models[0]!, models[2]!];
+    const ids = one.tokenizer.encode('The boats went out to fish and came back in the evening.');
+    const spec = 'kvquant(bits=2)'; // reads slot positions to rotate its pre-RoPE keys; evicts nothing
+    const a = one.session({ cache: spec });
+    const b = split.session({ cache: spec });
+    a.feed(ids);
+    b.feed(ids);
+    const c = one.config;
+    const slotTable = c.numKvHeads * a.cache.capacity * 4; // Int32 per slot and KV head
+    const ropeTables = (a.cache as unknown as { codec: { ropeTables: { bytes(): number } } }).codec.ropeTables.bytes();
+    expect(b.cache.capacity).toBe(a.cache.capacity);
+    expect(b.cache.bytes() - a.cache.bytes()).toBe((split.groups.length - 1) * (slotTable + ropeTables));
+  });
 });
