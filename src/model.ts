@@ -64,6 +64,8 @@ export class Model {
     readonly weights: Weights,
     readonly groups: readonly WeightGroup[],
     private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
+    /** The context the memory plan was made for (Model.load): sessions allocate that much cache at first. */
+    readonly context?: number,
   ) {}
 
   private identityCache?: ModelIdentity;
@@ -74,10 +76,10 @@ export class Model {
     const plan = planMemory(header, { context, cache: options.cache, threads: options.threads });
     checkPlan(plan);
     const ckpt = await loadCheckpoint(modelPath, { tokenizer: options.tokenizer });
-    return Model.fromCheckpoint(ckpt, { ...options, layersPerMemory: options.layersPerMemory ?? plan.layersPerMemory });
+    return Model.fromCheckpoint(ckpt, { ...options, context, layersPerMemory: options.layersPerMemory ?? plan.layersPerMemory });
   }
 
-  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions & { layersPerMemory?: number } = {}): Promise<Model> {
+  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions & { layersPerMemory?: number; context?: number } = {}): Promise<Model> {
     const c = ckpt.config;
     const perMemory = options.layersPerMemory ?? c.numLayers;
     if (!Number.isInteger(perMemory) || perMemory < 1) throw new UsageError(`layersPerMemory must be a positive integer, got ${perMemory}`);
@@ -98,7 +100,7 @@ export class Model {
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
       tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes, tensorTypes, bytes });
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes, tensorTypes, bytes }, options.context);
   }
 
   /** Architecture, shape and a hash of the weights (hashed once, when first asked). */

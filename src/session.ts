@@ -23,6 +23,8 @@ export interface RunnableModel {
   readonly groups?: readonly WeightGroup[];
   /** What a calibration file is checked against (see Model.identity). */
   identity(): ModelIdentity;
+  /** The context the model's memory plan was made for: a session's first cache allocation (absent: min(trained context, 1024)). */
+  readonly context?: number;
 }
 
 /** A model's layer groups: its own, or the whole model in `kernels`'s memory. */
@@ -126,7 +128,7 @@ export class Session {
     this.maxKvBytes = o.maxKvBytes ?? Infinity;
     const groups = layerGroups(model);
     // slots grow by doubling as needed; start from what the budget holds, not the whole context
-    this.cache = createCache(model.kernels, c, spec, o.context ?? Math.min(c.maxContext, 1024), {
+    this.cache = createCache(model.kernels, c, spec, o.context ?? model.context ?? Math.min(c.maxContext, 1024), {
       streaming: this.streaming,
       stepTokens: this.chunkSize,
       groups,

@@ -13,6 +13,8 @@ import type { ModelHeader } from './load.js';
 
 /** Bytes one WebAssembly memory can address (65536 pages of 64 KiB). */
 export const MEMORY_LIMIT_BYTES = 2 ** 32;
+/** Room each memory keeps beyond the plan's counts: the kernels' own scratch (grown on demand), page alignment of blocks. */
+const MEMORY_RESERVE_BYTES = 64 * 2 ** 20;
 
 export interface PlanRequest {
   /** Tokens the cache must hold: a prompt of this length is held whole before the policy compresses it. */
@@ -74,7 +76,7 @@ export function planMemory(header: ModelHeader, request: PlanRequest): MemoryPla
     const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * (2 ** 20 + 4 * (c.numHeads / c.numKvHeads) * context);
     const kvBytes = kv.fixed + kv.perToken * context;
     const perLayer = layerWeights + kvBytes / c.numLayers;
-    const layersPerMemory = Math.min(c.numLayers, Math.floor((MEMORY_LIMIT_BYTES - scratch - headBytes) / perLayer));
+    const layersPerMemory = Math.min(c.numLayers, Math.floor((MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - scratch - headBytes) / perLayer));
     const memories = layersPerMemory >= 1 ? Math.ceil(c.numLayers / layersPerMemory) : 1;
     const neededBytes = header.weightBytes + kvBytes + memories * scratch;
     return { kvBytes, scratchBytes: memories * scratch, neededBytes, layersPerMemory: Math.max(0, layersPerMemory), memories, fits: layersPerMemory >= 1 && neededBytes <= available.bytes };

@@ -63,6 +63,19 @@ describe('memory plan', () => {
     }
   });
 
+  it("starts a session's cache at the context the model was planned for", async () => {
+    for (const context of [64, 300]) {
+      const model = await loadModel(REF6M, { threads: 1, context });
+      try {
+        const session = model.session({ cache: 'full+fp16' });
+        expect(session.cache.capacity).toBe(context);
+        expect(model.session({ cache: 'full+fp16', context: 32 }).cache.capacity).toBe(32);
+      } finally {
+        await model.close();
+      }
+    }
+  });
+
   it('counts the weights, KV at the context from the codec allocation, and finds the longest context that fits', async () => {
     const header = await readModelHeader(REF6M);
     const c = header.config;
