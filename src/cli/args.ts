@@ -34,6 +34,11 @@ export function parse<O extends Options>(command: string, argv: string[], option
   }
 }
 
+/** Refuses positional arguments a command does not take (`hint`: what to use instead). */
+export function noPositionals(command: string, positionals: string[], hint = ''): void {
+  if (positionals.length) throw new UsageError(`${command} takes no positional arguments, got "${positionals.join(' ')}"${hint}`);
+}
+
 /** An option's text read through its schema parameter (`--name` in messages); `fallback` when it is not given. */
 export function option<T>(name: string, p: Param<T>, text: string | undefined, fallback: T): T {
   if (text === undefined) return fallback;

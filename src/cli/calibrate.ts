@@ -4,7 +4,7 @@ import { calibrationSamples, CALIBRATION_SETS, defaultCalibrationSet } from '../
 import { UsageError } from '../errors.js';
 import type { CodeBits } from '../kernels/quant/pack.js';
 import { Progress } from '../util/progress.js';
-import { intOption, MODEL_OPTIONS, numberOption, parse } from './args.js';
+import { intOption, MODEL_OPTIONS, numberOption, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack calibrate [--model M] [--data D] [--samples 16] [--ctx 2048] [--bits 2,3,4]
@@ -35,7 +35,7 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
     out: { type: 'string' },
   });
   if (values.help) return void process.stdout.write(HELP);
-  if (positionals.length) throw new UsageError(`calibrate takes no positional arguments, got "${positionals.join(' ')}"`);
+  noPositionals('calibrate', positionals);
   if (!values.out) throw new UsageError('calibrate needs --out FILE');
   const samples = intOption('samples', values.samples, 16, 1);
   const outliers = numberOption('outliers', values.outliers, 0.01, 0, 0.5);

@@ -3,7 +3,7 @@ import { parseSpec } from '../cache/registry.js';
 import type { Model } from '../model.js';
 import { formatBytes } from '../util/progress.js';
 import { checkPlan, planRows } from '../model/plan.js';
-import { MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions, planFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack info [--model M] [--tokenizer F] [--cache SPEC] [--ctx N] [--json] [--threads K]
@@ -23,7 +23,8 @@ ${MODEL_HELP}
 export const OPTIONS = { ...MODEL_OPTIONS, json: { type: 'boolean' }, cache: { type: 'string' }, ctx: { type: 'string' } } as const;
 
 export async function infoCommand(argv: string[]): Promise<void> {
-  const { values } = parse('info', argv, OPTIONS);
+  const { values, positionals } = parse('info', argv, OPTIONS);
+  noPositionals('info', positionals, ' (use --model FILE)');
   if (values.help) return void process.stdout.write(HELP);
   const plan = values.ctx === undefined ? undefined : await planFromOptions(values);
   if (plan && !values.json) for (const [k, v] of planRows(plan)) process.stdout.write(`${k.padEnd(16)} ${v}\n`);

@@ -4,7 +4,7 @@ import { pplOptions, pplTask, taskParams } from '../eval/tasks.js';
 import { UsageError } from '../errors.js';
 import { fromWords } from '../util/schema.js';
 import { Progress } from '../util/progress.js';
-import { bytesOption, MODEL_HELP, MODEL_OPTIONS, parse } from './args.js';
+import { bytesOption, MODEL_HELP, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|stories260k|FILE [--ctx N] [--chunks N]
@@ -45,7 +45,7 @@ export const OPTIONS = {
 export async function pplCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parse('ppl', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
-  if (positionals.length) throw new UsageError(`ppl takes no positional arguments, got "${positionals.join(' ')}"`);
+  noPositionals('ppl', positionals);
   // the options are the ppl task's parameters, read as `kvpack eval ppl` reads them
   const words = { data: values.data, ctx: values.ctx, chunks: values.chunks, mode: values.mode, streaming: values.streaming ? 'yes' : undefined, window: values.window };
   const params = taskParams(pplTask, fromWords(pplTask.params, words), { where: '', param: (key) => `--${key}` });

@@ -5,7 +5,7 @@ import { renderPlotPngs } from '../eval/browser.js';
 import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
 import { TRACE_SUFFIX, tracesBeside, tracesHtml, tracesMarkdown } from '../trace/listing.js';
-import { parse } from './args.js';
+import { noPositionals, parse } from './args.js';
 import { own } from '../util/schema.js';
 import writeFileAtomic from 'write-file-atomic';
 
@@ -34,7 +34,7 @@ export const OPTIONS = {
 export async function reportCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parse('report', argv, OPTIONS);
   if (values.help) return void process.stdout.write(HELP);
-  if (positionals.length) throw new UsageError(`report takes no positional arguments, got "${positionals.join(' ')}" (use --store FILE)`);
+  noPositionals('report', positionals, ' (use --store FILE)');
   if (values.png && values.out === undefined) throw new UsageError('--png needs --out DIR');
   const files = values.store ?? defaultStores();
   if (files.length === 0) throw new UsageError('no results/*.jsonl here; name a store with --store FILE');

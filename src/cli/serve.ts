@@ -2,7 +2,7 @@ import { UsageError } from '../errors.js';
 import { createApp, modelId } from '../server/app.js';
 import { loadChatTemplate } from '../server/chat.js';
 import { Engine } from '../server/engine.js';
-import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack serve [--model M] [--host 127.0.0.1] [--port 8080] [--cache SPEC] [--max-kv-bytes N]
@@ -40,7 +40,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     'prefill-chunk': { type: 'string' },
   });
   if (values.help) return void process.stdout.write(HELP);
-  if (positionals.length > 0) throw new UsageError(`serve takes no positional arguments, got "${positionals[0]}"`);
+  noPositionals('serve', positionals);
   const maxKvBytes = byteOption('max-kv-bytes', values['max-kv-bytes'], 2 ** 30);
   const parallel = intOption('parallel', values.parallel, 8, 1);
   const queue = intOption('queue', values.queue, 64, 0);

@@ -2,7 +2,7 @@ import { parseSpec } from '../cache/registry.js';
 import { checkEvalData, loadEvalTokens } from '../eval/data.js';
 import { UsageError } from '../errors.js';
 import { DEFAULT_TRACE_BYTES, recordTrace } from '../trace/record.js';
-import { intOption, MODEL_OPTIONS, parse } from './args.js';
+import { intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack trace [--model M] --cache SPEC [--cache SPEC2]… (--prompt TEXT | --data D --limit N)
@@ -31,7 +31,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
     out: { type: 'string' },
   });
   if (values.help) return void process.stdout.write(HELP);
-  if (positionals.length) throw new UsageError(`trace takes no positional arguments, got "${positionals.join(' ')}" (use --prompt TEXT)`);
+  noPositionals('trace', positionals, ' (use --prompt TEXT)');
   if (!values.out) throw new UsageError('trace needs --out FILE');
   const specs = values.cache ?? [];
   if (specs.length === 0) throw new UsageError('trace needs --cache SPEC (twice to compare two caches)');

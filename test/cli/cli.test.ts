@@ -86,6 +86,8 @@ describe('kvpack CLI', () => {
     expectCleanFailure(kvpack('generate', '--bogus'), 'bogus');
     expectCleanFailure(kvpack('frobnicate'), 'unknown command');
     expectCleanFailure(kvpack('ppl', '--model', STORIES_BIN), '--data');
+    // a model path given without --model is refused, not silently replaced by the default model
+    expectCleanFailure(kvpack('info', STORIES_BIN), 'info takes no positional arguments');
   });
 
   it('refuses a request longer than the context, suggesting what to do', () => {
