@@ -15,10 +15,10 @@ import { kernelsSection } from './kernels.js';
 import { kvcacheSection } from './kvcache.js';
 import { speedSection } from './speed.js';
 import { contextScalingSection } from './context-scaling.js';
-import { scaleSection } from './scale.js';
+import { scaleSections } from './scale.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, scaleSection];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, ...scaleSections];
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -30,7 +30,7 @@ const USAGE = `usage: npm run bench -- [options]
   --kvpack-format F    gguf (the file llama.cpp runs, default) or hf (same weights as safetensors)
   --cache SPEC         kvpack cache spec (default full+fp16, like llama.cpp's f16 cache)
   --flash-attn MODE    llama.cpp flash attention: auto (default), on, off
-  --section LIST       sections to run (default: those not marked opt-in):
+  --section LIST       sections to run (default: those not marked opt-in; scale = scale-7b and scale-1m):
 ${SECTIONS.map((s) => `                         ${s.id}: ${s.describe}`).join('\n')}
   --cache-dir DIR      where random models are written (default .kvpack-cache/bench)
   --json               print JSON instead of Markdown
@@ -69,7 +69,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
   const known = new Set(MODEL_SPECS.flatMap((m) => m.groups));
   for (const o of only ?? []) if (!known.has(o)) throw new Error(`--only: unknown model "${o}" (known: ${[...known].join(', ')})`);
   const sections = values.section?.split(',').map((s) => s.trim());
-  for (const s of sections ?? []) if (!SECTIONS.some((x) => x.id === s)) throw new Error(`--section: unknown section "${s}"`);
+  for (const s of sections ?? []) if (!SECTIONS.some((x) => selects(s, x))) throw new Error(`--section: unknown section "${s}"`);
   const format = values['kvpack-format'];
   if (format !== 'gguf' && format !== 'hf') throw new Error(`--kvpack-format is gguf or hf, got "${format}"`);
   const fa = values['flash-attn'];
@@ -129,7 +129,7 @@ async function main(): Promise<void> {
       process.stdout.write(Object.entries(env).map(([k, v]) => `- ${k}: ${v}`).join('\n') + '\n\n');
     }
     for (const section of SECTIONS) {
-      if (options.sections ? !options.sections.includes(section.id) : section.defaultOn === false) continue;
+      if (options.sections ? !options.sections.some((s) => selects(s, section)) : section.defaultOn === false) continue;
       ctx.log(`== ${section.id}: ${section.describe}`);
       const result = await section.run(ctx);
       results.push({ id: section.id, result });
@@ -147,3 +147,8 @@ main().catch((e: unknown) => {
   process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 });
+
+/** `--section scale` selects scale-7b and scale-1m; any other name selects the section of that id. */
+function selects(name: string, section: Section): boolean {
+  return section.id === name || section.id.startsWith(`${name}-`);
+}

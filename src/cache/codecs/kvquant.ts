@@ -5,7 +5,7 @@ import { codecKind, type CodecContext } from '../codec.js';
 import { readCalibration, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
-import { Moments, quantile, valueOutliers } from '../quant/stats.js';
+import { Moments, OutlierScratch, quantile, valueOutliers } from '../quant/stats.js';
 import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
 
 /**
@@ -56,10 +56,13 @@ class KVQuantCodec extends QuantCodec {
   private readonly keyLo: Float32Array[][];
   private readonly keyHi: Float32Array[][];
   private readonly keyWords: Uint32Array[][];
+  /** Reused per row by the outlier selection (the write path allocates nothing per row). */
+  private readonly outlierScratch: OutlierScratch;
 
   constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: KVQuantOptions) {
     super(ctx, keys, values);
     const c = ctx.config;
+    this.outlierScratch = new OutlierScratch(c.headDim);
     this.calibrated = new Array<boolean>(c.numLayers).fill(false);
     this.seen = new Array<number>(c.numLayers).fill(0);
     const per = <T>(f: () => T): T[][] => Array.from({ length: c.numLayers }, () => Array.from({ length: c.numKvHeads }, f));
@@ -139,16 +142,15 @@ class KVQuantCodec extends QuantCodec {
     if (!this.keys.cfg.ocap) return;
     const lo = this.keyLo[l]![h]!;
     const hi = this.keyHi[l]![h]!;
-    const exceed = new Float64Array(x.length);
+    const exceed = this.outlierScratch.score;
     for (let i = 0; i < x.length; i++) exceed[i] = x[i]! < lo[i]! ? lo[i]! - x[i]! : x[i]! > hi[i]! ? x[i]! - hi[i]! : 0;
-    const idx = topIndices(exceed, this.keys.cfg.ocap);
-    this.keys.writeOutliers(l, h, slot, idx, idx.map((i) => x[i]!));
+    this.keys.writeOutliers(l, h, slot, topIndices(exceed, this.keys.cfg.ocap, this.outlierScratch.idx), x);
   }
 
   /** The row with its outliers replaced by the median (dense part), and those outliers stored sparsely. */
   private valueDense(l: number, h: number, slot: number, x: Float32Array, store: boolean): Float32Array {
-    const { dense, outliers } = valueOutliers(x, this.values.cfg.ocap);
-    if (store && this.values.cfg.ocap) this.values.writeOutliers(l, h, slot, outliers, outliers.map((i) => x[i]!));
+    const { dense, outliers } = valueOutliers(x, this.values.cfg.ocap, this.outlierScratch);
+    if (store && this.values.cfg.ocap) this.values.writeOutliers(l, h, slot, outliers, x);
     return dense;
   }
 

@@ -12,15 +12,33 @@ export function median(x: ArrayLike<number>): number {
   return quantile(Float64Array.from(x).sort(), 0.5);
 }
 
+/** Buffers valueOutliers reuses for rows of `d` numbers, so that writing a row allocates nothing. */
+export class OutlierScratch {
+  readonly sorted: Float64Array;
+  readonly score: Float64Array;
+  readonly dense: Float32Array;
+  readonly idx: number[] = [];
+
+  constructor(d: number) {
+    this.sorted = new Float64Array(d);
+    this.score = new Float64Array(d);
+    this.dense = new Float32Array(d);
+  }
+}
+
 /**
  * KVQuant's per-token value outliers: the `ocap` entries farthest from the row's median are outliers;
- * the dense row has them replaced by the median (so they do not stretch the row's range).
+ * the dense row has them replaced by the median (so they do not stretch the row's range). With
+ * `scratch`, dense and outliers are its buffers, valid until the next call.
  */
-export function valueOutliers(x: Float32Array, ocap: number): { dense: Float32Array; outliers: number[] } {
+export function valueOutliers(x: Float32Array, ocap: number, scratch = new OutlierScratch(x.length)): { dense: Float32Array; outliers: number[] } {
   if (!ocap) return { dense: x, outliers: [] };
-  const m = median(x);
-  const outliers = topIndices(Float64Array.from(x, (v) => Math.abs(v - m)), ocap);
-  const dense = x.slice();
+  const { sorted, score, dense, idx } = scratch;
+  sorted.set(x);
+  const m = quantile(sorted.sort(), 0.5);
+  for (let i = 0; i < x.length; i++) score[i] = Math.abs(x[i]! - m);
+  const outliers = topIndices(score, ocap, idx);
+  dense.set(x);
   for (const i of outliers) dense[i] = m;
   return { dense, outliers };
 }

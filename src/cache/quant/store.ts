@@ -160,12 +160,13 @@ export class QuantStore {
   }
 
   /** Outlier entries of a slot: channel indices and their exact values (stored as f16). */
-  writeOutliers(l: number, h: number, slot: number, idx: readonly number[], vals: readonly number[]): void {
+  /** Stores row[idx[e]] at index idx[e] as the sparse outliers of a slot (unused entries empty). */
+  writeOutliers(l: number, h: number, slot: number, idx: readonly number[], row: ArrayLike<number>): void {
     const c = this.cfg.ocap;
     if (!c) return;
     const o = new Uint32Array(this.k.arena.memory.buffer, this.outliers[l]! + (h * this.capacity + slot) * c * 4, c);
     o.fill(EMPTY_OUTLIER);
-    for (let e = 0; e < Math.min(c, idx.length); e++) o[e] = (f32ToF16(clampF16(vals[e]!)) | (idx[e]! << 16)) >>> 0;
+    for (let e = 0; e < Math.min(c, idx.length); e++) o[e] = (f32ToF16(clampF16(row[idx[e]!]!)) | (idx[e]! << 16)) >>> 0;
   }
 
   /**
@@ -279,18 +280,20 @@ export class QuantStore {
 }
 
 /** The ocap largest of `score` (> 0 only), indices in descending order of score. */
-export function topIndices(score: Float64Array | Float32Array, ocap: number): number[] {
-  const out: number[] = [];
+export function topIndices(score: Float64Array | Float32Array, ocap: number, out: number[] = []): number[] {
+  // kept sorted by falling score, an index after those that score as much (as a stable sort would)
+  out.length = 0;
   if (ocap <= 0) return out;
   for (let i = 0; i < score.length; i++) {
-    if (!(score[i]! > 0)) continue;
-    if (out.length < ocap) {
-      out.push(i);
-      out.sort((a, b) => score[b]! - score[a]!);
-    } else if (score[i]! > score[out[ocap - 1]!]!) {
-      out[ocap - 1] = i;
-      out.sort((a, b) => score[b]! - score[a]!);
+    const v = score[i]!;
+    if (!(v > 0)) continue;
+    if (out.length === ocap) {
+      if (!(v > score[out[ocap - 1]!]!)) continue;
+      out.length = ocap - 1;
     }
+    let at = out.length;
+    while (at > 0 && score[out[at - 1]!]! < v) at--;
+    out.splice(at, 0, i);
   }
   return out;
 }
