@@ -60,7 +60,7 @@ describe('calibrate on stories260K', () => {
     const c = model.config;
     const kvDim = c.numKvHeads * c.headDim;
     const perChannel: number[][][] = Array.from({ length: c.numLayers }, () => Array.from({ length: kvDim }, () => []));
-    const bp = new LlamaBackprop(model.kernels, c, model.weights);
+    const bp = new LlamaBackprop(model.groups, c, model.weights);
     for (const ids of options.samples) {
       bp.activations(ids, (l, keys) => {
         for (let j = kvDim; j < keys.length; j++) perChannel[l]![j % kvDim]!.push(keys[j]!);
