@@ -87,20 +87,19 @@ describe('ref-6m split over several memories', () => {
     for (const m of models) await m.close();
   });
 
-  it('gives the same loss and gradients as one memory, bit for bit, in f32 and f64', () => {
+  it('gives the same loss and gradients as one memory, bit for bit (SIMD f32, and the f64 reference on one layer per memory)', () => {
     const [one, ...split] = models;
     expect(split.map((m) => m.groups.length)).toEqual([3, 6]);
-    const ids = one!.tokenizer.encode('Once upon a time there was a little town by the sea, and every morning the boats went out.').slice(0, 20);
+    const ids = one!.tokenizer.encode('Once upon a time there was a little town by the sea, and every morning the boats went out.').slice(0, 16);
     const run = (m: Model, precision: 'f32' | 'f64') => {
       const grads: LayerGradients[] = [];
       const loss = new LlamaBackprop(m.groups, m.config, m.weights, precision).gradients(ids, (l, g) => (grads[l] = g));
       return { loss, grads };
     };
-    for (const precision of ['f32', 'f64'] as const) {
-      const expected = run(one!, precision);
-      expect(expected.grads).toHaveLength(one!.config.numLayers);
-      for (const m of split) expect(run(m, precision), `${precision}, ${m.groups.length} memories`).toEqual(expected);
-    }
+    const expected = run(one!, 'f32');
+    expect(expected.grads).toHaveLength(one!.config.numLayers);
+    for (const m of split) expect(run(m, 'f32'), `${m.groups.length} memories`).toEqual(expected);
+    expect(run(split[1]!, 'f64')).toEqual(run(one!, 'f64'));
   });
 });
 
