@@ -141,9 +141,10 @@ export class LlamaBackprop {
 
   private layer(l: number, x: Vec, T: number, perturb?: Perturbation): LayerState {
     const c = this.c;
-    const { w: L, linear, attnNorm, ffnNorm } = this.layers[l]!;
+    const placed = this.layers[l]!;
+    const { w: L, linear, attnNorm, ffnNorm } = placed;
     const h = this.rmsnorm(x, attnNorm, T);
-    const [q, k, v] = this.projectQkv(this.layers[l]!, h, T);
+    const [q, k, v] = this.projectQkv(placed, h, T);
     if (perturb?.layer === l) (perturb.stream === 'key' ? k : v)[perturb.index]! += perturb.delta;
     const qr = q.slice();
     const kr = k.slice();
