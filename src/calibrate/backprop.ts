@@ -3,7 +3,7 @@ import { ReferenceKernels } from '../kernels/reference.js';
 import { ropeOf } from '../kernels/rope.js';
 import { UnsupportedModelError } from '../errors.js';
 import { hasQkNorm, type ModelConfig } from '../model/config.js';
-import type { LayerWeights, Weights } from '../model/weights.js';
+import type { LayerWeights, WeightGroup, Weights } from '../model/weights.js';
 import { kernelLinear, scalarLinear, type LinearOps, type Vec } from './linear.js';
 
 /** Adds `delta` to one number of a layer's keys (before RoPE) or values: what finite differences perturb. */
@@ -35,6 +35,19 @@ interface LayerState {
   x2: Vec; h2: Vec; gate: Vec; up: Vec; out: Vec;
 }
 
+/**
+ * One layer's weights as the backward pass uses them: products with its matrices run in the memory of
+ * its layer group, and its norm gains and biases are read once from there.
+ */
+interface PlacedLayer {
+  w: LayerWeights;
+  linear: LinearOps;
+  attnNorm: Float32Array;
+  ffnNorm: Float32Array;
+  /** q, k and v biases (Qwen2), undefined when absent. */
+  biases: (Float32Array | undefined)[];
+}
+
 /** Rows of logits computed at once (bounds the logits buffer to this × vocab). */
 const HEAD_ROWS = 128;
 
@@ -46,18 +59,41 @@ const HEAD_ROWS = 128;
  * queries at a time (never a tokens × tokens matrix) and logits are formed HEAD_ROWS rows at a time.
  * Attention runs as matrix products (the SIMD matmul in f32) with causal masking in between.
  * `precision` f64 gives the finite-difference reference; weights are widened from their stored dtype.
+ * A model split over several memories (layer groups) runs each layer in its group's memory, the
+ * embedding and classifier in the first group's; activations live in JavaScript between layers.
  */
 export class LlamaBackprop {
   private readonly vec: (n: number) => Vec;
-  private readonly linear: LinearOps;
+  /** The first group's memory, which holds the embedding, final norm and classifier. */
   private readonly ref: ReferenceKernels;
+  private readonly linear: LinearOps;
+  private readonly finalNorm: Float32Array;
+  private readonly layers: PlacedLayer[];
   private memo?: { ids: readonly number[]; inputs: Vec[] };
 
-  constructor(private readonly k: Kernels, private readonly c: ModelConfig, private readonly w: Weights, precision: 'f32' | 'f64' = 'f32') {
+  constructor(groups: readonly WeightGroup[], private readonly c: ModelConfig, private readonly w: Weights, precision: 'f32' | 'f64' = 'f32') {
     if (hasQkNorm(c)) throw new UnsupportedModelError(c.architecture, 'the calibration backward pass does not cover per-head q/k norms (Qwen3) yet');
     this.vec = precision === 'f64' ? (n) => new Float64Array(n) : (n) => new Float32Array(n);
-    this.ref = new ReferenceKernels(k.arena);
-    this.linear = precision === 'f32' && k.backend === 'wasm' ? kernelLinear(k, this.ref) : scalarLinear(this.ref, this.vec);
+    const inMemory = (k: Kernels) => {
+      const ref = new ReferenceKernels(k.arena);
+      const linear = precision === 'f32' && k.backend === 'wasm' ? kernelLinear(k, ref) : scalarLinear(ref, this.vec);
+      const vector = (ptr: number, n: number): Float32Array => k.arena.f32(ptr, n).slice();
+      return { ref, linear, vector };
+    };
+    const memories = groups.map((g) => inMemory(g.kernels));
+    const first = memories[0]!;
+    [this.ref, this.linear] = [first.ref, first.linear];
+    this.finalNorm = first.vector(w.finalNorm, c.hiddenSize);
+    this.layers = groups.flatMap((g, i) => {
+      const { linear, vector } = memories[i]!;
+      return g.layers.map((L): PlacedLayer => ({
+        w: L, linear,
+        attnNorm: vector(L.attnNorm, c.hiddenSize),
+        ffnNorm: vector(L.ffnNorm, c.hiddenSize),
+        biases: ([[L.bq, L.wq], [L.bk, L.wk], [L.bv, L.wv]] as const).map(([b, m]) => (b ? vector(b, m.rows) : undefined)),
+      }));
+    });
+    if (this.layers.length !== c.numLayers) throw new RangeError(`internal: layer groups hold ${this.layers.length} of ${c.numLayers} layers`);
   }
 
   /**
@@ -105,30 +141,30 @@ export class LlamaBackprop {
 
   private layer(l: number, x: Vec, T: number, perturb?: Perturbation): LayerState {
     const c = this.c;
-    const L = this.w.layers[l]!;
-    const h = this.rmsnorm(x, L.attnNorm, T);
-    const [q, k, v] = this.projectQkv(L, h, T);
+    const placed = this.layers[l]!;
+    const { w: L, linear, attnNorm, ffnNorm } = placed;
+    const h = this.rmsnorm(x, attnNorm, T);
+    const [q, k, v] = this.projectQkv(placed, h, T);
     if (perturb?.layer === l) (perturb.stream === 'key' ? k : v)[perturb.index]! += perturb.delta;
     const qr = q.slice();
     const kr = k.slice();
     this.rotate(qr, T, c.numHeads, 1);
     this.rotate(kr, T, c.numKvHeads, 1);
-    const x2 = add(x, this.linear.forward(L.wo, this.attend(qr, kr, v, T), T));
-    const h2 = this.rmsnorm(x2, L.ffnNorm, T);
-    const gate = this.linear.forward(L.wGate, h2, T);
-    const up = this.linear.forward(L.wUp, h2, T);
+    const x2 = add(x, linear.forward(L.wo, this.attend(linear, qr, kr, v, T), T));
+    const h2 = this.rmsnorm(x2, ffnNorm, T);
+    const gate = linear.forward(L.wGate, h2, T);
+    const up = linear.forward(L.wUp, h2, T);
     const m = this.vec(gate.length);
     for (let i = 0; i < m.length; i++) m[i] = (gate[i]! / (1 + Math.exp(-gate[i]!))) * up[i]!;
-    const out = add(x2, this.linear.forward(L.wDown, m, T));
+    const out = add(x2, linear.forward(L.wDown, m, T));
     return { h, q, k, v, qr, kr, x2, h2, gate, up, out };
   }
 
-  private projectQkv(L: LayerWeights, h: Vec, T: number): Vec[] {
-    const out = [this.linear.forward(L.wq, h, T), this.linear.forward(L.wk, h, T), this.linear.forward(L.wv, h, T)];
-    [L.bq, L.bk, L.bv].forEach((bias, i) => {
-      if (!bias) return;
+  private projectQkv({ w: L, linear, biases }: PlacedLayer, h: Vec, T: number): Vec[] {
+    const out = [linear.forward(L.wq, h, T), linear.forward(L.wk, h, T), linear.forward(L.wv, h, T)];
+    biases.forEach((b, i) => {
+      if (!b) return;
       const y = out[i]!;
-      const b = this.k.arena.f32(bias, y.length / T).slice();
       for (let j = 0; j < y.length; j++) y[j]! += b[j % b.length]!;
     });
     return out;
@@ -137,10 +173,10 @@ export class LlamaBackprop {
   /** Gradient of the loss with respect to the layer's input x, given the gradient dOut at its output. */
   private layerBackward(l: number, x: Vec, dOut: Vec, T: number, onLayer: (layer: number, g: LayerGradients) => void): Vec {
     const c = this.c;
-    const L = this.w.layers[l]!;
+    const { w: L, linear, attnNorm, ffnNorm } = this.layers[l]!;
     const s = this.layer(l, x, T);
     // feed-forward block: out = x2 + W_down·(silu(gate) ⊙ up)
-    const dm = this.linear.backward(L.wDown, dOut, T);
+    const dm = linear.backward(L.wDown, dOut, T);
     const dGate = this.vec(dm.length);
     const dUp = this.vec(dm.length);
     for (let i = 0; i < dm.length; i++) {
@@ -149,17 +185,17 @@ export class LlamaBackprop {
       dUp[i] = dm[i]! * g * sig;
       dGate[i] = dm[i]! * s.up[i]! * sig * (1 + g * (1 - sig));
     }
-    const dh2 = add(this.linear.backward(L.wGate, dGate, T), this.linear.backward(L.wUp, dUp, T));
-    const dx2 = add(dOut, this.rmsnormBackward(s.x2, L.ffnNorm, dh2, T));
+    const dh2 = add(linear.backward(L.wGate, dGate, T), linear.backward(L.wUp, dUp, T));
+    const dx2 = add(dOut, this.rmsnormBackward(s.x2, ffnNorm, dh2, T));
     // attention block: x2 = x + W_o·attention(rope(q), rope(k), v)
-    const dAtt = this.linear.backward(L.wo, dx2, T);
-    const { dq, dk: dkr, dv } = this.attendBackward(s.qr, s.kr, s.v, dAtt, T);
+    const dAtt = linear.backward(L.wo, dx2, T);
+    const { dq, dk: dkr, dv } = this.attendBackward(linear, s.qr, s.kr, s.v, dAtt, T);
     const dk = dkr.slice();
     this.rotate(dq, T, c.numHeads, -1);
     this.rotate(dk, T, c.numKvHeads, -1);
     onLayer(l, { keys: s.k, keyGrads: dk, rotatedKeys: s.kr, rotatedKeyGrads: dkr, values: s.v, valueGrads: dv });
-    const dh = add(add(this.linear.backward(L.wq, dq, T), this.linear.backward(L.wk, dk, T)), this.linear.backward(L.wv, dv, T));
-    return add(dx2, this.rmsnormBackward(x, L.attnNorm, dh, T));
+    const dh = add(add(linear.backward(L.wq, dq, T), linear.backward(L.wk, dk, T)), linear.backward(L.wv, dv, T));
+    return add(dx2, this.rmsnormBackward(x, attnNorm, dh, T));
   }
 
   /** Final norm, classifier and mean cross-entropy of predicting ids[t+1] from row t; with `grad`, dLoss/dx too. */
@@ -167,7 +203,7 @@ export class LlamaBackprop {
     const T = ids.length;
     const d = this.c.hiddenSize;
     const V = this.c.vocabSize;
-    const hf = this.rmsnorm(x, this.w.finalNorm, T);
+    const hf = this.rmsnorm(x, this.finalNorm, T);
     const dhf = grad ? this.vec(T * d) : undefined;
     const predicted = T - 1;
     let loss = 0;
@@ -189,12 +225,11 @@ export class LlamaBackprop {
       }
       if (dhf) dhf.set(this.linear.backward(this.w.lmHead, logits, rows), r0 * d);
     }
-    return { loss: loss / predicted, dx: dhf && this.rmsnormBackward(x, this.w.finalNorm, dhf, T) };
+    return { loss: loss / predicted, dx: dhf && this.rmsnormBackward(x, this.finalNorm, dhf, T) };
   }
 
-  private rmsnorm(x: Vec, weight: number, T: number): Vec {
+  private rmsnorm(x: Vec, g: Float32Array, T: number): Vec {
     const d = this.c.hiddenSize;
-    const g = this.k.arena.f32(weight, d).slice();
     const y = this.vec(x.length);
     for (let t = 0; t < T; t++) {
       const r = this.invRms(x, t);
@@ -204,9 +239,8 @@ export class LlamaBackprop {
   }
 
   /** y = x·r·g with r = 1/sqrt(mean(x²) + eps): dx = r·a − x·r³·(a·x)/d where a = dy ⊙ g. */
-  private rmsnormBackward(x: Vec, weight: number, dy: Vec, T: number): Vec {
+  private rmsnormBackward(x: Vec, g: Float32Array, dy: Vec, T: number): Vec {
     const d = this.c.hiddenSize;
-    const g = this.k.arena.f32(weight, d).slice();
     const dx = this.vec(x.length);
     for (let t = 0; t < T; t++) {
       const r = this.invRms(x, t);
@@ -232,12 +266,12 @@ export class LlamaBackprop {
   }
 
   /** Causal softmax attention with GQA (query head j reads KV head j / group). */
-  private attend(qr: Vec, kr: Vec, v: Vec, T: number): Vec {
+  private attend(linear: LinearOps, qr: Vec, kr: Vec, v: Vec, T: number): Vec {
     const out = this.vec(qr.length);
     const d = this.c.headDim;
-    this.eachBlock(qr, kr, v, T, ({ head, t0, t1, p, vh }) => {
+    this.eachBlock(linear, qr, kr, v, T, ({ head, t0, t1, p, vh }) => {
       // out rows t0..t1 = P · V[0, t1)
-      scatterHead(out, this.linear.product(p, transpose(vh, t1, d), t1 - t0, d, t1), head, this.c.numHeads, d, t0, t1);
+      scatterHead(out, linear.product(p, transpose(vh, t1, d), t1 - t0, d, t1), head, this.c.numHeads, d, t0, t1);
     });
     return out;
   }
@@ -246,14 +280,14 @@ export class LlamaBackprop {
    * Gradients of attention with respect to rotated queries, rotated keys and values, given dOut.
    * With p = softmax(s), s_j = scale·q·k_j: dv_j += p_j·dOut, ds_j = p_j·(dOut·v_j − Σ_i p_i·dOut·v_i).
    */
-  private attendBackward(qr: Vec, kr: Vec, v: Vec, dOut: Vec, T: number): { dq: Vec; dk: Vec; dv: Vec } {
+  private attendBackward(linear: LinearOps, qr: Vec, kr: Vec, v: Vec, dOut: Vec, T: number): { dq: Vec; dk: Vec; dv: Vec } {
     const { numHeads: H, numKvHeads: Hkv, headDim: d } = this.c;
     const scale = ropeOf(this.c).scoreScale;
     const dq = this.vec(qr.length);
     const dk = this.vec(kr.length);
     const dv = this.vec(v.length);
-    const P = this.linear.product;
-    this.eachBlock(qr, kr, v, T, ({ head, kvHead, t0, t1, p, qh, kh, vh }) => {
+    const P = linear.product;
+    this.eachBlock(linear, qr, kr, v, T, ({ head, kvHead, t0, t1, p, qh, kh, vh }) => {
       const B = t1 - t0;
       const dOb = gatherHead(dOut, head, H, d, t0, t1, this.vec);
       const ds = P(dOb, vh, B, t1, d); // dP, then dS in place
@@ -275,7 +309,7 @@ export class LlamaBackprop {
    * For every query head and block of ATTENTION_BLOCK queries [t0, t1): the head's queries, keys and values
    * as [tokens × headDim] and the block's probabilities p [(t1 − t0) × t1] over keys [0, t1) (zero past each query).
    */
-  private eachBlock(qr: Vec, kr: Vec, v: Vec, T: number, visit: (b: AttentionBlock) => void): void {
+  private eachBlock(linear: LinearOps, qr: Vec, kr: Vec, v: Vec, T: number, visit: (b: AttentionBlock) => void): void {
     const { numHeads: H, numKvHeads: Hkv, headDim: d } = this.c;
     const scale = ropeOf(this.c).scoreScale;
     for (let kvHead = 0; kvHead < Hkv; kvHead++) {
@@ -285,7 +319,7 @@ export class LlamaBackprop {
         const qh = gatherHead(qr, head, H, d, 0, T, this.vec);
         for (let t0 = 0; t0 < T; t0 += ATTENTION_BLOCK) {
           const t1 = Math.min(T, t0 + ATTENTION_BLOCK);
-          const p = this.linear.product(qh.subarray(t0 * d, t1 * d), kh.subarray(0, t1 * d), t1 - t0, t1, d);
+          const p = linear.product(qh.subarray(t0 * d, t1 * d), kh.subarray(0, t1 * d), t1 - t0, t1, d);
           for (let r = 0; r < t1 - t0; r++) {
             const row = p.subarray(r * t1, (r + 1) * t1);
             const seen = t0 + r + 1;

@@ -4,7 +4,6 @@ import type { Datatype } from '../cache/quant/store.js';
 import { rangeParams } from '../kernels/quant/quantize.js';
 import type { CodeBits } from '../kernels/quant/pack.js';
 import type { Calibration, LayerCalibration, ModelIdentity, StreamCalibration } from '../cache/quant/calibfile.js';
-import { UsageError } from '../errors.js';
 import type { Model } from '../model.js';
 import { ChannelExtremes, Histogram } from './accumulate.js';
 import { LlamaBackprop } from './backprop.js';
@@ -46,9 +45,7 @@ export function calibrate(m: Model, o: CalibrateOptions): Calibration {
   const c = m.config;
   const d = c.headDim;
   const kvDim = c.numKvHeads * d;
-  // the backward pass reads every layer's weights from one kernel memory
-  if (m.groups.length > 1) throw new UsageError(`calibrate needs the model in one memory; it is split over ${m.groups.length} (load it without layersPerMemory)`);
-  const backprop = new LlamaBackprop(m.kernels, c, m.weights);
+  const backprop = new LlamaBackprop(m.groups, c, m.weights);
   const counted = o.samples.reduce((a, s) => a + s.length - 1, 0);
   const extremes = Array.from({ length: c.numLayers }, () => ({
     keys: Array.from({ length: c.numKvHeads }, () => new ChannelExtremes(d, counted, o.outliers / 2)),

@@ -70,11 +70,17 @@ export function scalarLinear(ref: ReferenceKernels, vec: (n: number) => Vec): Li
   };
 }
 
+/** Bytes of Wᵀ (f32) that kernelLinear's backward holds in kernel memory at a time. */
+const TRANSPOSED_BYTES = 64 * 2 ** 20;
+
 /**
  * The SIMD matmul kernel (threads, stored dtype widened inside) on copies of the activations in
- * kernel memory; the backward product runs it on Wᵀ, transposed to f32 for the call and freed after.
+ * kernel memory; the backward product runs it on Wᵀ, transposed to f32 a block of its rows at a time
+ * (at most `transposedBytes`: a 7B model's classifier is 500 MiB in f32) and freed after. Each output
+ * is one kernel dot product over all of W's rows, and blocks of a multiple of 4 rows of Wᵀ keep every
+ * row in the kernel's same 2- or 4-row tile, so the blocks do not change the arithmetic.
  */
-export function kernelLinear(k: Kernels, ref: ReferenceKernels): LinearOps {
+export function kernelLinear(k: Kernels, ref: ReferenceKernels, transposedBytes = TRANSPOSED_BYTES): LinearOps {
   /** w's data must stay where it is during the call; x is copied in and the result out. */
   const matmul = (w: Matrix, x: Vec, n: number): Float32Array => {
     const a = k.arena;
@@ -104,9 +110,17 @@ export function kernelLinear(k: Kernels, ref: ReferenceKernels): LinearOps {
     product: (a, b, n, m, kk) => withMatrix(b.subarray(0, m * kk), m, kk, (w) => matmul(w, a.subarray(0, n * kk), n)),
     backward(w, dy, n) {
       const W = widen(ref, w);
-      const t = new Float32Array(W.length);
-      for (let r = 0; r < w.rows; r++) for (let i = 0; i < w.cols; i++) t[i * w.rows + r] = W[r * w.cols + i]!;
-      return withMatrix(t, w.cols, w.rows, (wt) => matmul(wt, dy, n));
+      const dx = new Float32Array(n * w.cols);
+      const block = Math.min(w.cols, Math.max(4, Math.floor(transposedBytes / (16 * w.rows)) * 4));
+      const t = new Float32Array(block * w.rows);
+      // dx[:, c0..c1) = dy · W[:, c0..c1): rows c0..c1 of Wᵀ
+      for (let c0 = 0; c0 < w.cols; c0 += block) {
+        const cols = Math.min(block, w.cols - c0);
+        for (let r = 0; r < w.rows; r++) for (let i = 0; i < cols; i++) t[i * w.rows + r] = W[r * w.cols + c0 + i]!;
+        const part = withMatrix(t.subarray(0, cols * w.rows), cols, w.rows, (wt) => matmul(wt, dy, n));
+        for (let j = 0; j < n; j++) dx.set(part.subarray(j * cols, (j + 1) * cols), j * w.cols + c0);
+      }
+      return dx;
     },
   };
 }

@@ -60,7 +60,7 @@ describe('calibrate on stories260K', () => {
     const c = model.config;
     const kvDim = c.numKvHeads * c.headDim;
     const perChannel: number[][][] = Array.from({ length: c.numLayers }, () => Array.from({ length: kvDim }, () => []));
-    const bp = new LlamaBackprop(model.kernels, c, model.weights);
+    const bp = new LlamaBackprop(model.groups, c, model.weights);
     for (const ids of options.samples) {
       bp.activations(ids, (l, keys) => {
         for (let j = kvDim; j < keys.length; j++) perChannel[l]![j % kvDim]!.push(keys[j]!);
@@ -121,6 +121,40 @@ describe('calibrate on stories260K', () => {
     }
     fs.writeFileSync(file, '{"format":"kvpack-calibration","version":99}');
     expect(() => readCalibration(file, identity)).toThrow(/version 99/);
+  });
+});
+
+describe('calibrate on ref-6m split over several memories', () => {
+  const models: Model[] = [];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-calib-split-'));
+  beforeAll(async () => {
+    for (const layersPerMemory of [undefined, 2, 1]) models.push(await loadModel(REF6M, { threads: 1, layersPerMemory }));
+  });
+  afterAll(async () => {
+    for (const m of models) await m.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('writes the same file as one memory, and kvquant(calib=FILE) runs on the split model as on one memory', () => {
+    const [one, ...split] = models;
+    expect(split.map((m) => m.groups.length)).toEqual([3, 6]);
+    const samples = calibrationSamples('c4-calibration', one!.tokenizer, 2, 24);
+    const run = (m: Model): Calibration => calibrate(m, { model: m.identity(), samples, data: 'c4-calibration', bits: [2], outliers: 0.05, fisher: true, seed: 1 });
+    const expected = run(one!);
+    const file = path.join(dir, 'ref-6m.calib');
+    writeCalibration(file, expected);
+    const ids = samples[0]!.slice(0, 16);
+    const logits = (m: Model, cache = `kvquant(bits=2,calib=${JSON.stringify(file)})`): Float32Array => m.session({ cache }).feed(ids).slice();
+    const expectedLogits = logits(one!);
+    expect(expectedLogits).not.toEqual(logits(one!, 'kvquant(bits=2)')); // the file's thresholds and datatypes are in use
+    for (const m of split) {
+      const got = run(m);
+      expect(got, `${m.groups.length} memories`).toEqual(expected);
+      const splitFile = path.join(dir, `split-${m.groups.length}.calib`);
+      writeCalibration(splitFile, got);
+      expect(fs.readFileSync(splitFile)).toEqual(fs.readFileSync(file));
+      expect(logits(m), `${m.groups.length} memories`).toEqual(expectedLogits);
+    }
   });
 });
 

@@ -40,6 +40,8 @@ describe('backward-pass products: SIMD kernels vs scalar definition', () => {
     expectClose(fast.backward(w, dy, n), slow.backward(w, dy, n));
     const b = randomVec(rows * cols);
     expectClose(fast.product(x, b, n, rows, cols), slow.product(x, b, n, rows, cols));
+    // Wᵀ a few rows at a time (as for a classifier too large to transpose at once): the same numbers
+    for (const rowsOfWt of [4, 8]) expect(kernelLinear(k, ref, rowsOfWt * rows * 4).backward(w, dy, n)).toEqual(fast.backward(w, dy, n));
     k.arena.free(ptr);
   });
 });
