@@ -37,25 +37,22 @@ const FILL_CHUNK = 8192;
  * 3. A planted needle at that length: a key equal to the query at a chosen depth must take the
  *    attention, and its value must come out.
  */
+/** An opt-in section of one table. */
+function tableSection(id: string, describe: string, table: (ctx: BenchContext) => Promise<Table>): Section {
+  return {
+    id,
+    describe,
+    defaultOn: false,
+    async run(ctx: BenchContext): Promise<SectionResult> {
+      const t = await table(ctx);
+      return { tables: [t], data: t.rows };
+    },
+  };
+}
+
 export const scaleSections: Section[] = [
-  {
-    id: 'scale-7b',
-    describe: 'beyond 4 GiB: Llama-2-7B-shape f16, kvpack vs llama.cpp (opt-in, writes a 13.5 GB GGUF)',
-    defaultOn: false,
-    async run(ctx: BenchContext): Promise<SectionResult> {
-      const big = await sevenB(ctx);
-      return { tables: [big], data: big.rows };
-    },
-  },
-  {
-    id: 'scale-1m',
-    describe: 'beyond 4 GiB: 1M-token 2-bit caches, fp16 refused up front, a needle at 1M (opt-in)',
-    defaultOn: false,
-    async run(ctx: BenchContext): Promise<SectionResult> {
-      const long = await millionTokens(ctx);
-      return { tables: [long], data: long.rows };
-    },
-  },
+  tableSection('scale-7b', 'beyond 4 GiB: Llama-2-7B-shape f16, kvpack vs llama.cpp (opt-in, writes a 13.5 GB GGUF)', (ctx) => sevenB(ctx)),
+  tableSection('scale-1m', 'beyond 4 GiB: 1M-token 2-bit caches, fp16 refused up front, a needle at 1M (opt-in)', millionTokens),
 ];
 
 export async function sevenB(ctx: BenchContext, config = LLAMA2_7B): Promise<Table> {
