@@ -339,9 +339,9 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
 // ---- Integer paths for plain integer codes (the int codec): token axis, L[c] = c, nothing replacing a
 // code (no outliers, sinks or RoPE). Keys are scored by i32x4.dot_i16x8_s against the query written
 // once per item as two i16 digits (q ≈ (hi + lo/2^15)·unit), with the scale and zero of each group
-// applied to the integer sums; values are summed by the same instruction over pairs of slots, each
-// slot's softmax weight times its scale written per tile as two i16 digits of the tile's largest (the
-// zeros are summed apart in f32). Error ≈ 2^-31 of the largest query number / weight of the tile.
+// applied to the integer sums (error ≈ 2^-31 of the largest query number); values are summed by the
+// same instruction over pairs of slots, each slot's softmax weight times its scale rounded per tile to
+// i16 units of the tile's largest (error ≤ 2^-16 of it; the zeros are summed apart in f32).
 
 /** Whether a stream takes the integer path; values (`single`) also need one group per row. */
 function intStream(desc: usize, d: i32, single: bool): bool {
@@ -513,8 +513,8 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
 /**
  * Integer-code values (one group per row): acc_j += Σ_r p_j[r]·(S_r·code_r + Z_r) over slots [s, s+bs)
  * of KV head kvh, the Z part added to zsum[j] (the caller adds it to every channel at the end).
- * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB u32 (high
- * digits, then low); ps: 2·bs floats; stage: 2·(d + 64) bytes.
+ * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB/2 u32 (i16
+ * weight pairs); ps: 2·bs floats; stage: 2·(d + 64) bytes.
  */
 function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
   zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize): void {
@@ -562,51 +562,37 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
     }
     store<f32>(zsum + (<usize>j << 2), load<f32>(zsum + (<usize>j << 2)) + z);
     const inv: f32 = wmax > 0 ? 32767 / wmax : 0;
-    // pair words (w_2k | w_2k+1 << 16) of the high digits, then of the low digits
-    const iwj = iw + (<usize>j * <usize>np << 3);
-    const iwl = iwj + (<usize>np << 2);
-    const I = f32x4.splat(inv), R = f32x4.splat(32768);
+    // pair words (w_2k | w_2k+1 << 16)
+    const iwj = iw + (<usize>j * <usize>np << 2);
+    const I = f32x4.splat(inv);
     r = 0;
     for (; r + 8 <= bs; r += 8) {
       const x0 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
       const x1 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
-      const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
-      v128.store(iwj + (<usize>r << 1), toI16x8(h0, h1));
-      v128.store(iwl + (<usize>r << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), R), f32x4.mul(f32x4.sub(x1, h1), R)));
+      v128.store(iwj + (<usize>r << 1), toI16x8(x0, x1));
     }
     for (; r < bs; r += 2) {
-      const x0 = load<f32>(pj + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv;
-      const x1 = r + 1 < bs ? load<f32>(pj + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv : 0;
-      const h0 = nearest(x0), h1 = nearest(x1);
-      const l0 = <i32>nearest((x0 - h0) * 32768), l1 = <i32>nearest((x1 - h1) * 32768);
-      store<u32>(iwj + (<usize>r << 1), (<u32><i32>h0 & 0xffff) | (<u32><i32>h1 << 16));
-      store<u32>(iwl + (<usize>r << 1), (<u32>l0 & 0xffff) | (<u32>l1 << 16));
+      const h0 = <i32>nearest(load<f32>(pj + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv);
+      const h1 = r + 1 < bs ? <i32>nearest(load<f32>(pj + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv) : 0;
+      store<u32>(iwj + (<usize>r << 1), (<u32>h0 & 0xffff) | (<u32>h1 << 16));
     }
     const unit = f32x4.splat(wmax / 32767);
     const aj = acc + (<usize>j * <usize>d << 2);
     for (let c = 0; c < d; c += 16) {
       let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-      let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
       for (let k = 0; k < np; k++) {
         const W = v128.load32_splat(iwj + (<usize>k << 2));
-        const L = v128.load32_splat(iwl + (<usize>k << 2));
         const o = pairs + <usize>k * pb + (<usize>c << 2);
-        const c0 = v128.load(o), c1 = v128.load(o, 16), c2 = v128.load(o, 32), c3 = v128.load(o, 48);
-        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(c0, W));
-        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(c1, W));
-        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(c2, W));
-        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(c3, W));
-        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(c0, L));
-        b1 = i32x4.add(b1, i32x4.dot_i16x8_s(c1, L));
-        b2 = i32x4.add(b2, i32x4.dot_i16x8_s(c2, L));
-        b3 = i32x4.add(b3, i32x4.dot_i16x8_s(c3, L));
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(v128.load(o), W));
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(v128.load(o, 16), W));
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(v128.load(o, 32), W));
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(v128.load(o, 48), W));
       }
       const o = aj + (<usize>c << 2);
-      const f = f32x4.splat(1.0 / 32768);
-      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a0), f32x4.mul(f32x4.convert_i32x4_s(b0), f)), unit)));
-      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a1), f32x4.mul(f32x4.convert_i32x4_s(b1), f)), unit)), 16);
-      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a2), f32x4.mul(f32x4.convert_i32x4_s(b2), f)), unit)), 32);
-      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.add(f32x4.convert_i32x4_s(a3), f32x4.mul(f32x4.convert_i32x4_s(b3), f)), unit)), 48);
+      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.convert_i32x4_s(a0), unit)));
+      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.convert_i32x4_s(a1), unit)), 16);
+      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
+      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
     }
   }
 }
