@@ -199,27 +199,44 @@ function matmulJob(ctrl: usize, thread: i32): i32 {
   const chunk = load<i32>(a, MATMUL_CHUNK);
   const scratch = <usize>load<u32>(a, MATMUL_SCRATCH) + <usize>thread * <usize>load<u32>(a, MATMUL_SCRATCH_STRIDE);
   const items = (rows + chunk - 1) / chunk;
+  // n = 1: x is prepared in this thread's scratch once, at its first item (-1: not yet)
+  let prepared = -1;
   for (;;) {
     const it = atomic.add<i32>(ctrl + C_NEXT, 1);
     if (it >= items) break;
     const r0 = it * chunk;
     const r1 = min(rows, r0 + chunk);
-    if (n == 1) matvecRows(out, x, w, dt, cols, r0, r1, scratch);
-    else matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
+    if (n == 1) {
+      if (prepared < 0) prepared = prepareX(scratch, x, dt, cols) ? 1 : 0;
+      matvecRows(out, x, w, dt, cols, r0, r1, scratch, prepared == 1);
+    } else {
+      matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
+    }
     atomic.add<i32>(ctrl + C_DONE, 1);
   }
   return items;
 }
 
-/** out[r0..r1) = W[r0..r1) · x for one token, straight from the stored dtype. f32 and f16 rows are
- *  read one at a time, front to back: one stream for the prefetcher, and few live registers (V8 has
- *  16); this ran about twice as fast as 4 interleaved rows. Each row's sum is the same either way.
- *  `scratch` (f16 only, cols floats of this thread) receives x · 2^112 for the fast f16 rows. */
-function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32, scratch: usize): void {
+/** What a matvec reads of x besides x itself, written once per job into this thread's scratch: the
+ *  block types' prepared activations, or x · 2^112 for the fast f16 rows (false when x is too large
+ *  for that; there is no scratch for other dtypes). */
+function prepareX(scratch: usize, x: usize, dt: i32, cols: i32): bool {
+  if (scratch == 0) return false;
+  if (isBlockType(dt)) {
+    prepareActivations(scratch, x, cols, activationSpan(dt));
+    return true;
+  }
+  return dt == DT_F16 && prescaleX(scratch, x, cols);
+}
+
+/** out[r0..r1) = W[r0..r1) · x for one token, straight from the stored dtype, with x `prepared` by
+ *  prepareX. f32 and f16 rows are read one at a time, front to back: one stream for the prefetcher,
+ *  and few live registers (V8 has 16); this ran about twice as fast as 4 interleaved rows. Each
+ *  row's sum is the same either way. */
+function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32, scratch: usize, prepared: bool): void {
   const rb = rowBytes(dt, cols);
   if (isBlockType(dt)) {
     // scratch: this thread's prepared activations, then one decoded block
-    prepareActivations(scratch, x, cols, activationSpan(dt));
     const block = scratch + ((preparedBytes(cols) + 15) & ~15);
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), blockRowDot(w + <usize>r * rb, dt, x, scratch, cols, block));
     return;
@@ -228,7 +245,7 @@ function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32,
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF32(w + <usize>r * rb, x, cols));
     return;
   }
-  if (dt == DT_F16 && scratch != 0 && prescaleX(scratch, x, cols)) {
+  if (dt == DT_F16 && prepared) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16s(w + <usize>r * rb, scratch, x, cols));
     return;
   }
