@@ -83,14 +83,18 @@ function readJob(ctrl: usize): i32 {
   return f32x4.mul(i16x8.shuffle(lp, hp, 4, 12, 5, 13, 6, 14, 7, 15), f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 
-/** h2fLo / h2fHi without the multiply: the f32 bits of half · 2^-112 (see dotF16s). */
+/** Even / odd halves of 8 (lanes 0, 2, 4, 6 / 1, 3, 5, 7) without the multiply: the f32 bits of
+ *  half · 2^-112 (see dotF16s). Each 32-bit lane holds an even half below an odd one; an arithmetic
+ *  shift right by 3 puts the odd half's exponent and mantissa in f32 position with its sign on top
+ *  (the even half first moves up by 16), and the mask clears the copies of the sign below it and
+ *  whatever the shift brought in beneath the 10 mantissa bits. */
 // @ts-ignore: decorator
-@inline function h2fLoS(v: v128): v128 {
-  return i16x8.shuffle(i16x8.shl(v, 13), v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff)), 0, 8, 1, 9, 2, 10, 3, 11);
+@inline function h2fEven(v: v128): v128 {
+  return v128.and(i32x4.shr_s(i32x4.shl(v, 16), 3), i32x4.splat(0x8fffe000));
 }
 // @ts-ignore: decorator
-@inline function h2fHiS(v: v128): v128 {
-  return i16x8.shuffle(i16x8.shl(v, 13), v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff)), 4, 12, 5, 13, 6, 14, 7, 15);
+@inline function h2fOdd(v: v128): v128 {
+  return v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000));
 }
 
 /** Attention blocks: f16 slots to f32 with the fast conversion (len a multiple of 8 or tail scalar). */
@@ -339,7 +343,8 @@ function mv4F16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
   return v;
 }
 
-/** dst[0..cols&~7) = x · 2^112 (exact: a power of two) unless some |x| ≥ 2^16 or is NaN, where the
+/** dst[0..cols&~7) = x · 2^112 (exact: a power of two), each 8 numbers stored as the even ones then
+ *  the odd ones (the order dotF16s widens halves in), unless some |x| ≥ 2^16 or is NaN, where the
  *  scaled value could overflow: then false and the caller keeps the multiplying kernel. */
 function prescaleX(dst: usize, x: usize, cols: i32): bool {
   const c = f32x4.splat(reinterpret<f32>(0x77800000)); // 2^112
@@ -349,20 +354,21 @@ function prescaleX(dst: usize, x: usize, cols: i32): bool {
     const a = v128.load(x + o), b = v128.load(x + o, 16);
     // max keeps a NaN; abs of both halves first so -inf counts too
     m = f32x4.max(m, f32x4.max(f32x4.abs(a), f32x4.abs(b)));
-    v128.store(dst + o, f32x4.mul(a, c));
-    v128.store(dst + o, f32x4.mul(b, c), 16);
+    const sa = f32x4.mul(a, c), sb = f32x4.mul(b, c);
+    v128.store(dst + o, v128.shuffle<f32>(sa, sb, 0, 2, 4, 6));
+    v128.store(dst + o, v128.shuffle<f32>(sa, sb, 1, 3, 5, 7), 16);
   }
   const mm = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
   const top = max(f32x4.extract_lane(mm, 0), f32x4.extract_lane(mm, 1));
   return top < 65536; // false for NaN
 }
 
-/** One f16 row · x for prescaled x (xs = x · 2^112 from prescaleX): each half is widened to the
- *  f32 bit pattern of half · 2^-112 with three 16-bit ops (shared by 8 halves) and two interleaves,
- *  [(h >> 3 arith) & 0x8fff | h << 13] — sign, then the 5 exponent and 10 mantissa bits shifted into
- *  f32 position; f16 subnormals land on f32 denormals, exactly. The products xs·w' are then x·w
- *  rounded once, as with a converted weight, without the per-weight multiply by 2^112. Tail
- *  columns (cols % 8) use the unscaled x. */
+/** One f16 row · x for prescaled x (xs from prescaleX): each half is widened to the f32 bit pattern
+ *  of half · 2^-112 with 5 integer ops per 8 halves (h2fEven / h2fOdd); f16 subnormals land on f32
+ *  denormals, exactly. The products xs·w' are then x·w rounded once, as with a converted weight,
+ *  without the per-weight multiply by 2^112. The lane sums of the even and odd halves, added as
+ *  below, give the same sum as the in-order lanes of the 4-row kernels. Tail columns (cols % 8) use
+ *  the unscaled x. */
 function dotF16s(w: usize, xs: usize, x: usize, cols: i32): f32 {
   let a = f32x4.splat(0), b = a;
   let k = 0;
@@ -370,19 +376,19 @@ function dotF16s(w: usize, xs: usize, x: usize, cols: i32): f32 {
     const o = <usize>k << 1;
     const xo = xs + (o << 1);
     let v = v128.load(w + o);
-    a = f32x4.add(a, f32x4.mul(h2fLoS(v), v128.load(xo)));
-    b = f32x4.add(b, f32x4.mul(h2fHiS(v), v128.load(xo, 16)));
+    a = f32x4.add(a, f32x4.mul(h2fEven(v), v128.load(xo)));
+    b = f32x4.add(b, f32x4.mul(h2fOdd(v), v128.load(xo, 16)));
     v = v128.load(w + o, 16);
-    a = f32x4.add(a, f32x4.mul(h2fLoS(v), v128.load(xo, 32)));
-    b = f32x4.add(b, f32x4.mul(h2fHiS(v), v128.load(xo, 48)));
+    a = f32x4.add(a, f32x4.mul(h2fEven(v), v128.load(xo, 32)));
+    b = f32x4.add(b, f32x4.mul(h2fOdd(v), v128.load(xo, 48)));
   }
   for (; k + 8 <= cols; k += 8) {
     const o = <usize>k << 1;
     const v = v128.load(w + o);
-    a = f32x4.add(a, f32x4.mul(h2fLoS(v), v128.load(xs + (o << 1))));
-    b = f32x4.add(b, f32x4.mul(h2fHiS(v), v128.load(xs + (o << 1), 16)));
+    a = f32x4.add(a, f32x4.mul(h2fEven(v), v128.load(xs + (o << 1))));
+    b = f32x4.add(b, f32x4.mul(h2fOdd(v), v128.load(xs + (o << 1), 16)));
   }
-  const s = hsum(f32x4.add(a, b));
+  const s = hsum(a) + hsum(b);
   if (k == cols) return s;
   let t: f32 = 0;
   for (; k < cols; k++) t += h2fScalar(load<u16>(w + (<usize>k << 1))) * load<f32>(x + (<usize>k << 2));
