@@ -253,20 +253,17 @@ function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32,
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16s(w + <usize>r * rb, scratch, x, cols));
     return;
   }
+  if (dt == DT_F16) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotHalves(w + <usize>r * rb, x, cols, false));
+    return;
+  }
+  if (dt == DT_BF16) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotHalves(w + <usize>r * rb, x, cols, true));
+    return;
+  }
   let r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const p = w + <usize>r * rb;
-    let v: v128;
-    if (dt == DT_F16) v = mv4F16(p, rb, x, cols);
-    else if (dt == DT_BF16) v = mv4BF16(p, rb, x, cols);
-    else v = mv4Q8(p, rb, x, cols);
-    v128.store(out + (<usize>r << 2), v);
-  }
-  for (; r < r1; r++) {
-    const p = w + <usize>r * rb;
-    const v = dt == DT_F16 ? mv4F16(p, 0, x, cols) : dt == DT_BF16 ? mv4BF16(p, 0, x, cols) : mv4Q8(p, 0, x, cols);
-    store<f32>(out + (<usize>r << 2), f32x4.extract_lane(v, 0));
-  }
+  for (; r + 4 <= r1; r += 4) v128.store(out + (<usize>r << 2), mv4Q8(w + <usize>r * rb, rb, x, cols));
+  for (; r < r1; r++) store<f32>(out + (<usize>r << 2), f32x4.extract_lane(mv4Q8(w + <usize>r * rb, 0, x, cols), 0));
 }
 
 /** a · b over len floats: lanes k % 8 < 4 and ≥ 4 in two sums, their lanes added as hsum4 does,
@@ -304,43 +301,25 @@ function dotF32(a: usize, b: usize, len: i32): f32 {
   return f32x4.add(v, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(s0), 1, s1), 2, s2), 3, s3));
 }
 
-// f16 and bf16 rows: 8 halves per 16-byte load, converted in registers.
-function mv4F16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
-  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
-  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+/** One f16 (x too large to prescale) or bf16 row · x: 8 halves per 16-byte load, widened in
+ *  registers, summed as dotF32 sums. */
+function dotHalves(w: usize, x: usize, cols: i32, bf16: bool): f32 {
+  let a = f32x4.splat(0), b = a;
   let k = 0;
   for (; k + 8 <= cols; k += 8) {
-    const o = <usize>k << 1;
-    const x0 = v128.load(x + (o << 1));
-    const x1 = v128.load(x + (o << 1), 16);
-    let v = v128.load(w0 + o);
-    a0 = f32x4.add(a0, f32x4.mul(h2fLo(v), x0));
-    b0 = f32x4.add(b0, f32x4.mul(h2fHi(v), x1));
-    v = v128.load(w1 + o);
-    a1 = f32x4.add(a1, f32x4.mul(h2fLo(v), x0));
-    b1 = f32x4.add(b1, f32x4.mul(h2fHi(v), x1));
-    v = v128.load(w2 + o);
-    a2 = f32x4.add(a2, f32x4.mul(h2fLo(v), x0));
-    b2 = f32x4.add(b2, f32x4.mul(h2fHi(v), x1));
-    v = v128.load(w3 + o);
-    a3 = f32x4.add(a3, f32x4.mul(h2fLo(v), x0));
-    b3 = f32x4.add(b3, f32x4.mul(h2fHi(v), x1));
+    const v = v128.load(w + (<usize>k << 1));
+    const xo = x + (<usize>k << 2);
+    a = f32x4.add(a, f32x4.mul(bf16 ? bf2fLo(v) : h2fLo(v), v128.load(xo)));
+    b = f32x4.add(b, f32x4.mul(bf16 ? bf2fHi(v) : h2fHi(v), v128.load(xo, 16)));
   }
-  let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
-  if (k < cols) {
-    let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
-    for (; k < cols; k++) {
-      const o = <usize>k << 1;
-      const xv = load<f32>(x + (o << 1));
-      s0 += h2fScalar(load<u16>(w0 + o)) * xv;
-      s1 += h2fScalar(load<u16>(w1 + o)) * xv;
-      s2 += h2fScalar(load<u16>(w2 + o)) * xv;
-      s3 += h2fScalar(load<u16>(w3 + o)) * xv;
-    }
-    v = tail4(v, s0, s1, s2, s3);
+  const s = hsum(f32x4.add(a, b));
+  if (k == cols) return s;
+  let t: f32 = 0;
+  for (; k < cols; k++) {
+    const h = load<u16>(w + (<usize>k << 1));
+    t += (bf16 ? reinterpret<f32>(<u32>h << 16) : h2fScalar(h)) * load<f32>(x + (<usize>k << 2));
   }
-  return v;
+  return s + t;
 }
 
 /** dst[0..cols&~7) = x · 2^112 (exact: a power of two), each 8 numbers stored as the even ones then
@@ -393,44 +372,6 @@ function dotF16s(w: usize, xs: usize, x: usize, cols: i32): f32 {
   let t: f32 = 0;
   for (; k < cols; k++) t += h2fScalar(load<u16>(w + (<usize>k << 1))) * load<f32>(x + (<usize>k << 2));
   return s + t;
-}
-
-function mv4BF16(w0: usize, rb: usize, x: usize, cols: i32): v128 {
-  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
-  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  let k = 0;
-  for (; k + 8 <= cols; k += 8) {
-    const o = <usize>k << 1;
-    const x0 = v128.load(x + (o << 1));
-    const x1 = v128.load(x + (o << 1), 16);
-    let v = v128.load(w0 + o);
-    a0 = f32x4.add(a0, f32x4.mul(bf2fLo(v), x0));
-    b0 = f32x4.add(b0, f32x4.mul(bf2fHi(v), x1));
-    v = v128.load(w1 + o);
-    a1 = f32x4.add(a1, f32x4.mul(bf2fLo(v), x0));
-    b1 = f32x4.add(b1, f32x4.mul(bf2fHi(v), x1));
-    v = v128.load(w2 + o);
-    a2 = f32x4.add(a2, f32x4.mul(bf2fLo(v), x0));
-    b2 = f32x4.add(b2, f32x4.mul(bf2fHi(v), x1));
-    v = v128.load(w3 + o);
-    a3 = f32x4.add(a3, f32x4.mul(bf2fLo(v), x0));
-    b3 = f32x4.add(b3, f32x4.mul(bf2fHi(v), x1));
-  }
-  let v = hsum4(f32x4.add(a0, b0), f32x4.add(a1, b1), f32x4.add(a2, b2), f32x4.add(a3, b3));
-  if (k < cols) {
-    let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
-    for (; k < cols; k++) {
-      const o = <usize>k << 1;
-      const xv = load<f32>(x + (o << 1));
-      s0 += reinterpret<f32>(<u32>load<u16>(w0 + o) << 16) * xv;
-      s1 += reinterpret<f32>(<u32>load<u16>(w1 + o) << 16) * xv;
-      s2 += reinterpret<f32>(<u32>load<u16>(w2 + o) << 16) * xv;
-      s3 += reinterpret<f32>(<u32>load<u16>(w3 + o) << 16) * xv;
-    }
-    v = tail4(v, s0, s1, s2, s3);
-  }
-  return v;
 }
 
 function mv4Q8(w0: usize, rb: usize, x: usize, cols: i32): v128 {
