@@ -5,7 +5,8 @@
 import {
   ARGS, BLOCK_SCRATCH, CTRL_DONE, CTRL_NEXT, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_Q8_0,
   OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC,
-  MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W, MATMUL_X,
+  MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
+  MATMUL_X, PART_OUT, PART_ROWS, PART_W,
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
   ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
@@ -191,23 +192,33 @@ function convertRow(dst: usize, src: usize, dt: i32, cols: i32): void {
 
 // ================================================================ matmul
 
+/** Work items are `chunk` rows of one part, the parts' items one after the other. */
 function matmulJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
-  const out = load<u32>(a, MATMUL_OUT);
   const x = load<u32>(a, MATMUL_X);
-  const w = load<u32>(a, MATMUL_W);
   const dt = load<i32>(a, MATMUL_DTYPE);
-  const rows = load<i32>(a, MATMUL_ROWS);
   const cols = load<i32>(a, MATMUL_COLS);
   const n = load<i32>(a, MATMUL_N);
   const chunk = load<i32>(a, MATMUL_CHUNK);
+  const parts = load<i32>(a, MATMUL_PARTS);
   const scratch = <usize>load<u32>(a, MATMUL_SCRATCH) + <usize>thread * <usize>load<u32>(a, MATMUL_SCRATCH_STRIDE);
-  const items = (rows + chunk - 1) / chunk;
+  let items = 0;
+  for (let p = 0; p < parts; p++) items += (load<i32>(a + MATMUL_PART + <usize>p * MATMUL_PART_BYTES, PART_ROWS) + chunk - 1) / chunk;
   // n = 1: x is prepared in this thread's scratch once, at its first item (-1: not yet)
   let prepared = -1;
   for (;;) {
-    const it = atomic.add<i32>(ctrl + C_NEXT, 1);
+    let it = atomic.add<i32>(ctrl + C_NEXT, 1);
     if (it >= items) break;
+    // find the item's part
+    let part = a + MATMUL_PART;
+    let rows = load<i32>(part, PART_ROWS);
+    for (let pi = (rows + chunk - 1) / chunk; it >= pi; pi = (rows + chunk - 1) / chunk) {
+      it -= pi;
+      part += MATMUL_PART_BYTES;
+      rows = load<i32>(part, PART_ROWS);
+    }
+    const out = load<u32>(part, PART_OUT);
+    const w = load<u32>(part, PART_W);
     const r0 = it * chunk;
     const r1 = min(rows, r0 + chunk);
     if (n == 1) {
