@@ -64,18 +64,24 @@ export const DT_INT_DOT = 64;
 /** Per-thread scratch one decoded block takes (codes and group scales). */
 export const BLOCK_SCRATCH = 384;
 
-// ---- OP_MATMUL arguments: out[n × rows] = x[n × cols] · wᵀ
-export const MATMUL_OUT = 0; // ptr
-export const MATMUL_X = 4; // ptr
-export const MATMUL_W = 8; // ptr
-export const MATMUL_DTYPE = 12; // DT_*
-export const MATMUL_ROWS = 16;
-export const MATMUL_COLS = 20;
-export const MATMUL_N = 24;
+// ---- OP_MATMUL arguments: out_p[n × rows_p] = x[n × cols] · w_pᵀ for 1..MATMUL_MAX_PARTS matrices
+// of one dtype and cols (q, k and v, or gate and up: one job, one pass of the threads)
+export const MATMUL_X = 0; // ptr
+export const MATMUL_DTYPE = 4; // DT_*
+export const MATMUL_COLS = 8;
+export const MATMUL_N = 12;
 /** Rows per work item. */
-export const MATMUL_CHUNK = 28;
-export const MATMUL_SCRATCH = 32; // ptr: thread t's scratch starts at SCRATCH + t·SCRATCH_STRIDE
-export const MATMUL_SCRATCH_STRIDE = 36;
+export const MATMUL_CHUNK = 16;
+export const MATMUL_SCRATCH = 20; // ptr: thread t's scratch starts at SCRATCH + t·SCRATCH_STRIDE
+export const MATMUL_SCRATCH_STRIDE = 24;
+export const MATMUL_PARTS = 28;
+/** The parts' records from here, MATMUL_PART_BYTES each: output, matrix and its rows. */
+export const MATMUL_PART = 32;
+export const MATMUL_PART_BYTES = 12;
+export const PART_OUT = 0; // ptr
+export const PART_W = 4; // ptr
+export const PART_ROWS = 8;
+export const MATMUL_MAX_PARTS = 4;
 
 // ---- OP_ATTENTION arguments (see AttentionArgs in types.ts)
 export const ATT_OUT = 0; // ptr

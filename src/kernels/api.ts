@@ -1,9 +1,9 @@
 import type { Arena } from './arena.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
 
-export type { AttentionArgs, Matrix, SlotDType } from './types.js';
+export type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 /**
  * The numeric kernels of the forward pass. All pointers are byte offsets into `arena.memory`; every
@@ -16,6 +16,8 @@ export interface Kernels {
   readonly arena: Arena;
   /** out[n × w.rows] = x[n × w.cols] · wᵀ. */
   matmul(out: number, x: number, w: Matrix, n: number): void;
+  /** matmul of one x with each part's matrix (q, k and v; gate and up): as one job where their dtype and cols agree. */
+  matmuls(x: number, parts: readonly MatmulPart[], n: number): void;
   /** out[i] = x[i] / rms(x[i]) * weight, for n rows of dim. */
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void;
   /** Rotates n rows of `heads` heads of rope.headDim in place; positions is an Int32 [n]. */

@@ -6,7 +6,7 @@ import { quantAttentionReference } from './quant/reference.js';
 import { quantizeReference } from './quant/quantize.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
 
 /**
  * Scalar TypeScript kernels: the definition every fast kernel is tested against. Plain loops,
@@ -57,6 +57,10 @@ export class ReferenceKernels implements Kernels {
         ys[t * w.rows + r] = s;
       }
     }
+  }
+
+  matmuls(x: number, parts: readonly MatmulPart[], n: number): void {
+    for (const p of parts) this.matmul(p.out, x, p.w, n);
   }
 
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void {

@@ -13,6 +13,12 @@ export interface Matrix {
   cols: number;
 }
 
+/** One matrix of a `matmuls` call and where its product goes. */
+export interface MatmulPart {
+  out: number;
+  w: Matrix;
+}
+
 /** Storage of cached keys and values the attention kernel reads directly. */
 export type SlotDType = 'f32' | 'f16';
 

@@ -4,10 +4,10 @@ import {
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
-  MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_OUT, MATMUL_ROWS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE, MATMUL_W,
-  MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
+  MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
-  QUANTIZE_STREAM, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
+  QUANTIZE_STREAM, PART_OUT, PART_ROWS, PART_W, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
   QATT_QUERY_BLOCK, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
   QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
@@ -22,7 +22,7 @@ import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import { checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
@@ -113,36 +113,50 @@ class WasmKernels implements Kernels {
   }
 
   matmul(out: number, x: number, w: Matrix, n: number): void {
-    const { rows, cols } = w;
+    this.matmuls(x, [{ out, w }], n);
+  }
+
+  matmuls(x: number, parts: readonly MatmulPart[], n: number): void {
+    if (!parts.length) return;
+    const { dtype, cols } = parts[0]!.w;
+    if (parts.length > MATMUL_MAX_PARTS || parts.some((p) => p.w.dtype !== dtype || p.w.cols !== cols)) {
+      for (const p of parts) this.matmul(p.out, x, p.w, n);
+      return;
+    }
+    const rows = parts.reduce((sum, p) => sum + p.w.rows, 0);
     if (n <= 0 || rows <= 0) return;
-    checkBlockCols(w);
+    for (const p of parts) checkBlockCols(p.w);
     const par = this.parallelism(n * rows * cols);
     // Rows per work item: several items per thread for balance; for n > 1 also bounded so the chunk's
     // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
     const balance = ceil4(rows / (par * 8));
     let chunk = Math.max(4, Math.min(64, balance));
     // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
-    let scratchBytes = n === 1 && w.dtype === 'f16' ? cols * 4 : 0;
+    let scratchBytes = n === 1 && dtype === 'f16' ? cols * 4 : 0;
     // q8_0 keeps its own f32 kernel unless the integer way is asked for explicitly
-    const blocks = isBlockDType(w.dtype) && (w.dtype !== 'q8_0' || this.blockDotAsked === 'int8');
+    const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.blockDotAsked === 'int8');
     // n = 1, block types: the prepared activations (sums per 16, 8-bit codes and scales per 32), then one decoded block
     if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      if (w.dtype !== 'f32') scratchBytes = chunk * cols * 4 + BLOCK_SCRATCH;
+      if (dtype !== 'f32') scratchBytes = chunk * cols * 4 + BLOCK_SCRATCH;
     }
     this.ensureScratch(scratchBytes);
     const b = this.begin();
-    b.ptr(MATMUL_OUT, out);
     b.ptr(MATMUL_X, x);
-    b.ptr(MATMUL_W, w.ptr);
-    b.int(MATMUL_DTYPE, DTYPE_CODE[w.dtype] + (n === 1 && blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0));
-    b.int(MATMUL_ROWS, rows);
+    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0));
     b.int(MATMUL_COLS, cols);
     b.int(MATMUL_N, n);
     b.int(MATMUL_CHUNK, chunk);
     b.ptr(MATMUL_SCRATCH, this.scratch);
     b.int(MATMUL_SCRATCH_STRIDE, this.scratchStride);
+    b.int(MATMUL_PARTS, parts.length);
+    parts.forEach((p, i) => {
+      const at = MATMUL_PART + i * MATMUL_PART_BYTES;
+      b.ptr(at + PART_OUT, p.out);
+      b.ptr(at + PART_W, p.w.ptr);
+      b.int(at + PART_ROWS, p.w.rows);
+    });
     this.run(OP_MATMUL, par);
   }
 

@@ -151,9 +151,7 @@ function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: num
   const kvRow = c.numKvHeads * c.headDim * 4;
   // attention block
   k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
-  k.matmul(s.q, s.xb, L.wq, n);
-  k.matmul(s.k, s.xb, L.wk, n);
-  k.matmul(s.v, s.xb, L.wv, n);
+  k.matmuls(s.xb, [{ out: s.q, w: L.wq }, { out: s.k, w: L.wk }, { out: s.v, w: L.wv }], n);
   if (L.bq) {
     k.addBias(s.q, L.bq, n, L.wq.rows);
     k.addBias(s.k, L.bk, n, L.wk.rows);
@@ -177,8 +175,7 @@ function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: num
   k.add(s.x, s.xb2, n * hidden);
   // feed-forward block (SwiGLU)
   k.rmsnorm(s.xb, s.x, L.ffnNorm, n, hidden, c.rmsEps);
-  k.matmul(s.gate, s.xb, L.wGate, n);
-  k.matmul(s.up, s.xb, L.wUp, n);
+  k.matmuls(s.xb, [{ out: s.gate, w: L.wGate }, { out: s.up, w: L.wUp }], n);
   k.siluMul(s.gate, s.gate, s.up, n * c.intermediateSize);
   k.matmul(s.xb2, s.gate, L.wDown, n);
   k.add(s.x, s.xb2, n * hidden);

@@ -58,6 +58,32 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
       }
     }
 
+    it('matmuls: several matrices in one job give what one matmul each gives, and the reference', () => {
+      const r = rng(5);
+      for (const dtypes of [['f16', 'f16', 'f16'], ['f32', 'f32'], ['q8_0', 'q8_0'], ['f16', 'bf16', 'f16']] as DType[][]) {
+        const cols = dtypes.includes('q8_0') ? 96 : 45;
+        const rows = [37, 5, 130].slice(0, dtypes.length);
+        for (const n of [1, 5]) {
+          const mats = dtypes.map((dt, i) => randomMatrixBytes(r, dt, rows[i]!, cols));
+          const x = randomF32(r, n * cols);
+          const total = rows.reduce((a, b) => a + b, 0) * n;
+          const run = (k: Kernels, xp: number, out: number, together: boolean): void => {
+            const parts = dtypes.map((dt, i) => ({ out: 0, w: putMatrix(k, mats[i]!, dt, rows[i]!, cols) }));
+            parts.forEach((p, i) => (p.out = out + n * 4 * rows.slice(0, i).reduce((a, b) => a + b, 0)));
+            if (together) k.matmuls(xp, parts, n);
+            else for (const p of parts) k.matmul(p.out, xp, p.w, n);
+            for (const p of parts) k.arena.free(p.w.ptr);
+          };
+          const [got, want] = both([x], total, (k, [xp], out) => run(k, xp!, out, true));
+          expectClose(got, want, 1e-5, 2e-6, `${dtypes.join('+')} n=${n}`);
+          if (n === 1) {
+            const [apart] = both([x], total, (k, [xp], out) => run(k, xp!, out, false));
+            expect(got).toEqual(apart);
+          }
+        }
+      }
+    });
+
     it('is deterministic across repeated calls (no leftover state between jobs)', () => {
       const r = rng(7);
       const rows = 300, cols = 200, n = 6;
