@@ -791,19 +791,20 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
       convertF16Fast(blk, kp, min(BLOCK, seenAll - s0) * d);
       kp = blk;
     }
-    // queries that see past s0 (causal: later queries see more); heads in pairs share each key vector
-    for (let t = max(t0, s0 + 1 - visible); t < t1; t++) {
+    // rows (query, head) that see past s0, in pairs sharing each loaded key vector where their slot
+    // counts agree (causal: later queries see more)
+    for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
+      const t = t0 + r / g;
       const bs = min(BLOCK, visible + t - s0);
-      const r = <usize>((t - t0) * g);
-      let j = 0;
-      for (; j + 2 <= g; j += 2) {
-        const qp = q + (<usize>(t * numHeads + h0 + j) * db);
-        const dst = scores + (r + <usize>j) * rb + (<usize>s0 << 2);
-        scoreBlock2(qp, qp + db, kp, d, bs, dst, dst + rb, scale);
-      }
-      if (j < g) {
-        const qp = q + (<usize>(t * numHeads + h0 + j) * db);
-        scoreBlock(qp, kp, d, bs, scores + (r + <usize>j) * rb + (<usize>s0 << 2), scale);
+      const qp = q + (<usize>(t * numHeads + h0 + r % g) * db);
+      const dst = scores + <usize>r * rb + (<usize>s0 << 2);
+      if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
+        const t2 = t0 + (r + 1) / g;
+        scoreBlock2(qp, q + (<usize>(t2 * numHeads + h0 + (r + 1) % g) * db), kp, d, bs, dst, dst + rb, scale);
+        r += 2;
+      } else {
+        scoreBlock(qp, kp, d, bs, dst, scale);
+        r++;
       }
     }
   }
@@ -843,16 +844,17 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
       convertF16Fast(blk, vp, min(BLOCK, seenAll - s0) * d);
       vp = blk;
     }
-    for (let t = max(t0, s0 + 1 - visible); t < t1; t++) {
-      const bs = min(BLOCK, visible + t - s0);
-      const r = (t - t0) * g;
-      let j = 0;
-      for (; j + 2 <= g; j += 2) {
-        const pp = scores + <usize>(r + j) * rb + (<usize>s0 << 2);
-        const ap = acc + <usize>(r + j) * db;
+    for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
+      const bs = min(BLOCK, visible + t0 + r / g - s0);
+      const pp = scores + <usize>r * rb + (<usize>s0 << 2);
+      const ap = acc + <usize>r * db;
+      if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
         axpyBlock2(ap, ap + db, pp, pp + rb, vp, d, bs);
+        r += 2;
+      } else {
+        axpyBlock2(ap, 0, pp, 0, vp, d, bs);
+        r++;
       }
-      if (j < g) axpyBlock2(acc + <usize>(r + j) * db, 0, scores + <usize>(r + j) * rb + (<usize>s0 << 2), 0, vp, d, bs);
     }
   }
   for (let r = 0; r < rows; r++) {
