@@ -8,7 +8,7 @@ import {
   MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
   MATMUL_X, PART_OUT, PART_ROWS, PART_W,
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
-  ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
+  ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_QUERY_BLOCK, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
 import { quantAttentionJob } from './quant';
 import { quantizeJob } from './quantize';
@@ -716,10 +716,11 @@ export function toF16(out: usize, x: usize, len: i32): void {
 const BLOCK: i32 = ATT_BLOCK; // slots per block of converted keys/values
 
 /**
- * Work item = (query t, KV head, a group of up to `hg` query heads sharing it). Each block of keys and
- * values is converted once (f16 slots) and reused by every head of the group. When `received` is
- * accumulated, an item covers all queries of its heads so no two threads add into the same row.
- * Per-thread scratch: scores [hg][seenPad] | block [BLOCK][d] | acc [hg][d] | inv [hg].
+ * Work item = (block of up to `qb` queries, KV head, a group of up to `hg` query heads sharing it). Each
+ * block of keys and values is converted once (f16 slots) and reused by every query and head of the item;
+ * each query only takes the slots it may see. When `received` is accumulated, an item covers all query
+ * blocks of its heads (in order) so no two threads add into the same row.
+ * Per-thread scratch: scores [qb·hg][seenPad] | block [BLOCK][d] | acc [qb·hg][d] | inv [qb·hg].
  */
 function attentionJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
@@ -727,12 +728,14 @@ function attentionJob(ctrl: usize, thread: i32): i32 {
   const numHeads = load<i32>(a, ATT_NUM_HEADS);
   const numKv = load<i32>(a, ATT_NUM_KV_HEADS);
   const hg = load<i32>(a, ATT_HEAD_GROUP);
+  const qb = load<i32>(a, ATT_QUERY_BLOCK);
   const received = load<u32>(a, ATT_RECEIVED);
   const group = numHeads / numKv;
   const subs = (group + hg - 1) / hg;
   const perT = numKv * subs;
+  const blocks = (n + qb - 1) / qb;
   const allT = received != 0;
-  const items = allT ? perT : n * perT;
+  const items = allT ? perT : blocks * perT;
   for (;;) {
     const it = atomic.add<i32>(ctrl + C_NEXT, 1);
     if (it >= items) break;
@@ -741,17 +744,15 @@ function attentionJob(ctrl: usize, thread: i32): i32 {
     const sub = rem % subs;
     const h0 = kvh * group + sub * hg;
     const h1 = min(h0 + hg, (kvh + 1) * group);
-    if (allT) {
-      for (let t = 0; t < n; t++) attendItem(a, thread, t, kvh, h0, h1);
-    } else {
-      attendItem(a, thread, it / perT, kvh, h0, h1);
-    }
+    const b0 = allT ? 0 : it / perT;
+    const b1 = allT ? blocks : b0 + 1;
+    for (let b = b0; b < b1; b++) attendItem(a, thread, b * qb, min(n, (b + 1) * qb), kvh, h0, h1);
     atomic.add<i32>(ctrl + C_DONE, 1);
   }
   return items;
 }
 
-function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): void {
+function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, h1: i32): void {
   const out = <usize>load<u32>(a, ATT_OUT);
   const q = <usize>load<u32>(a, ATT_Q);
   const n = load<i32>(a, ATT_N);
@@ -766,93 +767,108 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
   const lastProbs = <usize>load<u32>(a, ATT_LAST_PROBS);
   const received = <usize>load<u32>(a, ATT_RECEIVED);
   const hg = load<i32>(a, ATT_HEAD_GROUP);
+  const qb = load<i32>(a, ATT_QUERY_BLOCK);
   const scratch = <usize>load<u32>(a, ATT_SCRATCH) + <usize>thread * <usize>load<u32>(a, ATT_SCRATCH_STRIDE);
   const mask = <usize>load<u32>(a, ATT_MASK);
 
   const g = h1 - h0;
-  const seen = visible + t;
-  const sp = (seen + 3) & ~3;
+  const rows = (t1 - t0) * g; // row r = (t - t0) · g + head j
+  const seenAll = visible + t1 - 1; // slots the last query of the block sees
+  const sp = (seenAll + 3) & ~3; // row stride of the scores
   const db = <usize>d << 2; // f32 row bytes
   const eb: usize = f16 ? 2 : 4;
+  const rb = <usize>sp << 2; // score row bytes
   const scores = scratch;
-  const blk = scores + (<usize>hg * <usize>sp << 2);
+  const blk = scores + (<usize>(qb * hg) * rb);
   const acc = blk + <usize>BLOCK * db;
-  const invs = acc + <usize>hg * db;
+  const invs = acc + <usize>(qb * hg) * db;
   const kvOff = <usize>kvh * <usize>capacity * <usize>d * eb;
-  const last = lastProbs != 0 && t == n - 1;
 
-  // scores: q·k * scale for each head of the group
-  for (let s0 = 0; s0 < seen; s0 += BLOCK) {
-    const bs = min(BLOCK, seen - s0);
+  // scores: q·k * scale for each query and head of the item
+  for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
     let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
     if (f16) {
-      convertF16Fast(blk, kp, bs * d);
+      convertF16Fast(blk, kp, min(BLOCK, seenAll - s0) * d);
       kp = blk;
     }
-    // heads in pairs: each loaded key vector serves two queries
-    let j = 0;
-    for (; j + 2 <= g; j += 2) {
-      const qp = q + (<usize>(t * numHeads + h0 + j) * db);
-      const dst = scores + ((<usize>j * sp + s0) << 2);
-      scoreBlock2(qp, qp + db, kp, d, bs, dst, dst + (<usize>sp << 2), scale);
-    }
-    if (j < g) {
-      const qp = q + (<usize>(t * numHeads + h0 + j) * db);
-      scoreBlock(qp, kp, d, bs, scores + ((<usize>j * sp + s0) << 2), scale);
+    // rows (query, head) that see past s0, in pairs sharing each loaded key vector where their slot
+    // counts agree (causal: later queries see more)
+    for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
+      const t = t0 + r / g;
+      const bs = min(BLOCK, visible + t - s0);
+      const qp = q + (<usize>(t * numHeads + h0 + r % g) * db);
+      const dst = scores + <usize>r * rb + (<usize>s0 << 2);
+      if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
+        const t2 = t0 + (r + 1) / g;
+        scoreBlock2(qp, q + (<usize>(t2 * numHeads + h0 + (r + 1) % g) * db), kp, d, bs, dst, dst + rb, scale);
+        r += 2;
+      } else {
+        scoreBlock(qp, kp, d, bs, dst, scale);
+        r++;
+      }
     }
   }
   // masked slots (a u8 per head and slot) take no part in the softmax
   if (mask != 0) {
-    for (let j = 0; j < g; j++) {
-      const row = scores + (<usize>j * sp << 2);
-      const mp = mask + <usize>(h0 + j) * <usize>capacity;
+    for (let r = 0; r < rows; r++) {
+      const seen = visible + t0 + r / g;
+      const row = scores + <usize>r * rb;
+      const mp = mask + <usize>(h0 + r % g) * <usize>capacity;
       for (let s = 0; s < seen; s++) if (load<u8>(mp + <usize>s) != 0) store<f32>(row + (<usize>s << 2), -Infinity);
     }
   }
   // softmax numerators in place; pad lanes are -inf so whole vectors can be used
-  for (let j = 0; j < g; j++) {
-    const row = scores + (<usize>j * sp << 2);
-    for (let s = seen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
+  for (let r = 0; r < rows; r++) {
+    const seen = visible + t0 + r / g;
+    const spr = (seen + 3) & ~3;
+    const row = scores + <usize>r * rb;
+    for (let s = seen; s < spr; s++) store<f32>(row + (<usize>s << 2), -Infinity);
     let mv = f32x4.splat(-Infinity);
-    for (let s = 0; s < sp; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
+    for (let s = 0; s < spr; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
     const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
     let sum = f64x2.splat(0);
-    for (let s = 0; s < sp; s += 4) {
+    for (let s = 0; s < spr; s += 4) {
       const p = row + (<usize>s << 2);
       const e = exp4(f32x4.sub(v128.load(p), m));
       v128.store(p, e);
       sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
     }
     const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
-    store<f32>(invs + (<usize>j << 2), total > 0 ? <f32>(1 / total) : 0);
+    store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
   }
   // Σ p·v
-  memory.fill(acc, 0, <usize>g * db);
-  for (let s0 = 0; s0 < seen; s0 += BLOCK) {
-    const bs = min(BLOCK, seen - s0);
+  memory.fill(acc, 0, <usize>rows * db);
+  for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
     let vp = values + kvOff + <usize>s0 * <usize>d * eb;
     if (f16) {
-      convertF16Fast(blk, vp, bs * d);
+      convertF16Fast(blk, vp, min(BLOCK, seenAll - s0) * d);
       vp = blk;
     }
-    let j = 0;
-    for (; j + 2 <= g; j += 2) {
-      const pp = scores + ((<usize>j * sp + s0) << 2);
-      const ap = acc + <usize>j * db;
-      axpyBlock2(ap, ap + db, pp, pp + (<usize>sp << 2), vp, d, bs);
+    for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
+      const bs = min(BLOCK, visible + t0 + r / g - s0);
+      const pp = scores + <usize>r * rb + (<usize>s0 << 2);
+      const ap = acc + <usize>r * db;
+      if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
+        axpyBlock2(ap, ap + db, pp, pp + rb, vp, d, bs);
+        r += 2;
+      } else {
+        axpyBlock2(ap, 0, pp, 0, vp, d, bs);
+        r++;
+      }
     }
-    if (j < g) axpyBlock2(acc + <usize>j * db, 0, scores + ((<usize>j * sp + s0) << 2), 0, vp, d, bs);
   }
-  for (let j = 0; j < g; j++) {
-    const h = h0 + j;
-    const inv = load<f32>(invs + (<usize>j << 2));
+  for (let r = 0; r < rows; r++) {
+    const t = t0 + r / g;
+    const h = h0 + r % g;
+    const seen = visible + t;
+    const inv = load<f32>(invs + (<usize>r << 2));
     const iv = f32x4.splat(inv);
-    const ap = acc + <usize>j * db;
+    const ap = acc + <usize>r * db;
     const op = out + (<usize>(t * numHeads + h) * db);
     let i = 0;
     for (; i + 4 <= d; i += 4) v128.store(op + (<usize>i << 2), f32x4.mul(v128.load(ap + (<usize>i << 2)), iv));
     for (; i < d; i++) store<f32>(op + (<usize>i << 2), load<f32>(ap + (<usize>i << 2)) * inv);
-    const row = scores + (<usize>j * sp << 2);
+    const row = scores + <usize>r * rb;
     if (received != 0) {
       const rp = received + (<usize>h * <usize>capacity << 2);
       let s = 0;
@@ -865,7 +881,7 @@ function attendItem(a: usize, thread: i32, t: i32, kvh: i32, h0: i32, h1: i32): 
         store<f32>(rp + o, load<f32>(rp + o) + load<f32>(row + o) * inv);
       }
     }
-    if (last) {
+    if (lastProbs != 0 && t == n - 1) {
       const lp = lastProbs + (<usize>h * <usize>capacity << 2);
       let s = 0;
       for (; s + 4 <= seen; s += 4) {

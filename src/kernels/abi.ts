@@ -104,6 +104,8 @@ export const ATT_RECEIVED = 56; // ptr, 0: none
 export const ATT_HEAD_GROUP = 60;
 export const ATT_SCRATCH = 64; // ptr
 export const ATT_SCRATCH_STRIDE = 68;
+/** Queries per work item: each converted block of keys/values is used by all of them. */
+export const ATT_QUERY_BLOCK = 72;
 /** Slots per block of converted keys/values in the float attention kernel. */
 export const ATT_BLOCK = 64;
 

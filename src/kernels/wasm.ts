@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import {
   ARGS, ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N,
-  ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
+  ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_QUERY_BLOCK, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
@@ -185,7 +185,11 @@ class WasmKernels implements Kernels {
     const { n, numHeads, numKvHeads, headDim: d } = a;
     if (n <= 0) return;
     const { seen, par, hg } = this.attentionPlan(a, 4);
-    this.ensureScratch(4 * (hg * ceil4(seen) + ATT_BLOCK * d + hg * d + hg) + 64);
+    // each item takes a block of queries, so a converted key/value block serves them all (scores of a
+    // block kept to about 2 MiB per thread)
+    const qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    const rows = qb * hg;
+    this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + rows * d + rows) + 64);
     const b = this.begin();
     b.ptr(ATT_OUT, a.out);
     b.ptr(ATT_Q, a.q);
@@ -203,6 +207,7 @@ class WasmKernels implements Kernels {
     b.ptr(ATT_LAST_PROBS, a.lastProbs);
     b.ptr(ATT_RECEIVED, a.received);
     b.int(ATT_HEAD_GROUP, hg);
+    b.int(ATT_QUERY_BLOCK, qb);
     b.ptr(ATT_SCRATCH, this.scratch);
     b.int(ATT_SCRATCH_STRIDE, this.scratchStride);
     this.run(OP_ATTENTION, par);

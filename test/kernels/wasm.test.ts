@@ -224,9 +224,13 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
       { numHeads: 8, numKvHeads: 2, headDim: 64, dtype: 'f32', n: 9, visible: 150, probs: true },
       { numHeads: 14, numKvHeads: 2, headDim: 6, dtype: 'f16', n: 4, visible: 130, probs: false }, // group of 7, d%4 != 0
       { numHeads: 32, numKvHeads: 4, headDim: 64, dtype: 'f16', n: 2, visible: 1000, probs: false },
+      // several blocks of queries per head group; the causal edge crosses key blocks inside a query block
+      { numHeads: 6, numKvHeads: 2, headDim: 20, dtype: 'f16', n: 37, visible: 50, probs: false },
+      { numHeads: 9, numKvHeads: 3, headDim: 64, dtype: 'f16', n: 70, visible: 0, probs: true },
       // masks leave random slots out of each query head's softmax (the newest visible slot stays in)
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 1, visible: 40, probs: true, mask: true },
       { numHeads: 6, numKvHeads: 2, headDim: 20, dtype: 'f16', n: 3, visible: 300, probs: true, mask: true },
+      { numHeads: 4, numKvHeads: 1, headDim: 16, dtype: 'f32', n: 20, visible: 60, probs: true, mask: true },
     ];
     for (const c of cases) {
       it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}${c.mask ? ', mask' : ''}`, () => {
