@@ -187,7 +187,10 @@ class WasmKernels implements Kernels {
     const { seen, par, hg } = this.attentionPlan(a, 4);
     // each item takes a block of queries, so a converted key/value block serves them all (scores of a
     // block kept to about 2 MiB per thread)
-    const qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    let qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    // short chunks: smaller blocks rather than fewer items than the threads can share evenly
+    const items = (block: number) => Math.ceil(n / block) * numKvHeads * Math.ceil(numHeads / numKvHeads / hg);
+    while (qb > 1 && par > 1 && items(qb) < 4 * par) qb = Math.ceil(qb / 2);
     const rows = qb * hg;
     this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + rows * d + rows) + 64);
     const b = this.begin();
