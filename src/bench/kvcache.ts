@@ -2,7 +2,7 @@ import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codec } from '../cache/codec.js';
 import { createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
-import { allocScratch, forward, freeScratch } from '../model/forward.js';
+import { allocStages, forward, freeStages } from '../model/forward.js';
 import type { ModelConfig } from '../model/config.js';
 import { loadModel } from '../model.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
@@ -87,8 +87,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
         }
       }
       for (const p of [kp, vp, pp]) k.arena.free(p);
-      const scratch = allocScratch(k, c, 1);
-      const stages = [{ k, s: scratch, from: 0, layers: model.weights.layers }];
+      const stages = allocStages(model.groups, c, 1);
       for (const n of lengths) {
         const times: number[] = [];
         let bytes = 0;
@@ -102,7 +101,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
         rows.push({ engine: 'kvpack', kv: codecSpec, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times) });
         ctx.log(`kvcache: kvpack ${codecSpec} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
       }
-      freeScratch(k, scratch);
+      freeStages(stages);
       cache.free();
     }
   } finally {

@@ -112,18 +112,29 @@ class WasmKernels implements Kernels {
     this.args = new ArgBlock(arena.memory, ctrl + ARGS, CONTROL_BYTES - ARGS);
   }
 
+  /** One part, reused: a matmul call allocates nothing. */
+  private readonly single: [MatmulPart] = [{ out: 0, w: { ptr: 0, dtype: 'f32', rows: 0, cols: 0 } }];
+
   matmul(out: number, x: number, w: Matrix, n: number): void {
-    this.matmuls(x, [{ out, w }], n);
+    const part = this.single[0];
+    part.out = out;
+    part.w = w;
+    this.matmuls(x, this.single, n);
   }
 
   matmuls(x: number, parts: readonly MatmulPart[], n: number): void {
     if (!parts.length) return;
     const { dtype, cols } = parts[0]!.w;
-    if (parts.length > MATMUL_MAX_PARTS || parts.some((p) => p.w.dtype !== dtype || p.w.cols !== cols)) {
+    let rows = 0;
+    let alike = parts.length <= MATMUL_MAX_PARTS;
+    for (const p of parts) {
+      rows += p.w.rows;
+      alike &&= p.w.dtype === dtype && p.w.cols === cols;
+    }
+    if (!alike) {
       for (const p of parts) this.matmul(p.out, x, p.w, n);
       return;
     }
-    const rows = parts.reduce((sum, p) => sum + p.w.rows, 0);
     if (n <= 0 || rows <= 0) return;
     for (const p of parts) checkBlockCols(p.w);
     const par = this.parallelism(n * rows * cols);
@@ -151,12 +162,12 @@ class WasmKernels implements Kernels {
     b.ptr(MATMUL_SCRATCH, this.scratch);
     b.int(MATMUL_SCRATCH_STRIDE, this.scratchStride);
     b.int(MATMUL_PARTS, parts.length);
-    parts.forEach((p, i) => {
+    for (let i = 0; i < parts.length; i++) {
       const at = MATMUL_PART + i * MATMUL_PART_BYTES;
-      b.ptr(at + PART_OUT, p.out);
-      b.ptr(at + PART_W, p.w.ptr);
-      b.int(at + PART_ROWS, p.w.rows);
-    });
+      b.ptr(at + PART_OUT, parts[i]!.out);
+      b.ptr(at + PART_W, parts[i]!.w.ptr);
+      b.int(at + PART_ROWS, parts[i]!.w.rows);
+    }
     this.run(OP_MATMUL, par);
   }
 
@@ -189,8 +200,8 @@ class WasmKernels implements Kernels {
     // block kept to about 2 MiB per thread)
     let qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
     // short chunks: smaller blocks rather than fewer items than the threads can share evenly
-    const items = (block: number) => Math.ceil(n / block) * numKvHeads * Math.ceil(numHeads / numKvHeads / hg);
-    while (qb > 1 && par > 1 && items(qb) < 4 * par) qb = Math.ceil(qb / 2);
+    const itemsPerBlock = numKvHeads * Math.ceil(numHeads / numKvHeads / hg);
+    while (qb > 1 && par > 1 && Math.ceil(n / qb) * itemsPerBlock < 4 * par) qb = Math.ceil(qb / 2);
     const rows = qb * hg;
     this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + rows * d + rows) + 64);
     const b = this.begin();

@@ -1,5 +1,6 @@
 import type { KVCache } from '../cache/kvcache.js';
 import type { Kernels } from '../kernels/api.js';
+import type { MatmulPart } from '../kernels/types.js';
 import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, WeightGroup, Weights } from './weights.js';
@@ -70,13 +71,22 @@ export interface Stage {
   s: Scratch;
   from: number;
   layers: LayerWeights[];
+  /** Per layer, the products that share an input (q/k/v, gate/up), built once so a step allocates nothing. */
+  fused: { qkv: MatmulPart[]; gateUp: MatmulPart[] }[];
 }
 
 /** One stage per layer group, each with activation buffers for chunks of up to maxChunk tokens. */
 export function allocStages(groups: readonly WeightGroup[], c: ModelConfig, maxChunk: number): Stage[] {
   const stages: Stage[] = [];
   try {
-    for (const g of groups) stages.push({ k: g.kernels, s: allocScratch(g.kernels, c, maxChunk), from: g.from, layers: g.layers });
+    for (const g of groups) {
+      const s = allocScratch(g.kernels, c, maxChunk);
+      const fused = g.layers.map((L) => ({
+        qkv: [{ out: s.q, w: L.wq }, { out: s.k, w: L.wk }, { out: s.v, w: L.wv }],
+        gateUp: [{ out: s.gate, w: L.wGate }, { out: s.up, w: L.wUp }],
+      }));
+      stages.push({ k: g.kernels, s, from: g.from, layers: g.layers, fused });
+    }
   } catch (e) {
     freeStages(stages); // a group that does not fit leaves the groups before it as they were
     throw e;
@@ -151,7 +161,8 @@ function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: num
   const kvRow = c.numKvHeads * c.headDim * 4;
   // attention block
   k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
-  k.matmuls(s.xb, [{ out: s.q, w: L.wq }, { out: s.k, w: L.wk }, { out: s.v, w: L.wv }], n);
+  const fused = stage.fused[l - stage.from]!;
+  k.matmuls(s.xb, fused.qkv, n);
   if (L.bq) {
     k.addBias(s.q, L.bq, n, L.wq.rows);
     k.addBias(s.k, L.bk, n, L.wk.rows);
@@ -175,7 +186,7 @@ function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: num
   k.add(s.x, s.xb2, n * hidden);
   // feed-forward block (SwiGLU)
   k.rmsnorm(s.xb, s.x, L.ffnNorm, n, hidden, c.rmsEps);
-  k.matmuls(s.xb, [{ out: s.gate, w: L.wGate }, { out: s.up, w: L.wUp }], n);
+  k.matmuls(s.xb, fused.gateUp, n);
   k.siluMul(s.gate, s.gate, s.up, n * c.intermediateSize);
   k.matmul(s.xb2, s.gate, L.wDown, n);
   k.add(s.x, s.xb2, n * hidden);
