@@ -8,7 +8,7 @@ import {
   MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
   MATMUL_X, PART_OUT, PART_ROWS, PART_W,
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
-  ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_QUERY_BLOCK, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
+  ATT_NUM_KV_HEADS, ATT_OUT, ATT_PARTIAL, ATT_Q, ATT_QUERY_BLOCK, ATT_SPLITS, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
 import { quantAttentionJob } from './quant';
 import { quantizeJob } from './quantize';
@@ -730,8 +730,29 @@ function attentionJob(ctrl: usize, thread: i32): i32 {
   const hg = load<i32>(a, ATT_HEAD_GROUP);
   const qb = load<i32>(a, ATT_QUERY_BLOCK);
   const received = load<u32>(a, ATT_RECEIVED);
+  const splits = load<i32>(a, ATT_SPLITS);
+  const visible = load<i32>(a, ATT_VISIBLE);
   const group = numHeads / numKv;
   const subs = (group + hg - 1) / hg;
+  if (splits > 1) {
+    // one query (decode): items are (KV head, head group, slot range); partial softmax sums are merged
+    // by the caller (src/kernels/wasm.ts)
+    const chunk = ((visible + splits - 1) / splits + BLOCK - 1) / BLOCK * BLOCK;
+    const total = numKv * subs * splits;
+    for (;;) {
+      const it = atomic.add<i32>(ctrl + C_NEXT, 1);
+      if (it >= total) break;
+      const part = it % splits;
+      const gi = it / splits;
+      const kvh = gi / subs;
+      const h0 = kvh * group + (gi % subs) * hg;
+      const h1 = min(h0 + hg, (kvh + 1) * group);
+      const lo = min(visible, part * chunk);
+      attendItem(a, thread, 0, 1, kvh, h0, h1, lo, min(visible, lo + chunk), it);
+      atomic.add<i32>(ctrl + C_DONE, 1);
+    }
+    return total;
+  }
   const perT = numKv * subs;
   const blocks = (n + qb - 1) / qb;
   const allT = received != 0;
@@ -746,13 +767,21 @@ function attentionJob(ctrl: usize, thread: i32): i32 {
     const h1 = min(h0 + hg, (kvh + 1) * group);
     const b0 = allT ? 0 : it / perT;
     const b1 = allT ? blocks : b0 + 1;
-    for (let b = b0; b < b1; b++) attendItem(a, thread, b * qb, min(n, (b + 1) * qb), kvh, h0, h1);
+    for (let b = b0; b < b1; b++) {
+      const t1 = min(n, (b + 1) * qb);
+      attendItem(a, thread, b * qb, t1, kvh, h0, h1, 0, visible + t1 - 1, -1);
+    }
     atomic.add<i32>(ctrl + C_DONE, 1);
   }
   return items;
 }
 
-function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, h1: i32): void {
+/**
+ * Attention of queries [t0, t1) for heads [h0, h1) over slots [lo, hi): query t sees slots below
+ * min(hi, visible + t). part < 0: whole views, normalised into `out` (and lastProbs/received). part ≥ 0
+ * (one query): writes [max, sum, Σ e^(s−max)·v (d)] per head to the partial buffer at item `part`.
+ */
+function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, h1: i32, lo: i32, hi: i32, part: i32): void {
   const out = <usize>load<u32>(a, ATT_OUT);
   const q = <usize>load<u32>(a, ATT_Q);
   const n = load<i32>(a, ATT_N);
@@ -760,7 +789,8 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   const values = <usize>load<u32>(a, ATT_VALUES);
   const f16 = load<i32>(a, ATT_F16) != 0;
   const capacity = load<i32>(a, ATT_CAPACITY);
-  const visible = load<i32>(a, ATT_VISIBLE);
+  // slots seen by query t, counted from lo: visible + t (the range's end caps a one-query item)
+  const visible = min(load<i32>(a, ATT_VISIBLE), hi) - lo;
   const numHeads = load<i32>(a, ATT_NUM_HEADS);
   const d = load<i32>(a, ATT_HEAD_DIM);
   const scale = load<f32>(a, ATT_SCALE);
@@ -770,6 +800,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   const qb = load<i32>(a, ATT_QUERY_BLOCK);
   const scratch = <usize>load<u32>(a, ATT_SCRATCH) + <usize>thread * <usize>load<u32>(a, ATT_SCRATCH_STRIDE);
   const mask = <usize>load<u32>(a, ATT_MASK);
+  const partial = <usize>load<u32>(a, ATT_PARTIAL) + (<usize>max(part, 0) * <usize>hg * <usize>(d + 2) << 2);
 
   const g = h1 - h0;
   const rows = (t1 - t0) * g; // row r = (t - t0) · g + head j
@@ -782,7 +813,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   const blk = scores + (<usize>(qb * hg) * rb);
   const acc = blk + <usize>BLOCK * db;
   const invs = acc + <usize>(qb * hg) * db;
-  const kvOff = <usize>kvh * <usize>capacity * <usize>d * eb;
+  const kvOff = (<usize>kvh * <usize>capacity + <usize>lo) * <usize>d * eb;
 
   // scores: q·k * scale for each query and head of the item
   for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
@@ -813,7 +844,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     for (let r = 0; r < rows; r++) {
       const seen = visible + t0 + r / g;
       const row = scores + <usize>r * rb;
-      const mp = mask + <usize>(h0 + r % g) * <usize>capacity;
+      const mp = mask + <usize>(h0 + r % g) * <usize>capacity + <usize>lo;
       for (let s = 0; s < seen; s++) if (load<u8>(mp + <usize>s) != 0) store<f32>(row + (<usize>s << 2), -Infinity);
     }
   }
@@ -835,6 +866,11 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     }
     const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
     store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
+    if (part >= 0) {
+      const pr = partial + (<usize>r * <usize>(d + 2) << 2);
+      store<f32>(pr, seen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
+      store<f32>(pr, <f32>total, 4);
+    }
   }
   // Σ p·v
   memory.fill(acc, 0, <usize>rows * db);
@@ -856,6 +892,10 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
         r++;
       }
     }
+  }
+  if (part >= 0) {
+    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
+    return;
   }
   for (let r = 0; r < rows; r++) {
     const t = t0 + r / g;

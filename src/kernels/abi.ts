@@ -106,6 +106,9 @@ export const ATT_SCRATCH = 64; // ptr
 export const ATT_SCRATCH_STRIDE = 68;
 /** Queries per work item: each converted block of keys/values is used by all of them. */
 export const ATT_QUERY_BLOCK = 72;
+/** Slot ranges per (KV head, head group) of a single-query job; > 1: partial sums go to PARTIAL. */
+export const ATT_SPLITS = 76;
+export const ATT_PARTIAL = 80; // ptr
 /** Slots per block of converted keys/values in the float attention kernel. */
 export const ATT_BLOCK = 64;
 

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import {
   ARGS, ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N,
-  ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_Q, ATT_QUERY_BLOCK, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
+  ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_PARTIAL, ATT_Q, ATT_QUERY_BLOCK, ATT_SPLITS, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
@@ -174,9 +174,12 @@ class WasmKernels implements Kernels {
   /**
    * What both attention kernels share: argument checks, threads, and query heads per work item — as
    * many of a KV group as possible (keys/values converted or decoded once for all of them), split
-   * further only when there would be fewer than `itemsPerThread` items per thread.
+   * further only when there would be fewer than `itemsPerThread` items per thread. One query with
+   * nothing to report per slot (decode) keeps whole groups and splits the slots instead (`splits` > 1,
+   * ranges of whole `splitBlock`s), so every thread gets an even share without converting any block
+   * twice; the partial softmax sums are merged by `mergeSplits`.
    */
-  private attentionPlan(a: AttentionArgs | QuantAttentionArgs, itemsPerThread: number): { group: number; seen: number; par: number; hg: number } {
+  private attentionPlan(a: AttentionArgs | QuantAttentionArgs, itemsPerThread: number, splitBlock: number): { group: number; seen: number; par: number; hg: number; splits: number } {
     const { n, numHeads, numKvHeads, headDim: d } = a;
     if (numKvHeads <= 0 || numHeads % numKvHeads !== 0) {
       throw new RangeError(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
@@ -185,17 +188,24 @@ class WasmKernels implements Kernels {
     const group = numHeads / numKvHeads;
     const seen = a.visible + n;
     const par = this.parallelism(n * numHeads * seen * d);
+    if (n === 1 && !a.lastProbs && !a.received && par > 1) {
+      const splits = Math.min(Math.ceil(a.visible / splitBlock), Math.ceil((2 * par) / numKvHeads));
+      if (splits > 1) {
+        this.ensurePartial(numKvHeads * splits * group * (d + 2));
+        return { group, seen, par, hg: group, splits };
+      }
+    }
     const perHead = a.received ? 1 : n;
     const minItems = par > 1 ? itemsPerThread * par : 1;
     let hg = group;
     while (hg > 1 && perHead * numKvHeads * Math.ceil(group / hg) < minItems) hg = Math.ceil(hg / 2);
-    return { group, seen, par, hg };
+    return { group, seen, par, hg, splits: 1 };
   }
 
   attention(a: AttentionArgs): void {
     const { n, numHeads, numKvHeads, headDim: d } = a;
     if (n <= 0) return;
-    const { seen, par, hg } = this.attentionPlan(a, 4);
+    const { group, seen, par, hg, splits } = this.attentionPlan(a, 4, ATT_BLOCK);
     // each item takes a block of queries, so a converted key/value block serves them all (scores of a
     // block kept to about 2 MiB per thread)
     let qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
@@ -224,7 +234,10 @@ class WasmKernels implements Kernels {
     b.int(ATT_QUERY_BLOCK, qb);
     b.ptr(ATT_SCRATCH, this.scratch);
     b.int(ATT_SCRATCH_STRIDE, this.scratchStride);
+    b.int(ATT_SPLITS, splits);
+    b.ptr(ATT_PARTIAL, splits > 1 ? this.partial : 0);
     this.run(OP_ATTENTION, par);
+    if (splits > 1) this.mergeSplits(a.out, numKvHeads, group, splits, d);
   }
 
   quantAttention(a: QuantAttentionArgs): void {
@@ -232,7 +245,7 @@ class WasmKernels implements Kernels {
     if (n <= 0) return;
     // one item per thread will do: decoding a tile costs more than scoring it, so an uneven spread of
     // whole KV groups beats decoding a group twice
-    const { group, seen, par, hg } = this.attentionPlan(a, 1);
+    const { group, seen, par, hg, splits } = this.attentionPlan(a, 1, QATT_TILE);
     // Several queries: each item takes a block of them, so a decoded tile serves them all (scores of a
     // block kept to about 2 MiB per thread).
     const qb = n === 1 ? 1 : Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
@@ -242,19 +255,6 @@ class WasmKernels implements Kernels {
     const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
     this.ensureScratch(4 * (rows * ceil4(seen) + QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64);
     this.ensureStreamDescs();
-    // One query with nothing to report per slot (decode): split the slots too, so every thread gets
-    // an even share without decoding any tile twice; partial softmax sums are merged below.
-    const groupsPerHead = Math.ceil(group / hg);
-    let splits = 1;
-    if (n === 1 && !a.lastProbs && !a.received && par > 1) {
-      splits = Math.min(Math.ceil(a.visible / QATT_TILE), Math.ceil((2 * par) / (numKvHeads * groupsPerHead)));
-    }
-    const partialFloats = numKvHeads * groupsPerHead * splits * hg * (d + 2);
-    if (splits > 1 && partialFloats * 4 > this.qpartialBytes) {
-      if (this.qpartial) this.arena.free(this.qpartial);
-      this.qpartialBytes = partialFloats * 8;
-      this.qpartial = this.arena.alloc(this.qpartialBytes);
-    }
     const b = this.begin();
     writeStreamDesc(this.qdescKeys!, a.keys, rowCodeBytes(d, a.keys.bits));
     writeStreamDesc(this.qdescValues!, a.values, rowCodeBytes(d, a.values.bits));
@@ -280,9 +280,9 @@ class WasmKernels implements Kernels {
     b.int(QATT_HEAD_GROUP, hg);
     b.int(QATT_SPLITS, splits);
     b.int(QATT_QUERY_BLOCK, qb);
-    b.ptr(QATT_PARTIAL, splits > 1 ? this.qpartial : 0);
+    b.ptr(QATT_PARTIAL, splits > 1 ? this.partial : 0);
     this.run(OP_QUANT_ATTENTION, par);
-    if (splits > 1) this.mergeQuantParts(a.out, numKvHeads, group, hg, splits, d);
+    if (splits > 1) this.mergeSplits(a.out, numKvHeads, group, splits, d);
   }
 
   quantize(a: QuantizeArgs): void {
@@ -341,34 +341,40 @@ class WasmKernels implements Kernels {
     this.qdescQuantize = new ArgBlock(m, this.qdesc + 2 * STREAM_DESC_BYTES, STREAM_DESC_BYTES);
   }
 
-  private qpartial = 0;
-  private qpartialBytes = 0;
+  private partial = 0;
+  private partialBytes = 0;
 
-  /** out[h] = Σ_p e^(m_p − M)·acc_p / Σ_p e^(m_p − M)·l_p over the slot ranges of a split decode job. */
-  private mergeQuantParts(out: number, numKv: number, group: number, hg: number, splits: number, d: number): void {
-    const subs = Math.ceil(group / hg);
-    const parts = this.arena.f32(this.qpartial, numKv * subs * splits * hg * (d + 2));
+  private ensurePartial(floats: number): void {
+    if (floats * 4 <= this.partialBytes) return;
+    if (this.partial) this.arena.free(this.partial);
+    this.partialBytes = floats * 8;
+    this.partial = this.arena.alloc(this.partialBytes);
+  }
+
+  /**
+   * out[h] = Σ_p e^(m_p − M)·acc_p / Σ_p e^(m_p − M)·l_p over the slot ranges of a split decode job
+   * (whole KV groups per item: item (kvh, p) holds [m, l, acc (d)] for each head of the group).
+   */
+  private mergeSplits(out: number, numKv: number, group: number, splits: number, d: number): void {
+    const parts = this.arena.f32(this.partial, numKv * splits * group * (d + 2));
     const o = this.arena.f32(out, numKv * group * d);
     const acc = new Float64Array(d);
     for (let kvh = 0; kvh < numKv; kvh++) {
-      for (let sub = 0; sub < subs; sub++) {
-        const h0 = kvh * group + sub * hg;
-        for (let j = 0; j < Math.min(hg, (kvh + 1) * group - h0); j++) {
-          const at = (p: number): number => (((kvh * subs + sub) * splits + p) * hg + j) * (d + 2);
-          let m = -Infinity;
-          for (let p = 0; p < splits; p++) m = Math.max(m, parts[at(p)]!);
-          let l = 0;
-          acc.fill(0);
-          for (let p = 0; p < splits; p++) {
-            const base = at(p);
-            if (parts[base] === -Infinity) continue;
-            const w = Math.exp(parts[base]! - m);
-            l += w * parts[base + 1]!;
-            for (let i = 0; i < d; i++) acc[i] = acc[i]! + w * parts[base + 2 + i]!;
-          }
-          const inv = l > 0 ? 1 / l : 0;
-          for (let i = 0; i < d; i++) o[(h0 + j) * d + i] = acc[i]! * inv;
+      for (let j = 0; j < group; j++) {
+        const at = (p: number): number => ((kvh * splits + p) * group + j) * (d + 2);
+        let m = -Infinity;
+        for (let p = 0; p < splits; p++) m = Math.max(m, parts[at(p)]!);
+        let l = 0;
+        acc.fill(0);
+        for (let p = 0; p < splits; p++) {
+          const base = at(p);
+          if (parts[base] === -Infinity) continue;
+          const w = Math.exp(parts[base]! - m);
+          l += w * parts[base + 1]!;
+          for (let i = 0; i < d; i++) acc[i] = acc[i]! + w * parts[base + 2 + i]!;
         }
+        const inv = l > 0 ? 1 / l : 0;
+        for (let i = 0; i < d; i++) o[(kvh * group + j) * d + i] = acc[i]! * inv;
       }
     }
   }
