@@ -22,7 +22,8 @@ import { formatShare, median, type Table } from './table.js';
  * `cache.bytes()` (codes, scales, outliers, tables, and slot indices where the codec reads positions) over the length; llama.cpp's from
  * its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
  * KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 4096,16384,32768; --quick: 4096);
- * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack.
+ * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack; KVPACK_BENCH_KV_CODECS='fp16;int(bits=4)'
+ * and KVPACK_BENCH_LLAMA_KV=F16,Q8_0 keep only the codecs / llama.cpp KV types named.
  */
 
 const CODECS = ['fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
@@ -31,6 +32,16 @@ const LLAMA_KV = [
   ['Q8_0', 34 / 32],
   ['Q4_0', 18 / 32],
 ] as const;
+
+/** The entries of `all` named in env var `name` (separated by `sep`), or all of them when it is unset. */
+function chosen<T>(all: readonly T[], name: string, sep: string, key: (t: T) => string): T[] {
+  const env = process.env[name];
+  if (!env) return [...all];
+  const wanted = env.split(sep).map((s) => s.trim());
+  const unknown = wanted.filter((w) => !all.some((t) => key(t) === w));
+  if (unknown.length) throw new Error(`${name}: unknown ${unknown.join(', ')} (known: ${all.map(key).join(', ')})`);
+  return all.filter((t) => wanted.includes(key(t)));
+}
 
 function sizes(quick: boolean): number[] {
   const env = process.env.KVPACK_BENCH_KV_SIZES;
@@ -65,7 +76,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
   const rows: Row[] = [];
   const maxN = Math.max(...lengths);
   try {
-    for (const codecSpec of process.env.KVPACK_BENCH_NO_KVPACK ? [] : CODECS) {
+    for (const codecSpec of process.env.KVPACK_BENCH_NO_KVPACK ? [] : chosen(CODECS, 'KVPACK_BENCH_KV_CODECS', ';', (c) => c)) {
       ctx.log(`kvcache: kvpack ${codecSpec}: filling ${maxN} tokens`);
       const cache = createCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8);
       // The cache's own fields, reached around its API: the bench writes tokens without attending.
@@ -115,7 +126,7 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
   const model: LlamaModel = await llama.loadModel(file);
   const rows: Row[] = [];
   try {
-    for (const [type, bytesPerNumber] of LLAMA_KV) {
+    for (const [type, bytesPerNumber] of chosen(LLAMA_KV, 'KVPACK_BENCH_LLAMA_KV', ',', ([t]) => t)) {
       for (const n of lengths) {
         ctx.log(`kvcache: llama.cpp ${type} KV: prefilling ${n} tokens (untimed)`);
         const context = await model.createContext({
