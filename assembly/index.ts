@@ -815,8 +815,18 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   const invs = acc + <usize>(qb * hg) * db;
   const kvOff = (<usize>kvh * <usize>capacity + <usize>lo) * <usize>d * eb;
 
+  // One query over f16 slots with nothing to report per slot (decode): the halves are widened in
+  // registers as they are used, by every head of the group (scoreF16Rows, axpyF16Rows), instead of
+  // converted into the block first. Queries are prescaled by 2^112 (prescaleX; none may be ≥ 2^16).
+  const qs = invs + (<usize>(qb * hg) << 2); // rows·d prescaled queries
+  let fused = f16 && t1 - t0 == 1 && lastProbs == 0 && received == 0 && (d & 7) == 0;
+  for (let j = 0; fused && j < g; j++) fused = prescaleX(qs + <usize>j * db, q + (<usize>(t0 * numHeads + h0 + j) * db), d);
+  if (fused) {
+    for (let j = 0; j < g; j += 3) scoreF16Rows(qs + <usize>j * db, min(3, g - j), keys + kvOff, d, seenAll, scores + <usize>j * rb, rb, scale);
+  }
+
   // scores: q·k * scale for each query and head of the item
-  for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
+  for (let s0 = 0; !fused && s0 < seenAll; s0 += BLOCK) {
     let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
     if (f16) {
       convertF16Fast(blk, kp, min(BLOCK, seenAll - s0) * d);
@@ -849,6 +859,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     }
   }
   // softmax numerators in place; pad lanes are -inf so whole vectors can be used
+  const pw = f32x4.splat(fused ? reinterpret<f32>(0x77800000) : 1);
   for (let r = 0; r < rows; r++) {
     const seen = visible + t0 + r / g;
     const spr = (seen + 3) & ~3;
@@ -861,7 +872,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     for (let s = 0; s < spr; s += 4) {
       const p = row + (<usize>s << 2);
       const e = exp4(f32x4.sub(v128.load(p), m));
-      v128.store(p, e);
+      v128.store(p, f32x4.mul(e, pw)); // fused: w·2^112 times half·2^-112 is w·half rounded once
       sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
     }
     const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
@@ -874,7 +885,24 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   }
   // Σ p·v
   memory.fill(acc, 0, <usize>rows * db);
-  for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
+  if (fused) {
+    for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
+      const vp = values + kvOff + <usize>s0 * <usize>d * eb;
+      for (let j = 0; j < g; j += 3) {
+        axpyF16Rows(acc + <usize>j * db, scores + <usize>j * rb + (<usize>s0 << 2), rb, min(3, g - j), vp, d, min(BLOCK, seenAll - s0));
+      }
+    }
+    // accumulators back from even/odd lanes to channel order
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < d; i += 8) {
+        const o = acc + <usize>r * db + (<usize>i << 2);
+        const e = v128.load(o), od = v128.load(o, 16);
+        v128.store(o, v128.shuffle<f32>(e, od, 0, 4, 1, 5));
+        v128.store(o, v128.shuffle<f32>(e, od, 2, 6, 3, 7), 16);
+      }
+    }
+  }
+  for (let s0 = 0; !fused && s0 < seenAll; s0 += BLOCK) {
     let vp = values + kvOff + <usize>s0 * <usize>d * eb;
     if (f16) {
       convertF16Fast(blk, vp, min(BLOCK, seenAll - s0) * d);
@@ -1008,6 +1036,100 @@ function scoreBlock2(q0: usize, q1: usize, k: usize, d: i32, bs: i32, dst0: usiz
   for (; s < bs; s++) {
     store<f32>(dst0 + (<usize>s << 2), dotF32(q0, k + <usize>s * db, d) * scale);
     store<f32>(dst1 + (<usize>s << 2), dotF32(q1, k + <usize>s * db, d) * scale);
+  }
+}
+
+/**
+ * dst_j[s] = scale · (q_j · k_s) for nr ≤ 3 prescaled query rows (prescaleX layout, d apart) over bs f16
+ * key rows: 2 slots × nr rows per pass, each 8 halves widened once in registers (h2fEven/h2fOdd, the
+ * f32 bits of half·2^-112) for all rows. d is a multiple of 8.
+ */
+function scoreF16Rows(q: usize, nr: i32, k: usize, d: i32, bs: i32, dst: usize, dstStride: usize, scale: f32): void {
+  const db = <usize>d << 2;
+  const kb = <usize>d << 1;
+  const q1 = q + (nr > 1 ? db : 0), q2 = q + (nr > 2 ? db << 1 : 0);
+  const d1 = dst + (nr > 1 ? dstStride : 0), d2 = dst + (nr > 2 ? dstStride << 1 : 0);
+  for (let s = 0; s < bs; s += 2) {
+    const k0 = k + <usize>s * kb;
+    const k1 = s + 1 < bs ? k0 + kb : k0; // odd tail: the last slot twice, one result kept
+    let a0 = f32x4.splat(0), a1 = a0, a2 = a0, b0 = a0, b1 = a0, b2 = a0;
+    for (let i = 0; i < d; i += 8) {
+      const o = <usize>i << 1;
+      const v = v128.load(k0 + o), w = v128.load(k1 + o);
+      const ve = h2fEven(v), vo = h2fOdd(v), we = h2fEven(w), wo = h2fOdd(w);
+      const qo = <usize>i << 2;
+      let qe = v128.load(q + qo), qd = v128.load(q + qo, 16);
+      a0 = f32x4.add(a0, f32x4.add(f32x4.mul(qe, ve), f32x4.mul(qd, vo)));
+      b0 = f32x4.add(b0, f32x4.add(f32x4.mul(qe, we), f32x4.mul(qd, wo)));
+      if (nr > 1) {
+        qe = v128.load(q1 + qo); qd = v128.load(q1 + qo, 16);
+        a1 = f32x4.add(a1, f32x4.add(f32x4.mul(qe, ve), f32x4.mul(qd, vo)));
+        b1 = f32x4.add(b1, f32x4.add(f32x4.mul(qe, we), f32x4.mul(qd, wo)));
+      }
+      if (nr > 2) {
+        qe = v128.load(q2 + qo); qd = v128.load(q2 + qo, 16);
+        a2 = f32x4.add(a2, f32x4.add(f32x4.mul(qe, ve), f32x4.mul(qd, vo)));
+        b2 = f32x4.add(b2, f32x4.add(f32x4.mul(qe, we), f32x4.mul(qd, wo)));
+      }
+    }
+    // [row0 s, row0 s+1, row1 s, row1 s+1], [row2 s, row2 s+1, -, -]
+    const sc = f32x4.splat(scale);
+    const x = f32x4.mul(hsum4(a0, b0, a1, b1), sc);
+    const y = f32x4.mul(hsum4(a2, b2, a2, b2), sc);
+    // row 0 last: with nr < 3 the unused rows alias it
+    const o = <usize>s << 2;
+    store<f32>(d2 + o, f32x4.extract_lane(y, 0));
+    store<f32>(d1 + o, f32x4.extract_lane(x, 2));
+    store<f32>(dst + o, f32x4.extract_lane(x, 0));
+    if (s + 1 < bs) {
+      store<f32>(d2 + o, f32x4.extract_lane(y, 1), 4);
+      store<f32>(d1 + o, f32x4.extract_lane(x, 3), 4);
+      store<f32>(dst + o, f32x4.extract_lane(x, 1), 4);
+    }
+  }
+}
+
+/**
+ * acc_j += Σ_s w_j[s] · v_s for nr ≤ 3 rows over bs f16 value rows, w_j = w + j·wStride (softmax
+ * weights prescaled by 2^112), acc_j = acc + j·d floats kept in even/odd lane order per 8 channels
+ * (the caller puts them back): 8 channels × nr rows in registers while the slots stream by, each 8
+ * halves widened once. The sums per channel run over the slots in order, as axpyBlock2's do.
+ */
+function axpyF16Rows(acc: usize, w: usize, wStride: usize, nr: i32, v: usize, d: i32, bs: i32): void {
+  const db = <usize>d << 2;
+  const kb = <usize>d << 1;
+  const acc1 = acc + (nr > 1 ? db : 0), acc2 = acc + (nr > 2 ? db << 1 : 0);
+  const w1 = w + (nr > 1 ? wStride : 0), w2 = w + (nr > 2 ? wStride << 1 : 0);
+  for (let i = 0; i < d; i += 8) {
+    const o = <usize>i << 2;
+    let ae = v128.load(acc + o), ao = v128.load(acc + o, 16);
+    let be = v128.load(acc1 + o), bo = v128.load(acc1 + o, 16);
+    let ce = v128.load(acc2 + o), co = v128.load(acc2 + o, 16);
+    for (let s = 0; s < bs; s++) {
+      const x = v128.load(v + <usize>s * kb + (<usize>i << 1));
+      const xe = h2fEven(x), xo = h2fOdd(x);
+      const so = <usize>s << 2;
+      const P = v128.load32_splat(w + so);
+      ae = f32x4.add(ae, f32x4.mul(P, xe));
+      ao = f32x4.add(ao, f32x4.mul(P, xo));
+      if (nr > 1) {
+        const Q = v128.load32_splat(w1 + so);
+        be = f32x4.add(be, f32x4.mul(Q, xe));
+        bo = f32x4.add(bo, f32x4.mul(Q, xo));
+      }
+      if (nr > 2) {
+        const R = v128.load32_splat(w2 + so);
+        ce = f32x4.add(ce, f32x4.mul(R, xe));
+        co = f32x4.add(co, f32x4.mul(R, xo));
+      }
+    }
+    // row 0 last: with nr < 3 the unused rows alias it
+    v128.store(acc2 + o, ce);
+    v128.store(acc2 + o, co, 16);
+    v128.store(acc1 + o, be);
+    v128.store(acc1 + o, bo, 16);
+    v128.store(acc + o, ae);
+    v128.store(acc + o, ao, 16);
   }
 }
 

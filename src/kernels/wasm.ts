@@ -213,7 +213,8 @@ class WasmKernels implements Kernels {
     const itemsPerBlock = numKvHeads * Math.ceil(numHeads / numKvHeads / hg);
     while (qb > 1 && par > 1 && Math.ceil(n / qb) * itemsPerBlock < 4 * par) qb = Math.ceil(qb / 2);
     const rows = qb * hg;
-    this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + rows * d + rows) + 64);
+    // scores, converted block, accumulators, 1/sums, prescaled queries (one-query f16 path)
+    this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + 2 * rows * d + rows) + 64);
     const b = this.begin();
     b.ptr(ATT_OUT, a.out);
     b.ptr(ATT_Q, a.q);

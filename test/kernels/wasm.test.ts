@@ -214,7 +214,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
   });
 
   describe('attention', () => {
-    interface Case { numHeads: number; numKvHeads: number; headDim: number; dtype: SlotDType; n: number; visible: number; probs: boolean; mask?: boolean }
+    interface Case { numHeads: number; numKvHeads: number; headDim: number; dtype: SlotDType; n: number; visible: number; probs: boolean; mask?: boolean; qScale?: number }
     const cases: Case[] = [
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 1, visible: 9, probs: false },
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 5, visible: 0, probs: true }, // first query sees nothing
@@ -236,9 +236,14 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
       { numHeads: 9, numKvHeads: 3, headDim: 64, dtype: 'f16', n: 1, visible: 1000, probs: false },
       { numHeads: 8, numKvHeads: 1, headDim: 64, dtype: 'f32', n: 1, visible: 700, probs: false, mask: true },
       { numHeads: 6, numKvHeads: 2, headDim: 20, dtype: 'f16', n: 1, visible: 3000, probs: false },
+      // one query over f16 slots widened in registers: groups of 4 (3 + 1 rows) and 1, an odd slot count,
+      // a mask, and queries too large to prescale (the converting path)
+      { numHeads: 8, numKvHeads: 2, headDim: 32, dtype: 'f16', n: 1, visible: 301, probs: false },
+      { numHeads: 2, numKvHeads: 2, headDim: 16, dtype: 'f16', n: 1, visible: 77, probs: false, mask: true },
+      { numHeads: 9, numKvHeads: 3, headDim: 64, dtype: 'f16', n: 1, visible: 45, probs: false, qScale: 1e5 },
     ];
     for (const c of cases) {
-      it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}${c.mask ? ', mask' : ''}`, () => {
+      it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}${c.mask ? ', mask' : ''}${c.qScale ? `, |q| up to ${c.qScale}` : ''}`, () => {
         const r = rng(c.numHeads * 100 + c.headDim + c.n);
         const capacity = c.visible + c.n + 3;
         const slotLen = c.numKvHeads * capacity * c.headDim;
@@ -249,7 +254,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
         const keys = slots();
         const values = slots();
         const qLen = c.n * c.numHeads * c.headDim;
-        const q = randomF32(r, qLen, 1.5);
+        const q = randomF32(r, qLen, c.qScale ?? 1.5);
         const pLen = c.numHeads * capacity;
         const received0 = randomF32(r, pLen);
         const mask = Uint8Array.from({ length: pLen }, (_, i) => (i % capacity < c.visible && r() < 0.6 ? 1 : 0));
