@@ -544,7 +544,8 @@ function storeFirst(out: usize, s: v128, m: i32): void {
 // @ts-ignore: decorator
 @inline function exp4(x: v128): v128 {
   const under = f32x4.lt(x, f32x4.splat(-87.33654));
-  x = f32x4.max(f32x4.min(x, f32x4.splat(88.0)), f32x4.splat(-87.33654));
+  // pmin/pmax are one instruction each (min/max are several in V8); they agree for non-NaN x and keep a NaN x
+  x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(88.0)), f32x4.splat(-87.33654));
   const fx = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
   let r = f32x4.sub(x, f32x4.mul(fx, f32x4.splat(0.693359375)));
   r = f32x4.sub(r, f32x4.mul(fx, f32x4.splat(-2.12194440e-4)));
@@ -556,7 +557,9 @@ function storeFirst(out: usize, s: v128, m: i32): void {
   y = f32x4.add(f32x4.mul(y, r), f32x4.splat(1.6666665459e-1));
   y = f32x4.add(f32x4.mul(y, r), f32x4.splat(5.0000001201e-1));
   y = f32x4.add(f32x4.add(f32x4.mul(y, r2), r), f32x4.splat(1.0));
-  const pow = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(fx), i32x4.splat(127)), 23);
+  // 2^fx for the integer fx in [-127, 128]: adding 1.5·2^23 puts fx in the low mantissa bits, so the bits
+  // minus those of 1.5·2^23 are fx (cheaper than trunc_sat, which V8 expands to several instructions)
+  const pow = i32x4.shl(i32x4.add(f32x4.add(fx, f32x4.splat(12582912.0)), i32x4.splat(127 - 0x4b400000)), 23);
   return v128.andnot(f32x4.mul(y, pow), under);
 }
 
@@ -851,7 +854,8 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     const row = scores + <usize>r * rb;
     for (let s = seen; s < spr; s++) store<f32>(row + (<usize>s << 2), -Infinity);
     let mv = f32x4.splat(-Infinity);
-    for (let s = 0; s < spr; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
+    // pmax (one instruction): a NaN score is not carried into m, but its row's output is NaN all the same
+    for (let s = 0; s < spr; s += 4) mv = f32x4.pmax(mv, v128.load(row + (<usize>s << 2)));
     const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
     let sum = f64x2.splat(0);
     for (let s = 0; s < spr; s += 4) {
