@@ -443,6 +443,8 @@ function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i3
     else {
       for (let j = 0; j < m; j++) {
         if (isBlockType(dt)) dequantizeBlockRow(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, dt, cols, block);
+        // f16: the fast widening, as the matvec's (weights hold no inf/NaN)
+        else if (dt == DT_F16) convertF16Fast(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, cols);
         else convertRow(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, dt, cols);
       }
     }
