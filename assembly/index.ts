@@ -424,90 +424,119 @@ function mv4Q8(w0: usize, rb: usize, x: usize, cols: i32): v128 {
 
 /**
  * Chunked prefill: rows [r0, r1) for all n tokens. The chunk's rows are dequantised once into this
- * thread's scratch (f32 rows are used in place), then register tiles of 2 rows × 4 tokens run over it,
- * so each weight is converted once and reused by every token.
+ * thread's scratch as quads of rows interleaved per 4 columns (f32 rows are copied the same way), so
+ * one pointer walks 4 rows; register tiles of 4 rows × 2 tokens then run over them, each weight
+ * converted once and reused by every token.
  */
 function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i32, n: i32, r0: i32, r1: i32, scratch: usize): void {
   const rb = rowBytes(dt, cols);
   const fs = <usize>cols << 2; // f32 row stride
-  let wf: usize;
-  if (dt == DT_F32) {
-    wf = w + <usize>r0 * rb;
-  } else {
-    wf = scratch;
-    const block = scratch + <usize>(r1 - r0) * fs; // block types: one decoded block after the rows
-    for (let r = r0; r < r1; r++) {
-      if (isBlockType(dt)) dequantizeBlockRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols, block);
-      else convertRow(scratch + <usize>(r - r0) * fs, w + <usize>r * rb, dt, cols);
+  const qs = fs << 2; // one packed quad of rows
+  const nq = (r1 - r0 + 3) >> 2;
+  const rowsAt = scratch + <usize>nq * qs; // up to 4 rows converted contiguously before packing
+  const block = rowsAt + qs; // block types: one decoded block
+  for (let q = 0; q < nq; q++) {
+    const r = r0 + (q << 2);
+    const m = min(4, r1 - r);
+    let src = rowsAt;
+    if (dt == DT_F32) src = w + <usize>r * rb;
+    else {
+      for (let j = 0; j < m; j++) {
+        if (isBlockType(dt)) dequantizeBlockRow(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, dt, cols, block);
+        // f16: the fast widening, as the matvec's (weights hold no inf/NaN)
+        else if (dt == DT_F16) convertF16Fast(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, cols);
+        else convertRow(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, dt, cols);
+      }
     }
+    packQuad(scratch + <usize>q * qs, src, fs, m, cols);
   }
-  const nr = r1 - r0;
   const os = <usize>rows << 2;
-  let t = 0;
-  for (; t + 4 <= n; t += 4) {
+  for (let t = 0; t < n; t += 2) {
     const xt = x + <usize>t * fs;
+    const nt = min(2, n - t);
     const ot = out + <usize>t * os + (<usize>r0 << 2);
-    let r = 0;
-    for (; r + 2 <= nr; r += 2) tile24(wf + <usize>r * fs, fs, xt, cols, ot + (<usize>r << 2), os);
-    for (; r < nr; r++) {
-      const wr = wf + <usize>r * fs;
-      for (let j = 0; j < 4; j++) store<f32>(ot + <usize>j * os + (<usize>r << 2), dotF32(wr, xt + <usize>j * fs, cols));
-    }
-  }
-  for (; t < n; t++) {
-    const xt = x + <usize>t * fs;
-    const ot = out + <usize>t * os + (<usize>r0 << 2);
-    for (let r = 0; r < nr; r++) store<f32>(ot + (<usize>r << 2), dotF32(wf + <usize>r * fs, xt, cols));
+    for (let q = 0; q < nq; q++) tile42(scratch + <usize>q * qs, cols, xt, nt == 2 ? xt + fs : xt, ot + (<usize>q << 4), os, min(4, r1 - r0 - (q << 2)), nt);
   }
 }
 
-/** 2 weight rows × 4 tokens: 8 accumulators, each loaded weight vector feeds 4 tokens. */
-function tile24(w0: usize, fs: usize, x0: usize, cols: i32, out: usize, os: usize): void {
-  const w1 = w0 + fs;
-  const x1 = x0 + fs, x2 = x1 + fs, x3 = x2 + fs;
+/** m (≤ 4) rows at src (stride fs) → dst: per 4 columns the 4 rows' values one after the other (missing
+ *  rows zero), then each row's last cols % 4 values. */
+function packQuad(dst: usize, src: usize, fs: usize, m: i32, cols: i32): void {
+  const c4 = cols & ~3;
+  const z = f32x4.splat(0);
+  for (let j = 0; j < 4; j++) {
+    const s = src + <usize>j * fs;
+    let d = dst + (<usize>j << 4);
+    if (j < m) {
+      for (let k = 0; k < c4; k += 4, d += 64) v128.store(d, v128.load(s + (<usize>k << 2)));
+    } else {
+      for (let k = 0; k < c4; k += 4, d += 64) v128.store(d, z);
+    }
+  }
+  const tl = cols - c4;
+  const dt = dst + (<usize>c4 << 4);
+  for (let j = 0; j < 4; j++) {
+    for (let k = 0; k < tl; k++) store<f32>(dt + (<usize>(j * tl + k) << 2), j < m ? load<f32>(src + <usize>j * fs + (<usize>(c4 + k) << 2)) : 0);
+  }
+}
+
+/** 4 packed rows × 2 tokens (x0, x1): 8 accumulators; each loaded x vector feeds 4 rows. Per output
+ *  the same sums in the same order as a plain 4-lane dot product. Stores m rows of nt tokens. */
+// @ts-ignore: decorator
+@inline function tile42(pw: usize, cols: i32, x0: usize, x1: usize, out: usize, os: usize, m: i32, nt: i32): void {
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  let k = 0;
-  for (; k + 4 <= cols; k += 4) {
-    const o = <usize>k << 2;
-    const u = v128.load(w0 + o);
-    const v = v128.load(w1 + o);
-    let xv = v128.load(x0 + o);
-    a0 = f32x4.add(a0, f32x4.mul(u, xv));
-    b0 = f32x4.add(b0, f32x4.mul(v, xv));
-    xv = v128.load(x1 + o);
-    a1 = f32x4.add(a1, f32x4.mul(u, xv));
-    b1 = f32x4.add(b1, f32x4.mul(v, xv));
-    xv = v128.load(x2 + o);
-    a2 = f32x4.add(a2, f32x4.mul(u, xv));
-    b2 = f32x4.add(b2, f32x4.mul(v, xv));
-    xv = v128.load(x3 + o);
-    a3 = f32x4.add(a3, f32x4.mul(u, xv));
-    b3 = f32x4.add(b3, f32x4.mul(v, xv));
+  const c4 = cols & ~3;
+  const end = pw + (<usize>c4 << 4);
+  const dx = x1 - x0;
+  let px = x0;
+  for (; pw < end; pw += 64, px += 16) {
+    const y = v128.load(px);
+    const z = v128.load(px + dx);
+    let w = v128.load(pw);
+    a0 = f32x4.add(a0, f32x4.mul(w, y));
+    b0 = f32x4.add(b0, f32x4.mul(w, z));
+    w = v128.load(pw, 16);
+    a1 = f32x4.add(a1, f32x4.mul(w, y));
+    b1 = f32x4.add(b1, f32x4.mul(w, z));
+    w = v128.load(pw, 32);
+    a2 = f32x4.add(a2, f32x4.mul(w, y));
+    b2 = f32x4.add(b2, f32x4.mul(w, z));
+    w = v128.load(pw, 48);
+    a3 = f32x4.add(a3, f32x4.mul(w, y));
+    b3 = f32x4.add(b3, f32x4.mul(w, z));
   }
-  let sa = hsum4(a0, a1, a2, a3); // row 0, tokens 0..3
-  let sb = hsum4(b0, b1, b2, b3); // row 1, tokens 0..3
-  if (k < cols) {
+  let sa = hsum4(a0, a1, a2, a3); // token 0, rows 0..3
+  let sb = hsum4(b0, b1, b2, b3); // token 1, rows 0..3
+  const tl = cols - c4;
+  if (tl > 0) {
     let p0: f32 = 0, p1: f32 = 0, p2: f32 = 0, p3: f32 = 0;
     let q0: f32 = 0, q1: f32 = 0, q2: f32 = 0, q3: f32 = 0;
-    for (; k < cols; k++) {
-      const o = <usize>k << 2;
-      const u = load<f32>(w0 + o);
-      const v = load<f32>(w1 + o);
-      const y0 = load<f32>(x0 + o), y1 = load<f32>(x1 + o), y2 = load<f32>(x2 + o), y3 = load<f32>(x3 + o);
-      p0 += u * y0; p1 += u * y1; p2 += u * y2; p3 += u * y3;
-      q0 += v * y0; q1 += v * y1; q2 += v * y2; q3 += v * y3;
+    for (let k = 0; k < tl; k++) {
+      const y = load<f32>(px + (<usize>k << 2)), z = load<f32>(px + dx + (<usize>k << 2));
+      const u0 = load<f32>(pw + (<usize>k << 2)), u1 = load<f32>(pw + (<usize>(tl + k) << 2));
+      const u2 = load<f32>(pw + (<usize>(2 * tl + k) << 2)), u3 = load<f32>(pw + (<usize>(3 * tl + k) << 2));
+      p0 += u0 * y; p1 += u1 * y; p2 += u2 * y; p3 += u3 * y;
+      q0 += u0 * z; q1 += u1 * z; q2 += u2 * z; q3 += u3 * z;
     }
     sa = tail4(sa, p0, p1, p2, p3);
     sb = tail4(sb, q0, q1, q2, q3);
   }
-  // out[t][r]: interleave rows 0/1 per token, store pairs as 64-bit lanes
-  const lo = v128.shuffle<f32>(sa, sb, 0, 4, 1, 5);
-  const hi = v128.shuffle<f32>(sa, sb, 2, 6, 3, 7);
-  store<f64>(out, f64x2.extract_lane(lo, 0));
-  store<f64>(out + os, f64x2.extract_lane(lo, 1));
-  store<f64>(out + 2 * os, f64x2.extract_lane(hi, 0));
-  store<f64>(out + 3 * os, f64x2.extract_lane(hi, 1));
+  if (m == 4) {
+    v128.store(out, sa);
+    if (nt == 2) v128.store(out + os, sb);
+    return;
+  }
+  // a part's last rows: only the m that are there (the next rows belong to another item)
+  storeFirst(out, sa, m);
+  if (nt == 2) storeFirst(out + os, sb, m);
+}
+
+/** Lanes 0..m-1 (m < 4) of s to out. */
+function storeFirst(out: usize, s: v128, m: i32): void {
+  store<f32>(out, f32x4.extract_lane(s, 0));
+  if (m > 1) store<f32>(out, f32x4.extract_lane(s, 1), 4);
+  if (m > 2) store<f32>(out, f32x4.extract_lane(s, 2), 8);
 }
 
 // ================================================================ elementwise
@@ -517,7 +546,8 @@ function tile24(w0: usize, fs: usize, x0: usize, cols: i32, out: usize, os: usiz
 // @ts-ignore: decorator
 @inline function exp4(x: v128): v128 {
   const under = f32x4.lt(x, f32x4.splat(-87.33654));
-  x = f32x4.max(f32x4.min(x, f32x4.splat(88.0)), f32x4.splat(-87.33654));
+  // pmin/pmax are one instruction each (min/max are several in V8); they agree for non-NaN x and keep a NaN x
+  x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(88.0)), f32x4.splat(-87.33654));
   const fx = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
   let r = f32x4.sub(x, f32x4.mul(fx, f32x4.splat(0.693359375)));
   r = f32x4.sub(r, f32x4.mul(fx, f32x4.splat(-2.12194440e-4)));
@@ -529,7 +559,9 @@ function tile24(w0: usize, fs: usize, x0: usize, cols: i32, out: usize, os: usiz
   y = f32x4.add(f32x4.mul(y, r), f32x4.splat(1.6666665459e-1));
   y = f32x4.add(f32x4.mul(y, r), f32x4.splat(5.0000001201e-1));
   y = f32x4.add(f32x4.add(f32x4.mul(y, r2), r), f32x4.splat(1.0));
-  const pow = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(fx), i32x4.splat(127)), 23);
+  // 2^fx for the integer fx in [-127, 128]: adding 1.5·2^23 puts fx in the low mantissa bits, so the bits
+  // minus those of 1.5·2^23 are fx (cheaper than trunc_sat, which V8 expands to several instructions)
+  const pow = i32x4.shl(i32x4.add(f32x4.add(fx, f32x4.splat(12582912.0)), i32x4.splat(127 - 0x4b400000)), 23);
   return v128.andnot(f32x4.mul(y, pow), under);
 }
 
@@ -866,7 +898,8 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     const row = scores + <usize>r * rb;
     for (let s = seen; s < spr; s++) store<f32>(row + (<usize>s << 2), -Infinity);
     let mv = f32x4.splat(-Infinity);
-    for (let s = 0; s < spr; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
+    // pmax (one instruction): a NaN score is not carried into m, but its row's output is NaN all the same
+    for (let s = 0; s < spr; s += 4) mv = f32x4.pmax(mv, v128.load(row + (<usize>s << 2)));
     const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
     let sum = f64x2.splat(0);
     for (let s = 0; s < spr; s += 4) {

@@ -150,7 +150,8 @@ class WasmKernels implements Kernels {
     if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      if (dtype !== 'f32') scratchBytes = chunk * cols * 4 + BLOCK_SCRATCH;
+      // the chunk's rows packed by quads, 4 rows converted before packing, one decoded block
+      scratchBytes = (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
     }
     this.ensureScratch(scratchBytes);
     const b = this.begin();
