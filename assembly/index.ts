@@ -10,6 +10,7 @@ import {
   ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N, ATT_NUM_HEADS,
   ATT_NUM_KV_HEADS, ATT_OUT, ATT_PARTIAL, ATT_Q, ATT_QUERY_BLOCK, ATT_SPLITS, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES, ATT_VISIBLE,
 } from '../src/kernels/abi';
+import { attentionItems } from './items';
 import { quantAttentionJob } from './quant';
 import { quantizeJob } from './quantize';
 import { h2f, h2fScalar } from './half';
@@ -756,56 +757,9 @@ const BLOCK: i32 = ATT_BLOCK; // slots per block of converted keys/values
  */
 function attentionJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + C_ARGS;
-  const n = load<i32>(a, ATT_N);
-  const numHeads = load<i32>(a, ATT_NUM_HEADS);
-  const numKv = load<i32>(a, ATT_NUM_KV_HEADS);
-  const hg = load<i32>(a, ATT_HEAD_GROUP);
-  const qb = load<i32>(a, ATT_QUERY_BLOCK);
-  const received = load<u32>(a, ATT_RECEIVED);
-  const splits = load<i32>(a, ATT_SPLITS);
-  const visible = load<i32>(a, ATT_VISIBLE);
-  const group = numHeads / numKv;
-  const subs = (group + hg - 1) / hg;
-  if (splits > 1) {
-    // one query (decode): items are (KV head, head group, slot range); partial softmax sums are merged
-    // by the caller (src/kernels/wasm.ts)
-    const chunk = ((visible + splits - 1) / splits + BLOCK - 1) / BLOCK * BLOCK;
-    const total = numKv * subs * splits;
-    for (;;) {
-      const it = atomic.add<i32>(ctrl + C_NEXT, 1);
-      if (it >= total) break;
-      const part = it % splits;
-      const gi = it / splits;
-      const kvh = gi / subs;
-      const h0 = kvh * group + (gi % subs) * hg;
-      const h1 = min(h0 + hg, (kvh + 1) * group);
-      const lo = min(visible, part * chunk);
-      attendItem(a, thread, 0, 1, kvh, h0, h1, lo, min(visible, lo + chunk), it);
-      atomic.add<i32>(ctrl + C_DONE, 1);
-    }
-    return total;
-  }
-  const perT = numKv * subs;
-  const blocks = (n + qb - 1) / qb;
-  const allT = received != 0;
-  const items = allT ? perT : blocks * perT;
-  for (;;) {
-    const it = atomic.add<i32>(ctrl + C_NEXT, 1);
-    if (it >= items) break;
-    const rem = it % perT;
-    const kvh = rem / subs;
-    const sub = rem % subs;
-    const h0 = kvh * group + sub * hg;
-    const h1 = min(h0 + hg, (kvh + 1) * group);
-    const b0 = allT ? 0 : it / perT;
-    const b1 = allT ? blocks : b0 + 1;
-    for (let b = b0; b < b1; b++) {
-      const t1 = min(n, (b + 1) * qb);
-      attendItem(a, thread, b * qb, t1, kvh, h0, h1, 0, visible + t1 - 1, -1);
-    }
-    atomic.add<i32>(ctrl + C_DONE, 1);
-  }
-  return items;
+  return attentionItems(ctrl, thread, load<i32>(a, ATT_N), load<i32>(a, ATT_NUM_HEADS), load<i32>(a, ATT_NUM_KV_HEADS),
+    load<i32>(a, ATT_HEAD_GROUP), load<i32>(a, ATT_QUERY_BLOCK), load<u32>(a, ATT_RECEIVED) != 0, load<i32>(a, ATT_SPLITS),
+    load<i32>(a, ATT_VISIBLE), BLOCK, attendItem);
 }
 
 /**

@@ -9,7 +9,7 @@
 // group, then dropped. Nothing of the cache is ever decoded in full.
 
 import {
-  ARGS, CTRL_DONE, CTRL_NEXT, QATT_CAPACITY, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
+  ARGS, QATT_CAPACITY, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
   QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED,
   QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE, QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE,
   STREAM_AXIS, STREAM_BITS, STREAM_CODES, STREAM_GROUP, STREAM_LUT, STREAM_OCAP, STREAM_OUTLIERS, STREAM_PARAMS,
@@ -17,69 +17,17 @@ import {
   STREAM_SINKS,
 } from '../src/kernels/abi';
 import { h2f } from './half';
+import { attentionItems } from './items';
 
-const Q_DONE: usize = <usize>CTRL_DONE << 2;
-const Q_NEXT: usize = <usize>CTRL_NEXT << 2;
 const Q_ARGS: usize = <usize>ARGS;
 const QB: i32 = QATT_TILE; // slots per decoded tile
 
 /** OP_QUANT_ATTENTION jobs (dispatched by `run` in index.ts). */
 export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
   const a = ctrl + Q_ARGS;
-  const n = load<i32>(a, QATT_N);
-  const numHeads = load<i32>(a, QATT_NUM_HEADS);
-  const numKv = load<i32>(a, QATT_NUM_KV_HEADS);
-  const hg = load<i32>(a, QATT_HEAD_GROUP);
-  const received = load<u32>(a, QATT_RECEIVED);
-  const splits = load<i32>(a, QATT_SPLITS);
-  const group = numHeads / numKv;
-  const subs = (group + hg - 1) / hg;
-  if (splits > 1) {
-    // one query (decode): items are (KV head, head group, slot range); partial softmax sums are merged
-    // by the caller (src/kernels/wasm.ts)
-    const seen = load<i32>(a, QATT_VISIBLE);
-    const chunk = ((seen + splits - 1) / splits + QB - 1) / QB * QB;
-    const total = numKv * subs * splits;
-    for (;;) {
-      const it = atomic.add<i32>(ctrl + Q_NEXT, 1);
-      if (it >= total) break;
-      const part = it % splits;
-      const gi = it / splits;
-      const kvh = gi / subs;
-      const h0 = kvh * group + (gi % subs) * hg;
-      const h1 = min(h0 + hg, (kvh + 1) * group);
-      const lo = min(seen, part * chunk);
-      qattendItem(a, thread, 0, 1, kvh, h0, h1, lo, min(seen, lo + chunk), it);
-      atomic.add<i32>(ctrl + Q_DONE, 1);
-    }
-    return total;
-  }
-  // several queries (prefill): items are (block of qb queries, KV head, head group); each decoded tile
-  // serves the whole block. With `received` one item takes every block of its heads (no two threads
-  // add into one head's row).
-  const qb = load<i32>(a, QATT_QUERY_BLOCK);
-  const visible = load<i32>(a, QATT_VISIBLE);
-  const perT = numKv * subs;
-  const blocks = (n + qb - 1) / qb;
-  const allT = received != 0;
-  const items = allT ? perT : blocks * perT;
-  for (;;) {
-    const it = atomic.add<i32>(ctrl + Q_NEXT, 1);
-    if (it >= items) break;
-    const rem = it % perT;
-    const kvh = rem / subs;
-    const sub = rem % subs;
-    const h0 = kvh * group + sub * hg;
-    const h1 = min(h0 + hg, (kvh + 1) * group);
-    const b0 = allT ? 0 : it / perT;
-    const b1 = allT ? blocks : b0 + 1;
-    for (let b = b0; b < b1; b++) {
-      const t1 = min(n, (b + 1) * qb);
-      qattendItem(a, thread, b * qb, t1, kvh, h0, h1, 0, visible + t1 - 1, -1);
-    }
-    atomic.add<i32>(ctrl + Q_DONE, 1);
-  }
-  return items;
+  return attentionItems(ctrl, thread, load<i32>(a, QATT_N), load<i32>(a, QATT_NUM_HEADS), load<i32>(a, QATT_NUM_KV_HEADS),
+    load<i32>(a, QATT_HEAD_GROUP), load<i32>(a, QATT_QUERY_BLOCK), load<u32>(a, QATT_RECEIVED) != 0, load<i32>(a, QATT_SPLITS),
+    load<i32>(a, QATT_VISIBLE), QB, qattendItem);
 }
 
 // @ts-ignore: decorator
