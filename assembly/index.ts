@@ -809,29 +809,29 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   for (let j = 0; fused && j < g; j++) fused = prescaleX(qs + <usize>j * db, q + (<usize>(t0 * numHeads + h0 + j) * db), d);
   if (fused) {
     for (let j = 0; j < g; j += 3) scoreF16Rows(qs + <usize>j * db, min(3, g - j), keys + kvOff, d, seenAll, scores + <usize>j * rb, rb, scale);
-  }
-
-  // scores: q·k * scale for each query and head of the item
-  for (let s0 = 0; !fused && s0 < seenAll; s0 += BLOCK) {
-    let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
-    if (f16) {
-      convertF16Fast(blk, kp, min(BLOCK, seenAll - s0) * d);
-      kp = blk;
-    }
-    // rows (query, head) that see past s0, in pairs sharing each loaded key vector where their slot
-    // counts agree (causal: later queries see more)
-    for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
-      const t = t0 + r / g;
-      const bs = min(BLOCK, visible + t - s0);
-      const qp = q + (<usize>(t * numHeads + h0 + r % g) * db);
-      const dst = scores + <usize>r * rb + (<usize>s0 << 2);
-      if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
-        const t2 = t0 + (r + 1) / g;
-        scoreBlock2(qp, q + (<usize>(t2 * numHeads + h0 + (r + 1) % g) * db), kp, d, bs, dst, dst + rb, scale);
-        r += 2;
-      } else {
-        scoreBlock(qp, kp, d, bs, dst, scale);
-        r++;
+  } else {
+    // scores: q·k * scale for each query and head of the item
+    for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
+      let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
+      if (f16) {
+        convertF16Fast(blk, kp, min(BLOCK, seenAll - s0) * d);
+        kp = blk;
+      }
+      // rows (query, head) that see past s0, in pairs sharing each loaded key vector where their slot
+      // counts agree (causal: later queries see more)
+      for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
+        const t = t0 + r / g;
+        const bs = min(BLOCK, visible + t - s0);
+        const qp = q + (<usize>(t * numHeads + h0 + r % g) * db);
+        const dst = scores + <usize>r * rb + (<usize>s0 << 2);
+        if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
+          const t2 = t0 + (r + 1) / g;
+          scoreBlock2(qp, q + (<usize>(t2 * numHeads + h0 + (r + 1) % g) * db), kp, d, bs, dst, dst + rb, scale);
+          r += 2;
+        } else {
+          scoreBlock(qp, kp, d, bs, dst, scale);
+          r++;
+        }
       }
     }
   }
@@ -888,23 +888,24 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
         v128.store(o, v128.shuffle<f32>(e, od, 2, 6, 3, 7), 16);
       }
     }
-  }
-  for (let s0 = 0; !fused && s0 < seenAll; s0 += BLOCK) {
-    let vp = values + kvOff + <usize>s0 * <usize>d * eb;
-    if (f16) {
-      convertF16Fast(blk, vp, min(BLOCK, seenAll - s0) * d);
-      vp = blk;
-    }
-    for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
-      const bs = min(BLOCK, visible + t0 + r / g - s0);
-      const pp = scores + <usize>r * rb + (<usize>s0 << 2);
-      const ap = acc + <usize>r * db;
-      if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
-        axpyBlock2(ap, ap + db, pp, pp + rb, vp, d, bs);
-        r += 2;
-      } else {
-        axpyBlock2(ap, 0, pp, 0, vp, d, bs);
-        r++;
+  } else {
+    for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
+      let vp = values + kvOff + <usize>s0 * <usize>d * eb;
+      if (f16) {
+        convertF16Fast(blk, vp, min(BLOCK, seenAll - s0) * d);
+        vp = blk;
+      }
+      for (let r = (max(t0, s0 + 1 - visible) - t0) * g; r < rows; ) {
+        const bs = min(BLOCK, visible + t0 + r / g - s0);
+        const pp = scores + <usize>r * rb + (<usize>s0 << 2);
+        const ap = acc + <usize>r * db;
+        if (r + 1 < rows && min(BLOCK, visible + t0 + (r + 1) / g - s0) == bs) {
+          axpyBlock2(ap, ap + db, pp, pp + rb, vp, d, bs);
+          r += 2;
+        } else {
+          axpyBlock2(ap, 0, pp, 0, vp, d, bs);
+          r++;
+        }
       }
     }
   }

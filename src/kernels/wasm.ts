@@ -345,6 +345,7 @@ class WasmKernels implements Kernels {
 
   private partial = 0;
   private partialBytes = 0;
+  private mergeAcc = new Float64Array(0); // reused: a decode step allocates nothing
 
   private ensurePartial(floats: number): void {
     if (floats * 4 <= this.partialBytes) return;
@@ -360,16 +361,18 @@ class WasmKernels implements Kernels {
   private mergeSplits(out: number, numKv: number, group: number, splits: number, d: number): void {
     const parts = this.arena.f32(this.partial, numKv * splits * group * (d + 2));
     const o = this.arena.f32(out, numKv * group * d);
-    const acc = new Float64Array(d);
+    if (this.mergeAcc.length < d) this.mergeAcc = new Float64Array(d);
+    const acc = this.mergeAcc;
+    const partStride = group * (d + 2); // floats from item (kvh, p) to (kvh, p + 1)
     for (let kvh = 0; kvh < numKv; kvh++) {
       for (let j = 0; j < group; j++) {
-        const at = (p: number): number => ((kvh * splits + p) * group + j) * (d + 2);
+        const first = (kvh * splits * group + j) * (d + 2);
         let m = -Infinity;
-        for (let p = 0; p < splits; p++) m = Math.max(m, parts[at(p)]!);
+        for (let p = 0; p < splits; p++) m = Math.max(m, parts[first + p * partStride]!);
         let l = 0;
-        acc.fill(0);
+        acc.fill(0, 0, d);
         for (let p = 0; p < splits; p++) {
-          const base = at(p);
+          const base = first + p * partStride;
           if (parts[base] === -Infinity) continue;
           const w = Math.exp(parts[base]! - m);
           l += w * parts[base + 1]!;
