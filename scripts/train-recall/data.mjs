@@ -2,7 +2,7 @@
 // prompt builders (passkey, needle, multikey), so the formats match the eval exactly, but with other
 // filler (C4 docs 1000-1999 and generated sentences; never the eval's filler or haystack).
 // Usage: node scripts/train-recall/data.mjs --out DIR --length L --sequences N --seed S
-// Writes DIR/L-S.ids (uint16, N×L) and DIR/L-S.mask (uint8, 1 on answer tokens).
+// Writes DIR/L-S.ids (uint16, N×L) and DIR/L-S.mask (uint8: on answer tokens the kind's number in KINDS, else 0).
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -115,6 +115,8 @@ function kind() {
   return 'plain';
 }
 
+// the mask's codes, which train.py reports accuracy by
+const KINDS = ['copy', 'passkey', 'needle', 'multikey'];
 const ids = new Uint16Array(N * L);
 const mask = new Uint8Array(N * L);
 for (let s = 0; s < N; s++) {
@@ -130,7 +132,8 @@ for (let s = 0; s < N; s++) {
     } catch {
       ex = makers.plain(Math.min(rem, 64));
     }
-    const w = ex.ids.map((_, i) => (i >= ex.answer[0] && i < ex.answer[1] ? 1 : 0));
+    const code = KINDS.indexOf(k) + 1;
+    const w = ex.ids.map((_, i) => (i >= ex.answer[0] && i < ex.answer[1] ? code : 0));
     seq.push(...ex.ids, EOT);
     m.push(...w, 0);
   }
