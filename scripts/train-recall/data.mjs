@@ -1,8 +1,9 @@
 // Training sequences for the recall model: token ids built with kvpack's own tokenizer and its own
 // prompt builders (passkey, needle, multikey), so the formats match the eval exactly, but with other
 // filler (C4 docs 1000-1999 and generated sentences; never the eval's filler or haystack).
-// Usage: node scripts/train-recall/data.mjs --out DIR --length L --sequences N --seed S
-// Writes DIR/L-S.ids (uint16, N×L) and DIR/L-S.mask (uint8: on answer tokens the kind's number in KINDS, else 0).
+// Usage: node scripts/train-recall/data.mjs --out DIR --length L --sequences N --seed S [--mix copy=0.5+plain=0.5]
+// Writes DIR/NAME.ids (uint16, N×L) and DIR/NAME.mask (uint8: on answer tokens the kind's number in KINDS,
+// else 0), NAME being L-S, or L-S-MIX when --mix is given.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,6 +21,7 @@ const { values: a } = parseArgs({
     length: { type: 'string' },
     sequences: { type: 'string' },
     seed: { type: 'string', default: '1' },
+    mix: { type: 'string' },
     tokenizer: { type: 'string', default: path.join(defaultModelPath(), 'tokenizer.json') }, // ref-6m's: byte-level BPE, 8192 entries
   },
 });
@@ -102,7 +104,14 @@ function withAnswer(prompt, value) {
   return { ids: [...prompt, ...answer], answer: [prompt.length, prompt.length + answer.length] };
 }
 
-const mix = [
+// shares of each kind of example: the default, or --mix's kind=share list (the shares are normalised)
+const given = a.mix ? a.mix.split('+').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]) : undefined;
+if (given?.some(([k, v]) => !(k in makers) || !(v >= 0))) {
+  console.error(`--mix must be kind=share pairs joined by +, kinds ${Object.keys(makers).join(', ')}; got ${a.mix}`);
+  process.exit(2);
+}
+const total = given?.reduce((n, [, v]) => n + v, 0);
+const mix = given?.map(([k, v]) => [k, v / total]) ?? [
   ['copy', 0.2],
   ['passkey', 0.2],
   ['needle', 0.15],
@@ -141,8 +150,9 @@ for (let s = 0; s < N; s++) {
   mask.set(m.slice(0, L), s * L);
 }
 fs.mkdirSync(a.out, { recursive: true });
-fs.writeFileSync(path.join(a.out, `${L}-${seed}.ids.tmp`), ids);
-fs.writeFileSync(path.join(a.out, `${L}-${seed}.mask.tmp`), mask);
-fs.renameSync(path.join(a.out, `${L}-${seed}.mask.tmp`), path.join(a.out, `${L}-${seed}.mask`));
-fs.renameSync(path.join(a.out, `${L}-${seed}.ids.tmp`), path.join(a.out, `${L}-${seed}.ids`));
+const base = path.join(a.out, a.mix ? `${L}-${seed}-${a.mix}` : `${L}-${seed}`);
+fs.writeFileSync(`${base}.ids.tmp`, ids);
+fs.writeFileSync(`${base}.mask.tmp`, mask);
+fs.renameSync(`${base}.mask.tmp`, `${base}.mask`);
+fs.renameSync(`${base}.ids.tmp`, `${base}.ids`); // last: its presence marks the shard complete
 console.log(`wrote ${N} sequences of ${L} tokens (${text.length} C4 tokens, ${words.length} words)`);

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# a mix that leans on copying, so induction heads form before the retrieval prompts need them
+COPY_FIRST = 'copy=0.5+passkey=0.15+needle=0.1+multikey=0.15+plain=0.1'
 # the answer kinds of data.mjs's mask codes 1..4
 KINDS = ['copy', 'passkey', 'needle', 'multikey']
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,9 +41,10 @@ def parse_args():
     p.add_argument('--ffn', type=int, default=704)
     p.add_argument('--vocab', type=int, default=8192)
     p.add_argument('--rope-theta', type=float, default=10000.0)
-    # curriculum: LENGTH:STEPS,... (the last stage runs until stopped); batch tokens stay fixed
-    p.add_argument('--stages', default='256:200,512:150,1024:150,2048:1000000')
-    p.add_argument('--batch-tokens', type=int, default=4096)
+    # curriculum: LENGTH:STEPS[:MIX],... (the last stage runs until stopped; MIX: data.mjs's --mix, e.g.
+    # copy=0.5+plain=0.5, default its own mix); batch tokens stay fixed
+    p.add_argument('--stages', default='256:340,256:300:' + COPY_FIRST + ',512:300,1024:300,2048:1000000')
+    p.add_argument('--batch-tokens', type=int, default=2048)
     p.add_argument('--lr', type=float, default=3e-3)
     p.add_argument('--warmup', type=int, default=50)
     p.add_argument('--answer-weight', type=float, default=1.0, help='weight of the extra loss on answer tokens')
@@ -189,8 +192,8 @@ def export_hf(model, a, out, max_ctx, dtype='f32'):
 
 
 class Shards:
-    def __init__(self, a, length, shard_index):
-        self.a, self.length = a, length
+    def __init__(self, a, length, mix, shard_index):
+        self.a, self.length, self.mix = a, length, mix
         self.per_shard = a.shard_sequences or max(64, 2_000_000 // length)
         self.index = shard_index
         self.next_proc = None
@@ -199,7 +202,7 @@ class Shards:
         return self.a.seed * 1000 + i
 
     def _paths(self, i):
-        base = os.path.join(self.a.data, f'{self.length}-{self._seed(i)}')
+        base = os.path.join(self.a.data, f'{self.length}-{self._seed(i)}' + (f'-{self.mix}' if self.mix else ''))
         return base + '.ids', base + '.mask'
 
     def _spawn(self, i):
@@ -207,6 +210,8 @@ class Shards:
             return None
         cmd = ['node', os.path.join(HERE, 'data.mjs'), '--out', self.a.data, '--length', str(self.length),
                '--sequences', str(self.per_shard), '--seed', str(self._seed(i)), '--tokenizer', self.a.tokenizer]
+        if self.mix:
+            cmd += ['--mix', self.mix]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
 
     def load(self):
@@ -228,7 +233,7 @@ def main():
     torch.manual_seed(a.seed)
     if a.threads:
         torch.set_num_threads(a.threads)
-    stages = [tuple(int(x) for x in s.split(':')) for s in a.stages.split(',')]
+    stages = [(int(s.split(':')[0]), int(s.split(':')[1]), (s.split(':') + [''])[2]) for s in a.stages.split(',')]
     os.makedirs(a.ckpt, exist_ok=True)
     model = Llama(a).to(a.device)
     decay = [p for p in model.parameters() if p.dim() == 2]
@@ -259,13 +264,13 @@ def main():
     last_save = time.time()
     shards = None
     while a.max_steps == 0 or state['step'] < a.max_steps:
-        length, steps = stages[state['stage']]
+        length, steps, mix = stages[state['stage']]
         if state['stage'] < len(stages) - 1 and state['stage_step'] >= steps:
             state.update(stage=state['stage'] + 1, stage_step=0, shard=0, row=0)
             shards = None
             continue
         if shards is None:
-            shards = Shards(a, length, state['shard'])
+            shards = Shards(a, length, mix, state['shard'])
             ids, mask = shards.load()
         batch = max(1, a.batch_tokens // length)
         if state['row'] + batch > len(ids):
