@@ -45,6 +45,9 @@ def parse_args():
     # copy=0.5+plain=0.5, default its own mix); batch tokens stay fixed
     p.add_argument('--stages', default='256:340,256:300:' + COPY_FIRST + ',512:300,1024:300,2048:1000000')
     p.add_argument('--batch-tokens', type=int, default=2048)
+    p.add_argument('--advance-copy-acc', type=float, default=0.5,
+                   help='a stage before a longer one ends after its steps only once the copy accuracy (a running '
+                        'mean) reaches this: longer sequences are no use before the model copies')
     p.add_argument('--lr', type=float, default=3e-3)
     p.add_argument('--warmup', type=int, default=50)
     p.add_argument('--answer-weight', type=float, default=1.0, help='weight of the extra loss on answer tokens')
@@ -265,7 +268,10 @@ def main():
     shards = None
     while a.max_steps == 0 or state['step'] < a.max_steps:
         length, steps, mix = stages[state['stage']]
-        if state['stage'] < len(stages) - 1 and state['stage_step'] >= steps:
+        last = state['stage'] == len(stages) - 1
+        longer = not last and stages[state['stage'] + 1][0] > length
+        ready = not longer or state.get('copy_acc', 0.0) >= a.advance_copy_acc
+        if not last and state['stage_step'] >= steps and ready:
             state.update(stage=state['stage'] + 1, stage_step=0, shard=0, row=0)
             shards = None
             continue
@@ -302,6 +308,8 @@ def main():
             right = logits.argmax(-1) == target
             k = kinds[positions]
             acc = {name: right[k == code].float().mean().item() for code, name in enumerate(KINDS, 1) if (k == code).any()}
+        if 'copy' in acc:
+            state['copy_acc'] = 0.95 * state.get('copy_acc', 0.0) + 0.05 * acc['copy']
         dt = time.time() - t0
         state['step'] += 1
         state['stage_step'] += 1
@@ -311,7 +319,7 @@ def main():
             accs = ' '.join(f'{n} {v:.3f}' for n, v in acc.items())
             print(f'step {state["step"]} len {length} loss {lm_nll.item():.4f} answer_nll {answer_nll.item():.4f} '
                   f'acc[{accs}] tokens {state["tokens"]} tok/s {x.numel() / dt:.0f} '
-                  f'train_s {state["seconds"]:.0f} lr {lr:.2e}', flush=True)
+                  f'train_s {state["seconds"]:.0f} lr {lr:.2e} copy_mean {state.get("copy_acc", 0.0):.3f}', flush=True)
         if time.time() - last_save > a.save_every:
             save()
             last_save = time.time()
