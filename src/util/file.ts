@@ -1,0 +1,33 @@
+import fs from 'node:fs';
+import { KvpackError } from '../errors.js';
+
+/**
+ * A regular file's text, or undefined when there is no such file. Opened without blocking (a FIFO
+ * would hold the event loop) and checked with fstat before a byte is read: anything but a regular
+ * file, or one over `maxBytes`, is refused, so /dev/zero or a pipe can neither stall nor swell the reader.
+ */
+export async function readSmallFile(file: string, maxBytes: number): Promise<string | undefined> {
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new KvpackError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new KvpackError(`${file}: not a regular file`);
+    if (stat.size > maxBytes) throw new KvpackError(`${file}: ${stat.size} bytes, more than the ${maxBytes} this file may have`);
+    // no more than fstat said, even if the file grows meanwhile
+    const bytes = Buffer.alloc(stat.size);
+    let read = 0;
+    while (read < bytes.length) {
+      const { bytesRead } = await handle.read(bytes, read, bytes.length - read, read);
+      if (bytesRead === 0) break;
+      read += bytesRead;
+    }
+    return bytes.toString('utf8', 0, read);
+  } finally {
+    await handle.close();
+  }
+}
