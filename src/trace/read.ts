@@ -134,8 +134,8 @@ export class Trace {
       try {
         record = JSON.parse(line) as TraceRecord;
       } catch {
-        if (i === lines.length - 1 && cut) return;
-        throw new TraceFormatError(`line ${i + 1} is not JSON`);
+        if (i === lines.length - 1 && cut && trace) return;
+        throw new TraceFormatError(trace ? `line ${i + 1} is not JSON` : `not a kvpack trace (line ${i + 1} is not JSON)`);
       }
       if (!trace) {
         if (record.type !== 'trace' || record.format !== TRACE_FORMAT) throw new TraceFormatError(`not a kvpack trace (line 1 has no "format":"${TRACE_FORMAT}")`);
