@@ -292,8 +292,9 @@ export function errorResponse(error: Error): { status: number; body: ErrorBody }
   if (error instanceof CancelledError) return { status: 503, body: errorBody(error.message, 'server_error', null, 'cancelled') };
   if (error instanceof UsageError) return { status: 400, body: errorBody(error.message, 'invalid_request_error', null, null) };
   if (error instanceof NumericError) return { status: 500, body: errorBody(error.message, 'server_error', null, 'numeric_error') };
-  if (typeof e.code === 'string' && e.code.startsWith('FST_') && e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
-    const code = FASTIFY_CODES[e.code];
+  // Fastify's refusals, and a body the client stopped sending ("aborted"): the status, and words only when they are Fastify's own
+  if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+    const code = typeof e.code === 'string' && Object.hasOwn(FASTIFY_CODES, e.code) ? FASTIFY_CODES[e.code] : undefined;
     return { status: e.statusCode, body: errorBody(code ? e.message : 'bad request', 'invalid_request_error', null, code ?? 'bad_request') };
   }
   return { status: 500, body: errorBody('internal error (please report)', 'server_error', null, 'internal_error') };

