@@ -151,7 +151,8 @@ function cliArguments(): Area {
       const input = `kvpack ${args.map((a) => JSON.stringify(a)).join(' ')}`;
       const r = await runCli(args, 30_000);
       if (r.code === 0) return { outcome: 'accepted', input };
-      const oneLine = r.stderr.trim().split('\n').filter((l) => !/^\s*[\u2800-\u28ff▕▏█░ ]|\r/.test(l)).length <= 1;
+      // progress bars and warnings (src/util/warn.ts) are not the error; the error is one line
+      const oneLine = r.stderr.trim().split('\n').filter((l) => !/^\s*[\u2800-\u28ff▕▏█░ ]|\r|^kvpack: warning: /.test(l)).length <= 1;
       if ((r.code === 1 || r.code === 2) && oneLine && !/^\s+at /m.test(r.stderr)) return { outcome: 'typed error', input };
       return { outcome: 'finding', input, problem: r.code === null ? 'hang (killed after 30 s)' : `exit ${r.code}: ${r.stderr.slice(0, 300)}` };
     },
