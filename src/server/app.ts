@@ -100,7 +100,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     const body = request.body;
     checkModel(body.model);
     const raw = Array.isArray(body.prompt) && typeof body.prompt[0] === 'string' ? (body.prompt[0] as string) : body.prompt;
-    const prompt = typeof raw === 'string' ? encode(raw, model.tokenizer.addBosByDefault) : checkIds(raw as number[]);
+    const prompt = typeof raw === 'string' ? await encode(raw, model.tokenizer.addBosByDefault) : checkIds(raw as number[]);
     const format = {
       object: 'text_completion',
       idPrefix: 'cmpl-',
@@ -121,7 +121,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     }));
     const text = chatTemplate.render(messages);
     const startsWithBos = chatTemplate.bosToken !== '' && text.startsWith(chatTemplate.bosToken);
-    const prompt = encode(text, model.tokenizer.addBosByDefault && !startsWithBos);
+    const prompt = await encode(text, model.tokenizer.addBosByDefault && !startsWithBos);
     const format = {
       object: 'chat.completion.chunk',
       idPrefix: 'chatcmpl-',
@@ -206,15 +206,42 @@ export function createApp(options: AppOptions): FastifyInstance {
     }
   }
 
-  function encode(text: string, addBos: boolean): number[] {
-    // tokenizing runs on the event loop: text that cannot fit the context is refused before it is read
+  async function encode(text: string, addBos: boolean): Promise<number[]> {
+    // tokenizing runs on the event loop: text that cannot fit the context is refused before it is read,
+    // and a long one is counted a slice at a time, the other streams' steps running in between
     if (text.length > maxPromptChars) {
       throw new LimitError(`the prompt (${text.length} characters) cannot fit the model's context of ${model.config.maxContext} tokens (at most ${maxPromptChars} characters)`);
     }
+    if (text.length > SLICE_CHARS) await countInSlices(text);
     const ids = model.tokenizer.encode(text, { addBos });
     if (ids.length > 0) return ids;
     if (model.tokenizer.bos === undefined) throw new RequestError('the prompt is empty and the model has no BOS token to start from', 400, 'empty_prompt', 'prompt');
     return [model.tokenizer.bos];
+  }
+
+  /**
+   * Refuses a prompt whose tokens, counted slice by slice (cut before a space, never inside a
+   * surrogate pair), pass the context by more than cutting can add (a few tokens per cut), so that
+   * the whole is tokenized at once only when it holds about a context of tokens or fewer.
+   */
+  async function countInSlices(text: string): Promise<void> {
+    const context = model.config.maxContext;
+    let tokens = 0;
+    let slices = 0;
+    for (let at = 0; at < text.length; slices++) {
+      let end = Math.min(text.length, at + SLICE_CHARS);
+      if (end < text.length) {
+        const space = text.lastIndexOf(' ', end);
+        if (space > at) end = space;
+        else if (/[\udc00-\udfff]/.test(text[end]!)) end--;
+      }
+      tokens += model.tokenizer.encode(text.slice(at, end), { addBos: false }).length;
+      at = end;
+      if (tokens - SLICE_SLACK * (slices + 1) > context) {
+        throw new LimitError(`the prompt (more than ${context} tokens in its first ${at} characters) exceeds the model's context of ${context} tokens`);
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   function checkIds(ids: number[]): number[] {
@@ -226,6 +253,11 @@ export function createApp(options: AppOptions): FastifyInstance {
 
   return app;
 }
+
+/** Characters of a long prompt tokenized at a time while it is counted (a few ms each). */
+const SLICE_CHARS = 4096;
+/** Tokens a cut between slices may add to the count (a prefix space, a word or merge split in two). */
+const SLICE_SLACK = 4;
 
 /** Routes that answer without the API key (documented in kvpack serve --help). */
 const OPEN_ROUTES = new Set(['/health', '/metrics']);

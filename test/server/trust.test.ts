@@ -8,7 +8,7 @@ import { CalibrationError, KvpackError, ModelFormatError } from '../../src/error
 import { loadModel, type Model } from '../../src/model.js';
 import { errorResponse } from '../../src/server/app.js';
 import { Engine } from '../../src/server/engine.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { head, rawRequest, startServer, streamCompletion, type TestServer } from './helpers.js';
 
 // Issue 22: the server is a trust boundary. Every byte a client sends is hostile.
@@ -168,10 +168,36 @@ describe('request bodies (findings 6, 8, 9)', () => {
     } finally {
       encode.mockRestore();
     }
+    // within the character bound but long: counted a slice at a time, never tokenized whole
+    const sliced = vi.spyOn(server.model.tokenizer, 'encode');
+    try {
+      const long = 'dog '.repeat(3000);
+      const r = await post({ ...good, prompt: long });
+      expect(r.status).toBe(400);
+      expect(JSON.parse(r.text).error.message).toMatch(/the prompt \(more than 512 tokens in its first \d+ characters\) exceeds the model's context of 512 tokens/);
+      expect(sliced.mock.calls.length).toBeGreaterThan(0);
+      expect(sliced.mock.calls.filter(([text]) => text.length > 4096)).toEqual([]);
+    } finally {
+      sliced.mockRestore();
+    }
     // a prompt just within the bound is still tokenized and judged by its token count
     const near = await post({ ...good, prompt: 'dog '.repeat(400) });
     expect(near.status).toBe(400);
     expect(JSON.parse(near.text).error.message).toContain('exceed the model\'s context');
+  });
+
+  it('counts a long prompt that fits in slices, then runs it on its exact tokens', async () => {
+    const ref = await startServer(REF6M_DIR, { maxKvBytes: 2 ** 26 });
+    try {
+      const text = 'The history of the city begins with a small village on the river, where farmers and traders met every week. '.repeat(60);
+      expect(text.length).toBeGreaterThan(4096); // two slices at least
+      const r = await ref.client.completions.create({ model: 'ref-6m', prompt: text, max_tokens: 1, temperature: 0 });
+      const ids = ref.model.tokenizer.encode(text, { addBos: ref.model.tokenizer.addBosByDefault });
+      expect(ids.length).toBeLessThan(ref.model.config.maxContext);
+      expect(r.usage!.prompt_tokens).toBe(ids.length);
+    } finally {
+      await ref.close();
+    }
   });
 
   it('takes seeds in the library\'s range only: 0 .. 2^32-1', async () => {
