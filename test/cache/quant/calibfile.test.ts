@@ -104,8 +104,9 @@ describe('calibration files', () => {
   it('refuses what is not a calibration file without quoting it', () => {
     const file = path.join(dir, 'secret.txt');
     fs.writeFileSync(file, 'SECRET=hunter2\n');
+    expect(() => readCalibration(file, identity)).toThrow(/is not JSON, so not a kvpack calibration file/);
     for (const f of [file, '/proc/self/environ']) {
-      expect(() => readCalibration(f, identity)).toThrow(/is not JSON, so not a kvpack calibration file/);
+      expect(() => readCalibration(f, identity)).toThrow(CalibrationError);
       try {
         readCalibration(f, identity);
       } catch (e) {
