@@ -83,10 +83,32 @@ export function writeCalibration(file: string, c: Calibration): void {
  * Reads a calibration file and checks it: a regular file of plausible size for `model`, unchanged since
  * kvpack calibrate wrote it (its sha256), made for `model`, and every value usable by name (thresholds
  * finite with lo ≤ hi, signposts finite and strictly ascending, layers in order). Otherwise a
- * CalibrationError naming the file and the field; it never quotes the file's contents.
+ * CalibrationError naming the file and the field; it never quotes the file's contents. A file read and
+ * checked before, unchanged (by fstat), is not read again: a server's sessions share the operator's.
+ * The result is shared: read it, never change it.
  */
 export function readCalibration(file: string, model: ModelIdentity): Calibration {
-  const text = readCapped(file, largestCalibrationBytes(model));
+  const cap = largestCalibrationBytes(model);
+  const fd = openRegular(file, cap);
+  try {
+    const stat = fs.fstatSync(fd);
+    const key = JSON.stringify([stat.dev, stat.ino, stat.size, stat.mtimeMs, stat.ctimeMs, { ...model, name: '' }]);
+    const known = checked.get(key);
+    if (known) return known;
+    const calibration = parseCalibration(file, readCapped(file, fd, cap), model);
+    if (checked.size >= CHECKED_FILES) checked.delete(checked.keys().next().value!);
+    checked.set(key, calibration);
+    return calibration;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Calibrations read and checked, by the file's fstat and the model; a process uses one or two. */
+const checked = new Map<string, Calibration>();
+const CHECKED_FILES = 8;
+
+function parseCalibration(file: string, text: string, model: ModelIdentity): Calibration {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -193,11 +215,10 @@ function largestCalibrationBytes(model: ModelIdentity): number {
 }
 
 /**
- * The file's text, if it is a regular file of at most `cap` bytes: checked with fstat before reading
- * (opened non-blocking, so a FIFO cannot stall the process), and read no further than the cap
- * (files like /proc's report size 0 and hold more).
+ * The file opened, if it is a regular file of at most `cap` bytes: checked with fstat before anything
+ * is read (opened non-blocking, so a FIFO cannot stall the process).
  */
-function readCapped(file: string, cap: number): string {
+function openRegular(file: string, cap: number): number {
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
@@ -205,20 +226,23 @@ function readCapped(file: string, cap: number): string {
     const code = (e as NodeJS.ErrnoException).code;
     throw new CalibrationError(file, code === 'ENOENT' ? 'does not exist; make one with kvpack calibrate' : `cannot be opened (${code ?? 'error'})`);
   }
-  try {
-    const stat = fs.fstatSync(fd);
-    if (!stat.isFile()) throw new CalibrationError(file, 'is not a regular file, so not a calibration file; make one with kvpack calibrate');
-    const tooLarge = () => new CalibrationError(file, `holds more than the ${cap} bytes a calibration for this model can, so it is not one; make one with kvpack calibrate`);
-    if (stat.size > cap) throw tooLarge();
-    const buf = Buffer.alloc(cap + 1);
-    let n = 0;
-    for (let got = 1; got > 0 && n < buf.length; n += got) got = fs.readSync(fd, buf, n, buf.length - n, null);
-    if (n > cap) throw tooLarge();
-    return buf.toString('utf8', 0, n);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const stat = fs.fstatSync(fd);
+  const problem = !stat.isFile() ? 'is not a regular file, so not a calibration file' : stat.size > cap ? tooLarge(cap) : undefined;
+  if (problem === undefined) return fd;
+  fs.closeSync(fd);
+  throw new CalibrationError(file, `${problem}; make one with kvpack calibrate`);
 }
+
+/** Its text, read no further than the cap (files like /proc's report size 0 and hold more). */
+function readCapped(file: string, fd: number, cap: number): string {
+  const buf = Buffer.alloc(cap + 1);
+  let n = 0;
+  for (let got = 1; got > 0 && n < buf.length; n += got) got = fs.readSync(fd, buf, n, buf.length - n, null);
+  if (n > cap) throw new CalibrationError(file, `${tooLarge(cap)}; make one with kvpack calibrate`);
+  return buf.toString('utf8', 0, n);
+}
+
+const tooLarge = (cap: number): string => `holds more than the ${cap} bytes a calibration for this model can, so it is not one`;
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);

@@ -90,6 +90,18 @@ describe('calibration files', () => {
     }
   });
 
+  it('reads and checks an unchanged file once; a file changed in place (same size) is read again', () => {
+    const file = corrupt(() => {});
+    const first = readCalibration(file, identity);
+    expect(readCalibration(file, identity)).toBe(first);
+    const text = fs.readFileSync(file, 'utf8');
+    const edited = text.replace('-0.3,', '-0.4,');
+    expect(edited).not.toBe(text);
+    expect(edited.length).toBe(text.length);
+    fs.writeFileSync(file, edited);
+    expect(() => readCalibration(file, identity)).toThrow(/was edited after kvpack calibrate wrote it/);
+  });
+
   it('refuses an older format, asking to calibrate again', () => {
     const file = corrupt((b) => { b.version = 1; });
     expect(() => readCalibration(file, identity)).toThrow(/is calibration format version 1; this kvpack reads version 2 \(run kvpack calibrate again\)/);
