@@ -152,7 +152,7 @@ function checkValues(file: string, raw: Record<string, unknown>, model: ModelIde
   const kvDim = model.numKvHeads * model.headDim;
   const read = (entry: unknown, i: number): LayerCalibration => {
     if (!isObject(entry)) return fail(`layers[${i}]: is not a layer entry`);
-    if (entry.layer !== i) fail(`layers[${i}]: says it is layer ${JSON.stringify(entry.layer) ?? 'nothing'}; layers are out of order`);
+    if (entry.layer !== i) fail(`layers[${i}]: ${isCount(entry.layer) ? `says it is layer ${entry.layer}` : 'does not say which layer it is'}; layers are out of order`);
     const stream = (name: 'keys' | 'rotatedKeys' | 'values'): StreamCalibration => checkStream(entry[name], `layer ${i} ${name}`, bits as number[], name === 'values' ? 0 : kvDim, fail);
     return { keys: stream('keys'), rotatedKeys: stream('rotatedKeys'), values: stream('values') };
   };
