@@ -150,4 +150,11 @@ describe('a corrupted calibration file is refused, not run', () => {
     expect(r.stderr).toMatch(message);
     expect(r.stderr).not.toMatch(/^\s+at /m);
   });
+
+  it('serve --cache with an edited file stops at start, naming the file', () => {
+    const file = swapped(false);
+    const r = spawnSync(process.execPath, [CLI, 'serve', '--model', STORIES_BIN, '--threads', '1', '--port', '0', '--cache', `kvquant(bits=2,calib=${file})`], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`kvpack serve: ${file}: was edited after kvpack calibrate wrote it`);
+  });
 });
