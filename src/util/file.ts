@@ -18,15 +18,18 @@ export async function readSmallFile(file: string, maxBytes: number): Promise<str
     const stat = await handle.stat();
     if (!stat.isFile()) throw new KvpackError(`${file}: not a regular file`);
     if (stat.size > maxBytes) throw new KvpackError(`${file}: ${stat.size} bytes, more than the ${maxBytes} this file may have`);
-    // no more than fstat said, even if the file grows meanwhile
-    const bytes = Buffer.alloc(stat.size);
-    let read = 0;
-    while (read < bytes.length) {
-      const { bytesRead } = await handle.read(bytes, read, bytes.length - read, read);
+    // read to EOF but never past the cap: files such as /proc's report size 0 and hold more
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.alloc(Math.min(Math.max(stat.size, 65536), maxBytes + 1 - total));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, total);
       if (bytesRead === 0) break;
-      read += bytesRead;
+      chunks.push(chunk.subarray(0, bytesRead));
+      total += bytesRead;
+      if (total > maxBytes) throw new KvpackError(`${file}: more than the ${maxBytes} bytes this file may have`);
     }
-    return bytes.toString('utf8', 0, read);
+    return Buffer.concat(chunks).toString('utf8');
   } finally {
     await handle.close();
   }
