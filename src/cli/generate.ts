@@ -4,6 +4,7 @@ import { SAMPLING_PARAMS } from '../sample.js';
 import { loadModelFromOptions } from './load.js';
 import type { Session } from '../session.js';
 import { formatBytes } from '../util/progress.js';
+import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 
 const HELP = `Usage: kvpack generate [--model M] [--tokenizer F] [--max-tokens N] [--temperature T] [--top-p P]
                        [--seed S] [--greedy] [--stop STR]… [--cache SPEC] [--streaming] [--max-kv-bytes B] [--threads K] "prompt"
@@ -68,7 +69,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
 function cacheSummary(session: Session): string {
   const c = session.model.config;
   const held = session.cache.bytes();
-  const fp16 = session.tokens.length * c.numLayers * c.numKvHeads * 2 * c.headDim * 2; // keys + values, 2 bytes each
-  const ratio = held <= fp16 ? `${(fp16 / held).toFixed(1)}x smaller` : `${(held / fp16).toFixed(1)}x larger`;
+  const fp16 = fullCacheBytes(c, session.tokens.length);
+  const times = compressionRatio(c, session.tokens.length, held);
+  const ratio = times >= 1 ? `${times.toFixed(1)}x smaller` : `${(1 / times).toFixed(1)}x larger`;
   return `KV cache: ${formatBytes(held)} held (full fp16: ${formatBytes(fp16)}, ${ratio})`;
 }

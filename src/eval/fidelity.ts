@@ -48,6 +48,9 @@ interface FullRun {
   nll: number;
 }
 
+/** The reference every candidate is compared with: the exact cache (f32), so the fp16 default's own cost shows. */
+export const FIDELITY_REFERENCE = 'full+fp32';
+
 const fullRuns = new WeakMap<Model, FullRun>();
 
 function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): FullRun {
@@ -56,7 +59,7 @@ function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 
   fullRuns.delete(model); // free the previous chunk before allocating the next
   const vocab = model.config.vocabSize;
   const logits = new Float32Array((chunk.length - 1) * vocab);
-  const session = model.session({ cache: 'full' });
+  const session = model.session({ cache: FIDELITY_REFERENCE });
   let nll = 0;
   try {
     const logps = session.score(chunk, { mode, onLogits: (i, row) => logits.set(row, i * vocab) });

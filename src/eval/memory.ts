@@ -1,4 +1,4 @@
-import { fullCacheBytes } from '../cache/kvcache.js';
+import { compressionRatio } from '../cache/kvcache.js';
 import type { Session } from '../session.js';
 
 /** What a task's cache held, the same four numbers for every task (a result row nests them). */
@@ -13,7 +13,7 @@ export interface CacheMemory {
   kv_bytes_peak: number;
   /** kv_bytes_held per token of the longest sequence. */
   kv_bytes_per_token: number;
-  /** Bytes of the full f32 cache for the longest sequence over kv_bytes_held. */
+  /** Bytes of the full fp16 cache for the longest sequence over kv_bytes_held (rows of format 1 were against f32; reading converts them). */
   compression: number;
   /** Stored bits per key/value number of the codec. */
   bits_per_value: number;
@@ -46,7 +46,7 @@ export class CacheMeter {
       kv_bytes_held: held,
       kv_bytes_peak: peak,
       kv_bytes_per_token: held / longest,
-      compression: fullCacheBytes(this.session.model.config, longest) / held,
+      compression: compressionRatio(this.session.model.config, longest, held),
       bits_per_value: this.bits,
     };
   }
