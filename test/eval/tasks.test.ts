@@ -15,15 +15,15 @@ describe('eval tasks on stories260K', () => {
   });
   afterAll(async () => model.close());
 
-  it('fidelity: the full cache against itself is exact; eviction costs KL and agreement; fp16 almost nothing', () => {
+  it('fidelity: the exact (f32) full cache against itself is exact; eviction costs KL and agreement; fp16 almost nothing', () => {
     const o = { data: 'stories260k', ctx: 256, chunks: 1, mode: 'decode' as const };
-    const same = fidelity(model, { ...o, cache: 'full' });
+    const same = fidelity(model, { ...o, cache: 'full+fp32' });
     expect(same.kl).toBe(0);
     expect(same.top1).toBe(1);
     expect(same.ppl).toBeCloseTo(same.ppl_full, 10);
     expect(same.tokens).toBe(255);
-    const fp16 = fidelity(model, { ...o, cache: 'full+fp16' });
-    const window = fidelity(model, { ...o, cache: 'window(sinks=2,recent=16)' });
+    const fp16 = fidelity(model, { ...o, cache: 'full' }); // the default codec, fp16
+    const window = fidelity(model, { ...o, cache: 'window(sinks=2,recent=16)+fp32' });
     expect(fp16.kl).toBeGreaterThan(0);
     expect(fp16.kl).toBeLessThan(1e-3);
     expect(window.kl).toBeGreaterThan(50 * fp16.kl);
