@@ -98,8 +98,13 @@ class FullCacheComparison {
     const d = this.divergence;
     if (d.positions === 0) return 'vs full fp16: no tokens generated to compare';
     const agree = Math.round(d.top1() * d.positions);
-    return `vs full fp16 on the same ${d.positions} tokens: top-1 agreement ${(100 * d.top1()).toFixed(1)}% (${agree}/${d.positions}), KL ${d.kl().toFixed(4)} nats/token (max ${d.klMax.toFixed(3)})`;
+    return `vs full fp16 on the same ${d.positions} tokens: top-1 agreement ${(100 * d.top1()).toFixed(1)}% (${agree}/${d.positions}), KL ${nats(d.kl())} nats/token (max ${nats(d.klMax)})`;
   }
+}
+
+/** A KL divergence: four decimals, or three significant digits when smaller (f32 against fp16 is ~1e-6). */
+function nats(x: number): string {
+  return x === 0 || x >= 1e-3 ? x.toFixed(4) : x.toExponential(2);
 }
 
 /** "KV cache: 41.2 KiB held (full fp16: 180.0 KiB, 4.4x smaller)": what the spec saves on this generation. */
