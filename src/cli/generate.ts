@@ -107,12 +107,19 @@ function nats(x: number): string {
   return x === 0 || x >= 1e-3 ? x.toFixed(4) : x.toExponential(2);
 }
 
-/** "KV cache: 41.2 KiB held (full fp16: 180.0 KiB, 4.4x smaller)": what the spec saves on this generation. */
+/**
+ * "KV cache: 41.2 KiB held (full fp16: 180.0 KiB, 4.4x smaller)": what the spec saves on this
+ * generation; with the codec's note (kvquant's f16 staging), the peak beside the bytes held now.
+ */
 function cacheSummary(session: Session): string {
   const c = session.model.config;
   const held = session.cache.bytes();
   const fp16 = fullCacheBytes(c, session.tokens.length);
   const times = compressionRatio(c, session.tokens.length, held);
   const ratio = times >= 1 ? `${times.toFixed(1)}x smaller` : `${(1 / times).toFixed(1)}x larger`;
-  return `KV cache: ${formatBytes(held)} held (full fp16: ${formatBytes(fp16)}, ${ratio})`;
+  const line = `KV cache: ${formatBytes(held)} held (full fp16: ${formatBytes(fp16)}, ${ratio})`;
+  const note = session.cache.codec.note?.();
+  if (!note) return line;
+  const peak = session.cache.peakBytes();
+  return `${line}${peak > held ? `; ${formatBytes(peak)} at the peak` : ''}\n${note}`;
 }

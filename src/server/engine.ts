@@ -38,6 +38,8 @@ export interface KvCacheStats {
   /** Bytes a full fp16 cache would hold for the same tokens. */
   full_fp16_bytes: number;
   compression: number;
+  /** What the numbers depend on that the spec does not say (kvquant's f16 staging, its stored calibration). */
+  note?: string;
 }
 
 export interface EngineResult {
@@ -295,7 +297,8 @@ export class Engine {
     const tokens = job.session!.tokens.length;
     const bytes = cache.bytes();
     const c = this.model.config;
-    const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes) };
+    const note = cache.codec.note?.();
+    const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes), ...(note && { note }) };
     const result = {
       text: job.text,
       finishReason,

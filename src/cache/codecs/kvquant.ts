@@ -1,8 +1,9 @@
+import fs from 'node:fs';
 import { CalibrationError, UsageError } from '../../errors.js';
 import { rangeParams } from '../../kernels/quant/quantize.js';
 import { bool, int, number, oneOf, text } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
-import { readCalibration, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
+import { readCalibration, storedCalibrationFile, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
 import { Moments, OutlierScratch, quantile, valueOutliers } from '../quant/stats.js';
@@ -70,6 +71,20 @@ class KVQuantCodec extends QuantCodec {
     this.keyHi = per(() => new Float32Array(c.headDim));
     this.keyWords = per(() => new Uint32Array(c.headDim));
     if (o.offline) this.useCalibration(o.offline);
+  }
+
+  /**
+   * What a reader of this cache's numbers should know: the calibration file found in the store, or,
+   * without one, that each sequence's first tokens are held as f16 rows until they are calibrated on.
+   */
+  note(): string | undefined {
+    if (this.o.stored) return `kvquant: using calibration ${this.o.stored} (made by kvpack calibrate)`;
+    if (this.o.offline) return undefined;
+    const staging = this.calibrated.some((done) => !done)
+      ? '; this sequence has not reached them yet, so its cache is f16 rows, larger than fp16'
+      : '; the peak counts them';
+    return `kvquant: no calibration file, so each layer kept its first ${this.o.calibrate} tokens as f16 rows to calibrate on before quantizing them${staging}. ` +
+      'kvpack calibrate makes a file that kvquant uses by itself';
   }
 
   /** Offline thresholds (and, for nuq, each layer's datatypes) from a calibration file: nothing is staged. */
@@ -241,6 +256,8 @@ interface KVQuantOptions {
   calibrate: number;
   /** From calib=FILE: its layers, which key statistics apply (before or after RoPE), and whether its datatypes are used. */
   offline?: { layers: LayerCalibration[]; keyStream: 'keys' | 'rotatedKeys'; nuq: boolean };
+  /** The file from the calibration store that calib= did not name (said in note()). */
+  stored?: string;
 }
 
 export const kvquant = codecKind({
@@ -269,9 +286,11 @@ export const kvquant = codecKind({
     const c = ctx.config;
     const bits = p.bits;
     const prerope = p.prerope || ctx.ropeOnRead;
-    const fromFile = p.calib !== undefined;
     // measuring bytes (the memory plan, before the model exists) reads no file: bytes depend on its outliers alone
-    const calib = fromFile && !ctx.measureOnly ? openCalibration(p.calib!, ctx, bits) : undefined;
+    const stored = p.calib === undefined && !ctx.measureOnly ? storedCalibration(ctx, bits) : undefined;
+    const file = p.calib ?? stored;
+    const fromFile = file !== undefined;
+    const calib = fromFile && !ctx.measureOnly ? openCalibration(file, ctx, bits) : undefined;
     const datatype = p.datatype ?? (fromFile ? 'nuq' : 'nf');
     const outliers = p.outliers ?? calib?.outliers ?? DEFAULT_OUTLIERS;
     if (calib && outliers !== calib.outliers) {
@@ -294,9 +313,20 @@ export const kvquant = codecKind({
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
     const first = ctx.firstLayer ?? 0;
     const offline = calib && { layers: calib.layers.slice(first, first + c.numLayers), keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline });
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline, stored });
   },
 });
+
+/**
+ * The model's file in the calibration store (kvpack calibrate without --out), when there is one that
+ * holds this bit width; kvquant without calib= then calibrates offline, as with calib=FILE.
+ */
+function storedCalibration(ctx: CodecContext, bits: number): string | undefined {
+  if (!ctx.model) return undefined;
+  const file = storedCalibrationFile(ctx.model());
+  if (!fs.existsSync(file)) return undefined;
+  return readCalibration(file, ctx.model()).bits.includes(bits) ? file : undefined;
+}
 
 /** The calibration file, checked against the cache's model and the bit width. */
 function openCalibration(file: string, ctx: CodecContext, bits: number): Calibration {
