@@ -217,11 +217,19 @@ function table(rows: ResultRow[]): ReportTable {
     { header: 'bits/value', align: 'right' },
     { header: 'transient peak', align: 'right' },
   );
+  // a codec that says its bytes depend on more than its spec (kvquant staging f16 rows): the steady state too
+  const atEnd = rows.some((r) => r.memory.note !== undefined && r.memory.kv_bytes_end !== undefined);
+  if (atEnd) columns.push({ header: 'KV bytes at end', align: 'right' });
   const notes = [
     `KV bytes held: the most the cache holds once compressed; compression: the full ${BASELINE_CODEC} cache's bytes over them; transient peak: the step before eviction (a whole prompt before it is compressed).`,
   ];
   if (fullScoresZero(rows)) {
     notes.unshift(`The full cache (${baselineRow(rows)!.cache}) already scores 0 on every length and depth: ${modelName(first.model)} cannot retrieve at these lengths, so no cache is compared (no plots).`);
+  }
+  if (atEnd) notes.push('KV bytes at end: what the cache holds after the longest sequence, the steady state.');
+  for (const note of new Set(rows.map((r) => r.memory.note).filter((n) => n !== undefined))) {
+    const caches = rows.filter((r) => r.memory.note === note).map((r) => r.cache);
+    notes.push(`${caches.join(', ')}: ${note}`);
   }
   const seeds = Math.max(...rows.map((r) => r.seeds ?? 1));
   if (seeds > 1) notes.push(`Metrics of a cache run with ${seeds} sampling seeds are their mean.`);
@@ -254,6 +262,7 @@ function table(rows: ResultRow[]): ReportTable {
         numberCell(r.memory.bits_per_value, (x) => String(Number(x.toFixed(2)))),
         numberCell(r.memory.kv_bytes_peak, formatBytes),
       );
+      if (atEnd) cells.push(numberCell(r.memory.kv_bytes_end, formatBytes));
       return { cache: r.cache, cells };
     }),
     notes,

@@ -51,7 +51,7 @@ describe('kvpack calibrate', () => {
     expect(bytes(online.stderr)).not.toBe(bytes(found.stderr)); // staged as f16 rows, not quantized from the first token
     // 17 tokens, fewer than the 64 it calibrates on: all f16 rows, larger than fp16, and said so
     expect(online.stderr).toMatch(/x larger\)/);
-    expect(online.stderr).toContain('kvquant: no calibration file, so each layer kept its first 64 tokens as f16 rows');
+    expect(online.stderr).toContain('kvquant: no calibration file, so each layer keeps its first 64 tokens as f16 rows');
     expect(online.stderr).toContain('this sequence has not reached them yet');
     expect(found.stderr).not.toContain('no calibration file');
     // a width the file does not hold: calibrated online, and said so

@@ -96,6 +96,19 @@ describe('report plots', () => {
     expect(zero!.table.notes.join(' ')).toContain('The full cache (full+fp32) already scores 0');
   });
 
+  it('shows the bytes at the end beside the held maximum when a codec notes its staging, and the note once', () => {
+    const note = 'kvquant: no calibration file, so each layer kept its first 64 tokens as f16 rows';
+    const rows = fixtureRows().filter((r) => r.task === 'ppl');
+    const plain = buildSections(rows)[0]!.table;
+    expect(plain.columns.map((c) => c.header)).not.toContain('KV bytes at end');
+    rows.push(...[0.2, 0.5].map((b) => ({ ...rows[0]!, cache: `h2o(budget=${b})+kvquant(bits=3)`, memory: { ...rows[0]!.memory, kv_bytes_held: 4096, kv_bytes_end: 1024 * b * 10, note } })));
+    const t = buildSections(rows)[0]!.table;
+    const end = t.columns.findIndex((c) => c.header === 'KV bytes at end');
+    expect(end).toBeGreaterThan(0);
+    expect(t.rows.find((r) => r.cache === 'h2o(budget=0.2)+kvquant(bits=3)')!.cells[end]!.value).toBe(2048);
+    expect(t.notes.filter((n) => n.includes(note))).toEqual([`h2o(budget=0.2)+kvquant(bits=3), h2o(budget=0.5)+kvquant(bits=3): ${note}`]);
+  });
+
   it('draws ROUGE error bars from several seeds, full labels, and one experiment per store named by model', () => {
     const xsum = fixtureRows().filter((r) => r.task === 'xsum');
     const seed1 = xsum.map((r) => ({ ...r, seed: 1, store: 'results/q-seed1.jsonl', metrics: { ...r.metrics, rouge1: r.metrics.rouge1! + 0.02 } }));

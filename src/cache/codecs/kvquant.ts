@@ -51,6 +51,8 @@ import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
  */
 class KVQuantCodec extends QuantCodec {
   private readonly calibrated: boolean[];
+  /** Whether this sequence's first tokens were held as f16 rows (a first write shorter than `calibrate`). */
+  private staging = false;
   /** Per layer: non-sink tokens written since the sequence began (while not calibrated). */
   private readonly seen: number[];
   /** [layer][head]: key thresholds and their scale/zero words per channel. */
@@ -80,11 +82,13 @@ class KVQuantCodec extends QuantCodec {
   note(): string | undefined {
     if (this.o.stored) return `kvquant: using calibration ${this.o.stored} (made by kvpack calibrate)`;
     if (this.o.offline) return undefined;
-    const staging = this.calibrated.some((done) => !done)
-      ? '; this sequence has not reached them yet, so its cache is f16 rows, larger than fp16'
-      : '; the peak counts them';
-    return `kvquant: no calibration file, so each layer kept its first ${this.o.calibrate} tokens as f16 rows to calibrate on before quantizing them${staging}. ` +
-      'kvpack calibrate makes a file that kvquant uses by itself';
+    const first = `its first ${this.o.calibrate} tokens`;
+    const how = !this.staging
+      ? `key thresholds come from each sequence's own first ${this.o.calibrate} tokens`
+      : this.calibrated.some((done) => !done)
+        ? `each layer keeps ${first} as f16 rows to calibrate on before quantizing them; this sequence has not reached them yet, so its cache is f16 rows, larger than fp16`
+        : `each layer kept ${first} as f16 rows to calibrate on before quantizing them; the peak counts them`;
+    return `kvquant: no calibration file, so ${how}. kvpack calibrate makes a file that kvquant uses by itself`;
   }
 
   /** Offline thresholds (and, for nuq, each layer's datatypes) from a calibration file: nothing is staged. */
@@ -115,6 +119,7 @@ class KVQuantCodec extends QuantCodec {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens
       this.calibrated[layer] = false;
       this.seen[layer] = 0;
+      if (layer === 0) this.staging = false;
       this.keys.endStaging(layer);
       this.values.endStaging(layer);
     }
@@ -172,6 +177,7 @@ class KVQuantCodec extends QuantCodec {
 
   /** Keeps rows as f16 staging rows of their slots (and sink rows), not quantized yet. */
   private stage(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
+    this.staging = true;
     if (!this.keys.staged(l)) {
       this.keys.beginStaging(l);
       this.values.beginStaging(l);
