@@ -76,6 +76,7 @@ export async function pplCommand(argv: string[]): Promise<void> {
       );
       if (result.windows) process.stdout.write(`per ${params.window}-position window: ${result.windows.map((p) => p.toFixed(2)).join(' ')}\n`);
     }
+    if (result.memory.note) process.stderr.write(`${result.memory.note}\n`);
   } finally {
     await model.close();
   }

@@ -73,6 +73,13 @@ describe('kvpack CLI', () => {
     expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--compare', '--streaming', '--cache', 'window(sinks=4,recent=60)', 'hi'), '--compare', 'streaming');
   });
 
+  it('ppl says when kvquant calibrated online on f16 rows it staged', () => {
+    const r = kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '1', '--mode', 'decode', '--cache', 'kvquant(bits=3)');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('kvquant: no calibration file, so each layer kept its first 64 tokens as f16 rows');
+    expect(kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '1', '--cache', 'int(bits=4)').stderr).not.toContain('calibration');
+  });
+
   it('prints model info and JSON perplexity', () => {
     const info = kvpack('info', '--model', STORIES_BIN);
     expect(info.code).toBe(0);
