@@ -293,7 +293,7 @@ export const kvquant = codecKind({
     const bits = p.bits;
     const prerope = p.prerope || ctx.ropeOnRead;
     // measuring bytes (the memory plan, before the model exists) reads no file: bytes depend on its outliers alone
-    const stored = p.calib === undefined && !ctx.measureOnly ? storedCalibration(ctx, bits) : undefined;
+    const stored = p.calib === undefined && !ctx.measureOnly ? storedCalibration(ctx, p) : undefined;
     const file = p.calib ?? stored;
     const fromFile = file !== undefined;
     const calib = fromFile && !ctx.measureOnly ? openCalibration(file, ctx, bits) : undefined;
@@ -325,13 +325,16 @@ export const kvquant = codecKind({
 
 /**
  * The model's file in the calibration store (kvpack calibrate without --out), when there is one that
- * holds this bit width; kvquant without calib= then calibrates offline, as with calib=FILE.
+ * fits the spec (its bit width, the outliers it names, no Q-Norm over another datatype); kvquant
+ * without calib= then calibrates offline, as with calib=FILE, and otherwise online as before.
  */
-function storedCalibration(ctx: CodecContext, bits: number): string | undefined {
+function storedCalibration(ctx: CodecContext, p: { bits: number; outliers?: number; datatype?: string; qnorm: boolean }): string | undefined {
   if (!ctx.model) return undefined;
   const file = storedCalibrationFile(ctx.model());
   if (!fs.existsSync(file)) return undefined;
-  return readCalibration(file, ctx.model()).bits.includes(bits) ? file : undefined;
+  const calib = readCalibration(file, ctx.model());
+  const fits = calib.bits.includes(p.bits) && (p.outliers === undefined || p.outliers === calib.outliers) && !(p.qnorm && p.datatype !== undefined && p.datatype !== 'nuq');
+  return fits ? file : undefined;
 }
 
 /** The calibration file, checked against the cache's model and the bit width. */
