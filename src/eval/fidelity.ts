@@ -5,8 +5,8 @@ import { defaultContext, evalChunks, loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 
 /**
- * How closely a compressed cache follows the full one on the same text: at every position, the
- * next-token distribution of the candidate against the full cache's, as KL(full ‖ candidate) and
+ * How closely a compressed cache follows the exact full one (f32, FIDELITY_REFERENCE) on the same text: at
+ * every position, the next-token distribution of the candidate against the full cache's, as KL(full ‖ candidate) and
  * top-1 agreement. For a small model whose perplexity barely moves this is the sensitive measure
  * (KVQuant and the eviction papers report the same divergence).
  *

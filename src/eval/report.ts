@@ -132,7 +132,7 @@ export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows)
       if (typeof first.params.window === 'number') plots.push(windowPlot(e, first.params.window));
       break;
     case 'fidelity':
-      plots.push(paretoPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));
+      plots.push(paretoPlot(e, 'kl', 'KL(full+fp32 ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full+fp32 ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));
       break;
     case 'passkey':
     case 'needle':
