@@ -70,6 +70,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     process.stdout.write('\n');
     process.stderr.write(cacheSummary(session) + '\n');
     if (compare) process.stderr.write(compare.summary() + '\n');
+    compare?.dispose();
   } finally {
     await model.close();
   }
@@ -93,6 +94,10 @@ class FullCacheComparison {
     const reference = this.full.feed(this.session.tokens.slice(fed, index + 1));
     this.divergence.add(reference, logits);
   };
+
+  dispose(): void {
+    this.full.dispose();
+  }
 
   summary(): string {
     const d = this.divergence;
