@@ -14,7 +14,7 @@ share one KV byte budget.
   --model M          a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
   --host H           address to bind (default 127.0.0.1, loopback only)
   --port P           port (default 8080; 0 picks a free one)
-  --cache SPEC       cache for requests that do not name one (default full+fp16)
+  --cache SPEC       cache for requests that do not name one (default full: every token, as fp16)
   --max-kv-bytes N   budget for the sum of all sessions' real KV bytes (default 1GiB; e.g. 512MiB, 2G)
   --parallel K       sessions running at once, decoded together (default 8)
   --queue Q          requests that may wait for a session; more get 429 (default 64)
@@ -50,7 +50,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const chunkSize = intOption('prefill-chunk', values['prefill-chunk'], 32, 1);
 
   const model = await loadModelFromOptions(values);
-  const engine = new Engine(model, { cache: values.cache ?? 'full+fp16', maxKvBytes, parallel, queue, chunkSize });
+  const engine = new Engine(model, { cache: values.cache ?? 'full', maxKvBytes, parallel, queue, chunkSize });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
   const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey: values['api-key'] ?? process.env.KVPACK_API_KEY, bodyLimit });
   const address = await app.listen({ host: values.host ?? '127.0.0.1', port });
