@@ -68,6 +68,11 @@ export interface GenerateOptions {
   /** Prepend BOS when the prompt is text (default: what the tokenizer does). */
   addBos?: boolean;
   signal?: AbortSignal;
+  /**
+   * Called with the logits each token is sampled from, and the index in the history of the token they
+   * follow (as ScoreOptions.onLogits numbers them); the view is reused. `kvpack generate --compare` uses it.
+   */
+  onLogits?: (index: number, logits: Float32Array) => void;
 }
 
 export interface ScoreOptions {
@@ -98,6 +103,7 @@ const GENERATE_PARAMS = {
   }),
   addBos: optional(bool({ doc: 'prepend BOS' })),
   signal: optional(param<AbortSignal>((v) => (v instanceof AbortSignal ? undefined : 'must be an AbortSignal'), { doc: 'stops generation' })),
+  onLogits: optional(param<(index: number, logits: Float32Array) => void>((v) => (typeof v === 'function' ? undefined : 'must be a function'), { doc: 'sees each step\'s logits' })),
 };
 
 /** Library options checked against their schema: a typed error names the first bad one. */
@@ -220,6 +226,7 @@ export class Session {
         if (rest) yield rest;
         return;
       }
+      options.onLogits?.(this.tokens.length - 1, logits);
       const step = generation.step(logits);
       // fed before its text is yielded (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
       if (step.token !== undefined) logits = this.feedTokens([step.token]);

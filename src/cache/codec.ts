@@ -49,6 +49,8 @@ export interface Codec {
   maxBytes?(lengths: readonly number[]): number;
   /** Stored bits per key/value number, everything counted (e.g. 4.5 for int4 with f16 scale and zero per 64). */
   bitsPerValue(): number;
+  /** What the bytes or the quality of this cache depend on that its spec does not say (kvquant's f16 staging); shown beside its numbers. */
+  note?(): string | undefined;
   free(): void;
 }
 

@@ -1,5 +1,5 @@
 import type { Kernels } from '../kernels/api.js';
-import type { ModelConfig } from '../model/config.js';
+import { kvBytesPerToken, type ModelConfig } from '../model/config.js';
 import { groupOf, type LayerGroup } from './layer-groups.js';
 import type { Codec, CodecAttention } from './codec.js';
 import type { CacheObserver } from './observer.js';
@@ -487,7 +487,19 @@ export class KVCache {
 
 const EMPTY = new Float32Array(0);
 
-/** Bytes the full f32 cache holds for `tokens` tokens: keys and values (a cache that never evicts stores no positions). */
+/**
+ * The one compression baseline: bytes the full fp16 cache holds for `tokens` tokens, keys and values
+ * (a cache that never evicts stores no positions). fp16 is what the KV-compression papers (KVQuant,
+ * Q-Hitter, KIVI), llama.cpp and Hugging Face store, and kvpack's default codec.
+ */
 export function fullCacheBytes(c: ModelConfig, tokens: number): number {
-  return tokens * c.numLayers * c.numKvHeads * 2 * c.headDim * 4;
+  return tokens * kvBytesPerToken(c, 2);
+}
+
+/** What every compression ratio is against, as tables name it ("compression × vs fp16"). */
+export const BASELINE_CODEC = 'fp16';
+
+/** How many times fewer bytes than the full fp16 cache `held` is for `tokens` tokens (1 for an empty cache). */
+export function compressionRatio(c: ModelConfig, tokens: number, held: number): number {
+  return held > 0 ? fullCacheBytes(c, tokens) / held : 1;
 }

@@ -36,12 +36,13 @@ export interface CacheSpec {
 export interface SpecRegistry {
   policies: Map<string, PartSchema>;
   codecs: Map<string, PartSchema>;
-  /** The codec a policy (its parameters checked) stores with when the spec names none; fp32 when absent. */
+  /** The codec a policy (its parameters checked) stores with when the spec names none; DEFAULT_CODEC when absent. */
   defaultCodec?(policy: SpecPart): SpecPart | undefined;
 }
 
 export const DEFAULT_POLICY: SpecPart = { name: 'full', params: {} };
-export const DEFAULT_CODEC: SpecPart = { name: 'fp32', params: {} };
+/** What a spec without a codec stores: fp16, as llama.cpp, Hugging Face and the KV-compression papers do; `+fp32` is explicit. */
+export const DEFAULT_CODEC: SpecPart = { name: 'fp16', params: {} };
 
 export function parseCacheSpec(text: string, registry: SpecRegistry): CacheSpec {
   const parts = splitTop(stripSpaces(text), '+', text);
@@ -84,7 +85,7 @@ function checkTokenCounts(part: SpecPart, decimalIntegers: readonly string[], sc
 
 /**
  * The canonical text of a spec: parameters in schema order, the codec omitted only when it is the one
- * the policy stores with anyway (fp32, or qhitter's own int codec), so an explicit `+fp32` stays.
+ * the policy stores with anyway (fp16, or qhitter's own int codec), so an explicit `+fp32` stays.
  */
 export function printCacheSpec(spec: CacheSpec, registry: SpecRegistry): string {
   const policy = printPart(spec.policy, registry.policies.get(spec.policy.name));

@@ -19,10 +19,11 @@ function help(): string {
                    [--json] [--threads K]
 
 Runs one task once, without a results store; several --cache run one after the other on the same
-model and print one table (default: full; Δ columns compare with --cache full when it is there).
+model and print one table (default: full). Δ columns compare with an uncompressed cache when one runs
+(full, which stores fp16, else full+fp32); compression is against the full fp16 cache.
 Task parameters are key=value words after the task name.
 ${MODEL_HELP}
-  --cache SPEC     a KV cache spec to run (repeatable; default full)
+  --cache SPEC     a KV cache spec to run (repeatable; default full; a spec without a codec stores fp16)
   --limit N        fewer chunks, items or trials (the parameter named per task below)
   --seed S         sampling seed of tasks that sample (default 0)
   --json           print one result row per cache as JSON lines

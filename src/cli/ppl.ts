@@ -19,7 +19,7 @@ ${MODEL_HELP}
   --chunks N    score at most N chunks (default: all)
   --mode M      chunked (default) scores ctx tokens per forward call; decode feeds one token at a
                 time, as generation does, so eviction acts as it would
-  --cache SPEC  KV cache spec (default full)
+  --cache SPEC  KV cache spec (default full: every token, stored as fp16)
   --streaming   run chunks longer than the model's context with a fixed-budget cache
                 (RoPE positions become ranks among the held tokens, as in StreamingLLM)
   --window N    also report perplexity per N-position window (to see it stay flat)
@@ -76,6 +76,7 @@ export async function pplCommand(argv: string[]): Promise<void> {
       );
       if (result.windows) process.stdout.write(`per ${params.window}-position window: ${result.windows.map((p) => p.toFixed(2)).join(' ')}\n`);
     }
+    if (result.memory.note) process.stderr.write(`${result.memory.note}\n`);
   } finally {
     await model.close();
   }

@@ -15,8 +15,8 @@ share one KV byte budget.
   --host H           address to bind (default 127.0.0.1, loopback only; there, requests must name
                      localhost, 127.0.0.1 or [::1] with the port in their Host header)
   --port P           port (default 8080; 0 picks a free one)
-  --cache SPEC       cache for requests that do not name one (default full+fp16); the one place for
-                     kvquant(calib=FILE): a request's kv_cache may not name a file
+  --cache SPEC       cache for requests that do not name one (default full: every token, as fp16); the
+                     one place for kvquant(calib=FILE): a request's kv_cache may not name a file
   --max-kv-bytes N   budget for the sum of all sessions' real KV bytes (default 1GiB; e.g. 512MiB, 2G)
   --parallel K       sessions running at once, decoded together (default 8)
   --queue Q          requests that may wait for a session; more get 429 (default 64)
@@ -57,7 +57,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (apiKey === '') throw new UsageError('--api-key (or KVPACK_API_KEY) is empty: give a key, or leave it out to serve without one');
 
   const model = await loadModelFromOptions(values);
-  const engine = new Engine(model, { cache: values.cache ?? 'full+fp16', maxKvBytes, parallel, queue, chunkSize });
+  const engine = new Engine(model, { cache: values.cache ?? 'full', maxKvBytes, parallel, queue, chunkSize });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
   const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey, bodyLimit, host });
   const address = await app.listen({ host, port });

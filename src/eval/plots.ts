@@ -32,13 +32,13 @@ export function slug(text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 150);
 }
 
-/** The full cache in f32 and f16: one line of two points in a Pareto plot. */
-export const FULL_FLOAT = 'full, full+fp16';
+/** The full cache in fp16 (the default) and fp32: one line of two points in a Pareto plot. */
+export const FULL_FLOAT = 'full, full+fp32';
 
 /**
  * A cache's family, one line per family, named as the canonical spec names it without parameters: the
- * policy, and its codec unless the policy uses that codec anyway (`h2o`, `h2o+fp16`, `qhitter` storing
- * its own int codec, `qhitter+fp32`). Its points are budgets, or bit widths for the full cache; the
+ * policy, and its codec unless the policy uses that codec anyway (`h2o` in fp16, `h2o+int`, `qhitter` storing
+ * its own int codec, `h2o+fp32`). Its points are budgets, or bit widths for the full cache; the
  * float codecs of the full cache share one line.
  */
 export function family(cache: string): string {
@@ -110,7 +110,7 @@ interface Series {
 
 /** Dash patterns: the first is solid. A codec has its own (fp32 solid), so a policy keeps its colour across codecs. */
 const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2'];
-const CODEC_DASH: Record<string, number> = { fp32: 0, fp16: 1, int: 2, kvquant: 3, bf16: 4 };
+const CODEC_DASH: Record<string, number> = { fp16: 0, fp32: 1, int: 2, kvquant: 3, bf16: 4 }; // the default codec solid
 
 export interface SeriesStyle {
   color: string;
@@ -127,7 +127,7 @@ export function seriesStyles(names: readonly string[]): SeriesStyle[] {
   const used = new Set<string>();
   return names.map((name) => {
     const policy = /^[a-z][a-z0-9]*/.exec(name)?.[0] ?? '';
-    const codec = name === FULL_FLOAT ? 'fp32' : /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp32';
+    const codec = name === FULL_FLOAT ? 'fp16' : /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp16';
     const k = POLICY_ORDER.indexOf(policy);
     let color = k >= 0 ? k : POLICY_ORDER.length;
     for (let i = 0; usedColors.has(color % PALETTE.length) && i < PALETTE.length; i++) color++;
@@ -308,7 +308,7 @@ export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot 
   return {
     id,
     title: `${yLabel} vs KV bytes per token — ${e.title}`,
-    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, points are budgets; the full cache in f32 and f16 is one line.${chart.note}`,
+    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, points are budgets; the full cache in fp16 and fp32 is one line.${chart.note}`,
     svg: chart.svg,
   };
 }

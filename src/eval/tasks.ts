@@ -108,7 +108,7 @@ export const pplTask = task({
 
 const fidelityTask = task({
   name: 'fidelity',
-  doc: 'KL(full ‖ cache) of next-token distributions and top-1 agreement with the full cache on the same chunks',
+  doc: 'KL(full+fp32 ‖ cache) of next-token distributions and top-1 agreement with the exact full cache on the same chunks',
   params: {
     data: text({ default: 'wikitext2', doc: DATA_DOC }),
     ctx: int({ min: 2, optional: true, doc: "tokens per chunk (default: the model's context; a token set: its longest document)" }),
@@ -131,7 +131,7 @@ const fidelityTask = task({
     };
   },
   columns: [
-    { metric: 'kl', header: 'KL(full‖cache)', digits: 5 },
+    { metric: 'kl', header: 'KL(full+fp32‖cache)', digits: 5 },
     { metric: 'top1', header: 'top-1 agree', digits: 4 },
     { metric: 'ppl', header: 'ppl', digits: 3, delta: true },
   ],

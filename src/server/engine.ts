@@ -1,7 +1,7 @@
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { BusyError, CancelledError, LimitError, RequestError, UsageError } from '../errors.js';
 import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
-import { kvBytesPerToken } from '../model/config.js';
+import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 import type { Model } from '../model.js';
 import { allocStages, type Stage } from '../model/forward.js';
 import { Session } from '../session.js';
@@ -38,6 +38,8 @@ export interface KvCacheStats {
   /** Bytes a full fp16 cache would hold for the same tokens. */
   full_fp16_bytes: number;
   compression: number;
+  /** What the numbers depend on that the spec does not say (kvquant's f16 staging, its stored calibration). */
+  note?: string;
 }
 
 export interface EngineResult {
@@ -322,9 +324,10 @@ export class Engine {
   private finish(job: Job, finishReason: FinishReason): void {
     const cache = job.session!.cache;
     const tokens = job.session!.tokens.length;
-    const full = tokens * kvBytesPerToken(this.model.config, 2);
     const bytes = cache.bytes();
-    const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: full, compression: bytes > 0 ? full / bytes : 1 };
+    const c = this.model.config;
+    const note = cache.codec.note?.();
+    const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes), ...(note && { note }) };
     const result = {
       text: job.text,
       finishReason,

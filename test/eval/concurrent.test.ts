@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseSpec } from '../../src/cache/registry.js';
-import { ResultStore, rowKey, StoreLockedError, type ResultRow } from '../../src/eval/store.js';
+import { ResultStore, ROW_FORMAT, rowKey, StoreLockedError, type ResultRow } from '../../src/eval/store.js';
 import { expandCaches, MAX_CACHE_SPECS } from '../../src/eval/sweep.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { CLI } from '../cli/run.js';
@@ -22,7 +22,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 function row(cache: string): ResultRow {
   const params = { data: 'x' };
   return {
-    key: rowKey('ab'.repeat(32), cache, 'ppl', params), model: 'm', model_fingerprint: 'ab'.repeat(32), cache, task: 'ppl', params,
+    format: ROW_FORMAT, key: rowKey('ab'.repeat(32), cache, 'ppl', params), model: 'm', model_fingerprint: 'ab'.repeat(32), cache, task: 'ppl', params,
     metrics: { ppl: 2 }, memory: { kv_bytes_peak: 1, kv_bytes_per_token: 1, bits_per_value: 32, compression: 1 },
     seconds: 0, seed: 0, versions: { kvpack: '0', node: process.version }, finished_at: new Date(0).toISOString(),
   };

@@ -1,18 +1,19 @@
-import type { ResultRow, TaskParams } from '../../src/eval/store.js';
+import { ROW_FORMAT, type ResultRow, type TaskParams } from '../../src/eval/store.js';
 
 /** Result rows like a small sweep's: every task the report draws, a few caches each. */
 export function fixtureRows(): ResultRow[] {
   const rows: ResultRow[] = [];
   const caches: [string, number][] = [
-    ['full', 6144], ['full+fp16', 3072],
-    ['h2o(budget=0.5)+fp16', 1600], ['h2o(budget=0.2)+fp16', 700], ['h2o(budget=0.1)+fp16', 380],
-    ['window(sinks=4,recent=0.5)+fp16', 1540], ['window(sinks=4,recent=0.2)+fp16', 620],
+    ['full+fp32', 6144], ['full', 3072],
+    ['h2o(budget=0.5)', 1600], ['h2o(budget=0.2)', 700], ['h2o(budget=0.1)', 380],
+    ['window(sinks=4,recent=0.5)', 1540], ['window(sinks=4,recent=0.2)', 620],
   ];
   const add = (cache: string, perToken: number, task: string, params: TaskParams, metrics: Record<string, number>): void => {
     rows.push({
+      format: ROW_FORMAT,
       key: `fp|${cache}|${task}|${JSON.stringify(params)}`, model: '../shared/models/ref-6m', model_fingerprint: 'f'.repeat(64),
       cache, task, params, metrics,
-      memory: { kv_bytes_peak: perToken * 2048, kv_bytes_per_token: perToken, bits_per_value: cache.includes('fp16') ? 16 : 32, compression: 6144 / perToken },
+      memory: { kv_bytes_peak: perToken * 2048, kv_bytes_per_token: perToken, bits_per_value: cache.includes('fp32') ? 32 : 16, compression: 3072 / perToken },
       seconds: 1, seed: 0,
       versions: { kvpack: '0.1.0', node: 'v20' }, finished_at: '2026-01-01T00:00:00.000Z',
     });

@@ -6,14 +6,16 @@ import { fixtureRows } from './report-fixture.js';
 
 describe('report plots', () => {
   it('names families and budgets from cache specs', () => {
-    expect(family('h2o(budget=0.2)+fp16')).toBe('h2o+fp16');
+    expect(family('h2o(budget=0.2)+fp32')).toBe('h2o+fp32');
     expect(family('h2o(budget=0.2)')).toBe('h2o');
-    expect(family('full+fp16')).toBe('full, full+fp16');
+    expect(family('h2o(budget=0.2)+fp16')).toBe('h2o'); // fp16 is the default codec
+    expect(family('full+fp32')).toBe('full, full+fp32');
+    expect(family('full')).toBe('full, full+fp32');
     expect(family('full+int(bits=4)')).toBe('full+int');
     // a qhitter with no codec stores its own int codec; one with +fp32 stores f32
     expect(family('qhitter(budget=0.2,bits=4)')).toBe('qhitter');
     expect(family('qhitter(budget=0.2)+fp32')).toBe('qhitter+fp32');
-    expect(budgetFraction('tova(budget=0.1)+fp16')).toBe(0.1);
+    expect(budgetFraction('tova(budget=0.1)+fp32')).toBe(0.1);
     expect(budgetFraction('window(sinks=4,recent=0.2)')).toBe(0.2);
     expect(budgetFraction('h2o(budget=512)')).toBeUndefined();
     expect(budgetFraction('full')).toBeUndefined();
@@ -37,7 +39,7 @@ describe('report plots', () => {
     expect(new Set(ids).size).toBe(ids.length);
     const pareto = sections[0]!.plots.find((p) => p.id.startsWith('pareto'))!;
     const series = [...pareto.svg.matchAll(/data-series="([^"]+)" d="([^"]+)"/g)].map((m) => [m[1], m[2]!.split(/[ML]/).length - 1]);
-    expect(series).toEqual([['full, full+fp16', 2], ['h2o+fp16', 3], ['window+fp16', 2]]);
+    expect(series).toEqual([['full, full+fp32', 2], ['h2o', 3], ['window', 2]]);
     const heat = sections[2]!.plots[0]!;
     expect(heat.svg.match(/class="cell"/g)).toHaveLength(7 * 6);
     const bars = sections[4]!.plots[0]!;
@@ -45,21 +47,21 @@ describe('report plots', () => {
   });
 
   it('gives every series its own colour and dash, even two codecs of one policy', () => {
-    const styles = seriesStyles(['window', 'window+fp16', 'h2o', 'h2o+fp16', 'h2o+int', 'full, full+fp16', 'random', 'random']);
+    const styles = seriesStyles(['window+fp32', 'window', 'h2o+fp32', 'h2o', 'h2o+int', 'full, full+fp32', 'random', 'random']);
     const keys = styles.map((s) => `${s.color} ${s.dash}`);
     expect(new Set(keys).size).toBe(keys.length);
     expect(new Set(styles.slice(0, 7).map((s) => s.color)).size).toBe(7); // colours too, while the palette lasts
-    expect(styles[0]!.dash).not.toBe(styles[1]!.dash); // fp32 solid, fp16 dashed
-    expect(styles[5]!.dash).toBe(''); // the full cache in f32 and f16: one solid line
+    expect(styles[0]!.dash).not.toBe(styles[1]!.dash); // fp32 dashed, fp16 (the default) solid
+    expect(styles[5]!.dash).toBe(''); // the full cache in fp16 and fp32: one solid line
   });
 
   it('clips a baseline far off the scale and says so; accuracy runs from 0 to 1; ticks read 10K, not 1.0e+4', () => {
     const rows = fixtureRows().filter((r) => r.task === 'ppl');
-    rows.push({ ...rows[3]!, cache: 'random(budget=0.2)+fp16', key: 'r', metrics: { ppl: 250000, tokens: 2047, chunks: 1 } });
+    rows.push({ ...rows[3]!, cache: 'random(budget=0.2)', key: 'r', metrics: { ppl: 250000, tokens: 2047, chunks: 1 } });
     const [section] = buildSections(rows);
     const pareto = section!.plots.find((p) => p.id.startsWith('pareto'))!;
     expect(pareto.caption).toContain('Off the scale');
-    expect(pareto.caption).toContain('random(budget=0.2)+fp16 (250K)');
+    expect(pareto.caption).toContain('random(budget=0.2) (250K)');
     expect(pareto.svg).toContain('class="clipped"');
     expect(pareto.svg).not.toMatch(/e\+\d/);
     const passkey = buildSections(fixtureRows())[2]!.plots.find((p) => p.id.startsWith('budget'))!;
@@ -72,7 +74,39 @@ describe('report plots', () => {
     const rows = fixtureRows().filter((r) => r.task === 'passkey').map((r) => ({ ...r, metrics: Object.fromEntries(Object.keys(r.metrics).map((k) => [k, k === 'trials' ? 2 : 0])) }));
     const [section] = buildSections(rows);
     expect(section!.plots).toHaveLength(0);
-    expect(section!.table.notes.join(' ')).toContain('The full cache already scores 0');
+    expect(section!.table.notes.join(' ')).toContain('The full cache (full) already scores 0');
+  });
+
+  it('compares with any uncompressed cache of the run: full (fp16) first, else full+fp32; compression is against fp16', () => {
+    const ppl = fixtureRows().filter((r) => r.task === 'ppl');
+    const both = buildSections(ppl)[0]!.table;
+    expect(both.columns.map((c) => c.header)).toContain('Δ% vs full');
+    expect(both.columns.map((c) => c.header)).toContain('compression × vs fp16');
+    expect(both.rows[0]!.cache).toBe('full');
+    const fp32 = buildSections(ppl.filter((r) => r.cache !== 'full'))[0]!.table;
+    expect(fp32.rows[0]!.cache).toBe('full+fp32');
+    const delta = fp32.columns.findIndex((c) => c.header === 'Δ% vs full+fp32');
+    expect(delta).toBeGreaterThan(0);
+    const h2o = fp32.rows.find((r) => r.cache === 'h2o(budget=0.2)')!;
+    expect(h2o.cells[delta]!.value).toBeCloseTo((100 * (621 - 600)) / 600, 6); // ppl 600 + 3·7 against 600
+    const passkey = fixtureRows().filter((r) => r.task === 'passkey' && r.cache !== 'full')
+      .map((r) => ({ ...r, metrics: Object.fromEntries(Object.keys(r.metrics).map((k) => [k, k === 'trials' ? 2 : 0])) }));
+    const [zero] = buildSections(passkey);
+    expect(zero!.plots).toHaveLength(0);
+    expect(zero!.table.notes.join(' ')).toContain('The full cache (full+fp32) already scores 0');
+  });
+
+  it('shows the bytes at the end beside the held maximum when a codec notes its staging, and the note once', () => {
+    const note = 'kvquant: no calibration file, so each layer kept its first 64 tokens as f16 rows';
+    const rows = fixtureRows().filter((r) => r.task === 'ppl');
+    const plain = buildSections(rows)[0]!.table;
+    expect(plain.columns.map((c) => c.header)).not.toContain('KV bytes at end');
+    rows.push(...[0.2, 0.5].map((b) => ({ ...rows[0]!, cache: `h2o(budget=${b})+kvquant(bits=3)`, memory: { ...rows[0]!.memory, kv_bytes_held: 4096, kv_bytes_end: 1024 * b * 10, note } })));
+    const t = buildSections(rows)[0]!.table;
+    const end = t.columns.findIndex((c) => c.header === 'KV bytes at end');
+    expect(end).toBeGreaterThan(0);
+    expect(t.rows.find((r) => r.cache === 'h2o(budget=0.2)+kvquant(bits=3)')!.cells[end]!.value).toBe(2048);
+    expect(t.notes.filter((n) => n.includes(note))).toEqual([`h2o(budget=0.2)+kvquant(bits=3), h2o(budget=0.5)+kvquant(bits=3): ${note}`]);
   });
 
   it('draws ROUGE error bars from several seeds, full labels, and one experiment per store named by model', () => {
@@ -86,7 +120,7 @@ describe('report plots', () => {
     expect(bars.svg.match(/class="error-bar"/g)).toHaveLength(7 * 3);
     expect(bars.caption).toContain('mean over 2 sampling seeds');
     expect(bars.svg).not.toContain('…');
-    expect(sections[0]!.table.rows.find((r) => r.cache === 'full')!.cells[1]!.value).toBeCloseTo(0.11, 10);
+    expect(sections[0]!.table.rows.find((r) => r.cache === 'full+fp32')!.cells[1]!.value).toBeCloseTo(0.11, 10);
     expect(sections[1]!.plots[0]!.svg).not.toContain('error-bar');
   });
 
@@ -96,10 +130,10 @@ describe('report plots', () => {
     expect(html).toMatch(/^<!doctype html>/);
     expect(html).not.toMatch(/<script|<link|src="http|href="http/);
     expect(html.match(/<svg /g)!.length).toBe(sections.reduce((n, s) => n + s.plots.length, 0));
-    expect(html).toContain('<code>h2o(budget=0.2)+fp16</code>');
+    expect(html).toContain('<code>h2o(budget=0.2)</code>');
     const md = renderMarkdown(sections.map((s) => s.table), [], sections.map((s) => s.plots.map((p) => ({ file: `${p.id}.png`, title: p.title }))));
     expect(md).toContain('![perplexity vs KV bytes per token');
-    expect(md).toContain('| `h2o(budget=0.2)+fp16` | 0.01200 | 0.9400 |');
+    expect(md).toContain('| `h2o(budget=0.2)` | 0.01200 | 0.9400 |');
   });
 
   it('keeps a model name with Markdown or HTML in it to one plain heading line (issue 22)', () => {

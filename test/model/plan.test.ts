@@ -88,7 +88,7 @@ describe('memory plan', () => {
     const fp16 = planMemory(header, { context: million, cache: 'full+fp16', threads: 2, available });
     expect(fp16.kvBytes).toBeGreaterThan(22 * 2 ** 30); // 23040 bytes of keys and values per token
     expect(fp16.fits).toBe(false);
-    expect(() => checkPlan(fp16)).toThrow(/needs 2\d\.\d GiB for 1048576 tokens of "full\+fp16" .* but 20\.0 GiB are available \(test\); the longest context that fits is \d+ tokens/);
+    expect(() => checkPlan(fp16)).toThrow(/needs 2\d\.\d GiB for 1048576 tokens of "full" .* but 20\.0 GiB are available \(test\); the longest context that fits is \d+ tokens/);
     for (const cache of ['kvquant(bits=2)', 'int(bits=2)']) {
       const plan2 = planMemory(header, { context: million, cache, threads: 2, available });
       expect(plan2.fits, cache).toBe(true);
@@ -113,8 +113,8 @@ describe('memory plan', () => {
     const header = await readModelHeader(REF6M);
     const c = header.config;
     const available = { bytes: 64 * 2 ** 20, source: 'test' };
-    const f32 = planMemory(header, { context: 4096, cache: 'full', threads: 1, available });
-    const f16 = planMemory(header, { context: 4096, cache: 'full+fp16', threads: 1, available });
+    const f32 = planMemory(header, { context: 4096, cache: 'full+fp32', threads: 1, available });
+    const f16 = planMemory(header, { context: 4096, cache: 'full', threads: 1, available }); // fp16, the default
     const int2 = planMemory(header, { context: 4096, cache: 'int(bits=2)', threads: 1, available });
     // f32 keys and values, plus the two f32 per-head attention buffers the cache keeps per slot
     const perSlotBuffers = 2 * c.numHeads * 4;
@@ -123,12 +123,12 @@ describe('memory plan', () => {
     expect(int2.kvBytesPerToken).toBeLessThan(f16.kvBytesPerToken / 4);
     expect(f32.weightBytes).toBeGreaterThan(6e6 * 4);
     // the longest context fits, one more token does not
-    const longest = planMemory(header, { context: f32.longestContext, cache: 'full', threads: 1, available });
+    const longest = planMemory(header, { context: f32.longestContext, cache: 'full+fp32', threads: 1, available });
     expect(longest.fits).toBe(true);
-    expect(planMemory(header, { context: f32.longestContext + 1, cache: 'full', threads: 1, available }).fits).toBe(false);
+    expect(planMemory(header, { context: f32.longestContext + 1, cache: 'full+fp32', threads: 1, available }).fits).toBe(false);
     expect(int2.longestContext).toBeGreaterThan(4 * f16.longestContext);
     expect(() => checkPlan(f32)).not.toThrow();
-    const tooLong = planMemory(header, { context: 10 ** 6, cache: 'full', threads: 1, available });
+    const tooLong = planMemory(header, { context: 10 ** 6, cache: 'full+fp32', threads: 1, available });
     expect(() => checkPlan(tooLong)).toThrow(`64.0 MiB are available (test); the longest context that fits is ${f32.longestContext} tokens`);
   });
 });

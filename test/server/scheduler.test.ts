@@ -39,7 +39,7 @@ describe('kvpack serve: many requests in one KV budget', () => {
   it('never lets the sessions hold more than --max-kv-bytes, and queues the rest', async () => {
     // full f32 on stories260K: 1,360 bytes per token; each request may reach ~60 tokens (82 KB): two fit
     const maxKvBytes = 180_000;
-    server = await startServer(STORIES_BIN, { parallel: 8, maxKvBytes, cache: 'full' });
+    server = await startServer(STORIES_BIN, { parallel: 8, maxKvBytes, cache: 'full+fp32' });
     const requests = PROMPTS.map((prompt) => server!.client.completions.create({ model: 'stories260K', prompt, max_tokens: 50, temperature: 0 }));
     const { result, samples } = await watch(server, Promise.all(requests));
     expect(result.every((r) => r.usage!.completion_tokens > 0)).toBe(true);

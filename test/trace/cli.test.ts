@@ -13,10 +13,16 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 describe('kvpack trace, view and report', () => {
   const file = path.join(tmp, 'h2o-vs-kivi.trace.jsonl');
 
+  it('says what each cache holds against the full fp16 cache: the default full is 1×, f32 half of that', () => {
+    const r = kvpack('trace', '--threads', '1', '--cache', 'full', '--cache', 'full+fp32', '--prompt', 'Once upon a time', '--max-tokens', '2', '--out', path.join(tmp, 'full.trace.jsonl'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/; full: 3 steps, [\d.]+ KiB held at the end \(1\.00× vs fp16\); full\+fp32: 3 steps, [\d.]+ KiB held at the end \(0\.50× vs fp16\)/);
+  });
+
   it('records two caches on the same text and reports the size', () => {
     const r = kvpack('trace', '--threads', '1', '--cache', 'h2o(budget=16)', '--cache', 'full+int(kbits=2,vbits=2,kaxis=channel,vaxis=token,group=32)',
       '--prompt', 'Once upon a time there was a little girl who liked to play in the park with her dog.', '--max-tokens', '8', '--out', file);
-    expect(r.stderr).toMatch(/wrote .*h2o-vs-kivi\.trace\.jsonl: [\d.]+ MB of at most 64, \d+ tokens; h2o\(budget=16\): 9 steps; full\+int\(.*\): 9 steps/);
+    expect(r.stderr).toMatch(/wrote .*h2o-vs-kivi\.trace\.jsonl: [\d.]+ MB of at most 64, \d+ tokens; h2o\(budget=16\): 9 steps, [\d.]+ KiB held at the end \([\d.]+× vs fp16\); full\+int\(.*\): 9 steps/);
     expect(r.code).toBe(0);
     const trace = Trace.parse(fs.readFileSync(file, 'utf8'));
     expect(trace.runs.map((run) => run.steps.length)).toEqual([9, 9]);

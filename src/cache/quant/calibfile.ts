@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
 import { CalibrationError } from '../../errors.js';
 
 /** What a calibration (or any per-model artefact) belongs to: the architecture, the shape and the weights. */
@@ -76,7 +78,18 @@ export function writeCalibration(file: string, c: Calibration): void {
     if (!(e instanceof CalibrationError)) throw e;
     throw new CalibrationError(file, `not written: the calibration is unusable (${e.problem}); calibrate on more data (--samples, --ctx)`);
   }
+  fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, `${JSON.stringify(signed)}\n`);
+}
+
+/**
+ * Where `kvpack calibrate` saves a model's calibration when given no --out, and where kvquant without
+ * calib= looks for one: KVPACK_CACHE_DIR (default $XDG_CACHE_HOME/kvpack, else ~/.cache/kvpack), then
+ * calibration/<sha256 of the model's weights>.calib, so any copy or format of the same weights finds it.
+ */
+export function storedCalibrationFile(model: ModelIdentity, env: NodeJS.ProcessEnv = process.env): string {
+  const root = env.KVPACK_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'kvpack');
+  return path.join(root, 'calibration', `${model.weights}.calib`);
 }
 
 /**
