@@ -326,7 +326,8 @@ export class Engine {
     const tokens = job.session!.tokens.length;
     const bytes = cache.bytes();
     const c = this.model.config;
-    const note = cache.codec.note?.();
+    // a note may name the operator's calibration file: the client gets its name, not where the server keeps it
+    const note = cache.codec.note?.()?.replace(/(?:[A-Za-z]:)?(?:[\\/][^\s\\/]+)+[\\/]([^\s\\/]+)/g, '$1');
     const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes), ...(note && { note }) };
     const result = {
       text: job.text,

@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parseSpec, printSpec } from '../../src/cache/registry.js';
 import { CalibrationError, KvpackError, ModelFormatError } from '../../src/errors.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { errorResponse } from '../../src/server/app.js';
@@ -240,7 +241,25 @@ describe('memory per spec and the peak gauge (findings 7, 9)', () => {
     for (let i = 0; i < 150; i++) await engine.submit(request(`h2o(budget=${8 + i})`));
     expect(engine.specsMeasured).toBeLessThanOrEqual(65);
     // the default spec is kept: a request without kv_cache still runs
-    expect((await engine.submit(request())).kvCache.spec).toBe('full+fp16');
+    expect((await engine.submit(request())).kvCache.spec).toBe(printSpec(parseSpec('full+fp16')));
+  });
+
+  it('names the operator\'s stored calibration by its file name only, never where the server keeps it', async () => {
+    const store = path.join(tmp, 'store');
+    const file = path.join(store, 'calibration', `${model.identity().weights}.calib`);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.copyFileSync('results/calibration/stories260K.fisher.calib', file);
+    const before = process.env.KVPACK_CACHE_DIR;
+    process.env.KVPACK_CACHE_DIR = store;
+    try {
+      const engine = new Engine(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
+      const { kvCache } = await engine.submit(request('kvquant(bits=3)'));
+      expect(kvCache.note).toContain(`using calibration ${path.basename(file)}`);
+      expect(kvCache.note).not.toContain('/');
+    } finally {
+      if (before === undefined) delete process.env.KVPACK_CACHE_DIR;
+      else process.env.KVPACK_CACHE_DIR = before;
+    }
   });
 
   it('counts a session that ends within one step in kvpack_kv_bytes_peak', async () => {
