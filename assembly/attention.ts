@@ -7,7 +7,7 @@ import {
 import { convertF16Fast } from './convert';
 import { h2fEven, h2fOdd } from './half';
 import { attentionItems } from './items';
-import { axpyBlock2, exp4, hsum4, prescaleX, scoreBlock, scoreBlock2 } from './simd';
+import { axpyBlock2, expRow, finishRow, hsum4, prescaleX, rowMax, scoreBlock, scoreBlock2 } from './simd';
 
 const C_ARGS: usize = <usize>ARGS;
 
@@ -109,29 +109,17 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
       for (let s = 0; s < seen; s++) if (load<u8>(mp + <usize>s) != 0) store<f32>(row + (<usize>s << 2), -Infinity);
     }
   }
-  // softmax numerators in place; pad lanes are -inf so whole vectors can be used
-  const pw = f32x4.splat(fused ? reinterpret<f32>(0x77800000) : 1);
+  // softmax numerators in place
+  const pw = f32x4.splat(fused ? reinterpret<f32>(0x77800000) : 1); // fused: w·2^112 times half·2^-112 is w·half rounded once
   for (let r = 0; r < rows; r++) {
     const seen = visible + t0 + r / g;
-    const spr = (seen + 3) & ~3;
     const row = scores + <usize>r * rb;
-    for (let s = seen; s < spr; s++) store<f32>(row + (<usize>s << 2), -Infinity);
-    let mv = f32x4.splat(-Infinity);
-    // pmax (one instruction): a NaN score is not carried into m, but its row's output is NaN all the same
-    for (let s = 0; s < spr; s += 4) mv = f32x4.pmax(mv, v128.load(row + (<usize>s << 2)));
-    const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
-    let sum = f64x2.splat(0);
-    for (let s = 0; s < spr; s += 4) {
-      const p = row + (<usize>s << 2);
-      const e = exp4(f32x4.sub(v128.load(p), m));
-      v128.store(p, f32x4.mul(e, pw)); // fused: w·2^112 times half·2^-112 is w·half rounded once
-      sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
-    }
-    const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
+    const m = rowMax(row, seen, (seen + 3) & ~3);
+    const total = expRow(row, (seen + 3) & ~3, m, pw);
     store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
     if (part >= 0) {
       const pr = partial + (<usize>r * <usize>(d + 2) << 2);
-      store<f32>(pr, seen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
+      store<f32>(pr, seen > 0 ? m : -Infinity);
       store<f32>(pr, <f32>total, 4);
     }
   }
@@ -181,37 +169,9 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   for (let r = 0; r < rows; r++) {
     const t = t0 + r / g;
     const h = h0 + r % g;
-    const seen = visible + t;
-    const inv = load<f32>(invs + (<usize>r << 2));
-    const iv = f32x4.splat(inv);
-    const ap = acc + <usize>r * db;
-    const op = out + (<usize>(t * numHeads + h) * db);
-    let i = 0;
-    for (; i + 4 <= d; i += 4) v128.store(op + (<usize>i << 2), f32x4.mul(v128.load(ap + (<usize>i << 2)), iv));
-    for (; i < d; i++) store<f32>(op + (<usize>i << 2), load<f32>(ap + (<usize>i << 2)) * inv);
-    const row = scores + <usize>r * rb;
-    if (received != 0) {
-      const rp = received + (<usize>h * <usize>capacity << 2);
-      let s = 0;
-      for (; s + 4 <= seen; s += 4) {
-        const o = <usize>s << 2;
-        v128.store(rp + o, f32x4.add(v128.load(rp + o), f32x4.mul(v128.load(row + o), iv)));
-      }
-      for (; s < seen; s++) {
-        const o = <usize>s << 2;
-        store<f32>(rp + o, load<f32>(rp + o) + load<f32>(row + o) * inv);
-      }
-    }
-    if (lastProbs != 0 && t == n - 1) {
-      const lp = lastProbs + (<usize>h * <usize>capacity << 2);
-      let s = 0;
-      for (; s + 4 <= seen; s += 4) {
-        const o = <usize>s << 2;
-        v128.store(lp + o, f32x4.mul(v128.load(row + o), iv));
-      }
-      for (; s < seen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
-      if (capacity > seen) memory.fill(lp + (<usize>seen << 2), 0, <usize>(capacity - seen) << 2);
-    }
+    const probs = <usize>h * <usize>capacity << 2;
+    finishRow(out + (<usize>(t * numHeads + h) * db), acc + <usize>r * db, d, scores + <usize>r * rb, visible + t, load<f32>(invs + (<usize>r << 2)),
+      received != 0 ? received + probs : 0, lastProbs != 0 && t == n - 1 ? lastProbs + probs : 0, capacity);
   }
 }
 

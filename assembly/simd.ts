@@ -245,3 +245,70 @@ export function axpyBlock2(acc0: usize, acc1: usize, p0: usize, p1: usize, v: us
   }
 }
 
+
+/** Max of the 4 lanes. */
+// @ts-ignore: decorator
+@inline export function hmax4(v: v128): f32 {
+  return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
+/** Pads row[seen, pad) with -inf (so whole vectors can be used; pad a multiple of 4) and returns the
+ *  row's max. pmax is one instruction: a NaN score is not carried into the max, but its row's output is
+ *  NaN all the same. */
+// @ts-ignore: decorator
+@inline export function rowMax(row: usize, seen: i32, pad: i32): f32 {
+  for (let s = seen; s < pad; s++) store<f32>(row + (<usize>s << 2), -Infinity);
+  let mv = f32x4.splat(-Infinity);
+  for (let s = 0; s < pad; s += 4) mv = f32x4.pmax(mv, v128.load(row + (<usize>s << 2)));
+  return hmax4(mv);
+}
+
+/** Softmax numerators in place: row[s] = e^(row[s] − m) · pw over [0, pad) (pw: 1, or 2^112 where
+ *  the weights meet f16 halves widened without it); returns Σ e^(row[s] − m), summed in f64. */
+// @ts-ignore: decorator
+@inline export function expRow(row: usize, pad: i32, m: f32, pw: v128): f64 {
+  const mv = f32x4.splat(m);
+  let sum = f64x2.splat(0);
+  for (let s = 0; s < pad; s += 4) {
+    const p = row + (<usize>s << 2);
+    const e = exp4(f32x4.sub(v128.load(p), mv));
+    v128.store(p, f32x4.mul(e, pw));
+    sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
+  }
+  return f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
+}
+
+/** dst[0, len) = src · k. */
+export function scaleRow(dst: usize, src: usize, len: i32, k: f32): void {
+  const kv = f32x4.splat(k);
+  let i = 0;
+  for (; i + 4 <= len; i += 4) v128.store(dst + (<usize>i << 2), f32x4.mul(v128.load(src + (<usize>i << 2)), kv));
+  for (; i < len; i++) store<f32>(dst + (<usize>i << 2), load<f32>(src + (<usize>i << 2)) * k);
+}
+
+/** dst[0, len) += src · k. */
+export function addScaledRow(dst: usize, src: usize, len: i32, k: f32): void {
+  const kv = f32x4.splat(k);
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(dst + o, f32x4.add(v128.load(dst + o), f32x4.mul(v128.load(src + o), kv)));
+  }
+  for (; i < len; i++) {
+    const o = <usize>i << 2;
+    store<f32>(dst + o, load<f32>(dst + o) + load<f32>(src + o) * k);
+  }
+}
+
+/**
+ * The end of an attention row: out = acc / Σ (inv = 1/Σ); the probabilities row · inv added into
+ * `received` and/or written to `lastProbs` (its slots past `seen` zeroed up to `capacity`); 0: not wanted.
+ */
+export function finishRow(out: usize, acc: usize, d: i32, row: usize, seen: i32, inv: f32, received: usize, lastProbs: usize, capacity: i32): void {
+  scaleRow(out, acc, d, inv);
+  if (received != 0) addScaledRow(received, row, seen, inv);
+  if (lastProbs != 0) {
+    scaleRow(lastProbs, row, seen, inv);
+    if (capacity > seen) memory.fill(lastProbs + (<usize>seen << 2), 0, <usize>(capacity - seen) << 2);
+  }
+}
