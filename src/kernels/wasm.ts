@@ -22,6 +22,7 @@ import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import { checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
+import { attentionScratchBytes, queryBlock } from './scratch.js';
 import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
@@ -209,13 +210,12 @@ class WasmKernels implements Kernels {
     const { group, seen, par, hg, splits } = this.attentionPlan(a, 4, ATT_BLOCK);
     // each item takes a block of queries, so a converted key/value block serves them all (scores of a
     // block kept to about 2 MiB per thread)
-    let qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    let qb = queryBlock(n, hg, seen);
     // short chunks: smaller blocks rather than fewer items than the threads can share evenly
     const itemsPerBlock = numKvHeads * Math.ceil(numHeads / numKvHeads / hg);
     while (qb > 1 && par > 1 && Math.ceil(n / qb) * itemsPerBlock < 4 * par) qb = Math.ceil(qb / 2);
     const rows = qb * hg;
-    // scores, converted block, accumulators, 1/sums, prescaled queries (one-query f16 path)
-    this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + 2 * rows * d + rows) + 64);
+    this.ensureScratch(attentionScratchBytes('float', rows, seen, d));
     const b = this.begin();
     b.ptr(ATT_OUT, a.out);
     b.ptr(ATT_Q, a.q);
@@ -250,12 +250,8 @@ class WasmKernels implements Kernels {
     const { group, seen, par, hg, splits } = this.attentionPlan(a, 1, QATT_TILE);
     // Several queries: each item takes a block of them, so a decoded tile serves them all (scores of a
     // block kept to about 2 MiB per thread).
-    const qb = n === 1 ? 1 : Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
-    const rows = qb * hg;
-    // scores, tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries,
-    // their units and group sums, zero sums, pair weights and tile scales (see qattendItem)
-    const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
-    this.ensureScratch(4 * (rows * ceil4(seen) + QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64);
+    const qb = n === 1 ? 1 : queryBlock(n, hg, seen);
+    this.ensureScratch(attentionScratchBytes('packed', qb * hg, seen, d));
     this.ensureStreamDescs();
     const b = this.begin();
     writeStreamDesc(this.qdescKeys!, a.keys, rowCodeBytes(d, a.keys.bits));
