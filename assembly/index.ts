@@ -30,5 +30,5 @@ export function run(ctrl: usize, thread: i32): i32 {
   return 0;
 }
 
-export { siluMul, add, addBias, rmsnorm, rope, softmax } from './elementwise';
+export { siluMul, add, addBias, rmsnorm, rope, softmax, ropeRows } from './elementwise';
 export { embed, toF16 } from './convert';

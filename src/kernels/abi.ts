@@ -63,6 +63,8 @@ export const DT_IQ4_XS = 14;
 export const DT_INT_DOT = 64;
 /** Per-thread scratch one decoded block takes (codes and group scales). */
 export const BLOCK_SCRATCH = 384;
+/** The longest head row ropeRows rotates (its one row of scratch in the module's static data). */
+export const ROPE_ROW_MAX = 1024;
 
 // ---- OP_MATMUL arguments: out_p[n × rows_p] = x[n × cols] · w_pᵀ for 1..MATMUL_MAX_PARTS matrices
 // of one dtype and cols (q, k and v, or gate and up: one job, one pass of the threads)

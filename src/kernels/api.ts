@@ -1,7 +1,7 @@
 import type { Arena } from './arena.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 export type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
@@ -22,6 +22,11 @@ export interface Kernels {
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void;
   /** Rotates n rows of `heads` heads of rope.headDim in place; positions is an Int32 [n]. */
   rope(x: number, n: number, heads: number, positions: number, rope: Rope): void;
+  /**
+   * Keys kept before RoPE, rotated into a copy: dst row t = src row t (rope.headDim numbers of `dtype`)
+   * turned to positions[t] (Int32 [n], each ≥ 0), as `rope` turns an f32 row, stored back in `dtype`.
+   */
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, positions: number, rope: Rope): void;
   /** In place, over len numbers. */
   softmax(x: number, len: number): void;
   /** out = silu(gate) * up over len numbers. */

@@ -6,7 +6,7 @@ import { quantAttentionReference } from './quant/reference.js';
 import { quantizeReference } from './quant/quantize.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 /**
  * Scalar TypeScript kernels: the definition every fast kernel is tested against. Plain loops,
@@ -116,6 +116,15 @@ export class ReferenceKernels implements Kernels {
     for (let t = 0; t < n; t++) o.set(this.row(table, id[t]!), t * table.cols);
   }
 
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, positions: number, rope: Rope): void {
+    const d = rope.headDim;
+    const pos = this.arena.i32(positions, n);
+    const rows = Float32Array.from(this.slots(src, dtype, n * d));
+    for (let t = 0; t < n; t++) rope.rotate(rows, t * d, checkPosition(pos[t]!));
+    if (dtype === 'f32') this.arena.f32(dst, n * d).set(rows);
+    else this.arena.u16(dst, n * d).set(rows.map(f32ToF16));
+  }
+
   toF16(out: number, x: number, len: number): void {
     const xs = this.arena.f32(x, len);
     const o = this.arena.u16(out, len);
@@ -184,6 +193,12 @@ export class ReferenceKernels implements Kernels {
     for (let i = 0; i < len; i++) out[i] = t[src[i]!]!;
     return out;
   }
+}
+
+/** ropeRows turns rows to positions at or above 0 (its tables start there). */
+export function checkPosition(p: number): number {
+  if (!(Number.isInteger(p) && p >= 0)) throw new RangeError(`ropeRows: position ${p} is not an integer ≥ 0`);
+  return p;
 }
 
 /** xorWords reads whole 64-byte steps. */

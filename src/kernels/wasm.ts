@@ -10,7 +10,7 @@ import {
   QUANTIZE_STREAM, PART_OUT, PART_ROWS, PART_W, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
   QATT_QUERY_BLOCK, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
-  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
+  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, ROPE_ROW_MAX, STREAM_DESC_BYTES,
 } from './abi.js';
 import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
@@ -20,10 +20,10 @@ import { BLOCK_FORMATS, isBlockDType } from './ggml/index.js';
 import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
-import { checkReadSize } from './reference.js';
+import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
 import { attentionScratchBytes, queryBlock } from './scratch.js';
-import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
@@ -35,6 +35,7 @@ interface KernelExports {
   addBias(x: number, bias: number, n: number, dim: number): void;
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void;
   rope(x: number, n: number, heads: number, headDim: number, table: number, interleaved: number): void;
+  ropeRows(dst: number, src: number, f16: number, n: number, headDim: number, table: number, positions: number, interleaved: number): void;
   softmax(x: number, len: number): void;
   embed(out: number, table: number, dtype: number, cols: number, ids: number, n: number): void;
   toF16(out: number, x: number, len: number): void;
@@ -91,6 +92,10 @@ class WasmKernels implements Kernels {
   private ropeFor: Rope | undefined;
   private ropePositions = new Int32Array(0);
   private ropeN = 0;
+  /** ropeRows' cos/sin table: positions [0, ropeRowsCount) of ropeRowsFor, grown as positions grow (never per step). */
+  private ropeRowsTable = 0;
+  private ropeRowsCount = 0;
+  private ropeRowsFor: Rope | undefined;
   /** The control block's words and its job arguments. */
   private readonly words: Int32Array;
   private readonly args: ArgBlock;
@@ -410,6 +415,37 @@ class WasmKernels implements Kernels {
       this.ropeFor = rope;
     }
     this.x.rope(x, n, heads, rope.headDim, this.ropeTable, rope.interleaved ? 1 : 0);
+  }
+
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, positions: number, rope: Rope): void {
+    if (n <= 0) return;
+    if (rope.headDim > ROPE_ROW_MAX) throw new RangeError(`ropeRows: head size ${rope.headDim} is above ${ROPE_ROW_MAX}`);
+    const pos = this.arena.i32(positions, n);
+    let top = 0;
+    for (let t = 0; t < n; t++) top = Math.max(top, checkPosition(pos[t]!));
+    if (this.ropeRowsFor !== rope || top >= this.ropeRowsCount) this.growRopeRows(rope, top + 1);
+    this.x.ropeRows(dst, src, dtype === 'f16' ? 1 : 0, n, rope.headDim, this.ropeRowsTable, positions, rope.interleaved ? 1 : 0);
+  }
+
+  /** Per position in [0, count) or more: the cosines of its pairs, then their sines, with rope's own expressions. */
+  private growRopeRows(rope: Rope, count: number): void {
+    const half = rope.headDim >> 1;
+    const from = this.ropeRowsFor === rope ? this.ropeRowsCount : 0;
+    const rows = Math.max(count, 2 * from);
+    const next = this.arena.alloc(rows * half * 16);
+    if (from > 0) this.arena.u8(next, from * half * 16).set(this.arena.u8(this.ropeRowsTable, from * half * 16));
+    if (this.ropeRowsTable) this.arena.free(this.ropeRowsTable);
+    const table = new Float64Array(this.arena.memory.buffer, next, rows * half * 2);
+    for (let p = from; p < rows; p++) {
+      for (let i = 0; i < half; i++) {
+        const angle = rope.angle(p, i);
+        table[p * 2 * half + i] = Math.cos(angle);
+        table[(p * 2 + 1) * half + i] = Math.sin(angle);
+      }
+    }
+    this.ropeRowsTable = next;
+    this.ropeRowsCount = rows;
+    this.ropeRowsFor = rope;
   }
 
   /** Whether the cos/sin table was built for this rope and these positions. */

@@ -5,8 +5,8 @@ import type { CodecAttention, CodecContext, CodecKind, MaskingCodec } from '../c
 /**
  * Keys and values as plain f32 or f16 numbers. Keys are rotated (RoPE) when written, so attention
  * reads them as they are. When streaming (ropeOnRead), keys are stored before RoPE and each
- * attention call rotates the visible ones into a transient per-call scratch at the positions the
- * cache gives, since those positions change as tokens are evicted.
+ * attention call rotates the visible ones (the ropeRows kernel, in the stored dtype) into a scratch
+ * store at the positions the cache gives, since those positions change as tokens are evicted.
  */
 class FloatCodec implements MaskingCodec {
   private keys: number[] = [];
@@ -116,34 +116,25 @@ class FloatCodec implements MaskingCodec {
 
   private rotated = 0;
   private rotatedBytes = 0;
-  private rotateTemp = 0;
 
   /** The first `count` keys of every head of a layer, rotated by their positions, in the store's layout. */
   private rotatedKeys(layer: number, count: number, positions: number): number {
     const { kernels: k, config: c } = this.ctx;
     const bytes = c.numKvHeads * this.capacity * this.rowBytes;
     if (this.rotatedBytes < bytes) {
-      for (const p of [this.rotated, this.rotateTemp]) if (p) k.arena.free(p);
+      if (this.rotated) k.arena.free(this.rotated);
       this.rotated = k.arena.alloc(bytes);
-      this.rotateTemp = k.arena.alloc(this.capacity * c.headDim * 4);
       this.rotatedBytes = bytes;
     }
-    const table = f16Table();
     for (let h = 0; h < c.numKvHeads; h++) {
-      const src = this.keys[layer]! + h * this.capacity * this.rowBytes;
-      const dst = this.rotated + h * this.capacity * this.rowBytes;
-      const temp = this.dtype === 'f32' ? dst : this.rotateTemp;
-      const values = count * c.headDim;
-      if (this.dtype === 'f32') k.arena.f32(temp, values).set(k.arena.f32(src, values));
-      else k.arena.f32(temp, values).set(Float32Array.from(k.arena.u16(src, values), (x) => table[x]!));
-      k.rope(temp, count, 1, positions + h * this.capacity * 4, this.ctx.rope);
-      if (this.dtype === 'f16') k.toF16(dst, temp, values);
+      const head = h * this.capacity;
+      k.ropeRows(this.rotated + head * this.rowBytes, this.keys[layer]! + head * this.rowBytes, this.dtype, count, positions + head * 4, this.ctx.rope);
     }
     return this.rotated;
   }
 
   free(): void {
-    for (const p of [this.rotated, this.rotateTemp]) if (p) this.ctx.kernels.arena.free(p);
+    if (this.rotated) this.ctx.kernels.arena.free(this.rotated);
     for (const p of [...this.keys, ...this.values]) this.ctx.kernels.arena.free(p);
     this.keys = [];
     this.values = [];
