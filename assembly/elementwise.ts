@@ -1,9 +1,6 @@
 // Elementwise kernels the forward pass calls on the calling thread: SwiGLU, residual adds, RMSNorm,
-// RoPE (in place, or pre-RoPE keys into a rotated copy), the vocabulary softmax.
+// RoPE, the vocabulary softmax.
 
-import { ROPE_ROW_MAX } from '../src/kernels/abi';
-import { toF16 } from './convert';
-import { h2f, h2fScalar } from './half';
 import { exp4 } from './simd';
 
 export function siluMul(out: usize, gate: usize, up: usize, len: i32): void {
@@ -118,78 +115,6 @@ export function rope(x: usize, n: i32, heads: i32, headDim: i32, table: usize, i
     }
   }
 }
-
-/**
- * Keys kept before RoPE (f32, or f16 when `f16`), rotated into a copy of the same dtype: dst row t =
- * src row t (headDim numbers) turned to position positions[t], with `table` holding per position the
- * f64 cosines of the headDim/2 pairs, then their sines. The arithmetic is rope's, two pairs per f64x2:
- * widen exactly, rotate in f64, round to f32, then (f16) to the nearest half as toF16 does.
- */
-export function ropeRows(dst: usize, src: usize, f16: i32, n: i32, headDim: i32, table: usize, positions: usize, interleaved: i32): void {
-  const half = headDim >> 1;
-  const eb: usize = f16 ? 2 : 4;
-  const rb = <usize>headDim * eb;
-  const tr = <usize>half << 4;
-  for (let t = 0; t < n; t++) {
-    const tc = table + <usize>load<i32>(positions + (<usize>t << 2)) * tr;
-    const ts = tc + (<usize>half << 3);
-    const s = src + <usize>t * rb;
-    let x = s;
-    let o = dst + <usize>t * rb;
-    if (f16) {
-      // widened into ropeRow and rotated there in place, then narrowed into dst
-      x = o = ropeRow;
-      let k = 0;
-      for (; k + 8 <= headDim; k += 8) {
-        const v = v128.load(s + (<usize>k << 1));
-        v128.store(x + (<usize>k << 2), h2f(i32x4.extend_low_i16x8_u(v)));
-        v128.store(x + (<usize>k << 2), h2f(i32x4.extend_high_i16x8_u(v)), 16);
-      }
-      for (; k < headDim; k++) store<f32>(x + (<usize>k << 2), h2fScalar(load<u16>(s + (<usize>k << 1))));
-    }
-    let i = 0;
-    if (interleaved) {
-      // pairs (2i, 2i+1): two pairs per vector, de-interleaved
-      for (; i + 2 <= half; i += 2) {
-        const v = v128.load(x + (<usize>i << 3));
-        const x0 = f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 0, 2, 1, 3));
-        const x1 = f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 1, 3, 0, 2));
-        const c = v128.load(tc + (<usize>i << 3)), sn = v128.load(ts + (<usize>i << 3));
-        const r0 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(x0, c), f64x2.mul(x1, sn)));
-        const r1 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(x0, sn), f64x2.mul(x1, c)));
-        v128.store(o + (<usize>i << 3), v128.shuffle<f32>(r0, r1, 0, 4, 1, 5));
-      }
-    } else {
-      // pairs (i, i + half): four pairs per step, as two f64x2 halves
-      const hb = <usize>half << 2;
-      for (; i + 4 <= half; i += 4) {
-        const a = v128.load(x + (<usize>i << 2)), b = v128.load(x + hb + (<usize>i << 2));
-        const c0 = v128.load(tc + (<usize>i << 3)), c1 = v128.load(tc + (<usize>i << 3), 16);
-        const s0 = v128.load(ts + (<usize>i << 3)), s1 = v128.load(ts + (<usize>i << 3), 16);
-        const a0 = f64x2.promote_low_f32x4(a), a1 = f64x2.promote_low_f32x4(v128.shuffle<f32>(a, a, 2, 3, 0, 1));
-        const b0 = f64x2.promote_low_f32x4(b), b1 = f64x2.promote_low_f32x4(v128.shuffle<f32>(b, b, 2, 3, 0, 1));
-        const ra0 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(a0, c0), f64x2.mul(b0, s0)));
-        const ra1 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(a1, c1), f64x2.mul(b1, s1)));
-        const rb0 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(a0, s0), f64x2.mul(b0, c0)));
-        const rb1 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(a1, s1), f64x2.mul(b1, c1)));
-        v128.store(o + (<usize>i << 2), v128.shuffle<f32>(ra0, ra1, 0, 1, 4, 5));
-        v128.store(o + hb + (<usize>i << 2), v128.shuffle<f32>(rb0, rb1, 0, 1, 4, 5));
-      }
-    }
-    for (; i < half; i++) {
-      const ia = <usize>(interleaved ? 2 * i : i) << 2;
-      const ib = <usize>(interleaved ? 2 * i + 1 : i + half) << 2;
-      const x0 = <f64>load<f32>(x + ia), x1 = <f64>load<f32>(x + ib);
-      const c = load<f64>(tc + (<usize>i << 3)), sn = load<f64>(ts + (<usize>i << 3));
-      store<f32>(o + ia, <f32>(x0 * c - x1 * sn));
-      store<f32>(o + ib, <f32>(x0 * sn + x1 * c));
-    }
-    if (f16) toF16(dst + <usize>t * rb, ropeRow, headDim);
-  }
-}
-
-/** ropeRows' rotated row (it runs on the calling thread only), up to ROPE_ROW_MAX numbers. */
-const ropeRow = memory.data(<i32>ROPE_ROW_MAX << 2, 16);
 
 export function softmax(x: usize, len: i32): void {
   if (len <= 0) return;

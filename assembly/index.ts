@@ -3,12 +3,13 @@
 // work items from an atomic counter in it, so every thread runs the same `run(ctrl, thread)`.
 // This file is the module's exports: the dispatcher and the single-thread kernels the TS side calls.
 
-import { CTRL_OP, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ } from '../src/kernels/abi';
+import { CTRL_OP, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, OP_ROPE_ROWS } from '../src/kernels/abi';
 import { attentionJob } from './attention';
 import { matmulJob } from './matmul';
 import { quantAttentionJob } from './packed-attention';
 import { quantizeJob } from './quantize';
 import { readJob } from './read';
+import { ropeRowsJob } from './rope-rows';
 
 // The control block, op codes and argument offsets come from src/kernels/abi.ts (shared with the TS side).
 const C_OP: usize = <usize>CTRL_OP << 2;
@@ -27,8 +28,9 @@ export function run(ctrl: usize, thread: i32): i32 {
   if (op == OP_QUANT_ATTENTION) return quantAttentionJob(ctrl, thread);
   if (op == OP_QUANTIZE) return quantizeJob(ctrl, thread);
   if (op == OP_READ) return readJob(ctrl);
+  if (op == OP_ROPE_ROWS) return ropeRowsJob(ctrl);
   return 0;
 }
 
-export { siluMul, add, addBias, rmsnorm, rope, softmax, ropeRows } from './elementwise';
+export { siluMul, add, addBias, rmsnorm, rope, softmax } from './elementwise';
 export { embed, toF16 } from './convert';

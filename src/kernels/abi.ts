@@ -41,6 +41,8 @@ export const OP_QUANT_ATTENTION = 3;
 export const OP_QUANTIZE = 4;
 /** A streaming read of a buffer (memory bandwidth, for the bench's roofline column). */
 export const OP_READ = 5;
+/** Keys kept before RoPE, rotated into a copy (Kernels.ropeRows). */
+export const OP_ROPE_ROWS = 6;
 
 // ---- matrix dtype codes
 export const DT_F32 = 0;
@@ -63,8 +65,6 @@ export const DT_IQ4_XS = 14;
 export const DT_INT_DOT = 64;
 /** Per-thread scratch one decoded block takes (codes and group scales). */
 export const BLOCK_SCRATCH = 384;
-/** The longest head row ropeRows rotates (its one row of scratch in the module's static data). */
-export const ROPE_ROW_MAX = 1024;
 
 // ---- OP_MATMUL arguments: out_p[n × rows_p] = x[n × cols] · w_pᵀ for 1..MATMUL_MAX_PARTS matrices
 // of one dtype and cols (q, k and v, or gate and up: one job, one pass of the threads)
@@ -183,3 +183,17 @@ export const READ_BYTES = 4;
 /** Bytes per work item (a multiple of 64). */
 export const READ_CHUNK = 8;
 export const READ_OUT = 12; // ptr: 16 bytes per work item
+
+// ---- OP_ROPE_ROWS arguments: for heads h < ROPE_HEADS and rows t < ROPE_N, dst row r = src row r (f32,
+// or f16) turned to position positions[r], r = h·ROPE_STRIDE + t; each work item takes ROPE_CHUNK_ROWS rows of a head
+export const ROPE_DST = 0; // ptr
+export const ROPE_SRC = 4; // ptr
+export const ROPE_POSITIONS = 8; // ptr: Int32 [n], each ≥ 0
+export const ROPE_TABLE = 12; // ptr: per position, the f64 cosines of the headDim/2 pairs, then their sines
+export const ROPE_N = 16;
+export const ROPE_HEAD_DIM = 20;
+export const ROPE_F16 = 24; // 1: rows of f16, 0: f32
+export const ROPE_INTERLEAVED = 28; // 1: pairs (2j, 2j+1), 0: pairs (j, j + headDim/2)
+export const ROPE_HEADS = 32;
+export const ROPE_STRIDE = 36;
+export const ROPE_CHUNK_ROWS = 64;

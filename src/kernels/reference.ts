@@ -116,13 +116,17 @@ export class ReferenceKernels implements Kernels {
     for (let t = 0; t < n; t++) o.set(this.row(table, id[t]!), t * table.cols);
   }
 
-  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, positions: number, rope: Rope): void {
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, heads: number, stride: number, positions: number, rope: Rope): void {
     const d = rope.headDim;
-    const pos = this.arena.i32(positions, n);
-    const rows = Float32Array.from(this.slots(src, dtype, n * d));
-    for (let t = 0; t < n; t++) rope.rotate(rows, t * d, checkPosition(pos[t]!));
-    if (dtype === 'f32') this.arena.f32(dst, n * d).set(rows);
-    else this.arena.u16(dst, n * d).set(rows.map(f32ToF16));
+    const bytes = dtype === 'f32' ? 4 : 2;
+    for (let h = 0; h < heads; h++) {
+      const at = h * stride;
+      const pos = this.arena.i32(positions + at * 4, n);
+      const rows = Float32Array.from(this.slots(src + at * d * bytes, dtype, n * d));
+      for (let t = 0; t < n; t++) rope.rotate(rows, t * d, checkPosition(pos[t]!));
+      if (dtype === 'f32') this.arena.f32(dst + at * d * bytes, n * d).set(rows);
+      else this.arena.u16(dst + at * d * bytes, n * d).set(rows.map(f32ToF16));
+    }
   }
 
   toF16(out: number, x: number, len: number): void {

@@ -5,12 +5,13 @@ import {
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
-  MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, OP_ROPE_ROWS, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
   QUANTIZE_STREAM, PART_OUT, PART_ROWS, PART_W, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
   QATT_QUERY_BLOCK, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
-  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, ROPE_ROW_MAX, STREAM_DESC_BYTES,
+  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, ROPE_CHUNK_ROWS, ROPE_DST, ROPE_F16, ROPE_HEAD_DIM, ROPE_HEADS, ROPE_INTERLEAVED, ROPE_N,
+  ROPE_POSITIONS, ROPE_SRC, ROPE_STRIDE, ROPE_TABLE, STREAM_DESC_BYTES,
 } from './abi.js';
 import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
@@ -35,7 +36,6 @@ interface KernelExports {
   addBias(x: number, bias: number, n: number, dim: number): void;
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void;
   rope(x: number, n: number, heads: number, headDim: number, table: number, interleaved: number): void;
-  ropeRows(dst: number, src: number, f16: number, n: number, headDim: number, table: number, positions: number, interleaved: number): void;
   softmax(x: number, len: number): void;
   embed(out: number, table: number, dtype: number, cols: number, ids: number, n: number): void;
   toF16(out: number, x: number, len: number): void;
@@ -417,14 +417,27 @@ class WasmKernels implements Kernels {
     this.x.rope(x, n, heads, rope.headDim, this.ropeTable, rope.interleaved ? 1 : 0);
   }
 
-  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, positions: number, rope: Rope): void {
-    if (n <= 0) return;
-    if (rope.headDim > ROPE_ROW_MAX) throw new RangeError(`ropeRows: head size ${rope.headDim} is above ${ROPE_ROW_MAX}`);
-    const pos = this.arena.i32(positions, n);
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, heads: number, stride: number, positions: number, rope: Rope): void {
+    if (n <= 0 || heads <= 0) return;
+    if (heads > 1 && stride < n) throw new RangeError(`ropeRows: heads ${stride} rows apart overlap ${n} rows`);
     let top = 0;
-    for (let t = 0; t < n; t++) top = Math.max(top, checkPosition(pos[t]!));
+    for (let h = 0; h < heads; h++) {
+      const pos = this.arena.i32(positions + h * stride * 4, n);
+      for (let t = 0; t < n; t++) top = Math.max(top, checkPosition(pos[t]!));
+    }
     if (this.ropeRowsFor !== rope || top >= this.ropeRowsCount) this.growRopeRows(rope, top + 1);
-    this.x.ropeRows(dst, src, dtype === 'f16' ? 1 : 0, n, rope.headDim, this.ropeRowsTable, positions, rope.interleaved ? 1 : 0);
+    const b = this.begin();
+    b.ptr(ROPE_DST, dst);
+    b.ptr(ROPE_SRC, src);
+    b.ptr(ROPE_POSITIONS, positions);
+    b.ptr(ROPE_TABLE, this.ropeRowsTable);
+    b.int(ROPE_N, n);
+    b.int(ROPE_HEADS, heads);
+    b.int(ROPE_STRIDE, stride);
+    b.int(ROPE_HEAD_DIM, rope.headDim);
+    b.int(ROPE_F16, dtype === 'f16' ? 1 : 0);
+    b.int(ROPE_INTERLEAVED, rope.interleaved ? 1 : 0);
+    this.run(OP_ROPE_ROWS, heads * n > ROPE_CHUNK_ROWS ? this.parallelism(heads * n * rope.headDim * 8) : 1);
   }
 
   /** Per position in [0, count) or more: the cosines of its pairs, then their sines, with rope's own expressions. */

@@ -184,8 +184,9 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
     for (const dtype of ['f32', 'f16'] as const) {
       it(`ropeRows (${layout}, ${dtype}) rotates stored rows to given positions exactly as the reference`, () => {
         const r = rng(layout === 'half' ? 14 : 15);
-        // positions out of order and repeated; a later call reaching past the table built so far grows it
-        for (const [n, headDim, theta, top] of [[9, 64, 10000, 50], [5, 18, 500000, 3000], [40, 128, 1e6, 100], [3, 64, 10000, 70000]]) {
+        // positions out of order and repeated; a later call reaching past the table built so far grows it; 300
+        // rows are several work items (threads)
+        for (const [n, headDim, theta, top] of [[9, 64, 10000, 50], [5, 18, 500000, 3000], [40, 128, 1e6, 100], [3, 64, 10000, 70000], [300, 64, 10000, 5000]]) {
           const rope = new Rope({ headDim: headDim!, ropeTheta: theta!, ropeLayout: layout });
           const f32 = randomF32(r, n! * headDim!, 4);
           const src = dtype === 'f32' ? f32 : Uint16Array.from(f32, f32ToF16);
@@ -194,7 +195,10 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
           const [got, want] = [wasm, ref].map((k) => {
             const [sp, pp] = [put(k, src), put(k, positions)];
             const dst = k.arena.alloc(src.byteLength);
-            k.ropeRows(dst, sp, dtype, n!, pp, rope);
+            k.arena.u8(dst, src.byteLength).fill(0xa5);
+            // as two heads when n is even: rows [0, n/2 − 1) and [n/2, n − 1), the rows between left alone
+            if (n! % 2 === 0) k.ropeRows(dst, sp, dtype, n! / 2 - 1, 2, n! / 2, pp, rope);
+            else k.ropeRows(dst, sp, dtype, n!, 1, n!, pp, rope);
             const bytes = k.arena.u8(dst, src.byteLength).slice();
             for (const p of [sp, pp, dst]) k.arena.free(p);
             return bytes;
@@ -208,7 +212,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
   it('ropeRows refuses a negative position', () => {
     for (const k of [wasm, ref]) {
       const [sp, pp] = [put(k, new Float32Array(64)), put(k, Int32Array.of(3, -1))];
-      expect(() => k.ropeRows(sp, sp, 'f32', 2, pp, new Rope({ headDim: 32, ropeTheta: 10000, ropeLayout: 'half' }))).toThrow(/position -1/);
+      expect(() => k.ropeRows(sp, sp, 'f32', 2, 1, 2, pp, new Rope({ headDim: 32, ropeTheta: 10000, ropeLayout: 'half' }))).toThrow(/position -1/);
       k.arena.free(sp);
       k.arena.free(pp);
     }

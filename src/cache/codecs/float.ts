@@ -126,10 +126,7 @@ class FloatCodec implements MaskingCodec {
       this.rotated = k.arena.alloc(bytes);
       this.rotatedBytes = bytes;
     }
-    for (let h = 0; h < c.numKvHeads; h++) {
-      const head = h * this.capacity;
-      k.ropeRows(this.rotated + head * this.rowBytes, this.keys[layer]! + head * this.rowBytes, this.dtype, count, positions + head * 4, this.ctx.rope);
-    }
+    k.ropeRows(this.rotated, this.keys[layer]!, this.dtype, count, c.numKvHeads, this.capacity, positions, this.ctx.rope);
     return this.rotated;
   }
 
