@@ -38,7 +38,9 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   const n = load<i32>(a, ATT_N);
   const keys = <usize>load<u32>(a, ATT_KEYS);
   const values = <usize>load<u32>(a, ATT_VALUES);
-  const f16 = load<i32>(a, ATT_F16) != 0;
+  // ATT_F16: 1 keys and values f16, 2 values only (keys f32: rotated pre-RoPE f16 keys), 0 neither
+  const f16K = load<i32>(a, ATT_F16) == 1;
+  const f16V = load<i32>(a, ATT_F16) != 0;
   const capacity = load<i32>(a, ATT_CAPACITY);
   // slots seen by query t, counted from lo: visible + t (the range's end caps a one-query item)
   const visible = min(load<i32>(a, ATT_VISIBLE), hi) - lo;
@@ -58,27 +60,31 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   const seenAll = visible + t1 - 1; // slots the last query of the block sees
   const sp = (seenAll + 3) & ~3; // row stride of the scores
   const db = <usize>d << 2; // f32 row bytes
-  const eb: usize = f16 ? 2 : 4;
+  const ebK: usize = f16K ? 2 : 4;
+  const ebV: usize = f16V ? 2 : 4;
   const rb = <usize>sp << 2; // score row bytes
   const scores = scratch;
   const blk = scores + (<usize>(qb * hg) * rb);
   const acc = blk + <usize>BLOCK * db;
   const invs = acc + <usize>(qb * hg) * db;
-  const kvOff = (<usize>kvh * <usize>capacity + <usize>lo) * <usize>d * eb;
+  const kvOff = (<usize>kvh * <usize>capacity + <usize>lo) * <usize>d; // numbers
 
   // One query over f16 slots with nothing to report per slot (decode): the halves are widened in
   // registers as they are used, by every head of the group (scoreF16Rows, axpyF16Rows), instead of
   // converted into the block first. Queries are prescaled by 2^112 (prescaleX; none may be ≥ 2^16).
   const qs = invs + (<usize>(qb * hg) << 2); // rows·d prescaled queries
-  let fused = f16 && t1 - t0 == 1 && lastProbs == 0 && received == 0 && (d & 7) == 0;
+  const one = t1 - t0 == 1 && lastProbs == 0 && received == 0 && (d & 7) == 0;
+  let fused = f16K && one;
   for (let j = 0; fused && j < g; j++) fused = prescaleX(qs + <usize>j * db, q + (<usize>(t0 * numHeads + h0 + j) * db), d);
+  // values widened in registers too: with f16 keys where the keys were (the same decision as before), else whenever one query
+  const fusedV = f16K ? fused : f16V && one;
   if (fused) {
-    for (let j = 0; j < g; j += 3) scoreF16Rows(qs + <usize>j * db, min(3, g - j), keys + kvOff, d, seenAll, scores + <usize>j * rb, rb, scale);
+    for (let j = 0; j < g; j += 3) scoreF16Rows(qs + <usize>j * db, min(3, g - j), keys + kvOff * ebK, d, seenAll, scores + <usize>j * rb, rb, scale);
   } else {
     // scores: q·k * scale for each query and head of the item
     for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
-      let kp = keys + kvOff + <usize>s0 * <usize>d * eb;
-      if (f16) {
+      let kp = keys + (kvOff + <usize>s0 * <usize>d) * ebK;
+      if (f16K) {
         convertF16Fast(blk, kp, min(BLOCK, seenAll - s0) * d);
         kp = blk;
       }
@@ -110,7 +116,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     }
   }
   // softmax numerators in place
-  const pw = f32x4.splat(fused ? reinterpret<f32>(0x77800000) : 1); // fused: w·2^112 times half·2^-112 is w·half rounded once
+  const pw = f32x4.splat(fusedV ? reinterpret<f32>(0x77800000) : 1); // fused: w·2^112 times half·2^-112 is w·half rounded once
   for (let r = 0; r < rows; r++) {
     const seen = visible + t0 + r / g;
     const row = scores + <usize>r * rb;
@@ -125,9 +131,9 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
   }
   // Σ p·v
   memory.fill(acc, 0, <usize>rows * db);
-  if (fused) {
+  if (fusedV) {
     for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
-      const vp = values + kvOff + <usize>s0 * <usize>d * eb;
+      const vp = values + (kvOff + <usize>s0 * <usize>d) * ebV;
       for (let j = 0; j < g; j += 3) {
         axpyF16Rows(acc + <usize>j * db, scores + <usize>j * rb + (<usize>s0 << 2), rb, min(3, g - j), vp, d, min(BLOCK, seenAll - s0));
       }
@@ -143,8 +149,8 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
     }
   } else {
     for (let s0 = 0; s0 < seenAll; s0 += BLOCK) {
-      let vp = values + kvOff + <usize>s0 * <usize>d * eb;
-      if (f16) {
+      let vp = values + (kvOff + <usize>s0 * <usize>d) * ebV;
+      if (f16V) {
         convertF16Fast(blk, vp, min(BLOCK, seenAll - s0) * d);
         vp = blk;
       }

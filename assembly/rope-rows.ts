@@ -1,12 +1,12 @@
-// OP_ROPE_ROWS: keys kept before RoPE (streaming caches), rotated into a copy in their stored dtype at
-// the positions the cache gives. The arithmetic is rope's (elementwise.ts): widen exactly, rotate in
-// f64, round to f32, then (f16) to the nearest half as toF16 does; four pairs at a time in registers.
+// OP_ROPE_ROWS: keys kept before RoPE (streaming caches), rotated into an f32 copy at the positions the
+// cache gives. The arithmetic is rope's (elementwise.ts): widen exactly, rotate in f64, round to f32;
+// four pairs at a time in registers.
 
 import {
   ARGS, CTRL_DONE, CTRL_NEXT, ROPE_CHUNK_ROWS, ROPE_DST, ROPE_F16, ROPE_HEAD_DIM, ROPE_INTERLEAVED, ROPE_N, ROPE_POSITIONS,
   ROPE_SRC, ROPE_TABLE, ROPE_HEADS, ROPE_STRIDE,
 } from '../src/kernels/abi';
-import { f2h, h2f, h2fScalar } from './half';
+import { h2f, h2fScalar } from './half';
 
 /** x0·c − x1·s for 4 pairs in f64 (c, s: two f64x2 each), rounded to f32. */
 // @ts-ignore: decorator
@@ -31,13 +31,7 @@ import { f2h, h2f, h2fScalar } from './half';
   return f16 ? h2fScalar(load<u16>(p + (<usize>k << 1))) : load<f32>(p + (<usize>k << 2));
 }
 
-// @ts-ignore: decorator
-@inline function storeNum(p: usize, k: i32, v: f32, f16: bool): void {
-  if (f16) store<u16>(p + (<usize>k << 1), <u16>i32x4.extract_lane(f2h(f32x4.splat(v)), 0));
-  else store<f32>(p + (<usize>k << 2), v);
-}
-
-/** One row: src → dst turned by the table row at tc (cosines) / ts (sines). */
+/** One row: src (f16 or f32) → dst (f32) turned by the table row at tc (cosines) / ts (sines). */
 // @ts-ignore: decorator
 @inline function turnRow(dst: usize, src: usize, half: i32, tc: usize, ts: usize, f16: bool, interleaved: bool): void {
   let j = 0;
@@ -57,30 +51,10 @@ import { f2h, h2f, h2fScalar } from './half';
       const t = <usize>j << 3;
       const c0 = v128.load(tc + t), c1 = v128.load(tc + t, 16), s0 = v128.load(ts + t), s1 = v128.load(ts + t, 16);
       const r0 = turnA(x0, x1, c0, c1, s0, s1), r1 = turnB(x0, x1, c0, c1, s0, s1);
-      const lo = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), hi = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
-      if (f16) {
-        v128.store(dst + (<usize>j << 2), i16x8.narrow_i32x4_u(f2h(lo), f2h(hi)));
-      } else {
-        v128.store(dst + (<usize>j << 3), lo);
-        v128.store(dst + (<usize>j << 3), hi, 16);
-      }
+      v128.store(dst + (<usize>j << 3), v128.shuffle<f32>(r0, r1, 0, 4, 1, 5));
+      v128.store(dst + (<usize>j << 3), v128.shuffle<f32>(r0, r1, 2, 6, 3, 7), 16);
     }
   } else {
-    // 8 pairs (j, j + half) per step on f16 rows: 16-byte loads and stores
-    if (f16) {
-      for (; j + 8 <= half; j += 8) {
-        const u = v128.load(src + (<usize>j << 1)), w = v128.load(src + (<usize>(j + half) << 1));
-        const x0 = h2f(i32x4.extend_low_i16x8_u(u)), y0 = h2f(i32x4.extend_high_i16x8_u(u));
-        const x1 = h2f(i32x4.extend_low_i16x8_u(w)), y1 = h2f(i32x4.extend_high_i16x8_u(w));
-        const t = <usize>j << 3;
-        let c0 = v128.load(tc + t), c1 = v128.load(tc + t, 16), s0 = v128.load(ts + t), s1 = v128.load(ts + t, 16);
-        const r0 = turnA(x0, x1, c0, c1, s0, s1), r1 = turnB(x0, x1, c0, c1, s0, s1);
-        c0 = v128.load(tc + t, 32); c1 = v128.load(tc + t, 48); s0 = v128.load(ts + t, 32); s1 = v128.load(ts + t, 48);
-        const q0 = turnA(y0, y1, c0, c1, s0, s1), q1 = turnB(y0, y1, c0, c1, s0, s1);
-        v128.store(dst + (<usize>j << 1), i16x8.narrow_i32x4_u(f2h(r0), f2h(q0)));
-        v128.store(dst + (<usize>(j + half) << 1), i16x8.narrow_i32x4_u(f2h(r1), f2h(q1)));
-      }
-    }
     // 4 pairs (j, j + half) per step
     for (; j + 4 <= half; j += 4) {
       let x0: v128, x1: v128;
@@ -93,15 +67,8 @@ import { f2h, h2f, h2fScalar } from './half';
       }
       const t = <usize>j << 3;
       const c0 = v128.load(tc + t), c1 = v128.load(tc + t, 16), s0 = v128.load(ts + t), s1 = v128.load(ts + t, 16);
-      const r0 = turnA(x0, x1, c0, c1, s0, s1), r1 = turnB(x0, x1, c0, c1, s0, s1);
-      if (f16) {
-        const h = i16x8.narrow_i32x4_u(f2h(r0), f2h(r1));
-        v128.store64_lane(dst + (<usize>j << 1), h, 0);
-        v128.store64_lane(dst + (<usize>(j + half) << 1), h, 1);
-      } else {
-        v128.store(dst + (<usize>j << 2), r0);
-        v128.store(dst + (<usize>(j + half) << 2), r1);
-      }
+      v128.store(dst + (<usize>j << 2), turnA(x0, x1, c0, c1, s0, s1));
+      v128.store(dst + (<usize>(j + half) << 2), turnB(x0, x1, c0, c1, s0, s1));
     }
   }
   for (; j < half; j++) {
@@ -109,8 +76,8 @@ import { f2h, h2f, h2fScalar } from './half';
     const ib = interleaved ? 2 * j + 1 : j + half;
     const x0 = <f64>loadNum(src, ia, f16), x1 = <f64>loadNum(src, ib, f16);
     const c = load<f64>(tc + (<usize>j << 3)), s = load<f64>(ts + (<usize>j << 3));
-    storeNum(dst, ia, <f32>(x0 * c - x1 * s), f16);
-    storeNum(dst, ib, <f32>(x0 * s + x1 * c), f16);
+    store<f32>(dst + (<usize>ia << 2), <f32>(x0 * c - x1 * s));
+    store<f32>(dst + (<usize>ib << 2), <f32>(x0 * s + x1 * c));
   }
 }
 
@@ -127,6 +94,7 @@ export function ropeRowsJob(ctrl: usize): i32 {
   const interleaved = load<i32>(a, ROPE_INTERLEAVED) != 0;
   const half = headDim >> 1;
   const rb = <usize>headDim << (f16 ? 1 : 2);
+  const ob = <usize>headDim << 2;
   const tr = <usize>half << 4;
   const stride = load<i32>(a, ROPE_STRIDE);
   const perHead = (n + ROPE_CHUNK_ROWS - 1) / ROPE_CHUNK_ROWS;
@@ -139,7 +107,7 @@ export function ropeRowsJob(ctrl: usize): i32 {
     const end = head * stride + min(n, t0 + ROPE_CHUNK_ROWS);
     for (let t = head * stride + t0; t < end; t++) {
       const tc = table + <usize>load<i32>(positions + (<usize>t << 2)) * tr;
-      const o = dst + <usize>t * rb, s = src + <usize>t * rb;
+      const o = dst + <usize>t * ob, s = src + <usize>t * rb;
       // the four variants, each with its flags constant
       if (f16) {
         if (interleaved) turnRow(o, s, half, tc, tc + (<usize>half << 3), true, true);

@@ -23,9 +23,9 @@ export interface Kernels {
   /** Rotates n rows of `heads` heads of rope.headDim in place; positions is an Int32 [n]. */
   rope(x: number, n: number, heads: number, positions: number, rope: Rope): void;
   /**
-   * Keys kept before RoPE, rotated into a copy: for `heads` blocks of rows `stride` rows apart and their
-   * first n rows each, dst row r = src row r (rope.headDim numbers of `dtype`) turned to positions[r]
-   * (Int32, each ≥ 0), as `rope` turns an f32 row, stored back in `dtype`.
+   * Keys kept before RoPE, rotated into an f32 copy: for `heads` blocks of rows `stride` rows apart and
+   * their first n rows each, dst row r (f32) = src row r (rope.headDim numbers of `dtype`) turned to
+   * positions[r] (Int32, each ≥ 0), as `rope` turns an f32 row.
    */
   ropeRows(dst: number, src: number, dtype: SlotDType, n: number, heads: number, stride: number, positions: number, rope: Rope): void;
   /** In place, over len numbers. */

@@ -124,8 +124,7 @@ export class ReferenceKernels implements Kernels {
       const pos = this.arena.i32(positions + at * 4, n);
       const rows = Float32Array.from(this.slots(src + at * d * bytes, dtype, n * d));
       for (let t = 0; t < n; t++) rope.rotate(rows, t * d, checkPosition(pos[t]!));
-      if (dtype === 'f32') this.arena.f32(dst + at * d * bytes, n * d).set(rows);
-      else this.arena.u16(dst + at * d * bytes, n * d).set(rows.map(f32ToF16));
+      this.arena.f32(dst + at * d * 4, n * d).set(rows);
     }
   }
 
@@ -138,7 +137,7 @@ export class ReferenceKernels implements Kernels {
   attention(a: AttentionArgs): void {
     const { n, numHeads, numKvHeads, headDim: d, capacity } = a;
     const group = numHeads / numKvHeads;
-    const keys = this.slots(a.keys, a.dtype, numKvHeads * capacity * d);
+    const keys = this.slots(a.keys, a.keyDtype ?? a.dtype, numKvHeads * capacity * d);
     const values = this.slots(a.values, a.dtype, numKvHeads * capacity * d);
     const q = this.arena.f32(a.q, n * numHeads * d);
     const out = this.arena.f32(a.out, n * numHeads * d);

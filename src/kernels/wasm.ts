@@ -227,7 +227,7 @@ class WasmKernels implements Kernels {
     b.int(ATT_N, n);
     b.ptr(ATT_KEYS, a.keys);
     b.ptr(ATT_VALUES, a.values);
-    b.int(ATT_F16, a.dtype === 'f16' ? 1 : 0);
+    b.int(ATT_F16, a.dtype === 'f16' ? (a.keyDtype === 'f32' ? 2 : 1) : 0);
     b.int(ATT_CAPACITY, a.capacity);
     b.int(ATT_VISIBLE, a.visible);
     b.ptr(ATT_MASK, a.mask ?? 0);

@@ -5,8 +5,9 @@ import type { CodecAttention, CodecContext, CodecKind, MaskingCodec } from '../c
 /**
  * Keys and values as plain f32 or f16 numbers. Keys are rotated (RoPE) when written, so attention
  * reads them as they are. When streaming (ropeOnRead), keys are stored before RoPE and each
- * attention call rotates the visible ones (the ropeRows kernel, in the stored dtype) into a scratch
- * store at the positions the cache gives, since those positions change as tokens are evicted.
+ * attention call rotates the visible ones (the ropeRows kernel) into an f32 scratch store at the
+ * positions the cache gives, since those positions change as tokens are evicted; fp16's rotated keys
+ * stay f32 (attention reads f32 keys beside f16 values).
  */
 class FloatCodec implements MaskingCodec {
   private keys: number[] = [];
@@ -89,7 +90,7 @@ class FloatCodec implements MaskingCodec {
     const keys = this.ctx.ropeOnRead ? this.rotatedKeys(layer, a.visible + a.n - 1, a.positions) : this.keys[layer]!;
     this.ctx.kernels.attention({
       out: a.out, q: a.q, n: a.n,
-      keys, values: this.values[layer]!, dtype: this.dtype,
+      keys, values: this.values[layer]!, dtype: this.dtype, keyDtype: this.ctx.ropeOnRead ? 'f32' : undefined,
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
       scale: this.ctx.rope.scoreScale,
@@ -117,10 +118,10 @@ class FloatCodec implements MaskingCodec {
   private rotated = 0;
   private rotatedBytes = 0;
 
-  /** The first `count` keys of every head of a layer, rotated by their positions, in the store's layout. */
+  /** The first `count` keys of every head of a layer, rotated by their positions into f32 rows, in the store's layout. */
   private rotatedKeys(layer: number, count: number, positions: number): number {
     const { kernels: k, config: c } = this.ctx;
-    const bytes = c.numKvHeads * this.capacity * this.rowBytes;
+    const bytes = c.numKvHeads * this.capacity * c.headDim * 4;
     if (this.rotatedBytes < bytes) {
       if (this.rotated) k.arena.free(this.rotated);
       this.rotated = k.arena.alloc(bytes);
