@@ -7,7 +7,7 @@ import {
 import { convertF16Fast } from './convert';
 import { h2fEven, h2fOdd } from './half';
 import { attentionItems } from './items';
-import { axpyBlock2, expRow, finishRow, hsum4, prescaleX, rowMax, scoreBlock, scoreBlock2 } from './simd';
+import { axpyBlock2, expRow, finishItem, hsum4, prescaleX, rowMax, scoreBlock, scoreBlock2 } from './simd';
 
 const C_ARGS: usize = <usize>ARGS;
 
@@ -168,17 +168,7 @@ function attendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32, 
       }
     }
   }
-  if (part >= 0) {
-    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
-    return;
-  }
-  for (let r = 0; r < rows; r++) {
-    const t = t0 + r / g;
-    const h = h0 + r % g;
-    const probs = <usize>h * <usize>capacity << 2;
-    finishRow(out + (<usize>(t * numHeads + h) * db), acc + <usize>r * db, d, scores + <usize>r * rb, visible + t, load<f32>(invs + (<usize>r << 2)),
-      received != 0 ? received + probs : 0, lastProbs != 0 && t == n - 1 ? lastProbs + probs : 0, capacity);
-  }
+  finishItem(out, acc, scores, rb, invs, rows, g, t0, h0, visible + t0, numHeads, d, n, part, partial, received, lastProbs, capacity);
 }
 
 

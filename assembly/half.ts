@@ -54,18 +54,6 @@
   return v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000));
 }
 
-/** Attention blocks: f16 slots to f32 with the fast conversion (len a multiple of 8 or tail scalar). */
-function convertF16Fast(dst: usize, src: usize, len: i32): void {
-  let k = 0;
-  for (; k + 8 <= len; k += 8) {
-    const v = v128.load(src + (<usize>k << 1));
-    const o = dst + (<usize>k << 2);
-    v128.store(o, h2fLo(v), 0);
-    v128.store(o, h2fHi(v), 16);
-  }
-  for (; k < len; k++) store<f32>(dst + (<usize>k << 2), h2fScalar(load<u16>(src + (<usize>k << 1))));
-}
-
 // @ts-ignore: decorator
 @inline export function bf2fLo(v: v128): v128 {
   return i16x8.shuffle(i16x8.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);

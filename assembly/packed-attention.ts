@@ -18,7 +18,7 @@ import {
 } from '../src/kernels/abi';
 import { h2f, h2fScalar } from './half';
 import { attentionItems } from './items';
-import { axpyBlock2, expRow, finishRow, hmax4, hsum4, rowMax, scoreBlock } from './simd';
+import { axpyBlock2, expRow, finishItem, hmax4, hsum4, rowMax, scoreBlock } from './simd';
 
 const Q_ARGS: usize = <usize>ARGS;
 const QB: i32 = QATT_TILE; // slots per decoded tile
@@ -639,15 +639,6 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
       }
     }
   }
-  if (part >= 0) {
-    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
-    return;
-  }
-  for (let r = 0; r < rows; r++) {
-    const t = t0 + r / g;
-    const h = h0 + r % g;
-    const probs = <usize>h * <usize>capacity << 2;
-    finishRow(out + (<usize>(t * numHeads + h) * db), acc + <usize>r * db, d, scores + (<usize>r * <usize>sp << 2), min(seen, visible + t - lo),
-      load<f32>(invs + (<usize>r << 2)), received != 0 ? received + probs : 0, lastProbs != 0 && t == n - 1 ? lastProbs + probs : 0, capacity);
-  }
+  finishItem(out, acc, scores, <usize>sp << 2, invs, rows, g, t0, h0, min(seen, visible + t0 - lo), numHeads, d, n, part, partial, received, lastProbs,
+    capacity);
 }

@@ -312,3 +312,24 @@ export function finishRow(out: usize, acc: usize, d: i32, row: usize, seen: i32,
     if (capacity > seen) memory.fill(lastProbs + (<usize>seen << 2), 0, <usize>(capacity - seen) << 2);
   }
 }
+
+/**
+ * The end of an attention work item of `rows` rows (row r: query t0 + r/g, head h0 + r%g, seeing
+ * seen0 + r/g slots; its scores `rowBytes` apart). part ≥ 0: the unnormalised sums go to the partial
+ * buffer for the caller to merge; otherwise finishRow for each (lastProbs for the job's last query only).
+ */
+export function finishItem(out: usize, acc: usize, scores: usize, rowBytes: usize, invs: usize, rows: i32, g: i32, t0: i32, h0: i32,
+  seen0: i32, numHeads: i32, d: i32, n: i32, part: i32, partial: usize, received: usize, lastProbs: usize, capacity: i32): void {
+  const db = <usize>d << 2;
+  if (part >= 0) {
+    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const t = t0 + r / g;
+    const h = h0 + r % g;
+    const probs = <usize>h * <usize>capacity << 2;
+    finishRow(out + (<usize>(t * numHeads + h) * db), acc + <usize>r * db, d, scores + <usize>r * rowBytes, seen0 + r / g, load<f32>(invs + (<usize>r << 2)),
+      received != 0 ? received + probs : 0, lastProbs != 0 && t == n - 1 ? lastProbs + probs : 0, capacity);
+  }
+}
