@@ -322,6 +322,16 @@ export class KVCache {
     return Array.from(this.kernelsOf(layer).arena.i32(this.positions[layer]! + head * this.capacity * 4, length));
   }
 
+  /** Streaming: the RoPE positions of the tokens a KV head holds in a layer, their ranks by position (a copy, slot order). */
+  heldRanks(layer: number, head: number): number[] {
+    if (!this.streaming) throw new Error('heldRanks: the cache is not streaming');
+    const length = this.lengths[layer]!;
+    const arena = this.kernelsOf(layer).arena;
+    const ranks = arena.i32(this.ropePositions[layer]! + head * this.capacity * 4, length);
+    if (!this.ranksValid[layer]) this.rank(arena.i32(this.positions[layer]! + head * this.capacity * 4, length), ranks);
+    return Array.from(ranks);
+  }
+
   reset(): void {
     this.lengths.fill(0);
     this.ranksValid.fill(false);
