@@ -1,0 +1,58 @@
+import { Worker } from 'bullmq';
+import { queueConnection, QUEUE_NAME, type UnitJob } from './queue.js';
+import type { UnitResult } from './store.js';
+
+/**
+ * `kvpack worker`: takes units from the queue one at a time and runs each in a worker thread
+ * (unit-thread.ts) that keeps its model loaded. This thread holds the job's lock, renewing it every
+ * lockMs / 2: a worker that stops (killed, its machine gone) lets its lock lapse, and another
+ * worker's stalled-job check puts the unit back in the queue. Stalling more than MAX_STALLS times
+ * fails the unit (a unit that kills its worker is not retried forever).
+ */
+
+export interface WorkerOptions {
+  /** redis:// or rediss:// URL. */
+  queue: string;
+  /** Kernel threads of the unit runner. */
+  threads: number;
+  /** How long a job's lock lasts without renewal, and how often stalled jobs are looked for (default 30000 ms). */
+  lockMs?: number;
+  /** A line for the log (what started, finished, failed; Redis away and back). */
+  log?: (line: string) => void;
+}
+
+const MAX_STALLS = 2;
+
+export interface RunningWorker {
+  /** Finishes the unit in hand, then stops; resolves once stopped. */
+  stop(): Promise<void>;
+}
+
+export function startWorker(options: WorkerOptions): RunningWorker {
+  const log = options.log ?? (() => {});
+  const lockMs = options.lockMs ?? 30_000;
+  const worker = new Worker<UnitJob, UnitResult>(QUEUE_NAME, new URL('./unit-thread.js', import.meta.url), {
+    connection: queueConnection(options.queue),
+    concurrency: 1,
+    useWorkerThreads: true,
+    workerThreadsOptions: { workerData: { threads: options.threads } },
+    lockDuration: lockMs,
+    stalledInterval: lockMs,
+    maxStalledCount: MAX_STALLS,
+  });
+  const name = (data: UnitJob | undefined) => (data ? `${data.model} · ${data.cache} · ${String(data.task?.task)}` : 'a unit');
+  let down = false;
+  worker.on('error', (e) => {
+    if (down) return;
+    down = true;
+    log(`Redis unreachable (${e.message}); waiting for it`);
+  });
+  worker.on('ready', () => {
+    if (down) log('Redis is back');
+    down = false;
+  });
+  worker.on('active', (job) => log(`start ${name(job.data)}`));
+  worker.on('completed', (job, result) => log(`done ${name(job.data)} in ${result.seconds.toFixed(1)}s`));
+  worker.on('failed', (job, e) => log(`failed ${name(job?.data)} (try ${job?.attemptsMade ?? '?'}): ${e.message}`));
+  return { stop: () => worker.close() };
+}
