@@ -35,7 +35,7 @@ export function queueConnection(url: string): { url: string; retryStrategy: (tim
   try {
     parsed = new URL(url);
   } catch {
-    throw new UsageError(`--queue must be a Redis URL such as redis://127.0.0.1:6379 or rediss://:PASSWORD@HOST:6380, got "${url}"`);
+    throw new UsageError(`--queue must be a Redis URL such as redis://127.0.0.1:6379 or rediss://:PASSWORD@HOST:6380, got "${describeQueue(url)}"`);
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
     throw new UsageError(`--queue must be a redis:// or rediss:// URL, got "${describeQueue(url)}"`);
@@ -44,15 +44,9 @@ export function queueConnection(url: string): { url: string; retryStrategy: (tim
   return { url, retryStrategy: (times) => Math.min(500 * times, 5000) };
 }
 
-/** The URL without its password, for messages. */
+/** The URL without its password, for messages (even one that does not parse). */
 export function describeQueue(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(not a URL)';
-  }
+  return url.replace(/^([^/]*\/\/[^@/]*?:)[^@/]*@/, '$1***@');
 }
 
 /** BullMQ keeps ':' for itself in job ids; the key's '%' and ':' are escaped so every key maps to one id. */

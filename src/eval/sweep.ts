@@ -230,7 +230,7 @@ export async function planSweep(plan: SweepPlan, options: PlanOptions): Promise<
 }
 
 /** `model · cache · task k=v …`, how messages and listings name a row. */
-export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'task' | 'params'>): string {
+export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'params'> & { task: Pick<Task, 'name'> }): string {
   const params = Object.entries(row.params).map(([k, v]) => `${k}=${v}`).join(' ');
   return `${row.model} · ${row.cache} · ${row.task.name} ${params}`;
 }

@@ -1,6 +1,7 @@
 import { Worker } from 'bullmq';
 import { queueConnection, QUEUE_NAME, type UnitJob } from './queue.js';
-import type { UnitResult } from './store.js';
+import type { TaskParams, UnitResult } from './store.js';
+import { describeRow } from './sweep.js';
 
 /**
  * `kvpack worker`: takes units from the queue one at a time and runs each in a worker thread
@@ -40,18 +41,28 @@ export function startWorker(options: WorkerOptions): RunningWorker {
     stalledInterval: lockMs,
     maxStalledCount: MAX_STALLS,
   });
-  const name = (data: UnitJob | undefined) => (data ? `${data.model} · ${data.cache} · ${String(data.task?.task)}` : 'a unit');
+  // the job's data as the coordinator wrote it (the thread checks it)
+  const name = (data: UnitJob | undefined) => {
+    if (!data?.task) return 'a unit';
+    const { task, ...params } = data.task;
+    return describeRow({ model: data.model, cache: data.cache, task: { name: String(task) }, params: params as TaskParams });
+  };
   let down = false;
   worker.on('error', (e) => {
     if (down) return;
     down = true;
     log(`Redis unreachable (${e.message}); waiting for it`);
   });
-  worker.on('ready', () => {
+  worker.once('ready', () => log('ready'));
+  const back = () => {
     if (down) log('Redis is back');
     down = false;
+  };
+  worker.on('drained', back);
+  worker.on('active', (job) => {
+    back();
+    log(`start ${name(job.data)}`);
   });
-  worker.on('active', (job) => log(`start ${name(job.data)}`));
   worker.on('completed', (job, result) => log(`done ${name(job.data)} in ${result.seconds.toFixed(1)}s`));
   worker.on('failed', (job, e) => log(`failed ${name(job?.data)} (try ${job?.attemptsMade ?? '?'}): ${e.message}`));
   return { stop: () => worker.close() };
