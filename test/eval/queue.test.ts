@@ -170,6 +170,7 @@ describe('a sweep on the queue', () => {
     fs.writeFileSync(path.join(here, 'model.bin'), bytes);
     bytes[bytes.length - 1] ^= 1;
     fs.writeFileSync(path.join(there, 'model.bin'), bytes);
+    for (const d of [here, there]) fs.copyFileSync(path.join(path.dirname(STORIES_BIN), 'tok512.bin'), path.join(d, 'tok512.bin'));
     const planFile = path.join(here, 'other.json');
     fs.writeFileSync(planFile, JSON.stringify({ models: ['model.bin'], caches: ['full'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 32, chunks: 1 }] }));
     const w = new Kvpack(['worker', '--queue', redis.url, '--threads', '1'], there);
@@ -182,6 +183,36 @@ describe('a sweep on the queue', () => {
     expect(sweep.stderr).not.toContain('internal error');
     expect(w.stderr.match(/^worker: failed /gm)).toHaveLength(2); // tried twice, then reported
     expect(fs.existsSync(path.join(here, 'other.jsonl'))).toBe(false);
+
+    // run again with a worker that has the plan's model: the failed unit is tried again, and recorded
+    const right = new Kvpack(['worker', '--queue', redis.url, '--threads', '1'], here);
+    running.push(right);
+    w.signal('SIGTERM');
+    const again = new Kvpack(['sweep', 'other.json', '--queue', redis.url], here);
+    running.push(again);
+    expect(await again.exitCode(), again.stderr).toBe(0);
+    expect(storeKeys(path.join(here, 'other.json'))).toHaveLength(1);
+    expect(right.stderr).toMatch(/^worker: done model\.bin · full · ppl/m);
+  });
+
+  it('SIGTERM mid-unit: the worker finishes the unit in hand (it is recorded), takes no other, and exits 0', async () => {
+    redis = await TestRedis.start();
+    const planFile = writePlan('term', { caches: ['full', 'h2o(budget=32)'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 512, chunks: 6, mode: 'decode' }] });
+    const w = worker();
+    await workersReady(w);
+    const sweep = kvpack('sweep', planFile, '--queue', redis.url);
+    await until('a unit started', () => w.stderr.includes('worker: start '));
+    const unit = lastStarted(w.stderr);
+    w.signal('SIGTERM');
+    expect(await w.exitCode(), w.stderr).toBe(0);
+    expect(w.stderr).toContain(`worker: done ${unit}`);
+    expect(w.stderr.match(/^worker: start /gm)).toHaveLength(1);
+    await until('its row recorded', () => storeKeys(planFile).length === 1);
+    // another worker finishes the sweep
+    const next = worker();
+    expect(await sweep.exitCode(), sweep.stderr).toBe(0);
+    expect(storeKeys(planFile)).toHaveLength(2);
+    expect(next.stderr.match(/^worker: done /gm)).toHaveLength(1);
   });
 });
 
