@@ -5,7 +5,7 @@ import { describeQueue, queueConnection } from '../eval/queue.js';
 import { ResultStore } from '../eval/store.js';
 import { describeRow, loadPlan, planSweep, runSweep, SweepRowError } from '../eval/sweep.js';
 import { Progress } from '../util/progress.js';
-import { intOption, parse, threadsOption } from './args.js';
+import { exitSoon, intOption, parse, threadsOption } from './args.js';
 
 const HELP = `Usage: kvpack sweep PLAN.json [--store FILE] [--dry-run] [--json] [--threads K] [--queue URL [--attempts N]]
 
@@ -104,7 +104,12 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   process.stderr.write(`sweep ${plan.name}: appending to ${store.file} (${store.rows().length} rows there now)\n`);
   if (values.queue !== undefined) {
     process.stderr.write(`sweep ${plan.name}: rows run by kvpack worker --queue ${describeQueue(values.queue)}\n`);
-    const summary = await runQueuedSweep(plan, { store, queue: values.queue, attempts, onProgress });
+    let summary;
+    try {
+      summary = await runQueuedSweep(plan, { store, queue: values.queue, attempts, onProgress });
+    } finally {
+      exitSoon();
+    }
     bar?.done(summary.failed.length ? `${summary.failed.length} failed` : undefined);
     if (!values.json) process.stdout.write(`${plan.name}: ${summary.ran} rows run, ${summary.skipped} already in ${store.file}\n`);
     if (summary.failed.length > 0) {

@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.js';
 import { describeQueue, queueConnection } from '../eval/queue.js';
 import { startWorker } from '../eval/worker.js';
-import { intOption, noPositionals, parse, threadsOption } from './args.js';
+import { exitSoon, intOption, noPositionals, parse, threadsOption } from './args.js';
 
 const HELP = `Usage: kvpack worker --queue redis://HOST:PORT [--threads K] [--lock-ms N]
 
@@ -35,13 +35,24 @@ export async function workerCommand(argv: string[]): Promise<void> {
   const log = (line: string) => process.stderr.write(`worker: ${line}\n`);
   log(`taking units from ${describeQueue(values.queue)} (${threads} threads)`);
   const worker = startWorker({ queue: values.queue, threads, lockMs, log });
-  await new Promise<void>((resolve) => {
+  let stopping = false;
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      log(`${signal}: finishing the unit in hand, then exiting`);
+      if (stopping) {
+        log(`${signal} again: stopping now; the unit in hand will run elsewhere`);
+        process.exit(1);
+      }
+      stopping = true;
+      log(`${signal}: finishing the unit in hand, then exiting (${signal} again: stop now)`);
       worker.stop().then(resolve, resolve);
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
   });
-  log('stopped');
+  try {
+    await Promise.race([stopped, worker.refused]);
+    log('stopped');
+  } finally {
+    exitSoon();
+  }
 }

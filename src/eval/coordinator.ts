@@ -1,5 +1,5 @@
 import { Queue, QueueEvents } from 'bullmq';
-import { isConnectionError, jobId, queueConnection, QUEUE_NAME, readResult, toJob } from './queue.js';
+import { authFailure, isConnectionError, jobId, queueConnection, QUEUE_NAME, readResult, toJob } from './queue.js';
 import type { ResultRow } from './store.js';
 import { describeRow, planSweep, rowIdentity, type PlannedRow, type PlanOptions, type SweepEvent, type SweepPlan, type SweepSummary } from './sweep.js';
 
@@ -73,7 +73,17 @@ async function coordinate(plan: SweepPlan, options: QueueSweepOptions, connectio
   const queue = new Queue(QUEUE_NAME, { connection });
   const events = new QueueEvents(QUEUE_NAME, { connection });
   let down = false;
+  // a refused password ends the sweep: every wait below races this
+  let refuse: (e: Error) => void = () => {};
+  const refused = new Promise<never>((_, reject) => (refuse = reject));
+  refused.catch(() => {});
+  let denied = false;
   const onError = (e: Error): void => {
+    const auth = authFailure(e, options.queue);
+    if (auth) {
+      denied = true;
+      return refuse(auth);
+    }
     if (down) return;
     down = true;
     emit({ type: 'redis', up: false, error: e.message });
@@ -152,7 +162,7 @@ async function coordinate(plan: SweepPlan, options: QueueSweepOptions, connectio
     let first = true;
     while (pending.size > 0) {
       try {
-        await look(first);
+        await Promise.race([look(first), refused]);
         first = false;
         if (down) {
           down = false;
@@ -163,16 +173,18 @@ async function coordinate(plan: SweepPlan, options: QueueSweepOptions, connectio
         onError(e as Error);
       }
       if (pending.size === 0) break;
-      await new Promise<void>((resolve) => {
+      await Promise.race([refused, new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, options.pollMs ?? 1000);
         wake = () => {
           clearTimeout(timer);
           resolve();
         };
-      });
+      })]);
     }
   } finally {
-    await Promise.allSettled([events.close(), queue.close()]);
+    // a close waits for replies that a Redis away (or refusing us) never sends: then the caller ends the process
+    const closing = Promise.allSettled([events.close(), queue.close()]);
+    if (!down && !denied) await closing;
   }
   return summary();
 }

@@ -109,6 +109,18 @@ export function readResult(value: unknown): UnitResult | undefined {
   return { metrics: r.metrics!, memory: r.memory!, seconds: r.seconds, versions: { kvpack: r.versions.kvpack, node: r.versions.node }, finished_at: r.finished_at };
 }
 
+/** Redis refused the URL's credentials: waiting would not help. */
+export class QueueAuthError extends KvpackError {
+  override readonly name = 'QueueAuthError';
+}
+
+/** The error as a QueueAuthError when it says the credentials were refused (a wrong or missing password, an unknown user). */
+export function authFailure(e: unknown, url: string): QueueAuthError | undefined {
+  const message = String((e as { message?: unknown })?.message ?? e);
+  if (!/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(message)) return undefined;
+  return new QueueAuthError(`Redis at ${describeQueue(url)} refused the credentials (${message.trim()}); give the password in the URL: redis://:PASSWORD@HOST:PORT`);
+}
+
 /** Errors that mean Redis is away (down, restarting, loading its data), not that something is wrong with the sweep. */
 export function isConnectionError(e: unknown): boolean {
   const err = e as { name?: unknown; message?: unknown; code?: unknown };

@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { queueConnection, QUEUE_NAME, type UnitJob } from './queue.js';
+import { authFailure, queueConnection, QUEUE_NAME, type UnitJob } from './queue.js';
 import type { TaskParams, UnitResult } from './store.js';
 import { describeRow } from './sweep.js';
 
@@ -25,8 +25,13 @@ export interface WorkerOptions {
 const MAX_STALLS = 2;
 
 export interface RunningWorker {
-  /** Finishes the unit in hand, then stops; resolves once stopped. */
+  /**
+   * Finishes the unit in hand (its result delivered, waiting for Redis if need be), then stops. With
+   * no unit in hand and Redis away it returns at once: a close would wait for replies that never come.
+   */
   stop(): Promise<void>;
+  /** Rejects when Redis refuses the URL's credentials (waiting would not help); never resolves. */
+  refused: Promise<never>;
 }
 
 export function startWorker(options: WorkerOptions): RunningWorker {
@@ -48,7 +53,12 @@ export function startWorker(options: WorkerOptions): RunningWorker {
     return describeRow({ model: data.model, cache: data.cache, task: { name: String(task) }, params: params as TaskParams });
   };
   let down = false;
+  let busy = false;
+  let refuse: (e: Error) => void = () => {};
+  const refused = new Promise<never>((_, reject) => (refuse = reject));
   worker.on('error', (e) => {
+    const auth = authFailure(e, options.queue);
+    if (auth) return refuse(auth);
     if (down) return;
     down = true;
     log(`Redis unreachable (${e.message}); waiting for it`);
@@ -61,9 +71,22 @@ export function startWorker(options: WorkerOptions): RunningWorker {
   worker.on('drained', back);
   worker.on('active', (job) => {
     back();
+    busy = true;
     log(`start ${name(job.data)}`);
   });
-  worker.on('completed', (job, result) => log(`done ${name(job.data)} in ${result.seconds.toFixed(1)}s`));
-  worker.on('failed', (job, e) => log(`failed ${name(job?.data)} (try ${job?.attemptsMade ?? '?'}): ${e.message}`));
-  return { stop: () => worker.close() };
+  worker.on('completed', (job, result) => {
+    busy = false;
+    log(`done ${name(job.data)} in ${result.seconds.toFixed(1)}s`);
+  });
+  worker.on('failed', (job, e) => {
+    busy = false;
+    log(`failed ${name(job?.data)} (try ${job?.attemptsMade ?? '?'}): ${e.message}`);
+  });
+  const stop = async (): Promise<void> => {
+    const closing = worker.close();
+    let closed = false;
+    void closing.then(() => (closed = true));
+    while (!closed && (busy || !down)) await Promise.race([closing, new Promise((r) => setTimeout(r, 200))]);
+  };
+  return { stop, refused };
 }

@@ -195,8 +195,8 @@ describe('a sweep on the queue', () => {
     expect(right.stderr).toMatch(/^worker: done model\.bin · full · ppl/m);
   });
 
-  it('SIGTERM mid-unit: the worker finishes the unit in hand (it is recorded), takes no other, and exits 0', async () => {
-    redis = await TestRedis.start();
+  it('SIGTERM mid-unit: the worker finishes the unit in hand (it is recorded), takes no other, and exits 0 (Redis with a password)', async () => {
+    redis = await TestRedis.start({ password: 'pw-in-the-url' });
     const planFile = writePlan('term', { caches: ['full', 'h2o(budget=32)'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 512, chunks: 6, mode: 'decode' }] });
     const w = worker();
     await workersReady(w);
@@ -213,6 +213,19 @@ describe('a sweep on the queue', () => {
     expect(await sweep.exitCode(), sweep.stderr).toBe(0);
     expect(storeKeys(planFile)).toHaveLength(2);
     expect(next.stderr.match(/^worker: done /gm)).toHaveLength(1);
+    for (const p of [w, sweep, next]) expect(p.stderr).not.toContain('pw-in-the-url');
+  });
+
+  it('a wrong password ends the sweep and the worker with one clear line each, not a wait', async () => {
+    redis = await TestRedis.start({ password: 'right' });
+    const url = `redis://:wrong@127.0.0.1:${redis.port}`;
+    const planFile = writePlan('auth', { caches: ['full'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 32, chunks: 1 }] });
+    for (const p of [kvpack('sweep', planFile, '--queue', url), kvpack('worker', '--queue', url)]) {
+      expect(await p.exitCode()).toBe(1);
+      expect(p.stderr).toMatch(/^kvpack (sweep|worker): Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ refused the credentials \(WRONGPASS/m);
+      expect(p.stderr).not.toContain('wrong@');
+      expect(p.stderr).not.toContain('internal error');
+    }
   });
 });
 
@@ -270,9 +283,7 @@ describe('the command line', () => {
     for (const [args, phrase] of [
       [['worker'], 'worker needs --queue redis://HOST:PORT'],
       [['worker', '--queue', 'http://127.0.0.1:6379'], 'must be a redis:// or rediss:// URL'],
-      [['worker', '--queue', 'redis://127.0.0.1:6379', '--lock-ms', '5'], '--lock-ms must be an integer'],
       [['sweep', planFile, '--attempts', '2'], '--attempts goes with --queue'],
-      [['sweep', planFile, '--queue', 'redis://127.0.0.1:6379', '--attempts', '0'], '--attempts must be an integer'],
       [['sweep', planFile, '--queue', 'redis://u:secret@[::1'], '--queue must be a Redis URL'],
     ] as const) {
       const r = runKvpack(...args);

@@ -13,25 +13,26 @@ import { CLI } from '../cli/run.js';
 export class TestRedis {
   private process: ChildProcess | undefined;
 
-  private constructor(readonly port: number, readonly dir: string, readonly persist: boolean) {}
+  private constructor(readonly port: number, readonly dir: string, readonly persist: boolean, readonly password: string | undefined) {}
 
+  /** The URL, its password included. */
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return `redis://${this.password === undefined ? '' : `:${this.password}@`}127.0.0.1:${this.port}`;
   }
 
-  /** `persist: false`: no append-only file, so a restart comes back empty. */
-  static async start({ persist = true } = {}): Promise<TestRedis> {
+  /** `persist: false`: no append-only file, so a restart comes back empty; `password`: requirepass. */
+  static async start({ persist = true, password = undefined as string | undefined } = {}): Promise<TestRedis> {
     if (spawnSync('redis-server', ['--version']).error) {
       throw new Error('redis-server is not installed: apt-get install -y redis-server (.ci/run does this)');
     }
-    const redis = new TestRedis(await freePort(), fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-redis-')), persist);
+    const redis = new TestRedis(await freePort(), fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-redis-')), persist, password);
     await redis.up();
     return redis;
   }
 
   /** (Re)starts the server on the same port and data directory. */
   async up(): Promise<void> {
-    const p = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.persist ? 'yes' : 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.persist ? 'yes' : 'no', ...(this.password === undefined ? [] : ['--requirepass', this.password])], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.process = p;
     await new Promise<void>((resolve, reject) => {
       let out = '';
