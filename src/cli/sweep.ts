@@ -19,7 +19,7 @@ Plan: { "name", "store", "models": [...], "caches": ["h2o(budget={b})", ...], "v
 Paths in a plan (models, store, data files) are relative to the plan's folder, so it runs the same
 from any directory. Then: kvpack report --store FILE.
   --store FILE  append to FILE instead of the plan's store
-  --threads K   worker threads (default: one per CPU core)
+  --threads K   worker threads (default: one per CPU core; with --queue each kvpack worker takes its own)
   --queue URL   run the rows on kvpack worker processes (any machines) through Redis at URL
                 (redis://[:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS) instead of here: this process
                 enqueues the rows not in the store and writes each result as it comes back
@@ -46,6 +46,7 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   const threads = threadsOption(values.threads);
   if (values.queue !== undefined) queueConnection(values.queue); // checked before anything runs
   if (values.attempts !== undefined && values.queue === undefined) throw new UsageError('--attempts goes with --queue (see kvpack sweep --help)');
+  if (values.threads !== undefined && values.queue !== undefined) throw new UsageError('--threads does not go with --queue: the workers run the rows (kvpack worker --threads K)');
   const attempts = intOption('attempts', values.attempts, 3, 1);
   const store = ResultStore.open(values.store ?? plan.store);
 

@@ -284,6 +284,7 @@ describe('the command line', () => {
       [['worker'], 'worker needs --queue redis://HOST:PORT'],
       [['worker', '--queue', 'http://127.0.0.1:6379'], 'must be a redis:// or rediss:// URL'],
       [['sweep', planFile, '--attempts', '2'], '--attempts goes with --queue'],
+      [['sweep', planFile, '--queue', 'redis://127.0.0.1:6379', '--threads', '1'], '--threads does not go with --queue'],
       [['sweep', planFile, '--queue', 'redis://u:secret@[::1'], '--queue must be a Redis URL'],
     ] as const) {
       const r = runKvpack(...args);
