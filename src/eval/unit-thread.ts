@@ -35,7 +35,7 @@ export default async function processUnit(job: SandboxedJob<unknown, UnitResult>
     const now = performance.now();
     if (done < total && now - last < PROGRESS_MS) return;
     last = now;
-    void job.updateProgress({ done, total });
+    job.updateProgress({ done, total }).catch(() => {}); // progress is a display: a lost update is harmless
   });
 }
 
