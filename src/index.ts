@@ -1,5 +1,5 @@
 /** kvpack's library API. */
-export { loadModel, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './model.js';
+export { loadModel, readModelInfo, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './model.js';
 export { Session, type SessionOptions, type GenerateOptions, type ScoreOptions } from './session.js';
 export { KVCache, fullCacheBytes } from './cache/kvcache.js';
 export { parseSpec, printSpec, POLICIES, CODECS } from './cache/registry.js';

@@ -10,7 +10,7 @@ import { kvBytesPerToken, type ModelConfig } from './model/config.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint, readModelHeader } from './model/load.js';
-import { dtypeBytes } from './model/tensor.js';
+import { summarizeTensors, type TensorSummary } from './model/tensor.js';
 import { checkPlan, planMemory } from './model/plan.js';
 import { uploadLayers, uploadWeights, type WeightGroup, type Weights } from './model/weights.js';
 import { UsageError } from './errors.js';
@@ -53,6 +53,28 @@ export interface ModelInfo {
   kvBytesPerTokenF16: number;
 }
 
+/** What a model is, from its checkpoint's header alone: nothing is uploaded, no weight is read. */
+export async function readModelInfo(modelPath: string = defaultModelPath()): Promise<ModelInfo> {
+  const header = await readModelHeader(modelPath);
+  return describeModel(header.source, header.format, header.config, summarizeTensors(header.tensors));
+}
+
+function describeModel(source: string, format: CheckpointFormat, config: ModelConfig, tensors: TensorSummary): ModelInfo {
+  return {
+    source,
+    format,
+    architecture: config.architecture,
+    parameters: tensors.parameters,
+    dtypes: tensors.dtypes,
+    tensorTypes: tensors.tensorTypes,
+    bitsPerWeight: (tensors.bytes * 8) / tensors.parameters,
+    weightBytes: tensors.bytes,
+    config,
+    kvBytesPerTokenF32: kvBytesPerToken(config, 4),
+    kvBytesPerTokenF16: kvBytesPerToken(config, 2),
+  };
+}
+
 /** A loaded model: weights in kernel memory, its tokenizer, and sessions that run it. */
 export class Model {
   private constructor(
@@ -63,7 +85,7 @@ export class Model {
     readonly kernels: Kernels,
     readonly weights: Weights,
     readonly groups: readonly WeightGroup[],
-    private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
+    private readonly tensorSummary: TensorSummary,
     /** The context the memory plan was made for (Model.load): sessions allocate that much cache at first. */
     readonly context?: number,
   ) {}
@@ -89,18 +111,7 @@ export class Model {
     for (let from = perMemory; from < c.numLayers; from += perMemory) {
       groups.push(uploadLayers(await createKernels(options), c, ckpt, from, Math.min(from + perMemory, c.numLayers)));
     }
-    let parameters = 0;
-    let bytes = 0;
-    const dtypes: Record<string, number> = {};
-    const tensorTypes: Record<string, number> = {};
-    for (const t of ckpt.tensors.values()) {
-      const count = t.shape.reduce((a, b) => a * b, 1);
-      parameters += count;
-      bytes += dtypeBytes(t.dtype, count); // not t.data: a large GGUF reads each tensor again on access
-      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
-      tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
-    }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes, tensorTypes, bytes }, options.context);
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, summarizeTensors(ckpt.tensors.values()), options.context);
   }
 
   /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
@@ -113,19 +124,7 @@ export class Model {
   }
 
   info(): ModelInfo {
-    return {
-      source: this.source,
-      format: this.format,
-      architecture: this.config.architecture,
-      parameters: this.tensorSummary.parameters,
-      dtypes: this.tensorSummary.dtypes,
-      tensorTypes: this.tensorSummary.tensorTypes,
-      bitsPerWeight: (this.tensorSummary.bytes * 8) / this.tensorSummary.parameters,
-      weightBytes: this.groups.reduce((sum, g) => sum + g.bytes, 0),
-      config: this.config,
-      kvBytesPerTokenF32: kvBytesPerToken(this.config, 4),
-      kvBytesPerTokenF16: kvBytesPerToken(this.config, 2),
-    };
+    return describeModel(this.source, this.format, this.config, this.tensorSummary);
   }
 
   async close(): Promise<void> {

@@ -22,6 +22,8 @@ export interface BuildOptions {
   groups?: readonly LayerGroup[];
   /** The model the cache runs for (see CodecContext.model). */
   model?: () => ModelIdentity;
+  /** Only its bytes are measured (see CodecContext.measureOnly). */
+  measureOnly?: boolean;
 }
 
 /**
@@ -62,7 +64,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
-      kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, firstLayer,
+      kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
     });
   const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);

@@ -73,6 +73,11 @@ export interface CodecContext {
   firstLayer?: number;
   /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
   model?: () => ModelIdentity;
+  /**
+   * A build that only measures bytes (the memory plan, before the model is loaded): the codec
+   * allocates as it would but reads no file its parameters name, and is never written to.
+   */
+  measureOnly?: boolean;
 }
 
 export interface CodecKind<P extends Params = Params> {

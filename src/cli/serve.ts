@@ -2,7 +2,7 @@ import { UsageError } from '../errors.js';
 import { createApp, modelId } from '../server/app.js';
 import { loadChatTemplate } from '../server/chat.js';
 import { Engine } from '../server/engine.js';
-import { intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
+import { bytesOption, intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack serve [--model M] [--host 127.0.0.1] [--port 8080] [--cache SPEC] [--max-kv-bytes N]
@@ -15,11 +15,11 @@ share one KV byte budget.
   --host H           address to bind (default 127.0.0.1, loopback only)
   --port P           port (default 8080; 0 picks a free one)
   --cache SPEC       cache for requests that do not name one (default full+fp16)
-  --max-kv-bytes N   budget for the sum of all sessions' real KV bytes (default 1073741824; suffixes k, M, G)
+  --max-kv-bytes N   budget for the sum of all sessions' real KV bytes (default 1GiB; e.g. 512MiB, 2G)
   --parallel K       sessions running at once, decoded together (default 8)
   --queue Q          requests that may wait for a session; more get 429 (default 64)
   --api-key KEY      require "Authorization: Bearer KEY" on /v1/* (default: KVPACK_API_KEY, else none)
-  --max-body N       largest request body in bytes (default 1M)
+  --max-body N       largest request body (default 1MiB)
   --prefill-chunk N  prompt tokens prefilled per step between the others' decode steps (default 32)
 SIGTERM or SIGINT: stop accepting, let running requests finish (30 s at most), exit 0.
 `;
@@ -41,12 +41,12 @@ export async function serveCommand(argv: string[]): Promise<void> {
   });
   if (values.help) return void process.stdout.write(HELP);
   noPositionals('serve', positionals);
-  const maxKvBytes = byteOption('max-kv-bytes', values['max-kv-bytes'], 2 ** 30);
+  const maxKvBytes = bytesOption('max-kv-bytes', values['max-kv-bytes']) ?? 2 ** 30;
   const parallel = intOption('parallel', values.parallel, 8, 1);
   const queue = intOption('queue', values.queue, 64, 0);
   const port = intOption('port', values.port, 8080, 0);
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
-  const bodyLimit = byteOption('max-body', values['max-body'], 2 ** 20);
+  const bodyLimit = bytesOption('max-body', values['max-body']) ?? 2 ** 20;
   const chunkSize = intOption('prefill-chunk', values['prefill-chunk'], 32, 1);
 
   const model = await loadModelFromOptions(values);
@@ -66,13 +66,4 @@ export async function serveCommand(argv: string[]): Promise<void> {
   await engine.drain(SHUTDOWN_GRACE_MS);
   await app.close();
   await model.close();
-}
-
-/** A byte count: an integer with an optional k, M or G suffix (powers of 1024). */
-function byteOption(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const m = /^(\d+)([kMG]?)$/.exec(value);
-  if (!m) throw new UsageError(`--${name} must be a byte count such as 268435456 or 256M, got "${value}"`);
-  const scale = { '': 1, k: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[m[2] as '' | 'k' | 'M' | 'G'];
-  return Number(m[1]) * scale;
 }

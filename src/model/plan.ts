@@ -61,7 +61,7 @@ export interface MemoryPlan {
  * layers each WebAssembly memory (4 GiB at most) holds, so that the model and its cache may use
  * the machine's memory.
  */
-export function planMemory(header: ModelHeader, request: PlanRequest): MemoryPlan {
+export function planMemory(header: Pick<ModelHeader, 'source' | 'config' | 'weightBytes'>, request: PlanRequest): MemoryPlan {
   const c = header.config;
   const cache = printSpec(parseSpec(request.cache ?? 'full'));
   const kv = kvCost(c, cache);
@@ -154,14 +154,27 @@ export function planRows(plan: MemoryPlan): [string, string][] {
 function kvCost(c: ModelConfig, spec: string): { fixed: number; perToken: number } {
   const SMALL = 32;
   const used = (capacity: number): number => {
-    const k = new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
-    createCache(k, c, parseSpec(spec), capacity);
+    const k = scratchKernels();
+    measuredCache(k, c, spec, capacity);
     return k.arena.used;
   };
   const small = used(SMALL);
   const perToken = (used(2 * SMALL) - small) / SMALL;
   return { fixed: Math.max(0, small - SMALL * perToken), perToken };
 }
+
+/**
+ * Stored bits per key/value number of a spec's codec on a model of shape `c` (scales, zeros, LUTs and
+ * outliers counted, shared tables amortised away), from a build on a scratch arena.
+ */
+export function cacheBitsPerValue(c: ModelConfig, spec: string): number {
+  return measuredCache(scratchKernels(), c, spec, 1).codec.bitsPerValue();
+}
+
+const scratchKernels = () => new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
+
+// no model yet: files named by the spec are read when it runs
+const measuredCache = (k: ReferenceKernels, c: ModelConfig, spec: string, capacity: number) => createCache(k, c, parseSpec(spec), capacity, { measureOnly: true });
 
 /** Free memory (MemAvailable where /proc/meminfo has it), or what the cgroup still allows if that is less. */
 export function availableMemory(): { bytes: number; source: string } {

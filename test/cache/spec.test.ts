@@ -64,4 +64,25 @@ describe('cache spec grammar', () => {
     expect(() => parseSpec(text)).toThrow(UsageError);
     expect(() => parseSpec(text)).toThrow(message);
   });
+
+  it.each([
+    ['kvquant(bits=2,calib=/abs/dir/ref-6m.calib)', 'full+kvquant(bits=2,calib=/abs/dir/ref-6m.calib)', '/abs/dir/ref-6m.calib'],
+    ['kvquant(calib=./rel/x_1.calib)', 'full+kvquant(calib=./rel/x_1.calib)', './rel/x_1.calib'],
+    ['kvquant(calib=~/calib/a-b.calib)', 'full+kvquant(calib=~/calib/a-b.calib)', '~/calib/a-b.calib'],
+    ['kvquant(calib=../up/2bit.calib)', 'full+kvquant(calib=../up/2bit.calib)', '../up/2bit.calib'],
+    ['kvquant(calib="/abs/dir/ref-6m.calib")', 'full+kvquant(calib=/abs/dir/ref-6m.calib)', '/abs/dir/ref-6m.calib'],
+    // what is not a bare word stays quoted, spaces inside quotes included
+    ['kvquant(calib="/my files/a,b.calib")', 'full+kvquant(calib="/my files/a,b.calib")', '/my files/a,b.calib'],
+    ['kvquant(calib="1234")', 'full+kvquant(calib="1234")', '1234'],
+    ['kvquant(calib="true")', 'full+kvquant(calib="true")', 'true'],
+  ])('a path is a value: %s', (text, canonical, file) => {
+    const spec = parseSpec(text);
+    expect(spec.codec.params.calib).toBe(file);
+    expect(printSpec(spec)).toBe(canonical);
+    expect(parseSpec(printSpec(spec))).toEqual(spec);
+  });
+
+  it('a value it cannot read says what a value may be', () => {
+    expect(() => parseSpec('kvquant(calib=/a/b(c).calib)')).toThrow(/cannot read value .*a word of letters, digits and _ \. - \/ ~ \(a path\), or a "quoted string"/);
+  });
 });

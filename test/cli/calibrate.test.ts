@@ -19,7 +19,7 @@ describe('kvpack calibrate', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('from 126 tokens of stories260k-calibration');
     const file = JSON.parse(fs.readFileSync(out, 'utf8')) as { version: number; bits: number[]; layers: unknown[]; model: { name: string } };
-    expect(file).toMatchObject({ version: 1, bits: [3], model: { name: 'stories260K' } });
+    expect(file).toMatchObject({ version: 2, bits: [3], model: { name: 'stories260K' } });
     expect(file.layers).toHaveLength(5);
     expect(fs.existsSync(`${out}.partial`)).toBe(false);
   });

@@ -4,6 +4,14 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REF6M_DIR, REF6M_GGUF, STORIES_BIN } from '../engine/helpers.js';
 import { expectCleanFailure, kvpack } from './run.js';
+import { ggufModelMetadata, llamaGgufTensorInfos, writeGgufTensors } from '../../src/dev/write.js';
+import type { ModelConfig } from '../../src/model/config.js';
+
+/** Llama-2-7B's shape (f16: 12.6 GiB of weights). */
+const SEVEN_B: ModelConfig = {
+  architecture: 'llama', hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 128,
+  vocabSize: 32000, maxContext: 4096, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'interleaved', tiedEmbeddings: false, qkvBias: false,
+};
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -28,6 +36,18 @@ describe('kvpack CLI', () => {
     expect(info.bitsPerWeight).toBeGreaterThan(4.5);
     expect(info.bitsPerWeight).toBeLessThan(fileBits);
     expect(kvpack('info', '--model', file).stdout).toMatch(/bits\/weight\s+5\.\d\d/);
+  });
+
+  it('info reads the header only: a sparse 7B-shaped GGUF of 12.6 GiB is described, its plan printed, no weight read', async () => {
+    const file = path.join(tmp, 'seven-b.gguf');
+    const c = { ...SEVEN_B };
+    await writeGgufTensors(file, { metadata: ggufModelMetadata(c, 'seven-b') as never }, llamaGgufTensorInfos(c, 'F16'));
+    // the file holds no weights (a sparse hole reads as zeros): anything that read or hashed them would take minutes
+    const r = kvpack('info', '--model', file, '--ctx', '4096', '--cache', 'int(bits=4)');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^plan\s+4096 tokens of full\+int\(bits=4\)$/m);
+    expect(r.stdout).toMatch(/^parameters\s+6738\.\d\dM \(f16 6738\.\d\dM, f32 0\.27M\)$/m);
+    expect(r.stdout).toMatch(/^cache\s+full\+int\(bits=4\): 4\.5 bits per value/m);
   });
 
   it('prints the KV bytes held against a full fp16 cache after generating', () => {

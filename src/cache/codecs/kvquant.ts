@@ -231,6 +231,9 @@ class KVQuantCodec extends QuantCodec {
   }
 }
 
+/** The outlier fraction without calib (and kvpack calibrate's default, which a plan assumes of a file it has not read). */
+const DEFAULT_OUTLIERS = 0.01;
+
 interface KVQuantOptions {
   outliers: number;
   qnorm: boolean;
@@ -266,16 +269,18 @@ export const kvquant = codecKind({
     const c = ctx.config;
     const bits = p.bits;
     const prerope = p.prerope || ctx.ropeOnRead;
-    const calib = p.calib === undefined ? undefined : openCalibration(p.calib, ctx, bits);
-    const datatype = p.datatype ?? (calib ? 'nuq' : 'nf');
-    const outliers = p.outliers ?? calib?.outliers ?? 0.01;
+    const fromFile = p.calib !== undefined;
+    // measuring bytes (the memory plan, before the model exists) reads no file: bytes depend on its outliers alone
+    const calib = fromFile && !ctx.measureOnly ? openCalibration(p.calib!, ctx, bits) : undefined;
+    const datatype = p.datatype ?? (fromFile ? 'nuq' : 'nf');
+    const outliers = p.outliers ?? calib?.outliers ?? DEFAULT_OUTLIERS;
     if (calib && outliers !== calib.outliers) {
       throw new UsageError(`kvquant(calib=${p.calib}): the file was calibrated with outliers=${calib.outliers}; use that (or leave outliers out) or calibrate again with --outliers ${outliers}`);
     }
-    if (datatype === 'nuq' && !calib) {
+    if (datatype === 'nuq' && !fromFile) {
       throw new UsageError('kvquant(datatype=nuq) needs a calibration file: make one with kvpack calibrate and pass calib=FILE');
     }
-    if (calib && datatype !== 'nuq' && p.qnorm) {
+    if (fromFile && datatype !== 'nuq' && p.qnorm) {
       throw new UsageError(`kvquant(calib=…,datatype=${datatype},qnorm=true): the file's Q-Norm statistics are for its own datatypes; use datatype=nuq or leave calib out`);
     }
     // nuq: each layer's levels come from the file; uniform signposts stand in until then
@@ -284,7 +289,7 @@ export const kvquant = codecKind({
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
     const sinks = p.sinks;
     const calibrate = p.calibrate;
-    const staging = calib ? 0 : calibrate + sinks;
+    const staging = fromFile ? 0 : calibrate + sinks;
     const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope: prerope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
     const first = ctx.firstLayer ?? 0;
