@@ -1,5 +1,5 @@
 import { Queue, QueueEvents } from 'bullmq';
-import { authFailure, isConnectionError, jobId, queueConnection, QUEUE_NAME, readResult, toJob } from './queue.js';
+import { refusal, isConnectionError, jobId, queueConnection, QUEUE_NAME, readResult, toJob } from './queue.js';
 import type { ResultRow } from './store.js';
 import { describeRow, planSweep, rowIdentity, type PlannedRow, type PlanOptions, type SweepEvent, type SweepPlan, type SweepSummary } from './sweep.js';
 
@@ -73,16 +73,16 @@ async function coordinate(plan: SweepPlan, options: QueueSweepOptions, connectio
   const queue = new Queue(QUEUE_NAME, { connection });
   const events = new QueueEvents(QUEUE_NAME, { connection });
   let down = false;
-  // a refused password ends the sweep: every wait below races this
+  // a refused password or certificate ends the sweep: every wait below races this
   let refuse: (e: Error) => void = () => {};
   const refused = new Promise<never>((_, reject) => (refuse = reject));
   refused.catch(() => {});
   let denied = false;
   const onError = (e: Error): void => {
-    const auth = authFailure(e, options.queue);
-    if (auth) {
+    const fatal = refusal(e, options.queue);
+    if (fatal) {
       denied = true;
-      return refuse(auth);
+      return refuse(fatal);
     }
     if (down) return;
     down = true;

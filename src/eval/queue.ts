@@ -109,16 +109,23 @@ export function readResult(value: unknown): UnitResult | undefined {
   return { metrics: r.metrics!, memory: r.memory!, seconds: r.seconds, versions: { kvpack: r.versions.kvpack, node: r.versions.node }, finished_at: r.finished_at };
 }
 
-/** Redis refused the URL's credentials: waiting would not help. */
-export class QueueAuthError extends KvpackError {
-  override readonly name = 'QueueAuthError';
+/** Redis refused us (credentials), or we refused it (its TLS certificate): waiting would not help. */
+export class QueueRefusedError extends KvpackError {
+  override readonly name = 'QueueRefusedError';
 }
 
-/** The error as a QueueAuthError when it says the credentials were refused (a wrong or missing password, an unknown user). */
-export function authFailure(e: unknown, url: string): QueueAuthError | undefined {
-  const message = String((e as { message?: unknown })?.message ?? e);
-  if (!/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(message)) return undefined;
-  return new QueueAuthError(`Redis at ${describeQueue(url)} refused the credentials (${message.trim()}); give the password in the URL: redis://:PASSWORD@HOST:PORT`);
+/** The error as a QueueRefusedError when it is a refused password or user, or a TLS certificate that does not verify. */
+export function refusal(e: unknown, url: string): QueueRefusedError | undefined {
+  const err = e as { message?: unknown; code?: unknown };
+  const message = String(err?.message ?? e).trim();
+  const where = `Redis at ${describeQueue(url)}`;
+  if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(message)) {
+    return new QueueRefusedError(`${where} refused the credentials (${message}); give the password in the URL: redis://:PASSWORD@HOST:PORT`);
+  }
+  if (/certificate/i.test(message) || /^(ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_)/.test(String(err?.code ?? ''))) {
+    return new QueueRefusedError(`${where}: its TLS certificate does not verify (${message}); if it is signed by your own CA, trust it with NODE_EXTRA_CA_CERTS=ca.pem`);
+  }
+  return undefined;
 }
 
 /** Errors that mean Redis is away (down, restarting, loading its data), not that something is wrong with the sweep. */

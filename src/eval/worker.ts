@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { authFailure, queueConnection, QUEUE_NAME, type UnitJob } from './queue.js';
+import { refusal, queueConnection, QUEUE_NAME, type UnitJob } from './queue.js';
 import type { TaskParams, UnitResult } from './store.js';
 import { describeRow } from './sweep.js';
 
@@ -30,7 +30,7 @@ export interface RunningWorker {
    * no unit in hand and Redis away it returns at once: a close would wait for replies that never come.
    */
   stop(): Promise<void>;
-  /** Rejects when Redis refuses the URL's credentials (waiting would not help); never resolves. */
+  /** Rejects when Redis refuses the credentials or its certificate does not verify (waiting would not help); never resolves. */
   refused: Promise<never>;
 }
 
@@ -57,8 +57,8 @@ export function startWorker(options: WorkerOptions): RunningWorker {
   let refuse: (e: Error) => void = () => {};
   const refused = new Promise<never>((_, reject) => (refuse = reject));
   worker.on('error', (e) => {
-    const auth = authFailure(e, options.queue);
-    if (auth) return refuse(auth);
+    const fatal = refusal(e, options.queue);
+    if (fatal) return refuse(fatal);
     if (down) return;
     down = true;
     log(`Redis unreachable (${e.message}); waiting for it`);

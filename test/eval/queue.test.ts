@@ -8,7 +8,7 @@ import { loadPlan, planSweep, runSweep } from '../../src/eval/sweep.js';
 import { loadModel } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { expectCleanFailure, kvpack as runKvpack } from '../cli/run.js';
-import { Kvpack, TestRedis, until } from './redis.js';
+import { Kvpack, TestRedis, TLS_CA, until } from './redis.js';
 
 // Sweeps on a real Redis (started per test): kvpack sweep --queue as the coordinator, kvpack worker
 // processes as the workers, all the built CLI as a user runs it.
@@ -214,6 +214,20 @@ describe('a sweep on the queue', () => {
     expect(storeKeys(planFile)).toHaveLength(2);
     expect(next.stderr.match(/^worker: done /gm)).toHaveLength(1);
     for (const p of [w, sweep, next]) expect(p.stderr).not.toContain('pw-in-the-url');
+  });
+
+  it('TLS (rediss://): a sweep runs when the certificate verifies; a worker that cannot verify it says so and stops', async () => {
+    redis = await TestRedis.start({ tls: true });
+    const planFile = writePlan('tls', { caches: ['full', 'h2o(budget=16)'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 64, chunks: 1 }] });
+    const trust = { NODE_EXTRA_CA_CERTS: TLS_CA };
+    const w = new Kvpack(['worker', '--queue', redis.url, '--threads', '1'], undefined, trust);
+    const sweep = new Kvpack(['sweep', planFile, '--queue', redis.url], undefined, trust);
+    const untrusting = new Kvpack(['worker', '--queue', redis.url]);
+    running.push(w, sweep, untrusting);
+    expect(await sweep.exitCode(), sweep.stderr).toBe(0);
+    expect(storeKeys(planFile)).toHaveLength(2);
+    expect(await untrusting.exitCode()).toBe(1);
+    expect(untrusting.stderr).toContain('its TLS certificate does not verify (self-signed certificate); if it is signed by your own CA, trust it with NODE_EXTRA_CA_CERTS');
   });
 
   it('a wrong password ends the sweep and the worker with one clear line each, not a wait', async () => {

@@ -10,29 +10,40 @@ import { CLI } from '../cli/run.js';
  * its own on a free loopback port with its own data directory, append-only so a restart keeps what
  * was written (or without persistence, to lose it all), and stops it. Nothing listens beyond 127.0.0.1.
  */
+/** A self-signed certificate for 127.0.0.1 (test only) and its key. */
+export const TLS_CA = path.resolve('test/eval/tls/cert.pem');
+const TLS_KEY = path.resolve('test/eval/tls/key.pem');
+
 export class TestRedis {
   private process: ChildProcess | undefined;
 
-  private constructor(readonly port: number, readonly dir: string, readonly persist: boolean, readonly password: string | undefined) {}
+  private constructor(readonly port: number, readonly dir: string, readonly persist: boolean, readonly password: string | undefined, readonly tls: boolean) {}
 
   /** The URL, its password included. */
   get url(): string {
-    return `redis://${this.password === undefined ? '' : `:${this.password}@`}127.0.0.1:${this.port}`;
+    return `${this.tls ? 'rediss' : 'redis'}://${this.password === undefined ? '' : `:${this.password}@`}127.0.0.1:${this.port}`;
   }
 
-  /** `persist: false`: no append-only file, so a restart comes back empty; `password`: requirepass. */
-  static async start({ persist = true, password = undefined as string | undefined } = {}): Promise<TestRedis> {
+  /**
+   * `persist: false`: no append-only file, so a restart comes back empty; `password`: requirepass;
+   * `tls`: TLS only, with the self-signed certificate TLS_CA (for 127.0.0.1, valid until 2126).
+   */
+  static async start({ persist = true, password = undefined as string | undefined, tls = false } = {}): Promise<TestRedis> {
     if (spawnSync('redis-server', ['--version']).error) {
       throw new Error('redis-server is not installed: apt-get install -y redis-server (.ci/run does this)');
     }
-    const redis = new TestRedis(await freePort(), fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-redis-')), persist, password);
+    const redis = new TestRedis(await freePort(), fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-redis-')), persist, password, tls);
     await redis.up();
     return redis;
   }
 
   /** (Re)starts the server on the same port and data directory. */
   async up(): Promise<void> {
-    const p = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.persist ? 'yes' : 'no', ...(this.password === undefined ? [] : ['--requirepass', this.password])], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const listen = this.tls
+      ? ['--port', '0', '--tls-port', String(this.port), '--tls-cert-file', TLS_CA, '--tls-key-file', TLS_KEY, '--tls-auth-clients', 'no']
+      : ['--port', String(this.port)];
+    const auth = this.password === undefined ? [] : ['--requirepass', this.password];
+    const p = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.persist ? 'yes' : 'no', ...auth], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.process = p;
     await new Promise<void>((resolve, reject) => {
       let out = '';
@@ -75,8 +86,8 @@ export class Kvpack {
   stdout = '';
   readonly exited: Promise<number | null>;
 
-  constructor(args: string[], cwd?: string) {
-    this.process = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd });
+  constructor(args: string[], cwd?: string, env?: NodeJS.ProcessEnv) {
+    this.process = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd, env: env && { ...process.env, ...env } });
     this.process.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
     this.process.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     this.exited = new Promise((resolve) => this.process.on('exit', (code) => resolve(code)));
