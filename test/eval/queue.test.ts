@@ -109,7 +109,7 @@ describe('a sweep on the queue', () => {
       caches: ['full', 'h2o(budget=32)', 'window(sinks=4,recent=32)'],
       // long units first (one each for both workers), then short ones
       tasks: [
-        { task: 'ppl', data: 'stories260k', ctx: 512, chunks: 6, mode: 'decode' },
+        { task: 'ppl', data: 'stories260k', ctx: 512, chunks: 4, mode: 'decode' },
         { task: 'ppl', data: 'stories260k', ctx: 64, chunks: 1, mode: 'decode' },
       ],
     });
@@ -144,7 +144,7 @@ describe('a sweep on the queue', () => {
     redis = await TestRedis.start({ persist });
     const planFile = writePlan(persist ? 'restart' : 'restart-empty', {
       caches: ['h2o(budget={b})', 'window(sinks=4,recent={b})'],
-      vars: { b: [8, 16, 32, 64] },
+      vars: { b: [8, 16, 32] },
       tasks: [{ task: 'ppl', data: 'stories260k', ctx: 256, chunks: 3, mode: 'decode' }],
     });
     const workers = [worker('--lock-ms', '2000'), worker('--lock-ms', '2000')];
@@ -197,7 +197,7 @@ describe('a sweep on the queue', () => {
 
   it('SIGTERM mid-unit: the worker finishes the unit in hand (it is recorded), takes no other, and exits 0 (Redis with a password)', async () => {
     redis = await TestRedis.start({ password: 'pw-in-the-url' });
-    const planFile = writePlan('term', { caches: ['full', 'h2o(budget=32)'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 512, chunks: 6, mode: 'decode' }] });
+    const planFile = writePlan('term', { caches: ['full', 'h2o(budget=32)'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 512, chunks: 4, mode: 'decode' }] });
     const w = worker();
     await workersReady(w);
     const sweep = kvpack('sweep', planFile, '--queue', redis.url);
