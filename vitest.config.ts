@@ -12,6 +12,7 @@ const SLOW = [
   'test/cli/**/*.test.ts',
   'test/calibrate/entry-points.test.ts',
   'test/eval/concurrent.test.ts',
+  'test/eval/queue.test.ts',
   'test/server/scheduler.test.ts',
   'test/server/load.test.ts',
   'test/trace/cli.test.ts',

@@ -16,9 +16,10 @@ import { kvcacheSection } from './kvcache.js';
 import { speedSection } from './speed.js';
 import { contextScalingSection } from './context-scaling.js';
 import { scaleSections } from './scale.js';
+import { streamingSection } from './streaming.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, ...scaleSections];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, streamingSection, ...scaleSections];
 
 const USAGE = `usage: npm run bench -- [options]
 

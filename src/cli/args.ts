@@ -71,3 +71,12 @@ export function bytesOption(name: string, text: string | undefined): number | un
   if (!(bytes > 0)) throw new UsageError(`--${name} must be a positive byte count such as 512MiB or 2GiB, got "${text}"`);
   return bytes;
 }
+
+/**
+ * Ends the process a second after this is called (in a command's `finally`), whatever is left
+ * running: the output drains meanwhile, and a Redis client whose server is away (or refused it)
+ * would keep reconnecting forever. The exit code is the one the command's outcome set.
+ */
+export function exitSoon(): void {
+  setTimeout(() => process.exit(), 1000).unref();
+}
