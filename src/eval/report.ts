@@ -298,7 +298,8 @@ export function renderMarkdown(
   }
   if (tables.length === 0) out.push('No results yet.', '');
   for (const t of tables) {
-    out.push(`## ${escape(t.title)}`, '');
+    // the title carries the model's name: one line, with nothing Markdown or HTML would read as markup
+    out.push(`## ${escape(t.title).replace(/[\r\n\t\v\f]+/g, ' ').replace(/[\\`*_[\]<>#!&]/g, '\\$&')}`, '');
     for (const img of images[tables.indexOf(t)] ?? []) out.push(`![${escape(img.title)}](${img.file})`, '');
     out.push(`| ${t.columns.map((c) => escape(c.header)).join(' | ')} |`);
     out.push(`|${t.columns.map((c) => (c.align === 'right' ? '---:' : ':---')).join('|')}|`);

@@ -67,7 +67,8 @@ export function param<T, const O extends Options<T> = Options<T>>(
 export function int<const O extends Options<number> & { min: number; max?: number }>(o: O): Built<number, O> {
   const { min, max, ...options } = o;
   return param<number, O>(
-    (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be an integer ${range(min, max)}`),
+    // 1e308 is an integer to Number.isInteger, but no count: past 2^53 integers alias
+    (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be an integer ${range(min, max)}`),
     options as O,
     asNumber,
   );

@@ -135,4 +135,13 @@ describe('report plots', () => {
     expect(md).toContain('![perplexity vs KV bytes per token');
     expect(md).toContain('| `h2o(budget=0.2)` | 0.01200 | 0.9400 |');
   });
+
+  it('keeps a model name with Markdown or HTML in it to one plain heading line (issue 22)', () => {
+    const rows = fixtureRows().filter((r) => r.task === 'ppl').map((r) => ({ ...r, model: '/m/<img src=x onerror=alert(1)>\n# owned [link](x) `code` *b*.gguf' }));
+    const md = renderMarkdown(buildSections(rows).map((s) => s.table));
+    const heading = md.split('\n').find((l) => l.startsWith('## '))!;
+    expect(md.split('\n').filter((l) => l.startsWith('#'))).toEqual(['# kvpack results', heading]);
+    expect(heading).toContain('\\<img src=x onerror=alert(1)\\> \\# owned \\[link\\](x) \\`code\\` \\*b\\*');
+    expect(heading).not.toMatch(/(^|[^\\])[<>[\]`*]/);
+  });
 });
