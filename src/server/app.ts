@@ -201,7 +201,7 @@ export function createApp(options: AppOptions): FastifyInstance {
   }
 
   function checkModel(name: string): void {
-    if (name !== id && name !== model.source) {
+    if (name !== id) { // never the path: a client could test guesses about the server's files
       throw new RequestError(`the model "${name}" does not exist; this server runs "${id}"`, 404, 'model_not_found', 'model');
     }
   }

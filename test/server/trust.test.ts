@@ -36,6 +36,16 @@ async function post(body: object, target = '/v1/completions') {
 }
 
 describe('a request never makes the server read a file (findings 1, 3, 4)', () => {
+  it("answers a model named by the server's own path as any unknown model: no oracle for guessed paths", async () => {
+    const answers = [];
+    for (const model of [server.model.source, path.resolve(server.model.source), '/etc/passwd', 'no-such-model']) {
+      const r = await post({ ...good, model });
+      expect(r.status).toBe(404);
+      answers.push(r.text.replace(JSON.stringify(model).slice(1, -1), 'NAME'));
+    }
+    expect(new Set(answers).size).toBe(1);
+  });
+
   it('refuses calib in kv_cache with one answer whatever the path names, and reads nothing', async () => {
     const fifo = path.join(tmp, 'fifo');
     execFileSync('mkfifo', [fifo]);
