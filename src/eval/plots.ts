@@ -20,10 +20,12 @@ export interface Plot {
 /**
  * Colours per policy, in POLICY_ORDER, so a method looks the same in every plot: the Okabe–Ito
  * palette (distinct under the common colour-vision deficiencies; its yellow darkened to read on white),
- * then two more; dash patterns and markers tell apart what still shares a colour.
+ * then two more; markers and dash patterns tell policies apart without colour too.
  */
 const POLICY_ORDER = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter'];
-const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#882255'];
+const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#44AA99'];
+/** The full cache's quantising codecs (Tol's indigo, wine, purple): the codec is the method there. */
+const FULL_CODEC_COLOR: Record<string, string> = { int: '#332288', kvquant: '#882255', bf16: '#AA4499' };
 const W = 640;
 const H = 380;
 const M = { left: 64, right: 170, top: 18, bottom: 48 };
@@ -39,17 +41,24 @@ export function slug(text: string): string {
 /** The full cache in fp16 (the default) and fp32: one line of two points in a Pareto plot. */
 export const FULL_FLOAT = 'full, full+fp32';
 
+/** The parameters a Pareto line sweeps: its points differ in these (the budget, the bit width). */
+const SWEPT = new Set(['budget', 'recent', 'bits', 'kbits', 'vbits']);
+
 /**
- * A cache's family, one line per family, named as the canonical spec names it without parameters: the
- * policy, and its codec unless the policy uses that codec anyway (`h2o` in fp16, `h2o+int`, `qhitter` storing
- * its own int codec, `h2o+fp32`). Its points are budgets, or bit widths for the full cache; the
- * float codecs of the full cache share one line.
+ * A cache's family, one line per family: the canonical spec less the parameters a line sweeps (budget,
+ * window's recent part, bit widths), and less its codec where the policy uses that codec anyway (`h2o` in
+ * fp16, `qhitter` storing its own int codec); `h2o+fp32`, `full+kvquant(outliers=0)` and
+ * `window(sinks=4)` are families of their own. The float codecs of the full cache share one line.
  */
 export function family(cache: string): string {
   try {
     const spec = parseSpec(cache);
     if (spec.policy.name === 'full' && (spec.codec.name === 'fp32' || spec.codec.name === 'fp16')) return FULL_FLOAT;
-    return codecIsImplied(spec) ? spec.policy.name : `${spec.policy.name}+${spec.codec.name}`;
+    const part = (p: { name: string; params: Record<string, unknown> }): string => {
+      const kept = Object.entries(p.params).filter(([k]) => !SWEPT.has(k));
+      return kept.length ? `${p.name}(${kept.map(([k, v]) => `${k}=${String(v)}`).join(',')})` : p.name;
+    };
+    return codecIsImplied(spec) ? part(spec.policy) : `${part(spec.policy)}+${part(spec.codec)}`;
   } catch {
     return cache; // a spec this build no longer parses still gets its own line
   }
@@ -115,7 +124,7 @@ interface Series {
 const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2', '4 2 4 6'];
 const CODEC_DASH: Record<string, number> = { fp16: 0, fp32: 1, int: 2, kvquant: 3, bf16: 4 };
 /** Marker shapes: polygons by their number of corners and turn (0: a circle). */
-const MARKERS: readonly (readonly [number, number])[] = [[0, 0], [4, 45], [3, 0], [4, 0], [3, 180], [5, 0], [6, 0], [4, 22.5]];
+const MARKERS: readonly (readonly [number, number])[] = [[0, 0], [4, 45], [3, 0], [4, 0], [3, 180], [5, 0], [6, 0], [3, 90], [5, 180], [3, 270]];
 
 export interface SeriesStyle {
   color: string;
@@ -127,13 +136,13 @@ export interface SeriesStyle {
 
 /**
  * One style per method (a series name) for a whole report, so a method looks the same in every plot:
- * the policy's colour unless another method took it already (then the next free one), and a dash and
- * marker from the policy and codec, no two methods alike. Register a report's names first (`register`)
- * so the order plots happen to draw them in decides nothing.
+ * its policy's colour and marker (h2o is h2o whatever it stores), a dash from its policy and codec (so
+ * two codecs of one policy differ, and so do lines that lie on top of each other), the next dash where
+ * that look is taken. Register a report's names first (`register`) so the order plots happen to draw
+ * them in decides nothing.
  */
 export class Styles {
   private readonly byName = new Map<string, SeriesStyle>();
-  private readonly usedColors = new Set<number>();
   private readonly used = new Set<string>();
 
   /** Assigns styles to names in a fixed order: each policy's default codec first, then the rest. */
@@ -148,15 +157,19 @@ export class Styles {
     const known = this.byName.get(name);
     if (known) return known;
     const k = policyIndex(name);
-    let color = k;
-    for (let i = 0; this.usedColors.has(color % PALETTE.length) && i < PALETTE.length; i++) color++;
-    color %= PALETTE.length;
-    let dash = k + (CODEC_DASH[codecOf(name)] ?? 5);
-    while (this.used.has(`${color} ${dash % DASHES.length}`)) dash++;
+    const codec = codecOf(name);
+    // the full cache in another codec: that codec is the method, and has a colour of its own
+    const color = k === 0 && codec in FULL_CODEC_COLOR ? FULL_CODEC_COLOR[codec]! : PALETTE[k % PALETTE.length]!;
+    let dash = k + (CODEC_DASH[codec] ?? 5);
+    for (let i = 0; this.used.has(`${color} ${dash % DASHES.length}`) && i < DASHES.length; i++) dash++;
     dash %= DASHES.length;
-    this.usedColors.add(color);
     this.used.add(`${color} ${dash}`);
-    const style = { color: PALETTE[color]!, dash: DASHES[dash]!, marker: (k + (CODEC_DASH[codecOf(name)] ?? 0)) % MARKERS.length };
+    // variants of one policy (qhitter's alphas, kvquant's ablations) also differ in marker: single points have no dash
+    let mark = k + (k === 0 && codec in FULL_CODEC_COLOR ? 7 : 0);
+    for (let i = 0; this.used.has(`${color} marker ${mark % MARKERS.length}`) && i < MARKERS.length; i++) mark++;
+    mark %= MARKERS.length;
+    this.used.add(`${color} marker ${mark}`);
+    const style = { color, dash: DASHES[dash]!, marker: mark };
     this.byName.set(name, style);
     return style;
   }
@@ -191,9 +204,9 @@ function marker(x: number, y: number, s: SeriesStyle, inner = ''): string {
 }
 
 /** A legend entry, naming the series it stands for: its swatch and label, with the style the browser test compares. */
-function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box'): string {
+function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box', withMarker = true): string {
   const mark = swatch === 'line'
-    ? `<line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>${marker(x + 13, y, s)}`
+    ? `<line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>${withMarker ? marker(x + 13, y, s) : ''}`
     : `<rect x="${x + 6}" y="${y - 5}" width="10" height="10" fill="${s.color}"/>`;
   return `<g class="legend-item" data-series="${esc(label)}" data-style="${s.color} ${s.dash || 'solid'}">${mark}<text x="${x + 32}" y="${y}" dy="0.32em" fill="#000">${esc(label)}</text></g>`;
 }
@@ -228,7 +241,7 @@ class PointLabels {
 
   constructor(private readonly left: number, private readonly right: number, private readonly top: number, private readonly bottom: number) {}
 
-  add(x: number, y: number, text: string, color: string): void {
+  add(x: number, y: number, text: string): void {
     const w = textWidth(text) * 0.82;
     const h = 9;
     const spots = [[6, -4], [6, 4 + h], [-6 - w, -4], [-6 - w, 4 + h]].map(([dx, dy]) => ({ x0: x + dx!, x1: x + dx! + w, y1: y + dy!, y0: y + dy! - h }));
@@ -238,7 +251,7 @@ class PointLabels {
     const free = inside.find((b) => !this.boxes.some((o) => b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1)) ?? inside[0] ?? spots[0]!;
     this.boxes.push({ ...free, text });
     // a white halo keeps the label legible over lines and grid
-    this.out.push(`<text class="point-label" x="${free.x0.toFixed(1)}" y="${(free.y1 - 1.5).toFixed(1)}" font-size="9" fill="${color}" stroke="#fff" stroke-width="2.5" paint-order="stroke">${esc(text)}</text>`);
+    this.out.push(`<text class="point-label" x="${free.x0.toFixed(1)}" y="${(free.y1 - 1.5).toFixed(1)}" font-size="9" fill="#333" stroke="#fff" stroke-width="2.5" paint-order="stroke">${esc(text)}</text>`);
   }
 
   svg(): string[] {
@@ -331,7 +344,7 @@ function lineChart(c: LineChart): { svg: string; note: string } {
     const st = c.styles.of(r.name);
     const y = sy(r.y);
     out.push(`<line class="ref" data-series="${esc(r.name)}" x1="${M.left}" x2="${M.left + pw}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="${st.color}" stroke-width="1.5" stroke-opacity="0.85"${st.dash ? ` stroke-dasharray="${st.dash}"` : ''}><title>${esc(`${r.label}: ${fmt(r.y)}`)}</title></line>`);
-    labels.add(M.left + pw - 4 - textWidth(r.label) * 0.8, y, r.label, st.color);
+    labels.add(M.left + pw - 4 - textWidth(r.label) * 0.8, y, r.label);
   }
   c.series.forEach((s) => {
     const st = c.styles.of(s.name);
@@ -346,11 +359,12 @@ function lineChart(c: LineChart): { svg: string; note: string } {
       out.push(p.y > cap
         ? `<path class="clipped" d="M${x.toFixed(1)} ${(y - 6).toFixed(1)} l5 9 h-10 z" fill="${st.color}">${title}</path>`
         : marker(x, y, st, title));
-      if (p.tag !== undefined) labels.add(x, y, p.tag, st.color);
+      if (p.tag !== undefined) labels.add(x, y, p.tag);
     }
   });
   out.push(...labels.svg());
-  legend.forEach((name, i) => out.push(legendItem(W - M.right + 12, M.top + 8 + i * 16, c.styles.of(name), name, 'line')));
+  // a baseline is a line without points: its entry has no marker
+  legend.forEach((name, i) => out.push(legendItem(W - M.right + 12, M.top + 8 + i * 16, c.styles.of(name), name, 'line', c.series.some((s) => s.name === name))));
   out.push('</svg>');
   const note = clipped.length ? ` Off the scale, drawn as ▲ at the top edge: ${clipped.map((p) => `${p.label} (${fmt(p.y)})`).join(', ')}.` : '';
   return { svg: out.join('\n'), note };
@@ -372,7 +386,7 @@ export interface Experiment {
 
 /**
  * What a Pareto point is labelled with: its budget (a fraction or a count; window: its recent part),
- * for the full cache its codec's bits or name.
+ * for the full cache its codec's bits (K4V2: keys' and values') or name.
  */
 export function pointTag(cache: string): string | undefined {
   try {
@@ -380,7 +394,9 @@ export function pointTag(cache: string): string | undefined {
     const b = policy.name === 'window' ? policy.params.recent : policy.params.budget;
     if (typeof b === 'number') return fmt(b);
     if (policy.name !== 'full') return undefined;
-    return typeof codec.params.bits === 'number' ? `${codec.params.bits}-bit` : codec.name;
+    const { bits, kbits, vbits } = codec.params;
+    if (typeof bits === 'number') return `${bits}-bit`;
+    return typeof kbits === 'number' && typeof vbits === 'number' ? `K${kbits}V${vbits}` : codec.name;
   } catch {
     return undefined;
   }

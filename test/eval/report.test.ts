@@ -15,6 +15,11 @@ describe('report plots', () => {
     // a qhitter with no codec stores its own int codec; one with +fp32 stores f32
     expect(family('qhitter(budget=0.2,bits=4)')).toBe('qhitter');
     expect(family('qhitter(budget=0.2)+fp32')).toBe('qhitter+fp32');
+    // a line sweeps the budget or the bits; the other parameters make variants, each its own line
+    expect(family('full+kvquant(bits=3,outliers=0)')).toBe('full+kvquant(outliers=0)');
+    expect(family('qhitter(budget=0.2,alpha=0.5,bits=4)')).toBe('qhitter(alpha=0.5)');
+    expect(family('window(sinks=4,recent=0.2)')).toBe('window(sinks=4)');
+    expect(family('full+int(kbits=2,vbits=2,kaxis=channel)')).toBe('full+int(kaxis=channel)');
     expect(budgetFraction('tova(budget=0.1)+fp32')).toBe(0.1);
     expect(budgetFraction('window(sinks=4,recent=0.2)')).toBe(0.2);
     expect(budgetFraction('h2o(budget=512)')).toBeUndefined();
@@ -39,20 +44,23 @@ describe('report plots', () => {
     expect(new Set(ids).size).toBe(ids.length);
     const pareto = sections[0]!.plots.find((p) => p.id.startsWith('pareto'))!;
     const series = [...pareto.svg.matchAll(/data-series="([^"]+)" d="([^"]+)"/g)].map((m) => [m[1], m[2]!.split(/[ML]/).length - 1]);
-    expect(series).toEqual([['full, full+fp32', 2], ['h2o', 3], ['window', 2]]);
+    expect(series).toEqual([['full, full+fp32', 2], ['h2o', 3], ['window(sinks=4)', 2]]);
     const heat = sections[2]!.plots[0]!;
     expect(heat.svg.match(/class="cell"/g)).toHaveLength(7 * 6);
     const bars = sections[4]!.plots[0]!;
     expect(bars.svg.match(/class="bar"/g)).toHaveLength(7 * 3);
   });
 
-  it('gives every series its own colour and dash, even two codecs of one policy, and a name always the same', () => {
+  it('gives every series its own look: the policy colour and marker, a dash per codec; a name always the same', () => {
     const styles = seriesStyles(['window+fp32', 'window', 'h2o+fp32', 'h2o', 'h2o+int', 'full, full+fp32', 'random', 'random']);
     const keys = styles.map((s) => `${s.color} ${s.dash}`);
     expect(new Set(keys.slice(0, 7)).size).toBe(7);
     expect(keys[7]).toBe(keys[6]); // one method, one style
-    expect(new Set(styles.slice(0, 7).map((s) => s.color)).size).toBe(7); // colours too, while the palette lasts
-    expect(styles[0]!.dash).not.toBe(styles[1]!.dash);
+    expect(styles[0]!.color).toBe(styles[1]!.color); // one policy, one colour
+    expect(styles[0]!.dash).not.toBe(styles[1]!.dash); // its codecs told apart by the dash
+    expect(new Set(styles.slice(2, 5).map((s) => s.dash)).size).toBe(3);
+    expect(new Set([styles[1], styles[3], styles[5], styles[6]].map((s) => s!.color)).size).toBe(4); // policies apart by colour
+    expect(new Set([styles[1], styles[3], styles[5], styles[6]].map((s) => s!.marker)).size).toBe(4); // and by marker
     expect(styles[5]!.dash).toBe(''); // the full cache in fp16 and fp32: one solid line
   });
 
@@ -179,7 +187,7 @@ describe('report plots', () => {
     const rows = fixtureRows().filter((r) => r.task === 'ppl').map((r) => (r.cache.startsWith('window') ? { ...r, memory: { ...r.memory, kv_bytes_per_token: r.cache.includes('0.5') ? 1600 : 700 }, metrics: { ...r.metrics, ppl: r.cache.includes('0.5') ? 614 : 621 } } : r));
     const pareto = buildSections(rows)[0]!.plots.find((p) => p.id.startsWith('pareto'))!;
     const dashes = new Map(drawn(pareto.svg));
-    expect(dashes.get('h2o')!.split(' ')[1]).not.toBe(dashes.get('window')!.split(' ')[1]);
+    expect(dashes.get('h2o')!.split(' ')[1]).not.toBe(dashes.get('window(sinks=4)')!.split(' ')[1]);
     const plot = pareto.svg.slice(0, pareto.svg.indexOf('class="legend-item"'));
     const markers = (name: string): string[] => {
       const color = dashes.get(name)!.split(' ')[0];
@@ -187,8 +195,8 @@ describe('report plots', () => {
         .map((m) => `${m[1]} of ${m[2]?.split(' ').length ?? 0}`); // the shape and its number of corners
     };
     expect(markers('h2o')).toHaveLength(3); // a marker on every point
-    expect(markers('window')).toHaveLength(2);
-    expect(markers('h2o')[0]).not.toBe(markers('window')[0]); // another shape
+    expect(markers('window(sinks=4)')).toHaveLength(2);
+    expect(markers('h2o')[0]).not.toBe(markers('window(sinks=4)')[0]); // another shape
     expect(pareto.svg).toMatch(/class="series"[^>]* stroke-opacity="0\.[0-9]+"/);
   });
 
