@@ -385,24 +385,41 @@ export interface Experiment {
 }
 
 /**
- * What a Pareto point is labelled with: its budget (a fraction or a count; window: its recent part),
- * for the full cache its codec's bits (K4V2: keys' and values') or name.
+ * What a Pareto point can be labelled with: its budget (a fraction or a count; window: its recent part),
+ * its bit width (K4V2: keys' and values'), and for the full cache in a float codec, that codec.
  */
-export function pointTag(cache: string): string | undefined {
+export function pointTags(cache: string): { budget?: string; bits?: string; codec?: string } {
   try {
     const { policy, codec } = parseSpec(cache);
     const b = policy.name === 'window' ? policy.params.recent : policy.params.budget;
-    if (typeof b === 'number') return fmt(b);
-    if (policy.name !== 'full') return undefined;
-    const { bits, kbits, vbits } = codec.params;
-    if (typeof bits === 'number') return `${bits}-bit`;
-    return typeof kbits === 'number' && typeof vbits === 'number' ? `K${kbits}V${vbits}` : codec.name;
+    // qhitter's bits are its policy's
+    const bits = typeof policy.params.bits === 'number' ? policy.params.bits : codec.params.bits;
+    const { kbits, vbits } = codec.params;
+    return {
+      budget: typeof b === 'number' ? fmt(b) : undefined,
+      bits: typeof bits === 'number' ? `${bits}-bit` : typeof kbits === 'number' && typeof vbits === 'number' ? `K${kbits}V${vbits}` : undefined,
+      codec: policy.name === 'full' ? codec.name : undefined,
+    };
   } catch {
-    return undefined;
+    return {};
   }
 }
 
-function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined, y: (r: ResultRow) => number | undefined, tag?: (cache: string) => string | undefined): Series[] {
+/**
+ * The labels of a line's points: what varies along it (the budget, the bits, or both); a line of one
+ * point, or whose points differ in nothing swept, shows its budget, else its bits, else its codec.
+ */
+export function lineTags(caches: readonly string[]): (string | undefined)[] {
+  const tags = caches.map(pointTags);
+  const keys = (['budget', 'bits', 'codec'] as const);
+  const varying = keys.filter((k) => new Set(tags.map((t) => t[k])).size > 1);
+  return tags.map((t) => {
+    const shown = (varying.length ? varying : keys.filter((k) => t[k] !== undefined).slice(0, 1)).map((k) => t[k]).filter((v) => v !== undefined);
+    return shown.length ? shown.join(', ') : undefined;
+  });
+}
+
+function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined, y: (r: ResultRow) => number | undefined, tagged = false): Series[] {
   const byFamily = new Map<string, Series>();
   for (const r of rows) {
     const xv = x(r);
@@ -410,10 +427,14 @@ function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined,
     if (xv === undefined || yv === undefined || !Number.isFinite(xv) || !Number.isFinite(yv)) continue;
     const name = family(r.cache);
     const s = byFamily.get(name) ?? { name, points: [] };
-    s.points.push({ x: xv, y: yv, label: r.cache, tag: tag?.(r.cache) });
+    s.points.push({ x: xv, y: yv, label: r.cache });
     byFamily.set(name, s);
   }
-  return [...byFamily.values()];
+  const series = [...byFamily.values()];
+  if (tagged) {
+    for (const s of series) lineTags(s.points.map((p) => p.label)).forEach((tag, i) => (s.points[i]!.tag = tag));
+  }
+  return series;
 }
 
 /** Metrics with a fixed scale: accuracy and agreement run from 0 to 1. */
@@ -423,14 +444,14 @@ function yRangeOf(metric: string): [number, number] | undefined {
 
 /** Quality against KV bytes per token, log x, one line per family: the Pareto view. */
 export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
-  const series = groupSeries(e.rows, (r) => (r.memory.kv_bytes_per_token > 0 ? r.memory.kv_bytes_per_token : undefined), (r) => r.metrics[metric], pointTag);
+  const series = groupSeries(e.rows, (r) => (r.memory.kv_bytes_per_token > 0 ? r.memory.kv_bytes_per_token : undefined), (r) => r.metrics[metric], true);
   if (series.length === 0) return undefined;
   const id = `pareto-${slug(`${e.key}-${metric}`)}`;
   const chart = lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series, yRange: yRangeOf(metric), styles: e.styles ?? new Styles() });
   return {
     id,
     title: `${yLabel} vs KV bytes per token — ${e.title}`,
-    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, each point labelled with its budget (fraction of the prompt); the full cache in fp16 and fp32 is one line, its points labelled with the codec.${chart.note}`,
+    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, each point labelled with what varies along its line (the budget as a fraction of the prompt, the bits); the full cache in fp16 and fp32 is one line, its points labelled with the codec.${chart.note}`,
     svg: chart.svg,
   };
 }

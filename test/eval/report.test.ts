@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { budgetFraction, family, heat, pointTag, seriesStyles } from '../../src/eval/plots.js';
+import { budgetFraction, family, heat, lineTags, seriesStyles } from '../../src/eval/plots.js';
 import { buildSections, renderHtml, renderMarkdown } from '../../src/eval/report.js';
 import { cellMetric, readGrid } from '../../src/eval/retrieval.js';
 import { fixtureRows } from './report-fixture.js';
@@ -149,12 +149,15 @@ describe('report plots', () => {
   const drawn = (svg: string): [string, string][] =>
     [...svg.matchAll(/<(?:path class="series"|line class="ref") data-series="([^"]+)"[^>]*? stroke="([^"]+)"[^>]*?(?: stroke-dasharray="([^"]+)")?\/?>/g)].map((m) => [m[1]!, `${m[2]} ${m[3] ?? 'solid'}`]);
 
-  it('labels each Pareto point with its budget, the full cache with its codec', () => {
-    expect(pointTag('h2o(budget=0.2)+fp32')).toBe('0.2');
-    expect(pointTag('window(sinks=4,recent=0.5)')).toBe('0.5');
-    expect(pointTag('h2o(budget=512)')).toBe('512');
-    expect(pointTag('full+int(bits=4)')).toBe('4-bit');
-    expect(pointTag('full')).toBe('fp16');
+  it('labels each Pareto point with its budget, or what else varies along its line', () => {
+    expect(lineTags(['h2o(budget=0.2)+fp32', 'h2o(budget=0.5)+fp32'])).toEqual(['0.2', '0.5']);
+    expect(lineTags(['window(sinks=4,recent=0.5)'])).toEqual(['0.5']);
+    expect(lineTags(['h2o(budget=512)'])).toEqual(['512']);
+    expect(lineTags(['full+int(bits=4)', 'full+int(bits=8)', 'full+int(kbits=4,vbits=2)'])).toEqual(['4-bit', '8-bit', 'K4V2']);
+    expect(lineTags(['full', 'full+fp32'])).toEqual(['fp16', 'fp32']);
+    // one budget, two bit widths: the bits; both varying: both
+    expect(lineTags(['h2o(budget=0.2)+int(bits=4)', 'h2o(budget=0.2)+int(bits=8)'])).toEqual(['4-bit', '8-bit']);
+    expect(lineTags(['qhitter(budget=0.2,bits=4)', 'qhitter(budget=0.5,bits=8)'])).toEqual(['0.2, 4-bit', '0.5, 8-bit']);
     const pareto = buildSections(fixtureRows())[0]!.plots.find((p) => p.id.startsWith('pareto'))!;
     const labels = [...pareto.svg.matchAll(/class="point-label"[^>]*>([^<]+)</g)].map((m) => m[1]);
     expect(new Set(labels)).toEqual(new Set(['fp32', 'fp16', '0.5', '0.2', '0.1']));
