@@ -24,6 +24,8 @@ export interface Plot {
  */
 const POLICY_ORDER = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter'];
 const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#44AA99'];
+/** Their markers, shapes no policy has. */
+const FULL_CODEC_MARKER: Record<string, number> = { int: 7, kvquant: 9, bf16: 8 };
 /** The full cache's quantising codecs (Tol's indigo, wine, purple): the codec is the method there. */
 const FULL_CODEC_COLOR: Record<string, string> = { int: '#332288', kvquant: '#882255', bf16: '#AA4499' };
 const W = 640;
@@ -145,11 +147,9 @@ export class Styles {
   private readonly byName = new Map<string, SeriesStyle>();
   private readonly used = new Set<string>();
 
-  /** Assigns styles to names in a fixed order: each policy's default codec first, then the rest. */
+  /** Assigns styles to names in a fixed order (byMethod's). */
   register(names: Iterable<string>): this {
-    const rank = (n: string): [number, number] => [policyIndex(n), CODEC_DASH[codecOf(n)] ?? 9];
-    const sorted = [...new Set(names)].sort((x, y) => rank(x)[0] - rank(y)[0] || rank(x)[1] - rank(y)[1] || (x < y ? -1 : x > y ? 1 : 0));
-    for (const n of sorted) this.of(n);
+    for (const n of [...new Set(names)].sort(byMethod)) this.of(n);
     return this;
   }
 
@@ -165,7 +165,7 @@ export class Styles {
     dash %= DASHES.length;
     this.used.add(`${color} ${dash}`);
     // variants of one policy (qhitter's alphas, kvquant's ablations) also differ in marker: single points have no dash
-    let mark = k + (k === 0 && codec in FULL_CODEC_COLOR ? 7 : 0);
+    let mark = k === 0 ? FULL_CODEC_MARKER[codec] ?? 0 : k;
     for (let i = 0; this.used.has(`${color} marker ${mark % MARKERS.length}`) && i < MARKERS.length; i++) mark++;
     mark %= MARKERS.length;
     this.used.add(`${color} marker ${mark}`);
@@ -173,6 +173,13 @@ export class Styles {
     this.byName.set(name, style);
     return style;
   }
+}
+
+/** Methods in a fixed order, for legends and styles: by policy, then codec (the default first), then name. */
+export function byMethod(x: string, y: string): number {
+  const rank = (n: string): [number, number] => [policyIndex(n), CODEC_DASH[codecOf(n)] ?? 9];
+  const [a, b] = [rank(x), rank(y)];
+  return a[0] - b[0] || a[1] - b[1] || (x < y ? -1 : x > y ? 1 : 0);
 }
 
 function policyIndex(name: string): number {
@@ -313,7 +320,7 @@ function lineChart(c: LineChart): { svg: string; note: string } {
     [y0, y1] = [y0 - ypad, y1 + ypad];
   }
   // the legend: each series, then each baseline's series, once
-  const legend = [...new Set([...c.series.map((s) => s.name), ...(c.refs ?? []).map((r) => r.name)])];
+  const legend = [...new Set([...c.series.map((s) => s.name), ...(c.refs ?? []).map((r) => r.name)])].sort(byMethod);
   // the legend gets the width its longest label needs
   const right = Math.max(M.right, 52 + Math.max(0, ...legend.map((n) => textWidth(n))));
   const W2 = W - M.right + right;
