@@ -58,7 +58,9 @@ export function family(cache: string): string {
     if (spec.policy.name === 'full' && (spec.codec.name === 'fp32' || spec.codec.name === 'fp16')) return FULL_FLOAT;
     const part = (p: { name: string; params: Record<string, unknown> }): string => {
       const kept = Object.entries(p.params).filter(([k]) => !SWEPT.has(k));
-      return kept.length ? `${p.name}(${kept.map(([k, v]) => `${k}=${String(v)}`).join(',')})` : p.name;
+      // a file (kvquant's calib) by its name: the folder is the same for all and only widens the legend
+      const show = (v: unknown): string => (typeof v === 'string' ? v.replace(/\\/g, '/').split('/').pop()! : String(v));
+      return kept.length ? `${p.name}(${kept.map(([k, v]) => `${k}=${show(v)}`).join(',')})` : p.name;
     };
     return codecIsImplied(spec) ? part(spec.policy) : `${part(spec.policy)}+${part(spec.codec)}`;
   } catch {
@@ -146,6 +148,7 @@ export interface SeriesStyle {
 export class Styles {
   private readonly byName = new Map<string, SeriesStyle>();
   private readonly used = new Set<string>();
+  private readonly variants = new Map<string, number>();
 
   /** Assigns styles to names in a fixed order (byMethod's). */
   register(names: Iterable<string>): this {
@@ -160,15 +163,15 @@ export class Styles {
     const codec = codecOf(name);
     // the full cache in another codec: that codec is the method, and has a colour of its own
     const color = k === 0 && codec in FULL_CODEC_COLOR ? FULL_CODEC_COLOR[codec]! : PALETTE[k % PALETTE.length]!;
-    let dash = k + (CODEC_DASH[codec] ?? 5);
+    // the v-th variant of a colour (h2o+fp32 beside h2o, kvquant's ablations): the next marker, and a dash
+    // none of its colour has while dashes last
+    const v = this.variants.get(color) ?? 0;
+    this.variants.set(color, v + 1);
+    let dash = k + (CODEC_DASH[codec] ?? 5) + Math.floor(v / MARKERS.length);
     for (let i = 0; this.used.has(`${color} ${dash % DASHES.length}`) && i < DASHES.length; i++) dash++;
     dash %= DASHES.length;
     this.used.add(`${color} ${dash}`);
-    // variants of one policy (qhitter's alphas, kvquant's ablations) also differ in marker: single points have no dash
-    let mark = k === 0 ? FULL_CODEC_MARKER[codec] ?? 0 : k;
-    for (let i = 0; this.used.has(`${color} marker ${mark % MARKERS.length}`) && i < MARKERS.length; i++) mark++;
-    mark %= MARKERS.length;
-    this.used.add(`${color} marker ${mark}`);
+    const mark = ((k === 0 ? FULL_CODEC_MARKER[codec] ?? 0 : k) + v) % MARKERS.length;
     const style = { color, dash: DASHES[dash]!, marker: mark };
     this.byName.set(name, style);
     return style;
@@ -211,11 +214,11 @@ function marker(x: number, y: number, s: SeriesStyle, inner = ''): string {
 }
 
 /** A legend entry, naming the series it stands for: its swatch and label, with the style the browser test compares. */
-function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box', withMarker = true): string {
+function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box', withMarker = true, lines = [label]): string {
   const mark = swatch === 'line'
     ? `<line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>${withMarker ? marker(x + 13, y, s) : ''}`
     : `<rect x="${x + 6}" y="${y - 5}" width="10" height="10" fill="${s.color}"/>`;
-  return `<g class="legend-item" data-series="${esc(label)}" data-style="${s.color} ${s.dash || 'solid'}">${mark}<text x="${x + 32}" y="${y}" dy="0.32em" fill="#000">${esc(label)}</text></g>`;
+  return `<g class="legend-item" data-series="${esc(label)}" data-style="${s.color} ${s.dash || 'solid'}">${mark}<text x="${x + 32}" y="${y}" dy="0.32em" fill="#000">${lines.length > 1 ? tspans(lines, x + 32, 13) : esc(label)}</text></g>`;
 }
 
 /** A label cut into lines of at most `width` characters, after commas, plus signs and parentheses. */
@@ -322,16 +325,20 @@ function lineChart(c: LineChart): { svg: string; note: string } {
   // the legend: each series, then each baseline's series, once
   const legend = [...new Set([...c.series.map((s) => s.name), ...(c.refs ?? []).map((r) => r.name)])].sort(byMethod);
   // the legend gets the width its longest label needs
-  const right = Math.max(M.right, 52 + Math.max(0, ...legend.map((n) => textWidth(n))));
+  // long names (a variant's parameters) wrap after commas
+  const legendLines = legend.map((n) => wrap(n, 46));
+  const right = Math.max(M.right, 52 + Math.max(0, ...legendLines.flat().map((l) => textWidth(l))));
   const W2 = W - M.right + right;
+  const legendY = legendLines.map((_, i) => M.top + 8 + 16 * i + 13 * legendLines.slice(0, i).reduce((n, ls) => n + ls.length - 1, 0));
+  const H2 = Math.max(H, (legendY.at(-1) ?? 0) + 13 * ((legendLines.at(-1)?.length ?? 1) - 1) + 14);
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const sx = (v: number): number => M.left + (c.xLog ? Math.log(v / x0) / Math.log(x1 / x0) : (v - x0) / (x1 - x0)) * pw;
   const syRaw = (v: number): number => M.top + (1 - (yLog ? Math.log(v / y0) / Math.log(y1 / y0) : (v - y0) / (y1 - y0))) * ph;
   const sy = (v: number): number => (v > cap ? M.top : syRaw(v));
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W2} ${H}" width="${W2}" height="${H}" font-family="sans-serif" font-size="11">`);
-  out.push(`<rect x="0" y="0" width="${W2}" height="${H}" fill="#fff"/>`);
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W2} ${H2}" width="${W2}" height="${H2}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect x="0" y="0" width="${W2}" height="${H2}" fill="#fff"/>`);
   // grid and axes
   for (const t of c.xLog ? (c.xPow2 ? pow2Ticks(x0, x1) : logTicks(x0, x1)) : niceTicks(x0, x1)) {
     const x = sx(t).toFixed(1);
@@ -371,7 +378,7 @@ function lineChart(c: LineChart): { svg: string; note: string } {
   });
   out.push(...labels.svg());
   // a baseline is a line without points: its entry has no marker
-  legend.forEach((name, i) => out.push(legendItem(W - M.right + 12, M.top + 8 + i * 16, c.styles.of(name), name, 'line', c.series.some((s) => s.name === name))));
+  legend.forEach((name, i) => out.push(legendItem(W - M.right + 12, legendY[i]!, c.styles.of(name), name, 'line', c.series.some((s) => s.name === name), legendLines[i])));
   out.push('</svg>');
   const note = clipped.length ? ` Off the scale, drawn as ▲ at the top edge: ${clipped.map((p) => `${p.label} (${fmt(p.y)})`).join(', ')}.` : '';
   return { svg: out.join('\n'), note };

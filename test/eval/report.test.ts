@@ -20,6 +20,7 @@ describe('report plots', () => {
     expect(family('qhitter(budget=0.2,alpha=0.5,bits=4)')).toBe('qhitter(alpha=0.5)');
     expect(family('window(sinks=4,recent=0.2)')).toBe('window(sinks=4)');
     expect(family('full+int(kbits=2,vbits=2,kaxis=channel)')).toBe('full+int(kaxis=channel)');
+    expect(family('full+kvquant(bits=2,calib=results/calibration/m.fisher.calib)')).toBe('full+kvquant(calib=m.fisher.calib)');
     expect(budgetFraction('tova(budget=0.1)+fp32')).toBe(0.1);
     expect(budgetFraction('window(sinks=4,recent=0.2)')).toBe(0.2);
     expect(budgetFraction('h2o(budget=512)')).toBeUndefined();
