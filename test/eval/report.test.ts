@@ -1,4 +1,8 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { writeReport } from '../../src/cli/report.js';
 import { budgetFraction, family, heat, lineTags, seriesStyles } from '../../src/eval/plots.js';
 import { buildSections, renderHtml, renderMarkdown } from '../../src/eval/report.js';
 import { cellMetric, readGrid } from '../../src/eval/retrieval.js';
@@ -235,5 +239,25 @@ describe('report plots', () => {
     const expected = panels.map((cache) => rows.find((r) => r.task === 'passkey' && r.cache === cache)!)
       .flatMap((r) => [256, 512].flatMap((L) => [0, 50, 100].map((d) => r.metrics[`acc_L${L}_d${d}`]!)));
     expect(values).toEqual(expected);
+  });
+
+  it('writes a standalone SVG file per plot with --out, no browser needed, and drops those of plots gone', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-svg-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'pareto-gone-ppl.svg'), '<svg/>');
+      fs.writeFileSync(path.join(dir, 'mine.svg'), '<svg/>'); // not a plot's name: left alone
+      const sections = buildSections(fixtureRows());
+      await writeReport(dir, sections, [], [], false);
+      const plots = sections.flatMap((s) => s.plots);
+      expect(fs.readdirSync(dir).filter((f) => f.endsWith('.svg')).sort()).toEqual([...plots.map((p) => `${p.id}.svg`), 'mine.svg'].sort());
+      for (const p of plots) {
+        const svg = fs.readFileSync(path.join(dir, `${p.id}.svg`), 'utf8');
+        expect(svg).toMatch(/^<\?xml version="1.0" encoding="UTF-8"\?>\n<svg xmlns="http:\/\/www.w3.org\/2000\/svg" id="/);
+        expect(svg).toContain(p.svg);
+      }
+      expect(fs.readdirSync(dir).some((f) => f.endsWith('.png'))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
