@@ -354,12 +354,16 @@ function lineChart(c: LineChart): { svg: string; note: string } {
   out.push(`<text x="${M.left + pw / 2}" y="${H - 10}" text-anchor="middle" fill="#000">${esc(c.xLabel)}</text>`);
   out.push(`<text transform="translate(14 ${M.top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#000">${esc(yLog ? `${c.yLabel} (log)` : c.yLabel)}</text>`);
   const labels = new PointLabels(M.left, M.left + pw, M.top, M.top + ph);
+  const refLabels = new Map<number, string[]>(); // baselines within 4px share one label
   for (const r of c.refs ?? []) {
     const st = c.styles.of(r.name);
     const y = sy(r.y);
     out.push(`<line class="ref" data-series="${esc(r.name)}" x1="${M.left}" x2="${M.left + pw}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="${st.color}" stroke-width="1.5" stroke-opacity="0.85"${st.dash ? ` stroke-dasharray="${st.dash}"` : ''}><title>${esc(`${r.label}: ${fmt(r.y)}`)}</title></line>`);
-    labels.add(M.left + pw - 4 - textWidth(r.label) * 0.8, y, r.label);
+    const near = [...refLabels.keys()].find((k) => Math.abs(k - y) < 4) ?? y;
+    refLabels.set(near, [...(refLabels.get(near) ?? []), r.label]);
   }
+  // labelled at the left end: small budgets are worse, so the lines are away from the baseline there
+  for (const [y, names] of refLabels) labels.add(M.left + 2, y, names.join(', '));
   c.series.forEach((s) => {
     const st = c.styles.of(s.name);
     const pts = [...s.points].sort((a, b) => a.x - b.x);
