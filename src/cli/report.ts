@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { renderPlotPngs } from '../eval/browser.js';
+import { PLOT_FILE } from '../eval/plots.js';
 import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
 import { TRACE_SUFFIX, tracesBeside, tracesHtml, tracesMarkdown } from '../trace/listing.js';
@@ -72,14 +73,12 @@ export async function writeReport(
   const html = path.join(out, 'index.html');
   writeFileAtomic.sync(html, renderHtml(sections, sources).replace('</body>', `${tracesHtml(traces)}\n</body>`));
   // stale plots of a previous report would linger in a committed folder
-  for (const f of fs.readdirSync(out)) if (PLOT_SVG.test(f)) fs.rmSync(path.join(out, f));
+  for (const f of fs.readdirSync(out)) if (PLOT_FILE.test(f) && (png || f.endsWith('.svg'))) fs.rmSync(path.join(out, f));
   for (const p of sections.flatMap((s) => s.plots)) {
     writeFileAtomic.sync(path.join(out, `${p.id}.svg`), `<?xml version="1.0" encoding="UTF-8"?>\n${p.svg}\n`);
   }
   let images: { file: string; title: string; svg?: string }[][] = [];
   if (png) {
-    // stale PNGs of plots that no longer exist would linger in a committed folder
-    for (const f of fs.readdirSync(out)) if (f.endsWith('.png')) fs.rmSync(path.join(out, f));
     const written = new Set(await renderPlotPngs(html, out));
     images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title, svg: `${p.id}.svg` })));
   }
@@ -88,9 +87,6 @@ export async function writeReport(
   const plots = sections.reduce((n, s) => n + s.plots.length, 0);
   process.stderr.write(`wrote ${html}, ${md}, ${plots} SVGs${png ? ` and ${images.flat().length} PNGs` : ''}\n`);
 }
-
-/** A plot's SVG file, by the ids plots.ts gives. */
-const PLOT_SVG = /^(pareto|budget|windows|heatmap|rouge)-[a-z0-9-]+\.svg$/;
 
 /** What the file system said, as one line naming --out (other errors pass through). */
 const FS_PROBLEMS: Record<string, string> = {

@@ -9,6 +9,9 @@ import type { ResultRow } from './store.js';
  * test looks for, and every series is a <path> or <rect> with data-* attributes naming it.
  */
 
+/** A plot's file (`<id>.svg`, `<id>.png`) by the ids the plots below give, so a report can drop stale ones. */
+export const PLOT_FILE = /^(pareto|budget|windows|heatmap|rouge)-[a-z0-9-]+\.(svg|png)$/;
+
 export interface Plot {
   id: string;
   title: string;

@@ -246,6 +246,7 @@ describe('report plots', () => {
     try {
       fs.writeFileSync(path.join(dir, 'pareto-gone-ppl.svg'), '<svg/>');
       fs.writeFileSync(path.join(dir, 'mine.svg'), '<svg/>'); // not a plot's name: left alone
+      fs.writeFileSync(path.join(dir, 'pareto-old-ppl.png'), 'x'); // a PNG stays until PNGs are written again
       const sections = buildSections(fixtureRows());
       await writeReport(dir, sections, [], [], false);
       const plots = sections.flatMap((s) => s.plots);
@@ -255,7 +256,7 @@ describe('report plots', () => {
         expect(svg).toMatch(/^<\?xml version="1.0" encoding="UTF-8"\?>\n<svg xmlns="http:\/\/www.w3.org\/2000\/svg" id="/);
         expect(svg).toContain(p.svg);
       }
-      expect(fs.readdirSync(dir).some((f) => f.endsWith('.png'))).toBe(false);
+      expect(fs.readdirSync(dir).filter((f) => f.endsWith('.png'))).toEqual(['pareto-old-ppl.png']);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
