@@ -288,10 +288,11 @@ export class KVCache {
   }
 
   /**
-   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec is in
-   * (what a server reserves before a request runs); `policyBytesPerSlot`: the policy's state per slot.
+   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec and the
+   * policy are in (what a server reserves before a request runs); slot tables grow by doubling from
+   * `capacity` (default: this cache's).
    */
-  maxBytes(lengths: readonly number[], policyBytesPerSlot: number): number {
+  maxBytes(lengths: readonly number[], capacity = this.capacity): number {
     const c = this.config;
     let slots = 0;
     let longest = 0;
@@ -299,10 +300,9 @@ export class KVCache {
       slots += length * c.numKvHeads;
       longest = Math.max(longest, length);
     }
-    let capacity = this.capacity;
     while (capacity < longest) capacity *= 2;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * capacity * 4;
-    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
+    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + (this.policy.maxBytes?.(lengths) ?? this.policy.bytes(lengths));
   }
 
   /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */

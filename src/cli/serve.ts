@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.js';
 import { createApp, modelId } from '../server/app.js';
 import { loadChatTemplate } from '../server/chat.js';
-import { Engine } from '../server/engine.js';
+import { Scheduler } from '../server/scheduler.js';
 import { bytesOption, intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
@@ -57,9 +57,9 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (apiKey === '') throw new UsageError('--api-key (or KVPACK_API_KEY) is empty: give a key, or leave it out to serve without one');
 
   const model = await loadModelFromOptions(values);
-  const engine = new Engine(model, { cache: values.cache ?? 'full', maxKvBytes, parallel, queue, chunkSize });
+  const scheduler = new Scheduler(model, { cache: values.cache ?? 'full', maxKvBytes, parallel, queue, chunkSize });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
-  const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey, bodyLimit, host });
+  const app = createApp({ model, scheduler, chatTemplate, maxKvBytes, apiKey, bodyLimit, host });
   const address = await app.listen({ host, port });
   process.stderr.write(`kvpack serve: ${modelId(model)} on ${address} (chat template: ${chatTemplate.origin}, KV budget ${maxKvBytes} bytes)\n`);
 
@@ -70,7 +70,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   });
   process.stderr.write('kvpack serve: shutting down\n');
   // new requests get 503 while the ones already taken finish (or are cancelled after the grace period)
-  await engine.drain(SHUTDOWN_GRACE_MS);
+  await scheduler.drain(SHUTDOWN_GRACE_MS);
   await app.close();
   await model.close();
 }

@@ -1,5 +1,5 @@
 /**
- * The server area of `npm run fuzz`: `kvpack serve` (the app and engine, in this process) on loopback
+ * The server area of `npm run fuzz`: `kvpack serve` (the app and scheduler, in this process) on loopback
  * with an API key, sent random requests, header sets, spellings of paths, cache specs (file paths
  * among them), bodies and slow clients. A 2xx is accepted; a 4xx, a 408 or a connection the server
  * closes on malformed HTTP is a typed error; a finding is a 5xx, an answer quoting a file, a path or
@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Model } from '../model.js';
 import { createApp } from '../server/app.js';
 import { loadChatTemplate } from '../server/chat.js';
-import { Engine } from '../server/engine.js';
+import { Scheduler } from '../server/scheduler.js';
 
 type Outcome = 'accepted' | 'typed error' | 'finding';
 type Result = { outcome: Outcome; input: string; problem?: string };
@@ -27,11 +27,11 @@ const FILES = ['/etc/passwd', '/proc/self/environ', '/dev/zero', '/dev/stdin', '
 const pick = <T>(random: () => number, list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
 
 export async function serverArea(model: Model, randomSpec: (random: () => number) => string) {
-  const engine = new Engine(model, { cache: 'full+fp16', maxKvBytes: 2 ** 22, parallel: 4, queue: 8, chunkSize: 16 });
+  const scheduler = new Scheduler(model, { cache: 'full+fp16', maxKvBytes: 2 ** 22, parallel: 4, queue: 8, chunkSize: 16 });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
   const internal: string[] = [];
   const app: FastifyInstance = createApp({
-    model, engine, chatTemplate, maxKvBytes: 2 ** 22, apiKey: KEY, bodyLimit: 64 * 1024, host: '127.0.0.1', limits: LIMITS,
+    model, scheduler, chatTemplate, maxKvBytes: 2 ** 22, apiKey: KEY, bodyLimit: 64 * 1024, host: '127.0.0.1', limits: LIMITS,
     logError: (e) => internal.push(`${e.name}: ${e.message}`),
   });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -211,7 +211,7 @@ export async function serverArea(model: Model, randomSpec: (random: () => number
       return result;
     },
     async close() {
-      await engine.drain(5000);
+      await scheduler.drain(5000);
       await app.close();
     },
   };

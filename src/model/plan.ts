@@ -15,7 +15,7 @@ import type { ModelHeader } from './load.js';
 /** Bytes one WebAssembly memory can address (65536 pages of 64 KiB). */
 export const MEMORY_LIMIT_BYTES = 2 ** 32;
 /** Room each memory keeps beyond the plan's counts: the kernels' own scratch (grown on demand), page alignment of blocks. */
-const MEMORY_RESERVE_BYTES = 64 * 2 ** 20;
+export const MEMORY_RESERVE_BYTES = 64 * 2 ** 20;
 
 export interface PlanRequest {
   /** Tokens the cache must hold: a prompt of this length is held whole before the policy compresses it. */
@@ -151,12 +151,15 @@ export function planRows(plan: MemoryPlan): [string, string][] {
   ];
 }
 
-/** Bytes a cache allocates: a fixed part and a part per token of capacity, from two builds on a scratch arena. */
-function kvCost(c: ModelConfig, spec: string): { fixed: number; perToken: number } {
+/**
+ * Bytes a cache allocates in kernel memory: a fixed part and a part per token of capacity, from two
+ * builds on a scratch arena. `grown`: per slot it has grown to, where a budget starts it smaller.
+ */
+export function kvCost(c: ModelConfig, spec: string, grown = false): { fixed: number; perToken: number } {
   const SMALL = 32;
   const used = (capacity: number): number => {
     const k = scratchKernels();
-    measuredCache(k, c, spec, capacity);
+    createCache(k, c, parseSpec(spec), capacity, { measureOnly: true, grown });
     return k.arena.used;
   };
   const small = used(SMALL);
@@ -172,7 +175,8 @@ export function cacheBitsPerValue(c: ModelConfig, spec: string): number {
   return measuredCache(scratchKernels(), c, spec, 1).codec.bitsPerValue();
 }
 
-const scratchKernels = () => new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
+/** Kernels on a memory of their own, to build a cache only to measure it. */
+export const scratchKernels = () => new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
 
 // no model yet: files named by the spec are read when it runs
 const measuredCache = (k: ReferenceKernels, c: ModelConfig, spec: string, capacity: number) => createCache(k, c, parseSpec(spec), capacity, { measureOnly: true });

@@ -5,13 +5,13 @@ import { BusyError, CancelledError, LimitError, NumericError, RequestError, Usag
 import { capConnections, checkHostHeader, DEFAULT_HTTP_LIMITS, httpOptions, type HttpLimits } from '../util/http.js';
 import type { Model } from '../model.js';
 import type { ChatTemplate } from './chat.js';
-import type { Engine, EngineRequest, EngineResult } from './engine.js';
+import type { Scheduler, SchedulerRequest, SchedulerResult } from './scheduler.js';
 import { serverMetrics } from './metrics.js';
 import { chatSchema, completionSchema, type ChatBody, type CompletionBody } from './schema.js';
 
 export interface AppOptions {
   model: Model;
-  engine: Engine;
+  scheduler: Scheduler;
   chatTemplate: ChatTemplate;
   maxKvBytes: number;
   /** Required as `Authorization: Bearer KEY` on every route but /health and /metrics when set. */
@@ -39,22 +39,22 @@ export function modelId(model: Model): string {
 }
 
 /**
- * The HTTP face of the engine: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus
+ * The HTTP face of the scheduler: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus
  * /health and Prometheus /metrics. Every error a client can cause is a 4xx with an OpenAI error body.
  */
 export function createApp(options: AppOptions): FastifyInstance {
-  const { model, engine, chatTemplate } = options;
+  const { model, scheduler, chatTemplate } = options;
   const id = modelId(model);
   const created = Math.floor(Date.now() / 1000);
   const defaultMaxTokens = options.defaultMaxTokens ?? 256;
-  const metrics = serverMetrics(engine, options.maxKvBytes);
+  const metrics = serverMetrics(scheduler, options.maxKvBytes);
   const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
   const logError = options.logError ?? ((e: Error) => process.stderr.write(`kvpack serve: internal error: ${e.stack ?? e.message}\n`));
   const maxPromptChars = promptCharBound(model);
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     ...httpOptions(limits),
-    // close() ends every connection: callers drain the engine first (see Engine.drain)
+    // close() ends every connection: callers drain the scheduler first (see Scheduler.drain)
     forceCloseConnections: true,
     // a "__proto__" or "constructor.prototype" key is dropped, not a reason to call the body invalid JSON
     onProtoPoisoning: 'remove',
@@ -85,7 +85,7 @@ export function createApp(options: AppOptions): FastifyInstance {
   }
 
   app.get('/health', async (_request, reply) => {
-    if (engine.draining) return reply.code(503).send({ status: 'draining' });
+    if (scheduler.draining) return reply.code(503).send({ status: 'draining' });
     return { status: 'ok' };
   });
   app.get('/metrics', async (_request, reply) => {
@@ -107,7 +107,7 @@ export function createApp(options: AppOptions): FastifyInstance {
       first: undefined,
       piece: (text: string) => ({ text, index: 0, logprobs: null, finish_reason: null }),
       last: (finish: string) => ({ text: '', index: 0, logprobs: null, finish_reason: finish }),
-      whole: (r: EngineResult) => ({ text: r.text, index: 0, logprobs: null, finish_reason: r.finishReason }),
+      whole: (r: SchedulerResult) => ({ text: r.text, index: 0, logprobs: null, finish_reason: r.finishReason }),
     };
     return respond(reply, body, prompt, body.max_tokens, format);
   });
@@ -128,7 +128,7 @@ export function createApp(options: AppOptions): FastifyInstance {
       first: { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
       piece: (content: string) => ({ index: 0, delta: { content }, logprobs: null, finish_reason: null }),
       last: (finish: string) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finish }),
-      whole: (r: EngineResult) => ({ index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }),
+      whole: (r: SchedulerResult) => ({ index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }),
     };
     return respond(reply, body, prompt, body.max_completion_tokens ?? body.max_tokens, format);
   });
@@ -147,7 +147,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     first: object | undefined;
     piece(text: string): object;
     last(finish: string): object;
-    whole(result: EngineResult): object;
+    whole(result: SchedulerResult): object;
   }
 
   async function respond(
@@ -157,7 +157,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     const responseId = format.idPrefix + randomUUID().replaceAll('-', '');
     const head = { id: responseId, created: Math.floor(Date.now() / 1000), model: id };
     const abort = new AbortController();
-    const engineRequest: EngineRequest = {
+    const schedulerRequest: SchedulerRequest = {
       prompt,
       maxTokens: maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, model.config.maxContext - prompt.length)),
       temperature: body.temperature ?? 1,
@@ -173,7 +173,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     });
 
     if (!body.stream) {
-      const result = await engine.submit(engineRequest);
+      const result = await scheduler.submit(schedulerRequest);
       const object = format.object.replace('.chunk', '');
       return reply.send({ ...head, object, choices: [format.whole(result)], usage: usage(result), kv_cache: result.kvCache });
     }
@@ -182,8 +182,8 @@ export function createApp(options: AppOptions): FastifyInstance {
     const includeUsage = body.stream_options?.include_usage === true;
     const chunk = (choice: object | undefined, extra: object = {}) =>
       send({ ...head, object: format.object, choices: choice ? [choice] : [], ...(includeUsage ? { usage: null } : {}), ...extra });
-    engineRequest.onText = (text) => chunk(format.piece(text));
-    const done = engine.submit(engineRequest); // throws here, before any header is sent, if the request cannot run
+    schedulerRequest.onText = (text) => chunk(format.piece(text));
+    const done = scheduler.submit(schedulerRequest); // throws here, before any header is sent, if the request cannot run
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     if (format.first) chunk(format.first);
@@ -277,7 +277,7 @@ export function promptCharBound(model: Model): number {
   return model.config.maxContext * longest * 4;
 }
 
-function usage(r: EngineResult) {
+function usage(r: SchedulerResult) {
   return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
 }
 

@@ -4,13 +4,13 @@ import type { FastifyInstance } from 'fastify';
 import { loadModel, type Model } from '../../src/model.js';
 import { createApp } from '../../src/server/app.js';
 import { loadChatTemplate } from '../../src/server/chat.js';
-import { Engine, type EngineOptions } from '../../src/server/engine.js';
+import { Scheduler, type SchedulerOptions } from '../../src/server/scheduler.js';
 import type { HttpLimits } from '../../src/util/http.js';
 
 export interface TestServer {
   url: string;
   client: OpenAI;
-  engine: Engine;
+  scheduler: Scheduler;
   app: FastifyInstance;
   model: Model;
   close(): Promise<void>;
@@ -19,17 +19,17 @@ export interface TestServer {
 /** A server on a free loopback port (checking the Host header, as kvpack serve does), and an official OpenAI client pointed at it (no retries). */
 export async function startServer(
   modelPath: string,
-  options: Partial<EngineOptions> & { apiKey?: string; bodyLimit?: number; limits?: HttpLimits; logError?: (e: Error) => void } = {},
+  options: Partial<SchedulerOptions> & { apiKey?: string; bodyLimit?: number; limits?: HttpLimits; logError?: (e: Error) => void } = {},
 ): Promise<TestServer> {
   const model = await loadModel(modelPath, { threads: 1 });
   const maxKvBytes = options.maxKvBytes ?? 64 * 2 ** 20;
-  const engine = new Engine(model, { cache: options.cache ?? 'full+fp16', maxKvBytes, parallel: options.parallel ?? 4, queue: options.queue ?? 16, chunkSize: options.chunkSize });
+  const scheduler = new Scheduler(model, { cache: options.cache ?? 'full+fp16', maxKvBytes, parallel: options.parallel ?? 4, queue: options.queue ?? 16, chunkSize: options.chunkSize });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
-  const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey: options.apiKey, bodyLimit: options.bodyLimit, host: '127.0.0.1', limits: options.limits, logError: options.logError });
+  const app = createApp({ model, scheduler, chatTemplate, maxKvBytes, apiKey: options.apiKey, bodyLimit: options.bodyLimit, host: '127.0.0.1', limits: options.limits, logError: options.logError });
   const address = await app.listen({ host: '127.0.0.1', port: 0 });
   const client = new OpenAI({ baseURL: `${address}/v1`, apiKey: options.apiKey ?? 'none', maxRetries: 0 });
   return {
-    url: address, client, engine, app, model,
+    url: address, client, scheduler, app, model,
     async close() {
       await app.close();
       await model.close();

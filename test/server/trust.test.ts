@@ -8,7 +8,7 @@ import { parseSpec, printSpec } from '../../src/cache/registry.js';
 import { CalibrationError, KvpackError, ModelFormatError } from '../../src/errors.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { errorResponse } from '../../src/server/app.js';
-import { Engine } from '../../src/server/engine.js';
+import { Scheduler } from '../../src/server/scheduler.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { head, rawRequest, startServer, streamCompletion, type TestServer } from './helpers.js';
 
@@ -247,11 +247,11 @@ describe('memory per spec and the peak gauge (findings 7, 9)', () => {
   const request = (cache?: string) => ({ prompt: [1, 400, 401, 402], maxTokens: 2, temperature: 0, topP: 1, seed: 1, stop: [], cache });
 
   it('keeps a bounded number of measured specs, however many distinct ones clients send', async () => {
-    const engine = new Engine(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
-    for (let i = 0; i < 150; i++) await engine.submit(request(`h2o(budget=${8 + i})`));
-    expect(engine.specsMeasured).toBeLessThanOrEqual(65);
+    const scheduler = new Scheduler(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
+    for (let i = 0; i < 150; i++) await scheduler.submit(request(`h2o(budget=${8 + i})`));
+    expect(scheduler.specsCosted).toBeLessThanOrEqual(65);
     // the default spec is kept: a request without kv_cache still runs
-    expect((await engine.submit(request())).kvCache.spec).toBe(printSpec(parseSpec('full+fp16')));
+    expect((await scheduler.submit(request())).kvCache.spec).toBe(printSpec(parseSpec('full+fp16')));
   });
 
   it('names the operator\'s stored calibration by its file name only, never where the server keeps it', async () => {
@@ -262,8 +262,8 @@ describe('memory per spec and the peak gauge (findings 7, 9)', () => {
     const before = process.env.KVPACK_CACHE_DIR;
     process.env.KVPACK_CACHE_DIR = store;
     try {
-      const engine = new Engine(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
-      const { kvCache } = await engine.submit(request('kvquant(bits=3)'));
+      const scheduler = new Scheduler(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
+      const { kvCache } = await scheduler.submit(request('kvquant(bits=3)'));
       expect(kvCache.note).toContain(`using calibration ${path.basename(file)}`);
       expect(kvCache.note).not.toContain('/');
     } finally {
@@ -273,11 +273,11 @@ describe('memory per spec and the peak gauge (findings 7, 9)', () => {
   });
 
   it('counts a session that ends within one step in kvpack_kv_bytes_peak', async () => {
-    const engine = new Engine(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
-    const result = await engine.submit({ ...request(), maxTokens: 1 });
+    const scheduler = new Scheduler(model, { cache: 'full+fp16', maxKvBytes: 2 ** 24, parallel: 4, queue: 16 });
+    const result = await scheduler.submit({ ...request(), maxTokens: 1 });
     expect(result.kvCache.bytes).toBeGreaterThan(0);
-    expect(engine.stats().kvBytes).toBe(0);
-    expect(engine.stats().kvBytesPeak).toBeGreaterThanOrEqual(result.kvCache.bytes);
+    expect(scheduler.stats().kvBytes).toBe(0);
+    expect(scheduler.stats().kvBytesPeak).toBeGreaterThanOrEqual(result.kvCache.bytes);
   });
 });
 
