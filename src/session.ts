@@ -113,10 +113,23 @@ function checked<P extends Params>(schema: P, given: object, what: string) {
   return applyDefaults(schema, given as Record<string, unknown>);
 }
 
+/** How long the last generate() took: its prompt and its generated tokens apart, as llama.cpp's timings print them. */
+export interface GenerationTimings {
+  /** Tokens of the prompt fed before the first token was sampled. */
+  promptTokens: number;
+  promptMs: number;
+  /** Tokens sampled and emitted (an end-of-sequence token or a stop string is not counted). */
+  generatedTokens: number;
+  /** Sampling and feeding the generated tokens; time the consumer spends between pieces is not counted. */
+  generationMs: number;
+}
+
 /** A conversation with a model: a token history and the cache that holds it. */
 export class Session {
   readonly tokens: number[] = [];
   readonly cache: KVCache;
+  /** The timings of the last generate() (updated as it runs); undefined before the first. */
+  lastTimings: GenerationTimings | undefined;
   /** One per layer group: its kernels, layers and activation buffers. */
   private readonly stages: Stage[];
   private readonly chunkSize: number;
@@ -216,7 +229,11 @@ export class Session {
     const { maxTokens } = options;
     this.checkRoom(ids.length + maxTokens, 'shorten the prompt or generate fewer tokens (--max-tokens)');
     const generation = new Generation(tok, this.model.config.vocabSize, ids, options);
+    const timings: GenerationTimings = { promptTokens: ids.length, promptMs: 0, generatedTokens: 0, generationMs: 0 };
+    this.lastTimings = timings;
+    let started = performance.now();
     let logits = this.feedTokens(ids);
+    timings.promptMs = performance.now() - started;
     if (maxTokens === 0) return;
     for (;;) {
       if (options.signal?.aborted) {
@@ -225,9 +242,12 @@ export class Session {
         return;
       }
       options.onLogits?.(this.tokens.length - 1, logits);
+      started = performance.now(); // what onLogits does (generate --compare's reference run) is not counted
       const step = generation.step(logits);
       // fed before its text is yielded (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
       if (step.token !== undefined) logits = this.feedTokens([step.token]);
+      timings.generationMs += performance.now() - started;
+      timings.generatedTokens = generation.produced;
       if (step.text) yield step.text;
       if (step.finish) return;
       await new Promise<void>((resolve) => setImmediate(resolve));
