@@ -58,8 +58,15 @@ export interface SessionOptions {
 
 export interface GenerateOptions {
   maxTokens?: number;
+  /** Sampling, through llama.cpp's chain (see Sampler): penalties → topK → topP → minP → temperature. */
   temperature?: number;
   topP?: number;
+  topK?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  repeatLastN?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
   seed?: number;
   /** Generation ends before any of these strings; the string itself is not emitted. */
   stop?: string[];
@@ -228,7 +235,7 @@ export class Session {
     }
     const { maxTokens } = options;
     this.checkRoom(ids.length + maxTokens, 'shorten the prompt or generate fewer tokens (--max-tokens)');
-    const generation = new Generation(tok, this.model.config.vocabSize, ids, options);
+    const generation = new Generation(tok, this.model.config.vocabSize, [...this.tokens, ...ids], options); // the penalties see the whole history
     const timings: GenerationTimings = { promptTokens: ids.length, promptMs: 0, generatedTokens: 0, generationMs: 0 };
     this.lastTimings = timings;
     let started = performance.now();

@@ -1,6 +1,5 @@
 import { KvpackError, UsageError } from '../errors.js';
-import { bytesOption, intOption, MODEL_HELP, MODEL_OPTIONS, option, parse } from './args.js';
-import { SAMPLING_PARAMS } from '../sample.js';
+import { bytesOption, intOption, MODEL_HELP, MODEL_OPTIONS, parse, SAMPLING_HELP, SAMPLING_OPTIONS, samplingOptions } from './args.js';
 import { loadModelFromOptions } from './load.js';
 import fs from 'node:fs/promises';
 import { text as streamText } from 'node:stream/consumers';
@@ -10,9 +9,10 @@ import { formatBytes } from '../util/progress.js';
 import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 import { Divergence } from '../eval/fidelity.js';
 
-const HELP = `Usage: kvpack generate [--model M] [--tokenizer F] [--max-tokens N] [--temperature T] [--top-p P]
-                       [--seed S] [--greedy] [--stop STR]… [--cache SPEC] [--compare] [--streaming] [--max-kv-bytes B]
-                       [--threads K] ("prompt" | -f FILE | -)
+const HELP = `Usage: kvpack generate [--model M] [--tokenizer F] [--max-tokens N] [--temperature T] [--greedy] [--top-k K]
+                       [--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--presence-penalty A]
+                       [--frequency-penalty A] [--seed S] [--stop STR]… [--cache SPEC] [--compare] [--streaming]
+                       [--max-kv-bytes B] [--threads K] ("prompt" | -f FILE | -)
 
 Streams the continuation of the prompt (which must not be empty) to stdout; then prints on stderr
 the bytes the KV cache holds against a full fp16 cache of the same tokens, and the speed: prompt
@@ -21,9 +21,7 @@ ${MODEL_HELP}
   -f, --file FILE  read the prompt from FILE (- for stdin; one trailing newline is dropped, as llama-cli does)
   -                the prompt is read from stdin
   --max-tokens N   tokens to generate (default 128)
-  --temperature T  0 = greedy (default 0.8);  --greedy is the same as --temperature 0
-  --top-p P        nucleus sampling mass; the most likely token is always kept (default 0.95)
-  --seed S         sampling seed, 0 to 2^32−1 (default 0)
+${SAMPLING_HELP}
   --stop STR       stop before this string (repeatable)
   --cache SPEC     KV cache spec (default full: every token, stored as fp16)
   --compare        also run the full fp16 cache on the same tokens and print what the cache costs:
@@ -39,10 +37,7 @@ export const OPTIONS = {
   ...MODEL_OPTIONS,
   file: { type: 'string', short: 'f' },
   'max-tokens': { type: 'string' },
-  temperature: { type: 'string' },
-  'top-p': { type: 'string' },
-  seed: { type: 'string' },
-  greedy: { type: 'boolean' },
+  ...SAMPLING_OPTIONS,
   stop: { type: 'string', multiple: true },
   cache: { type: 'string' },
   compare: { type: 'boolean' },
@@ -56,9 +51,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const prompt = await readPrompt(positionals, values.file);
   const options = {
     maxTokens: intOption('max-tokens', values['max-tokens'], 128, 1),
-    temperature: values.greedy ? 0 : option('temperature', SAMPLING_PARAMS.temperature, values.temperature, 0.8),
-    topP: option('top-p', SAMPLING_PARAMS.topP, values['top-p'], 0.95),
-    seed: option('seed', SAMPLING_PARAMS.seed, values.seed, 0),
+    ...samplingOptions(values),
     stop: values.stop ?? [],
   };
   const maxKvBytes = bytesOption('max-kv-bytes', values['max-kv-bytes']);

@@ -79,3 +79,26 @@ describe('generate: a --max-kv-bytes stop', () => {
     expect(r.stdout.endsWith('\n')).toBe(true);
   });
 });
+
+describe('generate: llama-cli samplers', () => {
+  it('--top-k 1 and --min-p 1 keep the most likely token alone: greedy text at any temperature', () => {
+    const greedy = kvpack(...GREEDY, 'Once upon a time');
+    const sampled = ['generate', '--model', STORIES_BIN, '--max-tokens', '20', '--temperature', '1.5'];
+    expect(kvpack(...sampled, '--top-k', '1', 'Once upon a time').stdout).toBe(greedy.stdout);
+    expect(kvpack(...sampled, '--min-p', '1', 'Once upon a time').stdout).toBe(greedy.stdout);
+    expect(kvpack(...sampled, '--top-k', '0', '--top-p', '1', '--min-p', '0', 'Once upon a time').stdout).not.toBe(greedy.stdout);
+  });
+
+  it('the penalties steer greedy text away from tokens it has used; bad values are refused by name', () => {
+    const long = ['generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '40'];
+    const greedy = kvpack(...long, 'Once upon a time');
+    const penalized = kvpack(...long, '--repeat-penalty', '2', 'Once upon a time');
+    expect(penalized.code, penalized.stderr).toBe(0);
+    expect(penalized.stdout).not.toBe(greedy.stdout);
+    expectCleanFailure(kvpack(...GREEDY, '--repeat-penalty', '0', 'Once'), '--repeat-penalty must be a number > 0');
+    expectCleanFailure(kvpack(...GREEDY, '--presence-penalty', '3', 'Once'), '--presence-penalty must be a number in [-2, 2]');
+    expectCleanFailure(kvpack(...GREEDY, '--top-k=-1', 'Once'), '--top-k must be an integer ≥ 0');
+    expectCleanFailure(kvpack(...GREEDY, '--min-p', '1.5', 'Once'), '--min-p must be a number in [0, 1]');
+    expectCleanFailure(kvpack(...GREEDY, '--repeat-last-n=-2', 'Once'), '--repeat-last-n must be an integer ≥ -1');
+  });
+});
