@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { KvpackError, UsageError } from '../errors.js';
+import { cachesCommand } from './caches.js';
 import { calibrateCommand } from './calibrate.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
   trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
   view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
+  caches: { run: cachesCommand, summary: 'every cache policy and codec: parameters, defaults, ranges and the paper it comes from' },
   calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
   serve: { run: serveCommand, summary: 'an OpenAI-compatible server; each request chooses its KV cache, all share one KV byte budget' },
 };
