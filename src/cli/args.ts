@@ -16,7 +16,7 @@ export const MODEL_OPTIONS = {
 
 /** The help lines of MODEL_OPTIONS, the same in every command's --help. */
 export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
-                   (default ../shared/models/ref-6m)
+                   (default shared/models/ref-6m in the nearest folder above kvpack or the working directory)
   --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
   --threads K      worker threads (default: one per CPU core)
   -h, --help       this text`;
