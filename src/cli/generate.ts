@@ -146,7 +146,7 @@ function nats(x: number): string {
  * "KV cache: 41.2 KiB held (full fp16: 180.0 KiB, 4.4x smaller)": what the spec saves on this
  * generation; with the codec's note (kvquant's f16 staging), the peak beside the bytes held now.
  */
-function cacheSummary(session: Session): string {
+export function cacheSummary(session: Session): string {
   const c = session.model.config;
   const held = session.cache.bytes();
   const fp16 = fullCacheBytes(c, session.tokens.length);

@@ -2,6 +2,7 @@
 import { KvpackError, UsageError } from '../errors.js';
 import { cachesCommand } from './caches.js';
 import { calibrateCommand } from './calibrate.js';
+import { chatCommand } from './chat.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
@@ -14,6 +15,7 @@ import { viewCommand } from './view.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
+  chat: { run: chatCommand, summary: "an interactive chat through the model's template; the cache's bytes after each turn" },
   ppl: { run: pplCommand, summary: 'perplexity on wikitext2, c4, pg19 or a text file' },
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
