@@ -7,7 +7,7 @@ import { allocStages, forward, forwardBatch, freeStages, type Stage } from './mo
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { WeightGroup, Weights } from './model/weights.js';
-import { logSoftmax, SAMPLING_PARAMS } from './sample.js';
+import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { formatBytes } from './util/progress.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
@@ -56,18 +56,9 @@ export interface SessionOptions {
   context?: number;
 }
 
-export interface GenerateOptions {
+/** Sampling (SamplingOptions) goes through llama.cpp's chain: penalties → topK → topP → minP → temperature. */
+export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
-  /** Sampling, through llama.cpp's chain (see Sampler): penalties → topK → topP → minP → temperature. */
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
-  repeatPenalty?: number;
-  repeatLastN?: number;
-  presencePenalty?: number;
-  frequencyPenalty?: number;
-  seed?: number;
   /** Generation ends before any of these strings; the string itself is not emitted. */
   stop?: string[];
   /** Prepend BOS when the prompt is text (default: what the tokenizer does). */
