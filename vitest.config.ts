@@ -12,7 +12,9 @@ const SLOW = [
   'test/cli/**/*.test.ts',
   'test/calibrate/entry-points.test.ts',
   'test/eval/concurrent.test.ts',
+  'test/eval/queue.test.ts',
   'test/server/scheduler.test.ts',
+  'test/server/load.test.ts',
   'test/trace/cli.test.ts',
   // headless Chromium
   'test/eval/report-browser.test.ts',
@@ -34,6 +36,7 @@ const SLOW = [
   'test/hub/download.test.ts',
   'test/engine/layer-groups.test.ts',
   'test/server/memory.test.ts',
+  'test/server/trust.test.ts',
   'test/eval/tasks.test.ts',
 ];
 

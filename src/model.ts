@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { createKernels, type KernelOptions } from './kernels/index.js';
 import type { Kernels } from './kernels/api.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
-import { Session, type SessionOptions } from './session.js';
+import { MODEL_CLOSED, Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
@@ -106,6 +106,11 @@ export class Model {
   ) {}
 
   private identityCache?: ModelIdentity;
+  private isClosed = false;
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const header = await readModelHeader(modelPath);
@@ -135,6 +140,7 @@ export class Model {
   }
 
   session(options: SessionOptions = {}): Session {
+    if (this.isClosed) throw new UsageError(MODEL_CLOSED);
     return new Session(this, options);
   }
 
@@ -142,7 +148,9 @@ export class Model {
     return describeModel(this.source, this.format, this.config, this.tensorSummary);
   }
 
+  /** Stops the kernels' threads; every later use of the model or its sessions throws a UsageError. */
   async close(): Promise<void> {
+    this.isClosed = true;
     for (const g of this.groups) await g.kernels.close();
   }
 }

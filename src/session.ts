@@ -25,6 +25,8 @@ export interface RunnableModel {
   identity(): ModelIdentity;
   /** The context the model's memory plan was made for: a session's first cache allocation (absent: min(trained context, 1024)). */
   readonly context?: number;
+  /** True once the model's kernels are closed (Model.close): nothing may run on it after that. */
+  readonly closed?: boolean;
 }
 
 /** A model's layer groups: its own, or the whole model in `kernels`'s memory. */
@@ -332,6 +334,7 @@ export class Session {
 
   private run(ids: readonly number[], allLogits: boolean, stages: readonly Stage[] = this.stages): Float32Array {
     if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
+    if (this.model.closed) throw new UsageError(MODEL_CLOSED);
     this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
@@ -345,6 +348,7 @@ export class Session {
 
   private checkUsable(): void {
     if (this.busy) throw new UsageError(`this session cannot be used: ${this.busy}`);
+    if (this.model.closed) throw new UsageError(MODEL_CLOSED);
   }
 
   /** Keeps the cache under maxKvBytes with `n` more tokens: early eviction, or a KvLimitError before the forward pass. */
@@ -388,6 +392,7 @@ export class Session {
 }
 
 const DISPOSED = 'it was disposed';
+export const MODEL_CLOSED = 'the model was closed (model.close()): load it again to use it';
 
 /** The first row of logits holding NaN or ±Inf, or -1. */
 function firstNonFiniteRow(logits: Float32Array, vocab: number): number {

@@ -17,9 +17,10 @@ import { samplingSection } from './sampling.js';
 import { speedSection } from './speed.js';
 import { contextScalingSection } from './context-scaling.js';
 import { scaleSections } from './scale.js';
+import { streamingSection } from './streaming.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, samplingSection, ...scaleSections];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, streamingSection, samplingSection, ...scaleSections];
 
 const USAGE = `usage: npm run bench -- [options]
 

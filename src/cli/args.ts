@@ -110,3 +110,12 @@ export function samplingOptions(values: Partial<Record<keyof typeof SAMPLING_OPT
   if (values.greedy) out.temperature = 0;
   return out as unknown as Required<SamplingOptions>;
 }
+
+/**
+ * Ends the process a second after this is called (in a command's `finally`), whatever is left
+ * running: the output drains meanwhile, and a Redis client whose server is away (or refused it)
+ * would keep reconnecting forever. The exit code is the one the command's outcome set.
+ */
+export function exitSoon(): void {
+  setTimeout(() => process.exit(), 1000).unref();
+}

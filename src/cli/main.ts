@@ -12,6 +12,7 @@ import { serveCommand } from './serve.js';
 import { sweepCommand } from './sweep.js';
 import { traceCommand } from './trace.js';
 import { viewCommand } from './view.js';
+import { workerCommand } from './worker.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
+  worker: { run: workerCommand, summary: 'run sweep units from a Redis queue (kvpack sweep PLAN --queue URL), on any machine' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
   trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
   view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },

@@ -12,15 +12,19 @@ An OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions; GE
 /health, /metrics) where each request may choose its KV cache ("kv_cache": SPEC) and all sessions
 share one KV byte budget.
   --model M          a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
-  --host H           address to bind (default 127.0.0.1, loopback only)
+  --host H           address to bind (default 127.0.0.1, loopback only; there, requests must name
+                     localhost, 127.0.0.1 or [::1] with the port in their Host header)
   --port P           port (default 8080; 0 picks a free one)
-  --cache SPEC       cache for requests that do not name one (default full: every token, as fp16)
+  --cache SPEC       cache for requests that do not name one (default full: every token, as fp16); the
+                     one place for kvquant(calib=FILE): a request's kv_cache may not name a file
   --max-kv-bytes N   budget for the sum of all sessions' real KV bytes (default 1GiB; e.g. 512MiB, 2G)
   --parallel K       sessions running at once, decoded together (default 8)
   --queue Q          requests that may wait for a session; more get 429 (default 64)
-  --api-key KEY      require "Authorization: Bearer KEY" on /v1/* (default: KVPACK_API_KEY, else none)
+  --api-key KEY      require "Authorization: Bearer KEY" on every route but /health and /metrics
+                     (default: KVPACK_API_KEY, else none)
   --max-body N       largest request body (default 1MiB)
   --prefill-chunk N  prompt tokens prefilled per step between the others' decode steps (default 32)
+Connections: at most 256 at once; headers within 10 s, a whole request within 30 s.
 SIGTERM or SIGINT: stop accepting, let running requests finish (30 s at most), exit 0.
 `;
 
@@ -48,12 +52,15 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   const bodyLimit = bytesOption('max-body', values['max-body']) ?? 2 ** 20;
   const chunkSize = intOption('prefill-chunk', values['prefill-chunk'], 32, 1);
+  const host = values.host ?? '127.0.0.1';
+  const apiKey = values['api-key'] ?? process.env.KVPACK_API_KEY;
+  if (apiKey === '') throw new UsageError('--api-key (or KVPACK_API_KEY) is empty: give a key, or leave it out to serve without one');
 
   const model = await loadModelFromOptions(values);
   const engine = new Engine(model, { cache: values.cache ?? 'full', maxKvBytes, parallel, queue, chunkSize });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
-  const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey: values['api-key'] ?? process.env.KVPACK_API_KEY, bodyLimit });
-  const address = await app.listen({ host: values.host ?? '127.0.0.1', port });
+  const app = createApp({ model, engine, chatTemplate, maxKvBytes, apiKey, bodyLimit, host });
+  const address = await app.listen({ host, port });
   process.stderr.write(`kvpack serve: ${modelId(model)} on ${address} (chat template: ${chatTemplate.origin}, KV budget ${maxKvBytes} bytes)\n`);
 
   await new Promise<void>((resolve) => {

@@ -1,7 +1,7 @@
 import { BASELINE_CODEC } from '../cache/kvcache.js';
 import { parseSpec } from '../cache/registry.js';
 import { formatBytes } from '../util/progress.js';
-import { budgetPlot, esc, heatmapPlot, paretoPlot, rougePlot, windowPlot, type Experiment, type Plot } from './plots.js';
+import { budgetPlot, esc, family, heatmapPlot, paretoPlot, rougePlot, Styles, windowPlot, type Experiment, type Plot } from './plots.js';
 import type { ResultRow, TaskParams } from './store.js';
 import { TASKS, type MetricColumn } from './tasks.js';
 
@@ -119,11 +119,11 @@ function fullScoresZero(rows: readonly ResultRow[]): boolean {
 }
 
 /** The plots of one experiment: which ones depend on the task. */
-export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows): Plot[] {
+export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows, styles = new Styles().register(rows.map((r) => family(r.cache)))): Plot[] {
   const first = rows[0]!;
   const store = storeFamily(first.store);
   const key = [modelName(first.model), first.task, ...Object.values(first.params).map(String), ...(store ? [store] : [])].join('-');
-  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows, seedRows };
+  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows, seedRows, styles };
   if (fullScoresZero(rows)) return [];
   const plots: (Plot | undefined)[] = [];
   switch (first.task) {
@@ -152,9 +152,10 @@ export interface ReportSection {
   plots: Plot[];
 }
 
-/** Every experiment's table and plots, in the order of buildTables. */
+/** Every experiment's table and plots, in the order of buildTables; a method is drawn alike in all of them. */
 export function buildSections(rows: readonly ResultRow[]): ReportSection[] {
-  return groupRows(rows).map((group) => ({ table: table(group.rows), plots: experimentPlots(group.rows, group.seedRows) }));
+  const styles = new Styles().register(rows.map((r) => family(r.cache)));
+  return groupRows(rows).map((group) => ({ table: table(group.rows), plots: experimentPlots(group.rows, group.seedRows, styles) }));
 }
 
 /**
@@ -289,8 +290,8 @@ function canonicalParams(params: TaskParams): string {
 export function renderMarkdown(
   tables: readonly ReportTable[],
   sources: readonly { file: string; rows: number }[] = [],
-  /** Image files (relative to the Markdown file) shown above each table, by table index. */
-  images: readonly (readonly { file: string; title: string }[])[] = [],
+  /** Image files (relative to the Markdown file) shown above each table, by table index, each with its SVG if any. */
+  images: readonly (readonly { file: string; title: string; svg?: string }[])[] = [],
 ): string {
   const out = ['# kvpack results', ''];
   if (sources.length) {
@@ -298,8 +299,9 @@ export function renderMarkdown(
   }
   if (tables.length === 0) out.push('No results yet.', '');
   for (const t of tables) {
-    out.push(`## ${escape(t.title)}`, '');
-    for (const img of images[tables.indexOf(t)] ?? []) out.push(`![${escape(img.title)}](${img.file})`, '');
+    // the title carries the model's name: one line, with nothing Markdown or HTML would read as markup
+    out.push(`## ${escape(t.title).replace(/[\r\n\t\v\f]+/g, ' ').replace(/[\\`*_[\]<>#!&]/g, '\\$&')}`, '');
+    for (const img of images[tables.indexOf(t)] ?? []) out.push(`![${escape(img.title)}](${img.file})${img.svg ? ` ([SVG](${img.svg}))` : ''}`, '');
     out.push(`| ${t.columns.map((c) => escape(c.header)).join(' | ')} |`);
     out.push(`|${t.columns.map((c) => (c.align === 'right' ? '---:' : ':---')).join('|')}|`);
     for (const r of t.rows) {

@@ -252,19 +252,25 @@ export function versions(): { kvpack: string; node: string } {
   return { kvpack: packageVersion, node: process.version };
 }
 
-/** A finished row: what identifies it, what the task measured, and when and how long it ran. */
-export function finishedRow(
-  id: Pick<ResultRow, 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'>,
-  out: Pick<ResultRow, 'metrics' | 'memory'>,
-  startedMs: number,
-): ResultRow {
+/** What running a unit measured: the task's numbers, what its cache held, and when, how long and on which versions it ran. */
+export type UnitResult = Pick<ResultRow, 'metrics' | 'memory' | 'seconds' | 'versions' | 'finished_at'>;
+
+/** The measured part of a row: the task's output, timed from `startedMs`, stamped now. */
+export function unitResult(out: Pick<ResultRow, 'metrics' | 'memory'>, startedMs: number): UnitResult {
   return {
-    format: ROW_FORMAT,
-    ...id,
     metrics: out.metrics,
     memory: out.memory,
     seconds: (performance.now() - startedMs) / 1000,
     versions: versions(),
     finished_at: new Date().toISOString(),
   };
+}
+
+/** A finished row: what identifies it, what the task measured, and when and how long it ran. */
+export function finishedRow(
+  id: Pick<ResultRow, 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'>,
+  out: Pick<ResultRow, 'metrics' | 'memory'>,
+  startedMs: number,
+): ResultRow {
+  return { format: ROW_FORMAT, ...id, ...unitResult(out, startedMs) };
 }

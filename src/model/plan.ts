@@ -5,6 +5,7 @@ import { parseSpec, printSpec } from '../cache/registry.js';
 import { MemoryPlanError } from '../errors.js';
 import { Arena } from '../kernels/arena.js';
 import { ReferenceKernels } from '../kernels/reference.js';
+import { attentionScratchBound } from '../kernels/scratch.js';
 import { formatBytes } from '../util/progress.js';
 import { expectedShapes } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
@@ -73,7 +74,7 @@ export function planMemory(header: Pick<ModelHeader, 'source' | 'config' | 'weig
   const layerWeights = (header.weightBytes - headBytes) / c.numLayers;
   const at = (context: number) => {
     // each memory has its activations and, per thread, attention scratch with a score per visible slot
-    const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * (2 ** 20 + 4 * (c.numHeads / c.numKvHeads) * context);
+    const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * attentionScratchBound(c.numHeads, c.numKvHeads, c.headDim, context);
     const kvBytes = kv.fixed + kv.perToken * context;
     const perLayer = layerWeights + kvBytes / c.numLayers;
     const layersPerMemory = Math.min(c.numLayers, Math.floor((MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - scratch - headBytes) / perLayer));

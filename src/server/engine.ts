@@ -80,6 +80,9 @@ interface Job {
   detach(): void;
 }
 
+/** Specs whose policy measurement the engine keeps; others are measured again when next named. */
+const SPECS_MEASURED = 64;
+
 /**
  * Runs many generations on one model within one KV byte budget. A request is admitted when a
  * session slot is free and its cache's worst case fits beside the others' reservations; until then
@@ -90,7 +93,7 @@ interface Job {
 export class Engine {
   private readonly queue: Job[] = [];
   private readonly active: Job[] = [];
-  /** Bytes of policy state per cache slot, measured once per spec. */
+  /** Bytes of policy state per cache slot, measured once per spec: the most recent specs only (each client may name its own). */
   private readonly policySlotBytes = new Map<string, number>();
   private stepping = false;
   private isDraining = false;
@@ -104,7 +107,7 @@ export class Engine {
   private readonly prefillStages: Stage[];
 
   constructor(readonly model: Model, private readonly options: EngineOptions) {
-    this.defaultSpec = this.canonicalSpec(options.cache);
+    this.defaultSpec = this.canonicalSpec(options.cache, false);
     this.stages = allocStages(model.groups, model.config, options.parallel);
     this.prefillStages = allocStages(model.groups, model.config, options.chunkSize ?? 32);
   }
@@ -115,7 +118,7 @@ export class Engine {
    */
   submit(request: EngineRequest): Promise<EngineResult> {
     if (this.isDraining) throw new BusyError('the server is shutting down', 503);
-    const spec = request.cache === undefined ? this.defaultSpec : this.canonicalSpec(request.cache);
+    const spec = request.cache === undefined ? this.defaultSpec : this.canonicalSpec(request.cache, true);
     const context = this.model.config.maxContext;
     if (request.prompt.length + request.maxTokens > context) {
       throw new LimitError(
@@ -180,10 +183,18 @@ export class Engine {
     return this.isDraining;
   }
 
-  private canonicalSpec(text: string): string {
+  /**
+   * The canonical text of a spec, its policy measured. A request's spec may not name a file: what a
+   * client sends never makes the server read one (calibration is the operator's, through --cache).
+   */
+  private canonicalSpec(text: string, fromRequest: boolean): string {
     try {
-      const spec = printSpec(parseSpec(text));
-      if (!this.policySlotBytes.has(spec)) this.policySlotBytes.set(spec, policyBytesPerSlot(this.model, spec));
+      const parsed = parseSpec(text);
+      if (fromRequest && (Object.hasOwn(parsed.codec.params, 'calib') || Object.hasOwn(parsed.policy.params, 'calib'))) {
+        throw new RequestError('kv_cache: calib is not accepted in requests; the server operator sets calibration with --cache', 400, 'invalid_kv_cache', 'kv_cache');
+      }
+      const spec = printSpec(parsed);
+      this.measure(spec);
       return spec;
     } catch (e) {
       if (!(e instanceof UsageError)) throw e;
@@ -191,12 +202,30 @@ export class Engine {
     }
   }
 
+  /** Measures a spec's policy bytes per slot, keeping the SPECS_MEASURED most recently used (and the default). */
+  private measure(spec: string): number {
+    let bytes = this.policySlotBytes.get(spec);
+    if (bytes === undefined) bytes = policyBytesPerSlot(this.model, spec);
+    this.policySlotBytes.delete(spec);
+    this.policySlotBytes.set(spec, bytes);
+    for (const old of this.policySlotBytes.keys()) {
+      if (this.policySlotBytes.size <= SPECS_MEASURED) break;
+      if (old !== this.defaultSpec) this.policySlotBytes.delete(old);
+    }
+    return bytes;
+  }
+
+  /** Specs whose measurement is kept (bounded by SPECS_MEASURED + 1). */
+  get specsMeasured(): number {
+    return this.policySlotBytes.size;
+  }
+
   /** Worst-case bytes of a request's cache: the whole prompt before it compresses, then every token it may generate. */
   private reservation(job: Job): number {
     const session = job.session ?? this.model.session({ cache: job.spec, chunkSize: 1 });
     try {
       const { prompt, maxTokens } = job.request;
-      const perSlot = this.policySlotBytes.get(job.spec)!;
+      const perSlot = this.measure(job.spec);
       if (!job.session) session.cache.setPromptLength(prompt.length);
       const produced = job.generation?.produced ?? 0;
       const prefill = job.session ? 0 : prompt.length;
@@ -297,7 +326,8 @@ export class Engine {
     const tokens = job.session!.tokens.length;
     const bytes = cache.bytes();
     const c = this.model.config;
-    const note = cache.codec.note?.();
+    // a note may name the operator's calibration file: the client gets its name, not where the server keeps it
+    const note = cache.codec.note?.()?.replace(/(?:[A-Za-z]:)?(?:[\\/][^\s\\/]+)+[\\/]([^\s\\/]+)/g, '$1');
     const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes), ...(note && { note }) };
     const result = {
       text: job.text,
@@ -317,6 +347,8 @@ export class Engine {
 
   /** Frees the job's session and its reservation at once. */
   private release(job: Job): void {
+    // a session that ends within a step is counted before it goes
+    this.totals.kvBytesPeak = Math.max(this.totals.kvBytesPeak, this.kvBytes());
     job.detach();
     const queued = this.queue.indexOf(job);
     if (queued >= 0) this.queue.splice(queued, 1);

@@ -71,7 +71,8 @@ export function int<const O extends Options<number> & { min: number; max?: numbe
   const { min, max, ...options } = o;
   const words = `an integer ${range(min, max)}`;
   return param<number, O>(
-    (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be ${words}`),
+    // 1e308 is an integer to Number.isInteger, but no count: past 2^53 integers alias
+    (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be ${words}`),
     { range: words, ...options } as O,
     asNumber,
   );

@@ -11,6 +11,7 @@ import { OPTIONS as INFO } from '../../src/cli/info.js';
 import { OPTIONS as PPL } from '../../src/cli/ppl.js';
 import { OPTIONS as REPORT } from '../../src/cli/report.js';
 import { OPTIONS as SWEEP } from '../../src/cli/sweep.js';
+import { OPTIONS as WORKER } from '../../src/cli/worker.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 // The built CLI, as a user runs it (npm test builds first).
@@ -30,6 +31,7 @@ describe('what a newcomer meets on the command line', () => {
     ['info', INFO],
     ['eval', EVAL],
     ['sweep', SWEEP],
+    ['worker', WORKER],
     ['report', REPORT],
     ['caches', CACHES],
     ['chat', CHAT],

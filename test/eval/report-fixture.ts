@@ -21,6 +21,8 @@ export function fixtureRows(): ResultRow[] {
   caches.forEach(([cache, perToken], i) => {
     add(cache, perToken, 'ppl', { data: 'wikitext2', ctx: 2048, chunks: 1, mode: 'decode' }, { ppl: 600 + i * 7, tokens: 2047, chunks: 1 });
     add(cache, perToken, 'fidelity', { data: 'wikitext2', ctx: 1024, chunks: 1, mode: 'decode' }, { kl: i * 0.004, kl_max: i * 0.1, top1: 1 - i * 0.02, ppl: 600 + i, ppl_full: 600, tokens: 1023, chunks: 1 });
+    // fidelity alone also ran h2o in fp32, before the fp16 ones: a method the other plots lack, drawn first
+    if (cache === 'full') add('h2o(budget=0.2)+fp32', 1400, 'fidelity', { data: 'wikitext2', ctx: 1024, chunks: 1, mode: 'decode' }, { kl: 0.001, kl_max: 0.05, top1: 0.99, ppl: 600, ppl_full: 600, tokens: 1023, chunks: 1 });
     const grid: Record<string, number> = {};
     for (const L of [256, 512]) for (const d of [0, 50, 100]) grid[`acc_L${L}_d${d}`] = ((L / 256 + d / 50 + i) % 3) / 2;
     add(cache, perToken, 'passkey', { lengths: '256,512', depths: '0,50,100', trials: 2 }, { accuracy: 0.5, ...grid, trials: 2 });
