@@ -69,8 +69,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
       process.stdout.write('\n'); // a stop mid-text (--max-kv-bytes) prints its error on a line of its own
     }
     process.stderr.write(cacheSummary(session) + '\n');
-    process.stderr.write(speedSummary(session.lastTimings!) + '\n');
     if (compare) process.stderr.write(compare.summary() + '\n');
+    process.stderr.write(speedSummary(session.lastTimings!) + '\n');
     compare?.dispose();
   } finally {
     await model.close();
