@@ -28,11 +28,26 @@ export interface LoadOptions extends KernelOptions {
   layersPerMemory?: number;
 }
 
-/** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
+/**
+ * The default model, shared/models/ref-6m, in the nearest folder above the package that has one (a
+ * checkout beside ../shared, or a project beside it that installed kvpack), else above the working
+ * directory; relative to the working directory. A UsageError says what to pass when there is none.
+ */
 export function defaultModelPath(): string {
   const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-  const candidates = [packageRoot, process.cwd()].map((base) => path.resolve(base, '../shared/models/ref-6m'));
-  const found = candidates.find((c) => fs.existsSync(c)) ?? candidates[0]!;
+  const above = (dir: string): string[] => {
+    const parent = path.dirname(dir);
+    return parent === dir ? [dir] : [dir, ...above(parent)];
+  };
+  const folders = [...above(path.dirname(packageRoot)), ...above(process.cwd())];
+  const found = folders.map((dir) => path.join(dir, 'shared/models/ref-6m')).find((c) => fs.existsSync(c));
+  if (found === undefined) {
+    throw new UsageError(
+      `no model was given and the default one, shared/models/ref-6m, is in no folder above ${packageRoot} or ${process.cwd()}: ` +
+        "give a model directory, .gguf or llama2.c .bin (kvpack --model M; the library: loadModel(PATH)), or a Hugging Face repo id " +
+        "(--model HuggingFaceTB/SmolLM2-135M; the library: loadModel(await resolveModel('HuggingFaceTB/SmolLM2-135M')))",
+    );
+  }
   return path.relative(process.cwd(), found) || '.';
 }
 

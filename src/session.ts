@@ -7,7 +7,7 @@ import { allocStages, forward, forwardBatch, freeStages, type Stage } from './mo
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { WeightGroup, Weights } from './model/weights.js';
-import { logSoftmax, SAMPLING_PARAMS } from './sample.js';
+import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { formatBytes } from './util/progress.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
@@ -58,11 +58,9 @@ export interface SessionOptions {
   context?: number;
 }
 
-export interface GenerateOptions {
+/** Sampling (SamplingOptions) goes through llama.cpp's chain: penalties → topK → topP → minP → temperature. */
+export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
-  temperature?: number;
-  topP?: number;
-  seed?: number;
   /** Generation ends before any of these strings; the string itself is not emitted. */
   stop?: string[];
   /** Prepend BOS when the prompt is text (default: what the tokenizer does). */
@@ -115,10 +113,23 @@ function checked<P extends Params>(schema: P, given: object, what: string) {
   return applyDefaults(schema, given as Record<string, unknown>);
 }
 
+/** How long the last generate() took: its prompt and its generated tokens apart, as llama.cpp's timings print them. */
+export interface GenerationTimings {
+  /** Tokens of the prompt fed before the first token was sampled. */
+  promptTokens: number;
+  promptMs: number;
+  /** Tokens sampled and emitted (an end-of-sequence token or a stop string is not counted). */
+  generatedTokens: number;
+  /** Sampling and feeding the generated tokens; time the consumer spends between pieces is not counted. */
+  generationMs: number;
+}
+
 /** A conversation with a model: a token history and the cache that holds it. */
 export class Session {
   readonly tokens: number[] = [];
   readonly cache: KVCache;
+  /** The timings of the last generate() (updated as it runs); undefined before the first. */
+  lastTimings: GenerationTimings | undefined;
   /** One per layer group: its kernels, layers and activation buffers. */
   private readonly stages: Stage[];
   private readonly chunkSize: number;
@@ -217,8 +228,12 @@ export class Session {
     }
     const { maxTokens } = options;
     this.checkRoom(ids.length + maxTokens, 'shorten the prompt or generate fewer tokens (--max-tokens)');
-    const generation = new Generation(tok, this.model.config.vocabSize, ids, options);
+    const generation = new Generation(tok, this.model.config.vocabSize, [...this.tokens, ...ids], options); // the penalties see the whole history
+    const timings: GenerationTimings = { promptTokens: ids.length, promptMs: 0, generatedTokens: 0, generationMs: 0 };
+    this.lastTimings = timings;
+    let started = performance.now();
     let logits = this.feedTokens(ids);
+    timings.promptMs = performance.now() - started;
     if (maxTokens === 0) return;
     for (;;) {
       if (options.signal?.aborted) {
@@ -227,9 +242,12 @@ export class Session {
         return;
       }
       options.onLogits?.(this.tokens.length - 1, logits);
+      started = performance.now(); // what onLogits does (generate --compare's reference run) is not counted
       const step = generation.step(logits);
       // fed before its text is yielded (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
       if (step.token !== undefined) logits = this.feedTokens([step.token]);
+      timings.generationMs += performance.now() - started;
+      timings.generatedTokens = generation.produced;
       if (step.text) yield step.text;
       if (step.finish) return;
       await new Promise<void>((resolve) => setImmediate(resolve));

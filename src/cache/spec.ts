@@ -18,6 +18,8 @@ export type { ParamValue };
 export interface PartSchema<P extends Params = Params> {
   name: string;
   doc: string;
+  /** The paper the method comes from (`kvpack caches` lists it); absent for baselines. */
+  paper?: string;
   params: P;
 }
 

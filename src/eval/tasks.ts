@@ -74,7 +74,7 @@ const MODES = ['chunked', 'decode'] as const;
 
 /** The ppl task's parameters; `kvpack ppl` reads its options through them too. */
 export const PPL_PARAMS = {
-  data: text({ doc: DATA_DOC }),
+  data: text({ default: 'wikitext2', doc: DATA_DOC }), // as fidelity's
   ctx: int({ min: 2, optional: true, doc: "tokens per chunk (default: the model's context; stories260k: each story cut to this many, default its longest)" }),
   chunks: int({ min: 1, optional: true, doc: 'at most this many chunks (all when omitted)' }),
   mode: oneOf(MODES, { default: 'chunked', doc: 'decode feeds one token at a time' }),

@@ -143,7 +143,7 @@ describe('kvpack CLI', () => {
     expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--max-tokens', 'lots', 'hi'), '--max-tokens');
     expectCleanFailure(kvpack('generate', '--bogus'), 'bogus');
     expectCleanFailure(kvpack('frobnicate'), 'unknown command');
-    expectCleanFailure(kvpack('ppl', '--model', STORIES_BIN), '--data');
+    expectCleanFailure(kvpack('ppl', '--model', STORIES_BIN, '--data', 'nosuch'), 'unknown data "nosuch"'); // without --data: wikitext2
     // a model path given without --model is refused, not silently replaced by the default model
     expectCleanFailure(kvpack('info', STORIES_BIN), 'info takes no positional arguments');
   });

@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { OPTIONS as CACHES } from '../../src/cli/caches.js';
+import { OPTIONS as CHAT } from '../../src/cli/chat.js';
 import { OPTIONS as EVAL } from '../../src/cli/eval.js';
 import { OPTIONS as GENERATE } from '../../src/cli/generate.js';
 import { OPTIONS as INFO } from '../../src/cli/info.js';
@@ -31,6 +33,8 @@ describe('what a newcomer meets on the command line', () => {
     ['sweep', SWEEP],
     ['worker', WORKER],
     ['report', REPORT],
+    ['caches', CACHES],
+    ['chat', CHAT],
   ] as const)('kvpack %s --help lists every option the command takes', (command, options) => {
     const r = kvpack([command, '--help']);
     expect(r.code).toBe(0);

@@ -270,6 +270,7 @@ export const kvquant = codecKind({
   schema: {
     name: 'kvquant',
     doc: 'KVQuant: per-channel pre-RoPE keys, per-token values, non-uniform datatype, dense-and-sparse outliers, f16 sinks',
+    paper: 'Hooper et al., KVQuant: Towards 10 Million Context Length LLM Inference with KV Cache Quantization, NeurIPS 2024 (arXiv:2401.18079)',
     params: {
       bits: oneOf([2, 3, 4], { default: 4, doc: 'bits per code' }),
       outliers: number({ min: 0, max: 0.5, optional: true, doc: 'fraction of each vector kept exactly as sparse outliers (default 0.01, or what calib was made with)' }),
