@@ -19,6 +19,8 @@ const LAYERS = [
 ];
 // The cache sizes itself from the model's config (plain data, no code): the one import it may make upward.
 const CACHE_MAY_READ = { pathNot: '^src/model/config\\.ts$' };
+// The fuzzer's server area runs the server's app in its own process: it may reach up to src/server, no further.
+const FUZZ_SERVER = '^src/dev/fuzz-server\\.ts$';
 const pattern = (paths) => `^(${paths.map((p) => p.replace(/[.]/g, '\\.') + (p.endsWith('/') ? '' : '$')).join('|')})`;
 
 module.exports = {
@@ -28,9 +30,16 @@ module.exports = {
       name: `down-only:${layer.join('+')}`,
       severity: 'error',
       comment: `${layer.join(', ')} may not import a layer above it`,
-      from: { path: pattern(layer) },
+      from: { path: pattern(layer), ...(layer[0] === 'src/dev/' ? { pathNot: FUZZ_SERVER } : {}) },
       to: { path: pattern(LAYERS.slice(0, i + 1).flat()), ...(layer[0] === 'src/cache/' ? CACHE_MAY_READ : {}) },
     })),
+    {
+      name: 'fuzz-server-up-to-server',
+      severity: 'error',
+      comment: 'src/dev/fuzz-server.ts may import src/server and below, not the commands or the bench',
+      from: { path: FUZZ_SERVER },
+      to: { path: pattern(LAYERS.slice(0, 2).flat()) },
+    },
     {
       name: 'dev-only-for-bench-and-tests',
       severity: 'error',

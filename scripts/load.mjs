@@ -2,14 +2,21 @@
 // Load test of `kvpack serve` on loopback (npm run load [-- --quick]): first the batched decode step
 // alone (CPU time for 1..16 sessions in one pass), then streaming requests at 1, 4, 8 and 16 at once with full+fp16 and with h2o(budget=0.2)+kvquant(bits=3) under one --max-kv-bytes,
 // on the SmolLM2-135M shape with random weights; then how many 4K-token sessions each cache admits
-// at once in the same budget. Bounded: every cell runs for a fixed time and every request is capped.
+// at once in the same budget. The "mixed" row has each request name its own cache (many distinct specs)
+// and a fifth of the clients go away mid-stream; every row reports the server's RSS before and after.
+// Bounded: every cell runs for a fixed time and every request is capped.
+// Options: --quick, --seconds S, --streams 1,4,..., --threads T, --json, --model ID (a bench model id,
+// default 135m-f16), --caches LIST (comma-separated rows; "mixed" among them), --skip-admission.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { defaultCacheDir, MODEL_SPECS } from '../dist/bench/models.js';
 import { loadModel } from '../dist/model.js';
-import { allocScratch, freeScratch } from '../dist/model/forward.js';
+import { kvBytesPerToken } from '../dist/model/config.js';
+import { allocStages, freeStages } from '../dist/model/forward.js';
 import { Session } from '../dist/session.js';
 import { Progress } from '../dist/util/progress.js';
 
@@ -21,16 +28,29 @@ const { values } = parseArgs({
     streams: { type: 'string' },
     threads: { type: 'string' },
     json: { type: 'boolean' },
+    model: { type: 'string' },
+    caches: { type: 'string' },
+    'skip-admission': { type: 'boolean' },
   },
 });
 const quick = values.quick === true;
-const CACHES = ['full+fp16', 'h2o(budget=0.2)+kvquant(bits=3)'];
+const CACHES = values.caches ? values.caches.split(',') : ['full+fp16', 'h2o(budget=0.2)+kvquant(bits=3)', 'mixed'];
+/** What the mixed row's requests name: fixed specs, and an h2o budget of its own per request (issue 22: memory per distinct spec). */
+const MIXED = ['full+fp16', 'h2o(budget=0.2)+kvquant(bits=3)', 'window(sinks=4,recent=60)+fp16', 'kvquant(bits=4)', 'snapkv(budget=0.3)+fp16', 'tova(budget=64)'];
+/** In the mixed row, one request in this many is abandoned once its first text arrives. */
+const DISCONNECT_EVERY = 5;
 const STREAMS = (values.streams ?? (quick ? '1,4' : '1,4,8,16')).split(',').map(Number);
 const SECONDS = Number(values.seconds ?? (quick ? 8 : 60));
 const PROMPT_TOKENS = quick ? 64 : 256;
 const MAX_TOKENS = quick ? 16 : 64;
+const log = (msg) => process.stderr.write(`load: ${msg}\n`);
+
+const spec = MODEL_SPECS.find((m) => m.id === (values.model ?? '135m-f16'));
+if (!spec) throw new Error(`--model: no bench model "${values.model}"; ids: ${MODEL_SPECS.map((m) => m.id).join(', ')}`);
+const model = await spec.resolve(defaultCacheDir(), log);
+const loaded = await loadModel(model.hfDir, { threads: 1 });
 /** Budget: 16 full+fp16 sessions of prompt + max_tokens fit, so throughput cells are not memory-bound. */
-const FP16_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 2 + 30 * 3 * 4; // SmolLM2-135M: keys and values, and room for a position per (layer, KV head)
+const FP16_BYTES_PER_TOKEN = kvBytesPerToken(loaded.config, 2) + loaded.config.numLayers * loaded.config.numKvHeads * 4; // keys and values, and room for a position per (layer, KV head)
 const BUDGET = 16 * (PROMPT_TOKENS + MAX_TOKENS) * FP16_BYTES_PER_TOKEN;
 /** Admission: prompts of this many tokens, in a budget that holds ADMIT_FP16 full+fp16 sessions. */
 const ADMIT_PROMPT = quick ? 256 : 4096;
@@ -46,11 +66,8 @@ const ADMIT_STALL_SECONDS = quick ? 20 : 90;
 /** How long freed sessions may take to show: a disconnect is noticed between steps, and a step may be long on a busy machine. */
 const SETTLE_SECONDS = 60;
 
-const log = (msg) => process.stderr.write(`load: ${msg}\n`);
-
-const spec = MODEL_SPECS.find((m) => m.id === '135m-f16');
-const model = await spec.resolve(defaultCacheDir(), log);
 let modelId = '';
+const loadStart = os.loadavg();
 
 /** Starts `kvpack serve` on a free loopback port; resolves with its URL and a stop function (SIGTERM, exit code). */
 async function startServer(cache, maxKvBytes, parallel, prefillChunk = 32) {
@@ -68,9 +85,16 @@ async function startServer(cache, maxKvBytes, parallel, prefillChunk = 32) {
     child.once('exit', (code) => reject(new Error(`kvpack serve exited with ${code}: ${stderr}`)));
   });
   const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  const rss = () => {
+    try {
+      return Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))[1]) * 1024;
+    } catch {
+      return NaN; // not Linux
+    }
+  };
   const models = await (await fetch(`${url}/v1/models`)).json();
   modelId = models.data[0].id;
-  return { url, stop: async () => (child.kill('SIGTERM'), exited) };
+  return { url, rss, stop: async () => (child.kill('SIGTERM'), exited) };
 }
 
 /** Plain token ids of the model's vocabulary (no control tokens), a different prompt per seed. */
@@ -83,13 +107,18 @@ function promptIds(length, seed) {
 }
 
 /** One streaming completion; returns tokens generated, the gaps between text chunks (ms) and the HTTP status. */
-async function streamOnce(url, prompt, maxTokens, signal) {
-  const result = { status: 0, tokens: 0, gaps: [] };
+async function streamOnce(url, prompt, maxTokens, signal, options = {}) {
+  const result = { status: 0, tokens: 0, gaps: [], left: false };
+  const leave = new AbortController();
+  if (signal) signal.addEventListener('abort', () => leave.abort(), { once: true });
   let response;
   try {
     response = await fetch(`${url}/v1/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, signal,
-      body: JSON.stringify({ model: modelId, prompt, max_tokens: maxTokens, temperature: 0.8, seed: 1, stream: true, stream_options: { include_usage: true } }),
+      method: 'POST', headers: { 'content-type': 'application/json' }, signal: leave.signal,
+      body: JSON.stringify({
+        model: modelId, prompt, max_tokens: maxTokens, temperature: 0.8, seed: 1, stream: true, stream_options: { include_usage: true },
+        ...(options.cache ? { kv_cache: options.cache } : {}),
+      }),
     });
   } catch {
     return result; // aborted before an answer
@@ -117,6 +146,10 @@ async function streamOnce(url, prompt, maxTokens, signal) {
           const now = performance.now();
           if (last !== undefined) result.gaps.push(now - last);
           last = now;
+          if (options.disconnect) {
+            result.left = true;
+            leave.abort();
+          }
         }
       }
     }
@@ -142,7 +175,7 @@ function sampleMetrics(url) {
 async function readMetrics(url) {
   const text = await (await fetch(`${url}/metrics`)).text();
   const value = (name) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
-  return { kvBytes: value('kvpack_kv_bytes'), sessions: value('kvpack_sessions'), admitted: value('kvpack_sessions_admitted_total') };
+  return { kvBytes: value('kvpack_kv_bytes'), kvBytesPeak: value('kvpack_kv_bytes_peak'), sessions: value('kvpack_sessions'), admitted: value('kvpack_sessions_admitted_total') };
 }
 
 /** /metrics once no session is left, or after SETTLE_SECONDS. */
@@ -162,7 +195,9 @@ const quantile = (xs, q) => {
 };
 
 /** `streams` clients, each issuing streaming requests back to back for SECONDS; in-flight ones finish. */
-async function throughputCell(url, streams, progress) {
+async function throughputCell(server, cache, streams, progress) {
+  const url = server.url;
+  const rssBefore = server.rss();
   const metrics = sampleMetrics(url);
   const before = await readMetrics(url);
   const t0 = performance.now();
@@ -170,7 +205,13 @@ async function throughputCell(url, streams, progress) {
   const results = [];
   await Promise.all(Array.from({ length: streams }, async (_, w) => {
     for (let i = 0; performance.now() < deadline; i++) {
-      results.push(await streamOnce(url, promptIds(PROMPT_TOKENS, 1000 * w + i + 1), MAX_TOKENS));
+      const n = 1000 * w + i + 1;
+      // mixed: each request its own cache (an h2o budget no other request used, every third one) and every fifth client leaves early
+      const options = cache !== 'mixed' ? {} : {
+        cache: n % 3 === 0 ? `h2o(budget=${16 + ((n * 7) % 400)})` : MIXED[n % MIXED.length],
+        disconnect: n % DISCONNECT_EVERY === 0,
+      };
+      results.push(await streamOnce(url, promptIds(PROMPT_TOKENS, n), MAX_TOKENS, undefined, options));
       progress.tick();
     }
   }));
@@ -189,6 +230,11 @@ async function throughputCell(url, streams, progress) {
     status_5xx: results.filter((r) => r.status >= 500 || r.status === 0).length,
     status_4xx: results.filter((r) => r.status >= 400 && r.status < 500).length,
     kv_bytes_max_sample: Math.max(...metrics.samples.map((s) => s.kvBytes)),
+    kv_bytes_peak: after.kvBytesPeak,
+    samples_over_budget: metrics.samples.filter((s) => !(s.kvBytes <= BUDGET)).length,
+    disconnects: results.filter((r) => r.left).length,
+    rss_before: rssBefore,
+    rss_after: server.rss(),
     sessions_after: after.sessions,
   };
 }
@@ -226,19 +272,19 @@ async function admissionCell(cache) {
  * (one forward pass, one matmul row per session); what the server can gain from batching at best.
  */
 async function decodeBatchCells() {
-  const m = await loadModel(model.hfDir, { threads: 1 });
+  const m = loaded;
   const rows = [];
   for (const batch of [1, 2, 4, 8, 16]) {
     const sessions = Array.from({ length: batch }, () => m.session({ cache: 'full+fp16', chunkSize: 64 }));
     sessions.forEach((s, i) => s.feed(promptIds(64, 9000 + i)));
-    const scratch = allocScratch(m.kernels, m.config, batch);
+    const stages = allocStages(m.groups, m.config, batch);
     const steps = quick ? 3 : 10;
     const t0 = process.cpuUsage();
-    for (let i = 0; i < steps; i++) Session.feedEach(sessions, sessions.map((_, j) => promptIds(1, 100 * i + j)[0]), scratch);
+    for (let i = 0; i < steps; i++) Session.feedEach(sessions, sessions.map((_, j) => promptIds(1, 100 * i + j)[0]), stages);
     const t = process.cpuUsage(t0);
     const msPerStep = (t.user + t.system) / 1000 / steps;
     rows.push({ batch, cpu_ms_per_step: msPerStep, cpu_ms_per_token: msPerStep / batch });
-    freeScratch(m.kernels, scratch);
+    freeStages(stages);
     for (const s of sessions) s.dispose();
   }
   await m.close();
@@ -250,17 +296,17 @@ const decodeBatch = await decodeBatchCells();
 const cells = [];
 const progress = new Progress({ total: 0, label: 'load', unit: 'requests' });
 for (const cache of CACHES) {
-  const server = await startServer(cache, BUDGET, Math.max(...STREAMS));
+  const server = await startServer(cache === 'mixed' ? 'full+fp16' : cache, BUDGET, Math.max(...STREAMS));
   for (const streams of STREAMS) {
     log(`${cache}, ${streams} streams, ${SECONDS} s`);
-    cells.push({ cache, ...(await throughputCell(server.url, streams, progress)) });
+    cells.push({ cache, ...(await throughputCell(server, cache, streams, progress)) });
   }
   const code = await server.stop();
   if (code !== 0) log(`kvpack serve exited with ${code} on SIGTERM`);
 }
 progress.done();
 const admission = [];
-for (const cache of CACHES) {
+for (const cache of values['skip-admission'] ? [] : CACHES.filter((c) => c !== 'mixed')) {
   log(`admission: ${ADMIT_REQUESTS} requests of ${ADMIT_PROMPT} prompt tokens, ${cache}, budget ${ADMIT_BUDGET} bytes`);
   admission.push(await admissionCell(cache));
 }
@@ -273,22 +319,24 @@ const lines = [
   '|---|---|---|---|',
   ...decodeBatch.map((r) => `| ${r.batch} | ${r.cpu_ms_per_step.toFixed(1)} | ${r.cpu_ms_per_token.toFixed(1)} | ${(decodeBatch[0].cpu_ms_per_token / r.cpu_ms_per_token).toFixed(2)}× |`),
   '',
-  `SmolLM2-135M shape (random f16 weights), ${PROMPT_TOKENS}-token prompts, ${MAX_TOKENS} tokens each, ${SECONDS} s per row, --max-kv-bytes ${BUDGET} (${mb(BUDGET)} MiB)`,
+  `${model.label}, ${PROMPT_TOKENS}-token prompts, ${MAX_TOKENS} tokens each, ${SECONDS} s per row, --max-kv-bytes ${BUDGET} (${mb(BUDGET)} MiB)`,
   '',
-  '| cache | streams | tokens/s | p50 gap ms | p99 gap ms | requests | max sessions | 5xx | max KV MiB sampled | sessions after |',
-  '|---|---|---|---|---|---|---|---|---|---|',
-  ...cells.map((c) => `| ${c.cache} | ${c.streams} | ${c.tokens_per_s.toFixed(1)} | ${c.gap_p50_ms.toFixed(1)} | ${c.gap_p99_ms.toFixed(1)} | ${c.requests} | ${c.max_sessions} | ${c.status_5xx} | ${mb(c.kv_bytes_max_sample)} | ${c.sessions_after} |`),
+  '| cache | streams | tokens/s | p50 gap ms | p99 gap ms | requests | left early | max sessions | 5xx | 4xx | max KV MiB sampled | KV peak MiB | server RSS MiB before → after | sessions after |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...cells.map((c) => `| ${c.cache} | ${c.streams} | ${c.tokens_per_s.toFixed(1)} | ${c.gap_p50_ms.toFixed(1)} | ${c.gap_p99_ms.toFixed(1)} | ${c.requests} | ${c.disconnects} | ${c.max_sessions} | ${c.status_5xx} | ${c.status_4xx} | ${mb(c.kv_bytes_max_sample)} | ${mb(c.kv_bytes_peak)} | ${mb(c.rss_before)} → ${mb(c.rss_after)} | ${c.sessions_after} |`),
   '',
   `Admission: ${ADMIT_REQUESTS} requests of ${ADMIT_PROMPT} prompt tokens (max_tokens ${ADMIT_MAX_TOKENS}) at once, --max-kv-bytes ${ADMIT_BUDGET} (${mb(ADMIT_BUDGET)} MiB)`,
   '',
   '| cache | sessions at once | max KV MiB sampled | sessions after |',
   '|---|---|---|---|',
   ...admission.map((a) => `| ${a.cache} | ${a.concurrent_sessions} | ${mb(a.kv_bytes_max_sample)} | ${a.sessions_after} |`),
-];
+].slice(0, admission.length ? undefined : -5);
+lines.push('', `Load average (1, 5, 15 min) at the start: ${loadStart.map((x) => x.toFixed(2)).join(', ')}; at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(', ')}; ${os.availableParallelism()} cores.`);
 const checks = [];
 for (const c of cells) {
   if (c.status_5xx + c.status_4xx > 0) checks.push(`${c.cache} × ${c.streams}: ${c.status_5xx} 5xx and ${c.status_4xx} 4xx answers`);
-  if (c.kv_bytes_max_sample > BUDGET) checks.push(`${c.cache} × ${c.streams}: KV bytes ${c.kv_bytes_max_sample} over the budget`);
+  if (c.samples_over_budget > 0) checks.push(`${c.cache} × ${c.streams}: KV bytes over the budget in ${c.samples_over_budget} samples (max ${c.kv_bytes_max_sample})`);
+  if (c.kv_bytes_peak > BUDGET) checks.push(`${c.cache} × ${c.streams}: kvpack_kv_bytes_peak ${c.kv_bytes_peak} over the budget`);
   if (c.sessions_after !== 0) checks.push(`${c.cache} × ${c.streams}: ${c.sessions_after} sessions left`);
 }
 for (const cache of CACHES) {
@@ -296,9 +344,9 @@ for (const cache of CACHES) {
   const eight = cells.find((c) => c.cache === cache && c.streams === 8);
   if (one && eight) lines.push('', `${cache}: 8 streams give ${(eight.tokens_per_s / one.tokens_per_s).toFixed(2)}× the throughput of 1 (aim ≥ 4×)`);
 }
-lines.push('', `admission: the compressed cache runs ${(admission[1].concurrent_sessions / admission[0].concurrent_sessions).toFixed(1)}× the sessions of full+fp16 at once (aim ≥ 4×)`);
+if (admission.length === 2) lines.push('', `admission: the compressed cache runs ${(admission[1].concurrent_sessions / admission[0].concurrent_sessions).toFixed(1)}× the sessions of full+fp16 at once (aim ≥ 4×)`);
 for (const a of admission) if (a.kv_bytes_max_sample > ADMIT_BUDGET || a.sessions_after !== 0) checks.push(`admission ${a.cache}: over budget or sessions left`);
-process.stdout.write(values.json ? JSON.stringify({ budget: BUDGET, decodeBatch, cells, admission, checks }, null, 2) + '\n' : lines.join('\n') + '\n');
+process.stdout.write(values.json ? JSON.stringify({ budget: BUDGET, decodeBatch, cells, admission, checks, loadStart, loadEnd: os.loadavg() }, null, 2) + '\n' : lines.join('\n') + '\n');
 if (checks.length) {
   process.stderr.write(`load: FAILED\n  ${checks.join('\n  ')}\n`);
   process.exitCode = 1;

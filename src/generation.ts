@@ -1,12 +1,9 @@
-import { Sampler } from './sample.js';
+import { Sampler, type SamplingOptions } from './sample.js';
 import { TextStream } from './tokenizer/stream.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
-export interface GenerationLimits {
+export interface GenerationLimits extends SamplingOptions {
   maxTokens: number;
-  temperature: number;
-  topP: number;
-  seed: number;
   /** Generation ends before any of these strings; the string itself is not emitted. */
   stop: readonly string[];
 }
@@ -32,8 +29,10 @@ export class Generation {
   private readonly stream: TextStream;
   private readonly filter: StopFilter;
 
+  /** `prompt`: the tokens before the first generated one (the penalties look back on them; the last starts the text). */
   constructor(private readonly tokenizer: Tokenizer, vocabSize: number, prompt: readonly number[], private readonly limits: GenerationLimits) {
     this.sampler = new Sampler(vocabSize, limits);
+    this.sampler.accept(prompt);
     this.stream = new TextStream(tokenizer, prompt.slice(-1));
     this.filter = new StopFilter(limits.stop);
   }

@@ -1,7 +1,7 @@
 /** kvpack's library API. */
-export { loadModel, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './model.js';
-export { Session, type SessionOptions, type GenerateOptions, type ScoreOptions } from './session.js';
-export { KVCache, fullCacheBytes } from './cache/kvcache.js';
+export { loadModel, readModelInfo, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './model.js';
+export { Session, type SessionOptions, type GenerateOptions, type GenerationTimings, type ScoreOptions } from './session.js';
+export { KVCache, fullCacheBytes, compressionRatio } from './cache/kvcache.js';
 export { parseSpec, printSpec, POLICIES, CODECS } from './cache/registry.js';
 export type { CacheSpec } from './cache/spec.js';
 export { perplexity, type PerplexityOptions, type PerplexityResult } from './eval/ppl.js';

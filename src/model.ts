@@ -4,13 +4,13 @@ import { fileURLToPath } from 'node:url';
 import { createKernels, type KernelOptions } from './kernels/index.js';
 import type { Kernels } from './kernels/api.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
-import { Session, type SessionOptions } from './session.js';
+import { MODEL_CLOSED, Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint, readModelHeader } from './model/load.js';
-import { dtypeBytes } from './model/tensor.js';
+import { summarizeTensors, type TensorSummary } from './model/tensor.js';
 import { checkPlan, planMemory } from './model/plan.js';
 import { uploadLayers, uploadWeights, type WeightGroup, type Weights } from './model/weights.js';
 import { UsageError } from './errors.js';
@@ -28,11 +28,26 @@ export interface LoadOptions extends KernelOptions {
   layersPerMemory?: number;
 }
 
-/** ../shared/models/ref-6m beside the project (or the working directory), relative to the working directory. */
+/**
+ * The default model, shared/models/ref-6m, in the nearest folder above the package that has one (a
+ * checkout beside ../shared, or a project beside it that installed kvpack), else above the working
+ * directory; relative to the working directory. A UsageError says what to pass when there is none.
+ */
 export function defaultModelPath(): string {
   const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-  const candidates = [packageRoot, process.cwd()].map((base) => path.resolve(base, '../shared/models/ref-6m'));
-  const found = candidates.find((c) => fs.existsSync(c)) ?? candidates[0]!;
+  const above = (dir: string): string[] => {
+    const parent = path.dirname(dir);
+    return parent === dir ? [dir] : [dir, ...above(parent)];
+  };
+  const folders = [...above(path.dirname(packageRoot)), ...above(process.cwd())];
+  const found = folders.map((dir) => path.join(dir, 'shared/models/ref-6m')).find((c) => fs.existsSync(c));
+  if (found === undefined) {
+    throw new UsageError(
+      `no model was given and the default one, shared/models/ref-6m, is in no folder above ${packageRoot} or ${process.cwd()}: ` +
+        "give a model directory, .gguf or llama2.c .bin (kvpack --model M; the library: loadModel(PATH)), or a Hugging Face repo id " +
+        "(--model HuggingFaceTB/SmolLM2-135M; the library: loadModel(await resolveModel('HuggingFaceTB/SmolLM2-135M')))",
+    );
+  }
   return path.relative(process.cwd(), found) || '.';
 }
 
@@ -53,6 +68,28 @@ export interface ModelInfo {
   kvBytesPerTokenF16: number;
 }
 
+/** What a model is, from its checkpoint's header alone: nothing is uploaded, no weight is read. */
+export async function readModelInfo(modelPath: string = defaultModelPath()): Promise<ModelInfo> {
+  const header = await readModelHeader(modelPath);
+  return describeModel(header.source, header.format, header.config, summarizeTensors(header.tensors));
+}
+
+function describeModel(source: string, format: CheckpointFormat, config: ModelConfig, tensors: TensorSummary): ModelInfo {
+  return {
+    source,
+    format,
+    architecture: config.architecture,
+    parameters: tensors.parameters,
+    dtypes: tensors.dtypes,
+    tensorTypes: tensors.tensorTypes,
+    bitsPerWeight: (tensors.bytes * 8) / tensors.parameters,
+    weightBytes: tensors.bytes,
+    config,
+    kvBytesPerTokenF32: kvBytesPerToken(config, 4),
+    kvBytesPerTokenF16: kvBytesPerToken(config, 2),
+  };
+}
+
 /** A loaded model: weights in kernel memory, its tokenizer, and sessions that run it. */
 export class Model {
   private constructor(
@@ -63,12 +100,17 @@ export class Model {
     readonly kernels: Kernels,
     readonly weights: Weights,
     readonly groups: readonly WeightGroup[],
-    private readonly tensorSummary: { parameters: number; dtypes: Record<string, number>; tensorTypes: Record<string, number>; bytes: number },
+    private readonly tensorSummary: TensorSummary,
     /** The context the memory plan was made for (Model.load): sessions allocate that much cache at first. */
     readonly context?: number,
   ) {}
 
   private identityCache?: ModelIdentity;
+  private isClosed = false;
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
     const header = await readModelHeader(modelPath);
@@ -89,18 +131,7 @@ export class Model {
     for (let from = perMemory; from < c.numLayers; from += perMemory) {
       groups.push(uploadLayers(await createKernels(options), c, ckpt, from, Math.min(from + perMemory, c.numLayers)));
     }
-    let parameters = 0;
-    let bytes = 0;
-    const dtypes: Record<string, number> = {};
-    const tensorTypes: Record<string, number> = {};
-    for (const t of ckpt.tensors.values()) {
-      const count = t.shape.reduce((a, b) => a * b, 1);
-      parameters += count;
-      bytes += dtypeBytes(t.dtype, count); // not t.data: a large GGUF reads each tensor again on access
-      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + count;
-      tensorTypes[t.dtype] = (tensorTypes[t.dtype] ?? 0) + 1;
-    }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, { parameters, dtypes, tensorTypes, bytes }, options.context);
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, summarizeTensors(ckpt.tensors.values()), options.context);
   }
 
   /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
@@ -109,26 +140,17 @@ export class Model {
   }
 
   session(options: SessionOptions = {}): Session {
+    if (this.isClosed) throw new UsageError(MODEL_CLOSED);
     return new Session(this, options);
   }
 
   info(): ModelInfo {
-    return {
-      source: this.source,
-      format: this.format,
-      architecture: this.config.architecture,
-      parameters: this.tensorSummary.parameters,
-      dtypes: this.tensorSummary.dtypes,
-      tensorTypes: this.tensorSummary.tensorTypes,
-      bitsPerWeight: (this.tensorSummary.bytes * 8) / this.tensorSummary.parameters,
-      weightBytes: this.groups.reduce((sum, g) => sum + g.bytes, 0),
-      config: this.config,
-      kvBytesPerTokenF32: kvBytesPerToken(this.config, 4),
-      kvBytesPerTokenF16: kvBytesPerToken(this.config, 2),
-    };
+    return describeModel(this.source, this.format, this.config, this.tensorSummary);
   }
 
+  /** Stops the kernels' threads; every later use of the model or its sessions throws a UsageError. */
   async close(): Promise<void> {
+    this.isClosed = true;
     for (const g of this.groups) await g.kernels.close();
   }
 }

@@ -7,7 +7,7 @@ import { allocStages, forward, forwardBatch, freeStages, type Stage } from './mo
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
 import type { WeightGroup, Weights } from './model/weights.js';
-import { logSoftmax, SAMPLING_PARAMS } from './sample.js';
+import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { formatBytes } from './util/progress.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
@@ -25,6 +25,8 @@ export interface RunnableModel {
   identity(): ModelIdentity;
   /** The context the model's memory plan was made for: a session's first cache allocation (absent: min(trained context, 1024)). */
   readonly context?: number;
+  /** True once the model's kernels are closed (Model.close): nothing may run on it after that. */
+  readonly closed?: boolean;
 }
 
 /** A model's layer groups: its own, or the whole model in `kernels`'s memory. */
@@ -56,16 +58,19 @@ export interface SessionOptions {
   context?: number;
 }
 
-export interface GenerateOptions {
+/** Sampling (SamplingOptions) goes through llama.cpp's chain: penalties → topK → topP → minP → temperature. */
+export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
-  temperature?: number;
-  topP?: number;
-  seed?: number;
   /** Generation ends before any of these strings; the string itself is not emitted. */
   stop?: string[];
   /** Prepend BOS when the prompt is text (default: what the tokenizer does). */
   addBos?: boolean;
   signal?: AbortSignal;
+  /**
+   * Called with the logits each token is sampled from, and the index in the history of the token they
+   * follow (as ScoreOptions.onLogits numbers them); the view is reused. `kvpack generate --compare` uses it.
+   */
+  onLogits?: (index: number, logits: Float32Array) => void;
 }
 
 export interface ScoreOptions {
@@ -96,6 +101,7 @@ const GENERATE_PARAMS = {
   }),
   addBos: optional(bool({ doc: 'prepend BOS' })),
   signal: optional(param<AbortSignal>((v) => (v instanceof AbortSignal ? undefined : 'must be an AbortSignal'), { doc: 'stops generation' })),
+  onLogits: optional(param<(index: number, logits: Float32Array) => void>((v) => (typeof v === 'function' ? undefined : 'must be a function'), { doc: 'sees each step\'s logits' })),
 };
 
 /** Library options checked against their schema: a typed error names the first bad one. */
@@ -107,10 +113,23 @@ function checked<P extends Params>(schema: P, given: object, what: string) {
   return applyDefaults(schema, given as Record<string, unknown>);
 }
 
+/** How long the last generate() took: its prompt and its generated tokens apart, as llama.cpp's timings print them. */
+export interface GenerationTimings {
+  /** Tokens of the prompt fed before the first token was sampled. */
+  promptTokens: number;
+  promptMs: number;
+  /** Tokens sampled and emitted (an end-of-sequence token or a stop string is not counted). */
+  generatedTokens: number;
+  /** Sampling and feeding the generated tokens; time the consumer spends between pieces is not counted. */
+  generationMs: number;
+}
+
 /** A conversation with a model: a token history and the cache that holds it. */
 export class Session {
   readonly tokens: number[] = [];
   readonly cache: KVCache;
+  /** The timings of the last generate() (updated as it runs); undefined before the first. */
+  lastTimings: GenerationTimings | undefined;
   /** One per layer group: its kernels, layers and activation buffers. */
   private readonly stages: Stage[];
   private readonly chunkSize: number;
@@ -209,8 +228,12 @@ export class Session {
     }
     const { maxTokens } = options;
     this.checkRoom(ids.length + maxTokens, 'shorten the prompt or generate fewer tokens (--max-tokens)');
-    const generation = new Generation(tok, this.model.config.vocabSize, ids, options);
+    const generation = new Generation(tok, this.model.config.vocabSize, [...this.tokens, ...ids], options); // the penalties see the whole history
+    const timings: GenerationTimings = { promptTokens: ids.length, promptMs: 0, generatedTokens: 0, generationMs: 0 };
+    this.lastTimings = timings;
+    let started = performance.now();
     let logits = this.feedTokens(ids);
+    timings.promptMs = performance.now() - started;
     if (maxTokens === 0) return;
     for (;;) {
       if (options.signal?.aborted) {
@@ -218,9 +241,13 @@ export class Session {
         if (rest) yield rest;
         return;
       }
+      options.onLogits?.(this.tokens.length - 1, logits);
+      started = performance.now(); // what onLogits does (generate --compare's reference run) is not counted
       const step = generation.step(logits);
       // fed before its text is yielded (the last token too): a consumer that stops at a yield leaves the history holding every token emitted
       if (step.token !== undefined) logits = this.feedTokens([step.token]);
+      timings.generationMs += performance.now() - started;
+      timings.generatedTokens = generation.produced;
       if (step.text) yield step.text;
       if (step.finish) return;
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -307,6 +334,7 @@ export class Session {
 
   private run(ids: readonly number[], allLogits: boolean, stages: readonly Stage[] = this.stages): Float32Array {
     if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
+    if (this.model.closed) throw new UsageError(MODEL_CLOSED);
     this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
@@ -320,6 +348,7 @@ export class Session {
 
   private checkUsable(): void {
     if (this.busy) throw new UsageError(`this session cannot be used: ${this.busy}`);
+    if (this.model.closed) throw new UsageError(MODEL_CLOSED);
   }
 
   /** Keeps the cache under maxKvBytes with `n` more tokens: early eviction, or a KvLimitError before the forward pass. */
@@ -363,6 +392,7 @@ export class Session {
 }
 
 const DISPOSED = 'it was disposed';
+export const MODEL_CLOSED = 'the model was closed (model.close()): load it again to use it';
 
 /** The first row of logits holding NaN or ±Inf, or -1. */
 function firstNonFiniteRow(logits: Float32Array, vocab: number): number {

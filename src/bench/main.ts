@@ -13,12 +13,14 @@ import { BenchContext, type BenchOptions, type Section, type SectionResult } fro
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
 import { kvcacheSection } from './kvcache.js';
+import { samplingSection } from './sampling.js';
 import { speedSection } from './speed.js';
 import { contextScalingSection } from './context-scaling.js';
 import { scaleSections } from './scale.js';
+import { streamingSection } from './streaming.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, ...scaleSections];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, streamingSection, samplingSection, ...scaleSections];
 
 const USAGE = `usage: npm run bench -- [options]
 

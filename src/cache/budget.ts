@@ -7,11 +7,10 @@ const isBudget = (x: unknown) => typeof x === 'number' && x > 0 && (x < 1 || Num
 
 /** A budget parameter: a token count or a fraction of the prompt, or a list of them per layer. */
 export function budget<const O extends { doc: string; default?: Budget; optional?: true }>(o: O) {
+  const words = 'a token count (integer ≥ 1) or a fraction of the prompt in (0, 1), or a list of them per layer';
   return param<Budget, O>(
-    (v: unknown) => ((Array.isArray(v) ? v.length > 0 && v.every(isBudget) : isBudget(v))
-      ? undefined
-      : 'must be a token count (integer ≥ 1) or a fraction of the prompt in (0, 1), or a list of them per layer'),
-    { ...o, perLayer: true, tokens: true },
+    (v: unknown) => ((Array.isArray(v) ? v.length > 0 && v.every(isBudget) : isBudget(v)) ? undefined : `must be ${words}`),
+    { ...o, range: words, perLayer: true, tokens: true },
   );
 }
 
@@ -20,7 +19,7 @@ export const BUDGET_PARAMS = {
   budget: budget({ doc: 'tokens kept per KV head: a count, a fraction of the prompt, or a list per layer' }),
   schedule: oneOf(['uniform', 'pyramid'], {
     default: 'uniform',
-    doc: 'uniform: every layer gets the budget; pyramid: PyramidKV, lower layers more, same total',
+    doc: 'uniform: every layer gets the budget; pyramid: PyramidKV (Cai et al., arXiv:2406.02069), lower layers more, same total',
   }),
 };
 

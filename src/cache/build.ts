@@ -22,6 +22,10 @@ export interface BuildOptions {
   groups?: readonly LayerGroup[];
   /** The model the cache runs for (see CodecContext.model). */
   model?: () => ModelIdentity;
+  /** Only its bytes are measured (see CodecContext.measureOnly). */
+  measureOnly?: boolean;
+  /** Allocates `capacity` slots even where the budget needs fewer: what the cache allocates once grown to it. */
+  grown?: boolean;
 }
 
 /**
@@ -38,11 +42,10 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   const budgetIssue = budgetProblem(spec.policy.params, policyKind.schema.params, config.numLayers, config.maxContext);
   if (budgetIssue) throw new UsageError(`cache spec "${text}": ${budgetIssue}`);
   const policyParams = withDefaults(spec.policy, policyKind.schema);
-  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, capacity: Math.max(1, capacity) };
+  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, numHeads: config.numHeads, capacity: Math.max(1, capacity) };
   let policy = policyKind.create(policyParams, shape);
-  // A fixed budget needs fewer slots than the context; they grow (by doubling) should a prompt need more.
-  const slots = Math.max(...Array.from({ length: config.numLayers }, (_, l) => policy.budget(l))) + (options.stepTokens ?? 1);
-  if (slots < shape.capacity) {
+  const slots = startCapacity(policy, config.numLayers, shape.capacity, options.stepTokens);
+  if (!options.grown && slots < shape.capacity) {
     shape.capacity = slots;
     policy = policyKind.create(policyParams, shape);
   }
@@ -62,11 +65,20 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
-      kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, firstLayer,
+      kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
     });
   const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity: shape.capacity, groups };
+}
+
+/**
+ * The slots per KV head a cache asked for `capacity` allocates at first: a fixed budget needs fewer
+ * than the context; they grow (by doubling) should a prompt need more.
+ */
+export function startCapacity(policy: Policy, numLayers: number, capacity: number, stepTokens = 1): number {
+  const slots = Math.max(...Array.from({ length: numLayers }, (_, l) => policy.budget(l))) + stepTokens;
+  return Math.min(Math.max(1, capacity), slots);
 }
 
 /** Builds a cache for `spec` and the KVCache that runs it. */

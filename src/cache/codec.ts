@@ -49,6 +49,8 @@ export interface Codec {
   maxBytes?(lengths: readonly number[]): number;
   /** Stored bits per key/value number, everything counted (e.g. 4.5 for int4 with f16 scale and zero per 64). */
   bitsPerValue(): number;
+  /** What the bytes or the quality of this cache depend on that its spec does not say (kvquant's f16 staging); shown beside its numbers. */
+  note?(): string | undefined;
   free(): void;
 }
 
@@ -73,6 +75,11 @@ export interface CodecContext {
   firstLayer?: number;
   /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
   model?: () => ModelIdentity;
+  /**
+   * A build that only measures bytes (the memory plan, before the model is loaded): the codec
+   * allocates as it would but reads no file its parameters name, and is never written to.
+   */
+  measureOnly?: boolean;
 }
 
 export interface CodecKind<P extends Params = Params> {

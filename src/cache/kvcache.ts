@@ -1,5 +1,5 @@
 import type { Kernels } from '../kernels/api.js';
-import type { ModelConfig } from '../model/config.js';
+import { kvBytesPerToken, type ModelConfig } from '../model/config.js';
 import { groupOf, type LayerGroup } from './layer-groups.js';
 import type { Codec, CodecAttention } from './codec.js';
 import type { CacheObserver } from './observer.js';
@@ -66,6 +66,11 @@ export class KVCache {
   private rows: TokenRows = { keys: new Float32Array(0), values: new Float32Array(0), headDim: 0 };
   private evicted = new Int32Array(0);
   private gone = new Uint8Array(0);
+  private rankKeys = new Float64Array(0);
+  private slotOfRank = new Int32Array(0);
+  /** One token, and none, in every layer (bytesPerToken's lengths). */
+  private readonly oneEach: readonly number[];
+  private readonly noneEach: readonly number[];
   protected readonly call: CodecAttention = { q: 0, out: 0, n: 0, visible: 0, positions: 0, lastProbs: 0, received: 0 };
   protected readonly attentionStats: AttentionStats = { layer: 0, n: 0, length: 0, capacity: 0, group: 1, received: new Float32Array(0), tail: new Float32Array(0), tailRows: 0 };
   private readonly view: SlotView = { positions: new Int32Array(0), length: 0 };
@@ -84,6 +89,8 @@ export class KVCache {
     this.groups = parts.groups ?? [{ kernels: k, from: 0, to: config.numLayers }];
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.lengths = new Array<number>(config.numLayers).fill(0);
+    this.oneEach = new Array<number>(config.numLayers).fill(1);
+    this.noneEach = new Array<number>(config.numLayers).fill(0);
     this.attentionStats.group = config.numHeads / config.numKvHeads;
     this.allocSlotBuffers();
     for (let l = 0; l < config.numLayers; l++) {
@@ -252,10 +259,11 @@ export class KVCache {
         this.view.positions = positions;
         this.view.length = length;
         this.policy.choose(l, h, count, this.view, this.evicted);
-        this.swapRemove(l, h, count, length, positions);
+        const ranks = this.streaming && this.ranksValid[l] ? this.kernelsOf(l).arena.i32(this.ropePositions[l]! + h * this.capacity * 4, length) : undefined;
+        if (ranks) this.dropRanks(ranks, count);
+        this.swapRemove(l, h, count, length, positions, ranks);
       }
       this.lengths[l] = keep;
-      this.ranksValid[l] = false;
     }
   }
 
@@ -274,16 +282,17 @@ export class KVCache {
    */
   bytesPerToken(): number {
     const c = this.config;
-    const one = this.codec.bytes(new Array<number>(c.numLayers).fill(1)) - this.codec.bytes(new Array<number>(c.numLayers).fill(0));
+    const one = this.codec.bytes(this.oneEach) - this.codec.bytes(this.noneEach);
     const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
     return one + position + (this.length > 0 ? this.policy.bytes(this.lengths) / this.length : 0);
   }
 
   /**
-   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec is in
-   * (what a server reserves before a request runs); `policyBytesPerSlot`: the policy's state per slot.
+   * The most `bytes()` can be while layer l holds lengths[l] tokens, whatever state the codec and the
+   * policy are in (what a server reserves before a request runs); slot tables grow by doubling from
+   * `capacity` (default: this cache's).
    */
-  maxBytes(lengths: readonly number[], policyBytesPerSlot: number): number {
+  maxBytes(lengths: readonly number[], capacity = this.capacity): number {
     const c = this.config;
     let slots = 0;
     let longest = 0;
@@ -291,10 +300,9 @@ export class KVCache {
       slots += length * c.numKvHeads;
       longest = Math.max(longest, length);
     }
-    let capacity = this.capacity;
     while (capacity < longest) capacity *= 2;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * capacity * 4;
-    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + slots * policyBytesPerSlot;
+    return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + (this.policy.maxBytes?.(lengths) ?? this.policy.bytes(lengths));
   }
 
   /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
@@ -312,6 +320,16 @@ export class KVCache {
     const length = this.lengths[layer]!;
     if (!this.policy.evicts) return Array.from({ length }, (_, slot) => slot);
     return Array.from(this.kernelsOf(layer).arena.i32(this.positions[layer]! + head * this.capacity * 4, length));
+  }
+
+  /** Streaming: the RoPE positions of the tokens a KV head holds in a layer, their ranks by position (a copy, slot order). */
+  heldRanks(layer: number, head: number): number[] {
+    if (!this.streaming) throw new Error('heldRanks: the cache is not streaming');
+    const length = this.lengths[layer]!;
+    const arena = this.kernelsOf(layer).arena;
+    const ranks = arena.i32(this.ropePositions[layer]! + head * this.capacity * 4, length);
+    if (!this.ranksValid[layer]) this.rank(arena.i32(this.positions[layer]! + head * this.capacity * 4, length), ranks);
+    return Array.from(ranks);
   }
 
   reset(): void {
@@ -360,8 +378,9 @@ export class KVCache {
 
   /**
    * Streaming RoPE positions: each held token's rank by position, new tokens after them. Ranks
-   * change only when tokens are evicted, so they are recomputed after an eviction. Returns a
-   * pointer to the n new tokens' positions (also the queries').
+   * change only when tokens are evicted: eviction brings them up to date (dropRanks), and they are
+   * sorted afresh only after the capacity grows or the cache is reset. Returns a pointer to the n new
+   * tokens' positions (also the queries').
    */
   private streamingPositions(layer: number, from: number, n: number): number {
     const c = this.config;
@@ -376,19 +395,44 @@ export class KVCache {
     for (let i = 0; i < n; i++) queries[i] = from + i;
     for (let h = 0; h < c.numKvHeads; h++) {
       const ranks = arena.i32(this.ropePositions[layer]! + h * this.capacity * 4, from + n);
-      if (!this.ranksValid[layer]) {
-        const held = arena.i32(this.positions[layer]! + h * this.capacity * 4, from);
-        const order = Array.from({ length: from }, (_, s) => s).sort((a, b) => held[a]! - held[b]!);
-        order.forEach((slot, rank) => (ranks[slot] = rank));
-      }
+      if (!this.ranksValid[layer]) this.rank(arena.i32(this.positions[layer]! + h * this.capacity * 4, from), ranks);
       ranks.set(queries, from);
     }
     this.ranksValid[layer] = true;
     return queryPositions;
   }
 
-  /** Moves the survivors at the end into the holes that evicted[0, count) leave below the new length. */
-  private swapRemove(layer: number, head: number, count: number, length: number, positions: Int32Array): void {
+  /**
+   * ranks[s] = the rank of held[s] among held (positions are distinct): one numeric sort, in place, of
+   * position·capacity + slot in scratch grown with the capacity.
+   */
+  private rank(held: Int32Array, ranks: Int32Array): void {
+    const cap = this.capacity;
+    const keys = this.rankKeys.subarray(0, held.length);
+    for (let s = 0; s < held.length; s++) keys[s] = held[s]! * cap + s;
+    keys.sort();
+    for (let r = 0; r < keys.length; r++) ranks[keys[r]! % cap] = r;
+  }
+
+  /**
+   * Streaming ranks after evicting slots evicted[0, count): the survivors keep their order, so walking
+   * the slots by rank and counting the kept ones gives their new ranks (one pass, no sort).
+   */
+  private dropRanks(ranks: Int32Array, count: number): void {
+    const slotOfRank = this.slotOfRank;
+    const gone = this.gone;
+    for (let s = 0; s < ranks.length; s++) slotOfRank[ranks[s]!] = s;
+    for (let i = 0; i < count; i++) gone[this.evicted[i]!] = 1;
+    let kept = 0;
+    for (let r = 0; r < ranks.length; r++) {
+      const s = slotOfRank[r]!;
+      if (!gone[s]) ranks[s] = kept++;
+    }
+    for (let i = 0; i < count; i++) gone[this.evicted[i]!] = 0;
+  }
+
+  /** Moves the survivors at the end into the holes that evicted[0, count) leave below the new length (their ranks too, when given). */
+  private swapRemove(layer: number, head: number, count: number, length: number, positions: Int32Array, ranks: Int32Array | undefined): void {
     const keep = length - count;
     const gone = this.gone;
     for (let i = 0; i < count; i++) gone[this.evicted[i]!] = 1;
@@ -399,6 +443,7 @@ export class KVCache {
       this.codec.move(layer, head, mover, hole);
       this.policy.move(layer, head, mover, hole);
       positions[hole] = positions[mover]!;
+      if (ranks) ranks[hole] = ranks[mover]!;
       mover--;
     }
     gone.fill(0, 0, length);
@@ -434,6 +479,10 @@ export class KVCache {
     this.tail = new Float32Array(Math.max(1, this.policy.tailQueries) * numbers);
     this.evicted = new Int32Array(this.capacity);
     this.gone = new Uint8Array(this.capacity);
+    if (this.streaming) {
+      this.rankKeys = new Float64Array(this.capacity);
+      this.slotOfRank = new Int32Array(this.capacity);
+    }
     if (!this.policy.evicts && this.readsSlotIndices) {
       this.slotIndices = this.groups.map((g) => {
         const ptr = g.kernels.arena.alloc(c.numKvHeads * this.capacity * 4);
@@ -487,7 +536,19 @@ export class KVCache {
 
 const EMPTY = new Float32Array(0);
 
-/** Bytes the full f32 cache holds for `tokens` tokens: keys and values (a cache that never evicts stores no positions). */
+/**
+ * The one compression baseline: bytes the full fp16 cache holds for `tokens` tokens, keys and values
+ * (a cache that never evicts stores no positions). fp16 is what the KV-compression papers (KVQuant,
+ * Q-Hitter, KIVI), llama.cpp and Hugging Face store, and kvpack's default codec.
+ */
 export function fullCacheBytes(c: ModelConfig, tokens: number): number {
-  return tokens * c.numLayers * c.numKvHeads * 2 * c.headDim * 4;
+  return tokens * kvBytesPerToken(c, 2);
+}
+
+/** What every compression ratio is against, as tables name it ("compression × vs fp16"). */
+export const BASELINE_CODEC = 'fp16';
+
+/** How many times fewer bytes than the full fp16 cache `held` is for `tokens` tokens (1 for an empty cache). */
+export function compressionRatio(c: ModelConfig, tokens: number, held: number): number {
+  return held > 0 ? fullCacheBytes(c, tokens) / held : 1;
 }

@@ -78,6 +78,11 @@ export class GroupedCodec implements Codec {
     return this.codecs[0]!.bitsPerValue();
   }
 
+  note(): string | undefined {
+    const notes = new Set(this.codecs.map((c) => c.note?.()).filter((n) => n !== undefined));
+    return notes.size ? [...notes].join(' ') : undefined;
+  }
+
   free(): void {
     for (const codec of this.codecs) codec.free();
   }

@@ -72,6 +72,8 @@ export interface Policy {
   stats?(): Record<string, number>;
   /** Bytes of per-slot state held for the slots the cache holds now (`lengths`: per layer, per KV head). */
   bytes(lengths: readonly number[]): number;
+  /** The most `bytes(lengths)` can be, whatever has run (default: `bytes`, for state allocated up front). */
+  maxBytes?(lengths: readonly number[]): number;
   /** Makes room for `capacity` slots per head, keeping what is held. */
   resize(capacity: number): void;
   reset(): void;
@@ -95,6 +97,8 @@ export function isMasking(policy: Policy): policy is MaskingPolicy {
 export interface PolicyShape {
   numLayers: number;
   numKvHeads: number;
+  /** Query heads, for state kept per query head (default numKvHeads). */
+  numHeads?: number;
   capacity: number;
 }
 

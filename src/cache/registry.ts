@@ -45,3 +45,12 @@ export function printSpec(spec: CacheSpec): string {
 export function codecIsImplied(spec: CacheSpec): boolean {
   return printSpec(spec) === printSpec({ policy: spec.policy, codec: policyCodec(spec.policy) ?? DEFAULT_CODEC });
 }
+
+/**
+ * Today's canonical text of a spec printed while a spec without a codec stored fp32 (kvpack 0.1.0's
+ * result rows): `full` becomes `full+fp32`, `full+fp16` becomes `full`, qhitter keeps its own codec.
+ */
+export function specFromFp32Default(text: string): string {
+  const fp32Default: SpecRegistry = { ...REGISTRY, defaultCodec: (policy) => policyCodec(policy) ?? { name: 'fp32', params: {} } };
+  return printSpec(parseCacheSpec(text, fp32Default));
+}

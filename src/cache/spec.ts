@@ -7,7 +7,9 @@ import { applyDefaults, findIssue, type Infer, type Params, type ParamValue } fr
  *   part   := name ('(' param (',' param)* ')')?
  *   param  := key '=' value
  *   value  := number | true | false | word | '[' value (',' value)* ']' | "quoted string"
- * e.g. `h2o(budget=0.2,recent=0.05)+int(bits=4,group=64)`, `kvquant(bits=3)`, `full`.
+ *   word   := letters, digits and _ . - / ~ (a path such as /data/ref-6m.calib), not read as a number or boolean
+ * e.g. `h2o(budget=0.2,recent=0.05)+int(bits=4,group=64)`, `kvquant(bits=3,calib=/data/ref.calib)`, `full`.
+ * Whitespace outside quotes is ignored.
  */
 
 export type { ParamValue };
@@ -16,6 +18,8 @@ export type { ParamValue };
 export interface PartSchema<P extends Params = Params> {
   name: string;
   doc: string;
+  /** The paper the method comes from (`kvpack caches` lists it); absent for baselines. */
+  paper?: string;
   params: P;
 }
 
@@ -34,15 +38,16 @@ export interface CacheSpec {
 export interface SpecRegistry {
   policies: Map<string, PartSchema>;
   codecs: Map<string, PartSchema>;
-  /** The codec a policy (its parameters checked) stores with when the spec names none; fp32 when absent. */
+  /** The codec a policy (its parameters checked) stores with when the spec names none; DEFAULT_CODEC when absent. */
   defaultCodec?(policy: SpecPart): SpecPart | undefined;
 }
 
 export const DEFAULT_POLICY: SpecPart = { name: 'full', params: {} };
-export const DEFAULT_CODEC: SpecPart = { name: 'fp32', params: {} };
+/** What a spec without a codec stores: fp16, as llama.cpp, Hugging Face and the KV-compression papers do; `+fp32` is explicit. */
+export const DEFAULT_CODEC: SpecPart = { name: 'fp16', params: {} };
 
 export function parseCacheSpec(text: string, registry: SpecRegistry): CacheSpec {
-  const parts = splitTop(text.replace(/\s+/g, ''), '+', text);
+  const parts = splitTop(stripSpaces(text), '+', text);
   if (parts.length === 0 || parts.length > 2 || parts.some((p) => p === '')) {
     throw new UsageError(`cache spec "${text}": expected policy, codec, or policy+codec, e.g. h2o(budget=0.2)+int(bits=4)`);
   }
@@ -82,7 +87,7 @@ function checkTokenCounts(part: SpecPart, decimalIntegers: readonly string[], sc
 
 /**
  * The canonical text of a spec: parameters in schema order, the codec omitted only when it is the one
- * the policy stores with anyway (fp32, or qhitter's own int codec), so an explicit `+fp32` stays.
+ * the policy stores with anyway (fp16, or qhitter's own int codec), so an explicit `+fp32` stays.
  */
 export function printCacheSpec(spec: CacheSpec, registry: SpecRegistry): string {
   const policy = printPart(spec.policy, registry.policies.get(spec.policy.name));
@@ -108,8 +113,18 @@ function printPart(part: SpecPart, schema: PartSchema | undefined): string {
 
 function printValue(v: ParamValue): string {
   if (Array.isArray(v)) return `[${v.join(',')}]`;
-  if (typeof v === 'string') return /^[A-Za-z_][\w.\-/]*$/.test(v) ? v : JSON.stringify(v);
+  if (typeof v === 'string') return isWord(v) ? v : JSON.stringify(v);
   return String(v);
+}
+
+/** A string that reads back as itself unquoted: word characters only, and not a number or a boolean. */
+function isWord(text: string): boolean {
+  return /^[\w.\-/~]+$/.test(text) && text !== 'true' && text !== 'false' && !Number.isFinite(Number(text));
+}
+
+/** The text without whitespace, except inside quoted strings. */
+function stripSpaces(text: string): string {
+  return text.replace(/"(?:[^"\\]|\\.)*"|\s+/g, (m) => (m.startsWith('"') ? m : ''));
 }
 
 /** A part, and the keys of values (or list items) written with a decimal point that are integers (`1.0`). */
@@ -152,8 +167,10 @@ function parseValue(text: string, whole: string): ParamValue {
   }
   const n = Number(text);
   if (text !== '' && Number.isFinite(n)) return n;
-  if (/^[A-Za-z_][\w.\-/]*$/.test(text)) return text;
-  throw new UsageError(`cache spec "${whole}": cannot read value "${text}"`);
+  if (isWord(text)) return text;
+  throw new UsageError(
+    `cache spec "${whole}": cannot read value "${text}"; a value is a number, true, false, a word of letters, digits and _ . - / ~ (a path), or a "quoted string"`,
+  );
 }
 
 /** Splits on `sep` outside brackets, parentheses and quotes. */

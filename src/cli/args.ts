@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
 import { threadsParam } from '../kernels/index.js';
+import { SAMPLING_PARAMS, type SamplingOptions } from '../sample.js';
 import { int, number, read, type Param } from '../util/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -15,7 +16,7 @@ export const MODEL_OPTIONS = {
 
 /** The help lines of MODEL_OPTIONS, the same in every command's --help. */
 export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
-                   (default ../shared/models/ref-6m)
+                   (default shared/models/ref-6m in the nearest folder above kvpack or the working directory)
   --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
   --threads K      worker threads (default: one per CPU core)
   -h, --help       this text`;
@@ -70,4 +71,51 @@ export function bytesOption(name: string, text: string | undefined): number | un
   const bytes = m ? Math.floor(Number(m[1]) * BYTE_UNITS[m[2]!.toLowerCase()]!) : NaN;
   if (!(bytes > 0)) throw new UsageError(`--${name} must be a positive byte count such as 512MiB or 2GiB, got "${text}"`);
   return bytes;
+}
+
+/** The sampling options of generate and chat: llama-cli's names, and its defaults where the library's differ. */
+const SAMPLING_FLAGS = {
+  temperature: { key: 'temperature', fallback: 0.8 },
+  'top-k': { key: 'topK', fallback: 40 },
+  'top-p': { key: 'topP', fallback: 0.95 },
+  'min-p': { key: 'minP', fallback: 0.05 },
+  'repeat-penalty': { key: 'repeatPenalty', fallback: 1 },
+  'repeat-last-n': { key: 'repeatLastN', fallback: 64 },
+  'presence-penalty': { key: 'presencePenalty', fallback: 0 },
+  'frequency-penalty': { key: 'frequencyPenalty', fallback: 0 },
+  seed: { key: 'seed', fallback: 0 },
+} as const satisfies Record<string, { key: keyof typeof SAMPLING_PARAMS; fallback: number }>;
+
+export const SAMPLING_OPTIONS = {
+  ...(Object.fromEntries(Object.keys(SAMPLING_FLAGS).map((name) => [name, { type: 'string' }])) as Record<keyof typeof SAMPLING_FLAGS, { type: 'string' }>),
+  greedy: { type: 'boolean' },
+} as const satisfies Options;
+
+export const SAMPLING_HELP = `  Sampling, in llama.cpp's order: penalties → top-k → top-p → min-p → temperature (llama-cli's defaults)
+  --temperature T  0 = greedy (default 0.8);  --greedy is the same as --temperature 0
+  --repeat-penalty R   a positive logit of a token among the last N is divided by R, a negative one
+                       multiplied (CTRL, as llama.cpp does it; default 1 = off, must be > 0)
+  --repeat-last-n N    tokens of history (prompt included) the penalties look back on (default 64, -1 = all, 0 = off)
+  --presence-penalty A subtracted once from the logit of every token among those N, -2 to 2 (default 0)
+  --frequency-penalty A subtracted per occurrence among those N, -2 to 2 (default 0)
+  --top-k K        keep the K most likely tokens (default 40, 0 = all)
+  --top-p P        nucleus: the fewest most likely tokens reaching mass P; the most likely is always kept (default 0.95)
+  --min-p P        keep the tokens at least P times as likely as the most likely (default 0.05, 0 = off)
+  --seed S         sampling seed, 0 to 2^32−1 (default 0)`;
+
+/** The sampling options given (llama-cli's defaults otherwise), checked through the library's schema. */
+export function samplingOptions(values: Partial<Record<keyof typeof SAMPLING_OPTIONS, string | boolean>>): Required<SamplingOptions> {
+  const out: Record<string, number> = {};
+  for (const [name, { key, fallback }] of Object.entries(SAMPLING_FLAGS)) out[key] = option(name, SAMPLING_PARAMS[key], values[name as keyof typeof SAMPLING_FLAGS] as string | undefined, fallback);
+  if (values.greedy) out.temperature = 0;
+  return out as unknown as Required<SamplingOptions>;
+}
+
+/**
+ * Ends the process a second after this is called (in a command's `finally`), whatever is left
+ * running: the output drains meanwhile, and a Redis client whose server is away (or refused it)
+ * would keep reconnecting forever. The exit code is the one the command's outcome set.
+ */
+export function exitSoon(): void {
+  setTimeout(() => process.exit(), 1000).unref();
 }

@@ -1,4 +1,6 @@
-import { writeCalibration } from '../cache/quant/calibfile.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { storedCalibrationFile, writeCalibration } from '../cache/quant/calibfile.js';
 import { calibrate } from '../calibrate/calibrate.js';
 import { calibrationSamples, CALIBRATION_SETS, defaultCalibrationSet } from '../calibrate/data.js';
 import { UsageError } from '../errors.js';
@@ -8,13 +10,15 @@ import { intOption, MODEL_OPTIONS, numberOption, noPositionals, parse } from './
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack calibrate [--model M] [--data D] [--samples 16] [--ctx 2048] [--bits 2,3,4]
-                        [--outliers 0.01] [--unweighted] [--seed 0] --out FILE
+                        [--outliers 0.01] [--unweighted] [--seed 0] [--out FILE]
 
 KVQuant's offline calibration, for kvquant(calib=FILE): per layer, key thresholds per channel from
 percentiles of the calibration keys (before and after RoPE), and for keys and values a non-uniform
 datatype per bit width from k-means over the normalised non-outlier numbers, each weighted by its
 Fisher information (the squared gradient of the language-model loss, from a backward pass), with
-its Q-Norm signposts. The file records the model it belongs to.
+its Q-Norm signposts. The file records the model it belongs to. Without --out it is saved in the
+calibration store, KVPACK_CACHE_DIR (default ~/.cache/kvpack)/calibration/<sha256 of the weights>.calib,
+where kvquant without calib= finds it by itself.
   --data        ${CALIBRATION_SETS.join(' | ')} | a text file (default: stories260k-calibration for
                 stories260K, c4-calibration, C4 documents 1000-1999, for other models)
   --ctx         tokens per sample (default: 2048, or the model's context if shorter)
@@ -36,7 +40,6 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
   });
   if (values.help) return void process.stdout.write(HELP);
   noPositionals('calibrate', positionals);
-  if (!values.out) throw new UsageError('calibrate needs --out FILE');
   const samples = intOption('samples', values.samples, 16, 1);
   const outliers = numberOption('outliers', values.outliers, 0.01, 0, 0.5);
   const seed = intOption('seed', values.seed, 0, 0);
@@ -50,6 +53,8 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
     const data = values.data ?? defaultCalibrationSet(model.source);
     const seqs = calibrationSamples(data, model.tokenizer, samples, ctx);
     const identity = model.identity();
+    const out = values.out ?? storedCalibrationFile(identity);
+    fs.mkdirSync(path.dirname(out), { recursive: true }); // its .partial state is written there as it goes
     const name = identity.name;
     const fisher = !values.unweighted;
     let bar: Progress | undefined;
@@ -57,7 +62,7 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
     const result = calibrate(model, {
       model: identity,
       samples: seqs, data: `${data}, ${seqs.length} × ${ctx} tokens`, bits, outliers, fisher, seed,
-      stateFile: `${values.out}.partial`,
+      stateFile: `${out}.partial`,
       onProgress: (done, total) => {
         if (!bar) {
           bar = new Progress({ total, label: `calibrate ${name}`, unit: 'seq' });
@@ -69,8 +74,9 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
       },
     });
     bar?.done();
-    writeCalibration(values.out, result);
-    process.stdout.write(`${values.out}: ${fisher ? 'Fisher-weighted' : 'plain'} k-means datatypes for ${bits.join(', ')} bits and key thresholds (outliers ${outliers}) of ${name}, from ${result.tokens} tokens of ${data}\n`);
+    writeCalibration(out, result);
+    const store = values.out === undefined ? '; kvquant without calib= uses it for this model' : '';
+    process.stdout.write(`${out}: ${fisher ? 'Fisher-weighted' : 'plain'} k-means datatypes for ${bits.join(', ')} bits and key thresholds (outliers ${outliers}) of ${name}, from ${result.tokens} tokens of ${data}${store}\n`);
   } finally {
     await model.close();
   }

@@ -15,14 +15,16 @@ function help(): string {
     const params = Object.entries(t.params).map(([k, s]) => `${k}${s.default === undefined ? '' : `=${s.default}`}`).join(' ');
     return `  ${t.name.padEnd(9)} ${t.doc}\n            ${params}${t.limit ? `   (--limit sets ${t.limit})` : ''}`;
   });
-  return `Usage: kvpack eval TASK [key=value]… [--model M] [--tokenizer F] [--cache SPEC]… [--limit N] [--seed S]
-                   [--json] [--threads K]
+  return `Usage: kvpack eval TASK [key=value]… [--model M] [--tokenizer F] [--cache SPEC]… [--data D] [--limit N]
+                   [--seed S] [--json] [--threads K]
 
 Runs one task once, without a results store; several --cache run one after the other on the same
-model and print one table (default: full; Δ columns compare with --cache full when it is there).
-Task parameters are key=value words after the task name.
+model and print one table (default: full). Δ columns compare with an uncompressed cache when one runs
+(full, which stores fp16, else full+fp32); compression is against the full fp16 cache.
+Task parameters are key=value words after the task name: kvpack eval ppl data=c4 ctx=512.
 ${MODEL_HELP}
-  --cache SPEC     a KV cache spec to run (repeatable; default full)
+  --cache SPEC     a KV cache spec to run (repeatable; default full; a spec without a codec stores fp16)
+  --data D         the data of tasks that take one (the same as data=D)
   --limit N        fewer chunks, items or trials (the parameter named per task below)
   --seed S         sampling seed of tasks that sample (default 0)
   --json           print one result row per cache as JSON lines
@@ -35,12 +37,15 @@ ${tasks.join('\n')}
 export const OPTIONS = {
   ...MODEL_OPTIONS,
   cache: { type: 'string', multiple: true },
+  data: { type: 'string' },
   limit: { type: 'string' },
   seed: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
 export async function evalCommand(argv: string[]): Promise<void> {
+  const taskOption = argv.map((a) => /^--([^=]+)/.exec(a)?.[1]).find((o) => o !== undefined && !(o in OPTIONS) && [...TASKS.values()].some((t) => o in t.params));
+  if (taskOption) throw new UsageError(`task parameters are key=value words after the task, not options: ${taskOption}=… instead of --${taskOption} (e.g. kvpack eval ppl data=stories260k ctx=256)`);
   const { values, positionals } = parse('eval', argv, OPTIONS);
   if (values.help) return void process.stdout.write(help());
   const [name, ...pairs] = positionals;
@@ -52,6 +57,11 @@ export async function evalCommand(argv: string[]): Promise<void> {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new UsageError(`task parameters are key=value, got "${pair}"`);
     words[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  if (values.data !== undefined) {
+    if (!('data' in task.params)) throw new UsageError(`--data: task ${name} takes no data (its parameters: ${Object.keys(task.params).join(', ')})`);
+    if ('data' in words && words.data !== values.data) throw new UsageError(`--data ${values.data} and data=${words.data} disagree: give one`);
+    words.data = values.data;
   }
   if (values.limit !== undefined) {
     if (!task.limit) throw new UsageError(`--limit: task ${name} has nothing to limit`);

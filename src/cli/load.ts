@@ -15,14 +15,17 @@ interface ModelValues {
 /** Loads --model (a path or a Hugging Face repo id; ../shared/models/ref-6m when omitted), after its memory plan for `context` tokens. */
 export async function loadModelFromOptions(values: ModelValues & { context?: number }): Promise<Model> {
   const threads = threadsOption(values.threads);
-  const local = values.model === undefined ? undefined : await resolveModel(values.model);
-  return loadModel(local, { threads, tokenizer: values.tokenizer, context: values.context, cache: values.cache });
+  return loadModel(await modelPathFromOptions(values), { threads, tokenizer: values.tokenizer, context: values.context, cache: values.cache });
+}
+
+/** The local path of --model (a Hugging Face repo id is downloaded first; ../shared/models/ref-6m when omitted). */
+export async function modelPathFromOptions(values: ModelValues): Promise<string> {
+  return values.model === undefined ? defaultModelPath() : resolveModel(values.model);
 }
 
 /** The memory plan of --model for --ctx tokens of --cache, from its header (no weight is read). */
 export async function planFromOptions(values: ModelValues & { ctx?: string }): Promise<MemoryPlan> {
   const threads = threadsOption(values.threads);
-  const file = values.model === undefined ? defaultModelPath() : await resolveModel(values.model);
-  const header = await readModelHeader(file);
+  const header = await readModelHeader(await modelPathFromOptions(values));
   return planMemory(header, { context: intOption('ctx', values.ctx, 0, 1), cache: values.cache, threads });
 }

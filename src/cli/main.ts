@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { KvpackError, UsageError } from '../errors.js';
+import { cachesCommand } from './caches.js';
 import { calibrateCommand } from './calibrate.js';
+import { chatCommand } from './chat.js';
 import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
@@ -10,16 +12,20 @@ import { serveCommand } from './serve.js';
 import { sweepCommand } from './sweep.js';
 import { traceCommand } from './trace.js';
 import { viewCommand } from './view.js';
+import { workerCommand } from './worker.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: 'stream text from a prompt' },
+  chat: { run: chatCommand, summary: "an interactive chat through the model's template; the cache's bytes after each turn" },
   ppl: { run: pplCommand, summary: 'perplexity on wikitext2, c4, pg19 or a text file' },
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
   eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle, multikey, copy) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
+  worker: { run: workerCommand, summary: 'run sweep units from a Redis queue (kvpack sweep PLAN --queue URL), on any machine' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },
   trace: { run: traceCommand, summary: 'record what the cache holds, scores and quantization errors, step by step' },
   view: { run: viewCommand, summary: 'explore a trace in the browser (served on 127.0.0.1)' },
+  caches: { run: cachesCommand, summary: 'every cache policy and codec: parameters, defaults, ranges and the paper it comes from' },
   calibrate: { run: calibrateCommand, summary: 'KVQuant calibration file (Fisher-weighted datatypes, key thresholds) for kvquant(calib=FILE)' },
   serve: { run: serveCommand, summary: 'an OpenAI-compatible server; each request chooses its KV cache, all share one KV byte budget' },
 };

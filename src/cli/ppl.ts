@@ -7,19 +7,19 @@ import { Progress } from '../util/progress.js';
 import { bytesOption, MODEL_HELP, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
-const HELP = `Usage: kvpack ppl [--model M] --data wikitext2|c4|pg19|stories260k|FILE [--ctx N] [--chunks N]
+const HELP = `Usage: kvpack ppl [--model M] [--data wikitext2|c4|pg19|stories260k|FILE] [--ctx N] [--chunks N]
                   [--mode chunked|decode] [--cache SPEC] [--max-kv-bytes B] [--streaming] [--window N] [--json] [--threads K]
 
 Perplexity the way the GPTQ/KVQuant scripts compute it: the joined text is tokenized, cut into
 non-overlapping ctx-token chunks, each scored from an empty cache; exp of the mean NLL.
 ${MODEL_HELP}
   --data D      wikitext2, c4, pg19 (text, tokenized by the model), stories260k (stories260K's own
-                token ids, one story per chunk), or the path of a text file
+                token ids, one story per chunk), or the path of a text file (default wikitext2)
   --ctx N       tokens per chunk (default: the model's context; stories260k: its longest story)
   --chunks N    score at most N chunks (default: all)
   --mode M      chunked (default) scores ctx tokens per forward call; decode feeds one token at a
                 time, as generation does, so eviction acts as it would
-  --cache SPEC  KV cache spec (default full)
+  --cache SPEC  KV cache spec (default full: every token, stored as fp16)
   --streaming   run chunks longer than the model's context with a fixed-budget cache
                 (RoPE positions become ranks among the held tokens, as in StreamingLLM)
   --window N    also report perplexity per N-position window (to see it stay flat)
@@ -76,6 +76,7 @@ export async function pplCommand(argv: string[]): Promise<void> {
       );
       if (result.windows) process.stdout.write(`per ${params.window}-position window: ${result.windows.map((p) => p.toFixed(2)).join(' ')}\n`);
     }
+    if (result.memory.note) process.stderr.write(`${result.memory.note}\n`);
   } finally {
     await model.close();
   }

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { renderPlotPngs } from '../eval/browser.js';
+import { PLOT_FILE } from '../eval/plots.js';
 import { buildSections, renderHtml, renderMarkdown } from '../eval/report.js';
 import { ResultStore, type ResultRow } from '../eval/store.js';
 import { TRACE_SUFFIX, tracesBeside, tracesHtml, tracesMarkdown } from '../trace/listing.js';
@@ -15,8 +16,8 @@ Renders results stores (default: every results/*.jsonl): one table per model, ta
 parameters, one row per cache spec, with the change against the full cache, and plots (quality vs
 KV bytes per token, metrics vs budget, passkey/needle/multikey heatmaps, XSum ROUGE bars), and a list of the
 cache traces (NAME${TRACE_SUFFIX}, from kvpack trace) found beside the stores, each with its kvpack view command.
-  --out DIR   write DIR/index.html (self-contained, inline SVG) and DIR/report.md instead of printing
-              the Markdown
+  --out DIR   write DIR/index.html (self-contained, inline SVG), DIR/report.md and DIR/<plot>.svg for
+              each plot (standalone, for a paper) instead of printing the Markdown
   --png       also write DIR/<plot>.png for each plot, linked from report.md (headless Chromium and
               playwright-core; see npm run report)
   --store FILE  a results store to read (repeatable)
@@ -57,8 +58,8 @@ export async function reportCommand(argv: string[]): Promise<void> {
 }
 
 /**
- * DIR/index.html, DIR/report.md and with `png` a PNG per plot. Each file is written under a temporary
- * name and renamed, so a failed report leaves the previous one whole.
+ * DIR/index.html, DIR/report.md, an SVG per plot and with `png` a PNG per plot beside it. Each file is
+ * written under a temporary name and renamed, so a failed report leaves the previous one whole.
  */
 export async function writeReport(
   out: string,
@@ -71,16 +72,20 @@ export async function writeReport(
   fs.mkdirSync(out, { recursive: true });
   const html = path.join(out, 'index.html');
   writeFileAtomic.sync(html, renderHtml(sections, sources).replace('</body>', `${tracesHtml(traces)}\n</body>`));
-  let images: { file: string; title: string }[][] = [];
+  // stale plots of a previous report would linger in a committed folder
+  for (const f of fs.readdirSync(out)) if (PLOT_FILE.test(f) && (png || f.endsWith('.svg'))) fs.rmSync(path.join(out, f));
+  for (const p of sections.flatMap((s) => s.plots)) {
+    writeFileAtomic.sync(path.join(out, `${p.id}.svg`), `<?xml version="1.0" encoding="UTF-8"?>\n${p.svg}\n`);
+  }
+  let images: { file: string; title: string; svg?: string }[][] = [];
   if (png) {
-    // stale PNGs of plots that no longer exist would linger in a committed folder
-    for (const f of fs.readdirSync(out)) if (f.endsWith('.png')) fs.rmSync(path.join(out, f));
     const written = new Set(await renderPlotPngs(html, out));
-    images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title })));
+    images = sections.map((s) => s.plots.filter((p) => written.has(p.id)).map((p) => ({ file: `${p.id}.png`, title: p.title, svg: `${p.id}.svg` })));
   }
   const md = path.join(out, 'report.md');
   writeFileAtomic.sync(md, renderMarkdown(tables, sources, images) + tracesMarkdown(traces));
-  process.stderr.write(`wrote ${html}, ${md}${png ? ` and ${images.flat().length} PNGs` : ''}\n`);
+  const plots = sections.reduce((n, s) => n + s.plots.length, 0);
+  process.stderr.write(`wrote ${html}, ${md}, ${plots} SVGs${png ? ` and ${images.flat().length} PNGs` : ''}\n`);
 }
 
 /** What the file system said, as one line naming --out (other errors pass through). */

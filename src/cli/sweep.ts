@@ -1,11 +1,13 @@
 import { UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
+import { describeFailure, runQueuedSweep, type QueueSweepEvent } from '../eval/coordinator.js';
+import { describeQueue, queueConnection } from '../eval/queue.js';
 import { ResultStore } from '../eval/store.js';
-import { describeRow, loadPlan, planSweep, runSweep, type SweepEvent } from '../eval/sweep.js';
+import { describeRow, loadPlan, planSweep, runSweep, SweepRowError } from '../eval/sweep.js';
 import { Progress } from '../util/progress.js';
-import { parse, threadsOption } from './args.js';
+import { exitSoon, intOption, parse, threadsOption } from './args.js';
 
-const HELP = `Usage: kvpack sweep PLAN.json [--store FILE] [--dry-run] [--json] [--threads K]
+const HELP = `Usage: kvpack sweep PLAN.json [--store FILE] [--dry-run] [--json] [--threads K] [--queue URL [--attempts N]]
 
 Runs every (model × cache spec × task) of a plan and appends one JSON line per finished row to the
 store (default: the plan's "store", else NAME.jsonl beside the plan). Rows already in the store are skipped,
@@ -17,7 +19,11 @@ Plan: { "name", "store", "models": [...], "caches": ["h2o(budget={b})", ...], "v
 Paths in a plan (models, store, data files) are relative to the plan's folder, so it runs the same
 from any directory. Then: kvpack report --store FILE.
   --store FILE  append to FILE instead of the plan's store
-  --threads K   worker threads (default: one per CPU core)
+  --threads K   worker threads (default: one per CPU core; with --queue each kvpack worker takes its own)
+  --queue URL   run the rows on kvpack worker processes (any machines) through Redis at URL
+                (redis://[:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS) instead of here: this process
+                enqueues the rows not in the store and writes each result as it comes back
+  --attempts N  with --queue: tries per row before it is reported failed (default 3)
   -h, --help    this text
 `;
 
@@ -27,6 +33,8 @@ export const OPTIONS = {
   'dry-run': { type: 'boolean' },
   json: { type: 'boolean' },
   threads: { type: 'string' },
+  queue: { type: 'string' },
+  attempts: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -36,6 +44,10 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   if (positionals.length !== 1) throw new UsageError(`sweep takes one plan file, got ${positionals.length ? `"${positionals.join(' ')}"` : 'none'} (see kvpack sweep --help)`);
   const plan = loadPlan(positionals[0]!);
   const threads = threadsOption(values.threads);
+  if (values.queue !== undefined) queueConnection(values.queue); // checked before anything runs
+  if (values.attempts !== undefined && values.queue === undefined) throw new UsageError('--attempts goes with --queue (see kvpack sweep --help)');
+  if (values.threads !== undefined && values.queue !== undefined) throw new UsageError('--threads does not go with --queue: the workers run the rows (kvpack worker --threads K)');
+  const attempts = intOption('attempts', values.attempts, 3, 1);
   const store = ResultStore.open(values.store ?? plan.store);
 
   if (values['dry-run']) {
@@ -59,7 +71,7 @@ export async function sweepCommand(argv: string[]): Promise<void> {
   }
 
   let bar: Progress | undefined;
-  const onProgress = (e: SweepEvent): void => {
+  const onProgress = (e: QueueSweepEvent): void => {
     switch (e.type) {
       case 'plan':
         bar = new Progress({ total: e.total, label: `sweep ${plan.name}`, unit: 'tok' });
@@ -77,13 +89,36 @@ export async function sweepCommand(argv: string[]): Promise<void> {
         if (values.json) process.stdout.write(`${JSON.stringify(e.result)}\n`);
         break;
       case 'fail':
-        bar?.done('failed');
+        if (values.queue === undefined) bar?.done('failed');
+        else process.stderr.write(`\nsweep: failed: ${describeRow(e.row)}: ${(e.error as Error).message}\n`);
+        break;
+      case 'queue':
+        bar?.setStatus(`${e.running} running${e.failed ? `, ${e.failed} failed` : ''}`);
+        break;
+      case 'redis':
+        process.stderr.write(e.up ? '\nsweep: Redis is back\n' : `\nsweep: Redis at ${describeQueue(values.queue!)} unreachable (${e.error}); waiting for it\n`);
         break;
       default:
         break;
     }
   };
   process.stderr.write(`sweep ${plan.name}: appending to ${store.file} (${store.rows().length} rows there now)\n`);
+  if (values.queue !== undefined) {
+    process.stderr.write(`sweep ${plan.name}: rows run by kvpack worker --queue ${describeQueue(values.queue)}\n`);
+    let summary;
+    try {
+      summary = await runQueuedSweep(plan, { store, queue: values.queue, attempts, onProgress });
+    } finally {
+      exitSoon();
+    }
+    bar?.done(summary.failed.length ? `${summary.failed.length} failed` : undefined);
+    if (!values.json) process.stdout.write(`${plan.name}: ${summary.ran} rows run, ${summary.skipped} already in ${store.file}\n`);
+    if (summary.failed.length > 0) {
+      const list = summary.failed.map((f) => `\n  ${describeFailure(f)}`).join('');
+      throw new SweepRowError(`${summary.failed.length} of ${summary.rows} rows failed (finished rows are kept in ${store.file}; run the sweep again to retry them):${list}`);
+    }
+    return;
+  }
   const summary = await runSweep(plan, { store, onProgress, threads });
   bar?.done();
   if (!values.json) {

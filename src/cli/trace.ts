@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { DEFAULT_TRACE_BYTES, recordTrace } from '../trace/record.js';
 import { intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
+import { formatBytes } from '../util/progress.js';
 
 const HELP = `Usage: kvpack trace [--model M] --cache SPEC [--cache SPEC2]… (--prompt TEXT | --data D --limit N)
                     [--max-tokens N] [--max-mb MB] --out FILE
@@ -49,7 +50,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
       ? model.tokenizer.encode(values.prompt, { addBos: model.tokenizer.addBosByDefault })
       : dataPrompt(values.data!, intOption('limit', values.limit, 0, 1), model.tokenizer);
     const summary = await recordTrace(model, { specs, prompt, maxTokens, out: values.out, maxBytes: maxMb * 2 ** 20 });
-    const runs = summary.runs.map((r) => `${r.spec}: ${r.steps} steps${r.truncated ? ' (truncated by --max-mb)' : ''}`);
+    const runs = summary.runs.map((r) => `${r.spec}: ${r.steps} steps${r.truncated ? ' (truncated by --max-mb)' : ''}, ${formatBytes(r.bytes)} held at the end (${r.compression.toFixed(2)}× vs fp16)`);
     process.stderr.write(`wrote ${summary.file}: ${(summary.bytes / 2 ** 20).toFixed(2)} MB of at most ${maxMb}, ${summary.tokens} tokens; ${runs.join('; ')}\n`);
   } finally {
     await model.close();

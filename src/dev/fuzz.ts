@@ -16,6 +16,7 @@ import { KvpackError } from '../errors.js';
 import { loadModel, type Model } from '../model.js';
 import { loadCheckpoint } from '../model/load.js';
 import { seededRandom } from '../util/random.js';
+import { serverArea } from './fuzz-server.js';
 
 type Outcome = 'accepted' | 'typed error' | 'finding';
 interface Area {
@@ -150,7 +151,8 @@ function cliArguments(): Area {
       const input = `kvpack ${args.map((a) => JSON.stringify(a)).join(' ')}`;
       const r = await runCli(args, 30_000);
       if (r.code === 0) return { outcome: 'accepted', input };
-      const oneLine = r.stderr.trim().split('\n').filter((l) => !/^\s*[\u2800-\u28ff▕▏█░ ]|\r/.test(l)).length <= 1;
+      // progress bars and warnings (src/util/warn.ts) are not the error; the error is one line
+      const oneLine = r.stderr.trim().split('\n').filter((l) => !/^\s*[\u2800-\u28ff▕▏█░ ]|\r|^kvpack: warning: /.test(l)).length <= 1;
       if ((r.code === 1 || r.code === 2) && oneLine && !/^\s+at /m.test(r.stderr)) return { outcome: 'typed error', input };
       return { outcome: 'finding', input, problem: r.code === null ? 'hang (killed after 30 s)' : `exit ${r.code}: ${r.stderr.slice(0, 300)}` };
     },
@@ -188,21 +190,26 @@ function determinism(models: Model[]): Area {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '60' }, seed: { type: 'string', default: '1' }, out: { type: 'string' } } });
+  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '60' }, seed: { type: 'string', default: '1' }, out: { type: 'string' }, area: { type: 'string' } } });
   const seconds = Number(values.seconds);
   const seed = Number(values.seed);
-  if (!(seconds > 0) || !Number.isInteger(seed)) throw new Error('usage: fuzz [--seconds N] [--seed S] [--out FILE]');
+  if (!(seconds > 0) || !Number.isInteger(seed)) throw new Error('usage: fuzz [--seconds N] [--seed S] [--out FILE] [--area WORD]');
   if (!fs.existsSync(CLI)) throw new Error(`build first (npm run build): ${CLI} is missing`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-fuzz-'));
   // the same cases are asked of both models; a second one with other thread counts checks determinism
   const single = await loadModel(STORIES, { threads: 1 });
   const multi = await loadModel(STORIES, { threads: Math.min(2, os.availableParallelism()) });
-  const areas = [specGrammar, corruptModels(dir), libraryMisuse(single), cliArguments(), determinism([single, multi])];
+  const server = await serverArea(single, randomSpec);
+  // --area WORD runs only the areas whose name holds WORD; each keeps its own seed either way
+  const areas = [specGrammar, corruptModels(dir), libraryMisuse(single), cliArguments(), determinism([single, multi]), server]
+    .map((area, i) => ({ area, seed: seed + i }))
+    .filter(({ area }) => values.area === undefined || area.name.includes(values.area));
+  if (areas.length === 0) throw new Error(`no area's name holds "${values.area}"`);
   const rows: string[] = [];
   const findings: string[] = [];
   try {
-    for (const area of areas) {
-      const random = seededRandom(seed + rows.length);
+    for (const { area, seed: areaSeed } of areas) {
+      const random = seededRandom(areaSeed);
       const counts: Record<Outcome, number> = { accepted: 0, 'typed error': 0, finding: 0 };
       const until = performance.now() + (seconds * 1000) / areas.length;
       while (performance.now() < until) {
@@ -215,6 +222,7 @@ async function main(): Promise<void> {
       process.stderr.write(`fuzz: ${area.name}: ${total} cases, ${counts.finding} findings\n`);
     }
   } finally {
+    await server.close();
     await single.close();
     await multi.close();
     fs.rmSync(dir, { recursive: true, force: true });

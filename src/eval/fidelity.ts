@@ -5,8 +5,8 @@ import { defaultContext, evalChunks, loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 
 /**
- * How closely a compressed cache follows the full one on the same text: at every position, the
- * next-token distribution of the candidate against the full cache's, as KL(full ‖ candidate) and
+ * How closely a compressed cache follows the exact full one (f32, FIDELITY_REFERENCE) on the same text: at
+ * every position, the next-token distribution of the candidate against the full cache's, as KL(full ‖ candidate) and
  * top-1 agreement. For a small model whose perplexity barely moves this is the sensitive measure
  * (KVQuant and the eviction papers report the same divergence).
  *
@@ -48,6 +48,9 @@ interface FullRun {
   nll: number;
 }
 
+/** The reference every candidate is compared with: the exact cache (f32), so the fp16 default's own cost shows. */
+export const FIDELITY_REFERENCE = 'full+fp32';
+
 const fullRuns = new WeakMap<Model, FullRun>();
 
 function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 'decode', key: string): FullRun {
@@ -56,7 +59,7 @@ function fullCacheRun(model: Model, chunk: readonly number[], mode: 'chunked' | 
   fullRuns.delete(model); // free the previous chunk before allocating the next
   const vocab = model.config.vocabSize;
   const logits = new Float32Array((chunk.length - 1) * vocab);
-  const session = model.session({ cache: 'full' });
+  const session = model.session({ cache: FIDELITY_REFERENCE });
   let nll = 0;
   try {
     const logps = session.score(chunk, { mode, onLogits: (i, row) => logits.set(row, i * vocab) });
@@ -80,12 +83,7 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
   // Each chunk is run twice (full, then candidate) unless the full run is remembered.
   const total = chunks.reduce((n, c) => n + 2 * c.length, 0);
   let done = 0;
-  const full = new Float64Array(vocab);
-  const cand = new Float64Array(vocab);
-  let klSum = 0;
-  let klMax = 0;
-  let agree = 0;
-  let positions = 0;
+  const divergence = new Divergence(vocab);
   let nllCand = 0;
   let nllFull = 0;
   const session = model.session({ cache: o.cache });
@@ -102,21 +100,7 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
       const logps = session.score(chunk, {
         mode,
         onProgress: (n) => o.onProgress?.(base + n, total),
-        onLogits: (i, row) => {
-          const f = ref.logits.subarray(i * vocab, (i + 1) * vocab);
-          logSoftmax(f, full);
-          logSoftmax(row, cand);
-          let kl = 0;
-          for (let v = 0; v < vocab; v++) {
-            const lp = full[v]!;
-            if (lp > -745) kl += Math.exp(lp) * (lp - cand[v]!); // exp underflows to 0 below that anyway
-          }
-          kl = Math.max(0, kl); // rounding can leave a hair below zero for identical rows
-          klSum += kl;
-          klMax = Math.max(klMax, kl);
-          if (argmax(f) === argmax(row)) agree++;
-          positions++;
-        },
+        onLogits: (i, row) => divergence.add(ref.logits.subarray(i * vocab, (i + 1) * vocab), row),
       });
       done += chunk.length;
       for (const lp of logps) nllCand -= lp;
@@ -125,14 +109,56 @@ export function fidelity(model: Model, o: FidelityOptions): FidelityResult {
   } finally {
     session.dispose();
   }
+  const positions = divergence.positions;
   return {
-    kl: klSum / positions,
-    kl_max: klMax,
-    top1: agree / positions,
+    kl: divergence.kl(),
+    kl_max: divergence.klMax,
+    top1: divergence.top1(),
     ppl: Math.exp(nllCand / positions),
     ppl_full: Math.exp(nllFull / positions),
     tokens: positions,
     chunks: chunks.length,
     memory: meter.memory(),
   };
+}
+
+/** KL(reference ‖ candidate) and top-1 agreement of next-token distributions, position by position, in f64. */
+export class Divergence {
+  private readonly ref: Float64Array;
+  private readonly cand: Float64Array;
+  private klSum = 0;
+  private agree = 0;
+  klMax = 0;
+  positions = 0;
+
+  constructor(vocab: number) {
+    this.ref = new Float64Array(vocab);
+    this.cand = new Float64Array(vocab);
+  }
+
+  /** One position: the reference's logits and the candidate's. */
+  add(reference: Float32Array, candidate: Float32Array): void {
+    logSoftmax(reference, this.ref);
+    logSoftmax(candidate, this.cand);
+    let kl = 0;
+    for (let v = 0; v < this.ref.length; v++) {
+      const lp = this.ref[v]!;
+      if (lp > -745) kl += Math.exp(lp) * (lp - this.cand[v]!); // exp underflows to 0 below that anyway
+    }
+    kl = Math.max(0, kl); // rounding can leave a hair below zero for identical rows
+    this.klSum += kl;
+    this.klMax = Math.max(this.klMax, kl);
+    if (argmax(reference) === argmax(candidate)) this.agree++;
+    this.positions++;
+  }
+
+  /** Mean KL over the positions, in nats. */
+  kl(): number {
+    return this.klSum / this.positions;
+  }
+
+  /** Share of positions whose most likely token is the reference's. */
+  top1(): number {
+    return this.agree / this.positions;
+  }
 }

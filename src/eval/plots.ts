@@ -9,6 +9,9 @@ import type { ResultRow } from './store.js';
  * test looks for, and every series is a <path> or <rect> with data-* attributes naming it.
  */
 
+/** A plot's file (`<id>.svg`, `<id>.png`) by the ids the plots below give, so a report can drop stale ones. */
+export const PLOT_FILE = /^(pareto|budget|windows|heatmap|rouge)-[a-z0-9-]+\.(svg|png)$/;
+
 export interface Plot {
   id: string;
   title: string;
@@ -17,9 +20,17 @@ export interface Plot {
   svg: string;
 }
 
-/** Fixed colours per policy, so a method looks the same in every plot. */
+/**
+ * Colours per policy, in POLICY_ORDER, so a method looks the same in every plot: the Okabe–Ito
+ * palette (distinct under the common colour-vision deficiencies; its yellow darkened to read on white),
+ * then two more; markers and dash patterns tell policies apart without colour too.
+ */
 const POLICY_ORDER = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter'];
-const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
+const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#44AA99'];
+/** Their markers, shapes no policy has. */
+const FULL_CODEC_MARKER: Record<string, number> = { int: 7, kvquant: 9, bf16: 8 };
+/** The full cache's quantising codecs (Tol's indigo, wine, purple): the codec is the method there. */
+const FULL_CODEC_COLOR: Record<string, string> = { int: '#332288', kvquant: '#882255', bf16: '#AA4499' };
 const W = 640;
 const H = 380;
 const M = { left: 64, right: 170, top: 18, bottom: 48 };
@@ -32,20 +43,29 @@ export function slug(text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 150);
 }
 
-/** The full cache in f32 and f16: one line of two points in a Pareto plot. */
-export const FULL_FLOAT = 'full, full+fp16';
+/** The full cache in fp16 (the default) and fp32: one line of two points in a Pareto plot. */
+export const FULL_FLOAT = 'full, full+fp32';
+
+/** The parameters a Pareto line sweeps: its points differ in these (the budget, the bit width). */
+const SWEPT = new Set(['budget', 'recent', 'bits', 'kbits', 'vbits']);
 
 /**
- * A cache's family, one line per family, named as the canonical spec names it without parameters: the
- * policy, and its codec unless the policy uses that codec anyway (`h2o`, `h2o+fp16`, `qhitter` storing
- * its own int codec, `qhitter+fp32`). Its points are budgets, or bit widths for the full cache; the
- * float codecs of the full cache share one line.
+ * A cache's family, one line per family: the canonical spec less the parameters a line sweeps (budget,
+ * window's recent part, bit widths), and less its codec where the policy uses that codec anyway (`h2o` in
+ * fp16, `qhitter` storing its own int codec); `h2o+fp32`, `full+kvquant(outliers=0)` and
+ * `window(sinks=4)` are families of their own. The float codecs of the full cache share one line.
  */
 export function family(cache: string): string {
   try {
     const spec = parseSpec(cache);
     if (spec.policy.name === 'full' && (spec.codec.name === 'fp32' || spec.codec.name === 'fp16')) return FULL_FLOAT;
-    return codecIsImplied(spec) ? spec.policy.name : `${spec.policy.name}+${spec.codec.name}`;
+    const part = (p: { name: string; params: Record<string, unknown> }): string => {
+      const kept = Object.entries(p.params).filter(([k]) => !SWEPT.has(k));
+      // a file (kvquant's calib) by its name: the folder is the same for all and only widens the legend
+      const show = (v: unknown): string => (typeof v === 'string' ? v.replace(/\\/g, '/').split('/').pop()! : String(v));
+      return kept.length ? `${p.name}(${kept.map(([k, v]) => `${k}=${show(v)}`).join(',')})` : p.name;
+    };
+    return codecIsImplied(spec) ? part(spec.policy) : `${part(spec.policy)}+${part(spec.codec)}`;
   } catch {
     return cache; // a spec this build no longer parses still gets its own line
   }
@@ -103,48 +123,105 @@ function fmt(v: number): string {
 
 interface Series {
   name: string;
-  points: { x: number; y: number; label: string }[];
-  color?: string;
-  dash?: string;
+  /** label: the cache spec (tooltips); tag: what the point is drawn labelled with (its budget), if anything. */
+  points: { x: number; y: number; label: string; tag?: string }[];
 }
 
-/** Dash patterns: the first is solid. A codec has its own (fp32 solid), so a policy keeps its colour across codecs. */
-const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2'];
-const CODEC_DASH: Record<string, number> = { fp32: 0, fp16: 1, int: 2, kvquant: 3, bf16: 4 };
+/** Dash patterns: the first is solid. A policy has its own, shifted by its codec's (the default codec, fp16, shifts none). */
+const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2', '4 2 4 6'];
+const CODEC_DASH: Record<string, number> = { fp16: 0, fp32: 1, int: 2, kvquant: 3, bf16: 4 };
+/** Marker shapes: polygons by their number of corners and turn (0: a circle). */
+const MARKERS: readonly (readonly [number, number])[] = [[0, 0], [4, 45], [3, 0], [4, 0], [3, 180], [5, 0], [6, 0], [3, 90], [5, 180], [3, 270]];
 
 export interface SeriesStyle {
   color: string;
   /** stroke-dasharray, '' for a solid line. */
   dash: string;
+  /** Index into the marker shapes. */
+  marker: number;
 }
 
 /**
- * A colour and a dash per series, no two alike: the policy's colour unless a series took it already
- * (then the next free one), the codec's dash (the next free one if that pair is taken).
+ * One style per method (a series name) for a whole report, so a method looks the same in every plot:
+ * its policy's colour and marker (h2o is h2o whatever it stores), a dash from its policy and codec (so
+ * two codecs of one policy differ, and so do lines that lie on top of each other), the next dash where
+ * that look is taken. Register a report's names first (`register`) so the order plots happen to draw
+ * them in decides nothing.
  */
-export function seriesStyles(names: readonly string[]): SeriesStyle[] {
-  const usedColors = new Set<number>();
-  const used = new Set<string>();
-  return names.map((name) => {
-    const policy = /^[a-z][a-z0-9]*/.exec(name)?.[0] ?? '';
-    const codec = name === FULL_FLOAT ? 'fp32' : /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp32';
-    const k = POLICY_ORDER.indexOf(policy);
-    let color = k >= 0 ? k : POLICY_ORDER.length;
-    for (let i = 0; usedColors.has(color % PALETTE.length) && i < PALETTE.length; i++) color++;
-    let dash = CODEC_DASH[codec] ?? 5;
-    while (used.has(`${color % PALETTE.length} ${dash % DASHES.length}`)) dash++;
-    usedColors.add(color % PALETTE.length);
-    used.add(`${color % PALETTE.length} ${dash % DASHES.length}`);
-    return { color: PALETTE[color % PALETTE.length]!, dash: DASHES[dash % DASHES.length]! };
-  });
+export class Styles {
+  private readonly byName = new Map<string, SeriesStyle>();
+  private readonly used = new Set<string>();
+  private readonly variants = new Map<string, number>();
+
+  /** Assigns styles to names in a fixed order (byMethod's). */
+  register(names: Iterable<string>): this {
+    for (const n of [...new Set(names)].sort(byMethod)) this.of(n);
+    return this;
+  }
+
+  of(name: string): SeriesStyle {
+    const known = this.byName.get(name);
+    if (known) return known;
+    const k = policyIndex(name);
+    const codec = codecOf(name);
+    // the full cache in another codec: that codec is the method, and has a colour of its own
+    const color = k === 0 && codec in FULL_CODEC_COLOR ? FULL_CODEC_COLOR[codec]! : PALETTE[k % PALETTE.length]!;
+    // the v-th variant of a colour (h2o+fp32 beside h2o, kvquant's ablations): the next marker, and a dash
+    // none of its colour has while dashes last
+    const v = this.variants.get(color) ?? 0;
+    this.variants.set(color, v + 1);
+    let dash = k + (CODEC_DASH[codec] ?? 5) + Math.floor(v / MARKERS.length);
+    for (let i = 0; this.used.has(`${color} ${dash % DASHES.length}`) && i < DASHES.length; i++) dash++;
+    dash %= DASHES.length;
+    this.used.add(`${color} ${dash}`);
+    const mark = ((k === 0 ? FULL_CODEC_MARKER[codec] ?? 0 : k) + v) % MARKERS.length;
+    const style = { color, dash: DASHES[dash]!, marker: mark };
+    this.byName.set(name, style);
+    return style;
+  }
 }
 
-/** A legend entry: its swatch and label, with the style the browser test compares. */
-function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box'): string {
+/** Methods in a fixed order, for legends and styles: by policy, then codec (the default first), then name. */
+export function byMethod(x: string, y: string): number {
+  const rank = (n: string): [number, number] => [policyIndex(n), CODEC_DASH[codecOf(n)] ?? 9];
+  const [a, b] = [rank(x), rank(y)];
+  return a[0] - b[0] || a[1] - b[1] || (x < y ? -1 : x > y ? 1 : 0);
+}
+
+function policyIndex(name: string): number {
+  const k = POLICY_ORDER.indexOf(/^[a-z][a-z0-9]*/.exec(name)?.[0] ?? '');
+  return k >= 0 ? k : POLICY_ORDER.length;
+}
+
+function codecOf(name: string): string {
+  return name === FULL_FLOAT ? 'fp16' : /\+([a-z0-9]+)/.exec(name)?.[1] ?? 'fp16';
+}
+
+/** The styles of series names in one plot (a fresh Styles). */
+export function seriesStyles(names: readonly string[]): SeriesStyle[] {
+  const styles = new Styles();
+  return names.map((n) => styles.of(n));
+}
+
+/** A marker centred on (x, y): white-edged, so points that overlap stay apart. */
+function marker(x: number, y: number, s: SeriesStyle, inner = ''): string {
+  const [corners, turn] = MARKERS[s.marker]!;
+  const attrs = `class="marker" fill="${s.color}" stroke="#fff" stroke-width="0.8"`;
+  if (corners === 0) return `<circle ${attrs} cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.6">${inner}</circle>`;
+  const r = corners === 3 ? 5 : 4.6;
+  const pts = Array.from({ length: corners }, (_, i) => {
+    const a = ((turn + (360 * i) / corners) * Math.PI) / 180;
+    return `${(x + r * Math.sin(a)).toFixed(1)},${(y - r * Math.cos(a)).toFixed(1)}`;
+  });
+  return `<polygon ${attrs} points="${pts.join(' ')}">${inner}</polygon>`;
+}
+
+/** A legend entry, naming the series it stands for: its swatch and label, with the style the browser test compares. */
+function legendItem(x: number, y: number, s: SeriesStyle, label: string, swatch: 'line' | 'box', withMarker = true, lines = [label]): string {
   const mark = swatch === 'line'
-    ? `<line x1="${x}" x2="${x + 22}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`
+    ? `<line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>${withMarker ? marker(x + 13, y, s) : ''}`
     : `<rect x="${x + 6}" y="${y - 5}" width="10" height="10" fill="${s.color}"/>`;
-  return `<g class="legend-item" data-style="${s.color} ${s.dash || 'solid'}">${mark}<text x="${x + 28}" y="${y}" dy="0.32em" fill="#000">${esc(label)}</text></g>`;
+  return `<g class="legend-item" data-series="${esc(label)}" data-style="${s.color} ${s.dash || 'solid'}">${mark}<text x="${x + 32}" y="${y}" dy="0.32em" fill="#000">${lines.length > 1 ? tspans(lines, x + 32, 13) : esc(label)}</text></g>`;
 }
 
 /** A label cut into lines of at most `width` characters, after commas, plus signs and parentheses. */
@@ -166,6 +243,35 @@ function tspans(lines: readonly string[], x: number, lineHeight: number): string
 /** Roughly how wide a label is at 11px sans-serif. */
 const textWidth = (text: string): number => text.length * 6.3;
 
+/**
+ * Small labels beside points (a Pareto point's budget), placed greedily: the first of four spots
+ * around the point that overlaps no label already placed and stays in the plot. A label whose text is
+ * already shown right there (one budget of several methods at one size) is drawn once.
+ */
+class PointLabels {
+  private readonly boxes: { x0: number; x1: number; y0: number; y1: number; text: string }[] = [];
+  private readonly out: string[] = [];
+
+  constructor(private readonly left: number, private readonly right: number, private readonly top: number, private readonly bottom: number) {}
+
+  add(x: number, y: number, text: string): void {
+    const w = textWidth(text) * 0.82;
+    const h = 9;
+    const spots = [[6, -4], [6, 4 + h], [-6 - w, -4], [-6 - w, 4 + h]].map(([dx, dy]) => ({ x0: x + dx!, x1: x + dx! + w, y1: y + dy!, y0: y + dy! - h }));
+    const near = (b: { x0: number; y0: number }, o: { x0: number; y0: number }): boolean => Math.abs(b.x0 - o.x0) < 14 && Math.abs(b.y0 - o.y0) < 10;
+    const inside = spots.filter((b) => b.x0 >= this.left && b.x1 <= this.right && b.y0 >= this.top && b.y1 <= this.bottom);
+    if (inside.some((b) => this.boxes.some((o) => o.text === text && near(b, o)))) return;
+    const free = inside.find((b) => !this.boxes.some((o) => b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1)) ?? inside[0] ?? spots[0]!;
+    this.boxes.push({ ...free, text });
+    // a white halo keeps the label legible over lines and grid
+    this.out.push(`<text class="point-label" x="${free.x0.toFixed(1)}" y="${(free.y1 - 1.5).toFixed(1)}" font-size="9" fill="#333" stroke="#fff" stroke-width="2.5" paint-order="stroke">${esc(text)}</text>`);
+  }
+
+  svg(): string[] {
+    return this.out;
+  }
+}
+
 interface LineChart {
   id: string;
   xLabel: string;
@@ -175,8 +281,9 @@ interface LineChart {
   /** Log x ticks at powers of two (byte counts) instead of 1-2-5. */
   xPow2?: boolean;
   series: Series[];
-  /** Horizontal baseline lines (the full cache). */
-  refs?: { y: number; label: string }[];
+  /** Horizontal baseline lines (the full cache): drawn in the style of the series `name`, labelled `label`. */
+  refs?: { y: number; label: string; name: string }[];
+  styles: Styles;
   /** A fixed y range (accuracy: 0 to 1) instead of one fitted to the data. */
   yRange?: [number, number];
 }
@@ -218,18 +325,23 @@ function lineChart(c: LineChart): { svg: string; note: string } {
     const ypad = (y1 - y0) * 0.08 || Math.abs(y0) * 0.05 || 1;
     [y0, y1] = [y0 - ypad, y1 + ypad];
   }
-  const styles = seriesStyles(c.series.map((s) => s.name));
+  // the legend: each series, then each baseline's series, once
+  const legend = [...new Set([...c.series.map((s) => s.name), ...(c.refs ?? []).map((r) => r.name)])].sort(byMethod);
   // the legend gets the width its longest label needs
-  const right = Math.max(M.right, 48 + Math.max(0, ...c.series.map((s) => textWidth(s.name))));
+  // long names (a variant's parameters) wrap after commas
+  const legendLines = legend.map((n) => wrap(n, 46));
+  const right = Math.max(M.right, 52 + Math.max(0, ...legendLines.flat().map((l) => textWidth(l))));
   const W2 = W - M.right + right;
+  const legendY = legendLines.map((_, i) => M.top + 8 + 16 * i + 13 * legendLines.slice(0, i).reduce((n, ls) => n + ls.length - 1, 0));
+  const H2 = Math.max(H, (legendY.at(-1) ?? 0) + 13 * ((legendLines.at(-1)?.length ?? 1) - 1) + 14);
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const sx = (v: number): number => M.left + (c.xLog ? Math.log(v / x0) / Math.log(x1 / x0) : (v - x0) / (x1 - x0)) * pw;
   const syRaw = (v: number): number => M.top + (1 - (yLog ? Math.log(v / y0) / Math.log(y1 / y0) : (v - y0) / (y1 - y0))) * ph;
   const sy = (v: number): number => (v > cap ? M.top : syRaw(v));
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W2} ${H}" width="${W2}" height="${H}" font-family="sans-serif" font-size="11">`);
-  out.push(`<rect x="0" y="0" width="${W2}" height="${H}" fill="#fff"/>`);
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" id="${c.id}" class="plot" viewBox="0 0 ${W2} ${H2}" width="${W2}" height="${H2}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect x="0" y="0" width="${W2}" height="${H2}" fill="#fff"/>`);
   // grid and axes
   for (const t of c.xLog ? (c.xPow2 ? pow2Ticks(x0, x1) : logTicks(x0, x1)) : niceTicks(x0, x1)) {
     const x = sx(t).toFixed(1);
@@ -244,25 +356,36 @@ function lineChart(c: LineChart): { svg: string; note: string } {
   out.push(`<rect x="${M.left}" y="${M.top}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
   out.push(`<text x="${M.left + pw / 2}" y="${H - 10}" text-anchor="middle" fill="#000">${esc(c.xLabel)}</text>`);
   out.push(`<text transform="translate(14 ${M.top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#000">${esc(yLog ? `${c.yLabel} (log)` : c.yLabel)}</text>`);
+  const labels = new PointLabels(M.left, M.left + pw, M.top, M.top + ph);
+  const refLabels = new Map<number, string[]>(); // baselines within 4px share one label
   for (const r of c.refs ?? []) {
-    const y = sy(r.y).toFixed(1);
-    out.push(`<line class="ref" x1="${M.left}" x2="${M.left + pw}" y1="${y}" y2="${y}" stroke="#000" stroke-dasharray="4 3"><title>${esc(`${r.label}: ${fmt(r.y)}`)}</title></line>`);
+    const st = c.styles.of(r.name);
+    const y = sy(r.y);
+    out.push(`<line class="ref" data-series="${esc(r.name)}" x1="${M.left}" x2="${M.left + pw}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="${st.color}" stroke-width="1.5" stroke-opacity="0.85"${st.dash ? ` stroke-dasharray="${st.dash}"` : ''}><title>${esc(`${r.label}: ${fmt(r.y)}`)}</title></line>`);
+    const near = [...refLabels.keys()].find((k) => Math.abs(k - y) < 4) ?? y;
+    refLabels.set(near, [...(refLabels.get(near) ?? []), r.label]);
   }
-  c.series.forEach((s, i) => {
-    const { color, dash } = styles[i]!;
+  // labelled at the left end: small budgets are worse, so the lines are away from the baseline there
+  for (const [y, names] of refLabels) labels.add(M.left + 2, y, names.join(', '));
+  c.series.forEach((s) => {
+    const st = c.styles.of(s.name);
     const pts = [...s.points].sort((a, b) => a.x - b.x);
     const d = pts.map((p, j) => `${j ? 'L' : 'M'}${sx(p.x).toFixed(1)} ${sy(p.y).toFixed(1)}`).join(' ');
-    out.push(`<path class="series" data-series="${esc(s.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
+    // slightly see-through, so a line under another still shows
+    out.push(`<path class="series" data-series="${esc(s.name)}" d="${d}" fill="none" stroke="${st.color}" stroke-width="2" stroke-opacity="0.8"${st.dash ? ` stroke-dasharray="${st.dash}"` : ''}/>`);
     for (const p of pts) {
-      const [x, y] = [sx(p.x).toFixed(1), sy(p.y).toFixed(1)];
+      const [x, y] = [sx(p.x), sy(p.y)];
       const title = `<title>${esc(`${p.label}: ${fmt(p.y)}`)}</title>`;
       // a clipped point is a triangle pointing up at the top edge
       out.push(p.y > cap
-        ? `<path class="clipped" d="M${x} ${Number(y) - 6} l5 9 h-10 z" fill="${color}">${title}</path>`
-        : `<circle cx="${x}" cy="${y}" r="3.5" fill="${color}">${title}</circle>`);
+        ? `<path class="clipped" d="M${x.toFixed(1)} ${(y - 6).toFixed(1)} l5 9 h-10 z" fill="${st.color}">${title}</path>`
+        : marker(x, y, st, title));
+      if (p.tag !== undefined) labels.add(x, y, p.tag);
     }
-    out.push(legendItem(W - M.right + 12, M.top + 8 + i * 16, styles[i]!, s.name, 'line'));
   });
+  out.push(...labels.svg());
+  // a baseline is a line without points: its entry has no marker
+  legend.forEach((name, i) => out.push(legendItem(W - M.right + 12, legendY[i]!, c.styles.of(name), name, 'line', c.series.some((s) => s.name === name), legendLines[i])));
   out.push('</svg>');
   const note = clipped.length ? ` Off the scale, drawn as ▲ at the top edge: ${clipped.map((p) => `${p.label} (${fmt(p.y)})`).join(', ')}.` : '';
   return { svg: out.join('\n'), note };
@@ -278,9 +401,46 @@ export interface Experiment {
   rows: ResultRow[];
   /** Every seed's row of each cache (rows hold their mean); for error bars. */
   seedRows?: ResultRow[];
+  /** The report's styles, shared by all its plots (a fresh set when missing). */
+  styles?: Styles;
 }
 
-function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined, y: (r: ResultRow) => number | undefined): Series[] {
+/**
+ * What a Pareto point can be labelled with: its budget (a fraction or a count; window: its recent part),
+ * its bit width (K4V2: keys' and values'), and for the full cache in a float codec, that codec.
+ */
+export function pointTags(cache: string): { budget?: string; bits?: string; codec?: string } {
+  try {
+    const { policy, codec } = parseSpec(cache);
+    const b = policy.name === 'window' ? policy.params.recent : policy.params.budget;
+    // qhitter's bits are its policy's
+    const bits = typeof policy.params.bits === 'number' ? policy.params.bits : codec.params.bits;
+    const { kbits, vbits } = codec.params;
+    return {
+      budget: typeof b === 'number' ? fmt(b) : undefined,
+      bits: typeof bits === 'number' ? `${bits}-bit` : typeof kbits === 'number' && typeof vbits === 'number' ? `K${kbits}V${vbits}` : undefined,
+      codec: policy.name === 'full' ? codec.name : undefined,
+    };
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * The labels of a line's points: what varies along it (the budget, the bits, or both); a line of one
+ * point, or whose points differ in nothing swept, shows its budget, else its bits, else its codec.
+ */
+export function lineTags(caches: readonly string[]): (string | undefined)[] {
+  const tags = caches.map(pointTags);
+  const keys = (['budget', 'bits', 'codec'] as const);
+  const varying = keys.filter((k) => new Set(tags.map((t) => t[k])).size > 1);
+  return tags.map((t) => {
+    const shown = (varying.length ? varying : keys.filter((k) => t[k] !== undefined).slice(0, 1)).map((k) => t[k]).filter((v) => v !== undefined);
+    return shown.length ? shown.join(', ') : undefined;
+  });
+}
+
+function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined, y: (r: ResultRow) => number | undefined, tagged = false): Series[] {
   const byFamily = new Map<string, Series>();
   for (const r of rows) {
     const xv = x(r);
@@ -291,7 +451,11 @@ function groupSeries(rows: ResultRow[], x: (r: ResultRow) => number | undefined,
     s.points.push({ x: xv, y: yv, label: r.cache });
     byFamily.set(name, s);
   }
-  return [...byFamily.values()];
+  const series = [...byFamily.values()];
+  if (tagged) {
+    for (const s of series) lineTags(s.points.map((p) => p.label)).forEach((tag, i) => (s.points[i]!.tag = tag));
+  }
+  return series;
 }
 
 /** Metrics with a fixed scale: accuracy and agreement run from 0 to 1. */
@@ -301,14 +465,14 @@ function yRangeOf(metric: string): [number, number] | undefined {
 
 /** Quality against KV bytes per token, log x, one line per family: the Pareto view. */
 export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
-  const series = groupSeries(e.rows, (r) => (r.memory.kv_bytes_per_token > 0 ? r.memory.kv_bytes_per_token : undefined), (r) => r.metrics[metric]);
+  const series = groupSeries(e.rows, (r) => (r.memory.kv_bytes_per_token > 0 ? r.memory.kv_bytes_per_token : undefined), (r) => r.metrics[metric], true);
   if (series.length === 0) return undefined;
   const id = `pareto-${slug(`${e.key}-${metric}`)}`;
-  const chart = lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series, yRange: yRangeOf(metric) });
+  const chart = lineChart({ id, xLabel: 'KV bytes per token (log)', yLabel, xLog: true, xPow2: true, xFormat: formatBytes, series, yRange: yRangeOf(metric), styles: e.styles ?? new Styles() });
   return {
     id,
     title: `${yLabel} vs KV bytes per token — ${e.title}`,
-    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, points are budgets; the full cache in f32 and f16 is one line.${chart.note}`,
+    caption: `${yRangeOf(metric) ? 'Upper left' : 'Lower left'} is better. x: KV cache bytes per token held once compressed (log scale); one line per policy+codec, each point labelled with what varies along its line (the budget as a fraction of the prompt, the bits); the full cache in fp16 and fp32 is one line, its points labelled with the codec.${chart.note}`,
     svg: chart.svg,
   };
 }
@@ -317,13 +481,13 @@ export function paretoPlot(e: Experiment, metric: string, yLabel: string): Plot 
 export function budgetPlot(e: Experiment, metric: string, yLabel: string): Plot | undefined {
   const series = groupSeries(e.rows.filter((r) => budgetFraction(r.cache) !== undefined), (r) => budgetFraction(r.cache), (r) => r.metrics[metric]);
   if (series.length === 0) return undefined;
-  const refs = e.rows.filter((r) => family(r.cache) === FULL_FLOAT && r.metrics[metric] !== undefined).map((r) => ({ y: r.metrics[metric]!, label: r.cache }));
+  const refs = e.rows.filter((r) => family(r.cache) === FULL_FLOAT && r.metrics[metric] !== undefined).map((r) => ({ y: r.metrics[metric]!, label: r.cache, name: FULL_FLOAT }));
   const id = `budget-${slug(`${e.key}-${metric}`)}`;
-  const chart = lineChart({ id, xLabel: 'budget (fraction of the prompt)', yLabel, xLog: false, xFormat: fmt, series, refs, yRange: yRangeOf(metric) });
+  const chart = lineChart({ id, xLabel: 'budget (fraction of the prompt)', yLabel, xLog: false, xFormat: fmt, series, refs, yRange: yRangeOf(metric), styles: e.styles ?? new Styles() });
   return {
     id,
     title: `${yLabel} vs budget — ${e.title}`,
-    caption: `x: tokens kept as a fraction of the prompt (window: its recent part); black dashed: the full cache.${chart.note}`,
+    caption: `x: tokens kept as a fraction of the prompt (window: its recent part); horizontal lines: the full cache, each labelled with its spec.${chart.note}`,
     svg: chart.svg,
   };
 }
@@ -339,7 +503,7 @@ export function windowPlot(e: Experiment, windowSize: number): Plot | undefined 
   }
   if (series.length === 0) return undefined;
   const id = `windows-${slug(e.key)}`;
-  const chart = lineChart({ id, xLabel: 'position (tokens)', yLabel: 'perplexity', xLog: false, xFormat: fmt, series });
+  const chart = lineChart({ id, xLabel: 'position (tokens)', yLabel: 'perplexity', xLog: false, xFormat: fmt, series, styles: e.styles ?? new Styles() });
   return {
     id,
     title: `perplexity per ${windowSize}-token window — ${e.title}`,
@@ -348,14 +512,14 @@ export function windowPlot(e: Experiment, windowSize: number): Plot | undefined 
   };
 }
 
-/** One small accuracy heatmap (rows: lengths, columns: depths) per cache, side by side. */
+/** One small accuracy heatmap (rows: lengths, columns: depths) per cache, side by side, each cell showing its value. */
 export function heatmapPlot(e: Experiment): Plot | undefined {
   const cells = e.rows.map((r) => ({ cache: r.cache, grid: readGrid(r.metrics) })).filter((c) => c.grid.acc.size > 0);
   if (cells.length === 0) return undefined;
   const lengths = [...new Set(cells.flatMap((c) => c.grid.lengths))].sort((a, b) => a - b);
   const depths = [...new Set(cells.flatMap((c) => c.grid.depths))].sort((a, b) => a - b);
-  const cw = 22;
-  const ch = 16;
+  const cw = 30;
+  const ch = 18;
   const left = 44;
   const top = 30;
   const panelW = Math.max(left + depths.length * cw + 16, 210); // room for a cache spec as the title
@@ -378,8 +542,10 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
       out.push(`<text x="${left - 4}" y="${top + li * ch + ch / 2}" dy="0.32em" text-anchor="end">${L}</text>`);
       depths.forEach((d, di) => {
         const v = c.grid.acc.get(`${L},${d}`);
-        const fill = v === undefined ? '#ddd' : heat(v);
-        out.push(`<rect class="cell" x="${left + di * cw}" y="${top + li * ch}" width="${cw - 1}" height="${ch - 1}" fill="${fill}"><title>${esc(`${c.cache} L=${L} depth=${d}%: ${v === undefined ? 'not run' : v.toFixed(2)}`)}</title></rect>`);
+        const [x, y] = [left + di * cw, top + li * ch];
+        out.push(`<rect class="cell" x="${x}" y="${y}" width="${cw - 1}" height="${ch - 1}" fill="${v === undefined ? '#fff' : heat(v)}"${v === undefined ? ' stroke="#ccc"' : ''}><title>${esc(`${c.cache} L=${L} depth=${d}%: ${v === undefined ? 'not run' : v.toFixed(2)}`)}</title></rect>`);
+        // the value itself, white on the dark half of the scale
+        out.push(`<text class="cell-value" x="${x + (cw - 1) / 2}" y="${y + (ch - 1) / 2}" dy="0.35em" text-anchor="middle" font-size="9" fill="${v !== undefined && v < 0.55 ? '#fff' : '#000'}">${v === undefined ? '–' : cellText(v)}</text>`);
       });
     });
     depths.forEach((d, di) => {
@@ -388,32 +554,44 @@ export function heatmapPlot(e: Experiment): Plot | undefined {
     out.push(`<text x="${left + (depths.length * cw) / 2}" y="${top + lengths.length * ch + 24}" text-anchor="middle" fill="#555">depth %</text>`);
     out.push('</g>');
   });
-  // legend: 0 → 1
+  // the colour scale 0 → 1 (a key to the cells, not a list of series)
   for (let k = 0; k <= 10; k++) {
-    out.push(`<g class="legend-item" data-style="${heat(k / 10)} solid"><rect x="${10 + k * 18}" y="${height - 20}" width="18" height="10" fill="${heat(k / 10)}"/></g>`);
+    out.push(`<rect class="colorbar" x="${10 + k * 18}" y="${height - 20}" width="18" height="10" fill="${heat(k / 10)}"/>`);
   }
-  out.push(`<text x="${10 + 11 * 18 + 6}" y="${height - 11}">accuracy 0 → 1 (rows: prompt length in tokens)</text>`);
+  out.push(`<text x="${10 + 11 * 18 + 6}" y="${height - 11}">accuracy 0 → 1 (rows: prompt length in tokens; – not run)</text>`);
   out.push('</svg>');
   return {
     id,
     title: `${e.task} accuracy by length and depth — ${e.title}`,
-    caption: 'One panel per cache; rows: prompt length (tokens), columns: depth of the key/needle (%); colour: accuracy over the trials.',
+    caption: 'One panel per cache; rows: prompt length (tokens), columns: depth of the key/needle (%); each cell: the accuracy over the trials, as its number and its colour (viridis: dark 0, yellow 1).',
     svg: out.join('\n'),
   };
 }
 
-/** Accuracy 0 → 1 as red → yellow → green. */
-function heat(v: number): string {
-  const t = Math.max(0, Math.min(1, v));
-  const r = Math.round(t < 0.5 ? 215 : 215 - (t - 0.5) * 2 * 170);
-  const g = Math.round(t < 0.5 ? 48 + t * 2 * 150 : 198 - (t - 0.5) * 2 * 20);
-  return `rgb(${r},${g},${t < 0.5 ? 39 : 60})`;
+/** An accuracy as a cell shows it: 1, 0.5, 0.67. */
+function cellText(v: number): string {
+  return String(Number(v.toFixed(2)));
+}
+
+/** Viridis at ninths (matplotlib's): lightness rises from 0 to 1, so it reads in greyscale and for colour-blind readers. */
+const VIRIDIS = ['#440154', '#482878', '#3e4989', '#31688e', '#26828e', '#1f9e89', '#35b779', '#6ece58', '#fde725'];
+
+/** Accuracy 0 → 1 on the viridis scale, linear between its stops. */
+export function heat(v: number): string {
+  const t = Math.max(0, Math.min(1, v)) * (VIRIDIS.length - 1);
+  const i = Math.min(Math.floor(t), VIRIDIS.length - 2);
+  const [a, b] = [VIRIDIS[i]!, VIRIDIS[i + 1]!].map((h) => [1, 3, 5].map((k) => parseInt(h.slice(k, k + 2), 16)));
+  const c = a!.map((x, k) => Math.round(x + (b![k]! - x) * (t - i)));
+  return `rgb(${c.join(',')})`;
 }
 
 /**
  * ROUGE-1/2/L F1 as grouped horizontal bars, one group per cache with its full spec beside it; with
  * several seeds, the mean and ±1 standard deviation.
  */
+/** ROUGE-1, -2, -L: Okabe–Ito blue, orange, green. */
+const BAR_COLORS = ['#0072B2', '#E69F00', '#009E73'];
+
 export function rougePlot(e: Experiment): Plot | undefined {
   const rows = e.rows.filter((r) => r.metrics.rouge1 !== undefined);
   if (rows.length === 0) return undefined;
@@ -445,14 +623,14 @@ export function rougePlot(e: Experiment): Plot | undefined {
     out.push(`<line x1="${x}" x2="${x}" y1="${top}" y2="${height - 24}" stroke="#eee"/>`);
     out.push(`<text x="${x}" y="${height - 10}" text-anchor="middle">${fmt(t)}</text>`);
   }
-  metrics.forEach(([, label], k) => out.push(legendItem(left + k * 100, 12, { color: PALETTE[k]!, dash: '' }, `${label} F1`, 'box')));
+  metrics.forEach(([, label], k) => out.push(legendItem(left + k * 100, 12, { color: BAR_COLORS[k]!, dash: '', marker: 0 }, `${label} F1`, 'box')));
   rows.forEach((r, i) => {
     const gy = top + i * groupH + 4;
     out.push(`<text x="${left - 6}" y="${gy + 1.5 * barH}" dy="0.32em" text-anchor="end">${esc(r.cache)}</text>`);
     metrics.forEach(([m], k) => {
       const v = r.metrics[m] ?? 0;
       const y = gy + k * barH;
-      out.push(`<rect class="bar" data-cache="${esc(r.cache)}" data-metric="${m}" x="${left}" y="${y}" width="${(sx(v) - left).toFixed(1)}" height="${barH - 1}" fill="${PALETTE[k]}"><title>${esc(`${r.cache} ${m}: ${v.toFixed(4)}`)}</title></rect>`);
+      out.push(`<rect class="bar" data-cache="${esc(r.cache)}" data-metric="${m}" x="${left}" y="${y}" width="${(sx(v) - left).toFixed(1)}" height="${barH - 1}" fill="${BAR_COLORS[k]}"><title>${esc(`${r.cache} ${m}: ${v.toFixed(4)}`)}</title></rect>`);
       const sd = spread(r.cache, m);
       if (sd !== undefined) {
         const [x1, x2, cy] = [sx(Math.max(0, v - sd)).toFixed(1), sx(v + sd).toFixed(1), y + (barH - 1) / 2];

@@ -1,5 +1,7 @@
+import { BASELINE_CODEC } from '../cache/kvcache.js';
+import { parseSpec } from '../cache/registry.js';
 import { formatBytes } from '../util/progress.js';
-import { budgetPlot, esc, heatmapPlot, paretoPlot, rougePlot, windowPlot, type Experiment, type Plot } from './plots.js';
+import { budgetPlot, esc, family, heatmapPlot, paretoPlot, rougePlot, Styles, windowPlot, type Experiment, type Plot } from './plots.js';
 import type { ResultRow, TaskParams } from './store.js';
 import { TASKS, type MetricColumn } from './tasks.js';
 
@@ -33,8 +35,21 @@ export interface ReportTable {
 /** Marks per-token bytes and compression that old rows computed from the transient peak. */
 const FROM_PEAK = '†';
 
-/** The baseline the Δ columns compare against. */
-export const BASELINE = 'full';
+/**
+ * The row the Δ columns compare against: an uncompressed cache of the run, the full fp16 cache
+ * (`full`, the compression baseline) before `full+fp32`.
+ */
+export function baselineRow(rows: readonly ResultRow[]): ResultRow | undefined {
+  const codecOf = (r: ResultRow): string | undefined => {
+    try {
+      const spec = parseSpec(r.cache);
+      return spec.policy.name === 'full' ? spec.codec.name : undefined;
+    } catch {
+      return undefined; // a spec this build no longer reads is no baseline
+    }
+  };
+  return rows.find((r) => codecOf(r) === BASELINE_CODEC) ?? rows.find((r) => codecOf(r) === 'fp32');
+}
 
 /**
  * Groups rows by (store, model fingerprint, task, parameters), so each store's plan gets its own plots
@@ -65,7 +80,8 @@ function groupRows(rows: readonly ResultRow[]): Group[] {
   }
   return [...groups.values()].map((group) => {
     const caches = [...new Set(group.map((r) => r.cache))];
-    const ordered = [...caches.filter((c) => c === BASELINE), ...caches.filter((c) => c !== BASELINE)];
+    const first = baselineRow(group)?.cache;
+    const ordered = [...caches.filter((c) => c === first), ...caches.filter((c) => c !== first)];
     return { rows: ordered.map((c) => meanOverSeeds(group.filter((r) => r.cache === c))), seedRows: group };
   });
 }
@@ -100,16 +116,16 @@ const GRID_TASKS = ['passkey', 'needle', 'multikey'];
 
 /** A retrieval grid where even the full cache never answers: nothing to compare, said once instead of plotted. */
 function fullScoresZero(rows: readonly ResultRow[]): boolean {
-  const full = rows.find((r) => r.cache === BASELINE);
+  const full = baselineRow(rows);
   return GRID_TASKS.includes(rows[0]!.task) && full?.metrics.accuracy === 0;
 }
 
 /** The plots of one experiment: which ones depend on the task. */
-export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows): Plot[] {
+export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows, styles = new Styles().register(rows.map((r) => family(r.cache)))): Plot[] {
   const first = rows[0]!;
   const store = storeFamily(first.store);
   const key = [modelName(first.model), first.task, ...Object.values(first.params).map(String), ...(store ? [store] : [])].join('-');
-  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows, seedRows };
+  const e: Experiment = { title: experimentTitle(first), key, model: first.model, task: first.task, rows, seedRows, styles };
   if (fullScoresZero(rows)) return [];
   const plots: (Plot | undefined)[] = [];
   switch (first.task) {
@@ -118,7 +134,7 @@ export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows)
       if (typeof first.params.window === 'number') plots.push(windowPlot(e, first.params.window));
       break;
     case 'fidelity':
-      plots.push(paretoPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));
+      plots.push(paretoPlot(e, 'kl', 'KL(full+fp32 ‖ cache), nats'), budgetPlot(e, 'kl', 'KL(full+fp32 ‖ cache), nats'), budgetPlot(e, 'top1', 'top-1 agreement'));
       break;
     case 'passkey':
     case 'needle':
@@ -142,9 +158,10 @@ export interface ReportSection {
   plots: Plot[];
 }
 
-/** Every experiment's table and plots, in the order of buildTables. */
+/** Every experiment's table and plots, in the order of buildTables; a method is drawn alike in all of them. */
 export function buildSections(rows: readonly ResultRow[]): ReportSection[] {
-  return groupRows(rows).map((group) => ({ table: table(group.rows), plots: experimentPlots(group.rows, group.seedRows) }));
+  const styles = new Styles().register(rows.map((r) => family(r.cache)));
+  return groupRows(rows).map((group) => ({ table: table(group.rows), plots: experimentPlots(group.rows, group.seedRows, styles) }));
 }
 
 /**
@@ -194,22 +211,32 @@ p.note { font-size: 0.8em; color: #444; margin: 2px 0; }
 function table(rows: ResultRow[]): ReportTable {
   const first = rows[0]!;
   const metrics = metricColumns(first.task, rows);
-  const base = rows.find((r) => r.cache === BASELINE);
+  const base = baselineRow(rows);
   const columns: ReportColumn[] = [{ header: 'cache', align: 'left' }];
   for (const m of metrics) {
     columns.push({ header: m.header, align: 'right' });
-    if (m.delta && base) columns.push({ header: `Δ% vs ${BASELINE}`, align: 'right' });
+    if (m.delta && base) columns.push({ header: `Δ% vs ${base.cache}`, align: 'right' });
   }
   columns.push(
     { header: 'KV bytes held', align: 'right' },
     { header: 'bytes/token', align: 'right' },
-    { header: 'compression ×', align: 'right' },
+    { header: `compression × vs ${BASELINE_CODEC}`, align: 'right' },
     { header: 'bits/value', align: 'right' },
     { header: 'transient peak', align: 'right' },
   );
-  const notes = ['KV bytes held: the most the cache holds once compressed; transient peak: the step before eviction (a whole prompt before it is compressed).'];
+  // a codec that says its bytes depend on more than its spec (kvquant staging f16 rows): the steady state too
+  const atEnd = rows.some((r) => r.memory.note !== undefined && r.memory.kv_bytes_end !== undefined);
+  if (atEnd) columns.push({ header: 'KV bytes at end', align: 'right' });
+  const notes = [
+    `KV bytes held: the most the cache holds once compressed; compression: the full ${BASELINE_CODEC} cache's bytes over them; transient peak: the step before eviction (a whole prompt before it is compressed).`,
+  ];
   if (fullScoresZero(rows)) {
-    notes.unshift(`The full cache already scores 0 on every length and depth: ${modelName(first.model)} cannot retrieve at these lengths, so no cache is compared (no plots).`);
+    notes.unshift(`The full cache (${baselineRow(rows)!.cache}) already scores 0 on every length and depth: ${modelName(first.model)} cannot retrieve at these lengths, so no cache is compared (no plots).`);
+  }
+  if (atEnd) notes.push('KV bytes at end: what the cache holds after the longest sequence, the steady state.');
+  for (const note of new Set(rows.map((r) => r.memory.note).filter((n) => n !== undefined))) {
+    const caches = rows.filter((r) => r.memory.note === note).map((r) => r.cache);
+    notes.push(`${caches.join(', ')}: ${note}`);
   }
   const seeds = Math.max(...rows.map((r) => r.seeds ?? 1));
   if (seeds > 1) notes.push(`Metrics of a cache run with ${seeds} sampling seeds are their mean.`);
@@ -242,6 +269,7 @@ function table(rows: ResultRow[]): ReportTable {
         numberCell(r.memory.bits_per_value, (x) => String(Number(x.toFixed(2)))),
         numberCell(r.memory.kv_bytes_peak, formatBytes),
       );
+      if (atEnd) cells.push(numberCell(r.memory.kv_bytes_end, formatBytes));
       return { cache: r.cache, cells };
     }),
     notes,
@@ -268,8 +296,8 @@ function canonicalParams(params: TaskParams): string {
 export function renderMarkdown(
   tables: readonly ReportTable[],
   sources: readonly { file: string; rows: number }[] = [],
-  /** Image files (relative to the Markdown file) shown above each table, by table index. */
-  images: readonly (readonly { file: string; title: string }[])[] = [],
+  /** Image files (relative to the Markdown file) shown above each table, by table index, each with its SVG if any. */
+  images: readonly (readonly { file: string; title: string; svg?: string }[])[] = [],
 ): string {
   const out = ['# kvpack results', ''];
   if (sources.length) {
@@ -277,8 +305,9 @@ export function renderMarkdown(
   }
   if (tables.length === 0) out.push('No results yet.', '');
   for (const t of tables) {
-    out.push(`## ${escape(t.title)}`, '');
-    for (const img of images[tables.indexOf(t)] ?? []) out.push(`![${escape(img.title)}](${img.file})`, '');
+    // the title carries the model's name: one line, with nothing Markdown or HTML would read as markup
+    out.push(`## ${escape(t.title).replace(/[\r\n\t\v\f]+/g, ' ').replace(/[\\`*_[\]<>#!&]/g, '\\$&')}`, '');
+    for (const img of images[tables.indexOf(t)] ?? []) out.push(`![${escape(img.title)}](${img.file})${img.svg ? ` ([SVG](${img.svg}))` : ''}`, '');
     out.push(`| ${t.columns.map((c) => escape(c.header)).join(' | ')} |`);
     out.push(`|${t.columns.map((c) => (c.align === 'right' ? '---:' : ':---')).join('|')}|`);
     for (const r of t.rows) {

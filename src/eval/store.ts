@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import lockfile from 'proper-lockfile';
 import { KvpackError } from '../errors.js';
+import { specFromFp32Default } from '../cache/registry.js';
 import type { ParamValue } from '../util/schema.js';
 import type { CacheMemory } from './memory.js';
 
@@ -11,6 +12,11 @@ export type TaskParams = Readonly<Record<string, ParamValue>>;
 /** One finished (model × cache × task) measurement, one line of a results store. */
 export interface ResultRow {
   key: string;
+  /**
+   * 2: a spec without a codec means fp16 and `compression` is against the full fp16 cache. Rows
+   * without it (kvpack 0.1.0) meant fp32 and divided by the f32 cache: reading converts them (see ROW_FORMAT).
+   */
+  format?: number;
   /** The model as the plan named it (a path or a repo id). */
   model: string;
   model_fingerprint: string;
@@ -192,6 +198,13 @@ export function openStore(file: string): ResultStore {
   return ResultStore.open(file);
 }
 
+/**
+ * The row format this build writes. Reading a row of format 1 rewrites its spec in today's canonical
+ * text (`full` → `full+fp32`, `full+fp16` → `full`) and its key with it, so a plan that names the
+ * same cache resumes it, and halves its compression (f32 → fp16 baseline).
+ */
+export const ROW_FORMAT = 2;
+
 function parseRow(line: string): ResultRow | undefined {
   let row: (Partial<ResultRow> & Partial<CacheMemory>) | null;
   try {
@@ -208,7 +221,20 @@ function parseRow(line: string): ResultRow | undefined {
     if (kv_bytes_peak === undefined || kv_bytes_per_token === undefined || compression === undefined || bits_per_value === undefined) return undefined;
     row = { ...rest, memory: { kv_bytes_peak, kv_bytes_per_token, compression, bits_per_value } };
   }
-  return row as ResultRow;
+  return row.format === undefined ? fromFormat1(row as ResultRow) : (row as ResultRow);
+}
+
+function fromFormat1(row: ResultRow): ResultRow {
+  let cache: string;
+  try {
+    cache = specFromFp32Default(row.cache);
+  } catch {
+    cache = row.cache; // a spec this build no longer reads: shown as written
+  }
+  const at = row.key.indexOf(`|${row.cache}|`);
+  const key = at < 0 ? row.key : `${row.key.slice(0, at)}|${cache}|${row.key.slice(at + row.cache.length + 2)}`;
+  const memory = { ...row.memory, compression: row.memory.compression / 2 };
+  return { ...row, format: ROW_FORMAT, key, cache, memory };
 }
 
 let packageVersion: string | undefined;
@@ -226,18 +252,25 @@ export function versions(): { kvpack: string; node: string } {
   return { kvpack: packageVersion, node: process.version };
 }
 
-/** A finished row: what identifies it, what the task measured, and when and how long it ran. */
-export function finishedRow(
-  id: Pick<ResultRow, 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'>,
-  out: Pick<ResultRow, 'metrics' | 'memory'>,
-  startedMs: number,
-): ResultRow {
+/** What running a unit measured: the task's numbers, what its cache held, and when, how long and on which versions it ran. */
+export type UnitResult = Pick<ResultRow, 'metrics' | 'memory' | 'seconds' | 'versions' | 'finished_at'>;
+
+/** The measured part of a row: the task's output, timed from `startedMs`, stamped now. */
+export function unitResult(out: Pick<ResultRow, 'metrics' | 'memory'>, startedMs: number): UnitResult {
   return {
-    ...id,
     metrics: out.metrics,
     memory: out.memory,
     seconds: (performance.now() - startedMs) / 1000,
     versions: versions(),
     finished_at: new Date().toISOString(),
   };
+}
+
+/** A finished row: what identifies it, what the task measured, and when and how long it ran. */
+export function finishedRow(
+  id: Pick<ResultRow, 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'>,
+  out: Pick<ResultRow, 'metrics' | 'memory'>,
+  startedMs: number,
+): ResultRow {
+  return { format: ROW_FORMAT, ...id, ...unitResult(out, startedMs) };
 }

@@ -6,8 +6,8 @@ import { KvpackError, UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
 import { loadModel, type Model } from '../model.js';
 import { modelFingerprint } from './fingerprint.js';
-import { finishedRow, rowKey, type ResultRow, type ResultStore, type TaskParams } from './store.js';
-import { resolveTask, type Task, type TaskOutput } from './tasks.js';
+import { ROW_FORMAT, rowKey, unitResult, type ResultRow, type ResultStore, type TaskParams, type UnitResult } from './store.js';
+import { resolveTask, type Task } from './tasks.js';
 import { applyDefaults, findIssue, int, own, param, text } from '../util/schema.js';
 import { SEED_RANGE } from '../util/random.js';
 
@@ -230,9 +230,27 @@ export async function planSweep(plan: SweepPlan, options: PlanOptions): Promise<
 }
 
 /** `model · cache · task k=v …`, how messages and listings name a row. */
-export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'task' | 'params'>): string {
+export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'params'> & { task: Pick<Task, 'name'> }): string {
   const params = Object.entries(row.params).map(([k, v]) => `${k}=${v}`).join(' ');
   return `${row.model} · ${row.cache} · ${row.task.name} ${params}`;
+}
+
+/** One unit of a sweep: a cache spec × task × parameters, to run on a loaded model. */
+export type Unit = Pick<PlannedRow, 'cache' | 'task' | 'params' | 'seed'>;
+
+/**
+ * Runs one unit on a loaded model: the one way a unit runs, locally and on a queue's workers, so
+ * both give the same numbers. `onProgress` gets units done within the unit and its total.
+ */
+export async function runUnit(model: Model, unit: Unit, onProgress?: (done: number, total: number) => void): Promise<UnitResult> {
+  const started = performance.now();
+  const out = await unit.task.run(model, unit.cache, unit.params, { seed: unit.seed, onProgress });
+  return unitResult(out, started);
+}
+
+/** What identifies a planned row's result (its key and fingerprint known). */
+export function rowIdentity(row: PlannedRow): Pick<ResultRow, 'format' | 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'> {
+  return { format: ROW_FORMAT, key: row.key!, model: row.model, model_fingerprint: row.fingerprint!, cache: row.cache, task: row.task.name, params: row.params, seed: row.seed };
 }
 
 /**
@@ -275,20 +293,16 @@ async function runLocked(plan: SweepPlan, options: SweepOptions): Promise<SweepS
         emit({ type: 'start', row });
         let reported = 0;
         let actual = row.units;
-        const started = performance.now();
-        let out: TaskOutput;
+        let measured: UnitResult;
         try {
-          out = await row.task.run(model, row.cache, row.params, {
-            seed: row.seed,
-            onProgress: (done, rowTotal) => {
-              if (rowTotal !== actual) {
-                total += rowTotal - (actual ?? 0);
-                actual = rowTotal;
-                emit({ type: 'total', total });
-              }
-              if (done > reported) emit({ type: 'advance', row, units: done - reported });
-              reported = Math.max(reported, done);
-            },
+          measured = await runUnit(model, row, (done, rowTotal) => {
+            if (rowTotal !== actual) {
+              total += rowTotal - (actual ?? 0);
+              actual = rowTotal;
+              emit({ type: 'total', total });
+            }
+            if (done > reported) emit({ type: 'advance', row, units: done - reported });
+            reported = Math.max(reported, done);
           });
         } catch (e) {
           emit({ type: 'fail', row, error: e });
@@ -296,8 +310,7 @@ async function runLocked(plan: SweepPlan, options: SweepOptions): Promise<SweepS
           throw e;
         }
         if (actual !== undefined && reported < actual) emit({ type: 'advance', row, units: actual - reported });
-        const identity = { key: row.key!, model: row.model, model_fingerprint: row.fingerprint!, cache: row.cache, task: row.task.name, params: row.params, seed: row.seed };
-        const result = finishedRow(identity, out, started);
+        const result = { ...rowIdentity(row), ...measured };
         if (options.store.append(result)) appended.push(result); // else another sweep wrote it meanwhile
         emit({ type: 'finish', row, result });
       }

@@ -76,7 +76,7 @@ const MODES = ['chunked', 'decode'] as const;
 
 /** The ppl task's parameters; `kvpack ppl` reads its options through them too. */
 export const PPL_PARAMS = {
-  data: text({ doc: DATA_DOC }),
+  data: text({ default: 'wikitext2', doc: DATA_DOC }), // as fidelity's
   ctx: int({ min: 2, optional: true, doc: "tokens per chunk (default: the model's context; stories260k: each story cut to this many, default its longest)" }),
   chunks: int({ min: 1, optional: true, doc: 'at most this many chunks (all when omitted)' }),
   mode: oneOf(MODES, { default: 'chunked', doc: 'decode feeds one token at a time' }),
@@ -110,7 +110,7 @@ export const pplTask = task({
 
 const fidelityTask = task({
   name: 'fidelity',
-  doc: 'KL(full ‖ cache) of next-token distributions and top-1 agreement with the full cache on the same chunks',
+  doc: 'KL(full+fp32 ‖ cache) of next-token distributions and top-1 agreement with the exact full cache on the same chunks',
   params: {
     data: text({ default: 'wikitext2', doc: DATA_DOC }),
     ctx: int({ min: 2, optional: true, doc: "tokens per chunk (default: the model's context; a token set: its longest document)" }),
@@ -133,7 +133,7 @@ const fidelityTask = task({
     };
   },
   columns: [
-    { metric: 'kl', header: 'KL(full‖cache)', digits: 5 },
+    { metric: 'kl', header: 'KL(full+fp32‖cache)', digits: 5 },
     { metric: 'top1', header: 'top-1 agree', digits: 4 },
     { metric: 'ppl', header: 'ppl', digits: 3, delta: true },
   ],

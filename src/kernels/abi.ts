@@ -41,6 +41,8 @@ export const OP_QUANT_ATTENTION = 3;
 export const OP_QUANTIZE = 4;
 /** A streaming read of a buffer (memory bandwidth, for the bench's roofline column). */
 export const OP_READ = 5;
+/** Keys kept before RoPE, rotated into a copy (Kernels.ropeRows). */
+export const OP_ROPE_ROWS = 6;
 
 // ---- matrix dtype codes
 export const DT_F32 = 0;
@@ -89,7 +91,7 @@ export const ATT_Q = 4; // ptr
 export const ATT_N = 8;
 export const ATT_KEYS = 12; // ptr
 export const ATT_VALUES = 16; // ptr
-/** 1: slots are f16, 0: f32. */
+/** 1: keys and values are f16, 2: values only (keys f32), 0: neither. */
 export const ATT_F16 = 20;
 export const ATT_CAPACITY = 24;
 export const ATT_VISIBLE = 28;
@@ -181,3 +183,17 @@ export const READ_BYTES = 4;
 /** Bytes per work item (a multiple of 64). */
 export const READ_CHUNK = 8;
 export const READ_OUT = 12; // ptr: 16 bytes per work item
+
+// ---- OP_ROPE_ROWS arguments: for heads h < ROPE_HEADS and rows t < ROPE_N, dst row r (f32) = src row r
+// (f32, or f16) turned to position positions[r], r = h·ROPE_STRIDE + t; each work item takes ROPE_CHUNK_ROWS rows of a head
+export const ROPE_DST = 0; // ptr
+export const ROPE_SRC = 4; // ptr
+export const ROPE_POSITIONS = 8; // ptr: Int32 [n], each ≥ 0
+export const ROPE_TABLE = 12; // ptr: per position, the f64 cosines of the headDim/2 pairs, then their sines
+export const ROPE_N = 16;
+export const ROPE_HEAD_DIM = 20;
+export const ROPE_F16 = 24; // 1: src rows of f16, 0: f32
+export const ROPE_INTERLEAVED = 28; // 1: pairs (2j, 2j+1), 0: pairs (j, j + headDim/2)
+export const ROPE_HEADS = 32;
+export const ROPE_STRIDE = 36;
+export const ROPE_CHUNK_ROWS = 64;

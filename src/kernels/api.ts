@@ -1,7 +1,7 @@
 import type { Arena } from './arena.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 export type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
@@ -22,6 +22,12 @@ export interface Kernels {
   rmsnorm(out: number, x: number, weight: number, n: number, dim: number, eps: number): void;
   /** Rotates n rows of `heads` heads of rope.headDim in place; positions is an Int32 [n]. */
   rope(x: number, n: number, heads: number, positions: number, rope: Rope): void;
+  /**
+   * Keys kept before RoPE, rotated into an f32 copy: for `heads` blocks of rows `stride` rows apart and
+   * their first n rows each, dst row r (f32) = src row r (rope.headDim numbers of `dtype`) turned to
+   * positions[r] (Int32, each ≥ 0), as `rope` turns an f32 row.
+   */
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, heads: number, stride: number, positions: number, rope: Rope): void;
   /** In place, over len numbers. */
   softmax(x: number, len: number): void;
   /** out = silu(gate) * up over len numbers. */

@@ -9,30 +9,40 @@ const LARGE_ALIGN = 4096;
 
 /**
  * Allocator over one WebAssembly.Memory (shared with worker threads when threaded).
- * Allocations are 64-byte aligned and zeroed; freed blocks go to a first-fit free list so that
- * sessions can come and go without growing the memory forever.
+ * Allocations are 64-byte aligned and zeroed; freed blocks go to a free list where neighbours merge
+ * (and a block ending at the top lowers it), so that sessions of every size can come and go without
+ * growing the memory forever: a WebAssembly memory never shrinks.
  */
 export class Arena {
   private top: number;
+  /** The highest top so far: memory above it has never been handed out, so it is still zero. */
+  private dirty: number;
   private readonly sizes = new Map<number, number>();
-  private readonly freeBlocks: { ptr: number; size: number }[] = [];
+  /** Free blocks by start (→ size) and by end (→ start); no two of them touch. */
+  private readonly freeByStart = new Map<number, number>();
+  private readonly freeByEnd = new Map<number, number>();
 
   constructor(readonly memory: WebAssembly.Memory, heapBase: number) {
     this.top = align(heapBase);
+    this.dirty = this.top;
   }
 
   alloc(bytes: number): number {
     const size = align(Math.max(bytes, 1));
     if (!Number.isSafeInteger(size)) throw new LimitError(`out of kernel memory: cannot allocate ${bytes} bytes`);
     const boundary = size >= LARGE ? LARGE_ALIGN : ALIGN;
-    const i = this.freeBlocks.findIndex((b) => align(b.ptr, boundary) + size <= b.ptr + b.size);
+    // best fit: the smallest free block that holds the aligned size leaves the large ones whole
+    let best: number | undefined;
+    for (const [start, length] of this.freeByStart) {
+      if (align(start, boundary) + size <= start + length && (best === undefined || length < this.freeByStart.get(best)!)) best = start;
+    }
     let ptr: number;
-    if (i >= 0) {
-      const block = this.freeBlocks[i]!;
-      ptr = align(block.ptr, boundary);
-      this.freeBlocks.splice(i, 1);
-      this.release(block.ptr, ptr - block.ptr);
-      this.release(ptr + size, block.ptr + block.size - ptr - size);
+    if (best !== undefined) {
+      const end = best + this.freeByStart.get(best)!;
+      this.unlink(best);
+      ptr = align(best, boundary);
+      this.release(best, ptr - best);
+      this.release(ptr + size, end - ptr - size);
       new Uint8Array(this.memory.buffer, ptr, size).fill(0);
     } else {
       ptr = align(this.top, boundary);
@@ -48,8 +58,12 @@ export class Arena {
           );
         }
       }
-      this.release(this.top, ptr - this.top);
+      const below = this.top;
       this.top = ptr + size;
+      this.release(below, ptr - below);
+      // bytes below the old high-water mark were handed out before and given back to the top
+      if (ptr < this.dirty) new Uint8Array(this.memory.buffer, ptr, Math.min(size, this.dirty - ptr)).fill(0);
+      this.dirty = Math.max(this.dirty, this.top);
     }
     this.sizes.set(ptr, size);
     return ptr;
@@ -59,12 +73,35 @@ export class Arena {
     const size = this.sizes.get(ptr);
     if (size === undefined) return;
     this.sizes.delete(ptr);
-    this.freeBlocks.push({ ptr, size });
+    this.release(ptr, size);
   }
 
-  /** Returns [ptr, ptr + bytes) to the free list (nothing for an empty range). */
+  /** Returns [ptr, ptr + bytes) to the free list, merged with the free blocks it touches; nothing for an empty range. */
   private release(ptr: number, bytes: number): void {
-    if (bytes > 0) this.freeBlocks.push({ ptr, size: bytes });
+    if (bytes <= 0) return;
+    let start = ptr;
+    let end = ptr + bytes;
+    const before = this.freeByEnd.get(start);
+    if (before !== undefined) {
+      this.unlink(before);
+      start = before;
+    }
+    const after = this.freeByStart.get(end);
+    if (after !== undefined) {
+      end += after;
+      this.unlink(end - after);
+    }
+    if (end === this.top) {
+      this.top = start;
+      return;
+    }
+    this.freeByStart.set(start, end - start);
+    this.freeByEnd.set(end, start);
+  }
+
+  private unlink(start: number): void {
+    this.freeByEnd.delete(start + this.freeByStart.get(start)!);
+    this.freeByStart.delete(start);
   }
 
   /** Bytes currently handed out. */

@@ -6,7 +6,7 @@ import { quantAttentionReference } from './quant/reference.js';
 import { quantizeReference } from './quant/quantize.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 /**
  * Scalar TypeScript kernels: the definition every fast kernel is tested against. Plain loops,
@@ -116,6 +116,18 @@ export class ReferenceKernels implements Kernels {
     for (let t = 0; t < n; t++) o.set(this.row(table, id[t]!), t * table.cols);
   }
 
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, heads: number, stride: number, positions: number, rope: Rope): void {
+    const d = rope.headDim;
+    const bytes = dtype === 'f32' ? 4 : 2;
+    for (let h = 0; h < heads; h++) {
+      const at = h * stride;
+      const pos = this.arena.i32(positions + at * 4, n);
+      const rows = Float32Array.from(this.slots(src + at * d * bytes, dtype, n * d));
+      for (let t = 0; t < n; t++) rope.rotate(rows, t * d, checkPosition(pos[t]!));
+      this.arena.f32(dst + at * d * 4, n * d).set(rows);
+    }
+  }
+
   toF16(out: number, x: number, len: number): void {
     const xs = this.arena.f32(x, len);
     const o = this.arena.u16(out, len);
@@ -125,7 +137,7 @@ export class ReferenceKernels implements Kernels {
   attention(a: AttentionArgs): void {
     const { n, numHeads, numKvHeads, headDim: d, capacity } = a;
     const group = numHeads / numKvHeads;
-    const keys = this.slots(a.keys, a.dtype, numKvHeads * capacity * d);
+    const keys = this.slots(a.keys, a.keyDtype ?? a.dtype, numKvHeads * capacity * d);
     const values = this.slots(a.values, a.dtype, numKvHeads * capacity * d);
     const q = this.arena.f32(a.q, n * numHeads * d);
     const out = this.arena.f32(a.out, n * numHeads * d);
@@ -184,6 +196,12 @@ export class ReferenceKernels implements Kernels {
     for (let i = 0; i < len; i++) out[i] = t[src[i]!]!;
     return out;
   }
+}
+
+/** ropeRows turns rows to positions at or above 0 (its tables start there). */
+export function checkPosition(p: number): number {
+  if (!(Number.isInteger(p) && p >= 0)) throw new RangeError(`ropeRows: position ${p} is not an integer ≥ 0`);
+  return p;
 }
 
 /** xorWords reads whole 64-byte steps. */

@@ -38,6 +38,8 @@ export interface AttentionArgs {
   keys: number;
   values: number;
   dtype: SlotDType;
+  /** The keys' dtype where it differs: f32 keys beside f16 values (pre-RoPE f16 keys rotated at read). */
+  keyDtype?: 'f32';
   capacity: number;
   visible: number;
   numHeads: number;

@@ -5,12 +5,13 @@ import {
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
-  MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
+  MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, OP_ROPE_ROWS, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
   QUANTIZE_STREAM, PART_OUT, PART_ROWS, PART_W, QATT_CAPACITY, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
   QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS, QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q,
   QATT_QUERY_BLOCK, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED, QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE,
-  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, STREAM_DESC_BYTES,
+  QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE, ROPE_CHUNK_ROWS, ROPE_DST, ROPE_F16, ROPE_HEAD_DIM, ROPE_HEADS, ROPE_INTERLEAVED, ROPE_N,
+  ROPE_POSITIONS, ROPE_SRC, ROPE_STRIDE, ROPE_TABLE, STREAM_DESC_BYTES,
 } from './abi.js';
 import type { Kernels } from './api.js';
 import { Arena } from './arena.js';
@@ -20,9 +21,10 @@ import { BLOCK_FORMATS, isBlockDType } from './ggml/index.js';
 import { Pool } from './pool.js';
 import { rowCodeBytes } from './quant/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
-import { checkReadSize } from './reference.js';
+import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix, MatmulPart } from './types.js';
+import { attentionScratchBytes, queryBlock } from './scratch.js';
+import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
@@ -90,6 +92,10 @@ class WasmKernels implements Kernels {
   private ropeFor: Rope | undefined;
   private ropePositions = new Int32Array(0);
   private ropeN = 0;
+  /** ropeRows' cos/sin table: positions [0, ropeRowsCount) of ropeRowsFor, grown as positions grow (never per step). */
+  private ropeRowsTable = 0;
+  private ropeRowsCount = 0;
+  private ropeRowsFor: Rope | undefined;
   /** The control block's words and its job arguments. */
   private readonly words: Int32Array;
   private readonly args: ArgBlock;
@@ -209,20 +215,19 @@ class WasmKernels implements Kernels {
     const { group, seen, par, hg, splits } = this.attentionPlan(a, 4, ATT_BLOCK);
     // each item takes a block of queries, so a converted key/value block serves them all (scores of a
     // block kept to about 2 MiB per thread)
-    let qb = Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
+    let qb = queryBlock(n, hg, seen);
     // short chunks: smaller blocks rather than fewer items than the threads can share evenly
     const itemsPerBlock = numKvHeads * Math.ceil(numHeads / numKvHeads / hg);
     while (qb > 1 && par > 1 && Math.ceil(n / qb) * itemsPerBlock < 4 * par) qb = Math.ceil(qb / 2);
     const rows = qb * hg;
-    // scores, converted block, accumulators, 1/sums, prescaled queries (one-query f16 path)
-    this.ensureScratch(4 * (rows * ceil4(seen) + ATT_BLOCK * d + 2 * rows * d + rows) + 64);
+    this.ensureScratch(attentionScratchBytes('float', rows, seen, d));
     const b = this.begin();
     b.ptr(ATT_OUT, a.out);
     b.ptr(ATT_Q, a.q);
     b.int(ATT_N, n);
     b.ptr(ATT_KEYS, a.keys);
     b.ptr(ATT_VALUES, a.values);
-    b.int(ATT_F16, a.dtype === 'f16' ? 1 : 0);
+    b.int(ATT_F16, a.dtype === 'f16' ? (a.keyDtype === 'f32' ? 2 : 1) : 0);
     b.int(ATT_CAPACITY, a.capacity);
     b.int(ATT_VISIBLE, a.visible);
     b.ptr(ATT_MASK, a.mask ?? 0);
@@ -250,12 +255,8 @@ class WasmKernels implements Kernels {
     const { group, seen, par, hg, splits } = this.attentionPlan(a, 1, QATT_TILE);
     // Several queries: each item takes a block of them, so a decoded tile serves them all (scores of a
     // block kept to about 2 MiB per thread).
-    const qb = n === 1 ? 1 : Math.max(1, Math.min(16, n, Math.floor((1 << 21) / (4 * hg * ceil4(seen)))));
-    const rows = qb * hg;
-    // scores, tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries,
-    // their units and group sums, zero sums, pair weights and tile scales (see qattendItem)
-    const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
-    this.ensureScratch(4 * (rows * ceil4(seen) + QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64);
+    const qb = n === 1 ? 1 : queryBlock(n, hg, seen);
+    this.ensureScratch(attentionScratchBytes('packed', qb * hg, seen, d));
     this.ensureStreamDescs();
     const b = this.begin();
     writeStreamDesc(this.qdescKeys!, a.keys, rowCodeBytes(d, a.keys.bits));
@@ -414,6 +415,50 @@ class WasmKernels implements Kernels {
       this.ropeFor = rope;
     }
     this.x.rope(x, n, heads, rope.headDim, this.ropeTable, rope.interleaved ? 1 : 0);
+  }
+
+  ropeRows(dst: number, src: number, dtype: SlotDType, n: number, heads: number, stride: number, positions: number, rope: Rope): void {
+    if (n <= 0 || heads <= 0) return;
+    if (heads > 1 && stride < n) throw new RangeError(`ropeRows: heads ${stride} rows apart overlap ${n} rows`);
+    let top = 0;
+    for (let h = 0; h < heads; h++) {
+      const pos = this.arena.i32(positions + h * stride * 4, n);
+      for (let t = 0; t < n; t++) top = Math.max(top, checkPosition(pos[t]!));
+    }
+    if (this.ropeRowsFor !== rope || top >= this.ropeRowsCount) this.growRopeRows(rope, top + 1);
+    const b = this.begin();
+    b.ptr(ROPE_DST, dst);
+    b.ptr(ROPE_SRC, src);
+    b.ptr(ROPE_POSITIONS, positions);
+    b.ptr(ROPE_TABLE, this.ropeRowsTable);
+    b.int(ROPE_N, n);
+    b.int(ROPE_HEADS, heads);
+    b.int(ROPE_STRIDE, stride);
+    b.int(ROPE_HEAD_DIM, rope.headDim);
+    b.int(ROPE_F16, dtype === 'f16' ? 1 : 0);
+    b.int(ROPE_INTERLEAVED, rope.interleaved ? 1 : 0);
+    this.run(OP_ROPE_ROWS, heads * n > ROPE_CHUNK_ROWS ? this.parallelism(heads * n * rope.headDim * 8) : 1);
+  }
+
+  /** Per position in [0, count) or more: the cosines of its pairs, then their sines, with rope's own expressions. */
+  private growRopeRows(rope: Rope, count: number): void {
+    const half = rope.headDim >> 1;
+    const from = this.ropeRowsFor === rope ? this.ropeRowsCount : 0;
+    const rows = Math.max(count, 2 * from);
+    const next = this.arena.alloc(rows * half * 16);
+    if (from > 0) this.arena.u8(next, from * half * 16).set(this.arena.u8(this.ropeRowsTable, from * half * 16));
+    if (this.ropeRowsTable) this.arena.free(this.ropeRowsTable);
+    const table = new Float64Array(this.arena.memory.buffer, next, rows * half * 2);
+    for (let p = from; p < rows; p++) {
+      for (let i = 0; i < half; i++) {
+        const angle = rope.angle(p, i);
+        table[p * 2 * half + i] = Math.cos(angle);
+        table[(p * 2 + 1) * half + i] = Math.sin(angle);
+      }
+    }
+    this.ropeRowsTable = next;
+    this.ropeRowsCount = rows;
+    this.ropeRowsFor = rope;
   }
 
   /** Whether the cos/sin table was built for this rope and these positions. */

@@ -11,7 +11,7 @@ import {
 import { own } from '../util/schema.js';
 import { BLOCK_FORMATS, blockDTypeOfGgmlId, isBlockDType } from '../kernels/ggml/index.js';
 import { ggufRopeScaling } from './rope-scaling.js';
-import { dtypeBytes, TensorNames as N, type DType, type RawTensor } from './tensor.js';
+import { dtypeBytes, TensorNames as N, type DType, type RawTensor, type TensorShape } from './tensor.js';
 import { toF32 } from './weights.js';
 
 /**
@@ -292,12 +292,13 @@ async function readGgufLayout(file: string, firstRead: number): Promise<GgufLayo
  * A GGUF file's config and the bytes its tensors take, from its header alone: of the tensor data only
  * rope_freqs (a few hundred bytes, when present) is read.
  */
-export async function readGgufHeader(file: string): Promise<{ config: ModelConfig; tensorBytes: number }> {
+export async function readGgufHeader(file: string): Promise<{ config: ModelConfig; tensorBytes: number; tensors: TensorShape[] }> {
   const layout = await readGgufLayout(file, 2 ** 20);
   const freqs = layout.tensors.find((t) => t.name === ROPE_FREQS);
   const ropeFreqs = freqs && { ...freqs, data: readRangeSync(file, freqs.begin, freqs.end) };
-  const config = ggufConfig(new Meta(layout.metadata, file), canonicalTensors(layout.tensors), ropeFreqs, file);
-  return { config, tensorBytes: layout.tensors.reduce((sum, t) => sum + t.end - t.begin, 0) };
+  const tensors = canonicalTensors(layout.tensors);
+  const config = ggufConfig(new Meta(layout.metadata, file), tensors, ropeFreqs, file);
+  return { config, tensorBytes: layout.tensors.reduce((sum, t) => sum + t.end - t.begin, 0), tensors: [...tensors.values()] };
 }
 
 const ARCHS: Record<string, Architecture> = { llama: 'llama', mistral: 'mistral', qwen2: 'qwen2', qwen3: 'qwen3' };

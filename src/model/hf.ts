@@ -5,9 +5,12 @@ import { HfTokenizer } from '../tokenizer/hf.js';
 import type { Checkpoint } from './checkpoint.js';
 import { validateConfig, type Architecture, type ModelConfig } from './config.js';
 import { own } from '../util/schema.js';
-import { buildTokenizer, checkLoadedTensors, checkTokenizerFits, readJsonFile, readModelFile, readSafetensorsDir, toRawTensor, type SafetensorsEntry } from './safetensors.js';
+import {
+  buildTokenizer, checkLoadedTensors, checkTokenizerFits, readJsonFile, readModelFile, readSafetensorsDir, readSafetensorsFile, readSafetensorsHeader,
+  tensorDType, toRawTensor, type SafetensorsEntry,
+} from './safetensors.js';
 import { parseHfRopeScaling } from './rope-scaling.js';
-import { TensorNames as N, type RawTensor } from './tensor.js';
+import { TensorNames as N, type RawTensor, type TensorShape } from './tensor.js';
 
 /** HF `architectures` entries and `model_type` values kvpack runs, and the architecture each means. */
 const ARCHITECTURES: Record<string, Architecture> = {
@@ -121,15 +124,24 @@ export const HF_GLOBAL_NAMES: Record<string, string> = {
 export function mapHfTensors(entries: Map<string, SafetensorsEntry>): Map<string, RawTensor> {
   const out = new Map<string, RawTensor>();
   for (const [name, entry] of entries) {
-    let canonical = own(HF_GLOBAL_NAMES, name);
-    if (!canonical) {
-      const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-      const mapName = m ? own(HF_LAYER_NAMES, m[2]!) : undefined;
-      if (mapName) canonical = mapName(Number(m![1]));
-    }
+    const canonical = canonicalHfName(name);
     if (canonical) out.set(canonical, toRawTensor(entry));
   }
   return out;
+}
+
+/** The dtype and shape of each tensor kvpack uses, from the safetensors headers alone (no weight is read). */
+export async function readHfTensorShapes(dir: string): Promise<TensorShape[]> {
+  const entries = await readSafetensorsDir(dir, readSafetensorsHeader);
+  return [...entries.values()].filter((e) => canonicalHfName(e.name)).map((e) => ({ dtype: tensorDType(e), shape: e.shape }));
+}
+
+function canonicalHfName(name: string): string | undefined {
+  const global = own(HF_GLOBAL_NAMES, name);
+  if (global) return global;
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  const mapName = m ? own(HF_LAYER_NAMES, m[2]!) : undefined;
+  return mapName?.(Number(m![1]));
 }
 
 /** Loads a Hugging Face model directory: config.json, safetensors weights (single or sharded), tokenizer.json. */
@@ -142,7 +154,7 @@ export async function loadHfDir(dir: string, options: { tokenizer?: string } = {
   const eos = [...new Set([...hf.eos, ...tokenIds(gen?.eos_token_id)])];
   const bos = hf.bos ?? tokenId(gen?.bos_token_id);
 
-  const tensors = mapHfTensors(await readSafetensorsDir(dir));
+  const tensors = mapHfTensors(await readSafetensorsDir(dir, readSafetensorsFile));
   const config = validateConfig({ ...hf.config, tiedEmbeddings: !tensors.has(N.lmHead) && hf.tieWordEmbeddings }, configFile);
   checkLoadedTensors(config, tensors, dir);
 

@@ -4,9 +4,10 @@ import { ModelFormatError, UnsupportedModelError, UsageError } from '../errors.j
 import type { Checkpoint, CheckpointFormat } from './checkpoint.js';
 import { validateConfig, type ModelConfig } from './config.js';
 import { loadGguf, readGgufHeader } from './gguf.js';
-import { loadHfDir, parseHfConfig } from './hf.js';
+import { loadHfDir, parseHfConfig, readHfTensorShapes } from './hf.js';
 import { loadLlama2c, parseLlama2c } from './llama2c.js';
 import { readJsonFile, readModelFile } from './safetensors.js';
+import type { TensorShape } from './tensor.js';
 
 export interface LoadOptions {
   /** A tokenizer file to use instead of the one found with the model (llama2.c tokenizer.bin, HF tokenizer.json). */
@@ -27,26 +28,31 @@ export async function loadCheckpoint(file: string, options: LoadOptions = {}): P
   return loadLlama2c(file, options);
 }
 
-/** What the memory plan needs before any weight is read: the config and the bytes the weights take. */
+/** What a checkpoint's header says, before any weight is read: enough for the memory plan and `kvpack info`. */
 export interface ModelHeader {
   source: string;
+  format: CheckpointFormat;
   config: ModelConfig;
+  /** Bytes of the weight files (the memory plan's estimate of what uploading takes). */
   weightBytes: number;
+  /** Dtype and shape of each tensor the model uses. */
+  tensors: TensorShape[];
 }
 
 /**
- * A checkpoint's config and weight bytes from its header: a GGUF header, an HF config.json and the
- * safetensors file sizes, a llama2.c header (those files are small and read whole).
+ * A checkpoint's header: a GGUF header, an HF config.json and the safetensors headers, a llama2.c
+ * header (those files are small and read whole).
  */
 export async function readModelHeader(file: string): Promise<ModelHeader> {
   const format = await checkpointFormat(file);
   if (format === 'gguf') {
-    const { config, tensorBytes } = await readGgufHeader(file);
-    return { source: file, config, weightBytes: tensorBytes };
+    const { config, tensorBytes, tensors } = await readGgufHeader(file);
+    return { source: file, format, config, weightBytes: tensorBytes, tensors };
   }
   if (format === 'llama2c') {
     const buf = await readModelFile(file);
-    return { source: file, config: parseLlama2c(buf, file).config, weightBytes: buf.byteLength };
+    const { config, tensors } = parseLlama2c(buf, file);
+    return { source: file, format, config, weightBytes: buf.byteLength, tensors: [...tensors.values()] };
   }
   const dir = hfDir(file);
   const configFile = path.join(dir, 'config.json');
@@ -54,7 +60,7 @@ export async function readModelHeader(file: string): Promise<ModelHeader> {
   const config = validateConfig({ ...hf.config, tiedEmbeddings: hf.tieWordEmbeddings }, configFile);
   let weightBytes = 0;
   for (const name of await fsp.readdir(dir)) if (name.endsWith('.safetensors')) weightBytes += (await fsp.stat(path.join(dir, name))).size;
-  return { source: dir, config, weightBytes };
+  return { source: dir, format, config, weightBytes, tensors: await readHfTensorShapes(dir) };
 }
 
 /**

@@ -5,6 +5,7 @@ import { parseSpec, printSpec } from '../cache/registry.js';
 import { MemoryPlanError } from '../errors.js';
 import { Arena } from '../kernels/arena.js';
 import { ReferenceKernels } from '../kernels/reference.js';
+import { attentionScratchBound } from '../kernels/scratch.js';
 import { formatBytes } from '../util/progress.js';
 import { expectedShapes } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
@@ -14,7 +15,7 @@ import type { ModelHeader } from './load.js';
 /** Bytes one WebAssembly memory can address (65536 pages of 64 KiB). */
 export const MEMORY_LIMIT_BYTES = 2 ** 32;
 /** Room each memory keeps beyond the plan's counts: the kernels' own scratch (grown on demand), page alignment of blocks. */
-const MEMORY_RESERVE_BYTES = 64 * 2 ** 20;
+export const MEMORY_RESERVE_BYTES = 64 * 2 ** 20;
 
 export interface PlanRequest {
   /** Tokens the cache must hold: a prompt of this length is held whole before the policy compresses it. */
@@ -61,7 +62,7 @@ export interface MemoryPlan {
  * layers each WebAssembly memory (4 GiB at most) holds, so that the model and its cache may use
  * the machine's memory.
  */
-export function planMemory(header: ModelHeader, request: PlanRequest): MemoryPlan {
+export function planMemory(header: Pick<ModelHeader, 'source' | 'config' | 'weightBytes'>, request: PlanRequest): MemoryPlan {
   const c = header.config;
   const cache = printSpec(parseSpec(request.cache ?? 'full'));
   const kv = kvCost(c, cache);
@@ -73,7 +74,7 @@ export function planMemory(header: ModelHeader, request: PlanRequest): MemoryPla
   const layerWeights = (header.weightBytes - headBytes) / c.numLayers;
   const at = (context: number) => {
     // each memory has its activations and, per thread, attention scratch with a score per visible slot
-    const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * (2 ** 20 + 4 * (c.numHeads / c.numKvHeads) * context);
+    const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * attentionScratchBound(c.numHeads, c.numKvHeads, c.headDim, context);
     const kvBytes = kv.fixed + kv.perToken * context;
     const perLayer = layerWeights + kvBytes / c.numLayers;
     const layersPerMemory = Math.min(c.numLayers, Math.floor((MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - scratch - headBytes) / perLayer));
@@ -150,18 +151,35 @@ export function planRows(plan: MemoryPlan): [string, string][] {
   ];
 }
 
-/** Bytes a cache allocates: a fixed part and a part per token of capacity, from two builds on a scratch arena. */
-function kvCost(c: ModelConfig, spec: string): { fixed: number; perToken: number } {
+/**
+ * Bytes a cache allocates in kernel memory: a fixed part and a part per token of capacity, from two
+ * builds on a scratch arena. `grown`: per slot it has grown to, where a budget starts it smaller.
+ */
+export function kvCost(c: ModelConfig, spec: string, grown = false): { fixed: number; perToken: number } {
   const SMALL = 32;
   const used = (capacity: number): number => {
-    const k = new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
-    createCache(k, c, parseSpec(spec), capacity);
+    const k = scratchKernels();
+    createCache(k, c, parseSpec(spec), capacity, { measureOnly: true, grown });
     return k.arena.used;
   };
   const small = used(SMALL);
   const perToken = (used(2 * SMALL) - small) / SMALL;
   return { fixed: Math.max(0, small - SMALL * perToken), perToken };
 }
+
+/**
+ * Stored bits per key/value number of a spec's codec on a model of shape `c` (scales, zeros, LUTs and
+ * outliers counted, shared tables amortised away), from a build on a scratch arena.
+ */
+export function cacheBitsPerValue(c: ModelConfig, spec: string): number {
+  return measuredCache(scratchKernels(), c, spec, 1).codec.bitsPerValue();
+}
+
+/** Kernels on a memory of their own, to build a cache only to measure it. */
+export const scratchKernels = () => new ReferenceKernels(new Arena(new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 1024));
+
+// no model yet: files named by the spec are read when it runs
+const measuredCache = (k: ReferenceKernels, c: ModelConfig, spec: string, capacity: number) => createCache(k, c, parseSpec(spec), capacity, { measureOnly: true });
 
 /** Free memory (MemAvailable where /proc/meminfo has it), or what the cgroup still allows if that is less. */
 export function availableMemory(): { bytes: number; source: string } {

@@ -255,14 +255,26 @@ export function parseSafetensors(buf: Uint8Array, file: string): Map<string, Saf
 /** The JSON header is small in practice; this bounds the allocation a corrupt length field can ask for. */
 const MAX_HEADER_BYTES = 100 * 2 ** 20;
 
-/** Reads a safetensors file without holding it in one Buffer: the header, then each tensor into its own. */
-export async function readSafetensorsInParts(file: string): Promise<Map<string, SafetensorsEntry>> {
+/** A safetensors file's header, checked against its size; no tensor data is read. */
+async function readLayout(file: string): Promise<StLayout[]> {
   const size = await modelFileSize(file);
   const [lenField] = await readFileRanges(file, [[0, Math.min(8, size)]]);
   const n = headerLength(lenField!, size, file);
   if (n > MAX_HEADER_BYTES) throw new ModelFormatError(file, `header length ${n} is implausibly large (over ${MAX_HEADER_BYTES} bytes)`);
   const [head] = await readFileRanges(file, [[0, 8 + n]]);
-  const layout = safetensorsLayout(head!, size, file);
+  return safetensorsLayout(head!, size, file);
+}
+
+/** What a safetensors header says of each tensor (the data stays on disk). */
+export type SafetensorsHeaderEntry = Omit<SafetensorsEntry, 'data'>;
+
+export async function readSafetensorsHeader(file: string): Promise<Map<string, SafetensorsHeaderEntry>> {
+  return new Map((await readLayout(file)).map(({ name, dtype, shape }) => [name, { name, dtype, shape, file }]));
+}
+
+/** Reads a safetensors file without holding it in one Buffer: the header, then each tensor into its own. */
+export async function readSafetensorsInParts(file: string): Promise<Map<string, SafetensorsEntry>> {
+  const layout = await readLayout(file);
   const data = await readFileRanges(file, layout.map((t) => [t.begin, t.end] as const));
   return new Map(layout.map(({ name, dtype, shape }, i) => [name, { name, dtype, shape, data: data[i]!, file }]));
 }
@@ -307,11 +319,14 @@ export function checkTiling(ranges: [number, number, string][], dataLen: number,
 
 /** The entry as a RawTensor under its own name; only F32, F16 and BF16 are read. */
 export function toRawTensor(e: SafetensorsEntry): RawTensor {
+  return { name: e.name, dtype: tensorDType(e), shape: e.shape, data: e.data };
+}
+
+/** The kernel dtype of an entry's F32, F16 or BF16; any other is refused, naming the tensor. */
+export function tensorDType(e: SafetensorsHeaderEntry): DType {
   const dtype = own(SUPPORTED, e.dtype);
-  if (!dtype) {
-    throw new UnsupportedModelError(e.file, `tensor ${e.name} has dtype ${e.dtype}; kvpack reads F32, F16 and BF16`);
-  }
-  return { name: e.name, dtype, shape: e.shape, data: e.data };
+  if (!dtype) throw new UnsupportedModelError(e.file, `tensor ${e.name} has dtype ${e.dtype}; kvpack reads F32, F16 and BF16`);
+  return dtype;
 }
 
 export const SAFETENSORS_FILE = 'model.safetensors';
@@ -319,16 +334,20 @@ export const SAFETENSORS_INDEX = 'model.safetensors.index.json';
 
 /**
  * Every tensor of a checkpoint directory: `model.safetensors`, or the shards that
- * `model.safetensors.index.json` lists in its weight_map (each shard read once).
+ * `model.safetensors.index.json` lists in its weight_map (each shard read once by `readFile`:
+ * readSafetensorsFile for the weights, readSafetensorsHeader for their shapes alone).
  */
-export async function readSafetensorsDir(dir: string): Promise<Map<string, SafetensorsEntry>> {
+export async function readSafetensorsDir<T extends SafetensorsHeaderEntry>(
+  dir: string,
+  readFile: (file: string) => Promise<Map<string, T>>,
+): Promise<Map<string, T>> {
   const indexFile = path.join(dir, SAFETENSORS_INDEX);
   if (!(await exists(indexFile))) {
     const single = path.join(dir, SAFETENSORS_FILE);
     if (!(await exists(single))) {
       throw new ModelFormatError(dir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX}: kvpack reads safetensors weights only`);
     }
-    return readSafetensorsFile(single);
+    return readFile(single);
   }
   const index = await readJsonFile(indexFile, 'safetensors index');
   const weightMap = isObject(index) ? index.weight_map : undefined;
@@ -341,10 +360,10 @@ export async function readSafetensorsDir(dir: string): Promise<Map<string, Safet
     }
     shardOf.set(name, shard);
   }
-  const all = new Map<string, SafetensorsEntry>();
+  const all = new Map<string, T>();
   for (const shard of new Set(shardOf.values())) {
     const shardFile = path.join(dir, shard);
-    for (const [name, entry] of await readSafetensorsFile(shardFile)) {
+    for (const [name, entry] of await readFile(shardFile)) {
       if (all.has(name)) throw new ModelFormatError(shardFile, `tensor ${name} also appears in ${path.basename(all.get(name)!.file)}`);
       all.set(name, entry);
     }

@@ -1,4 +1,4 @@
-import type { DType } from '../kernels/dtype.js';
+import { dtypeBytes, type DType } from '../kernels/dtype.js';
 import { BLOCK_FORMATS } from '../kernels/ggml/index.js';
 
 export { dtypeBytes, type DType } from '../kernels/dtype.js';
@@ -9,6 +9,35 @@ export interface RawTensor {
   dtype: DType;
   shape: number[];
   data: Uint8Array;
+}
+
+/** What a checkpoint's header says of a tensor, before its data is read. */
+export interface TensorShape {
+  dtype: DType;
+  shape: number[];
+}
+
+/** Parameters and stored bytes of a model's tensors, per stored dtype. */
+export interface TensorSummary {
+  parameters: number;
+  /** Stored bytes (block scales included). */
+  bytes: number;
+  /** Parameters per stored dtype. */
+  dtypes: Record<string, number>;
+  /** Tensors per stored dtype. */
+  tensorTypes: Record<string, number>;
+}
+
+export function summarizeTensors(tensors: Iterable<TensorShape>): TensorSummary {
+  const s: TensorSummary = { parameters: 0, bytes: 0, dtypes: {}, tensorTypes: {} };
+  for (const t of tensors) {
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    s.parameters += count;
+    s.bytes += dtypeBytes(t.dtype, count); // from the shape, never t.data: a large GGUF reads each tensor again on access
+    s.dtypes[t.dtype] = (s.dtypes[t.dtype] ?? 0) + count;
+    s.tensorTypes[t.dtype] = (s.tensorTypes[t.dtype] ?? 0) + 1;
+  }
+  return s;
 }
 
 /** Index of the first NaN or ±Inf number in a tensor (a GGML block counts by its decoded values), or -1. */

@@ -1,22 +1,29 @@
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import { BusyError, CancelledError, KvpackError, LimitError, RequestError } from '../errors.js';
+import { BusyError, CancelledError, LimitError, NumericError, RequestError, UsageError } from '../errors.js';
+import { capConnections, checkHostHeader, DEFAULT_HTTP_LIMITS, httpOptions, type HttpLimits } from '../util/http.js';
 import type { Model } from '../model.js';
 import type { ChatTemplate } from './chat.js';
-import type { Engine, EngineRequest, EngineResult } from './engine.js';
+import type { Scheduler, SchedulerRequest, SchedulerResult } from './scheduler.js';
 import { serverMetrics } from './metrics.js';
 import { chatSchema, completionSchema, type ChatBody, type CompletionBody } from './schema.js';
 
 export interface AppOptions {
   model: Model;
-  engine: Engine;
+  scheduler: Scheduler;
   chatTemplate: ChatTemplate;
   maxKvBytes: number;
-  /** Required as `Authorization: Bearer KEY` on /v1/* when set. */
+  /** Required as `Authorization: Bearer KEY` on every route but /health and /metrics when set. */
   apiKey?: string;
   /** Largest request body in bytes. */
   bodyLimit?: number;
+  /** The address the server listens on: on loopback, requests must name it in their Host header. */
+  host?: string;
+  /** Slow clients and connection count (default DEFAULT_HTTP_LIMITS). */
+  limits?: HttpLimits;
+  /** Where errors that are not the client's are told (the client gets "internal error"); default stderr. */
+  logError?: (error: Error) => void;
   /** Tokens generated when a request sets no max_tokens (less if the context is shorter). */
   defaultMaxTokens?: number;
 }
@@ -32,39 +39,53 @@ export function modelId(model: Model): string {
 }
 
 /**
- * The HTTP face of the engine: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus
+ * The HTTP face of the scheduler: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus
  * /health and Prometheus /metrics. Every error a client can cause is a 4xx with an OpenAI error body.
  */
 export function createApp(options: AppOptions): FastifyInstance {
-  const { model, engine, chatTemplate } = options;
+  const { model, scheduler, chatTemplate } = options;
   const id = modelId(model);
   const created = Math.floor(Date.now() / 1000);
   const defaultMaxTokens = options.defaultMaxTokens ?? 256;
-  const metrics = serverMetrics(engine, options.maxKvBytes);
+  const metrics = serverMetrics(scheduler, options.maxKvBytes);
+  const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
+  const logError = options.logError ?? ((e: Error) => process.stderr.write(`kvpack serve: internal error: ${e.stack ?? e.message}\n`));
+  const maxPromptChars = promptCharBound(model);
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
-    // close() ends every connection: callers drain the engine first (see Engine.drain)
+    ...httpOptions(limits),
+    // close() ends every connection: callers drain the scheduler first (see Scheduler.drain)
     forceCloseConnections: true,
+    // a "__proto__" or "constructor.prototype" key is dropped, not a reason to call the body invalid JSON
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
     // reject wrong types instead of coercing them ("5" is not an integer)
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
   });
 
+  capConnections(app, limits);
   app.setErrorHandler((error: FastifyError, _request, reply) => {
-    const { status, body } = errorResponse(error);
+    const [status, body] = toClient(error);
     void reply.code(status).send(body);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(errorBody(`no route ${request.method} ${request.url}`, 'invalid_request_error', null, 'not_found'));
   });
-  app.addHook('onRequest', async (request) => {
-    if (!options.apiKey || !request.url.startsWith('/v1/')) return;
-    const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
-    if (given === undefined) throw new RequestError('no API key: send "Authorization: Bearer KEY"', 401, 'missing_api_key');
-    if (given !== options.apiKey) throw new RequestError('the API key is wrong', 401, 'invalid_api_key');
-  });
+  if (options.host !== undefined) checkHostHeader(app, options.host, (message) => errorBody(message, 'invalid_request_error', null, 'misdirected_request'));
+  if (options.apiKey) {
+    const key = sha256(options.apiKey);
+    // decided on the route the router matched (any spelling of a path reaches the same one); unknown paths need the key too
+    app.addHook('onRequest', async (request) => {
+      if (OPEN_ROUTES.has(request.routeOptions.url ?? '')) return;
+      const given = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1];
+      if (given === undefined) throw new RequestError('no API key: send "Authorization: Bearer KEY"', 401, 'missing_api_key');
+      // equal-length digests compared in constant time: neither the key nor its length leaks through timing
+      if (!timingSafeEqual(sha256(given), key)) throw new RequestError('the API key is wrong', 401, 'invalid_api_key');
+    });
+  }
 
   app.get('/health', async (_request, reply) => {
-    if (engine.draining) return reply.code(503).send({ status: 'draining' });
+    if (scheduler.draining) return reply.code(503).send({ status: 'draining' });
     return { status: 'ok' };
   });
   app.get('/metrics', async (_request, reply) => {
@@ -79,14 +100,14 @@ export function createApp(options: AppOptions): FastifyInstance {
     const body = request.body;
     checkModel(body.model);
     const raw = Array.isArray(body.prompt) && typeof body.prompt[0] === 'string' ? (body.prompt[0] as string) : body.prompt;
-    const prompt = typeof raw === 'string' ? encode(raw, model.tokenizer.addBosByDefault) : checkIds(raw as number[]);
+    const prompt = typeof raw === 'string' ? await encode(raw, model.tokenizer.addBosByDefault) : checkIds(raw as number[]);
     const format = {
       object: 'text_completion',
       idPrefix: 'cmpl-',
       first: undefined,
       piece: (text: string) => ({ text, index: 0, logprobs: null, finish_reason: null }),
       last: (finish: string) => ({ text: '', index: 0, logprobs: null, finish_reason: finish }),
-      whole: (r: EngineResult) => ({ text: r.text, index: 0, logprobs: null, finish_reason: r.finishReason }),
+      whole: (r: SchedulerResult) => ({ text: r.text, index: 0, logprobs: null, finish_reason: r.finishReason }),
     };
     return respond(reply, body, prompt, body.max_tokens, format);
   });
@@ -100,17 +121,24 @@ export function createApp(options: AppOptions): FastifyInstance {
     }));
     const text = chatTemplate.render(messages);
     const startsWithBos = chatTemplate.bosToken !== '' && text.startsWith(chatTemplate.bosToken);
-    const prompt = encode(text, model.tokenizer.addBosByDefault && !startsWithBos);
+    const prompt = await encode(text, model.tokenizer.addBosByDefault && !startsWithBos);
     const format = {
       object: 'chat.completion.chunk',
       idPrefix: 'chatcmpl-',
       first: { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
       piece: (content: string) => ({ index: 0, delta: { content }, logprobs: null, finish_reason: null }),
       last: (finish: string) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finish }),
-      whole: (r: EngineResult) => ({ index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }),
+      whole: (r: SchedulerResult) => ({ index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }),
     };
     return respond(reply, body, prompt, body.max_completion_tokens ?? body.max_tokens, format);
   });
+
+  /** An error as the client sees it; errors that are not the client's are logged here and reach it as "internal error". */
+  function toClient(error: Error): [number, ErrorBody] {
+    const { status, body } = errorResponse(error);
+    if (status === 500) logError(error);
+    return [status, body];
+  }
 
   /** How one endpoint shapes its choices; the rest of a response is the same for both. */
   interface Format {
@@ -119,7 +147,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     first: object | undefined;
     piece(text: string): object;
     last(finish: string): object;
-    whole(result: EngineResult): object;
+    whole(result: SchedulerResult): object;
   }
 
   async function respond(
@@ -129,7 +157,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     const responseId = format.idPrefix + randomUUID().replaceAll('-', '');
     const head = { id: responseId, created: Math.floor(Date.now() / 1000), model: id };
     const abort = new AbortController();
-    const engineRequest: EngineRequest = {
+    const schedulerRequest: SchedulerRequest = {
       prompt,
       maxTokens: maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, model.config.maxContext - prompt.length)),
       temperature: body.temperature ?? 1,
@@ -145,7 +173,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     });
 
     if (!body.stream) {
-      const result = await engine.submit(engineRequest);
+      const result = await scheduler.submit(schedulerRequest);
       const object = format.object.replace('.chunk', '');
       return reply.send({ ...head, object, choices: [format.whole(result)], usage: usage(result), kv_cache: result.kvCache });
     }
@@ -154,8 +182,8 @@ export function createApp(options: AppOptions): FastifyInstance {
     const includeUsage = body.stream_options?.include_usage === true;
     const chunk = (choice: object | undefined, extra: object = {}) =>
       send({ ...head, object: format.object, choices: choice ? [choice] : [], ...(includeUsage ? { usage: null } : {}), ...extra });
-    engineRequest.onText = (text) => chunk(format.piece(text));
-    const done = engine.submit(engineRequest); // throws here, before any header is sent, if the request cannot run
+    schedulerRequest.onText = (text) => chunk(format.piece(text));
+    const done = scheduler.submit(schedulerRequest); // throws here, before any header is sent, if the request cannot run
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     if (format.first) chunk(format.first);
@@ -166,23 +194,54 @@ export function createApp(options: AppOptions): FastifyInstance {
       if (includeUsage) send({ ...head, object: format.object, choices: [], usage: usage(result), kv_cache: result.kvCache });
       reply.raw.write('data: [DONE]\n\n');
     } catch (e) {
-      if (!(e instanceof CancelledError && abort.signal.aborted)) send(errorResponse(e as Error).body);
+      if (!(e instanceof CancelledError && abort.signal.aborted)) send(toClient(e as Error)[1]);
     }
     reply.raw.end();
     return reply;
   }
 
   function checkModel(name: string): void {
-    if (name !== id && name !== model.source) {
+    if (name !== id) { // never the path: a client could test guesses about the server's files
       throw new RequestError(`the model "${name}" does not exist; this server runs "${id}"`, 404, 'model_not_found', 'model');
     }
   }
 
-  function encode(text: string, addBos: boolean): number[] {
+  async function encode(text: string, addBos: boolean): Promise<number[]> {
+    // tokenizing runs on the event loop: text that cannot fit the context is refused before it is read,
+    // and a long one is counted a slice at a time, the other streams' steps running in between
+    if (text.length > maxPromptChars) {
+      throw new LimitError(`the prompt (${text.length} characters) cannot fit the model's context of ${model.config.maxContext} tokens (at most ${maxPromptChars} characters)`);
+    }
+    if (text.length > SLICE_CHARS) await countInSlices(text);
     const ids = model.tokenizer.encode(text, { addBos });
     if (ids.length > 0) return ids;
     if (model.tokenizer.bos === undefined) throw new RequestError('the prompt is empty and the model has no BOS token to start from', 400, 'empty_prompt', 'prompt');
     return [model.tokenizer.bos];
+  }
+
+  /**
+   * Refuses a prompt whose tokens, counted slice by slice (cut before a space, never inside a
+   * surrogate pair), pass the context by more than cutting can add (a few tokens per cut), so that
+   * the whole is tokenized at once only when it holds about a context of tokens or fewer.
+   */
+  async function countInSlices(text: string): Promise<void> {
+    const context = model.config.maxContext;
+    let tokens = 0;
+    let slices = 0;
+    for (let at = 0; at < text.length; slices++) {
+      let end = Math.min(text.length, at + SLICE_CHARS);
+      if (end < text.length) {
+        const space = text.lastIndexOf(' ', end);
+        if (space > at) end = space;
+        else if (/[\udc00-\udfff]/.test(text[end]!)) end--;
+      }
+      tokens += model.tokenizer.encode(text.slice(at, end), { addBos: false }).length;
+      at = end;
+      if (tokens - SLICE_SLACK * (slices + 1) > context) {
+        throw new LimitError(`the prompt (more than ${context} tokens in its first ${at} characters) exceeds the model's context of ${context} tokens`);
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   function checkIds(ids: number[]): number[] {
@@ -195,7 +254,30 @@ export function createApp(options: AppOptions): FastifyInstance {
   return app;
 }
 
-function usage(r: EngineResult) {
+/** Characters of a long prompt tokenized at a time while it is counted (a few ms each). */
+const SLICE_CHARS = 4096;
+/** Tokens a cut between slices may add to the count (a prefix space, a word or merge split in two). */
+const SLICE_SLACK = 4;
+
+/** Routes that answer without the API key (documented in kvpack serve --help). */
+const OPEN_ROUTES = new Set(['/health', '/metrics']);
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/**
+ * The most characters a prompt that fits the context can have: every token's text is at most the
+ * longest one in the vocabulary, and a normalizer may merge a few characters into one (NFC composes
+ * a letter and its marks), so four times that per token. Far above real text, and computed once.
+ */
+export function promptCharBound(model: Model): number {
+  let longest = 1;
+  for (let id = 0; id < model.config.vocabSize; id++) longest = Math.max(longest, model.tokenizer.decode([id]).length);
+  return model.config.maxContext * longest * 4;
+}
+
+function usage(r: SchedulerResult) {
   return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
 }
 
@@ -207,7 +289,21 @@ function errorBody(message: string, type: string, param: string | null, code: st
   return { error: { message, type, param, code } };
 }
 
-/** Maps any error to an HTTP status and OpenAI error body; what the client did wrong is a 4xx naming it. */
+/** Fastify's own refusals of a request, whose messages speak of the request alone. */
+const FASTIFY_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
+};
+
+/**
+ * Maps any error to an HTTP status and OpenAI error body; what the client did wrong is a 4xx naming it.
+ * Only the project's own request, usage and limit messages reach the client: any other error (a
+ * file the server read, a failure inside) is "internal error", so no path, file content or errno
+ * text ever leaves the server.
+ */
 export function errorResponse(error: Error): { status: number; body: ErrorBody } {
   const e = error as FastifyError & { validation?: { instancePath: string; params: Record<string, unknown> }[] };
   if (e.validation && e.validation.length > 0) {
@@ -226,11 +322,12 @@ export function errorResponse(error: Error): { status: number; body: ErrorBody }
   }
   if (error instanceof LimitError) return { status: 400, body: errorBody(error.message, 'invalid_request_error', null, 'context_length_exceeded') };
   if (error instanceof CancelledError) return { status: 503, body: errorBody(error.message, 'server_error', null, 'cancelled') };
-  if (error instanceof KvpackError) return { status: 400, body: errorBody(error.message, 'invalid_request_error', null, null) };
-  const status = e.statusCode;
-  if (status !== undefined && status >= 400 && status < 500) {
-    const code = e.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large' : e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'invalid_json';
-    return { status, body: errorBody(e.message, 'invalid_request_error', null, code) };
+  if (error instanceof UsageError) return { status: 400, body: errorBody(error.message, 'invalid_request_error', null, null) };
+  if (error instanceof NumericError) return { status: 500, body: errorBody(error.message, 'server_error', null, 'numeric_error') };
+  // Fastify's refusals, and a body the client stopped sending ("aborted"): the status, and words only when they are Fastify's own
+  if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+    const code = typeof e.code === 'string' && Object.hasOwn(FASTIFY_CODES, e.code) ? FASTIFY_CODES[e.code] : undefined;
+    return { status: e.statusCode, body: errorBody(code ? e.message : 'bad request', 'invalid_request_error', null, code ?? 'bad_request') };
   }
   return { status: 500, body: errorBody('internal error (please report)', 'server_error', null, 'internal_error') };
 }

@@ -1,8 +1,11 @@
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { ModelFormatError, RequestError } from '../errors.js';
 import { readGgufInParts } from '../model/gguf.js';
+import { readSmallFile } from '../util/file.js';
+
+/** tokenizer_config.json and chat_template.jinja are read whole: larger is not a tokenizer's config. */
+const MAX_CONFIG_BYTES = 64 * 2 ** 20;
 
 /**
  * For models that carry no chat template (base models such as ref-6m and stories260K): each message
@@ -43,7 +46,7 @@ export async function loadChatTemplate(modelSource: string, format: string): Pro
     const configFile = path.join(dir, 'tokenizer_config.json');
     const config = await readJson(configFile);
     const jinjaFile = path.join(dir, 'chat_template.jinja');
-    const fromFile = await fsp.readFile(jinjaFile, 'utf8').catch(() => undefined);
+    const fromFile = await readSmallFile(jinjaFile, MAX_CONFIG_BYTES);
     const text = fromFile ?? templateIn(config?.chat_template, configFile);
     const bos = tokenText(config?.bos_token);
     const eos = tokenText(config?.eos_token);
@@ -72,14 +75,15 @@ function compile(text: string, origin: string, bosToken: string, eosToken: strin
           eos_token: eosToken,
         });
       } catch (e) {
-        throw new RequestError(`the model's chat template (${origin}) failed on these messages: ${(e as Error).message}`, 400, 'invalid_messages', 'messages');
+        // the template's own message (e.g. "roles must alternate"), not where the server keeps it
+        throw new RequestError(`the model's chat template failed on these messages: ${(e as Error).message}`, 400, 'invalid_messages', 'messages');
       }
     },
   };
 }
 
 async function readJson(file: string): Promise<Record<string, unknown> | undefined> {
-  const text = await fsp.readFile(file, 'utf8').catch(() => undefined);
+  const text = await readSmallFile(file, MAX_CONFIG_BYTES);
   if (text === undefined) return undefined;
   try {
     return JSON.parse(text) as Record<string, unknown>;

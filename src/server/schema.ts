@@ -1,4 +1,5 @@
 /** JSON schemas of the request bodies (Fastify validates with them before a handler runs). */
+import { SEED_RANGE } from '../util/random.js';
 
 /** Fields /v1/completions and /v1/chat/completions share. */
 const common = {
@@ -6,7 +7,8 @@ const common = {
   max_tokens: { type: ['integer', 'null'], minimum: 1 },
   temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
   top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
-  seed: { type: ['integer', 'null'] },
+  /** The library's and the CLI's range: seeds past 32 bits would alias. */
+  seed: { type: ['integer', 'null'], minimum: SEED_RANGE.min, maximum: SEED_RANGE.max },
   stop: { type: ['string', 'array', 'null'], items: { type: 'string' }, maxItems: 4 },
   stream: { type: ['boolean', 'null'] },
   stream_options: { type: ['object', 'null'], properties: { include_usage: { type: 'boolean' } } },

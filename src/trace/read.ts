@@ -15,6 +15,8 @@ export class TraceFormatError extends KvpackError {
 }
 
 const CHECKPOINT_EVERY = 32;
+/** The most layers, KV heads per layer, and (layer, KV head) pairs a trace may declare: beyond any model here, and what the viewer can lay out. */
+export const TRACE_BOUNDS = { layers: 1024, kvHeads: 1024, heads: 65536 } as const;
 
 /** One run of a trace (one cache spec): its steps, replayed to held sets on demand. */
 export class TraceRun {
@@ -96,6 +98,19 @@ function applyDelta(held: Int32Array, dropped: Int32Array, added: Int32Array): I
   return out;
 }
 
+/** A header whose shape the viewer can draw: counts are integers within TRACE_BOUNDS. */
+function checkHeader(header: HeaderRecord): void {
+  const count = (name: 'layers' | 'kvHeads', max: number) => {
+    const n = header[name];
+    if (!Number.isInteger(n) || n < 1 || n > max) throw new TraceFormatError(`the header's ${name} must be an integer in 1..${max}, got ${JSON.stringify(n)}`);
+  };
+  count('layers', TRACE_BOUNDS.layers);
+  count('kvHeads', TRACE_BOUNDS.kvHeads);
+  if (header.layers * header.kvHeads > TRACE_BOUNDS.heads) {
+    throw new TraceFormatError(`the header declares ${header.layers} layers × ${header.kvHeads} KV heads, more than ${TRACE_BOUNDS.heads} in all`);
+  }
+}
+
 /** A parsed trace: header, text, runs. A final line cut short (a run still writing) is ignored. */
 export class Trace {
   readonly runs: TraceRun[] = [];
@@ -119,11 +134,12 @@ export class Trace {
       try {
         record = JSON.parse(line) as TraceRecord;
       } catch {
-        if (i === lines.length - 1 && cut) return;
-        throw new TraceFormatError(`line ${i + 1} is not JSON`);
+        if (i === lines.length - 1 && cut && trace) return;
+        throw new TraceFormatError(trace ? `line ${i + 1} is not JSON` : `not a kvpack trace (line ${i + 1} is not JSON)`);
       }
       if (!trace) {
         if (record.type !== 'trace' || record.format !== TRACE_FORMAT) throw new TraceFormatError(`not a kvpack trace (line 1 has no "format":"${TRACE_FORMAT}")`);
+        checkHeader(record);
         trace = new Trace(record);
         return;
       }

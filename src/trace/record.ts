@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { compressionRatio } from '../cache/kvcache.js';
 import type { Model } from '../model.js';
 import { TextStream } from '../tokenizer/stream.js';
 import { Progress } from '../util/progress.js';
@@ -24,7 +25,8 @@ export interface TraceSummary {
   file: string;
   bytes: number;
   tokens: number;
-  runs: { spec: string; steps: number; truncated: boolean }[];
+  /** Per spec: its steps, and the bytes its cache held at the end and their compression against the full fp16 cache. */
+  runs: { spec: string; steps: number; truncated: boolean; bytes: number; compression: number }[];
 }
 
 export const DEFAULT_TRACE_BYTES = 64 * 2 ** 20;
@@ -64,7 +66,8 @@ export async function recordTrace(model: Model, options: TraceOptions): Promise<
         }
         recorder.detach();
         const end = writer.endRun(session.cache.peakBytes());
-        runs.push({ spec: session.cache.spec, steps: end.steps, truncated: end.truncated });
+        const bytes = session.cache.bytes();
+        runs.push({ spec: session.cache.spec, steps: end.steps, truncated: end.truncated, bytes, compression: compressionRatio(c, session.tokens.length, bytes) });
         progress?.done();
       } finally {
         session.dispose();

@@ -41,6 +41,7 @@ export class Progress {
   private lastDraw: number;
   private drawn = false;
   private finished = false;
+  private status = '';
 
   constructor(options: ProgressOptions) {
     this.label = options.label;
@@ -69,6 +70,12 @@ export class Progress {
 
   setTotal(n: number): void {
     this.total = Math.max(0, n);
+    this.maybeDraw();
+  }
+
+  /** A status shown after the numbers ('3 running, 1 failed'); '' for none. */
+  setStatus(text: string): void {
+    this.status = text;
     this.maybeDraw();
   }
 
@@ -119,6 +126,7 @@ export class Progress {
       const left = Math.max(0, this.total - this.count);
       parts.push(`ETA ${rate > 0 ? formatDuration(left / rate) : '?'}`);
     }
+    if (this.status) parts.push(this.status);
     return parts;
   }
 

@@ -27,6 +27,8 @@ export interface Param<T = ParamValue> {
   /** A number of tokens (or a fraction of the prompt): bounded by the model's context, written without a decimal point. */
   tokens?: true;
   doc: string;
+  /** The values it takes, in words ("an integer ≥ 0"): `problem` says "must be" this, `kvpack caches` lists it. */
+  range?: string;
   /** Carries T for inference; never set. */
   readonly __type?: T;
 }
@@ -43,6 +45,7 @@ export type Infer<P extends Params> = { -readonly [K in Exclude<keyof P, Optiona
 
 interface Options<T> {
   doc: string;
+  range?: string;
   default?: T;
   optional?: true;
   perLayer?: true;
@@ -66,43 +69,46 @@ export function param<T, const O extends Options<T> = Options<T>>(
 
 export function int<const O extends Options<number> & { min: number; max?: number }>(o: O): Built<number, O> {
   const { min, max, ...options } = o;
+  const words = `an integer ${range(min, max)}`;
   return param<number, O>(
-    (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be an integer ${range(min, max)}`),
-    options as O,
+    // 1e308 is an integer to Number.isInteger, but no count: past 2^53 integers alias
+    (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be ${words}`),
+    { range: words, ...options } as O,
     asNumber,
   );
 }
 
 export function number<const O extends Options<number> & { min: number; max?: number; exclusiveMin?: true }>(o: O): Built<number, O> {
   const { min, max, exclusiveMin, ...options } = o;
-  const bounds = exclusiveMin ? `> ${min}${max === undefined ? '' : ` and ≤ ${max}`}` : range(min, max);
+  const words = `a number ${exclusiveMin ? `> ${min}${max === undefined ? '' : ` and ≤ ${max}`}` : range(min, max)}`;
   return param<number, O>(
-    (v) => (typeof v === 'number' && Number.isFinite(v) && (exclusiveMin ? v > min : v >= min) && (max === undefined || v <= max) ? undefined : `must be a number ${bounds}`),
-    options as O,
+    (v) => (typeof v === 'number' && Number.isFinite(v) && (exclusiveMin ? v > min : v >= min) && (max === undefined || v <= max) ? undefined : `must be ${words}`),
+    { range: words, ...options } as O,
     asNumber,
   );
 }
 
 export function bool<const O extends Options<boolean>>(o: O): Built<boolean, O> {
-  return param<boolean, O>((v) => (typeof v === 'boolean' ? undefined : 'must be true or false'), o, (t) => (t === 'true' ? true : t === 'false' ? false : t));
+  return param<boolean, O>((v) => (typeof v === 'boolean' ? undefined : 'must be true or false'), { range: 'true or false', ...o }, (t) => (t === 'true' ? true : t === 'false' ? false : t));
 }
 
 export function oneOf<const V extends string | number, const O extends Options<V>>(values: readonly V[], o: O): Built<V, O> {
   const numeric = values.some((v) => typeof v === 'number');
-  return param<V, O>((v) => (values.includes(v as V) ? undefined : `must be one of ${values.join(', ')}`), o, numeric ? asNumber : (t) => t);
+  return param<V, O>((v) => (values.includes(v as V) ? undefined : `must be one of ${values.join(', ')}`), { range: `one of ${values.join(', ')}`, ...o }, numeric ? asNumber : (t) => t);
 }
 
 export function text<const O extends Options<string>>(o: O): Built<string, O> {
-  return param<string, O>((v) => (typeof v === 'string' && v !== '' ? undefined : 'must be a non-empty string'), o);
+  return param<string, O>((v) => (typeof v === 'string' && v !== '' ? undefined : 'must be a non-empty string'), { range: 'a non-empty string', ...o });
 }
 
 /** A number, or a list of numbers (one per layer), each in range. */
 export function numbers<const O extends Options<number | readonly number[]> & { min: number; max?: number }>(o: O): Built<number | readonly number[], O> {
   const { min, max, ...options } = o;
   const ok = (x: unknown) => typeof x === 'number' && x >= min && (max === undefined || x <= max);
+  const words = `a number or a list of numbers ${range(min, max)}`;
   return param<number | readonly number[], O>(
-    (v) => ((Array.isArray(v) ? v.length > 0 && v.every(ok) : ok(v)) ? undefined : `must be a number or a list of numbers ${range(min, max)}`),
-    options as O,
+    (v) => ((Array.isArray(v) ? v.length > 0 && v.every(ok) : ok(v)) ? undefined : `must be ${words}`),
+    { range: words, ...options } as O,
     asNumber,
   );
 }

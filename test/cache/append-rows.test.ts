@@ -13,11 +13,11 @@ describe('KVCache.appendRows', () => {
     const keys = Float32Array.from({ length: rows }, (_, i) => Math.sin(i));
     const values = Float32Array.from({ length: rows }, (_, i) => Math.cos(i));
     const positions = Int32Array.from({ length: n }, (_, i) => i);
-    const filled = createCache(k, c, parseSpec('full'), 16);
+    const filled = createCache(k, c, parseSpec('full+fp32'), 16); // f32: values read back exactly as given
     for (let l = 0; l < c.numLayers; l++) filled.appendRows(l, keys, values, positions);
     expect(filled.layerLengths()).toEqual([n, n]);
     // values as given; keys as the codec stores them: rotated at their positions, like attend's
-    const attended = createCache(k, c, parseSpec('full'), 16);
+    const attended = createCache(k, c, parseSpec('full+fp32'), 16);
     const [kp, vp, pp, q, out] = [rows * 4, rows * 4, n * 4, n * c.numHeads * c.headDim * 4, n * c.numHeads * c.headDim * 4].map((b) => k.arena.alloc(b));
     k.arena.i32(pp!, n).set(positions);
     for (let l = 0; l < c.numLayers; l++) {

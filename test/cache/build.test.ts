@@ -21,8 +21,8 @@ describe('building a cache from a spec', () => {
     expect(parts.codec.bitsPerValue()).toBeLessThan(32);
     expect(parts.needsRows).toBe(true);
     parts.codec.free();
-    const h2o = build('h2o(budget=0.2)+fp16');
-    expect(h2o.spec).toBe('h2o(budget=0.2)+fp16');
+    const h2o = build('h2o(budget=0.2)+fp32');
+    expect(h2o.spec).toBe('h2o(budget=0.2)+fp32');
     h2o.codec.free();
   });
 

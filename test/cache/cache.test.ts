@@ -15,8 +15,8 @@ describe('KV cache with eviction (stories260K)', () => {
   afterAll(async () => model.close());
 
   it('full gives the same log-probabilities, bit for bit, as a policy whose budget is never reached', () => {
-    const full = model.session({ cache: 'full' }).score(ids, { mode: 'decode' });
-    const roomy = model.session({ cache: 'h2o(budget=512)' }).score(ids, { mode: 'decode' });
+    const full = model.session({ cache: 'full+fp32' }).score(ids, { mode: 'decode' });
+    const roomy = model.session({ cache: 'h2o(budget=512)+fp32' }).score(ids, { mode: 'decode' });
     expect(Array.from(roomy)).toEqual(Array.from(full));
   });
 
@@ -77,11 +77,11 @@ describe('KV cache with eviction (stories260K)', () => {
   });
 
   it('counts real bytes: keys and values for the full cache, which stores no positions (slot p holds position p)', () => {
-    const session = model.session({ cache: 'full' });
+    const session = model.session({ cache: 'full+fp32' });
     session.feed(ids.slice(0, 50));
     const c = model.config;
     expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4));
-    const half = model.session({ cache: 'full+fp16' });
+    const half = model.session({ cache: 'full' }); // fp16, the default codec
     half.feed(ids.slice(0, 50));
     expect(half.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 2));
     expect(half.cache.heldPositions(c.numLayers - 1, 0)).toEqual(Array.from({ length: 50 }, (_, i) => i));
@@ -91,8 +91,8 @@ describe('KV cache with eviction (stories260K)', () => {
     const session = model.session({ cache: 'h2o(budget=512)' });
     session.feed(ids.slice(0, 50));
     const c = model.config;
-    // keys and values in f32, the position, and H2O's accumulated attention (one f32)
-    expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 4 + 4 + 4));
+    // keys and values in fp16 (the default codec), the position, and H2O's accumulated attention (one f32)
+    expect(session.cache.bytes()).toBe(50 * c.numLayers * c.numKvHeads * (2 * c.headDim * 2 + 4 + 4));
   });
 
   it.each(['h2o(budget=16)', 'snapkv(budget=16)+fp16', 'qhitter(budget=16,default=4,recent=4)'])(

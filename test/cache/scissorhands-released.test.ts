@@ -59,8 +59,8 @@ describe('scissorhands(mode=reference) on stories260K', () => {
   const ids = (JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] }).ids.slice(0, 200);
 
   it('masks instead of evicting: keeps every token, attends to fewer, and changes the predictions', () => {
-    const full = model.session().score(ids, { mode: 'decode' });
-    const session = model.session({ cache: 'scissorhands(mode=reference,layers=[0,4],start=40,lru_window=20,position_window=5)' });
+    const full = model.session({ cache: 'full+fp32' }).score(ids, { mode: 'decode' });
+    const session = model.session({ cache: 'scissorhands(mode=reference,layers=[0,4],start=40,lru_window=20,position_window=5)+fp32' });
     const masked = session.score(ids, { mode: 'decode' });
     expect(session.cache.length).toBe(ids.length);
     const keep = session.cache.policy.stats!().keep_ratio!;

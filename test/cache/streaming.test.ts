@@ -17,8 +17,9 @@ describe('streaming past the trained context (stories260K, context 512)', () => 
 
   it('with nothing evicted, streaming positions are the positions: same log-probabilities as the plain cache', () => {
     const ids = stories[0]!.slice(0, 120);
-    const plain = model.session({ cache: 'window(sinks=4,recent=400)' }).score(ids, { mode: 'decode' });
-    const streamed = model.session({ cache: 'window(sinks=4,recent=400)', streaming: true }).score(ids, { mode: 'decode' });
+    // f32: fp16 would round keys before RoPE (streaming) in one and after it in the other
+    const plain = model.session({ cache: 'window(sinks=4,recent=400)+fp32' }).score(ids, { mode: 'decode' });
+    const streamed = model.session({ cache: 'window(sinks=4,recent=400)+fp32', streaming: true }).score(ids, { mode: 'decode' });
     expect(Array.from(streamed)).toEqual(Array.from(plain));
   });
 
@@ -34,6 +35,22 @@ describe('streaming past the trained context (stories260K, context 512)', () => 
     expect(Number.isFinite(late)).toBe(true);
     expect(late).toBeLessThan(early * 1.5);
   });
+
+  for (const cache of ['h2o(budget=48)+fp16', 'window(sinks=4,recent=60)']) {
+    it(`after evictions (${cache}), each held token's RoPE position is its rank among the held positions`, () => {
+      const session = model.session({ cache, streaming: true });
+      session.score(stories[1]!.slice(0, 200), { mode: 'decode' });
+      const c = session.cache;
+      expect(c.heldPositions(0, 0).length).toBeLessThan(100); // most of the 200 were evicted
+      for (let layer = 0; layer < model.config.numLayers; layer++) {
+        for (let head = 0; head < model.config.numKvHeads; head++) {
+          const held = c.heldPositions(layer, head);
+          const sorted = [...held].sort((a, b) => a - b);
+          expect(c.heldRanks(layer, head)).toEqual(held.map((p) => sorted.indexOf(p)));
+        }
+      }
+    });
+  }
 
   it('without streaming the context limit is an error that suggests streaming; streaming needs a budget', () => {
     const ids = stories.slice(0, 2).flat();

@@ -4,6 +4,14 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REF6M_DIR, REF6M_GGUF, STORIES_BIN } from '../engine/helpers.js';
 import { expectCleanFailure, kvpack } from './run.js';
+import { ggufModelMetadata, llamaGgufTensorInfos, writeGgufTensors } from '../../src/dev/write.js';
+import type { ModelConfig } from '../../src/model/config.js';
+
+/** Llama-2-7B's shape (f16: 12.6 GiB of weights). */
+const SEVEN_B: ModelConfig = {
+  architecture: 'llama', hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 128,
+  vocabSize: 32000, maxContext: 4096, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'interleaved', tiedEmbeddings: false, qkvBias: false,
+};
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -30,8 +38,20 @@ describe('kvpack CLI', () => {
     expect(kvpack('info', '--model', file).stdout).toMatch(/bits\/weight\s+5\.\d\d/);
   });
 
+  it('info reads the header only: a sparse 7B-shaped GGUF of 12.6 GiB is described, its plan printed, no weight read', async () => {
+    const file = path.join(tmp, 'seven-b.gguf');
+    const c = { ...SEVEN_B };
+    await writeGgufTensors(file, { metadata: ggufModelMetadata(c, 'seven-b') as never }, llamaGgufTensorInfos(c, 'F16'));
+    // the file holds no weights (a sparse hole reads as zeros): anything that read or hashed them would take minutes
+    const r = kvpack('info', '--model', file, '--ctx', '4096', '--cache', 'int(bits=4)');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^plan\s+4096 tokens of full\+int\(bits=4\)$/m);
+    expect(r.stdout).toMatch(/^parameters\s+6738\.\d\dM \(f16 6738\.\d\dM, f32 0\.27M\)$/m);
+    expect(r.stdout).toMatch(/^cache\s+full\+int\(bits=4\): 4\.5 bits per value/m);
+  });
+
   it('prints the KV bytes held against a full fp16 cache after generating', () => {
-    const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', '--cache', 'window(sinks=2,recent=6)+fp16', 'Once upon a time');
+    const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', '--cache', 'window(sinks=2,recent=6)', 'Once upon a time');
     expect(r.code).toBe(0);
     const m = /^KV cache: ([\d.]+) (B|KiB) held \(full fp16: ([\d.]+) (B|KiB), ([\d.]+)x smaller\)$/m.exec(r.stderr);
     expect(m, r.stderr).not.toBeNull();
@@ -40,6 +60,44 @@ describe('kvpack CLI', () => {
     const held = bytes(m![1]!, m![2]!);
     expect(Math.abs(held - 8 * 5 * 4 * (2 * 8 * 2 + 4))).toBeLessThan(52); // printed to 0.1 KiB
     expect(Number(m![5])).toBeCloseTo(bytes(m![3]!, m![4]!) / held, 1);
+  });
+
+  it('stores fp16 by default: the default cache is the full fp16 cache it is measured against', () => {
+    const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', 'Once upon a time');
+    const m = /^KV cache: ([\d.]+ K?i?B) held \(full fp16: ([\d.]+ K?i?B), 1\.0x smaller\)$/m.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    expect(m![1]).toBe(m![2]);
+    const f32 = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', '--cache', 'full+fp32', 'Once upon a time');
+    expect(f32.stderr).toMatch(/2\.0x larger\)$/m);
+  });
+
+  it('generate --compare scores the generated tokens with the full fp16 cache: top-1 agreement and KL', () => {
+    const compare = (cache: string) => {
+      const r = kvpack('generate', '--model', STORIES_BIN, '--greedy', '--max-tokens', '20', '--cache', cache, '--compare', 'Once upon a time');
+      expect(r.code, r.stderr).toBe(0);
+      const m = /^vs full fp16 on the same (\d+) tokens: top-1 agreement ([\d.]+)% \((\d+)\/(\d+)\), KL ([\d.e+-]+) nats\/token \(max ([\d.e+-]+)\)$/m.exec(r.stderr);
+      expect(m, r.stderr).not.toBeNull();
+      return { tokens: Number(m![1]), top1: Number(m![2]), kl: Number(m![5]), klMax: Number(m![6]) };
+    };
+    // the same cache fed the same chunks: the same logits
+    expect(compare('full')).toEqual({ tokens: 20, top1: 100, kl: 0, klMax: 0 });
+    // f32 differs from the fp16 reference by rounding only
+    const f32 = compare('full+fp32');
+    expect(f32.top1).toBe(100);
+    expect(f32.klMax).toBeGreaterThan(0);
+    expect(f32.kl).toBeLessThan(1e-3);
+    // a window of 8 tokens loses most of the story
+    const window = compare('window(sinks=2,recent=6)');
+    expect(window.tokens).toBe(20);
+    expect(window.kl).toBeGreaterThan(100 * f32.kl);
+    expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--compare', '--streaming', '--cache', 'window(sinks=4,recent=60)', 'hi'), '--compare', 'streaming');
+  });
+
+  it('ppl says when kvquant calibrated online on f16 rows it staged', () => {
+    const r = kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '1', '--mode', 'decode', '--cache', 'kvquant(bits=3)');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('kvquant: no calibration file, so each layer kept its first 64 tokens as f16 rows');
+    expect(kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '1', '--cache', 'int(bits=4)').stderr).not.toContain('calibration');
   });
 
   it('prints model info and JSON perplexity', () => {
@@ -85,7 +143,7 @@ describe('kvpack CLI', () => {
     expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--max-tokens', 'lots', 'hi'), '--max-tokens');
     expectCleanFailure(kvpack('generate', '--bogus'), 'bogus');
     expectCleanFailure(kvpack('frobnicate'), 'unknown command');
-    expectCleanFailure(kvpack('ppl', '--model', STORIES_BIN), '--data');
+    expectCleanFailure(kvpack('ppl', '--model', STORIES_BIN, '--data', 'nosuch'), 'unknown data "nosuch"'); // without --data: wikitext2
     // a model path given without --model is refused, not silently replaced by the default model
     expectCleanFailure(kvpack('info', STORIES_BIN), 'info takes no positional arguments');
   });

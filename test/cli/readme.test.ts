@@ -25,3 +25,24 @@ describe('README library example', () => {
     expect(r.stdout).toMatch(/\d+ log-probabilities/);
   });
 });
+
+describe("README's first command", () => {
+  it('is the one .ci/run runs, uses --compare, and prints what the README shows', () => {
+    const first = /```sh\n(npm ci && npm run kvpack -- generate [^\n]*)\n/.exec(README)?.[1];
+    expect(first).toBeDefined();
+    expect(fs.readFileSync('.ci/run', 'utf8').split('\n')).toContain(first);
+    expect(first).toContain('--compare');
+    // its words, quotes removed, as the shell passes them
+    const args = first!.replace(/^npm ci && npm run kvpack -- /, '').match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"(.*)"$/, '$1'));
+    const r = spawnSync(process.execPath, [path.resolve('dist/cli/main.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const shown = /```\n(KV cache: [^\n]*)\n(vs full fp16 [^\n]*)\n```/.exec(README);
+    expect(shown).not.toBeNull();
+    expect(r.stderr).toContain(shown![1]); // the bytes, exactly
+    const numbers = (line: string) => /top-1 agreement ([\d.]+)% \((\d+)\/(\d+)\), KL ([\d.]+) nats/.exec(line)!.slice(1).map(Number);
+    const [top1, agree, of, kl] = numbers(/^vs full fp16 .*$/m.exec(r.stderr)![0]);
+    const [shownTop1, shownAgree, shownOf, shownKl] = numbers(shown![2]!);
+    expect([top1, agree, of]).toEqual([shownTop1, shownAgree, shownOf]);
+    expect(kl).toBeCloseTo(shownKl!, 3); // summation order may differ with the thread count
+  });
+});

@@ -1,14 +1,17 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { OPTIONS as CACHES } from '../../src/cli/caches.js';
+import { OPTIONS as CHAT } from '../../src/cli/chat.js';
 import { OPTIONS as EVAL } from '../../src/cli/eval.js';
 import { OPTIONS as GENERATE } from '../../src/cli/generate.js';
 import { OPTIONS as INFO } from '../../src/cli/info.js';
 import { OPTIONS as PPL } from '../../src/cli/ppl.js';
 import { OPTIONS as REPORT } from '../../src/cli/report.js';
 import { OPTIONS as SWEEP } from '../../src/cli/sweep.js';
+import { OPTIONS as WORKER } from '../../src/cli/worker.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 // The built CLI, as a user runs it (npm test builds first).
@@ -28,11 +31,36 @@ describe('what a newcomer meets on the command line', () => {
     ['info', INFO],
     ['eval', EVAL],
     ['sweep', SWEEP],
+    ['worker', WORKER],
     ['report', REPORT],
+    ['caches', CACHES],
+    ['chat', CHAT],
   ] as const)('kvpack %s --help lists every option the command takes', (command, options) => {
     const r = kvpack([command, '--help']);
     expect(r.code).toBe(0);
     for (const name of Object.keys(options)) expect(r.stdout, `--${name}`).toContain(`--${name}`);
+  });
+
+  it('serve reads byte counts as generate and ppl do (512MiB, 2G), and refuses a bad one with the same words', async () => {
+    const bad = [['generate', 'x'], ['ppl', '--data', 'stories260k'], ['serve']].map(([command, ...rest]) => kvpack([command!, '--model', STORIES_BIN, '--max-kv-bytes', '12X', ...rest]));
+    for (const r of bad) {
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain('--max-kv-bytes must be a positive byte count such as 512MiB or 2GiB, got "12X"');
+    }
+    const server = spawn(process.execPath, [CLI, 'serve', '--model', STORIES_BIN, '--threads', '1', '--port', '0', '--max-kv-bytes', '512MiB', '--max-body', '2k'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      const started = await new Promise<string>((resolve, reject) => {
+        let stderr = '';
+        server.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          if (stderr.includes(' on http')) resolve(stderr);
+        });
+        server.on('exit', (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
+      });
+      expect(started).toContain(`KV budget ${512 * 2 ** 20} bytes`);
+    } finally {
+      server.kill('SIGTERM');
+    }
   });
 
   it('ppl --help names every data set, stories260k included', () => {

@@ -54,6 +54,19 @@ describe('session options are checked', () => {
     expect(() => model.session({ chunkSize: 0 })).toThrow(UsageError);
   });
 
+  it('a closed model refuses new sessions, and its open sessions refuse every use (issue 22)', async () => {
+    const own = await loadModel(STORIES_BIN, { threads: 1 });
+    const session = own.session();
+    session.feed([1, 400]);
+    await own.close();
+    expect(own.closed).toBe(true);
+    expect(() => own.session()).toThrow(UsageError);
+    expect(() => own.session()).toThrow(/the model was closed/);
+    expect(() => session.feed([401])).toThrow(/the model was closed/);
+    await expect(collect(session.generate('more', { maxTokens: 2 }))).rejects.toThrow(/the model was closed/);
+    expect(() => session.score([1, 400, 401])).toThrow(/the model was closed/);
+  });
+
   it('a disposed session refuses every use', async () => {
     const session = model.session();
     session.dispose();

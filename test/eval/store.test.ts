@@ -2,11 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ResultStore, rowKey, StoreFormatError, type ResultRow } from '../../src/eval/store.js';
+import { ResultStore, ROW_FORMAT, rowKey, StoreFormatError, type ResultRow } from '../../src/eval/store.js';
 
 function row(cache: string, ppl: number): ResultRow {
   const params = { data: 'wikitext2', ctx: 64, mode: 'decode' };
   return {
+    format: ROW_FORMAT,
     key: rowKey('ab'.repeat(32), cache, 'ppl', params),
     model: 'm',
     model_fingerprint: 'ab'.repeat(32),
@@ -73,10 +74,24 @@ describe('ResultStore', () => {
 
   it('reads rows of the first shape, the cache numbers at the top level, into memory', () => {
     const file = path.join(dir, 'r.jsonl');
-    const a = row('full', 10);
-    const { memory, ...rest } = a;
-    fs.writeFileSync(file, `${JSON.stringify({ ...rest, ...memory })}\n`);
+    const a = row('full+fp32', 10);
+    const { memory, format: _, ...rest } = a;
+    fs.writeFileSync(file, `${JSON.stringify({ ...rest, cache: 'full', key: rowKey(a.model_fingerprint, 'full', 'ppl', a.params), ...memory, compression: 2 })}\n`);
     expect(ResultStore.open(file).rows()).toEqual([a]);
+  });
+
+  it('reads rows written when a spec without a codec meant fp32 in today\'s spec text, against fp16, under the key a plan makes now', () => {
+    const file = path.join(dir, 'r.jsonl');
+    const old = (cache: string, compression: number) => {
+      const { format: _, ...r } = row(cache, 10);
+      return JSON.stringify({ ...r, memory: { ...r.memory, compression } });
+    };
+    fs.writeFileSync(file, `${old('full', 1)}\n${old('full+fp16', 2)}\n${old('h2o(budget=0.2)', 5)}\n${old('qhitter(budget=0.2)', 40)}\n`);
+    const rows = ResultStore.open(file).rows();
+    expect(rows.map((r) => r.cache)).toEqual(['full+fp32', 'full', 'h2o(budget=0.2)+fp32', 'qhitter(budget=0.2)']);
+    expect(rows.map((r) => r.memory.compression)).toEqual([0.5, 1, 2.5, 20]);
+    for (const r of rows) expect(r.key).toBe(rowKey(r.model_fingerprint, r.cache, r.task, r.params));
+    expect(rows.every((r) => r.format === ROW_FORMAT)).toBe(true);
   });
 
   it('refuses a broken line in the middle, naming the line', () => {

@@ -29,9 +29,9 @@ describe('expandCaches', () => {
   });
 
   it('returns canonical specs without repeats', () => {
-    expect(expandCaches({ source, caches: ['full+fp32', 'full', 'h2o(budget={b})+fp16'], vars: { b: [0.50] } })).toEqual([
+    expect(expandCaches({ source, caches: ['full+fp16', 'full', 'h2o(budget={b})+fp32'], vars: { b: [0.50] } })).toEqual([
       'full',
-      'h2o(budget=0.5)+fp16',
+      'h2o(budget=0.5)+fp32',
     ]);
   });
 
@@ -111,7 +111,7 @@ describe('a sweep on stories260K', () => {
 
     // The report has one table with both specs, and the Δ against full.
     const md = renderMarkdown(buildTables(rows));
-    expect(md).toContain('| cache | ppl | Δ% vs full | KV bytes held | bytes/token | compression × | bits/value | transient peak |');
+    expect(md).toContain('| cache | ppl | Δ% vs full | KV bytes held | bytes/token | compression × vs fp16 | bits/value | transient peak |');
     expect(md).toContain('| `full` |');
     expect(md).toContain('| `window(sinks=4,recent=0.25)` |');
     expect(md.match(/^## /gm)).toHaveLength(1);

@@ -6,7 +6,7 @@ import { firstInteger, parseIntList } from '../../src/eval/retrieval.js';
 import { resolveTask } from '../../src/eval/tasks.js';
 import { xsum } from '../../src/eval/xsum.js';
 import { loadModel, type Model } from '../../src/model.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 
 describe('eval tasks on stories260K', () => {
   let model: Model;
@@ -15,15 +15,15 @@ describe('eval tasks on stories260K', () => {
   });
   afterAll(async () => model.close());
 
-  it('fidelity: the full cache against itself is exact; eviction costs KL and agreement; fp16 almost nothing', () => {
+  it('fidelity: the exact (f32) full cache against itself is exact; eviction costs KL and agreement; fp16 almost nothing', () => {
     const o = { data: 'stories260k', ctx: 256, chunks: 1, mode: 'decode' as const };
-    const same = fidelity(model, { ...o, cache: 'full' });
+    const same = fidelity(model, { ...o, cache: 'full+fp32' });
     expect(same.kl).toBe(0);
     expect(same.top1).toBe(1);
     expect(same.ppl).toBeCloseTo(same.ppl_full, 10);
     expect(same.tokens).toBe(255);
-    const fp16 = fidelity(model, { ...o, cache: 'full+fp16' });
-    const window = fidelity(model, { ...o, cache: 'window(sinks=2,recent=16)' });
+    const fp16 = fidelity(model, { ...o, cache: 'full' }); // the default codec, fp16
+    const window = fidelity(model, { ...o, cache: 'window(sinks=2,recent=16)+fp32' });
     expect(fp16.kl).toBeGreaterThan(0);
     expect(fp16.kl).toBeLessThan(1e-3);
     expect(window.kl).toBeGreaterThan(50 * fp16.kl);
@@ -95,5 +95,23 @@ describe('task parameters', () => {
   it('reads the first integer of an answer', () => {
     expect(firstInteger(' 31415. Remember')).toBe('31415');
     expect(firstInteger('no digits')).toBeUndefined();
+  });
+});
+
+describe('eval tasks on ref-6m (quantized rows smaller than f16 there)', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(REF6M_DIR, { threads: 1 });
+  });
+  afterAll(async () => model.close());
+
+  it('kvquant without a calibration file: the held maximum is set while it stages f16 rows; the steady state and a note say so', () => {
+    const o = { data: 'wikitext2', ctx: 256, chunks: 1, mode: 'decode' as const };
+    const staged = fidelity(model, { ...o, cache: 'h2o(budget=0.2)+kvquant(bits=3)' }).memory;
+    expect(staged.note).toMatch(/^kvquant: no calibration file, so each layer kept its first 64 tokens as f16 rows/);
+    expect(staged.kv_bytes_end!).toBeLessThan(staged.kv_bytes_held! * 0.75);
+    const f16 = fidelity(model, { ...o, cache: 'h2o(budget=0.2)' }).memory;
+    expect(f16.note).toBeUndefined();
+    expect(f16.kv_bytes_end).toBe(f16.kv_bytes_held); // a budget held from the first eviction on
   });
 });

@@ -180,6 +180,44 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
     });
   }
 
+  for (const layout of ['half', 'interleaved'] as const) {
+    for (const dtype of ['f32', 'f16'] as const) {
+      it(`ropeRows (${layout}, ${dtype}) rotates stored rows into f32 at given positions exactly as the reference`, () => {
+        const r = rng(layout === 'half' ? 14 : 15);
+        // positions out of order and repeated; a later call reaching past the table built so far grows it; 300
+        // rows are several work items (threads)
+        for (const [n, headDim, theta, top] of [[9, 64, 10000, 50], [5, 18, 500000, 3000], [40, 128, 1e6, 100], [3, 64, 10000, 70000], [300, 64, 10000, 5000]]) {
+          const rope = new Rope({ headDim: headDim!, ropeTheta: theta!, ropeLayout: layout });
+          const f32 = randomF32(r, n! * headDim!, 4);
+          const src = dtype === 'f32' ? f32 : Uint16Array.from(f32, f32ToF16);
+          const positions = Int32Array.from({ length: n! }, (_, t) => (t === 1 ? 0 : Math.floor(r() * top!)));
+          positions[n! - 1] = positions[0]!;
+          const [got, want] = [wasm, ref].map((k) => {
+            const [sp, pp] = [put(k, src), put(k, positions)];
+            const dst = k.arena.alloc(f32.byteLength);
+            k.arena.u8(dst, f32.byteLength).fill(0xa5);
+            // as two heads when n is even: rows [0, n/2 − 1) and [n/2, n − 1), the rows between left alone
+            if (n! % 2 === 0) k.ropeRows(dst, sp, dtype, n! / 2 - 1, 2, n! / 2, pp, rope);
+            else k.ropeRows(dst, sp, dtype, n!, 1, n!, pp, rope);
+            const bytes = k.arena.u8(dst, f32.byteLength).slice();
+            for (const p of [sp, pp, dst]) k.arena.free(p);
+            return bytes;
+          });
+          expect(got, `ropeRows ${layout} ${dtype} n=${n} hd=${headDim}`).toEqual(want);
+        }
+      });
+    }
+  }
+
+  it('ropeRows refuses a negative position', () => {
+    for (const k of [wasm, ref]) {
+      const [sp, pp] = [put(k, new Float32Array(64)), put(k, Int32Array.of(3, -1))];
+      expect(() => k.ropeRows(sp, sp, 'f32', 2, 1, 2, pp, new Rope({ headDim: 32, ropeTheta: 10000, ropeLayout: 'half' }))).toThrow(/position -1/);
+      k.arena.free(sp);
+      k.arena.free(pp);
+    }
+  });
+
   it('toF16 is bit-exact round-to-nearest-even', () => {
     const r = rng(20);
     const specials = [
@@ -214,7 +252,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
   });
 
   describe('attention', () => {
-    interface Case { numHeads: number; numKvHeads: number; headDim: number; dtype: SlotDType; n: number; visible: number; probs: boolean; mask?: boolean; qScale?: number }
+    interface Case { numHeads: number; numKvHeads: number; headDim: number; dtype: SlotDType; keyDtype?: 'f32'; n: number; visible: number; probs: boolean; mask?: boolean; qScale?: number }
     const cases: Case[] = [
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 1, visible: 9, probs: false },
       { numHeads: 4, numKvHeads: 2, headDim: 16, dtype: 'f32', n: 5, visible: 0, probs: true }, // first query sees nothing
@@ -241,18 +279,23 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
       { numHeads: 8, numKvHeads: 2, headDim: 32, dtype: 'f16', n: 1, visible: 301, probs: false },
       { numHeads: 2, numKvHeads: 2, headDim: 16, dtype: 'f16', n: 1, visible: 77, probs: false, mask: true },
       { numHeads: 9, numKvHeads: 3, headDim: 64, dtype: 'f16', n: 1, visible: 45, probs: false, qScale: 1e5 },
+      // f32 keys beside f16 values (streaming fp16: keys rotated at read): one query (values widened in
+      // registers, split at 2 threads), several, and per-slot probabilities
+      { numHeads: 9, numKvHeads: 3, headDim: 64, dtype: 'f16', keyDtype: 'f32', n: 1, visible: 1000, probs: false },
+      { numHeads: 6, numKvHeads: 2, headDim: 20, dtype: 'f16', keyDtype: 'f32', n: 37, visible: 50, probs: false },
+      { numHeads: 8, numKvHeads: 2, headDim: 32, dtype: 'f16', keyDtype: 'f32', n: 1, visible: 301, probs: true, mask: true },
     ];
     for (const c of cases) {
-      it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}${c.mask ? ', mask' : ''}${c.qScale ? `, |q| up to ${c.qScale}` : ''}`, () => {
+      it(`${c.numHeads}/${c.numKvHeads} heads, d=${c.headDim}, ${c.keyDtype ? `${c.keyDtype} keys, ` : ''}${c.dtype}, n=${c.n}, visible=${c.visible}${c.probs ? ', probs' : ''}${c.mask ? ', mask' : ''}${c.qScale ? `, |q| up to ${c.qScale}` : ''}`, () => {
         const r = rng(c.numHeads * 100 + c.headDim + c.n);
         const capacity = c.visible + c.n + 3;
         const slotLen = c.numKvHeads * capacity * c.headDim;
-        const slots = (): ArrayBufferView => {
+        const slots = (dtype: SlotDType): ArrayBufferView => {
           const f = randomF32(r, slotLen, 2);
-          return c.dtype === 'f32' ? f : Uint16Array.from(f, (v) => f32ToF16(v));
+          return dtype === 'f32' ? f : Uint16Array.from(f, (v) => f32ToF16(v));
         };
-        const keys = slots();
-        const values = slots();
+        const keys = slots(c.keyDtype ?? c.dtype);
+        const values = slots(c.dtype);
         const qLen = c.n * c.numHeads * c.headDim;
         const q = randomF32(r, qLen, c.qScale ?? 1.5);
         const pLen = c.numHeads * capacity;
@@ -261,7 +304,7 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
         const outs = [wasm, ref].map((k) => {
           const args: AttentionArgs = {
             out: k.arena.alloc(qLen * 4), q: put(k, q), n: c.n, keys: put(k, keys), values: put(k, values),
-            dtype: c.dtype, capacity, visible: c.visible, numHeads: c.numHeads, numKvHeads: c.numKvHeads,
+            dtype: c.dtype, keyDtype: c.keyDtype, capacity, visible: c.visible, numHeads: c.numHeads, numKvHeads: c.numKvHeads,
             headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
             lastProbs: c.probs ? k.arena.alloc(pLen * 4) : 0, received: c.probs ? put(k, received0) : 0,
             mask: c.mask ? put(k, mask) : 0,

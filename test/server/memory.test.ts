@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../../src/model.js';
-import { peakBytes, policyBytesPerSlot } from '../../src/server/memory.js';
+import { predictedPeakBytes, SpecCost } from '../../src/server/memory.js';
 import { REF6M_DIR } from '../engine/helpers.js';
 
 let model: Model;
@@ -19,10 +19,13 @@ describe('the worst case a request may reserve', () => {
     'scissorhands(budget=40)+int(bits=4)', 'full+int(bits=2,kaxis=channel,group=32,residual=16)',
     'snapkv(budget=24)+fp16',
     'window(sinks=4,recent=20)+int(bits=2,group=32)',
+    'scissorhands(mode=reference,layers=1,start=8)+fp16', // state sized on first use
   ])('bounds the bytes %s really holds while it prefills and decodes', async (spec) => {
     const session = model.session({ cache: spec, chunkSize: 16 });
     session.cache.setPromptLength(prompt.length);
-    const predicted = peakBytes(session.cache, prompt.length, 40, policyBytesPerSlot(model, spec));
+    const predicted = predictedPeakBytes(session.cache, prompt.length, 40);
+    // worked out without a session, the same bound
+    expect(new SpecCost(model, spec).demand(prompt.length, 40).held).toBe(predicted);
     for await (const _ of session.generate(prompt, { maxTokens: 40, temperature: 0 })) void _;
     expect(session.tokens.length).toBe(prompt.length + 40); // no end of sequence: every token was fed
     const real = session.cache.peakBytes();

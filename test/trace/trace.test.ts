@@ -166,7 +166,7 @@ describe('trace recorder on ref-6m', () => {
         expect(first[i]!.ke![j]).toBeLessThan(0.05);
       });
     }
-    expect(traced('full', [], keep).steps[0]![0]!.ke).toBeUndefined();
+    expect(traced('full+fp32', [], keep).steps[0]![0]!.ke).toBeUndefined();
   });
 
   it('a token held at f16 until the codec packs it (KIVI: key channel groups, value residual ring) is measured again when packed', async () => {

@@ -110,4 +110,17 @@ describe('Progress', () => {
     p.done();
     expect(stream.text).toBe('dl: 2.9 KiB (2.0 KiB already present) in 2.0s, 500 B/s\n');
   });
+
+  it('a status (units running and failed on a queue) follows the numbers, and the next line shows its change', () => {
+    const stream = fakeStream(true);
+    const clock = fakeClock();
+    const p = new Progress({ total: 100, label: 'sweep', unit: 'tok', stream, clock: clock.now });
+    p.setStatus('2 running');
+    clock.advance(1000);
+    p.tick(50);
+    expect(stream.writes.at(-1)).toMatch(/ETA 1\.0s {2}2 running\x1b\[K$/);
+    clock.advance(1000);
+    p.setStatus('1 running, 1 failed');
+    expect(stream.writes.at(-1)).toMatch(/ETA 2\.0s {2}1 running, 1 failed\x1b\[K$/);
+  });
 });

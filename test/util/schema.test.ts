@@ -11,6 +11,9 @@ const SCHEMA = {
 describe('parameter schema', () => {
   it('says what a value must be, with ranges as the spec grammar words them', () => {
     expect(int({ min: 0, doc: '' }).problem(-1)).toBe('must be an integer ≥ 0');
+    // past 2^53 integers alias: kvpack info --ctx 1e308 planned NaN layers per memory (issue 22's fuzz run)
+    for (const v of [1e308, 2 ** 53, Infinity]) expect(int({ min: 0, doc: '' }).problem(v)).toBe('must be an integer ≥ 0');
+    expect(int({ min: 0, doc: '' }).problem(2 ** 53 - 1)).toBeUndefined();
     expect(int({ min: 1, max: 9, doc: '' }).problem(1.5)).toBe('must be an integer in [1, 9]');
     expect(number({ min: 0, max: 1, exclusiveMin: true, doc: '' }).problem(0)).toBe('must be a number > 0 and ≤ 1');
     expect(oneOf(['a', 'b'], { doc: '' }).problem('c')).toBe('must be one of a, b');

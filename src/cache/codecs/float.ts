@@ -5,8 +5,9 @@ import type { CodecAttention, CodecContext, CodecKind, MaskingCodec } from '../c
 /**
  * Keys and values as plain f32 or f16 numbers. Keys are rotated (RoPE) when written, so attention
  * reads them as they are. When streaming (ropeOnRead), keys are stored before RoPE and each
- * attention call rotates the visible ones into a transient per-call scratch at the positions the
- * cache gives, since those positions change as tokens are evicted.
+ * attention call rotates the visible ones (the ropeRows kernel) into an f32 scratch store at the
+ * positions the cache gives, since those positions change as tokens are evicted; fp16's rotated keys
+ * stay f32 (attention reads f32 keys beside f16 values).
  */
 class FloatCodec implements MaskingCodec {
   private keys: number[] = [];
@@ -89,7 +90,7 @@ class FloatCodec implements MaskingCodec {
     const keys = this.ctx.ropeOnRead ? this.rotatedKeys(layer, a.visible + a.n - 1, a.positions) : this.keys[layer]!;
     this.ctx.kernels.attention({
       out: a.out, q: a.q, n: a.n,
-      keys, values: this.values[layer]!, dtype: this.dtype,
+      keys, values: this.values[layer]!, dtype: this.dtype, keyDtype: this.ctx.ropeOnRead ? 'f32' : undefined,
       capacity: this.capacity, visible: a.visible,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
       scale: this.ctx.rope.scoreScale,
@@ -116,34 +117,22 @@ class FloatCodec implements MaskingCodec {
 
   private rotated = 0;
   private rotatedBytes = 0;
-  private rotateTemp = 0;
 
-  /** The first `count` keys of every head of a layer, rotated by their positions, in the store's layout. */
+  /** The first `count` keys of every head of a layer, rotated by their positions into f32 rows, in the store's layout. */
   private rotatedKeys(layer: number, count: number, positions: number): number {
     const { kernels: k, config: c } = this.ctx;
-    const bytes = c.numKvHeads * this.capacity * this.rowBytes;
+    const bytes = c.numKvHeads * this.capacity * c.headDim * 4;
     if (this.rotatedBytes < bytes) {
-      for (const p of [this.rotated, this.rotateTemp]) if (p) k.arena.free(p);
+      if (this.rotated) k.arena.free(this.rotated);
       this.rotated = k.arena.alloc(bytes);
-      this.rotateTemp = k.arena.alloc(this.capacity * c.headDim * 4);
       this.rotatedBytes = bytes;
     }
-    const table = f16Table();
-    for (let h = 0; h < c.numKvHeads; h++) {
-      const src = this.keys[layer]! + h * this.capacity * this.rowBytes;
-      const dst = this.rotated + h * this.capacity * this.rowBytes;
-      const temp = this.dtype === 'f32' ? dst : this.rotateTemp;
-      const values = count * c.headDim;
-      if (this.dtype === 'f32') k.arena.f32(temp, values).set(k.arena.f32(src, values));
-      else k.arena.f32(temp, values).set(Float32Array.from(k.arena.u16(src, values), (x) => table[x]!));
-      k.rope(temp, count, 1, positions + h * this.capacity * 4, this.ctx.rope);
-      if (this.dtype === 'f16') k.toF16(dst, temp, values);
-    }
+    k.ropeRows(this.rotated, this.keys[layer]!, this.dtype, count, c.numKvHeads, this.capacity, positions, this.ctx.rope);
     return this.rotated;
   }
 
   free(): void {
-    for (const p of [this.rotated, this.rotateTemp]) if (p) this.ctx.kernels.arena.free(p);
+    if (this.rotated) this.ctx.kernels.arena.free(this.rotated);
     for (const p of [...this.keys, ...this.values]) this.ctx.kernels.arena.free(p);
     this.keys = [];
     this.values = [];

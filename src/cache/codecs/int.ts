@@ -108,6 +108,7 @@ export const int = codecKind({
   schema: {
     name: 'int',
     doc: 'asymmetric min-max integer codes with f16 scale and zero per group (FlexGen, KIVI, HF QuantizedCache)',
+    paper: 'Sheng et al., FlexGen, ICML 2023 (arXiv:2303.06865); Liu et al., KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache, ICML 2024 (arXiv:2402.02750)',
     params: PARAMS,
   },
   ropeOnRead: true,

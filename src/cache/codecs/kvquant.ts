@@ -1,8 +1,9 @@
+import fs from 'node:fs';
 import { CalibrationError, UsageError } from '../../errors.js';
 import { rangeParams } from '../../kernels/quant/quantize.js';
 import { bool, int, number, oneOf, text } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
-import { readCalibration, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
+import { readCalibration, storedCalibrationFile, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
 import { Moments, OutlierScratch, quantile, valueOutliers } from '../quant/stats.js';
@@ -50,6 +51,8 @@ import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
  */
 class KVQuantCodec extends QuantCodec {
   private readonly calibrated: boolean[];
+  /** Whether this sequence's first tokens were held as f16 rows (a first write shorter than `calibrate`). */
+  private staging = false;
   /** Per layer: non-sink tokens written since the sequence began (while not calibrated). */
   private readonly seen: number[];
   /** [layer][head]: key thresholds and their scale/zero words per channel. */
@@ -70,6 +73,22 @@ class KVQuantCodec extends QuantCodec {
     this.keyHi = per(() => new Float32Array(c.headDim));
     this.keyWords = per(() => new Uint32Array(c.headDim));
     if (o.offline) this.useCalibration(o.offline);
+  }
+
+  /**
+   * What a reader of this cache's numbers should know: the calibration file found in the store, or,
+   * without one, that each sequence's first tokens are held as f16 rows until they are calibrated on.
+   */
+  note(): string | undefined {
+    if (this.o.stored) return `kvquant: using calibration ${this.o.stored} (made by kvpack calibrate)`;
+    if (this.o.offline) return undefined;
+    const first = `its first ${this.o.calibrate} tokens`;
+    const how = !this.staging
+      ? `key thresholds come from each sequence's own first ${this.o.calibrate} tokens`
+      : this.calibrated.some((done) => !done)
+        ? `each layer keeps ${first} as f16 rows to calibrate on before quantizing them; this sequence has not reached them yet, so its cache is f16 rows, larger than fp16`
+        : `each layer kept ${first} as f16 rows to calibrate on before quantizing them; the peak counts them`;
+    return `kvquant: no calibration file, so ${how}. kvpack calibrate makes a file that kvquant uses by itself`;
   }
 
   /** Offline thresholds (and, for nuq, each layer's datatypes) from a calibration file: nothing is staged. */
@@ -100,6 +119,7 @@ class KVQuantCodec extends QuantCodec {
       // a new sequence (the cache was reset): its thresholds come from its own first tokens
       this.calibrated[layer] = false;
       this.seen[layer] = 0;
+      if (layer === 0) this.staging = false;
       this.keys.endStaging(layer);
       this.values.endStaging(layer);
     }
@@ -157,6 +177,7 @@ class KVQuantCodec extends QuantCodec {
 
   /** Keeps rows as f16 staging rows of their slots (and sink rows), not quantized yet. */
   private stage(l: number, from: number, keys: Float32Array[][], values: Float32Array[][], positions: Int32Array): void {
+    this.staging = true;
     if (!this.keys.staged(l)) {
       this.keys.beginStaging(l);
       this.values.beginStaging(l);
@@ -231,6 +252,9 @@ class KVQuantCodec extends QuantCodec {
   }
 }
 
+/** The outlier fraction without calib (and kvpack calibrate's default, which a plan assumes of a file it has not read). */
+const DEFAULT_OUTLIERS = 0.01;
+
 interface KVQuantOptions {
   outliers: number;
   qnorm: boolean;
@@ -238,12 +262,15 @@ interface KVQuantOptions {
   calibrate: number;
   /** From calib=FILE: its layers, which key statistics apply (before or after RoPE), and whether its datatypes are used. */
   offline?: { layers: LayerCalibration[]; keyStream: 'keys' | 'rotatedKeys'; nuq: boolean };
+  /** The file from the calibration store that calib= did not name (said in note()). */
+  stored?: string;
 }
 
 export const kvquant = codecKind({
   schema: {
     name: 'kvquant',
     doc: 'KVQuant: per-channel pre-RoPE keys, per-token values, non-uniform datatype, dense-and-sparse outliers, f16 sinks',
+    paper: 'Hooper et al., KVQuant: Towards 10 Million Context Length LLM Inference with KV Cache Quantization, NeurIPS 2024 (arXiv:2401.18079)',
     params: {
       bits: oneOf([2, 3, 4], { default: 4, doc: 'bits per code' }),
       outliers: number({ min: 0, max: 0.5, optional: true, doc: 'fraction of each vector kept exactly as sparse outliers (default 0.01, or what calib was made with)' }),
@@ -266,16 +293,20 @@ export const kvquant = codecKind({
     const c = ctx.config;
     const bits = p.bits;
     const prerope = p.prerope || ctx.ropeOnRead;
-    const calib = p.calib === undefined ? undefined : openCalibration(p.calib, ctx, bits);
-    const datatype = p.datatype ?? (calib ? 'nuq' : 'nf');
-    const outliers = p.outliers ?? calib?.outliers ?? 0.01;
+    // measuring bytes (the memory plan, before the model exists) reads no file: bytes depend on its outliers alone
+    const stored = p.calib === undefined && !ctx.measureOnly ? storedCalibration(ctx, p) : undefined;
+    const file = p.calib ?? stored;
+    const fromFile = file !== undefined;
+    const calib = fromFile && !ctx.measureOnly ? openCalibration(file, ctx, bits) : undefined;
+    const datatype = p.datatype ?? (fromFile ? 'nuq' : 'nf');
+    const outliers = p.outliers ?? calib?.outliers ?? DEFAULT_OUTLIERS;
     if (calib && outliers !== calib.outliers) {
       throw new UsageError(`kvquant(calib=${p.calib}): the file was calibrated with outliers=${calib.outliers}; use that (or leave outliers out) or calibrate again with --outliers ${outliers}`);
     }
-    if (datatype === 'nuq' && !calib) {
+    if (datatype === 'nuq' && !fromFile) {
       throw new UsageError('kvquant(datatype=nuq) needs a calibration file: make one with kvpack calibrate and pass calib=FILE');
     }
-    if (calib && datatype !== 'nuq' && p.qnorm) {
+    if (fromFile && datatype !== 'nuq' && p.qnorm) {
       throw new UsageError(`kvquant(calib=…,datatype=${datatype},qnorm=true): the file's Q-Norm statistics are for its own datatypes; use datatype=nuq or leave calib out`);
     }
     // nuq: each layer's levels come from the file; uniform signposts stand in until then
@@ -284,14 +315,28 @@ export const kvquant = codecKind({
     const ocap = outliers > 0 ? Math.ceil(outliers * c.headDim) : 0;
     const sinks = p.sinks;
     const calibrate = p.calibrate;
-    const staging = calib ? 0 : calibrate + sinks;
+    const staging = fromFile ? 0 : calibrate + sinks;
     const keys = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'channel', group: 0, ocap, ringSize: 0, sinks, rope: prerope, staging }, ctx.capacity, levels);
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
     const first = ctx.firstLayer ?? 0;
     const offline = calib && { layers: calib.layers.slice(first, first + c.numLayers), keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline });
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline, stored });
   },
 });
+
+/**
+ * The model's file in the calibration store (kvpack calibrate without --out), when there is one that
+ * fits the spec (its bit width, the outliers it names, no Q-Norm over another datatype); kvquant
+ * without calib= then calibrates offline, as with calib=FILE, and otherwise online as before.
+ */
+function storedCalibration(ctx: CodecContext, p: { bits: number; outliers?: number; datatype?: string; qnorm: boolean }): string | undefined {
+  if (!ctx.model) return undefined;
+  const file = storedCalibrationFile(ctx.model());
+  if (!fs.existsSync(file)) return undefined;
+  const calib = readCalibration(file, ctx.model());
+  const fits = calib.bits.includes(p.bits) && (p.outliers === undefined || p.outliers === calib.outliers) && !(p.qnorm && p.datatype !== undefined && p.datatype !== 'nuq');
+  return fits ? file : undefined;
+}
 
 /** The calibration file, checked against the cache's model and the bit width. */
 function openCalibration(file: string, ctx: CodecContext, bits: number): Calibration {

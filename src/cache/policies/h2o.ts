@@ -47,6 +47,6 @@ class H2OPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
 }
 
 export const h2o = policyKind({
-  schema: { name: 'h2o', doc: 'Heavy-Hitter Oracle: accumulated attention + a recent window', params: PARAMS },
+  schema: { name: 'h2o', doc: 'Heavy-Hitter Oracle: accumulated attention + a recent window', paper: 'Zhang et al., H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models, NeurIPS 2023 (arXiv:2306.14048)', params: PARAMS },
   create: (params, shape) => new H2OPolicy(params, shape),
 });

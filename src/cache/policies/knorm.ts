@@ -31,7 +31,7 @@ class KnormPolicy extends BudgetPolicy {
 }
 
 export const knorm = policyKind({
-  schema: { name: 'knorm', doc: 'sanity baseline: drop the keys with the largest norm', params: BUDGET_PARAMS },
+  schema: { name: 'knorm', doc: 'sanity baseline: drop the keys with the largest norm', paper: 'Devoto et al., A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression, EMNLP 2024 (arXiv:2406.11430)', params: BUDGET_PARAMS },
   create: (params, shape) => new KnormPolicy(params, shape),
   needsRows: true,
 });

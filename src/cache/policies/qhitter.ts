@@ -339,6 +339,7 @@ export const qhitter = policyKind({
   schema: {
     name: 'qhitter',
     doc: 'Q-Hitter: recent window + heavy hitters by attention + heavy hitters by attention and quantization friendliness, stored at `bits`',
+    paper: 'Zhang et al., Q-Hitter: A Better Token Oracle for Efficient LLM Inference via Sparse-Quantized KV Cache, MLSys 2024',
     params: PARAMS,
   },
   create(params, shape) {

@@ -172,6 +172,14 @@ export class ScissorhandsReleased implements MaskingPolicy {
     return slots * numHeads * perSlot;
   }
 
+  /** Its state is sized on first use: what it will be once sized. */
+  maxBytes(lengths: readonly number[]): number {
+    const numHeads = this.bits ? this.bits.data.length / this.shape.numLayers : (this.shape.numHeads ?? this.shape.numKvHeads);
+    let slots = 0;
+    for (let l = 0; l < this.shape.numLayers; l++) if (this.compressed(l)) slots += lengths[l]!;
+    return slots * numHeads * (this.ringBytes + Uint16Array.BYTES_PER_ELEMENT);
+  }
+
   resize(capacity: number): void {
     this.capacity = capacity;
     this.bits?.resize(capacity);

@@ -106,6 +106,7 @@ export const scissorhands = policyKind({
   schema: {
     name: 'scissorhands',
     doc: 'Scissorhands: drop the tokens most often below the uniform attention share in a history window',
+    paper: 'Liu et al., Scissorhands: Exploiting the Persistence of Importance Hypothesis for LLM KV Cache Compression at Test Time, NeurIPS 2023 (arXiv:2305.17118)',
     params: PARAMS,
   },
   create: (params, shape) => {

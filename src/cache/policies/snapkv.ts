@@ -92,6 +92,6 @@ export function maxPoolByPosition<T extends number[] | Float32Array>(
 }
 
 export const snapkv = policyKind({
-  schema: { name: 'snapkv', doc: 'SnapKV: observation-window votes, max-pooled over neighbours', params: PARAMS },
+  schema: { name: 'snapkv', doc: 'SnapKV: observation-window votes, max-pooled over neighbours', paper: 'Li et al., SnapKV: LLM Knows What You are Looking for Before Generation, NeurIPS 2024 (arXiv:2404.14469)', params: PARAMS },
   create: (params, shape) => new SnapKVPolicy(params, shape),
 });

@@ -32,6 +32,6 @@ class TovaPolicy extends BudgetPolicy {
 }
 
 export const tova = policyKind({
-  schema: { name: 'tova', doc: 'TOVA: drop the token the current query attends to least', params: BUDGET_PARAMS },
+  schema: { name: 'tova', doc: 'TOVA: drop the token the current query attends to least', paper: 'Oren et al., Transformers are Multi-State RNNs, EMNLP 2024 (arXiv:2401.06104)', params: BUDGET_PARAMS },
   create: (params, shape) => new TovaPolicy(params, shape),
 });

@@ -36,6 +36,6 @@ class WindowPolicy extends BudgetPolicy<Infer<typeof PARAMS> & BudgetParams> {
 }
 
 export const window = policyKind({
-  schema: { name: 'window', doc: 'StreamingLLM: attention sinks + a recent window', params: PARAMS },
+  schema: { name: 'window', doc: 'StreamingLLM: attention sinks + a recent window', paper: 'Xiao et al., Efficient Streaming Language Models with Attention Sinks, ICLR 2024 (arXiv:2309.17453)', params: PARAMS },
   create: (params, shape) => new WindowPolicy({ ...params, budget: params.recent, schedule: 'uniform' }, shape),
 });

@@ -1,13 +1,14 @@
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { BusyError, CancelledError, LimitError, RequestError, UsageError } from '../errors.js';
 import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
-import { kvBytesPerToken } from '../model/config.js';
+import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 import type { Model } from '../model.js';
 import { allocStages, type Stage } from '../model/forward.js';
 import { Session } from '../session.js';
-import { peakBytes, policyBytesPerSlot } from './memory.js';
+import { MEMORY_LIMIT_BYTES, MEMORY_RESERVE_BYTES, scratchKernels } from '../model/plan.js';
+import { predictedPeakBytes, SpecCost, type CacheDemand } from './memory.js';
 
-export interface EngineOptions {
+export interface SchedulerOptions {
   /** Cache spec for requests that do not name one. */
   cache: string;
   /** The sum of every session's real KV bytes stays at or below this. */
@@ -18,11 +19,16 @@ export interface EngineOptions {
   queue: number;
   /** Prompt tokens per prefill step (default 32): the others' streams wait for one such chunk at most. */
   chunkSize?: number;
+  /**
+   * Bytes the sessions' caches may allocate in one kernel memory (default: what a WebAssembly memory
+   * can still grow to once the model and the step buffers are in it, less a reserve).
+   */
+  memoryBytes?: number;
 }
 
-export interface EngineRequest extends GenerationLimits {
+export interface SchedulerRequest extends GenerationLimits {
   prompt: readonly number[];
-  /** Cache spec (default: the engine's). */
+  /** Cache spec (default: the scheduler's). */
   cache?: string;
   signal?: AbortSignal;
   /** Called with each piece of text as it is generated. */
@@ -38,9 +44,11 @@ export interface KvCacheStats {
   /** Bytes a full fp16 cache would hold for the same tokens. */
   full_fp16_bytes: number;
   compression: number;
+  /** What the numbers depend on that the spec does not say (kvquant's f16 staging, its stored calibration). */
+  note?: string;
 }
 
-export interface EngineResult {
+export interface SchedulerResult {
   text: string;
   finishReason: FinishReason;
   promptTokens: number;
@@ -48,7 +56,7 @@ export interface EngineResult {
   kvCache: KvCacheStats;
 }
 
-export interface EngineStats {
+export interface SchedulerStats {
   sessions: number;
   queued: number;
   /** Sum of the sessions' real KV bytes now. */
@@ -57,43 +65,66 @@ export interface EngineStats {
   kvBytesPeak: number;
   /** Sum of what the sessions may grow to. */
   kvBytesReserved: number;
+  /** Sum of the kernel memory the sessions' caches may allocate (their capacity, not what they hold). */
+  kvBytesAllocated: number;
+  /** Scheduler steps run so far. */
+  steps: number;
   admitted: number;
   promptTokens: number;
   generatedTokens: number;
 }
 
+/**
+ * Where a job is: waiting for a session; its prompt being fed a chunk per step; one token per step
+ * in the batch; or finished (resolved, rejected or cancelled, its session freed).
+ */
+type JobState = 'queued' | 'prefilling' | 'decoding' | 'done';
+
 interface Job {
-  request: EngineRequest;
+  state: JobState;
+  request: SchedulerRequest;
   spec: string;
-  /** Worst case of its cache, reserved from the budget before it may start. */
-  reserved: number;
+  /** Worst case of its cache, reserved before it may start: held bytes (the budget) and allocated ones (kernel memory). */
+  reserved: CacheDemand;
   session?: Session;
+  /** While prefilling: the rest of the prompt. */
   prefill?: Generator<void, Float32Array, void>;
   generation?: Generation;
-  /** The token to feed in the next decode step. */
+  /** While decoding: the token to feed in the next step. */
   next?: number;
   text: string;
-  resolve(result: EngineResult): void;
+  resolve(result: SchedulerResult): void;
   reject(error: Error): void;
   detach(): void;
 }
+
+/** Specs whose cost the scheduler keeps; others are worked out again when next named. */
+const SPECS_COSTED = 64;
 
 /**
  * Runs many generations on one model within one KV byte budget. A request is admitted when a
  * session slot is free and its cache's worst case fits beside the others' reservations; until then
  * it waits in a bounded queue. Each step advances the one prefill by a chunk, then every other session
  * by one token in a single batched forward pass (the weights are read once per step for all of them),
- * so a long prompt never stalls the streams already running for more than a chunk.
+ * so a long prompt never stalls the streams already running for more than a chunk. A request is
+ * admitted only when its cache fits both the KV budget (bytes held) and the kernel memory (bytes
+ * allocated: a cache's capacity grows by doubling), so a large model queues instead of failing.
  */
-export class Engine {
+export class Scheduler {
   private readonly queue: Job[] = [];
   private readonly active: Job[] = [];
-  /** Bytes of policy state per cache slot, measured once per spec. */
-  private readonly policySlotBytes = new Map<string, number>();
+  /** Each spec's cost, worked out once: the most recent specs only (each client may name its own). */
+  private readonly costs = new Map<string, SpecCost>();
+  /** The memory the costs' one-slot caches live in. */
+  private readonly scratch = scratchKernels();
+  /** Kernel memory one memory can give the caches (see SchedulerOptions.memoryBytes). */
+  private readonly memoryBytes: number;
+  /** The share of a cache's allocation the fullest kernel memory holds (its layers' share). */
+  private readonly memoryShare: number;
   private stepping = false;
   private isDraining = false;
   private idleWaiters: (() => void)[] = [];
-  private totals = { admitted: 0, promptTokens: 0, generatedTokens: 0, kvBytesPeak: 0 };
+  private totals = { admitted: 0, promptTokens: 0, generatedTokens: 0, kvBytesPeak: 0, steps: 0 };
 
   private readonly defaultSpec: string;
   /** Activations of one decode step, in each layer group's memory: a row per running session. */
@@ -101,19 +132,22 @@ export class Engine {
   /** Activations of one prefill chunk, shared: one prompt is prefilled at a time. */
   private readonly prefillStages: Stage[];
 
-  constructor(readonly model: Model, private readonly options: EngineOptions) {
-    this.defaultSpec = this.canonicalSpec(options.cache);
+  constructor(readonly model: Model, private readonly options: SchedulerOptions) {
+    this.defaultSpec = this.canonicalSpec(options.cache, false);
     this.stages = allocStages(model.groups, model.config, options.parallel);
     this.prefillStages = allocStages(model.groups, model.config, options.chunkSize ?? 32);
+    const used = Math.max(...model.groups.map((g) => g.kernels.arena.used));
+    this.memoryBytes = options.memoryBytes ?? Math.max(0, MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - used);
+    this.memoryShare = Math.max(...model.groups.map((g) => g.to - g.from)) / model.config.numLayers;
   }
 
   /**
    * Queues a request. Throws at once (before anything is sent to the client) when the request can
    * never run (a bad spec, too long for the context or for the budget) or the queue is full.
    */
-  submit(request: EngineRequest): Promise<EngineResult> {
+  submit(request: SchedulerRequest): Promise<SchedulerResult> {
     if (this.isDraining) throw new BusyError('the server is shutting down', 503);
-    const spec = request.cache === undefined ? this.defaultSpec : this.canonicalSpec(request.cache);
+    const spec = request.cache === undefined ? this.defaultSpec : this.canonicalSpec(request.cache, true);
     const context = this.model.config.maxContext;
     if (request.prompt.length + request.maxTokens > context) {
       throw new LimitError(
@@ -123,17 +157,24 @@ export class Engine {
     if (this.queue.length >= this.options.queue) {
       throw new BusyError(`the server is busy: ${this.active.length} requests running and ${this.queue.length} waiting; retry later`, 429);
     }
-    let job!: Job;
-    const promise = new Promise<EngineResult>((resolve, reject) => {
-      job = { request, spec, reserved: 0, text: '', resolve, reject, detach: () => {} };
-    });
-    job.reserved = this.reservation(job);
-    if (job.reserved > this.options.maxKvBytes) {
+    // the last sampled token is never fed
+    const reserved = this.cost(spec).demand(request.prompt.length, Math.max(0, request.maxTokens - 1));
+    if (reserved.held > this.options.maxKvBytes) {
       throw new LimitError(
-        `this request's cache (${spec}) may hold up to ${job.reserved} bytes, more than the server's KV budget of ${this.options.maxKvBytes}; ` +
+        `this request's cache (${spec}) may hold up to ${reserved.held} bytes, more than the server's KV budget of ${this.options.maxKvBytes}; ` +
           'shorten the prompt, lower max_tokens or choose a smaller kv_cache',
       );
     }
+    if (this.inMemory(reserved.allocated) > this.memoryBytes) {
+      throw new LimitError(
+        `this request's cache (${spec}) may allocate up to ${this.inMemory(reserved.allocated)} bytes in one kernel memory, more than the ${this.memoryBytes} it can give; ` +
+          'shorten the prompt, lower max_tokens or choose a smaller kv_cache',
+      );
+    }
+    let job!: Job;
+    const promise = new Promise<SchedulerResult>((resolve, reject) => {
+      job = { state: 'queued', request, spec, reserved, text: '', resolve, reject, detach: () => {} };
+    });
     const signal = request.signal;
     if (signal) {
       const cancel = () => this.cancel(job, new CancelledError('the client went away'));
@@ -146,14 +187,16 @@ export class Engine {
     return promise;
   }
 
-  stats(): EngineStats {
+  stats(): SchedulerStats {
     const kvBytes = this.kvBytes();
     return {
       sessions: this.active.length,
       queued: this.queue.length,
       kvBytes,
       kvBytesPeak: Math.max(this.totals.kvBytesPeak, kvBytes),
-      kvBytesReserved: this.active.reduce((sum, j) => sum + j.reserved, 0),
+      kvBytesReserved: this.reservedBy(this.active, 'held'),
+      kvBytesAllocated: this.reservedBy(this.active, 'allocated'),
+      steps: this.totals.steps,
       admitted: this.totals.admitted,
       promptTokens: this.totals.promptTokens,
       generatedTokens: this.totals.generatedTokens,
@@ -178,10 +221,18 @@ export class Engine {
     return this.isDraining;
   }
 
-  private canonicalSpec(text: string): string {
+  /**
+   * The canonical text of a spec, its cost worked out. A request's spec may not name a file: what a
+   * client sends never makes the server read one (calibration is the operator's, through --cache).
+   */
+  private canonicalSpec(text: string, fromRequest: boolean): string {
     try {
-      const spec = printSpec(parseSpec(text));
-      if (!this.policySlotBytes.has(spec)) this.policySlotBytes.set(spec, policyBytesPerSlot(this.model, spec));
+      const parsed = parseSpec(text);
+      if (fromRequest && (Object.hasOwn(parsed.codec.params, 'calib') || Object.hasOwn(parsed.policy.params, 'calib'))) {
+        throw new RequestError('kv_cache: calib is not accepted in requests; the server operator sets calibration with --cache', 400, 'invalid_kv_cache', 'kv_cache');
+      }
+      const spec = printSpec(parsed);
+      this.cost(spec);
       return spec;
     } catch (e) {
       if (!(e instanceof UsageError)) throw e;
@@ -189,27 +240,39 @@ export class Engine {
     }
   }
 
-  /** Worst-case bytes of a request's cache: the whole prompt before it compresses, then every token it may generate. */
-  private reservation(job: Job): number {
-    const session = job.session ?? this.model.session({ cache: job.spec, chunkSize: 1 });
-    try {
-      const { prompt, maxTokens } = job.request;
-      const perSlot = this.policySlotBytes.get(job.spec)!;
-      if (!job.session) session.cache.setPromptLength(prompt.length);
-      const produced = job.generation?.produced ?? 0;
-      const prefill = job.session ? 0 : prompt.length;
-      // the last sampled token is never fed
-      return peakBytes(session.cache, prefill, Math.max(0, maxTokens - 1 - produced), perSlot);
-    } finally {
-      if (!job.session) session.dispose();
+  /** A spec's cost, keeping the SPECS_COSTED most recently used (and the default). */
+  private cost(spec: string): SpecCost {
+    const cost = this.costs.get(spec) ?? new SpecCost(this.model, spec, this.scratch);
+    this.costs.delete(spec);
+    this.costs.set(spec, cost);
+    for (const old of this.costs.keys()) {
+      if (this.costs.size <= SPECS_COSTED) break;
+      if (old === this.defaultSpec) continue;
+      this.costs.get(old)!.free();
+      this.costs.delete(old);
     }
+    return cost;
+  }
+
+  /** Specs whose cost is kept (bounded by SPECS_COSTED + 1). */
+  get specsCosted(): number {
+    return this.costs.size;
+  }
+
+  /** What the fullest kernel memory holds of a cache's allocation. */
+  private inMemory(allocated: number): number {
+    return Math.ceil(allocated * this.memoryShare);
+  }
+
+  private reservedBy(jobs: readonly Job[], part: keyof CacheDemand): number {
+    return jobs.reduce((sum, j) => sum + j.reserved[part], 0);
   }
 
   private kvBytes(): number {
     return this.active.reduce((sum, j) => sum + (j.session?.cache.bytes() ?? 0), 0);
   }
 
-  /** Schedules a step if there is work, else tells whoever waits for the engine to be idle. */
+  /** Schedules a step if there is work, else tells whoever waits for the scheduler to be idle. */
   private wake(): void {
     if (this.queue.length === 0 && this.active.length === 0) {
       for (const resolve of this.idleWaiters.splice(0)) resolve();
@@ -222,10 +285,11 @@ export class Engine {
 
   private step(): void {
     this.stepping = false;
+    this.totals.steps++;
     this.admit();
-    const prefilling = this.active.find((j) => j.prefill);
+    const prefilling = this.active.find((j) => j.state === 'prefilling');
     if (prefilling) this.guarded(prefilling, () => this.prefillStep(prefilling));
-    const decoding = this.active.filter((j) => j.next !== undefined);
+    const decoding = this.active.filter((j) => j.state === 'decoding');
     if (decoding.length > 0) this.decodeStep(decoding);
     this.totals.kvBytesPeak = Math.max(this.totals.kvBytesPeak, this.kvBytes());
     this.wake();
@@ -233,16 +297,18 @@ export class Engine {
 
   /**
    * Starts the next waiting request when a session slot is free, no other prompt is being prefilled
-   * and its reservation fits. Prefills run one at a time anyway, so only one session at a time
-   * reserves for a whole uncompressed prompt; the others reserve what their compressed cache may reach.
+   * and its reservation fits, in held bytes and in allocated ones. Prefills run one at a time anyway,
+   * so only one session at a time reserves for a whole uncompressed prompt; the others reserve what
+   * their compressed cache may reach.
    */
   private admit(): void {
-    if (this.queue.length === 0 || this.active.length >= this.options.parallel || this.active.some((j) => j.prefill)) return;
+    if (this.queue.length === 0 || this.active.length >= this.options.parallel || this.active.some((j) => j.state === 'prefilling')) return;
     const job = this.queue[0]!;
-    const reserved = this.active.reduce((sum, j) => sum + j.reserved, 0);
-    if (reserved + job.reserved > this.options.maxKvBytes) return;
+    if (this.reservedBy(this.active, 'held') + job.reserved.held > this.options.maxKvBytes) return;
+    if (this.inMemory(this.reservedBy(this.active, 'allocated') + job.reserved.allocated) > this.memoryBytes) return;
     this.queue.shift();
     this.active.push(job);
+    job.state = 'prefilling';
     this.totals.admitted++;
     this.totals.promptTokens += job.request.prompt.length;
     this.guarded(job, () => {
@@ -257,8 +323,11 @@ export class Engine {
     const step = job.prefill!.next();
     if (!step.done) return;
     job.prefill = undefined;
-    // the prompt is in and compressed: what it may still grow to is less than what was reserved
-    job.reserved = Math.max(job.session!.cache.bytes(), this.reservation(job));
+    job.state = 'decoding';
+    // the prompt is in and compressed: what it may still hold is less than what was reserved (its allocation stays)
+    const cache = job.session!.cache;
+    const rest = Math.max(0, job.request.maxTokens - 1 - job.generation!.produced);
+    job.reserved = { held: Math.max(cache.bytes(), predictedPeakBytes(cache, 0, rest)), allocated: job.reserved.allocated };
     this.advance(job, step.value);
   }
 
@@ -277,7 +346,7 @@ export class Engine {
     for (const [i, job] of jobs.entries()) this.guarded(job, () => this.advance(job, logits.subarray(i * vocab, (i + 1) * vocab)));
   }
 
-  /** Samples from the logits after the job's last token and emits the text; finishes it or queues the token to feed. */
+  /** Samples from the logits after the job's last token and emits the text; finishes it or sets the token to feed. */
   private advance(job: Job, logits: Float32Array): void {
     const before = job.generation!.produced;
     const step = job.generation!.step(logits);
@@ -293,9 +362,11 @@ export class Engine {
   private finish(job: Job, finishReason: FinishReason): void {
     const cache = job.session!.cache;
     const tokens = job.session!.tokens.length;
-    const full = tokens * kvBytesPerToken(this.model.config, 2);
     const bytes = cache.bytes();
-    const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: full, compression: bytes > 0 ? full / bytes : 1 };
+    const c = this.model.config;
+    // a note may name the operator's calibration file: the client gets its name, not where the server keeps it
+    const note = cache.codec.note?.()?.replace(/(?:[A-Za-z]:)?(?:[\\/][^\s\\/]+)+[\\/]([^\s\\/]+)/g, '$1');
+    const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes), ...(note && { note }) };
     const result = {
       text: job.text,
       finishReason,
@@ -314,6 +385,9 @@ export class Engine {
 
   /** Frees the job's session and its reservation at once. */
   private release(job: Job): void {
+    // a session that ends within a step is counted before it goes
+    this.totals.kvBytesPeak = Math.max(this.totals.kvBytesPeak, this.kvBytes());
+    job.state = 'done';
     job.detach();
     const queued = this.queue.indexOf(job);
     if (queued >= 0) this.queue.splice(queued, 1);

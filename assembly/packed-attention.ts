@@ -16,8 +16,9 @@ import {
   STREAM_PARAMS_HEAD_STRIDE, STREAM_QLEN, STREAM_RING, STREAM_RING_SIZE, STREAM_ROPE, STREAM_ROW_BYTES, STREAM_SINK_ROWS,
   STREAM_SINKS,
 } from '../src/kernels/abi';
-import { h2f } from './half';
+import { h2f, h2fScalar } from './half';
 import { attentionItems } from './items';
+import { axpyBlock2, expRow, finishItem, hmax4, hsum4, rowMax, scoreBlock } from './simd';
 
 const Q_ARGS: usize = <usize>ARGS;
 const QB: i32 = QATT_TILE; // slots per decoded tile
@@ -30,16 +31,8 @@ export function quantAttentionJob(ctrl: usize, thread: i32): i32 {
     load<i32>(a, QATT_VISIBLE), QB, qattendItem);
 }
 
-// @ts-ignore: decorator
-@inline function h2fs(h: u32): f32 {
-  const em = h & 0x7fff;
-  let v = reinterpret<f32>(em << 13) * reinterpret<f32>(0x77800000); // × 2^112 rebases the exponent
-  if (em >= 0x7c00) v = reinterpret<f32>(0x7f800000 | ((em & 0x3ff) << 13));
-  return reinterpret<f32>(reinterpret<u32>(v) | ((h & 0x8000) << 16));
-}
-
 function f16Row(dst: usize, src: usize, d: i32): void {
-  for (let i = 0; i < d; i++) store<f32>(dst + (<usize>i << 2), h2fs(<u32>load<u16>(src + (<usize>i << 1))));
+  for (let i = 0; i < d; i++) store<f32>(dst + (<usize>i << 2), h2fScalar(<u32>load<u16>(src + (<usize>i << 1))));
 }
 
 /** 16 codes (bytes < 16) → 16 f32 LUT entries: one swizzle per byte plane, then byte interleaves. */
@@ -174,8 +167,8 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
     const pp = params + (<usize>g * <usize>d << 2);
     for (let i = 0; i < d; i++) {
       const w = load<u32>(pp + (<usize>i << 2));
-      store<f32>(chS + (<usize>i << 2), h2fs(w & 0xffff));
-      store<f32>(chZ + (<usize>i << 2), h2fs(w >>> 16));
+      store<f32>(chS + (<usize>i << 2), h2fScalar(w & 0xffff));
+      store<f32>(chZ + (<usize>i << 2), h2fScalar(w >>> 16));
     }
   }
   const groups = axis == 0 && bits != 16 ? (d + group - 1) / group : 0;
@@ -194,7 +187,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       const pp = params + (<usize>s * <usize>groups << 2);
       for (let g = 0; g < groups; g++) {
         const w = load<u32>(pp + (<usize>g << 2));
-        const sc = h2fs(w & 0xffff), ze = h2fs(w >>> 16);
+        const sc = h2fScalar(w & 0xffff), ze = h2fScalar(w >>> 16);
         const S = f32x4.splat(sc), Z = f32x4.splat(ze);
         let i = g * group;
         const end = min(d, i + group);
@@ -223,7 +216,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       for (let e = 0; e < ocap; e++) {
         const w = load<u32>(op + (<usize>e << 2));
         const ch = <i32>(w >>> 16);
-        if (ch < d) store<f32>(row + (<usize>ch << 2), h2fs(w & 0xffff));
+        if (ch < d) store<f32>(row + (<usize>ch << 2), h2fScalar(w & 0xffff));
       }
     }
     if (sinks > 0) {
@@ -305,11 +298,6 @@ function intStream(desc: usize, d: i32, single: bool): bool {
   return true;
 }
 
-// @ts-ignore: decorator
-@inline function hmax4(v: v128): f32 {
-  return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
-}
-
 /** f32 → nearest i32 (|x| ≤ 32767 here), 8 at a time → i16x8. */
 // @ts-ignore: decorator
 @inline function toI16x8(a: v128, b: v128): v128 {
@@ -366,8 +354,8 @@ function tokenParams(ps: usize, params: usize, s: i32, bs: i32, groups: i32): vo
   for (; r < bs; r++) {
     for (let k = 0; k < groups; k++) {
       const w = load<u32>(pp + (<usize>(r * groups + k) << 2));
-      store<f32>(ps + (<usize>(k * QB + r) << 2), h2fs(w & 0xffff));
-      store<f32>(pz + (<usize>(k * QB + r) << 2), h2fs(w >>> 16));
+      store<f32>(ps + (<usize>(k * QB + r) << 2), h2fScalar(w & 0xffff));
+      store<f32>(pz + (<usize>(k * QB + r) << 2), h2fScalar(w >>> 16));
     }
   }
 }
@@ -423,7 +411,7 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
           l2 = i32x4.add(l2, i32x4.dot_i16x8_s(k2, qv));
           l3 = i32x4.add(l3, i32x4.dot_i16x8_s(k3, qv));
         }
-        const dot = qhsum4(
+        const dot = hsum4(
           f32x4.add(f32x4.convert_i32x4_s(h0), f32x4.mul(f32x4.convert_i32x4_s(l0), lo15)),
           f32x4.add(f32x4.convert_i32x4_s(h1), f32x4.mul(f32x4.convert_i32x4_s(l1), lo15)),
           f32x4.add(f32x4.convert_i32x4_s(h2), f32x4.mul(f32x4.convert_i32x4_s(l2), lo15)),
@@ -545,98 +533,6 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   }
 }
 
-// @ts-ignore: decorator
-@inline function qhsum4(a: v128, b: v128, c: v128, d: v128): v128 {
-  const ab = f32x4.add(v128.shuffle<f32>(a, b, 0, 1, 4, 5), v128.shuffle<f32>(a, b, 2, 3, 6, 7));
-  const cd = f32x4.add(v128.shuffle<f32>(c, d, 0, 1, 4, 5), v128.shuffle<f32>(c, d, 2, 3, 6, 7));
-  return f32x4.add(v128.shuffle<f32>(ab, cd, 0, 2, 4, 6), v128.shuffle<f32>(ab, cd, 1, 3, 5, 7));
-}
-
-function qdot(a: usize, b: usize, d: i32): f32 {
-  let acc = f32x4.splat(0);
-  let i = 0;
-  for (; i + 4 <= d; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(a + (<usize>i << 2)), v128.load(b + (<usize>i << 2))));
-  let s = f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1) + f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3);
-  for (; i < d; i++) s += load<f32>(a + (<usize>i << 2)) * load<f32>(b + (<usize>i << 2));
-  return s;
-}
-
-/** dst[s] = scale · (q · tile_s), 4 slots per pass. */
-function scoreTile(q: usize, k: usize, d: i32, bs: i32, dst: usize, scale: f32): void {
-  const db = <usize>d << 2;
-  const d4 = d & ~3;
-  let s = 0;
-  if (d4 == d) {
-    const sc = f32x4.splat(scale);
-    for (; s + 4 <= bs; s += 4) {
-      const k0 = k + <usize>s * db, k1 = k0 + db, k2 = k1 + db, k3 = k2 + db;
-      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-      for (let i = 0; i < d; i += 4) {
-        const o = <usize>i << 2;
-        const qv = v128.load(q + o);
-        a0 = f32x4.add(a0, f32x4.mul(qv, v128.load(k0 + o)));
-        a1 = f32x4.add(a1, f32x4.mul(qv, v128.load(k1 + o)));
-        a2 = f32x4.add(a2, f32x4.mul(qv, v128.load(k2 + o)));
-        a3 = f32x4.add(a3, f32x4.mul(qv, v128.load(k3 + o)));
-      }
-      v128.store(dst + (<usize>s << 2), f32x4.mul(qhsum4(a0, a1, a2, a3), sc));
-    }
-  }
-  for (; s < bs; s++) store<f32>(dst + (<usize>s << 2), qdot(q, k + <usize>s * db, d) * scale);
-}
-
-/** acc[d] += Σ_s p[s] · tile_s, 16 accumulators in registers while the slots stream by. */
-function axpyTile(acc: usize, p: usize, v: usize, d: i32, bs: i32): void {
-  const db = <usize>d << 2;
-  let i = 0;
-  for (; i + 16 <= d; i += 16) {
-    const o = <usize>i << 2;
-    let a0 = v128.load(acc + o), a1 = v128.load(acc + o, 16), a2 = v128.load(acc + o, 32), a3 = v128.load(acc + o, 48);
-    for (let s = 0; s < bs; s++) {
-      const vr = v + <usize>s * db + o;
-      const P = v128.load32_splat(p + (<usize>s << 2));
-      a0 = f32x4.add(a0, f32x4.mul(P, v128.load(vr)));
-      a1 = f32x4.add(a1, f32x4.mul(P, v128.load(vr, 16)));
-      a2 = f32x4.add(a2, f32x4.mul(P, v128.load(vr, 32)));
-      a3 = f32x4.add(a3, f32x4.mul(P, v128.load(vr, 48)));
-    }
-    v128.store(acc + o, a0);
-    v128.store(acc + o, a1, 16);
-    v128.store(acc + o, a2, 32);
-    v128.store(acc + o, a3, 48);
-  }
-  for (; i + 4 <= d; i += 4) {
-    const o = <usize>i << 2;
-    let a = v128.load(acc + o);
-    for (let s = 0; s < bs; s++) a = f32x4.add(a, f32x4.mul(v128.load32_splat(p + (<usize>s << 2)), v128.load(v + <usize>s * db + o)));
-    v128.store(acc + o, a);
-  }
-  for (; i < d; i++) {
-    const o = <usize>i << 2;
-    let x = load<f32>(acc + o);
-    for (let s = 0; s < bs; s++) x += load<f32>(p + (<usize>s << 2)) * load<f32>(v + <usize>s * db + o);
-    store<f32>(acc + o, x);
-  }
-}
-
-// @ts-ignore: decorator
-@inline function qexp4(x: v128): v128 {
-  // e^x = 2^k · 2^f with k = round(x·log2 e), |f| ≤ 1/2, 2^f by its Taylor series to degree 6
-  // (error < 2e-7). x = -inf (padding) clamps to k = -127: exponent bits 0, i.e. 0.
-  const t = f32x4.max(f32x4.mul(x, f32x4.splat(1.4426950408889634)), f32x4.splat(-127));
-  const k = f32x4.nearest(t);
-  const f = f32x4.sub(t, k);
-  let p = f32x4.splat(1.5403530393381608e-4);
-  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1.3333558146428443e-3));
-  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(9.618129107628477e-3));
-  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(5.550410866482158e-2));
-  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(2.402265069591007e-1));
-  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(6.931471805599453e-1));
-  p = f32x4.add(f32x4.mul(p, f), f32x4.splat(1));
-  const e = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(k), i32x4.splat(127)), 23);
-  return f32x4.mul(p, e);
-}
-
 /**
  * Attention of queries [t0, t1) for heads [h0, h1) over slots [lo, hi): query t sees slots below
  * min(hi, visible + t). Each key/value tile is decoded once for all (query, head) rows of the item.
@@ -704,7 +600,7 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
       if (visible + t - lo <= s0) continue; // query t sees none of this tile
       for (let j = 0; j < g; j++) {
         const row = (t - t0) * g + j;
-        scoreTile(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
+        scoreBlock(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
       }
     }
   }
@@ -712,21 +608,11 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   for (let r = 0; r < rows; r++) {
     const row = scores + (<usize>r * <usize>sp << 2);
     const rowSeen = min(seen, visible + t0 + r / g - lo);
-    for (let s = rowSeen; s < sp; s++) store<f32>(row + (<usize>s << 2), -Infinity);
-    let mv = f32x4.splat(-Infinity);
-    for (let s = 0; s < sp; s += 4) mv = f32x4.max(mv, v128.load(row + (<usize>s << 2)));
-    const m = f32x4.splat(max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3))));
-    let sum = f64x2.splat(0);
-    for (let s = 0; s < sp; s += 4) {
-      const p = row + (<usize>s << 2);
-      const e = qexp4(f32x4.sub(v128.load(p), m));
-      v128.store(p, e);
-      sum = f64x2.add(sum, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1))));
-    }
-    const total = f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1);
+    const m = rowMax(row, rowSeen, sp);
+    const total = expRow(row, sp, m, f32x4.splat(1));
     store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
     if (part >= 0) {
-      store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), rowSeen > 0 ? f32x4.extract_lane(m, 0) : -Infinity);
+      store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), rowSeen > 0 ? m : -Infinity);
       store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), <f32>total, 4);
     }
   }
@@ -741,7 +627,7 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
     decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);
     for (let r = 0; r < rows; r++) {
       if (visible + t0 + r / g - lo <= s0) continue; // all its probabilities here are 0
-      axpyTile(acc + <usize>r * db, scores + ((<usize>r * <usize>sp + <usize>s0) << 2), tile, d, bs);
+      axpyBlock2(acc + <usize>r * db, 0, scores + ((<usize>r * <usize>sp + <usize>s0) << 2), 0, tile, d, bs);
     }
   }
   if (intV) {
@@ -753,30 +639,6 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
       }
     }
   }
-  if (part >= 0) {
-    for (let r = 0; r < rows; r++) memory.copy(partial + ((<usize>r * <usize>(d + 2) + 2) << 2), acc + <usize>r * db, db);
-    return;
-  }
-  for (let r = 0; r < rows; r++) {
-    const t = t0 + r / g;
-    const h = h0 + r % g;
-    const rowSeen = min(seen, visible + t - lo);
-    const inv = load<f32>(invs + (<usize>r << 2));
-    const ap = acc + <usize>r * db;
-    const op = out + (<usize>(t * numHeads + h) * db);
-    for (let i = 0; i < d; i++) store<f32>(op + (<usize>i << 2), load<f32>(ap + (<usize>i << 2)) * inv);
-    const row = scores + (<usize>r * <usize>sp << 2);
-    if (received != 0) {
-      const rp = received + (<usize>h * <usize>capacity << 2);
-      for (let s = 0; s < rowSeen; s++) {
-        const o = <usize>s << 2;
-        store<f32>(rp + o, load<f32>(rp + o) + load<f32>(row + o) * inv);
-      }
-    }
-    if (lastProbs != 0 && t == n - 1) {
-      const lp = lastProbs + (<usize>h * <usize>capacity << 2);
-      for (let s = 0; s < rowSeen; s++) store<f32>(lp + (<usize>s << 2), load<f32>(row + (<usize>s << 2)) * inv);
-      if (capacity > rowSeen) memory.fill(lp + (<usize>rowSeen << 2), 0, <usize>(capacity - rowSeen) << 2);
-    }
-  }
+  finishItem(out, acc, scores, <usize>sp << 2, invs, rows, g, t0, h0, min(seen, visible + t0 - lo), numHeads, d, n, part, partial, received, lastProbs,
+    capacity);
 }

@@ -1,0 +1,309 @@
+// Matrix products straight from the stored dtype: one-token matvecs (a row at a time, front to back)
+// and register-tiled chunked prefill.
+
+import {
+  ARGS, CTRL_DONE, CTRL_NEXT, DT_BF16, DT_F16, DT_F32,
+  MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
+  MATMUL_X, PART_OUT, PART_ROWS, PART_W,
+} from '../src/kernels/abi';
+import { convertF16Fast, convertRow, rowBytes } from './convert';
+import { activationSpan, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
+import { bf2fHi, bf2fLo, h2fEven, h2fHi, h2fLo, h2fOdd, h2fScalar } from './half';
+import { dotF32, hsum, hsum4, prescaleX, tail4 } from './simd';
+
+const C_DONE: usize = <usize>CTRL_DONE << 2; // atomic count of finished work items
+const C_NEXT: usize = <usize>CTRL_NEXT << 2; // atomic work-item counter
+const C_ARGS: usize = <usize>ARGS;
+
+/** Work items are `chunk` rows of one part, the parts' items one after the other. */
+export function matmulJob(ctrl: usize, thread: i32): i32 {
+  const a = ctrl + C_ARGS;
+  const x = load<u32>(a, MATMUL_X);
+  const dt = load<i32>(a, MATMUL_DTYPE);
+  const cols = load<i32>(a, MATMUL_COLS);
+  const n = load<i32>(a, MATMUL_N);
+  const chunk = load<i32>(a, MATMUL_CHUNK);
+  const parts = load<i32>(a, MATMUL_PARTS);
+  const scratch = <usize>load<u32>(a, MATMUL_SCRATCH) + <usize>thread * <usize>load<u32>(a, MATMUL_SCRATCH_STRIDE);
+  let items = 0;
+  for (let p = 0; p < parts; p++) items += (load<i32>(a + MATMUL_PART + <usize>p * MATMUL_PART_BYTES, PART_ROWS) + chunk - 1) / chunk;
+  // n = 1: x is prepared in this thread's scratch once, at its first item (-1: not yet)
+  let prepared = -1;
+  for (;;) {
+    let it = atomic.add<i32>(ctrl + C_NEXT, 1);
+    if (it >= items) break;
+    // find the item's part
+    let part = a + MATMUL_PART;
+    let rows = load<i32>(part, PART_ROWS);
+    for (let pi = (rows + chunk - 1) / chunk; it >= pi; pi = (rows + chunk - 1) / chunk) {
+      it -= pi;
+      part += MATMUL_PART_BYTES;
+      rows = load<i32>(part, PART_ROWS);
+    }
+    const out = load<u32>(part, PART_OUT);
+    const w = load<u32>(part, PART_W);
+    const r0 = it * chunk;
+    const r1 = min(rows, r0 + chunk);
+    if (n == 1) {
+      if (prepared < 0) prepared = prepareX(scratch, x, dt, cols) ? 1 : 0;
+      matvecRows(out, x, w, dt, cols, r0, r1, scratch, prepared == 1);
+    } else {
+      matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
+    }
+    atomic.add<i32>(ctrl + C_DONE, 1);
+  }
+  return items;
+}
+
+/** What a matvec reads of x besides x itself, written once per job into this thread's scratch: the
+ *  block types' prepared activations, or x · 2^112 for the fast f16 rows (false when x is too large
+ *  for that; there is no scratch for other dtypes). */
+function prepareX(scratch: usize, x: usize, dt: i32, cols: i32): bool {
+  if (scratch == 0) return false;
+  if (isBlockType(dt)) {
+    prepareActivations(scratch, x, cols, activationSpan(dt));
+    return true;
+  }
+  return dt == DT_F16 && prescaleX(scratch, x, cols);
+}
+
+/** out[r0..r1) = W[r0..r1) · x for one token, straight from the stored dtype, with x `prepared` by
+ *  prepareX. Float rows are read one at a time, front to back: one stream for the prefetcher, and
+ *  few live registers (V8 has 16); this ran 1.5-2x as fast as 4 interleaved rows. Each row's sum
+ *  is the same either way. */
+function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32, r1: i32, scratch: usize, prepared: bool): void {
+  const rb = rowBytes(dt, cols);
+  if (isBlockType(dt)) {
+    // scratch: this thread's prepared activations, then one decoded block
+    const block = scratch + ((preparedBytes(cols) + 15) & ~15);
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), blockRowDot(w + <usize>r * rb, dt, x, scratch, cols, block));
+    return;
+  }
+  if (dt == DT_F32) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF32(w + <usize>r * rb, x, cols));
+    return;
+  }
+  if (dt == DT_F16 && prepared) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16s(w + <usize>r * rb, scratch, x, cols));
+    return;
+  }
+  if (dt == DT_F16) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotHalves(w + <usize>r * rb, x, cols, false));
+    return;
+  }
+  if (dt == DT_BF16) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotHalves(w + <usize>r * rb, x, cols, true));
+    return;
+  }
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) v128.store(out + (<usize>r << 2), mv4Q8(w + <usize>r * rb, rb, x, cols));
+  for (; r < r1; r++) store<f32>(out + (<usize>r << 2), f32x4.extract_lane(mv4Q8(w + <usize>r * rb, 0, x, cols), 0));
+}
+
+
+/** One f16 (x too large to prescale) or bf16 row · x: 8 halves per 16-byte load, widened in
+ *  registers, summed as dotF32 sums. */
+function dotHalves(w: usize, x: usize, cols: i32, bf16: bool): f32 {
+  let a = f32x4.splat(0), b = a;
+  let k = 0;
+  for (; k + 8 <= cols; k += 8) {
+    const v = v128.load(w + (<usize>k << 1));
+    const xo = x + (<usize>k << 2);
+    a = f32x4.add(a, f32x4.mul(bf16 ? bf2fLo(v) : h2fLo(v), v128.load(xo)));
+    b = f32x4.add(b, f32x4.mul(bf16 ? bf2fHi(v) : h2fHi(v), v128.load(xo, 16)));
+  }
+  const s = hsum(f32x4.add(a, b));
+  if (k == cols) return s;
+  let t: f32 = 0;
+  for (; k < cols; k++) {
+    const h = load<u16>(w + (<usize>k << 1));
+    t += (bf16 ? reinterpret<f32>(<u32>h << 16) : h2fScalar(h)) * load<f32>(x + (<usize>k << 2));
+  }
+  return s + t;
+}
+
+/** One f16 row · x for prescaled x (xs from prescaleX): each half is widened to the f32 bit pattern
+ *  of half · 2^-112 with 5 integer ops per 8 halves (h2fEven / h2fOdd); f16 subnormals land on f32
+ *  denormals, exactly. The products xs·w' are then x·w rounded once, as with a converted weight,
+ *  without the per-weight multiply by 2^112. The lane sums of the even and odd halves, added as
+ *  below, give the same sum as the in-order lanes of the 4-row kernels. Tail columns (cols % 8) use
+ *  the unscaled x. */
+function dotF16s(w: usize, xs: usize, x: usize, cols: i32): f32 {
+  let a = f32x4.splat(0), b = a;
+  let k = 0;
+  for (; k + 16 <= cols; k += 16) {
+    const o = <usize>k << 1;
+    const xo = xs + (o << 1);
+    let v = v128.load(w + o);
+    a = f32x4.add(a, f32x4.mul(h2fEven(v), v128.load(xo)));
+    b = f32x4.add(b, f32x4.mul(h2fOdd(v), v128.load(xo, 16)));
+    v = v128.load(w + o, 16);
+    a = f32x4.add(a, f32x4.mul(h2fEven(v), v128.load(xo, 32)));
+    b = f32x4.add(b, f32x4.mul(h2fOdd(v), v128.load(xo, 48)));
+  }
+  for (; k + 8 <= cols; k += 8) {
+    const o = <usize>k << 1;
+    const v = v128.load(w + o);
+    a = f32x4.add(a, f32x4.mul(h2fEven(v), v128.load(xs + (o << 1))));
+    b = f32x4.add(b, f32x4.mul(h2fOdd(v), v128.load(xs + (o << 1), 16)));
+  }
+  const s = hsum(a) + hsum(b);
+  if (k == cols) return s;
+  let t: f32 = 0;
+  for (; k < cols; k++) t += h2fScalar(load<u16>(w + (<usize>k << 1))) * load<f32>(x + (<usize>k << 2));
+  return s + t;
+}
+
+function mv4Q8(w0: usize, rb: usize, x: usize, cols: i32): v128 {
+  const w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const nb = cols >> 5;
+  for (let b = 0; b < nb; b++) {
+    const o = <usize>b * 34;
+    const xb = x + (<usize>b << 7);
+    // the block's 32 x values, shared by the 4 rows
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
+    const x4 = v128.load(xb, 64), x5 = v128.load(xb, 80), x6 = v128.load(xb, 96), x7 = v128.load(xb, 112);
+    a0 = f32x4.add(a0, f32x4.mul(q8dot(w0 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w0 + o)))));
+    a1 = f32x4.add(a1, f32x4.mul(q8dot(w1 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w1 + o)))));
+    a2 = f32x4.add(a2, f32x4.mul(q8dot(w2 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w2 + o)))));
+    a3 = f32x4.add(a3, f32x4.mul(q8dot(w3 + o + 2, x0, x1, x2, x3, x4, x5, x6, x7), f32x4.splat(h2fScalar(load<u16>(w3 + o)))));
+  }
+  return hsum4(a0, a1, a2, a3);
+}
+
+// @ts-ignore: decorator
+@inline function q8dot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128, x4: v128, x5: v128, x6: v128, x7: v128): v128 {
+  const v0 = v128.load(p);
+  const v1 = v128.load(p, 16);
+  const l0 = i16x8.extend_low_i8x16_s(v0);
+  const h0 = i16x8.extend_high_i8x16_s(v0);
+  const l1 = i16x8.extend_low_i8x16_s(v1);
+  const h1 = i16x8.extend_high_i8x16_s(v1);
+  const s = f32x4.add(
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l0)), x0), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l0)), x1)),
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h0)), x2), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h0)), x3)),
+  );
+  const t = f32x4.add(
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l1)), x4), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l1)), x5)),
+    f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h1)), x6), f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h1)), x7)),
+  );
+  return f32x4.add(s, t);
+}
+
+/**
+ * Chunked prefill: rows [r0, r1) for all n tokens. The chunk's rows are dequantised once into this
+ * thread's scratch as quads of rows interleaved per 4 columns (f32 rows are copied the same way), so
+ * one pointer walks 4 rows; register tiles of 4 rows × 2 tokens then run over them, each weight
+ * converted once and reused by every token.
+ */
+function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i32, n: i32, r0: i32, r1: i32, scratch: usize): void {
+  const rb = rowBytes(dt, cols);
+  const fs = <usize>cols << 2; // f32 row stride
+  const qs = fs << 2; // one packed quad of rows
+  const nq = (r1 - r0 + 3) >> 2;
+  const rowsAt = scratch + <usize>nq * qs; // up to 4 rows converted contiguously before packing
+  const block = rowsAt + qs; // block types: one decoded block
+  for (let q = 0; q < nq; q++) {
+    const r = r0 + (q << 2);
+    const m = min(4, r1 - r);
+    let src = rowsAt;
+    if (dt == DT_F32) src = w + <usize>r * rb;
+    else {
+      for (let j = 0; j < m; j++) {
+        if (isBlockType(dt)) dequantizeBlockRow(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, dt, cols, block);
+        // f16: the fast widening, as the matvec's (weights hold no inf/NaN)
+        else if (dt == DT_F16) convertF16Fast(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, cols);
+        else convertRow(rowsAt + <usize>j * fs, w + <usize>(r + j) * rb, dt, cols);
+      }
+    }
+    packQuad(scratch + <usize>q * qs, src, fs, m, cols);
+  }
+  const os = <usize>rows << 2;
+  for (let t = 0; t < n; t += 2) {
+    const xt = x + <usize>t * fs;
+    const nt = min(2, n - t);
+    const ot = out + <usize>t * os + (<usize>r0 << 2);
+    for (let q = 0; q < nq; q++) tile42(scratch + <usize>q * qs, cols, xt, nt == 2 ? xt + fs : xt, ot + (<usize>q << 4), os, min(4, r1 - r0 - (q << 2)), nt);
+  }
+}
+
+/** m (≤ 4) rows at src (stride fs) → dst: per 4 columns the 4 rows' values one after the other (missing
+ *  rows zero), then each row's last cols % 4 values. */
+function packQuad(dst: usize, src: usize, fs: usize, m: i32, cols: i32): void {
+  const c4 = cols & ~3;
+  const z = f32x4.splat(0);
+  for (let j = 0; j < 4; j++) {
+    const s = src + <usize>j * fs;
+    let d = dst + (<usize>j << 4);
+    if (j < m) {
+      for (let k = 0; k < c4; k += 4, d += 64) v128.store(d, v128.load(s + (<usize>k << 2)));
+    } else {
+      for (let k = 0; k < c4; k += 4, d += 64) v128.store(d, z);
+    }
+  }
+  const tl = cols - c4;
+  const dt = dst + (<usize>c4 << 4);
+  for (let j = 0; j < 4; j++) {
+    for (let k = 0; k < tl; k++) store<f32>(dt + (<usize>(j * tl + k) << 2), j < m ? load<f32>(src + <usize>j * fs + (<usize>(c4 + k) << 2)) : 0);
+  }
+}
+
+/** 4 packed rows × 2 tokens (x0, x1): 8 accumulators; each loaded x vector feeds 4 rows. Per output
+ *  the same sums in the same order as a plain 4-lane dot product. Stores m rows of nt tokens. */
+// @ts-ignore: decorator
+@inline function tile42(pw: usize, cols: i32, x0: usize, x1: usize, out: usize, os: usize, m: i32, nt: i32): void {
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const c4 = cols & ~3;
+  const end = pw + (<usize>c4 << 4);
+  const dx = x1 - x0;
+  let px = x0;
+  for (; pw < end; pw += 64, px += 16) {
+    const y = v128.load(px);
+    const z = v128.load(px + dx);
+    let w = v128.load(pw);
+    a0 = f32x4.add(a0, f32x4.mul(w, y));
+    b0 = f32x4.add(b0, f32x4.mul(w, z));
+    w = v128.load(pw, 16);
+    a1 = f32x4.add(a1, f32x4.mul(w, y));
+    b1 = f32x4.add(b1, f32x4.mul(w, z));
+    w = v128.load(pw, 32);
+    a2 = f32x4.add(a2, f32x4.mul(w, y));
+    b2 = f32x4.add(b2, f32x4.mul(w, z));
+    w = v128.load(pw, 48);
+    a3 = f32x4.add(a3, f32x4.mul(w, y));
+    b3 = f32x4.add(b3, f32x4.mul(w, z));
+  }
+  let sa = hsum4(a0, a1, a2, a3); // token 0, rows 0..3
+  let sb = hsum4(b0, b1, b2, b3); // token 1, rows 0..3
+  const tl = cols - c4;
+  if (tl > 0) {
+    let p0: f32 = 0, p1: f32 = 0, p2: f32 = 0, p3: f32 = 0;
+    let q0: f32 = 0, q1: f32 = 0, q2: f32 = 0, q3: f32 = 0;
+    for (let k = 0; k < tl; k++) {
+      const y = load<f32>(px + (<usize>k << 2)), z = load<f32>(px + dx + (<usize>k << 2));
+      const u0 = load<f32>(pw + (<usize>k << 2)), u1 = load<f32>(pw + (<usize>(tl + k) << 2));
+      const u2 = load<f32>(pw + (<usize>(2 * tl + k) << 2)), u3 = load<f32>(pw + (<usize>(3 * tl + k) << 2));
+      p0 += u0 * y; p1 += u1 * y; p2 += u2 * y; p3 += u3 * y;
+      q0 += u0 * z; q1 += u1 * z; q2 += u2 * z; q3 += u3 * z;
+    }
+    sa = tail4(sa, p0, p1, p2, p3);
+    sb = tail4(sb, q0, q1, q2, q3);
+  }
+  if (m == 4) {
+    v128.store(out, sa);
+    if (nt == 2) v128.store(out + os, sb);
+    return;
+  }
+  // a part's last rows: only the m that are there (the next rows belong to another item)
+  storeFirst(out, sa, m);
+  if (nt == 2) storeFirst(out + os, sb, m);
+}
+
+/** Lanes 0..m-1 (m < 4) of s to out. */
+function storeFirst(out: usize, s: v128, m: i32): void {
+  store<f32>(out, f32x4.extract_lane(s, 0));
+  if (m > 1) store<f32>(out, f32x4.extract_lane(s, 1), 4);
+  if (m > 2) store<f32>(out, f32x4.extract_lane(s, 2), 8);
+}

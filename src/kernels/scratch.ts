@@ -1,0 +1,50 @@
+import { ATT_BLOCK, QATT_TILE } from './abi.js';
+
+/**
+ * Per-thread scratch of the two attention kernels (the layouts at the top of attendItem in
+ * assembly/attention.ts and qattendItem in assembly/packed-attention.ts): the one owner of those sizes,
+ * for the kernels that allocate it and the memory plan that reserves it.
+ */
+
+export type AttentionKind = 'float' | 'packed';
+
+/** Query rows per work item of a block of queries at most (with all the heads of a group). */
+const MAX_QUERY_BLOCK = 16;
+/** The scores of one item's block of queries are kept to about this many bytes per thread. */
+const SCORE_BYTES = 1 << 21;
+
+function ceil4(v: number): number {
+  return Math.ceil(v / 4) * 4;
+}
+
+/** Queries per work item for n queries, hg heads per item and `seen` slots (the last query's). */
+export function queryBlock(n: number, hg: number, seen: number): number {
+  return Math.max(1, Math.min(MAX_QUERY_BLOCK, n, Math.floor(SCORE_BYTES / (4 * hg * ceil4(seen)))));
+}
+
+/** Everything but the scores: per kind, for `rows` (query, head) rows of head size d. */
+function fixedBytes(kind: AttentionKind, rows: number, d: number): number {
+  // converted block, accumulators, 1/sums, prescaled queries (one-query f16 path)
+  if (kind === 'float') return 4 * (ATT_BLOCK * d + 2 * rows * d + rows) + 64;
+  // tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries, their units
+  // and group sums, zero sums, pair weights and tile scales
+  const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
+  return 4 * (QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64;
+}
+
+/** Bytes one thread's attention scratch takes for `rows` rows over `seen` slots: a score per slot and row, and the rest. */
+export function attentionScratchBytes(kind: AttentionKind, rows: number, seen: number, d: number): number {
+  return 4 * rows * ceil4(seen) + fixedBytes(kind, rows, d);
+}
+
+/**
+ * The most one thread's scratch takes for any attention call of either kernel with up to `context`
+ * slots: a whole KV group's heads over every slot (one query), or a block of queries whose scores
+ * `queryBlock` keeps to SCORE_BYTES.
+ */
+export function attentionScratchBound(numHeads: number, numKvHeads: number, d: number, context: number): number {
+  const group = numHeads / numKvHeads;
+  const rows = MAX_QUERY_BLOCK * group;
+  const scores = Math.max(SCORE_BYTES, 4 * group * ceil4(context));
+  return scores + Math.max(fixedBytes('float', rows, d), fixedBytes('packed', rows, d));
+}
