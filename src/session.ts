@@ -104,6 +104,7 @@ function checked<P extends Params>(schema: P, given: object, what: string) {
   const issue = findIssue(schema, given as Record<string, unknown>);
   if (issue?.kind === 'unknown') throw new UsageError(`${what}: unknown option "${issue.key}"; options are ${Object.keys(schema).join(', ')}`);
   if (issue?.kind === 'invalid') throw new UsageError(`${what}: ${issue.key} ${issue.problem}, got ${String(issue.value)}`);
+  if (issue?.kind === 'missing') throw new UsageError(`${what}: ${issue.key} is required (${issue.doc})`);
   return applyDefaults(schema, given as Record<string, unknown>);
 }
 
