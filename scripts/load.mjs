@@ -16,8 +16,6 @@ import { fileURLToPath } from 'node:url';
 import { defaultCacheDir, MODEL_SPECS } from '../dist/bench/models.js';
 import { loadModel } from '../dist/model.js';
 import { kvBytesPerToken } from '../dist/model/config.js';
-import { allocStages, freeStages } from '../dist/model/forward.js';
-import { Session } from '../dist/session.js';
 import { Progress } from '../dist/util/progress.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -277,14 +275,14 @@ async function decodeBatchCells() {
   for (const batch of [1, 2, 4, 8, 16]) {
     const sessions = Array.from({ length: batch }, () => m.session({ cache: 'full+fp16', chunkSize: 64 }));
     sessions.forEach((s, i) => s.feed(promptIds(64, 9000 + i)));
-    const stages = allocStages(m.groups, m.config, batch);
+    const stepped = m.batch({ rows: batch, chunkSize: 1 });
     const steps = quick ? 3 : 10;
     const t0 = process.cpuUsage();
-    for (let i = 0; i < steps; i++) Session.feedEach(sessions, sessions.map((_, j) => promptIds(1, 100 * i + j)[0]), stages);
+    for (let i = 0; i < steps; i++) stepped.decode(sessions, sessions.map((_, j) => promptIds(1, 100 * i + j)[0]));
     const t = process.cpuUsage(t0);
     const msPerStep = (t.user + t.system) / 1000 / steps;
     rows.push({ batch, cpu_ms_per_step: msPerStep, cpu_ms_per_token: msPerStep / batch });
-    freeStages(stages);
+    stepped.free();
     for (const s of sessions) s.dispose();
   }
   await m.close();

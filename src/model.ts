@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { createKernels, type KernelOptions } from './kernels/index.js';
 import type { Kernels } from './kernels/api.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
-import { MODEL_CLOSED, Session, type SessionOptions } from './session.js';
+import { Batch, MODEL_CLOSED, Session, type BatchOptions, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig } from './model/config.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
@@ -12,7 +12,8 @@ import { modelIdentity, modelName } from './model/identity.js';
 import { loadCheckpoint, readModelHeader } from './model/load.js';
 import { summarizeTensors, type TensorSummary } from './model/tensor.js';
 import { checkPlan, planMemory } from './model/plan.js';
-import { uploadLayers, uploadWeights, type WeightGroup, type Weights } from './model/weights.js';
+import { uploadWeights, type Weights } from './model/weights.js';
+import { LayerGroups } from './cache/layer-groups.js';
 import { UsageError } from './errors.js';
 
 export interface LoadOptions extends KernelOptions {
@@ -97,9 +98,7 @@ export class Model {
     readonly format: CheckpointFormat,
     readonly config: ModelConfig,
     readonly tokenizer: Tokenizer,
-    readonly kernels: Kernels,
     readonly weights: Weights,
-    readonly groups: readonly WeightGroup[],
     private readonly tensorSummary: TensorSummary,
     /** The context the memory plan was made for (Model.load): sessions allocate that much cache at first. */
     readonly context?: number,
@@ -110,6 +109,11 @@ export class Model {
 
   get closed(): boolean {
     return this.isClosed;
+  }
+
+  /** The first layer group's memory, which also holds the embedding and the classifier. */
+  get kernels(): Kernels {
+    return this.weights.groups.first.kernels;
   }
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {
@@ -125,23 +129,31 @@ export class Model {
     const c = ckpt.config;
     const perMemory = options.layersPerMemory ?? c.numLayers;
     if (!Number.isInteger(perMemory) || perMemory < 1) throw new UsageError(`layersPerMemory must be a positive integer, got ${perMemory}`);
-    const kernels = await createKernels(options);
-    const weights = uploadWeights(kernels, c, ckpt, Math.min(perMemory, c.numLayers));
-    const groups: WeightGroup[] = [{ kernels, from: 0, to: weights.layers.length, layers: weights.layers, bytes: weights.bytes }];
-    for (let from = perMemory; from < c.numLayers; from += perMemory) {
-      groups.push(uploadLayers(await createKernels(options), c, ckpt, from, Math.min(from + perMemory, c.numLayers)));
+    const memories: Kernels[] = [];
+    for (let from = 0; from < c.numLayers; from += perMemory) memories.push(await createKernels(options));
+    let weights: Weights;
+    try {
+      weights = uploadWeights(LayerGroups.fill(memories, perMemory, c.numLayers), c, ckpt);
+    } catch (e) {
+      for (const k of memories) await k.close(); // a bad tensor leaves no threads behind
+      throw e;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, kernels, weights, groups, summarizeTensors(ckpt.tensors.values()), options.context);
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, weights, summarizeTensors(ckpt.tensors.values()), options.context);
   }
 
   /** Architecture, shape and a hash of the weights (hashed once, when first asked). */
   identity(): ModelIdentity {
-    return (this.identityCache ??= modelIdentity(modelName(this.source), this.config, this.weights, this.groups));
+    return (this.identityCache ??= modelIdentity(modelName(this.source), this.config, this.weights));
   }
 
   session(options: SessionOptions = {}): Session {
     if (this.isClosed) throw new UsageError(MODEL_CLOSED);
     return new Session(this, options);
+  }
+
+  /** Activation buffers for sessions that step together: one prompt prefilled a chunk at a time, `rows` sessions decoded in one pass. */
+  batch(options: BatchOptions): Batch {
+    return new Batch(this, options);
   }
 
   info(): ModelInfo {
@@ -151,7 +163,7 @@ export class Model {
   /** Stops the kernels' threads; every later use of the model or its sessions throws a UsageError. */
   async close(): Promise<void> {
     this.isClosed = true;
-    for (const g of this.groups) await g.kernels.close();
+    for (const g of this.weights.groups.list) await g.kernels.close();
   }
 }
 

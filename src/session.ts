@@ -3,10 +3,10 @@ import type { KVCache } from './cache/kvcache.js';
 import { parseSpec } from './cache/registry.js';
 import { KvLimitError, LimitError, NumericError, UsageError } from './errors.js';
 import { Generation } from './generation.js';
-import { allocStages, forward, forwardBatch, freeStages, type Stage } from './model/forward.js';
+import { Activations, forward, forwardBatch } from './model/forward.js';
 import type { Kernels } from './kernels/api.js';
 import type { ModelConfig } from './model/config.js';
-import type { WeightGroup, Weights } from './model/weights.js';
+import type { Weights } from './model/weights.js';
 import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
 import type { ModelIdentity } from './cache/quant/calibfile.js';
 import { formatBytes } from './util/progress.js';
@@ -16,23 +16,17 @@ import { applyDefaults, bool, findIssue, int, number, optional, param, text, typ
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
 export interface RunnableModel {
   readonly config: ModelConfig;
+  /** The first layer group's memory (`weights.groups.first.kernels`), which holds the embedding and the classifier. */
   readonly kernels: Kernels;
+  /** Every layer group's weights, each in its kernel memory. */
   readonly weights: Weights;
   readonly tokenizer: Tokenizer;
-  /** Layer groups when the model is split over several kernel memories, the first one `kernels`'s (absent: one). */
-  readonly groups?: readonly WeightGroup[];
   /** What a calibration file is checked against (see Model.identity). */
   identity(): ModelIdentity;
   /** The context the model's memory plan was made for: a session's first cache allocation (absent: min(trained context, 1024)). */
   readonly context?: number;
   /** True once the model's kernels are closed (Model.close): nothing may run on it after that. */
   readonly closed?: boolean;
-}
-
-/** A model's layer groups: its own, or the whole model in `kernels`'s memory. */
-export function layerGroups(model: RunnableModel): readonly WeightGroup[] {
-  const c = model.config;
-  return model.groups ?? [{ kernels: model.kernels, from: 0, to: c.numLayers, layers: model.weights.layers, bytes: model.weights.bytes }];
 }
 
 export interface SessionOptions {
@@ -110,6 +104,7 @@ function checked<P extends Params>(schema: P, given: object, what: string) {
   const issue = findIssue(schema, given as Record<string, unknown>);
   if (issue?.kind === 'unknown') throw new UsageError(`${what}: unknown option "${issue.key}"; options are ${Object.keys(schema).join(', ')}`);
   if (issue?.kind === 'invalid') throw new UsageError(`${what}: ${issue.key} ${issue.problem}, got ${String(issue.value)}`);
+  if (issue?.kind === 'missing') throw new UsageError(`${what}: ${issue.key} is required (${issue.doc})`);
   return applyDefaults(schema, given as Record<string, unknown>);
 }
 
@@ -130,8 +125,8 @@ export class Session {
   readonly cache: KVCache;
   /** The timings of the last generate() (updated as it runs); undefined before the first. */
   lastTimings: GenerationTimings | undefined;
-  /** One per layer group: its kernels, layers and activation buffers. */
-  private readonly stages: Stage[];
+  /** Activation buffers for chunks of chunkSize tokens, in every layer group's memory. */
+  private readonly activations: Activations;
   private readonly chunkSize: number;
   private readonly streaming: boolean;
   private readonly maxKvBytes: number;
@@ -145,16 +140,14 @@ export class Session {
     const c = model.config;
     this.streaming = o.streaming;
     this.maxKvBytes = o.maxKvBytes ?? Infinity;
-    const groups = layerGroups(model);
     // slots grow by doubling as needed; start from what the budget holds, not the whole context
-    this.cache = createCache(model.kernels, c, spec, o.context ?? model.context ?? Math.min(c.maxContext, 1024), {
+    this.cache = createCache(model.weights.groups, c, spec, o.context ?? model.context ?? Math.min(c.maxContext, 1024), {
       streaming: this.streaming,
       stepTokens: this.chunkSize,
-      groups,
       model: () => model.identity(),
     });
     try {
-      this.stages = allocStages(groups, c, this.chunkSize);
+      this.activations = new Activations(model.weights, c, this.chunkSize);
     } catch (e) {
       this.cache.free();
       throw e;
@@ -171,7 +164,7 @@ export class Session {
   }
 
   private feedTokens(ids: readonly number[]): Float32Array {
-    const steps = this.chunks(ids, this.stages);
+    const steps = this.chunks(ids, this.activations);
     for (;;) {
       const step = steps.next();
       if (step.done) return step.value;
@@ -180,23 +173,24 @@ export class Session {
 
   /**
    * `feed` one chunk per step, so a caller (the server) can interleave other sessions' work
-   * between chunks; returns the logits after the last token when done. `stages` (chunks of their
-   * maxChunk tokens) let sessions that prefill one at a time share one set of chunk buffers.
+   * between chunks; returns the logits after the last token when done. `activations` (chunks of
+   * their maxChunk tokens) let sessions that prefill one at a time share one set of chunk buffers
+   * (a Batch's).
    */
-  *prefill(ids: readonly number[], stages: readonly Stage[] = this.stages): Generator<void, Float32Array, void> {
+  *prefill(ids: readonly number[], activations: Activations = this.activations): Generator<void, Float32Array, void> {
     this.checkUsable();
-    return yield* this.chunks(ids, stages);
+    return yield* this.chunks(ids, activations);
   }
 
-  private *chunks(ids: readonly number[], stages: readonly Stage[]): Generator<void, Float32Array, void> {
+  private *chunks(ids: readonly number[], activations: Activations): Generator<void, Float32Array, void> {
     if (ids.length === 0) throw new UsageError('nothing to feed: the token list is empty');
     this.checkRoom(ids.length, 'feed fewer tokens');
     this.cache.setPromptLength(ids.length);
-    const chunk = stages[0]!.s.maxChunk;
+    const chunk = activations.maxChunk;
     let logits: Float32Array | undefined;
     for (let i = 0; i < ids.length; i += chunk) {
       if (i > 0) yield;
-      logits = this.run(ids.slice(i, i + chunk), false, stages);
+      logits = this.run(ids.slice(i, i + chunk), false, activations);
     }
     this.cache.compress();
     return logits!;
@@ -296,16 +290,16 @@ export class Session {
     if (this.busy === DISPOSED) return;
     this.busy = DISPOSED;
     this.cache.free();
-    freeStages(this.stages);
+    this.activations.free();
   }
 
   /**
    * Feeds one token to each session in one forward pass (the weights are read once for all of them)
-   * and returns their next-token logits, [sessions × vocab] in order: a view into the first stage's
-   * scratch (stages from `allocStages(layerGroups(model), …)` with rows for at least sessions.length
-   * tokens), valid until its next use. Each cache compresses after its token.
+   * and returns their next-token logits, [sessions × vocab] in order: a view into the first group's
+   * scratch (`activations` with rows for at least sessions.length tokens, a Batch's), valid until
+   * its next use. Each cache compresses after its token.
    */
-  static feedEach(sessions: readonly Session[], tokens: readonly number[], stages: readonly Stage[]): Float32Array {
+  static feedEach(sessions: readonly Session[], tokens: readonly number[], activations: Activations): Float32Array {
     const model = sessions[0]!.model;
     for (const [i, session] of sessions.entries()) {
       if (session.model !== model) throw new UsageError('feedEach: the sessions run different models');
@@ -315,7 +309,7 @@ export class Session {
       session.makeRoom(1);
     }
     const batch = sessions.map((session, i) => ({ cache: session.cache, ids: [tokens[i]!], positions: [session.tokens.length], allLogits: false }));
-    const logits = forwardBatch(model.config, model.weights, stages, batch);
+    const logits = forwardBatch(model.config, model.weights, activations, batch);
     const bad = firstNonFiniteRow(logits, model.config.vocabSize);
     if (bad >= 0) throw nonFinite(sessions[bad]!.tokens.length);
     for (const [i, session] of sessions.entries()) {
@@ -332,14 +326,14 @@ export class Session {
     }
   }
 
-  private run(ids: readonly number[], allLogits: boolean, stages: readonly Stage[] = this.stages): Float32Array {
+  private run(ids: readonly number[], allLogits: boolean, activations: Activations = this.activations): Float32Array {
     if (this.busy === DISPOSED) throw new UsageError(`this session cannot be used: ${DISPOSED}`); // a generation still running
     if (this.model.closed) throw new UsageError(MODEL_CLOSED);
     this.checkIds(ids);
     const start = this.tokens.length;
     const positions = ids.map((_, i) => start + i);
     this.makeRoom(ids.length);
-    const logits = forward(this.model.config, this.model.weights, stages, this.cache, ids, positions, allLogits);
+    const logits = forward(this.model.config, this.model.weights, activations, this.cache, ids, positions, allLogits);
     const bad = firstNonFiniteRow(logits, this.model.config.vocabSize);
     if (bad >= 0) throw nonFinite(start + (allLogits ? bad : ids.length - 1));
     this.tokens.push(...ids);
@@ -388,6 +382,65 @@ export class Session {
           `${fix}, or stream with a fixed-budget cache that fits it (--streaming --cache "window(sinks=4,recent=${recent})")`,
       );
     }
+  }
+}
+
+const BATCH_PARAMS = {
+  rows: int({ min: 1, doc: 'sessions decoded together in one step' }),
+  chunkSize: int({ min: 1, doc: 'prompt tokens per prefill step' }),
+};
+
+export interface BatchOptions {
+  /** Sessions decoded together in one step (a row each). */
+  rows: number;
+  /** Prompt tokens per prefill step. */
+  chunkSize: number;
+}
+
+/**
+ * Activation buffers that sessions of one model share when they step together (the server): one
+ * prompt at a time is prefilled a chunk per step, and up to `rows` sessions decode a token each in
+ * one forward pass, so the weights are read once per step for all of them.
+ */
+export class Batch {
+  readonly rows: number;
+  private readonly decodeRows: Activations;
+  private readonly prefillChunk: Activations;
+
+  constructor(readonly model: RunnableModel, options: BatchOptions) {
+    const o = checked(BATCH_PARAMS, options, 'batch');
+    if (model.closed) throw new UsageError(MODEL_CLOSED);
+    this.rows = o.rows;
+    this.decodeRows = new Activations(model.weights, model.config, o.rows);
+    try {
+      this.prefillChunk = new Activations(model.weights, model.config, o.chunkSize);
+    } catch (e) {
+      this.decodeRows.free();
+      throw e;
+    }
+  }
+
+  /** `session.prefill` in the batch's chunk buffers: a chunk per step, the logits after the last token when done. */
+  prefill(session: Session, ids: readonly number[]): Generator<void, Float32Array, void> {
+    this.checkModel([session]);
+    return session.prefill(ids, this.prefillChunk);
+  }
+
+  /** One token for each session in one pass (Session.feedEach): their next-token logits, [sessions × vocab], valid until the next decode. */
+  decode(sessions: readonly Session[], tokens: readonly number[]): Float32Array {
+    this.checkModel(sessions);
+    if (sessions.length < 1 || sessions.length > this.rows) throw new UsageError(`batch: ${sessions.length} sessions to decode, the batch holds 1 to ${this.rows}`);
+    if (tokens.length !== sessions.length) throw new UsageError(`batch: ${tokens.length} tokens for ${sessions.length} sessions`);
+    return Session.feedEach(sessions, tokens, this.decodeRows);
+  }
+
+  free(): void {
+    this.decodeRows.free();
+    this.prefillChunk.free();
+  }
+
+  private checkModel(sessions: readonly Session[]): void {
+    if (sessions.some((s) => s.model !== this.model)) throw new UsageError('batch: a session runs another model than the batch');
   }
 }
 

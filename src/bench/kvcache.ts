@@ -2,7 +2,7 @@ import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codec } from '../cache/codec.js';
 import { createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
-import { allocStages, forward, freeStages } from '../model/forward.js';
+import { Activations, forward } from '../model/forward.js';
 import type { ModelConfig } from '../model/config.js';
 import { loadModel } from '../model.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
@@ -98,7 +98,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
         }
       }
       for (const p of [kp, vp, pp]) k.arena.free(p);
-      const stages = allocStages(model.groups, c, 1);
+      const activations = new Activations(model.weights, c, 1);
       for (const n of lengths) {
         const times: number[] = [];
         let bytes = 0;
@@ -106,13 +106,13 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
           raw.lengths.fill(n);
           bytes = cache.bytes();
           const t0 = performance.now();
-          for (let i = 0; i < steps; i++) forward(c, model.weights, stages, cache, [100 + i], [n + i], false);
+          for (let i = 0; i < steps; i++) forward(c, model.weights, activations, cache, [100 + i], [n + i], false);
           if (run > 0) times.push(performance.now() - t0); // run 0 warms up
         }
         rows.push({ engine: 'kvpack', kv: codecSpec, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times) });
         ctx.log(`kvcache: kvpack ${codecSpec} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
       }
-      freeStages(stages);
+      activations.free();
       cache.free();
     }
   } finally {

@@ -19,7 +19,7 @@ async function kvpackRun(file: string, threads: number, decodeTokens: number): P
     const session = model.session({ cache: 'full+fp16', chunkSize: PROMPT_TOKENS });
     const tokS = decodeRate(session, promptTokens(PROMPT_TOKENS, 17, model.config.vocabSize), decodeTokens);
     session.dispose();
-    return { loadSeconds, tokS, memories: model.groups.length };
+    return { loadSeconds, tokS, memories: model.weights.groups.count };
   } finally {
     await model.close();
   }

@@ -176,7 +176,7 @@ async function millionTokens(ctx: BenchContext): Promise<Table> {
       const decodeTokens = ctx.options.quick ? 2 : 4;
       const tokS = decodeRate(session, [bench.firstPlainToken], decodeTokens);
       const value = needle();
-      rows.push({ cache, kvGiB: session.cache.bytes() / 2 ** 30, memories: model.groups.length, tokS, needle: `depth ${depth}: output ${value.toFixed(3)} (${value > 0.9 ? 'found' : 'missed'})` });
+      rows.push({ cache, kvGiB: session.cache.bytes() / 2 ** 30, memories: model.weights.groups.count, tokS, needle: `depth ${depth}: output ${value.toFixed(3)} (${value > 0.9 ? 'found' : 'missed'})` });
       session.dispose();
     } finally {
       await model.close();

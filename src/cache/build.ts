@@ -6,7 +6,7 @@ import { UsageError } from '../errors.js';
 import { budgetProblem } from './budget.js';
 import type { Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
-import { GroupedCodec, type LayerGroup } from './layer-groups.js';
+import { GroupedCodec, LayerGroups } from './layer-groups.js';
 import { MaskedKVCache } from './masked-kvcache.js';
 import { isMasking, type Policy } from './policy.js';
 import { CODECS, POLICIES, printSpec } from './registry.js';
@@ -18,8 +18,6 @@ export interface BuildOptions {
   streaming?: boolean;
   /** Tokens one step appends before compressing: with a fixed budget, the slots needed at first are budget + this. */
   stepTokens?: number;
-  /** The model's layer groups, when it is split over several kernel memories: each keeps its layers' cache. */
-  groups?: readonly LayerGroup[];
   /** The model the cache runs for (see CodecContext.model). */
   model?: () => ModelIdentity;
   /** Only its bytes are measured (see CodecContext.measureOnly). */
@@ -31,9 +29,12 @@ export interface BuildOptions {
 /**
  * Turns a spec into a policy and a codec, after checking that they fit: a codec that cannot follow
  * evictions gets a policy that never evicts, a masking policy a codec that masks, streaming a policy
- * with a fixed budget and a codec that rotates keys at read.
+ * with a fixed budget and a codec that rotates keys at read. `memory`: the kernels holding every
+ * layer's cache, or a split model's layer groups (each keeps its layers' cache).
  */
-export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, capacity: number, options: BuildOptions = {}): CacheParts {
+export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, spec: CacheSpec, capacity: number, options: BuildOptions = {}): CacheParts {
+  const groups = memory instanceof LayerGroups ? memory : LayerGroups.one(memory, config.numLayers);
+  if (groups.numLayers !== config.numLayers) throw new RangeError(`internal: layer groups hold ${groups.numLayers} of ${config.numLayers} layers`);
   const text = printSpec(spec);
   const streaming = options.streaming === true;
   const policyKind = POLICIES.get(spec.policy.name)!;
@@ -61,13 +62,13 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   if (isMasking(policy) && !codecKind.masks) {
     throw new UsageError(`cache spec "${text}": attention masks (scissorhands mode=reference) need a float codec (fp32, fp16)`);
   }
-  const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
-  if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
+  const split = groups.count > 1;
+  if (split && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
     });
-  const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
+  const codec = split ? new GroupedCodec(groups, groups.list.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(groups.first.kernels, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity: shape.capacity, groups };
 }
@@ -81,11 +82,11 @@ export function startCapacity(policy: Policy, numLayers: number, capacity: numbe
   return Math.min(Math.max(1, capacity), slots);
 }
 
-/** Builds a cache for `spec` and the KVCache that runs it. */
-export function createCache(k: Kernels, config: ModelConfig, spec: CacheSpec, capacity: number, options: BuildOptions = {}): KVCache {
-  const parts = buildCache(k, config, spec, capacity, options);
+/** Builds a cache for `spec` and the KVCache that runs it (`memory` as buildCache's). */
+export function createCache(memory: Kernels | LayerGroups, config: ModelConfig, spec: CacheSpec, capacity: number, options: BuildOptions = {}): KVCache {
+  const parts = buildCache(memory, config, spec, capacity, options);
   const { policy, codec } = parts;
-  return isMasking(policy) ? new MaskedKVCache(k, config, { ...parts, policy, codec: codec as MaskingCodec }) : new KVCache(k, config, parts);
+  return isMasking(policy) ? new MaskedKVCache(config, { ...parts, policy, codec: codec as MaskingCodec }) : new KVCache(config, parts);
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Kernels } from '../kernels/api.js';
 import { kvBytesPerToken, type ModelConfig } from '../model/config.js';
-import { groupOf, type LayerGroup } from './layer-groups.js';
+import type { LayerGroups } from './layer-groups.js';
 import type { Codec, CodecAttention } from './codec.js';
 import type { CacheObserver } from './observer.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
@@ -17,8 +17,8 @@ export interface CacheParts {
   streaming: boolean;
   /** Slots per KV head allocated at first. */
   capacity: number;
-  /** Kernel memories holding the layers' caches (absent: all in the builder's). */
-  groups?: readonly LayerGroup[];
+  /** Kernel memories holding the layers' caches. */
+  groups: LayerGroups;
 }
 
 /**
@@ -46,7 +46,7 @@ export class KVCache {
   /** Per layer group, Int32 [numKvHeads × capacity]: slot indices, when the policy never evicts and positions are read (else 0). */
   private slotIndices: number[] = [];
   /** Layers whose cache lives in each kernel memory (one group unless the model is split). */
-  private readonly groups: readonly LayerGroup[];
+  private readonly groups: LayerGroups;
   protected capacity: number;
   private peak = 0;
   private held = 0;
@@ -76,7 +76,6 @@ export class KVCache {
   private readonly view: SlotView = { positions: new Int32Array(0), length: 0 };
 
   constructor(
-    protected readonly k: Kernels,
     protected readonly config: ModelConfig,
     parts: CacheParts,
   ) {
@@ -86,7 +85,7 @@ export class KVCache {
     this.needsRows = parts.needsRows;
     this.streaming = parts.streaming;
     this.capacity = parts.capacity;
-    this.groups = parts.groups ?? [{ kernels: k, from: 0, to: config.numLayers }];
+    this.groups = parts.groups;
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.lengths = new Array<number>(config.numLayers).fill(0);
     this.oneEach = new Array<number>(config.numLayers).fill(1);
@@ -102,12 +101,12 @@ export class KVCache {
 
   /** The kernels (and memory) holding a layer's cache. */
   protected kernelsOf(layer: number): Kernels {
-    return groupOf(this.groups, layer).kernels;
+    return this.groups.of(layer).kernels;
   }
 
   /** f32 [numHeads × capacity] in a layer's memory: the last query's probabilities. */
   protected lastProbsOf(layer: number): number {
-    return this.lastProbs[this.groups.indexOf(groupOf(this.groups, layer))]!;
+    return this.lastProbs[this.groups.indexOf(layer)]!;
   }
 
   /** Tokens held per KV head in the last layer. */
@@ -196,7 +195,7 @@ export class KVCache {
   protected attendQueries(layer: number, q: number, out: number, from: number, n: number, slotPositions: number): void {
     const c = this.config;
     const arena = this.kernelsOf(layer).arena;
-    const group = this.groups.indexOf(groupOf(this.groups, layer));
+    const group = this.groups.indexOf(layer);
     const tailRows = Math.min(this.policy.tailQueries, n);
     const plain = n - tailRows; // queries whose individual probabilities nobody needs
     const received = this.policy.needsReceived ? this.received[group]! : 0;
@@ -353,7 +352,7 @@ export class KVCache {
 
   /** Int32 [numKvHeads × capacity] pointer: each slot's position in a layer (0 when nothing reads them). */
   protected slotPositions(layer: number): number {
-    return this.policy.evicts ? this.positions[layer]! : (this.slotIndices[this.groups.indexOf(groupOf(this.groups, layer))] ?? 0);
+    return this.policy.evicts ? this.positions[layer]! : (this.slotIndices[this.groups.indexOf(layer)] ?? 0);
   }
 
   /** Whether the shared table of slot indices is needed when the policy never evicts. */
@@ -386,11 +385,11 @@ export class KVCache {
     const c = this.config;
     if (this.queryPositionsLength < n) {
       this.freeGroupBuffers(this.queryPositions);
-      this.queryPositions = this.groups.map((g) => g.kernels.arena.alloc(n * 4));
+      this.queryPositions = this.groups.list.map((g) => g.kernels.arena.alloc(n * 4));
       this.queryPositionsLength = n;
     }
     const arena = this.kernelsOf(layer).arena;
-    const queryPositions = this.queryPositions[this.groups.indexOf(groupOf(this.groups, layer))]!;
+    const queryPositions = this.queryPositions[this.groups.indexOf(layer)]!;
     const queries = arena.i32(queryPositions, n);
     for (let i = 0; i < n; i++) queries[i] = from + i;
     for (let h = 0; h < c.numKvHeads; h++) {
@@ -474,8 +473,8 @@ export class KVCache {
   private allocSlotBuffers(): void {
     const c = this.config;
     const numbers = c.numHeads * this.capacity;
-    this.received = this.groups.map((g) => g.kernels.arena.alloc(numbers * 4));
-    this.lastProbs = this.groups.map((g) => g.kernels.arena.alloc(numbers * 4));
+    this.received = this.groups.list.map((g) => g.kernels.arena.alloc(numbers * 4));
+    this.lastProbs = this.groups.list.map((g) => g.kernels.arena.alloc(numbers * 4));
     this.tail = new Float32Array(Math.max(1, this.policy.tailQueries) * numbers);
     this.evicted = new Int32Array(this.capacity);
     this.gone = new Uint8Array(this.capacity);
@@ -484,7 +483,7 @@ export class KVCache {
       this.slotOfRank = new Int32Array(this.capacity);
     }
     if (!this.policy.evicts && this.readsSlotIndices) {
-      this.slotIndices = this.groups.map((g) => {
+      this.slotIndices = this.groups.list.map((g) => {
         const ptr = g.kernels.arena.alloc(c.numKvHeads * this.capacity * 4);
         const table = g.kernels.arena.i32(ptr, c.numKvHeads * this.capacity);
         for (let i = 0; i < table.length; i++) table[i] = i % this.capacity;
@@ -500,7 +499,7 @@ export class KVCache {
 
   /** Frees one buffer per layer group (0: none). */
   private freeGroupBuffers(ptrs: readonly number[]): void {
-    ptrs.forEach((p, i) => p && this.groups[i]!.kernels.arena.free(p));
+    ptrs.forEach((p, i) => p && this.groups.list[i]!.kernels.arena.free(p));
   }
 
   /** Doubles capacity until `needed` slots fit, keeping every layer's live slots. */

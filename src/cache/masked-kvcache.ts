@@ -14,9 +14,12 @@ export class MaskedKVCache extends KVCache {
   declare readonly codec: MaskingCodec;
   private mask = 0;
   private maskBytes = 0;
+  /** The one memory of every layer: build.ts refuses masks on a model split over several. */
+  private readonly k: Kernels;
 
-  constructor(k: Kernels, config: ModelConfig, parts: CacheParts & { policy: MaskingPolicy; codec: MaskingCodec }) {
-    super(k, config, parts);
+  constructor(config: ModelConfig, parts: CacheParts & { policy: MaskingPolicy; codec: MaskingCodec }) {
+    super(config, parts);
+    this.k = parts.groups.first.kernels;
   }
 
   /** The policy reads every slot's position (its index: the policy never evicts). */

@@ -3,7 +3,7 @@ import { ReferenceKernels } from '../kernels/reference.js';
 import { ropeOf } from '../kernels/rope.js';
 import { UnsupportedModelError } from '../errors.js';
 import { hasQkNorm, type ModelConfig } from '../model/config.js';
-import type { LayerWeights, WeightGroup, Weights } from '../model/weights.js';
+import type { LayerWeights, Weights } from '../model/weights.js';
 import { kernelLinear, scalarLinear, type LinearOps, type Vec } from './linear.js';
 
 /** Adds `delta` to one number of a layer's keys (before RoPE) or values: what finite differences perturb. */
@@ -71,7 +71,7 @@ export class LlamaBackprop {
   private readonly layers: PlacedLayer[];
   private memo?: { ids: readonly number[]; inputs: Vec[] };
 
-  constructor(groups: readonly WeightGroup[], private readonly c: ModelConfig, private readonly w: Weights, precision: 'f32' | 'f64' = 'f32') {
+  constructor(private readonly c: ModelConfig, private readonly w: Weights, precision: 'f32' | 'f64' = 'f32') {
     if (hasQkNorm(c)) throw new UnsupportedModelError(c.architecture, 'the calibration backward pass does not cover per-head q/k norms (Qwen3) yet');
     this.vec = precision === 'f64' ? (n) => new Float64Array(n) : (n) => new Float32Array(n);
     const inMemory = (k: Kernels) => {
@@ -80,6 +80,7 @@ export class LlamaBackprop {
       const vector = (ptr: number, n: number): Float32Array => k.arena.f32(ptr, n).slice();
       return { ref, linear, vector };
     };
+    const groups = w.groups.list;
     const memories = groups.map((g) => inMemory(g.kernels));
     const first = memories[0]!;
     [this.ref, this.linear] = [first.ref, first.linear];

@@ -45,7 +45,7 @@ export function calibrate(m: Model, o: CalibrateOptions): Calibration {
   const c = m.config;
   const d = c.headDim;
   const kvDim = c.numKvHeads * d;
-  const backprop = new LlamaBackprop(m.groups, c, m.weights);
+  const backprop = new LlamaBackprop(c, m.weights);
   const counted = o.samples.reduce((a, s) => a + s.length - 1, 0);
   const extremes = Array.from({ length: c.numLayers }, () => ({
     keys: Array.from({ length: c.numKvHeads }, () => new ChannelExtremes(d, counted, o.outliers / 2)),

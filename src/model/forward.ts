@@ -3,7 +3,7 @@ import type { Kernels } from '../kernels/api.js';
 import type { MatmulPart } from '../kernels/types.js';
 import { ropeOf } from '../kernels/rope.js';
 import type { ModelConfig } from './config.js';
-import type { LayerWeights, WeightGroup, Weights } from './weights.js';
+import type { LayerWeights, Weights } from './weights.js';
 
 /** Activation buffers for chunks of up to `maxChunk` tokens, allocated once per session. */
 export interface Scratch {
@@ -62,48 +62,52 @@ export function freeScratch(k: Kernels, s: Scratch): void {
   for (const [key, ptr] of Object.entries(s)) if (key !== 'maxChunk') k.arena.free(ptr as number);
 }
 
-/**
- * A layer group's share of a forward pass: its kernels (and memory), its layers' weights starting at
- * layer `from`, and activation buffers in that memory. A model in one memory is one stage.
- */
-export interface Stage {
-  k: Kernels;
-  s: Scratch;
-  from: number;
-  layers: LayerWeights[];
-  /** Per layer, the products that share an input (q/k/v, gate/up), built once so a step allocates nothing. */
-  fused: { qkv: MatmulPart[]; gateUp: MatmulPart[] }[];
+/** A layer's products that share an input (q/k/v, gate/up), built once so a step allocates nothing. */
+interface FusedProducts {
+  qkv: MatmulPart[];
+  gateUp: MatmulPart[];
 }
 
-/** One stage per layer group, each with activation buffers for chunks of up to maxChunk tokens. */
-export function allocStages(groups: readonly WeightGroup[], c: ModelConfig, maxChunk: number): Stage[] {
-  const stages: Stage[] = [];
-  try {
-    for (const g of groups) {
-      const s = allocScratch(g.kernels, c, maxChunk);
-      const fused = g.layers.map((L) => ({
+/**
+ * A forward pass's activation buffers for chunks of up to `maxChunk` tokens: a Scratch in each layer
+ * group's memory (in the order of `w.groups`), and each layer's fused products writing into its
+ * group's. The buffers of one pass can serve any session of the model, one pass at a time.
+ */
+export class Activations {
+  /** Per layer group. */
+  readonly scratch: readonly Scratch[];
+  /** Per layer. */
+  readonly fused: readonly FusedProducts[];
+
+  constructor(private readonly w: Weights, c: ModelConfig, readonly maxChunk: number) {
+    const scratch: Scratch[] = [];
+    try {
+      for (const g of w.groups.list) scratch.push(allocScratch(g.kernels, c, maxChunk));
+    } catch (e) {
+      scratch.forEach((s, i) => freeScratch(w.groups.list[i]!.kernels, s)); // a group that does not fit leaves the groups before it as they were
+      throw e;
+    }
+    this.scratch = scratch;
+    this.fused = w.groups.list.flatMap((g, i) => {
+      const s = scratch[i]!;
+      return g.layers.map((L) => ({
         qkv: [{ out: s.q, w: L.wq }, { out: s.k, w: L.wk }, { out: s.v, w: L.wv }],
         gateUp: [{ out: s.gate, w: L.wGate }, { out: s.up, w: L.wUp }],
       }));
-      stages.push({ k: g.kernels, s, from: g.from, layers: g.layers, fused });
-    }
-  } catch (e) {
-    freeStages(stages); // a group that does not fit leaves the groups before it as they were
-    throw e;
+    });
   }
-  return stages;
-}
 
-export function freeStages(stages: readonly Stage[]): void {
-  for (const stage of stages) freeScratch(stage.k, stage.s);
+  free(): void {
+    this.scratch.forEach((s, i) => freeScratch(this.w.groups.list[i]!.kernels, s));
+  }
 }
 
 /** Runs n tokens (ids at positions) of one session through the model: forwardBatch with one session. */
 export function forward(
-  c: ModelConfig, w: Weights, stages: readonly Stage[], cache: KVCache,
+  c: ModelConfig, w: Weights, act: Activations, cache: KVCache,
   ids: ArrayLike<number>, positions: ArrayLike<number>, allLogits: boolean,
 ): Float32Array {
-  return forwardBatch(c, w, stages, [{ cache, ids, positions, allLogits }]);
+  return forwardBatch(c, w, act, [{ cache, ids, positions, allLogits }]);
 }
 
 /** One session's tokens in a forward pass. */
@@ -118,27 +122,30 @@ export interface BatchRows {
 /**
  * Runs the tokens of several sessions through the model in one pass: every matmul covers the rows
  * of all of them, so the weights are read once for all sequences; each session's rows attend to its
- * own cache. The first stage holds the embedding and the classifier (`w`); the residual stream is
- * copied into each next stage's memory and back. Writes the wanted logits to the first stage's
- * scratch.logits in batch order and returns a view of them.
+ * own cache. The first layer group's memory holds the embedding and the classifier; the residual
+ * stream is copied into each next group's memory and back. Writes the wanted logits to the first
+ * group's scratch.logits in batch order and returns a view of them.
  */
-export function forwardBatch(c: ModelConfig, w: Weights, stages: readonly Stage[], batch: readonly BatchRows[]): Float32Array {
+export function forwardBatch(c: ModelConfig, w: Weights, act: Activations, batch: readonly BatchRows[]): Float32Array {
   const n = batch.reduce((sum, b) => sum + b.ids.length, 0);
-  const { k, s } = stages[0]!;
-  if (n < 1 || n > s.maxChunk) throw new RangeError(`internal: chunk of ${n} tokens, scratch holds ${s.maxChunk}`);
+  const groups = w.groups.list;
+  const k = groups[0]!.kernels;
+  const s = act.scratch[0]!;
+  if (n < 1 || n > act.maxChunk) throw new RangeError(`internal: chunk of ${n} tokens, scratch holds ${act.maxChunk}`);
   const hidden = c.hiddenSize;
   const ids = k.arena.i32(s.ids, n);
   for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) ids.set(batch[b]!.ids, r);
   k.embed(s.x, w.embed, s.ids, n);
-  let previous = stages[0]!;
-  for (const stage of stages) {
-    carryResidual(previous, stage, n * hidden);
-    const pos = stage.k.arena.i32(stage.s.positions, n);
+  for (let g = 0; g < groups.length; g++) {
+    const { kernels, from, to, layers } = groups[g]!;
+    const gs = act.scratch[g]!;
+    if (g > 0) carryResidual(groups[g - 1]!.kernels, act.scratch[g - 1]!, kernels, gs, n * hidden);
+    const pos = kernels.arena.i32(gs.positions, n);
     for (let b = 0, r = 0; b < batch.length; r += batch[b]!.ids.length, b++) pos.set(batch[b]!.positions, r);
-    for (let i = 0; i < stage.layers.length; i++) layer(stage, c, batch, stage.from + i, pos);
-    previous = stage;
+    for (let l = from; l < to; l++) layer(kernels, gs, layers[l - from]!, act.fused[l]!, c, batch, l, pos);
   }
-  carryResidual(previous, stages[0]!, n * hidden);
+  const last = groups.length - 1;
+  if (last > 0) carryResidual(groups[last]!.kernels, act.scratch[last]!, k, s, n * hidden);
   // only the rows whose logits are wanted go through the final norm and the classifier
   let wanted = 0;
   for (let r = 0, b = 0; b < batch.length; r += batch[b]!.ids.length, b++) {
@@ -151,17 +158,17 @@ export function forwardBatch(c: ModelConfig, w: Weights, stages: readonly Stage[
   return k.arena.f32(s.logits, wanted * c.vocabSize);
 }
 
-/** One transformer block on the stage's residual stream: attention, then the SwiGLU feed-forward. */
-function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: number, pos: Int32Array): void {
-  const { k, s } = stage;
+/** Layer l, one transformer block on its group's residual stream (in `k`'s memory): attention, then the SwiGLU feed-forward. */
+function layer(
+  k: Kernels, s: Scratch, L: LayerWeights, fused: FusedProducts,
+  c: ModelConfig, batch: readonly BatchRows[], l: number, pos: Int32Array,
+): void {
   const n = pos.length;
-  const L = stage.layers[l - stage.from]!;
   const hidden = c.hiddenSize;
   const qRow = c.numHeads * c.headDim * 4;
   const kvRow = c.numKvHeads * c.headDim * 4;
   // attention block
   k.rmsnorm(s.xb, s.x, L.attnNorm, n, hidden, c.rmsEps);
-  const fused = stage.fused[l - stage.from]!;
   k.matmuls(s.xb, fused.qkv, n);
   if (L.bq) {
     k.addBias(s.q, L.bq, n, L.wq.rows);
@@ -192,8 +199,7 @@ function layer(stage: Stage, c: ModelConfig, batch: readonly BatchRows[], l: num
   k.add(s.x, s.xb2, n * hidden);
 }
 
-/** Copies the residual stream (`count` f32) from one stage's memory into the next one's. */
-function carryResidual(from: Stage, to: Stage, count: number): void {
-  if (from === to) return;
-  to.k.arena.f32(to.s.x, count).set(from.k.arena.f32(from.s.x, count));
+/** Copies the residual stream (`count` f32) from one group's memory into the next one's. */
+function carryResidual(fromK: Kernels, from: Scratch, toK: Kernels, to: Scratch, count: number): void {
+  toK.arena.f32(to.x, count).set(fromK.arena.f32(from.x, count));
 }

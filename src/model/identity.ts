@@ -3,21 +3,21 @@ import path from 'node:path';
 import type { Kernels, Matrix } from '../kernels/api.js';
 import type { ModelConfig } from './config.js';
 import { dtypeBytes } from './tensor.js';
-import type { WeightGroup, Weights } from './weights.js';
+import type { Weights } from './weights.js';
 import type { ModelIdentity } from '../cache/quant/calibfile.js';
 
 /**
  * The identity of a loaded model. Unlike the eval store's file fingerprint (src/eval/fingerprint.ts)
  * it hashes what runs, so the same weights read from another path or container agree.
  */
-export function modelIdentity(name: string, c: ModelConfig, w: Weights, groups: readonly WeightGroup[]): ModelIdentity {
+export function modelIdentity(name: string, c: ModelConfig, w: Weights): ModelIdentity {
   const hash = createHash('sha256');
   const vector = (k: Kernels, ptr: number): void => void hash.update(k.arena.u8(ptr, c.hiddenSize * 4));
   const matrix = (k: Kernels, m: Matrix): void => void hash.update(k.arena.u8(m.ptr, dtypeBytes(m.dtype, m.rows * m.cols)));
   // the first group's memory holds the embedding and classifier; each group its own layers
-  const first = groups[0]!.kernels;
+  const first = w.groups.first.kernels;
   matrix(first, w.embed);
-  for (const g of groups) {
+  for (const g of w.groups.list) {
     for (const L of g.layers) {
       vector(g.kernels, L.attnNorm);
       vector(g.kernels, L.ffnNorm);

@@ -2,7 +2,7 @@ import { ModelFormatError, UnsupportedModelError } from '../errors.js';
 import type { Kernels, Matrix } from '../kernels/api.js';
 import { BLOCK_FORMATS, dequantize } from '../kernels/ggml/index.js';
 import { f16Table, bf16ToF32 } from '../kernels/half.js';
-import type { LayerGroup } from '../cache/layer-groups.js';
+import type { LayerGroup, LayerGroups } from '../cache/layer-groups.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
 import { firstNonFinite, TensorNames as N, type RawTensor } from './tensor.js';
@@ -27,38 +27,42 @@ export interface LayerWeights {
 }
 
 export interface Weights {
+  /** The embedding, final norm and classifier live in the first group's memory. */
   embed: Matrix;
-  /** Layers [0, layers.length): all of them, or the first group's when the model is split over memories. */
-  layers: LayerWeights[];
   finalNorm: number;
   lmHead: Matrix;
-  /** Bytes of kernel memory the weights occupy. */
+  /** Every layer's weights, in its group's memory. */
+  groups: LayerGroups<WeightGroup>;
+  /** Bytes of kernel memory the weights occupy, in every memory. */
   bytes: number;
 }
 
-/** A layer group's weights: its layers [from, to), in its kernels' memory. */
+/** A layer group and the weights of its layers [from, to), in its kernels' memory. */
 export interface WeightGroup extends LayerGroup {
   layers: LayerWeights[];
-  /** Bytes of kernel memory the group's weights occupy. */
-  bytes: number;
 }
 
 /**
- * Copies a checkpoint's tensors into kernel memory: the embedding, final norm and classifier, and
- * layers [0, to) (default all). Matrices keep their stored dtype (a 16-bit model reads half the bytes
- * per token); norms and biases become f32 because they are tiny.
+ * Copies a checkpoint's tensors into kernel memory: each group's layers into its memory, and the
+ * embedding, final norm and classifier into the first group's. Matrices keep their stored dtype (a
+ * 16-bit model reads half the bytes per token); norms and biases become f32 because they are tiny.
  */
-export function uploadWeights(k: Kernels, config: ModelConfig, ckpt: Checkpoint, to = config.numLayers): Weights {
-  const up = uploader(k, ckpt);
+export function uploadWeights(placement: LayerGroups, config: ModelConfig, ckpt: Checkpoint): Weights {
+  const up = uploader(placement.first.kernels, ckpt);
   const embed = up.matrix(N.embed);
-  const layers = uploadLayers(k, config, ckpt, 0, to);
+  let bytes = 0;
+  const groups = placement.map((g) => {
+    const layers = uploadLayers(g.kernels, config, ckpt, g.from, g.to);
+    bytes += layers.bytes;
+    return { ...g, layers: layers.layers };
+  });
   const finalNorm = up.vector(N.finalNorm);
   const lmHead = config.tiedEmbeddings || !ckpt.tensors.has(N.lmHead) ? embed : up.matrix(N.lmHead);
-  return { embed, layers: layers.layers, finalNorm, lmHead, bytes: up.bytes() + layers.bytes };
+  return { embed, finalNorm, lmHead, groups, bytes: up.bytes() + bytes };
 }
 
 /** Copies layers [from, to) of a checkpoint into a layer group's kernel memory. */
-export function uploadLayers(k: Kernels, config: ModelConfig, ckpt: Checkpoint, from: number, to: number): WeightGroup {
+function uploadLayers(k: Kernels, config: ModelConfig, ckpt: Checkpoint, from: number, to: number): { layers: LayerWeights[]; bytes: number } {
   const { matrix, vector, bytes } = uploader(k, ckpt);
   const optionalVector = (name: string): number => (ckpt.tensors.has(name) ? vector(name) : 0);
   const layers: LayerWeights[] = [];
@@ -80,7 +84,7 @@ export function uploadLayers(k: Kernels, config: ModelConfig, ckpt: Checkpoint, 
       wDown: matrix(N.wDown(l)),
     });
   }
-  return { kernels: k, from, to, layers, bytes: bytes() };
+  return { layers, bytes: bytes() };
 }
 
 /** Copies named tensors into kernel memory, counting the bytes. */

@@ -67,8 +67,7 @@ export class SpecCost {
     const c = model.config;
     const parsed = parseSpec(spec);
     // as many groups as the model, so the slot tables kept per memory are counted as in a session
-    const groups = model.groups.map((g) => ({ kernels: scratch, from: g.from, to: g.to }));
-    this.cache = createCache(scratch, c, parsed, 1, { groups, model: () => model.identity() });
+    this.cache = createCache(model.weights.groups.placedIn(scratch), c, parsed, 1, { model: () => model.identity() });
     // a session's cache asks for the model's context at first, one row per step (the scheduler's sessions)
     this.capacity = startCapacity(this.cache.policy, c.numLayers, model.context ?? Math.min(c.maxContext, 1024));
     this.alloc = kvCost(c, spec, true);

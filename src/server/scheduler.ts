@@ -3,8 +3,7 @@ import { BusyError, CancelledError, LimitError, RequestError, UsageError } from 
 import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
 import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 import type { Model } from '../model.js';
-import { allocStages, type Stage } from '../model/forward.js';
-import { Session } from '../session.js';
+import type { Batch, Session } from '../session.js';
 import { MEMORY_LIMIT_BYTES, MEMORY_RESERVE_BYTES, scratchKernels } from '../model/plan.js';
 import { predictedPeakBytes, SpecCost, type CacheDemand } from './memory.js';
 
@@ -127,18 +126,15 @@ export class Scheduler {
   private totals = { admitted: 0, promptTokens: 0, generatedTokens: 0, kvBytesPeak: 0, steps: 0 };
 
   private readonly defaultSpec: string;
-  /** Activations of one decode step, in each layer group's memory: a row per running session. */
-  private readonly stages: Stage[];
-  /** Activations of one prefill chunk, shared: one prompt is prefilled at a time. */
-  private readonly prefillStages: Stage[];
+  /** A row per running session in one decode step; one prompt's chunk at a time. */
+  private readonly batch: Batch;
 
   constructor(readonly model: Model, private readonly options: SchedulerOptions) {
     this.defaultSpec = this.canonicalSpec(options.cache, false);
-    this.stages = allocStages(model.groups, model.config, options.parallel);
-    this.prefillStages = allocStages(model.groups, model.config, options.chunkSize ?? 32);
-    const used = Math.max(...model.groups.map((g) => g.kernels.arena.used));
-    this.memoryBytes = options.memoryBytes ?? Math.max(0, MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - used);
-    this.memoryShare = Math.max(...model.groups.map((g) => g.to - g.from)) / model.config.numLayers;
+    this.batch = model.batch({ rows: options.parallel, chunkSize: options.chunkSize ?? 32 });
+    const memories = model.weights.groups;
+    this.memoryBytes = options.memoryBytes ?? Math.max(0, MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - memories.mostUsed());
+    this.memoryShare = memories.largestShare();
   }
 
   /**
@@ -314,7 +310,7 @@ export class Scheduler {
     this.guarded(job, () => {
       // the session's own buffers are one row: it prefills with the shared ones and decodes in the batch
       job.session = this.model.session({ cache: job.spec, chunkSize: 1 });
-      job.prefill = job.session.prefill(job.request.prompt, this.prefillStages);
+      job.prefill = this.batch.prefill(job.session, job.request.prompt);
       job.generation = new Generation(this.model.tokenizer, this.model.config.vocabSize, job.request.prompt, job.request);
     });
   }
@@ -337,7 +333,7 @@ export class Scheduler {
     for (const job of jobs) job.next = undefined;
     let logits: Float32Array;
     try {
-      logits = Session.feedEach(jobs.map((j) => j.session!), tokens, this.stages);
+      logits = this.batch.decode(jobs.map((j) => j.session!), tokens);
     } catch (e) {
       for (const job of jobs) this.cancel(job, e as Error);
       return;

@@ -24,8 +24,8 @@ function sample(g: Float32Array | Float64Array, from: number): number[] {
 }
 
 function gradientCheck(model: Model, ids: number[]): number {
-  const f32 = new LlamaBackprop(model.groups, model.config, model.weights, 'f32');
-  const f64 = new LlamaBackprop(model.groups, model.config, model.weights, 'f64');
+  const f32 = new LlamaBackprop(model.config, model.weights, 'f32');
+  const f64 = new LlamaBackprop(model.config, model.weights, 'f64');
   const grads = new Map<number, LayerGradients>();
   f32.gradients(ids, (l, g) => grads.set(l, g));
   expect(grads.size).toBe(model.config.numLayers);
@@ -67,13 +67,13 @@ describe.each([
   });
 
   it('refuses per-head q/k norms (Qwen3), which it does not differentiate', () => {
-    expect(() => new LlamaBackprop(model.groups, { ...model.config, architecture: 'qwen3' }, model.weights)).toThrow(UnsupportedModelError);
+    expect(() => new LlamaBackprop({ ...model.config, architecture: 'qwen3' }, model.weights)).toThrow(UnsupportedModelError);
   });
 
   it('computes the same loss as the engine\'s forward pass', () => {
     const logprobs = model.session({ cache: 'full+fp32' }).score(ids); // backprop keeps keys and values in f32
     const engine = -logprobs.reduce((a, b) => a + b, 0) / logprobs.length;
-    const loss = new LlamaBackprop(model.groups, model.config, model.weights).loss(ids);
+    const loss = new LlamaBackprop(model.config, model.weights).loss(ids);
     expect(loss).toBeCloseTo(engine, 4);
   });
 });
@@ -89,16 +89,16 @@ describe('ref-6m split over several memories', () => {
 
   it('gives the same loss and gradients as one memory, bit for bit (SIMD f32, and the f64 reference on one layer per memory)', () => {
     const [one, ...split] = models;
-    expect(split.map((m) => m.groups.length)).toEqual([3, 6]);
+    expect(split.map((m) => m.weights.groups.count)).toEqual([3, 6]);
     const ids = one!.tokenizer.encode('Once upon a time there was a little town by the sea, and every morning the boats went out.').slice(0, 16);
     const run = (m: Model, precision: 'f32' | 'f64') => {
       const grads: LayerGradients[] = [];
-      const loss = new LlamaBackprop(m.groups, m.config, m.weights, precision).gradients(ids, (l, g) => (grads[l] = g));
+      const loss = new LlamaBackprop(m.config, m.weights, precision).gradients(ids, (l, g) => (grads[l] = g));
       return { loss, grads };
     };
     const expected = run(one!, 'f32');
     expect(expected.grads).toHaveLength(one!.config.numLayers);
-    for (const m of split) expect(run(m, 'f32'), `${m.groups.length} memories`).toEqual(expected);
+    for (const m of split) expect(run(m, 'f32'), `${m.weights.groups.count} memories`).toEqual(expected);
     expect(run(split[1]!, 'f64')).toEqual(run(one!, 'f64'));
   });
 });

@@ -46,7 +46,7 @@ describe('calibrate on stories260K', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-calib-'));
   beforeAll(async () => {
     model = await loadModel(path.join(STORIES, 'stories260K.bin'), { threads: 1 });
-    identity = modelIdentity('stories260K', model.config, model.weights, model.groups);
+    identity = modelIdentity('stories260K', model.config, model.weights);
     const samples = calibrationSamples('stories260k-calibration', model.tokenizer, 4, 96);
     options = { model: identity, samples, data: 'stories260k-calibration', bits: [2, 3, 4], outliers: 0.05, fisher: true, seed: 1 };
     result = calibrate(model, options);
@@ -60,7 +60,7 @@ describe('calibrate on stories260K', () => {
     const c = model.config;
     const kvDim = c.numKvHeads * c.headDim;
     const perChannel: number[][][] = Array.from({ length: c.numLayers }, () => Array.from({ length: kvDim }, () => []));
-    const bp = new LlamaBackprop(model.groups, c, model.weights);
+    const bp = new LlamaBackprop(c, model.weights);
     for (const ids of options.samples) {
       bp.activations(ids, (l, keys) => {
         for (let j = kvDim; j < keys.length; j++) perChannel[l]![j % kvDim]!.push(keys[j]!);
@@ -113,7 +113,7 @@ describe('calibrate on stories260K', () => {
     expect(readCalibration(file, identity)).toEqual(result);
     const other = await loadModel(REF6M, { threads: 1 });
     try {
-      const otherId = modelIdentity('ref-6m', other.config, other.weights, other.groups);
+      const otherId = modelIdentity('ref-6m', other.config, other.weights);
       expect(() => readCalibration(file, otherId)).toThrow(CalibrationError);
       expect(() => readCalibration(file, otherId)).toThrow(/calibrated for stories260K .* not for the model in use, ref-6m/);
     } finally {
@@ -137,7 +137,7 @@ describe('calibrate on ref-6m split over several memories', () => {
 
   it('writes the same file as one memory, and kvquant(calib=FILE) runs on the split model as on one memory', () => {
     const [one, ...split] = models;
-    expect(split.map((m) => m.groups.length)).toEqual([3, 6]);
+    expect(split.map((m) => m.weights.groups.count)).toEqual([3, 6]);
     const samples = calibrationSamples('c4-calibration', one!.tokenizer, 2, 24);
     const run = (m: Model): Calibration => calibrate(m, { model: m.identity(), samples, data: 'c4-calibration', bits: [2], outliers: 0.05, fisher: true, seed: 1 });
     const expected = run(one!);
@@ -149,11 +149,11 @@ describe('calibrate on ref-6m split over several memories', () => {
     expect(expectedLogits).not.toEqual(logits(one!, 'kvquant(bits=2)')); // the file's thresholds and datatypes are in use
     for (const m of split) {
       const got = run(m);
-      expect(got, `${m.groups.length} memories`).toEqual(expected);
-      const splitFile = path.join(dir, `split-${m.groups.length}.calib`);
+      expect(got, `${m.weights.groups.count} memories`).toEqual(expected);
+      const splitFile = path.join(dir, `split-${m.weights.groups.count}.calib`);
       writeCalibration(splitFile, got);
       expect(fs.readFileSync(splitFile)).toEqual(fs.readFileSync(file));
-      expect(logits(m), `${m.groups.length} memories`).toEqual(expectedLogits);
+      expect(logits(m), `${m.weights.groups.count} memories`).toEqual(expectedLogits);
     }
   });
 });
@@ -166,7 +166,7 @@ describe('calibrate refuses what its backward pass does not model', () => {
     await writeHfDir(path.join(dir, 'qwen3'), randomLlama({ ...TINY, architecture: 'qwen3' }), tokenizer);
     const model = await loadModel(path.join(dir, 'qwen3'), { threads: 1 });
     try {
-      const identity = modelIdentity('qwen3', model.config, model.weights, model.groups);
+      const identity = modelIdentity('qwen3', model.config, model.weights);
       const options: CalibrateOptions = { model: identity, samples: [[1, 2, 3, 4]], data: 'x', bits: [3], outliers: 0.01, fisher: true, seed: 1 };
       expect(() => calibrate(model, options)).toThrow(UnsupportedModelError);
       expect(() => calibrate(model, options)).toThrow(/q\/k norms/);

@@ -21,8 +21,8 @@ describe('a model split over several WebAssembly memories', () => {
   });
 
   it('holds its layers in separate memories', () => {
-    expect(models.map((m) => m.groups.length)).toEqual([1, 2, 6]);
-    const memories = new Set(models[2]!.groups.map((g) => g.kernels.arena.memory));
+    expect(models.map((m) => m.weights.groups.count)).toEqual([1, 2, 6]);
+    const memories = new Set(models[2]!.weights.groups.list.map((g) => g.kernels.arena.memory));
     expect(memories.size).toBe(6);
     expect(models[2]!.info().weightBytes).toBe(models[0]!.info().weightBytes);
   });
@@ -36,7 +36,7 @@ describe('a model split over several WebAssembly memories', () => {
       for (const model of split) {
         const got = run(model, cache, ids, streaming);
         expect(got.length).toBe(expected.length);
-        got.forEach((logits, i) => expect(logits, `${cache}, ${model.groups.length} memories, step ${i}`).toEqual(expected[i]));
+        got.forEach((logits, i) => expect(logits, `${cache}, ${model.weights.groups.count} memories, step ${i}`).toEqual(expected[i]));
       }
     }
   });
@@ -64,6 +64,6 @@ describe('a model split over several WebAssembly memories', () => {
     const slotTable = c.numKvHeads * a.cache.capacity * 4; // Int32 per slot and KV head
     const ropeTables = (a.cache as unknown as { codec: { ropeTables: { bytes(): number } } }).codec.ropeTables.bytes();
     expect(b.cache.capacity).toBe(a.cache.capacity);
-    expect(b.cache.bytes() - a.cache.bytes()).toBe((split.groups.length - 1) * (slotTable + ropeTables));
+    expect(b.cache.bytes() - a.cache.bytes()).toBe((split.weights.groups.count - 1) * (slotTable + ropeTables));
   });
 });

@@ -134,3 +134,27 @@ describe('memory', () => {
     await expect(createKernels({ threads: Number.NaN })).rejects.toThrow(UsageError);
   });
 });
+
+describe('batches (sessions stepped together)', () => {
+  it('refuses bad sizes, more sessions than rows, no session, a token count that differs, and another model\'s session', async () => {
+    for (const options of [{ rows: 0, chunkSize: 4 }, { rows: 2, chunkSize: 1.5 }, { rows: 2 }]) {
+      expect(() => model.batch(options as never), JSON.stringify(options)).toThrow(UsageError);
+    }
+    const batch = model.batch({ rows: 2, chunkSize: 4 });
+    const sessions = [0, 1, 2].map(() => model.session({ chunkSize: 4 }));
+    for (const s of sessions) s.feed([1]);
+    expect(() => batch.decode(sessions, [5, 6, 7])).toThrow(/3 sessions to decode, the batch holds 1 to 2/);
+    expect(() => batch.decode([], [])).toThrow(UsageError);
+    expect(() => batch.decode(sessions.slice(0, 2), [5])).toThrow(/1 tokens for 2 sessions/);
+    const other = await loadModel(STORIES_BIN, { threads: 1 });
+    const stranger = other.session({ chunkSize: 4 });
+    expect(() => batch.decode([sessions[0]!, stranger], [5, 6])).toThrow(/another model/);
+    expect(() => batch.prefill(stranger, [1, 2]).next()).toThrow(/another model/);
+    // what it refused changed nothing: the batch still decodes its model's sessions
+    expect(batch.decode(sessions.slice(0, 2), [5, 6])).toHaveLength(2 * model.config.vocabSize);
+    expect(sessions.map((s) => s.tokens)).toEqual([[1, 5], [1, 6], [1]]);
+    await other.close();
+    batch.free();
+    for (const s of sessions) s.dispose();
+  });
+});

@@ -1,8 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { allocStages, freeStages } from '../../src/model/forward.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { argmax } from '../../src/sample.js';
-import { Session } from '../../src/session.js';
 import { REF6M_DIR } from '../engine/helpers.js';
 
 const SPECS = ['full', 'h2o(budget=0.5)+kvquant(bits=3)', 'window(sinks=4,recent=24)+fp16', 'full+int(bits=4)', 'snapkv(budget=20)+fp16'];
@@ -17,7 +15,7 @@ describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, 
   afterAll(() => model.close());
 
   it('gives each session the logits it gets alone', () => {
-    expect(model.groups.length).toBe(groups);
+    expect(model.weights.groups.count).toBe(groups);
     const make = () => SPECS.map((cache) => model.session({ cache, chunkSize: 8 }));
     const alone = make();
     const batched = make();
@@ -27,9 +25,9 @@ describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, 
       batched[i]!.feed(ids);
       return argmax(alone[i]!.feed(ids));
     });
-    const stages = allocStages(model.groups, model.config, SPECS.length);
+    const batch = model.batch({ rows: SPECS.length, chunkSize: 8 });
     for (let step = 0; step < 12; step++) {
-      const together = Session.feedEach(batched, next, stages);
+      const together = batch.decode(batched, next);
       next = next.map((token, i) => {
         const own = alone[i]!.feed([token]);
         const row = together.subarray(i * vocab, (i + 1) * vocab);
@@ -45,7 +43,7 @@ describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, 
       expect(batched[i]!.cache.layerLengths()).toEqual(alone[i]!.cache.layerLengths());
       expect(batched[i]!.cache.bytes()).toBe(alone[i]!.cache.bytes());
     }
-    freeStages(stages);
+    batch.free();
     for (const s of [...alone, ...batched]) s.dispose();
   });
 });
