@@ -14,10 +14,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { defaultCacheDir, MODEL_SPECS } from '../dist/bench/models.js';
-import { loadModel } from '../dist/model.js';
+import { loadModel } from '../dist/engine/model.js';
 import { kvBytesPerToken } from '../dist/model/config.js';
 import { allocStages, freeStages } from '../dist/model/forward.js';
-import { Session } from '../dist/session.js';
+import { Session } from '../dist/engine/session.js';
 import { Progress } from '../dist/util/progress.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -3,7 +3,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { BusyError, CancelledError, LimitError, NumericError, RequestError, UsageError } from '../errors.js';
 import { capConnections, checkHostHeader, DEFAULT_HTTP_LIMITS, httpOptions, type HttpLimits } from '../util/http.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import type { ChatTemplate } from './chat.js';
 import type { Scheduler, SchedulerRequest, SchedulerResult } from './scheduler.js';
 import { serverMetrics } from './metrics.js';

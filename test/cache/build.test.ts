@@ -4,7 +4,7 @@ import { KVCache } from '../../src/cache/kvcache.js';
 import { MaskedKVCache } from '../../src/cache/masked-kvcache.js';
 import { parseSpec } from '../../src/cache/registry.js';
 import { UsageError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 describe('building a cache from a spec', () => {

@@ -5,7 +5,7 @@ import type { AttentionStats, Policy } from '../../src/cache/policy.js';
 import { friendliness, minmaxQuantError, qhitter } from '../../src/cache/policies/qhitter.js';
 import { POLICIES, parseSpec, printSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { choose } from './helpers.js';
 

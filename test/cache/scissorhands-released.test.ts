@@ -5,7 +5,7 @@ import type { AttentionStats, MaskingPolicy } from '../../src/cache/policy.js';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import { UsageError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 const CAPACITY = 8;

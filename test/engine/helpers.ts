@@ -1,6 +1,6 @@
 import path from 'node:path';
-import { argmax } from '../../src/sample.js';
-import type { Session } from '../../src/session.js';
+import { argmax } from '../../src/engine/sample.js';
+import type { Session } from '../../src/engine/session.js';
 
 export const SHARED = path.resolve('../shared');
 export const REF6M_DIR = path.join(SHARED, 'models/ref-6m');

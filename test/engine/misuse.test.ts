@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvpackError, UsageError } from '../../src/errors.js';
 import { createKernels } from '../../src/kernels/index.js';
-import { loadModel, type Model } from '../../src/model.js';
-import { Sampler } from '../../src/sample.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
+import { Sampler } from '../../src/engine/sample.js';
 import { STORIES_BIN } from './helpers.js';
 
 // Library misuse a fuzzing pass found crashing or silently wrong: each must be a typed error or right.

@@ -5,7 +5,7 @@ import { passkey, passkeyLine, passkeyPrompt } from '../../src/eval/passkey.js';
 import { firstInteger, parseIntList } from '../../src/eval/retrieval.js';
 import { resolveTask } from '../../src/eval/tasks.js';
 import { xsum } from '../../src/eval/xsum.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 
 describe('eval tasks on stories260K', () => {

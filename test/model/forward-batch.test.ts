@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allocStages, freeStages } from '../../src/model/forward.js';
-import { loadModel, type Model } from '../../src/model.js';
-import { argmax } from '../../src/sample.js';
-import { Session } from '../../src/session.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
+import { argmax } from '../../src/engine/sample.js';
+import { Session } from '../../src/engine/session.js';
 import { REF6M_DIR } from '../engine/helpers.js';
 
 const SPECS = ['full', 'h2o(budget=0.5)+kvquant(bits=3)', 'window(sinks=4,recent=24)+fp16', 'full+int(bits=4)', 'snapkv(budget=20)+fp16'];

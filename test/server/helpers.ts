@@ -1,7 +1,7 @@
 import net from 'node:net';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { createApp } from '../../src/server/app.js';
 import { loadChatTemplate } from '../../src/server/chat.js';
 import { Scheduler, type SchedulerOptions } from '../../src/server/scheduler.js';

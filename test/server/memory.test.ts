@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { predictedPeakBytes, SpecCost } from '../../src/server/memory.js';
 import { REF6M_DIR } from '../engine/helpers.js';
 

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import { Scheduler } from '../../src/server/scheduler.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { startServer, streamCompletion, type TestServer } from './helpers.js';

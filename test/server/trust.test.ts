@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseSpec, printSpec } from '../../src/cache/registry.js';
 import { CalibrationError, KvpackError, ModelFormatError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { errorResponse } from '../../src/server/app.js';
 import { Scheduler } from '../../src/server/scheduler.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';

@@ -8,7 +8,7 @@ import { f16ToF32, f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
 import { ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig } from '../../../src/model/config.js';
-import { loadModel, type Model } from '../../../src/model.js';
+import { loadModel, type Model } from '../../../src/engine/model.js';
 import { REF6M_DIR } from '../../engine/helpers.js';
 import { expectClose, put, randomF32, rng } from '../../kernels/util.js';
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { writeCalibration, type Calibration, type StreamCalibration } from '../../../src/cache/quant/calibfile.js';
-import { rangeParams } from '../../../src/kernels/quant/quantize.js';
+import { rangeParams } from '../../../src/kernels/packed/quantize.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
 import { CalibrationError, UsageError } from '../../../src/errors.js';

@@ -1,17 +1,17 @@
-import { createCache } from './cache/build.js';
-import type { KVCache } from './cache/kvcache.js';
-import { parseSpec } from './cache/registry.js';
-import { KvLimitError, LimitError, NumericError, UsageError } from './errors.js';
+import { createCache } from '../cache/build.js';
+import type { KVCache } from '../cache/kvcache.js';
+import { parseSpec } from '../cache/registry.js';
+import { KvLimitError, LimitError, NumericError, UsageError } from '../errors.js';
 import { Generation } from './generation.js';
-import { allocStages, forward, forwardBatch, freeStages, type Stage } from './model/forward.js';
-import type { Kernels } from './kernels/api.js';
-import type { ModelConfig } from './model/config.js';
-import type { WeightGroup, Weights } from './model/weights.js';
+import { allocStages, forward, forwardBatch, freeStages, type Stage } from '../model/forward.js';
+import type { Kernels } from '../kernels/api.js';
+import type { ModelConfig } from '../model/config.js';
+import type { WeightGroup, Weights } from '../model/weights.js';
 import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
-import type { ModelIdentity } from './cache/quant/calibfile.js';
-import { formatBytes } from './util/progress.js';
-import type { Tokenizer } from './tokenizer/tokenizer.js';
-import { applyDefaults, bool, findIssue, int, number, optional, param, text, type Params } from './util/schema.js';
+import type { ModelIdentity } from '../cache/quant/calibfile.js';
+import { formatBytes } from '../util/progress.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { applyDefaults, bool, findIssue, int, number, optional, param, text, type Params } from '../util/schema.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
 export interface RunnableModel {
