@@ -6,8 +6,7 @@ import type { Kernels } from '../kernels/api.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { MODEL_CLOSED, Session, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from '../model/checkpoint.js';
-import { kvBytesPerToken, type ModelConfig } from '../model/config.js';
-import type { ModelIdentity } from '../cache/quant/calibfile.js';
+import { kvBytesPerToken, type ModelConfig, type ModelIdentity } from '../model/config.js';
 import { modelIdentity, modelName } from '../model/identity.js';
 import { loadCheckpoint, readModelHeader } from '../model/load.js';
 import { summarizeTensors, type TensorSummary } from '../model/tensor.js';
@@ -110,6 +109,11 @@ export class Model {
 
   get closed(): boolean {
     return this.isClosed;
+  }
+
+  /** What messages and the server call it: its file or folder name without the extension. */
+  get name(): string {
+    return modelName(this.source);
   }
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {

@@ -73,7 +73,18 @@ describe('KV cache with eviction (stories260K)', () => {
     session.feed(ids.slice(0, 100));
     expect(session.cache.layerLengths()).toEqual(new Array(model.config.numLayers).fill(25));
     session.feed([ids[100]!]);
-    expect(session.cache.length).toBe(25);
+    expect(session.cache.layerLengths()).toEqual(new Array(model.config.numLayers).fill(25));
+  });
+
+  it('bytesPerToken scales by the mean tokens per layer when pyramid budgets hold different counts', () => {
+    const session = model.session({ cache: 'h2o(budget=32,schedule=pyramid)+fp16' });
+    session.score(ids, { mode: 'decode' });
+    const lengths = session.cache.layerLengths();
+    expect(new Set(lengths).size).toBeGreaterThan(1);
+    // f16 keys and values, slot positions and H2O's per-slot score all grow with the slots, nothing else
+    const slots = lengths.reduce((a, b) => a + b, 0) * model.config.numKvHeads;
+    expect(session.cache.bytes()).toBe(slots * (2 * model.config.headDim * 2 + 4 + 4));
+    expect(session.cache.meanLength() * session.cache.bytesPerToken()).toBeCloseTo(session.cache.bytes(), 6);
   });
 
   it('counts real bytes: keys and values for the full cache, which stores no positions (slot p holds position p)', () => {
@@ -100,7 +111,7 @@ describe('KV cache with eviction (stories260K)', () => {
     (spec) => {
       const evicted = model.session({ cache: spec });
       evicted.feed(ids.slice(0, 200));
-      const kept = evicted.cache.length;
+      const kept = evicted.cache.meanLength();
       expect(kept).toBeLessThanOrEqual(16);
       const fitting = model.session({ cache: spec });
       fitting.feed(ids.slice(0, kept));

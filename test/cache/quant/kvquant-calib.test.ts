@@ -13,7 +13,7 @@ import type { Kernels } from '../../../src/kernels/api.js';
 import { createKernels } from '../../../src/kernels/index.js';
 import { ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig } from '../../../src/model/config.js';
-import type { ModelIdentity } from '../../../src/cache/quant/calibfile.js';
+import type { ModelIdentity } from '../../../src/model/config.js';
 import { put, randomF32, rng } from '../../kernels/util.js';
 
 const c = {
