@@ -1,4 +1,5 @@
-// Pieces shared by the tokenizers: token types, special-token partitioning, UTF-8 helpers, checks.
+// Pieces shared by the tokenizers: token types, special-token partitioning, UTF-8 helpers, checks, and
+// VocabTokenizer, what the two GGUF tokenizers have in common.
 import { ModelFormatError } from '../errors.js';
 import type { Tokenizer } from './tokenizer.js';
 

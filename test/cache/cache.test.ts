@@ -1,18 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/engine/model.js';
-import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
+import { REF6M_DIR, STORIES_BIN, withModel } from '../engine/helpers.js';
 
 const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
 const ids = story.ids.slice(0, 160);
 
 describe('KV cache with eviction (stories260K)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it('full gives the same log-probabilities, bit for bit, as a policy whose budget is never reached', () => {
     const full = model.session({ cache: 'full+fp32' }).score(ids, { mode: 'decode' });
@@ -126,10 +123,7 @@ describe('KV cache with eviction (stories260K)', () => {
 
 describe('KV bytes per token (ref-6m)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(REF6M_DIR, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(REF6M_DIR, (m) => (model = m));
 
   it('full+kvquant(bits=3) holds at most a quarter of fp16 per token over 2048 tokens', () => {
     const c = model.config;

@@ -1,19 +1,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/engine/model.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
 import { LimitError, UsageError } from '../../src/errors.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { STORIES_BIN, withModel } from '../engine/helpers.js';
 
 const stories = fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n').filter(Boolean)
   .map((l) => (JSON.parse(l) as { ids: number[] }).ids);
 
 describe('streaming past the trained context (stories260K, context 512)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it('with nothing evicted, streaming positions are the positions: same log-probabilities as the plain cache', () => {
     const ids = stories[0]!.slice(0, 120);
