@@ -19,7 +19,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; summary
   chat: { run: chatCommand, summary: "an interactive chat through the model's template; the cache's bytes after each turn" },
   ppl: { run: pplCommand, summary: 'perplexity on wikitext2, c4, pg19 or a text file' },
   info: { run: infoCommand, summary: 'architecture, parameters, dtypes, KV bytes per token' },
-  eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle) once for one or more cache specs' },
+  eval: { run: evalCommand, summary: 'run one task (ppl, fidelity, xsum, passkey, needle, multikey, copy) once for one or more cache specs' },
   sweep: { run: sweepCommand, summary: 'run a plan of models × cache specs × tasks into a resumable results store' },
   worker: { run: workerCommand, summary: 'run sweep units from a Redis queue (kvpack sweep PLAN --queue URL), on any machine' },
   report: { run: reportCommand, summary: 'tables and plots (Markdown, HTML, PNG) from results stores' },

@@ -14,7 +14,7 @@ const HELP = `Usage: kvpack report [--store FILE]… [--out DIR] [--png]
 
 Renders results stores (default: every results/*.jsonl): one table per model, task and task
 parameters, one row per cache spec, with the change against the full cache, and plots (quality vs
-KV bytes per token, metrics vs budget, passkey/needle heatmaps, XSum ROUGE bars), and a list of the
+KV bytes per token, metrics vs budget, passkey/needle/multikey heatmaps, XSum ROUGE bars), and a list of the
 cache traces (NAME${TRACE_SUFFIX}, from kvpack trace) found beside the stores, each with its kvpack view command.
   --out DIR   write DIR/index.html (self-contained, inline SVG), DIR/report.md and DIR/<plot>.svg for
               each plot (standalone, for a paper) instead of printing the Markdown

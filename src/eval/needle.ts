@@ -41,7 +41,7 @@ export function loadHaystack(): string {
 
 const haystacks = new WeakMap<Model, number[]>();
 
-function haystackIds(model: Model): number[] {
+export function haystackIds(model: Model): number[] {
   let ids = haystacks.get(model);
   if (!ids) {
     ids = encode(model, loadHaystack());
@@ -51,20 +51,20 @@ function haystackIds(model: Model): number[] {
 }
 
 /** Index after the last sentence-ending token at or before `at` (0 when none). */
-function sentenceBoundary(model: Model, ids: readonly number[], at: number): number {
+export function sentenceBoundary(model: Model, ids: readonly number[], at: number): number {
   for (let i = at; i > 0; i--) {
     if (/[.!?]\s*$/.test(model.tokenizer.decode([ids[i - 1]!]))) return i;
   }
   return 0;
 }
 
-export function needlePrompt(model: Model, length: number, depth: number, key: string, value: number, offset = 0): number[] {
+/** `hay` is the essays' ids unless given (the recall model's training uses other text in this format). */
+export function needlePrompt(model: Model, length: number, depth: number, key: string, value: number, offset = 0, hay = haystackIds(model)): number[] {
   const head = [...bosIds(model), ...encode(model, NEEDLE_INSTRUCTION)];
   const needle = encode(model, ` ${needleSentence(key, value)} `);
   const question = encode(model, needleQuestion(key));
   const room = length - head.length - needle.length - question.length;
   if (room < 1) throw new UsageError(`needle length ${length} leaves no room for the haystack (at least ${length - room + 1} tokens)`);
-  const hay = haystackIds(model);
   const start = offset % Math.max(1, hay.length - room);
   const context = hay.slice(start, start + room);
   const at = depth >= 100 ? context.length : sentenceBoundary(model, context, Math.round((context.length * depth) / 100));

@@ -37,10 +37,13 @@ export interface GridResult {
   memory: CacheMemory;
 }
 
-/** The prompt's token ids: whole filler sentences fill it up to `length` tokens. */
-export function passkeyPrompt(model: Model, length: number, depth: number, key: number): number[] {
+/**
+ * The prompt's token ids: whole filler units fill it up to `length` tokens. `filler` is the repeated
+ * unit (the task's own unless given: the recall model's training uses other fillers in this format).
+ */
+export function passkeyPrompt(model: Model, length: number, depth: number, key: number, fillerText = PASSKEY_FILLER): number[] {
   const head = [...bosIds(model), ...encode(model, `${PASSKEY_TASK}\n`)];
-  const unit = encode(model, ` ${PASSKEY_FILLER}`);
+  const unit = encode(model, ` ${fillerText}`);
   const info = encode(model, `\n${passkeyLine(key)}\n`);
   const question = encode(model, `\n${PASSKEY_QUESTION}`);
   const room = length - head.length - info.length - question.length;

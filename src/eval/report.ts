@@ -108,10 +108,12 @@ function experimentTitle(r: ResultRow): string {
   return `${modelName(r.model)} · ${r.task} · ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(' ')}${store ? ` · ${store}` : ''}`;
 }
 
-/** Passkey/needle where even the full cache never answers: nothing to compare, said once instead of plotted. */
+const GRID_TASKS = ['passkey', 'needle', 'multikey'];
+
+/** A retrieval grid where even the full cache never answers: nothing to compare, said once instead of plotted. */
 function fullScoresZero(rows: readonly ResultRow[]): boolean {
   const full = baselineRow(rows);
-  return (rows[0]!.task === 'passkey' || rows[0]!.task === 'needle') && full?.metrics.accuracy === 0;
+  return GRID_TASKS.includes(rows[0]!.task) && full?.metrics.accuracy === 0;
 }
 
 /** The plots of one experiment: which ones depend on the task. */
@@ -132,7 +134,11 @@ export function experimentPlots(rows: ResultRow[], seedRows: ResultRow[] = rows,
       break;
     case 'passkey':
     case 'needle':
+    case 'multikey':
       plots.push(heatmapPlot(e), budgetPlot(e, 'accuracy', 'accuracy'));
+      break;
+    case 'copy':
+      plots.push(budgetPlot(e, 'ratio', 'NLL of the repeat / NLL of the first occurrence'));
       break;
     case 'xsum':
       plots.push(rougePlot(e), paretoPlot(e, 'rouge1', 'ROUGE-1 F1'));

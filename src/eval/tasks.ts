@@ -1,10 +1,12 @@
 import { UsageError } from '../errors.js';
 import type { Model } from '../engine/model.js';
 import { applyDefaults, findIssue, int, oneOf, text, type Infer, type Param, type ParamValue } from '../util/schema.js';
+import { copyNll } from './copy.js';
 import { checkEvalData, DATASETS, evalChunks, loadTokenDocuments, TOKEN_DATASETS } from './data.js';
 import { fidelity } from './fidelity.js';
+import { multikey } from './multikey.js';
 import { needle } from './needle.js';
-import { passkey, type GridResult } from './passkey.js';
+import { passkey, type GridOptions, type GridResult } from './passkey.js';
 import { perplexity, type PerplexityOptions } from './ppl.js';
 import { parseIntList } from './retrieval.js';
 import { xsum } from './xsum.js';
@@ -159,6 +161,33 @@ const xsumTask = task({
   limit: 'items',
 });
 
+const copyTask = task({
+  name: 'copy',
+  doc: 'NLL per token of a repeated span (text, span, text, span) on its second occurrence over its first (ratio; < 1 = copies)',
+  params: {
+    data: text({ default: 'wikitext2', doc: DATA_DOC }),
+    span: int({ min: 2, default: 64, doc: 'tokens in the repeated span' }),
+    gap: int({ min: 0, default: 256, doc: 'tokens of text before each occurrence' }),
+    items: int({ min: 1, default: 20, doc: 'items (each 2 × (gap + span) tokens) averaged' }),
+    mode: oneOf(MODES, { default: 'chunked', doc: 'decode feeds one token at a time' }),
+  },
+  usesSeed: false,
+  units: (p) => p.items * 2 * (p.gap + p.span),
+  check(p) {
+    checkEvalData(p.data);
+  },
+  async run(model, cache, p, context) {
+    const r = copyNll(model, { ...p, cache, onProgress: context.onProgress });
+    return { metrics: { ratio: r.ratio, nll_first: r.nll_first, nll_second: r.nll_second, items: r.items }, memory: r.memory };
+  },
+  columns: [
+    { metric: 'ratio', header: 'NLL 2nd/1st', digits: 4, delta: true },
+    { metric: 'nll_second', header: 'NLL 2nd', digits: 4 },
+    { metric: 'nll_first', header: 'NLL 1st', digits: 4 },
+  ],
+  limit: 'items',
+});
+
 // lengths and depths stay text in rows (their keys), and are read as lists when used
 const gridParams = (lengths: string) => ({
   lengths: text({ default: lengths, doc: 'prompt lengths in tokens, comma-separated' }),
@@ -167,31 +196,31 @@ const gridParams = (lengths: string) => ({
 });
 type GridParams = Infer<ReturnType<typeof gridParams>>;
 
-function gridTask(name: 'passkey' | 'needle', doc: string, runGrid: typeof passkey) {
+function gridTask(name: 'passkey' | 'needle', doc: string, lengths: string, runGrid: (model: Model, o: GridOptions) => Promise<GridResult>) {
   return task({
     name,
     doc,
-    params: gridParams(name === 'passkey' ? '256,512,1024,1900' : '512,1024,1900'),
+    params: gridParams(lengths),
     usesSeed: true,
-    units: (p) => gridLengths(p).reduce((n, l) => n + l, 0) * gridDepths(p).length * p.trials,
-    check(p) {
-      gridLengths(p);
-      gridDepths(p);
-    },
-    async run(model, cache, p, context) {
-      const r: GridResult = await runGrid(model, {
-        cache,
-        lengths: gridLengths(p),
-        depths: gridDepths(p),
-        trials: p.trials,
-        seed: context.seed,
-        onProgress: context.onProgress,
-      });
-      return { metrics: { accuracy: r.accuracy, ...r.cells, trials: r.trials }, memory: r.memory };
-    },
-    columns: [{ metric: 'accuracy', header: 'accuracy', digits: 3 }],
+    units: gridUnits,
+    check: checkGrid,
+    run: (model, cache, p, context) => runGridTask(p, cache, context, (o) => runGrid(model, o)),
+    columns: GRID_COLUMNS,
     limit: 'trials',
   });
+}
+
+const gridUnits = (p: GridParams): number => gridLengths(p).reduce((n, l) => n + l, 0) * gridDepths(p).length * p.trials;
+const GRID_COLUMNS = [{ metric: 'accuracy', header: 'accuracy', digits: 3 }];
+
+function checkGrid(p: GridParams): void {
+  gridLengths(p);
+  gridDepths(p);
+}
+
+async function runGridTask(p: GridParams, cache: string, context: TaskContext, run: (o: GridOptions) => Promise<GridResult>): Promise<TaskOutput> {
+  const r = await run({ cache, lengths: gridLengths(p), depths: gridDepths(p), trials: p.trials, seed: context.seed, onProgress: context.onProgress });
+  return { metrics: { accuracy: r.accuracy, ...r.cells, trials: r.trials }, memory: r.memory };
 }
 
 function gridLengths(p: GridParams): number[] {
@@ -202,10 +231,21 @@ function gridDepths(p: GridParams): number[] {
   return parseIntList(p.depths, 'depths', 0, 100);
 }
 
-const passkeyTask = gridTask('passkey', 'landmark-attention passkey retrieval over (length, depth); first integer of the greedy answer = key', passkey);
-const needleTask = gridTask('needle', 'a magic-number needle at depth d% of Paul Graham essays of length L; greedy answer contains the number', needle);
+const passkeyTask = gridTask('passkey', 'landmark-attention passkey retrieval over (length, depth); first integer of the greedy answer = key', '256,512,1024,1900', passkey);
+const needleTask = gridTask('needle', 'a magic-number needle at depth d% of Paul Graham essays of length L; greedy answer contains the number', '512,1024,1900', needle);
+const multikeyTask = task({
+  name: 'multikey',
+  doc: 'RULER-style multi-key recall: "key: value" lines in the essays, the asked one at depth d%; greedy answer contains its value',
+  params: { ...gridParams('512,1024,1900'), pairs: int({ min: 1, max: 256, default: 8, doc: 'key-value pairs per prompt (one asked)' }) },
+  usesSeed: true,
+  units: gridUnits,
+  check: checkGrid,
+  run: (model, cache, p, context) => runGridTask(p, cache, context, (o) => multikey(model, { ...o, pairs: p.pairs })),
+  columns: GRID_COLUMNS,
+  limit: 'trials',
+});
 
-export const TASKS = new Map<string, Task>([pplTask, fidelityTask, xsumTask, passkeyTask, needleTask].map((t) => [t.name, t]));
+export const TASKS = new Map<string, Task>([pplTask, fidelityTask, xsumTask, passkeyTask, needleTask, multikeyTask, copyTask].map((t) => [t.name, t]));
 
 /** How messages name where a task entry came from and its parameters (a plan: `p.json: tasks[0]: `, `ctx`; the command line: ``, `--ctx`). */
 export interface EntryNames {
