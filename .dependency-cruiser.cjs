@@ -8,16 +8,15 @@ const LAYERS = [
   ['src/dev/'],
   ['src/calibrate/'],
   ['src/eval/'],
-  ['src/model.ts'],
-  ['src/session.ts'],
-  ['src/sample.ts'],
+  ['src/engine/'],
   ['src/model/'],
   ['src/hub/', 'src/tokenizer/'],
   ['src/cache/'],
   ['src/kernels/'],
   ['src/util/', 'src/errors.ts'],
 ];
-// The cache sizes itself from the model's config (plain data, no code): the one import it may make upward.
+// The cache sizes itself from the model's config and checks calibrations against its identity (plain data, no
+// code): the one import it may make upward.
 const CACHE_MAY_READ = { pathNot: '^src/model/config\\.ts$' };
 // The fuzzer's server area runs the server's app in its own process: it may reach up to src/server, no further.
 const FUZZ_SERVER = '^src/dev/fuzz-server\\.ts$';

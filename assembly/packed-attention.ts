@@ -1,7 +1,7 @@
 // Attention straight from packed (quantized) KV storage. The layout of a stream (codes, LUT, scales and
 // zeros per token or per channel group, sparse outliers, f16 sink rows, an f16 residual ring, keys
-// stored before RoPE) is defined in src/kernels/quant/types.ts and pack.ts, and decoded by the scalar
-// reference in src/kernels/quant/reference.ts, which this file must match bit for bit per decoded row.
+// stored before RoPE) is defined in src/kernels/packed/types.ts and pack.ts, and decoded by the scalar
+// reference in src/kernels/packed/reference.ts, which this file must match bit for bit per decoded row.
 //
 // Work item = (query t, KV head, group of up to hg query heads). Keys and values are decoded QB slots
 // at a time into a per-thread L1 tile (codes → LUT by byte-plane swizzles → scale·u + zero → outliers
@@ -64,7 +64,7 @@ function f16Row(dst: usize, src: usize, d: i32): void {
 
 /**
  * The 64 codes of one packed chunk (2, 3, 4 or 8 bits) as bytes: dst[c] = code of channel c. Layout as
- * src/kernels/quant/pack.ts writes it: plane k of a byte holds channels 16k..16k+15.
+ * src/kernels/packed/pack.ts writes it: plane k of a byte holds channels 16k..16k+15.
  */
 // @ts-ignore: decorator
 @inline function unpackChunk(dst: usize, p: usize, bits: i32): void {

@@ -1,7 +1,7 @@
 // Quantizing new rows into a packed store (the OP_QUANTIZE job). The scalar definition is
-// src/kernels/quant/quantize.ts; this must match it byte for byte (codes and scale/zero words), so
+// src/kernels/packed/quantize.ts; this must match it byte for byte (codes and scale/zero words), so
 // every step below is the same f64 arithmetic, the same f64 → f32 → f16 rounding, JS Math.round and
-// the same nearest-level search, and the codes are packed as src/kernels/quant/pack.ts lays them out.
+// the same nearest-level search, and the codes are packed as src/kernels/packed/pack.ts lays them out.
 
 import {
   ARGS, CTRL_DONE, CTRL_NEXT, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0, QUANTIZE_HEAD_DIM, QUANTIZE_HEADS,

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { defaultCacheDir, MODEL_SPECS } from '../dist/bench/models.js';
-import { loadModel } from '../dist/model.js';
+import { loadModel } from '../dist/engine/model.js';
 import { kvBytesPerToken } from '../dist/model/config.js';
 import { Progress } from '../dist/util/progress.js';
 

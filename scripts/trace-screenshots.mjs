@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { launchChromium } from '../dist/eval/browser.js';
 import { loadEvalTokens } from '../dist/eval/data.js';
-import { loadModel } from '../dist/model.js';
+import { loadModel } from '../dist/engine/model.js';
 import { recordTrace } from '../dist/trace/record.js';
 import { serveTrace } from '../dist/trace/serve.js';
 

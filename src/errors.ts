@@ -3,66 +3,49 @@
  * the CLI prints `message` alone (no stack) and exits non-zero.
  */
 export class KvpackError extends Error {
-  override readonly name: string = 'KvpackError';
   constructor(message: string) {
     super(message);
+    this.name = new.target.name; // the class's own name, e.g. "UsageError"
+  }
+}
+
+/** What is wrong with one file: the message is "file: problem", and both stay readable apart. */
+export class FileError extends KvpackError {
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ${problem}`);
   }
 }
 
 /** A model, tokenizer or data file that cannot be read as what it claims to be. */
-export class ModelFormatError extends KvpackError {
-  override readonly name = 'ModelFormatError';
-  constructor(readonly file: string, readonly problem: string) {
-    super(`${file}: ${problem}`);
-  }
-}
+export class ModelFormatError extends FileError {}
 
 /** A well-formed model whose architecture or tensor type kvpack does not run. */
-export class UnsupportedModelError extends KvpackError {
-  override readonly name = 'UnsupportedModelError';
-  constructor(readonly file: string, readonly problem: string) {
-    super(`${file}: ${problem}`);
-  }
-}
+export class UnsupportedModelError extends FileError {}
 
 /** A bad command-line argument, option or cache spec. */
-export class UsageError extends KvpackError {
-  override readonly name = 'UsageError';
-}
+export class UsageError extends KvpackError {}
 
 /** A request that does not fit: more tokens than the context allows, and so on. */
-export class LimitError extends KvpackError {
-  override readonly name: string = 'LimitError';
-}
+export class LimitError extends KvpackError {}
 
 /** A forward pass whose numbers stopped being finite (the weights are checked at load: activations overflowed). */
-export class NumericError extends KvpackError {
-  override readonly name = 'NumericError';
-}
+export class NumericError extends KvpackError {}
 
 /** A download that failed (network, HTTP status, size mismatch). */
-export class DownloadError extends KvpackError {
-  override readonly name = 'DownloadError';
-}
+export class DownloadError extends KvpackError {}
 
 /** A model and cache that would need more memory than there is: refused before anything is read or allocated. */
 export class MemoryPlanError extends LimitError {
-  override readonly name = 'MemoryPlanError';
   constructor(message: string, readonly neededBytes: number, readonly availableBytes: number, readonly longestContext: number) {
     super(message);
   }
 }
 
 /** A calibration file that cannot be read, or that belongs to another model. */
-export class CalibrationError extends KvpackError {
-  override readonly name = 'CalibrationError';
-  constructor(readonly file: string, readonly problem: string) {
-    super(`${file}: ${problem}`);
-  }
-}
+export class CalibrationError extends FileError {}
+
 /** A server request at fault in a way the other classes do not name (HTTP status and an OpenAI error code). */
 export class RequestError extends KvpackError {
-  override readonly name = 'RequestError';
   constructor(message: string, readonly status: number, readonly code: string, readonly param: string | null = null) {
     super(message);
   }
@@ -70,7 +53,6 @@ export class RequestError extends KvpackError {
 
 /** A cache that would hold more than its session's `maxKvBytes` and whose policy cannot evict. */
 export class KvLimitError extends LimitError {
-  override readonly name = 'KvLimitError';
   constructor(message: string, readonly limitBytes: number, readonly neededBytes: number) {
     super(message);
   }
@@ -78,13 +60,10 @@ export class KvLimitError extends LimitError {
 
 /** The server cannot take a request now: its queue is full (429) or it is shutting down (503). */
 export class BusyError extends KvpackError {
-  override readonly name = 'BusyError';
   constructor(message: string, readonly status: 429 | 503) {
     super(message);
   }
 }
 
 /** A request ended before it finished: its client went away, or the server shut down. */
-export class CancelledError extends KvpackError {
-  override readonly name = 'CancelledError';
-}
+export class CancelledError extends KvpackError {}

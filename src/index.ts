@@ -1,6 +1,6 @@
 /** kvpack's library API. */
-export { loadModel, readModelInfo, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './model.js';
-export { Session, type SessionOptions, type GenerateOptions, type GenerationTimings, type ScoreOptions, type Batch, type BatchOptions } from './session.js';
+export { loadModel, readModelInfo, Model, defaultModelPath, type LoadOptions, type ModelInfo } from './engine/model.js';
+export { Session, type SessionOptions, type GenerateOptions, type GenerationTimings, type ScoreOptions, type Batch, type BatchOptions } from './engine/session.js';
 export { KVCache, fullCacheBytes, compressionRatio } from './cache/kvcache.js';
 export { parseSpec, printSpec, POLICIES, CODECS } from './cache/registry.js';
 export type { CacheSpec } from './cache/spec.js';

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train  # noqa: E402
 
 SCORE = """
-import { loadModel } from './dist/model.js';
+import { loadModel } from './dist/engine/model.js';
 const [path, ids] = [process.argv[1], JSON.parse(process.argv[2])];
 const model = await loadModel(path, { threads: 1 });
 const s = model.session({ cache: 'full' });

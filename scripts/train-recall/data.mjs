@@ -13,7 +13,7 @@ import { needlePrompt } from '../../dist/eval/needle.js';
 import { multikeyPrompt } from '../../dist/eval/multikey.js';
 import { sharedDataDir } from '../../dist/eval/data.js';
 import { seededRandom } from '../../dist/util/random.js';
-import { defaultModelPath } from '../../dist/model.js';
+import { defaultModelPath } from '../../dist/engine/model.js';
 
 const { values: a } = parseArgs({
   options: {

@@ -1,6 +1,6 @@
-import { loadModel } from '../model.js';
-import { argmax } from '../sample.js';
-import type { BenchContext, Section, SectionResult } from './context.js';
+import { loadModel } from '../engine/model.js';
+import { argmax } from '../engine/sample.js';
+import type { BenchContext, Section, SectionResult } from './section.js';
 import { MODEL_SPECS } from './models.js';
 import { promptTokens } from './speed.js';
 import { formatNumber, median, type Table } from './table.js';

@@ -1,6 +1,6 @@
 import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
-import { loadModel, type Model } from '../model.js';
-import type { Session } from '../session.js';
+import { loadModel, type Model } from '../engine/model.js';
+import type { Session } from '../engine/session.js';
 
 /**
  * The two engines behind one interface, so every measurement is taken the same way:

@@ -1,6 +1,6 @@
 import type { Kernels, Matrix } from '../kernels/api.js';
 import { Progress } from '../util/progress.js';
-import type { BenchContext, Section, SectionResult } from './context.js';
+import type { BenchContext, Section, SectionResult } from './section.js';
 import { KvpackEngine } from './engines.js';
 import { promptTokens } from './speed.js';
 import { formatNumber, type Table } from './table.js';

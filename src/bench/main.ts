@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { BenchContext, type BenchOptions, type Section, type SectionResult } from './context.js';
+import { BenchContext, type BenchOptions, type Section, type SectionResult } from './section.js';
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
 import { kvcacheSection } from './kvcache.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ModelConfig } from '../model/config.js';
 import { parseHfConfig } from '../model/hf.js';
-import { defaultModelPath } from '../model.js';
+import { defaultModelPath } from '../engine/model.js';
 import { randomLlama, writeHfDir, writeLlamaGguf, type FloatDType } from '../dev/write.js';
 
 /** A model the bench runs: one GGUF both engines can load, and the same weights as an HF directory. */

@@ -1,6 +1,6 @@
-import { Sampler, type SamplingOptions } from '../sample.js';
+import { Sampler, type SamplingOptions } from '../engine/sample.js';
 import { seededRandom } from '../util/random.js';
-import type { Section, SectionResult } from './context.js';
+import type { Section, SectionResult } from './section.js';
 import { formatNumber, type Table } from './table.js';
 
 /**

@@ -4,7 +4,7 @@
  * Usage: node scale-engine.js kvpack|llama.cpp FILE THREADS DECODE_TOKENS FLASH(on|off|auto) VOCAB
  * Prints one JSON line: { loadSeconds, tokS, peakRssGiB, memories }.
  */
-import { loadModel } from '../model.js';
+import { loadModel } from '../engine/model.js';
 import { LlamaCpp, LlamaCppEngine } from './engines.js';
 import { decodeRate, type EngineRun } from './scale.js';
 import { promptTokens } from './speed.js';

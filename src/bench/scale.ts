@@ -6,13 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { GGML, GGUF_TYPE, ggufModelMetadata, ggufTokenizerMetadata, llamaGgufTensorInfos, writeGgufTensors, type GgufKv } from '../dev/write.js';
 import { ropeOf } from '../kernels/rope.js';
-import { loadModel, type Model } from '../model.js';
+import { loadModel, type Model } from '../engine/model.js';
 import type { ModelConfig } from '../model/config.js';
 import { readModelHeader } from '../model/load.js';
 import { checkPlan, planMemory } from '../model/plan.js';
-import { argmax } from '../sample.js';
+import { argmax } from '../engine/sample.js';
 import { formatBytes, Progress } from '../util/progress.js';
-import type { BenchContext, Section, SectionResult } from './context.js';
+import type { BenchContext, Section, SectionResult } from './section.js';
 import { MODEL_SPECS, sharedDir } from './models.js';
 import { formatNumber, type Table } from './table.js';
 

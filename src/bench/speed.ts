@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { LlamaModel } from 'node-llama-cpp';
 import { Progress } from '../util/progress.js';
-import type { BenchContext, Section, SectionResult } from './context.js';
+import type { BenchContext, Section, SectionResult } from './section.js';
 import { KvpackEngine, LlamaCppEngine, type Engine } from './engines.js';
 import type { BenchModel } from './models.js';
 import { readBandwidth, rooflineShare } from './bandwidth.js';

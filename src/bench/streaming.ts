@@ -1,5 +1,5 @@
-import { loadModel } from '../model.js';
-import type { BenchContext, Section, SectionResult } from './context.js';
+import { loadModel } from '../engine/model.js';
+import type { BenchContext, Section, SectionResult } from './section.js';
 import { MODEL_SPECS } from './models.js';
 import { promptTokens } from './speed.js';
 import { formatRatio, median, type Table } from './table.js';

@@ -1,7 +1,7 @@
 import { ropeOf } from '../kernels/rope.js';
 import type { Kernels } from '../kernels/api.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ModelIdentity } from './quant/calibfile.js';
+import type { ModelIdentity } from '../model/config.js';
 import { UsageError } from '../errors.js';
 import { budgetProblem } from './budget.js';
 import type { Codec, MaskingCodec } from './codec.js';

@@ -1,7 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import type { Rope } from '../kernels/rope.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ModelIdentity } from './quant/calibfile.js';
+import type { ModelIdentity } from '../model/config.js';
 import type { Infer, Params } from '../util/schema.js';
 import type { PartSchema } from './spec.js';
 

@@ -109,9 +109,12 @@ export class KVCache {
     return this.lastProbs[this.groups.indexOf(layer)]!;
   }
 
-  /** Tokens held per KV head in the last layer. */
-  get length(): number {
-    return this.lengths[this.lengths.length - 1]!;
+  /**
+   * Tokens held per KV head, averaged over the layers: the count `bytesPerToken()` scales by. Layers hold
+   * as many each unless their budgets differ (pyramid); `layerLengths()` gives each.
+   */
+  meanLength(): number {
+    return this.lengths.reduce((a, b) => a + b, 0) / this.lengths.length;
   }
 
   /** Tokens held per KV head in each layer. */
@@ -283,7 +286,8 @@ export class KVCache {
     const c = this.config;
     const one = this.codec.bytes(this.oneEach) - this.codec.bytes(this.noneEach);
     const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
-    return one + position + (this.length > 0 ? this.policy.bytes(this.lengths) / this.length : 0);
+    const mean = this.meanLength();
+    return one + position + (mean > 0 ? this.policy.bytes(this.lengths) / mean : 0);
   }
 
   /**

@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import { valueOutliers } from '../cache/quant/stats.js';
 import type { Datatype } from '../cache/quant/store.js';
-import { rangeParams } from '../kernels/quant/quantize.js';
-import type { CodeBits } from '../kernels/quant/pack.js';
-import type { Calibration, LayerCalibration, ModelIdentity, StreamCalibration } from '../cache/quant/calibfile.js';
-import type { Model } from '../model.js';
+import { rangeParams } from '../kernels/packed/quantize.js';
+import type { CodeBits } from '../kernels/packed/pack.js';
+import type { Calibration, LayerCalibration, StreamCalibration } from '../cache/quant/calibfile.js';
+import type { ModelIdentity } from '../model/config.js';
+import type { Model } from '../engine/model.js';
 import { ChannelExtremes, Histogram } from './accumulate.js';
 import { LlamaBackprop } from './backprop.js';
 import { weightedKMeans } from './kmeans.js';

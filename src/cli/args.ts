@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
 import { threadsParam } from '../kernels/index.js';
-import { SAMPLING_PARAMS, type SamplingOptions } from '../sample.js';
+import { SAMPLING_PARAMS, type SamplingOptions } from '../engine/sample.js';
 import { int, number, read, type Param } from '../util/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;

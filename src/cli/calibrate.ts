@@ -4,7 +4,7 @@ import { storedCalibrationFile, writeCalibration } from '../cache/quant/calibfil
 import { calibrate } from '../calibrate/calibrate.js';
 import { calibrationSamples, CALIBRATION_SETS, defaultCalibrationSet } from '../calibrate/data.js';
 import { UsageError } from '../errors.js';
-import type { CodeBits } from '../kernels/quant/pack.js';
+import type { CodeBits } from '../kernels/packed/pack.js';
 import { Progress } from '../util/progress.js';
 import { intOption, MODEL_OPTIONS, numberOption, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';

@@ -1,7 +1,7 @@
 import readline from 'node:readline';
 import { UsageError } from '../errors.js';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from '../server/chat.js';
-import type { GenerateOptions, Session } from '../session.js';
+import type { GenerateOptions, Session } from '../engine/session.js';
 import { bytesOption, intOption, MODEL_HELP, MODEL_OPTIONS, noPositionals, parse, SAMPLING_HELP, SAMPLING_OPTIONS, samplingOptions } from './args.js';
 import { cacheSummary, speedSummary } from './generate.js';
 import { loadModelFromOptions } from './load.js';

@@ -7,7 +7,7 @@ import { fromWords } from '../util/schema.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { Progress } from '../util/progress.js';
 import { MODEL_HELP, MODEL_OPTIONS, option, parse, threadsOption } from './args.js';
-import { SAMPLING_PARAMS } from '../sample.js';
+import { SAMPLING_PARAMS } from '../engine/sample.js';
 import { loadModelFromOptions } from './load.js';
 
 function help(): string {

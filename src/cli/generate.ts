@@ -3,8 +3,8 @@ import { bytesOption, intOption, MODEL_HELP, MODEL_OPTIONS, parse, SAMPLING_HELP
 import { loadModelFromOptions } from './load.js';
 import fs from 'node:fs/promises';
 import { text as streamText } from 'node:stream/consumers';
-import type { GenerationTimings, Session } from '../session.js';
-import type { Model } from '../model.js';
+import type { GenerationTimings, Session } from '../engine/session.js';
+import type { Model } from '../engine/model.js';
 import { formatBytes } from '../util/progress.js';
 import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 import { Divergence } from '../eval/fidelity.js';

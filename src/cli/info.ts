@@ -1,5 +1,5 @@
 import { parseSpec, printSpec } from '../cache/registry.js';
-import { readModelInfo } from '../model.js';
+import { readModelInfo } from '../engine/model.js';
 import type { ModelConfig } from '../model/config.js';
 import { formatBytes } from '../util/progress.js';
 import { cacheBitsPerValue, checkPlan, planRows } from '../model/plan.js';

@@ -1,4 +1,4 @@
-import { defaultModelPath, loadModel, type Model } from '../model.js';
+import { defaultModelPath, loadModel, type Model } from '../engine/model.js';
 import { readModelHeader } from '../model/load.js';
 import { planMemory, type MemoryPlan } from '../model/plan.js';
 import { resolveModel } from '../hub/download.js';

@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import { createApp, modelId } from '../server/app.js';
+import { createApp } from '../server/app.js';
 import { loadChatTemplate } from '../server/chat.js';
 import { Scheduler } from '../server/scheduler.js';
 import { bytesOption, intOption, MODEL_OPTIONS, noPositionals, parse } from './args.js';
@@ -61,7 +61,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const chatTemplate = await loadChatTemplate(model.source, model.format);
   const app = createApp({ model, scheduler, chatTemplate, maxKvBytes, apiKey, bodyLimit, host });
   const address = await app.listen({ host, port });
-  process.stderr.write(`kvpack serve: ${modelId(model)} on ${address} (chat template: ${chatTemplate.origin}, KV budget ${maxKvBytes} bytes)\n`);
+  process.stderr.write(`kvpack serve: ${model.name} on ${address} (chat template: ${chatTemplate.origin}, KV budget ${maxKvBytes} bytes)\n`);
 
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

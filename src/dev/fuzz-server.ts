@@ -8,7 +8,7 @@
  */
 import net from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { createApp } from '../server/app.js';
 import { loadChatTemplate } from '../server/chat.js';
 import { Scheduler } from '../server/scheduler.js';

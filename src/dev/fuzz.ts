@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { KvpackError } from '../errors.js';
-import { loadModel, type Model } from '../model.js';
+import { loadModel, type Model } from '../engine/model.js';
 import { loadCheckpoint } from '../model/load.js';
 import { seededRandom } from '../util/random.js';
 import { serverArea } from './fuzz-server.js';

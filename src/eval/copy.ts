@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 

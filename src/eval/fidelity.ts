@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
-import { argmax, logSoftmax } from '../sample.js';
+import type { Model } from '../engine/model.js';
+import { argmax, logSoftmax } from '../engine/sample.js';
 import { defaultContext, evalChunks, loadEvalTokens } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 

@@ -1,5 +1,5 @@
 import { compressionRatio } from '../cache/kvcache.js';
-import type { Session } from '../session.js';
+import type { Session } from '../engine/session.js';
 
 /** What a task's cache held, the same four numbers for every task (a result row nests them). */
 export interface CacheMemory {

@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { seededRandom } from '../util/random.js';
 import { haystackIds, sentenceBoundary } from './needle.js';
 import { runGrid, type GridOptions, type GridResult } from './passkey.js';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { seededRandom } from '../util/random.js';
 import { sharedDataDir } from './data.js';
 import { runGrid, type GridOptions, type GridResult } from './passkey.js';

@@ -1,4 +1,4 @@
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { seededRandom } from '../util/random.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 import { bosIds, cellMetric, checkFits, encode, firstInteger, greedyAnswer, mixSeed } from './retrieval.js';

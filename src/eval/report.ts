@@ -1,5 +1,6 @@
 import { BASELINE_CODEC } from '../cache/kvcache.js';
 import { parseSpec } from '../cache/registry.js';
+import { modelName } from '../model/identity.js';
 import { formatBytes } from '../util/progress.js';
 import { budgetPlot, esc, family, heatmapPlot, paretoPlot, rougePlot, Styles, windowPlot, type Experiment, type Plot } from './plots.js';
 import type { ResultRow, TaskParams } from './store.js';
@@ -100,11 +101,6 @@ function meanOverSeeds(rows: ResultRow[]): ResultRow {
     metrics[k] = vs.reduce((a, b) => a + b, 0) / vs.length;
   }
   return { ...rows.at(-1)!, metrics, seeds: rows.length };
-}
-
-/** A model by name: the folder of a Hugging Face model, the file name of a .gguf or .bin. */
-export function modelName(model: string): string {
-  return model.replace(/\\/g, '/').replace(/\/+$/, '').split('/').pop()!.replace(/\.(bin|gguf)$/, '');
 }
 
 function experimentTitle(r: ResultRow): string {

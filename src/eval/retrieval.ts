@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
-import type { Session } from '../session.js';
+import type { Model } from '../engine/model.js';
+import type { Session } from '../engine/session.js';
 
 /** What passkey and needle share: grids of (length, depth), prompts built in token ids, greedy answers. */
 

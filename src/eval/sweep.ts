@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { KvpackError, UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
-import { loadModel, type Model } from '../model.js';
+import { loadModel, type Model } from '../engine/model.js';
 import { modelFingerprint } from './fingerprint.js';
 import { ROW_FORMAT, rowKey, unitResult, type ResultRow, type ResultStore, type TaskParams, type UnitResult } from './store.js';
 import { resolveTask, type Task } from './tasks.js';

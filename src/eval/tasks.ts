@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { applyDefaults, findIssue, int, oneOf, text, type Infer, type Param, type ParamValue } from '../util/schema.js';
 import { copyNll } from './copy.js';
 import { checkEvalData, DATASETS, evalChunks, loadTokenDocuments, TOKEN_DATASETS } from './data.js';

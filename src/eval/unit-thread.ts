@@ -2,7 +2,7 @@ import { workerData } from 'node:worker_threads';
 import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { KvpackError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
-import { loadModel, type Model } from '../model.js';
+import { loadModel, type Model } from '../engine/model.js';
 import { modelFingerprint } from './fingerprint.js';
 import { JobError, readJob, type UnitJob } from './queue.js';
 import type { UnitResult } from './store.js';

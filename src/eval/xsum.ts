@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { sharedDataDir } from './data.js';
 import { CacheMeter, type CacheMemory } from './memory.js';
 import { rouge } from './rouge.js';

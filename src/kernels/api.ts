@@ -1,5 +1,5 @@
 import type { Arena } from './arena.js';
-import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 
@@ -41,7 +41,7 @@ export interface Kernels {
   /** f16 out[len] = round-to-nearest-even of x[len]. */
   toF16(out: number, x: number, len: number): void;
   attention(args: AttentionArgs): void;
-  /** Attention straight from packed (quantized) key/value storage (src/kernels/quant/types.ts). */
+  /** Attention straight from packed (quantized) key/value storage (src/kernels/packed/types.ts). */
   quantAttention(args: QuantAttentionArgs): void;
   /** Quantizes rows into a packed store: codes and, on the token axis, scales and zeros. */
   quantize(args: QuantizeArgs): void;

@@ -3,7 +3,7 @@ import {
   STREAM_PARAMS_HEAD_STRIDE, STREAM_QLEN, STREAM_RING, STREAM_RING_SIZE, STREAM_ROPE, STREAM_ROW_BYTES, STREAM_SINK_ROWS,
   STREAM_SINKS,
 } from './abi.js';
-import type { QuantStream } from './quant/types.js';
+import type { QuantStream } from './packed/types.js';
 
 /**
  * Writes the fields of an argument block in kernel memory by their abi.ts byte offsets. The views are

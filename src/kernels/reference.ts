@@ -2,9 +2,9 @@ import type { Kernels } from './api.js';
 import type { Arena } from './arena.js';
 import { BLOCK_FORMATS, dequantize, rowBytes } from './ggml/index.js';
 import { bf16ToF32, f16Table, f32ToF16 } from './half.js';
-import { quantAttentionReference } from './quant/reference.js';
-import { quantizeReference } from './quant/quantize.js';
-import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
+import { quantAttentionReference } from './packed/reference.js';
+import { quantizeReference } from './packed/quantize.js';
+import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import type { Rope } from './rope.js';
 import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
 

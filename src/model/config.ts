@@ -27,6 +27,27 @@ export interface ModelConfig {
   qkvBias: boolean;
 }
 
+/** What a calibration (or any per-model artefact) belongs to: the architecture, the shape and the weights (src/model/identity.ts hashes them). */
+export interface ModelIdentity {
+  /** For messages: the model's file or folder name. */
+  name: string;
+  architecture: string;
+  numLayers: number;
+  hiddenSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  ropeLayout: string;
+  /** sha256 of the bytes of every weight as uploaded (the dtype and the row order count: a GGUF's permuted Q/K rows differ). */
+  weights: string;
+}
+
+/** One line naming a model: "ref-6m (llama, 6 layers × 2 KV heads × 64, vocab 8192, weights 3f2a…)". */
+export function describeIdentity(m: ModelIdentity): string {
+  return `${m.name} (${m.architecture}, ${m.numLayers} layers × ${m.numKvHeads} KV heads × ${m.headDim}, hidden ${m.hiddenSize}, vocab ${m.vocabSize}, weights ${m.weights.slice(0, 12)}…)`;
+}
+
 /** Checks the numbers a forward pass relies on; `file` names the source in the error. */
 export function validateConfig(c: ModelConfig, file: string): ModelConfig {
   const positive: (keyof ModelConfig)[] = [

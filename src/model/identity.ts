@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import type { Kernels, Matrix } from '../kernels/api.js';
 import type { ModelConfig } from './config.js';
 import { dtypeBytes } from './tensor.js';
 import type { Weights } from './weights.js';
-import type { ModelIdentity } from '../cache/quant/calibfile.js';
+import type { ModelIdentity } from './config.js';
 
 /**
  * The identity of a loaded model. Unlike the eval store's file fingerprint (src/eval/fingerprint.ts)
@@ -33,7 +32,11 @@ export function modelIdentity(name: string, c: ModelConfig, w: Weights): ModelId
   };
 }
 
-/** A model's name for messages: its file or folder name without the extension. */
+/**
+ * A model's name: its file or folder name without the checkpoint extension, as messages, the server's
+ * model id, calibration files and reports call it (a path from another system's separators included).
+ */
 export function modelName(source: string): string {
-  return path.basename(source).replace(/\.(gguf|bin|safetensors)$/, '');
+  const base = source.replace(/\\/g, '/').replace(/\/+$/, '').split('/').pop()!;
+  return base.replace(/\.(gguf|bin|safetensors)$/, '');
 }

@@ -1,9 +1,8 @@
-import path from 'node:path';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { BusyError, CancelledError, LimitError, NumericError, RequestError, UsageError } from '../errors.js';
 import { capConnections, checkHostHeader, DEFAULT_HTTP_LIMITS, httpOptions, type HttpLimits } from '../util/http.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import type { ChatTemplate } from './chat.js';
 import type { Scheduler, SchedulerRequest, SchedulerResult } from './scheduler.js';
 import { serverMetrics } from './metrics.js';
@@ -33,18 +32,13 @@ interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
-/** The name clients use for the model: its file or directory name without extension. */
-export function modelId(model: Model): string {
-  return path.basename(model.source).replace(/\.(gguf|bin)$/, '');
-}
-
 /**
  * The HTTP face of the scheduler: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus
  * /health and Prometheus /metrics. Every error a client can cause is a 4xx with an OpenAI error body.
  */
 export function createApp(options: AppOptions): FastifyInstance {
   const { model, scheduler, chatTemplate } = options;
-  const id = modelId(model);
+  const id = model.name;
   const created = Math.floor(Date.now() / 1000);
   const defaultMaxTokens = options.defaultMaxTokens ?? 256;
   const metrics = serverMetrics(scheduler, options.maxKvBytes);

@@ -2,7 +2,7 @@ import { createCache, startCapacity } from '../cache/build.js';
 import type { KVCache } from '../cache/kvcache.js';
 import { parseSpec } from '../cache/registry.js';
 import type { Kernels } from '../kernels/api.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { kvCost, scratchKernels } from '../model/plan.js';
 
 /**

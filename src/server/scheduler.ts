@@ -1,9 +1,9 @@
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { BusyError, CancelledError, LimitError, RequestError, UsageError } from '../errors.js';
-import { Generation, type FinishReason, type GenerationLimits } from '../generation.js';
+import { Generation, type FinishReason, type GenerationLimits } from '../engine/generation.js';
 import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
-import type { Model } from '../model.js';
-import type { Batch, Session } from '../session.js';
+import type { Model } from '../engine/model.js';
+import type { Batch, Session } from '../engine/session.js';
 import { MEMORY_LIMIT_BYTES, MEMORY_RESERVE_BYTES, scratchKernels } from '../model/plan.js';
 import { predictedPeakBytes, SpecCost, type CacheDemand } from './memory.js';
 

@@ -1,17 +1,7 @@
 // Byte-level BPE as GGUF stores it (`tokenizer.ggml.model = gpt2`), following llama.cpp's tokenizer.
 import { ModelFormatError } from '../errors.js';
 import { mergePairs } from './merge.js';
-import {
-  buildSpecialMatcher,
-  checkId,
-  checkVocab,
-  decodeBytes,
-  partitionSpecials,
-  TokenType,
-  utf8Encoder,
-  type SpecialMatcher,
-} from './special.js';
-import type { Tokenizer } from './tokenizer.js';
+import { utf8Encoder, VocabTokenizer, type VocabOptions } from './special.js';
 
 /** GPT-2's reversible byte → printable-character map, so every byte string is a string of vocab characters. */
 function byteMaps(): { toChar: string[]; toByte: Map<string, number> } {
@@ -28,6 +18,17 @@ function byteMaps(): { toChar: string[]; toByte: Map<string, number> } {
   return { toChar, toByte };
 }
 const BYTES = byteMaps();
+
+/** A token's text as bytes: each character through the byte map, any other as its UTF-8. */
+function textToBytes(t: string): Uint8Array {
+  const out: number[] = [];
+  for (const c of t) {
+    const b = BYTES.toByte.get(c);
+    if (b !== undefined) out.push(b);
+    else for (const x of utf8Encoder.encode(c)) out.push(x);
+  }
+  return Uint8Array.from(out);
+}
 
 // llama.cpp's whitespace set (JS's \s differs: it has U+FEFF and lacks U+0085).
 const WS = '\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
@@ -106,39 +107,17 @@ export function pretokenize(text: string, pre?: string): string[] {
 
 const WORD_CACHE_LIMIT = 50_000;
 
-export class Gpt2BpeTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bos: number | undefined;
-  readonly eos: readonly number[];
-  readonly addBosByDefault: boolean;
-  private readonly idOf = new Map<string, number>();
+export class Gpt2BpeTokenizer extends VocabTokenizer {
   private readonly ranks = new Map<string, number>();
   private readonly regexes: RegExp[];
   private readonly ignoreMerges: boolean;
-  private readonly specials: SpecialMatcher;
-  private readonly pieces: Uint8Array[];
   private readonly cache = new Map<string, number[]>();
 
-  constructor(o: {
-    tokens: string[];
-    merges: string[];
-    types?: number[];
-    bos?: number;
-    eos: number[];
-    addBos: boolean;
-    pre?: string;
-    file: string;
-  }) {
-    const { tokens, types, file } = o;
-    checkVocab(file, tokens.length, { bos: o.bos, eos: o.eos, parallel: { 'token types': types } });
-    this.vocabSize = tokens.length;
-    this.bos = o.bos;
-    this.eos = [...o.eos];
-    this.addBosByDefault = o.addBos && o.bos !== undefined;
-    tokens.forEach((t, id) => this.idOf.set(t, id)); // later duplicates win, as in llama.cpp
+  constructor(o: VocabOptions & { merges: string[]; pre?: string }) {
+    super(o, {}, textToBytes);
     o.merges.forEach((m, rank) => {
       const sp = m.indexOf(' ', 1);
-      if (sp < 0) throw new ModelFormatError(file, `merge ${rank} ("${m}") is not two pieces separated by a space`);
+      if (sp < 0) throw new ModelFormatError(o.file, `merge ${rank} ("${m}") is not two pieces separated by a space`);
       // Key on the pair, not the merged text: "a bc" and "ab c" are different merges.
       const key = `${m.slice(0, sp)} ${m.slice(sp + 1)}`;
       if (!this.ranks.has(key)) this.ranks.set(key, rank);
@@ -146,38 +125,12 @@ export class Gpt2BpeTokenizer implements Tokenizer {
     const pre = preRegexes(o.pre);
     this.regexes = pre.patterns.map((p) => new RegExp(p, 'gu'));
     this.ignoreMerges = pre.ignoreMerges;
-    this.specials = buildSpecialMatcher(tokens, types);
-    this.pieces = tokens.map((t, id) => {
-      const type = types?.[id] ?? TokenType.Normal;
-      if (type === TokenType.Control || type === TokenType.Unknown || type === TokenType.Unused) return new Uint8Array(0);
-      if (type === TokenType.UserDefined) return utf8Encoder.encode(t);
-      return this.textToBytes(t);
-    });
   }
 
-  /** Pass `parseSpecial: true` to turn control-token text such as "<|im_start|>" into its id (user-defined tokens are always matched). */
-  encode(text: string, options?: { addBos?: boolean; parseSpecial?: boolean }): number[] {
-    const out: number[] = [];
-    if ((options?.addBos ?? this.addBosByDefault) && this.bos !== undefined) out.push(this.bos);
-    for (const frag of partitionSpecials(text, this.specials, options?.parseSpecial ?? false)) {
-      if (typeof frag === 'number') {
-        out.push(frag);
-        continue;
-      }
-      let words = [frag];
-      for (const re of this.regexes) words = splitBy(words, re);
-      for (const w of words) for (const id of this.encodeWord(w)) out.push(id);
-    }
-    return out;
-  }
-
-  decode(ids: readonly number[]): string {
-    return decodeBytes(
-      ids.map((id) => {
-        checkId(id, this.vocabSize);
-        return this.pieces[id]!;
-      }),
-    );
+  protected encodeText(text: string, _afterSpecial: boolean, out: number[]): void {
+    let words = [text];
+    for (const re of this.regexes) words = splitBy(words, re);
+    for (const w of words) for (const id of this.encodeWord(w)) out.push(id);
   }
 
   private encodeWord(word: string): number[] {
@@ -213,15 +166,5 @@ export class Gpt2BpeTokenizer implements Tokenizer {
     if (this.cache.size >= WORD_CACHE_LIMIT) this.cache.clear();
     this.cache.set(word, ids);
     return ids;
-  }
-
-  private textToBytes(t: string): Uint8Array {
-    const out: number[] = [];
-    for (const c of t) {
-      const b = BYTES.toByte.get(c);
-      if (b !== undefined) out.push(b);
-      else for (const x of utf8Encoder.encode(c)) out.push(x);
-    }
-    return Uint8Array.from(out);
   }
 }

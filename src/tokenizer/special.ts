@@ -1,5 +1,7 @@
-// Pieces shared by the tokenizers: token types, special-token partitioning, UTF-8 helpers, checks.
+// Pieces shared by the tokenizers: token types, special-token partitioning, UTF-8 helpers, checks, and
+// VocabTokenizer, what the two GGUF tokenizers have in common.
 import { ModelFormatError } from '../errors.js';
+import type { Tokenizer } from './tokenizer.js';
 
 /** GGUF `tokenizer.ggml.token_type` values (llama.cpp's llama_token_type). */
 export const TokenType = {
@@ -109,5 +111,80 @@ export function checkVocab(
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw new ModelFormatError(file, `special token id ${id} is outside the vocabulary of ${vocabSize}`);
     }
+  }
+}
+
+/** A vocabulary as GGUF (and llama2.c) give it: token texts, optional token types, BOS/EOS. */
+export interface VocabOptions {
+  tokens: string[];
+  types?: number[];
+  bos?: number;
+  eos: number[];
+  addBos: boolean;
+  file: string;
+}
+
+/**
+ * What the GGUF tokenizers (byte-level BPE, SentencePiece) share: the checked vocabulary, ids by text
+ * (later duplicates win, as in llama.cpp), special tokens matched in the text, and each token's bytes.
+ * A subclass encodes the plain text between specials and says how a normal token's text becomes bytes.
+ */
+export abstract class VocabTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bos: number | undefined;
+  readonly eos: readonly number[];
+  readonly addBosByDefault: boolean;
+  protected readonly idOf = new Map<string, number>();
+  private readonly specials: SpecialMatcher;
+  private readonly pieces: Uint8Array[];
+
+  /** `parallel`: the subclass's per-token arrays, checked to have one entry per token. */
+  protected constructor(o: VocabOptions, parallel: Record<string, ArrayLike<unknown>>, tokenBytes: (text: string, id: number, type: number) => Uint8Array) {
+    const { tokens, types, file } = o;
+    checkVocab(file, tokens.length, { bos: o.bos, eos: o.eos, parallel: { ...parallel, 'token types': types } });
+    this.vocabSize = tokens.length;
+    this.bos = o.bos;
+    this.eos = [...o.eos];
+    this.addBosByDefault = o.addBos && o.bos !== undefined;
+    tokens.forEach((t, id) => this.idOf.set(t, id));
+    this.specials = buildSpecialMatcher(tokens, types);
+    this.pieces = tokens.map((t, id) => {
+      const type = types?.[id] ?? TokenType.Normal;
+      if (type === TokenType.Control || type === TokenType.Unknown || type === TokenType.Unused) return new Uint8Array(0);
+      if (type === TokenType.UserDefined) return utf8Encoder.encode(t);
+      return tokenBytes(t, id, type);
+    });
+  }
+
+  /** Pass `parseSpecial: true` to turn control-token text such as "</s>" into its id (user-defined tokens are always matched). */
+  encode(text: string, options?: { addBos?: boolean; parseSpecial?: boolean }): number[] {
+    const out: number[] = [];
+    if ((options?.addBos ?? this.addBosByDefault) && this.bos !== undefined) out.push(this.bos);
+    let afterSpecial = true;
+    for (const frag of partitionSpecials(text, this.specials, options?.parseSpecial ?? false)) {
+      if (typeof frag === 'number') {
+        out.push(frag);
+        afterSpecial = true;
+        continue;
+      }
+      this.encodeText(frag, afterSpecial, out);
+      afterSpecial = false;
+    }
+    return out;
+  }
+
+  /** Appends the ids of a run of plain text; `afterSpecial`: it starts the text or follows a special token. */
+  protected abstract encodeText(text: string, afterSpecial: boolean, out: number[]): void;
+
+  decode(ids: readonly number[]): string {
+    return decodeBytes(this.piecesOf(ids));
+  }
+
+  /** Each id's bytes (checked against the vocabulary). */
+  protected piecesOf(ids: readonly number[]): Uint8Array[] {
+    return ids.map((id) => {
+      checkId(id, this.vocabSize);
+      return this.pieces[id]!;
+    });
   }
 }

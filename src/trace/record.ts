@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { compressionRatio } from '../cache/kvcache.js';
-import type { Model } from '../model.js';
+import type { Model } from '../engine/model.js';
 import { TextStream } from '../tokenizer/stream.js';
 import { Progress } from '../util/progress.js';
 import { UsageError } from '../errors.js';

@@ -1,5 +1,5 @@
 import type { CacheObserver } from '../cache/observer.js';
-import type { Session } from '../session.js';
+import type { Session } from '../engine/session.js';
 import { UsageError } from '../errors.js';
 import { ropeOf } from '../kernels/rope.js';
 import { compactNumber, gapEncode, type HeadDelta } from './format.js';

@@ -1,18 +1,15 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { buildCache, createCache } from '../../src/cache/build.js';
 import { KVCache } from '../../src/cache/kvcache.js';
 import { MaskedKVCache } from '../../src/cache/masked-kvcache.js';
 import { parseSpec } from '../../src/cache/registry.js';
 import { UsageError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
+import { STORIES_BIN, withModel } from '../engine/helpers.js';
 
 describe('building a cache from a spec', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
   const build = (spec: string, streaming = false) => buildCache(model.kernels, model.config, parseSpec(spec), 16, { streaming });
 
   it("fills in the policy's own codec and prints the spec it built", () => {

@@ -1,18 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
-import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
+import { REF6M_DIR, STORIES_BIN, withModel } from '../engine/helpers.js';
 
 const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
 const ids = story.ids.slice(0, 160);
 
 describe('KV cache with eviction (stories260K)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it('full gives the same log-probabilities, bit for bit, as a policy whose budget is never reached', () => {
     const full = model.session({ cache: 'full+fp32' }).score(ids, { mode: 'decode' });
@@ -73,7 +70,18 @@ describe('KV cache with eviction (stories260K)', () => {
     session.feed(ids.slice(0, 100));
     expect(session.cache.layerLengths()).toEqual(new Array(model.config.numLayers).fill(25));
     session.feed([ids[100]!]);
-    expect(session.cache.length).toBe(25);
+    expect(session.cache.layerLengths()).toEqual(new Array(model.config.numLayers).fill(25));
+  });
+
+  it('bytesPerToken scales by the mean tokens per layer when pyramid budgets hold different counts', () => {
+    const session = model.session({ cache: 'h2o(budget=32,schedule=pyramid)+fp16' });
+    session.score(ids, { mode: 'decode' });
+    const lengths = session.cache.layerLengths();
+    expect(new Set(lengths).size).toBeGreaterThan(1);
+    // f16 keys and values, slot positions and H2O's per-slot score all grow with the slots, nothing else
+    const slots = lengths.reduce((a, b) => a + b, 0) * model.config.numKvHeads;
+    expect(session.cache.bytes()).toBe(slots * (2 * model.config.headDim * 2 + 4 + 4));
+    expect(session.cache.meanLength() * session.cache.bytesPerToken()).toBeCloseTo(session.cache.bytes(), 6);
   });
 
   it('counts real bytes: keys and values for the full cache, which stores no positions (slot p holds position p)', () => {
@@ -100,7 +108,7 @@ describe('KV cache with eviction (stories260K)', () => {
     (spec) => {
       const evicted = model.session({ cache: spec });
       evicted.feed(ids.slice(0, 200));
-      const kept = evicted.cache.length;
+      const kept = evicted.cache.meanLength();
       expect(kept).toBeLessThanOrEqual(16);
       const fitting = model.session({ cache: spec });
       fitting.feed(ids.slice(0, kept));
@@ -115,10 +123,7 @@ describe('KV cache with eviction (stories260K)', () => {
 
 describe('KV bytes per token (ref-6m)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(REF6M_DIR, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(REF6M_DIR, (m) => (model = m));
 
   it('full+kvquant(bits=3) holds at most a quarter of fp16 per token over 2048 tokens', () => {
     const c = model.config;

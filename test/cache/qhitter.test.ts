@@ -1,12 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AttentionStats, Policy } from '../../src/cache/policy.js';
 import { friendliness, minmaxQuantError, qhitter } from '../../src/cache/policies/qhitter.js';
 import { POLICIES, parseSpec, printSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
-import { loadModel, type Model } from '../../src/model.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import type { Model } from '../../src/engine/model.js';
+import { STORIES_BIN, withModel } from '../engine/helpers.js';
 import { choose } from './helpers.js';
 
 /** The policy's inspection methods (not on the Policy interface). */
@@ -156,10 +156,7 @@ describe('Q-Hitter in the cache (stories260K)', () => {
   const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
   const ids = story.ids.slice(0, 160);
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it('never holds more than its budget, keeps the newest token, and stores what it keeps with its own codec', () => {
     const spec = 'qhitter(budget=32,default=8,recent=8)';

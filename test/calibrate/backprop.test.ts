@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LlamaBackprop, type LayerGradients, type Perturbation } from '../../src/calibrate/backprop.js';
 import { calibrationSamples } from '../../src/calibrate/data.js';
 import { UnsupportedModelError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M, STORIES } from '../model/fixtures.js';
 
 const EPS = 1e-3;

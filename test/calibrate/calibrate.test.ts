@@ -11,9 +11,9 @@ import { calibrate, type CalibrateOptions } from '../../src/calibrate/calibrate.
 import { calibrationSamples } from '../../src/calibrate/data.js';
 import { randomLlama, writeHfDir } from '../../src/dev/write.js';
 import { CalibrationError, UnsupportedModelError } from '../../src/errors.js';
-import type { ModelIdentity } from '../../src/cache/quant/calibfile.js';
+import type { ModelIdentity } from '../../src/model/config.js';
 import { modelIdentity } from '../../src/model/identity.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { seededRandom } from '../../src/util/random.js';
 import { REF6M, STORIES, TINY, tinyTokenizerJson } from '../model/fixtures.js';
 

@@ -1,14 +1,15 @@
 // kvquant(calib=FILE) with the committed calibration file, from every entry point: the memory plan sizes
 // the cache before the model exists, the file is read and checked when the cache is built for the model.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCalibration } from '../../src/cache/quant/calibfile.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
+import { spawnServe } from '../server/helpers.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 const FILE = path.resolve('results/calibration/stories260K.fisher.calib');
@@ -88,17 +89,8 @@ describe('kvquant(calib=FILE) from every entry point', () => {
   });
 
   it('serve --cache: starts with it, and a request that names no kv_cache runs with it', async () => {
-    const server = spawn(process.execPath, [CLI, 'serve', '--model', STORIES_BIN, '--threads', '1', '--port', '0', '--cache', SPEC], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const { child: server, url } = await spawnServe(['--model', STORIES_BIN, '--threads', '1', '--cache', SPEC]);
     try {
-      let stderr = '';
-      const url = await new Promise<string>((resolve, reject) => {
-        server.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-          const m = / on (http:\/\/\S+)/.exec(stderr);
-          if (m) resolve(m[1]!);
-        });
-        server.on('exit', (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
-      });
       const response = await fetch(`${url}/v1/completions`, {
         method: 'POST', headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ model: 'stories260K', prompt: PROMPT, max_tokens: 12, temperature: 0 }),

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { CLI, expectCleanFailure } from './run.js';
 

@@ -8,7 +8,7 @@ import type { Checkpoint } from '../../src/model/checkpoint.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { parseGguf } from '../../src/model/gguf.js';
 import { loadCheckpoint } from '../../src/model/load.js';
-import { Model } from '../../src/model.js';
+import { Model } from '../../src/engine/model.js';
 import { parseSafetensors } from '../../src/model/safetensors.js';
 import { TensorNames as N } from '../../src/model/tensor.js';
 import { toF32 } from '../../src/model/weights.js';

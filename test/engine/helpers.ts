@@ -1,6 +1,8 @@
 import path from 'node:path';
-import { argmax } from '../../src/sample.js';
-import type { Session } from '../../src/session.js';
+import { afterAll, beforeAll } from 'vitest';
+import { loadModel, type LoadOptions, type Model } from '../../src/engine/model.js';
+import { argmax } from '../../src/engine/sample.js';
+import type { Session } from '../../src/engine/session.js';
 
 export const SHARED = path.resolve('../shared');
 export const REF6M_DIR = path.join(SHARED, 'models/ref-6m');
@@ -18,4 +20,11 @@ export function greedyTokens(session: Session, prompt: readonly number[], n: num
     logits = session.feed([got[got.length - 1]!]);
   }
   return got;
+}
+
+/** Loads `file` before the tests of the block it is called in, hands it to `set`, and closes it after them. */
+export function withModel(file: string, set: (model: Model) => void, options: LoadOptions = { threads: 1 }): void {
+  let model: Model | undefined;
+  beforeAll(async () => set((model = await loadModel(file, options))));
+  afterAll(async () => model?.close());
 }

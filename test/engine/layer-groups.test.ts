@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M_DIR } from './helpers.js';
 
 /** Logits after each step of a prompt then decoded tokens, as one array. */

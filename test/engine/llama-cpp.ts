@@ -1,7 +1,7 @@
 // llama.cpp (node-llama-cpp, CPU) on a GGUF: the reference kvpack's forward pass is compared with.
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import type { Model } from '../../src/model.js';
-import { argmax } from '../../src/sample.js';
+import type { Model } from '../../src/engine/model.js';
+import { argmax } from '../../src/engine/sample.js';
 
 export interface LlamaCppRun {
   /** llama.cpp's tokens for the prompt. */

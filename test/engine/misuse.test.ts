@@ -1,16 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KvpackError, UsageError } from '../../src/errors.js';
 import { createKernels } from '../../src/kernels/index.js';
-import { loadModel, type Model } from '../../src/model.js';
-import { Sampler } from '../../src/sample.js';
-import { STORIES_BIN } from './helpers.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
+import { Sampler } from '../../src/engine/sample.js';
+import { STORIES_BIN, withModel } from './helpers.js';
 
 // Library misuse a fuzzing pass found crashing or silently wrong: each must be a typed error or right.
 let model: Model;
-beforeAll(async () => {
-  model = await loadModel(STORIES_BIN, { threads: 1 });
-});
-afterAll(async () => model.close());
+withModel(STORIES_BIN, (m) => (model = m));
 
 async function collect(gen: AsyncGenerator<string>): Promise<string> {
   let text = '';

@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { encode, GGML, ggufBytes, ggufName, randomWeights } from '../../src/dev/write.js';
 import { NumericError } from '../../src/errors.js';
-import { Model } from '../../src/model.js';
+import { Model } from '../../src/engine/model.js';
 import { ggufCheckpoint } from '../../src/model/gguf.js';
 import { ggufMetadata, TINY } from '../model/fixtures.js';
 

@@ -1,6 +1,6 @@
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { greedyTokens, REF6M_DIR, REF6M_GGUF } from './helpers.js';
 
 const PROMPT = 'The President of the United States said that the Congress';

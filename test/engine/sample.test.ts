@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { argmax, logSoftmax, Sampler, seededRandom } from '../../src/sample.js';
+import { argmax, logSoftmax, Sampler, seededRandom } from '../../src/engine/sample.js';
 
 describe('sampling', () => {
   it('temperature 0 is argmax, first index on ties', () => {

@@ -1,6 +1,6 @@
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import { REF6M_GGUF } from './helpers.js';
 
 const PROMPT = 'The President of the United States said that the Congress';

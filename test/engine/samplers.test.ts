@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Sampler, type SamplingOptions } from '../../src/sample.js';
+import { Sampler, type SamplingOptions } from '../../src/engine/sample.js';
 
 // Each sampler of the chain against its definition, on distributions small enough to work out by hand.
 const softmax = (xs: number[]) => {

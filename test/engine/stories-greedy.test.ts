@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model.js';
-import { argmax } from '../../src/sample.js';
+import { loadModel } from '../../src/engine/model.js';
+import { argmax } from '../../src/engine/sample.js';
 import { STORIES_BIN, STORIES_GGUF, STORIES_F64_GREEDY } from './helpers.js';
 
 const reference = JSON.parse(fs.readFileSync(STORIES_F64_GREEDY, 'utf8')) as { ids: number[]; text: string };

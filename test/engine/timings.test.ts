@@ -1,13 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
-import { STORIES_BIN } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
+import { STORIES_BIN, withModel } from './helpers.js';
 
 describe('session.lastTimings', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(() => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it("counts the prompt's tokens and the generated ones apart, each with its own time, and follows every generate()", async () => {
     const session = model.session();

@@ -5,7 +5,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { describeQueue, jobId, queueConnection, readJob, readResult, toJob } from '../../src/eval/queue.js';
 import { ResultStore, type ResultRow } from '../../src/eval/store.js';
 import { loadPlan, planSweep, runSweep } from '../../src/eval/sweep.js';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { expectCleanFailure, kvpack as runKvpack } from '../cli/run.js';
 import { Kvpack, TestRedis, TLS_CA, until } from './redis.js';

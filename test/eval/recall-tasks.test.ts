@@ -3,7 +3,7 @@ import { copyItems, copyNll } from '../../src/eval/copy.js';
 import { loadEvalTokens } from '../../src/eval/data.js';
 import { multikey, multikeyLine, multikeyPrompt, multikeyQuestion, multikeyTrial } from '../../src/eval/multikey.js';
 import { resolveTask } from '../../src/eval/tasks.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 describe('multikey and copy on stories260K', () => {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTables, renderMarkdown } from '../../src/eval/report.js';
 import { ResultStore } from '../../src/eval/store.js';
 import { expandCaches, parsePlan, planSweep, runSweep, type SweepEvent } from '../../src/eval/sweep.js';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 describe('expandCaches', () => {

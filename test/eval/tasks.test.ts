@@ -1,19 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fidelity } from '../../src/eval/fidelity.js';
 import { needle, needlePrompt, needleSentence } from '../../src/eval/needle.js';
 import { passkey, passkeyLine, passkeyPrompt } from '../../src/eval/passkey.js';
 import { firstInteger, parseIntList } from '../../src/eval/retrieval.js';
 import { resolveTask } from '../../src/eval/tasks.js';
 import { xsum } from '../../src/eval/xsum.js';
-import { loadModel, type Model } from '../../src/model.js';
-import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
+import type { Model } from '../../src/engine/model.js';
+import { REF6M_DIR, STORIES_BIN, withModel } from '../engine/helpers.js';
 
 describe('eval tasks on stories260K', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it('fidelity: the exact (f32) full cache against itself is exact; eviction costs KL and agreement; fp16 almost nothing', () => {
     const o = { data: 'stories260k', ctx: 256, chunks: 1, mode: 'decode' as const };
@@ -100,10 +97,7 @@ describe('task parameters', () => {
 
 describe('eval tasks on ref-6m (quantized rows smaller than f16 there)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(REF6M_DIR, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(REF6M_DIR, (m) => (model = m));
 
   it('kvquant without a calibration file: the held maximum is set while it stages f16 rows; the steady state and a note say so', () => {
     const o = { data: 'wikitext2', ctx: 256, chunks: 1, mode: 'decode' as const };

@@ -1,7 +1,7 @@
 // Corrupt headers that used to load and run on garbage (a fuzzing pass found them): each is now a typed error.
 import { describe, expect, it } from 'vitest';
 import { ModelFormatError } from '../../src/errors.js';
-import { Model } from '../../src/model.js';
+import { Model } from '../../src/engine/model.js';
 import { ggufCheckpoint } from '../../src/model/gguf.js';
 import { loadCheckpoint } from '../../src/model/load.js';
 import {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomLlama, writeHfDir, writeLlamaGguf } from '../../src/dev/write.js';
 import type { ModelConfig } from '../../src/model/config.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { SHARED } from '../engine/helpers.js';
 import { expectSameGreedy, kvpackGreedy, llamaCpp, maxLogitDiff } from '../engine/llama-cpp.js';
 import { loadLlamaCpp, sampleTexts } from '../tokenizer/fixtures.js';

@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
-import { argmax } from '../../src/sample.js';
-import { REF6M_DIR } from '../engine/helpers.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
+import { argmax } from '../../src/engine/sample.js';
+import { REF6M_DIR, withModel } from '../engine/helpers.js';
 
 const SPECS = ['full', 'h2o(budget=0.5)+kvquant(bits=3)', 'window(sinks=4,recent=24)+fp16', 'full+int(bits=4)', 'snapkv(budget=20)+fp16'];
 const PROMPTS = ['The history of the city', 'In 1998 the band released', 'She said that the river', 'A large number of', 'The President of the United States'];
@@ -9,10 +9,7 @@ const PROMPTS = ['The history of the city', 'In 1998 the band released', 'She sa
 // the layer-group split (6 layers as 4+2 memories) carries every session's rows between memories
 describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, groups: 2 }])('batched decoding (layersPerMemory $layersPerMemory)', ({ layersPerMemory, groups }) => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(REF6M_DIR, { threads: 2, layersPerMemory });
-  });
-  afterAll(() => model.close());
+  withModel(REF6M_DIR, (m) => (model = m), { threads: 2, layersPerMemory });
 
   it('gives each session the logits it gets alone', () => {
     expect(model.weights.groups.count).toBe(groups);

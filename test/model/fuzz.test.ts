@@ -52,38 +52,44 @@ async function mutated(work: Buffer, rand: () => number, lo: number, hi: number,
 const CASES = 120;
 
 describe('fuzzed headers of the shared models', () => {
-  it('ref-6m.gguf: mutated metadata and tensor infos, random truncation', async () => {
-    const file = 'ref-6m.gguf';
-    const work = Buffer.from(await readFile(path.join(REF6M, file)));
-    const dataOffset = parseGguf(work, file).dataOffset;
-    const rand = mulberry32(6);
+  /**
+   * Reads a GGUF CASES times with bytes mutated in the range `range` picks (given the offset of the tensor
+   * data) and CASES / 2 times cut at the length `cut` picks, tallying how the reader reacts.
+   */
+  async function fuzzGguf(
+    file: string, seed: number,
+    range: (rand: () => number, dataOffset: number) => [number, number],
+    cut: (rand: () => number, dataOffset: number, length: number) => number,
+  ): Promise<Tally> {
+    const work = Buffer.from(await readFile(file));
+    const name = path.basename(file);
+    const dataOffset = parseGguf(work, name).dataOffset;
+    const rand = mulberry32(seed);
     const tally: Tally = { ok: 0, typed: 0, escaped: [] };
     for (let i = 0; i < CASES; i++) {
-      // The first 4 KB (header, counts, config keys, start of the vocabulary) and the tensor infos before the data.
-      const [lo, hi] = rand() < 0.6 ? [0, 4096] : [dataOffset - 6144, dataOffset];
-      await mutated(work, rand, lo, hi, (where) => run(tally, `mutation #${i} at ${where}`, () => ggufCheckpoint(work, file)));
+      const [lo, hi] = range(rand, dataOffset);
+      await mutated(work, rand, lo, hi, (where) => run(tally, `mutation #${i} at ${where}`, () => ggufCheckpoint(work, name)));
     }
     for (let i = 0; i < CASES / 2; i++) {
-      const len = Math.floor(rand() < 0.5 ? rand() * dataOffset : rand() * work.length);
-      await run(tally, `truncation at ${len}`, () => ggufCheckpoint(work.subarray(0, len), file));
+      const len = Math.floor(cut(rand, dataOffset, work.length));
+      await run(tally, `truncation at ${len}`, () => ggufCheckpoint(work.subarray(0, len), name));
     }
+    return tally;
+  }
+
+  it('ref-6m.gguf: mutated metadata and tensor infos, random truncation', async () => {
+    const tally = await fuzzGguf(
+      path.join(REF6M, 'ref-6m.gguf'), 6,
+      // The first 4 KB (header, counts, config keys, start of the vocabulary) and the tensor infos before the data.
+      (rand, dataOffset) => (rand() < 0.6 ? [0, 4096] : [dataOffset - 6144, dataOffset]),
+      (rand, dataOffset, length) => (rand() < 0.5 ? rand() * dataOffset : rand() * length),
+    );
     expect(tally.escaped).toEqual([]);
     expect(tally.typed).toBeGreaterThan(CASES / 2);
   });
 
   it('stories260K.gguf: mutated header bytes, random truncation', async () => {
-    const file = 'stories260K.gguf';
-    const work = Buffer.from(await readFile(path.join(STORIES, file)));
-    const dataOffset = parseGguf(work, file).dataOffset;
-    const rand = mulberry32(260);
-    const tally: Tally = { ok: 0, typed: 0, escaped: [] };
-    for (let i = 0; i < CASES; i++) {
-      await mutated(work, rand, 0, dataOffset, (where) => run(tally, `mutation #${i} at ${where}`, () => ggufCheckpoint(work, file)));
-    }
-    for (let i = 0; i < CASES / 2; i++) {
-      const len = Math.floor(rand() * work.length);
-      await run(tally, `truncation at ${len}`, () => ggufCheckpoint(work.subarray(0, len), file));
-    }
+    const tally = await fuzzGguf(path.join(STORIES, 'stories260K.gguf'), 260, (_rand, dataOffset) => [0, dataOffset], (rand, _dataOffset, length) => rand() * length);
     expect(tally.escaped).toEqual([]);
     expect(tally.ok).toBeGreaterThan(0); // some mutations land in harmless places (token text, scores)
   });

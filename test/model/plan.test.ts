@@ -2,7 +2,7 @@ import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { GGUF_TYPE, ggufModelMetadata, llamaGgufTensorInfos, writeGgufTensors } from '../../src/dev/write.js';
 import { MemoryPlanError } from '../../src/errors.js';
-import { loadModel, readModelInfo } from '../../src/model.js';
+import { loadModel, readModelInfo } from '../../src/engine/model.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { loadCheckpoint, readModelHeader } from '../../src/model/load.js';
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M_DIR, REF6M_GGUF, SHARED } from '../engine/helpers.js';
 import { expectSameGreedy, kvpackGreedy, llamaCpp, maxLogitDiff } from '../engine/llama-cpp.js';
 

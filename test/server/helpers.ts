@@ -1,7 +1,9 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import path from 'node:path';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { createApp } from '../../src/server/app.js';
 import { loadChatTemplate } from '../../src/server/chat.js';
 import { Scheduler, type SchedulerOptions } from '../../src/server/scheduler.js';
@@ -35,6 +37,21 @@ export async function startServer(
       await model.close();
     },
   };
+}
+
+/** Starts `kvpack serve` from the built CLI on a free port with `args`; resolves once it says where it listens. */
+export async function spawnServe(args: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [path.resolve('dist/cli/main.js'), 'serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const m = / on (http:\/\/\S+)/.exec(stderr);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`kvpack serve exited ${code}: ${stderr}`)));
+  });
+  return { child, url };
 }
 
 /** Streams a completion and returns its text and the final usage chunk. */

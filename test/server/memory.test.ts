@@ -1,13 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/model.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
 import { predictedPeakBytes, SpecCost } from '../../src/server/memory.js';
-import { REF6M_DIR } from '../engine/helpers.js';
+import { REF6M_DIR, withModel } from '../engine/helpers.js';
 
 let model: Model;
-beforeAll(async () => {
-  model = await loadModel(REF6M_DIR, { threads: 1 });
-});
-afterAll(() => model.close());
+withModel(REF6M_DIR, (m) => (model = m));
 
 describe('the worst case a request may reserve', () => {
   const prompt = model0Prompt();

@@ -1,10 +1,8 @@
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import { Scheduler } from '../../src/server/scheduler.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
-import { startServer, streamCompletion, type TestServer } from './helpers.js';
+import { spawnServe, startServer, streamCompletion, type TestServer } from './helpers.js';
 
 const PROMPTS = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park', 'One day, a big bird', 'Tom had a red ball'];
 let server: TestServer | undefined;
@@ -92,17 +90,7 @@ describe('kvpack serve: many requests in one KV budget', () => {
 
 describe('kvpack serve as a process', () => {
   it('on SIGTERM refuses new requests, finishes the running stream and exits 0', async () => {
-    const cli = path.resolve('dist/cli/main.js');
-    const child = spawn(process.execPath, [cli, 'serve', '--model', STORIES_BIN, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    const url = await new Promise<string>((resolve, reject) => {
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        const m = / on (http:\/\/\S+) /.exec(stderr);
-        if (m) resolve(m[1]!);
-      });
-      child.once('exit', () => reject(new Error(`server exited: ${stderr}`)));
-    });
+    const { child, url } = await spawnServe(['--model', STORIES_BIN, '--threads', '1']);
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const response = await fetch(`${url}/v1/completions`, {
       method: 'POST', headers: { 'content-type': 'application/json' },

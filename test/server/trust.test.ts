@@ -6,10 +6,10 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseSpec, printSpec } from '../../src/cache/registry.js';
 import { CalibrationError, KvpackError, ModelFormatError } from '../../src/errors.js';
-import { loadModel, type Model } from '../../src/model.js';
+import type { Model } from '../../src/engine/model.js';
 import { errorResponse } from '../../src/server/app.js';
 import { Scheduler } from '../../src/server/scheduler.js';
-import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
+import { REF6M_DIR, STORIES_BIN, withModel } from '../engine/helpers.js';
 import { head, rawRequest, startServer, streamCompletion, type TestServer } from './helpers.js';
 
 // Issue 22: the server is a trust boundary. Every byte a client sends is hostile.
@@ -239,10 +239,7 @@ describe('request bodies (findings 6, 8, 9)', () => {
 
 describe('memory per spec and the peak gauge (findings 7, 9)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(() => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   const request = (cache?: string) => ({ prompt: [1, 400, 401, 402], maxTokens: 2, temperature: 0, topP: 1, seed: 1, stop: [], cache });
 

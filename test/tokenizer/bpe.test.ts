@@ -4,23 +4,18 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Gpt2BpeTokenizer } from '../../src/tokenizer/bpe.js';
 import { HfTokenizer } from '../../src/tokenizer/hf.js';
 import { loadLlamaCpp, sampleTexts, shared, type LlamaCpp } from './fixtures.js';
-import { readGgufMeta } from './gguf-meta.js';
+import { ggufVocab } from './gguf-meta.js';
 
 const GGUF = shared('models/ref-6m/ref-6m.gguf');
 const JSON_FILE = shared('models/ref-6m/tokenizer.json');
 
 function ggufBpe(): Gpt2BpeTokenizer {
-  const meta = readGgufMeta(GGUF);
-  expect(meta.get('tokenizer.ggml.model')).toBe('gpt2');
+  const { meta, vocab } = ggufVocab(GGUF, 'gpt2');
   return new Gpt2BpeTokenizer({
-    tokens: meta.get('tokenizer.ggml.tokens') as string[],
+    ...vocab,
     merges: meta.get('tokenizer.ggml.merges') as string[],
-    types: meta.get('tokenizer.ggml.token_type') as number[],
-    bos: meta.get('tokenizer.ggml.bos_token_id') as number,
-    eos: [meta.get('tokenizer.ggml.eos_token_id') as number],
     addBos: meta.get('tokenizer.ggml.add_bos_token') as boolean,
     pre: meta.get('tokenizer.ggml.pre') as string,
-    file: GGUF,
   });
 }
 

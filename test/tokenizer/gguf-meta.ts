@@ -45,3 +45,17 @@ export function readGgufMeta(path: string): Map<string, MetaValue> {
   }
   return meta;
 }
+
+/** A GGUF's vocabulary as both tokenizers take it, once its `tokenizer.ggml.model` is `model`; `meta` for the rest. */
+export function ggufVocab(path: string, model: 'gpt2' | 'llama') {
+  const meta = readGgufMeta(path);
+  if (meta.get('tokenizer.ggml.model') !== model) throw new Error(`${path}: tokenizer.ggml.model is not ${model}`);
+  const vocab = {
+    tokens: meta.get('tokenizer.ggml.tokens') as string[],
+    types: meta.get('tokenizer.ggml.token_type') as number[],
+    bos: meta.get('tokenizer.ggml.bos_token_id') as number,
+    eos: [meta.get('tokenizer.ggml.eos_token_id') as number],
+    file: path,
+  };
+  return { meta, vocab };
+}

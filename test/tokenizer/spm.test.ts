@@ -5,22 +5,17 @@ import { readLlama2cTokenizer } from '../../src/tokenizer/llama2c.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/spm.js';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { loadLlamaCpp, shared, type LlamaCpp } from './fixtures.js';
-import { readGgufMeta } from './gguf-meta.js';
+import { ggufVocab } from './gguf-meta.js';
 
 const GGUF = shared('models/stories260K/stories260K.gguf');
 const TOK_BIN = '../shared/models/stories260K/tok512.bin';
 
 function ggufSpm(): SentencePieceTokenizer {
-  const meta = readGgufMeta(GGUF);
-  expect(meta.get('tokenizer.ggml.model')).toBe('llama');
+  const { meta, vocab } = ggufVocab(GGUF, 'llama');
   return new SentencePieceTokenizer({
-    tokens: meta.get('tokenizer.ggml.tokens') as string[],
+    ...vocab,
     scores: meta.get('tokenizer.ggml.scores') as number[],
-    types: meta.get('tokenizer.ggml.token_type') as number[],
-    bos: meta.get('tokenizer.ggml.bos_token_id') as number,
-    eos: [meta.get('tokenizer.ggml.eos_token_id') as number],
     addBos: true, // no tokenizer.ggml.add_bos_token key: llama.cpp's default for SPM
-    file: GGUF,
   });
 }
 

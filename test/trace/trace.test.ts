@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { f16ToF32, f32ToF16 } from '../../src/kernels/half.js';
-import { loadModel, type Model } from '../../src/model.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { gapDecode, gapEncode, type HeadDelta } from '../../src/trace/format.js';
 import { Trace, TraceFormatError } from '../../src/trace/read.js';
 import { recordTrace } from '../../src/trace/record.js';

@@ -5,7 +5,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from '../../src/eval/browser.js';
 import { loadEvalTokens } from '../../src/eval/data.js';
-import { loadModel } from '../../src/model.js';
+import { loadModel } from '../../src/engine/model.js';
 import type { HeadDelta, StepRecord, TraceRecord } from '../../src/trace/format.js';
 import { recordTrace } from '../../src/trace/record.js';
 import { serveTrace, type Viewer } from '../../src/trace/serve.js';

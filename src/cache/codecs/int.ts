@@ -1,4 +1,4 @@
-import { rangeParams } from '../../kernels/quant/quantize.js';
+import { rangeParams } from '../../kernels/packed/quantize.js';
 import { int as integer, oneOf, optional, type Infer } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
 import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { CalibrationError, UsageError } from '../../errors.js';
-import { rangeParams } from '../../kernels/quant/quantize.js';
+import { rangeParams } from '../../kernels/packed/quantize.js';
 import { bool, int, number, oneOf, text } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
 import { readCalibration, storedCalibrationFile, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
@@ -11,7 +11,7 @@ import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
 
 /**
  * kvquant(bits, outliers, sinks, prerope, datatype, qnorm, calibrate, calib): the KVQuant recipe (Hooper et al.,
- * 2024), with attention computed from the packed codes (assembly/quant.ts).
+ * 2024), with attention computed from the packed codes (assembly/packed-attention.ts).
  *
  * Keys: per channel, before RoPE (the kernel rotates each decoded row by its slot's position), one
  *   scale/zero per (layer, KV head, channel) taken from thresholds; values beyond the thresholds are

@@ -55,10 +55,6 @@ export class SlotArrays<T extends Numbers> {
   }
 }
 
-/**
- * What most policies share: a budget per layer, an optional recent window that is never evicted,
- * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
- */
 /** Fewer tokens than this per KV head, resolved from a fraction, earn a warning. */
 const MIN_USEFUL_BUDGET = 4;
 
@@ -71,6 +67,10 @@ export interface BudgetParams {
   recent?: Budget;
 }
 
+/**
+ * What most policies share: a budget per layer, an optional recent window that is never evicted,
+ * per-slot state that moves with the slots. A subclass scores slots; the lowest scores go.
+ */
 export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implements Policy {
   readonly evicts = true;
   abstract readonly tailQueries: number;
@@ -171,6 +171,26 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
 
   reset(): void {
     for (const s of this.states) s.reset();
+  }
+}
+
+/**
+ * A budget policy whose state is one f32 score per slot (a policy is its score, as in kvpress's
+ * ScorerPress): a subclass writes `score` as tokens arrive (`onAppend`) or attention is observed
+ * (`update`). Given a `scoreName`, the trace shows the held scores under that name.
+ */
+export abstract class ScorePolicy<P extends BudgetParams = BudgetParams> extends BudgetPolicy<P> {
+  protected readonly score: SlotArrays<Float32Array>;
+  readonly heldScores?: (layer: number, head: number, length: number) => ArrayLike<number>;
+
+  constructor(params: P, shape: PolicyShape, readonly scoreName?: string) {
+    super(params, shape);
+    this.score = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+    if (scoreName !== undefined) this.heldScores = (layer, head, length) => this.score.of(layer, head).subarray(0, length);
+  }
+
+  protected scores(layer: number, head: number, _view: SlotView): ArrayLike<number> {
+    return this.score.of(layer, head);
   }
 }
 

@@ -1,7 +1,7 @@
 import { budget, BUDGET_PARAMS } from '../budget.js';
 import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
 import { optional, type Infer } from '../../util/schema.js';
-import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+import { groupMean, ScorePolicy } from './base.js';
 
 const PARAMS = {
   ...BUDGET_PARAMS,
@@ -13,14 +13,12 @@ const PARAMS = {
  * arrived (not normalised); the lowest sum goes, except for the `recent` newest tokens. Without
  * `recent`, half the budget is the recent window (H2O's equal heavy/recent split).
  */
-class H2OPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
+class H2OPolicy extends ScorePolicy<Infer<typeof PARAMS>> {
   readonly tailQueries = 0;
   readonly needsReceived = true;
-  private readonly accumulated: SlotArrays<Float32Array>;
 
   constructor(params: Infer<typeof PARAMS>, shape: PolicyShape) {
-    super(params, shape);
-    this.accumulated = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+    super(params, shape, 'accumulated attention');
   }
 
   protected override recentTokens(layer: number): number {
@@ -31,18 +29,9 @@ class H2OPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
     const mean = this.scratch(stats.capacity);
     for (let h = 0; h < this.shape.numKvHeads; h++) {
       groupMean(stats.received, 0, h, stats, mean);
-      const acc = this.accumulated.of(stats.layer, h);
+      const acc = this.score.of(stats.layer, h);
       for (let s = 0; s < stats.length; s++) acc[s] = acc[s]! + mean[s]!;
     }
-  }
-
-  protected scores(layer: number, head: number): ArrayLike<number> {
-    return this.accumulated.of(layer, head);
-  }
-
-  readonly scoreName = 'accumulated attention';
-  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
-    return this.accumulated.of(layer, head).subarray(0, length);
   }
 }
 

@@ -1,21 +1,15 @@
 import { BUDGET_PARAMS } from '../budget.js';
-import { policyKind, type AttentionStats, type PolicyShape, type TokenRows } from '../policy.js';
-import { BudgetPolicy, type BudgetParams, SlotArrays } from './base.js';
+import { policyKind, type AttentionStats, type TokenRows } from '../policy.js';
+import { ScorePolicy } from './base.js';
 
-/** Key-norm baseline (kvpress KnormPress): keys with the largest norm go first. */
-class KnormPolicy extends BudgetPolicy {
+/** Key-norm baseline (kvpress KnormPress): keys with the largest norm go first (the score is the norm, negated). */
+class KnormPolicy extends ScorePolicy {
   readonly tailQueries = 0;
   readonly needsReceived = false;
-  private readonly negNorm: SlotArrays<Float32Array>;
-
-  constructor(params: BudgetParams, shape: PolicyShape) {
-    super(params, shape);
-    this.negNorm = this.track(new SlotArrays((n) => new Float32Array(n), shape));
-  }
 
   override onAppend(layer: number, head: number, from: number, n: number, _p: Int32Array, rows: TokenRows | undefined): void {
     if (!rows) throw new Error('internal: knorm needs the key rows');
-    const d = this.negNorm.of(layer, head);
+    const d = this.score.of(layer, head);
     for (let t = 0; t < n; t++) {
       let ss = 0;
       for (let i = 0; i < rows.headDim; i++) ss += rows.keys[t * rows.headDim + i]! ** 2;
@@ -24,10 +18,6 @@ class KnormPolicy extends BudgetPolicy {
   }
 
   protected update(_stats: AttentionStats): void {}
-
-  protected scores(layer: number, head: number): ArrayLike<number> {
-    return this.negNorm.of(layer, head);
-  }
 }
 
 export const knorm = policyKind({

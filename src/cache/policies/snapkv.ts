@@ -1,7 +1,7 @@
 import { int, type Infer } from '../../util/schema.js';
 import { BUDGET_PARAMS } from '../budget.js';
 import { policyKind, type AttentionStats, type PolicyShape, type SlotView } from '../policy.js';
-import { BudgetPolicy, groupMean, SlotArrays } from './base.js';
+import { groupMean, ScorePolicy } from './base.js';
 
 const PARAMS = {
   ...BUDGET_PARAMS,
@@ -18,15 +18,13 @@ const PARAMS = {
  * each time the cache fills: it is cut to budget − window, so by the next cut exactly one new
  * observation window has arrived and voted (votes restart at each cut). One float per slot.
  */
-class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
+class SnapKVPolicy extends ScorePolicy<Infer<typeof PARAMS>> {
   readonly needsReceived = false;
   readonly tailQueries: number;
-  private readonly votes: SlotArrays<Float32Array>;
 
   constructor(params: Infer<typeof PARAMS>, shape: PolicyShape) {
-    super(params, shape);
+    super(params, shape, 'votes since the last cut');
     this.tailQueries = params.window;
-    this.votes = this.track(new SlotArrays((n) => new Float32Array(n), shape));
   }
 
   /** The observation window, at most half the budget so that the cut leaves room for votes. */
@@ -49,25 +47,20 @@ class SnapKVPolicy extends BudgetPolicy<Infer<typeof PARAMS>> {
     for (let r = first; r < stats.tailRows; r++) {
       for (let h = 0; h < this.shape.numKvHeads; h++) {
         groupMean(stats.tail, r * rowStride, h, stats, mean);
-        const votes = this.votes.of(stats.layer, h);
+        const votes = this.score.of(stats.layer, h);
         for (let s = 0; s < stats.length; s++) votes[s] = votes[s]! + mean[s]!;
       }
     }
   }
 
-  protected scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
-    const votes = this.votes.of(layer, head);
+  protected override scores(layer: number, head: number, view: SlotView): ArrayLike<number> {
+    const votes = this.score.of(layer, head);
     if (this.order.length < view.length) this.order = new Int32Array(view.length);
     const pooled = maxPoolByPosition(votes, view, this.params.pool, this.scratch(view.length), this.order);
     votes.fill(0); // the next cut is decided by the next observation window
     return pooled;
   }
   private order = new Int32Array(0);
-
-  readonly scoreName = 'votes since the last cut';
-  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
-    return this.votes.of(layer, head).subarray(0, length);
-  }
 }
 
 /**

@@ -1,33 +1,22 @@
 import { BUDGET_PARAMS } from '../budget.js';
 import { policyKind, type AttentionStats, type PolicyShape } from '../policy.js';
-import { BudgetPolicy, type BudgetParams, groupMean, SlotArrays } from './base.js';
+import { type BudgetParams, groupMean, ScorePolicy } from './base.js';
 
 /**
  * TOVA (Transformers are Multi-State RNNs): drop the token the current query attends to least
  * (query heads of a KV head averaged). Only the last query's attention matters.
  */
-class TovaPolicy extends BudgetPolicy {
+class TovaPolicy extends ScorePolicy {
   readonly tailQueries = 1;
   readonly needsReceived = false;
-  private readonly last: SlotArrays<Float32Array>;
 
   constructor(params: BudgetParams, shape: PolicyShape) {
-    super(params, shape);
-    this.last = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+    super(params, shape, "the last query's attention");
   }
 
   protected update(stats: AttentionStats): void {
     const row = (stats.tailRows - 1) * this.shape.numKvHeads * stats.group * stats.capacity;
-    for (let h = 0; h < this.shape.numKvHeads; h++) groupMean(stats.tail, row, h, stats, this.last.of(stats.layer, h));
-  }
-
-  protected scores(layer: number, head: number): ArrayLike<number> {
-    return this.last.of(layer, head);
-  }
-
-  readonly scoreName = "the last query's attention";
-  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
-    return this.last.of(layer, head).subarray(0, length);
+    for (let h = 0; h < this.shape.numKvHeads; h++) groupMean(stats.tail, row, h, stats, this.score.of(stats.layer, h));
   }
 }
 

@@ -1,5 +1,5 @@
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
-import { decodeRow } from '../../kernels/quant/reference.js';
+import { decodeRow } from '../../kernels/packed/reference.js';
 import type { Codec, CodecAttention, CodecContext } from '../codec.js';
 import { RopeTables } from './rope.js';
 import { QuantStore } from './store.js';

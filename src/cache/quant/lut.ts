@@ -6,7 +6,7 @@
  * Codes are assigned by `nearest` (the quantize kernel's definition) against `midpoints`.
  */
 
-export { nearest } from '../../kernels/quant/quantize.js';
+export { nearest } from '../../kernels/packed/quantize.js';
 
 /** Φ(x) from erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, plenty for signposts). */
 function normalCdf(x: number): number {

@@ -1,8 +1,8 @@
 import type { Kernels } from '../../kernels/api.js';
 import { f32ToF16 } from '../../kernels/half.js';
-import { LUT_BYTES, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/quant/pack.js';
-import { clampF16 } from '../../kernels/quant/quantize.js';
-import type { QuantKind, QuantStream } from '../../kernels/quant/types.js';
+import { LUT_BYTES, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/packed/pack.js';
+import { clampF16 } from '../../kernels/packed/quantize.js';
+import type { QuantKind, QuantStream } from '../../kernels/packed/types.js';
 import { midpoints } from './lut.js';
 
 /**
@@ -40,7 +40,7 @@ const EMPTY_OUTLIER = 0xffff0000;
 
 /**
  * The packed storage of one stream (keys or values) of every layer: codes, scales and zeros, sparse
- * outliers, f16 sink rows and an f16 residual ring, in the layout of src/kernels/quant/types.ts.
+ * outliers, f16 sink rows and an f16 residual ring, in the layout of src/kernels/packed/types.ts.
  */
 export class QuantStore {
   readonly rowBytes: number;

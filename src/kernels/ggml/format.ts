@@ -18,3 +18,16 @@ export interface GgmlFormat {
 const f16 = f16Table();
 /** The little-endian f16 at `b[at]`, as a number. */
 export const half = (b: Uint8Array, at: number): number => f16[b[at]! | (b[at + 1]! << 8)]!;
+
+/**
+ * A block's 32 values from 16 bytes of 4-bit codes at `b[codes..]` (byte j: value j in its low nibble,
+ * value j + 16 in its high nibble), each code widened by bit j of `fifthBits` (the _5 kinds; 0 for
+ * none) and turned into a number by `value`.
+ */
+export function nibbleBlock(b: Uint8Array, codes: number, fifthBits: number, out: Float32Array, o: number, value: (code: number) => number): void {
+  for (let j = 0; j < 16; j++) {
+    const q = b[codes + j]!;
+    out[o + j] = value((q & 15) | (((fifthBits >>> j) & 1) << 4));
+    out[o + j + 16] = value((q >> 4) | (((fifthBits >>> (j + 16)) & 1) << 4));
+  }
+}

@@ -1,4 +1,4 @@
-import { half, type GgmlFormat } from './format.js';
+import { half, nibbleBlock, type GgmlFormat } from './format.js';
 
 /** The 16 non-uniform levels IQ4 codes index (ggml's kvalues_iq4nl), denser near zero like trained weights. */
 export const IQ4_LEVELS = Int8Array.of(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
@@ -10,11 +10,7 @@ export const IQ4_NL: GgmlFormat = {
   name: 'IQ4_NL', id: 20, blockValues: 32, blockBytes: 18,
   dequantizeBlock(b, at, out, o) {
     const d = half(b, at);
-    for (let j = 0; j < 16; j++) {
-      const q = b[at + 2 + j]!;
-      out[o + j] = d * IQ4_LEVELS[q & 15]!;
-      out[o + j + 16] = d * IQ4_LEVELS[q >> 4]!;
-    }
+    nibbleBlock(b, at + 2, 0, out, o, (code) => d * IQ4_LEVELS[code]!);
   },
 };
 
@@ -30,11 +26,7 @@ export const IQ4_XS: GgmlFormat = {
     for (let i = 0; i < 8; i++) {
       const ls = ((b[at + 4 + (i >> 1)]! >> (4 * (i & 1))) & 15) | (((scalesHigh >> (2 * i)) & 3) << 4);
       const dl = fr(d * (ls - 32));
-      const q = at + 8 + 16 * i;
-      for (let j = 0; j < 16; j++) {
-        out[o + j] = dl * IQ4_LEVELS[b[q + j]! & 15]!;
-        out[o + j + 16] = dl * IQ4_LEVELS[b[q + j]! >> 4]!;
-      }
+      nibbleBlock(b, at + 8 + 16 * i, 0, out, o, (code) => dl * IQ4_LEVELS[code]!);
       o += 32;
     }
   },

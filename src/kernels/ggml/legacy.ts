@@ -1,4 +1,4 @@
-import { half, type GgmlFormat } from './format.js';
+import { half, nibbleBlock, type GgmlFormat } from './format.js';
 
 /**
  * ggml's "legacy" 32-value block formats. Each block starts with an f16 scale d (and an f16 offset m for
@@ -14,11 +14,7 @@ export const Q4_0: GgmlFormat = {
   name: 'Q4_0', id: 2, blockValues: 32, blockBytes: 18,
   dequantizeBlock(b, at, out, o) {
     const d = half(b, at);
-    for (let j = 0; j < 16; j++) {
-      const q = b[at + 2 + j]!;
-      out[o + j] = ((q & 15) - 8) * d;
-      out[o + j + 16] = ((q >> 4) - 8) * d;
-    }
+    nibbleBlock(b, at + 2, 0, out, o, (code) => (code - 8) * d);
   },
 };
 
@@ -28,11 +24,7 @@ export const Q4_1: GgmlFormat = {
   dequantizeBlock(b, at, out, o) {
     const d = half(b, at);
     const m = half(b, at + 2);
-    for (let j = 0; j < 16; j++) {
-      const q = b[at + 4 + j]!;
-      out[o + j] = fr((q & 15) * d) + m;
-      out[o + j + 16] = fr((q >> 4) * d) + m;
-    }
+    nibbleBlock(b, at + 4, 0, out, o, (code) => fr(code * d) + m);
   },
 };
 
@@ -43,12 +35,7 @@ export const Q5_0: GgmlFormat = {
   name: 'Q5_0', id: 6, blockValues: 32, blockBytes: 22,
   dequantizeBlock(b, at, out, o) {
     const d = half(b, at);
-    const qh = u32(b, at + 2);
-    for (let j = 0; j < 16; j++) {
-      const q = b[at + 6 + j]!;
-      out[o + j] = (((q & 15) | (((qh >>> j) & 1) << 4)) - 16) * d;
-      out[o + j + 16] = (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16) * d;
-    }
+    nibbleBlock(b, at + 6, u32(b, at + 2), out, o, (code) => (code - 16) * d);
   },
 };
 
@@ -58,12 +45,7 @@ export const Q5_1: GgmlFormat = {
   dequantizeBlock(b, at, out, o) {
     const d = half(b, at);
     const m = half(b, at + 2);
-    const qh = u32(b, at + 4);
-    for (let j = 0; j < 16; j++) {
-      const q = b[at + 8 + j]!;
-      out[o + j] = fr(((q & 15) | (((qh >>> j) & 1) << 4)) * d) + m;
-      out[o + j + 16] = fr(((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * d) + m;
-    }
+    nibbleBlock(b, at + 8, u32(b, at + 4), out, o, (code) => fr(code * d) + m);
   },
 };
 

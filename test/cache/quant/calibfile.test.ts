@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readCalibration, writeCalibration, type Calibration, type ModelIdentity, type StreamCalibration } from '../../../src/cache/quant/calibfile.js';
+import { readCalibration, writeCalibration, type Calibration, type StreamCalibration } from '../../../src/cache/quant/calibfile.js';
+import type { ModelIdentity } from '../../../src/model/config.js';
 import { CalibrationError } from '../../../src/errors.js';
 import { rng } from '../../kernels/util.js';
 

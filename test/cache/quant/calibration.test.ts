@@ -8,8 +8,8 @@ import { f16ToF32, f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
 import { ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig } from '../../../src/model/config.js';
-import { loadModel, type Model } from '../../../src/model.js';
-import { REF6M_DIR } from '../../engine/helpers.js';
+import type { Model } from '../../../src/engine/model.js';
+import { REF6M_DIR, withModel } from '../../engine/helpers.js';
 import { expectClose, put, randomF32, rng } from '../../kernels/util.js';
 
 /**
@@ -131,10 +131,7 @@ describe('kvquant calibration', () => {
 
 describe('kvquant decode mode (ref-6m, wikitext2, 256 tokens)', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(REF6M_DIR, { threads: 2 });
-  });
-  afterAll(async () => model?.close());
+  withModel(REF6M_DIR, (m) => (model = m), { threads: 2 });
 
   it('one token at a time scores like chunks: thresholds are not taken from a single token', () => {
     const [a, b] = evalChunks(loadEvalTokens('wikitext2', model.tokenizer), 256, 2, 'wikitext2');

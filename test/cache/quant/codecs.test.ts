@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { createCache } from '../../../src/cache/build.js';
-import { toBf16 } from '../../../src/kernels/quant/quantize.js';
+import { toBf16 } from '../../../src/kernels/packed/quantize.js';
 import { normalFloat } from '../../../src/cache/quant/lut.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';

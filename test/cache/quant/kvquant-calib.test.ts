@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { writeCalibration, type Calibration, type StreamCalibration } from '../../../src/cache/quant/calibfile.js';
-import { rangeParams } from '../../../src/kernels/quant/quantize.js';
+import { rangeParams } from '../../../src/kernels/packed/quantize.js';
 import { CODECS, parseSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
 import { CalibrationError, UsageError } from '../../../src/errors.js';
@@ -13,7 +13,7 @@ import type { Kernels } from '../../../src/kernels/api.js';
 import { createKernels } from '../../../src/kernels/index.js';
 import { ropeOf } from '../../../src/kernels/rope.js';
 import type { ModelConfig } from '../../../src/model/config.js';
-import type { ModelIdentity } from '../../../src/cache/quant/calibfile.js';
+import type { ModelIdentity } from '../../../src/model/config.js';
 import { put, randomF32, rng } from '../../kernels/util.js';
 
 const c = {

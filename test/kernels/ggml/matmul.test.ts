@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Kernels } from '../../../src/kernels/api.js';
+import type { Kernels, Matrix } from '../../../src/kernels/api.js';
 import { BLOCK_FORMATS, dequantize, type BlockDType } from '../../../src/kernels/ggml/index.js';
 import { f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
@@ -55,14 +55,22 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
     await int8dot.close();
   });
 
-  function run(k: Kernels, wBytes: Uint8Array, dtype: BlockDType, rows: number, cols: number, x: Float32Array, n: number): Float32Array {
-    const w = putMatrix(k, wBytes, dtype, rows, cols);
-    const xp = put(k, x);
-    const out = k.arena.alloc(n * rows * 4);
-    k.matmul(out, xp, w, n);
-    const got = k.arena.f32(out, n * rows).slice();
-    for (const p of [w.ptr, xp, out]) k.arena.free(p);
+  /** Puts a block matrix and an input into k's memory, runs `op` into `length` fresh floats, and frees all three. */
+  function withMatrix(
+    k: Kernels, bytes: Uint8Array, dtype: BlockDType, rows: number, cols: number, input: Float32Array | Int32Array, length: number,
+    op: (out: number, w: Matrix, input: number) => void,
+  ): Float32Array {
+    const w = putMatrix(k, bytes, dtype, rows, cols);
+    const ip = put(k, input);
+    const out = k.arena.alloc(length * 4);
+    op(out, w, ip);
+    const got = k.arena.f32(out, length).slice();
+    for (const p of [w.ptr, ip, out]) k.arena.free(p);
     return got;
+  }
+
+  function run(k: Kernels, wBytes: Uint8Array, dtype: BlockDType, rows: number, cols: number, x: Float32Array, n: number): Float32Array {
+    return withMatrix(k, wBytes, dtype, rows, cols, x, n * rows, (out, w, xp) => k.matmul(out, xp, w, n));
   }
 
   for (const dtype of DTYPES) {
@@ -87,15 +95,7 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
       const rows = 20, cols = 2 * bv, n = 5;
       const table = randomBlocks(r, dtype, rows, cols);
       const ids = Int32Array.from({ length: n }, (_, i) => (i * 7) % rows);
-      const both = [ref, f32dot].map((k) => {
-        const t = putMatrix(k, table, dtype, rows, cols);
-        const ip = put(k, ids);
-        const out = k.arena.alloc(n * cols * 4);
-        k.embed(out, t, ip, n);
-        const got = k.arena.f32(out, n * cols).slice();
-        for (const p of [t.ptr, ip, out]) k.arena.free(p);
-        return got;
-      });
+      const both = [ref, f32dot].map((k) => withMatrix(k, table, dtype, rows, cols, ids, n * cols, (out, t, ip) => k.embed(out, t, ip, n)));
       expectClose(both[1]!, both[0]!, 1e-6, 0, `${dtype} embed`);
     });
   }

@@ -1,17 +1,16 @@
-import { createCache } from './cache/build.js';
-import type { KVCache } from './cache/kvcache.js';
-import { parseSpec } from './cache/registry.js';
-import { KvLimitError, LimitError, NumericError, UsageError } from './errors.js';
+import { createCache } from '../cache/build.js';
+import type { KVCache } from '../cache/kvcache.js';
+import { parseSpec } from '../cache/registry.js';
+import { KvLimitError, LimitError, NumericError, UsageError } from '../errors.js';
 import { Generation } from './generation.js';
-import { Activations, forward, forwardBatch } from './model/forward.js';
-import type { Kernels } from './kernels/api.js';
-import type { ModelConfig } from './model/config.js';
-import type { Weights } from './model/weights.js';
+import { Activations, forward, forwardBatch } from '../model/forward.js';
+import type { Kernels } from '../kernels/api.js';
+import type { ModelConfig, ModelIdentity } from '../model/config.js';
+import type { Weights } from '../model/weights.js';
 import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
-import type { ModelIdentity } from './cache/quant/calibfile.js';
-import { formatBytes } from './util/progress.js';
-import type { Tokenizer } from './tokenizer/tokenizer.js';
-import { applyDefaults, bool, findIssue, int, number, optional, param, text, type Params } from './util/schema.js';
+import { formatBytes } from '../util/progress.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { applyDefaults, bool, findIssue, int, number, optional, param, text, type Params } from '../util/schema.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
 export interface RunnableModel {
@@ -352,12 +351,12 @@ export class Session {
     const perToken = cache.bytesPerToken();
     const needed = held + n * perToken;
     if (needed <= this.maxKvBytes) return;
-    const fixed = held - cache.length * perToken;
+    const fixed = held - cache.meanLength() * perToken;
     const keep = Math.floor((this.maxKvBytes - fixed) / perToken) - n;
     const limit = formatBytes(this.maxKvBytes);
     if (!cache.policy.evicts) {
       throw new KvLimitError(
-        `the cache ${cache.spec} would hold ${formatBytes(needed)} with ${n} more tokens, past maxKvBytes ${limit} (${cache.length} tokens held); ` +
+        `the cache ${cache.spec} would hold ${formatBytes(needed)} with ${n} more tokens, past maxKvBytes ${limit} (${Math.max(...cache.layerLengths())} tokens held); ` +
           'it never evicts: give it a budget, e.g. h2o(budget=…) or window(recent=…), or raise the limit',
         this.maxKvBytes, needed,
       );

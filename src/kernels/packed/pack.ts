@@ -1,6 +1,6 @@
 /**
  * Bit packing of quantization codes, shared by the codecs (which pack), the scalar reference and the
- * SIMD kernel in assembly/quant.ts (which unpack). A row of `d` codes is stored as ceil(d/64) chunks of
+ * SIMD kernel in assembly/packed-attention.ts (which unpack). A row of `d` codes is stored as ceil(d/64) chunks of
  * 64 codes, each chunk 8·bits bytes, so 2-, 3-, 4- and 8-bit rows are dense (a 64-wide head uses
  * exactly d·bits/8 bytes; other widths pad the last chunk with zero codes). The order inside a chunk is
  * chosen so the kernel unpacks 16 consecutive codes with one mask/shift per vector:

@@ -1,20 +1,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createKernels, type KernelOptions } from './kernels/index.js';
-import type { Kernels } from './kernels/api.js';
-import type { Tokenizer } from './tokenizer/tokenizer.js';
+import { createKernels, type KernelOptions } from '../kernels/index.js';
+import type { Kernels } from '../kernels/api.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { Batch, MODEL_CLOSED, Session, type BatchOptions, type SessionOptions } from './session.js';
-import type { Checkpoint, CheckpointFormat } from './model/checkpoint.js';
-import { kvBytesPerToken, type ModelConfig } from './model/config.js';
-import type { ModelIdentity } from './cache/quant/calibfile.js';
-import { modelIdentity, modelName } from './model/identity.js';
-import { loadCheckpoint, readModelHeader } from './model/load.js';
-import { summarizeTensors, type TensorSummary } from './model/tensor.js';
-import { checkPlan, planMemory } from './model/plan.js';
-import { uploadWeights, type Weights } from './model/weights.js';
-import { LayerGroups } from './cache/layer-groups.js';
-import { UsageError } from './errors.js';
+import type { Checkpoint, CheckpointFormat } from '../model/checkpoint.js';
+import { kvBytesPerToken, type ModelConfig, type ModelIdentity } from '../model/config.js';
+import { modelIdentity, modelName } from '../model/identity.js';
+import { loadCheckpoint, readModelHeader } from '../model/load.js';
+import { summarizeTensors, type TensorSummary } from '../model/tensor.js';
+import { checkPlan, planMemory } from '../model/plan.js';
+import { uploadWeights, type Weights } from '../model/weights.js';
+import { LayerGroups } from '../cache/layer-groups.js';
+import { UsageError } from '../errors.js';
 
 export interface LoadOptions extends KernelOptions {
   /** A tokenizer file to use instead of the one found beside the model (llama2.c checkpoints). */
@@ -35,7 +34,7 @@ export interface LoadOptions extends KernelOptions {
  * directory; relative to the working directory. A UsageError says what to pass when there is none.
  */
 export function defaultModelPath(): string {
-  const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
   const above = (dir: string): string[] => {
     const parent = path.dirname(dir);
     return parent === dir ? [dir] : [dir, ...above(parent)];
@@ -114,6 +113,11 @@ export class Model {
   /** The first layer group's memory, which also holds the embedding and the classifier. */
   get kernels(): Kernels {
     return this.weights.groups.first.kernels;
+  }
+
+  /** What messages and the server call it: its file or folder name without the extension. */
+  get name(): string {
+    return modelName(this.source);
   }
 
   static async load(modelPath: string, options: LoadOptions = {}): Promise<Model> {

@@ -4,7 +4,7 @@ import { rowCodeBytes, unpackRow } from './pack.js';
 import type { QuantAttentionArgs, QuantStream } from './types.js';
 
 /**
- * Scalar definition of the packed kernels in assembly/quant.ts: how one stored row decodes (codes →
+ * Scalar definition of the packed kernels in assembly/packed-attention.ts: how one stored row decodes (codes →
  * LUT → scale and zero → outliers → sinks / residual ring → RoPE), and attention over such rows. Every
  * f32 operation of the decode is rounded where the kernel rounds, so decoded rows match bit for bit;
  * the attention accumulates in f64 like ReferenceKernels.attention.

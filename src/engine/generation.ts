@@ -1,6 +1,6 @@
 import { Sampler, type SamplingOptions } from './sample.js';
-import { TextStream } from './tokenizer/stream.js';
-import type { Tokenizer } from './tokenizer/tokenizer.js';
+import { TextStream } from '../tokenizer/stream.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 
 export interface GenerationLimits extends SamplingOptions {
   maxTokens: number;

@@ -25,8 +25,8 @@ export interface SamplingOptions {
   frequencyPenalty?: number;
 }
 
-import { SEED_RANGE, seededRandom } from './util/random.js';
-import { int, number } from './util/schema.js';
+import { SEED_RANGE, seededRandom } from '../util/random.js';
+import { int, number } from '../util/schema.js';
 
 export { seededRandom };
 

@@ -2,11 +2,11 @@ import { describe, expect, it } from 'vitest';
 import type { Kernels } from '../../src/kernels/api.js';
 import { f16ToF32, f32ToF16 } from '../../src/kernels/half.js';
 import { Rope } from '../../src/kernels/rope.js';
-import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/quant/pack.js';
-import { decodeRow } from '../../src/kernels/quant/reference.js';
-import type { QuantAttentionArgs, QuantKind, QuantStream } from '../../src/kernels/quant/types.js';
+import { CHUNK, LUT_BYTES, packRow, rowCodeBytes, unpackRow, writeLut, type CodeBits } from '../../src/kernels/packed/pack.js';
+import { decodeRow } from '../../src/kernels/packed/reference.js';
+import type { QuantAttentionArgs, QuantKind, QuantStream } from '../../src/kernels/packed/types.js';
 import { normalFloat } from '../../src/cache/quant/lut.js';
-import { toBf16 } from '../../src/kernels/quant/quantize.js';
+import { toBf16 } from '../../src/kernels/packed/quantize.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
 import { expectClose, kernelPair, put, randomF32, rng } from './util.js';
 
