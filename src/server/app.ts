@@ -4,10 +4,10 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import { BusyError, CancelledError, LimitError, NumericError, RequestError, UsageError } from '../errors.js';
 import { capConnections, checkHostHeader, DEFAULT_HTTP_LIMITS, httpOptions, type HttpLimits } from '../util/http.js';
 import type { Model } from '../model.js';
+import type { StepLogprobs, TokenLogprob } from '../generation.js';
 import type { ChatTemplate } from './chat.js';
 import type { Scheduler, SchedulerRequest, SchedulerResult } from './scheduler.js';
 import { serverMetrics } from './metrics.js';
-import type { StepLogprobs, TokenLogprob } from '../generation.js';
 import { CHAT_UNSUPPORTED, chatSchema, COMPLETION_UNSUPPORTED, completionSchema, refuseFields, samplingOptions, type ChatBody, type CompletionBody } from './schema.js';
 
 export interface AppOptions {
