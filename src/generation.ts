@@ -1,5 +1,5 @@
 import { logSoftmax, Sampler, topIndices, type SamplingOptions } from './sample.js';
-import { TextStream, tokenText } from './tokenizer/stream.js';
+import { TextStream, textAfter } from './tokenizer/stream.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
 export interface GenerationLimits extends SamplingOptions {
@@ -74,7 +74,8 @@ export class Generation {
   private logprobsOf(logits: ArrayLike<number>, token: number, top: number): StepLogprobs {
     const row = (this.logprobRow ??= new Float64Array(logits.length));
     logSoftmax(logits, row);
-    const entry = (id: number): TokenLogprob => ({ token: id, text: tokenText(this.tokenizer, this.previous, id), logprob: row[id]! });
+    const text = textAfter(this.tokenizer, this.previous);
+    const entry = (id: number): TokenLogprob => ({ token: id, text: text(id), logprob: row[id]! });
     return { ...entry(token), top: topIndices(row, top).map(entry) };
   }
 
