@@ -155,6 +155,21 @@ describe('kvpack serve: logprobs', () => {
     expect(got).toEqual(whole);
   });
 
+  it('lists every token usage counts, a stop string\'s among them, streaming and not', async () => {
+    const full = await text({ max_tokens: 24, temperature: 0 });
+    const stop = full.slice(12, 16);
+    const body = { max_tokens: 24, temperature: 0, logprobs: 1, stop: [stop] };
+    const r = await complete(body);
+    expect(r.choices[0]!.finish_reason).toBe('stop');
+    const lp = r.choices[0]!.logprobs!;
+    expect(lp.token_logprobs).toHaveLength(r.usage!.completion_tokens);
+    expect(lp.tokens!.join('').startsWith(r.choices[0]!.text + stop)).toBe(true);
+    const stream = await server.client.completions.create({ model: MODEL, prompt: PROMPT, ...body, stream: true });
+    const streamed: string[] = [];
+    for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.tokens ?? []));
+    expect(streamed).toEqual(lp.tokens);
+  });
+
   it('chat: logprobs true and top_logprobs in OpenAI\'s shape, streaming and not, as the library computes them', async () => {
     const messages = [{ role: 'user' as const, content: 'Tell me a story.' }];
     const body = { model: MODEL, messages, max_tokens: 10, temperature: 0, logprobs: true, top_logprobs: 3 };
