@@ -10,7 +10,9 @@ const HELP = `Usage: kvpack serve [--model M] [--host 127.0.0.1] [--port 8080] [
 
 An OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions; GET /v1/models,
 /health, /metrics) where each request may choose its KV cache ("kv_cache": SPEC) and all sessions
-share one KV byte budget.
+share one KV byte budget. Requests take OpenAI's fields, llama-server's samplers (top_k, min_p,
+repeat_penalty, repeat_last_n) and logprobs; a field it does not implement (n > 1, echo, tools, …) or
+does not know gets 400 naming it (docs/serve.md).
   --model M          a model directory, .gguf or llama2.c .bin, or a Hugging Face repo id
   --host H           address to bind (default 127.0.0.1, loopback only; there, requests must name
                      localhost, 127.0.0.1 or [::1] with the port in their Host header)

@@ -26,6 +26,40 @@ const FILES = ['/etc/passwd', '/proc/self/environ', '/dev/zero', '/dev/stdin', '
 
 const pick = <T>(random: () => number, list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
 
+/**
+ * Fields beside the basic ones, with values a client may send: the samplers and logprobs (in range and
+ * past it), OpenAI's fields the server does not implement (values that ask for nothing and ones that
+ * do), and fields it does not know (llama-server's extensions).
+ */
+const FIELD_VALUES: Record<string, readonly unknown[]> = {
+  top_k: [0, 1, 40, -1, 1e9],
+  min_p: [0, 0.05, 1, 1.5],
+  repeat_penalty: [1, 1.1, 5, 0, 100],
+  repetition_penalty: [1.3, 0.5, 101],
+  repeat_last_n: [-1, 0, 64, 1e6, -2],
+  presence_penalty: [-2, 0, 2, 2.5],
+  frequency_penalty: [-2, 1.5, 2, -3],
+  logprobs: [true, false, 0, 5, 20, 21],
+  top_logprobs: [0, 3, 20, 21],
+  n: [1, 2],
+  best_of: [1, 3],
+  echo: [false, true],
+  suffix: ['', 'the end'],
+  logit_bias: [{}, { 50: 100 }],
+  tools: [[], [{ type: 'function', function: { name: 'f' } }]],
+  tool_choice: ['none', 'auto', 'required'],
+  response_format: [{ type: 'text' }, { type: 'json_object' }],
+  modalities: [['text'], ['text', 'audio']],
+  audio: [{ voice: 'alloy', format: 'mp3' }],
+  prediction: [{ type: 'content', content: 'x' }],
+  store: [false, true],
+  user: ['u1'],
+  metadata: [{ a: 'b' }],
+  mirostat: [2],
+  grammar: ['root ::= "x"'],
+  n_probs: [3],
+};
+
 export async function serverArea(model: Model, randomSpec: (random: () => number) => string) {
   const scheduler = new Scheduler(model, { cache: 'full+fp16', maxKvBytes: 2 ** 22, parallel: 4, queue: 8, chunkSize: 16 });
   const chatTemplate = await loadChatTemplate(model.source, model.format);
@@ -102,17 +136,22 @@ export async function serverArea(model: Model, randomSpec: (random: () => number
     'Once upon a time', '', ' ', '\u0000\u0001', '😀'.repeat(100), 'dog '.repeat(Math.floor(random() * 4000)), [1, 2, 3], [0], [-1], [1e9], [1.5], ['a'], ['a', 'b'], [], 'x'.repeat(60_000),
   ]);
 
-  /** A completion or chat body: a valid one with a few fields replaced by odd values. */
+  /** A completion or chat body: a valid one with a few fields replaced by odd values, or set to values a client may send. */
   function body(random: () => number, chat: boolean): Record<string, unknown> {
     const b: Record<string, unknown> = { model: 'stories260K', max_tokens: 1 + Math.floor(random() * 6), temperature: 0 };
     if (chat) b.messages = [{ role: 'user', content: 'Hello' }];
     else b.prompt = 'Once upon a time';
-    for (let i = Math.floor(random() * 4); i > 0; i--) {
-      const field = pick(random, ['kv_cache', 'kv_cache', 'seed', 'temperature', 'top_p', 'max_tokens', 'stop', 'stream', 'n', 'prompt', 'messages', 'model', '__proto__', 'stream_options', 'max_completion_tokens']);
+    for (let i = Math.floor(random() * 5); i > 0; i--) {
+      const field = pick(random, [
+        'kv_cache', 'kv_cache', 'seed', 'temperature', 'top_p', 'max_tokens', 'stop', 'stream', 'n', 'prompt', 'messages', 'model', '__proto__',
+        'stream_options', 'max_completion_tokens', ...Object.keys(FIELD_VALUES), ...Object.keys(FIELD_VALUES),
+      ]);
+      const values = Object.hasOwn(FIELD_VALUES, field) ? FIELD_VALUES[field]! : undefined;
       if (field === 'kv_cache') b.kv_cache = random() < 0.8 ? spec(random) : weird(random);
       else if (field === 'prompt') b.prompt = prompt(random);
       else if (field === 'messages') b.messages = pick(random, [[], [{ role: 'user' }], [{ role: 'user', content: prompt(random) }], [{ role: 'system', content: [{ type: 'text', text: 'x' }] }], 'hi']);
       else if (field === 'max_tokens') b.max_tokens = random() < 0.5 ? weird(random) : Math.floor(random() * 600);
+      else if (values && random() < 0.7) b[field] = pick(random, values);
       else b[field] = weird(random);
     }
     return b;

@@ -1,11 +1,26 @@
-import { Sampler, type SamplingOptions } from './sample.js';
-import { TextStream } from '../tokenizer/stream.js';
+import { logSoftmax, Sampler, topIndices, type SamplingOptions } from './sample.js';
+import { TextStream, textAfter } from '../tokenizer/stream.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 
 export interface GenerationLimits extends SamplingOptions {
   maxTokens: number;
   /** Generation ends before any of these strings; the string itself is not emitted. */
   stop: readonly string[];
+  /** Report each generated token's log-probability and this many most likely tokens beside it (undefined: none). */
+  logprobs?: number;
+}
+
+/** A token, its text in running text, and its log-probability under the model's distribution (the log-softmax of its logits). */
+export interface TokenLogprob {
+  token: number;
+  text: string;
+  logprob: number;
+}
+
+/** What GenerationLimits.logprobs asks for, for one generated token. */
+export interface StepLogprobs extends TokenLogprob {
+  /** The most likely tokens at that step, most likely first. */
+  top: TokenLogprob[];
 }
 
 export type FinishReason = 'stop' | 'length';
@@ -17,6 +32,8 @@ export interface GenerationStep {
   token: number | undefined;
   /** Set when this step ended the generation. */
   finish: FinishReason | undefined;
+  /** For a generated token (not an end of sequence) when logprobs are asked for. */
+  logprobs?: StepLogprobs;
 }
 
 /**
@@ -28,6 +45,9 @@ export class Generation {
   private readonly sampler: Sampler;
   private readonly stream: TextStream;
   private readonly filter: StopFilter;
+  /** The token before the next one (its text depends on it), and the log-softmax buffer. */
+  private previous: number | undefined;
+  private logprobRow: Float64Array | undefined;
 
   /** `prompt`: the tokens before the first generated one (the penalties look back on them; the last starts the text). */
   constructor(private readonly tokenizer: Tokenizer, vocabSize: number, prompt: readonly number[], private readonly limits: GenerationLimits) {
@@ -35,16 +55,28 @@ export class Generation {
     this.sampler.accept(prompt);
     this.stream = new TextStream(tokenizer, prompt.slice(-1));
     this.filter = new StopFilter(limits.stop);
+    this.previous = prompt.at(-1);
   }
 
   step(logits: ArrayLike<number>): GenerationStep {
     const token = this.sampler.sample(logits);
     if (this.tokenizer.eos.includes(token)) return { text: this.end(), token: undefined, finish: 'stop' };
     this.produced++;
+    const logprobs = this.limits.logprobs === undefined ? undefined : this.logprobsOf(logits, token, this.limits.logprobs);
+    this.previous = token;
     const out = this.filter.push(this.stream.push(token));
-    if (out.stopped) return { text: out.text, token: undefined, finish: 'stop' };
-    if (this.produced >= this.limits.maxTokens) return { text: out.text + this.end(), token, finish: 'length' };
-    return { text: out.text, token, finish: undefined };
+    if (out.stopped) return { text: out.text, token: undefined, finish: 'stop', logprobs };
+    if (this.produced >= this.limits.maxTokens) return { text: out.text + this.end(), token, finish: 'length', logprobs };
+    return { text: out.text, token, finish: undefined, logprobs };
+  }
+
+  /** The token's and the `top` most likely tokens' log-probabilities before penalties, filters and temperature (as OpenAI reports them). */
+  private logprobsOf(logits: ArrayLike<number>, token: number, top: number): StepLogprobs {
+    const row = (this.logprobRow ??= new Float64Array(logits.length));
+    logSoftmax(logits, row);
+    const text = textAfter(this.tokenizer, this.previous);
+    const entry = (id: number): TokenLogprob => ({ token: id, text: text(id), logprob: row[id]! });
+    return { ...entry(token), top: topIndices(row, top).map(entry) };
   }
 
   /** The text still held back when generation ends here. */

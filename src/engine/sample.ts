@@ -215,6 +215,21 @@ export class Sampler {
   }
 }
 
+/** The ids of the k largest values, largest first (ties: the lower id first); for a small k. */
+export function topIndices(values: ArrayLike<number>, k: number): number[] {
+  const top: number[] = [];
+  for (let i = 0; i < values.length && k > 0; i++) {
+    if (top.length === k) {
+      if (values[i]! <= values[top[k - 1]!]!) continue;
+      top.pop();
+    }
+    let at = top.length;
+    while (at > 0 && values[top[at - 1]!]! < values[i]!) at--;
+    top.splice(at, 0, i);
+  }
+  return top;
+}
+
 /** log-softmax of one row, in f64. */
 export function logSoftmax(logits: ArrayLike<number>, out: Float64Array = new Float64Array(logits.length)): Float64Array {
   let max = -Infinity;

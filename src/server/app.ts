@@ -1,12 +1,13 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { BusyError, CancelledError, LimitError, NumericError, RequestError, UsageError } from '../errors.js';
 import { capConnections, checkHostHeader, DEFAULT_HTTP_LIMITS, httpOptions, type HttpLimits } from '../util/http.js';
 import type { Model } from '../engine/model.js';
+import type { StepLogprobs, TokenLogprob } from '../engine/generation.js';
 import type { ChatTemplate } from './chat.js';
 import type { Scheduler, SchedulerRequest, SchedulerResult } from './scheduler.js';
 import { serverMetrics } from './metrics.js';
-import { chatSchema, completionSchema, type ChatBody, type CompletionBody } from './schema.js';
+import { CHAT_UNSUPPORTED, chatSchema, COMPLETION_UNSUPPORTED, completionSchema, refuseFields, samplingOptions, type ChatBody, type CompletionBody } from './schema.js';
 
 export interface AppOptions {
   model: Model;
@@ -90,25 +91,32 @@ export function createApp(options: AppOptions): FastifyInstance {
     data: [{ id, object: 'model', created, owned_by: 'kvpack' }],
   }));
 
-  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, async (request, reply) => {
+  // unimplemented and unknown fields are refused before the schema checks the rest
+  const completionFields = async (request: FastifyRequest) => refuseFields(request.body, completionSchema, COMPLETION_UNSUPPORTED);
+  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema }, preValidation: completionFields }, async (request, reply) => {
     const body = request.body;
     checkModel(body.model);
     const raw = Array.isArray(body.prompt) && typeof body.prompt[0] === 'string' ? (body.prompt[0] as string) : body.prompt;
     const prompt = typeof raw === 'string' ? await encode(raw, model.tokenizer.addBosByDefault) : checkIds(raw as number[]);
+    const logprobs = completionLogprobs();
     const format = {
       object: 'text_completion',
       idPrefix: 'cmpl-',
       first: undefined,
-      piece: (text: string) => ({ text, index: 0, logprobs: null, finish_reason: null }),
-      last: (finish: string) => ({ text: '', index: 0, logprobs: null, finish_reason: finish }),
-      whole: (r: SchedulerResult) => ({ text: r.text, index: 0, logprobs: null, finish_reason: r.finishReason }),
+      piece: (text: string, lp?: StepLogprobs[]) => ({ text, index: 0, logprobs: lp ? logprobs(lp) : null, finish_reason: null }),
+      last: (finish: string, lp?: StepLogprobs[]) => ({ text: '', index: 0, logprobs: lp ? logprobs(lp) : null, finish_reason: finish }),
+      whole: (r: SchedulerResult) => ({ text: r.text, index: 0, logprobs: r.logprobs ? logprobs(r.logprobs) : null, finish_reason: r.finishReason }),
     };
-    return respond(reply, body, prompt, body.max_tokens, format);
+    return respond(reply, body, prompt, body.max_tokens, body.logprobs ?? undefined, format);
   });
 
-  app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, async (request, reply) => {
+  const chatFields = async (request: FastifyRequest) => refuseFields(request.body, chatSchema, CHAT_UNSUPPORTED);
+  app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema }, preValidation: chatFields }, async (request, reply) => {
     const body = request.body;
     checkModel(body.model);
+    if (body.top_logprobs != null && body.logprobs !== true) {
+      throw new RequestError('top_logprobs needs "logprobs": true', 400, 'invalid_value', 'top_logprobs');
+    }
     const messages = body.messages.map((m) => ({
       role: m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((part) => part.text).join(''),
@@ -120,11 +128,14 @@ export function createApp(options: AppOptions): FastifyInstance {
       object: 'chat.completion.chunk',
       idPrefix: 'chatcmpl-',
       first: { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
-      piece: (content: string) => ({ index: 0, delta: { content }, logprobs: null, finish_reason: null }),
-      last: (finish: string) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finish }),
-      whole: (r: SchedulerResult) => ({ index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }),
+      piece: (content: string, lp?: StepLogprobs[]) => ({ index: 0, delta: { content }, logprobs: lp ? chatLogprobs(lp) : null, finish_reason: null }),
+      last: (finish: string, lp?: StepLogprobs[]) => ({ index: 0, delta: {}, logprobs: lp ? chatLogprobs(lp) : null, finish_reason: finish }),
+      whole: (r: SchedulerResult) => ({
+        index: 0, message: { role: 'assistant', content: r.text }, logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null, finish_reason: r.finishReason,
+      }),
     };
-    return respond(reply, body, prompt, body.max_completion_tokens ?? body.max_tokens, format);
+    const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
+    return respond(reply, body, prompt, body.max_completion_tokens ?? body.max_tokens, logprobs, format);
   });
 
   /** An error as the client sees it; errors that are not the client's are logged here and reach it as "internal error". */
@@ -139,14 +150,16 @@ export function createApp(options: AppOptions): FastifyInstance {
     object: string;
     idPrefix: string;
     first: object | undefined;
-    piece(text: string): object;
-    last(finish: string): object;
+    /** `logprobs`: the tokens since the last chunk, when the request asks for logprobs. */
+    piece(text: string, logprobs?: StepLogprobs[]): object;
+    last(finish: string, logprobs?: StepLogprobs[]): object;
     whole(result: SchedulerResult): object;
   }
 
+  /** `logprobs`: alternatives listed per token, when the request asks for logprobs. */
   async function respond(
     reply: FastifyReply, body: CompletionBody | ChatBody, prompt: number[],
-    maxTokens: number | null | undefined, format: Format,
+    maxTokens: number | null | undefined, logprobs: number | undefined, format: Format,
   ): Promise<unknown> {
     const responseId = format.idPrefix + randomUUID().replaceAll('-', '');
     const head = { id: responseId, created: Math.floor(Date.now() / 1000), model: id };
@@ -154,9 +167,12 @@ export function createApp(options: AppOptions): FastifyInstance {
     const schedulerRequest: SchedulerRequest = {
       prompt,
       maxTokens: maxTokens ?? Math.max(1, Math.min(defaultMaxTokens, model.config.maxContext - prompt.length)),
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? 1,
-      seed: body.seed ?? randomSeed(),
+      // OpenAI's defaults; the other samplers are off unless the request sets them
+      temperature: 1,
+      topP: 1,
+      seed: randomSeed(),
+      ...samplingOptions(body),
+      logprobs,
       stop: typeof body.stop === 'string' ? [body.stop] : body.stop ?? [],
       cache: body.kv_cache,
       signal: abort.signal,
@@ -176,7 +192,13 @@ export function createApp(options: AppOptions): FastifyInstance {
     const includeUsage = body.stream_options?.include_usage === true;
     const chunk = (choice: object | undefined, extra: object = {}) =>
       send({ ...head, object: format.object, choices: choice ? [choice] : [], ...(includeUsage ? { usage: null } : {}), ...extra });
-    schedulerRequest.onText = (text) => chunk(format.piece(text));
+    // a token's logprobs ride on the chunk that carries its text (held back while it may be part of a character or stop string)
+    const pending: StepLogprobs[] = [];
+    const take = () => (logprobs === undefined ? undefined : pending.splice(0));
+    schedulerRequest.onText = (text, lp) => {
+      if (lp) pending.push(lp);
+      if (text) chunk(format.piece(text, take()));
+    };
     const done = scheduler.submit(schedulerRequest); // throws here, before any header is sent, if the request cannot run
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
@@ -184,7 +206,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     try {
       const result = await done;
       // usage and kv_cache ride on the last choice chunk too, so every final response carries them
-      chunk(format.last(result.finishReason), { usage: usage(result), kv_cache: result.kvCache });
+      chunk(format.last(result.finishReason, take()), { usage: usage(result), kv_cache: result.kvCache });
       if (includeUsage) send({ ...head, object: format.object, choices: [], usage: usage(result), kv_cache: result.kvCache });
       reply.raw.write('data: [DONE]\n\n');
     } catch (e) {
@@ -273,6 +295,31 @@ export function promptCharBound(model: Model): number {
 
 function usage(r: SchedulerResult) {
   return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
+}
+
+/** OpenAI's chat shape of logprobs: each token's text, bytes (null for part of a character) and alternatives. */
+function chatLogprobs(tokens: readonly StepLogprobs[]) {
+  const entry = (t: TokenLogprob) => ({ token: t.text, logprob: t.logprob, bytes: t.text.includes('\uFFFD') ? null : [...Buffer.from(t.text, 'utf8')] });
+  return { content: tokens.map((t) => ({ ...entry(t), top_logprobs: t.top.map(entry) })), refusal: null };
+}
+
+/**
+ * OpenAI's legacy completions shape of logprobs, for one response: parallel lists, the alternatives
+ * a map from text to logprob (the more likely kept when two tokens read the same), and each token's
+ * offset in the generated text, counted on across a stream's chunks.
+ */
+function completionLogprobs() {
+  let offset = 0;
+  return (tokens: readonly StepLogprobs[]) => ({
+    tokens: tokens.map((t) => t.text),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => {
+      const top: Record<string, number> = Object.create(null) as Record<string, number>;
+      for (const alt of t.top) if (!Object.hasOwn(top, alt.text)) top[alt.text] = alt.logprob;
+      return top;
+    }),
+    text_offset: tokens.map((t) => (offset += t.text.length) - t.text.length),
+  });
 }
 
 function randomSeed(): number {

@@ -1,6 +1,6 @@
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { BusyError, CancelledError, LimitError, RequestError, UsageError } from '../errors.js';
-import { Generation, type FinishReason, type GenerationLimits } from '../engine/generation.js';
+import { Generation, type FinishReason, type GenerationLimits, type StepLogprobs } from '../engine/generation.js';
 import { compressionRatio, fullCacheBytes } from '../cache/kvcache.js';
 import type { Model } from '../engine/model.js';
 import type { Batch, Session } from '../engine/session.js';
@@ -30,8 +30,8 @@ export interface SchedulerRequest extends GenerationLimits {
   /** Cache spec (default: the scheduler's). */
   cache?: string;
   signal?: AbortSignal;
-  /** Called with each piece of text as it is generated. */
-  onText?: (text: string) => void;
+  /** Called with each piece of text as it is generated, and with each generated token's logprobs when asked (its text may come later). */
+  onText?: (text: string, logprobs?: StepLogprobs) => void;
 }
 
 /** What a response says about the cache that served it (the `kv_cache` extension field). */
@@ -53,6 +53,8 @@ export interface SchedulerResult {
   promptTokens: number;
   completionTokens: number;
   kvCache: KvCacheStats;
+  /** One per generated token (completionTokens of them) when the request asks for logprobs. */
+  logprobs?: StepLogprobs[];
 }
 
 export interface SchedulerStats {
@@ -92,6 +94,7 @@ interface Job {
   /** While decoding: the token to feed in the next step. */
   next?: number;
   text: string;
+  logprobs: StepLogprobs[];
   resolve(result: SchedulerResult): void;
   reject(error: Error): void;
   detach(): void;
@@ -169,7 +172,7 @@ export class Scheduler {
     }
     let job!: Job;
     const promise = new Promise<SchedulerResult>((resolve, reject) => {
-      job = { state: 'queued', request, spec, reserved, text: '', resolve, reject, detach: () => {} };
+      job = { state: 'queued', request, spec, reserved, text: '', logprobs: [], resolve, reject, detach: () => {} };
     });
     const signal = request.signal;
     if (signal) {
@@ -347,9 +350,10 @@ export class Scheduler {
     const before = job.generation!.produced;
     const step = job.generation!.step(logits);
     this.totals.generatedTokens += job.generation!.produced - before;
-    if (step.text) {
+    if (step.logprobs) job.logprobs.push(step.logprobs);
+    if (step.text || step.logprobs) {
       job.text += step.text;
-      job.request.onText?.(step.text);
+      job.request.onText?.(step.text, step.logprobs);
     }
     if (step.finish) return this.finish(job, step.finish);
     job.next = step.token;
@@ -369,6 +373,7 @@ export class Scheduler {
       promptTokens: job.request.prompt.length,
       completionTokens: job.generation!.produced,
       kvCache,
+      ...(job.request.logprobs !== undefined && { logprobs: job.logprobs }),
     };
     this.release(job);
     job.resolve(result);

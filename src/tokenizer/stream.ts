@@ -57,3 +57,17 @@ export class TextStream {
     }
   }
 }
+
+/**
+ * Tokens' text as each reads after `previous` in running text: a decode of a token alone would lose
+ * its leading space (SentencePiece's dummy prefix). A byte token that is part of a character reads as
+ * U+FFFD.
+ */
+export function textAfter(tokenizer: Tokenizer, previous: number | undefined): (id: number) => string {
+  if (previous === undefined) return (id) => tokenizer.decode([id]);
+  const before = tokenizer.decode([previous]);
+  return (id) => {
+    const both = tokenizer.decode([previous, id]);
+    return both.startsWith(before) ? both.slice(before.length) : tokenizer.decode([id]);
+  };
+}

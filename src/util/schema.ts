@@ -29,6 +29,8 @@ export interface Param<T = ParamValue> {
   doc: string;
   /** The values it takes, in words ("an integer ≥ 0"): `problem` says "must be" this, `kvpack caches` lists it. */
   range?: string;
+  /** A number's bounds, for what checks it elsewhere (the server's JSON schema, see jsonSchema). */
+  bounds?: NumberBounds;
   /** Carries T for inference; never set. */
   readonly __type?: T;
 }
@@ -43,9 +45,17 @@ export type Infer<P extends Params> = { -readonly [K in Exclude<keyof P, Optiona
   -readonly [K in OptionalKeys<P>]?: ValueOf<P[K]>;
 };
 
+export interface NumberBounds {
+  integer: boolean;
+  min: number;
+  max?: number;
+  exclusiveMin?: true;
+}
+
 interface Options<T> {
   doc: string;
   range?: string;
+  bounds?: NumberBounds;
   default?: T;
   optional?: true;
   perLayer?: true;
@@ -73,7 +83,7 @@ export function int<const O extends Options<number> & { min: number; max?: numbe
   return param<number, O>(
     // 1e308 is an integer to Number.isInteger, but no count: past 2^53 integers alias
     (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max) ? undefined : `must be ${words}`),
-    { range: words, ...options } as O,
+    { range: words, bounds: { integer: true, min, max }, ...options } as O,
     asNumber,
   );
 }
@@ -83,7 +93,7 @@ export function number<const O extends Options<number> & { min: number; max?: nu
   const words = `a number ${exclusiveMin ? `> ${min}${max === undefined ? '' : ` and ≤ ${max}`}` : range(min, max)}`;
   return param<number, O>(
     (v) => (typeof v === 'number' && Number.isFinite(v) && (exclusiveMin ? v > min : v >= min) && (max === undefined || v <= max) ? undefined : `must be ${words}`),
-    { range: words, ...options } as O,
+    { range: words, bounds: { integer: false, min, max, exclusiveMin }, ...options } as O,
     asNumber,
   );
 }
@@ -111,6 +121,22 @@ export function numbers<const O extends Options<number | readonly number[]> & { 
     { range: words, ...options } as O,
     asNumber,
   );
+}
+
+/**
+ * A numeric parameter as a JSON-schema property (null allowed: OpenAI's "not given"), so an HTTP
+ * body is checked against the same range the library checks.
+ */
+export function jsonSchema(p: Param<number>): Record<string, unknown> {
+  const b = p.bounds;
+  if (!b) throw new Error('jsonSchema: the parameter is not a number');
+  // past 2^53 integers alias: int() refuses them, and so does the schema
+  const max = b.max ?? (b.integer ? Number.MAX_SAFE_INTEGER : undefined);
+  return {
+    type: [b.integer ? 'integer' : 'number', 'null'],
+    [b.exclusiveMin ? 'exclusiveMinimum' : 'minimum']: b.min,
+    ...(max !== undefined && { maximum: max }),
+  };
 }
 
 /** The same parameter, optional (no default). */

@@ -39,7 +39,7 @@ describe('kvpack serve: bad input gets a 4xx naming the problem', () => {
     const missing = await post('/v1/completions', JSON.stringify({ model: 'stories260K' }));
     expectError(missing, 400, 'invalid_value', 'prompt');
     expect(missing.body.error.param).toBe('prompt');
-    expectError(await post('/v1/completions', JSON.stringify({ ...good, temperature: 7 })), 400, 'invalid_value', 'temperature');
+    expectError(await post('/v1/completions', JSON.stringify({ ...good, temperature: 101 })), 400, 'invalid_value', 'temperature');
     expectError(await post('/v1/chat/completions', JSON.stringify({ model: 'stories260K', messages: [{ role: 'robot', content: 'hi' }] })), 400, 'invalid_value', 'role');
     expectError(await post('/v1/completions', JSON.stringify({ ...good, prompt: [1, 2, 999999] })), 400, 'invalid_token', '999999');
   });
