@@ -4,7 +4,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { ModelIdentity } from './quant/calibfile.js';
 import { UsageError } from '../errors.js';
 import { budgetProblem } from './budget.js';
-import type { Codec, MaskingCodec } from './codec.js';
+import type { AttentionMode, Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
 import { GroupedCodec, type LayerGroup } from './layer-groups.js';
 import { MaskedKVCache } from './masked-kvcache.js';
@@ -26,6 +26,8 @@ export interface BuildOptions {
   measureOnly?: boolean;
   /** Allocates `capacity` slots even where the budget needs fewer: what the cache allocates once grown to it. */
   grown?: boolean;
+  /** How packed codecs compute attention (see AttentionMode). */
+  attention?: AttentionMode;
 }
 
 /**
@@ -66,6 +68,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
+      attention: options.attention,
     });
   const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);
