@@ -860,9 +860,9 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   const qsum = qs + (<usize>cap << 2); // cap·d/16 floats
   const zsum = qsum + (<usize>cap * <usize>(d >> 4) << 2);
   const iw = zsum + (<usize>cap << 2); // cap·QB words
-  const ps = iw + (<usize>cap * <usize>QB << 2); // QB·d/8 floats
+  const ps = iw + (<usize>cap * <usize>QB << 2); // QB·max(d/8, 2) floats
   // fast path: level tables, then per row a unit and a constant (queries of channel-axis keys)
-  const lvK = ps + (<usize>QB * <usize>d >> 1);
+  const lvK = ps + (<usize>max(QB * d >> 3, 2 * QB) << 2);
   const lvV = lvK + LV_BYTES;
   const units = lvV + LV_BYTES;
   const consts = units + (<usize>cap << 2);

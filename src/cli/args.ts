@@ -22,7 +22,7 @@ export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2
   --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
   --threads K      worker threads (default: one per CPU core)
   --attention M    how packed KV caches (int, kvquant) compute attention: exact (f32, the default) or fast
-                   (integer dot products on 8-bit queries and 16-bit weights; docs/quantization.md)
+                   (integer dot products on rounded queries and weights; docs/quantization.md)
   -h, --help       this text`;
 
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
