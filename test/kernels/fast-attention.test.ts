@@ -2,12 +2,12 @@ import { describe, expect, it } from 'vitest';
 import type { Kernels } from '../../src/kernels/api.js';
 import { QATT_TILE } from '../../src/kernels/abi.js';
 import { f16Table } from '../../src/kernels/half.js';
-import { rowCodeBytes, unpackRow, type CodeBits } from '../../src/kernels/quant/pack.js';
+import { rowCodeBytes, unpackRow } from '../../src/kernels/quant/pack.js';
 import { decodeRow } from '../../src/kernels/quant/reference.js';
 import type { QuantAttentionArgs, QuantStream } from '../../src/kernels/quant/types.js';
 import { Rope } from '../../src/kernels/rope.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
-import { randomStream, type StreamSpec } from './streams.js';
+import { chan, randomStream, tok, type AttentionCase } from './streams.js';
 import { expectClose, kernelPair, put, randomF32, rng } from './util.js';
 
 /**
@@ -183,28 +183,10 @@ function fastReference(s: Streams, t: number, h: number): Float64Array {
   return acc.map((x) => x / total);
 }
 
-interface Case {
-  name: string;
-  d: number;
-  numHeads: number;
-  numKv: number;
-  n: number;
-  visible: number;
-  keys: StreamSpec;
-  values: StreamSpec;
-  /** Plain integer codes (L[c] = c), as the int codec writes them. */
-  integer?: boolean;
-  interleaved?: boolean;
-  /** Positions: slots in order (as without eviction), else random past the first few. */
-  ordered?: boolean;
+interface Case extends AttentionCase {
   /** Largest RMS error of the fast path against the exact one, relative to the output's RMS. */
   tolerance: number;
 }
-
-const tok = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({
-  bits, axis: 'token', group, ocap: 0, ringSize: 0, qlen: 1 << 30, sinks: 0, rope: false, ...extra,
-});
-const chan = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({ ...tok(bits, group, extra), axis: 'channel' });
 
 // Tolerances: plain integer codes differ from the exact path by the query's 16-bit rounding and the
 // weights' (2^-16 of a tile's largest); LUT codes also by their levels rounded to 1/255 of the LUT's range.

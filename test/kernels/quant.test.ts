@@ -9,7 +9,7 @@ import { normalFloat } from '../../src/cache/quant/lut.js';
 import { toBf16 } from '../../src/kernels/quant/quantize.js';
 import { RopeTables } from '../../src/cache/quant/rope.js';
 import { expectClose, kernelPair, put, randomF32, rng } from './util.js';
-import { randomStream, type StreamSpec } from './streams.js';
+import { chan, randomStream, tok, type AttentionCase, type StreamSpec } from './streams.js';
 
 describe('code packing', () => {
   it('unpack(pack(codes)) is the identity, dense for 2/3/4/8 bits, any length', () => {
@@ -30,27 +30,10 @@ describe('code packing', () => {
 describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (threads) => {
   const kernels = kernelPair(threads);
 
-  interface Case {
-    name: string;
-    d: number;
-    numHeads: number;
-    numKv: number;
-    n: number;
-    visible: number;
-    keys: StreamSpec;
-    values: StreamSpec;
-    interleaved?: boolean;
+  interface Case extends AttentionCase {
     extreme?: boolean;
     probs?: boolean;
-    /** Plain integer codes (L[c] = c), as the int codec writes them. */
-    integer?: boolean;
-    /** Positions equal to slots (as without eviction) instead of random ones. */
-    ordered?: boolean;
   }
-  const tok = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({
-    bits, axis: 'token', group, ocap: 0, ringSize: 0, qlen: 1 << 30, sinks: 0, rope: false, ...extra,
-  });
-  const chan = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({ ...tok(bits, group, extra), axis: 'channel', ...extra });
   const cases: Case[] = [
     { name: 'int4 per token, group 64', d: 64, numHeads: 4, numKv: 2, n: 1, visible: 100, keys: tok(4, 64), values: tok(4, 64) },
     { name: 'int8 per token, group 32', d: 64, numHeads: 6, numKv: 2, n: 3, visible: 70, keys: tok(8, 32), values: tok(8, 32), probs: true },

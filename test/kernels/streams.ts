@@ -52,3 +52,25 @@ export function randomStream(r: () => number, s: StreamSpec, numKv: number, cap:
     };
   };
 }
+
+/** A case of the quantized attention tests: shapes, the two streams, and how positions are laid out. */
+export interface AttentionCase {
+  name: string;
+  d: number;
+  numHeads: number;
+  numKv: number;
+  n: number;
+  visible: number;
+  keys: StreamSpec;
+  values: StreamSpec;
+  interleaved?: boolean;
+  /** Plain integer codes (L[c] = c), as the int codec writes them. */
+  integer?: boolean;
+  /** Positions equal to slots (as without eviction) instead of random ones past the first few. */
+  ordered?: boolean;
+}
+
+export const tok = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({
+  bits, axis: 'token', group, ocap: 0, ringSize: 0, qlen: 1 << 30, sinks: 0, rope: false, ...extra,
+});
+export const chan = (bits: CodeBits, group: number, extra: Partial<StreamSpec> = {}): StreamSpec => ({ ...tok(bits, group, extra), axis: 'channel' });
