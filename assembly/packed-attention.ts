@@ -157,9 +157,11 @@ function channelParams(desc: usize, kvh: i32, s0: i32, d: i32, chS: usize, chZ: 
 
 /**
  * loOnly (fast path, keys whose positions share p >> 6): rows are rotated by the angles of p mod 64
- * alone; the caller has rotated the queries back by the rest.
+ * alone; the caller has rotated the queries back by the rest. chReady: chS/chZ already hold the
+ * channel-axis scales of this tile's token group.
  */
-function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize, stage: usize, loOnly: bool = false): void {
+function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize, stage: usize, loOnly: bool = false,
+  chReady: bool = false): void {
   const cap = load<i32>(a, QATT_CAPACITY);
   const d = load<i32>(a, QATT_HEAD_DIM);
   const positions = <usize>load<u32>(a, QATT_POSITIONS);
@@ -179,7 +181,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
   const db = <usize>d << 2;
   const p0 = v128.load(lut, 64), p1 = v128.load(lut, 80), p2 = v128.load(lut, 96), p3 = v128.load(lut, 112);
-  if (axis == 1 && s0 < qlen) channelParams(desc, kvh, s0, d, chS, chZ);
+  if (axis == 1 && s0 < qlen && !chReady) channelParams(desc, kvh, s0, d, chS, chZ);
   const groups = axis == 0 && bits != 16 ? (d + group - 1) / group : 0;
   for (let r = 0; r < bs; r++) {
     const s = s0 + r;
@@ -879,7 +881,7 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   const sinksV = load<i32>(descV, STREAM_SINKS);
   if (chanK) levels(descK, lvK);
   if (fast && intV) levels(descV, lvV);
-  let chanGroup = -1; // token group whose scales the queries of chanK hold
+  let chanGroup = -1; // token group whose scales chS/chZ (and the queries of chanK) hold; -1: none
   if (intK) {
     const group = min(d, load<i32>(descK, STREAM_GROUP));
     const qrow = <usize>(d << 2); // bytes of one row of q16 (two digits)
@@ -910,7 +912,19 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
     }
     // fast path, keys before RoPE: queries turned back by the angle of the tile's shared p − p mod 64
     const high = fastK ? sharedHigh(positions, kvh, capacity, lo + s0, bs) : -1;
-    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ, stage, high >= 0);
+    let chReady = false;
+    if (high >= 0 && load<i32>(descK, STREAM_AXIS) == 1 && lo + s0 < qlenK) {
+      // the scales of a token group are read once (every tile's, for kvquant's one group)
+      const group = load<i32>(descK, STREAM_GROUP);
+      const tg = group > 0 ? (lo + s0) / group : 0;
+      if (tg != chanGroup) {
+        channelParams(descK, kvh, lo + s0, d, chS, chZ);
+        chanGroup = tg;
+      }
+      chReady = true;
+    }
+    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ, stage, high >= 0, chReady);
+    if (!chReady) chanGroup = -1; // decodeTile may have loaded another group's
     if (high >= 0) {
       const hp = <usize>load<u32>(a, QATT_ROPE_HI) + (<usize>high * <usize>d << 2);
       rotateQueries(q, numHeads, t0, h0, g, rows, d, hp, load<i32>(a, QATT_ROPE_INTERLEAVED) != 0, q16);
