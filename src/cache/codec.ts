@@ -62,7 +62,7 @@ export interface MaskingCodec extends Codec {
 
 /**
  * How packed codecs compute attention: 'exact' decodes every number in f32; 'fast' takes integer dot
- * products on queries and softmax weights rounded to 8 and 16 bits (assembly/packed-attention.ts).
+ * products on levels, queries and softmax weights rounded to 8, 16 and 16 bits (assembly/packed-attention.ts).
  * Float codecs ignore it.
  */
 export type AttentionMode = 'exact' | 'fast';

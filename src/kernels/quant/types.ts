@@ -51,7 +51,7 @@ export interface QuantAttentionArgs extends Omit<AttentionArgs, 'keys' | 'values
   ropeHi: number;
   ropeInterleaved: boolean;
   /**
-   * The fast path (wasm): integer dot products on queries rounded to 8 bits per head (per-channel key
+   * The fast path (wasm): integer dot products on queries rounded to 16 bits per head (per-channel key
    * scales folded in) and softmax weights rounded to 16 bits per tile; test/kernels/fast-attention.test.ts
    * defines it in scalar code. The reference kernels always compute exactly.
    */
