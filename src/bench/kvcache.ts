@@ -9,7 +9,7 @@ import { loadModel } from '../model.js';
 import type { BenchContext, Section, SectionResult } from './context.js';
 import { MODEL_SPECS } from './models.js';
 import { readBandwidth, rooflineShare } from './bandwidth.js';
-import { formatShare, median, type Table } from './table.js';
+import { formatRatio, formatShare, median, type Table } from './table.js';
 
 /**
  * Decode speed and bytes per token of the KV codecs with a long cache, on the SmolLM2-135M shape
@@ -200,14 +200,14 @@ export const kvcacheSection: Section = {
         { key: 'tokens', header: 'cached tokens', format: String },
         { key: 'bytesPerToken', header: 'bytes/token', format: (v) => v.toFixed(0) },
         { key: 'tokPerS', header: 'decode tok/s' },
-        { key: 'vsFp16', header: '× kvpack fp16', format: (v) => `${v.toFixed(2)}×` },
+        { key: 'vsFp16', header: '× kvpack fp16', format: formatRatio },
         { key: 'roofline', header: '% read bw', format: formatShare },
         { key: 'load', header: 'load (1 min)', format: (v) => v.toFixed(1) },
       ],
       // both engines read the same GGUF weights each step, plus the KV they hold
       rows: rows.map((r) => {
         const fp16 = rows.find((o) => o.engine === 'kvpack' && o.kv === 'fp16' && o.tokens === r.tokens);
-        return { ...r, vsFp16: fp16 ? r.tokPerS / fp16.tokPerS : Number.NaN, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) };
+        return { ...r, vsFp16: fp16 ? r.tokPerS / fp16.tokPerS : null, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) };
       }),
       notes: [
         'kvpack caches are filled with synthetic keys/values through each codec\'s write path; llama.cpp\'s by an untimed prefill of random tokens (flash attention on).',
