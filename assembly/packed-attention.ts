@@ -9,7 +9,7 @@
 // group, then dropped. Nothing of the cache is ever decoded in full.
 
 import {
-  ARGS, QATT_CAPACITY, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
+  ARGS, QATT_CAPACITY, QATT_FAST, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
   QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED,
   QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE, QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE,
   STREAM_AXIS, STREAM_BITS, STREAM_CODES, STREAM_GROUP, STREAM_LUT, STREAM_OCAP, STREAM_OUTLIERS, STREAM_PARAMS,
@@ -142,7 +142,26 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
  * Decodes slots [s0, s0+bs) of KV head kvh of a stream into tile rows of d floats. chS/chZ: d floats of
  * scratch for channel-axis scales; stage: 64 bytes of scratch.
  */
-function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize, stage: usize): void {
+/** Channel-axis scales and zeros of the token group of slot s0 of KV head kvh → chS, chZ (d floats each). */
+function channelParams(desc: usize, kvh: i32, s0: i32, d: i32, chS: usize, chZ: usize): void {
+  const group = load<i32>(desc, STREAM_GROUP);
+  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const g = group > 0 ? s0 / group : 0;
+  const pp = params + (<usize>g * <usize>d << 2);
+  for (let i = 0; i < d; i++) {
+    const w = load<u32>(pp + (<usize>i << 2));
+    store<f32>(chS + (<usize>i << 2), h2fScalar(w & 0xffff));
+    store<f32>(chZ + (<usize>i << 2), h2fScalar(w >>> 16));
+  }
+}
+
+/**
+ * loOnly (fast path, keys whose positions share p >> 6): rows are rotated by the angles of p mod 64
+ * alone; the caller has rotated the queries back by the rest. chReady: chS/chZ already hold the
+ * channel-axis scales of this tile's token group.
+ */
+function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i32, chS: usize, chZ: usize, stage: usize, loOnly: bool = false,
+  chReady: bool = false): void {
   const cap = load<i32>(a, QATT_CAPACITY);
   const d = load<i32>(a, QATT_HEAD_DIM);
   const positions = <usize>load<u32>(a, QATT_POSITIONS);
@@ -162,15 +181,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
   const db = <usize>d << 2;
   const p0 = v128.load(lut, 64), p1 = v128.load(lut, 80), p2 = v128.load(lut, 96), p3 = v128.load(lut, 112);
-  if (axis == 1 && s0 < qlen) {
-    const g = group > 0 ? s0 / group : 0;
-    const pp = params + (<usize>g * <usize>d << 2);
-    for (let i = 0; i < d; i++) {
-      const w = load<u32>(pp + (<usize>i << 2));
-      store<f32>(chS + (<usize>i << 2), h2fScalar(w & 0xffff));
-      store<f32>(chZ + (<usize>i << 2), h2fScalar(w >>> 16));
-    }
-  }
+  if (axis == 1 && s0 < qlen && !chReady) channelParams(desc, kvh, s0, d, chS, chZ);
   const groups = axis == 0 && bits != 16 ? (d + group - 1) / group : 0;
   for (let r = 0; r < bs; r++) {
     const s = s0 + r;
@@ -236,14 +247,19 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
       const row = tile + <usize>r * db;
       const pos = load<i32>(positions + ((<usize>kvh * <usize>cap + <usize>(s0 + r)) << 2));
       const lp = lo + (<usize>(pos & 63) * hb << 1);
-      const hp = hi + (<usize>(pos >> 6) * hb << 1);
+      // (row 0 of the hi table is cos 1, sin 0)
+      const hp = hi + (<usize>(loOnly ? 0 : pos >> 6) * hb << 1);
       let j = 0;
       // half layout: pairs (j, j+half)
       for (; j < h4; j += 4) {
         const o = <usize>j << 2;
-        const cl = v128.load(lp + o), sl = v128.load(lp + hb + o), ch = v128.load(hp + o), sh = v128.load(hp + hb + o);
-        const c = f32x4.sub(f32x4.mul(cl, ch), f32x4.mul(sl, sh));
-        const sn = f32x4.add(f32x4.mul(sl, ch), f32x4.mul(cl, sh));
+        let c = v128.load(lp + o), sn = v128.load(lp + hb + o);
+        if (!loOnly) {
+          const ch = v128.load(hp + o), sh = v128.load(hp + hb + o);
+          const cl = c;
+          c = f32x4.sub(f32x4.mul(cl, ch), f32x4.mul(sn, sh));
+          sn = f32x4.add(f32x4.mul(sn, ch), f32x4.mul(cl, sh));
+        }
         const x = v128.load(row + o), y = v128.load(row + hb + o);
         v128.store(row + o, f32x4.sub(f32x4.mul(x, c), f32x4.mul(y, sn)));
         v128.store(row + hb + o, f32x4.add(f32x4.mul(x, sn), f32x4.mul(y, c)));
@@ -363,9 +379,10 @@ function tokenParams(ps: usize, params: usize, s: i32, bs: i32, groups: i32): vo
 /**
  * Integer-code keys: dst_j[r] = scale·q_j · key_r for slots [s, s+bs) of KV head kvh and the g query
  * heads of q16/qs/qsum. k16: bs·d i16 of scratch; ps: bs·groups·2 floats; stage: d + 64 bytes.
+ * two: both query digits (exact path); false: the high digit alone (fast path: the query rounded to 16 bits).
  */
 function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, q16: usize, qs: usize, qsum: usize,
-  dst: usize, dstStride: usize, k16: usize, ps: usize, stage: usize): void {
+  dst: usize, dstStride: usize, k16: usize, ps: usize, stage: usize, two: bool = true): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const group = min(d, load<i32>(desc, STREAM_GROUP));
   const groups = (d + group - 1) / group;
@@ -406,6 +423,7 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
           h1 = i32x4.add(h1, i32x4.dot_i16x8_s(k1, qh));
           h2 = i32x4.add(h2, i32x4.dot_i16x8_s(k2, qh));
           h3 = i32x4.add(h3, i32x4.dot_i16x8_s(k3, qh));
+          if (!two) continue;
           l0 = i32x4.add(l0, i32x4.dot_i16x8_s(k0, qv));
           l1 = i32x4.add(l1, i32x4.dot_i16x8_s(k1, qv));
           l2 = i32x4.add(l2, i32x4.dot_i16x8_s(k2, qv));
@@ -434,7 +452,7 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
           const o = <usize>c << 1;
           const kv = v128.load(row + o);
           hi = i32x4.add(hi, i32x4.dot_i16x8_s(kv, v128.load(qj + o)));
-          lo = i32x4.add(lo, i32x4.dot_i16x8_s(kv, v128.load(ql + o)));
+          if (two) lo = i32x4.add(lo, i32x4.dot_i16x8_s(kv, v128.load(ql + o)));
         }
         const both = f32x4.add(f32x4.convert_i32x4_s(hi), f32x4.mul(f32x4.convert_i32x4_s(lo), lo15));
         const dot = f32x4.extract_lane(both, 0) + f32x4.extract_lane(both, 1) + f32x4.extract_lane(both, 2) + f32x4.extract_lane(both, 3);
@@ -451,9 +469,11 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
  * of KV head kvh, the Z part added to zsum[j] (the caller adds it to every channel at the end).
  * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB/2 u32 (i16
  * weight pairs); ps: 2·bs floats; stage: 2·(d + 64) bytes.
+ * Fast path (lv ≠ 0, see levels): codes are read as their levels' integers u (L ≈ a·u + b), so the
+ * weights carry a·S_r and the zero sums b·S_r + Z_r; each sparse outlier adds p·(outlier − dense) in f32.
  */
 function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
-  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize): void {
+  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize, lv: usize = 0): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
   const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
@@ -462,11 +482,30 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   const pb = <usize>d << 2; // bytes per pair row: d channels × 2 slots × i16
   const stageB = stage + <usize>d + 64;
   tokenParams(ps, params, s, bs, 1);
+  const pz = ps + (<usize>QB << 2);
+  const ocap = lv != 0 ? load<i32>(desc, STREAM_OCAP) : 0;
+  const mapped = lv != 0 && load<i32>(lv, LV_IDENTITY) == 0;
+  if (mapped) {
+    const la = load<f32>(lv, LV_A), lb = load<f32>(lv, LV_B);
+    for (let r = 0; r < bs; r++) {
+      const S = load<f32>(ps + (<usize>r << 2));
+      store<f32>(pz + (<usize>r << 2), lb * S + load<f32>(pz + (<usize>r << 2)));
+      store<f32>(ps + (<usize>r << 2), la * S);
+    }
+  }
   // rows 2k and 2k+1 interleaved: channel c of pair k is the i16 pair (code_2k, code_2k+1)
   for (let k = 0; k < np; k++) {
     unpackRow(stage, codes + <usize>(2 * k) * rb, bits, d);
     if (2 * k + 1 < bs) unpackRow(stageB, codes + <usize>(2 * k + 1) * rb, bits, d);
     else memory.fill(stageB, 0, <usize>d);
+    if (mapped) {
+      mapLevels(stage, lv, d);
+      mapLevels(stageB, lv, d);
+    }
+    if (ocap > 0) {
+      valueOutliers(desc, kvh, cap, s, 2 * k, d, g, p, pStride, acc, ps, stage);
+      if (2 * k + 1 < bs) valueOutliers(desc, kvh, cap, s, 2 * k + 1, d, g, p, pStride, acc, ps, stageB);
+    }
     const dst = pairs + <usize>k * pb;
     for (let c = 0; c < d; c += 16) {
       const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
@@ -479,7 +518,6 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
       v128.store(o, i16x8.extend_high_i8x16_u(hi), 48);
     }
   }
-  const pz = ps + (<usize>QB << 2);
   for (let j = 0; j < g; j++) {
     const pj = p + <usize>j * pStride;
     let mv = f32x4.splat(0), zv = mv;
@@ -514,7 +552,8 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
     }
     const unit = f32x4.splat(wmax / 32767);
     const aj = acc + (<usize>j * <usize>d << 2);
-    for (let c = 0; c < d; c += 16) {
+    let c = 0;
+    for (; c + 16 <= d; c += 16) {
       let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
       for (let k = 0; k < np; k++) {
         const W = v128.load32_splat(iwj + (<usize>k << 2));
@@ -530,7 +569,256 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
       v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
       v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
     }
+    if (c < d) {
+      // the last 8 channels (d a multiple of 8, not 16: fast path only)
+      let a0 = i32x4.splat(0), a1 = a0;
+      for (let k = 0; k < np; k++) {
+        const W = v128.load32_splat(iwj + (<usize>k << 2));
+        const o = pairs + <usize>k * pb + (<usize>c << 2);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(v128.load(o), W));
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(v128.load(o, 16), W));
+      }
+      const o = aj + (<usize>c << 2);
+      v128.store(o, madd(f32x4.convert_i32x4_s(a0), unit, v128.load(o)));
+      v128.store(o, madd(f32x4.convert_i32x4_s(a1), unit, v128.load(o, 16)), 16);
+    }
   }
+}
+
+/**
+ * Sparse value outliers of slot s + r (its level integers in `u`): acc_j[ch] += p_j[r]·(outlier − dense),
+ * dense = a·S_r·u + (b·S_r + Z_r) as the integer sums count it (ps holds a·S_r, then the zero terms).
+ */
+function valueOutliers(desc: usize, kvh: i32, cap: i32, s: i32, r: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize, ps: usize, u: usize): void {
+  const ocap = load<i32>(desc, STREAM_OCAP);
+  const op = <usize>load<u32>(desc, STREAM_OUTLIERS) + ((<usize>kvh * <usize>cap + <usize>(s + r)) * <usize>ocap << 2);
+  const aS = load<f32>(ps + (<usize>r << 2)), zr = load<f32>(ps + (<usize>(QB + r) << 2));
+  for (let e = 0; e < ocap; e++) {
+    const w = load<u32>(op + (<usize>e << 2));
+    const ch = <i32>(w >>> 16);
+    if (ch >= d) continue;
+    const delta = h2fScalar(w & 0xffff) - (aS * <f32>load<u8>(u + <usize>ch) + zr);
+    for (let j = 0; j < g; j++) {
+      const o = acc + ((<usize>j * <usize>d + <usize>ch) << 2);
+      store<f32>(o, load<f32>(o) + load<f32>(p + <usize>j * pStride + (<usize>r << 2)) * delta);
+    }
+  }
+}
+
+// ---- The fast path (QATT_FAST: `attention: 'fast'`). Keys and values as integers u of their codes'
+// levels, L[c] ≈ a·u[c] + b (the codes themselves for int codes, else L rounded to 8 bits over its
+// range); queries rounded to 16 bits per head, per-channel key scales folded in; value weights p·S
+// rounded to 16 bits per tile (as above). Both builds multiply on i32x4.dot_i16x8_s: on it a 16-bit
+// query costs what an 8-bit one does (llama.cpp's 8 bits suit i8 dot products), and the sums stay
+// below 2^31 (|w| ≤ 32767, u ≤ 255, d/4 products per lane: d ≤ 256). Outliers add their difference in f32; tiles holding a
+// sink or residual-ring row take the exact path. Keys stored before RoPE cannot fold the rotation into
+// the query (each key has its own angle): their tiles are decoded in f32 as on the exact path, but
+// rotated by p mod 64 alone, the queries turned back once per tile by the rest (p − p mod 64).
+
+const LV_A = 16; // f32
+const LV_B = 20; // f32
+const LV_IDENTITY = 24; // i32: u = code
+const LV_BYTES = 32;
+
+/**
+ * Integer levels of a stream's codes into lv: u[16] bytes, a, b and whether u is the code itself (8-bit
+ * codes always, and LUTs with L[c] = c); else u = round((L − min L)·255/(max L − min L)).
+ */
+function levels(desc: usize, lv: usize): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const lut = <usize>load<u32>(desc, STREAM_LUT);
+  const n = bits >= 8 ? 0 : 1 << bits;
+  let ident = true;
+  let lo: f32 = Infinity, hi: f32 = -Infinity;
+  for (let c = 0; c < n; c++) {
+    const L = load<f32>(lut + (<usize>c << 2));
+    if (L != <f32>c) ident = false;
+    lo = min(lo, L);
+    hi = max(hi, L);
+  }
+  store<i32>(lv, ident ? 1 : 0, LV_IDENTITY);
+  if (ident) {
+    store<f32>(lv, 1, LV_A);
+    store<f32>(lv, 0, LV_B);
+    for (let c = 0; c < 16; c++) store<u8>(lv + <usize>c, <u8>c);
+    return;
+  }
+  const a: f32 = hi > lo ? (hi - lo) / 255 : 0;
+  store<f32>(lv, a, LV_A);
+  store<f32>(lv, lo, LV_B);
+  for (let c = 0; c < 16; c++) store<u8>(lv + <usize>c, c < n && a > 0 ? <u8>(<i32>nearest((load<f32>(lut + (<usize>c << 2)) - lo) / a)) : 0);
+}
+
+/** Codes (bytes < 16) → their level integers, in place, 16 at a time (may run up to 15 bytes past d). */
+function mapLevels(codes: usize, lv: usize, d: i32): void {
+  const t = v128.load(lv);
+  for (let c = 0; c < d; c += 16) v128.store(codes + <usize>c, i8x16.swizzle(t, v128.load(codes + <usize>c)));
+}
+
+/** Query row r of an item (row r: query t0 + r/g, head h0 + r%g). */
+// @ts-ignore: decorator
+@inline function qRow(q: usize, numHeads: i32, t0: i32, h0: i32, g: i32, r: i32, d: i32): usize {
+  return q + (<usize>((t0 + r / g) * numHeads + h0 + r % g) * <usize>d << 2);
+}
+
+/**
+ * Queries for channel-axis keys without RoPE (scales chS and zeros chZ of the tile's token group), per
+ * row r: w_c = scale·q_c·a·S_c rounded to 16 bits (i16 lanes at q16 + r·2d; units[r] one step of it) and
+ * consts[r] = scale·Σ_c q_c·(b·S_c + Z_c), so that a key scores units·Σ w_c·u_c + consts.
+ */
+function chanQueries(q: usize, numHeads: i32, t0: i32, h0: i32, g: i32, rows: i32, d: i32, scale: f32, chS: usize, chZ: usize, lv: usize,
+  q16: usize, units: usize, consts: usize): void {
+  const la = load<f32>(lv, LV_A), lb = load<f32>(lv, LV_B);
+  for (let r = 0; r < rows; r++) {
+    const row = qRow(q, numHeads, t0, h0, g, r, d);
+    let m: f32 = 0;
+    let C: f32 = 0;
+    for (let i = 0; i < d; i++) {
+      const o = <usize>i << 2;
+      const x = scale * load<f32>(row + o);
+      const S = load<f32>(chS + o);
+      m = max(m, abs(x * la * S));
+      C += x * (lb * S + load<f32>(chZ + o));
+    }
+    const inv: f32 = m > 0 ? 32767 / m : 0;
+    const dst = q16 + (<usize>r * <usize>d << 1);
+    for (let i = 0; i < d; i++) {
+      const o = <usize>i << 2;
+      store<i16>(dst + (<usize>i << 1), <i16>(<i32>nearest(scale * load<f32>(row + o) * la * load<f32>(chS + o) * inv)));
+    }
+    store<f32>(units + (<usize>r << 2), m / 32767);
+    store<f32>(consts + (<usize>r << 2), C);
+  }
+}
+
+/**
+ * Channel-axis keys without RoPE, fast path: dst_j[r] = units_j·Σ_c w_jc·u_rc + consts_j for slots
+ * [s, s+bs) of KV head kvh, plus scale·q_c·(outlier − dense) for each sparse outlier. k16: bs·d i16 of
+ * scratch (and 32 bytes past it); stage: d + 64 bytes.
+ */
+function scoreTileChan(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, rows: i32, q16: usize, units: usize, consts: usize,
+  dst: usize, dstStride: usize, k16: usize, stage: usize, lv: usize, chS: usize, chZ: usize, q: usize, numHeads: i32, t0: i32, h0: i32, g: i32,
+  scale: f32): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
+  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const mapped = load<i32>(lv, LV_IDENTITY) == 0;
+  const db2 = <usize>d << 1;
+  for (let r = 0; r < bs; r++) {
+    unpackRow(stage, codes + <usize>r * rb, bits, d);
+    if (mapped) mapLevels(stage, lv, d);
+    const row = k16 + <usize>r * db2;
+    for (let c = 0; c < d; c += 16) {
+      const v = v128.load(stage + <usize>c);
+      v128.store(row + (<usize>c << 1), i16x8.extend_low_i8x16_u(v));
+      v128.store(row + (<usize>c << 1), i16x8.extend_high_i8x16_u(v), 16);
+    }
+  }
+  for (let j = 0; j < rows; j++) {
+    const qj = q16 + <usize>j * db2;
+    const U = f32x4.splat(load<f32>(units + (<usize>j << 2)));
+    const C = f32x4.splat(load<f32>(consts + (<usize>j << 2)));
+    const out = dst + <usize>j * dstStride;
+    let r = 0;
+    for (; r + 4 <= bs; r += 4) {
+      const r0 = k16 + <usize>r * db2, r1 = r0 + db2, r2 = r1 + db2, r3 = r2 + db2;
+      let h0 = i32x4.splat(0), h1 = h0, h2 = h0, h3 = h0;
+      for (let c = 0; c < d; c += 8) {
+        const o = <usize>c << 1;
+        const qv = v128.load(qj + o);
+        h0 = i32x4.add(h0, i32x4.dot_i16x8_s(v128.load(r0 + o), qv));
+        h1 = i32x4.add(h1, i32x4.dot_i16x8_s(v128.load(r1 + o), qv));
+        h2 = i32x4.add(h2, i32x4.dot_i16x8_s(v128.load(r2 + o), qv));
+        h3 = i32x4.add(h3, i32x4.dot_i16x8_s(v128.load(r3 + o), qv));
+      }
+      const dot = hsum4(f32x4.convert_i32x4_s(h0), f32x4.convert_i32x4_s(h1), f32x4.convert_i32x4_s(h2), f32x4.convert_i32x4_s(h3));
+      v128.store(out + (<usize>r << 2), madd(dot, U, C));
+    }
+    for (; r < bs; r++) {
+      const row = k16 + <usize>r * db2;
+      let h = i32x4.splat(0);
+      for (let c = 0; c < d; c += 8) h = i32x4.add(h, i32x4.dot_i16x8_s(v128.load(row + (<usize>c << 1)), v128.load(qj + (<usize>c << 1))));
+      store<f32>(out + (<usize>r << 2), <f32>(i32x4.extract_lane(h, 0) + i32x4.extract_lane(h, 1) + i32x4.extract_lane(h, 2) + i32x4.extract_lane(h, 3)) *
+        f32x4.extract_lane(U, 0) + f32x4.extract_lane(C, 0));
+    }
+  }
+  const ocap = load<i32>(desc, STREAM_OCAP);
+  if (ocap == 0) return;
+  const la = load<f32>(lv, LV_A), lb = load<f32>(lv, LV_B);
+  const outl = <usize>load<u32>(desc, STREAM_OUTLIERS) + ((<usize>kvh * <usize>cap + <usize>s) * <usize>ocap << 2);
+  for (let r = 0; r < bs; r++) {
+    for (let e = 0; e < ocap; e++) {
+      const w = load<u32>(outl + ((<usize>r * <usize>ocap + <usize>e) << 2));
+      const ch = <i32>(w >>> 16);
+      if (ch >= d) continue;
+      const o = <usize>ch << 2;
+      const S = load<f32>(chS + o);
+      const u = <f32>load<i16>(k16 + <usize>r * db2 + (<usize>ch << 1));
+      const delta = h2fScalar(w & 0xffff) - ((la * u + lb) * S + load<f32>(chZ + o));
+      for (let j = 0; j < rows; j++) {
+        const so = dst + <usize>j * dstStride + (<usize>r << 2);
+        store<f32>(so, load<f32>(so) + scale * load<f32>(qRow(q, numHeads, t0, h0, g, j, d) + o) * delta);
+      }
+    }
+  }
+}
+
+/**
+ * The queries rotated back by the angles of p − p mod 64 (row p >> 6 of the hi table): R(−φ)·q into
+ * qrot, rows d floats apart. q·R(p)·k = (R(−φ)·q)·(R(p mod 64)·k).
+ */
+function rotateQueries(q: usize, numHeads: i32, t0: i32, h0: i32, g: i32, rows: i32, d: i32, hp: usize, inter: bool, qrot: usize): void {
+  const half = d >> 1;
+  const hb = <usize>half << 2;
+  for (let r = 0; r < rows; r++) {
+    const src = qRow(q, numHeads, t0, h0, g, r, d);
+    const dst = qrot + (<usize>r * <usize>d << 2);
+    for (let j = 0; j < half; j++) {
+      const o = <usize>j << 2;
+      const c = load<f32>(hp + o), sn = load<f32>(hp + hb + o);
+      const ia = inter ? <usize>(2 * j) << 2 : o;
+      const ib = inter ? <usize>(2 * j + 1) << 2 : hb + o;
+      const x = load<f32>(src + ia), y = load<f32>(src + ib);
+      store<f32>(dst + ia, x * c + y * sn);
+      store<f32>(dst + ib, y * c - x * sn);
+    }
+  }
+}
+
+/** Row p >> 6 shared by the positions of slots [s, s+bs) of KV head kvh, or −1 when they differ (or one is unset). */
+function sharedHigh(positions: usize, kvh: i32, cap: i32, s: i32, bs: i32): i32 {
+  const base = positions + ((<usize>kvh * <usize>cap + <usize>s) << 2);
+  const first = load<i32>(base);
+  if (first < 0) return -1;
+  const h = first >> 6;
+  for (let r = 1; r < bs; r++) {
+    const p = load<i32>(base + (<usize>r << 2));
+    if (p < 0 || p >> 6 != h) return -1;
+  }
+  return h;
+}
+
+/** Whether no slot of [s, s+bs) of KV head kvh is a sink row (position < sinks). */
+function noSinks(positions: usize, kvh: i32, cap: i32, s: i32, bs: i32, sinks: i32): bool {
+  if (sinks == 0) return true;
+  const base = positions + ((<usize>kvh * <usize>cap + <usize>s) << 2);
+  for (let r = 0; r < bs; r++) {
+    const p = load<i32>(base + (<usize>r << 2));
+    if (p >= 0 && p < sinks) return false;
+  }
+  return true;
+}
+
+/** Whether a stream's codes have an integer form the fast path reads (not bfloat16; d a multiple of 8, ≤ 256). */
+function fastStream(desc: usize, d: i32): bool {
+  return load<i32>(desc, STREAM_BITS) != 16 && (d & 7) == 0 && d <= 256;
+}
+
+/** a·b + c, fused where the build has relaxed SIMD. */
+// @ts-ignore: decorator
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
 }
 
 /**
@@ -574,11 +862,26 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   const qsum = qs + (<usize>cap << 2); // cap·d/16 floats
   const zsum = qsum + (<usize>cap * <usize>(d >> 4) << 2);
   const iw = zsum + (<usize>cap << 2); // cap·QB words
-  const ps = iw + (<usize>cap * <usize>QB << 2); // QB·d/8 floats
+  const ps = iw + (<usize>cap * <usize>QB << 2); // QB·max(d/8, 2) floats
+  // fast path: level tables, then per row a unit and a constant (queries of channel-axis keys)
+  const lvK = ps + (<usize>max(QB * d >> 3, 2 * QB) << 2);
+  const lvV = lvK + LV_BYTES;
+  const units = lvV + LV_BYTES;
+  const consts = units + (<usize>cap << 2);
+  const fast = load<i32>(a, QATT_FAST) != 0;
+  const positions = <usize>load<u32>(a, QATT_POSITIONS);
   const intK = intStream(descK, d, false);
-  const intV = intStream(descV, d, true);
+  const ropeK = load<i32>(descK, STREAM_ROPE) != 0;
+  const chanK = fast && !intK && !ropeK && load<i32>(descK, STREAM_AXIS) == 1 && fastStream(descK, d);
+  const fastK = fast && ropeK;
+  const intV = fast ? fastStream(descV, d) && load<i32>(descV, STREAM_AXIS) == 0 && load<i32>(descV, STREAM_GROUP) >= d : intStream(descV, d, true);
   const qlenK = load<i32>(descK, STREAM_QLEN);
   const qlenV = load<i32>(descV, STREAM_QLEN);
+  const sinksK = load<i32>(descK, STREAM_SINKS);
+  const sinksV = load<i32>(descV, STREAM_SINKS);
+  if (chanK) levels(descK, lvK);
+  if (fast && intV) levels(descV, lvV);
+  let chanGroup = -1; // token group whose scales chS/chZ (and the queries of chanK) hold; -1: none
   if (intK) {
     const group = min(d, load<i32>(descK, STREAM_GROUP));
     const qrow = <usize>(d << 2); // bytes of one row of q16 (two digits)
@@ -592,15 +895,46 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
     if (intK && lo + s0 + bs <= qlenK) {
-      scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage);
+      scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage, !fast);
       continue;
     }
-    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ, stage);
+    if (chanK && lo + s0 + bs <= qlenK && noSinks(positions, kvh, capacity, lo + s0, bs, sinksK)) {
+      const group = load<i32>(descK, STREAM_GROUP);
+      const tg = group > 0 ? (lo + s0) / group : 0;
+      if (tg != chanGroup) {
+        channelParams(descK, kvh, lo + s0, d, chS, chZ);
+        chanQueries(q, numHeads, t0, h0, g, rows, d, scale, chS, chZ, lvK, q16, units, consts);
+        chanGroup = tg;
+      }
+      scoreTileChan(descK, kvh, capacity, lo + s0, bs, d, rows, q16, units, consts, scores + (<usize>s0 << 2), <usize>sp << 2, tile, stage, lvK, chS, chZ,
+        q, numHeads, t0, h0, g, scale);
+      continue;
+    }
+    // fast path, keys before RoPE: queries turned back by the angle of the tile's shared p − p mod 64
+    const high = fastK ? sharedHigh(positions, kvh, capacity, lo + s0, bs) : -1;
+    let chReady = false;
+    if (high >= 0 && load<i32>(descK, STREAM_AXIS) == 1 && lo + s0 < qlenK) {
+      // the scales of a token group are read once (every tile's, for kvquant's one group)
+      const group = load<i32>(descK, STREAM_GROUP);
+      const tg = group > 0 ? (lo + s0) / group : 0;
+      if (tg != chanGroup) {
+        channelParams(descK, kvh, lo + s0, d, chS, chZ);
+        chanGroup = tg;
+      }
+      chReady = true;
+    }
+    decodeTile(tile, descK, a, kvh, lo + s0, bs, chS, chZ, stage, high >= 0, chReady);
+    if (!chReady) chanGroup = -1; // decodeTile may have loaded another group's
+    if (high >= 0) {
+      const hp = <usize>load<u32>(a, QATT_ROPE_HI) + (<usize>high * <usize>d << 2);
+      rotateQueries(q, numHeads, t0, h0, g, rows, d, hp, load<i32>(a, QATT_ROPE_INTERLEAVED) != 0, q16);
+    }
     for (let t = t0; t < t1; t++) {
       if (visible + t - lo <= s0) continue; // query t sees none of this tile
       for (let j = 0; j < g; j++) {
         const row = (t - t0) * g + j;
-        scoreBlock(q + (<usize>(t * numHeads + h0 + j) * db), tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
+        const qr = high >= 0 ? q16 + (<usize>row * db) : q + (<usize>(t * numHeads + h0 + j) * db);
+        scoreBlock(qr, tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
       }
     }
   }
@@ -620,8 +954,8 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   memory.fill(zsum, 0, <usize>rows << 2);
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
-    if (intV && lo + s0 + bs <= qlenV) {
-      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage);
+    if (intV && lo + s0 + bs <= qlenV && (!fast || noSinks(positions, kvh, capacity, lo + s0, bs, sinksV))) {
+      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0);
       continue;
     }
     decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);

@@ -1,5 +1,6 @@
+import os from 'node:os';
 import type { LlamaModel, Token } from 'node-llama-cpp';
-import type { Codec } from '../cache/codec.js';
+import { ATTENTION_MODES, type AttentionMode, type Codec } from '../cache/codec.js';
 import { createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
 import { Activations, forward } from '../model/forward.js';
@@ -8,11 +9,13 @@ import { loadModel } from '../engine/model.js';
 import type { BenchContext, Section, SectionResult } from './section.js';
 import { MODEL_SPECS } from './models.js';
 import { readBandwidth, rooflineShare } from './bandwidth.js';
-import { formatShare, median, type Table } from './table.js';
+import { formatRatio, formatShare, median, type Table } from './table.js';
 
 /**
  * Decode speed and bytes per token of the KV codecs with a long cache, on the SmolLM2-135M shape
- * (random f16 weights, GGUF), beside llama.cpp with f16, q8_0 and q4_0 KV and flash attention on.
+ * (random f16 weights, GGUF), beside llama.cpp with f16 KV (q8_0 and q4_0 on request) and flash
+ * attention on. Packed codecs (int, kvquant) run with each attention mode, exact and fast; each row
+ * says its speed over kvpack fp16's at the same length and the load average when it was measured.
  *
  * kvpack: the cache is filled with synthetic keys and values (Gaussian-like, a few wide channels) by
  * the codec's own write path, then `decode` single-token forward passes are timed at each cached
@@ -21,22 +24,27 @@ import { formatShare, median, type Table } from './table.js';
  * a laptop); the timed part is the same number of single-token steps. Bytes per token: kvpack's
  * `cache.bytes()` (codes, scales, outliers, tables, and slot indices where the codec reads positions) over the length; llama.cpp's from
  * its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
- * KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 4096,16384,32768; --quick: 4096);
- * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack; KVPACK_BENCH_KV_CODECS='fp16;int(bits=4)'
- * and KVPACK_BENCH_LLAMA_KV=F16,Q8_0 keep only the codecs / llama.cpp KV types named.
+ * KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 16384,32768; --quick: 4096);
+ * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack; KVPACK_BENCH_KV_CODECS='fp16;int(bits=8)'
+ * (default fp16, int(bits=4), kvquant(bits=3), kvquant(bits=2)), KVPACK_BENCH_LLAMA_KV=F16,Q8_0 (default F16)
+ * and KVPACK_BENCH_ATTENTION=fast (default exact,fast) keep only the codecs / llama.cpp KV types / modes named.
  */
 
 const CODECS = ['fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
+const DEFAULT_CODECS = ['fp16', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
 const LLAMA_KV = [
   ['F16', 2],
   ['Q8_0', 34 / 32],
   ['Q4_0', 18 / 32],
 ] as const;
 
-/** The entries of `all` named in env var `name` (separated by `sep`), or all of them when it is unset. */
-function chosen<T>(all: readonly T[], name: string, sep: string, key: (t: T) => string): T[] {
+/** Codecs that store packed codes, whose attention has an exact and a fast mode. */
+const packed = (spec: string): boolean => /^(int|kvquant)\(/.test(spec);
+
+/** The entries of `all` named in env var `name` (separated by `sep`), or those of `fallback` (default all) when it is unset. */
+function chosen<T>(all: readonly T[], name: string, sep: string, key: (t: T) => string, fallback: readonly string[] = all.map(key)): T[] {
   const env = process.env[name];
-  if (!env) return [...all];
+  if (!env) return all.filter((t) => fallback.includes(key(t)));
   const wanted = env.split(sep).map((s) => s.trim());
   const unknown = wanted.filter((w) => !all.some((t) => key(t) === w));
   if (unknown.length) throw new Error(`${name}: unknown ${unknown.join(', ')} (known: ${all.map(key).join(', ')})`);
@@ -46,7 +54,7 @@ function chosen<T>(all: readonly T[], name: string, sep: string, key: (t: T) => 
 function sizes(quick: boolean): number[] {
   const env = process.env.KVPACK_BENCH_KV_SIZES;
   if (env) return env.split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
-  return quick ? [4096] : [4096, 16384, 32768];
+  return quick ? [4096] : [16384, 32768];
 }
 
 /** Deterministic Gaussian-like numbers (sum of 4 uniforms), wider in a few channels like real keys. */
@@ -64,9 +72,12 @@ function synthetic(len: number, d: number, seed: number): Float32Array {
 interface Row {
   engine: string;
   kv: string;
+  attention: AttentionMode | '—';
   tokens: number;
   bytesPerToken: number;
   tokPerS: number;
+  /** The 1-minute load average after the row's runs. */
+  load: number;
 }
 
 async function kvpackRows(ctx: BenchContext, file: string, threads: number, lengths: number[], steps: number): Promise<{ rows: Row[]; config: ModelConfig; weightBytes: number }> {
@@ -76,9 +87,12 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
   const rows: Row[] = [];
   const maxN = Math.max(...lengths);
   try {
-    for (const codecSpec of process.env.KVPACK_BENCH_NO_KVPACK ? [] : chosen(CODECS, 'KVPACK_BENCH_KV_CODECS', ';', (c) => c)) {
-      ctx.log(`kvcache: kvpack ${codecSpec}: filling ${maxN} tokens`);
-      const cache = createCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8);
+    const specs = process.env.KVPACK_BENCH_NO_KVPACK ? [] : chosen(CODECS, 'KVPACK_BENCH_KV_CODECS', ';', (c) => c, DEFAULT_CODECS);
+    const modes = chosen(ATTENTION_MODES, 'KVPACK_BENCH_ATTENTION', ',', (m) => m);
+    const runs = specs.flatMap((s): [string, AttentionMode | '—'][] => (packed(s) ? modes.map((m) => [s, m]) : [[s, '—']]));
+    for (const [codecSpec, attention] of runs) {
+      ctx.log(`kvcache: kvpack ${codecSpec}${attention === '—' ? '' : ` (${attention})`}: filling ${maxN} tokens`);
+      const cache = createCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8, attention === '—' ? {} : { attention });
       // The cache's own fields, reached around its API: the bench writes tokens without attending.
       const raw = cache as unknown as { lengths: number[]; codec: Codec };
       const chunk = 512;
@@ -109,8 +123,8 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
           for (let i = 0; i < steps; i++) forward(c, model.weights, activations, cache, [100 + i], [n + i], false);
           if (run > 0) times.push(performance.now() - t0); // run 0 warms up
         }
-        rows.push({ engine: 'kvpack', kv: codecSpec, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times) });
-        ctx.log(`kvcache: kvpack ${codecSpec} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
+        rows.push({ engine: 'kvpack', kv: codecSpec, attention, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
+        ctx.log(`kvcache: kvpack ${codecSpec} ${attention} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
       }
       activations.free();
       cache.free();
@@ -126,7 +140,7 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
   const model: LlamaModel = await llama.loadModel(file);
   const rows: Row[] = [];
   try {
-    for (const [type, bytesPerNumber] of chosen(LLAMA_KV, 'KVPACK_BENCH_LLAMA_KV', ',', ([t]) => t)) {
+    for (const [type, bytesPerNumber] of chosen(LLAMA_KV, 'KVPACK_BENCH_LLAMA_KV', ',', ([t]) => t, ['F16'])) {
       for (const n of lengths) {
         ctx.log(`kvcache: llama.cpp ${type} KV: prefilling ${n} tokens (untimed)`);
         const context = await model.createContext({
@@ -148,7 +162,7 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
             await seq.eraseContextTokenRanges([{ start: n - 1, end: seq.nextTokenIndex }]);
           }
           const perToken = c.numLayers * c.numKvHeads * c.headDim * 2 * bytesPerNumber;
-          rows.push({ engine: 'llama.cpp', kv: type.toLowerCase(), tokens: n, bytesPerToken: perToken, tokPerS: (steps * 1000) / median(times) });
+          rows.push({ engine: 'llama.cpp', kv: type.toLowerCase(), attention: '—', tokens: n, bytesPerToken: perToken, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
           ctx.log(`kvcache: llama.cpp ${type} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
         } finally {
           await context.dispose();
@@ -163,7 +177,7 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
 
 export const kvcacheSection: Section = {
   id: 'kvcache',
-  describe: 'KV codecs at long context (SmolLM2-135M shape): bytes/token and decode tok/s vs llama.cpp f16/q8_0/q4_0 KV (slow: llama.cpp prefills 32K)',
+  describe: 'KV codecs at long context (SmolLM2-135M shape): bytes/token and decode tok/s, exact and fast attention, vs llama.cpp f16 KV (slow: llama.cpp prefills 32K)',
   defaultOn: false,
   async run(ctx): Promise<SectionResult> {
     const spec = MODEL_SPECS.find((m) => m.id === '135m-f16')!;
@@ -182,15 +196,23 @@ export const kvcacheSection: Section = {
       columns: [
         { key: 'engine', header: 'engine' },
         { key: 'kv', header: 'KV storage' },
+        { key: 'attention', header: 'attention' },
         { key: 'tokens', header: 'cached tokens', format: String },
         { key: 'bytesPerToken', header: 'bytes/token', format: (v) => v.toFixed(0) },
         { key: 'tokPerS', header: 'decode tok/s' },
+        { key: 'vsFp16', header: '× kvpack fp16', format: formatRatio },
         { key: 'roofline', header: '% read bw', format: formatShare },
+        { key: 'load', header: 'load (1 min)', format: (v) => v.toFixed(1) },
       ],
       // both engines read the same GGUF weights each step, plus the KV they hold
-      rows: rows.map((r) => ({ ...r, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) })),
+      rows: rows.map((r) => {
+        const fp16 = rows.find((o) => o.engine === 'kvpack' && o.kv === 'fp16' && o.tokens === r.tokens);
+        return { ...r, vsFp16: fp16 ? r.tokPerS / fp16.tokPerS : null, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) };
+      }),
       notes: [
         'kvpack caches are filled with synthetic keys/values through each codec\'s write path; llama.cpp\'s by an untimed prefill of random tokens (flash attention on).',
+        'attention: exact decodes packed codes to f32; fast takes integer dot products on rounded queries and weights (docs/quantization.md has its accuracy).',
+        'load (1 min): the machine\'s load average after the row\'s runs; other work on the machine slows every row.',
         'bytes/token: kvpack counts everything it stores (codes, scales, zeros, outliers, LUTs, slot indices where read); llama.cpp from its block formats.',
         `% read bw (roofline): (weights + bytes/token × cached tokens) × decode tok/s over the read bandwidth the streaming-read kernel reached in this run at ${threads} threads (${(bandwidth / 1e9).toFixed(1)} GB/s).`,
       ],

@@ -4,7 +4,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { ModelIdentity } from '../model/config.js';
 import { UsageError } from '../errors.js';
 import { budgetProblem } from './budget.js';
-import type { Codec, MaskingCodec } from './codec.js';
+import type { AttentionMode, Codec, MaskingCodec } from './codec.js';
 import { KVCache, type CacheParts } from './kvcache.js';
 import { GroupedCodec, LayerGroups } from './layer-groups.js';
 import { MaskedKVCache } from './masked-kvcache.js';
@@ -24,6 +24,8 @@ export interface BuildOptions {
   measureOnly?: boolean;
   /** Allocates `capacity` slots even where the budget needs fewer: what the cache allocates once grown to it. */
   grown?: boolean;
+  /** How packed codecs compute attention (see AttentionMode). */
+  attention?: AttentionMode;
 }
 
 /**
@@ -67,6 +69,7 @@ export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, s
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
+      attention: options.attention,
     });
   const codec = split ? new GroupedCodec(groups, groups.list.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(groups.first.kernels, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);

@@ -60,6 +60,16 @@ export interface MaskingCodec extends Codec {
   maskedAttention(layer: number, a: CodecAttention, mask: number): void;
 }
 
+/**
+ * How packed codecs compute attention: 'exact' decodes every number in f32; 'fast' takes integer dot
+ * products on levels, queries and softmax weights rounded to 8, 16 and 16 bits (assembly/packed-attention.ts).
+ * Float codecs ignore it.
+ */
+export type AttentionMode = 'exact' | 'fast';
+export const ATTENTION_MODES: readonly AttentionMode[] = ['exact', 'fast'];
+/** The mode when none is asked for. */
+export const DEFAULT_ATTENTION: AttentionMode = 'exact';
+
 export interface CodecContext {
   kernels: Kernels;
   config: ModelConfig;
@@ -80,6 +90,8 @@ export interface CodecContext {
    * allocates as it would but reads no file its parameters name, and is never written to.
    */
   measureOnly?: boolean;
+  /** How packed codecs compute attention (default DEFAULT_ATTENTION). */
+  attention?: AttentionMode;
 }
 
 export interface CodecKind<P extends Params = Params> {

@@ -2,7 +2,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
 import { threadsParam } from '../kernels/index.js';
 import { SAMPLING_PARAMS, type SamplingOptions } from '../engine/sample.js';
-import { int, number, read, type Param } from '../util/schema.js';
+import { int, number, oneOf, read, type Param } from '../util/schema.js';
+import { ATTENTION_MODES, DEFAULT_ATTENTION, type AttentionMode } from '../cache/codec.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -11,6 +12,7 @@ export const MODEL_OPTIONS = {
   model: { type: 'string' },
   tokenizer: { type: 'string' },
   threads: { type: 'string' },
+  attention: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
 
@@ -19,6 +21,8 @@ export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2
                    (default shared/models/ref-6m in the nearest folder above kvpack or the working directory)
   --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
   --threads K      worker threads (default: one per CPU core)
+  --attention M    how packed KV caches (int, kvquant) compute attention: exact (f32, the default) or fast
+                   (integer dot products on rounded queries and weights; docs/quantization.md)
   -h, --help       this text`;
 
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
@@ -54,6 +58,11 @@ export function intOption(name: string, text: string | undefined, fallback: numb
 
 export function numberOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
   return option(name, number({ min, max, doc: name }), text, fallback);
+}
+
+/** --attention: exact or fast (undefined when not given: the library's default). */
+export function attentionOption(text: string | undefined): AttentionMode | undefined {
+  return text === undefined ? undefined : option('attention', oneOf(ATTENTION_MODES, { doc: 'attention' }), text, DEFAULT_ATTENTION);
 }
 
 /** --threads: every core when not given, more than the machine has refused (see threadsParam). */

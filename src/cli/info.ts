@@ -3,7 +3,7 @@ import { readModelInfo } from '../engine/model.js';
 import type { ModelConfig } from '../model/config.js';
 import { formatBytes } from '../util/progress.js';
 import { cacheBitsPerValue, checkPlan, planRows } from '../model/plan.js';
-import { MODEL_HELP, MODEL_OPTIONS, noPositionals, parse } from './args.js';
+import { attentionOption, MODEL_HELP, MODEL_OPTIONS, noPositionals, parse } from './args.js';
 import { modelPathFromOptions, planFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack info [--model M] [--tokenizer F] [--cache SPEC] [--ctx N] [--json] [--threads K]
@@ -28,6 +28,7 @@ export async function infoCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parse('info', argv, OPTIONS);
   noPositionals('info', positionals, ' (use --model FILE)');
   if (values.help) return void process.stdout.write(HELP);
+  attentionOption(values.attention); // refused here as where a model runs (info runs none)
   const plan = values.ctx === undefined ? undefined : await planFromOptions(values);
   if (plan && !values.json) for (const [k, v] of planRows(plan)) process.stdout.write(`${k.padEnd(16)} ${v}\n`);
   if (plan && !plan.fits) {

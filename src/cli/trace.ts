@@ -7,7 +7,7 @@ import { loadModelFromOptions } from './load.js';
 import { formatBytes } from '../util/progress.js';
 
 const HELP = `Usage: kvpack trace [--model M] --cache SPEC [--cache SPEC2]… (--prompt TEXT | --data D --limit N)
-                    [--max-tokens N] [--max-mb MB] --out FILE
+                    [--max-tokens N] [--max-mb MB] [--attention exact|fast] --out FILE
 
 Records what the cache holds after every step — the prompt (compressed as a whole), then each
 generated token — per layer and KV head: the positions held (delta-encoded), each held token's policy
@@ -18,6 +18,7 @@ The file is JSON Lines, written as it goes (docs/trace.md); open it with kvpack 
   --data D        wikitext2, c4, pg19, stories260k or a text file: its first --limit N tokens are the prompt
   --max-tokens N  tokens generated after the prompt (default 32)
   --max-mb MB     stop recording steps before the file passes MB megabytes (default ${DEFAULT_TRACE_BYTES / 2 ** 20})
+  --attention M   how packed KV caches (int, kvquant) compute attention: exact (default) or fast
 `;
 
 export async function traceCommand(argv: string[]): Promise<void> {
@@ -44,7 +45,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
   const maxTokens = intOption('max-tokens', values['max-tokens'], 32, 0);
   const maxMb = intOption('max-mb', values['max-mb'], DEFAULT_TRACE_BYTES / 2 ** 20, 1);
   // the memory plan checks the default cache: the specs compared here are recorded one after the other
-  const model = await loadModelFromOptions({ model: values.model, tokenizer: values.tokenizer, threads: values.threads });
+  const model = await loadModelFromOptions({ model: values.model, tokenizer: values.tokenizer, threads: values.threads, attention: values.attention });
   try {
     const prompt = values.prompt !== undefined
       ? model.tokenizer.encode(values.prompt, { addBos: model.tokenizer.addBosByDefault })

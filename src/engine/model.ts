@@ -7,6 +7,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { Batch, MODEL_CLOSED, Session, type BatchOptions, type SessionOptions } from './session.js';
 import type { Checkpoint, CheckpointFormat } from '../model/checkpoint.js';
 import { kvBytesPerToken, type ModelConfig, type ModelIdentity } from '../model/config.js';
+import { ATTENTION_MODES, type AttentionMode } from '../cache/codec.js';
 import { modelIdentity, modelName } from '../model/identity.js';
 import { loadCheckpoint, readModelHeader } from '../model/load.js';
 import { summarizeTensors, type TensorSummary } from '../model/tensor.js';
@@ -26,6 +27,12 @@ export interface LoadOptions extends KernelOptions {
   cache?: string;
   /** Layers per WebAssembly memory (default: as many as the plan fits in 4 GiB); smaller splits the model over more memories. */
   layersPerMemory?: number;
+  /**
+   * How packed KV caches (int, kvquant) compute attention in this model's sessions: 'exact' decodes
+   * every number in f32, 'fast' takes integer dot products on rounded queries and weights
+   * (docs/quantization.md measures the difference). A session's own `attention` option wins.
+   */
+  attention?: AttentionMode;
 }
 
 /**
@@ -101,6 +108,8 @@ export class Model {
     private readonly tensorSummary: TensorSummary,
     /** The context the memory plan was made for (Model.load): sessions allocate that much cache at first. */
     readonly context?: number,
+    /** How its sessions' packed caches compute attention unless a session says (LoadOptions.attention). */
+    readonly attention?: AttentionMode,
   ) {}
 
   private identityCache?: ModelIdentity;
@@ -129,8 +138,11 @@ export class Model {
     return Model.fromCheckpoint(ckpt, { ...options, context, layersPerMemory: options.layersPerMemory ?? plan.layersPerMemory });
   }
 
-  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions & { layersPerMemory?: number; context?: number } = {}): Promise<Model> {
+  static async fromCheckpoint(ckpt: Checkpoint, options: KernelOptions & { layersPerMemory?: number; context?: number; attention?: AttentionMode } = {}): Promise<Model> {
     const c = ckpt.config;
+    if (options.attention !== undefined && !ATTENTION_MODES.includes(options.attention)) {
+      throw new UsageError(`attention must be one of ${ATTENTION_MODES.join(', ')}, got ${JSON.stringify(options.attention)}`);
+    }
     const perMemory = options.layersPerMemory ?? c.numLayers;
     if (!Number.isInteger(perMemory) || perMemory < 1) throw new UsageError(`layersPerMemory must be a positive integer, got ${perMemory}`);
     const memories: Kernels[] = [];
@@ -142,7 +154,7 @@ export class Model {
       for (const k of memories) await k.close(); // a bad tensor leaves no threads behind
       throw e;
     }
-    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, weights, summarizeTensors(ckpt.tensors.values()), options.context);
+    return new Model(ckpt.source, ckpt.format, ckpt.config, ckpt.tokenizer, weights, summarizeTensors(ckpt.tensors.values()), options.context, options.attention);
   }
 
   /** Architecture, shape and a hash of the weights (hashed once, when first asked). */

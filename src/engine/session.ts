@@ -1,4 +1,5 @@
 import { createCache } from '../cache/build.js';
+import { ATTENTION_MODES, type AttentionMode } from '../cache/codec.js';
 import type { KVCache } from '../cache/kvcache.js';
 import { parseSpec } from '../cache/registry.js';
 import { KvLimitError, LimitError, NumericError, UsageError } from '../errors.js';
@@ -10,7 +11,7 @@ import type { Weights } from '../model/weights.js';
 import { logSoftmax, SAMPLING_PARAMS, type SamplingOptions } from './sample.js';
 import { formatBytes } from '../util/progress.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import { applyDefaults, bool, findIssue, int, number, optional, param, text, type Params } from '../util/schema.js';
+import { applyDefaults, bool, findIssue, int, number, oneOf, optional, param, text, type Params } from '../util/schema.js';
 
 /** What a session runs: a loaded model's config, weights in kernel memory and tokenizer (a `Model` is one). */
 export interface RunnableModel {
@@ -26,6 +27,8 @@ export interface RunnableModel {
   readonly context?: number;
   /** True once the model's kernels are closed (Model.close): nothing may run on it after that. */
   readonly closed?: boolean;
+  /** How its sessions' packed caches compute attention unless a session says (absent: DEFAULT_ATTENTION). */
+  readonly attention?: AttentionMode;
 }
 
 export interface SessionOptions {
@@ -49,6 +52,8 @@ export interface SessionOptions {
    * A long context reserved up front is allocated once instead of through every doubling.
    */
   context?: number;
+  /** How packed caches compute attention: 'exact' or 'fast' (default: the model's, see LoadOptions.attention). */
+  attention?: AttentionMode;
 }
 
 /** Sampling (SamplingOptions) goes through llama.cpp's chain: penalties → topK → topP → minP → temperature. */
@@ -83,6 +88,7 @@ const SESSION_PARAMS = {
   streaming: bool({ default: false, doc: 'RoPE positions as ranks among the held tokens' }),
   maxKvBytes: optional(number({ min: 0, exclusiveMin: true, doc: 'bytes the cache may hold' })),
   context: optional(int({ min: 1, doc: 'tokens to allocate cache room for at once' })),
+  attention: oneOf(ATTENTION_MODES, { optional: true, doc: 'how packed caches compute attention' }),
 };
 
 const GENERATE_PARAMS = {
@@ -144,6 +150,7 @@ export class Session {
       streaming: this.streaming,
       stepTokens: this.chunkSize,
       model: () => model.identity(),
+      attention: o.attention ?? model.attention,
     });
     try {
       this.activations = new Activations(model.weights, c, this.chunkSize);

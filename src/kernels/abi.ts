@@ -140,6 +140,8 @@ export const QATT_SPLITS = 80;
 export const QATT_PARTIAL = 84; // ptr
 /** Queries per work item of a multi-query job: each decoded tile is scored against all of them. */
 export const QATT_QUERY_BLOCK = 88;
+/** 1: the fast path (integer dot products on rounded queries and weights, see packed-attention.ts); 0: exact. */
+export const QATT_FAST = 92;
 /** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
 export const QATT_TILE = 32;
 

@@ -27,8 +27,8 @@ function fixedBytes(kind: AttentionKind, rows: number, d: number): number {
   // converted block, accumulators, 1/sums, prescaled queries (one-query f16 path)
   if (kind === 'float') return 4 * (ATT_BLOCK * d + 2 * rows * d + rows) + 64;
   // tile, accumulators, 1/sums, channel scales; then the integer paths' stage, i16 queries, their units
-  // and group sums, zero sums, pair weights and tile scales
-  const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + (QATT_TILE * d) / 2;
+  // and group sums, zero sums, pair weights and tile scales; the fast path's two level tables, units and constants
+  const intBytes = 2 * (d + 64) + 4 * rows * d + 4 * rows + rows * d / 4 + 4 * rows + 4 * rows * QATT_TILE + 4 * Math.max((QATT_TILE * d) / 8, 2 * QATT_TILE) + 64 + 8 * rows;
   return 4 * (QATT_TILE * d + 64 + rows * d + rows + 4 + 2 * d) + intBytes + 64;
 }
 

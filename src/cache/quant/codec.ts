@@ -1,6 +1,6 @@
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
 import { decodeRow } from '../../kernels/packed/reference.js';
-import type { Codec, CodecAttention, CodecContext } from '../codec.js';
+import { DEFAULT_ATTENTION, type Codec, type CodecAttention, type CodecContext } from '../codec.js';
 import { RopeTables } from './rope.js';
 import { QuantStore } from './store.js';
 
@@ -130,6 +130,7 @@ export abstract class QuantCodec implements Codec {
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
       ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
+      fast: (this.ctx.attention ?? DEFAULT_ATTENTION) === 'fast',
     });
   }
 

@@ -50,6 +50,12 @@ export interface QuantAttentionArgs extends Omit<AttentionArgs, 'keys' | 'values
   ropeLo: number;
   ropeHi: number;
   ropeInterleaved: boolean;
+  /**
+   * The fast path (wasm): integer dot products on queries rounded to 16 bits per head (per-channel key
+   * scales folded in) and softmax weights rounded to 16 bits per tile; test/kernels/fast-attention.test.ts
+   * defines it in scalar code. The reference kernels always compute exactly.
+   */
+  fast?: boolean;
 }
 
 /** How numbers map to codes: 'int' L[c] = c over [min, max]; 'unit' nearest of sorted levels on [−1, 1]. */
