@@ -20,7 +20,8 @@ export function groupOf(groups: readonly LayerGroup[], layer: number): LayerGrou
 
 /**
  * One codec per layer group, each storing its layers in its group's memory, seen as one codec over
- * every layer: calls go to the group's codec with the layer renumbered inside the group.
+ * every layer: calls go to the group's codec with the layer renumbered inside the group. (turboquant
+ * also uses it for runs of layers in one memory stored by different codecs.)
  */
 export class GroupedCodec implements Codec {
   readonly readsPositions: boolean;
@@ -74,8 +75,10 @@ export class GroupedCodec implements Codec {
     return this.split(lengths).reduce((sum, part, i) => sum + (this.codecs[i]!.maxBytes?.(part) ?? this.codecs[i]!.bytes(part)), 0);
   }
 
+  /** The mean over layers (the groups' codecs may differ: turboquant's fp16 boundary layers). */
   bitsPerValue(): number {
-    return this.codecs[0]!.bitsPerValue();
+    const layers = this.groups[this.groups.length - 1]!.to - this.groups[0]!.from;
+    return this.groups.reduce((sum, g, i) => sum + this.codecs[i]!.bitsPerValue() * (g.to - g.from), 0) / layers;
   }
 
   note(): string | undefined {
