@@ -39,7 +39,7 @@ class TurboQuantCodec extends QuantCodec {
   constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, keyBlock: number, private readonly o: { kbits: number; centroids: number[]; nc: boolean }) {
     super(ctx, keys, values, { keys: keyBlock, values: 0 });
     this.codes = new Uint8Array(ctx.config.headDim);
-    this.mids = midpoints(o.centroids);
+    this.mids = o.centroids.length ? midpoints(o.centroids) : new Float64Array(0);
   }
 
   protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
