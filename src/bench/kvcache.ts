@@ -26,7 +26,10 @@ import { formatShare, median, type Table } from './table.js';
  * and KVPACK_BENCH_LLAMA_KV=F16,Q8_0 keep only the codecs / llama.cpp KV types named.
  */
 
-const CODECS = ['fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
+const CODECS = [
+  'fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)',
+  'int(bits=4,rotate=hadamard)', 'turboquant(kbits=8,vbits=4)', 'turboquant(bits=4)', 'turboquant(kbits=3,vbits=4)', 'turboquant(bits=3)',
+];
 const LLAMA_KV = [
   ['F16', 2],
   ['Q8_0', 34 / 32],
