@@ -1,38 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Codec } from '../../../src/cache/codec.js';
 import { lloydMax, turboCentroids } from '../../../src/cache/quant/lut.js';
-import { CODECS, parseSpec, printSpec } from '../../../src/cache/registry.js';
-import { withDefaults } from '../../../src/cache/spec.js';
+import { parseSpec, printSpec } from '../../../src/cache/registry.js';
 import { UsageError } from '../../../src/errors.js';
-import type { Kernels } from '../../../src/kernels/api.js';
-import { createKernels } from '../../../src/kernels/index.js';
-import { ropeOf } from '../../../src/kernels/rope.js';
-import type { ModelConfig } from '../../../src/model/config.js';
-import { put, randomF32, rng } from '../../kernels/util.js';
-
-const config = (over: Partial<ModelConfig> = {}): ModelConfig => ({
-  architecture: 'llama', hiddenSize: 256, intermediateSize: 512, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 64,
-  vocabSize: 100, maxContext: 4096, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'half', tiedEmbeddings: true, qkvBias: false, ...over,
-} as ModelConfig);
-
-function makeCodec(k: Kernels, c: ModelConfig, spec: string, capacity = 64): Codec {
-  const part = parseSpec(spec).codec;
-  const kind = CODECS.get(part.name)!;
-  return kind.create(withDefaults(part, kind.schema), { kernels: k, config: c, capacity, rope: ropeOf(c), ropeOnRead: false });
-}
-
-/** Writes n tokens at positions 0..n-1 of `layer`; returns the keys after RoPE (what readRow gives back). */
-function write(k: Kernels, codec: Codec, c: ModelConfig, keys: Float32Array, values: Float32Array, n: number, layer = 0): Float32Array {
-  const pos = put(k, Int32Array.from({ length: n }, (_, i) => i));
-  const kp = put(k, keys);
-  const vp = put(k, values);
-  const roped = put(k, keys);
-  k.rope(roped, n, c.numKvHeads, pos, ropeOf(c));
-  const want = k.arena.f32(roped, keys.length).slice();
-  codec.write(layer, 0, n, kp, vp, pos);
-  for (const p of [pos, kp, vp, roped]) k.arena.free(p);
-  return want;
-}
+import { randomF32, rng } from '../../kernels/util.js';
+import { attendCodec, attendDecoded, bothKernels, makeCodec, quantConfig as config, writeTokens as write } from './helpers.js';
 
 /** Uniformly random unit vectors (normalised Gaussians, Box–Muller), n × d. */
 function unitVectors(r: () => number, n: number, d: number): Float32Array {
@@ -50,13 +22,7 @@ function unitVectors(r: () => number, n: number, d: number): Float32Array {
 }
 
 describe('turboquant', () => {
-  let ref: Kernels;
-  let wasm: Kernels;
-  beforeAll(async () => {
-    ref = await createKernels({ backend: 'reference' });
-    wasm = await createKernels({ backend: 'wasm', threads: 2 });
-  });
-  afterAll(async () => wasm?.close());
+  const kernels = bothKernels();
 
   it("Lloyd-Max on N(0,1) gives Max's (1960) levels; the unit-sphere codebook tends to them as N(0,1/d)", () => {
     const max: Record<number, number[]> = {
@@ -93,8 +59,8 @@ describe('turboquant', () => {
     const n = 1500;
     for (const [bits, paper] of [[2, 0.117], [3, 0.0345], [4, 0.0095]] as const) {
       const keys = unitVectors(rng(d + bits), n, d);
-      const codec = makeCodec(ref, c, `turboquant(bits=${bits},nc=false)`, n);
-      const roped = write(ref, codec, c, keys, new Float32Array(n * d), n);
+      const codec = makeCodec(kernels.ref, c, `turboquant(bits=${bits},nc=false)`, n);
+      const roped = write(kernels.ref, codec, c, keys, new Float32Array(n * d), n);
       let sum = 0;
       for (let t = 0; t < n; t++) {
         const row = codec.readRow(0, 0, t, 'key');
@@ -116,8 +82,8 @@ describe('turboquant', () => {
     const n = 20;
     const keys = randomF32(r, n * c.numKvHeads * c.headDim, 3);
     for (const spec of ['turboquant(bits=3)', 'turboquant(bits=3,nc=false)']) {
-      const codec = makeCodec(ref, c, spec);
-      const roped = write(ref, codec, c, keys, keys, n);
+      const codec = makeCodec(kernels.ref, c, spec);
+      const roped = write(kernels.ref, codec, c, keys, keys, n);
       const ratio = (t: number, h: number): number => {
         const row = codec.readRow(0, h, t, 'key');
         const want = roped.subarray((t * c.numKvHeads + h) * c.headDim, (t * c.numKvHeads + h + 1) * c.headDim);
@@ -135,7 +101,7 @@ describe('turboquant', () => {
     (spec) => {
       const c = config();
       const d = c.headDim;
-      for (const k of [ref, wasm]) {
+      for (const k of [kernels.ref, kernels.wasm]) {
         const r = rng(11);
         const n = 30;
         const keys = randomF32(r, n * c.numKvHeads * d, 2);
@@ -143,24 +109,9 @@ describe('turboquant', () => {
         const codec = makeCodec(k, c, spec);
         const roped = write(k, codec, c, keys, values, n);
         const q = randomF32(r, c.numHeads * d, 1);
-        const qp = put(k, q);
-        const out = k.arena.alloc(c.numHeads * d * 4);
-        const positions = put(k, new Int32Array(c.numKvHeads * 64).map((_, i) => i % 64));
-        codec.attention(0, { q: qp, out, n: 1, visible: n, positions, lastProbs: 0, received: 0 });
-        const got = k.arena.f32(out, c.numHeads * d);
-        let worst = 0;
-        for (let j = 0; j < c.numHeads; j++) {
-          const h = Math.floor(j / 2);
-          const s = Array.from({ length: n }, (_, t) => codec.readRow(0, h, t, 'key').reduce((acc, v, i) => acc + v * q[j * d + i]!, 0) / Math.sqrt(d));
-          const m = Math.max(...s);
-          const e = s.map((v) => Math.exp(v - m));
-          const z = e.reduce((a, b) => a + b, 0);
-          for (let i = 0; i < d; i++) {
-            let want = 0;
-            for (let t = 0; t < n; t++) want += (e[t]! / z) * codec.readRow(0, h, t, 'value')[i]!;
-            worst = Math.max(worst, Math.abs(got[j * d + i]! - want));
-          }
-        }
+        const got = attendCodec(k, codec, c, q, n).out;
+        const exact = attendDecoded(codec, c, q, n).out;
+        const worst = Math.max(...got.map((v, i) => Math.abs(v - exact[i]!)));
         expect(worst, spec).toBeLessThan(1e-3);
         // and the decoded rows are near the written ones
         const key = codec.readRow(0, 1, 7, 'key');
@@ -177,8 +128,8 @@ describe('turboquant', () => {
     const r = rng(6);
     const keys = randomF32(r, 4 * c.numKvHeads * c.headDim, 1);
     for (let t = 0; t < 4 * c.numKvHeads; t++) keys[t * c.headDim + 5] = 30;
-    const codec = makeCodec(ref, c, 'turboquant(bits=3)');
-    const roped = write(ref, codec, c, keys, keys, 4);
+    const codec = makeCodec(kernels.ref, c, 'turboquant(bits=3)');
+    const roped = write(kernels.ref, codec, c, keys, keys, 4);
     for (let t = 0; t < 4; t++) {
       const row = codec.readRow(0, 0, t, 'key');
       const want = roped.subarray(t * c.numKvHeads * c.headDim, (t * c.numKvHeads + 1) * c.headDim);
@@ -193,7 +144,7 @@ describe('turboquant', () => {
     // u32 word (2 bytes more) and 8-bit keys are integers with an f16 scale and zero (4 bytes more than fp8)
     const want = { 'turboquant(kbits=8,vbits=4)': 128 + 4 + 64 + 4, 'turboquant(bits=4)': 64 + 4 + 64 + 4, 'turboquant(kbits=3,vbits=4)': 48 + 4 + 64 + 4, 'turboquant(bits=3)': 48 + 4 + 48 + 4 };
     for (const [spec, bytes] of Object.entries(want)) {
-      const codec = makeCodec(ref, c, spec, 256);
+      const codec = makeCodec(kernels.ref, c, spec, 256);
       expect(codec.bytes([100]) - codec.bytes([0]), spec).toBe(100 * bytes);
       codec.free();
     }
@@ -204,12 +155,12 @@ describe('turboquant', () => {
     const r = rng(5);
     const n = 10;
     const keys = randomF32(r, n * c.numKvHeads * c.headDim, 1);
-    const codec = makeCodec(ref, c, 'turboquant(bits=2,boundary=1)');
-    const plain = makeCodec(ref, c, 'turboquant(bits=2)');
-    const fp16 = makeCodec(ref, c, 'fp16');
+    const codec = makeCodec(kernels.ref, c, 'turboquant(bits=2,boundary=1)');
+    const plain = makeCodec(kernels.ref, c, 'turboquant(bits=2)');
+    const fp16 = makeCodec(kernels.ref, c, 'fp16');
     expect(codec.bitsPerValue()).toBeCloseTo((plain.bitsPerValue() + fp16.bitsPerValue()) / 2, 6);
     for (let l = 0; l < 4; l++) {
-      const roped = write(ref, codec, c, keys, keys, n, l);
+      const roped = write(kernels.ref, codec, c, keys, keys, n, l);
       const row = codec.readRow(l, 0, 3, 'key');
       const want = roped.subarray(3 * c.numKvHeads * c.headDim, (3 * c.numKvHeads + 1) * c.headDim);
       const err = Math.max(...row.map((v, i) => Math.abs(v - want[i]!)));
@@ -219,8 +170,8 @@ describe('turboquant', () => {
     const per = (x: Codec, l: number): number => x.bytes(Array.from({ length: 4 }, (_, i) => (i === l ? 10 : 0))) - x.bytes([0, 0, 0, 0]);
     expect([0, 1, 2, 3].map((l) => per(codec, l))).toEqual([per(fp16, 0), per(plain, 1), per(plain, 2), per(fp16, 3)]);
     for (const x of [codec, plain, fp16]) x.free();
-    expect(() => makeCodec(ref, c, 'turboquant(boundary=2)')).toThrow(UsageError);
-    expect(() => makeCodec(ref, c, 'turboquant(boundary=2)')).toThrow(/leaving none quantized/);
+    expect(() => makeCodec(kernels.ref, c, 'turboquant(boundary=2)')).toThrow(UsageError);
+    expect(() => makeCodec(kernels.ref, c, 'turboquant(boundary=2)')).toThrow(/leaving none quantized/);
   });
 
   it("spells vLLM's presets in the spec grammar", () => {
