@@ -40,6 +40,10 @@ import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
  *   Fisher-weighted k-means signposts for keys and for values, qnorm=true decodes with their Q-Norm
  *   version; `outliers` must be what the file was made with.
  *
+ * rotate=hadamard (krotate, vrotate; quant/rotation.ts): rows rotated by a block Hadamard transform before
+ *   they are quantized and calibrated on; keys only with prerope=false (refused before RoPE), and not with
+ *   a calibration file, whose statistics are of unrotated numbers (the stored file is then not used).
+ *
  * Deviations from the paper:
  * - Without a file, key thresholds are not calibrated offline: they are the outliers/2 and
  *   1 − outliers/2 percentiles of each channel over the calibration tokens above, and stay fixed for
