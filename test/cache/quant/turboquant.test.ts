@@ -179,5 +179,6 @@ describe('turboquant', () => {
       expect(printSpec(parseSpec(s))).toBe(s.replace(/^full\+/, 'full+'));
     }
     expect(() => parseSpec('full+turboquant(bits=5)')).toThrow(/bits/);
+    expect(() => makeCodec(kernels.ref, config({ headDim: 2 }), 'turboquant(bits=4)')).toThrow(/heads of 4 or more/);
   });
 });
