@@ -30,7 +30,10 @@ import { formatRatio, formatShare, median, type Table } from './table.js';
  * and KVPACK_BENCH_ATTENTION=fast (default exact,fast) keep only the codecs / llama.cpp KV types / modes named.
  */
 
-const CODECS = ['fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
+const CODECS = [
+  'fp32', 'fp16', 'int(bits=8)', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)',
+  'int(bits=4,rotate=hadamard)', 'turboquant(kbits=8,vbits=4)', 'turboquant(bits=4)', 'turboquant(kbits=3,vbits=4)', 'turboquant(bits=3)',
+];
 const DEFAULT_CODECS = ['fp16', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
 const LLAMA_KV = [
   ['F16', 2],

@@ -70,6 +70,7 @@ export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, s
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
       attention: options.attention,
+      modelLayers: config.numLayers,
     });
   const codec = split ? new GroupedCodec(groups, groups.list.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(groups.first.kernels, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);

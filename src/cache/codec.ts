@@ -83,6 +83,8 @@ export interface CodecContext {
   ropeOnRead: boolean;
   /** The model layer that is this codec's layer 0 (a layer group's codec stores layers from there; default 0). */
   firstLayer?: number;
+  /** The model's layer count, where a codec stores only some of its layers (default: firstLayer + config.numLayers). */
+  modelLayers?: number;
   /** The model the cache runs for (kvquant checks a calibration file against it); computed when first asked. */
   model?: () => ModelIdentity;
   /**

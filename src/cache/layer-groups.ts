@@ -91,7 +91,8 @@ export class LayerGroups<G extends LayerGroup = LayerGroup> {
 
 /**
  * One codec per layer group, each storing its layers in its group's memory, seen as one codec over
- * every layer: calls go to the group's codec with the layer renumbered inside the group.
+ * every layer: calls go to the group's codec with the layer renumbered inside the group. (turboquant
+ * also uses it for runs of layers in one memory stored by different codecs.)
  */
 export class GroupedCodec implements Codec {
   readonly readsPositions: boolean;
@@ -140,8 +141,9 @@ export class GroupedCodec implements Codec {
     return this.groups.split(lengths).reduce((sum, part, i) => sum + (this.codecs[i]!.maxBytes?.(part) ?? this.codecs[i]!.bytes(part)), 0);
   }
 
+  /** The mean over layers (the groups' codecs may differ: turboquant's fp16 boundary layers). */
   bitsPerValue(): number {
-    return this.codecs[0]!.bitsPerValue();
+    return this.groups.list.reduce((sum, g, i) => sum + this.codecs[i]!.bitsPerValue() * (g.to - g.from), 0) / this.groups.numLayers;
   }
 
   note(): string | undefined {

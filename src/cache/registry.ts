@@ -3,6 +3,7 @@ import { fp16, fp32 } from './codecs/float.js';
 import { bf16 } from './codecs/bf16.js';
 import { int } from './codecs/int.js';
 import { kvquant } from './codecs/kvquant.js';
+import { turboquant } from './codecs/turboquant.js';
 import type { PolicyKind } from './policy.js';
 import { full } from './policies/full.js';
 import { h2o } from './policies/h2o.js';
@@ -19,7 +20,7 @@ import { DEFAULT_CODEC, parseCacheSpec, printCacheSpec, withDefaults, type Cache
 export const POLICIES = new Map<string, PolicyKind>(
   [full, window, h2o, scissorhands, tova, snapkv, random, knorm, qhitter].map((k) => [k.schema.name, k]),
 );
-export const CODECS = new Map<string, CodecKind>([fp32, fp16, bf16, int, kvquant].map((k) => [k.schema.name, k]));
+export const CODECS = new Map<string, CodecKind>([fp32, fp16, bf16, int, kvquant, turboquant].map((k) => [k.schema.name, k]));
 
 export const REGISTRY: SpecRegistry = {
   policies: new Map([...POLICIES].map(([n, k]) => [n, k.schema])),

@@ -28,9 +28,9 @@ export interface Plot {
 const POLICY_ORDER = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter'];
 const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#44AA99'];
 /** Their markers, shapes no policy has. */
-const FULL_CODEC_MARKER: Record<string, number> = { int: 7, kvquant: 9, bf16: 8 };
-/** The full cache's quantising codecs (Tol's indigo, wine, purple): the codec is the method there. */
-const FULL_CODEC_COLOR: Record<string, string> = { int: '#332288', kvquant: '#882255', bf16: '#AA4499' };
+const FULL_CODEC_MARKER: Record<string, number> = { int: 7, kvquant: 9, bf16: 8, turboquant: 5 };
+/** The full cache's quantising codecs (Tol's indigo, wine, purple, green): the codec is the method there. */
+const FULL_CODEC_COLOR: Record<string, string> = { int: '#332288', kvquant: '#882255', bf16: '#AA4499', turboquant: '#117733' };
 const W = 640;
 const H = 380;
 const M = { left: 64, right: 170, top: 18, bottom: 48 };
@@ -129,7 +129,7 @@ interface Series {
 
 /** Dash patterns: the first is solid. A policy has its own, shifted by its codec's (the default codec, fp16, shifts none). */
 const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2', '4 2 4 6'];
-const CODEC_DASH: Record<string, number> = { fp16: 0, fp32: 1, int: 2, kvquant: 3, bf16: 4 };
+const CODEC_DASH: Record<string, number> = { fp16: 0, fp32: 1, int: 2, kvquant: 3, bf16: 4, turboquant: 5 };
 /** Marker shapes: polygons by their number of corners and turn (0: a circle). */
 const MARKERS: readonly (readonly [number, number])[] = [[0, 0], [4, 45], [3, 0], [4, 0], [3, 180], [5, 0], [6, 0], [3, 90], [5, 180], [3, 270]];
 

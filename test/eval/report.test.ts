@@ -69,6 +69,17 @@ describe('report plots', () => {
     expect(styles[5]!.dash).toBe(''); // the full cache in fp16 and fp32: one solid line
   });
 
+  it('draws the full cache in each quantizing codec (turboquant too) in a colour of its own; a rotation is a variant of its codec', () => {
+    const names = ['full+int', 'full+kvquant', 'full+bf16', 'full+turboquant', 'full+int(rotate=hadamard)', 'full+turboquant(boundary=2)', 'full, full+fp32'];
+    expect(family('full+int(bits=4,rotate=hadamard)')).toBe('full+int(rotate=hadamard)');
+    expect(family('full+turboquant(kbits=3,vbits=4)')).toBe('full+turboquant');
+    const styles = seriesStyles(names);
+    expect(new Set([0, 1, 2, 3, 6].map((i) => styles[i]!.color)).size).toBe(5); // not the float full cache's black
+    expect(styles[4]!.color).toBe(styles[0]!.color);
+    expect(styles[5]!.color).toBe(styles[3]!.color);
+    expect(new Set(styles.map((s) => `${s.color} ${s.dash} ${s.marker}`)).size).toBe(names.length);
+  });
+
   it('clips a baseline far off the scale and says so; accuracy runs from 0 to 1; ticks read 10K, not 1.0e+4', () => {
     const rows = fixtureRows().filter((r) => r.task === 'ppl');
     rows.push({ ...rows[3]!, cache: 'random(budget=0.2)', key: 'r', metrics: { ppl: 250000, tokens: 2047, chunks: 1 } });

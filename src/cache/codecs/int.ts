@@ -1,8 +1,9 @@
 import { rangeParams } from '../../kernels/packed/quantize.js';
 import { int as integer, oneOf, optional, type Infer } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
-import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
+import { QuantCodec, ringToF32, toF16Row, type Rotation } from '../quant/codec.js';
 import { intLut } from '../quant/lut.js';
+import { ROTATE_PARAMS, rotationOf } from '../quant/rotation.js';
 import { QuantStore, type StreamConfig } from '../quant/store.js';
 
 /**
@@ -15,12 +16,14 @@ import { QuantStore, type StreamConfig } from '../quant/store.js';
  * k…/v… parameters set keys and values apart, e.g. KIVI-2 = int(kbits=2,vbits=2,kaxis=channel,
  * vaxis=token,group=32,residual=128). Keys are quantized after RoPE (as KIVI and FlexGen do), except
  * when streaming, where they are kept before RoPE and rotated in the kernel.
+ * rotate=hadamard (krotate, vrotate): rows are rotated by a block Hadamard transform before they are
+ * quantized (see Rotation in quant/codec.ts); keys only after RoPE, so not when streaming.
  * Eviction: per-channel groups and the residual ring are laid out by slot order, so this codec refuses
  * policies that evict when axis=channel or residual > 0 (see evictionProblem).
  */
 class IntCodec extends QuantCodec {
-  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly residual: number) {
-    super(ctx, keys, values);
+  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly residual: number, rotation: Rotation) {
+    super(ctx, keys, values, rotation);
   }
 
   protected writeRows(layer: number, from: number, n: number, keys: number, values: number): void {
@@ -93,6 +96,7 @@ const PARAMS = {
   kgroup: oneOf(GROUPS, { optional: true, doc: 'group for keys (default group)' }),
   vgroup: oneOf(GROUPS, { optional: true, doc: 'group for values (default group)' }),
   residual: integer({ min: 0, max: 65536, default: 0, doc: 'most recent tokens kept in f16 until quantized' }),
+  ...ROTATE_PARAMS,
 };
 
 /** The bits, axis and group of keys (prefix k) or values (v): their own if given, else the shared ones. */
@@ -131,6 +135,7 @@ export const int = codecKind({
       };
       return new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, cfg, ctx.capacity, intLut(s.bits));
     };
-    return new IntCodec(ctx, stream('k', ctx.ropeOnRead), stream('v', false), residual);
+    const rotation = rotationOf(p, c.headDim, 'int', ctx.ropeOnRead ? 'streaming keeps them before RoPE and rotates them at read' : undefined);
+    return new IntCodec(ctx, stream('k', ctx.ropeOnRead), stream('v', false), residual, rotation);
   },
 });

@@ -4,7 +4,8 @@ import { rangeParams } from '../../kernels/packed/quantize.js';
 import { bool, int, number, oneOf, text } from '../../util/schema.js';
 import { codecKind, type CodecContext } from '../codec.js';
 import { readCalibration, storedCalibrationFile, type Calibration, type LayerCalibration } from '../quant/calibfile.js';
-import { QuantCodec, ringToF32, toF16Row } from '../quant/codec.js';
+import { QuantCodec, ringToF32, toF16Row, type Rotation } from '../quant/codec.js';
+import { ROTATE_PARAMS, rotationOf } from '../quant/rotation.js';
 import { midpoints, nearest, normalFloat, uniformLut } from '../quant/lut.js';
 import { Moments, OutlierScratch, quantile, valueOutliers } from '../quant/stats.js';
 import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
@@ -39,6 +40,10 @@ import { QuantStore, topIndices, type Datatype } from '../quant/store.js';
  *   Fisher-weighted k-means signposts for keys and for values, qnorm=true decodes with their Q-Norm
  *   version; `outliers` must be what the file was made with.
  *
+ * rotate=hadamard (krotate, vrotate; quant/rotation.ts): rows rotated by a block Hadamard transform before
+ *   they are quantized and calibrated on; keys only with prerope=false (refused before RoPE), and not with
+ *   a calibration file, whose statistics are of unrotated numbers (the stored file is then not used).
+ *
  * Deviations from the paper:
  * - Without a file, key thresholds are not calibrated offline: they are the outliers/2 and
  *   1 − outliers/2 percentiles of each channel over the calibration tokens above, and stay fixed for
@@ -62,8 +67,8 @@ class KVQuantCodec extends QuantCodec {
   /** Reused per row by the outlier selection (the write path allocates nothing per row). */
   private readonly outlierScratch: OutlierScratch;
 
-  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: KVQuantOptions) {
-    super(ctx, keys, values);
+  constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly o: KVQuantOptions, rotation: Rotation) {
+    super(ctx, keys, values, rotation);
     const c = ctx.config;
     this.outlierScratch = new OutlierScratch(c.headDim);
     this.calibrated = new Array<boolean>(c.numLayers).fill(false);
@@ -286,6 +291,7 @@ export const kvquant = codecKind({
         doc: 'without calib: non-sink tokens per sequence that key thresholds and Q-Norm statistics come from; they stay f16 until then',
       }),
       calib: text({ optional: true, doc: 'calibration file from kvpack calibrate: offline key thresholds and datatypes' }),
+      ...ROTATE_PARAMS,
     },
   },
   ropeOnRead: true,
@@ -293,8 +299,14 @@ export const kvquant = codecKind({
     const c = ctx.config;
     const bits = p.bits;
     const prerope = p.prerope || ctx.ropeOnRead;
-    // measuring bytes (the memory plan, before the model exists) reads no file: bytes depend on its outliers alone
-    const stored = p.calib === undefined && !ctx.measureOnly ? storedCalibration(ctx, p) : undefined;
+    const rotation = rotationOf(p, c.headDim, 'kvquant', !prerope ? undefined : ctx.ropeOnRead ? 'streaming keeps them before RoPE' : 'prerope=true quantizes them before RoPE (set prerope=false)');
+    const rotated = rotation.keys > 0 || rotation.values > 0;
+    if (rotated && p.calib !== undefined) {
+      throw new UsageError(`kvquant(calib=${p.calib}) with a rotation: the file's thresholds and datatypes are of unrotated keys and values; leave calib or the rotation out`);
+    }
+    // measuring bytes (the memory plan, before the model exists) reads no file: bytes depend on its outliers alone;
+    // a stored file describes unrotated numbers, so a rotated cache calibrates online
+    const stored = p.calib === undefined && !ctx.measureOnly && !rotated ? storedCalibration(ctx, p) : undefined;
     const file = p.calib ?? stored;
     const fromFile = file !== undefined;
     const calib = fromFile && !ctx.measureOnly ? openCalibration(file, ctx, bits) : undefined;
@@ -320,7 +332,7 @@ export const kvquant = codecKind({
     const values = new QuantStore(ctx.kernels, c.numLayers, c.numKvHeads, c.headDim, { dt, axis: 'token', group: c.headDim, ocap, ringSize: 0, sinks, rope: false, staging }, ctx.capacity, levels);
     const first = ctx.firstLayer ?? 0;
     const offline = calib && { layers: calib.layers.slice(first, first + c.numLayers), keyStream: prerope ? 'keys' as const : 'rotatedKeys' as const, nuq: datatype === 'nuq' };
-    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline, stored });
+    return new KVQuantCodec(ctx, keys, values, { outliers, qnorm: p.qnorm, dt, calibrate, offline, stored }, rotation);
   },
 });
 

@@ -1,13 +1,27 @@
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
 import { decodeRow } from '../../kernels/packed/reference.js';
+import { hadamardRows } from '../../kernels/hadamard.js';
 import { DEFAULT_ATTENTION, type Codec, type CodecAttention, type CodecContext } from '../codec.js';
 import { RopeTables } from './rope.js';
 import { QuantStore } from './store.js';
 
 /**
+ * Hadamard block sizes (src/kernels/hadamard.ts; 0: none). Keys: stored rotated after RoPE, queries rotated
+ * alike, so q·k is unchanged and nothing is inverted. Values: stored rotated, so attention gives H·o and
+ * the output is rotated back once (H is its own inverse).
+ */
+export interface Rotation {
+  keys: number;
+  values: number;
+}
+
+export const NO_ROTATION: Rotation = { keys: 0, values: 0 };
+
+/**
  * What the quantized codecs share: a key store and a value store (QuantStore), RoPE tables when keys
- * are kept before RoPE, a residual-ring flush, and attention through `kernels.quantAttention`. The
- * concrete codecs (int.ts, kvquant.ts) decide how each new row is quantized.
+ * are kept before RoPE, a residual-ring flush, an optional Hadamard rotation, and attention through
+ * `kernels.quantAttention`. The concrete codecs (int.ts, kvquant.ts, turboquant.ts) decide how each new
+ * row is quantized; with a rotation they see rotated rows.
  */
 export abstract class QuantCodec implements Codec {
   protected capacity: number;
@@ -22,8 +36,11 @@ export abstract class QuantCodec implements Codec {
     protected readonly ctx: CodecContext,
     readonly keys: QuantStore,
     readonly values: QuantStore,
+    protected readonly rotation: Rotation = NO_ROTATION,
   ) {
     const c = ctx.config;
+    // a key rotated before RoPE would need the inverse rotation in the kernel before its RoPE: refused where specs are checked
+    if (rotation.keys && keys.cfg.rope) throw new Error('internal: keys kept before RoPE cannot be stored rotated');
     this.capacity = ctx.capacity;
     this.ropeTables = keys.cfg.rope ? new RopeTables(ctx.kernels, ctx.rope) : undefined;
     this.written = new Array<number>(c.numLayers).fill(0);
@@ -62,6 +79,15 @@ export abstract class QuantCodec implements Codec {
     } else {
       k.rope(keys, n, c.numKvHeads, positions, this.ctx.rope);
     }
+    const floats = n * c.numKvHeads * c.headDim;
+    if (this.rotation.keys) hadamardRows(k.arena.f32(keys, floats), this.rotation.keys);
+    if (this.rotation.values) {
+      const rotated = this.buffer(2, floats);
+      const dst = k.arena.f32(rotated, floats);
+      dst.set(k.arena.f32(values, floats));
+      hadamardRows(dst, this.rotation.values);
+      values = rotated;
+    }
     for (let t = 0; t < n; t++) for (let h = 0; h < c.numKvHeads; h++) this.slotPositions[layer]![h * this.capacity + from + t] = pos[t]!;
     this.writeRows(layer, from, n, keys, values, pos);
     this.written[layer] = from + n;
@@ -86,8 +112,20 @@ export abstract class QuantCodec implements Codec {
    */
   protected abstract writeRows(layer: number, from: number, n: number, keys: number, values: number, positions: Int32Array): void;
 
-  private rowBuffers = [0, 0];
-  private rowBufferFloats = [0, 0];
+  /** Scratch in kernel memory: 0 and 1 for kernelRows, 2 for rotated values, 3 for rotated queries. */
+  private rowBuffers = [0, 0, 0, 0];
+  private rowBufferFloats = [0, 0, 0, 0];
+
+  /** Scratch buffer `which` with room for `floats` f32 numbers (grown by doubling). */
+  private buffer(which: number, floats: number): number {
+    const arena = this.ctx.kernels.arena;
+    if (this.rowBufferFloats[which]! < floats) {
+      if (this.rowBuffers[which]) arena.free(this.rowBuffers[which]!);
+      this.rowBufferFloats[which] = Math.max(floats, 2 * this.rowBufferFloats[which]!);
+      this.rowBuffers[which] = arena.alloc(this.rowBufferFloats[which]! * 4);
+    }
+    return this.rowBuffers[which]!;
+  }
 
   /**
    * Copies rows into kernel memory for the quantize kernel: row(t, j) for t < n, j < heads, laid out
@@ -96,14 +134,8 @@ export abstract class QuantCodec implements Codec {
   protected kernelRows(which: 0 | 1, n: number, heads: number, row: (t: number, j: number) => ArrayLike<number>): number {
     const d = this.ctx.config.headDim;
     const floats = n * heads * d;
-    const arena = this.ctx.kernels.arena;
-    if (this.rowBufferFloats[which]! < floats) {
-      if (this.rowBuffers[which]) arena.free(this.rowBuffers[which]!);
-      this.rowBufferFloats[which] = Math.max(floats, 2 * this.rowBufferFloats[which]!);
-      this.rowBuffers[which] = arena.alloc(this.rowBufferFloats[which]! * 4);
-    }
-    const ptr = this.rowBuffers[which]!;
-    const buf = arena.f32(ptr, floats);
+    const ptr = this.buffer(which, floats);
+    const buf = this.ctx.kernels.arena.f32(ptr, floats);
     for (let t = 0; t < n; t++) for (let j = 0; j < heads; j++) buf.set(row(t, j), (t * heads + j) * d);
     return ptr;
   }
@@ -124,21 +156,33 @@ export abstract class QuantCodec implements Codec {
 
   attention(layer: number, a: CodecAttention): void {
     const c = this.ctx.config;
+    const arena = this.ctx.kernels.arena;
+    const floats = a.n * c.numHeads * c.headDim;
+    let q = a.q;
+    if (this.rotation.keys) {
+      q = this.buffer(3, floats);
+      const dst = arena.f32(q, floats);
+      dst.set(arena.f32(a.q, floats));
+      hadamardRows(dst, this.rotation.keys);
+    }
     this.ctx.kernels.quantAttention({
-      out: a.out, q: a.q, n: a.n, visible: a.visible, capacity: this.capacity,
+      out: a.out, q, n: a.n, visible: a.visible, capacity: this.capacity,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: this.ctx.rope.scoreScale,
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
       ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
       fast: (this.ctx.attention ?? DEFAULT_ATTENTION) === 'fast',
     });
+    if (this.rotation.values) hadamardRows(arena.f32(a.out, floats), this.rotation.values);
   }
 
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array {
     const c = this.ctx.config;
     const st = which === 'key' ? this.keys : this.values;
     const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
-    return decodeRow(this.ctx.kernels.arena, st.desc(layer), geometry, head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
+    const row = decodeRow(this.ctx.kernels.arena, st.desc(layer), geometry, head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
+    hadamardRows(row, which === 'key' ? this.rotation.keys : this.rotation.values);
+    return row;
   }
 
   bytes(lengths: readonly number[]): number {
@@ -167,7 +211,8 @@ export abstract class QuantCodec implements Codec {
 
   free(): void {
     for (const p of this.rowBuffers) if (p) this.ctx.kernels.arena.free(p);
-    this.rowBuffers = [0, 0];
+    this.rowBuffers = [0, 0, 0, 0];
+    this.rowBufferFloats = [0, 0, 0, 0];
     this.keys.free();
     this.values.free();
     this.ropeTables?.free();

@@ -59,3 +59,59 @@ export function midpoints(lut: readonly number[]): Float64Array {
   for (let c = 0; c + 1 < lut.length; c++) m[c] = (lut[c]! + lut[c + 1]!) / 2;
   return m;
 }
+
+/**
+ * Lloyd-Max quantizer (the optimal scalar quantizer for mean squared error) of a symmetric density
+ * on [−edge, edge]: 2^bits sorted levels, each the mean of the density between its midpoints.
+ * Integrated on a fine grid by prefix sums; iterated until the levels stop moving.
+ */
+export function lloydMax(bits: number, density: (t: number) => number, edge: number): number[] {
+  const N = 1 << 16;
+  const step = (2 * edge) / N;
+  // prefix sums of mass and first moment over grid cells (midpoint rule)
+  const mass = new Float64Array(N + 1);
+  const moment = new Float64Array(N + 1);
+  for (let i = 0; i < N; i++) {
+    const t = -edge + (i + 0.5) * step;
+    const w = density(t) * step;
+    mass[i + 1] = mass[i]! + w;
+    moment[i + 1] = moment[i]! + w * t;
+  }
+  // mass and moment below t, linear within a cell
+  const below = (sums: Float64Array, t: number): number => {
+    const x = Math.max(0, Math.min(N, (t + edge) / step));
+    const i = Math.min(N - 1, Math.floor(x));
+    return sums[i]! + (x - i) * (sums[i + 1]! - sums[i]!);
+  };
+  const k = 2 ** bits;
+  // start from equal-mass quantiles
+  let levels = Array.from({ length: k }, (_, c) => {
+    const target = ((c + 0.5) / k) * mass[N]!;
+    let i = 0;
+    while (i < N && mass[i + 1]! < target) i++;
+    return -edge + (i + 0.5) * step;
+  });
+  for (let iter = 0; iter < 100000; iter++) {
+    const cuts = [-edge, ...midpoints(levels), edge];
+    const next = levels.map((old, c) => {
+      const m = below(mass, cuts[c + 1]!) - below(mass, cuts[c]!);
+      return m > 0 ? (below(moment, cuts[c + 1]!) - below(moment, cuts[c]!)) / m : old;
+    });
+    const moved = Math.max(...next.map((v, c) => Math.abs(v - levels[c]!)));
+    levels = next;
+    if (moved < 1e-13 * edge) break;
+  }
+  // exactly symmetric, as the density is
+  return levels.map((_, c) => (levels[c]! - levels[k - 1 - c]!) / 2);
+}
+
+/**
+ * TurboQuant's codebook for b bits on heads of d (Zandieh et al., 2025): Lloyd-Max levels for one
+ * coordinate of a uniformly random unit vector in R^d, whose density is ∝ (1 − t²)^((d−3)/2) on [−1, 1]
+ * (≈ N(0, 1/d) for large d, the form vLLM uses; the exact one matters on narrow heads).
+ */
+export function turboCentroids(bits: number, d: number): number[] {
+  if (d < 3) throw new RangeError(`internal: TurboQuant needs heads of 3 or more numbers, not ${d}`);
+  const half = (d - 3) / 2;
+  return lloydMax(bits, (t) => Math.pow(Math.max(0, 1 - t * t), half), 1).map((v) => Math.fround(v));
+}

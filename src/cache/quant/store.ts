@@ -1,6 +1,6 @@
 import type { Kernels } from '../../kernels/api.js';
 import { f32ToF16 } from '../../kernels/half.js';
-import { LUT_BYTES, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/packed/pack.js';
+import { LUT_BYTES, packRow, rowCodeBytes, writeLut, type CodeBits } from '../../kernels/packed/pack.js';
 import { clampF16 } from '../../kernels/packed/quantize.js';
 import type { QuantKind, QuantStream } from '../../kernels/packed/types.js';
 import { midpoints } from './lut.js';
@@ -179,6 +179,16 @@ export class QuantStore {
       src, n, head0, heads, from, capacity: this.capacity, headDim: this.d, stream: this.desc(l),
       kind: this.cfg.dt.kind, mids: this.mids[l]!, midsLength: this.midsLength,
     });
+  }
+
+  /**
+   * Stores one slot's codes (headDim integers below 2^bits) and its scale/zero words (token axis, one
+   * per group), for codecs that assign codes themselves (turboquant).
+   */
+  writeSlot(l: number, h: number, slot: number, codes: ArrayLike<number>, words: ArrayLike<number>): void {
+    if (this.cfg.axis !== 'token' || words.length !== this.groups) throw new RangeError('internal: writeSlot takes one word per group of a token-axis stream');
+    packRow(codes, this.cfg.dt.bits, this.k.arena.u8(this.codes[l]! + (h * this.capacity + slot) * this.rowBytes, this.rowBytes));
+    new Uint32Array(this.k.arena.memory.buffer, this.params[l]! + h * this.paramsHeadBytes(this.capacity) + slot * this.groups * 4, this.groups).set(words);
   }
 
   /** Sets the per-channel scale/zero words of token group `tg` (channel axis). */
