@@ -62,6 +62,16 @@ export interface Policy {
   observe(stats: AttentionStats): void;
   /** Writes to out[0, count) the slot indices (distinct, < view.length) to evict from one KV head. */
   choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void;
+  /**
+   * Whether a layer's KV heads may hold different counts (heads=adakv): the budget is then per head
+   * on average, the layer holding numKvHeads × budget, and eviction calls `chooseHeads` instead of `choose`.
+   */
+  readonly raggedHeads?: boolean;
+  /**
+   * Chooses `count` slots to evict among all KV heads of a layer together: head h's go to
+   * out[h][0, counts[h]) (distinct, < views[h].length); every head keeps at least one slot.
+   */
+  chooseHeads?(layer: number, count: number, views: readonly SlotView[], out: readonly Int32Array[], counts: Int32Array): void;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
   /** Optional, for inspection (the trace): what `heldScores` gives, e.g. "accumulated attention". */
