@@ -42,7 +42,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   const budgetIssue = budgetProblem(spec.policy.params, policyKind.schema.params, config.numLayers, config.maxContext);
   if (budgetIssue) throw new UsageError(`cache spec "${text}": ${budgetIssue}`);
   const policyParams = withDefaults(spec.policy, policyKind.schema);
-  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, numHeads: config.numHeads, capacity: Math.max(1, capacity) };
+  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, numHeads: config.numHeads, capacity: Math.max(1, capacity), rope: ropeOf(config) };
   let policy = policyKind.create(policyParams, shape);
   const slots = startCapacity(policy, config.numLayers, shape.capacity, options.stepTokens);
   if (!options.grown && slots < shape.capacity) {
@@ -53,6 +53,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
     const half = Math.floor(config.maxContext / 2);
     throw new UsageError(`streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=${config.maxContext - 4}) or h2o(budget=${half})`);
   }
+  if (streaming && policyKind.readsKeys) throw new UsageError(`cache spec "${text}": ${spec.policy.name} scores keys after RoPE, which a streaming cache does not store`);
   if (streaming && !codecKind.ropeOnRead) {
     throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);
   }
@@ -70,7 +71,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
     });
   const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
   warnIfWide(spec.codec.name, codec, config);
-  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity: shape.capacity, groups };
+  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, readsKeys: policyKind.readsKeys === true, streaming, capacity: shape.capacity, groups };
 }
 
 /**

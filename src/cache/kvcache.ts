@@ -13,6 +13,8 @@ export interface CacheParts {
   codec: Codec;
   /** Whether the policy's onAppend needs the new tokens' key and value rows. */
   needsRows: boolean;
+  /** Whether the policy's choice reads stored keys (SlotView.key). */
+  readsKeys?: boolean;
   /** Keys stored before RoPE and rotated at their rank among the held tokens. */
   streaming: boolean;
   /** Slots per KV head allocated at first. */
@@ -68,6 +70,7 @@ export class KVCache {
   private lastProbs: number[] = [];
   private tail = new Float32Array(0);
   private readonly needsRows: boolean;
+  private readonly readsKeys: boolean;
   private promptLengthSet = false;
   /** Streaming: RoPE positions are ranks among the held tokens, recomputed after evictions. */
   readonly streaming: boolean;
@@ -97,6 +100,7 @@ export class KVCache {
     this.policy = parts.policy;
     this.codec = parts.codec;
     this.needsRows = parts.needsRows;
+    this.readsKeys = parts.readsKeys === true;
     this.streaming = parts.streaming;
     this.capacity = parts.capacity;
     this.groups = parts.groups ?? [{ kernels: k, from: 0, to: config.numLayers }];
@@ -164,6 +168,10 @@ export class KVCache {
   attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
     const from = this.lengths[layer]!;
     this.append(layer, keys, values, positions, ropePositions, n);
+    if (this.policy.observeQueries) {
+      const c = this.config;
+      this.policy.observeQueries(layer, this.kernelsOf(layer).arena.f32(q, n * c.numHeads * c.headDim), n, this.kernelsOf(layer).arena.i32(ropePositions, n));
+    }
     const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
     if (this.ragged && this.headLengths[layer]!.some((count) => count !== from + n)) this.attendRagged(layer, q, out, n, slotPositions);
     else this.attendQueries(layer, q, out, from, n, slotPositions);
@@ -348,6 +356,7 @@ export class KVCache {
         const positions = this.kernelsOf(l).arena.i32(this.positions[l]! + h * this.capacity * 4, length);
         this.view.positions = positions;
         this.view.length = length;
+        if (this.readsKeys) this.view.key = this.keyReader(l, h);
         this.policy.choose(l, h, count, this.view, this.evicted);
         const ranks = this.streaming && this.ranksValid[l] ? this.kernelsOf(l).arena.i32(this.ropePositions[l]! + h * this.capacity * 4, length) : undefined;
         if (ranks) this.dropRanks(ranks, count);
@@ -369,6 +378,7 @@ export class KVCache {
     for (let h = 0; h < heads; h++) {
       this.headViews[h]!.positions = arena.i32(this.positions[layer]! + h * this.capacity * 4, counts[h]!);
       this.headViews[h]!.length = counts[h]!;
+      if (this.readsKeys) this.headViews[h]!.key = this.keyReader(layer, h);
     }
     this.policy.chooseHeads!(layer, total - keep, this.headViews, this.headEvicted, this.headCounts);
     let longest = 0;
@@ -381,6 +391,11 @@ export class KVCache {
       longest = Math.max(longest, length - gone);
     }
     this.lengths[layer] = longest;
+  }
+
+  /** SlotView.key for a head: its stored keys, decoded (codecs give keys after RoPE unless streaming, which such policies refuse). */
+  private keyReader(layer: number, head: number): (slot: number) => Float32Array {
+    return (slot) => this.codec.readRow(layer, head, slot, 'key');
   }
 
   /** Tokens each KV head of a layer holds (they differ only with heads=adakv). */
@@ -434,6 +449,12 @@ export class KVCache {
     while (capacity < longest) capacity *= 2;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * capacity * 4;
     return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + (this.policy.maxBytes?.(lengths) ?? this.policy.bytes(lengths));
+  }
+
+  /** What the bytes, quality or cost of this cache depend on that its spec does not say (the codec's and the policy's notes). */
+  note(): string | undefined {
+    const notes = [this.codec.note?.(), this.policy.note?.()].filter((n) => n);
+    return notes.length ? notes.join('; ') : undefined;
   }
 
   /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
