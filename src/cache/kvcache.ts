@@ -372,7 +372,7 @@ export class KVCache {
     const counts = this.headLengths[layer]!;
     const total = counts.reduce((a, b) => a + b, 0);
     if (total <= heads * Math.min(this.policy.budget(layer), maxTokens)) return;
-    const keep = heads * Math.max(1, Math.min(this.policy.target(layer), maxTokens));
+    const keep = Math.round(heads * Math.max(1, Math.min(this.policy.target(layer), maxTokens)));
     if (total <= keep) return;
     const arena = this.kernelsOf(layer).arena;
     for (let h = 0; h < heads; h++) {
@@ -401,6 +401,37 @@ export class KVCache {
   /** Tokens each KV head of a layer holds (they differ only with heads=adakv). */
   headCountsOf(layer: number): number[] {
     return this.ragged ? Array.from(this.headLengths[layer]!) : new Array<number>(this.config.numKvHeads).fill(this.lengths[layer]!);
+  }
+
+  /** Slots held over every layer and KV head. */
+  heldSlots(): number {
+    let slots = 0;
+    for (let l = 0; l < this.lengths.length; l++) slots += this.ragged ? this.headLengths[l]!.reduce((a, b) => a + b, 0) : this.lengths[l]! * this.config.numKvHeads;
+    return slots;
+  }
+
+  /** The positions some layer's KV head holds, ascending. */
+  heldTokenPositions(): number[] {
+    const held = new Set<number>();
+    for (let l = 0; l < this.lengths.length; l++) for (let h = 0; h < this.config.numKvHeads; h++) for (const p of this.heldPositions(l, h)) held.add(p);
+    return [...held].sort((a, b) => a - b);
+  }
+
+  /** What each layer's heads hold now, for `rollback`. */
+  mark(): number[][] {
+    return this.lengths.map((_, l) => this.headCountsOf(l));
+  }
+
+  /**
+   * Drops the tokens appended since `mark` (a scoring pass that must leave nothing behind): they are
+   * the last slots of each head, as nothing was evicted since. Not for streaming caches.
+   */
+  rollback(mark: readonly (readonly number[])[]): void {
+    if (this.streaming) throw new Error('internal: a streaming cache cannot roll back');
+    mark.forEach((counts, l) => {
+      if (this.ragged) this.headLengths[l]!.set(counts);
+      this.lengths[l] = Math.max(...counts);
+    });
   }
 
   /** Per layer, the tokens a KV head holds on average: what bytes are counted from (linear in slots for the codecs heads=adakv runs with). */

@@ -80,6 +80,18 @@ export interface Policy {
    * out[h][0, counts[h]) (distinct, < views[h].length); every head keeps at least one slot.
    */
   chooseHeads?(layer: number, count: number, views: readonly SlotView[], out: readonly Int32Array[], counts: Int32Array): void;
+  /**
+   * Optional (KVzip): scores from a reconstruction pass the session runs before compressing when
+   * this says so (`held`: slots over every layer and KV head). The session feeds
+   * `reconstructionPrompt` and the held tokens again after the last position, between
+   * `beginReconstruction` (each layer's slots per KV head, which the scores are for) and
+   * `endReconstruction` (the tokens it ran and the milliseconds they took); then drops them from the
+   * cache and compresses.
+   */
+  reconstructionDue?(held: number): boolean;
+  readonly reconstructionPrompt?: string;
+  beginReconstruction?(counts: readonly (readonly number[])[]): void;
+  endReconstruction?(tokens: number, ms: number): void;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
   /** Optional, for inspection (the trace): what `heldScores` gives, e.g. "accumulated attention". */
