@@ -172,6 +172,16 @@ describe('Expected Attention cache (stories260K)', () => {
     },
   );
 
+  it('with every=8, a cut leaves room for 8 tokens, so decoding cuts once per 8 tokens', () => {
+    const session = model.session({ cache: 'expected(budget=24,every=8)' });
+    session.feed(ids.slice(0, 100));
+    expect(session.cache.layerLengths()).toEqual(new Array(model.config.numLayers).fill(16));
+    for (let i = 0; i < 8; i++) session.feed([ids[100 + i]!]);
+    expect(session.cache.length).toBe(24);
+    session.feed([ids[108]!]);
+    expect(session.cache.length).toBe(16);
+  });
+
   it('refuses to stream (the cache would hold keys before RoPE)', () => {
     expect(() => model.session({ cache: 'expected(budget=64)', streaming: true })).toThrow(/streaming/);
   });

@@ -9,6 +9,7 @@ const PARAMS = {
   recent: optional(budget({ doc: 'newest tokens always kept (count or fraction of the prompt; default none)' })),
   queries: int({ min: 2, max: 8192, default: 256, doc: 'the most recent queries whose mean and covariance stand for the queries to come' }),
   future: int({ min: 1, max: 1 << 20, default: 512, doc: 'positions to come that RoPE is averaged over' }),
+  every: int({ min: 0, max: 65536, default: 0, doc: 'tokens that may arrive between cuts: a cut keeps that many fewer than the budget (at most half of it); scoring is O(n·d²) per head, so a cut every token is slow on wide heads' }),
   sinks: int({ min: 0, max: 1024, default: 4, doc: 'first tokens always kept, and their queries left out of the statistics' }),
   epsilon: number({ min: 0, max: 1, default: 0, doc: "added to each token's expected attention before the value norm weighs it" }),
   covariance: bool({ default: true, doc: "the queries' covariance term (false: the mean alone)" }),
@@ -50,6 +51,11 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
     this.filled = new Int32Array(shape.numLayers * this.numHeads);
     this.next = new Int32Array(shape.numLayers * this.numHeads);
     this.queryStats = new QueryStats(this.headDim);
+  }
+
+  override target(layer: number): number {
+    const b = this.budget(layer);
+    return Math.max(1, b - Math.min(this.params.every, Math.floor(b / 2)));
   }
 
   override onAppend(layer: number, head: number, from: number, n: number, _positions: Int32Array, rows: TokenRows | undefined): void {
