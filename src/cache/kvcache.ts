@@ -274,12 +274,17 @@ export class KVCache {
       this.codec.attention(layer, call);
       this.tail.set(probs, r * probsLength);
     }
+    this.report(layer, n, from + n, received ? arena.f32(received, probsLength) : EMPTY, tailRows);
+  }
+
+  /** Tells the policy what a layer's attention of n new tokens gave (the tail rows are in `this.tail`). */
+  private report(layer: number, n: number, length: number, received: Float32Array, tailRows: number): void {
     const stats = this.attentionStats;
     stats.layer = layer;
     stats.n = n;
-    stats.length = from + n;
+    stats.length = length;
     stats.capacity = this.capacity;
-    stats.received = received ? arena.f32(received, probsLength) : EMPTY;
+    stats.received = received;
     stats.tail = this.tail;
     stats.tailRows = tailRows;
     this.policy.observe(stats);
@@ -320,15 +325,7 @@ export class KVCache {
       (this.codec as MaskingCodec).maskedAttention(layer, call, this.masks[group]!);
       if (tail) this.tail.set(arena.f32(call.lastProbs, probsLength), (i - (n - tailRows)) * probsLength);
     }
-    const stats = this.attentionStats;
-    stats.layer = layer;
-    stats.n = n;
-    stats.length = last + n;
-    stats.capacity = this.capacity;
-    stats.received = received ? arena.f32(received, probsLength) : EMPTY;
-    stats.tail = this.tail;
-    stats.tailRows = tailRows;
-    this.policy.observe(stats);
+    this.report(layer, n, last + n, received ? arena.f32(received, probsLength) : EMPTY, tailRows);
   }
 
   /** Ends a step: evicts where a layer is over its budget (see evict), then tells the observer what is held. */

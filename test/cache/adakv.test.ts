@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../../src/model.js';
 import { ropeOf } from '../../src/kernels/rope.js';
@@ -7,15 +5,10 @@ import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import type { PolicyKind } from '../../src/cache/policy.js';
 import { STORIES_BIN } from '../engine/helpers.js';
+import { seededRandom } from '../../src/util/random.js';
+import { storyIds } from './helpers.js';
 
-const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
-const ids = story.ids.slice(0, 160);
-
-/** A small deterministic generator (tests need the same numbers every run). */
-function lcg(seed: number): () => number {
-  let x = seed >>> 0;
-  return () => ((x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
+const ids = storyIds(160);
 
 /**
  * AdaKV's selection as kvpress's AdaKVPress defines it, written from the paper's description: keep
@@ -44,7 +37,7 @@ describe('AdaKV (heads=adakv)', () => {
     const parsed = parseSpec(`tova(budget=${budget},heads=adakv,floor=${alpha})`);
     const kind = POLICIES.get('tova') as PolicyKind;
     const policy = kind.create(withDefaults(parsed.policy, kind.schema), { numLayers: 1, numKvHeads: heads, capacity: 64 });
-    const random = lcg(7 + alpha * 10);
+    const random = seededRandom(7 + alpha * 10);
     // one query head per KV head; head 0 peaked, the others flat-ish, so counts must move between heads
     const scores = Array.from({ length: heads }, (_, h) => Array.from({ length }, () => (h === 0 ? random() ** 6 : 0.2 + 0.1 * random())));
     const block = new Float32Array(heads * 64);
@@ -109,7 +102,7 @@ describe('AdaKV cache (stories260K): heads hold different counts', () => {
     const layer = 1;
     expect(new Set(cache.headCountsOf(layer)).size).toBeGreaterThan(1);
     const k = model.kernels;
-    const random = lcg(3);
+    const random = seededRandom(3);
     const rowNumbers = c.numHeads * c.headDim;
     const q = Float32Array.from({ length: rowNumbers }, () => random() * 4 - 2);
     const key = Float32Array.from({ length: c.numKvHeads * c.headDim }, () => random() * 2 - 1);

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rope } from '../../src/kernels/rope.js';
 import { averagedRope, expectedLogits, QueryStats } from '../../src/cache/policies/expected.js';
@@ -8,11 +6,8 @@ import { withDefaults } from '../../src/cache/spec.js';
 import type { PolicyKind } from '../../src/cache/policy.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
-
-function lcg(seed: number): () => number {
-  let x = seed >>> 0;
-  return () => ((x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
+import { seededRandom } from '../../src/util/random.js';
+import { storyIds } from './helpers.js';
 
 const ROPES = {
   'half, theta 10000': new Rope({ headDim: 8, ropeTheta: 10000, ropeLayout: 'half' }),
@@ -57,7 +52,7 @@ describe('Expected Attention scores, against their definition', () => {
 
   it.each(Object.entries(ROPES))('a key\'s logit is s·(R̄μ)·k + s²·kᵀ(R̄ΣR̄ᵀ)k/2, and that is log E[exp(s·q·k)] for q ~ N(R̄μ, R̄ΣR̄ᵀ) (%s)', (_, rope) => {
     const d = rope.headDim;
-    const random = lcg(11);
+    const random = seededRandom(11);
     const queries = Float32Array.from({ length: 64 * d }, (_, i) => (random() - 0.5) * 3 + (i % d === 1 ? 2 : 0));
     const stats = new QueryStats(d).from(queries, 64, true);
     const keys = Array.from({ length: 5 }, () => Float32Array.from({ length: d }, () => (random() - 0.5) * 4));
@@ -99,7 +94,7 @@ describe('Expected Attention scores, against their definition', () => {
     const d = rope.headDim;
     const kind = POLICIES.get('expected') as PolicyKind;
     const policy = kind.create(withDefaults(parseSpec('expected(budget=6,sinks=2,queries=16,future=64)').policy, kind.schema), { numLayers: 1, numKvHeads: 1, numHeads: 2, capacity: 32, rope });
-    const random = lcg(5);
+    const random = seededRandom(5);
     const length = 20;
     const positions = Int32Array.from({ length }, (_, i) => i);
     const preKeys = Float32Array.from({ length: length * d }, () => random() - 0.5);
@@ -143,8 +138,7 @@ describe('Expected Attention scores, against their definition', () => {
 });
 
 describe('Expected Attention cache (stories260K)', () => {
-  const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
-  const ids = story.ids.slice(0, 120);
+  const ids = storyIds(120);
   let model: Model;
   beforeAll(async () => {
     model = await loadModel(STORIES_BIN, { threads: 1 });

@@ -1,16 +1,11 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import type { PolicyKind } from '../../src/cache/policy.js';
 import { loadModel, type Model } from '../../src/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
-
-function lcg(seed: number): () => number {
-  let x = seed >>> 0;
-  return () => ((x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
+import { seededRandom } from '../../src/util/random.js';
+import { storyIds } from './helpers.js';
 
 describe('KVzip scores and its one threshold, against the paper\'s definition', () => {
   it('keeps the sinks and the top scores over every layer and head, a score being the most attention any repeat query of the group paid', () => {
@@ -21,7 +16,7 @@ describe('KVzip scores and its one threshold, against the paper\'s definition', 
     for (let l = 0; l < numLayers; l++) for (let h = 0; h < numKvHeads; h++) policy.onAppend(l, h, 0, length, positions, undefined);
     expect(policy.reconstructionDue!(numLayers * numKvHeads * length)).toBe(true);
     policy.beginReconstruction!([[length, length], [length, length]]);
-    const random = lcg(9);
+    const random = seededRandom(9);
     const best = Array.from({ length: numLayers }, () => Array.from({ length: numKvHeads }, () => new Array<number>(length).fill(0)));
     for (let q = 0; q < 6; q++) {
       for (let l = 0; l < numLayers; l++) {
@@ -63,8 +58,7 @@ describe('KVzip scores and its one threshold, against the paper\'s definition', 
 });
 
 describe('KVzip cache (stories260K)', () => {
-  const story = JSON.parse(fs.readFileSync(path.resolve('../shared/data/stories260k/samples.jsonl'), 'utf8').split('\n')[0]!) as { ids: number[] };
-  const ids = story.ids.slice(0, 120);
+  const ids = storyIds(120);
   let model: Model;
   beforeAll(async () => {
     model = await loadModel(STORIES_BIN, { threads: 1 });
