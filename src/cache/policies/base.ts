@@ -331,3 +331,15 @@ export function groupMean(rows: Float32Array, offset: number, head: number, stat
   for (let s = 0; s < stats.length; s++) out[s] = out[s]! / stats.group;
   return out;
 }
+
+/** The L2 norm of row t of [n × d] rows (RoPE rotates pairs, so a key's norm before it is its norm after). */
+export function rowNorm(rows: Float32Array, t: number, d: number): number {
+  let ss = 0;
+  for (let i = 0; i < d; i++) ss += rows[t * d + i]! ** 2;
+  return Math.sqrt(ss);
+}
+
+/** What a cut keeps so that `every` tokens can arrive before the next: the budget less that, at most half of it, at least 1. */
+export function leavingRoom(budget: number, every: number): number {
+  return Math.max(1, budget - Math.min(every, Math.floor(budget / 2)));
+}

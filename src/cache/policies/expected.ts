@@ -2,7 +2,7 @@ import { budget, BUDGET_PARAMS } from '../budget.js';
 import type { Rope } from '../../kernels/rope.js';
 import { policyKind, type AttentionStats, type PolicyShape, type SlotView, type TokenRows } from '../policy.js';
 import { bool, int, number, optional, type Infer } from '../../util/schema.js';
-import { BudgetPolicy, SlotArrays } from './base.js';
+import { BudgetPolicy, leavingRoom, rowNorm, SlotArrays } from './base.js';
 
 const PARAMS = {
   ...BUDGET_PARAMS,
@@ -54,18 +54,13 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
   }
 
   override target(layer: number): number {
-    const b = this.budget(layer);
-    return Math.max(1, b - Math.min(this.params.every, Math.floor(b / 2)));
+    return leavingRoom(this.budget(layer), this.params.every);
   }
 
   override onAppend(layer: number, head: number, from: number, n: number, _positions: Int32Array, rows: TokenRows | undefined): void {
     if (!rows) throw new Error('internal: expected attention needs the value rows');
     const norms = this.vnorms.of(layer, head);
-    for (let t = 0; t < n; t++) {
-      let ss = 0;
-      for (let i = 0; i < rows.headDim; i++) ss += rows.values[t * rows.headDim + i]! ** 2;
-      norms[from + t] = Math.sqrt(ss);
-    }
+    for (let t = 0; t < n; t++) norms[from + t] = rowNorm(rows.values, t, rows.headDim);
   }
 
   observeQueries(layer: number, queries: Float32Array, n: number, positions: Int32Array): void {

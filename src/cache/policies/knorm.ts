@@ -1,6 +1,6 @@
 import { BUDGET_PARAMS } from '../budget.js';
 import { policyKind, type AttentionStats, type PolicyShape, type TokenRows } from '../policy.js';
-import { BudgetPolicy, type BudgetParams, SlotArrays } from './base.js';
+import { BudgetPolicy, type BudgetParams, rowNorm, SlotArrays } from './base.js';
 
 /** Key-norm baseline (kvpress KnormPress): keys with the largest norm go first. */
 class KnormPolicy extends BudgetPolicy {
@@ -16,11 +16,7 @@ class KnormPolicy extends BudgetPolicy {
   override onAppend(layer: number, head: number, from: number, n: number, _p: Int32Array, rows: TokenRows | undefined): void {
     if (!rows) throw new Error('internal: knorm needs the key rows');
     const d = this.negNorm.of(layer, head);
-    for (let t = 0; t < n; t++) {
-      let ss = 0;
-      for (let i = 0; i < rows.headDim; i++) ss += rows.keys[t * rows.headDim + i]! ** 2;
-      d[from + t] = -Math.sqrt(ss); // RoPE rotates pairs, so the norm before it is the norm after
-    }
+    for (let t = 0; t < n; t++) d[from + t] = -rowNorm(rows.keys, t, rows.headDim);
   }
 
   protected update(_stats: AttentionStats): void {}

@@ -2,7 +2,7 @@ import { budget } from '../budget.js';
 import { policyKind, type AttentionStats, type PolicyShape, type SlotView, type TokenRows } from '../policy.js';
 import { int, type Infer } from '../../util/schema.js';
 import { selectFirst } from '../../util/select.js';
-import { BudgetPolicy, SlotArrays } from './base.js';
+import { BudgetPolicy, leavingRoom, SlotArrays } from './base.js';
 
 const PARAMS = {
   budget: budget({ doc: 'tokens kept per KV head on average over every layer and head: a count or a fraction of the prompt' }),
@@ -56,8 +56,7 @@ class KVzipPolicy extends BudgetPolicy<Params & { schedule: 'uniform' }> {
   }
 
   private cutTo(): number {
-    const b = this.nominal();
-    return Math.max(1, b - Math.min(this.params.every, Math.floor(b / 2)));
+    return leavingRoom(this.nominal(), this.params.every);
   }
 
   /** Nothing is evicted but the cut a reconstruction decided (or room a byte limit asks for). */
