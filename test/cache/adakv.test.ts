@@ -94,38 +94,45 @@ describe('AdaKV cache (stories260K): heads hold different counts', () => {
     },
   );
 
-  it('attends each head over exactly the tokens it holds (a reference softmax over its held rows)', () => {
+  it.each([1, 3])('attends each head over exactly the tokens it holds, %s new tokens at once (a reference softmax over its held rows)', (n) => {
     const c = model.config;
     const session = model.session({ cache: 'tova(budget=12,heads=adakv,floor=0)+fp32' });
     session.feed(ids.slice(0, 100));
     const cache = session.cache;
     const layer = 1;
-    expect(new Set(cache.headCountsOf(layer)).size).toBeGreaterThan(1);
+    const before = cache.headCountsOf(layer);
+    expect(new Set(before).size).toBeGreaterThan(1);
     const k = model.kernels;
     const random = seededRandom(3);
     const rowNumbers = c.numHeads * c.headDim;
-    const q = Float32Array.from({ length: rowNumbers }, () => random() * 4 - 2);
-    const key = Float32Array.from({ length: c.numKvHeads * c.headDim }, () => random() * 2 - 1);
-    const value = Float32Array.from({ length: c.numKvHeads * c.headDim }, () => random() * 2 - 1);
-    const [qp, kp, vp, op, pp] = [rowNumbers * 4, key.length * 4, value.length * 4, rowNumbers * 4, 4].map((b) => k.arena.alloc(b));
+    const kvNumbers = c.numKvHeads * c.headDim;
+    const q = Float32Array.from({ length: n * rowNumbers }, () => random() * 4 - 2);
+    const key = Float32Array.from({ length: n * kvNumbers }, () => random() * 2 - 1);
+    const value = Float32Array.from({ length: n * kvNumbers }, () => random() * 2 - 1);
+    const positions = Int32Array.from({ length: n }, (_, i) => 100 + i);
+    const [qp, kp, vp, op, pp] = [q.length * 4, key.length * 4, value.length * 4, q.length * 4, n * 4].map((b) => k.arena.alloc(b));
     k.arena.f32(qp!, q.length).set(q);
     k.arena.f32(kp!, key.length).set(key);
     k.arena.f32(vp!, value.length).set(value);
-    k.arena.i32(pp!, 1)[0] = 100;
-    cache.attend(layer, qp!, kp!, vp!, Int32Array.of(100), pp!, 1, op!);
-    const out = k.arena.f32(op!, rowNumbers).slice();
+    k.arena.i32(pp!, n).set(positions);
+    cache.attend(layer, qp!, kp!, vp!, positions, pp!, n, op!);
+    const out = k.arena.f32(op!, q.length).slice();
     const scale = ropeOf(c).scoreScale;
     const g = c.numHeads / c.numKvHeads;
-    for (let j = 0; j < c.numHeads; j++) {
-      const h = Math.floor(j / g);
-      const held = cache.heldPositions(layer, h);
-      const logits = held.map((_, s) => scale * cache.codec.readRow(layer, h, s, 'key').reduce((sum, x, i) => sum + x * q[j * c.headDim + i]!, 0));
-      const top = Math.max(...logits);
-      const weights = logits.map((x) => Math.exp(x - top));
-      const total = weights.reduce((a, b) => a + b, 0);
-      for (let i = 0; i < c.headDim; i++) {
-        const want = held.reduce((sum, _, s) => sum + (weights[s]! / total) * cache.codec.readRow(layer, h, s, 'value')[i]!, 0);
-        expect(out[j * c.headDim + i]).toBeCloseTo(want, 5);
+    for (let t = 0; t < n; t++) {
+      for (let j = 0; j < c.numHeads; j++) {
+        const h = Math.floor(j / g);
+        // query t sees the head's tokens from before and the new ones up to itself
+        const seen = cache.heldPositions(layer, h).map((p, s) => [p, s] as const).filter(([p]) => p <= 100 + t).map(([, s]) => s);
+        expect(seen.length).toBe(before[h]! + t + 1);
+        const logits = seen.map((s) => scale * cache.codec.readRow(layer, h, s, 'key').reduce((sum, x, i) => sum + x * q[(t * c.numHeads + j) * c.headDim + i]!, 0));
+        const top = Math.max(...logits);
+        const weights = logits.map((x) => Math.exp(x - top));
+        const total = weights.reduce((a, b) => a + b, 0);
+        for (let i = 0; i < c.headDim; i++) {
+          const want = seen.reduce((sum, s, r) => sum + (weights[r]! / total) * cache.codec.readRow(layer, h, s, 'value')[i]!, 0);
+          expect(out[(t * c.numHeads + j) * c.headDim + i]).toBeCloseTo(want, 5);
+        }
       }
     }
     for (const p of [qp, kp, vp, op, pp]) k.arena.free(p!);
