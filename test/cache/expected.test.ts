@@ -134,6 +134,9 @@ describe('Expected Attention scores, against their definition', () => {
     const order = [...scored.keys()].filter((s) => s >= 2).sort((a, b) => scored[a]! - scored[b]!);
     // the whole ranking: every count evicts the lowest that many
     for (let count = 1; count <= length - 2; count++) expect(choose(count)).toEqual(order.slice(0, count).sort((a, b) => a - b));
+    // what the trace shows: the scores of the last cut
+    const shown = Array.from(policy.heldScores!(0, 0, length));
+    for (let s = 2; s < length; s++) expect(shown[s]).toBeCloseTo(scored[s]!, 6);
   });
 });
 

@@ -31,6 +31,8 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
   readonly tailQueries = 0;
   readonly needsReceived = false;
   private readonly vnorms: SlotArrays<Float32Array>;
+  /** For inspection (the trace): each slot's score at the last cut, 0 for tokens since; not counted in bytes. */
+  private readonly lastScores: SlotArrays<Float32Array>;
   private readonly rope: Rope;
   private readonly headDim: number;
   private readonly numHeads: number;
@@ -47,6 +49,7 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
     this.headDim = shape.rope.headDim;
     this.numHeads = shape.numHeads ?? shape.numKvHeads;
     this.vnorms = this.track(new SlotArrays((n) => new Float32Array(n), shape));
+    this.lastScores = new SlotArrays((n) => new Float32Array(n), shape);
     for (let i = 0; i < shape.numLayers * this.numHeads; i++) this.rings.push(new Float32Array(params.queries * this.headDim));
     this.filled = new Int32Array(shape.numLayers * this.numHeads);
     this.next = new Int32Array(shape.numLayers * this.numHeads);
@@ -61,6 +64,7 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
     if (!rows) throw new Error('internal: expected attention needs the value rows');
     const norms = this.vnorms.of(layer, head);
     for (let t = 0; t < n; t++) norms[from + t] = rowNorm(rows.values, t, rows.headDim);
+    this.lastScores.clear(layer, head, from, n);
   }
 
   observeQueries(layer: number, queries: Float32Array, n: number, positions: Int32Array): void {
@@ -110,11 +114,28 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
       top = Math.max(top, out[s]!);
     }
     for (let s = 0; s < n; s++) if (view.positions[s]! < this.params.sinks) out[s] = top + 1;
+    this.lastScores.of(layer, head).set(out.subarray(0, n));
     return out.subarray(0, n);
+  }
+
+  readonly scoreName = 'expected attention × ‖v‖ at the last cut (0: arrived since)';
+  heldScores(layer: number, head: number, length: number): ArrayLike<number> {
+    return this.lastScores.of(layer, head).subarray(0, length);
+  }
+
+  override move(layer: number, head: number, from: number, to: number): void {
+    super.move(layer, head, from, to);
+    this.lastScores.move(layer, head, from, to);
+  }
+
+  override resize(capacity: number): void {
+    super.resize(capacity);
+    this.lastScores.resize(capacity);
   }
 
   override reset(): void {
     super.reset();
+    this.lastScores.reset();
     this.filled.fill(0);
     this.next.fill(0);
   }
