@@ -141,6 +141,7 @@ describe('AdaKV cache (stories260K): heads hold different counts', () => {
   it.each([
     ['h2o(budget=8,heads=adakv)+int(bits=4)', /float codec/],
     ['h2o(budget=8,heads=uniform,floor=2)', /floor/],
+    ['scissorhands(budget=8,heads=adakv)', /scissorhands has no parameter "heads"/],
   ])('refuses %s with a clear error', (spec, problem) => {
     expect(() => model.session({ cache: spec })).toThrow(problem);
   });
