@@ -64,7 +64,7 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   }
   const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
   if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
-  if (policy.raggedHeads) raggedProblem(text, policy, codecKind.masks === true, streaming, groups !== undefined);
+  if (policy.raggedHeads) raggedProblem(text, codecKind.masks === true, streaming, groups !== undefined);
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
@@ -78,9 +78,8 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
  * heads=adakv leaves the slots past a shorter head's end out of attention by a mask, which only the
  * float codecs' attention takes; streaming ranks and split models are per layer, not per head.
  */
-function raggedProblem(text: string, policy: Policy, masks: boolean, streaming: boolean, split: boolean): void {
+function raggedProblem(text: string, masks: boolean, streaming: boolean, split: boolean): void {
   const problem = !masks ? 'needs a float codec (fp32, fp16), whose attention can leave out the slots past a shorter head\'s end'
-    : isMasking(policy) ? 'cannot follow scissorhands mode=reference, which masks tokens itself'
     : streaming ? 'cannot stream (RoPE positions are re-ranked per layer, not per head)'
     : split ? 'cannot follow a model split over several memories'
     : undefined;
