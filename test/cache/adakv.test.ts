@@ -145,4 +145,8 @@ describe('AdaKV cache (stories260K): heads hold different counts', () => {
   ])('refuses %s with a clear error', (spec, problem) => {
     expect(() => model.session({ cache: spec })).toThrow(problem);
   });
+
+  it('refuses to stream, as RoPE ranks are per layer', () => {
+    expect(() => model.session({ cache: 'h2o(budget=64,heads=adakv)', streaming: true })).toThrow(/heads=adakv cannot stream/);
+  });
 });
