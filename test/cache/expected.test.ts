@@ -166,6 +166,8 @@ describe('Expected Attention cache (stories260K)', () => {
         },
       });
       expect(cache.note()).toMatch(/queries/);
+      // keys and values, the slot's position and its value norm; the scores kept for the trace are not the cache's
+      expect(cache.bytes()).toBe(cache.heldSlots() * (2 * c.headDim * (spec.endsWith('fp32') ? 4 : 2) + 4 + 4));
     },
   );
 

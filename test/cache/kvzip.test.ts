@@ -72,6 +72,8 @@ describe('KVzip cache (stories260K)', () => {
     const c = model.config;
     expect(session.tokens.length).toBe(ids.length);
     expect(cache.heldSlots()).toBe(c.numLayers * c.numKvHeads * 16);
+    // keys and values in fp16, the slot's position, a sink flag; the scores are transient
+    expect(cache.bytes()).toBe(cache.heldSlots() * (2 * c.headDim * 2 + 4 + 1));
     const perLayer = Array.from({ length: c.numLayers }, (_, l) => cache.headCountsOf(l).reduce((a, b) => a + b, 0));
     expect(new Set(perLayer).size).toBeGreaterThan(1);
     for (let l = 0; l < c.numLayers; l++) {

@@ -80,13 +80,17 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   protected readonly budgets: LayerBudgets;
   protected promptLength = 0;
   protected readonly states: SlotArrays<Numbers>[] = [];
+  /** States kept aligned with the slots but not counted in `bytes` (transient scores, inspection). */
+  private readonly uncounted = new Set<SlotArrays<Numbers>>();
 
   constructor(protected readonly params: P, protected readonly shape: PolicyShape) {
     this.budgets = LayerBudgets.from(params, shape.numLayers);
   }
 
-  protected track<T extends Numbers>(arrays: SlotArrays<T>): SlotArrays<T> {
+  /** Keeps per-slot arrays cleared, moved, grown and reset with the slots; `counted`: part of the cache's bytes. */
+  protected track<T extends Numbers>(arrays: SlotArrays<T>, counted = true): SlotArrays<T> {
     this.states.push(arrays);
+    if (!counted) this.uncounted.add(arrays);
     return arrays;
   }
 
@@ -182,7 +186,7 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   }
 
   bytes(lengths: readonly number[]): number {
-    const perSlot = this.states.reduce((sum, s) => sum + s.bytesPerSlot, 0);
+    const perSlot = this.states.reduce((sum, s) => sum + (this.uncounted.has(s) ? 0 : s.bytesPerSlot), 0);
     const slots = lengths.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
     return perSlot * slots;
   }

@@ -49,7 +49,7 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
     this.headDim = shape.rope.headDim;
     this.numHeads = shape.numHeads ?? shape.numKvHeads;
     this.vnorms = this.track(new SlotArrays((n) => new Float32Array(n), shape));
-    this.lastScores = new SlotArrays((n) => new Float32Array(n), shape);
+    this.lastScores = this.track(new SlotArrays((n) => new Float32Array(n), shape), false);
     for (let i = 0; i < shape.numLayers * this.numHeads; i++) this.rings.push(new Float32Array(params.queries * this.headDim));
     this.filled = new Int32Array(shape.numLayers * this.numHeads);
     this.next = new Int32Array(shape.numLayers * this.numHeads);
@@ -60,11 +60,11 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
     return leavingRoom(this.budget(layer), this.params.every);
   }
 
-  override onAppend(layer: number, head: number, from: number, n: number, _positions: Int32Array, rows: TokenRows | undefined): void {
+  override onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, rows: TokenRows | undefined): void {
     if (!rows) throw new Error('internal: expected attention needs the value rows');
     const norms = this.vnorms.of(layer, head);
+    super.onAppend(layer, head, from, n, positions, rows);
     for (let t = 0; t < n; t++) norms[from + t] = rowNorm(rows.values, t, rows.headDim);
-    this.lastScores.clear(layer, head, from, n);
   }
 
   observeQueries(layer: number, queries: Float32Array, n: number, positions: Int32Array): void {
@@ -123,19 +123,8 @@ class ExpectedAttentionPolicy extends BudgetPolicy<Params> {
     return this.lastScores.of(layer, head).subarray(0, length);
   }
 
-  override move(layer: number, head: number, from: number, to: number): void {
-    super.move(layer, head, from, to);
-    this.lastScores.move(layer, head, from, to);
-  }
-
-  override resize(capacity: number): void {
-    super.resize(capacity);
-    this.lastScores.resize(capacity);
-  }
-
   override reset(): void {
     super.reset();
-    this.lastScores.reset();
     this.filled.fill(0);
     this.next.fill(0);
   }

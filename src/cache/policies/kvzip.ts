@@ -42,7 +42,7 @@ class KVzipPolicy extends BudgetPolicy<Params & { schedule: 'uniform' }> {
 
   constructor(params: Params, shape: PolicyShape) {
     super({ ...params, schedule: 'uniform' }, shape);
-    this.best = new SlotArrays((n) => new Float32Array(n), shape);
+    this.best = this.track(new SlotArrays((n) => new Float32Array(n), shape), false);
     this.sink = this.track(new SlotArrays((n) => new Uint8Array(n), shape));
   }
 
@@ -135,7 +135,6 @@ class KVzipPolicy extends BudgetPolicy<Params & { schedule: 'uniform' }> {
     super.onAppend(layer, head, from, n, positions, rows);
     const sink = this.sink.of(layer, head);
     for (let t = 0; t < n; t++) sink[from + t] = positions[t]! < this.params.sinks ? 1 : 0;
-    if (!this.context) this.best.clear(layer, head, from, n);
   }
 
   protected update(stats: AttentionStats): void {
@@ -156,19 +155,8 @@ class KVzipPolicy extends BudgetPolicy<Params & { schedule: 'uniform' }> {
     return this.best.of(layer, head);
   }
 
-  override move(layer: number, head: number, from: number, to: number): void {
-    super.move(layer, head, from, to);
-    this.best.move(layer, head, from, to);
-  }
-
-  override resize(capacity: number): void {
-    super.resize(capacity);
-    this.best.resize(capacity);
-  }
-
   override reset(): void {
     super.reset();
-    this.best.reset();
     this.keep = undefined;
     this.context = undefined;
     this.passes = this.extraTokens = this.extraMs = 0;
