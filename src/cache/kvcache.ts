@@ -316,7 +316,9 @@ export class KVCache {
       call.out = out + i * rowBytes;
       call.visible = last + 1 + i;
       const tail = i >= n - tailRows;
-      call.lastProbs = tail ? this.lastProbs[group]! : 0;
+      // always: a query with nothing to report may be split over slot ranges, and a range a mask
+      // leaves empty for a head would have no softmax
+      call.lastProbs = this.lastProbs[group]!;
       mask.fill(0);
       for (let j = 0; j < c.numHeads; j++) {
         const sees = counts[Math.floor(j / g)]! - n + 1 + i;
