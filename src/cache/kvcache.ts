@@ -316,8 +316,8 @@ export class KVCache {
       call.out = out + i * rowBytes;
       call.visible = last + 1 + i;
       const tail = i >= n - tailRows;
-      // always: a query with nothing to report may be split over slot ranges, and a range a mask
-      // leaves empty for a head would have no softmax
+      // always: a query with nothing to report may be split over slot ranges, and the kernel's merge of
+      // split ranges is not tested with ranges a mask leaves empty for a head
       call.lastProbs = this.lastProbs[group]!;
       mask.fill(0);
       for (let j = 0; j < c.numHeads; j++) {
