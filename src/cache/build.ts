@@ -64,26 +64,19 @@ export function buildCache(k: Kernels, config: ModelConfig, spec: CacheSpec, cap
   }
   const groups = options.groups && options.groups.length > 1 ? options.groups : undefined;
   if (groups && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
-  if (policy.raggedHeads) raggedProblem(text, codecKind.masks === true, streaming, groups !== undefined);
+  if (policy.raggedHeads && streaming) throw new UsageError(`cache spec "${text}": heads=adakv cannot stream (RoPE positions are re-ranked per layer, not per head)`);
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
     });
   const codec = groups ? new GroupedCodec(groups, groups.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(k, 0, config.numLayers);
+  if (policy.raggedHeads && !('maskedAttention' in codec)) {
+    codec.free();
+    // the slots past a shorter head's end are left out of its attention by a mask
+    throw new UsageError(`cache spec "${text}": heads=adakv needs a codec whose attention takes a mask${groups ? ', and a model split over several memories has none' : ''}`);
+  }
   warnIfWide(spec.codec.name, codec, config);
   return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, readsKeys: policyKind.readsKeys === true, streaming, capacity: shape.capacity, groups };
-}
-
-/**
- * heads=adakv leaves the slots past a shorter head's end out of attention by a mask, which only the
- * float codecs' attention takes; streaming ranks and split models are per layer, not per head.
- */
-function raggedProblem(text: string, masks: boolean, streaming: boolean, split: boolean): void {
-  const problem = !masks ? 'needs a float codec (fp32, fp16), whose attention can leave out the slots past a shorter head\'s end'
-    : streaming ? 'cannot stream (RoPE positions are re-ranked per layer, not per head)'
-    : split ? 'cannot follow a model split over several memories'
-    : undefined;
-  if (problem) throw new UsageError(`cache spec "${text}": heads=adakv ${problem}`);
 }
 
 /**

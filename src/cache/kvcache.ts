@@ -433,7 +433,7 @@ export class KVCache {
     });
   }
 
-  /** Per layer, the tokens a KV head holds on average: what bytes are counted from (linear in slots for the codecs heads=adakv runs with). */
+  /** Per layer, the tokens a KV head holds on average (what the per-slot counts of positions and policy state need). */
   private heldLengths(): readonly number[] {
     if (!this.ragged) return this.lengths;
     for (let l = 0; l < this.lengths.length; l++) this.meanLengths[l] = this.headLengths[l]!.reduce((a, b) => a + b, 0) / this.config.numKvHeads;
@@ -447,7 +447,26 @@ export class KVCache {
     let slots = 0;
     for (const length of lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * this.capacity * 4; // one slot-index table per memory
-    return this.codec.bytes(lengths) + positions + this.policy.bytes(lengths);
+    return this.codecBytes() + positions + this.policy.bytes(lengths);
+  }
+
+  /**
+   * The codec's bytes for what is held. Its storage is per KV head, so when heads hold different
+   * counts each (layer, head) adds a head's share of that layer holding its count in every head.
+   */
+  private codecBytes(): number {
+    if (!this.ragged) return this.codec.bytes(this.lengths);
+    const none = this.codec.bytes(this.noneEach);
+    const one = this.meanLengths.map(() => 0);
+    let total = none;
+    for (let l = 0; l < one.length; l++) {
+      for (const count of this.headLengths[l]!) {
+        one[l] = count;
+        total += (this.codec.bytes(one) - none) / this.config.numKvHeads;
+      }
+      one[l] = 0;
+    }
+    return total;
   }
 
   /**

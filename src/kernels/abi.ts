@@ -140,6 +140,8 @@ export const QATT_SPLITS = 80;
 export const QATT_PARTIAL = 84; // ptr
 /** Queries per work item of a multi-query job: each decoded tile is scored against all of them. */
 export const QATT_QUERY_BLOCK = 88;
+/** ptr, 0: none; u8 [numHeads × capacity], non-zero leaves that slot out of that query head's softmax (AttentionArgs.mask). */
+export const QATT_MASK = 92;
 /** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
 export const QATT_TILE = 32;
 

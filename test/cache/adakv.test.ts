@@ -94,9 +94,13 @@ describe('AdaKV cache (stories260K): heads hold different counts', () => {
     },
   );
 
-  it.each([1, 3])('attends each head over exactly the tokens it holds, %s new tokens at once (a reference softmax over its held rows)', (n) => {
+  it.each([
+    [1, 'fp32', 5], [3, 'fp32', 5],
+    // quantized: attention reads the codes readRow decodes (int8 queries on the integer path: looser)
+    [3, 'int(bits=8)', 2], [1, 'kvquant(bits=4)', 3], [2, 'bf16', 4],
+  ] as const)('attends each head over exactly the tokens it holds, %s new tokens at once, %s (a reference softmax over its held rows)', (n, codec, digits) => {
     const c = model.config;
-    const session = model.session({ cache: 'tova(budget=12,heads=adakv,floor=0)+fp32' });
+    const session = model.session({ cache: `tova(budget=12,heads=adakv,floor=0)+${codec}` });
     session.feed(ids.slice(0, 100));
     const cache = session.cache;
     const layer = 1;
@@ -131,15 +135,25 @@ describe('AdaKV cache (stories260K): heads hold different counts', () => {
         const total = weights.reduce((a, b) => a + b, 0);
         for (let i = 0; i < c.headDim; i++) {
           const want = seen.reduce((sum, s, r) => sum + (weights[r]! / total) * cache.codec.readRow(layer, h, s, 'value')[i]!, 0);
-          expect(out[(t * c.numHeads + j) * c.headDim + i]).toBeCloseTo(want, 5);
+          expect(out[(t * c.numHeads + j) * c.headDim + i]).toBeCloseTo(want, digits);
         }
       }
     }
     for (const p of [qp, kp, vp, op, pp]) k.arena.free(p!);
   });
 
+  it('counts a quantized codec\'s real bytes per head', () => {
+    const c = model.config;
+    const session = model.session({ cache: 'h2o(budget=24,heads=adakv)+int(bits=4,group=32)' });
+    session.score(ids, { mode: 'decode' });
+    const cache = session.cache;
+    expect(new Set(cache.headCountsOf(2)).size).toBeGreaterThan(1);
+    // int per token: the same bytes per held slot, whichever head holds it
+    const perSlot = (cache.codec.bytes(new Array(c.numLayers).fill(1)) - cache.codec.bytes(new Array(c.numLayers).fill(0))) / (c.numLayers * c.numKvHeads);
+    expect(cache.bytes()).toBeCloseTo(cache.codec.bytes(new Array(c.numLayers).fill(0)) + cache.heldSlots() * (perSlot + 4 + 4), 6);
+  });
+
   it.each([
-    ['h2o(budget=8,heads=adakv)+int(bits=4)', /float codec/],
     ['h2o(budget=8,heads=uniform,floor=2)', /floor/],
     ['scissorhands(budget=8,heads=adakv)', /scissorhands has no parameter "heads"/],
   ])('refuses %s with a clear error', (spec, problem) => {

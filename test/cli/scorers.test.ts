@@ -70,8 +70,8 @@ describe('the new kinds elsewhere', () => {
     expect(r.stdout).toContain('heads=uniform');
   });
 
-  it('refuses heads=adakv with a codec that cannot leave slots out, in one line', () => {
-    expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--threads', '1', '--max-tokens', '2', '--cache', 'snapkv(budget=16,heads=adakv)+int(bits=4)', 'x'), 'heads=adakv needs a float codec');
+  it('refuses heads=adakv with streaming, in one line', () => {
+    expectCleanFailure(kvpack('generate', '--model', STORIES_BIN, '--threads', '1', '--max-tokens', '2', '--streaming', '--cache', 'snapkv(budget=16,heads=adakv)', 'x'), 'heads=adakv cannot stream');
   });
 
   it('serve: a request naming kv_cache gets it, with the cache\'s note', async () => {

@@ -1,6 +1,6 @@
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
 import { decodeRow } from '../../kernels/quant/reference.js';
-import type { Codec, CodecAttention, CodecContext } from '../codec.js';
+import type { CodecAttention, CodecContext, MaskingCodec } from '../codec.js';
 import { RopeTables } from './rope.js';
 import { QuantStore } from './store.js';
 
@@ -9,7 +9,7 @@ import { QuantStore } from './store.js';
  * are kept before RoPE, a residual-ring flush, and attention through `kernels.quantAttention`. The
  * concrete codecs (int.ts, kvquant.ts) decide how each new row is quantized.
  */
-export abstract class QuantCodec implements Codec {
+export abstract class QuantCodec implements MaskingCodec {
   protected capacity: number;
   /** Angle tables for the kernel when keys are kept before RoPE. */
   protected readonly ropeTables: RopeTables | undefined;
@@ -123,13 +123,17 @@ export abstract class QuantCodec implements Codec {
   }
 
   attention(layer: number, a: CodecAttention): void {
+    this.maskedAttention(layer, a, 0);
+  }
+
+  maskedAttention(layer: number, a: CodecAttention, mask: number): void {
     const c = this.ctx.config;
     this.ctx.kernels.quantAttention({
       out: a.out, q: a.q, n: a.n, visible: a.visible, capacity: this.capacity,
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: this.ctx.rope.scoreScale,
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
-      ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
+      ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved, mask,
     });
   }
 
