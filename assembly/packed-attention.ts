@@ -9,7 +9,7 @@
 // group, then dropped. Nothing of the cache is ever decoded in full.
 
 import {
-  ARGS, QATT_CAPACITY, QATT_FAST, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_N, QATT_NUM_HEADS,
+  ARGS, QATT_CAPACITY, QATT_FAST, QATT_QUERY_BLOCK, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS, QATT_LAST_PROBS, QATT_MASK, QATT_N, QATT_NUM_HEADS,
   QATT_NUM_KV_HEADS, QATT_OUT, QATT_PARTIAL, QATT_POSITIONS, QATT_Q, QATT_RECEIVED, QATT_ROPE_HI, QATT_ROPE_INTERLEAVED,
   QATT_ROPE_LO, QATT_SCALE, QATT_SCRATCH, QATT_SCRATCH_STRIDE, QATT_SPLITS, QATT_TILE, QATT_VALUES, QATT_VISIBLE,
   STREAM_AXIS, STREAM_BITS, STREAM_CODES, STREAM_GROUP, STREAM_LUT, STREAM_OCAP, STREAM_OUTLIERS, STREAM_PARAMS,
@@ -936,6 +936,16 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
         const qr = high >= 0 ? q16 + (<usize>row * db) : q + (<usize>(t * numHeads + h0 + j) * db);
         scoreBlock(qr, tile, d, bs, scores + ((<usize>row * <usize>sp + <usize>s0) << 2), scale);
       }
+    }
+  }
+  // masked slots (a u8 per head and slot) take no part in the softmax
+  const mask = <usize>load<u32>(a, QATT_MASK);
+  if (mask != 0) {
+    for (let r = 0; r < rows; r++) {
+      const rowSeen = min(seen, visible + t0 + r / g - lo);
+      const row = scores + (<usize>r * <usize>sp << 2);
+      const mp = mask + <usize>(h0 + r % g) * <usize>capacity + <usize>lo;
+      for (let s = 0; s < rowSeen; s++) if (load<u8>(mp + <usize>s) != 0) store<f32>(row + (<usize>s << 2), -Infinity);
     }
   }
   const partial = <usize>load<u32>(a, QATT_PARTIAL) + (<usize>part * <usize>hg * <usize>(d + 2) << 2);

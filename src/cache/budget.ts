@@ -1,4 +1,4 @@
-import { oneOf, param, type Params } from '../util/schema.js';
+import { number, oneOf, param, type Params } from '../util/schema.js';
 
 /** A token count (integer ≥ 1) or a fraction of the prompt (0 < x < 1); or a list of them, one per layer. */
 export type Budget = number | readonly number[];
@@ -21,9 +21,16 @@ export const BUDGET_PARAMS = {
     default: 'uniform',
     doc: 'uniform: every layer gets the budget; pyramid: PyramidKV (Cai et al., arXiv:2406.02069), lower layers more, same total',
   }),
+  heads: oneOf(['uniform', 'adakv'], {
+    default: 'uniform',
+    doc: "uniform: every KV head keeps the budget; adakv: AdaKV (Feng et al., arXiv:2407.11550), a layer's heads share heads × budget by score",
+  }),
+  floor: number({ min: 0, max: 1, default: 0.2, doc: 'heads=adakv: share of the budget each head keeps whatever its scores (the safeguard)' }),
 };
 
 export type Schedule = 'uniform' | 'pyramid';
+/** How a layer's budget is split across its KV heads. */
+export type HeadSplit = 'uniform' | 'adakv';
 
 /**
  * What is wrong with a policy's token parameters for one model: a per-layer list whose length is not

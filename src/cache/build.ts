@@ -45,7 +45,7 @@ export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, s
   const budgetIssue = budgetProblem(spec.policy.params, policyKind.schema.params, config.numLayers, config.maxContext);
   if (budgetIssue) throw new UsageError(`cache spec "${text}": ${budgetIssue}`);
   const policyParams = withDefaults(spec.policy, policyKind.schema);
-  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, numHeads: config.numHeads, capacity: Math.max(1, capacity) };
+  const shape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, numHeads: config.numHeads, capacity: Math.max(1, capacity), rope: ropeOf(config) };
   let policy = policyKind.create(policyParams, shape);
   const slots = startCapacity(policy, config.numLayers, shape.capacity, options.stepTokens);
   if (!options.grown && slots < shape.capacity) {
@@ -56,6 +56,7 @@ export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, s
     const half = Math.floor(config.maxContext / 2);
     throw new UsageError(`streaming needs a cache that holds a fixed budget, e.g. window(sinks=4,recent=${config.maxContext - 4}) or h2o(budget=${half})`);
   }
+  if (streaming && policyKind.readsKeys) throw new UsageError(`cache spec "${text}": ${spec.policy.name} scores keys after RoPE, which a streaming cache does not store`);
   if (streaming && !codecKind.ropeOnRead) {
     throw new UsageError(`streaming needs a codec that applies RoPE when reading keys; ${spec.codec.name} stores them rotated`);
   }
@@ -66,6 +67,7 @@ export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, s
   }
   const split = groups.count > 1;
   if (split && isMasking(policy)) throw new UsageError(`cache spec "${text}": attention masks cannot follow a model split over several memories`);
+  if (policy.raggedHeads && streaming) throw new UsageError(`cache spec "${text}": heads=adakv cannot stream (RoPE positions are re-ranked per layer, not per head)`);
   const codecIn = (kernels: Kernels, firstLayer: number, numLayers: number): Codec =>
     codecKind.create(codecParams, {
       kernels, config: { ...config, numLayers }, capacity: shape.capacity, rope: ropeOf(config), ropeOnRead: streaming, model: options.model, measureOnly: options.measureOnly, firstLayer,
@@ -73,8 +75,13 @@ export function buildCache(memory: Kernels | LayerGroups, config: ModelConfig, s
       modelLayers: config.numLayers,
     });
   const codec = split ? new GroupedCodec(groups, groups.list.map((g) => codecIn(g.kernels, g.from, g.to - g.from))) : codecIn(groups.first.kernels, 0, config.numLayers);
+  if (policy.raggedHeads && !('maskedAttention' in codec)) {
+    codec.free();
+    // the slots past a shorter head's end are left out of its attention by a mask
+    throw new UsageError(`cache spec "${text}": heads=adakv needs a codec whose attention takes a mask${split ? ', and a model split over several memories has none' : ''}`);
+  }
   warnIfWide(spec.codec.name, codec, config);
-  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, streaming, capacity: shape.capacity, groups };
+  return { spec: text, policy, codec, needsRows: policyKind.needsRows === true, readsKeys: policyKind.readsKeys === true, streaming, capacity: shape.capacity, groups };
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Kernels } from '../kernels/api.js';
 import { kvBytesPerToken, type ModelConfig } from '../model/config.js';
 import type { LayerGroups } from './layer-groups.js';
-import type { Codec, CodecAttention } from './codec.js';
+import type { Codec, CodecAttention, MaskingCodec } from './codec.js';
 import type { CacheObserver } from './observer.js';
 import type { AttentionStats, Policy, SlotView, TokenRows } from './policy.js';
 
@@ -13,6 +13,8 @@ export interface CacheParts {
   codec: Codec;
   /** Whether the policy's onAppend needs the new tokens' key and value rows. */
   needsRows: boolean;
+  /** Whether the policy's choice reads stored keys (SlotView.key). */
+  readsKeys?: boolean;
   /** Keys stored before RoPE and rotated at their rank among the held tokens. */
   streaming: boolean;
   /** Slots per KV head allocated at first. */
@@ -40,7 +42,20 @@ export class KVCache {
   readonly spec: string;
   /** Told of every write and compression while attached (the trace); undefined costs nothing. */
   observer: CacheObserver | undefined;
+  /** Per layer: the slots each KV head uses, [0, length) (with heads=adakv, the longest head's). */
   private readonly lengths: number[];
+  /**
+   * heads=adakv (the policy's raggedHeads): per layer, the tokens each KV head holds in slots
+   * [0, count); new tokens go after each head's own. Attention covers the longest head's slots and
+   * leaves out, by a mask, those past a shorter head's end (they hold nothing: bytes count held slots).
+   */
+  private readonly ragged: boolean;
+  private headLengths: Int32Array[] = [];
+  private masks: number[] = [];
+  private headEvicted: Int32Array[] = [];
+  private readonly headCounts: Int32Array;
+  private readonly headViews: SlotView[];
+  private readonly meanLengths: number[];
   /** Per layer, Int32 [numKvHeads × capacity]: each slot's position (only when the policy evicts). */
   private positions: number[] = [];
   /** Per layer group, Int32 [numKvHeads × capacity]: slot indices, when the policy never evicts and positions are read (else 0). */
@@ -55,6 +70,7 @@ export class KVCache {
   private lastProbs: number[] = [];
   private tail = new Float32Array(0);
   private readonly needsRows: boolean;
+  private readonly readsKeys: boolean;
   private promptLengthSet = false;
   /** Streaming: RoPE positions are ranks among the held tokens, recomputed after evictions. */
   readonly streaming: boolean;
@@ -83,11 +99,17 @@ export class KVCache {
     this.policy = parts.policy;
     this.codec = parts.codec;
     this.needsRows = parts.needsRows;
+    this.readsKeys = parts.readsKeys === true;
     this.streaming = parts.streaming;
     this.capacity = parts.capacity;
     this.groups = parts.groups;
     this.ranksValid = new Array<boolean>(config.numLayers).fill(false);
     this.lengths = new Array<number>(config.numLayers).fill(0);
+    this.ragged = this.policy.raggedHeads === true;
+    if (this.ragged) this.headLengths = Array.from({ length: config.numLayers }, () => new Int32Array(config.numKvHeads));
+    this.headCounts = new Int32Array(config.numKvHeads);
+    this.headViews = Array.from({ length: config.numKvHeads }, () => ({ positions: new Int32Array(0), length: 0 }));
+    this.meanLengths = new Array<number>(config.numLayers).fill(0);
     this.oneEach = new Array<number>(config.numLayers).fill(1);
     this.noneEach = new Array<number>(config.numLayers).fill(0);
     this.attentionStats.group = config.numHeads / config.numKvHeads;
@@ -110,11 +132,13 @@ export class KVCache {
   }
 
   /**
-   * Tokens held per KV head, averaged over the layers: the count `bytesPerToken()` scales by. Layers hold
-   * as many each unless their budgets differ (pyramid); `layerLengths()` gives each.
+   * Tokens held per KV head, averaged over the layers and heads: the count `bytesPerToken()` scales by.
+   * Layers hold as many each unless their budgets differ (pyramid), heads unless they adapt (adakv);
+   * `layerLengths()` gives each layer's longest head.
    */
   meanLength(): number {
-    return this.lengths.reduce((a, b) => a + b, 0) / this.lengths.length;
+    const held = this.heldLengths();
+    return held.reduce((a, b) => a + b, 0) / held.length;
   }
 
   /** Tokens held per KV head in each layer. */
@@ -148,8 +172,13 @@ export class KVCache {
   attend(layer: number, q: number, keys: number, values: number, positions: Int32Array, ropePositions: number, n: number, out: number): void {
     const from = this.lengths[layer]!;
     this.append(layer, keys, values, positions, ropePositions, n);
+    if (this.policy.observeQueries) {
+      const c = this.config;
+      this.policy.observeQueries(layer, this.kernelsOf(layer).arena.f32(q, n * c.numHeads * c.headDim), n, this.kernelsOf(layer).arena.i32(ropePositions, n));
+    }
     const slotPositions = this.streaming ? this.ropePositions[layer]! : this.slotPositions(layer);
-    this.attendQueries(layer, q, out, from, n, slotPositions);
+    if (this.ragged && this.headLengths[layer]!.some((count) => count !== from + n)) this.attendRagged(layer, q, out, n, slotPositions);
+    else this.attendQueries(layer, q, out, from, n, slotPositions);
     // a step ends with the last layer; eviction waits for compress(), so this is the step's peak
     if (layer === this.config.numLayers - 1) this.peak = Math.max(this.peak, this.bytes());
   }
@@ -161,13 +190,34 @@ export class KVCache {
     this.ensureCapacity(from + n);
     this.storePositions(layer, from, n, positions);
     for (let h = 0; h < c.numKvHeads; h++) {
-      this.policy.onAppend(layer, h, from, n, positions, this.needsRows ? this.headRows(layer, keys, values, h, n) : undefined);
+      const headFrom = this.ragged ? this.headLengths[layer]![h]! : from;
+      this.policy.onAppend(layer, h, headFrom, n, positions, this.needsRows ? this.headRows(layer, keys, values, h, n) : undefined);
     }
     const arena = this.kernelsOf(layer).arena;
     const observed = this.observer && { keys: arena.f32(keys, n * c.numKvHeads * c.headDim).slice(), values: arena.f32(values, n * c.numKvHeads * c.headDim).slice() };
     this.codec.write(layer, from, n, keys, values, ropePositions);
     if (observed) this.observer!.written(layer, from, n, observed.keys, observed.values, positions);
     this.lengths[layer] = from + n;
+    if (this.ragged) this.packHeads(layer, from, n);
+  }
+
+  /** heads=adakv: moves the n tokens just written at slots [from, from+n) of each shorter head to follow its own. */
+  private packHeads(layer: number, from: number, n: number): void {
+    const counts = this.headLengths[layer]!;
+    let longest = 0;
+    for (let h = 0; h < counts.length; h++) {
+      const to = counts[h]!;
+      if (to < from) {
+        const positions = this.kernelsOf(layer).arena.i32(this.positions[layer]! + h * this.capacity * 4, from + n);
+        for (let i = 0; i < n; i++) {
+          this.codec.move(layer, h, from + i, to + i);
+          positions[to + i] = positions[from + i]!;
+        }
+      }
+      counts[h] = to + n;
+      longest = Math.max(longest, to + n);
+    }
+    this.lengths[layer] = longest;
   }
 
   /**
@@ -228,15 +278,60 @@ export class KVCache {
       this.codec.attention(layer, call);
       this.tail.set(probs, r * probsLength);
     }
+    this.report(layer, n, from + n, received ? arena.f32(received, probsLength) : EMPTY, tailRows);
+  }
+
+  /** Tells the policy what a layer's attention of n new tokens gave (the tail rows are in `this.tail`). */
+  private report(layer: number, n: number, length: number, received: Float32Array, tailRows: number): void {
     const stats = this.attentionStats;
     stats.layer = layer;
     stats.n = n;
-    stats.length = from + n;
+    stats.length = length;
     stats.capacity = this.capacity;
-    stats.received = received ? arena.f32(received, probsLength) : EMPTY;
+    stats.received = received;
     stats.tail = this.tail;
     stats.tailRows = tailRows;
     this.policy.observe(stats);
+  }
+
+  /**
+   * attendQueries when a layer's heads hold different counts: one query at a time over the longest
+   * head's slots, each shorter head's slots past its own view masked out.
+   */
+  private attendRagged(layer: number, q: number, out: number, n: number, slotPositions: number): void {
+    const c = this.config;
+    const arena = this.kernelsOf(layer).arena;
+    const group = this.groups.indexOf(layer);
+    const counts = this.headLengths[layer]!;
+    const last = this.lengths[layer]! - n; // slots the longest head held before these tokens
+    const tailRows = Math.min(this.policy.tailQueries, n);
+    const probsLength = c.numHeads * this.capacity;
+    const received = this.policy.needsReceived ? this.received[group]! : 0;
+    if (received) arena.f32(received, probsLength).fill(0);
+    const mask = arena.u8(this.masks[group]!, probsLength);
+    const g = c.numHeads / c.numKvHeads;
+    const rowBytes = c.numHeads * c.headDim * 4;
+    const call = this.call;
+    call.positions = slotPositions;
+    call.received = received;
+    call.n = 1;
+    for (let i = 0; i < n; i++) {
+      call.q = q + i * rowBytes;
+      call.out = out + i * rowBytes;
+      call.visible = last + 1 + i;
+      const tail = i >= n - tailRows;
+      // always: a query with nothing to report may be split over slot ranges, and the kernel's merge of
+      // split ranges is not tested with ranges a mask leaves empty for a head
+      call.lastProbs = this.lastProbs[group]!;
+      mask.fill(0);
+      for (let j = 0; j < c.numHeads; j++) {
+        const sees = counts[Math.floor(j / g)]! - n + 1 + i;
+        mask.fill(1, j * this.capacity + sees, j * this.capacity + call.visible);
+      }
+      (this.codec as MaskingCodec).maskedAttention(layer, call, this.masks[group]!);
+      if (tail) this.tail.set(arena.f32(call.lastProbs, probsLength), (i - (n - tailRows)) * probsLength);
+    }
+    this.report(layer, n, last + n, received ? arena.f32(received, probsLength) : EMPTY, tailRows);
   }
 
   /** Ends a step: evicts where a layer is over its budget (see evict), then tells the observer what is held. */
@@ -252,6 +347,10 @@ export class KVCache {
    */
   private evict(maxTokens: number): void {
     for (let l = 0; l < this.config.numLayers; l++) {
+      if (this.ragged) {
+        this.evictHeads(l, maxTokens);
+        continue;
+      }
       const length = this.lengths[l]!;
       if (length <= Math.min(this.policy.budget(l), maxTokens)) continue;
       const keep = Math.min(length, Math.max(1, Math.min(this.policy.target(l), maxTokens)));
@@ -260,22 +359,118 @@ export class KVCache {
         const positions = this.kernelsOf(l).arena.i32(this.positions[l]! + h * this.capacity * 4, length);
         this.view.positions = positions;
         this.view.length = length;
+        if (this.readsKeys) this.view.key = this.keyReader(l, h);
         this.policy.choose(l, h, count, this.view, this.evicted);
         const ranks = this.streaming && this.ranksValid[l] ? this.kernelsOf(l).arena.i32(this.ropePositions[l]! + h * this.capacity * 4, length) : undefined;
         if (ranks) this.dropRanks(ranks, count);
-        this.swapRemove(l, h, count, length, positions, ranks);
+        this.swapRemove(l, h, this.evicted, count, length, positions, ranks);
       }
       this.lengths[l] = keep;
     }
   }
 
+  /** heads=adakv: a layer over numKvHeads × its budget is cut to numKvHeads × its target, the policy choosing across heads. */
+  private evictHeads(layer: number, maxTokens: number): void {
+    const heads = this.config.numKvHeads;
+    const counts = this.headLengths[layer]!;
+    const total = counts.reduce((a, b) => a + b, 0);
+    if (total <= heads * Math.min(this.policy.budget(layer), maxTokens)) return;
+    const keep = Math.round(heads * Math.max(1, Math.min(this.policy.target(layer), maxTokens)));
+    if (total <= keep) return;
+    const arena = this.kernelsOf(layer).arena;
+    for (let h = 0; h < heads; h++) {
+      this.headViews[h]!.positions = arena.i32(this.positions[layer]! + h * this.capacity * 4, counts[h]!);
+      this.headViews[h]!.length = counts[h]!;
+      if (this.readsKeys) this.headViews[h]!.key = this.keyReader(layer, h);
+    }
+    this.policy.chooseHeads!(layer, total - keep, this.headViews, this.headEvicted, this.headCounts);
+    let longest = 0;
+    for (let h = 0; h < heads; h++) {
+      const length = counts[h]!;
+      const gone = this.headCounts[h]!;
+      if (gone >= length) throw new Error(`internal: the policy evicted all ${length} tokens of head ${h} in layer ${layer}`);
+      this.swapRemove(layer, h, this.headEvicted[h]!, gone, length, this.headViews[h]!.positions, undefined);
+      counts[h] = length - gone;
+      longest = Math.max(longest, length - gone);
+    }
+    this.lengths[layer] = longest;
+  }
+
+  /** SlotView.key for a head: its stored keys, decoded (codecs give keys after RoPE unless streaming, which such policies refuse). */
+  private keyReader(layer: number, head: number): (slot: number) => Float32Array {
+    return (slot) => this.codec.readRow(layer, head, slot, 'key');
+  }
+
+  /** Tokens each KV head of a layer holds (they differ only with heads=adakv). */
+  headCountsOf(layer: number): number[] {
+    return this.ragged ? Array.from(this.headLengths[layer]!) : new Array<number>(this.config.numKvHeads).fill(this.lengths[layer]!);
+  }
+
+  /** Slots held over every layer and KV head. */
+  heldSlots(): number {
+    let slots = 0;
+    for (let l = 0; l < this.lengths.length; l++) slots += this.ragged ? this.headLengths[l]!.reduce((a, b) => a + b, 0) : this.lengths[l]! * this.config.numKvHeads;
+    return slots;
+  }
+
+  /** The positions some layer's KV head holds, ascending. */
+  heldTokenPositions(): number[] {
+    const held = new Set<number>();
+    for (let l = 0; l < this.lengths.length; l++) for (let h = 0; h < this.config.numKvHeads; h++) for (const p of this.heldPositions(l, h)) held.add(p);
+    return [...held].sort((a, b) => a - b);
+  }
+
+  /** What each layer's heads hold now, for `rollback`. */
+  mark(): number[][] {
+    return this.lengths.map((_, l) => this.headCountsOf(l));
+  }
+
+  /**
+   * Drops the tokens appended since `mark` (a scoring pass that must leave nothing behind): they are
+   * the last slots of each head, as nothing was evicted since. Not for streaming caches.
+   */
+  rollback(mark: readonly (readonly number[])[]): void {
+    if (this.streaming) throw new Error('internal: a streaming cache cannot roll back');
+    mark.forEach((counts, l) => {
+      if (this.ragged) this.headLengths[l]!.set(counts);
+      this.lengths[l] = Math.max(...counts);
+    });
+  }
+
+  /** Per layer, the tokens a KV head holds on average (what the per-slot counts of positions and policy state need). */
+  private heldLengths(): readonly number[] {
+    if (!this.ragged) return this.lengths;
+    for (let l = 0; l < this.lengths.length; l++) this.meanLengths[l] = this.headLengths[l]!.reduce((a, b) => a + b, 0) / this.config.numKvHeads;
+    return this.meanLengths;
+  }
+
   /** Real bytes held now: the codec's storage, slot positions, and the policy's per-slot state. */
   bytes(): number {
     const c = this.config;
+    const lengths = this.heldLengths();
     let slots = 0;
-    for (const length of this.lengths) slots += length * c.numKvHeads;
+    for (const length of lengths) slots += length * c.numKvHeads;
     const positions = this.policy.evicts ? slots * 4 : this.slotIndices.length * c.numKvHeads * this.capacity * 4; // one slot-index table per memory
-    return this.codec.bytes(this.lengths) + positions + this.policy.bytes(this.lengths);
+    return this.codecBytes() + positions + this.policy.bytes(lengths);
+  }
+
+  /**
+   * The codec's bytes for what is held. Its storage is per KV head, so when heads hold different
+   * counts each (layer, head) adds a head's share of that layer holding its count in every head.
+   */
+  private codecBytes(): number {
+    if (!this.ragged) return this.codec.bytes(this.lengths);
+    const none = this.codec.bytes(this.noneEach);
+    const one = this.meanLengths.map(() => 0);
+    let total = none;
+    for (let l = 0; l < one.length; l++) {
+      for (const count of this.headLengths[l]!) {
+        one[l] = count;
+        total += (this.codec.bytes(one) - none) / this.config.numKvHeads;
+      }
+      one[l] = 0;
+    }
+    return total;
   }
 
   /**
@@ -287,7 +482,7 @@ export class KVCache {
     const one = this.codec.bytes(this.oneEach) - this.codec.bytes(this.noneEach);
     const position = this.policy.evicts ? c.numLayers * c.numKvHeads * 4 : 0;
     const mean = this.meanLength();
-    return one + position + (mean > 0 ? this.policy.bytes(this.lengths) / mean : 0);
+    return one + position + (mean > 0 ? this.policy.bytes(this.heldLengths()) / mean : 0);
   }
 
   /**
@@ -308,6 +503,12 @@ export class KVCache {
     return (this.codec.maxBytes?.(lengths) ?? this.codec.bytes(lengths)) + positions + (this.policy.maxBytes?.(lengths) ?? this.policy.bytes(lengths));
   }
 
+  /** What the bytes, quality or cost of this cache depend on that its spec does not say (the codec's and the policy's notes). */
+  note(): string | undefined {
+    const notes = [this.codec.note?.(), this.policy.note?.()].filter((n) => n);
+    return notes.length ? notes.join('; ') : undefined;
+  }
+
   /** Highest `bytes()` seen at the end of a step since creation or the last reset: the transient peak before eviction. */
   peakBytes(): number {
     return this.peak;
@@ -320,7 +521,7 @@ export class KVCache {
 
   /** Positions held by a KV head of a layer (a copy). */
   heldPositions(layer: number, head: number): number[] {
-    const length = this.lengths[layer]!;
+    const length = this.ragged ? this.headLengths[layer]![head]! : this.lengths[layer]!;
     if (!this.policy.evicts) return Array.from({ length }, (_, slot) => slot);
     return Array.from(this.kernelsOf(layer).arena.i32(this.positions[layer]! + head * this.capacity * 4, length));
   }
@@ -337,6 +538,7 @@ export class KVCache {
 
   reset(): void {
     this.lengths.fill(0);
+    for (const counts of this.headLengths) counts.fill(0);
     this.ranksValid.fill(false);
     this.peak = 0;
     this.held = 0;
@@ -435,10 +637,10 @@ export class KVCache {
   }
 
   /** Moves the survivors at the end into the holes that evicted[0, count) leave below the new length (their ranks too, when given). */
-  private swapRemove(layer: number, head: number, count: number, length: number, positions: Int32Array, ranks: Int32Array | undefined): void {
+  private swapRemove(layer: number, head: number, evicted: Int32Array, count: number, length: number, positions: Int32Array, ranks: Int32Array | undefined): void {
     const keep = length - count;
     const gone = this.gone;
-    for (let i = 0; i < count; i++) gone[this.evicted[i]!] = 1;
+    for (let i = 0; i < count; i++) gone[evicted[i]!] = 1;
     let mover = length - 1;
     for (let hole = 0; hole < keep; hole++) {
       if (!gone[hole]) continue;
@@ -482,6 +684,10 @@ export class KVCache {
     this.tail = new Float32Array(Math.max(1, this.policy.tailQueries) * numbers);
     this.evicted = new Int32Array(this.capacity);
     this.gone = new Uint8Array(this.capacity);
+    if (this.ragged) {
+      this.masks = this.groups.list.map((g) => g.kernels.arena.alloc(numbers));
+      this.headEvicted = Array.from({ length: c.numKvHeads }, () => new Int32Array(this.capacity));
+    }
     if (this.streaming) {
       this.rankKeys = new Float64Array(this.capacity);
       this.slotOfRank = new Int32Array(this.capacity);
@@ -497,8 +703,9 @@ export class KVCache {
   }
 
   private freeSlotBuffers(): void {
-    for (const list of [this.received, this.lastProbs, this.slotIndices]) this.freeGroupBuffers(list);
+    for (const list of [this.received, this.lastProbs, this.slotIndices, this.masks]) this.freeGroupBuffers(list);
     this.slotIndices = [];
+    this.masks = [];
   }
 
   /** Frees one buffer per layer group (0: none). */

@@ -1,3 +1,4 @@
+import type { Rope } from '../kernels/rope.js';
 import type { Infer, Params } from '../util/schema.js';
 import type { PartSchema } from './spec.js';
 
@@ -34,6 +35,8 @@ export interface SlotView {
   /** Token position of each live slot of this KV head. */
   positions: Int32Array;
   length: number;
+  /** For kinds with `readsKeys`: a slot's key as the codec stores it, decoded, after RoPE. */
+  key?(slot: number): Float32Array;
 }
 
 /**
@@ -60,8 +63,35 @@ export interface Policy {
    */
   onAppend(layer: number, head: number, from: number, n: number, positions: Int32Array, rows: TokenRows | undefined): void;
   observe(stats: AttentionStats): void;
+  /**
+   * Optional (Expected Attention): a layer's n new queries, f32 [n × numHeads × headDim] after RoPE at
+   * `positions` (a view of kernel memory: read it before returning).
+   */
+  observeQueries?(layer: number, queries: Float32Array, n: number, positions: Int32Array): void;
   /** Writes to out[0, count) the slot indices (distinct, < view.length) to evict from one KV head. */
   choose(layer: number, head: number, count: number, view: SlotView, out: Int32Array): void;
+  /**
+   * Whether a layer's KV heads may hold different counts (heads=adakv): the budget is then per head
+   * on average, the layer holding numKvHeads × budget, and eviction calls `chooseHeads` instead of `choose`.
+   */
+  readonly raggedHeads?: boolean;
+  /**
+   * Chooses `count` slots to evict among all KV heads of a layer together: head h's go to
+   * out[h][0, counts[h]) (distinct, < views[h].length); every head keeps at least one slot.
+   */
+  chooseHeads?(layer: number, count: number, views: readonly SlotView[], out: readonly Int32Array[], counts: Int32Array): void;
+  /**
+   * Optional (KVzip): scores from a reconstruction pass the session runs before compressing when
+   * this says so (`held`: slots over every layer and KV head). The session feeds
+   * `reconstructionPrompt` and the held tokens again after the last position, between
+   * `beginReconstruction` (each layer's slots per KV head, which the scores are for) and
+   * `endReconstruction` (the tokens it ran and the milliseconds they took); then drops them from the
+   * cache and compresses.
+   */
+  reconstructionDue?(held: number): boolean;
+  readonly reconstructionPrompt?: string;
+  beginReconstruction?(counts: readonly (readonly number[])[]): void;
+  endReconstruction?(tokens: number, ms: number): void;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
   /** Optional, for inspection (the trace): what `heldScores` gives, e.g. "accumulated attention". */
@@ -70,6 +100,8 @@ export interface Policy {
   heldScores?(layer: number, head: number, length: number): ArrayLike<number>;
   /** Optional numbers a run reports about the policy (e.g. the share of tokens a mask kept). */
   stats?(): Record<string, number>;
+  /** What the policy's cost depends on that its spec does not say, or what it holds besides per-slot state; shown beside its numbers. */
+  note?(): string | undefined;
   /** Bytes of per-slot state held for the slots the cache holds now (`lengths`: per layer, per KV head). */
   bytes(lengths: readonly number[]): number;
   /** The most `bytes(lengths)` can be, whatever has run (default: `bytes`, for state allocated up front). */
@@ -100,6 +132,8 @@ export interface PolicyShape {
   /** Query heads, for state kept per query head (default numKvHeads). */
   numHeads?: number;
   capacity: number;
+  /** The model's RoPE (for policies that reason about positions to come; absent in some tests). */
+  rope?: Rope;
 }
 
 /** A policy kind: its spec schema and how to build one from the parameters it declares. */
@@ -108,6 +142,8 @@ export interface PolicyKind<P extends Params = Params> {
   create(params: Infer<P>, shape: PolicyShape): Policy;
   /** Whether `onAppend` needs the new tokens' key and value rows (knorm, qhitter). */
   needsRows?: boolean;
+  /** Whether `choose` reads stored keys through `SlotView.key` (not while streaming: stored keys are then before RoPE). */
+  readsKeys?: boolean;
   /**
    * The codec (spec text, e.g. `int(bits=4,axis=token)`) a cache uses when the spec names none:
    * for a policy whose method stores what it keeps in a format of its own (qhitter).

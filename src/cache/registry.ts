@@ -5,9 +5,11 @@ import { int } from './codecs/int.js';
 import { kvquant } from './codecs/kvquant.js';
 import { turboquant } from './codecs/turboquant.js';
 import type { PolicyKind } from './policy.js';
+import { expected } from './policies/expected.js';
 import { full } from './policies/full.js';
 import { h2o } from './policies/h2o.js';
 import { knorm } from './policies/knorm.js';
+import { kvzip } from './policies/kvzip.js';
 import { qhitter } from './policies/qhitter.js';
 import { random } from './policies/random.js';
 import { scissorhands } from './policies/scissorhands.js';
@@ -18,7 +20,7 @@ import { DEFAULT_CODEC, parseCacheSpec, printCacheSpec, withDefaults, type Cache
 
 /** Every policy and codec a spec may name. */
 export const POLICIES = new Map<string, PolicyKind>(
-  [full, window, h2o, scissorhands, tova, snapkv, random, knorm, qhitter].map((k) => [k.schema.name, k]),
+  [full, window, h2o, scissorhands, tova, snapkv, random, knorm, qhitter, expected, kvzip].map((k) => [k.schema.name, k]),
 );
 export const CODECS = new Map<string, CodecKind>([fp32, fp16, bf16, int, kvquant, turboquant].map((k) => [k.schema.name, k]));
 

@@ -153,7 +153,7 @@ export function cacheSummary(session: Session): string {
   const times = compressionRatio(c, session.tokens.length, held);
   const ratio = times >= 1 ? `${times.toFixed(1)}x smaller` : `${(1 / times).toFixed(1)}x larger`;
   const line = `KV cache: ${formatBytes(held)} held (full fp16: ${formatBytes(fp16)}, ${ratio})`;
-  const note = session.cache.codec.note?.();
+  const note = session.cache.note();
   if (!note) return line;
   const peak = session.cache.peakBytes();
   return `${line}${peak > held ? `; ${formatBytes(peak)} at the peak` : ''}\n${note}`;

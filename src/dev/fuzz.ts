@@ -40,8 +40,8 @@ function judge(input: string, e: unknown): { outcome: Outcome; input: string; pr
   return { outcome: 'finding', input, problem: e instanceof Error ? `${e.name}: ${e.message}` : String(e) };
 }
 
-const SPEC_PARTS = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter', 'fp16', 'bf16', 'int', 'kvquant'];
-const SPEC_KEYS = ['budget', 'recent', 'sinks', 'bits', 'group', 'axis', 'window', 'drop', 'mode', 'seed', 'schedule', 'outliers', '__proto__', 'constructor'];
+const SPEC_PARTS = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter', 'expected', 'kvzip', 'fp16', 'bf16', 'int', 'kvquant'];
+const SPEC_KEYS = ['budget', 'recent', 'sinks', 'bits', 'group', 'axis', 'window', 'drop', 'mode', 'seed', 'schedule', 'heads', 'floor', 'every', 'outliers', '__proto__', 'constructor'];
 
 function randomSpec(random: () => number): string {
   const value = () => (random() < 0.5 ? String(pick(random, WEIRD_NUMBERS)) : pick(random, WEIRD_WORDS));

@@ -198,7 +198,7 @@ export class Session {
       if (i > 0) yield;
       logits = this.run(ids.slice(i, i + chunk), false, activations);
     }
-    this.cache.compress();
+    this.compress();
     return logits!;
   }
 
@@ -271,7 +271,7 @@ export class Session {
     for (let i = 0; i < n; i += step) {
       const chunk = ids.slice(i, Math.min(i + step, n));
       const logits = this.run(chunk, true);
-      this.cache.compress();
+      this.compress();
       for (let t = 0; t < chunk.length; t++) {
         const index = i + t;
         if (index + 1 >= n) break;
@@ -320,9 +320,34 @@ export class Session {
     if (bad >= 0) throw nonFinite(sessions[bad]!.tokens.length);
     for (const [i, session] of sessions.entries()) {
       session.tokens.push(tokens[i]!);
-      session.cache.compress();
+      session.compress();
     }
     return logits;
+  }
+
+  /** Compresses the cache, after a reconstruction pass when its policy scores that way (KVzip). */
+  private compress(maxTokens?: number): void {
+    const cache = this.cache;
+    if (cache.policy.reconstructionDue?.(cache.heldSlots())) this.reconstruct();
+    cache.compress(maxTokens);
+  }
+
+  /**
+   * KVzip's scoring pass: the repeat prompt and the held tokens (in position order) are fed one at a
+   * time after the last position, so the policy sees each query's attention; then they are dropped.
+   */
+  private reconstruct(): void {
+    const cache = this.cache;
+    const policy = cache.policy;
+    const started = performance.now();
+    const prompt = this.model.tokenizer.encode(policy.reconstructionPrompt ?? '', { addBos: false });
+    const ids = [...prompt, ...cache.heldTokenPositions().map((p) => this.tokens[p]!)];
+    const mark = cache.mark();
+    policy.beginReconstruction!(mark);
+    const next = this.tokens.length;
+    for (let i = 0; i < ids.length; i++) forward(this.model.config, this.model.weights, this.activations, cache, [ids[i]!], [next + i], false);
+    policy.endReconstruction!(ids.length, performance.now() - started);
+    cache.rollback(mark);
   }
 
   private checkIds(ids: readonly number[]): void {
@@ -374,7 +399,7 @@ export class Session {
         this.maxKvBytes, needed,
       );
     }
-    cache.compress(keep);
+    this.compress(keep);
   }
 
   /** `fix` says what the caller can do about too many tokens, besides streaming. */

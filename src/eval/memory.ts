@@ -49,7 +49,7 @@ export class CacheMeter {
     if (this.session.tokens.length >= this.longest) {
       this.longest = this.session.tokens.length;
       this.end = this.session.cache.bytes();
-      this.note = this.session.cache.codec.note?.();
+      this.note = this.session.cache.note();
     }
   }
 

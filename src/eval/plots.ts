@@ -23,10 +23,10 @@ export interface Plot {
 /**
  * Colours per policy, in POLICY_ORDER, so a method looks the same in every plot: the Okabe–Ito
  * palette (distinct under the common colour-vision deficiencies; its yellow darkened to read on white),
- * then two more; markers and dash patterns tell policies apart without colour too.
+ * then three more; markers and dash patterns tell policies apart without colour too.
  */
-const POLICY_ORDER = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter'];
-const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#44AA99'];
+const POLICY_ORDER = ['full', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter', 'expected', 'kvzip'];
+const PALETTE = ['#000000', '#E69F00', '#0072B2', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#9A8700', '#7F7F7F', '#44AA99', '#661100'];
 /** Their markers, shapes no policy has. */
 const FULL_CODEC_MARKER: Record<string, number> = { int: 7, kvquant: 9, bf16: 8, turboquant: 5 };
 /** The full cache's quantising codecs (Tol's indigo, wine, purple, green): the codec is the method there. */
@@ -131,7 +131,7 @@ interface Series {
 const DASHES = ['', '7 3', '2 2', '9 3 2 3', '12 4', '1 3', '5 2 1 2', '4 2 4 6'];
 const CODEC_DASH: Record<string, number> = { fp16: 0, fp32: 1, int: 2, kvquant: 3, bf16: 4, turboquant: 5 };
 /** Marker shapes: polygons by their number of corners and turn (0: a circle). */
-const MARKERS: readonly (readonly [number, number])[] = [[0, 0], [4, 45], [3, 0], [4, 0], [3, 180], [5, 0], [6, 0], [3, 90], [5, 180], [3, 270]];
+const MARKERS: readonly (readonly [number, number])[] = [[0, 0], [4, 45], [3, 0], [4, 0], [3, 180], [5, 0], [6, 0], [3, 90], [5, 180], [3, 270], [6, 30]];
 
 export interface SeriesStyle {
   color: string;

@@ -142,6 +142,8 @@ export const QATT_PARTIAL = 84; // ptr
 export const QATT_QUERY_BLOCK = 88;
 /** 1: the fast path (integer dot products on rounded queries and weights, see packed-attention.ts); 0: exact. */
 export const QATT_FAST = 92;
+/** ptr, 0: none; u8 [numHeads × capacity], non-zero leaves that slot out of that query head's softmax (AttentionArgs.mask). */
+export const QATT_MASK = 96;
 /** Slots per decoded tile; divides every channel-axis token group (32/64/128). */
 export const QATT_TILE = 32;
 

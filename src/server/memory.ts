@@ -20,9 +20,13 @@ export function predictedPeakBytes(cache: KVCache, prompt: number, decode: numbe
 function predictedPeak(cache: KVCache, prompt: number, decode: number, capacity?: number): { bytes: number; longest: number } {
   const lengths = [...cache.layerLengths()];
   let longest = Math.max(...lengths);
+  // KVzip's reconstruction feeds what is held again, after its prompt (at most a token per character),
+  // before cutting: held tokens twice over, plus the prompt, bound what it may hold at any step
+  const repeat = cache.policy.reconstructionDue ? cache.policy.reconstructionPrompt?.length ?? 0 : -1;
   const at = () => {
-    for (const length of lengths) longest = Math.max(longest, length);
-    return cache.maxBytes(lengths, capacity);
+    const held = repeat < 0 ? lengths : lengths.map((l) => 2 * l + repeat);
+    for (const length of held) longest = Math.max(longest, length);
+    return cache.maxBytes(held, capacity);
   };
   let peak = at();
   // codec storage need not grow monotonically (residual rows are packed in groups), so every length is visited

@@ -365,7 +365,7 @@ export class Scheduler {
     const bytes = cache.bytes();
     const c = this.model.config;
     // a note may name the operator's calibration file: the client gets its name, not where the server keeps it
-    const note = cache.codec.note?.()?.replace(/(?:[A-Za-z]:)?(?:[\\/][^\s\\/]+)+[\\/]([^\s\\/]+)/g, '$1');
+    const note = cache.note()?.replace(/(?:[A-Za-z]:)?(?:[\\/][^\s\\/]+)+[\\/]([^\s\\/]+)/g, '$1');
     const kvCache = { spec: job.spec, bytes, peak_bytes: cache.peakBytes(), full_fp16_bytes: fullCacheBytes(c, tokens), compression: compressionRatio(c, tokens, bytes), ...(note && { note }) };
     const result = {
       text: job.text,

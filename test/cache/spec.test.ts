@@ -62,7 +62,7 @@ describe('cache spec grammar', () => {
 
   it.each([
     ['bogus(budget=3)', /unknown name "bogus".*policies: full, window, h2o/],
-    ['h2o(budget=0.2,recnt=3)', /h2o has no parameter "recnt"; allowed: budget, schedule, recent/],
+    ['h2o(budget=0.2,recnt=3)', /h2o has no parameter "recnt"; allowed: budget, schedule, heads, floor, recent/],
     ['h2o(budget=1.5)', /budget=…\) must be a token count/],
     ['h2o(budget=-1)', /must be a token count/],
     ['h2o', /h2o needs budget/],

@@ -80,6 +80,17 @@ describe('report plots', () => {
     expect(new Set(styles.map((s) => `${s.color} ${s.dash} ${s.marker}`)).size).toBe(names.length);
   });
 
+  it('gives the 2026 methods looks of their own: Expected Attention and KVzip a colour and marker each, AdaKV its policy\'s colour in another dash', () => {
+    const names = ['full, full+fp32', 'window', 'h2o', 'scissorhands', 'tova', 'snapkv', 'random', 'knorm', 'qhitter', 'expected', 'kvzip'];
+    const styles = seriesStyles(names);
+    expect(new Set(styles.map((s) => s.color)).size).toBe(names.length);
+    expect(new Set(styles.map((s) => s.marker)).size).toBe(names.length);
+    expect(family('h2o(budget=0.2,heads=adakv)')).toBe('h2o(heads=adakv)');
+    const [h2o, adakv] = seriesStyles(['h2o', 'h2o(heads=adakv)']);
+    expect(adakv!.color).toBe(h2o!.color);
+    expect(`${adakv!.dash} ${adakv!.marker}`).not.toBe(`${h2o!.dash} ${h2o!.marker}`);
+  });
+
   it('clips a baseline far off the scale and says so; accuracy runs from 0 to 1; ticks read 10K, not 1.0e+4', () => {
     const rows = fixtureRows().filter((r) => r.task === 'ppl');
     rows.push({ ...rows[3]!, cache: 'random(budget=0.2)', key: 'r', metrics: { ppl: 250000, tokens: 2047, chunks: 1 } });

@@ -33,6 +33,8 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
   interface Case extends AttentionCase {
     extreme?: boolean;
     probs?: boolean;
+    /** Random slots left out of each query head's softmax (the new queries' own slots stay in). */
+    mask?: boolean;
   }
   const cases: Case[] = [
     { name: 'int4 per token, group 64', d: 64, numHeads: 4, numKv: 2, n: 1, visible: 100, keys: tok(4, 64), values: tok(4, 64) },
@@ -97,6 +99,19 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       name: 'bfloat16 rows (keys before RoPE, d 48)', d: 48, numHeads: 4, numKv: 2, n: 2, visible: 90,
       keys: tok(16, 48, { rope: true }), values: tok(16, 48),
     },
+    // masks (heads=adakv: the slots past a shorter head's end)
+    {
+      name: 'mask, int4 integer path, several queries, probabilities', d: 64, numHeads: 4, numKv: 2, n: 3, visible: 70,
+      keys: tok(4, 32), values: tok(4, 64), integer: true, probs: true, mask: true,
+    },
+    {
+      name: 'mask, kvquant-style streams, decode with probabilities', d: 64, numHeads: 6, numKv: 2, n: 1, visible: 300,
+      keys: chan(3, 0, { ocap: 1, sinks: 1, rope: true }), values: tok(3, 64, { ocap: 1, sinks: 1 }), probs: true, mask: true,
+    },
+    {
+      name: 'mask, int4 decode over 1000 slots (slot ranges split across threads)', d: 64, numHeads: 9, numKv: 3, n: 1, visible: 1000,
+      keys: tok(4, 64), values: tok(4, 64), integer: true, mask: true,
+    },
     {
       name: 'extreme magnitudes stay finite', d: 64, numHeads: 2, numKv: 1, n: 2, visible: 50, extreme: true,
       keys: tok(4, 32, { ocap: 2 }), values: chan(8, 32, { ocap: 1, sinks: 2 }),
@@ -112,6 +127,7 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
       const values = mk(c.values);
       const positions = new Int32Array(c.numKv * cap).map((_, i) => (c.ordered === true || i % cap < 6 ? i % cap : Math.floor(r() * 9000)));
       const q = randomF32(r, c.n * c.numHeads * c.d, c.extreme ? 1e-6 : 2);
+      const mask = Uint8Array.from({ length: c.numHeads * cap }, (_, i) => (i % cap < c.visible && r() < 0.6 ? 1 : 0));
       const run = (k: Kernels) => {
         const rope = new RopeTables(k, new Rope({ headDim: c.d, ropeTheta: 10000, ropeLayout: c.interleaved === true ? 'interleaved' : 'half' }));
         rope.ensure(9000);
@@ -123,6 +139,7 @@ describe.each([1, 2])('quantized attention, wasm (%i threads) vs reference', (th
           out, q: put(k, q), n: c.n, visible: c.visible, capacity: cap, numHeads: c.numHeads, numKvHeads: c.numKv, headDim: c.d,
           scale: 1 / Math.sqrt(c.d), lastProbs: lp, received: rc, positions: put(k, positions),
           keys: keys(k), values: values(k), ropeLo: rope.lo, ropeHi: rope.hi, ropeInterleaved: c.interleaved === true,
+          mask: c.mask ? put(k, mask) : 0,
         };
         k.quantAttention(args);
         const res = {

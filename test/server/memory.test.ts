@@ -33,6 +33,23 @@ describe('the worst case a request may reserve', () => {
   });
 });
 
+describe('KVzip, whose reconstruction holds what the cache holds twice over for a while', () => {
+  it('is bounded by what it holds with every token fed again after its prompt', async () => {
+    const prompt = model0Prompt();
+    const spec = 'kvzip(budget=24,every=8)';
+    const session = model.session({ cache: spec, chunkSize: 16 });
+    session.cache.setPromptLength(prompt.length);
+    const predicted = predictedPeakBytes(session.cache, prompt.length, 40);
+    expect(new SpecCost(model, spec).demand(prompt.length, 40).held).toBe(predicted);
+    for await (const _ of session.generate(prompt, { maxTokens: 40, temperature: 0 })) void _;
+    const real = session.cache.peakBytes();
+    // the first pass holds the whole prompt and its repeat: more than the prompt alone
+    expect(real).toBeGreaterThan(predictedPeakBytes(model.session({ cache: 'full' }).cache, prompt.length, 0));
+    expect(real).toBeLessThanOrEqual(predicted);
+    session.dispose();
+  });
+});
+
 /** 120 plain tokens (no end of sequence among them, none generated in 40 greedy steps of ref-6m). */
 function model0Prompt(): number[] {
   return Array.from({ length: 120 }, (_, i) => 100 + ((i * 37) % 3000));

@@ -1,4 +1,4 @@
-import { budgetOfLayer, LayerBudgets, resolveCount, type Budget, type Schedule } from '../budget.js';
+import { budgetOfLayer, LayerBudgets, resolveCount, type Budget, type HeadSplit, type Schedule } from '../budget.js';
 import { warnOnce } from '../../util/warn.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
 import { selectFirst, type Order } from '../../util/select.js';
@@ -65,6 +65,8 @@ export interface BudgetParams {
   budget: Budget;
   schedule: Schedule;
   recent?: Budget;
+  heads?: HeadSplit;
+  floor?: number;
 }
 
 /**
@@ -78,13 +80,17 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   protected readonly budgets: LayerBudgets;
   protected promptLength = 0;
   protected readonly states: SlotArrays<Numbers>[] = [];
+  /** States kept aligned with the slots but not counted in `bytes` (transient scores, inspection). */
+  private readonly uncounted = new Set<SlotArrays<Numbers>>();
 
   constructor(protected readonly params: P, protected readonly shape: PolicyShape) {
     this.budgets = LayerBudgets.from(params, shape.numLayers);
   }
 
-  protected track<T extends Numbers>(arrays: SlotArrays<T>): SlotArrays<T> {
+  /** Keeps per-slot arrays cleared, moved, grown and reset with the slots; `counted`: part of the cache's bytes. */
+  protected track<T extends Numbers>(arrays: SlotArrays<T>, counted = true): SlotArrays<T> {
     this.states.push(arrays);
+    if (!counted) this.uncounted.add(arrays);
     return arrays;
   }
 
@@ -146,6 +152,26 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
     lowestUnprotected(this.scores(layer, head, view), view, count, this.protectedFrom(layer, view), out);
   }
 
+  get raggedHeads(): boolean {
+    return this.params.heads === 'adakv';
+  }
+
+  /**
+   * AdaKV as kvpress runs it over any scorer: in each head the top ⌊floor·target⌋ scores (at least
+   * one) and the recent window are safe; of the rest, the `count` lowest of all the layer's heads
+   * together go, so a head whose scores are flat gives its room to one whose scores are peaked.
+   */
+  chooseHeads(layer: number, count: number, views: readonly SlotView[], out: readonly Int32Array[], counts: Int32Array): void {
+    const safe = Math.max(1, Math.floor((this.params.floor ?? 0) * this.target(layer)));
+    const all = this.adaptive.reset(views);
+    for (let h = 0; h < views.length; h++) {
+      const view = views[h]!;
+      all.add(h, this.scores(layer, h, view), view, this.protectedFrom(layer, view), safe);
+    }
+    all.lowest(count, out, counts);
+  }
+  private readonly adaptive = new HeadPool();
+
   /** Slots whose position is at or above this are protected (the recent window). */
   protected protectedFrom(layer: number, view: SlotView): number {
     const recent = this.recentTokens(layer);
@@ -160,7 +186,7 @@ export abstract class BudgetPolicy<P extends BudgetParams = BudgetParams> implem
   }
 
   bytes(lengths: readonly number[]): number {
-    const perSlot = this.states.reduce((sum, s) => sum + s.bytesPerSlot, 0);
+    const perSlot = this.states.reduce((sum, s) => sum + (this.uncounted.has(s) ? 0 : s.bytesPerSlot), 0);
     const slots = lengths.reduce((a, b) => a + b, 0) * this.shape.numKvHeads;
     return perSlot * slots;
   }
@@ -245,6 +271,78 @@ class SlotOrder implements Order {
 }
 
 const SLOT_ORDER = new SlotOrder();
+
+/**
+ * The slots of a layer's KV heads in one pool, for AdaKV's joint choice. Each entry has a tier
+ * (0: may go; 1: the head's safeguard or recent window; 2: the head's best slot, which never goes),
+ * then a score and a position: the lowest tier, score, position go first.
+ */
+class HeadPool implements Order {
+  private tier = new Uint8Array(0);
+  private score = new Float32Array(0);
+  private position = new Int32Array(0);
+  private head = new Int32Array(0);
+  private slot = new Int32Array(0);
+  private items = new Int32Array(0);
+  private size = 0;
+
+  reset(views: readonly SlotView[]): this {
+    const total = views.reduce((sum, v) => sum + v.length, 0);
+    if (this.tier.length < total) {
+      this.tier = new Uint8Array(total);
+      this.score = new Float32Array(total);
+      this.position = new Int32Array(total);
+      this.head = new Int32Array(total);
+      this.slot = new Int32Array(total);
+      this.items = new Int32Array(total);
+    }
+    this.size = 0;
+    return this;
+  }
+
+  /** Adds a head's slots: the `safe` best of its unprotected ones and those at or past `protectedFrom` get tier 1, its best tier 2. */
+  add(head: number, scores: ArrayLike<number>, view: SlotView, protectedFrom: number, safe: number): void {
+    const base = this.size;
+    for (let s = 0; s < view.length; s++) {
+      const e = base + s;
+      this.score[e] = scores[s]!;
+      this.position[e] = view.positions[s]!;
+      this.head[e] = head;
+      this.slot[e] = s;
+      this.tier[e] = view.positions[s]! >= protectedFrom ? 1 : 0;
+      this.items[s] = e;
+    }
+    this.size += view.length;
+    const best = Math.min(safe, view.length);
+    if (best === 0) return;
+    // the head's highest scores first (newer first on ties): the reverse of the eviction order
+    selectFirst(this.items, view.length, best, { before: (a, b) => this.before(b, a) });
+    for (let i = 0; i < best; i++) this.tier[this.items[i]!] = Math.max(1, this.tier[this.items[i]!]!);
+    let top = this.items[0]!;
+    for (let i = 1; i < best; i++) if (this.before(top, this.items[i]!)) top = this.items[i]!;
+    this.tier[top] = 2;
+  }
+
+  /** Writes the `count` entries that go first to out[head][0, counts[head]). */
+  lowest(count: number, out: readonly Int32Array[], counts: Int32Array): void {
+    counts.fill(0);
+    const items = this.items;
+    for (let e = 0; e < this.size; e++) items[e] = e;
+    const k = Math.min(count, this.size);
+    if (k > 0) selectFirst(items, this.size, k, this);
+    for (let i = 0; i < k; i++) {
+      const e = items[i]!;
+      const h = this.head[e]!;
+      out[h]![counts[h]!++] = this.slot[e]!;
+    }
+  }
+
+  before(a: number, b: number): boolean {
+    if (this.tier[a] !== this.tier[b]) return this.tier[a]! < this.tier[b]!;
+    if (this.score[a] !== this.score[b]) return this.score[a]! < this.score[b]!;
+    return this.position[a]! < this.position[b]!;
+  }
+}
 let selectScratch = new Int32Array(0);
 
 /** Mean over the query heads of KV head `head` of a [numHeads × capacity] row block, for live slots. */
@@ -256,4 +354,16 @@ export function groupMean(rows: Float32Array, offset: number, head: number, stat
   }
   for (let s = 0; s < stats.length; s++) out[s] = out[s]! / stats.group;
   return out;
+}
+
+/** The L2 norm of row t of [n × d] rows (RoPE rotates pairs, so a key's norm before it is its norm after). */
+export function rowNorm(rows: Float32Array, t: number, d: number): number {
+  let ss = 0;
+  for (let i = 0; i < d; i++) ss += rows[t * d + i]! ** 2;
+  return Math.sqrt(ss);
+}
+
+/** What a cut keeps so that `every` tokens can arrive before the next: the budget less that, at most half of it, at least 1. */
+export function leavingRoom(budget: number, every: number): number {
+  return Math.max(1, budget - Math.min(every, Math.floor(budget / 2)));
 }

@@ -1,6 +1,6 @@
 import { BUDGET_PARAMS } from '../budget.js';
 import { policyKind, type AttentionStats, type TokenRows } from '../policy.js';
-import { ScorePolicy } from './base.js';
+import { rowNorm, ScorePolicy } from './base.js';
 
 /** Key-norm baseline (kvpress KnormPress): keys with the largest norm go first (the score is the norm, negated). */
 class KnormPolicy extends ScorePolicy {
@@ -10,11 +10,7 @@ class KnormPolicy extends ScorePolicy {
   override onAppend(layer: number, head: number, from: number, n: number, _p: Int32Array, rows: TokenRows | undefined): void {
     if (!rows) throw new Error('internal: knorm needs the key rows');
     const d = this.score.of(layer, head);
-    for (let t = 0; t < n; t++) {
-      let ss = 0;
-      for (let i = 0; i < rows.headDim; i++) ss += rows.keys[t * rows.headDim + i]! ** 2;
-      d[from + t] = -Math.sqrt(ss); // RoPE rotates pairs, so the norm before it is the norm after
-    }
+    for (let t = 0; t < n; t++) d[from + t] = -rowNorm(rows.keys, t, rows.headDim); // RoPE rotates pairs: the norm before it is the norm after
   }
 
   protected update(_stats: AttentionStats): void {}

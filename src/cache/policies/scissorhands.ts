@@ -14,9 +14,12 @@ import { ScissorhandsReleased } from './scissorhands-released.js';
  * Each slot keeps its last `window` low/high bits as a bit ring (all slots of a layer advance
  * together) and their running count, so the state is window/8 + 2 bytes per slot.
  */
+// no heads=adakv: a step's history counts a slot as seen by its index, which holds only when every head holds as many
+const { heads: _heads, floor: _floor, ...LAYER_BUDGET } = BUDGET_PARAMS;
+
 const PARAMS = {
   mode: oneOf(['paper', 'reference'], { default: 'paper', doc: 'paper: the algorithm with a fixed budget; reference: the released evaluation code (masks, adaptive budget)' }),
-  ...BUDGET_PARAMS,
+  ...LAYER_BUDGET,
   budget: optional(BUDGET_PARAMS.budget),
   window: int({ min: 1, max: 1024, default: 64, doc: 'attention steps of history counted' }),
   recent: optional(budget({ doc: 'newest tokens never dropped (default 16, at most a quarter of the budget)' })),

@@ -1,7 +1,7 @@
 import { f16Table, f32ToF16 } from '../../kernels/half.js';
 import { decodeRow } from '../../kernels/packed/reference.js';
 import { hadamardRows } from '../../kernels/hadamard.js';
-import { DEFAULT_ATTENTION, type Codec, type CodecAttention, type CodecContext } from '../codec.js';
+import { DEFAULT_ATTENTION, type CodecAttention, type CodecContext, type MaskingCodec } from '../codec.js';
 import { RopeTables } from './rope.js';
 import { QuantStore } from './store.js';
 
@@ -23,7 +23,7 @@ export const NO_ROTATION: Rotation = { keys: 0, values: 0 };
  * `kernels.quantAttention`. The concrete codecs (int.ts, kvquant.ts, turboquant.ts) decide how each new
  * row is quantized; with a rotation they see rotated rows.
  */
-export abstract class QuantCodec implements Codec {
+export abstract class QuantCodec implements MaskingCodec {
   protected capacity: number;
   /** Angle tables for the kernel when keys are kept before RoPE. */
   protected readonly ropeTables: RopeTables | undefined;
@@ -155,6 +155,10 @@ export abstract class QuantCodec implements Codec {
   }
 
   attention(layer: number, a: CodecAttention): void {
+    this.maskedAttention(layer, a, 0);
+  }
+
+  maskedAttention(layer: number, a: CodecAttention, mask: number): void {
     const c = this.ctx.config;
     const arena = this.ctx.kernels.arena;
     const floats = a.n * c.numHeads * c.headDim;
@@ -170,7 +174,7 @@ export abstract class QuantCodec implements Codec {
       numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, scale: this.ctx.rope.scoreScale,
       lastProbs: a.lastProbs, received: a.received, positions: a.positions,
       keys: this.keys.desc(layer), values: this.values.desc(layer),
-      ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved,
+      ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved, mask,
       fast: (this.ctx.attention ?? DEFAULT_ATTENTION) === 'fast',
     });
     if (this.rotation.values) hadamardRows(arena.f32(a.out, floats), this.rotation.values);

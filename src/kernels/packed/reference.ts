@@ -89,6 +89,7 @@ export function quantAttentionReference(arena: Arena, a: QuantAttentionArgs): vo
   const out = arena.f32(a.out, n * numHeads * d);
   const last = a.lastProbs ? arena.f32(a.lastProbs, numHeads * capacity) : undefined;
   const received = a.received ? arena.f32(a.received, numHeads * capacity) : undefined;
+  const mask = a.mask ? arena.u8(a.mask, numHeads * capacity) : undefined;
   const seenMax = a.visible + n - 1;
   for (let kvh = 0; kvh < numKvHeads; kvh++) {
     const keys: Float32Array[] = [];
@@ -106,7 +107,7 @@ export function quantAttentionReference(arena: Arena, a: QuantAttentionArgs): vo
         for (let s = 0; s < seen; s++) {
           let dot = 0;
           for (let i = 0; i < d; i++) dot += q[qo + i]! * keys[s]![i]!;
-          p[s] = dot * a.scale;
+          p[s] = mask?.[h * capacity + s] ? -Infinity : dot * a.scale;
           max = Math.max(max, p[s]!);
         }
         let sum = 0;

@@ -38,7 +38,7 @@ export interface QuantStream {
 }
 
 /** Causal attention over two packed stores; same causal/GQA rules and outputs as AttentionArgs. */
-export interface QuantAttentionArgs extends Omit<AttentionArgs, 'keys' | 'values' | 'dtype' | 'mask'> {
+export interface QuantAttentionArgs extends Omit<AttentionArgs, 'keys' | 'values' | 'dtype'> {
   /** Int32 [numKvHeads × capacity]: slot positions (for RoPE and sinks). */
   positions: number;
   keys: QuantStream;
