@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { kernelBuild, type SimdBuild } from '../kernels/index.js';
 import { BenchContext, type BenchOptions, type Section, type SectionResult } from './context.js';
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
@@ -91,7 +92,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
   };
 }
 
-function environment(llamaCppRelease: string | undefined): Record<string, string> {
+function environment(simd: SimdBuild, llamaCppRelease: string | undefined): Record<string, string> {
   let nlcVersion = '?';
   try {
     // The package does not export its package.json; it sits two levels above the entry point.
@@ -106,6 +107,7 @@ function environment(llamaCppRelease: string | undefined): Record<string, string
     node: process.version,
     'node-llama-cpp': nlcVersion,
     'llama.cpp release (as node-llama-cpp reports it)': llamaCppRelease ?? '?',
+    'kvpack kernels': `${simd === 'relaxed' ? 'relaxed SIMD' : 'SIMD128'} build (KVPACK_SIMD=simd128|relaxed picks one)`,
     // Other processes on the machine skew every number; the 1-minute load average at the start says how busy it was.
     'load average (1 min) at start': os.loadavg()[0]!.toFixed(2),
   };
@@ -125,7 +127,7 @@ async function main(): Promise<void> {
   const results: { id: string; result: SectionResult }[] = [];
   try {
     const release = (await ctx.llama()).version;
-    const env = environment(release);
+    const env = environment(await kernelBuild(), release);
     if (!options.json) {
       process.stdout.write(`## kvpack bench${options.quick ? ' (quick: smoke-run sizes, not numbers to quote)' : ''}\n\n`);
       process.stdout.write(Object.entries(env).map(([k, v]) => `- ${k}: ${v}`).join('\n') + '\n\n');

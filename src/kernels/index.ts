@@ -4,10 +4,11 @@ import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
 import { UsageError } from '../errors.js';
 import { int, read } from '../util/schema.js';
+import type { SimdBuild } from './types.js';
 import type { BlockDot } from './wasm.js';
 
 export type { Kernels } from './api.js';
-export type { AttentionArgs, Matrix, SlotDType } from './types.js';
+export type { AttentionArgs, Matrix, SimdBuild, SlotDType } from './types.js';
 export { Arena } from './arena.js';
 
 export interface KernelOptions {
@@ -25,6 +26,12 @@ export interface KernelOptions {
  */
 export function threadsParam() {
   return int({ min: 1, max: os.availableParallelism(), default: os.availableParallelism(), doc: 'threads, the calling thread included' });
+}
+
+/** Which wasm kernel build this process runs (KVPACK_SIMD, else relaxed SIMD where it validates). */
+export async function kernelBuild(): Promise<SimdBuild> {
+  const { simdBuild } = await import('./wasm.js');
+  return simdBuild();
 }
 
 export async function createKernels(options: KernelOptions = {}): Promise<Kernels> {

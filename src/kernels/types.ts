@@ -57,3 +57,9 @@ export interface AttentionArgs {
    */
   mask?: number;
 }
+
+/**
+ * The two wasm kernel builds of one source: `relaxed` adds relaxed SIMD (FMA and i8 dot products),
+ * `simd128` runs wherever WebAssembly SIMD does.
+ */
+export type SimdBuild = 'simd128' | 'relaxed';

@@ -100,6 +100,21 @@ describe('kvpack CLI', () => {
     expect(kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '1', '--cache', 'int(bits=4)').stderr).not.toContain('calibration');
   });
 
+  it('info names the kernel build that runs: relaxed SIMD where Node can, SIMD128 when KVPACK_SIMD says so; a wrong KVPACK_SIMD fails cleanly', () => {
+    const saved = process.env.KVPACK_SIMD;
+    try {
+      delete process.env.KVPACK_SIMD;
+      expect(kvpack('info', '--model', STORIES_BIN).stdout).toMatch(/^kernels\s+wasm, relaxed SIMD build/m);
+      process.env.KVPACK_SIMD = 'simd128';
+      expect(JSON.parse(kvpack('info', '--model', STORIES_BIN, '--json').stdout).kernels).toBe('simd128');
+      process.env.KVPACK_SIMD = 'sse';
+      expectCleanFailure(kvpack('info', '--model', STORIES_BIN), 'KVPACK_SIMD must be simd128 or relaxed, got "sse"');
+    } finally {
+      if (saved === undefined) delete process.env.KVPACK_SIMD;
+      else process.env.KVPACK_SIMD = saved;
+    }
+  });
+
   it('prints model info and JSON perplexity', () => {
     const info = kvpack('info', '--model', STORIES_BIN);
     expect(info.code).toBe(0);
