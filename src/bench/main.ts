@@ -26,7 +26,7 @@ const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection
 const USAGE = `usage: npm run bench -- [options]
 
   --quick              fewer tokens and one run per number (a smoke run)
-  --only LIST          models, comma-separated: 135m (f32 and f16), 135m-quant (Q8_0 and Q4_K_M) or ${MODEL_SPECS.map((m) => m.id).join(', ')}
+  --only LIST          models, comma-separated: 1b (the Llama-3.2-1B shape in f16, Q8_0, Q6_K, Q4_K_M, Q4_0), 135m (f32 and f16), 135m-quant (Q8_0 and Q4_K_M) or ${MODEL_SPECS.map((m) => m.id).join(', ')}
   --threads LIST       thread counts, e.g. 1,2 (default 1,2)
   --runs N             timed runs per number after a warm-up; the median is reported (default 3, --quick 1)
   --chunks LIST        kvpack prefill chunk sizes to try (default 64,128,256,512)
