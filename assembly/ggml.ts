@@ -9,7 +9,7 @@ import {
   BLOCK_SCRATCH, DT_INT_DOT, DT_IQ4_NL, DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0,
 } from '../src/kernels/abi';
 import { h2fScalar } from './half';
-import { CODE_BYTES, dotCodesS, dotCodesU } from './simd';
+import { CODE_BYTES, dotCodes16Scaled, dotCodes32Scaled, dotCodesS, dotCodesU } from './simd';
 
 // @ts-ignore: decorator
 @inline export function isBlockType(dt: i32): bool {
@@ -440,20 +440,26 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       const span = span0 + j;
       const xj = x + (<usize>j << 5) * cb;
       if (dt == DT_Q4_K || dt == DT_Q5_K) {
+        // spans j and j + 1 are the low and high nibbles of the same 32 bytes: one load for both (j even)
+        if (j & 1) continue;
         const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
-        const shift = (j & 1) << 2;
-        let c0 = v128.and(i16x8.shr_u(v128.load(q), shift), nib);
-        let c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), nib);
+        const q0 = v128.load(q), q1 = v128.load(q, 16);
+        let c0 = v128.and(q0, nib), c1 = v128.and(q1, nib);
+        let c2 = highNibbles(q0), c3 = highNibbles(q1);
         if (dt == DT_Q5_K) {
-          const bitValue: i32 = 1 << j;
-          const bit = i8x16.splat(<i8>bitValue);
           const sixteen = i8x16.splat(16);
-          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p + 16), bit), bit), sixteen));
-          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p + 32), bit), bit), sixteen));
+          const h0 = v128.load(p + 16), h1 = v128.load(p + 32);
+          const lowValue: i32 = 1 << j, highValue: i32 = 2 << j;
+          const lowBit = i8x16.splat(<i8>lowValue), highBit = i8x16.splat(<i8>highValue);
+          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(h0, lowBit), lowBit), sixteen));
+          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(h1, lowBit), lowBit), sixteen));
+          c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
+          c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
         }
-        const sm = scaleMin4(p + 4, j);
-        isum = i32x4.add(isum, i32x4.mul(dotCodesU(c1, xj + 16 * cb, dotCodesU(c0, xj, zero)), i32x4.splat(sm & 0xffff)));
-        mins += <f32>(sm >> 16) * (load<f32>(sums + (<usize>span << 3)) + load<f32>(sums + (<usize>span << 3), 4));
+        const a = scaleMin4(p + 4, j), b2 = scaleMin4(p + 4, j + 1);
+        isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, b2 & 0xffff, dotCodes32Scaled(c0, c1, xj, a & 0xffff, isum));
+        mins += <f32>(a >> 16) * (load<f32>(sums + (<usize>span << 3)) + load<f32>(sums + (<usize>span << 3), 4))
+          + <f32>(b2 >> 16) * (load<f32>(sums + (<usize>span << 3), 8) + load<f32>(sums + (<usize>span << 3), 12));
         continue;
       }
       if (dt == DT_IQ4_XS) {
@@ -503,7 +509,7 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
           ioff -= 4 * (s0 * load<i32>(isums + (<usize>span << 3)) + s1 * load<i32>(isums + (<usize>span << 3), 4));
         }
       }
-      isum = i32x4.add(isum, i32x4.add(i32x4.mul(dotCodesU(c0, xj, zero), i32x4.splat(s0)), i32x4.mul(dotCodesU(c1, xj + 16 * cb, zero), i32x4.splat(s1))));
+      isum = dotCodes16Scaled(c1, xj + 16 * cb, s1, dotCodes16Scaled(c0, xj, s0, isum));
     }
     // one activation scale per 256 (prepared with span 256): one conversion per block
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(addToLane0(isum, ioff)), f32x4.splat(d * load<f32>(scales + (<usize>b << 2)))));

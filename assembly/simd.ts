@@ -373,3 +373,23 @@ export const CODE_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
   }
   return dotCodesU(c, xq, acc);
 }
+
+/** acc + s·Σ(c0·x0 + c1·x1) over 32 values (4 i32 lanes): c0, c1 unsigned codes in [0, 63] with one
+ *  integer scale s (|s| < 2^15), x0 and x1 the 16 activation codes at xq and the next 16. Relaxed: the
+ *  two i8 dot products' i16 pairs added (|pair| ≤ 2·63·127, two fit i16), then one i16 dot product
+ *  with s widens and scales them; SIMD128: dotCodesU, times s. */
+// @ts-ignore: decorator
+@inline export function dotCodes32Scaled(c0: v128, c1: v128, xq: usize, s: i32, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq, 16), c1));
+    return i32x4.add(acc, i32x4.dot_i16x8_s(p, i16x8.splat(<i16>s)));
+  }
+  return i32x4.add(acc, i32x4.mul(dotCodesU(c1, xq + 16 * CODE_BYTES, dotCodesU(c0, xq, i32x4.splat(0))), i32x4.splat(s)));
+}
+
+/** acc + s·Σ c·x over 16 values: c unsigned codes in [0, 127], |s| < 2^15 (see dotCodes32Scaled). */
+// @ts-ignore: decorator
+@inline export function dotCodes16Scaled(c: v128, xq: usize, s: i32, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c), i16x8.splat(<i16>s)));
+  return i32x4.add(acc, i32x4.mul(dotCodesU(c, xq, i32x4.splat(0)), i32x4.splat(s)));
+}
