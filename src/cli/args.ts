@@ -1,8 +1,8 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
-import { threadsParam } from '../kernels/index.js';
+import { MATMUL_MODES, threadsParam, type MatmulMode } from '../kernels/index.js';
 import { SAMPLING_PARAMS, type SamplingOptions } from '../sample.js';
-import { int, number, read, type Param } from '../util/schema.js';
+import { int, number, oneOf, read, type Param } from '../util/schema.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -11,6 +11,7 @@ export const MODEL_OPTIONS = {
   model: { type: 'string' },
   tokenizer: { type: 'string' },
   threads: { type: 'string' },
+  matmul: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
 
@@ -19,6 +20,8 @@ export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2
                    (default shared/models/ref-6m in the nearest folder above kvpack or the working directory)
   --tokenizer F    a tokenizer file instead of the one found with the model (llama2.c tokenizer.bin, tokenizer.json)
   --threads K      worker threads (default: one per CPU core)
+  --matmul MODE    quantized weights × activations: fast (default: activations rounded to 8 bits and
+                   integer dot products, as llama.cpp) or exact (f32 activations)
   -h, --help       this text`;
 
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
@@ -60,6 +63,11 @@ export function numberOption(name: string, text: string | undefined, fallback: n
 export function threadsOption(text: string | undefined): number {
   const p = threadsParam();
   return option('threads', p, text, p.default!);
+}
+
+/** --matmul: fast (default) or exact (see MatmulMode). */
+export function matmulOption(text: string | undefined): MatmulMode {
+  return option('matmul', oneOf(MATMUL_MODES, { doc: 'how quantized weights meet the activations' }), text, 'fast');
 }
 
 const BYTE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };

@@ -2,12 +2,13 @@ import { defaultModelPath, loadModel, type Model } from '../model.js';
 import { readModelHeader } from '../model/load.js';
 import { planMemory, type MemoryPlan } from '../model/plan.js';
 import { resolveModel } from '../hub/download.js';
-import { intOption, threadsOption } from './args.js';
+import { intOption, matmulOption, threadsOption } from './args.js';
 
 interface ModelValues {
   model?: string;
   tokenizer?: string;
   threads?: string;
+  matmul?: string;
   /** Cache spec the memory plan checks (--cache). */
   cache?: string;
 }
@@ -15,7 +16,8 @@ interface ModelValues {
 /** Loads --model (a path or a Hugging Face repo id; ../shared/models/ref-6m when omitted), after its memory plan for `context` tokens. */
 export async function loadModelFromOptions(values: ModelValues & { context?: number }): Promise<Model> {
   const threads = threadsOption(values.threads);
-  return loadModel(await modelPathFromOptions(values), { threads, tokenizer: values.tokenizer, context: values.context, cache: values.cache });
+  const matmul = matmulOption(values.matmul);
+  return loadModel(await modelPathFromOptions(values), { threads, matmul, tokenizer: values.tokenizer, context: values.context, cache: values.cache });
 }
 
 /** The local path of --model (a Hugging Face repo id is downloaded first; ../shared/models/ref-6m when omitted). */

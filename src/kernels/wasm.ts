@@ -26,7 +26,7 @@ import type { QuantAttentionArgs, QuantizeArgs } from './quant/types.js';
 import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
 import { attentionScratchBytes, queryBlock } from './scratch.js';
-import type { AttentionArgs, Matrix, MatmulPart, SimdBuild, SlotDType } from './types.js';
+import type { AttentionArgs, Matrix, MatmulMode, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
@@ -42,13 +42,6 @@ interface KernelExports {
   embed(out: number, table: number, dtype: number, cols: number, ids: number, n: number): void;
   toF16(out: number, x: number, len: number): void;
 }
-
-/**
- * How a GGML block row meets the activations in a matvec: `f32` widens the codes in registers and
- * multiplies f32 activations; `int8` rounds the activations to 8 bits first (as llama.cpp does) and
- * takes integer dot products. docs/gguf.md measures both.
- */
-export type BlockDot = 'f32' | 'int8';
 
 const DTYPE_CODE: Record<DType, number> = {
   f32: DT_F32, f16: DT_F16, bf16: DT_BF16, q8_0: DT_Q8_0, q4_0: DT_Q4_0, q4_1: DT_Q4_1, q5_0: DT_Q5_0, q5_1: DT_Q5_1,
@@ -103,7 +96,7 @@ function loadModule(build: SimdBuild): Promise<WebAssembly.Module> {
   return m;
 }
 
-export async function createWasmKernels(threads: number, blockDot?: BlockDot): Promise<Kernels> {
+export async function createWasmKernels(threads: number, matmul: MatmulMode = 'fast'): Promise<Kernels> {
   const count = Math.max(1, Math.floor(threads));
   const simd = await simdBuild();
   const module = await loadModule(simd);
@@ -113,7 +106,7 @@ export async function createWasmKernels(threads: number, blockDot?: BlockDot): P
   const arena = new Arena(memory, exports.heapBase());
   const ctrl = arena.alloc(CONTROL_BYTES);
   const pool = count > 1 ? await Pool.start(module, memory, ctrl, count - 1) : undefined;
-  return new WasmKernels(arena, exports, ctrl, count, pool, simd, blockDot ?? 'int8', blockDot);
+  return new WasmKernels(arena, exports, ctrl, count, pool, simd, matmul);
 }
 
 class WasmKernels implements Kernels {
@@ -147,8 +140,8 @@ class WasmKernels implements Kernels {
     private readonly pool: Pool | undefined,
     /** Which kernel build runs. */
     readonly simd: SimdBuild,
-    private readonly blockDot: BlockDot,
-    private readonly blockDotAsked: BlockDot | undefined,
+    /** How quantized weights meet the activations (MatmulMode). */
+    private readonly mode: MatmulMode,
   ) {
     this.words = arena.i32(ctrl, CONTROL_BYTES / 4);
     this.args = new ArgBlock(arena.memory, ctrl + ARGS, CONTROL_BYTES - ARGS);
@@ -186,8 +179,8 @@ class WasmKernels implements Kernels {
     let chunk = Math.max(4, Math.min(64, balance));
     // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
     let scratchBytes = n === 1 && dtype === 'f16' ? cols * 4 : 0;
-    // q8_0 keeps its own f32 kernel unless the integer way is asked for explicitly
-    const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.blockDotAsked === 'int8');
+    // fast: every block type on integer dot products; exact: q8_0 has its own f32 kernel
+    const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.mode === 'fast');
     // n = 1, block types: the prepared activations (f32 and code sums per 16, scales per 32, 8-bit codes as
     // at most i16), then one decoded block (assembly/ggml.ts prepareActivations)
     if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 8 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
@@ -199,7 +192,7 @@ class WasmKernels implements Kernels {
     this.ensureScratch(scratchBytes);
     const b = this.begin();
     b.ptr(MATMUL_X, x);
-    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0));
+    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.mode === 'fast' ? DT_INT_DOT : 0));
     b.int(MATMUL_COLS, cols);
     b.int(MATMUL_N, n);
     b.int(MATMUL_CHUNK, chunk);

@@ -47,8 +47,8 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
   let int8dot: Kernels;
   beforeAll(async () => {
     ref = await createKernels({ backend: 'reference' });
-    f32dot = await createKernels({ backend: 'wasm', threads, blockDot: 'f32' });
-    int8dot = await createKernels({ backend: 'wasm', threads, blockDot: 'int8' });
+    f32dot = await createKernels({ backend: 'wasm', threads, matmul: 'exact' });
+    int8dot = await createKernels({ backend: 'wasm', threads, matmul: 'fast' });
   });
   afterAll(async () => {
     await f32dot.close();
@@ -99,6 +99,10 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
       expectClose(both[1]!, both[0]!, 1e-6, 0, `${dtype} embed`);
     });
   }
+
+  it('refuses a matmul mode it does not know, naming it', async () => {
+    await expect(createKernels({ backend: 'wasm', threads, matmul: 'int4' as 'fast' })).rejects.toThrow(/matmul must be fast or exact, got "int4"/);
+  });
 
   it('refuses rows that are not whole blocks', () => {
     const w = { ptr: 0, dtype: 'q4_k' as const, rows: 2, cols: 100 };
