@@ -308,7 +308,7 @@ export function dequantizeBlockRow(dst: usize, src: usize, dt: i32, cols: i32, s
 
 /**
  * What every row's dot product needs from the activations x[cols], computed once per matvec at `prep`:
- * f32 sums of each 16 values [cols/16] (for the offsets m), then the 8-bit activations: per `span`
+ * f32 sums of each 16 values [cols/16] (the f32 way's offsets m), then the 8-bit activations: per `span`
  * values (32 for the 32-value formats, 256 for the K-quants, as llama.cpp's Q8_0 and Q8_K) an f32
  * scale max|x| / 127 [cols/32 slots], the i32 sums of each 16 codes [cols/16] (Q8_K's bsums, for the
  * formats whose codes are stored with an offset), and the codes round(x / scale) [cols], CODE_BYTES each.
@@ -371,7 +371,10 @@ export function preparedBytes(cols: i32): usize {
  * dot products (dotCodesU / dotCodesS), weighted by the span's integer sub-block scales, and are
  * converted to f32 once per block. Codes stored with an offset (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's
  * 32) are taken unsigned, as the relaxed dot product's i7 operand wants them, and the offset times the
- * activation codes' sums is taken off in integers: Σ(c − k)·x = Σc·x − k·Σx, exactly.
+ * activation codes' sums is taken off in integers: Σ(c − k)·x = Σc·x − k·Σx, exactly. Mins (Q4_1, Q5_1,
+ * Q2_K, Q4_K, Q5_K) meet the same sums of the rounded activations, as llama.cpp's bsums: the row is then
+ * exactly the dequantized weights · the rounded activations, llama.cpp's number (the f32 sums, mixed
+ * with rounded codes, moved decode logits 2× as far from llama.cpp's on ref-6m).
  */
 function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
   const sums = prep;
@@ -393,6 +396,7 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       const d = half(p);
       // Σx of the span's activation codes, for an offset
       const xsum = load<i32>(isums + (<usize>span0 << 3)) + load<i32>(isums + (<usize>span0 << 3), 4);
+      const dx = load<f32>(scales + (<usize>span0 << 2));
       let isum: v128;
       if (dt == DT_Q8_0) {
         isum = dotCodesS(v128.load(p, 18), x + 16 * cb, dotCodesS(v128.load(p, 2), x, zero));
@@ -405,7 +409,7 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       } else if (dt == DT_Q4_1) {
         const q = v128.load(p, 4);
         isum = dotCodesU(highNibbles(q), x + 16 * cb, dotCodesU(v128.and(q, nib), x, zero));
-        offsets += half(p + 2) * (load<f32>(sums + (<usize>span0 << 3)) + load<f32>(sums + (<usize>span0 << 3), 4));
+        offsets += half(p + 2) * dx * <f32>xsum;
       } else {
         // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs)
         const off: usize = dt == DT_Q5_0 ? 2 : 4;
@@ -415,9 +419,9 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
         const c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
         isum = dotCodesU(c1, x + 16 * cb, dotCodesU(c0, x, zero));
         if (dt == DT_Q5_0) isum = addToLane0(isum, -16 * xsum);
-        else offsets += half(p + 2) * (load<f32>(sums + (<usize>span0 << 3)) + load<f32>(sums + (<usize>span0 << 3), 4));
+        else offsets += half(p + 2) * dx * <f32>xsum;
       }
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * load<f32>(scales + (<usize>span0 << 2)))));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * dx)));
       continue;
     }
     // super-blocks of 256: 8 spans of 32, each two 16-groups with integer scales s0, s1
@@ -435,7 +439,7 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
     }
     let isum = zero;
     let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
-    let mins: f32 = 0; // Σ min·(sum of x) over the block's groups, in units of dmin
+    let mins = 0; // Σ min·(sum of x's codes) over the block's groups
     for (let j = 0; j < 8; j++) {
       const span = span0 + j;
       const xj = x + (<usize>j << 5) * cb;
@@ -458,8 +462,8 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
         }
         const a = scaleMin4(p + 4, j), b2 = scaleMin4(p + 4, j + 1);
         isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, b2 & 0xffff, dotCodes32Scaled(c0, c1, xj, a & 0xffff, isum));
-        mins += <f32>(a >> 16) * (load<f32>(sums + (<usize>span << 3)) + load<f32>(sums + (<usize>span << 3), 4))
-          + <f32>(b2 >> 16) * (load<f32>(sums + (<usize>span << 3), 8) + load<f32>(sums + (<usize>span << 3), 12));
+        const xs = isums + (<usize>span << 3);
+        mins += (a >> 16) * (load<i32>(xs) + load<i32>(xs, 4)) + (b2 >> 16) * (load<i32>(xs, 8) + load<i32>(xs, 12));
         continue;
       }
       if (dt == DT_IQ4_XS) {
@@ -496,7 +500,7 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
           const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
           s0 = a & 15;
           s1 = b2 & 15;
-          mins += <f32>(a >> 4) * load<f32>(sums + (<usize>span << 3)) + <f32>(b2 >> 4) * load<f32>(sums + (<usize>span << 3), 4);
+          mins += (a >> 4) * load<i32>(isums + (<usize>span << 3)) + (b2 >> 4) * load<i32>(isums + (<usize>span << 3), 4);
         } else {
           // Q3_K: code + 4 = the 2 low bits, plus 4 where hmask's bit is set; the offset 4 in ioff
           const bitValue: i32 = 1 << j;
@@ -512,8 +516,11 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       isum = dotCodes16Scaled(c1, xj + 16 * cb, s1, dotCodes16Scaled(c0, xj, s0, isum));
     }
     // one activation scale per 256 (prepared with span 256): one conversion per block
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(addToLane0(isum, ioff)), f32x4.splat(d * load<f32>(scales + (<usize>b << 2)))));
-    offsets -= dmin * mins;
+    // the block's integer total before one conversion: its lanes (unsigned codes, the offsets apart) can
+    // pass 2^24 and cancel, where converting them one by one would round each
+    const dx = load<f32>(scales + (<usize>b << 2));
+    const total = i32x4.extract_lane(isum, 0) + i32x4.extract_lane(isum, 1) + i32x4.extract_lane(isum, 2) + i32x4.extract_lane(isum, 3) + ioff;
+    offsets += d * dx * <f32>total - dmin * dx * <f32>mins;
   }
   const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
   return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + offsets;

@@ -30,6 +30,8 @@ const USAGE = `usage: npm run bench -- [options]
   --threads LIST       thread counts, e.g. 1,2 (default 1,2)
   --runs N             timed runs per number after a warm-up; the median is reported (default 3, --quick 1)
   --chunks LIST        kvpack prefill chunk sizes to try (default 64,128,256,512)
+  --decode-tokens N    speed: tokens decoded (after a prompt as long) per run (default 64, --quick 16)
+  --prefill-tokens N   speed: prompt tokens prefilled per run (default 512, --quick 128)
   --kvpack-format F    gguf (the file llama.cpp runs, default) or hf (same weights as safetensors)
   --cache SPEC         kvpack cache spec (default full+fp16, like llama.cpp's f16 cache)
   --flash-attn MODE    llama.cpp flash attention: auto (default), on, off
@@ -58,6 +60,8 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       cache: { type: 'string', default: 'full+fp16' },
       'flash-attn': { type: 'string', default: 'auto' },
       section: { type: 'string' },
+      'decode-tokens': { type: 'string' },
+      'prefill-tokens': { type: 'string' },
       'cache-dir': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -85,6 +89,8 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     cacheDir: values['cache-dir'] ?? defaultCacheDir(),
     runs: values.runs ? intList('--runs', values.runs)[0]! : values.quick ? 1 : 3,
     chunkSizes: intList('--chunks', values.chunks),
+    decodeTokens: values['decode-tokens'] ? intList('--decode-tokens', values['decode-tokens'])[0]! : undefined,
+    prefillTokens: values['prefill-tokens'] ? intList('--prefill-tokens', values['prefill-tokens'])[0]! : undefined,
     kvpackFormat: format,
     cache: values.cache,
     flashAttention: fa === 'auto' ? 'auto' : fa === 'on',

@@ -180,13 +180,14 @@ async function runRow(
 
 const ratio = (a: Measured | null, b: Measured | null): Cell => (a && b ? a.tokPerS / b.tokPerS : null);
 
-function sizesFor(quick: boolean): Sizes {
-  return quick ? { decodePrompt: 16, decodeTokens: 16, prefillTokens: 128 } : { decodePrompt: 64, decodeTokens: 64, prefillTokens: 512 };
+function sizesFor(o: BenchContext['options']): Sizes {
+  const decode = o.decodeTokens ?? (o.quick ? 16 : 64);
+  return { decodePrompt: decode, decodeTokens: decode, prefillTokens: o.prefillTokens ?? (o.quick ? 128 : 512) };
 }
 
 async function runSpeed(ctx: BenchContext): Promise<SectionResult> {
   const o = ctx.options;
-  const sizes = sizesFor(o.quick);
+  const sizes = sizesFor(o);
   const fitting = o.chunkSizes.filter((c) => c <= sizes.prefillTokens);
   const chunkSizes = fitting.length ? fitting : [sizes.prefillTokens];
   const rows: SpeedRow[] = [];
