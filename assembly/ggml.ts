@@ -437,6 +437,14 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       d = half(p);
       if (dt != DT_IQ4_XS) dmin = half(p + 2); // Q4_K, Q5_K
     }
+    // Q4_K / Q5_K: the 8 six-bit scales and the 8 mins, one per byte of two u64s (llama.cpp's unpacking
+    // of the 12 bytes; scaleMin4 one at a time)
+    let scales8: u64 = 0, mins8: u64 = 0;
+    if (dt == DT_Q4_K || dt == DT_Q5_K) {
+      const u0 = load<u32>(p + 4), u1 = load<u32>(p + 8), u2 = load<u32>(p + 12);
+      scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
+      mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
+    }
     let isum = zero;
     let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
     let mins = 0; // Σ min·(sum of x's codes) over the block's groups
@@ -460,10 +468,10 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
           c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
           c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
         }
-        const a = scaleMin4(p + 4, j), b2 = scaleMin4(p + 4, j + 1);
-        isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, b2 & 0xffff, dotCodes32Scaled(c0, c1, xj, a & 0xffff, isum));
+        const sc = <i32>(scales8 >> (<u64>j << 3)), mn = <i32>(mins8 >> (<u64>j << 3)); // bytes j, j + 1
+        isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, (sc >> 8) & 0xff, dotCodes32Scaled(c0, c1, xj, sc & 0xff, isum));
         const xs = isums + (<usize>span << 3);
-        mins += (a >> 16) * (load<i32>(xs) + load<i32>(xs, 4)) + (b2 >> 16) * (load<i32>(xs, 8) + load<i32>(xs, 12));
+        mins += (mn & 0xff) * (load<i32>(xs) + load<i32>(xs, 4)) + ((mn >> 8) & 0xff) * (load<i32>(xs, 8) + load<i32>(xs, 12));
         continue;
       }
       if (dt == DT_IQ4_XS) {
