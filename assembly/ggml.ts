@@ -445,6 +445,10 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
       mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
     }
+    if (dt == DT_Q6_K) {
+      offsets += q6kBlockDot(p, x, isums + (<usize>span0 << 3)) * d * load<f32>(scales + (<usize>b << 2));
+      continue;
+    }
     let isum = zero;
     let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
     let mins = 0; // Σ min·(sum of x's codes) over the block's groups
@@ -484,42 +488,27 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       }
       let c0: v128, c1: v128;
       let s0: i32, s1: i32;
-      if (dt == DT_Q6_K) {
-        // unsigned 6-bit codes; the offset 32 in ioff
-        const h = <usize>(j >> 2), k = j & 3;
-        const ql = p + h * 64 + (k & 1 ? 32 : 0);
-        const qh0 = v128.load(p + 128 + h * 32), qh1 = v128.load(p + 128 + h * 32, 16);
-        const lowShift = k & 2 ? 4 : 0; // k = 0, 1: low nibbles of ql / ql + 32; k = 2, 3: high nibbles
-        const highShift = 2 * k;
-        const three = i8x16.splat(3);
-        c0 = v128.or(v128.and(i16x8.shr_u(v128.load(ql), lowShift), nib), i16x8.shl(v128.and(i16x8.shr_u(qh0, highShift), three), 4));
-        c1 = v128.or(v128.and(i16x8.shr_u(v128.load(ql, 16), lowShift), nib), i16x8.shl(v128.and(i16x8.shr_u(qh1, highShift), three), 4));
-        s0 = <i32>load<i8>(p + 192 + h * 8 + 2 * k);
-        s1 = <i32>load<i8>(p + 192 + h * 8 + 2 * k + 1);
-        ioff -= 32 * (s0 * load<i32>(isums + (<usize>span << 3)) + s1 * load<i32>(isums + (<usize>span << 3), 4));
+      // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
+      const three = i8x16.splat(3);
+      const shift = (j & 3) << 1;
+      const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
+      c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
+      c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
+      if (dt == DT_Q2_K) {
+        const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
+        s0 = a & 15;
+        s1 = b2 & 15;
+        mins += (a >> 4) * load<i32>(isums + (<usize>span << 3)) + (b2 >> 4) * load<i32>(isums + (<usize>span << 3), 4);
       } else {
-        // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
-        const three = i8x16.splat(3);
-        const shift = (j & 3) << 1;
-        const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
-        c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
-        c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
-        if (dt == DT_Q2_K) {
-          const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
-          s0 = a & 15;
-          s1 = b2 & 15;
-          mins += (a >> 4) * load<i32>(isums + (<usize>span << 3)) + (b2 >> 4) * load<i32>(isums + (<usize>span << 3), 4);
-        } else {
-          // Q3_K: code + 4 = the 2 low bits, plus 4 where hmask's bit is set; the offset 4 in ioff
-          const bitValue: i32 = 1 << j;
-          const bit = i8x16.splat(<i8>bitValue);
-          const four = i8x16.splat(4);
-          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p), bit), bit), four));
-          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p, 16), bit), bit), four));
-          s0 = scale3(p + 96, 2 * j) - 32;
-          s1 = scale3(p + 96, 2 * j + 1) - 32;
-          ioff -= 4 * (s0 * load<i32>(isums + (<usize>span << 3)) + s1 * load<i32>(isums + (<usize>span << 3), 4));
-        }
+        // Q3_K: code + 4 = the 2 low bits, plus 4 where hmask's bit is set; the offset 4 in ioff
+        const bitValue: i32 = 1 << j;
+        const bit = i8x16.splat(<i8>bitValue);
+        const four = i8x16.splat(4);
+        c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p), bit), bit), four));
+        c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p, 16), bit), bit), four));
+        s0 = scale3(p + 96, 2 * j) - 32;
+        s1 = scale3(p + 96, 2 * j + 1) - 32;
+        ioff -= 4 * (s0 * load<i32>(isums + (<usize>span << 3)) + s1 * load<i32>(isums + (<usize>span << 3), 4));
       }
       isum = dotCodes16Scaled(c1, xj + 16 * cb, s1, dotCodes16Scaled(c0, xj, s0, isum));
     }
@@ -532,6 +521,46 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
   }
   const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
   return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + offsets;
+}
+
+/** A Q6_K code vector: 4 low bits `lo` and the 2 bits at `shift` of the high-bit bytes `qh`, unsigned. */
+// @ts-ignore: decorator
+@inline function q6Codes(lo: v128, qh: v128, shift: i32): v128 {
+  return v128.or(lo, i16x8.shl(v128.and(i16x8.shr_u(qh, shift), i8x16.splat(3)), 4));
+}
+
+/**
+ * One Q6_K block · the activation codes at x (its 256), as an integer (converted once): per half, the
+ * 64 bytes of low nibbles and 32 of high bits are loaded once for its 4 spans; the codes are taken
+ * unsigned and the offset 32 · Σ_g scale_g · Σx_g over the 16 groups is two i16 dot products (the
+ * group sums at `xsums`, |Σx_g| ≤ 16·127, fit i16).
+ */
+function q6kBlockDot(p: usize, x: usize, xsums: usize): f32 {
+  const nib = i8x16.splat(15);
+  const cb = <usize>CODE_BYTES;
+  let isum = i32x4.splat(0);
+  for (let h: usize = 0; h < 2; h++) {
+    const ql = p + h * 64, qh = p + 128 + h * 32, sc = p + 192 + h * 8;
+    const a0 = v128.load(ql), a1 = v128.load(ql, 16), b0 = v128.load(ql, 32), b1 = v128.load(ql, 48);
+    const h0 = v128.load(qh), h1 = v128.load(qh, 16);
+    const xh = x + (h << 7) * cb;
+    // spans k = 0..3 of the half: low nibbles of ql, of ql + 32, then their high nibbles; high bits 2k
+    isum = dotCodes16Scaled(q6Codes(v128.and(a0, nib), h0, 0), xh, <i32>load<i8>(sc), isum);
+    isum = dotCodes16Scaled(q6Codes(v128.and(a1, nib), h1, 0), xh + 16 * cb, <i32>load<i8>(sc, 1), isum);
+    isum = dotCodes16Scaled(q6Codes(v128.and(b0, nib), h0, 2), xh + 32 * cb, <i32>load<i8>(sc, 2), isum);
+    isum = dotCodes16Scaled(q6Codes(v128.and(b1, nib), h1, 2), xh + 48 * cb, <i32>load<i8>(sc, 3), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(a0), h0, 4), xh + 64 * cb, <i32>load<i8>(sc, 4), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(a1), h1, 4), xh + 80 * cb, <i32>load<i8>(sc, 5), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(b0), h0, 6), xh + 96 * cb, <i32>load<i8>(sc, 6), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(b1), h1, 6), xh + 112 * cb, <i32>load<i8>(sc, 7), isum);
+  }
+  // Σ_g scale_g · Σx_g: group g's scale is byte 192 + g
+  const s = v128.load(p + 192);
+  const xs0 = i16x8.narrow_i32x4_s(v128.load(xsums), v128.load(xsums, 16));
+  const xs1 = i16x8.narrow_i32x4_s(v128.load(xsums, 32), v128.load(xsums, 48));
+  const off = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(s), xs0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(s), xs1));
+  const t = i32x4.sub(isum, i32x4.shl(off, 5));
+  return <f32>(i32x4.extract_lane(t, 0) + i32x4.extract_lane(t, 1) + i32x4.extract_lane(t, 2) + i32x4.extract_lane(t, 3));
 }
 
 /** Values per activation scale for a block type: what prepareActivations' `span` must be. */
