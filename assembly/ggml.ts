@@ -9,7 +9,7 @@ import {
   BLOCK_SCRATCH, DT_INT_DOT, DT_IQ4_NL, DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0,
 } from '../src/kernels/abi';
 import { h2fScalar } from './half';
-import { CODE_BYTES, dotCodes16Scaled, dotCodes32Scaled, dotCodesS, dotCodesU } from './simd';
+import { CODE_BYTES, dotCodes16Scaled, dotCodes32, dotCodes32Scaled, dotCodesS } from './simd';
 
 // @ts-ignore: decorator
 @inline export function isBlockType(dt: i32): bool {
@@ -368,7 +368,7 @@ export function preparedBytes(cols: i32): usize {
 
 /**
  * The integer way, fused per format: each 32-value span's codes meet the 8-bit activations in integer
- * dot products (dotCodesU / dotCodesS), weighted by the span's integer sub-block scales, and are
+ * dot products (simd.ts: dotCodes32, dotCodesS and the scaled forms), weighted by the span's integer sub-block scales, and are
  * converted to f32 once per block. Codes stored with an offset (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's
  * 32) are taken unsigned, as the relaxed dot product's i7 operand wants them, and the offset times the
  * activation codes' sums is taken off in integers: Σ(c − k)·x = Σc·x − k·Σx, exactly. Mins (Q4_1, Q5_1,
@@ -405,10 +405,10 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
         isum = dotCodesS(i8x16.swizzle(iq4Levels(), highNibbles(q)), x + 16 * cb, dotCodesS(i8x16.swizzle(iq4Levels(), v128.and(q, nib)), x, zero));
       } else if (dt == DT_Q4_0) {
         const q = v128.load(p, 2);
-        isum = addToLane0(dotCodesU(highNibbles(q), x + 16 * cb, dotCodesU(v128.and(q, nib), x, zero)), -8 * xsum);
+        isum = addToLane0(dotCodes32(v128.and(q, nib), highNibbles(q), x, zero), -8 * xsum);
       } else if (dt == DT_Q4_1) {
         const q = v128.load(p, 4);
-        isum = dotCodesU(highNibbles(q), x + 16 * cb, dotCodesU(v128.and(q, nib), x, zero));
+        isum = dotCodes32(v128.and(q, nib), highNibbles(q), x, zero);
         offsets += half(p + 2) * dx * <f32>xsum;
       } else {
         // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs)
@@ -417,7 +417,7 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
         const q = v128.load(p + off + 4);
         const c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
         const c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
-        isum = dotCodesU(c1, x + 16 * cb, dotCodesU(c0, x, zero));
+        isum = dotCodes32(c0, c1, x, zero);
         if (dt == DT_Q5_0) isum = addToLane0(isum, -16 * xsum);
         else offsets += half(p + 2) * dx * <f32>xsum;
       }

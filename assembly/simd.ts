@@ -374,6 +374,18 @@ export const CODE_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
   return dotCodesU(c, xq, acc);
 }
 
+/** acc + Σ(c0·x0 + c1·x1) over 32 values (4 i32 lanes): c0, c1 unsigned codes in [0, 63], x0 and x1 the
+ *  16 activation codes at xq and the next 16. Relaxed: the two i8 dot products' i16 pairs added, then
+ *  widened once (see dotCodes32Scaled); SIMD128: dotCodesU twice. */
+// @ts-ignore: decorator
+@inline export function dotCodes32(c0: v128, c1: v128, xq: usize, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq, 16), c1));
+    return i32x4.add(acc, i32x4.extadd_pairwise_i16x8_s(p));
+  }
+  return dotCodesU(c1, xq + 16 * CODE_BYTES, dotCodesU(c0, xq, acc));
+}
+
 /** acc + s·Σ(c0·x0 + c1·x1) over 32 values (4 i32 lanes): c0, c1 unsigned codes in [0, 63] with one
  *  integer scale s (|s| < 2^15), x0 and x1 the 16 activation codes at xq and the next 16. Relaxed: the
  *  two i8 dot products' i16 pairs added (|pair| ≤ 2·63·127, two fit i16), then one i16 dot product
