@@ -376,7 +376,8 @@ export function preparedBytes(cols: i32): usize {
  * exactly the dequantized weights · the rounded activations, llama.cpp's number (the f32 sums, mixed
  * with rounded codes, moved decode logits 2× as far from llama.cpp's on ref-6m).
  */
-function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
+// @ts-ignore: decorator
+@inline function intRowDotOf(w: usize, dt: i32, prep: usize, cols: i32): f32 {
   const sums = prep;
   const scales = sums + (<usize>(cols >> 4) << 2);
   const isums = scales + (<usize>(cols >> 5) << 2);
@@ -561,6 +562,24 @@ function q6kBlockDot(p: usize, x: usize, xsums: usize): f32 {
   const off = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(s), xs0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(s), xs1));
   const t = i32x4.sub(isum, i32x4.shl(off, 5));
   return <f32>(i32x4.extract_lane(t, 0) + i32x4.extract_lane(t, 1) + i32x4.extract_lane(t, 2) + i32x4.extract_lane(t, 3));
+}
+
+/** intRowDot compiled once per format (dt a constant in each copy: no per-block format tests). */
+function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
+  switch (dt) {
+    case DT_Q8_0: return intRowDotOf(w, DT_Q8_0, prep, cols);
+    case DT_Q4_0: return intRowDotOf(w, DT_Q4_0, prep, cols);
+    case DT_Q4_1: return intRowDotOf(w, DT_Q4_1, prep, cols);
+    case DT_Q5_0: return intRowDotOf(w, DT_Q5_0, prep, cols);
+    case DT_Q5_1: return intRowDotOf(w, DT_Q5_1, prep, cols);
+    case DT_Q2_K: return intRowDotOf(w, DT_Q2_K, prep, cols);
+    case DT_Q3_K: return intRowDotOf(w, DT_Q3_K, prep, cols);
+    case DT_Q4_K: return intRowDotOf(w, DT_Q4_K, prep, cols);
+    case DT_Q5_K: return intRowDotOf(w, DT_Q5_K, prep, cols);
+    case DT_Q6_K: return intRowDotOf(w, DT_Q6_K, prep, cols);
+    case DT_IQ4_NL: return intRowDotOf(w, DT_IQ4_NL, prep, cols);
+    default: return intRowDotOf(w, DT_IQ4_XS, prep, cols);
+  }
 }
 
 /** Values per activation scale for a block type: what prepareActivations' `span` must be. */
