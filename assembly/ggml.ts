@@ -453,12 +453,12 @@ export function preparedBytes(cols: i32): usize {
     let isum = zero;
     let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
     let mins = 0; // Σ min·(sum of x's codes) over the block's groups
-    for (let j = 0; j < 8; j++) {
+    const step = dt == DT_Q4_K || dt == DT_Q5_K ? 2 : 1; // Q4_K / Q5_K: two spans per pass
+    for (let j = 0; j < 8; j += step) {
       const span = span0 + j;
       const xj = x + (<usize>j << 5) * cb;
       if (dt == DT_Q4_K || dt == DT_Q5_K) {
-        // spans j and j + 1 are the low and high nibbles of the same 32 bytes: one load for both (j even)
-        if (j & 1) continue;
+        // spans j and j + 1 are the low and high nibbles of the same 32 bytes: one load for both
         const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
         const q0 = v128.load(q), q1 = v128.load(q, 16);
         let c0 = v128.and(q0, nib), c1 = v128.and(q1, nib);
