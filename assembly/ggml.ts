@@ -441,10 +441,19 @@ export function preparedBytes(cols: i32): usize {
     // Q4_K / Q5_K: the 8 six-bit scales and the 8 mins, one per byte of two u64s (llama.cpp's unpacking
     // of the 12 bytes; scaleMin4 one at a time)
     let scales8: u64 = 0, mins8: u64 = 0;
+    let mins = 0; // Σ min·(sum of x's codes) over the block's groups
     if (dt == DT_Q4_K || dt == DT_Q5_K) {
       const u0 = load<u32>(p + 4), u1 = load<u32>(p + 8), u2 = load<u32>(p + 12);
       scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
       mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
+      // Σ_j min_j · (sum of span j's activation codes), the 8 spans' sums from the 16 group sums
+      const g = isums + (<usize>span0 << 3);
+      const v0 = v128.load(g), v1 = v128.load(g, 16), v2 = v128.load(g, 32), v3 = v128.load(g, 48);
+      const s03 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 2, 4, 6), v128.shuffle<i32>(v0, v1, 1, 3, 5, 7));
+      const s47 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 2, 4, 6), v128.shuffle<i32>(v2, v3, 1, 3, 5, 7));
+      const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
+      const m = i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
+      mins = i32x4.extract_lane(m, 0) + i32x4.extract_lane(m, 1) + i32x4.extract_lane(m, 2) + i32x4.extract_lane(m, 3);
     }
     if (dt == DT_Q6_K) {
       offsets += q6kBlockDot(p, x, isums + (<usize>span0 << 3)) * d * load<f32>(scales + (<usize>b << 2));
@@ -452,7 +461,6 @@ export function preparedBytes(cols: i32): usize {
     }
     let isum = zero;
     let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
-    let mins = 0; // Σ min·(sum of x's codes) over the block's groups
     const step = dt == DT_Q4_K || dt == DT_Q5_K ? 2 : 1; // Q4_K / Q5_K: two spans per pass
     for (let j = 0; j < 8; j += step) {
       const span = span0 + j;
@@ -473,10 +481,8 @@ export function preparedBytes(cols: i32): usize {
           c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
           c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
         }
-        const sc = <i32>(scales8 >> (<u64>j << 3)), mn = <i32>(mins8 >> (<u64>j << 3)); // bytes j, j + 1
+        const sc = <i32>(scales8 >> (<u64>j << 3)); // bytes j, j + 1
         isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, (sc >> 8) & 0xff, dotCodes32Scaled(c0, c1, xj, sc & 0xff, isum));
-        const xs = isums + (<usize>span << 3);
-        mins += (mn & 0xff) * (load<i32>(xs) + load<i32>(xs, 4)) + ((mn >> 8) & 0xff) * (load<i32>(xs, 8) + load<i32>(xs, 12));
         continue;
       }
       if (dt == DT_IQ4_XS) {
