@@ -9,6 +9,7 @@ import {
   BLOCK_SCRATCH, DT_INT_DOT, DT_IQ4_NL, DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0,
 } from '../src/kernels/abi';
 import { h2fScalar } from './half';
+import { CODE_BYTES, dotCodes16Scaled, dotCodes32, dotCodes32Scaled, dotCodesS } from './simd';
 
 // @ts-ignore: decorator
 @inline export function isBlockType(dt: i32): bool {
@@ -307,14 +308,16 @@ export function dequantizeBlockRow(dst: usize, src: usize, dt: i32, cols: i32, s
 
 /**
  * What every row's dot product needs from the activations x[cols], computed once per matvec at `prep`:
- * f32 sums of each 16 values [cols/16] (for the offsets m), then the 8-bit activations: per `span`
+ * f32 sums of each 16 values [cols/16] (the f32 way's offsets m), then the 8-bit activations: per `span`
  * values (32 for the 32-value formats, 256 for the K-quants, as llama.cpp's Q8_0 and Q8_K) an f32
- * scale max|x| / 127, and the codes round(x / scale) widened to i16 [cols] for the i16 dot products.
+ * scale max|x| / 127 [cols/32 slots], the i32 sums of each 16 codes [cols/16] (Q8_K's bsums, for the
+ * formats whose codes are stored with an offset), and the codes round(x / scale) [cols], CODE_BYTES each.
  */
 export function prepareActivations(prep: usize, x: usize, cols: i32, span: i32): void {
   const sums = prep;
   const scales = sums + (<usize>(cols >> 4) << 2);
-  const q = scales + (<usize>(cols >> 5) << 2);
+  const isums = scales + (<usize>(cols >> 5) << 2);
+  const q = isums + (<usize>(cols >> 4) << 2);
   for (let g = 0; g < cols >> 4; g++) {
     const xg = x + (<usize>g << 6);
     const s = f32x4.add(f32x4.add(v128.load(xg), v128.load(xg, 16)), f32x4.add(v128.load(xg, 32), v128.load(xg, 48)));
@@ -331,37 +334,56 @@ export function prepareActivations(prep: usize, x: usize, cols: i32, span: i32):
     const scale: f32 = mx / 127;
     store<f32>(scales + (<usize>b << 2), scale);
     const inv = f32x4.splat(scale > 0 ? 1 / scale : 0);
-    const qb = q + (<usize>(b * span) << 1);
-    for (let k: usize = 0; k < vectors; k += 2) {
-      const a = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xb + (k << 4)), inv)));
-      const c = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xb + (k << 4), 16), inv)));
-      v128.store(qb + (k << 3), i16x8.narrow_i32x4_s(a, c));
+    for (let k: usize = 0; k < vectors; k += 4) {
+      const v = <usize>(b * span) + (k << 2); // index of the 16 values' first in the row
+      const xv = xb + (k << 4);
+      const c0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xv), inv)));
+      const c1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xv, 16), inv)));
+      const c2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xv, 32), inv)));
+      const c3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(xv, 48), inv)));
+      const sum = i32x4.add(i32x4.add(c0, c1), i32x4.add(c2, c3));
+      store<i32>(isums + ((v >> 4) << 2), i32x4.extract_lane(sum, 0) + i32x4.extract_lane(sum, 1) + i32x4.extract_lane(sum, 2) + i32x4.extract_lane(sum, 3));
+      const lo = i16x8.narrow_i32x4_s(c0, c1), hi = i16x8.narrow_i32x4_s(c2, c3);
+      const at = q + v * <usize>CODE_BYTES;
+      if (ASC_FEATURE_RELAXED_SIMD) {
+        v128.store(at, i8x16.narrow_i16x8_s(lo, hi));
+      } else {
+        v128.store(at, lo);
+        v128.store(at, hi, 16);
+      }
     }
   }
 }
 
 /** Bytes prepareActivations writes for `cols` values. */
 export function preparedBytes(cols: i32): usize {
-  return (<usize>(cols >> 4) << 2) + (<usize>(cols >> 5) << 2) + (<usize>cols << 1);
+  return (<usize>(cols >> 4) << 3) + (<usize>(cols >> 5) << 2) + <usize>cols * <usize>CODE_BYTES;
 }
 
-/** Σ code·x over 16 values as 4 i32 lanes: codes i8x16, x the prepared i16 activations at `xq`. */
+/** `v` with `k` added to its first lane. */
 // @ts-ignore: decorator
-@inline function dot16(c: v128, xq: usize): v128 {
-  return i32x4.add(
-    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(c), v128.load(xq)),
-    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(c), v128.load(xq, 16)),
-  );
+@inline function addToLane0(v: v128, k: i32): v128 {
+  return i32x4.add(v, i32x4.replace_lane(i32x4.splat(0), 0, k));
 }
 
 /**
- * The integer way, fused per format: each 32-value span's codes meet the 8-bit activations in i16 dot
- * products, weighted by the span's integer sub-block scales, and are converted to f32 once per span.
+ * The integer way, fused per format: each 32-value span's codes meet the 8-bit activations in integer
+ * dot products (simd.ts: dotCodes32, dotCodesS and the scaled forms), weighted by the span's integer sub-block scales, and are
+ * converted to f32 once per block. Codes stored with an offset (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's
+ * 32) are taken unsigned, as the relaxed dot product's i7 operand wants them, and the offset times the
+ * activation codes' sums is taken off in integers: Σ(c − k)·x = Σc·x − k·Σx, exactly. Mins (Q4_1, Q5_1,
+ * Q2_K, Q4_K, Q5_K) meet the same sums of the rounded activations, as llama.cpp's bsums: the row is then
+ * exactly the dequantized weights · the rounded activations, llama.cpp's number (the f32 sums, mixed
+ * with rounded codes, moved decode logits 2× as far from llama.cpp's on ref-6m).
  */
-function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
+// @ts-ignore: decorator
+@inline function intRowDotOf(w: usize, dt: i32, prep: usize, cols: i32): f32 {
   const sums = prep;
   const scales = sums + (<usize>(cols >> 4) << 2);
-  const xq = scales + (<usize>(cols >> 5) << 2);
+  const isums = scales + (<usize>(cols >> 5) << 2);
+  const xq = isums + (<usize>(cols >> 4) << 2);
+  const cb = <usize>CODE_BYTES;
+  const zero = i32x4.splat(0);
   let acc = f32x4.splat(0);
   let offsets: f32 = 0;
   const nib = i8x16.splat(15);
@@ -370,44 +392,37 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
   for (let b = 0; b < cols / bv; b++) {
     const p = w + <usize>b * bb;
     const span0 = (b * bv) >> 5; // index of the block's first 32-value span in the row
+    const x = xq + (<usize>span0 << 5) * cb;
     if (bv == 32) {
       const d = half(p);
-      let c0: v128, c1: v128;
+      // Σx of the span's activation codes, for an offset
+      const xsum = load<i32>(isums + (<usize>span0 << 3)) + load<i32>(isums + (<usize>span0 << 3), 4);
+      const dx = load<f32>(scales + (<usize>span0 << 2));
+      let isum: v128;
       if (dt == DT_Q8_0) {
-        c0 = v128.load(p, 2);
-        c1 = v128.load(p, 18);
-      } else if (dt == DT_Q4_0 || dt == DT_IQ4_NL) {
+        isum = dotCodesS(v128.load(p, 18), x + 16 * cb, dotCodesS(v128.load(p, 2), x, zero));
+      } else if (dt == DT_IQ4_NL) {
         const q = v128.load(p, 2);
-        c0 = v128.and(q, nib);
-        c1 = highNibbles(q);
-        if (dt == DT_Q4_0) {
-          c0 = i8x16.sub(c0, i8x16.splat(8));
-          c1 = i8x16.sub(c1, i8x16.splat(8));
-        } else {
-          c0 = i8x16.swizzle(iq4Levels(), c0);
-          c1 = i8x16.swizzle(iq4Levels(), c1);
-        }
+        isum = dotCodesS(i8x16.swizzle(iq4Levels(), highNibbles(q)), x + 16 * cb, dotCodesS(i8x16.swizzle(iq4Levels(), v128.and(q, nib)), x, zero));
+      } else if (dt == DT_Q4_0) {
+        const q = v128.load(p, 2);
+        isum = addToLane0(dotCodes32(v128.and(q, nib), highNibbles(q), x, zero), -8 * xsum);
       } else if (dt == DT_Q4_1) {
         const q = v128.load(p, 4);
-        c0 = v128.and(q, nib);
-        c1 = highNibbles(q);
-        offsets += half(p + 2) * (load<f32>(sums + (<usize>span0 << 3)) + load<f32>(sums + (<usize>span0 << 3), 4));
+        isum = dotCodes32(v128.and(q, nib), highNibbles(q), x, zero);
+        offsets += half(p + 2) * dx * <f32>xsum;
       } else {
+        // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs)
         const off: usize = dt == DT_Q5_0 ? 2 : 4;
         const qh = load<u32>(p + off);
         const q = v128.load(p + off + 4);
-        c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
-        c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
-        if (dt == DT_Q5_0) {
-          c0 = i8x16.sub(c0, i8x16.splat(16));
-          c1 = i8x16.sub(c1, i8x16.splat(16));
-        } else {
-          offsets += half(p + 2) * (load<f32>(sums + (<usize>span0 << 3)) + load<f32>(sums + (<usize>span0 << 3), 4));
-        }
+        const c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
+        const c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
+        isum = dotCodes32(c0, c1, x, zero);
+        if (dt == DT_Q5_0) isum = addToLane0(isum, -16 * xsum);
+        else offsets += half(p + 2) * dx * <f32>xsum;
       }
-      const x = xq + (<usize>span0 << 6);
-      const isum = i32x4.add(dot16(c0, x), dot16(c1, x + 32));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * load<f32>(scales + (<usize>span0 << 2)))));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * dx)));
       continue;
     }
     // super-blocks of 256: 8 spans of 32, each two 16-groups with integer scales s0, s1
@@ -423,79 +438,154 @@ function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
       d = half(p);
       if (dt != DT_IQ4_XS) dmin = half(p + 2); // Q4_K, Q5_K
     }
-    let isum = i32x4.splat(0);
-    let mins: f32 = 0; // Σ min·(sum of x) over the block's groups, in units of dmin
-    for (let j = 0; j < 8; j++) {
+    // Q4_K / Q5_K: the 8 six-bit scales and the 8 mins, one per byte of two u64s (llama.cpp's unpacking
+    // of the 12 bytes; scaleMin4 one at a time)
+    let scales8: u64 = 0, mins8: u64 = 0;
+    let mins = 0; // Σ min·(sum of x's codes) over the block's groups
+    if (dt == DT_Q4_K || dt == DT_Q5_K) {
+      const u0 = load<u32>(p + 4), u1 = load<u32>(p + 8), u2 = load<u32>(p + 12);
+      scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
+      mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
+      // Σ_j min_j · (sum of span j's activation codes), the 8 spans' sums from the 16 group sums
+      const g = isums + (<usize>span0 << 3);
+      const v0 = v128.load(g), v1 = v128.load(g, 16), v2 = v128.load(g, 32), v3 = v128.load(g, 48);
+      const s03 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 2, 4, 6), v128.shuffle<i32>(v0, v1, 1, 3, 5, 7));
+      const s47 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 2, 4, 6), v128.shuffle<i32>(v2, v3, 1, 3, 5, 7));
+      const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
+      const m = i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
+      mins = i32x4.extract_lane(m, 0) + i32x4.extract_lane(m, 1) + i32x4.extract_lane(m, 2) + i32x4.extract_lane(m, 3);
+    }
+    if (dt == DT_Q6_K) {
+      offsets += q6kBlockDot(p, x, isums + (<usize>span0 << 3)) * d * load<f32>(scales + (<usize>b << 2));
+      continue;
+    }
+    let isum = zero;
+    let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
+    const step = dt == DT_Q4_K || dt == DT_Q5_K ? 2 : 1; // Q4_K / Q5_K: two spans per pass
+    for (let j = 0; j < 8; j += step) {
       const span = span0 + j;
+      const xj = x + (<usize>j << 5) * cb;
+      if (dt == DT_Q4_K || dt == DT_Q5_K) {
+        // spans j and j + 1 are the low and high nibbles of the same 32 bytes: one load for both
+        const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
+        const q0 = v128.load(q), q1 = v128.load(q, 16);
+        let c0 = v128.and(q0, nib), c1 = v128.and(q1, nib);
+        let c2 = highNibbles(q0), c3 = highNibbles(q1);
+        if (dt == DT_Q5_K) {
+          const sixteen = i8x16.splat(16);
+          const h0 = v128.load(p + 16), h1 = v128.load(p + 32);
+          const lowValue: i32 = 1 << j, highValue: i32 = 2 << j;
+          const lowBit = i8x16.splat(<i8>lowValue), highBit = i8x16.splat(<i8>highValue);
+          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(h0, lowBit), lowBit), sixteen));
+          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(h1, lowBit), lowBit), sixteen));
+          c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
+          c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
+        }
+        const sc = <i32>(scales8 >> (<u64>j << 3)); // bytes j, j + 1
+        isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, (sc >> 8) & 0xff, dotCodes32Scaled(c0, c1, xj, sc & 0xff, isum));
+        continue;
+      }
+      if (dt == DT_IQ4_XS) {
+        const q = v128.load(p + 8 + (<usize>j << 4));
+        const high = <i32>load<u16>(p + 2);
+        const s = (((<i32>load<u8>(p + 4 + <usize>(j >> 1)) >> (4 * (j & 1))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32;
+        const dot = dotCodesS(i8x16.swizzle(iq4Levels(), highNibbles(q)), xj + 16 * cb, dotCodesS(i8x16.swizzle(iq4Levels(), v128.and(q, nib)), xj, zero));
+        isum = i32x4.add(isum, i32x4.mul(dot, i32x4.splat(s)));
+        continue;
+      }
       let c0: v128, c1: v128;
       let s0: i32, s1: i32;
-      if (dt == DT_Q4_K || dt == DT_Q5_K) {
-        const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
-        const shift = (j & 1) << 2;
-        c0 = v128.and(i16x8.shr_u(v128.load(q), shift), nib);
-        c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), nib);
-        if (dt == DT_Q5_K) {
-          const bitValue: i32 = 1 << j;
-          const bit = i8x16.splat(<i8>bitValue);
-          const sixteen = i8x16.splat(16);
-          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p + 16), bit), bit), sixteen));
-          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p + 32), bit), bit), sixteen));
-        }
-        const sm = scaleMin4(p + 4, j);
-        s0 = sm & 0xffff;
-        s1 = s0;
-        mins += <f32>(sm >> 16) * (load<f32>(sums + (<usize>span << 3)) + load<f32>(sums + (<usize>span << 3), 4));
-      } else if (dt == DT_Q6_K) {
-        const h = <usize>(j >> 2), k = j & 3;
-        const ql = p + h * 64 + (k & 1 ? 32 : 0);
-        const qh0 = v128.load(p + 128 + h * 32), qh1 = v128.load(p + 128 + h * 32, 16);
-        const lowShift = k & 2 ? 4 : 0; // k = 0, 1: low nibbles of ql / ql + 32; k = 2, 3: high nibbles
-        const highShift = 2 * k;
-        const three = i8x16.splat(3);
-        c0 = v128.or(v128.and(i16x8.shr_u(v128.load(ql), lowShift), nib), i16x8.shl(v128.and(i16x8.shr_u(qh0, highShift), three), 4));
-        c1 = v128.or(v128.and(i16x8.shr_u(v128.load(ql, 16), lowShift), nib), i16x8.shl(v128.and(i16x8.shr_u(qh1, highShift), three), 4));
-        c0 = i8x16.sub(c0, i8x16.splat(32));
-        c1 = i8x16.sub(c1, i8x16.splat(32));
-        s0 = <i32>load<i8>(p + 192 + h * 8 + 2 * k);
-        s1 = <i32>load<i8>(p + 192 + h * 8 + 2 * k + 1);
-      } else if (dt == DT_IQ4_XS) {
-        const q = v128.load(p + 8 + (<usize>j << 4));
-        c0 = i8x16.swizzle(iq4Levels(), v128.and(q, nib));
-        c1 = i8x16.swizzle(iq4Levels(), highNibbles(q));
-        const high = <i32>load<u16>(p + 2);
-        s0 = (((<i32>load<u8>(p + 4 + <usize>(j >> 1)) >> (4 * (j & 1))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32;
-        s1 = s0;
+      // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
+      const three = i8x16.splat(3);
+      const shift = (j & 3) << 1;
+      const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
+      c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
+      c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
+      if (dt == DT_Q2_K) {
+        const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
+        s0 = a & 15;
+        s1 = b2 & 15;
+        mins += (a >> 4) * load<i32>(isums + (<usize>span << 3)) + (b2 >> 4) * load<i32>(isums + (<usize>span << 3), 4);
       } else {
-        // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
-        const three = i8x16.splat(3);
-        const shift = (j & 3) << 1;
-        const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
-        c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
-        c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
-        if (dt == DT_Q2_K) {
-          const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
-          s0 = a & 15;
-          s1 = b2 & 15;
-          mins += <f32>(a >> 4) * load<f32>(sums + (<usize>span << 3)) + <f32>(b2 >> 4) * load<f32>(sums + (<usize>span << 3), 4);
-        } else {
-          const bitValue: i32 = 1 << j;
-          const bit = i8x16.splat(<i8>bitValue);
-          const four = i8x16.splat(4);
-          c0 = i8x16.sub(c0, v128.andnot(four, i8x16.eq(v128.and(v128.load(p), bit), bit)));
-          c1 = i8x16.sub(c1, v128.andnot(four, i8x16.eq(v128.and(v128.load(p, 16), bit), bit)));
-          s0 = scale3(p + 96, 2 * j) - 32;
-          s1 = scale3(p + 96, 2 * j + 1) - 32;
-        }
+        // Q3_K: code + 4 = the 2 low bits, plus 4 where hmask's bit is set; the offset 4 in ioff
+        const bitValue: i32 = 1 << j;
+        const bit = i8x16.splat(<i8>bitValue);
+        const four = i8x16.splat(4);
+        c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p), bit), bit), four));
+        c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p, 16), bit), bit), four));
+        s0 = scale3(p + 96, 2 * j) - 32;
+        s1 = scale3(p + 96, 2 * j + 1) - 32;
+        ioff -= 4 * (s0 * load<i32>(isums + (<usize>span << 3)) + s1 * load<i32>(isums + (<usize>span << 3), 4));
       }
-      const x = xq + (<usize>span << 6);
-      isum = i32x4.add(isum, i32x4.add(i32x4.mul(dot16(c0, x), i32x4.splat(s0)), i32x4.mul(dot16(c1, x + 32), i32x4.splat(s1))));
+      isum = dotCodes16Scaled(c1, xj + 16 * cb, s1, dotCodes16Scaled(c0, xj, s0, isum));
     }
     // one activation scale per 256 (prepared with span 256): one conversion per block
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * load<f32>(scales + (<usize>b << 2)))));
-    offsets -= dmin * mins;
+    // the block's integer total before one conversion: its lanes (unsigned codes, the offsets apart) can
+    // pass 2^24 and cancel, where converting them one by one would round each
+    const dx = load<f32>(scales + (<usize>b << 2));
+    const total = i32x4.extract_lane(isum, 0) + i32x4.extract_lane(isum, 1) + i32x4.extract_lane(isum, 2) + i32x4.extract_lane(isum, 3) + ioff;
+    offsets += d * dx * <f32>total - dmin * dx * <f32>mins;
   }
   const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
   return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + offsets;
+}
+
+/** A Q6_K code vector: 4 low bits `lo` and the 2 bits at `shift` of the high-bit bytes `qh`, unsigned. */
+// @ts-ignore: decorator
+@inline function q6Codes(lo: v128, qh: v128, shift: i32): v128 {
+  return v128.or(lo, i16x8.shl(v128.and(i16x8.shr_u(qh, shift), i8x16.splat(3)), 4));
+}
+
+/**
+ * One Q6_K block · the activation codes at x (its 256), as an integer (converted once): per half, the
+ * 64 bytes of low nibbles and 32 of high bits are loaded once for its 4 spans; the codes are taken
+ * unsigned and the offset 32 · Σ_g scale_g · Σx_g over the 16 groups is two i16 dot products (the
+ * group sums at `xsums`, |Σx_g| ≤ 16·127, fit i16).
+ */
+function q6kBlockDot(p: usize, x: usize, xsums: usize): f32 {
+  const nib = i8x16.splat(15);
+  const cb = <usize>CODE_BYTES;
+  let isum = i32x4.splat(0);
+  for (let h: usize = 0; h < 2; h++) {
+    const ql = p + h * 64, qh = p + 128 + h * 32, sc = p + 192 + h * 8;
+    const a0 = v128.load(ql), a1 = v128.load(ql, 16), b0 = v128.load(ql, 32), b1 = v128.load(ql, 48);
+    const h0 = v128.load(qh), h1 = v128.load(qh, 16);
+    const xh = x + (h << 7) * cb;
+    // spans k = 0..3 of the half: low nibbles of ql, of ql + 32, then their high nibbles; high bits 2k
+    isum = dotCodes16Scaled(q6Codes(v128.and(a0, nib), h0, 0), xh, <i32>load<i8>(sc), isum);
+    isum = dotCodes16Scaled(q6Codes(v128.and(a1, nib), h1, 0), xh + 16 * cb, <i32>load<i8>(sc, 1), isum);
+    isum = dotCodes16Scaled(q6Codes(v128.and(b0, nib), h0, 2), xh + 32 * cb, <i32>load<i8>(sc, 2), isum);
+    isum = dotCodes16Scaled(q6Codes(v128.and(b1, nib), h1, 2), xh + 48 * cb, <i32>load<i8>(sc, 3), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(a0), h0, 4), xh + 64 * cb, <i32>load<i8>(sc, 4), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(a1), h1, 4), xh + 80 * cb, <i32>load<i8>(sc, 5), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(b0), h0, 6), xh + 96 * cb, <i32>load<i8>(sc, 6), isum);
+    isum = dotCodes16Scaled(q6Codes(highNibbles(b1), h1, 6), xh + 112 * cb, <i32>load<i8>(sc, 7), isum);
+  }
+  // Σ_g scale_g · Σx_g: group g's scale is byte 192 + g
+  const s = v128.load(p + 192);
+  const xs0 = i16x8.narrow_i32x4_s(v128.load(xsums), v128.load(xsums, 16));
+  const xs1 = i16x8.narrow_i32x4_s(v128.load(xsums, 32), v128.load(xsums, 48));
+  const off = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(s), xs0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(s), xs1));
+  const t = i32x4.sub(isum, i32x4.shl(off, 5));
+  return <f32>(i32x4.extract_lane(t, 0) + i32x4.extract_lane(t, 1) + i32x4.extract_lane(t, 2) + i32x4.extract_lane(t, 3));
+}
+
+/** intRowDot compiled once per format (dt a constant in each copy: no per-block format tests). */
+function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
+  switch (dt) {
+    case DT_Q8_0: return intRowDotOf(w, DT_Q8_0, prep, cols);
+    case DT_Q4_0: return intRowDotOf(w, DT_Q4_0, prep, cols);
+    case DT_Q4_1: return intRowDotOf(w, DT_Q4_1, prep, cols);
+    case DT_Q5_0: return intRowDotOf(w, DT_Q5_0, prep, cols);
+    case DT_Q5_1: return intRowDotOf(w, DT_Q5_1, prep, cols);
+    case DT_Q2_K: return intRowDotOf(w, DT_Q2_K, prep, cols);
+    case DT_Q3_K: return intRowDotOf(w, DT_Q3_K, prep, cols);
+    case DT_Q4_K: return intRowDotOf(w, DT_Q4_K, prep, cols);
+    case DT_Q5_K: return intRowDotOf(w, DT_Q5_K, prep, cols);
+    case DT_Q6_K: return intRowDotOf(w, DT_Q6_K, prep, cols);
+    case DT_IQ4_NL: return intRowDotOf(w, DT_IQ4_NL, prep, cols);
+    default: return intRowDotOf(w, DT_IQ4_XS, prep, cols);
+  }
 }
 
 /** Values per activation scale for a block type: what prepareActivations' `span` must be. */

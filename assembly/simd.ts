@@ -333,3 +333,75 @@ export function finishItem(out: usize, acc: usize, scores: usize, rowBytes: usiz
       received != 0 ? received + probs : 0, lastProbs != 0 && t == n - 1 ? lastProbs + probs : 0, capacity);
   }
 }
+
+// ================================================================ relaxed SIMD or its SIMD128 equivalent
+// ASC_FEATURE_RELAXED_SIMD is a compile-time constant: each build keeps one branch.
+
+/** a·b + c on f32 lanes: one fused multiply-add in the relaxed build (rounded once where the CPU
+ *  fuses), a multiply then an add in SIMD128. */
+// @ts-ignore: decorator
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
+/** Bytes per 8-bit activation code as the integer dot products read them: i8 in the relaxed build,
+ *  widened to i16 in SIMD128 (for i32x4.dot_i16x8_s). */
+export const CODE_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
+
+/** acc + Σ c·x over 16 values as 4 i32 lanes: c 16 unsigned codes in [0, 127] (i7), x 16 activation
+ *  codes (CODE_BYTES each) at xq. Relaxed: an i8 dot product into i16 pairs (its i7 operand is c; no
+ *  pair overflows, |x| ≤ 127), widened by pairs; SIMD128: two i16 dot products. Not the fused
+ *  i32x4.relaxed_dot_i8x16_i7x16_add_s: Node 20's baseline wasm compiler (Liftoff) gets it wrong. */
+// @ts-ignore: decorator
+@inline export function dotCodesU(c: v128, xq: usize, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.add(acc, i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c)));
+  return i32x4.add(acc, i32x4.add(
+    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(c), v128.load(xq)),
+    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(c), v128.load(xq, 16)),
+  ));
+}
+
+/** As dotCodesU for signed codes c in [-127, 127]: relaxed moves c's sign onto x (|c| is the i7
+ *  operand; x is never -128); SIMD128 widens c as it is. */
+// @ts-ignore: decorator
+@inline export function dotCodesS(c: v128, xq: usize, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const neg = i8x16.lt_s(c, i8x16.splat(0));
+    const x = i8x16.sub(v128.xor(v128.load(xq), neg), neg);
+    return i32x4.add(acc, i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(x, i8x16.abs(c))));
+  }
+  return dotCodesU(c, xq, acc);
+}
+
+/** acc + Σ(c0·x0 + c1·x1) over 32 values (4 i32 lanes): c0, c1 unsigned codes in [0, 63], x0 and x1 the
+ *  16 activation codes at xq and the next 16. Relaxed: the two i8 dot products' i16 pairs added, then
+ *  widened once (see dotCodes32Scaled); SIMD128: dotCodesU twice. */
+// @ts-ignore: decorator
+@inline export function dotCodes32(c0: v128, c1: v128, xq: usize, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq, 16), c1));
+    return i32x4.add(acc, i32x4.extadd_pairwise_i16x8_s(p));
+  }
+  return dotCodesU(c1, xq + 16 * CODE_BYTES, dotCodesU(c0, xq, acc));
+}
+
+/** acc + s·Σ(c0·x0 + c1·x1) over 32 values (4 i32 lanes): c0, c1 unsigned codes in [0, 63] with one
+ *  integer scale s (|s| < 2^15), x0 and x1 the 16 activation codes at xq and the next 16. Relaxed: the
+ *  two i8 dot products' i16 pairs added (|pair| ≤ 2·63·127, two fit i16), then one i16 dot product
+ *  with s widens and scales them; SIMD128: dotCodesU, times s. */
+// @ts-ignore: decorator
+@inline export function dotCodes32Scaled(c0: v128, c1: v128, xq: usize, s: i32, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq, 16), c1));
+    return i32x4.add(acc, i32x4.dot_i16x8_s(p, i16x8.splat(<i16>s)));
+  }
+  return i32x4.add(acc, i32x4.mul(dotCodesU(c1, xq + 16 * CODE_BYTES, dotCodesU(c0, xq, i32x4.splat(0))), i32x4.splat(s)));
+}
+
+/** acc + s·Σ c·x over 16 values: c unsigned codes in [0, 127], |s| < 2^15 (see dotCodes32Scaled). */
+// @ts-ignore: decorator
+@inline export function dotCodes16Scaled(c: v128, xq: usize, s: i32, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xq), c), i16x8.splat(<i16>s)));
+  return i32x4.add(acc, i32x4.mul(dotCodesU(c, xq, i32x4.splat(0)), i32x4.splat(s)));
+}

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { kernelBuild, type SimdBuild } from '../kernels/index.js';
 import { BenchContext, type BenchOptions, type Section, type SectionResult } from './section.js';
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
@@ -25,10 +26,12 @@ const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection
 const USAGE = `usage: npm run bench -- [options]
 
   --quick              fewer tokens and one run per number (a smoke run)
-  --only LIST          models, comma-separated: 135m (f32 and f16), 135m-quant (Q8_0 and Q4_K_M) or ${MODEL_SPECS.map((m) => m.id).join(', ')}
+  --only LIST          models, comma-separated: 1b (the Llama-3.2-1B shape in f16, Q8_0, Q6_K, Q4_K_M, Q4_0), 135m (f32 and f16), 135m-quant (Q8_0 and Q4_K_M) or ${MODEL_SPECS.map((m) => m.id).join(', ')}
   --threads LIST       thread counts, e.g. 1,2 (default 1,2)
   --runs N             timed runs per number after a warm-up; the median is reported (default 3, --quick 1)
   --chunks LIST        kvpack prefill chunk sizes to try (default 64,128,256,512)
+  --decode-tokens N    speed: tokens decoded (after a prompt as long) per run (default 64, --quick 16)
+  --prefill-tokens N   speed: prompt tokens prefilled per run (default 512, --quick 128)
   --kvpack-format F    gguf (the file llama.cpp runs, default) or hf (same weights as safetensors)
   --cache SPEC         kvpack cache spec (default full+fp16, like llama.cpp's f16 cache)
   --flash-attn MODE    llama.cpp flash attention: auto (default), on, off
@@ -57,6 +60,8 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       cache: { type: 'string', default: 'full+fp16' },
       'flash-attn': { type: 'string', default: 'auto' },
       section: { type: 'string' },
+      'decode-tokens': { type: 'string' },
+      'prefill-tokens': { type: 'string' },
       'cache-dir': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -84,6 +89,8 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     cacheDir: values['cache-dir'] ?? defaultCacheDir(),
     runs: values.runs ? intList('--runs', values.runs)[0]! : values.quick ? 1 : 3,
     chunkSizes: intList('--chunks', values.chunks),
+    decodeTokens: values['decode-tokens'] ? intList('--decode-tokens', values['decode-tokens'])[0]! : undefined,
+    prefillTokens: values['prefill-tokens'] ? intList('--prefill-tokens', values['prefill-tokens'])[0]! : undefined,
     kvpackFormat: format,
     cache: values.cache,
     flashAttention: fa === 'auto' ? 'auto' : fa === 'on',
@@ -91,7 +98,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
   };
 }
 
-function environment(llamaCppRelease: string | undefined): Record<string, string> {
+function environment(simd: SimdBuild, llamaCppRelease: string | undefined): Record<string, string> {
   let nlcVersion = '?';
   try {
     // The package does not export its package.json; it sits two levels above the entry point.
@@ -106,6 +113,7 @@ function environment(llamaCppRelease: string | undefined): Record<string, string
     node: process.version,
     'node-llama-cpp': nlcVersion,
     'llama.cpp release (as node-llama-cpp reports it)': llamaCppRelease ?? '?',
+    'kvpack kernels': `${simd === 'relaxed' ? 'relaxed SIMD' : 'SIMD128'} build (KVPACK_SIMD=simd128|relaxed picks one)`,
     // Other processes on the machine skew every number; the 1-minute load average at the start says how busy it was.
     'load average (1 min) at start': os.loadavg()[0]!.toFixed(2),
   };
@@ -125,7 +133,7 @@ async function main(): Promise<void> {
   const results: { id: string; result: SectionResult }[] = [];
   try {
     const release = (await ctx.llama()).version;
-    const env = environment(release);
+    const env = environment(await kernelBuild(), release);
     if (!options.json) {
       process.stdout.write(`## kvpack bench${options.quick ? ' (quick: smoke-run sizes, not numbers to quote)' : ''}\n\n`);
       process.stdout.write(Object.entries(env).map(([k, v]) => `- ${k}: ${v}`).join('\n') + '\n\n');

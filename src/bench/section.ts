@@ -15,6 +15,9 @@ export interface BenchOptions {
   runs: number;
   /** kvpack prefill chunk sizes to try; the best is reported. */
   chunkSizes: number[];
+  /** Speed: tokens decoded per run (after a prompt as long) and prompt tokens prefilled, when not the defaults. */
+  decodeTokens?: number;
+  prefillTokens?: number;
   /** Which file kvpack loads: the GGUF llama.cpp runs (default) or the HF directory with the same weights. */
   kvpackFormat: 'gguf' | 'hf';
   /** kvpack cache spec; llama.cpp's default KV cache is f16, hence full+fp16. */

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import type { LlamaModel } from 'node-llama-cpp';
 import { Progress } from '../util/progress.js';
@@ -41,6 +42,8 @@ interface SpeedRow {
   llamaStepBytes: number | null;
   /** Read bandwidth of the streaming-read kernel at this thread count, bytes/s. */
   bandwidth: number;
+  /** 1-minute load average when the row started and ended: other processes skew every number. */
+  load: [number, number];
   errors: string[];
 }
 
@@ -177,13 +180,14 @@ async function runRow(
 
 const ratio = (a: Measured | null, b: Measured | null): Cell => (a && b ? a.tokPerS / b.tokPerS : null);
 
-function sizesFor(quick: boolean): Sizes {
-  return quick ? { decodePrompt: 16, decodeTokens: 16, prefillTokens: 128 } : { decodePrompt: 64, decodeTokens: 64, prefillTokens: 512 };
+function sizesFor(o: BenchContext['options']): Sizes {
+  const decode = o.decodeTokens ?? (o.quick ? 16 : 64);
+  return { decodePrompt: decode, decodeTokens: decode, prefillTokens: o.prefillTokens ?? (o.quick ? 128 : 512) };
 }
 
 async function runSpeed(ctx: BenchContext): Promise<SectionResult> {
   const o = ctx.options;
-  const sizes = sizesFor(o.quick);
+  const sizes = sizesFor(o);
   const fitting = o.chunkSizes.filter((c) => c <= sizes.prefillTokens);
   const chunkSizes = fitting.length ? fitting : [sizes.prefillTokens];
   const rows: SpeedRow[] = [];
@@ -197,9 +201,10 @@ async function runSpeed(ctx: BenchContext): Promise<SectionResult> {
           model: spec.label, threads, kvpackFile: '', llamaFile: shortPath(model.gguf), kvpackFormat: null,
           kvpackDecode: null, llamaDecode: null, kvpackPrefill: null, kvpackChunk: null, kvpackPrefillByChunk: {},
           llamaPrefill: null, llamaFlashAttention: null, kvpackStepBytes: null, llamaStepBytes: null,
-          bandwidth: await readBandwidth(threads), errors: [],
+          bandwidth: await readBandwidth(threads), load: [os.loadavg()[0]!, 0], errors: [],
         };
         await runRow(ctx, model, llModel, threads, sizes, chunkSizes, row);
+        row.load[1] = os.loadavg()[0]!;
         for (const e of row.errors) ctx.log(`  ${e}`);
         rows.push(row);
       }
@@ -226,6 +231,7 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
       { key: 'kvChunk', header: 'chunk', format: String },
       { key: 'llPrefill', header: 'llama.cpp prefill' },
       { key: 'prefillRatio', header: 'ratio', format: formatRatio },
+      { key: 'load', header: 'load', align: 'left' },
       { key: 'files', header: 'files', align: 'left' },
     ],
     rows: rows.map((r) => ({
@@ -240,11 +246,13 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
       kvChunk: r.kvpackChunk,
       llPrefill: r.llamaPrefill?.tokPerS ?? null,
       prefillRatio: ratio(r.kvpackPrefill, r.llamaPrefill),
+      load: r.load.map((l) => l.toFixed(1)).join('→'),
       files: r.kvpackFile === r.llamaFile ? `both: ${r.llamaFile}` : `kvpack: ${r.kvpackFile || '—'}; llama.cpp: ${r.llamaFile}`,
     })),
     notes: [
       `decode: ${sizes.decodeTokens} greedy tokens after a ${sizes.decodePrompt}-token prompt (timed: ${sizes.decodeTokens} single-token forward passes + picking each next token); ` +
         `prefill: one ${sizes.prefillTokens}-token prompt into an empty cache (llama.cpp batch ${sizes.prefillTokens}; kvpack at its best chunk size, shown).`,
+      `load: the 1-minute load average when the row started → ended (the machine has ${os.availableParallelism()} cores).`,
       `each number: median of ${runs} timed run(s) after a warm-up, wall clock; same token ids and thread count for both engines; ratio = kvpack / llama.cpp.`,
       `% read bw (roofline): bytes one decode step must read (weights + KV held) × decode tok/s, over the read bandwidth the streaming-read kernel reached in this run at the same thread count (` +
         [...new Map(rows.map((r) => [r.threads, r.bandwidth]))].map(([t, bw]) => `${t} thread(s): ${(bw / 1e9).toFixed(1)} GB/s`).join(', ') + ').',

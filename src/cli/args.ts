@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
-import { threadsParam } from '../kernels/index.js';
+import { MATMUL_MODES, threadsParam, type MatmulMode } from '../kernels/index.js';
 import { SAMPLING_PARAMS, type SamplingOptions } from '../engine/sample.js';
 import { int, number, oneOf, read, type Param } from '../util/schema.js';
 import { ATTENTION_MODES, DEFAULT_ATTENTION, type AttentionMode } from '../cache/codec.js';
@@ -13,6 +13,7 @@ export const MODEL_OPTIONS = {
   tokenizer: { type: 'string' },
   threads: { type: 'string' },
   attention: { type: 'string' },
+  matmul: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Options;
 
@@ -23,6 +24,8 @@ export const MODEL_HELP = `  --model M        a model directory, .gguf or llama2
   --threads K      worker threads (default: one per CPU core)
   --attention M    how packed KV caches (int, kvquant) compute attention: exact (f32, the default) or fast
                    (integer dot products on rounded queries and weights; docs/quantization.md)
+  --matmul MODE    quantized weights × activations: fast (default: activations rounded to 8 bits and
+                   integer dot products, as llama.cpp) or exact (f32 activations)
   -h, --help       this text`;
 
 /** parseArgs with its errors turned into UsageErrors that say which command is at fault. */
@@ -69,6 +72,11 @@ export function attentionOption(text: string | undefined): AttentionMode | undef
 export function threadsOption(text: string | undefined): number {
   const p = threadsParam();
   return option('threads', p, text, p.default!);
+}
+
+/** --matmul: fast (default) or exact (see MatmulMode). */
+export function matmulOption(text: string | undefined): MatmulMode {
+  return option('matmul', oneOf(MATMUL_MODES, { doc: 'how quantized weights meet the activations' }), text, 'fast');
 }
 
 const BYTE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };

@@ -6,7 +6,7 @@ import { taskParams, TASKS, type Task } from '../eval/tasks.js';
 import { fromWords } from '../util/schema.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { Progress } from '../util/progress.js';
-import { MODEL_HELP, MODEL_OPTIONS, option, parse, threadsOption } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, matmulOption, option, parse, threadsOption } from './args.js';
 import { SAMPLING_PARAMS } from '../engine/sample.js';
 import { loadModelFromOptions } from './load.js';
 
@@ -79,6 +79,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
     }
   });
   threadsOption(values.threads); // checked before the model loads
+  matmulOption(values.matmul);
   const model = await loadModelFromOptions({ ...values, cache: undefined });
   if ('ctx' in task.params && params.ctx === undefined && typeof params.data === 'string') {
     params = { ...params, ctx: defaultContext(params.data, model.config.maxContext) }; // shown in the table's title

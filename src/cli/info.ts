@@ -1,4 +1,5 @@
 import { parseSpec, printSpec } from '../cache/registry.js';
+import { kernelBuild } from '../kernels/index.js';
 import { readModelInfo } from '../engine/model.js';
 import type { ModelConfig } from '../model/config.js';
 import { formatBytes } from '../util/progress.js';
@@ -38,7 +39,8 @@ export async function infoCommand(argv: string[]): Promise<void> {
   // everything below comes from the header: no weight is read (a 12 GiB model answers at once)
   const info = await readModelInfo(await modelPathFromOptions(values));
   const cache = values.cache === undefined ? undefined : cacheBits(info.config, values.cache);
-  if (values.json) return void process.stdout.write(`${JSON.stringify({ ...info, ...(cache && { cache }), ...(plan && { plan }) })}\n`);
+  const kernels = await kernelBuild();
+  if (values.json) return void process.stdout.write(`${JSON.stringify({ ...info, kernels, ...(cache && { cache }), ...(plan && { plan }) })}\n`);
   const c = info.config;
   const dtypes = Object.entries(info.dtypes).map(([d, n]) => `${d} ${(n / 1e6).toFixed(2)}M`).join(', ');
   const rows: [string, string][] = [
@@ -54,6 +56,7 @@ export async function infoCommand(argv: string[]): Promise<void> {
     ['bits/weight', info.bitsPerWeight.toFixed(2)],
     ['weights', formatBytes(info.weightBytes)],
     ['KV bytes/token', `${info.kvBytesPerTokenF32} (f32), ${info.kvBytesPerTokenF16} (f16)`],
+    ['kernels', `wasm, ${kernels === 'relaxed' ? 'relaxed SIMD' : 'SIMD128'} build (KVPACK_SIMD=simd128|relaxed forces one)`],
   ];
   if (cache) rows.push(['cache', `${cache.spec}: ${cache.bitsPerValue} bits per value, ${cache.kvBytesPerToken} KV bytes/token`]);
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(16)} ${v}\n`);

@@ -2,13 +2,14 @@ import { defaultModelPath, loadModel, type Model } from '../engine/model.js';
 import { readModelHeader } from '../model/load.js';
 import { planMemory, type MemoryPlan } from '../model/plan.js';
 import { resolveModel } from '../hub/download.js';
-import { attentionOption, intOption, threadsOption } from './args.js';
+import { attentionOption, intOption, matmulOption, threadsOption } from './args.js';
 
 interface ModelValues {
   model?: string;
   tokenizer?: string;
   threads?: string;
   attention?: string;
+  matmul?: string;
   /** Cache spec the memory plan checks (--cache). */
   cache?: string;
 }
@@ -17,7 +18,8 @@ interface ModelValues {
 export async function loadModelFromOptions(values: ModelValues & { context?: number }): Promise<Model> {
   const threads = threadsOption(values.threads);
   const attention = attentionOption(values.attention);
-  return loadModel(await modelPathFromOptions(values), { threads, tokenizer: values.tokenizer, context: values.context, cache: values.cache, attention });
+  const matmul = matmulOption(values.matmul);
+  return loadModel(await modelPathFromOptions(values), { threads, matmul, tokenizer: values.tokenizer, context: values.context, cache: values.cache, attention });
 }
 
 /** The local path of --model (a Hugging Face repo id is downloaded first; ../shared/models/ref-6m when omitted). */

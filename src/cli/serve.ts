@@ -7,7 +7,7 @@ import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack serve [--model M] [--host 127.0.0.1] [--port 8080] [--cache SPEC] [--max-kv-bytes N]
                     [--parallel K] [--queue Q] [--api-key KEY] [--prefill-chunk N] [--threads T]
-                    [--attention exact|fast]
+                    [--attention exact|fast] [--matmul fast|exact]
 
 An OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions; GET /v1/models,
 /health, /metrics) where each request may choose its KV cache ("kv_cache": SPEC) and all sessions
@@ -28,6 +28,7 @@ does not know gets 400 naming it (docs/serve.md).
   --max-body N       largest request body (default 1MiB)
   --prefill-chunk N  prompt tokens prefilled per step between the others' decode steps (default 32)
   --attention M      how packed KV caches (int, kvquant) compute attention: exact (default) or fast
+  --matmul MODE      quantized weights × activations: fast (default: 8-bit activations, as llama.cpp) or exact
 Connections: at most 256 at once; headers within 10 s, a whole request within 30 s.
 SIGTERM or SIGINT: stop accepting, let running requests finish (30 s at most), exit 0.
 `;

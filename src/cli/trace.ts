@@ -45,7 +45,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
   const maxTokens = intOption('max-tokens', values['max-tokens'], 32, 0);
   const maxMb = intOption('max-mb', values['max-mb'], DEFAULT_TRACE_BYTES / 2 ** 20, 1);
   // the memory plan checks the default cache: the specs compared here are recorded one after the other
-  const model = await loadModelFromOptions({ model: values.model, tokenizer: values.tokenizer, threads: values.threads, attention: values.attention });
+  const model = await loadModelFromOptions({ model: values.model, tokenizer: values.tokenizer, threads: values.threads, attention: values.attention, matmul: values.matmul });
   try {
     const prompt = values.prompt !== undefined
       ? model.tokenizer.encode(values.prompt, { addBos: model.tokenizer.addBosByDefault })

@@ -1,9 +1,9 @@
 import type { Arena } from './arena.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import type { Rope } from './rope.js';
-import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
+import type { AttentionArgs, Matrix, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
-export type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
+export type { AttentionArgs, Matrix, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
 /**
  * The numeric kernels of the forward pass. All pointers are byte offsets into `arena.memory`; every
@@ -12,6 +12,8 @@ export type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
  */
 export interface Kernels {
   readonly backend: 'reference' | 'wasm';
+  /** Which wasm kernel build runs (null: the scalar reference). */
+  readonly simd: SimdBuild | null;
   readonly threads: number;
   readonly arena: Arena;
   /** out[n × w.rows] = x[n × w.cols] · wᵀ. */

@@ -4,10 +4,11 @@ import { Arena } from './arena.js';
 import { ReferenceKernels } from './reference.js';
 import { UsageError } from '../errors.js';
 import { int, read } from '../util/schema.js';
-import type { BlockDot } from './wasm.js';
+import { MATMUL_MODES, type MatmulMode, type SimdBuild } from './types.js';
 
 export type { Kernels } from './api.js';
-export type { AttentionArgs, Matrix, SlotDType } from './types.js';
+export type { AttentionArgs, Matrix, MatmulMode, SimdBuild, SlotDType } from './types.js';
+export { MATMUL_MODES } from './types.js';
 export { Arena } from './arena.js';
 
 export interface KernelOptions {
@@ -15,8 +16,8 @@ export interface KernelOptions {
   backend?: 'wasm' | 'reference';
   /** Threads for the wasm backend, the calling thread included (default: number of cores). */
   threads?: number;
-  /** wasm: how GGML block rows meet the activations in a matvec (see BlockDot). */
-  blockDot?: BlockDot;
+  /** wasm: how quantized weights meet the activations, 'fast' (default) or 'exact' (see MatmulMode). */
+  matmul?: MatmulMode;
 }
 
 /**
@@ -25,6 +26,12 @@ export interface KernelOptions {
  */
 export function threadsParam() {
   return int({ min: 1, max: os.availableParallelism(), default: os.availableParallelism(), doc: 'threads, the calling thread included' });
+}
+
+/** Which wasm kernel build this process runs (KVPACK_SIMD, else relaxed SIMD where it validates). */
+export async function kernelBuild(): Promise<SimdBuild> {
+  const { simdBuild } = await import('./wasm.js');
+  return simdBuild();
 }
 
 export async function createKernels(options: KernelOptions = {}): Promise<Kernels> {
@@ -36,5 +43,8 @@ export async function createKernels(options: KernelOptions = {}): Promise<Kernel
   const { createWasmKernels } = await import('./wasm.js');
   const threads = read(threadsParam(), options.threads ?? os.availableParallelism());
   if ('problem' in threads) throw new UsageError(`threads ${threads.problem} (the cores of this machine), got ${options.threads}`);
-  return createWasmKernels(threads.value, options.blockDot);
+  if (options.matmul !== undefined && !MATMUL_MODES.includes(options.matmul)) {
+    throw new UsageError(`matmul must be ${MATMUL_MODES.join(' or ')}, got "${String(options.matmul)}"`);
+  }
+  return createWasmKernels(threads.value, options.matmul);
 }

@@ -14,6 +14,7 @@ import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
  */
 export class ReferenceKernels implements Kernels {
   readonly backend = 'reference' as const;
+  readonly simd = null;
   readonly threads = 1;
 
   constructor(readonly arena: Arena) {}

@@ -57,3 +57,18 @@ export interface AttentionArgs {
    */
   mask?: number;
 }
+
+/**
+ * The two wasm kernel builds of one source: `relaxed` adds relaxed SIMD (FMA and i8 dot products),
+ * `simd128` runs wherever WebAssembly SIMD does.
+ */
+export type SimdBuild = 'simd128' | 'relaxed';
+
+/**
+ * How quantized (GGML block) weights meet the activations in a one-token matvec. `fast`: the
+ * activations are rounded to 8 bits (per 32 values, per 256 for the K-quants: llama.cpp's Q8_0 / Q8_K)
+ * and the codes meet them in integer dot products, as llama.cpp computes. `exact`: f32 activations,
+ * each block decoded and widened. Prefill (several tokens) is exact either way. docs/gguf.md measures both.
+ */
+export type MatmulMode = 'fast' | 'exact';
+export const MATMUL_MODES: readonly MatmulMode[] = ['fast', 'exact'];

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import v8 from 'node:v8';
 import {
   ARGS, ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N,
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_PARTIAL, ATT_Q, ATT_QUERY_BLOCK, ATT_SPLITS, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
@@ -14,6 +15,7 @@ import {
   ROPE_POSITIONS, ROPE_SRC, ROPE_STRIDE, ROPE_TABLE, STREAM_DESC_BYTES,
 } from './abi.js';
 import type { Kernels } from './api.js';
+import { UsageError } from '../errors.js';
 import { Arena } from './arena.js';
 import { ArgBlock, writeStreamDesc } from './args.js';
 import type { DType } from './dtype.js';
@@ -24,7 +26,7 @@ import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
 import { attentionScratchBytes, queryBlock } from './scratch.js';
-import type { AttentionArgs, Matrix, MatmulPart, SlotDType } from './types.js';
+import type { AttentionArgs, Matrix, MatmulMode, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
 interface KernelExports {
@@ -41,13 +43,6 @@ interface KernelExports {
   toF16(out: number, x: number, len: number): void;
 }
 
-/**
- * How a GGML block row meets the activations in a matvec: `f32` widens the codes in registers and
- * multiplies f32 activations; `int8` rounds the activations to 8 bits first (as llama.cpp does) and
- * takes integer dot products. docs/gguf.md measures both.
- */
-export type BlockDot = 'f32' | 'int8';
-
 const DTYPE_CODE: Record<DType, number> = {
   f32: DT_F32, f16: DT_F16, bf16: DT_BF16, q8_0: DT_Q8_0, q4_0: DT_Q4_0, q4_1: DT_Q4_1, q5_0: DT_Q5_0, q5_1: DT_Q5_1,
   q2_k: DT_Q2_K, q3_k: DT_Q3_K, q4_k: DT_Q4_K, q5_k: DT_Q5_K, q6_k: DT_Q6_K, iq4_nl: DT_IQ4_NL, iq4_xs: DT_IQ4_XS,
@@ -56,30 +51,62 @@ const MAX_PAGES = 65536; // 4 GiB
 /** Below this many multiply-adds a job runs on the calling thread only (waking workers costs µs). */
 const MIN_PARALLEL_MACS = 1 << 16;
 
-let compiled: Promise<WebAssembly.Module> | undefined;
+/** The files of the two kernel builds (scripts/build-kernels.mjs). */
+const BUILD_FILES: Record<SimdBuild, string> = { simd128: 'kernels.wasm', relaxed: 'kernels-relaxed.wasm' };
 
-function loadModule(): Promise<WebAssembly.Module> {
-  // build/ sits two levels above both src/kernels (vitest) and dist/kernels (compiled).
-  compiled ??= readFile(new URL('../../build/kernels.wasm', import.meta.url)).then(
-    (bytes) => WebAssembly.compile(bytes),
-    (e: unknown) => {
-      compiled = undefined;
-      throw new Error(`cannot read build/kernels.wasm (run \`npm run build:kernels\`): ${String(e)}`);
-    },
-  );
-  return compiled;
+const compiled = new Map<SimdBuild, Promise<WebAssembly.Module>>();
+let relaxedRuns: Promise<boolean> | undefined;
+
+/**
+ * Which build to run: KVPACK_SIMD=simd128|relaxed forces one (a forced relaxed build that the engine
+ * cannot run is an error), else the relaxed build where it validates. Node < 22 has relaxed SIMD
+ * behind a V8 flag, set here before the first compile; it holds for worker threads too.
+ */
+export async function simdBuild(): Promise<SimdBuild> {
+  const forced = process.env.KVPACK_SIMD?.trim() || undefined;
+  if (forced !== undefined && forced !== 'simd128' && forced !== 'relaxed') {
+    throw new UsageError(`KVPACK_SIMD must be simd128 or relaxed, got "${forced}"`);
+  }
+  if (forced === 'simd128') return 'simd128';
+  relaxedRuns ??= (async () => {
+    if (Number(process.versions.node.split('.')[0]) < 22) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    return WebAssembly.validate(await readBuild('relaxed'));
+  })();
+  const ok = await relaxedRuns;
+  if (!ok && forced) throw new UsageError(`KVPACK_SIMD=relaxed, but this JavaScript engine cannot run relaxed SIMD (Node ${process.versions.node})`);
+  return ok ? 'relaxed' : 'simd128';
 }
 
-export async function createWasmKernels(threads: number, blockDot?: BlockDot): Promise<Kernels> {
+async function readBuild(build: SimdBuild): Promise<Uint8Array<ArrayBuffer>> {
+  // build/ sits two levels above both src/kernels (vitest) and dist/kernels (compiled).
+  try {
+    return new Uint8Array(await readFile(new URL(`../../build/${BUILD_FILES[build]}`, import.meta.url)));
+  } catch (e) {
+    throw new Error(`cannot read build/${BUILD_FILES[build]} (run \`npm run build:kernels\`): ${String(e)}`);
+  }
+}
+
+function loadModule(build: SimdBuild): Promise<WebAssembly.Module> {
+  let m = compiled.get(build);
+  if (!m) {
+    m = readBuild(build).then((bytes) => WebAssembly.compile(bytes));
+    m.catch(() => compiled.delete(build)); // a later call tries again
+    compiled.set(build, m);
+  }
+  return m;
+}
+
+export async function createWasmKernels(threads: number, matmul: MatmulMode = 'fast'): Promise<Kernels> {
   const count = Math.max(1, Math.floor(threads));
-  const module = await loadModule();
+  const simd = await simdBuild();
+  const module = await loadModule(simd);
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
   const instance = await WebAssembly.instantiate(module, { env: { memory } });
   const exports = instance.exports as unknown as KernelExports;
   const arena = new Arena(memory, exports.heapBase());
   const ctrl = arena.alloc(CONTROL_BYTES);
   const pool = count > 1 ? await Pool.start(module, memory, ctrl, count - 1) : undefined;
-  return new WasmKernels(arena, exports, ctrl, count, pool, blockDot ?? 'int8', blockDot);
+  return new WasmKernels(arena, exports, ctrl, count, pool, simd, matmul);
 }
 
 class WasmKernels implements Kernels {
@@ -111,8 +138,10 @@ class WasmKernels implements Kernels {
     private readonly ctrl: number,
     readonly threads: number,
     private readonly pool: Pool | undefined,
-    private readonly blockDot: BlockDot,
-    private readonly blockDotAsked: BlockDot | undefined,
+    /** Which kernel build runs. */
+    readonly simd: SimdBuild,
+    /** How quantized weights meet the activations (MatmulMode). */
+    private readonly mode: MatmulMode,
   ) {
     this.words = arena.i32(ctrl, CONTROL_BYTES / 4);
     this.args = new ArgBlock(arena.memory, ctrl + ARGS, CONTROL_BYTES - ARGS);
@@ -150,10 +179,11 @@ class WasmKernels implements Kernels {
     let chunk = Math.max(4, Math.min(64, balance));
     // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
     let scratchBytes = n === 1 && dtype === 'f16' ? cols * 4 : 0;
-    // q8_0 keeps its own f32 kernel unless the integer way is asked for explicitly
-    const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.blockDotAsked === 'int8');
-    // n = 1, block types: the prepared activations (sums per 16, 8-bit codes and scales per 32), then one decoded block
-    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 4 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
+    // fast: every block type on integer dot products; exact: q8_0 has its own f32 kernel
+    const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.mode === 'fast');
+    // n = 1, block types: the prepared activations (f32 and code sums per 16, scales per 32, 8-bit codes as
+    // at most i16), then one decoded block (assembly/ggml.ts prepareActivations)
+    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 8 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
     if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
       // the chunk's rows packed by quads, 4 rows converted before packing, one decoded block
@@ -162,7 +192,7 @@ class WasmKernels implements Kernels {
     this.ensureScratch(scratchBytes);
     const b = this.begin();
     b.ptr(MATMUL_X, x);
-    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.blockDot === 'int8' ? DT_INT_DOT : 0));
+    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.mode === 'fast' ? DT_INT_DOT : 0));
     b.int(MATMUL_COLS, cols);
     b.int(MATMUL_N, n);
     b.int(MATMUL_CHUNK, chunk);

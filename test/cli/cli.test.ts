@@ -100,6 +100,37 @@ describe('kvpack CLI', () => {
     expect(kvpack('ppl', '--model', STORIES_BIN, '--data', 'stories260k', '--ctx', '128', '--chunks', '1', '--cache', 'int(bits=4)').stderr).not.toContain('calibration');
   });
 
+  it('info names the kernel build that runs: relaxed SIMD where Node can, SIMD128 when KVPACK_SIMD says so; a wrong KVPACK_SIMD fails cleanly', () => {
+    const saved = process.env.KVPACK_SIMD;
+    try {
+      delete process.env.KVPACK_SIMD;
+      expect(kvpack('info', '--model', STORIES_BIN).stdout).toMatch(/^kernels\s+wasm, relaxed SIMD build/m);
+      process.env.KVPACK_SIMD = 'simd128';
+      expect(JSON.parse(kvpack('info', '--model', STORIES_BIN, '--json').stdout).kernels).toBe('simd128');
+      process.env.KVPACK_SIMD = 'sse';
+      expectCleanFailure(kvpack('info', '--model', STORIES_BIN), 'KVPACK_SIMD must be simd128 or relaxed, got "sse"');
+    } finally {
+      if (saved === undefined) delete process.env.KVPACK_SIMD;
+      else process.env.KVPACK_SIMD = saved;
+    }
+  });
+
+  it('--matmul exact keeps f32 activations in decode (its perplexity is chunked prefill\'s), fast rounds them to 8 bits; a wrong mode fails cleanly', () => {
+    const q4km = path.join(REF6M_DIR, 'quantized', 'ref-6m-Q4_K_M.gguf');
+    const ppl = (...args: string[]): number => {
+      const r = kvpack('ppl', '--model', q4km, '--data', 'wikitext2', '--ctx', '64', '--chunks', '2', '--json', '--threads', '1', ...args);
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { ppl: number }).ppl;
+    };
+    const chunked = ppl('--mode', 'chunked');
+    const exact = ppl('--mode', 'decode', '--matmul', 'exact');
+    const fast = ppl('--mode', 'decode', '--matmul', 'fast');
+    expect(Math.abs(exact / chunked - 1)).toBeLessThan(2e-5);
+    expect(Math.abs(fast / chunked - 1)).toBeGreaterThan(1e-4); // the 8-bit activations move it
+    expect(Math.abs(fast / chunked - 1)).toBeLessThan(1e-2);
+    expectCleanFailure(kvpack('generate', '--model', q4km, '--matmul', 'int4', 'Hello'), '--matmul must be one of fast, exact, got "int4"');
+  });
+
   it('prints model info and JSON perplexity', () => {
     const info = kvpack('info', '--model', STORIES_BIN);
     expect(info.code).toBe(0);

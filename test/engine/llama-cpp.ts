@@ -74,7 +74,19 @@ export function expectSameGreedy(got: { tokens: number[]; margins: number[] }, w
   return want.length;
 }
 
-/** Max |Δ logit| between kvpack and llama.cpp at every position of `text`. */
+/** Max |Δ logit| between kvpack, decoding `text` one token at a time (the matvec kernels), and llama.cpp. */
+export function maxDecodeLogitDiff(m: Model, text: number[], reference: Float32Array[]): number {
+  const session = m.session();
+  let worst = 0;
+  for (let t = 0; t < reference.length; t++) {
+    const l = session.feed([text[t]!]);
+    const ref = reference[t]!;
+    for (let v = 0; v < ref.length; v++) worst = Math.max(worst, Math.abs(l[v]! - ref[v]!));
+  }
+  return worst;
+}
+
+/** Max |Δ logit| between kvpack (scoring in chunked prefill) and llama.cpp at every position of `text`. */
 export function maxLogitDiff(m: Model, text: number[], reference: Float32Array[]): number {
   let worst = 0;
   let t = 0;

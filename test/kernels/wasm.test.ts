@@ -13,7 +13,8 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
   let wasm: Kernels;
   beforeAll(async () => {
     ref = await createKernels({ backend: 'reference' });
-    wasm = await createKernels({ backend: 'wasm', threads });
+    // exact: q8_0 with f32 activations, held to the reference here (the fast way: test/kernels/ggml/matmul.test.ts)
+    wasm = await createKernels({ backend: 'wasm', threads, matmul: 'exact' });
     expect(wasm.backend).toBe('wasm');
     expect(wasm.threads).toBe(threads);
   });
@@ -380,5 +381,42 @@ describe('wasm kernel lifecycle', () => {
     expectClose(run(k), run(ref), 1e-5, 2e-6, 'after grow');
     k.arena.free(big);
     await k.close();
+  });
+});
+
+describe('kernel builds (KVPACK_SIMD)', () => {
+  const saved = process.env.KVPACK_SIMD;
+  afterAll(() => {
+    if (saved === undefined) delete process.env.KVPACK_SIMD;
+    else process.env.KVPACK_SIMD = saved;
+  });
+
+  it('runs the relaxed SIMD build where the engine validates it (Node 20 with the flag set at load), SIMD128 when forced', async () => {
+    delete process.env.KVPACK_SIMD;
+    const auto = await createKernels({ backend: 'wasm', threads: 2 });
+    process.env.KVPACK_SIMD = 'simd128';
+    const plain = await createKernels({ backend: 'wasm', threads: 2 });
+    process.env.KVPACK_SIMD = 'relaxed';
+    const relaxed = await createKernels({ backend: 'wasm', threads: 2 });
+    expect([auto.simd, plain.simd, relaxed.simd]).toEqual(['relaxed', 'simd128', 'relaxed']);
+    // both builds, the relaxed one on its worker thread too, against the reference (f16 matvec uses FMA in the relaxed build)
+    const ref = await createKernels({ backend: 'reference' });
+    const r = rng(31);
+    const wb = randomMatrixBytes(r, 'f16', 300, 256);
+    const x = randomF32(r, 256);
+    const run = (k: Kernels): Float32Array => {
+      const w = putMatrix(k, wb, 'f16', 300, 256);
+      const out = k.arena.alloc(300 * 4);
+      k.matmul(out, put(k, x), w, 1);
+      return k.arena.f32(out, 300).slice();
+    };
+    const want = run(ref);
+    for (const k of [plain, relaxed]) expectClose(run(k), want, 1e-5, 2e-6, `${k.simd} f16 matvec`);
+    for (const k of [auto, plain, relaxed]) await k.close();
+  });
+
+  it('refuses a KVPACK_SIMD it does not know, naming it', async () => {
+    process.env.KVPACK_SIMD = 'avx512';
+    await expect(createKernels({ backend: 'wasm', threads: 1 })).rejects.toThrow(/KVPACK_SIMD must be simd128 or relaxed, got "avx512"/);
   });
 });

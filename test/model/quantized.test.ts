@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M_DIR, REF6M_GGUF, SHARED } from '../engine/helpers.js';
-import { expectSameGreedy, kvpackGreedy, llamaCpp, maxLogitDiff } from '../engine/llama-cpp.js';
+import { expectSameGreedy, kvpackGreedy, llamaCpp, maxDecodeLogitDiff, maxLogitDiff } from '../engine/llama-cpp.js';
 
 const PROMPT = 'The President of the United States said that the Congress';
 /** The first 64 tokens of WikiText-2's test text. */
@@ -38,13 +38,15 @@ describe.each(FILES)('ref-6m %s agrees with llama.cpp on the same file', (type, 
   });
   afterAll(async () => model.close());
 
-  it('greedy 32 tokens are llama.cpp\'s (up to a near-tie); logits agree at 64 positions (f32 KV cache)', async () => {
+  it('greedy 32 tokens are llama.cpp\'s (up to a near-tie); logits agree at 64 positions, in prefill and in decode (f32 KV cache)', async () => {
     const text = model.tokenizer.encode(TEXT).slice(0, 64);
     const ref = await llamaCpp(file, PROMPT, 32, text, true);
     expect(model.tokenizer.encode(PROMPT)).toEqual(ref.promptIds);
     const same = expectSameGreedy(kvpackGreedy(model, ref.promptIds, 32), ref.greedy, 2 * MAX_LOGIT_DIFF);
     const diff = maxLogitDiff(model, text, ref.logits);
-    console.log(`| ${type} | ${(model.info().weightBytes * 8 / model.info().parameters).toFixed(2)} | ${same} | ${diff.toExponential(2)} |`);
+    const decode = maxDecodeLogitDiff(model, text, ref.logits);
+    console.log(`| ${type} | ${(model.info().weightBytes * 8 / model.info().parameters).toFixed(2)} | ${same} | ${diff.toExponential(2)} | ${decode.toExponential(2)} |`);
     expect(diff).toBeLessThan(MAX_LOGIT_DIFF);
+    expect(decode).toBeLessThan(MAX_LOGIT_DIFF);
   });
 });

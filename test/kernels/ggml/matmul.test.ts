@@ -41,14 +41,35 @@ function expectWithinActivationRounding(got: Float32Array, want: Float32Array, w
   }
 }
 
+/**
+ * The activations as the fast matvec rounds them, llama.cpp's quantize_row_q8_0 / q8_K: per `span`
+ * values (32, or 256 for the K-quants) d = max|x| / 127 and codes round(x / d) (ties to even, in f32
+ * as the kernel computes; llama.cpp's roundf differs only on exact ties); returns codes · d.
+ */
+function roundActivations(x: Float32Array, span: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let b = 0; b < x.length; b += span) {
+    let amax = 0;
+    for (let i = b; i < b + span; i++) amax = Math.max(amax, Math.abs(x[i]!));
+    const d = Math.fround(amax / 127);
+    const inv = d > 0 ? Math.fround(1 / d) : 0;
+    for (let i = b; i < b + span; i++) {
+      const v = Math.fround(x[i]! * inv);
+      const r = Math.round(v);
+      out[i] = (r - v === 0.5 && r % 2 !== 0 ? r - 1 : r) * d; // ties to even
+    }
+  }
+  return out;
+}
+
 describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar reference', (threads) => {
   let ref: Kernels;
   let f32dot: Kernels;
   let int8dot: Kernels;
   beforeAll(async () => {
     ref = await createKernels({ backend: 'reference' });
-    f32dot = await createKernels({ backend: 'wasm', threads, blockDot: 'f32' });
-    int8dot = await createKernels({ backend: 'wasm', threads, blockDot: 'int8' });
+    f32dot = await createKernels({ backend: 'wasm', threads, matmul: 'exact' });
+    int8dot = await createKernels({ backend: 'wasm', threads, matmul: 'fast' });
   });
   afterAll(async () => {
     await f32dot.close();
@@ -86,7 +107,26 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
           expectClose(run(f32dot, wBytes, dtype, rows, cols, x, n), want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} f32`);
           const int8 = run(int8dot, wBytes, dtype, rows, cols, x, n);
           if (n > 1) expectClose(int8, want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} int8`); // prefill dequantizes rows
-          else expectWithinActivationRounding(int8, want, dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols), x, bv, `${dtype} ${rows}x${cols} int8`);
+          else {
+            const w = dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols);
+            expectWithinActivationRounding(int8, want, w, x, bv, `${dtype} ${rows}x${cols} int8`);
+            // and it is the dequantized weights · the rounded activations (f32 rounding apart)
+            const xr = roundActivations(x, bv);
+            const exact = new Float32Array(rows);
+            const scale = new Float32Array(rows);
+            for (let r = 0; r < rows; r++) {
+              let sum = 0, abs = 0;
+              for (let i = 0; i < cols; i++) {
+                sum += w[r * cols + i]! * xr[i]!;
+                abs += Math.abs(w[r * cols + i]! * xr[i]!);
+              }
+              exact[r] = sum;
+              scale[r] = abs;
+            }
+            for (let r = 0; r < rows; r++) {
+              expect(Math.abs(int8[r]! - exact[r]!), `${dtype} ${rows}x${cols} row ${r} vs rounded activations`).toBeLessThanOrEqual(1e-5 * scale[r]! + 1e-7);
+            }
+          }
         }
       });
     }
@@ -99,6 +139,10 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
       expectClose(both[1]!, both[0]!, 1e-6, 0, `${dtype} embed`);
     });
   }
+
+  it('refuses a matmul mode it does not know, naming it', async () => {
+    await expect(createKernels({ backend: 'wasm', threads, matmul: 'int4' as 'fast' })).rejects.toThrow(/matmul must be fast or exact, got "int4"/);
+  });
 
   it('refuses rows that are not whole blocks', () => {
     const w = { ptr: 0, dtype: 'q4_k' as const, rows: 2, cols: 100 };
