@@ -16,7 +16,7 @@ beforeAll(() => {
   const pkg = path.join(app, 'node_modules/kvpack');
   fs.mkdirSync(pkg, { recursive: true });
   fs.cpSync('dist', path.join(pkg, 'dist'), { recursive: true });
-  fs.cpSync('build/kernels.wasm', path.join(pkg, 'build/kernels.wasm'));
+  fs.cpSync('build', path.join(pkg, 'build'), { recursive: true });
   fs.copyFileSync('package.json', path.join(pkg, 'package.json'));
   const manifest = JSON.parse(fs.readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> };
   for (const dep of Object.keys(manifest.dependencies)) {
