@@ -10,6 +10,7 @@ import { readCalibration } from '../../src/cache/quant/calibfile.js';
 import { loadModel, type Model } from '../../src/engine/model.js';
 import { REF6M_DIR, STORIES_BIN } from '../engine/helpers.js';
 import { spawnServe } from '../server/helpers.js';
+import { expectPplEqualsEvalPpl } from '../cli/run.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 const FILE = path.resolve('results/calibration/stories260K.fisher.calib');
@@ -52,15 +53,7 @@ describe('kvquant(calib=FILE) from every entry point', () => {
   });
 
   it('ppl and eval ppl: the same perplexity', () => {
-    const ppl = kvpack('ppl', '--model', STORIES_BIN, '--threads', '1', '--data', 'stories260k', '--chunks', '2', '--cache', SPEC, '--json');
-    expect(ppl.status, ppl.stderr).toBe(0);
-    const a = JSON.parse(ppl.stdout) as { ppl: number; cache: string };
-    expect(a.cache).toBe(CANONICAL);
-    const evaluated = kvpack('eval', 'ppl', 'data=stories260k', '--limit', '2', '--model', STORIES_BIN, '--threads', '1', '--cache', SPEC, '--json');
-    expect(evaluated.status, evaluated.stderr).toBe(0);
-    const b = JSON.parse(evaluated.stdout.trim().split('\n').at(-1)!) as { metrics: { ppl: number } };
-    expect(b.metrics.ppl).toBeCloseTo(a.ppl, 10);
-    expect(Number.isFinite(a.ppl)).toBe(true);
+    expect(expectPplEqualsEvalPpl(STORIES_BIN, SPEC, 2).cache).toBe(CANONICAL);
   });
 
   it('info: the memory plan and the codec\'s bits per value', () => {

@@ -7,21 +7,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { startServer } from '../server/helpers.js';
-import { expectCleanFailure, kvpack } from './run.js';
+import { expectCleanFailure, expectPplEqualsEvalPpl, kvpack, libraryGreedy } from './run.js';
 
 const SPECS = ['int(bits=4,rotate=hadamard)', 'turboquant(kbits=3,vbits=4,boundary=1)'];
 const PROMPT = 'Once upon a time';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-rotation-entry-'));
 
 let model: Model;
-const greedy = new Map<string, string>();
+let greedy: Map<string, string>;
 beforeAll(async () => {
   model = await loadModel(STORIES_BIN, { threads: 1, context: 512 });
-  for (const spec of SPECS) {
-    let text = '';
-    for await (const piece of model.session({ cache: spec }).generate(PROMPT, { maxTokens: 12, temperature: 0 })) text += piece;
-    greedy.set(spec, text);
-  }
+  greedy = await libraryGreedy(model, SPECS, PROMPT, 12);
 });
 afterAll(async () => {
   await model?.close();
@@ -47,14 +43,7 @@ describe.each(SPECS)('%s from every entry point', (spec) => {
   });
 
   it('ppl and eval ppl: the same perplexity; eval fidelity and info run it', () => {
-    const ppl = kvpack('ppl', '--model', STORIES_BIN, '--threads', '1', '--data', 'stories260k', '--chunks', '1', '--cache', spec, '--json');
-    expect(ppl.code, ppl.stderr).toBe(0);
-    const a = JSON.parse(ppl.stdout) as { ppl: number; cache: string };
-    expect(a.cache).toBe(canonical);
-    const evaluated = kvpack('eval', 'ppl', 'data=stories260k', '--limit', '1', '--model', STORIES_BIN, '--threads', '1', '--cache', spec, '--json');
-    expect(evaluated.code, evaluated.stderr).toBe(0);
-    const b = JSON.parse(evaluated.stdout.trim().split('\n').at(-1)!) as { metrics: { ppl: number } };
-    expect(b.metrics.ppl).toBeCloseTo(a.ppl, 10);
+    expect(expectPplEqualsEvalPpl(STORIES_BIN, spec, 1).cache).toBe(canonical);
     const fidelity = kvpack('eval', 'fidelity', 'data=stories260k', 'ctx=128', '--limit', '1', '--model', STORIES_BIN, '--threads', '1', '--cache', spec, '--json');
     expect(fidelity.code, fidelity.stderr).toBe(0);
     const f = JSON.parse(fidelity.stdout.trim().split('\n').at(-1)!) as { cache: string; metrics: { kl: number } };

@@ -7,21 +7,17 @@ import { loadModel, type Model } from '../../src/engine/model.js';
 import { Trace } from '../../src/trace/read.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { startServer } from '../server/helpers.js';
-import { expectCleanFailure, kvpack } from './run.js';
+import { expectCleanFailure, kvpack, libraryGreedy } from './run.js';
 
 const SPECS = ['h2o(budget=24,heads=adakv)', 'expected(budget=24)', 'expected(budget=24,heads=adakv)', 'kvzip(budget=24)'];
 const PROMPT = 'Once upon a time there was a little girl who liked to play in the park with her dog.';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvpack-scorers-'));
 
 let model: Model;
-const greedy = new Map<string, string>();
+let greedy: Map<string, string>;
 beforeAll(async () => {
   model = await loadModel(STORIES_BIN, { threads: 1 });
-  for (const spec of SPECS) {
-    let text = '';
-    for await (const piece of model.session({ cache: spec }).generate(PROMPT, { maxTokens: 30, temperature: 0 })) text += piece;
-    greedy.set(spec, text);
-  }
+  greedy = await libraryGreedy(model, SPECS, PROMPT, 30);
 });
 afterAll(async () => {
   await model?.close();
