@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../src/engine/model.js';
+import { describe, expect, it } from 'vitest';
+import type { Model } from '../../src/engine/model.js';
 import { ropeOf } from '../../src/kernels/rope.js';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import type { PolicyKind } from '../../src/cache/policy.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import { STORIES_BIN, withModel } from '../engine/helpers.js';
 import { seededRandom } from '../../src/util/random.js';
 import { storyIds } from './helpers.js';
 
@@ -58,10 +58,7 @@ describe('AdaKV (heads=adakv)', () => {
 
 describe('AdaKV cache (stories260K): heads hold different counts', () => {
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it.each(['h2o(budget=24,heads=adakv)', 'snapkv(budget=24,window=8,heads=adakv)', 'tova(budget=24,heads=adakv)+fp32'])(
     '%s keeps each layer within heads × budget, with counts that differ between heads, and counts their real bytes',

@@ -1,11 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Rope } from '../../src/kernels/rope.js';
 import { averagedRope, expectedLogits, QueryStats } from '../../src/cache/policies/expected.js';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import type { PolicyKind } from '../../src/cache/policy.js';
-import { loadModel, type Model } from '../../src/engine/model.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import type { Model } from '../../src/engine/model.js';
+import { STORIES_BIN, withModel } from '../engine/helpers.js';
 import { seededRandom } from '../../src/util/random.js';
 import { storyIds } from './helpers.js';
 
@@ -143,10 +143,7 @@ describe('Expected Attention scores, against their definition', () => {
 describe('Expected Attention cache (stories260K)', () => {
   const ids = storyIds(120);
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it.each(['expected(budget=24)', 'expected(budget=24,heads=adakv)', 'expected(budget=0.3,covariance=false,vnorm=false)+fp32'])(
     '%s holds its budget while decoding and always keeps the sinks',

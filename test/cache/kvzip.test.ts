@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { POLICIES, parseSpec } from '../../src/cache/registry.js';
 import { withDefaults } from '../../src/cache/spec.js';
 import type { PolicyKind } from '../../src/cache/policy.js';
-import { loadModel, type Model } from '../../src/engine/model.js';
-import { STORIES_BIN } from '../engine/helpers.js';
+import type { Model } from '../../src/engine/model.js';
+import { STORIES_BIN, withModel } from '../engine/helpers.js';
 import { seededRandom } from '../../src/util/random.js';
 import { storyIds } from './helpers.js';
 
@@ -60,10 +60,7 @@ describe('KVzip scores and its one threshold, against the paper\'s definition', 
 describe('KVzip cache (stories260K)', () => {
   const ids = storyIds(120);
   let model: Model;
-  beforeAll(async () => {
-    model = await loadModel(STORIES_BIN, { threads: 1 });
-  });
-  afterAll(async () => model.close());
+  withModel(STORIES_BIN, (m) => (model = m));
 
   it('a prompt is cut to layers × heads × (budget − every) by one threshold, the repeat leaves nothing behind, and the note states the cost', () => {
     const session = model.session({ cache: 'kvzip(budget=24,every=8)' });
