@@ -6,7 +6,7 @@ import { calibrationSamples, CALIBRATION_SETS, defaultCalibrationSet } from '../
 import { UsageError } from '../errors.js';
 import type { CodeBits } from '../kernels/packed/pack.js';
 import { Progress } from '../util/progress.js';
-import { intOption, MODEL_OPTIONS, numberOption, noPositionals, parse } from './args.js';
+import { intOption, MODEL_HELP, MODEL_OPTIONS, numberOption, noPositionals, parse } from './args.js';
 import { loadModelFromOptions } from './load.js';
 
 const HELP = `Usage: kvpack calibrate [--model M] [--data D] [--samples 16] [--ctx 2048] [--bits 2,3,4]
@@ -23,6 +23,7 @@ where kvquant without calib= finds it by itself.
                 stories260K, c4-calibration, C4 documents 1000-1999, for other models)
   --ctx         tokens per sample (default: 2048, or the model's context if shorter)
   --unweighted  plain k-means instead of Fisher-weighted
+${MODEL_HELP}
 An interrupted run resumes from FILE.partial.
 `;
 
