@@ -2,8 +2,10 @@ import { KvpackError, UsageError } from '../errors.js';
 import { parseSpec, printSpec } from '../cache/registry.js';
 import { findIssue, int, param, text } from '../util/schema.js';
 import { SEED_RANGE } from '../util/random.js';
-import { rowKey, type UnitResult } from './store.js';
-import type { PlannedRow, Unit } from './sweep.js';
+import { ATTENTION_MODES } from '../cache/codec.js';
+import { MATMUL_MODES } from '../kernels/index.js';
+import type { UnitResult } from './store.js';
+import { unitKey, type ModelSettings, type PlannedRow, type Unit } from './sweep.js';
 import { resolveTask } from './tasks.js';
 
 /**
@@ -27,6 +29,8 @@ export interface UnitJob {
   /** The task entry: `{ "task": "ppl", …params }`, defaults filled in. */
   task: Record<string, unknown>;
   seed: number;
+  /** How the worker loads the model: the plan's settings (absent: the defaults). */
+  settings?: ModelSettings;
 }
 
 /** The ioredis connection options of a redis:// or rediss:// (TLS) URL; user, password and database number are honoured. */
@@ -56,7 +60,7 @@ export function jobId(key: string): string {
 
 /** A planned row (key and fingerprint known) as a job. */
 export function toJob(row: PlannedRow): UnitJob {
-  return { key: row.key!, model: row.model, fingerprint: row.fingerprint!, cache: row.cache, task: { task: row.task.name, ...row.params }, seed: row.seed };
+  return { key: row.key!, model: row.model, fingerprint: row.fingerprint!, cache: row.cache, task: { task: row.task.name, ...row.params }, seed: row.seed, ...(Object.keys(row.settings).length > 0 && { settings: row.settings }) };
 }
 
 const JOB_PARAMS = {
@@ -66,7 +70,13 @@ const JOB_PARAMS = {
   cache: text({ doc: 'a cache spec' }),
   task: param<Record<string, unknown>>((v) => (v && typeof v === 'object' && !Array.isArray(v) ? undefined : 'must be a task entry { "task": … }'), { doc: 'the task entry' }),
   seed: int({ ...SEED_RANGE, doc: 'the seed' }),
+  settings: param<ModelSettings>((v) => (isSettings(v) ? undefined : `must hold only attention (${ATTENTION_MODES.join(', ')}) and matmul (${MATMUL_MODES.join(', ')})`), { optional: true, doc: 'the model settings' }),
 };
+
+function isSettings(v: unknown): v is ModelSettings {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
+  return Object.entries(v).every(([k, x]) => (k === 'attention' && ATTENTION_MODES.includes(x)) || (k === 'matmul' && MATMUL_MODES.includes(x)));
+}
 
 /** A unit job that is not one (another program's job, a hand edit): refused, never run. */
 export class JobError extends KvpackError {
@@ -93,10 +103,9 @@ export function readJob(data: unknown): { job: UnitJob; unit: Unit } {
     if (e instanceof UsageError) throw new JobError(`job ${job.key}: ${e.message}`);
     throw e;
   }
-  const { task, params } = resolved;
-  const keyParams = task.usesSeed ? { ...params, seed: job.seed } : params;
-  if (rowKey(job.fingerprint, cache, task.name, keyParams) !== job.key) throw new JobError(`job ${job.key}: its key does not match its model, cache, task and parameters`);
-  return { job, unit: { cache, task, params, seed: job.seed } };
+  const unit: Unit = { cache, task: resolved.task, params: resolved.params, seed: job.seed, settings: job.settings ?? {} };
+  if (unitKey(job.fingerprint, unit) !== job.key) throw new JobError(`job ${job.key}: its key does not match its model, cache, task, parameters and settings`);
+  return { job, unit };
 }
 
 /** A worker's return value checked before it becomes a row of the store. */

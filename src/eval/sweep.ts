@@ -5,10 +5,12 @@ import { parseSpec, printSpec } from '../cache/registry.js';
 import { KvpackError, UsageError } from '../errors.js';
 import { resolveModel } from '../hub/download.js';
 import { loadModel, type Model } from '../engine/model.js';
+import { ATTENTION_MODES, DEFAULT_ATTENTION, type AttentionMode } from '../cache/codec.js';
+import { MATMUL_MODES, type MatmulMode } from '../kernels/index.js';
 import { modelFingerprint } from './fingerprint.js';
 import { ROW_FORMAT, rowKey, unitResult, type ResultRow, type ResultStore, type TaskParams, type UnitResult } from './store.js';
 import { resolveTask, type Task } from './tasks.js';
-import { applyDefaults, findIssue, int, own, param, text } from '../util/schema.js';
+import { applyDefaults, findIssue, int, oneOf, own, param, text } from '../util/schema.js';
 import { SEED_RANGE } from '../util/random.js';
 
 /**
@@ -28,9 +30,23 @@ export interface SweepPlan {
   /** Task entries as written: `{ "task": "ppl", … }`. */
   tasks: readonly Record<string, unknown>[];
   seed: number;
+  /** How the models run (load options that change the numbers): only those the plan sets apart from their defaults. */
+  settings: ModelSettings;
   /** The plan file, for messages. */
   source: string;
 }
+
+/**
+ * The load options of a sweep's models that change its numbers, each only when it differs from the
+ * default: a row run with them has them in its key and its params, and rows of plans that leave them
+ * out keep the keys they always had.
+ */
+export interface ModelSettings {
+  attention?: AttentionMode;
+  matmul?: MatmulMode;
+}
+
+const DEFAULT_MATMUL: MatmulMode = 'fast';
 
 export interface PlannedRow {
   model: string;
@@ -41,6 +57,7 @@ export interface PlannedRow {
   task: Task;
   params: TaskParams;
   seed: number;
+  settings: ModelSettings;
   key: string | undefined;
   /** Units of work (tokens for ppl); undefined when only running can tell. */
   units: number | undefined;
@@ -68,8 +85,8 @@ export interface PlanOptions {
 
 export interface SweepOptions extends PlanOptions {
   onProgress?: (event: SweepEvent) => void;
-  /** Loads a model from its local path (default: loadModel with every core). */
-  load?: (modelPath: string) => Promise<Model>;
+  /** Loads a model from its local path with the plan's settings (default: loadModel with every core). */
+  load?: (modelPath: string, settings: ModelSettings) => Promise<Model>;
   threads?: number;
 }
 
@@ -105,6 +122,8 @@ const PLAN_PARAMS = {
   ),
   tasks: param<readonly Record<string, unknown>[]>((v) => (Array.isArray(v) && v.length > 0 ? undefined : 'must be a non-empty list'), { doc: 'task entries' }),
   seed: int({ ...SEED_RANGE, default: 0, doc: 'seed of the tasks that sample' }),
+  attention: oneOf(ATTENTION_MODES, { default: DEFAULT_ATTENTION, doc: 'how packed KV caches compute attention (kvpack --attention)' }),
+  matmul: oneOf(MATMUL_MODES, { default: DEFAULT_MATMUL, doc: 'how quantized weights meet the activations (kvpack --matmul)' }),
 };
 
 /** Reads a JSON plan file and checks it (every cache spec and task included) before anything runs. */
@@ -144,6 +163,10 @@ export function parsePlan(value: unknown, source = 'plan', base?: string): Sweep
     vars: o.vars,
     tasks: o.tasks.map((t) => (base !== undefined && typeof t.data === 'string' && fs.existsSync(path.resolve(base, t.data)) ? { ...t, data: from(t.data) } : t)),
     seed: o.seed,
+    settings: {
+      ...(o.attention !== DEFAULT_ATTENTION && { attention: o.attention }),
+      ...(o.matmul !== DEFAULT_MATMUL && { matmul: o.matmul }),
+    },
     source,
   };
   // Fail fast: a typo in the last spec should not surface hours into a sweep.
@@ -218,11 +241,10 @@ export async function planSweep(plan: SweepPlan, options: PlanOptions): Promise<
     for (const { task, params } of tasks) {
       const units = task.units(params);
       for (const cache of caches) {
-        const keyParams = task.usesSeed ? { ...params, seed: plan.seed } : params;
-        const key = fingerprint === undefined ? undefined : rowKey(fingerprint, cache, task.name, keyParams);
+        const key = fingerprint === undefined ? undefined : unitKey(fingerprint, { cache, task, params, seed: plan.seed, settings: plan.settings });
         if (key !== undefined && planned.has(key)) continue;
         if (key !== undefined) planned.add(key);
-        rows.push({ model, modelPath, fingerprint, cache, task, params, seed: plan.seed, key, units, done: key !== undefined && options.store.has(key) });
+        rows.push({ model, modelPath, fingerprint, cache, task, params, seed: plan.seed, settings: plan.settings, key, units, done: key !== undefined && options.store.has(key) });
       }
     }
   }
@@ -230,13 +252,19 @@ export async function planSweep(plan: SweepPlan, options: PlanOptions): Promise<
 }
 
 /** `model · cache · task k=v …`, how messages and listings name a row. */
-export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'params'> & { task: Pick<Task, 'name'> }): string {
-  const params = Object.entries(row.params).map(([k, v]) => `${k}=${v}`).join(' ');
+export function describeRow(row: Pick<PlannedRow, 'model' | 'cache' | 'params'> & Partial<Pick<PlannedRow, 'settings'>> & { task: Pick<Task, 'name'> }): string {
+  const params = Object.entries({ ...row.params, ...row.settings }).map(([k, v]) => `${k}=${v}`).join(' ');
   return `${row.model} · ${row.cache} · ${row.task.name} ${params}`;
 }
 
-/** One unit of a sweep: a cache spec × task × parameters, to run on a loaded model. */
-export type Unit = Pick<PlannedRow, 'cache' | 'task' | 'params' | 'seed'>;
+/** One unit of a sweep: a cache spec × task × parameters, to run on a model loaded with `settings`. */
+export type Unit = Pick<PlannedRow, 'cache' | 'task' | 'params' | 'seed' | 'settings'>;
+
+/** A unit's store key on the model with this fingerprint: the seed counts for the tasks that sample, the settings when the plan set them. */
+export function unitKey(fingerprint: string, unit: Unit): string {
+  const keyParams = { ...unit.params, ...(unit.task.usesSeed && { seed: unit.seed }), ...unit.settings };
+  return rowKey(fingerprint, unit.cache, unit.task.name, keyParams);
+}
 
 /**
  * Runs one unit on a loaded model: the one way a unit runs, locally and on a queue's workers, so
@@ -250,7 +278,7 @@ export async function runUnit(model: Model, unit: Unit, onProgress?: (done: numb
 
 /** What identifies a planned row's result (its key and fingerprint known). */
 export function rowIdentity(row: PlannedRow): Pick<ResultRow, 'format' | 'key' | 'model' | 'model_fingerprint' | 'cache' | 'task' | 'params' | 'seed'> {
-  return { format: ROW_FORMAT, key: row.key!, model: row.model, model_fingerprint: row.fingerprint!, cache: row.cache, task: row.task.name, params: row.params, seed: row.seed };
+  return { format: ROW_FORMAT, key: row.key!, model: row.model, model_fingerprint: row.fingerprint!, cache: row.cache, task: row.task.name, params: { ...row.params, ...row.settings }, seed: row.seed };
 }
 
 /**
@@ -273,7 +301,7 @@ async function runLocked(plan: SweepPlan, options: SweepOptions): Promise<SweepS
   emit({ type: 'plan', rows, total });
   for (const row of rows) if (row.done) emit({ type: 'skip', row, units: row.units ?? 0 });
   const threads = options.threads ?? os.availableParallelism();
-  const load = options.load ?? ((p: string) => loadModel(p, { threads }));
+  const load = options.load ?? ((p: string, settings: ModelSettings) => loadModel(p, { threads, ...settings }));
   const appended: ResultRow[] = [];
 
   for (const modelName of plan.models) {
@@ -282,7 +310,7 @@ async function runLocked(plan: SweepPlan, options: SweepOptions): Promise<SweepS
     const modelPath = todo[0]!.modelPath;
     if (modelPath === undefined) throw new UsageError(`${modelName}: not available locally`);
     emit({ type: 'load', model: modelName });
-    const model = await load(modelPath);
+    const model = await load(modelPath, plan.settings);
     try {
       for (const row of todo) {
         // Another sweep on the same store may have finished it meanwhile (the store is re-read only at open).

@@ -6,7 +6,7 @@ import { loadModel, type Model } from '../engine/model.js';
 import { modelFingerprint } from './fingerprint.js';
 import { JobError, readJob, type UnitJob } from './queue.js';
 import type { UnitResult } from './store.js';
-import { runUnit } from './sweep.js';
+import { runUnit, type ModelSettings } from './sweep.js';
 
 /**
  * A worker's unit runner: BullMQ's sandboxed processor, run in a worker thread of `kvpack worker`.
@@ -19,7 +19,7 @@ import { runUnit } from './sweep.js';
 const { threads } = workerData as { threads: number };
 const PROGRESS_MS = 1000;
 
-let held: { model: string; path: string; fingerprint: string; loaded: Model } | undefined;
+let held: { model: string; path: string; fingerprint: string; settings: string; loaded: Model } | undefined;
 
 export default async function processUnit(job: SandboxedJob<unknown, UnitResult>): Promise<UnitResult> {
   let checked: ReturnType<typeof readJob>;
@@ -29,7 +29,7 @@ export default async function processUnit(job: SandboxedJob<unknown, UnitResult>
     if (e instanceof JobError) throw new UnrecoverableError(e.message); // no worker could run it: not retried
     throw e;
   }
-  const model = await modelFor(checked.job);
+  const model = await modelFor(checked.job, checked.unit.settings);
   let last = 0;
   return runUnit(model, checked.unit, (done, total) => {
     const now = performance.now();
@@ -39,9 +39,10 @@ export default async function processUnit(job: SandboxedJob<unknown, UnitResult>
   });
 }
 
-/** The job's model, loaded once for consecutive units; refused when this worker's copy is not the plan's. */
-async function modelFor(job: UnitJob): Promise<Model> {
-  if (held?.model === job.model && held.fingerprint === job.fingerprint) return held.loaded;
+/** The job's model with its settings, loaded once for consecutive units; refused when this worker's copy is not the plan's. */
+async function modelFor(job: UnitJob, settings: ModelSettings): Promise<Model> {
+  const settingsKey = JSON.stringify(settings);
+  if (held?.model === job.model && held.fingerprint === job.fingerprint && held.settings === settingsKey) return held.loaded;
   let path: string;
   let fingerprint: string;
   try {
@@ -56,6 +57,6 @@ async function modelFor(job: UnitJob): Promise<Model> {
   }
   if (held) await held.loaded.close();
   held = undefined;
-  held = { model: job.model, path, fingerprint, loaded: await loadModel(path, { threads }) };
+  held = { model: job.model, path, fingerprint, settings: settingsKey, loaded: await loadModel(path, { threads, ...settings }) };
   return held.loaded;
 }

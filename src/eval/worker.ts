@@ -50,7 +50,7 @@ export function startWorker(options: WorkerOptions): RunningWorker {
   const name = (data: UnitJob | undefined) => {
     if (!data?.task) return 'a unit';
     const { task, ...params } = data.task;
-    return describeRow({ model: data.model, cache: data.cache, task: { name: String(task) }, params: params as TaskParams });
+    return describeRow({ model: data.model, cache: data.cache, task: { name: String(task) }, params: params as TaskParams, settings: data.settings ?? {} });
   };
   let down = false;
   let busy = false;

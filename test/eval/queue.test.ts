@@ -5,7 +5,6 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { describeQueue, jobId, queueConnection, readJob, readResult, toJob } from '../../src/eval/queue.js';
 import { ResultStore, type ResultRow } from '../../src/eval/store.js';
 import { loadPlan, planSweep, runSweep } from '../../src/eval/sweep.js';
-import { loadModel } from '../../src/engine/model.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 import { expectCleanFailure, kvpack as runKvpack } from '../cli/run.js';
 import { Kvpack, TestRedis, TLS_CA, until } from './redis.js';
@@ -70,14 +69,16 @@ async function workersReady(...workers: Kvpack[]): Promise<void> {
 
 describe('a sweep on the queue', () => {
   it('two workers finish a grid with the rows of a local run, value for value', async () => {
+    // fast attention: the workers load the model as the plan says (int4's numbers differ in the two modes)
     const plan = {
-      caches: ['full', 'window(sinks=4,recent={b})', 'h2o(budget={b})'],
+      caches: ['full', 'window(sinks=4,recent={b})', 'h2o(budget={b})', 'int(bits=4)'],
       vars: { b: [16, 32] },
       tasks: [{ task: 'ppl', data: 'stories260k', ctx: 128, chunks: 2, mode: 'decode' }],
+      attention: 'fast',
     };
     const localFile = writePlan('local', plan);
     const local = loadPlan(localFile);
-    await runSweep(local, { store: ResultStore.open(local.store), threads: 1, load: (p) => loadModel(p, { threads: 1 }) });
+    await runSweep(local, { store: ResultStore.open(local.store), threads: 1 });
 
     redis = await TestRedis.start();
     const queued = writePlan('queued', plan);
@@ -89,9 +90,9 @@ describe('a sweep on the queue', () => {
     // the same rows; only when they finished and how long they took differ
     const strip = (rows: ResultRow[]) => new Map(rows.map(({ seconds: _s, finished_at: _f, ...r }) => [r.key, r]));
     const want = strip(storeRows(localFile));
-    expect(want.size).toBe(5);
+    expect(want.size).toBe(6);
     expect(strip(storeRows(queued))).toEqual(want);
-    expect(storeKeys(queued)).toHaveLength(5);
+    expect(storeKeys(queued)).toHaveLength(6);
     for (const w of workers) expect(w.stderr).toMatch(/^worker: done /m); // both took part
 
     // SIGTERM: each worker stops cleanly
@@ -100,7 +101,7 @@ describe('a sweep on the queue', () => {
     // run again: everything is in the store, nothing is enqueued
     const again = kvpack('sweep', queued, '--queue', redis.url);
     expect(await again.exitCode()).toBe(0);
-    expect(again.stdout).toContain('0 rows run, 5 already in');
+    expect(again.stdout).toContain('0 rows run, 6 already in');
   });
 
   it('a worker killed mid-unit has its unit run elsewhere, and a restarted coordinator resumes: every row recorded once', async () => {
@@ -268,6 +269,20 @@ describe('the job a unit travels as', () => {
     expect(() => readJob({ ...job, task: { task: 'shell', cmd: 'ls' } })).toThrow('unknown task "shell"');
     expect(() => readJob({ ...job, cache: 'h2o(budget=32)' })).toThrow('its key does not match');
     expect(() => readJob({ ...job, task: { ...job.task, ctx: 65 } })).toThrow('its key does not match');
+    expect(() => readJob({ ...job, settings: { attention: 'fast' } })).toThrow('its key does not match');
+    expect(() => readJob({ ...job, settings: { attention: 'fastest' } })).toThrow('"settings" must hold only attention');
+    expect(() => readJob({ ...job, settings: { threads: 64 } })).toThrow('"settings" must hold only attention');
+  });
+
+  it("carries the plan's attention and matmul settings, in its key", async () => {
+    const plan = loadPlan(writePlan('job-fast', { caches: ['h2o(budget=16)'], tasks: [{ task: 'ppl', data: 'stories260k', ctx: 64, chunks: 1 }], attention: 'fast', matmul: 'exact' }));
+    const row = (await planSweep(plan, { store: ResultStore.open(path.join(dir, 'none.jsonl')) }))[0]!;
+    const job = toJob(row);
+    expect(job.settings).toEqual({ attention: 'fast', matmul: 'exact' });
+    expect(readJob(JSON.parse(JSON.stringify(job))).unit.settings).toEqual({ attention: 'fast', matmul: 'exact' });
+    const { settings: _, ...withoutSettings } = job;
+    expect(() => readJob(withoutSettings)).toThrow('its key does not match');
+    expect(toJob(await oneRow())).not.toHaveProperty('settings'); // plans at the defaults send none
   });
 
   it('has its result checked before it becomes a row', () => {

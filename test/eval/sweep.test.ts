@@ -6,6 +6,7 @@ import { buildTables, renderMarkdown } from '../../src/eval/report.js';
 import { ResultStore } from '../../src/eval/store.js';
 import { expandCaches, parsePlan, planSweep, runSweep, type SweepEvent } from '../../src/eval/sweep.js';
 import { loadModel } from '../../src/engine/model.js';
+import { perplexity } from '../../src/eval/ppl.js';
 import { STORIES_BIN } from '../engine/helpers.js';
 
 describe('expandCaches', () => {
@@ -130,6 +131,48 @@ describe('a sweep on stories260K', () => {
     await expect(runSweep(bad, { store: ResultStore.open(bad.store), load })).rejects.toThrow(/snapkv\(budget=2.5.1\)/);
     expect(loads.length).toBe(calls);
     expect(fs.existsSync(bad.store)).toBe(false);
+  });
+
+  it("runs a plan's models with its attention and matmul settings, keyed apart from the defaults", async () => {
+    const planned = (extra: Record<string, unknown>) => parsePlan(
+      {
+        name: 'modes', store: path.join(dir, 'modes.jsonl'), models: [STORIES_BIN], caches: ['int(bits=4)'],
+        tasks: [{ task: 'ppl', data: textFile, ctx: 64, chunks: 1, mode: 'decode' }], ...extra,
+      },
+      'modes.json',
+    );
+    const exact = planned({});
+    expect(exact.settings).toEqual({});
+    expect(planned({ attention: 'exact', matmul: 'fast' }).settings).toEqual({}); // the defaults, spelled out
+    const fast = planned({ attention: 'fast' });
+    expect(fast.settings).toEqual({ attention: 'fast' });
+    expect(() => planned({ attention: 'quick' })).toThrow('"attention" must be one of exact, fast, got "quick"');
+    expect(() => planned({ matmul: 'int8' })).toThrow('"matmul" must be one of fast, exact, got "int8"');
+
+    // the default load path: each plan's rows on a model loaded with its settings
+    const store = ResultStore.open(exact.store);
+    await runSweep(exact, { store, threads: 1 });
+    const [fastRow] = await planSweep(fast, { store });
+    expect(fastRow!.done).toBe(false); // the exact row does not stand in for the fast one
+    await runSweep(fast, { store, threads: 1 });
+    const [exactResult, fastResult] = ResultStore.open(exact.store).rows();
+    expect(exactResult!.params).not.toHaveProperty('attention');
+    expect(fastResult!.params).toMatchObject({ attention: 'fast' });
+    expect(fastResult!.key).not.toBe(exactResult!.key);
+
+    // the same numbers as the library's perplexity on a model loaded in each mode, which differ
+    const libraryPpl = async (attention: 'exact' | 'fast') => {
+      const model = await loadModel(STORIES_BIN, { threads: 1, attention });
+      try {
+        return perplexity(model, { data: textFile, ctx: 64, chunks: 1, mode: 'decode', cache: 'int(bits=4)' }).ppl;
+      } finally {
+        await model.close();
+      }
+    };
+    const [pe, pf] = [await libraryPpl('exact'), await libraryPpl('fast')];
+    expect(pf).not.toBe(pe);
+    expect(exactResult!.metrics.ppl).toBe(pe);
+    expect(fastResult!.metrics.ppl).toBe(pf);
   });
 
   it('rejects unknown tasks, parameters and missing data up front', () => {
