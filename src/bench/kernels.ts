@@ -1,4 +1,5 @@
 import type { Kernels, Matrix } from '../kernels/api.js';
+import type { MatmulPart } from '../kernels/types.js';
 import { Progress } from '../util/progress.js';
 import type { BenchContext, Section, SectionResult } from './section.js';
 import { KvpackEngine } from './engines.js';
@@ -11,7 +12,7 @@ import { formatNumber, type Table } from './table.js';
  * a microsecond per call, against tens of microseconds for the smallest matmul.
  */
 
-const TIMED = ['matmul', 'rmsnorm', 'rope', 'softmax', 'siluMul', 'add', 'addBias', 'embed', 'toF16', 'attention'] as const;
+const TIMED = ['matmul', 'matmuls', 'rmsnorm', 'rope', 'softmax', 'siluMul', 'add', 'addBias', 'embed', 'toF16', 'attention'] as const;
 
 export interface KernelTimes {
   /** label → [ms, calls] */
@@ -22,15 +23,21 @@ export interface KernelTimes {
 export function instrumentKernels(k: Kernels, on: () => boolean): KernelTimes {
   const times: KernelTimes = { byKernel: new Map() };
   const target = k as unknown as Record<string, (...args: unknown[]) => unknown>;
+  let depth = 0; // a kernel that calls another (matmul through matmuls) is timed once, as the outer call
   for (const name of TIMED) {
     const inner = target[name]!.bind(k);
     target[name] = (...args: unknown[]) => {
-      if (!on()) return inner(...args);
+      if (!on() || depth > 0) return inner(...args);
       const t0 = performance.now();
-      const result = inner(...args);
+      depth++;
+      let result: unknown;
+      try {
+        result = inner(...args);
+      } finally {
+        depth--;
+      }
       const ms = performance.now() - t0;
-      const w = name === 'matmul' ? (args[2] as Matrix) : undefined;
-      const label = w ? `matmul ${w.rows}×${w.cols} ${w.dtype}` : name;
+      const label = name === 'matmul' ? matmulLabel([args[2] as Matrix]) : name === 'matmuls' ? matmulLabel((args[1] as MatmulPart[]).map((p) => p.w)) : name;
       const e = times.byKernel.get(label) ?? [0, 0];
       e[0] += ms;
       e[1] += 1;
@@ -39,6 +46,11 @@ export function instrumentKernels(k: Kernels, on: () => boolean): KernelTimes {
     };
   }
   return times;
+}
+
+/** `matmul 2048×8192 q4_k`; fused products (q/k/v, gate/up) as their shapes joined by `+`. */
+function matmulLabel(ws: readonly Matrix[]): string {
+  return `matmul ${ws.map((w) => `${w.rows}×${w.cols} ${w.dtype}`).join(' + ')}`;
 }
 
 interface Breakdown {
