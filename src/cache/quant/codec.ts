@@ -180,11 +180,14 @@ export abstract class QuantCodec implements MaskingCodec {
     if (this.rotation.values) hadamardRows(arena.f32(a.out, floats), this.rotation.values);
   }
 
+  /** What decodeRow needs of the stores' layout. */
+  protected geometry(): { capacity: number; headDim: number; positions: number; ropeLo: number; ropeHi: number; ropeInterleaved: boolean } {
+    return { capacity: this.capacity, headDim: this.ctx.config.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
+  }
+
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array {
-    const c = this.ctx.config;
     const st = which === 'key' ? this.keys : this.values;
-    const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
-    const row = decodeRow(this.ctx.kernels.arena, st.desc(layer), geometry, head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
+    const row = decodeRow(this.ctx.kernels.arena, st.desc(layer), this.geometry(), head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
     hadamardRows(row, which === 'key' ? this.rotation.keys : this.rotation.values);
     return row;
   }
