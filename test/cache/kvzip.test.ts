@@ -102,12 +102,16 @@ describe('KVzip cache (stories260K)', () => {
   let model: Model;
   withModel(STORIES_BIN, (m) => (model = m));
 
+  /** A session of `spec` fed `tokens` as one prompt (all of them in its history). */
+  function fed(spec: string, tokens: number[]) {
+    const session = model.session({ cache: spec });
+    session.feed(tokens);
+    expect(session.tokens.length).toBe(tokens.length);
+    return { session, cache: session.cache, c: model.config };
+  }
+
   it('a prompt is cut to layers × heads × (budget − every) by one threshold, the repeat leaves nothing behind, and the note states the cost', () => {
-    const session = model.session({ cache: 'kvzip(budget=24,every=8)' });
-    session.feed(ids);
-    const cache = session.cache;
-    const c = model.config;
-    expect(session.tokens.length).toBe(ids.length);
+    const { session, cache, c } = fed('kvzip(budget=24,every=8)', ids);
     expect(cache.heldSlots()).toBe(c.numLayers * c.numKvHeads * 16);
     // keys and values in fp16, the slot's position, a sink flag; the scores are transient
     expect(cache.bytes()).toBe(cache.heldSlots() * (2 * c.headDim * 2 + 4 + 1));
@@ -132,11 +136,7 @@ describe('KVzip cache (stories260K)', () => {
 
   it('chunks a prompt past `chunk` tokens: each chunk scored, the repeat dropped, the cost line counting every chunk', () => {
     const long = storyIds(450);
-    const session = model.session({ cache: 'kvzip(budget=40,every=8,chunk=128)' });
-    session.feed(long);
-    const cache = session.cache;
-    const c = model.config;
-    expect(session.tokens.length).toBe(long.length);
+    const { cache, c } = fed('kvzip(budget=40,every=8,chunk=128)', long);
     expect(cache.heldSlots()).toBe(c.numLayers * c.numKvHeads * 32);
     const first = model.tokenizer.encode('\n\nRepeat the previous context exactly.', { addBos: false }).length;
     const later = model.tokenizer.encode('\n\nRepeat the part of the previous context exactly, starting with ', { addBos: false }).length;

@@ -47,9 +47,6 @@ class TurboQuantCodec extends QuantCodec {
   private readonly codes: Uint8Array;
   private readonly mids: Float64Array;
   private readonly qjl: QjlSketch | undefined;
-  /** Kernel-memory scratch of the QJL attention path: augmented keys, values, queries, outputs. */
-  private scratch = [0, 0, 0, 0];
-  private scratchFloats = [0, 0, 0, 0];
 
   constructor(ctx: CodecContext, keys: QuantStore, values: QuantStore, private readonly keyBlock: number, private readonly o: { kbits: number; centroids: number[]; nc: boolean; qjlSeed?: number }) {
     super(ctx, keys, values, { keys: keyBlock, values: 0 });
@@ -106,7 +103,8 @@ class TurboQuantCodec extends QuantCodec {
     const w = 2 * d;
     const cap = this.capacity;
     const rows = c.numKvHeads * cap * w;
-    const [keys, values, q, out] = [this.qjlBuffer(0, rows), this.qjlBuffer(1, rows), this.qjlBuffer(2, a.n * c.numHeads * w), this.qjlBuffer(3, a.n * c.numHeads * w)];
+    // scratch 4–7 (QuantCodec's): augmented keys, values, queries, outputs
+    const [keys, values, q, out] = [this.buffer(4, rows), this.buffer(5, rows), this.buffer(6, a.n * c.numHeads * w), this.buffer(7, a.n * c.numHeads * w)];
     const seen = a.visible + a.n - 1;
     const geometry = this.geometry();
     const kd = this.keys.desc(layer);
@@ -144,17 +142,6 @@ class TurboQuantCodec extends QuantCodec {
     for (let r = 0; r < a.n * c.numHeads; r++) dst.set(of.subarray(r * w, r * w + d), r * d);
   }
 
-  /** Scratch buffer `which` with room for `floats` f32 numbers (grown by doubling). */
-  private qjlBuffer(which: number, floats: number): number {
-    const arena = this.ctx.kernels.arena;
-    if (this.scratchFloats[which]! < floats) {
-      if (this.scratch[which]) arena.free(this.scratch[which]!);
-      this.scratchFloats[which] = Math.max(floats, 2 * this.scratchFloats[which]!);
-      this.scratch[which] = arena.alloc(this.scratchFloats[which]! * 4);
-    }
-    return this.scratch[which]!;
-  }
-
   override readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array {
     if (!this.qjl || which === 'value') return super.readRow(layer, head, slot, which);
     const row = decodeRow(this.ctx.kernels.arena, this.keys.desc(layer), this.geometry(), head, slot, 0);
@@ -181,12 +168,6 @@ class TurboQuantCodec extends QuantCodec {
     return lengths.reduce((a, b) => a + b, 0) * this.ctx.config.numKvHeads * this.qjl.bytesPerRow;
   }
 
-  override free(): void {
-    for (const p of this.scratch) if (p) this.ctx.kernels.arena.free(p);
-    this.scratch = [0, 0, 0, 0];
-    this.scratchFloats = [0, 0, 0, 0];
-    super.free();
-  }
 
   /** Codes of a rotated key into this.codes; returns its scale/zero word (f16 scale, zero 0). */
   private encode(x: Float32Array): number {

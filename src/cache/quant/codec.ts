@@ -112,16 +112,16 @@ export abstract class QuantCodec implements MaskingCodec {
    */
   protected abstract writeRows(layer: number, from: number, n: number, keys: number, values: number, positions: Int32Array): void;
 
-  /** Scratch in kernel memory: 0 and 1 for kernelRows, 2 for rotated values, 3 for rotated queries. */
-  private rowBuffers = [0, 0, 0, 0];
-  private rowBufferFloats = [0, 0, 0, 0];
+  /** Scratch in kernel memory: 0 and 1 for kernelRows, 2 for rotated values, 3 for rotated queries, 4 on for subclasses. */
+  private rowBuffers: number[] = [];
+  private rowBufferFloats: number[] = [];
 
   /** Scratch buffer `which` with room for `floats` f32 numbers (grown by doubling). */
-  private buffer(which: number, floats: number): number {
+  protected buffer(which: number, floats: number): number {
     const arena = this.ctx.kernels.arena;
-    if (this.rowBufferFloats[which]! < floats) {
+    if ((this.rowBufferFloats[which] ?? 0) < floats) {
       if (this.rowBuffers[which]) arena.free(this.rowBuffers[which]!);
-      this.rowBufferFloats[which] = Math.max(floats, 2 * this.rowBufferFloats[which]!);
+      this.rowBufferFloats[which] = Math.max(floats, 2 * (this.rowBufferFloats[which] ?? 0));
       this.rowBuffers[which] = arena.alloc(this.rowBufferFloats[which]! * 4);
     }
     return this.rowBuffers[which]!;
@@ -218,8 +218,8 @@ export abstract class QuantCodec implements MaskingCodec {
 
   free(): void {
     for (const p of this.rowBuffers) if (p) this.ctx.kernels.arena.free(p);
-    this.rowBuffers = [0, 0, 0, 0];
-    this.rowBufferFloats = [0, 0, 0, 0];
+    this.rowBuffers = [];
+    this.rowBufferFloats = [];
     this.keys.free();
     this.values.free();
     this.ropeTables?.free();

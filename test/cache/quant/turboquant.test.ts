@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Codec } from '../../../src/cache/codec.js';
+import type { Codec, MaskingCodec } from '../../../src/cache/codec.js';
 import { lloydMax, turboCentroids } from '../../../src/cache/quant/lut.js';
 import { CODECS, parseSpec, printSpec } from '../../../src/cache/registry.js';
 import { withDefaults } from '../../../src/cache/spec.js';
@@ -269,7 +269,7 @@ describe('turboquant(qjl=true): the inner-product variant (paper Alg. 2)', () =>
     const out = k.arena.alloc(c.numHeads * d * 4);
     const last = k.arena.alloc(c.numHeads * 64 * 4);
     const pos = k.arena.alloc(c.numKvHeads * 64 * 4);
-    (codec as unknown as { maskedAttention: (l: number, a: object, m: number) => void }).maskedAttention(0, { q: qp, out, n: 1, visible: n, positions: pos, lastProbs: last, received: 0 }, maskPtr);
+    (codec as MaskingCodec).maskedAttention(0, { q: qp, out, n: 1, visible: n, positions: pos, lastProbs: last, received: 0 }, maskPtr);
     const probs = k.arena.f32(last, c.numHeads * 64);
     for (let j = 0; j < c.numHeads; j++) {
       expect(probs[j * 64 + 3]).toBe(0);
