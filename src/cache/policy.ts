@@ -82,15 +82,18 @@ export interface Policy {
   chooseHeads?(layer: number, count: number, views: readonly SlotView[], out: readonly Int32Array[], counts: Int32Array): void;
   /**
    * Optional (KVzip): scores from a reconstruction pass the session runs before compressing when
-   * this says so (`held`: slots over every layer and KV head). The session feeds
-   * `reconstructionPrompt` and the held tokens again after the last position, between
-   * `beginReconstruction` (each layer's slots per KV head, which the scores are for) and
-   * `endReconstruction` (the tokens it ran and the milliseconds they took); then drops them from the
-   * cache and compresses.
+   * this says so (`held`: slots over every layer and KV head). After `beginReconstruction` (each
+   * layer's slots per KV head, which the scores are for), for each of `reconstructionChunks(held
+   * positions)` the session calls `beginChunk`, feeds the chunk's prompt, its `lead` and its
+   * `positions` (held tokens again) one at a time after the last position, and drops them from the
+   * cache; then `endReconstruction` (the tokens it ran and the milliseconds they took), and it
+   * compresses. `reconstructionPrompt` is the first chunk's prompt (no later one runs longer with its lead).
    */
   reconstructionDue?(held: number): boolean;
   readonly reconstructionPrompt?: string;
+  reconstructionChunks?(positions: readonly number[]): ReconstructionChunk[];
   beginReconstruction?(counts: readonly (readonly number[])[]): void;
+  beginChunk?(chunk: ReconstructionChunk): void;
   endReconstruction?(tokens: number, ms: number): void;
   /** The slot `from` now lives at `to`. */
   move(layer: number, head: number, from: number, to: number): void;
@@ -154,4 +157,11 @@ export interface PolicyKind<P extends Params = Params> {
 /** Declares a policy kind, its parameters' types inferred from its schema. */
 export function policyKind<P extends Params>(kind: PolicyKind<P>): PolicyKind<P> {
   return kind;
+}
+
+/** One chunk of a reconstruction pass: its prompt, then held positions fed after it (`lead`, then `positions`, ascending). */
+export interface ReconstructionChunk {
+  prompt: string;
+  lead: readonly number[];
+  positions: readonly number[];
 }

@@ -333,21 +333,27 @@ export class Session {
   }
 
   /**
-   * KVzip's scoring pass: the repeat prompt and the held tokens (in position order) are fed one at a
-   * time after the last position, so the policy sees each query's attention; then they are dropped.
+   * KVzip's scoring pass: chunk by chunk, a repeat prompt and held tokens (in position order) are fed
+   * one at a time after the last position, so the policy sees each query's attention; each chunk's
+   * tokens are dropped before the next.
    */
   private reconstruct(): void {
     const cache = this.cache;
     const policy = cache.policy;
     const started = performance.now();
-    const prompt = this.model.tokenizer.encode(policy.reconstructionPrompt ?? '', { addBos: false });
-    const ids = [...prompt, ...cache.heldTokenPositions().map((p) => this.tokens[p]!)];
     const mark = cache.mark();
     policy.beginReconstruction!(mark);
     const next = this.tokens.length;
-    for (let i = 0; i < ids.length; i++) forward(this.model.config, this.model.weights, this.activations, cache, [ids[i]!], [next + i], false);
-    policy.endReconstruction!(ids.length, performance.now() - started);
-    cache.rollback(mark);
+    let fed = 0;
+    for (const chunk of policy.reconstructionChunks!(cache.heldTokenPositions())) {
+      const prompt = this.model.tokenizer.encode(chunk.prompt, { addBos: false });
+      const ids = [...prompt, ...[...chunk.lead, ...chunk.positions].map((p) => this.tokens[p]!)];
+      policy.beginChunk!(chunk);
+      for (let i = 0; i < ids.length; i++) forward(this.model.config, this.model.weights, this.activations, cache, [ids[i]!], [next + i], false);
+      cache.rollback(mark);
+      fed += ids.length;
+    }
+    policy.endReconstruction!(fed, performance.now() - started);
   }
 
   private checkIds(ids: readonly number[]): void {

@@ -169,6 +169,19 @@ describe('trace recorder on ref-6m', () => {
     expect(traced('full+fp32', [], keep).steps[0]![0]!.ke).toBeUndefined();
   });
 
+  it("turboquant(qjl=true): key errors are the decoded estimator's (MSE codes plus the sketch), larger than the MSE variant's at the same bits", () => {
+    const mean = (spec: string): number => {
+      const errors = traced(spec, []).steps[0]!.flatMap((h) => Array.from(h.ke!));
+      return errors.reduce((a, b) => a + b, 0) / errors.length;
+    };
+    const mse = mean('full+turboquant(bits=4)');
+    const qjl = mean('full+turboquant(bits=4,qjl=true)');
+    // relative errors √‖x − x̃‖²/‖x‖: about √0.009 at 4 bits and √0.05 with QJL (docs/methods.md); the
+    // 3-bit MSE codes alone, without the sketch, would give about 1.9 times the 4-bit error
+    expect(qjl).toBeGreaterThan(2.1 * mse);
+    expect(qjl).toBeLessThan(3 * mse);
+  });
+
   it('a token held at f16 until the codec packs it (KIVI: key channel groups, value residual ring) is measured again when packed', async () => {
     const out = path.join(tmp, 'kivi.jsonl');
     const [R, G] = [4, 32];

@@ -3,7 +3,7 @@ import { warnOnce } from '../../util/warn.js';
 import type { AttentionStats, Policy, PolicyShape, SlotView, TokenRows } from '../policy.js';
 import { selectFirst, type Order } from '../../util/select.js';
 
-type Numbers = Float32Array | Uint8Array | Uint16Array;
+type Numbers = Float32Array | Uint8Array | Uint16Array | Int32Array;
 
 /**
  * Per-(layer, KV head) arrays with `width` numbers per slot, kept aligned with the cache's slots:

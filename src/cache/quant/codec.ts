@@ -112,16 +112,16 @@ export abstract class QuantCodec implements MaskingCodec {
    */
   protected abstract writeRows(layer: number, from: number, n: number, keys: number, values: number, positions: Int32Array): void;
 
-  /** Scratch in kernel memory: 0 and 1 for kernelRows, 2 for rotated values, 3 for rotated queries. */
-  private rowBuffers = [0, 0, 0, 0];
-  private rowBufferFloats = [0, 0, 0, 0];
+  /** Scratch in kernel memory: 0 and 1 for kernelRows, 2 for rotated values, 3 for rotated queries, 4 on for subclasses. */
+  private rowBuffers: number[] = [];
+  private rowBufferFloats: number[] = [];
 
   /** Scratch buffer `which` with room for `floats` f32 numbers (grown by doubling). */
-  private buffer(which: number, floats: number): number {
+  protected buffer(which: number, floats: number): number {
     const arena = this.ctx.kernels.arena;
-    if (this.rowBufferFloats[which]! < floats) {
+    if ((this.rowBufferFloats[which] ?? 0) < floats) {
       if (this.rowBuffers[which]) arena.free(this.rowBuffers[which]!);
-      this.rowBufferFloats[which] = Math.max(floats, 2 * this.rowBufferFloats[which]!);
+      this.rowBufferFloats[which] = Math.max(floats, 2 * (this.rowBufferFloats[which] ?? 0));
       this.rowBuffers[which] = arena.alloc(this.rowBufferFloats[which]! * 4);
     }
     return this.rowBuffers[which]!;
@@ -180,11 +180,14 @@ export abstract class QuantCodec implements MaskingCodec {
     if (this.rotation.values) hadamardRows(arena.f32(a.out, floats), this.rotation.values);
   }
 
+  /** What decodeRow needs of the stores' layout. */
+  protected geometry(): { capacity: number; headDim: number; positions: number; ropeLo: number; ropeHi: number; ropeInterleaved: boolean } {
+    return { capacity: this.capacity, headDim: this.ctx.config.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
+  }
+
   readRow(layer: number, head: number, slot: number, which: 'key' | 'value'): Float32Array {
-    const c = this.ctx.config;
     const st = which === 'key' ? this.keys : this.values;
-    const geometry = { capacity: this.capacity, headDim: c.headDim, positions: 0, ropeLo: this.ropeTables?.lo ?? 0, ropeHi: this.ropeTables?.hi ?? 0, ropeInterleaved: this.ctx.rope.interleaved };
-    const row = decodeRow(this.ctx.kernels.arena, st.desc(layer), geometry, head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
+    const row = decodeRow(this.ctx.kernels.arena, st.desc(layer), this.geometry(), head, slot, this.slotPositions[layer]![head * this.capacity + slot]!);
     hadamardRows(row, which === 'key' ? this.rotation.keys : this.rotation.values);
     return row;
   }
@@ -215,8 +218,8 @@ export abstract class QuantCodec implements MaskingCodec {
 
   free(): void {
     for (const p of this.rowBuffers) if (p) this.ctx.kernels.arena.free(p);
-    this.rowBuffers = [0, 0, 0, 0];
-    this.rowBufferFloats = [0, 0, 0, 0];
+    this.rowBuffers = [];
+    this.rowBufferFloats = [];
     this.keys.free();
     this.values.free();
     this.ropeTables?.free();

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { Codec } from '../../../src/cache/codec.js';
+import type { Codec, MaskingCodec } from '../../../src/cache/codec.js';
 import { lloydMax, turboCentroids } from '../../../src/cache/quant/lut.js';
-import { parseSpec, printSpec } from '../../../src/cache/registry.js';
+import { CODECS, parseSpec, printSpec } from '../../../src/cache/registry.js';
+import { withDefaults } from '../../../src/cache/spec.js';
+import { ropeOf } from '../../../src/kernels/rope.js';
 import { UsageError } from '../../../src/errors.js';
 import { randomF32, rng } from '../../kernels/util.js';
 import { attendCodec, attendDecoded, bothKernels, makeCodec, quantConfig as config, writeTokens as write } from './helpers.js';
@@ -180,5 +182,140 @@ describe('turboquant', () => {
     }
     expect(() => parseSpec('full+turboquant(bits=5)')).toThrow(/bits/);
     expect(() => makeCodec(kernels.ref, config({ headDim: 2 }), 'turboquant(bits=4)')).toThrow(/heads of 4 or more/);
+  });
+});
+
+describe('turboquant(qjl=true): the inner-product variant (paper Alg. 2)', () => {
+  const kernels = bothKernels();
+
+  /**
+   * ⟨q, k̃⟩ − ⟨q, k⟩ for n random unit keys k (after RoPE, which readRow returns) and queries q = k + g
+   * (g Gaussian, ‖g‖ ≈ 1, so q leans on k and a shrunk k̃ shows), over `seeds` projections S.
+   */
+  function innerProductErrors(spec: string, d: number, n: number, seeds: number): { err: number[]; bound: number[] } {
+    const c = config({ headDim: d, numKvHeads: 1, numLayers: 1 });
+    const err: number[] = [];
+    const bound: number[] = [];
+    const bits = Number(/bits=(\d)/.exec(spec)![1]);
+    for (let seed = 0; seed < seeds; seed++) {
+      const r = rng(100 + seed);
+      const keys = unitVectors(r, n, d);
+      const codec = makeCodec(kernels.ref, c, spec.replace(')', `,seed=${seed})`), n);
+      const roped = write(kernels.ref, codec, c, keys, new Float32Array(n * d), n);
+      for (let t = 0; t < n; t++) {
+        const k = roped.subarray(t * d, (t + 1) * d);
+        const q = Array.from(k, (v) => v + (Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r())) / Math.sqrt(d));
+        const row = codec.readRow(0, 0, t, 'key');
+        let got = 0;
+        let want = 0;
+        let qq = 0;
+        for (let i = 0; i < d; i++) {
+          got += q[i]! * row[i]!;
+          want += q[i]! * k[i]!;
+          qq += q[i]! * q[i]!;
+        }
+        err.push(got - want);
+        // the paper's bound on E|⟨q, x⟩ − ⟨q, x̃⟩|² for a unit x at b bits: √3·π²·‖q‖²/d · 4^−b
+        bound.push((Math.sqrt(3) * Math.PI ** 2 * qq * 4 ** -bits) / d);
+      }
+      codec.free();
+    }
+    return { err, bound };
+  }
+
+  const mean = (x: number[]): number => x.reduce((a, b) => a + b, 0) / x.length;
+
+  it.each([[64, 3], [64, 4], [128, 3]])('d=%i, %i bits: ⟨q, k̃⟩ is unbiased (the MSE variant is not) and its error within the paper bound', (d, bits) => {
+    const n = 150;
+    const seeds = 12;
+    const { err, bound } = innerProductErrors(`turboquant(bits=${bits},qjl=true)`, d, n, seeds);
+    const m = mean(err);
+    const sd = Math.sqrt(mean(err.map((e) => (e - m) ** 2)));
+    // mean error within 4 standard errors of 0
+    const tolerance = (4 * sd) / Math.sqrt(err.length);
+    expect(Math.abs(m), `mean error ${m}, sd ${sd}`).toBeLessThan(tolerance);
+    expect(mean(err.map((e) => e * e))).toBeLessThan(mean(bound));
+    // the test can fail: the paper's MSE quantizer at the same bits shrinks ⟨q, k̃⟩ by E‖c‖² < 1
+    const mse = innerProductErrors(`turboquant(bits=${bits},nc=false)`, d, n, 2).err;
+    expect(mean(mse), 'MSE variant').toBeLessThan(-tolerance);
+  });
+
+  it.each(['ref', 'wasm'] as const)('attention (%s kernels) = softmax over the decoded k̃ rows, output and probabilities, masked or not', (which) => {
+    const c = config();
+    const d = c.headDim;
+    const k = kernels[which];
+    const r = rng(21);
+    const n = 30;
+    const keys = randomF32(r, n * c.numKvHeads * d, 2);
+    const values = randomF32(r, n * c.numKvHeads * d, 2);
+    const codec = makeCodec(k, c, 'turboquant(bits=3,qjl=true)');
+    const mse = makeCodec(k, c, 'turboquant(kbits=2,vbits=3)');
+    write(k, codec, c, keys, values, n);
+    write(k, mse, c, keys, values, n);
+    const q = randomF32(r, c.numHeads * d, 1);
+    const got = attendCodec(k, codec, c, q, n);
+    const exact = attendDecoded(codec, c, q, n);
+    expect(Math.max(...got.out.map((v, i) => Math.abs(v - exact.out[i]!)))).toBeLessThan(1e-4);
+    for (let j = 0; j < c.numHeads; j++) for (let t = 0; t < n; t++) expect(got.probs[j * 64 + t]!).toBeCloseTo(exact.probs[j * n + t]!, 5);
+    // the sketch term is in the scores: without it (the MSE part alone, same codes) they differ
+    const plain = attendCodec(k, mse, c, q, n);
+    expect(Math.max(...got.probs.map((v, i) => Math.abs(v - plain.probs[i]!)))).toBeGreaterThan(1e-3);
+    // a masked slot gets nothing and the rest renormalise
+    const maskPtr = k.arena.alloc(c.numHeads * 64);
+    k.arena.u8(maskPtr, c.numHeads * 64).fill(0);
+    for (let j = 0; j < c.numHeads; j++) k.arena.u8(maskPtr, c.numHeads * 64)[j * 64 + 3] = 1;
+    const qp = k.arena.alloc(q.length * 4);
+    k.arena.f32(qp, q.length).set(q);
+    const out = k.arena.alloc(c.numHeads * d * 4);
+    const last = k.arena.alloc(c.numHeads * 64 * 4);
+    const pos = k.arena.alloc(c.numKvHeads * 64 * 4);
+    (codec as MaskingCodec).maskedAttention(0, { q: qp, out, n: 1, visible: n, positions: pos, lastProbs: last, received: 0 }, maskPtr);
+    const probs = k.arena.f32(last, c.numHeads * 64);
+    for (let j = 0; j < c.numHeads; j++) {
+      expect(probs[j * 64 + 3]).toBe(0);
+      expect(probs[j * 64 + 4]!).toBeCloseTo(exact.probs[j * n + 4]! / (1 - exact.probs[j * n + 3]!), 5);
+    }
+    for (const p of [maskPtr, qp, out, last, pos]) k.arena.free(p);
+    codec.free();
+    mse.free();
+  });
+
+  it('slots move and survive a resize with their sketch', () => {
+    const c = config();
+    const r = rng(8);
+    const n = 10;
+    const keys = randomF32(r, n * c.numKvHeads * c.headDim, 1);
+    const codec = makeCodec(kernels.ref, c, 'turboquant(bits=4,qjl=true)', 16);
+    write(kernels.ref, codec, c, keys, keys, n);
+    const before = codec.readRow(0, 1, 7, 'key');
+    codec.move(0, 1, 7, 2);
+    expect(codec.readRow(0, 1, 2, 'key')).toEqual(before);
+    codec.resize(40, [n, n]);
+    expect(codec.readRow(0, 1, 2, 'key')).toEqual(before);
+    codec.free();
+  });
+
+  it('real bytes per token per head at head_dim 128: kbits − 1 bits of codes and the norm, d/8 sign bytes and the residual norm', () => {
+    const c = config({ headDim: 128, numLayers: 1, numKvHeads: 1 });
+    // the paper: 16b + 4 bytes per key (codes at b − 1 bits, f16 norm, 16 bytes of signs, f16 residual norm); here + 2 (the norm's u32 word)
+    const want = { 'turboquant(bits=3,qjl=true)': 32 + 4 + 16 + 2 + 48 + 4, 'turboquant(bits=4,qjl=true)': 48 + 4 + 16 + 2 + 64 + 4, 'turboquant(kbits=3,vbits=4,qjl=true)': 32 + 4 + 16 + 2 + 64 + 4 };
+    for (const [spec, bytes] of Object.entries(want)) {
+      const codec = makeCodec(kernels.ref, c, spec, 256);
+      expect(codec.bytes([100]) - codec.bytes([0]), spec).toBe(100 * bytes);
+      expect(codec.bitsPerValue(), spec).toBeCloseTo((bytes * 8) / 256, 6);
+      codec.free();
+    }
+  });
+
+  it('refuses 2- and 8-bit keys and --attention fast, naming why', () => {
+    const c = config();
+    expect(() => makeCodec(kernels.ref, c, 'turboquant(bits=2,qjl=true)')).toThrow(/kbits 3 or 4/);
+    expect(() => makeCodec(kernels.ref, c, 'turboquant(kbits=8,vbits=4,qjl=true)')).toThrow(UsageError);
+    const part = parseSpec('full+turboquant(bits=3,qjl=true)').codec;
+    const kind = CODECS.get(part.name)!;
+    const make = (attention: 'fast' | 'exact'): Codec => kind.create(withDefaults(part, kind.schema), { kernels: kernels.ref, config: c, capacity: 8, rope: ropeOf(c), ropeOnRead: false, attention });
+    expect(() => make('fast')).toThrow(/--attention exact/);
+    make('exact').free();
+    expect(printSpec(parseSpec('h2o(budget=0.2)+turboquant(bits=3,qjl=true,seed=7)'))).toBe('h2o(budget=0.2)+turboquant(bits=3,qjl=true,seed=7)');
   });
 });
