@@ -9,7 +9,7 @@ import {
   BLOCK_SCRATCH, DT_INT_DOT, DT_IQ4_NL, DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0,
 } from '../src/kernels/abi';
 import { h2fScalar } from './half';
-import { CODE_BYTES, dotCodes16Scaled, dotCodes32, dotCodes32Scaled, dotCodesS } from './simd';
+import { CODE_BYTES, dotCodes16Scaled, dotCodes32, dotCodes32Scaled, dotCodesS, hsum } from './simd';
 
 // @ts-ignore: decorator
 @inline export function isBlockType(dt: i32): bool {
@@ -366,66 +366,176 @@ export function preparedBytes(cols: i32): usize {
   return i32x4.add(v, i32x4.replace_lane(i32x4.splat(0), 0, k));
 }
 
+// The prepared activations of one token (prepareActivations' layout), from its first byte tp.
+
+/** The f32 scale of span i (of `span` values) of the token's activations. */
+// @ts-ignore: decorator
+@inline function actScale(tp: usize, cols: i32, i: i32): f32 {
+  return load<f32>(tp + (<usize>(cols >> 4) << 2) + (<usize>i << 2));
+}
+
+/** The token's i32 sums of each 16 activation codes. */
+// @ts-ignore: decorator
+@inline function actSums(tp: usize, cols: i32): usize {
+  return tp + (<usize>(cols >> 4) << 2) + (<usize>(cols >> 5) << 2);
+}
+
+/** The token's activation codes (CODE_BYTES each). */
+// @ts-ignore: decorator
+@inline function actCodes(tp: usize, cols: i32): usize {
+  return actSums(tp, cols) + (<usize>(cols >> 4) << 2);
+}
+
+/** Bytes from one token's prepared activations to the next's in a multi-token job (16-aligned). */
+export function preparedStride(cols: i32): usize {
+  return (preparedBytes(cols) + 15) & ~15;
+}
+
 /**
- * The integer way, fused per format: each 32-value span's codes meet the 8-bit activations in integer
- * dot products (simd.ts: dotCodes32, dotCodesS and the scaled forms), weighted by the span's integer sub-block scales, and are
- * converted to f32 once per block. Codes stored with an offset (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's
- * 32) are taken unsigned, as the relaxed dot product's i7 operand wants them, and the offset times the
- * activation codes' sums is taken off in integers: Σ(c − k)·x = Σc·x − k·Σx, exactly. Mins (Q4_1, Q5_1,
- * Q2_K, Q4_K, Q5_K) meet the same sums of the rounded activations, as llama.cpp's bsums: the row is then
- * exactly the dequantized weights · the rounded activations, llama.cpp's number (the f32 sums, mixed
- * with rounded codes, moved decode logits 2× as far from llama.cpp's on ref-6m).
+ * A 32-value format's block (codes c0, c1: values 0..15 and 16..31; scale d) · one token's activations
+ * (tp), added into that token's accumulator: the span's integer dot product, the codes' offset taken
+ * off in integers (Σ(c − k)·x = Σc·x − k·Σx, exactly), converted and scaled once.
  */
 // @ts-ignore: decorator
-@inline function intRowDotOf(w: usize, dt: i32, prep: usize, cols: i32): f32 {
-  const sums = prep;
-  const scales = sums + (<usize>(cols >> 4) << 2);
-  const isums = scales + (<usize>(cols >> 5) << 2);
-  const xq = isums + (<usize>(cols >> 4) << 2);
+@inline function legacyToken(dt: i32, c0: v128, c1: v128, d: f32, tp: usize, cols: i32, span: i32, acc: v128): v128 {
   const cb = <usize>CODE_BYTES;
   const zero = i32x4.splat(0);
-  let acc = f32x4.splat(0);
-  let offsets: f32 = 0;
+  const x = actCodes(tp, cols) + (<usize>span << 5) * cb;
+  let isum: v128;
+  if (dt == DT_Q8_0 || dt == DT_IQ4_NL) isum = dotCodesS(c1, x + 16 * cb, dotCodesS(c0, x, zero));
+  else isum = dotCodes32(c0, c1, x, zero);
+  if (dt == DT_Q4_0 || dt == DT_Q5_0) {
+    // Σx of the span's activation codes, for the offset
+    const s = actSums(tp, cols) + (<usize>span << 3);
+    isum = addToLane0(isum, (dt == DT_Q4_0 ? -8 : -16) * (load<i32>(s) + load<i32>(s, 4)));
+  }
+  return f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * actScale(tp, cols, span))));
+}
+
+/** Q4_1 / Q5_1: the block's min m times the token's rounded activations of the span (m · dx · Σx). */
+// @ts-ignore: decorator
+@inline function legacyMin(m: f32, tp: usize, cols: i32, span: i32): f32 {
+  const s = actSums(tp, cols) + (<usize>span << 3);
+  return m * actScale(tp, cols, span) * <f32>(load<i32>(s) + load<i32>(s, 4));
+}
+
+/** Q4_K / Q5_K: Σ_j min_j · (sum of span j's activation codes) over a block's 8 spans, the mins one per
+ *  byte of mins8, the token's 16 group sums at g. */
+// @ts-ignore: decorator
+@inline function kMins(mins8: u64, g: usize): i32 {
+  const v0 = v128.load(g), v1 = v128.load(g, 16), v2 = v128.load(g, 32), v3 = v128.load(g, 48);
+  const s03 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 2, 4, 6), v128.shuffle<i32>(v0, v1, 1, 3, 5, 7));
+  const s47 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 2, 4, 6), v128.shuffle<i32>(v2, v3, 1, 3, 5, 7));
+  const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
+  const m = i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
+  return i32x4.extract_lane(m, 0) + i32x4.extract_lane(m, 1) + i32x4.extract_lane(m, 2) + i32x4.extract_lane(m, 3);
+}
+
+/**
+ * One K-quant span (32 values) · one token's activation codes at xj, added into its integer sum. Q4_K,
+ * Q5_K: two spans at once (c0, c1 the first's 32 codes, c2, c3 the next's; scales s0, s1); IQ4_XS:
+ * signed levels c0, c1 with one scale s0; Q2_K, Q3_K: unsigned c0, c1 with a scale per 16 (s0, s1).
+ */
+// @ts-ignore: decorator
+@inline function kSpanToken(dt: i32, c0: v128, c1: v128, c2: v128, c3: v128, s0: i32, s1: i32, xj: usize, isum: v128): v128 {
+  const cb = <usize>CODE_BYTES;
+  if (dt == DT_Q4_K || dt == DT_Q5_K) return dotCodes32Scaled(c2, c3, xj + 32 * cb, s1, dotCodes32Scaled(c0, c1, xj, s0, isum));
+  if (dt == DT_IQ4_XS) return i32x4.add(isum, i32x4.mul(dotCodesS(c1, xj + 16 * cb, dotCodesS(c0, xj, i32x4.splat(0))), i32x4.splat(s0)));
+  return dotCodes16Scaled(c1, xj + 16 * cb, s1, dotCodes16Scaled(c0, xj, s0, isum));
+}
+
+/** Q2_K's mins (Σ min·Σx) or Q3_K's offsets (Σ −4·s·Σx) of span `span` for one token: its two groups. */
+// @ts-ignore: decorator
+@inline function kSpanSums(dt: i32, a: i32, b: i32, tp: usize, cols: i32, span: i32): i32 {
+  const s = actSums(tp, cols) + (<usize>span << 3);
+  if (dt == DT_Q2_K) return a * load<i32>(s) + b * load<i32>(s, 4);
+  return -4 * (a * load<i32>(s) + b * load<i32>(s, 4));
+}
+
+/** Q6_K's offset 32 · Σ_g scale_g · Σx_g of one token (group sums at xs) as 4 lanes to take off its
+ *  integer sum: two i16 dot products (|Σx_g| ≤ 16·127 fits i16), the 16 group scales in s. */
+// @ts-ignore: decorator
+@inline function q6Offsets(s: v128, xs: usize): v128 {
+  const xs0 = i16x8.narrow_i32x4_s(v128.load(xs), v128.load(xs, 16));
+  const xs1 = i16x8.narrow_i32x4_s(v128.load(xs, 32), v128.load(xs, 48));
+  return i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(s), xs0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(s), xs1)), 5);
+}
+
+/** A K-quant block's integer total for one token (its lanes, then the offsets), in f32 as a row adds
+ *  it: d·dx·total − dmin·dx·mins (Q6_K: total·d·dx). One conversion per block: the lanes (unsigned
+ *  codes, offsets apart) can pass 2^24 and cancel, where converting each would round it. */
+// @ts-ignore: decorator
+@inline function kBlockValue(dt: i32, d: f32, dmin: f32, isum: v128, ioff: i32, mins: i32, dx: f32): f32 {
+  const total = i32x4.extract_lane(isum, 0) + i32x4.extract_lane(isum, 1) + i32x4.extract_lane(isum, 2) + i32x4.extract_lane(isum, 3) + ioff;
+  if (dt == DT_Q6_K) return <f32>total * d * dx;
+  return d * dx * <f32>total - dmin * dx * <f32>mins;
+}
+
+/**
+ * The integer way, fused per format, for T tokens at once (T = 1..4, a constant in each compiled copy):
+ * each block's codes are unpacked once from the row w and meet each token's 8-bit activations
+ * (prepareActivations' layout; token t's at prep + t·ps) in integer dot products (simd.ts: dotCodes32,
+ * dotCodesS and the scaled forms), weighted by the span's integer sub-block scales, and converted to
+ * f32 once per block. Token t's result goes to out + t·os. Each token's arithmetic is the same, step
+ * for step, whatever T: a token's result in a prefill equals its one-token matvec's.
+ *
+ * Codes stored with an offset (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's 32) are taken unsigned, as the
+ * relaxed dot product's i7 operand wants them, and the offset times the activation codes' sums is
+ * taken off in integers. Mins (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) meet the same sums of the rounded
+ * activations, as llama.cpp's bsums: a row is then exactly the dequantized weights · the rounded
+ * activations, llama.cpp's number (the f32 sums, mixed with rounded codes, moved decode logits 2× as
+ * far from llama.cpp's on ref-6m).
+ */
+// @ts-ignore: decorator
+@inline function intRowDotsOf(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize, T: i32): void {
+  const cb = <usize>CODE_BYTES;
+  const t1 = prep + ps, t2 = t1 + ps, t3 = t2 + ps; // tokens 1..3's activations (unused past T)
+  let acc0 = f32x4.splat(0), acc1 = acc0, acc2 = acc0, acc3 = acc0; // the 32-value formats' lane sums
+  let off0: f32 = 0, off1: f32 = 0, off2: f32 = 0, off3: f32 = 0; // mins, and the K-quants' blocks
   const nib = i8x16.splat(15);
   const bv = blockValues(dt);
   const bb = blockBytes(dt);
   for (let b = 0; b < cols / bv; b++) {
     const p = w + <usize>b * bb;
     const span0 = (b * bv) >> 5; // index of the block's first 32-value span in the row
-    const x = xq + (<usize>span0 << 5) * cb;
     if (bv == 32) {
       const d = half(p);
-      // Σx of the span's activation codes, for an offset
-      const xsum = load<i32>(isums + (<usize>span0 << 3)) + load<i32>(isums + (<usize>span0 << 3), 4);
-      const dx = load<f32>(scales + (<usize>span0 << 2));
-      let isum: v128;
+      let c0: v128, c1: v128;
+      let m: f32 = 0;
       if (dt == DT_Q8_0) {
-        isum = dotCodesS(v128.load(p, 18), x + 16 * cb, dotCodesS(v128.load(p, 2), x, zero));
+        c0 = v128.load(p, 2);
+        c1 = v128.load(p, 18);
       } else if (dt == DT_IQ4_NL) {
         const q = v128.load(p, 2);
-        isum = dotCodesS(i8x16.swizzle(iq4Levels(), highNibbles(q)), x + 16 * cb, dotCodesS(i8x16.swizzle(iq4Levels(), v128.and(q, nib)), x, zero));
-      } else if (dt == DT_Q4_0) {
-        const q = v128.load(p, 2);
-        isum = addToLane0(dotCodes32(v128.and(q, nib), highNibbles(q), x, zero), -8 * xsum);
-      } else if (dt == DT_Q4_1) {
-        const q = v128.load(p, 4);
-        isum = dotCodes32(v128.and(q, nib), highNibbles(q), x, zero);
-        offsets += half(p + 2) * dx * <f32>xsum;
+        c0 = i8x16.swizzle(iq4Levels(), v128.and(q, nib));
+        c1 = i8x16.swizzle(iq4Levels(), highNibbles(q));
+      } else if (dt == DT_Q4_0 || dt == DT_Q4_1) {
+        const q = dt == DT_Q4_0 ? v128.load(p, 2) : v128.load(p, 4);
+        c0 = v128.and(q, nib);
+        c1 = highNibbles(q);
+        if (dt == DT_Q4_1) m = half(p + 2);
       } else {
         // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs)
         const off: usize = dt == DT_Q5_0 ? 2 : 4;
         const qh = load<u32>(p + off);
         const q = v128.load(p + off + 4);
-        const c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
-        const c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
-        isum = dotCodes32(c0, c1, x, zero);
-        if (dt == DT_Q5_0) isum = addToLane0(isum, -16 * xsum);
-        else offsets += half(p + 2) * dx * <f32>xsum;
+        c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
+        c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
+        if (dt == DT_Q5_1) m = half(p + 2);
       }
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * dx)));
+      acc0 = legacyToken(dt, c0, c1, d, prep, cols, span0, acc0);
+      if (T > 1) acc1 = legacyToken(dt, c0, c1, d, t1, cols, span0, acc1);
+      if (T > 2) acc2 = legacyToken(dt, c0, c1, d, t2, cols, span0, acc2);
+      if (T > 3) acc3 = legacyToken(dt, c0, c1, d, t3, cols, span0, acc3);
+      if (dt == DT_Q4_1 || dt == DT_Q5_1) {
+        off0 += legacyMin(m, prep, cols, span0);
+        if (T > 1) off1 += legacyMin(m, t1, cols, span0);
+        if (T > 2) off2 += legacyMin(m, t2, cols, span0);
+        if (T > 3) off3 += legacyMin(m, t3, cols, span0);
+      }
       continue;
     }
-    // super-blocks of 256: 8 spans of 32, each two 16-groups with integer scales s0, s1
+    // super-blocks of 256: 8 spans of 32, each two 16-groups with integer scales
     let d: f32, dmin: f32 = 0;
     if (dt == DT_Q2_K) {
       d = half(p + 80);
@@ -438,96 +548,132 @@ export function preparedBytes(cols: i32): usize {
       d = half(p);
       if (dt != DT_IQ4_XS) dmin = half(p + 2); // Q4_K, Q5_K
     }
+    // per token: the integer sum, Σ min·Σx (mins) and the codes' offsets (ioff)
+    let isum0 = i32x4.splat(0), isum1 = isum0, isum2 = isum0, isum3 = isum0;
+    let mins0 = 0, mins1 = 0, mins2 = 0, mins3 = 0;
+    let ioff0 = 0, ioff1 = 0, ioff2 = 0, ioff3 = 0;
+    const x0 = actCodes(prep, cols) + (<usize>span0 << 5) * cb; // token 0's codes of the block; token t's t·ps on
     // Q4_K / Q5_K: the 8 six-bit scales and the 8 mins, one per byte of two u64s (llama.cpp's unpacking
     // of the 12 bytes; scaleMin4 one at a time)
-    let scales8: u64 = 0, mins8: u64 = 0;
-    let mins = 0; // Σ min·(sum of x's codes) over the block's groups
+    let scales8: u64 = 0;
     if (dt == DT_Q4_K || dt == DT_Q5_K) {
       const u0 = load<u32>(p + 4), u1 = load<u32>(p + 8), u2 = load<u32>(p + 12);
       scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
-      mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
-      // Σ_j min_j · (sum of span j's activation codes), the 8 spans' sums from the 16 group sums
-      const g = isums + (<usize>span0 << 3);
-      const v0 = v128.load(g), v1 = v128.load(g, 16), v2 = v128.load(g, 32), v3 = v128.load(g, 48);
-      const s03 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 2, 4, 6), v128.shuffle<i32>(v0, v1, 1, 3, 5, 7));
-      const s47 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 2, 4, 6), v128.shuffle<i32>(v2, v3, 1, 3, 5, 7));
-      const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
-      const m = i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
-      mins = i32x4.extract_lane(m, 0) + i32x4.extract_lane(m, 1) + i32x4.extract_lane(m, 2) + i32x4.extract_lane(m, 3);
+      const mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
+      const g = actSums(prep, cols) + (<usize>span0 << 3);
+      mins0 = kMins(mins8, g);
+      if (T > 1) mins1 = kMins(mins8, g + ps);
+      if (T > 2) mins2 = kMins(mins8, g + 2 * ps);
+      if (T > 3) mins3 = kMins(mins8, g + 3 * ps);
     }
     if (dt == DT_Q6_K) {
-      offsets += q6kBlockDot(p, x, isums + (<usize>span0 << 3)) * d * load<f32>(scales + (<usize>b << 2));
-      continue;
-    }
-    let isum = zero;
-    let ioff = 0; // Σ −k·s·Σx over the block's groups: the codes' offsets
-    const step = dt == DT_Q4_K || dt == DT_Q5_K ? 2 : 1; // Q4_K / Q5_K: two spans per pass
-    for (let j = 0; j < 8; j += step) {
-      const span = span0 + j;
-      const xj = x + (<usize>j << 5) * cb;
-      if (dt == DT_Q4_K || dt == DT_Q5_K) {
-        // spans j and j + 1 are the low and high nibbles of the same 32 bytes: one load for both
-        const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
-        const q0 = v128.load(q), q1 = v128.load(q, 16);
-        let c0 = v128.and(q0, nib), c1 = v128.and(q1, nib);
-        let c2 = highNibbles(q0), c3 = highNibbles(q1);
-        if (dt == DT_Q5_K) {
-          const sixteen = i8x16.splat(16);
-          const h0 = v128.load(p + 16), h1 = v128.load(p + 32);
-          const lowValue: i32 = 1 << j, highValue: i32 = 2 << j;
-          const lowBit = i8x16.splat(<i8>lowValue), highBit = i8x16.splat(<i8>highValue);
-          c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(h0, lowBit), lowBit), sixteen));
-          c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(h1, lowBit), lowBit), sixteen));
-          c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
-          c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
+      // per half: the 64 bytes of low nibbles and 32 of high bits loaded once for its 4 spans; each
+      // 16 codes (unsigned: the offset 32 comes off below) meet every token
+      for (let h: usize = 0; h < 2; h++) {
+        const ql = p + h * 64, qh = p + 128 + h * 32, sc = p + 192 + h * 8;
+        const a0 = v128.load(ql), a1 = v128.load(ql, 16), b0 = v128.load(ql, 32), b1 = v128.load(ql, 48);
+        const h0 = v128.load(qh), h1 = v128.load(qh, 16);
+        const xh = x0 + (h << 7) * cb;
+        // spans k = 0..3 of the half: low nibbles of ql, of ql + 32, then their high nibbles; high bits 2k
+        for (let k = 0; k < 8; k++) {
+          const a = k & 1 ? a1 : a0, bq = k & 1 ? b1 : b0, hb = k & 1 ? h1 : h0;
+          const lo = k < 4 ? v128.and(k & 2 ? bq : a, nib) : highNibbles(k & 2 ? bq : a);
+          const c = q6Codes(lo, hb, (k >> 1) << 1);
+          const s = <i32>load<i8>(sc + <usize>k);
+          const xk = xh + (<usize>k << 4) * cb;
+          isum0 = dotCodes16Scaled(c, xk, s, isum0);
+          if (T > 1) isum1 = dotCodes16Scaled(c, xk + ps, s, isum1);
+          if (T > 2) isum2 = dotCodes16Scaled(c, xk + 2 * ps, s, isum2);
+          if (T > 3) isum3 = dotCodes16Scaled(c, xk + 3 * ps, s, isum3);
         }
-        const sc = <i32>(scales8 >> (<u64>j << 3)); // bytes j, j + 1
-        isum = dotCodes32Scaled(c2, c3, xj + 32 * cb, (sc >> 8) & 0xff, dotCodes32Scaled(c0, c1, xj, sc & 0xff, isum));
-        continue;
       }
-      if (dt == DT_IQ4_XS) {
-        const q = v128.load(p + 8 + (<usize>j << 4));
-        const high = <i32>load<u16>(p + 2);
-        const s = (((<i32>load<u8>(p + 4 + <usize>(j >> 1)) >> (4 * (j & 1))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32;
-        const dot = dotCodesS(i8x16.swizzle(iq4Levels(), highNibbles(q)), xj + 16 * cb, dotCodesS(i8x16.swizzle(iq4Levels(), v128.and(q, nib)), xj, zero));
-        isum = i32x4.add(isum, i32x4.mul(dot, i32x4.splat(s)));
-        continue;
+      // Σ_g scale_g · Σx_g: group g's scale is byte 192 + g
+      const s = v128.load(p + 192);
+      const g = actSums(prep, cols) + (<usize>span0 << 3);
+      isum0 = i32x4.sub(isum0, q6Offsets(s, g));
+      if (T > 1) isum1 = i32x4.sub(isum1, q6Offsets(s, g + ps));
+      if (T > 2) isum2 = i32x4.sub(isum2, q6Offsets(s, g + 2 * ps));
+      if (T > 3) isum3 = i32x4.sub(isum3, q6Offsets(s, g + 3 * ps));
+    } else {
+      const step = dt == DT_Q4_K || dt == DT_Q5_K ? 2 : 1; // Q4_K / Q5_K: two spans per pass
+      for (let j = 0; j < 8; j += step) {
+        const span = span0 + j;
+        const xj = x0 + (<usize>j << 5) * cb;
+        let c0: v128, c1: v128, c2 = nib, c3 = nib;
+        let s0: i32, s1 = 0;
+        if (dt == DT_Q4_K || dt == DT_Q5_K) {
+          // spans j and j + 1 are the low and high nibbles of the same 32 bytes: one load for both
+          const q = p + (dt == DT_Q5_K ? 48 : 16) + (<usize>(j >> 1) << 5);
+          const q0 = v128.load(q), q1 = v128.load(q, 16);
+          c0 = v128.and(q0, nib);
+          c1 = v128.and(q1, nib);
+          c2 = highNibbles(q0);
+          c3 = highNibbles(q1);
+          if (dt == DT_Q5_K) {
+            const sixteen = i8x16.splat(16);
+            const h0 = v128.load(p + 16), h1 = v128.load(p + 32);
+            const lowValue: i32 = 1 << j, highValue: i32 = 2 << j;
+            const lowBit = i8x16.splat(<i8>lowValue), highBit = i8x16.splat(<i8>highValue);
+            c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(h0, lowBit), lowBit), sixteen));
+            c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(h1, lowBit), lowBit), sixteen));
+            c2 = v128.or(c2, v128.and(i8x16.eq(v128.and(h0, highBit), highBit), sixteen));
+            c3 = v128.or(c3, v128.and(i8x16.eq(v128.and(h1, highBit), highBit), sixteen));
+          }
+          const sc = <i32>(scales8 >> (<u64>j << 3)); // bytes j, j + 1
+          s0 = sc & 0xff;
+          s1 = (sc >> 8) & 0xff;
+        } else if (dt == DT_IQ4_XS) {
+          const q = v128.load(p + 8 + (<usize>j << 4));
+          const high = <i32>load<u16>(p + 2);
+          c0 = i8x16.swizzle(iq4Levels(), v128.and(q, nib));
+          c1 = i8x16.swizzle(iq4Levels(), highNibbles(q));
+          s0 = (((<i32>load<u8>(p + 4 + <usize>(j >> 1)) >> (4 * (j & 1))) & 15) | (((high >> (2 * j)) & 3) << 4)) - 32;
+        } else {
+          // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
+          const three = i8x16.splat(3);
+          const shift = (j & 3) << 1;
+          const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
+          c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
+          c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
+          if (dt == DT_Q2_K) {
+            const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
+            s0 = a & 15;
+            s1 = b2 & 15;
+            mins0 += kSpanSums(dt, a >> 4, b2 >> 4, prep, cols, span);
+            if (T > 1) mins1 += kSpanSums(dt, a >> 4, b2 >> 4, t1, cols, span);
+            if (T > 2) mins2 += kSpanSums(dt, a >> 4, b2 >> 4, t2, cols, span);
+            if (T > 3) mins3 += kSpanSums(dt, a >> 4, b2 >> 4, t3, cols, span);
+          } else {
+            // Q3_K: code + 4 = the 2 low bits, plus 4 where hmask's bit is set; the offset 4 in ioff
+            const bitValue: i32 = 1 << j;
+            const bit = i8x16.splat(<i8>bitValue);
+            const four = i8x16.splat(4);
+            c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p), bit), bit), four));
+            c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p, 16), bit), bit), four));
+            s0 = scale3(p + 96, 2 * j) - 32;
+            s1 = scale3(p + 96, 2 * j + 1) - 32;
+            ioff0 += kSpanSums(dt, s0, s1, prep, cols, span);
+            if (T > 1) ioff1 += kSpanSums(dt, s0, s1, t1, cols, span);
+            if (T > 2) ioff2 += kSpanSums(dt, s0, s1, t2, cols, span);
+            if (T > 3) ioff3 += kSpanSums(dt, s0, s1, t3, cols, span);
+          }
+        }
+        isum0 = kSpanToken(dt, c0, c1, c2, c3, s0, s1, xj, isum0);
+        if (T > 1) isum1 = kSpanToken(dt, c0, c1, c2, c3, s0, s1, xj + ps, isum1);
+        if (T > 2) isum2 = kSpanToken(dt, c0, c1, c2, c3, s0, s1, xj + 2 * ps, isum2);
+        if (T > 3) isum3 = kSpanToken(dt, c0, c1, c2, c3, s0, s1, xj + 3 * ps, isum3);
       }
-      let c0: v128, c1: v128;
-      let s0: i32, s1: i32;
-      // Q2_K and Q3_K: 2-bit codes at shift 2·(j mod 4) of qs[32·(j / 4) ..]
-      const three = i8x16.splat(3);
-      const shift = (j & 3) << 1;
-      const q = p + (dt == DT_Q2_K ? 16 : 32) + (<usize>(j >> 2) << 5);
-      c0 = v128.and(i16x8.shr_u(v128.load(q), shift), three);
-      c1 = v128.and(i16x8.shr_u(v128.load(q, 16), shift), three);
-      if (dt == DT_Q2_K) {
-        const a = <i32>load<u8>(p + <usize>(2 * j)), b2 = <i32>load<u8>(p + <usize>(2 * j + 1));
-        s0 = a & 15;
-        s1 = b2 & 15;
-        mins += (a >> 4) * load<i32>(isums + (<usize>span << 3)) + (b2 >> 4) * load<i32>(isums + (<usize>span << 3), 4);
-      } else {
-        // Q3_K: code + 4 = the 2 low bits, plus 4 where hmask's bit is set; the offset 4 in ioff
-        const bitValue: i32 = 1 << j;
-        const bit = i8x16.splat(<i8>bitValue);
-        const four = i8x16.splat(4);
-        c0 = v128.or(c0, v128.and(i8x16.eq(v128.and(v128.load(p), bit), bit), four));
-        c1 = v128.or(c1, v128.and(i8x16.eq(v128.and(v128.load(p, 16), bit), bit), four));
-        s0 = scale3(p + 96, 2 * j) - 32;
-        s1 = scale3(p + 96, 2 * j + 1) - 32;
-        ioff -= 4 * (s0 * load<i32>(isums + (<usize>span << 3)) + s1 * load<i32>(isums + (<usize>span << 3), 4));
-      }
-      isum = dotCodes16Scaled(c1, xj + 16 * cb, s1, dotCodes16Scaled(c0, xj, s0, isum));
     }
-    // one activation scale per 256 (prepared with span 256): one conversion per block
-    // the block's integer total before one conversion: its lanes (unsigned codes, the offsets apart) can
-    // pass 2^24 and cancel, where converting them one by one would round each
-    const dx = load<f32>(scales + (<usize>b << 2));
-    const total = i32x4.extract_lane(isum, 0) + i32x4.extract_lane(isum, 1) + i32x4.extract_lane(isum, 2) + i32x4.extract_lane(isum, 3) + ioff;
-    offsets += d * dx * <f32>total - dmin * dx * <f32>mins;
+    // one activation scale per 256 (prepared with span 256)
+    off0 += kBlockValue(dt, d, dmin, isum0, ioff0, mins0, actScale(prep, cols, b));
+    if (T > 1) off1 += kBlockValue(dt, d, dmin, isum1, ioff1, mins1, actScale(t1, cols, b));
+    if (T > 2) off2 += kBlockValue(dt, d, dmin, isum2, ioff2, mins2, actScale(t2, cols, b));
+    if (T > 3) off3 += kBlockValue(dt, d, dmin, isum3, ioff3, mins3, actScale(t3, cols, b));
   }
-  const t = f32x4.add(acc, v128.shuffle<f32>(acc, acc, 2, 3, 0, 1));
-  return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1) + offsets;
+  store<f32>(out, hsum(acc0) + off0);
+  if (T > 1) store<f32>(out + os, hsum(acc1) + off1);
+  if (T > 2) store<f32>(out + 2 * os, hsum(acc2) + off2);
+  if (T > 3) store<f32>(out + 3 * os, hsum(acc3) + off3);
 }
 
 /** A Q6_K code vector: 4 low bits `lo` and the 2 bits at `shift` of the high-bit bytes `qh`, unsigned. */
@@ -536,56 +682,67 @@ export function preparedBytes(cols: i32): usize {
   return v128.or(lo, i16x8.shl(v128.and(i16x8.shr_u(qh, shift), i8x16.splat(3)), 4));
 }
 
-/**
- * One Q6_K block · the activation codes at x (its 256), as an integer (converted once): per half, the
- * 64 bytes of low nibbles and 32 of high bits are loaded once for its 4 spans; the codes are taken
- * unsigned and the offset 32 · Σ_g scale_g · Σx_g over the 16 groups is two i16 dot products (the
- * group sums at `xsums`, |Σx_g| ≤ 16·127, fit i16).
- */
-function q6kBlockDot(p: usize, x: usize, xsums: usize): f32 {
-  const nib = i8x16.splat(15);
-  const cb = <usize>CODE_BYTES;
-  let isum = i32x4.splat(0);
-  for (let h: usize = 0; h < 2; h++) {
-    const ql = p + h * 64, qh = p + 128 + h * 32, sc = p + 192 + h * 8;
-    const a0 = v128.load(ql), a1 = v128.load(ql, 16), b0 = v128.load(ql, 32), b1 = v128.load(ql, 48);
-    const h0 = v128.load(qh), h1 = v128.load(qh, 16);
-    const xh = x + (h << 7) * cb;
-    // spans k = 0..3 of the half: low nibbles of ql, of ql + 32, then their high nibbles; high bits 2k
-    isum = dotCodes16Scaled(q6Codes(v128.and(a0, nib), h0, 0), xh, <i32>load<i8>(sc), isum);
-    isum = dotCodes16Scaled(q6Codes(v128.and(a1, nib), h1, 0), xh + 16 * cb, <i32>load<i8>(sc, 1), isum);
-    isum = dotCodes16Scaled(q6Codes(v128.and(b0, nib), h0, 2), xh + 32 * cb, <i32>load<i8>(sc, 2), isum);
-    isum = dotCodes16Scaled(q6Codes(v128.and(b1, nib), h1, 2), xh + 48 * cb, <i32>load<i8>(sc, 3), isum);
-    isum = dotCodes16Scaled(q6Codes(highNibbles(a0), h0, 4), xh + 64 * cb, <i32>load<i8>(sc, 4), isum);
-    isum = dotCodes16Scaled(q6Codes(highNibbles(a1), h1, 4), xh + 80 * cb, <i32>load<i8>(sc, 5), isum);
-    isum = dotCodes16Scaled(q6Codes(highNibbles(b0), h0, 6), xh + 96 * cb, <i32>load<i8>(sc, 6), isum);
-    isum = dotCodes16Scaled(q6Codes(highNibbles(b1), h1, 6), xh + 112 * cb, <i32>load<i8>(sc, 7), isum);
+/** intRowDotsOf for T tokens, compiled once per format (dt a constant in each copy: no per-block format tests). */
+// @ts-ignore: decorator
+@inline function intRowDotsT(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize, T: i32): void {
+  switch (dt) {
+    case DT_Q8_0: intRowDotsOf(w, DT_Q8_0, prep, ps, cols, out, os, T); break;
+    case DT_Q4_0: intRowDotsOf(w, DT_Q4_0, prep, ps, cols, out, os, T); break;
+    case DT_Q4_1: intRowDotsOf(w, DT_Q4_1, prep, ps, cols, out, os, T); break;
+    case DT_Q5_0: intRowDotsOf(w, DT_Q5_0, prep, ps, cols, out, os, T); break;
+    case DT_Q5_1: intRowDotsOf(w, DT_Q5_1, prep, ps, cols, out, os, T); break;
+    case DT_Q2_K: intRowDotsOf(w, DT_Q2_K, prep, ps, cols, out, os, T); break;
+    case DT_Q3_K: intRowDotsOf(w, DT_Q3_K, prep, ps, cols, out, os, T); break;
+    case DT_Q4_K: intRowDotsOf(w, DT_Q4_K, prep, ps, cols, out, os, T); break;
+    case DT_Q5_K: intRowDotsOf(w, DT_Q5_K, prep, ps, cols, out, os, T); break;
+    case DT_Q6_K: intRowDotsOf(w, DT_Q6_K, prep, ps, cols, out, os, T); break;
+    case DT_IQ4_NL: intRowDotsOf(w, DT_IQ4_NL, prep, ps, cols, out, os, T); break;
+    default: intRowDotsOf(w, DT_IQ4_XS, prep, ps, cols, out, os, T);
   }
-  // Σ_g scale_g · Σx_g: group g's scale is byte 192 + g
-  const s = v128.load(p + 192);
-  const xs0 = i16x8.narrow_i32x4_s(v128.load(xsums), v128.load(xsums, 16));
-  const xs1 = i16x8.narrow_i32x4_s(v128.load(xsums, 32), v128.load(xsums, 48));
-  const off = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(s), xs0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(s), xs1));
-  const t = i32x4.sub(isum, i32x4.shl(off, 5));
-  return <f32>(i32x4.extract_lane(t, 0) + i32x4.extract_lane(t, 1) + i32x4.extract_lane(t, 2) + i32x4.extract_lane(t, 3));
 }
 
-/** intRowDot compiled once per format (dt a constant in each copy: no per-block format tests). */
-function intRowDot(w: usize, dt: i32, prep: usize, cols: i32): f32 {
-  switch (dt) {
-    case DT_Q8_0: return intRowDotOf(w, DT_Q8_0, prep, cols);
-    case DT_Q4_0: return intRowDotOf(w, DT_Q4_0, prep, cols);
-    case DT_Q4_1: return intRowDotOf(w, DT_Q4_1, prep, cols);
-    case DT_Q5_0: return intRowDotOf(w, DT_Q5_0, prep, cols);
-    case DT_Q5_1: return intRowDotOf(w, DT_Q5_1, prep, cols);
-    case DT_Q2_K: return intRowDotOf(w, DT_Q2_K, prep, cols);
-    case DT_Q3_K: return intRowDotOf(w, DT_Q3_K, prep, cols);
-    case DT_Q4_K: return intRowDotOf(w, DT_Q4_K, prep, cols);
-    case DT_Q5_K: return intRowDotOf(w, DT_Q5_K, prep, cols);
-    case DT_Q6_K: return intRowDotOf(w, DT_Q6_K, prep, cols);
-    case DT_IQ4_NL: return intRowDotOf(w, DT_IQ4_NL, prep, cols);
-    default: return intRowDotOf(w, DT_IQ4_XS, prep, cols);
+function intRowDots1(w: usize, dt: i32, prep: usize, cols: i32, out: usize): void {
+  intRowDotsT(w, dt, prep, 0, cols, out, 0, 1);
+}
+function intRowDots2(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize): void {
+  intRowDotsT(w, dt, prep, ps, cols, out, os, 2);
+}
+function intRowDots3(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize): void {
+  intRowDotsT(w, dt, prep, ps, cols, out, os, 3);
+}
+function intRowDots4(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize): void {
+  intRowDotsT(w, dt, prep, ps, cols, out, os, 4);
+}
+
+/**
+ * The integer prefill: out[t][r] = W[r] · x_t for rows [r0, r1) of a part (row stride rb) and n
+ * tokens, their activations prepared at prep (prepareTokens). Tokens go 4 at a time over every row of
+ * the item: each block of a row is unpacked once per 4 tokens, and the 4 tokens' codes stay in cache
+ * while the item's rows pass.
+ */
+export function intMatmulRows(out: usize, w: usize, dt: i32, rb: usize, rows: i32, cols: i32, n: i32, r0: i32, r1: i32, prep: usize): void {
+  dt &= ~DT_INT_DOT;
+  const ps = preparedStride(cols);
+  const os = <usize>rows << 2;
+  for (let t = 0; t < n; t += 4) {
+    const tp = prep + <usize>t * ps;
+    const ot = out + <usize>t * os;
+    const T = min(4, n - t);
+    for (let r = r0; r < r1; r++) {
+      const wr = w + <usize>r * rb, o = ot + (<usize>r << 2);
+      if (T == 4) intRowDots4(wr, dt, tp, ps, cols, o, os);
+      else if (T == 3) intRowDots3(wr, dt, tp, ps, cols, o, os);
+      else if (T == 2) intRowDots2(wr, dt, tp, ps, cols, o, os);
+      else intRowDots1(wr, dt, tp, cols, o);
+    }
   }
+}
+
+/** The n tokens x[n][cols] prepared for intMatmulRows at prep, preparedStride(cols) bytes apart. */
+export function prepareTokens(prep: usize, x: usize, dt: i32, cols: i32, n: i32): void {
+  const ps = preparedStride(cols);
+  const span = activationSpan(dt);
+  for (let t = 0; t < n; t++) prepareActivations(prep + <usize>t * ps, x + (<usize>t * <usize>cols << 2), cols, span);
 }
 
 /** Values per activation scale for a block type: what prepareActivations' `span` must be. */
@@ -593,9 +750,8 @@ export function activationSpan(dt: i32): i32 {
   return blockValues(dt & ~DT_INT_DOT);
 }
 
-/** w (a stored row of block type dt, DT_INT_DOT added for the integer way) · x, with `prep` from prepareActivations. */
+/** w (a stored row of block type dt) · x the f32 way, with `prep` from prepareActivations (its f32 sums). */
 export function blockRowDot(w: usize, dt: i32, x: usize, prep: usize, cols: i32, scratch: usize): f32 {
-  if ((dt & DT_INT_DOT) != 0) return intRowDot(w, dt & ~DT_INT_DOT, prep, cols);
   // the f32 way: decode a block into codes and group scales, widen the codes in registers
   const bv = blockValues(dt);
   const bb = blockBytes(dt);

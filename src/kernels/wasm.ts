@@ -25,7 +25,7 @@ import { rowCodeBytes } from './packed/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
-import { attentionScratchBytes, queryBlock } from './scratch.js';
+import { attentionScratchBytes, matmulScratchBytes, queryBlock, tileRows, type MatmulScratch } from './scratch.js';
 import type { AttentionArgs, Matrix, MatmulMode, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
@@ -173,26 +173,25 @@ class WasmKernels implements Kernels {
     if (n <= 0 || rows <= 0) return;
     for (const p of parts) checkBlockCols(p.w);
     const par = this.parallelism(n * rows * cols);
-    // Rows per work item: several items per thread for balance; for n > 1 also bounded so the chunk's
-    // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
+    // Rows per work item: several items per thread for balance; for the f32 prefill tiles also bounded
+    // so the chunk's dequantised rows (this thread's scratch) stay in L2.
     const balance = ceil4(rows / (par * 8));
     let chunk = Math.max(4, Math.min(64, balance));
-    // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
-    let scratchBytes = n === 1 && dtype === 'f16' ? cols * 4 : 0;
-    // fast: every block type on integer dot products; exact: q8_0 has its own f32 kernel
+    // fast: every block type on integer dot products (any n); exact: q8_0 has its own f32 matvec
     const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.mode === 'fast');
-    // n = 1, block types: the prepared activations (f32 and code sums per 16, scales per 32, 8-bit codes as
-    // at most i16), then one decoded block (assembly/ggml.ts prepareActivations)
-    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 8 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
-    if (n > 1) {
-      chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      // the chunk's rows packed by quads, 4 rows converted before packing, one decoded block
-      scratchBytes = (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
+    const intDot = blocks && this.mode === 'fast';
+    let how: MatmulScratch = 'none';
+    if (n === 1) how = blocks ? 'prepared' : dtype === 'f16' ? 'prescaled' : 'none';
+    else if (intDot) how = 'prepared';
+    else {
+      how = 'tiles';
+      chunk = Math.min(chunk, tileRows(cols));
     }
+    const scratchBytes = matmulScratchBytes(how, n, cols, chunk);
     this.ensureScratch(scratchBytes);
     const b = this.begin();
     b.ptr(MATMUL_X, x);
-    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.mode === 'fast' ? DT_INT_DOT : 0));
+    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (intDot ? DT_INT_DOT : 0));
     b.int(MATMUL_COLS, cols);
     b.int(MATMUL_N, n);
     b.int(MATMUL_CHUNK, chunk);
@@ -574,7 +573,4 @@ function checkBlockCols(w: Matrix): void {
 
 function ceil4(v: number): number {
   return Math.ceil(v / 4) * 4;
-}
-function floor4(v: number): number {
-  return Math.floor(v / 4) * 4;
 }
