@@ -419,16 +419,35 @@ export function preparedStride(cols: i32): usize {
   return m * actScale(tp, cols, span) * <f32>(load<i32>(s) + load<i32>(s, 4));
 }
 
-/** Q4_K / Q5_K: Σ_j min_j · (sum of span j's activation codes) over a block's 8 spans, the mins one per
- *  byte of mins8, the token's 16 group sums at g. */
+/** Q4_K / Q5_K: Σ_j min_j · (sum of span j's activation codes) over a block's 8 spans, as 4 lanes to
+ *  add up; the mins one per byte of mins8, the token's 16 group sums at g. */
 // @ts-ignore: decorator
-@inline function kMins(mins8: u64, g: usize): i32 {
+@inline function kMins(mins8: u64, g: usize): v128 {
   const v0 = v128.load(g), v1 = v128.load(g, 16), v2 = v128.load(g, 32), v3 = v128.load(g, 48);
   const s03 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 2, 4, 6), v128.shuffle<i32>(v0, v1, 1, 3, 5, 7));
   const s47 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 2, 4, 6), v128.shuffle<i32>(v2, v3, 1, 3, 5, 7));
   const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
-  const m = i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
-  return i32x4.extract_lane(m, 0) + i32x4.extract_lane(m, 1) + i32x4.extract_lane(m, 2) + i32x4.extract_lane(m, 3);
+  return i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
+}
+
+/** The lane sum of v. */
+// @ts-ignore: decorator
+@inline function laneSum(v: v128): i32 {
+  return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3);
+}
+
+/** The lane sums of a, b, c, d as one vector [Σa, Σb, Σc, Σd] (i32: any order is exact). */
+// @ts-ignore: decorator
+@inline function laneSums4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = i32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
+  const cd = i32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
+  return i32x4.add(v128.shuffle<i32>(ab, cd, 0, 1, 4, 5), v128.shuffle<i32>(ab, cd, 2, 3, 6, 7));
+}
+
+/** [a, b, c, d] as i32 lanes. */
+// @ts-ignore: decorator
+@inline function lanes4(a: i32, b: i32, c: i32, d: i32): v128 {
+  return i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(a), 1, b), 2, c), 3, d);
 }
 
 /**
@@ -465,10 +484,16 @@ export function preparedStride(cols: i32): usize {
  *  it: d·dx·total − dmin·dx·mins (Q6_K: total·d·dx). One conversion per block: the lanes (unsigned
  *  codes, offsets apart) can pass 2^24 and cancel, where converting each would round it. */
 // @ts-ignore: decorator
-@inline function kBlockValue(dt: i32, d: f32, dmin: f32, isum: v128, ioff: i32, mins: i32, dx: f32): f32 {
-  const total = i32x4.extract_lane(isum, 0) + i32x4.extract_lane(isum, 1) + i32x4.extract_lane(isum, 2) + i32x4.extract_lane(isum, 3) + ioff;
+@inline function kBlockValue(dt: i32, d: f32, dmin: f32, total: i32, mins: i32, dx: f32): f32 {
   if (dt == DT_Q6_K) return <f32>total * d * dx;
   return d * dx * <f32>total - dmin * dx * <f32>mins;
+}
+
+/** kBlockValue for 4 tokens at once, one per lane: the same operations in the same order per lane. */
+// @ts-ignore: decorator
+@inline function kBlockValues(dt: i32, d: f32, dmin: f32, total: v128, mins: v128, dx: v128): v128 {
+  if (dt == DT_Q6_K) return f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(total), f32x4.splat(d)), dx);
+  return f32x4.sub(f32x4.mul(f32x4.mul(f32x4.splat(d), dx), f32x4.convert_i32x4_s(total)), f32x4.mul(f32x4.mul(f32x4.splat(dmin), dx), f32x4.convert_i32x4_s(mins)));
 }
 
 /**
@@ -491,7 +516,8 @@ export function preparedStride(cols: i32): usize {
   const cb = <usize>CODE_BYTES;
   const t1 = prep + ps, t2 = t1 + ps, t3 = t2 + ps; // tokens 1..3's activations (unused past T)
   let acc0 = f32x4.splat(0), acc1 = acc0, acc2 = acc0, acc3 = acc0; // the 32-value formats' lane sums
-  let off0: f32 = 0, off1: f32 = 0, off2: f32 = 0, off3: f32 = 0; // mins, and the K-quants' blocks
+  let off0: f32 = 0, off1: f32 = 0, off2: f32 = 0, off3: f32 = 0; // mins, and the K-quants' blocks (T = 1)
+  let offs = f32x4.splat(0); // the K-quants' blocks, token t in lane t (T > 1)
   const nib = i8x16.splat(15);
   const bv = blockValues(dt);
   const bb = blockBytes(dt);
@@ -552,6 +578,7 @@ export function preparedStride(cols: i32): usize {
     let isum0 = i32x4.splat(0), isum1 = isum0, isum2 = isum0, isum3 = isum0;
     let mins0 = 0, mins1 = 0, mins2 = 0, mins3 = 0;
     let ioff0 = 0, ioff1 = 0, ioff2 = 0, ioff3 = 0;
+    let minsv = i32x4.splat(0); // Q4_K / Q5_K, T > 1: mins0..3 in lanes
     const x0 = actCodes(prep, cols) + (<usize>span0 << 5) * cb; // token 0's codes of the block; token t's t·ps on
     // Q4_K / Q5_K: the 8 six-bit scales and the 8 mins, one per byte of two u64s (llama.cpp's unpacking
     // of the 12 bytes; scaleMin4 one at a time)
@@ -561,10 +588,12 @@ export function preparedStride(cols: i32): usize {
       scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
       const mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
       const g = actSums(prep, cols) + (<usize>span0 << 3);
-      mins0 = kMins(mins8, g);
-      if (T > 1) mins1 = kMins(mins8, g + ps);
-      if (T > 2) mins2 = kMins(mins8, g + 2 * ps);
-      if (T > 3) mins3 = kMins(mins8, g + 3 * ps);
+      if (T == 1) mins0 = laneSum(kMins(mins8, g));
+      else {
+        // the tokens' mins in one vector (lane t), so the block's end is one vector per 4 tokens
+        const z = i32x4.splat(0);
+        minsv = laneSums4(kMins(mins8, g), kMins(mins8, g + ps), T > 2 ? kMins(mins8, g + 2 * ps) : z, T > 3 ? kMins(mins8, g + 3 * ps) : z);
+      }
     }
     if (dt == DT_Q6_K) {
       // per half: the 64 bytes of low nibbles and 32 of high bits loaded once for its 4 spans; each
@@ -575,17 +604,14 @@ export function preparedStride(cols: i32): usize {
         const h0 = v128.load(qh), h1 = v128.load(qh, 16);
         const xh = x0 + (h << 7) * cb;
         // spans k = 0..3 of the half: low nibbles of ql, of ql + 32, then their high nibbles; high bits 2k
-        for (let k = 0; k < 8; k++) {
-          const a = k & 1 ? a1 : a0, bq = k & 1 ? b1 : b0, hb = k & 1 ? h1 : h0;
-          const lo = k < 4 ? v128.and(k & 2 ? bq : a, nib) : highNibbles(k & 2 ? bq : a);
-          const c = q6Codes(lo, hb, (k >> 1) << 1);
-          const s = <i32>load<i8>(sc + <usize>k);
-          const xk = xh + (<usize>k << 4) * cb;
-          isum0 = dotCodes16Scaled(c, xk, s, isum0);
-          if (T > 1) isum1 = dotCodes16Scaled(c, xk + ps, s, isum1);
-          if (T > 2) isum2 = dotCodes16Scaled(c, xk + 2 * ps, s, isum2);
-          if (T > 3) isum3 = dotCodes16Scaled(c, xk + 3 * ps, s, isum3);
-        }
+        const c0 = q6Codes(v128.and(a0, nib), h0, 0), c1 = q6Codes(v128.and(a1, nib), h1, 0);
+        const c2 = q6Codes(v128.and(b0, nib), h0, 2), c3 = q6Codes(v128.and(b1, nib), h1, 2);
+        const c4 = q6Codes(highNibbles(a0), h0, 4), c5 = q6Codes(highNibbles(a1), h1, 4);
+        const c6 = q6Codes(highNibbles(b0), h0, 6), c7 = q6Codes(highNibbles(b1), h1, 6);
+        isum0 = q6HalfToken(c0, c1, c2, c3, c4, c5, c6, c7, sc, xh, isum0);
+        if (T > 1) isum1 = q6HalfToken(c0, c1, c2, c3, c4, c5, c6, c7, sc, xh + ps, isum1);
+        if (T > 2) isum2 = q6HalfToken(c0, c1, c2, c3, c4, c5, c6, c7, sc, xh + 2 * ps, isum2);
+        if (T > 3) isum3 = q6HalfToken(c0, c1, c2, c3, c4, c5, c6, c7, sc, xh + 3 * ps, isum3);
       }
       // Σ_g scale_g · Σx_g: group g's scale is byte 192 + g
       const s = v128.load(p + 192);
@@ -665,10 +691,25 @@ export function preparedStride(cols: i32): usize {
       }
     }
     // one activation scale per 256 (prepared with span 256)
-    off0 += kBlockValue(dt, d, dmin, isum0, ioff0, mins0, actScale(prep, cols, b));
-    if (T > 1) off1 += kBlockValue(dt, d, dmin, isum1, ioff1, mins1, actScale(t1, cols, b));
-    if (T > 2) off2 += kBlockValue(dt, d, dmin, isum2, ioff2, mins2, actScale(t2, cols, b));
-    if (T > 3) off3 += kBlockValue(dt, d, dmin, isum3, ioff3, mins3, actScale(t3, cols, b));
+    if (T == 1) {
+      off0 += kBlockValue(dt, d, dmin, laneSum(isum0) + ioff0, mins0, actScale(prep, cols, b));
+      continue;
+    }
+    const z = i32x4.splat(0);
+    let totals = laneSums4(isum0, isum1, T > 2 ? isum2 : z, T > 3 ? isum3 : z);
+    if (dt == DT_Q3_K) totals = i32x4.add(totals, lanes4(ioff0, ioff1, ioff2, ioff3));
+    if (dt == DT_Q2_K) minsv = lanes4(mins0, mins1, mins2, mins3);
+    let dx = f32x4.splat(actScale(prep, cols, b));
+    dx = f32x4.replace_lane(dx, 1, actScale(t1, cols, b));
+    if (T > 2) dx = f32x4.replace_lane(dx, 2, actScale(t2, cols, b));
+    if (T > 3) dx = f32x4.replace_lane(dx, 3, actScale(t3, cols, b));
+    offs = f32x4.add(offs, kBlockValues(dt, d, dmin, totals, minsv, dx));
+  }
+  if (bv == 256 && T > 1) {
+    off0 = f32x4.extract_lane(offs, 0);
+    off1 = f32x4.extract_lane(offs, 1);
+    off2 = f32x4.extract_lane(offs, 2);
+    off3 = f32x4.extract_lane(offs, 3);
   }
   store<f32>(out, hsum(acc0) + off0);
   if (T > 1) store<f32>(out + os, hsum(acc1) + off1);
@@ -680,6 +721,20 @@ export function preparedStride(cols: i32): usize {
 // @ts-ignore: decorator
 @inline function q6Codes(lo: v128, qh: v128, shift: i32): v128 {
   return v128.or(lo, i16x8.shl(v128.and(i16x8.shr_u(qh, shift), i8x16.splat(3)), 4));
+}
+
+/** Half a Q6_K block (its 8 code vectors c0..c7 of 16, their int8 scales at sc) · one token's codes at xh, added into isum. */
+// @ts-ignore: decorator
+@inline function q6HalfToken(c0: v128, c1: v128, c2: v128, c3: v128, c4: v128, c5: v128, c6: v128, c7: v128, sc: usize, xh: usize, isum: v128): v128 {
+  const cb = <usize>CODE_BYTES;
+  isum = dotCodes16Scaled(c0, xh, <i32>load<i8>(sc), isum);
+  isum = dotCodes16Scaled(c1, xh + 16 * cb, <i32>load<i8>(sc, 1), isum);
+  isum = dotCodes16Scaled(c2, xh + 32 * cb, <i32>load<i8>(sc, 2), isum);
+  isum = dotCodes16Scaled(c3, xh + 48 * cb, <i32>load<i8>(sc, 3), isum);
+  isum = dotCodes16Scaled(c4, xh + 64 * cb, <i32>load<i8>(sc, 4), isum);
+  isum = dotCodes16Scaled(c5, xh + 80 * cb, <i32>load<i8>(sc, 5), isum);
+  isum = dotCodes16Scaled(c6, xh + 96 * cb, <i32>load<i8>(sc, 6), isum);
+  return dotCodes16Scaled(c7, xh + 112 * cb, <i32>load<i8>(sc, 7), isum);
 }
 
 /** intRowDotsOf for T tokens, compiled once per format (dt a constant in each copy: no per-block format tests). */
