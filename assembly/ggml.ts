@@ -391,32 +391,37 @@ export function preparedStride(cols: i32): usize {
   return (preparedBytes(cols) + 15) & ~15;
 }
 
-/**
- * A 32-value format's block (codes c0, c1: values 0..15 and 16..31; scale d) · one token's activations
- * (tp), added into that token's accumulator: the span's integer dot product, the codes' offset taken
- * off in integers (Σ(c − k)·x = Σc·x − k·Σx, exactly), converted and scaled once.
- */
+/** A 32-value format's codes c0, c1 (values 0..15 and 16..31) · one token's activation codes at x:
+ *  the span's integer dot product, in 4 lanes (signed codes: Q8_0, IQ4_NL). */
 // @ts-ignore: decorator
-@inline function legacyToken(dt: i32, c0: v128, c1: v128, d: f32, tp: usize, cols: i32, span: i32, acc: v128): v128 {
-  const cb = <usize>CODE_BYTES;
-  const zero = i32x4.splat(0);
-  const x = actCodes(tp, cols) + (<usize>span << 5) * cb;
-  let isum: v128;
-  if (dt == DT_Q8_0 || dt == DT_IQ4_NL) isum = dotCodesS(c1, x + 16 * cb, dotCodesS(c0, x, zero));
-  else isum = dotCodes32(c0, c1, x, zero);
-  if (dt == DT_Q4_0 || dt == DT_Q5_0) {
-    // Σx of the span's activation codes, for the offset
-    const s = actSums(tp, cols) + (<usize>span << 3);
-    isum = addToLane0(isum, (dt == DT_Q4_0 ? -8 : -16) * (load<i32>(s) + load<i32>(s, 4)));
-  }
-  return f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.splat(d * actScale(tp, cols, span))));
+@inline function legacyDot(dt: i32, c0: v128, c1: v128, x: usize): v128 {
+  if (dt == DT_Q8_0 || dt == DT_IQ4_NL) return dotCodesS(c1, x + 16 * CODE_BYTES, dotCodesS(c0, x, i32x4.splat(0)));
+  return dotCodes32(c0, c1, x, i32x4.splat(0));
 }
 
-/** Q4_1 / Q5_1: the block's min m times the token's rounded activations of the span (m · dx · Σx). */
+/** A 32-value format's codes of values 0..15 (hi false) or 16..31 of the block at p: unsigned, but
+ *  Q8_0's and IQ4_NL's signed. */
 // @ts-ignore: decorator
-@inline function legacyMin(m: f32, tp: usize, cols: i32, span: i32): f32 {
-  const s = actSums(tp, cols) + (<usize>span << 3);
-  return m * actScale(tp, cols, span) * <f32>(load<i32>(s) + load<i32>(s, 4));
+@inline function legacyCodes(dt: i32, p: usize, hi: bool): v128 {
+  const nib = i8x16.splat(15);
+  if (dt == DT_Q8_0) return hi ? v128.load(p, 18) : v128.load(p, 2);
+  if (dt == DT_IQ4_NL) return i8x16.swizzle(iq4Levels(), hi ? highNibbles(v128.load(p, 2)) : v128.and(v128.load(p, 2), nib));
+  if (dt == DT_Q4_0 || dt == DT_Q4_1) {
+    const q = dt == DT_Q4_0 ? v128.load(p, 2) : v128.load(p, 4);
+    return hi ? highNibbles(q) : v128.and(q, nib);
+  }
+  // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs): the fifth bits from qh
+  const off: usize = dt == DT_Q5_0 ? 2 : 4;
+  const qh = load<u32>(p + off);
+  const q = v128.load(p + off + 4);
+  return hi ? v128.or(highNibbles(q), fifthBits(qh >> 16)) : v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
+}
+
+/** The codes' offset of a 32-value format as a shift: Σ(c − k)·x = Σc·x − (Σx << log2 k) (Q4_0's 8,
+ *  Q5_0's 16; 0: no offset). */
+// @ts-ignore: decorator
+@inline function legacyOffsetShift(dt: i32): i32 {
+  return dt == DT_Q4_0 ? 3 : dt == DT_Q5_0 ? 4 : 0;
 }
 
 /** Q4_K / Q5_K: Σ_j min_j · (sum of span j's activation codes) over a block's 8 spans, as 4 lanes to
@@ -512,53 +517,71 @@ export function preparedStride(cols: i32): usize {
  * far from llama.cpp's on ref-6m).
  */
 // @ts-ignore: decorator
-@inline function intRowDotsOf(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize, T: i32): void {
+@inline function intRowDotsOf(w: usize, dt: i32, prep: usize, ps: usize, groups: usize, cols: i32, out: usize, os: usize, T: i32): void {
   const cb = <usize>CODE_BYTES;
   const t1 = prep + ps, t2 = t1 + ps, t3 = t2 + ps; // tokens 1..3's activations (unused past T)
-  let acc0 = f32x4.splat(0), acc1 = acc0, acc2 = acc0, acc3 = acc0; // the 32-value formats' lane sums
-  let off0: f32 = 0, off1: f32 = 0, off2: f32 = 0, off3: f32 = 0; // mins, and the K-quants' blocks (T = 1)
-  let offs = f32x4.splat(0); // the K-quants' blocks, token t in lane t (T > 1)
+  // T = 1: the 32-value formats' blocks (acc) and mins, or the K-quants' blocks (off); T > 1: the
+  // same per token in lanes (accs, offs), the block ends of 4 tokens in one vector
+  let acc: f32 = 0, off: f32 = 0;
+  let accs = f32x4.splat(0), offs = accs;
+  const z = i32x4.splat(0);
   const nib = i8x16.splat(15);
   const bv = blockValues(dt);
   const bb = blockBytes(dt);
-  for (let b = 0; b < cols / bv; b++) {
+  let b = 0;
+  if (bv == 32 && T == 1) {
+    // one token: 4 blocks at a time, their totals in one vector and then added one by one (the same
+    // arithmetic per block as every token's when T > 1, for about the cost of lane-wise sums)
+    const sh = legacyOffsetShift(dt);
+    for (; b + 4 <= cols >> 5; b += 4) {
+      const p = w + <usize>b * bb;
+      const x = actCodes(prep, cols) + (<usize>b << 5) * cb;
+      const i0 = legacyDot(dt, legacyCodes(dt, p, false), legacyCodes(dt, p, true), x);
+      const i1 = legacyDot(dt, legacyCodes(dt, p + bb, false), legacyCodes(dt, p + bb, true), x + 32 * cb);
+      const i2 = legacyDot(dt, legacyCodes(dt, p + 2 * bb, false), legacyCodes(dt, p + 2 * bb, true), x + 64 * cb);
+      const i3 = legacyDot(dt, legacyCodes(dt, p + 3 * bb, false), legacyCodes(dt, p + 3 * bb, true), x + 96 * cb);
+      let totals = laneSums4(i0, i1, i2, i3);
+      const xs = actSums(prep, cols) + (<usize>b << 3);
+      const s0 = v128.load(xs), s1 = v128.load(xs, 16);
+      const xsum = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 2, 4, 6), v128.shuffle<i32>(s0, s1, 1, 3, 5, 7));
+      if (sh > 0) totals = i32x4.sub(totals, i32x4.shl(xsum, sh));
+      const dx = v128.load(prep + (<usize>(cols >> 4) << 2) + (<usize>b << 2)); // the 4 spans' scales
+      const ds = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(half(p)), 1, half(p + bb)), 2, half(p + 2 * bb)), 3, half(p + 3 * bb));
+      const v = f32x4.mul(f32x4.convert_i32x4_s(totals), f32x4.mul(ds, dx));
+      acc = acc + f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
+      if (dt == DT_Q4_1 || dt == DT_Q5_1) {
+        const ms = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(half(p + 2)), 1, half(p + bb + 2)), 2, half(p + 2 * bb + 2)), 3, half(p + 3 * bb + 2));
+        const o = f32x4.mul(f32x4.mul(ms, dx), f32x4.convert_i32x4_s(xsum));
+        off = off + f32x4.extract_lane(o, 0) + f32x4.extract_lane(o, 1) + f32x4.extract_lane(o, 2) + f32x4.extract_lane(o, 3);
+      }
+    }
+  }
+  for (; b < cols / bv; b++) {
     const p = w + <usize>b * bb;
     const span0 = (b * bv) >> 5; // index of the block's first 32-value span in the row
     if (bv == 32) {
       const d = half(p);
-      let c0: v128, c1: v128;
-      let m: f32 = 0;
-      if (dt == DT_Q8_0) {
-        c0 = v128.load(p, 2);
-        c1 = v128.load(p, 18);
-      } else if (dt == DT_IQ4_NL) {
-        const q = v128.load(p, 2);
-        c0 = i8x16.swizzle(iq4Levels(), v128.and(q, nib));
-        c1 = i8x16.swizzle(iq4Levels(), highNibbles(q));
-      } else if (dt == DT_Q4_0 || dt == DT_Q4_1) {
-        const q = dt == DT_Q4_0 ? v128.load(p, 2) : v128.load(p, 4);
-        c0 = v128.and(q, nib);
-        c1 = highNibbles(q);
-        if (dt == DT_Q4_1) m = half(p + 2);
-      } else {
-        // Q5_0 (d, qh, qs; codes - 16) and Q5_1 (d, m, qh, qs)
-        const off: usize = dt == DT_Q5_0 ? 2 : 4;
-        const qh = load<u32>(p + off);
-        const q = v128.load(p + off + 4);
-        c0 = v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
-        c1 = v128.or(highNibbles(q), fifthBits(qh >> 16));
-        if (dt == DT_Q5_1) m = half(p + 2);
+      const c0 = legacyCodes(dt, p, false), c1 = legacyCodes(dt, p, true);
+      const m: f32 = dt == DT_Q4_1 || dt == DT_Q5_1 ? half(p + 2) : 0;
+      // each token's dot product, then per block one conversion of its integer total, times d·dx
+      const x = actCodes(prep, cols) + (<usize>span0 << 5) * cb;
+      const sh = legacyOffsetShift(dt);
+      if (T == 1) {
+        const xs = actSums(prep, cols) + (<usize>span0 << 3);
+        const xsum = load<i32>(xs) + load<i32>(xs, 4);
+        const dx = actScale(prep, cols, span0);
+        acc += <f32>(laneSum(legacyDot(dt, c0, c1, x)) - (sh > 0 ? xsum << sh : 0)) * (d * dx);
+        if (dt == DT_Q4_1 || dt == DT_Q5_1) off += m * dx * <f32>xsum;
+        continue;
       }
-      acc0 = legacyToken(dt, c0, c1, d, prep, cols, span0, acc0);
-      if (T > 1) acc1 = legacyToken(dt, c0, c1, d, t1, cols, span0, acc1);
-      if (T > 2) acc2 = legacyToken(dt, c0, c1, d, t2, cols, span0, acc2);
-      if (T > 3) acc3 = legacyToken(dt, c0, c1, d, t3, cols, span0, acc3);
-      if (dt == DT_Q4_1 || dt == DT_Q5_1) {
-        off0 += legacyMin(m, prep, cols, span0);
-        if (T > 1) off1 += legacyMin(m, t1, cols, span0);
-        if (T > 2) off2 += legacyMin(m, t2, cols, span0);
-        if (T > 3) off3 += legacyMin(m, t3, cols, span0);
-      }
+      const g = groups + (<usize>span0 << 5); // the 4 tokens' scales, then their Σx
+      const dx = v128.load(g), xsum = v128.load(g, 16);
+      const i0 = legacyDot(dt, c0, c1, x), i1 = legacyDot(dt, c0, c1, x + ps);
+      const i2 = T > 2 ? legacyDot(dt, c0, c1, x + 2 * ps) : z, i3 = T > 3 ? legacyDot(dt, c0, c1, x + 3 * ps) : z;
+      let totals = laneSums4(i0, i1, i2, i3);
+      if (sh > 0) totals = i32x4.sub(totals, i32x4.shl(xsum, sh));
+      accs = f32x4.add(accs, f32x4.mul(f32x4.convert_i32x4_s(totals), f32x4.mul(f32x4.splat(d), dx)));
+      if (dt == DT_Q4_1 || dt == DT_Q5_1) offs = f32x4.add(offs, f32x4.mul(f32x4.mul(f32x4.splat(m), dx), f32x4.convert_i32x4_s(xsum)));
       continue;
     }
     // super-blocks of 256: 8 spans of 32, each two 16-groups with integer scales
@@ -591,7 +614,6 @@ export function preparedStride(cols: i32): usize {
       if (T == 1) mins0 = laneSum(kMins(mins8, g));
       else {
         // the tokens' mins in one vector (lane t), so the block's end is one vector per 4 tokens
-        const z = i32x4.splat(0);
         minsv = laneSums4(kMins(mins8, g), kMins(mins8, g + ps), T > 2 ? kMins(mins8, g + 2 * ps) : z, T > 3 ? kMins(mins8, g + 3 * ps) : z);
       }
     }
@@ -692,29 +714,23 @@ export function preparedStride(cols: i32): usize {
     }
     // one activation scale per 256 (prepared with span 256)
     if (T == 1) {
-      off0 += kBlockValue(dt, d, dmin, laneSum(isum0) + ioff0, mins0, actScale(prep, cols, b));
+      off += kBlockValue(dt, d, dmin, laneSum(isum0) + ioff0, mins0, actScale(prep, cols, b));
       continue;
     }
-    const z = i32x4.splat(0);
     let totals = laneSums4(isum0, isum1, T > 2 ? isum2 : z, T > 3 ? isum3 : z);
     if (dt == DT_Q3_K) totals = i32x4.add(totals, lanes4(ioff0, ioff1, ioff2, ioff3));
     if (dt == DT_Q2_K) minsv = lanes4(mins0, mins1, mins2, mins3);
-    let dx = f32x4.splat(actScale(prep, cols, b));
-    dx = f32x4.replace_lane(dx, 1, actScale(t1, cols, b));
-    if (T > 2) dx = f32x4.replace_lane(dx, 2, actScale(t2, cols, b));
-    if (T > 3) dx = f32x4.replace_lane(dx, 3, actScale(t3, cols, b));
-    offs = f32x4.add(offs, kBlockValues(dt, d, dmin, totals, minsv, dx));
+    offs = f32x4.add(offs, kBlockValues(dt, d, dmin, totals, minsv, v128.load(groups + (<usize>b << 5))));
   }
-  if (bv == 256 && T > 1) {
-    off0 = f32x4.extract_lane(offs, 0);
-    off1 = f32x4.extract_lane(offs, 1);
-    off2 = f32x4.extract_lane(offs, 2);
-    off3 = f32x4.extract_lane(offs, 3);
+  if (T == 1) {
+    store<f32>(out, acc + off);
+    return;
   }
-  store<f32>(out, hsum(acc0) + off0);
-  if (T > 1) store<f32>(out + os, hsum(acc1) + off1);
-  if (T > 2) store<f32>(out + 2 * os, hsum(acc2) + off2);
-  if (T > 3) store<f32>(out + 3 * os, hsum(acc3) + off3);
+  const r = f32x4.add(accs, offs);
+  store<f32>(out, f32x4.extract_lane(r, 0));
+  store<f32>(out + os, f32x4.extract_lane(r, 1));
+  if (T > 2) store<f32>(out + 2 * os, f32x4.extract_lane(r, 2));
+  if (T > 3) store<f32>(out + 3 * os, f32x4.extract_lane(r, 3));
 }
 
 /** A Q6_K code vector: 4 low bits `lo` and the 2 bits at `shift` of the high-bit bytes `qh`, unsigned. */
@@ -739,34 +755,34 @@ export function preparedStride(cols: i32): usize {
 
 /** intRowDotsOf for T tokens, compiled once per format (dt a constant in each copy: no per-block format tests). */
 // @ts-ignore: decorator
-@inline function intRowDotsT(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize, T: i32): void {
+@inline function intRowDotsT(w: usize, dt: i32, prep: usize, ps: usize, groups: usize, cols: i32, out: usize, os: usize, T: i32): void {
   switch (dt) {
-    case DT_Q8_0: intRowDotsOf(w, DT_Q8_0, prep, ps, cols, out, os, T); break;
-    case DT_Q4_0: intRowDotsOf(w, DT_Q4_0, prep, ps, cols, out, os, T); break;
-    case DT_Q4_1: intRowDotsOf(w, DT_Q4_1, prep, ps, cols, out, os, T); break;
-    case DT_Q5_0: intRowDotsOf(w, DT_Q5_0, prep, ps, cols, out, os, T); break;
-    case DT_Q5_1: intRowDotsOf(w, DT_Q5_1, prep, ps, cols, out, os, T); break;
-    case DT_Q2_K: intRowDotsOf(w, DT_Q2_K, prep, ps, cols, out, os, T); break;
-    case DT_Q3_K: intRowDotsOf(w, DT_Q3_K, prep, ps, cols, out, os, T); break;
-    case DT_Q4_K: intRowDotsOf(w, DT_Q4_K, prep, ps, cols, out, os, T); break;
-    case DT_Q5_K: intRowDotsOf(w, DT_Q5_K, prep, ps, cols, out, os, T); break;
-    case DT_Q6_K: intRowDotsOf(w, DT_Q6_K, prep, ps, cols, out, os, T); break;
-    case DT_IQ4_NL: intRowDotsOf(w, DT_IQ4_NL, prep, ps, cols, out, os, T); break;
-    default: intRowDotsOf(w, DT_IQ4_XS, prep, ps, cols, out, os, T);
+    case DT_Q8_0: intRowDotsOf(w, DT_Q8_0, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q4_0: intRowDotsOf(w, DT_Q4_0, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q4_1: intRowDotsOf(w, DT_Q4_1, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q5_0: intRowDotsOf(w, DT_Q5_0, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q5_1: intRowDotsOf(w, DT_Q5_1, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q2_K: intRowDotsOf(w, DT_Q2_K, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q3_K: intRowDotsOf(w, DT_Q3_K, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q4_K: intRowDotsOf(w, DT_Q4_K, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q5_K: intRowDotsOf(w, DT_Q5_K, prep, ps, groups, cols, out, os, T); break;
+    case DT_Q6_K: intRowDotsOf(w, DT_Q6_K, prep, ps, groups, cols, out, os, T); break;
+    case DT_IQ4_NL: intRowDotsOf(w, DT_IQ4_NL, prep, ps, groups, cols, out, os, T); break;
+    default: intRowDotsOf(w, DT_IQ4_XS, prep, ps, groups, cols, out, os, T);
   }
 }
 
 function intRowDots1(w: usize, dt: i32, prep: usize, cols: i32, out: usize): void {
-  intRowDotsT(w, dt, prep, 0, cols, out, 0, 1);
+  intRowDotsT(w, dt, prep, 0, 0, cols, out, 0, 1);
 }
-function intRowDots2(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize): void {
-  intRowDotsT(w, dt, prep, ps, cols, out, os, 2);
+function intRowDots2(w: usize, dt: i32, prep: usize, ps: usize, groups: usize, cols: i32, out: usize, os: usize): void {
+  intRowDotsT(w, dt, prep, ps, groups, cols, out, os, 2);
 }
-function intRowDots3(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize): void {
-  intRowDotsT(w, dt, prep, ps, cols, out, os, 3);
+function intRowDots3(w: usize, dt: i32, prep: usize, ps: usize, groups: usize, cols: i32, out: usize, os: usize): void {
+  intRowDotsT(w, dt, prep, ps, groups, cols, out, os, 3);
 }
-function intRowDots4(w: usize, dt: i32, prep: usize, ps: usize, cols: i32, out: usize, os: usize): void {
-  intRowDotsT(w, dt, prep, ps, cols, out, os, 4);
+function intRowDots4(w: usize, dt: i32, prep: usize, ps: usize, groups: usize, cols: i32, out: usize, os: usize): void {
+  intRowDotsT(w, dt, prep, ps, groups, cols, out, os, 4);
 }
 
 /**
@@ -781,23 +797,52 @@ export function intMatmulRows(out: usize, w: usize, dt: i32, rb: usize, rows: i3
   const os = <usize>rows << 2;
   for (let t = 0; t < n; t += 4) {
     const tp = prep + <usize>t * ps;
+    const groups = tokenGroups(prep, n, cols) + <usize>(t >> 2) * <usize>cols;
     const ot = out + <usize>t * os;
     const T = min(4, n - t);
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize>r * rb, o = ot + (<usize>r << 2);
-      if (T == 4) intRowDots4(wr, dt, tp, ps, cols, o, os);
-      else if (T == 3) intRowDots3(wr, dt, tp, ps, cols, o, os);
-      else if (T == 2) intRowDots2(wr, dt, tp, ps, cols, o, os);
+      if (T == 4) intRowDots4(wr, dt, tp, ps, groups, cols, o, os);
+      else if (T == 3) intRowDots3(wr, dt, tp, ps, groups, cols, o, os);
+      else if (T == 2) intRowDots2(wr, dt, tp, ps, groups, cols, o, os);
       else intRowDots1(wr, dt, tp, cols, o);
     }
   }
 }
 
-/** The n tokens x[n][cols] prepared for intMatmulRows at prep, preparedStride(cols) bytes apart. */
+/** Where prepareTokens puts, per 4 tokens, their activation scales side by side (cols bytes a group). */
+// @ts-ignore: decorator
+@inline function tokenGroups(prep: usize, n: i32, cols: i32): usize {
+  return prep + <usize>n * preparedStride(cols);
+}
+
+/**
+ * The n tokens x[n][cols] prepared for intMatmulRows at prep, preparedStride(cols) bytes apart; then
+ * per 4 tokens (tokenGroups), for each span of `activationSpan` values, the 4 tokens' f32 scales and
+ * (32-value spans) their i32 code sums, 32 bytes (missing tokens 0): one load each per block for 4 tokens.
+ */
 export function prepareTokens(prep: usize, x: usize, dt: i32, cols: i32, n: i32): void {
   const ps = preparedStride(cols);
   const span = activationSpan(dt);
   for (let t = 0; t < n; t++) prepareActivations(prep + <usize>t * ps, x + (<usize>t * <usize>cols << 2), cols, span);
+  const groups = tokenGroups(prep, n, cols);
+  for (let t = 0; t < n; t += 4) {
+    const g = groups + <usize>(t >> 2) * <usize>cols;
+    for (let i = 0; i < cols / span; i++) {
+      const e = g + (<usize>i << 5);
+      for (let k = 0; k < 4; k++) {
+        let scale: f32 = 0, sum = 0;
+        if (t + k < n) {
+          const tp = prep + <usize>(t + k) * ps;
+          const xs = actSums(tp, cols) + (<usize>i << 3);
+          scale = actScale(tp, cols, i);
+          if (span == 32) sum = load<i32>(xs) + load<i32>(xs, 4);
+        }
+        store<f32>(e + (<usize>k << 2), scale);
+        store<i32>(e + 16 + (<usize>k << 2), sum);
+      }
+    }
+  }
 }
 
 /** Values per activation scale for a block type: what prepareActivations' `span` must be. */

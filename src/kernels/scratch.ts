@@ -68,8 +68,9 @@ export function tileRows(cols: number): number {
 
 /** Bytes one thread's matmul scratch takes for n tokens of `cols` inputs and `chunk` rows per item. */
 export function matmulScratchBytes(how: MatmulScratch, n: number, cols: number, chunk: number): number {
-  // one decoded block (BLOCK_SCRATCH) after the prepared activations or the tiles
-  if (how === 'prepared') return n * preparedBytes(cols) + BLOCK_SCRATCH;
+  // one decoded block (BLOCK_SCRATCH) after the prepared activations or the tiles; several tokens' also
+  // have, per 4 tokens, their scales and code sums side by side (assembly/ggml.ts prepareTokens)
+  if (how === 'prepared') return n * preparedBytes(cols) + (n > 1 ? Math.ceil(n / 4) * cols : 0) + BLOCK_SCRATCH;
   // the chunk's rows packed by quads, 4 rows converted before packing
   if (how === 'tiles') return (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
   return how === 'prescaled' ? cols * 4 : 0;
