@@ -417,6 +417,17 @@ export function preparedStride(cols: i32): usize {
   return hi ? v128.or(highNibbles(q), fifthBits(qh >> 16)) : v128.or(v128.and(q, nib), fifthBits(qh & 0xffff));
 }
 
+/** The halves at p, p + s, p + 2s, p + 3s as f32 lanes: h2fScalar's conversion in SIMD (inf and NaN
+ *  included), so each lane is the scalar half(). */
+// @ts-ignore: decorator
+@inline function halves4(p: usize, s: usize): v128 {
+  const h = i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(<i32>load<u16>(p)), 1, <i32>load<u16>(p + s)), 2, <i32>load<u16>(p + 2 * s)), 3, <i32>load<u16>(p + 3 * s));
+  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  let bits = f32x4.mul(em, f32x4.splat(reinterpret<f32>(0x77800000)));
+  bits = v128.or(bits, v128.and(i32x4.ge_u(em, i32x4.splat(0x0f800000)), i32x4.splat(0x7f800000)));
+  return v128.or(bits, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
 /** The codes' offset of a 32-value format as a shift: Σ(c − k)·x = Σc·x − (Σx << log2 k) (Q4_0's 8,
  *  Q5_0's 16; 0: no offset). */
 // @ts-ignore: decorator
@@ -541,17 +552,18 @@ export function preparedStride(cols: i32): usize {
       const i2 = legacyDot(dt, legacyCodes(dt, p + 2 * bb, false), legacyCodes(dt, p + 2 * bb, true), x + 64 * cb);
       const i3 = legacyDot(dt, legacyCodes(dt, p + 3 * bb, false), legacyCodes(dt, p + 3 * bb, true), x + 96 * cb);
       let totals = laneSums4(i0, i1, i2, i3);
-      const xs = actSums(prep, cols) + (<usize>b << 3);
-      const s0 = v128.load(xs), s1 = v128.load(xs, 16);
-      const xsum = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 2, 4, 6), v128.shuffle<i32>(s0, s1, 1, 3, 5, 7));
+      let xsum = z; // the 4 spans' Σx, where an offset or a min needs them
+      if (sh > 0 || dt == DT_Q4_1 || dt == DT_Q5_1) {
+        const xs = actSums(prep, cols) + (<usize>b << 3);
+        const s0 = v128.load(xs), s1 = v128.load(xs, 16);
+        xsum = i32x4.add(v128.shuffle<i32>(s0, s1, 0, 2, 4, 6), v128.shuffle<i32>(s0, s1, 1, 3, 5, 7));
+      }
       if (sh > 0) totals = i32x4.sub(totals, i32x4.shl(xsum, sh));
       const dx = v128.load(prep + (<usize>(cols >> 4) << 2) + (<usize>b << 2)); // the 4 spans' scales
-      const ds = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(half(p)), 1, half(p + bb)), 2, half(p + 2 * bb)), 3, half(p + 3 * bb));
-      const v = f32x4.mul(f32x4.convert_i32x4_s(totals), f32x4.mul(ds, dx));
+      const v = f32x4.mul(f32x4.convert_i32x4_s(totals), f32x4.mul(halves4(p, bb), dx));
       acc = acc + f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
       if (dt == DT_Q4_1 || dt == DT_Q5_1) {
-        const ms = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(half(p + 2)), 1, half(p + bb + 2)), 2, half(p + 2 * bb + 2)), 3, half(p + 3 * bb + 2));
-        const o = f32x4.mul(f32x4.mul(ms, dx), f32x4.convert_i32x4_s(xsum));
+        const o = f32x4.mul(f32x4.mul(halves4(p + 2, bb), dx), f32x4.convert_i32x4_s(xsum));
         off = off + f32x4.extract_lane(o, 0) + f32x4.extract_lane(o, 1) + f32x4.extract_lane(o, 2) + f32x4.extract_lane(o, 3);
       }
     }
