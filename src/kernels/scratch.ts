@@ -50,6 +50,15 @@ export function attentionScratchBound(numHeads: number, numKvHeads: number, d: n
   return scores + Math.max(fixedBytes('float', rows, d), fixedBytes('packed', rows, d));
 }
 
+/**
+ * Tokens per matmul up to which the fast way takes block weights on integer dot products (each block
+ * unpacked once per 4 tokens, every token's result its one-token matvec's); above, the f32 register
+ * tiles of dequantized rows are as fast or faster on 128-bit SIMD (about 4 multiply-adds per
+ * instruction with FMA, against 2.5–6 for pmaddubsw, the widening and the per-block scaling; docs/gguf.md),
+ * so prefill chunks take them as the exact way does.
+ */
+export const INT_DOT_MAX_TOKENS = 16;
+
 /** How a matmul's threads use their scratch (assembly/matmul.ts): 'prescaled' one f16 token's x · 2^112,
  *  'prepared' the block types' 8-bit activations of every token (the integer way), 'tiles' the f32
  *  prefill's dequantised rows, 'none' nothing. */
@@ -79,5 +88,5 @@ export function matmulScratchBytes(how: MatmulScratch, n: number, cols: number, 
 /** The most one thread's matmul scratch takes for chunks of up to maxChunk tokens and inputs of up to
  *  maxCols numbers, either way. */
 export function matmulScratchBound(maxChunk: number, maxCols: number): number {
-  return Math.max(matmulScratchBytes('prepared', maxChunk, maxCols, 0), matmulScratchBytes('tiles', maxChunk, maxCols, Math.min(64, tileRows(maxCols))));
+  return Math.max(matmulScratchBytes('prepared', Math.min(maxChunk, INT_DOT_MAX_TOKENS), maxCols, 0), matmulScratchBytes('tiles', maxChunk, maxCols, Math.min(64, tileRows(maxCols))));
 }

@@ -25,7 +25,7 @@ import { rowCodeBytes } from './packed/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
-import { attentionScratchBytes, matmulScratchBytes, queryBlock, tileRows, type MatmulScratch } from './scratch.js';
+import { attentionScratchBytes, INT_DOT_MAX_TOKENS, matmulScratchBytes, queryBlock, tileRows, type MatmulScratch } from './scratch.js';
 import type { AttentionArgs, Matrix, MatmulMode, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
@@ -177,9 +177,10 @@ class WasmKernels implements Kernels {
     // so the chunk's dequantised rows (this thread's scratch) stay in L2.
     const balance = ceil4(rows / (par * 8));
     let chunk = Math.max(4, Math.min(64, balance));
-    // fast: every block type on integer dot products (any n); exact: q8_0 has its own f32 matvec
+    // fast: every block type on integer dot products up to INT_DOT_MAX_TOKENS tokens; exact: q8_0 has
+    // its own f32 matvec
     const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.mode === 'fast');
-    const intDot = blocks && this.mode === 'fast';
+    const intDot = blocks && this.mode === 'fast' && n <= INT_DOT_MAX_TOKENS;
     let how: MatmulScratch = 'none';
     if (n === 1) how = blocks ? 'prepared' : dtype === 'f16' ? 'prescaled' : 'none';
     else if (intDot) how = 'prepared';
