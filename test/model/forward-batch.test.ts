@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Model } from '../../src/engine/model.js';
 import { argmax } from '../../src/engine/sample.js';
@@ -39,6 +40,35 @@ describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, 
       expect(batched[i]!.tokens).toEqual(alone[i]!.tokens);
       expect(batched[i]!.cache.layerLengths()).toEqual(alone[i]!.cache.layerLengths());
       expect(batched[i]!.cache.bytes()).toBe(alone[i]!.cache.bytes());
+    }
+    batch.free();
+    for (const s of [...alone, ...batched]) s.dispose();
+  });
+});
+
+// quantized weights the fast way: a batch's matmul gives each token its one-token matvec's numbers
+describe('batched decoding of a quantized model (Q4_K_M, the fast way)', () => {
+  let model: Model;
+  withModel(path.join(REF6M_DIR, 'quantized', 'ref-6m-Q4_K_M.gguf'), (m) => (model = m), { threads: 2 });
+
+  it('gives each session the logits it gets alone, bit for bit', () => {
+    const make = () => PROMPTS.map(() => model.session({ chunkSize: 8 }));
+    const alone = make();
+    const batched = make();
+    const vocab = model.config.vocabSize;
+    let next = PROMPTS.map((p, i) => {
+      const ids = model.tokenizer.encode(p, { addBos: true });
+      batched[i]!.feed(ids);
+      return argmax(alone[i]!.feed(ids));
+    });
+    const batch = model.batch({ rows: PROMPTS.length, chunkSize: 8 });
+    for (let step = 0; step < 8; step++) {
+      const together = batch.decode(batched, next).slice();
+      next = next.map((token, i) => {
+        const own = alone[i]!.feed([token]);
+        expect(together.subarray(i * vocab, (i + 1) * vocab), `session ${i}, step ${step}`).toEqual(own);
+        return argmax(own);
+      });
     }
     batch.free();
     for (const s of [...alone, ...batched]) s.dispose();
