@@ -311,7 +311,8 @@ export function dequantizeBlockRow(dst: usize, src: usize, dt: i32, cols: i32, s
  * f32 sums of each 16 values [cols/16] (the f32 way's offsets m), then the 8-bit activations: per `span`
  * values (32 for the 32-value formats, 256 for the K-quants, as llama.cpp's Q8_0 and Q8_K) an f32
  * scale max|x| / 127 [cols/32 slots], the i32 sums of each 16 codes [cols/16] (Q8_K's bsums, for the
- * formats whose codes are stored with an offset), and the codes round(x / scale) [cols], CODE_BYTES each.
+ * formats whose codes are stored with an offset), the codes round(x / scale) [cols], CODE_BYTES each,
+ * and the i16 sums of each 32 codes [cols/32] (the K-quants' mins meet them in one i16 dot product).
  */
 export function prepareActivations(prep: usize, x: usize, cols: i32, span: i32): void {
   const sums = prep;
@@ -353,11 +354,16 @@ export function prepareActivations(prep: usize, x: usize, cols: i32, span: i32):
       }
     }
   }
+  // |sum of 32 codes| ≤ 32·127 fits i16
+  const spanSums = q + <usize>cols * <usize>CODE_BYTES;
+  for (let j = 0; j < cols >> 5; j++) {
+    store<i16>(spanSums + (<usize>j << 1), <i16>(load<i32>(isums + (<usize>j << 3)) + load<i32>(isums + (<usize>j << 3), 4)));
+  }
 }
 
 /** Bytes prepareActivations writes for `cols` values. */
 export function preparedBytes(cols: i32): usize {
-  return (<usize>(cols >> 4) << 3) + (<usize>(cols >> 5) << 2) + <usize>cols * <usize>CODE_BYTES;
+  return (<usize>(cols >> 4) << 3) + (<usize>(cols >> 5) << 2) + <usize>cols * <usize>CODE_BYTES + (<usize>(cols >> 5) << 1);
 }
 
 /** `v` with `k` added to its first lane. */
@@ -384,6 +390,12 @@ export function preparedBytes(cols: i32): usize {
 // @ts-ignore: decorator
 @inline function actCodes(tp: usize, cols: i32): usize {
   return actSums(tp, cols) + (<usize>(cols >> 4) << 2);
+}
+
+/** The token's i16 sums of each 32 activation codes. */
+// @ts-ignore: decorator
+@inline function actSpanSums(tp: usize, cols: i32): usize {
+  return actCodes(tp, cols) + <usize>cols * <usize>CODE_BYTES;
 }
 
 /** Bytes from one token's prepared activations to the next's in a multi-token job (16-aligned). */
@@ -436,14 +448,10 @@ export function preparedStride(cols: i32): usize {
 }
 
 /** Q4_K / Q5_K: Σ_j min_j · (sum of span j's activation codes) over a block's 8 spans, as 4 lanes to
- *  add up; the mins one per byte of mins8, the token's 16 group sums at g. */
+ *  add up: the 8 mins as i16 (m16) · the token's 8 span sums at g, one i16 dot product. */
 // @ts-ignore: decorator
-@inline function kMins(mins8: u64, g: usize): v128 {
-  const v0 = v128.load(g), v1 = v128.load(g, 16), v2 = v128.load(g, 32), v3 = v128.load(g, 48);
-  const s03 = i32x4.add(v128.shuffle<i32>(v0, v1, 0, 2, 4, 6), v128.shuffle<i32>(v0, v1, 1, 3, 5, 7));
-  const s47 = i32x4.add(v128.shuffle<i32>(v2, v3, 0, 2, 4, 6), v128.shuffle<i32>(v2, v3, 1, 3, 5, 7));
-  const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
-  return i32x4.add(i32x4.mul(i32x4.extend_low_i16x8_u(m16), s03), i32x4.mul(i32x4.extend_high_i16x8_u(m16), s47));
+@inline function kMins(m16: v128, g: usize): v128 {
+  return i32x4.dot_i16x8_s(m16, v128.load(g));
 }
 
 /** The lane sum of v. */
@@ -622,11 +630,12 @@ export function preparedStride(cols: i32): usize {
       const u0 = load<u32>(p + 4), u1 = load<u32>(p + 8), u2 = load<u32>(p + 12);
       scales8 = <u64>(u0 & 0x3f3f3f3f) | (<u64>((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)) << 32);
       const mins8 = <u64>(u1 & 0x3f3f3f3f) | (<u64>(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)) << 32);
-      const g = actSums(prep, cols) + (<usize>span0 << 3);
-      if (T == 1) mins0 = laneSum(kMins(mins8, g));
+      const m16 = i16x8.extend_low_i8x16_u(i64x2.splat(mins8));
+      const g = actSpanSums(prep, cols) + (<usize>span0 << 1);
+      if (T == 1) mins0 = laneSum(kMins(m16, g));
       else {
         // the tokens' mins in one vector (lane t), so the block's end is one vector per 4 tokens
-        minsv = laneSums4(kMins(mins8, g), kMins(mins8, g + ps), T > 2 ? kMins(mins8, g + 2 * ps) : z, T > 3 ? kMins(mins8, g + 3 * ps) : z);
+        minsv = laneSums4(kMins(m16, g), kMins(m16, g + ps), T > 2 ? kMins(m16, g + 2 * ps) : z, T > 3 ? kMins(m16, g + 3 * ps) : z);
       }
     }
     if (dt == DT_Q6_K) {

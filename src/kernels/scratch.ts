@@ -65,9 +65,10 @@ export const INT_DOT_MAX_TOKENS = 16;
 export type MatmulScratch = 'prescaled' | 'prepared' | 'tiles' | 'none';
 
 /** Bytes of one token's prepared activations (assembly/ggml.ts prepareActivations: f32 and i32 sums per
- *  16, a scale per 32, the 8-bit codes as at most i16), 16-aligned as preparedStride keeps them. */
+ *  16, a scale per 32, the 8-bit codes as at most i16, i16 sums per 32), 16-aligned as preparedStride
+ *  keeps them. */
 function preparedBytes(cols: number): number {
-  return Math.ceil(((cols / 16) * 8 + (cols / 32) * 4 + cols * 2) / 16) * 16;
+  return Math.ceil(((cols / 16) * 8 + (cols / 32) * 4 + cols * 2 + (cols / 32) * 2) / 16) * 16;
 }
 
 /** Rows per work item of the f32 prefill tiles at most: the item's dequantised rows stay around 256 KiB (L2). */
