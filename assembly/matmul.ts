@@ -2,12 +2,12 @@
 // and register-tiled chunked prefill.
 
 import {
-  ARGS, CTRL_DONE, CTRL_NEXT, DT_BF16, DT_F16, DT_F32,
+  ARGS, CTRL_DONE, CTRL_NEXT, DT_BF16, DT_F16, DT_F32, DT_INT_DOT,
   MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
   MATMUL_X, PART_OUT, PART_ROWS, PART_W,
 } from '../src/kernels/abi';
 import { convertF16Fast, convertRow, rowBytes } from './convert';
-import { activationSpan, blockRowDot, dequantizeBlockRow, isBlockType, prepareActivations, preparedBytes } from './ggml';
+import { activationSpan, blockRowDot, dequantizeBlockRow, intMatmulRows, isBlockType, prepareActivations, prepareTokens, preparedStride } from './ggml';
 import { bf2fHi, bf2fLo, h2fEven, h2fHi, h2fLo, h2fOdd, h2fScalar } from './half';
 import { dotF32, hsum, hsum4, madd, prescaleX, tail4 } from './simd';
 
@@ -47,6 +47,11 @@ export function matmulJob(ctrl: usize, thread: i32): i32 {
     if (n == 1) {
       if (prepared < 0) prepared = prepareX(scratch, x, dt, cols) ? 1 : 0;
       matvecRows(out, x, w, dt, cols, r0, r1, scratch, prepared == 1);
+    } else if ((dt & DT_INT_DOT) != 0) {
+      // block types the fast way: every token's activations prepared once per thread, then integer tiles
+      if (prepared < 0) prepareTokens(scratch, x, dt, cols, n);
+      prepared = 1;
+      intMatmulRows(out, w, dt, rowBytes(dt, cols), rows, cols, n, r0, r1, scratch);
     } else {
       matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     }
@@ -75,7 +80,11 @@ function matvecRows(out: usize, x: usize, w: usize, dt: i32, cols: i32, r0: i32,
   const rb = rowBytes(dt, cols);
   if (isBlockType(dt)) {
     // scratch: this thread's prepared activations, then one decoded block
-    const block = scratch + ((preparedBytes(cols) + 15) & ~15);
+    if ((dt & DT_INT_DOT) != 0) {
+      intMatmulRows(out, w, dt, rb, 0, cols, 1, r0, r1, scratch);
+      return;
+    }
+    const block = scratch + preparedStride(cols);
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), blockRowDot(w + <usize>r * rb, dt, x, scratch, cols, block));
     return;
   }

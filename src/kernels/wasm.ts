@@ -3,7 +3,7 @@ import v8 from 'node:v8';
 import {
   ARGS, ATT_BLOCK, ATT_CAPACITY, ATT_F16, ATT_HEAD_DIM, ATT_HEAD_GROUP, ATT_KEYS, ATT_LAST_PROBS, ATT_MASK, ATT_N,
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_PARTIAL, ATT_Q, ATT_QUERY_BLOCK, ATT_SPLITS, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
-  ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
+  ATT_VISIBLE, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
   MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
   MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, OP_ROPE_ROWS, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
@@ -25,7 +25,7 @@ import { rowCodeBytes } from './packed/pack.js';
 import type { QuantAttentionArgs, QuantizeArgs } from './packed/types.js';
 import { checkPosition, checkReadSize } from './reference.js';
 import type { Rope } from './rope.js';
-import { attentionScratchBytes, queryBlock } from './scratch.js';
+import { attentionScratchBytes, INT_DOT_MAX_TOKENS, matmulScratchBytes, queryBlock, tileRows, type MatmulScratch } from './scratch.js';
 import type { AttentionArgs, Matrix, MatmulMode, MatmulPart, SimdBuild, SlotDType } from './types.js';
 
 /** Exports of build/kernels.wasm (assembly/index.ts). Pointers are byte offsets. */
@@ -173,26 +173,26 @@ class WasmKernels implements Kernels {
     if (n <= 0 || rows <= 0) return;
     for (const p of parts) checkBlockCols(p.w);
     const par = this.parallelism(n * rows * cols);
-    // Rows per work item: several items per thread for balance; for n > 1 also bounded so the chunk's
-    // dequantised rows (this thread's scratch) stay around 256 KiB, i.e. in L2.
+    // Rows per work item: several items per thread for balance; for the f32 prefill tiles also bounded
+    // so the chunk's dequantised rows (this thread's scratch) stay in L2.
     const balance = ceil4(rows / (par * 8));
     let chunk = Math.max(4, Math.min(64, balance));
-    // n = 1, f16: x · 2^112 for the multiply-free widening (assembly/index.ts prescaleX)
-    let scratchBytes = n === 1 && dtype === 'f16' ? cols * 4 : 0;
-    // fast: every block type on integer dot products; exact: q8_0 has its own f32 kernel
+    // fast: every block type on integer dot products up to INT_DOT_MAX_TOKENS tokens; exact: q8_0 has
+    // its own f32 matvec
     const blocks = isBlockDType(dtype) && (dtype !== 'q8_0' || this.mode === 'fast');
-    // n = 1, block types: the prepared activations (f32 and code sums per 16, scales per 32, 8-bit codes as
-    // at most i16), then one decoded block (assembly/ggml.ts prepareActivations)
-    if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 8 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
-    if (n > 1) {
-      chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
-      // the chunk's rows packed by quads, 4 rows converted before packing, one decoded block
-      scratchBytes = (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
+    const intDot = blocks && this.mode === 'fast' && n <= INT_DOT_MAX_TOKENS;
+    let how: MatmulScratch = 'none';
+    if (n === 1) how = blocks ? 'prepared' : dtype === 'f16' ? 'prescaled' : 'none';
+    else if (intDot) how = 'prepared';
+    else {
+      how = 'tiles';
+      chunk = Math.min(chunk, tileRows(cols));
     }
+    const scratchBytes = matmulScratchBytes(how, n, cols, chunk);
     this.ensureScratch(scratchBytes);
     const b = this.begin();
     b.ptr(MATMUL_X, x);
-    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (n === 1 && blocks && this.mode === 'fast' ? DT_INT_DOT : 0));
+    b.int(MATMUL_DTYPE, DTYPE_CODE[dtype] + (intDot ? DT_INT_DOT : 0));
     b.int(MATMUL_COLS, cols);
     b.int(MATMUL_N, n);
     b.int(MATMUL_CHUNK, chunk);
@@ -574,7 +574,4 @@ function checkBlockCols(w: Matrix): void {
 
 function ceil4(v: number): number {
   return Math.ceil(v / 4) * 4;
-}
-function floor4(v: number): number {
-  return Math.floor(v / 4) * 4;
 }

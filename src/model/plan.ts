@@ -5,7 +5,7 @@ import { parseSpec, printSpec } from '../cache/registry.js';
 import { MemoryPlanError } from '../errors.js';
 import { Arena } from '../kernels/arena.js';
 import { ReferenceKernels } from '../kernels/reference.js';
-import { attentionScratchBound } from '../kernels/scratch.js';
+import { attentionScratchBound, matmulScratchBound } from '../kernels/scratch.js';
 import { formatBytes } from '../util/progress.js';
 import { expectedShapes } from './checkpoint.js';
 import type { ModelConfig } from './config.js';
@@ -73,8 +73,11 @@ export function planMemory(header: Pick<ModelHeader, 'source' | 'config' | 'weig
   const headBytes = c.vocabSize * c.hiddenSize * (c.tiedEmbeddings ? 1 : 2) * bytesPerParameter;
   const layerWeights = (header.weightBytes - headBytes) / c.numLayers;
   const at = (context: number) => {
-    // each memory has its activations and, per thread, attention scratch with a score per visible slot
-    const scratch = scratchBytes(c, request.chunkSize ?? 128) + threads * attentionScratchBound(c.numHeads, c.numKvHeads, c.headDim, context);
+    // each memory has its activations and, per thread, one scratch for attention (a score per visible
+    // slot) or a matmul (a chunk's prepared activations or dequantised rows)
+    const chunk = request.chunkSize ?? 128;
+    const matmul = matmulScratchBound(chunk, Math.max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim));
+    const scratch = scratchBytes(c, chunk) + threads * Math.max(matmul, attentionScratchBound(c.numHeads, c.numKvHeads, c.headDim, context));
     const kvBytes = kv.fixed + kv.perToken * context;
     const perLayer = layerWeights + kvBytes / c.numLayers;
     const layersPerMemory = Math.min(c.numLayers, Math.floor((MEMORY_LIMIT_BYTES - MEMORY_RESERVE_BYTES - scratch - headBytes) / perLayer));

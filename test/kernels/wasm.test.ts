@@ -364,7 +364,8 @@ describe('wasm kernel lifecycle', () => {
   });
 
   it('grows the shared memory while workers run, and close() stops the workers', async () => {
-    const k = await createKernels({ backend: 'wasm', threads: 2 });
+    // exact: f32 activations, so the product is the reference's up to f32 rounding
+    const k = await createKernels({ backend: 'wasm', threads: 2, matmul: 'exact' });
     const ref = await createKernels({ backend: 'reference' });
     const r = rng(99);
     const big = k.arena.alloc(64 << 20); // forces memory.grow after the workers started

@@ -11,9 +11,11 @@ const PROMPT = 'The President of the United States said that the Congress';
 /** The first 64 tokens of WikiText-2's test text. */
 const TEXT = readFileSync(path.join(SHARED, 'data/wikitext2/wiki.test.raw'), 'utf8').slice(0, 1000);
 
-// llama.cpp multiplies quantized weights by activations rounded to 8 bits; kvpack's prefill keeps them in
-// f32, so logits differ by that rounding (≈0.1 on ref-6m, whose logits reach ±15), not by format errors
-// (a wrong scale or nibble order moves logits by whole units). F32 weights agree to 3e-3.
+// llama.cpp multiplies quantized weights by activations rounded to 8 bits; kvpack's fast way does in
+// decode (its prefill chunks keep them in f32), where an activation whose f32 value differs slightly
+// (other sums, other attention) can round one step apart: logits differ by about that rounding (≈0.1 on
+// ref-6m, whose logits reach ±15), not by format errors (a wrong scale or nibble order moves logits by
+// whole units). F32 weights agree to 3e-3.
 const MAX_LOGIT_DIFF = 0.2;
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'kvpack-quant-'));

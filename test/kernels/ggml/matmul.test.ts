@@ -3,6 +3,7 @@ import type { Kernels, Matrix } from '../../../src/kernels/api.js';
 import { BLOCK_FORMATS, dequantize, type BlockDType } from '../../../src/kernels/ggml/index.js';
 import { f32ToF16 } from '../../../src/kernels/half.js';
 import { createKernels } from '../../../src/kernels/index.js';
+import { INT_DOT_MAX_TOKENS } from '../../../src/kernels/scratch.js';
 import { expectClose, put, putMatrix, randomF32, rng } from '../util.js';
 
 /** Byte offsets of each format's f16 scales in a block (the rest of a block is codes and small integer scales). */
@@ -94,10 +95,33 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
     return withMatrix(k, wBytes, dtype, rows, cols, x, n * rows, (out, w, xp) => k.matmul(out, xp, w, n));
   }
 
+  /**
+   * The fast way's products of n tokens: each token's within the activations' rounding of the
+   * reference, and equal (up to f32 rounding) to the dequantized weights · its rounded activations.
+   */
+  function expectRoundedDots(int8: Float32Array, want: Float32Array, wBytes: Uint8Array, dtype: BlockDType, rows: number, cols: number, x: Float32Array, n: number, what: string): void {
+    const bv = BLOCK_FORMATS[dtype].blockValues;
+    const w = dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols);
+    for (let t = 0; t < n; t++) {
+      const xt = x.subarray(t * cols, (t + 1) * cols);
+      const got = int8.subarray(t * rows, (t + 1) * rows);
+      expectWithinActivationRounding(got, want.subarray(t * rows, (t + 1) * rows), w, xt, bv, `${what} token ${t}`);
+      const xr = roundActivations(xt, bv);
+      for (let r = 0; r < rows; r++) {
+        let sum = 0, abs = 0;
+        for (let i = 0; i < cols; i++) {
+          sum += w[r * cols + i]! * xr[i]!;
+          abs += Math.abs(w[r * cols + i]! * xr[i]!);
+        }
+        expect(Math.abs(got[r]! - sum), `${what} token ${t} row ${r} vs rounded activations`).toBeLessThanOrEqual(1e-5 * abs + 1e-7);
+      }
+    }
+  }
+
   for (const dtype of DTYPES) {
     const bv = BLOCK_FORMATS[dtype].blockValues;
     const shapes: [number, number][] = [[5, bv], [37, 2 * bv], [130, 3 * bv]];
-    for (const n of [1, 3, 9]) {
+    for (const n of [1, 3, 9, 64]) {
       it(`${dtype}, n=${n}`, () => {
         const r = rng(100 * n + DTYPES.indexOf(dtype));
         for (const [rows, cols] of shapes) {
@@ -105,31 +129,41 @@ describe.each([1, 2])('GGML block matmul and embed, %i thread(s), vs the scalar 
           const x = randomF32(r, n * cols);
           const want = run(ref, wBytes, dtype, rows, cols, x, n);
           expectClose(run(f32dot, wBytes, dtype, rows, cols, x, n), want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} f32`);
-          const int8 = run(int8dot, wBytes, dtype, rows, cols, x, n);
-          if (n > 1) expectClose(int8, want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} int8`); // prefill dequantizes rows
-          else {
-            const w = dequantize(BLOCK_FORMATS[dtype], wBytes, rows, cols);
-            expectWithinActivationRounding(int8, want, w, x, bv, `${dtype} ${rows}x${cols} int8`);
-            // and it is the dequantized weights · the rounded activations (f32 rounding apart)
-            const xr = roundActivations(x, bv);
-            const exact = new Float32Array(rows);
-            const scale = new Float32Array(rows);
-            for (let r = 0; r < rows; r++) {
-              let sum = 0, abs = 0;
-              for (let i = 0; i < cols; i++) {
-                sum += w[r * cols + i]! * xr[i]!;
-                abs += Math.abs(w[r * cols + i]! * xr[i]!);
-              }
-              exact[r] = sum;
-              scale[r] = abs;
-            }
-            for (let r = 0; r < rows; r++) {
-              expect(Math.abs(int8[r]! - exact[r]!), `${dtype} ${rows}x${cols} row ${r} vs rounded activations`).toBeLessThanOrEqual(1e-5 * scale[r]! + 1e-7);
-            }
-          }
+          const fast = run(int8dot, wBytes, dtype, rows, cols, x, n);
+          // prefill chunks past INT_DOT_MAX_TOKENS take the f32 tiles either way
+          if (n > INT_DOT_MAX_TOKENS) expectClose(fast, want, 1e-5, 2e-6, `${dtype} ${rows}x${cols} n=${n} fast`);
+          else expectRoundedDots(fast, want, wBytes, dtype, rows, cols, x, n, `${dtype} ${rows}x${cols} n=${n} int8`);
         }
       });
     }
+    it(`${dtype}: the fast way's several tokens get each its one-token matvec's numbers`, () => {
+      const r = rng(31 + DTYPES.indexOf(dtype));
+      // odd row counts, rows of 1 to 9 blocks, and two parts in one call: each part's last rows end a work item
+      for (const [n, rows, cols] of [[2, 37, 2 * bv], [3, 5, bv], [5, 67, 9 * bv], [INT_DOT_MAX_TOKENS, 21, 2 * bv]] as const) {
+        const wBytes = randomBlocks(r, dtype, rows, cols);
+        const x = randomF32(r, n * cols);
+        const all = run(int8dot, wBytes, dtype, rows, cols, x, n);
+        for (let t = 0; t < n; t++) {
+          const one = run(int8dot, wBytes, dtype, rows, cols, x.subarray(t * cols, (t + 1) * cols), 1);
+          expect(all.subarray(t * rows, (t + 1) * rows), `${dtype} ${rows}x${cols} n=${n} token ${t}`).toEqual(one);
+        }
+        if (n === 5) expectRoundedDots(all, run(ref, wBytes, dtype, rows, cols, x, n), wBytes, dtype, rows, cols, x, n, `${dtype} ${rows}x${cols} n=${n}`);
+        // the same rows as two parts of 3 and rows - 3
+        const k = int8dot;
+        const wp = putMatrix(k, wBytes, dtype, rows, cols);
+        const split = (3 * cols / BLOCK_FORMATS[dtype].blockValues) * BLOCK_FORMATS[dtype].blockBytes;
+        const xp = put(k, x);
+        const out0 = k.arena.alloc(n * 3 * 4), out1 = k.arena.alloc(n * (rows - 3) * 4);
+        k.matmuls(xp, [{ out: out0, w: { ...wp, rows: 3 } }, { out: out1, w: { ...wp, ptr: wp.ptr + split, rows: rows - 3 } }], n);
+        const parts = [k.arena.f32(out0, n * 3).slice(), k.arena.f32(out1, n * (rows - 3)).slice()];
+        for (const p of [wp.ptr, xp, out0, out1]) k.arena.free(p);
+        for (let t = 0; t < n; t++) {
+          const want = all.subarray(t * rows, (t + 1) * rows);
+          expect(parts[0]!.subarray(t * 3, (t + 1) * 3), `${dtype} part 0 token ${t}`).toEqual(want.subarray(0, 3));
+          expect(parts[1]!.subarray(t * (rows - 3), (t + 1) * (rows - 3)), `${dtype} part 1 token ${t}`).toEqual(want.subarray(3));
+        }
+      }
+    });
     it(`embed (${dtype}) is exact`, () => {
       const r = rng(7 + DTYPES.indexOf(dtype));
       const rows = 20, cols = 2 * bv, n = 5;
