@@ -5,7 +5,7 @@ import {
   ATT_NUM_HEADS, ATT_NUM_KV_HEADS, ATT_OUT, ATT_PARTIAL, ATT_Q, ATT_QUERY_BLOCK, ATT_SPLITS, ATT_RECEIVED, ATT_SCALE, ATT_SCRATCH, ATT_SCRATCH_STRIDE, ATT_VALUES,
   ATT_VISIBLE, BLOCK_SCRATCH, CONTROL_BYTES, CTRL_NEXT, CTRL_NTHREADS, CTRL_OP, DT_BF16, DT_F16, DT_F32, DT_INT_DOT, DT_IQ4_NL,
   DT_IQ4_XS, DT_Q2_K, DT_Q3_K, DT_Q4_0, DT_Q4_1, DT_Q4_K, DT_Q5_0, DT_Q5_1, DT_Q5_K, DT_Q6_K, DT_Q8_0, MATMUL_CHUNK,
-  MATMUL_COLS, MATMUL_DTYPE, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
+  MATMUL_COLS, MATMUL_DTYPE, MATMUL_FEW, MATMUL_MAX_PARTS, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH,
   MATMUL_SCRATCH_STRIDE, MATMUL_X, OP_ATTENTION, OP_MATMUL, OP_QUANT_ATTENTION, OP_QUANTIZE, OP_READ, OP_ROPE_ROWS, READ_BYTES, READ_CHUNK, READ_OUT, READ_SRC, QUANTIZE_CAPACITY, QUANTIZE_FROM, QUANTIZE_HEAD0,
   QUANTIZE_HEAD_DIM, QUANTIZE_HEADS, QUANTIZE_KIND, QUANTIZE_MIDS, QUANTIZE_MIDS_LENGTH, QUANTIZE_N, QUANTIZE_SRC,
   QUANTIZE_STREAM, PART_OUT, PART_ROWS, PART_W, QATT_CAPACITY, QATT_FAST, QATT_HEAD_DIM, QATT_HEAD_GROUP, QATT_KEYS,
@@ -184,7 +184,9 @@ class WasmKernels implements Kernels {
     // n = 1, block types: the prepared activations (f32 and code sums per 16, scales per 32, 8-bit codes as
     // at most i16), then one decoded block (assembly/ggml.ts prepareActivations)
     if (n === 1 && blocks) scratchBytes = Math.ceil((cols / 16 * 8 + cols / 32 * 4 + cols * 2) / 16) * 16 + BLOCK_SCRATCH;
-    if (n > 1) {
+    if (n > 1 && n <= MATMUL_FEW && (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16')) {
+      scratchBytes = cols * 16; // one packed quad of rows (assembly/matmul.ts matmulFew)
+    } else if (n > 1) {
       chunk = Math.max(4, Math.min(chunk, floor4(262144 / (cols * 4))));
       // the chunk's rows packed by quads, 4 rows converted before packing, one decoded block
       scratchBytes = (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
