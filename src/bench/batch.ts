@@ -1,3 +1,4 @@
+import os from 'node:os';
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import { loadModel, type Model } from '../engine/model.js';
 import { argmax } from '../engine/sample.js';
@@ -24,6 +25,8 @@ interface Row {
   /** Aggregate tokens/s (median run), or null when the engine failed. */
   kvpack: number | null;
   llama: number | null;
+  /** 1-minute load average when the model's rounds ended (the machine is shared). */
+  load: number;
 }
 
 /** ms for `steps` greedy tokens of each of `streams` sessions after their 32-token prompts (prefilled untimed). */
@@ -105,8 +108,9 @@ async function runBatch(ctx: BenchContext): Promise<SectionResult> {
             }
           }
           const tokS = (ms: number[], streams: number): number | null => (ms.length ? (streams * steps) / (median(ms) / 1000) : null);
+          const load = os.loadavg()[0]!;
           for (const [c, streams] of counts.entries()) {
-            rows.push({ model: spec.id, threads, streams, kvpack: tokS(times[c]!.kvpack, streams), llama: tokS(times[c]!.llama, streams) });
+            rows.push({ model: spec.id, threads, streams, kvpack: tokS(times[c]!.kvpack, streams), llama: tokS(times[c]!.llama, streams), load });
           }
         } finally {
           await model.close();
@@ -129,10 +133,11 @@ async function runBatch(ctx: BenchContext): Promise<SectionResult> {
       { key: 'llama', header: 'llama.cpp tok/s' },
       { key: 'llamaRatio', header: 'llama.cpp vs 1 stream', format: formatRatio },
       { key: 'vs', header: 'kvpack / llama.cpp', format: formatRatio },
+      { key: 'load', header: 'load' },
     ],
     rows: rows.map((r) => ({
       model: r.model, threads: r.threads, streams: r.streams, kvpack: r.kvpack, kvpackRatio: ratio(r.kvpack, one(r, 'kvpack')),
-      llama: r.llama, llamaRatio: ratio(r.llama, one(r, 'llama')), vs: ratio(r.kvpack, r.llama),
+      llama: r.llama, llamaRatio: ratio(r.llama, one(r, 'llama')), vs: ratio(r.kvpack, r.llama), load: r.load,
     })),
     notes: [
       `kvpack: model.batch, one forward pass over every stream's row per token (what kvpack serve runs), cache ${o.cache}; llama.cpp: N sequences of one context, evaluated concurrently (node-llama-cpp batches them into one decode)`,
