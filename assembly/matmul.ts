@@ -1,5 +1,6 @@
-// Matrix products straight from the stored dtype: one-token matvecs (a row at a time, front to back)
-// and register-tiled chunked prefill.
+// Matrix products straight from the stored dtype: one-token matvecs (a row at a time, front to back),
+// few-token products for batched decode (a quad of rows converted once, every token run over it) and
+// register-tiled chunked prefill.
 
 import {
   ARGS, CTRL_DONE, CTRL_NEXT, DT_BF16, DT_F16, DT_F32,
