@@ -66,12 +66,16 @@ async function llamaRun(model: LlamaModel, bench: BenchModel, streams: number, s
     const prompts = seqs.map((_, i) => promptTokens(PROMPT_TOKENS, bench.firstPlainToken, bench.vocabSize, 100 + i) as Token[]);
     for (const [i, seq] of seqs.entries()) await seq.evaluateWithoutGeneratingNewTokens(prompts[i]!.slice(0, -1));
     const t0 = performance.now();
-    await Promise.all(seqs.map(async (seq, i) => {
+    // until each stream's last token arrives (ending a generator early is not part of decoding)
+    const ends = await Promise.all(seqs.map(async (seq, i) => {
       let produced = 0;
       // greedy; EOG tokens are yielded rather than ending generation, so every stream makes `steps` tokens
-      for await (const _ of seq.evaluate([prompts[i]!.at(-1)!], { temperature: 0, yieldEogToken: true })) if (++produced >= steps) break;
+      for await (const _ of seq.evaluate([prompts[i]!.at(-1)!], { temperature: 0, yieldEogToken: true })) {
+        if (++produced >= steps) return performance.now();
+      }
+      throw new Error(`a llama.cpp sequence ended after ${produced} of ${steps} tokens`);
     }));
-    return performance.now() - t0;
+    return Math.max(...ends) - t0;
   } finally {
     await context.dispose();
   }
