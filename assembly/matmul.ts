@@ -1,9 +1,10 @@
-// Matrix products straight from the stored dtype: one-token matvecs (a row at a time, front to back)
-// and register-tiled chunked prefill.
+// Matrix products straight from the stored dtype: one-token matvecs (a row at a time, front to back),
+// few-token products for batched decode (a quad of rows converted once, every token run over it) and
+// register-tiled chunked prefill.
 
 import {
   ARGS, CTRL_DONE, CTRL_NEXT, DT_BF16, DT_F16, DT_F32, DT_INT_DOT,
-  MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
+  MATMUL_CHUNK, MATMUL_COLS, MATMUL_DTYPE, MATMUL_FEW, MATMUL_N, MATMUL_PART, MATMUL_PART_BYTES, MATMUL_PARTS, MATMUL_SCRATCH, MATMUL_SCRATCH_STRIDE,
   MATMUL_X, PART_OUT, PART_ROWS, PART_W,
 } from '../src/kernels/abi';
 import { convertF16Fast, convertRow, rowBytes } from './convert';
@@ -52,6 +53,8 @@ export function matmulJob(ctrl: usize, thread: i32): i32 {
       if (prepared < 0) prepareTokens(scratch, x, dt, cols, n);
       prepared = 1;
       intMatmulRows(out, w, dt, rowBytes(dt, cols), rows, cols, n, r0, r1, scratch);
+    } else if (n <= MATMUL_FEW && (dt == DT_F32 || dt == DT_F16 || dt == DT_BF16)) {
+      matmulFew(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     } else {
       matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     }
@@ -231,6 +234,68 @@ function matmulRows(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i3
     const nt = min(2, n - t);
     const ot = out + <usize>t * os + (<usize>r0 << 2);
     for (let q = 0; q < nq; q++) tile42(scratch + <usize>q * qs, cols, xt, nt == 2 ? xt + fs : xt, ot + (<usize>q << 4), os, min(4, r1 - r0 - (q << 2)), nt);
+  }
+}
+
+/**
+ * A few tokens (batched decode, float dtypes): rows [r0, r1) a quad at a time, converted and packed
+ * straight into this thread's scratch (16·cols bytes, L1 or L2), then every token run over the quad
+ * before the next one, so each weight is read and converted once per step whatever n is.
+ */
+function matmulFew(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i32, n: i32, r0: i32, r1: i32, scratch: usize): void {
+  const rb = rowBytes(dt, cols);
+  const fs = <usize>cols << 2;
+  const os = <usize>rows << 2;
+  for (let r = r0; r < r1; r += 4) {
+    const m = min(4, r1 - r);
+    if (dt == DT_F32) packQuad(scratch, w + <usize>r * rb, rb, m, cols);
+    else packHalves(scratch, w + <usize>r * rb, rb, m, cols, dt == DT_BF16);
+    const ot = out + (<usize>r << 2);
+    for (let t = 0; t < n; t += 2) {
+      const xt = x + <usize>t * fs;
+      const nt = min(2, n - t);
+      tile42(scratch, cols, xt, nt == 2 ? xt + fs : xt, ot + <usize>t * os, os, m, nt);
+    }
+  }
+}
+
+/** packQuad of m (≤ 4) f16 or bf16 rows at src (stride rb), widened on the way (f16: the fast
+ *  widening, as the prefill's; weights hold no inf/NaN). */
+function packHalves(dst: usize, src: usize, rb: usize, m: i32, cols: i32, bf16: bool): void {
+  const c8 = cols & ~7, c4 = cols & ~3;
+  const z = f32x4.splat(0);
+  for (let j = 0; j < 4; j++) {
+    const s = src + <usize>j * rb;
+    let d = dst + (<usize>j << 4);
+    if (j >= m) {
+      for (let k = 0; k < c4; k += 4, d += 64) v128.store(d, z);
+      continue;
+    }
+    let k = 0;
+    // one loop per dtype: a ternary on bf16 inside would compile to a select of both widenings
+    if (bf16) {
+      for (; k < c8; k += 8, d += 128) {
+        const v = v128.load(s + (<usize>k << 1));
+        v128.store(d, bf2fLo(v));
+        v128.store(d, bf2fHi(v), 64);
+      }
+      if (k < c4) v128.store(d, bf2fLo(v128.load64_zero(s + (<usize>k << 1))));
+    } else {
+      for (; k < c8; k += 8, d += 128) {
+        const v = v128.load(s + (<usize>k << 1));
+        v128.store(d, h2fLo(v));
+        v128.store(d, h2fHi(v), 64);
+      }
+      if (k < c4) v128.store(d, h2fLo(v128.load64_zero(s + (<usize>k << 1))));
+    }
+  }
+  const tl = cols - c4;
+  const dt = dst + (<usize>c4 << 4);
+  for (let j = 0; j < 4; j++) {
+    for (let k = 0; k < tl; k++) {
+      const h = j < m ? <u32>load<u16>(src + <usize>j * rb + (<usize>(c4 + k) << 1)) : 0;
+      store<f32>(dt + (<usize>(j * tl + k) << 2), bf16 ? reinterpret<f32>(h << 16) : h2fScalar(h));
+    }
   }
 }
 

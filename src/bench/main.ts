@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { kernelBuild, type SimdBuild } from '../kernels/index.js';
+import { batchSection } from './batch.js';
 import { BenchContext, type BenchOptions, type Section, type SectionResult } from './section.js';
 import { defaultCacheDir, MODEL_SPECS } from './models.js';
 import { kernelsSection } from './kernels.js';
@@ -21,7 +22,7 @@ import { scaleSections } from './scale.js';
 import { streamingSection } from './streaming.js';
 import { renderMarkdown } from './table.js';
 
-const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, streamingSection, samplingSection, ...scaleSections];
+const SECTIONS: Section[] = [speedSection, contextScalingSection, kernelsSection, kvcacheSection, streamingSection, batchSection, samplingSection, ...scaleSections];
 
 const USAGE = `usage: npm run bench -- [options]
 

@@ -84,6 +84,9 @@ export const PART_OUT = 0; // ptr
 export const PART_W = 4; // ptr
 export const PART_ROWS = 8;
 export const MATMUL_MAX_PARTS = 4;
+/** Float dtypes at 2..MATMUL_FEW tokens (batched decode) take the few-token path: a quad of rows at a
+ *  time converted into scratch, every token run over it (assembly/matmul.ts matmulFew). */
+export const MATMUL_FEW = 16;
 
 // ---- OP_ATTENTION arguments (see AttentionArgs in types.ts)
 export const ATT_OUT = 0; // ptr

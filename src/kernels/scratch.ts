@@ -62,7 +62,7 @@ export const INT_DOT_MAX_TOKENS = 16;
 /** How a matmul's threads use their scratch (assembly/matmul.ts): 'prescaled' one f16 token's x · 2^112,
  *  'prepared' the block types' 8-bit activations of every token (the integer way), 'tiles' the f32
  *  prefill's dequantised rows, 'none' nothing. */
-export type MatmulScratch = 'prescaled' | 'prepared' | 'tiles' | 'none';
+export type MatmulScratch = 'prescaled' | 'prepared' | 'few' | 'tiles' | 'none';
 
 /** Bytes of one token's prepared activations (assembly/ggml.ts prepareActivations: f32 and i32 sums per
  *  16, a scale per 32, the 8-bit codes as at most i16, i16 sums per 32), 16-aligned as preparedStride
@@ -83,6 +83,8 @@ export function matmulScratchBytes(how: MatmulScratch, n: number, cols: number, 
   if (how === 'prepared') return n * preparedBytes(cols) + (n > 1 ? Math.ceil(n / 4) * cols : 0) + BLOCK_SCRATCH;
   // the chunk's rows packed by quads, 4 rows converted before packing
   if (how === 'tiles') return (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
+  // float weights for a few tokens: one packed quad of rows (assembly/matmul.ts matmulFew)
+  if (how === 'few') return cols * 16;
   return how === 'prescaled' ? cols * 4 : 0;
 }
 

@@ -41,7 +41,8 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
     const shapes: [number, number][] = [[5, 7], [37, 45], [130, 257], [203, 300]];
     const q8Shapes: [number, number][] = [[5, 32], [37, 96], [130, 288], [203, 320]];
     for (const dtype of DTYPES) {
-      for (const n of [1, 2, 3, 4, 5, 9, 70]) {
+      // 2..16: the few-token path of the float dtypes (batched decode); 17 and 70: the chunked prefill path
+      for (const n of [1, 2, 3, 4, 5, 8, 9, 16, 17, 70]) {
         it(`${dtype}, n=${n}`, () => {
           const r = rng(1000 * n + DTYPES.indexOf(dtype));
           for (const [rows, cols] of dtype === 'q8_0' ? q8Shapes : shapes) {

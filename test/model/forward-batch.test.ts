@@ -1,12 +1,22 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import type { Model } from '../../src/engine/model.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHfDir } from '../../src/dev/write.js';
+import { loadModel, type Model } from '../../src/engine/model.js';
 import { argmax } from '../../src/engine/sample.js';
 import type { Session } from '../../src/engine/session.js';
+import { loadCheckpoint } from '../../src/model/load.js';
 import { REF6M_DIR, withModel } from '../engine/helpers.js';
 
-const SPECS = ['full', 'h2o(budget=0.5)+kvquant(bits=3)', 'window(sinks=4,recent=24)+fp16', 'full+int(bits=4)', 'snapkv(budget=20)+fp16'];
-const PROMPTS = ['The history of the city', 'In 1998 the band released', 'She said that the river', 'A large number of', 'The President of the United States'];
+const SPECS = [
+  'full', 'h2o(budget=0.5)+kvquant(bits=3)', 'window(sinks=4,recent=24)+fp16', 'full+int(bits=4)', 'snapkv(budget=20)+fp16',
+  'full', 'h2o(budget=0.5)+kvquant(bits=3)', 'full+int(bits=4)',
+];
+const PROMPTS = [
+  'The history of the city', 'In 1998 the band released', 'She said that the river', 'A large number of', 'The President of the United States',
+  'It was the best of times', 'Call me Ishmael. Some years ago', 'The committee reported that',
+];
 
 /**
  * One session per cache spec alone and one in a batch, each fed PROMPTS[i], then `steps` greedy tokens
@@ -36,14 +46,43 @@ function decodeBothWays(model: Model, specs: string[], steps: number, check: (ro
   return [alone, batched];
 }
 
-// the layer-group split (6 layers as 4+2 memories) carries every session's rows between memories
-describe.each([{ layersPerMemory: undefined, groups: 1 }, { layersPerMemory: 4, groups: 2 }])('batched decoding (layersPerMemory $layersPerMemory)', ({ layersPerMemory, groups }) => {
-  let model: Model;
-  withModel(REF6M_DIR, (m) => (model = m), { threads: 2, layersPerMemory });
+/** ref-6m's own (f32) weights rounded to f16, as an HF directory: the f16 matmul paths on a trained model. */
+async function writeRef6mF16(dir: string): Promise<void> {
+  const ckpt = await loadCheckpoint(REF6M_DIR);
+  const weights = new Map([...ckpt.tensors].map(([name, t]) => {
+    if (t.dtype !== 'f32') throw new Error(`ref-6m's ${name} is ${t.dtype}, not f32`);
+    return [name, { shape: t.shape, values: new Float32Array(new Uint8Array(t.data).buffer) }];
+  }));
+  await writeHfDir(dir, { config: ckpt.config, dtype: 'F16', seed: 0, weights }, path.join(REF6M_DIR, 'tokenizer.json'));
+}
 
-  it('gives each session the logits it gets alone', () => {
+// The layer-group split (6 layers as 4+2 memories) carries every session's rows between memories. 8 rows
+// take the matmul's few-token path (f32 and f16 weights); the sessions decoded alone take the matvec.
+describe.each([
+  { dtype: 'f32', layersPerMemory: undefined, groups: 1 },
+  { dtype: 'f32', layersPerMemory: 4, groups: 2 },
+  { dtype: 'f16', layersPerMemory: undefined, groups: 1 },
+])('batched decoding ($dtype weights, layersPerMemory $layersPerMemory)', ({ dtype, layersPerMemory, groups }) => {
+  let model: Model;
+  let dir: string | undefined;
+  beforeAll(async () => {
+    let file = REF6M_DIR;
+    if (dtype === 'f16') {
+      dir = await mkdtemp(path.join(os.tmpdir(), 'kvpack-ref6m-f16-'));
+      await writeRef6mF16(dir);
+      file = dir;
+    }
+    model = await loadModel(file, { threads: 2, layersPerMemory });
+  });
+  afterAll(async () => {
+    await model?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('gives each session the logits and greedy tokens it gets alone', () => {
     expect(model.weights.groups.count).toBe(groups);
-    const [alone, batched] = decodeBothWays(model, SPECS, 12, (row, own, i, step) => {
+    expect(model.weights.groups.list[0]!.layers[0]!.wq.dtype).toBe(dtype);
+    const [alone, batched] = decodeBothWays(model, SPECS, 16, (row, own, i, step) => {
       let worst = 0;
       for (let v = 0; v < row.length; v++) worst = Math.max(worst, Math.abs(row[v]! - own[v]!));
       expect(worst, `session ${i} (${SPECS[i]}), step ${step}`).toBeLessThan(5e-4); // f32 rounding of another summation order (2.5e-5 seen; logits are ~10)
