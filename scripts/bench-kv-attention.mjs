@@ -2,6 +2,7 @@
 // heads, 3 KV heads, head dim 64): ms per single-query attention call for each KV codec, filled with
 // synthetic keys/values through the codec's own write path. Needs `npm run build` first.
 // Usage: node scripts/bench-kv-attention.mjs [--len 16384] [--threads 1,2] [--codecs 'fp16;int(bits=4);kvquant(bits=3)']
+//   [--attention exact,fast] (packed codecs run once per mode; float codecs ignore it)
 import { buildCache } from '../dist/cache/build.js';
 import { parseSpec } from '../dist/cache/registry.js';
 import { createKernels } from '../dist/kernels/index.js';
@@ -15,6 +16,8 @@ const opt = (name, def) => {
 const len = Number(opt('len', '16384'));
 const threadCounts = opt('threads', '1,2').split(',').map(Number);
 const codecs = opt('codecs', 'fp16;int(bits=4);kvquant(bits=3);kvquant(bits=2)').split(';');
+const modes = opt('attention', 'exact').split(',');
+const packed = (spec) => /^(int|kvquant|turboquant)\(/.test(spec);
 const config = {
   architecture: 'llama', hiddenSize: 576, intermediateSize: 1536, numLayers: 1, numHeads: 9, numKvHeads: 3, headDim: 64,
   vocabSize: 49152, maxContext: 65536, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'half', tiedEmbeddings: true, qkvBias: false,
@@ -31,8 +34,8 @@ function synthetic(n, d, seed) {
 for (const threads of threadCounts) {
   const k = await createKernels({ backend: 'wasm', threads });
   const { numHeads, numKvHeads, headDim: d } = config;
-  for (const spec of codecs) {
-    const { codec } = buildCache(k, config, parseSpec(`full+${spec}`), len + 8);
+  for (const [spec, attention] of codecs.flatMap((s) => (packed(s) ? modes.map((m) => [s, m]) : [[s, '—']]))) {
+    const { codec } = buildCache(k, config, parseSpec(`full+${spec}`), len + 8, attention === '—' ? {} : { attention });
     const chunk = 512;
     const width = chunk * numKvHeads * d;
     const kp = k.arena.alloc(width * 4), vp = k.arena.alloc(width * 4), pp = k.arena.alloc(chunk * 4);
@@ -51,7 +54,7 @@ for (const threads of threadCounts) {
     for (let h = 0; h < numKvHeads; h++) for (let s = 0; s < len + 8; s++) pos[h * (len + 8) + s] = s;
     const { seconds, cpuSeconds } = time(() => codec.attention(0, { q, out, n: 1, visible: len - 1, positions, lastProbs: 0, received: 0 }), 400);
     const wall = seconds * 1e3, cpu = cpuSeconds * 1e3;
-    console.log(`threads=${threads} ${spec.padEnd(18)} T=${len}: ${wall.toFixed(3)} ms/layer wall, ${cpu.toFixed(3)} ms CPU (all threads)`);
+    console.log(`threads=${threads} ${spec.padEnd(18)} ${attention.padEnd(5)} T=${len}: ${wall.toFixed(3)} ms/layer wall, ${cpu.toFixed(3)} ms CPU (all threads)`);
     codec.free();
     for (const p of [kp, vp, pp, q, out, positions]) k.arena.free(p);
   }

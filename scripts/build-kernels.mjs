@@ -21,7 +21,7 @@ for (const { file, features } of BUILDS) {
     [
       join(root, 'assembly', 'index.ts'),
       '--outFile', join(root, 'build', file),
-      '-O3',
+      '-O3', ...(process.env.KVPACK_KERNEL_NAMES ? ['--debug'] : []),
       '--noAssert',
       '--runtime', 'stub',
       // No env.abort import: kernels never allocate or assert.

@@ -14,20 +14,26 @@ import { formatRatio, formatShare, median, type Table } from './table.js';
 /**
  * Decode speed and bytes per token of the KV codecs with a long cache, on the SmolLM2-135M shape
  * (random f16 weights, GGUF), beside llama.cpp with f16 KV (q8_0 and q4_0 on request) and flash
- * attention on. Packed codecs (int, kvquant) run with each attention mode, exact and fast; each row
- * says its speed over kvpack fp16's at the same length and the load average when it was measured.
+ * attention on. Packed codecs (int, kvquant, turboquant) run with each attention mode, exact and fast;
+ * each row says its speed over kvpack fp16's at the same length and the load average when it was measured.
  *
- * kvpack: the cache is filled with synthetic keys and values (Gaussian-like, a few wide channels) by
- * the codec's own write path, then `decode` single-token forward passes are timed at each cached
- * length (the length is set back before every run). llama.cpp has no such back door, so its cache is
- * filled by a real prefill of random tokens (untimed, and slow at 32K: seconds per thousand tokens on
- * a laptop); the timed part is the same number of single-token steps. Bytes per token: kvpack's
- * `cache.bytes()` (codes, scales, outliers, tables, and slot indices where the codec reads positions) over the length; llama.cpp's from
- * its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
- * KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 16384,32768; --quick: 4096);
+ * kvpack: the cache is filled once per codec with synthetic keys and values (Gaussian-like, a few wide
+ * channels) by the codec's own write path, to the longest length; then `decode` single-token forward
+ * passes are timed at each cached length (the length is set back before every run) and in each
+ * attention mode. llama.cpp has no such back door, so its cache is filled by a real prefill of random
+ * tokens (untimed, and slow: ~10 minutes for 32K on 2 cores), once per KV type: the prefill to the
+ * shortest length, its timed steps (then erased), the prefill continued to the next length, and so on.
+ * The timed part is the same number of single-token steps. Bytes per token: kvpack's `cache.bytes()`
+ * (codes, scales, outliers, tables, and slot indices where the codec reads positions) over the length;
+ * llama.cpp's from its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
+ *
+ * The default run (under 15 minutes on a quiet 2-core machine, llama.cpp's prefill most of it): fp16,
+ * int(bits=4), kvquant(bits=3) and kvquant(bits=2) at 16K and 32K cached tokens; the newer codecs
+ * (int(bits=4,rotate=hadamard), turboquant(bits=4), turboquant(kbits=3,vbits=4)) at the shortest length
+ * only (16K). KVPACK_BENCH_KV_SIZES=4096,16384 overrides the lengths (default 16384,32768; --quick: 4096);
  * KVPACK_BENCH_NO_LLAMA=1 skips llama.cpp, KVPACK_BENCH_NO_KVPACK=1 kvpack; KVPACK_BENCH_KV_CODECS='fp16;int(bits=8)'
- * (default fp16, int(bits=4), kvquant(bits=3), kvquant(bits=2)), KVPACK_BENCH_LLAMA_KV=F16,Q8_0 (default F16)
- * and KVPACK_BENCH_ATTENTION=fast (default exact,fast) keep only the codecs / llama.cpp KV types / modes named.
+ * (then every codec named runs at every length), KVPACK_BENCH_LLAMA_KV=F16,Q8_0 (default F16) and
+ * KVPACK_BENCH_ATTENTION=fast (default exact,fast) keep only the codecs / llama.cpp KV types / modes named.
  */
 
 const CODECS = [
@@ -35,6 +41,8 @@ const CODECS = [
   'int(bits=4,rotate=hadamard)', 'turboquant(kbits=8,vbits=4)', 'turboquant(bits=4)', 'turboquant(kbits=3,vbits=4)', 'turboquant(bits=3)',
 ];
 const DEFAULT_CODECS = ['fp16', 'int(bits=4)', 'kvquant(bits=3)', 'kvquant(bits=2)'];
+/** Codecs of the default run measured at the shortest length only (their speed at 16K; keeps the run short). */
+const SHORTEST_ONLY = ['int(bits=4,rotate=hadamard)', 'turboquant(bits=4)', 'turboquant(kbits=3,vbits=4)'];
 const LLAMA_KV = [
   ['F16', 2],
   ['Q8_0', 34 / 32],
@@ -42,7 +50,7 @@ const LLAMA_KV = [
 ] as const;
 
 /** Codecs that store packed codes, whose attention has an exact and a fast mode. */
-const packed = (spec: string): boolean => /^(int|kvquant)\(/.test(spec);
+const packed = (spec: string): boolean => /^(int|kvquant|turboquant)\(/.test(spec);
 
 /** The entries of `all` named in env var `name` (separated by `sep`), or those of `fallback` (default all) when it is unset. */
 function chosen<T>(all: readonly T[], name: string, sep: string, key: (t: T) => string, fallback: readonly string[] = all.map(key)): T[] {
@@ -88,16 +96,18 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
   const k = model.kernels;
   const c = model.config;
   const rows: Row[] = [];
-  const maxN = Math.max(...lengths);
   try {
-    const specs = process.env.KVPACK_BENCH_NO_KVPACK ? [] : chosen(CODECS, 'KVPACK_BENCH_KV_CODECS', ';', (c) => c, DEFAULT_CODECS);
+    const named = process.env.KVPACK_BENCH_KV_CODECS !== undefined;
+    const specs = process.env.KVPACK_BENCH_NO_KVPACK ? [] : chosen(CODECS, 'KVPACK_BENCH_KV_CODECS', ';', (c) => c, [...DEFAULT_CODECS, ...SHORTEST_ONLY]);
     const modes = chosen(ATTENTION_MODES, 'KVPACK_BENCH_ATTENTION', ',', (m) => m);
-    const runs = specs.flatMap((s): [string, AttentionMode | '—'][] => (packed(s) ? modes.map((m) => [s, m]) : [[s, '—']]));
-    for (const [codecSpec, attention] of runs) {
-      ctx.log(`kvcache: kvpack ${codecSpec}${attention === '—' ? '' : ` (${attention})`}: filling ${maxN} tokens`);
-      const cache = createCache(k, c, parseSpec(`full+${codecSpec}`), maxN + steps + 8, attention === '—' ? {} : { attention });
-      // The cache's own fields, reached around its API: the bench writes tokens without attending.
-      const raw = cache as unknown as { lengths: number[]; codec: Codec };
+    for (const codecSpec of specs) {
+      const at = !named && SHORTEST_ONLY.includes(codecSpec) ? [Math.min(...lengths)] : lengths;
+      const fill = Math.max(...at);
+      ctx.log(`kvcache: kvpack ${codecSpec}: filling ${fill} tokens`);
+      const cache = createCache(k, c, parseSpec(`full+${codecSpec}`), fill + steps + 8);
+      // The cache's own fields, reached around its API: the bench writes tokens without attending, and
+      // switches the attention mode of one filled cache (a codec reads ctx.attention at every call).
+      const raw = cache as unknown as { lengths: number[]; codec: Codec & { ctx?: { attention?: AttentionMode } } };
       const chunk = 512;
       const width = chunk * c.numKvHeads * c.headDim;
       const kp = k.arena.alloc(width * 4);
@@ -106,8 +116,8 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
       const keys = synthetic(width, c.headDim, 1);
       const values = synthetic(width, c.headDim, 2);
       for (let l = 0; l < c.numLayers; l++) {
-        for (let from = 0; from < maxN; from += chunk) {
-          const n = Math.min(chunk, maxN - from);
+        for (let from = 0; from < fill; from += chunk) {
+          const n = Math.min(chunk, fill - from);
           k.arena.f32(kp, width).set(keys);
           k.arena.f32(vp, width).set(values);
           k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
@@ -116,18 +126,24 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
       }
       for (const p of [kp, vp, pp]) k.arena.free(p);
       const activations = new Activations(model.weights, c, 1);
-      for (const n of lengths) {
-        const times: number[] = [];
-        let bytes = 0;
-        for (let run = 0; run <= ctx.options.runs; run++) {
-          raw.lengths.fill(n);
-          bytes = cache.bytes();
-          const t0 = performance.now();
-          for (let i = 0; i < steps; i++) forward(c, model.weights, activations, cache, [100 + i], [n + i], false);
-          if (run > 0) times.push(performance.now() - t0); // run 0 warms up
+      for (const attention of packed(codecSpec) ? modes : (['—'] as const)) {
+        if (attention !== '—') {
+          if (!raw.codec.ctx) throw new Error(`internal: kvcache bench: ${codecSpec} has no attention mode to set`);
+          raw.codec.ctx.attention = attention;
         }
-        rows.push({ engine: 'kvpack', kv: codecSpec, attention, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
-        ctx.log(`kvcache: kvpack ${codecSpec} ${attention} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
+        for (const n of at) {
+          const times: number[] = [];
+          let bytes = 0;
+          for (let run = 0; run <= ctx.options.runs; run++) {
+            raw.lengths.fill(n);
+            bytes = cache.bytes();
+            const t0 = performance.now();
+            for (let i = 0; i < steps; i++) forward(c, model.weights, activations, cache, [100 + i], [n + i], false);
+            if (run > 0) times.push(performance.now() - t0); // run 0 warms up
+          }
+          rows.push({ engine: 'kvpack', kv: codecSpec, attention, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
+          ctx.log(`kvcache: kvpack ${codecSpec} ${attention} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
+        }
       }
       activations.free();
       cache.free();
@@ -144,16 +160,18 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
   const rows: Row[] = [];
   try {
     for (const [type, bytesPerNumber] of chosen(LLAMA_KV, 'KVPACK_BENCH_LLAMA_KV', ',', ([t]) => t, ['F16'])) {
-      for (const n of lengths) {
-        ctx.log(`kvcache: llama.cpp ${type} KV: prefilling ${n} tokens (untimed)`);
-        const context = await model.createContext({
-          contextSize: n + steps + 16, batchSize: 512, threads, flashAttention: true, sequences: 1,
-          experimentalKvCacheKeyType: type, experimentalKvCacheValueType: type,
-        });
-        try {
-          const seq = context.getSequence();
-          const prompt = Array.from({ length: n }, (_, i) => (firstPlain + ((i * 7919) % (vocab - firstPlain))) as Token);
-          await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(0, -1));
+      const maxN = Math.max(...lengths);
+      const context = await model.createContext({
+        contextSize: maxN + steps + 16, batchSize: 512, threads, flashAttention: true, sequences: 1,
+        experimentalKvCacheKeyType: type, experimentalKvCacheValueType: type,
+      });
+      try {
+        const seq = context.getSequence();
+        const prompt = Array.from({ length: maxN }, (_, i) => (firstPlain + ((i * 7919) % (vocab - firstPlain))) as Token);
+        // one prefill, continued from each length to the next: the sequence holds n − 1 prompt tokens when step n is timed
+        for (const n of [...lengths].sort((x, y) => x - y)) {
+          ctx.log(`kvcache: llama.cpp ${type} KV: prefilling to ${n} tokens (untimed)`);
+          await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(seq.nextTokenIndex, n - 1));
           const times: number[] = [];
           for (let run = 0; run <= ctx.options.runs; run++) {
             let produced = 0;
@@ -167,9 +185,9 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
           const perToken = c.numLayers * c.numKvHeads * c.headDim * 2 * bytesPerNumber;
           rows.push({ engine: 'llama.cpp', kv: type.toLowerCase(), attention: '—', tokens: n, bytesPerToken: perToken, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
           ctx.log(`kvcache: llama.cpp ${type} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
-        } finally {
-          await context.dispose();
         }
+      } finally {
+        await context.dispose();
       }
     }
   } finally {
@@ -180,7 +198,7 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
 
 export const kvcacheSection: Section = {
   id: 'kvcache',
-  describe: 'KV codecs at long context (SmolLM2-135M shape): bytes/token and decode tok/s, exact and fast attention, vs llama.cpp f16 KV (slow: llama.cpp prefills 32K)',
+  describe: 'KV codecs at long context (SmolLM2-135M shape): bytes/token and decode tok/s at 16K and 32K (newer codecs at 16K), exact and fast attention, vs llama.cpp f16 KV (~15 min: llama.cpp prefills 32K)',
   defaultOn: false,
   async run(ctx): Promise<SectionResult> {
     const spec = MODEL_SPECS.find((m) => m.id === '135m-f16')!;
