@@ -18,7 +18,7 @@ import {
 } from '../src/kernels/abi';
 import { h2f, h2fScalar } from './half';
 import { attentionItems } from './items';
-import { axpyBlock2, expRow, finishItem, hmax4, hsum4, rowMax, scoreBlock } from './simd';
+import { axpyBlock2, CODE_BYTES, dotCodes32, dotCodesU, expRow, finishItem, hmax4, hsum4, rowMax, scoreBlock } from './simd';
 
 const Q_ARGS: usize = <usize>ARGS;
 const QB: i32 = QATT_TILE; // slots per decoded tile
@@ -323,8 +323,10 @@ function intStream(desc: usize, d: i32, single: bool): bool {
 /**
  * The g query rows at q (d floats apart) → q16 (i16 [g][2][d]: high then low digits), qs[j] =
  * scale·max|q_j|/32767 (one unit of the high digit) and qsum[j·groups + k] = scale·Σ q over group k.
+ * top = 127 (fast path, codes of ≤ 4 bits): one digit, round(q·127/max|q|), written as the integer dot
+ * products read activation codes (CODE_BYTES each: i8 in the relaxed build, i16 in SIMD128); qs[j] one unit of it.
  */
-function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize, qs: usize, qsum: usize): void {
+function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize, qs: usize, qsum: usize, top: i32 = 32767): void {
   const db = <usize>d << 2;
   const groups = (d + group - 1) / group;
   for (let j = 0; j < g; j++) {
@@ -332,17 +334,31 @@ function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize
     let mv = f32x4.splat(0);
     for (let i = 0; i < d; i += 4) mv = f32x4.max(mv, f32x4.abs(v128.load(row + (<usize>i << 2))));
     const m = hmax4(mv);
-    const inv = f32x4.splat(m > 0 ? 32767 / m : 0);
+    const inv = f32x4.splat(m > 0 ? <f32>top / m : 0);
     const dst = q16 + (<usize>j * <usize>d << 2);
-    for (let i = 0; i < d; i += 8) {
-      const o = row + (<usize>i << 2);
-      const x0 = f32x4.mul(v128.load(o), inv), x1 = f32x4.mul(v128.load(o, 16), inv);
-      const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
-      v128.store(dst + (<usize>i << 1), toI16x8(h0, h1));
-      const r = f32x4.splat(32768);
-      v128.store(dst + (<usize>(d + i) << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), r), f32x4.mul(f32x4.sub(x1, h1), r)));
+    if (top == 127) {
+      for (let i = 0; i < d; i += 16) {
+        const o = row + (<usize>i << 2);
+        const lo = toI16x8(f32x4.mul(v128.load(o), inv), f32x4.mul(v128.load(o, 16), inv));
+        const hi = toI16x8(f32x4.mul(v128.load(o, 32), inv), f32x4.mul(v128.load(o, 48), inv));
+        if (CODE_BYTES == 1) {
+          v128.store(dst + <usize>i, i8x16.narrow_i16x8_s(lo, hi));
+        } else {
+          v128.store(dst + (<usize>i << 1), lo);
+          v128.store(dst + (<usize>i << 1), hi, 16);
+        }
+      }
+    } else {
+      for (let i = 0; i < d; i += 8) {
+        const o = row + (<usize>i << 2);
+        const x0 = f32x4.mul(v128.load(o), inv), x1 = f32x4.mul(v128.load(o, 16), inv);
+        const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
+        v128.store(dst + (<usize>i << 1), toI16x8(h0, h1));
+        const r = f32x4.splat(32768);
+        v128.store(dst + (<usize>(d + i) << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), r), f32x4.mul(f32x4.sub(x1, h1), r)));
+      }
     }
-    store<f32>(qs + (<usize>j << 2), scale * (m / 32767));
+    store<f32>(qs + (<usize>j << 2), scale * (m / <f32>top));
     for (let k = 0; k < groups; k++) {
       let sum: f32 = 0;
       for (let i = k * group; i < min(d, (k + 1) * group); i++) sum += load<f32>(row + (<usize>i << 2));
@@ -465,6 +481,74 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
 }
 
 /**
+ * Fast path, integer-code keys of ≤ 4 bits: as scoreTileInt with one 8-bit query digit (intQueries with
+ * top = 127), the codes read as bytes by the i8 dot products (i16 ones in SIMD128; the same integers).
+ * Four slots at a time (the last four may hold rows past bs: their lanes are not stored). codes: QB·d
+ * bytes + 64 of scratch; ps: bs·groups·2 floats.
+ */
+function scoreTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, q8: usize, qs: usize, qsum: usize,
+  dst: usize, dstStride: usize, codes: usize, ps: usize): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const group = min(d, load<i32>(desc, STREAM_GROUP));
+  const groups = (d + group - 1) / group;
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
+  const src = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const db = <usize>d;
+  for (let r = 0; r < bs; r++) unpackRow(codes + <usize>r * db, src + <usize>r * rb, bits, d);
+  tokenParams(ps, params, s, bs, groups);
+  const pz = ps + (<usize>(groups * QB) << 2);
+  const cb = <usize>CODE_BYTES;
+  const zero = i32x4.splat(0);
+  for (let j = 0; j < g; j++) {
+    const qj = q8 + (<usize>j * <usize>d << 2);
+    const unit = f32x4.splat(load<f32>(qs + (<usize>j << 2)));
+    const sums = qsum + (<usize>(j * groups) << 2);
+    const out = dst + <usize>j * dstStride;
+    for (let r = 0; r < bs; r += 4) {
+      const r0 = codes + <usize>r * db, r1 = r0 + db, r2 = r1 + db, r3 = r2 + db;
+      let score = f32x4.splat(0);
+      for (let k = 0; k < groups; k++) {
+        let h0 = zero, h1 = zero, h2 = zero, h3 = zero;
+        const end = (k + 1) * group;
+        let c = k * group;
+        for (; c + 32 <= end; c += 32) {
+          const o = <usize>c, x = qj + <usize>c * cb;
+          h0 = dotCodes32(v128.load(r0 + o), v128.load(r0 + o, 16), x, h0);
+          h1 = dotCodes32(v128.load(r1 + o), v128.load(r1 + o, 16), x, h1);
+          h2 = dotCodes32(v128.load(r2 + o), v128.load(r2 + o, 16), x, h2);
+          h3 = dotCodes32(v128.load(r3 + o), v128.load(r3 + o, 16), x, h3);
+        }
+        if (c < end) {
+          // a 16-channel tail (groups of 16)
+          const o = <usize>c, x = qj + <usize>c * cb;
+          h0 = dotCodesU(v128.load(r0 + o), x, h0);
+          h1 = dotCodesU(v128.load(r1 + o), x, h1);
+          h2 = dotCodesU(v128.load(r2 + o), x, h2);
+          h3 = dotCodesU(v128.load(r3 + o), x, h3);
+        }
+        const dot = hsum4(f32x4.convert_i32x4_s(h0), f32x4.convert_i32x4_s(h1), f32x4.convert_i32x4_s(h2), f32x4.convert_i32x4_s(h3));
+        const o = <usize>(k * QB + r) << 2;
+        score = f32x4.add(score, f32x4.add(f32x4.mul(v128.load(ps + o), f32x4.mul(dot, unit)), f32x4.mul(v128.load(pz + o), v128.load32_splat(sums + (<usize>k << 2)))));
+      }
+      const o = out + (<usize>r << 2);
+      if (r + 4 <= bs) {
+        v128.store(o, score);
+      } else {
+        for (let i = 0; i < bs - r; i++) store<f32>(o + (<usize>i << 2), laneOf(score, i));
+      }
+    }
+  }
+}
+
+/** Lane i (0..3) of an f32x4. */
+function laneOf(v: v128, i: i32): f32 {
+  if (i == 0) return f32x4.extract_lane(v, 0);
+  if (i == 1) return f32x4.extract_lane(v, 1);
+  return i == 2 ? f32x4.extract_lane(v, 2) : f32x4.extract_lane(v, 3);
+}
+
+/**
  * Integer-code values (one group per row): acc_j += Σ_r p_j[r]·(S_r·code_r + Z_r) over slots [s, s+bs)
  * of KV head kvh, the Z part added to zsum[j] (the caller adds it to every channel at the end).
  * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB/2 u32 (i16
@@ -473,7 +557,7 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
  * weights carry a·S_r and the zero sums b·S_r + Z_r; each sparse outlier adds p·(outlier − dense) in f32.
  */
 function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
-  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize, lv: usize = 0): void {
+  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize, lv: usize = 0, top: i32 = 32767): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
   const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
@@ -520,37 +604,9 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   }
   for (let j = 0; j < g; j++) {
     const pj = p + <usize>j * pStride;
-    let mv = f32x4.splat(0), zv = mv;
-    let r = 0;
-    for (; r + 4 <= bs; r += 4) {
-      const e = v128.load(pj + (<usize>r << 2));
-      mv = f32x4.max(mv, f32x4.abs(f32x4.mul(e, v128.load(ps + (<usize>r << 2)))));
-      zv = f32x4.add(zv, f32x4.mul(e, v128.load(pz + (<usize>r << 2))));
-    }
-    let wmax = hmax4(mv);
-    let z = f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3);
-    for (; r < bs; r++) {
-      const e = load<f32>(pj + (<usize>r << 2));
-      wmax = max(wmax, abs(e * load<f32>(ps + (<usize>r << 2))));
-      z += e * load<f32>(pz + (<usize>r << 2));
-    }
-    store<f32>(zsum + (<usize>j << 2), load<f32>(zsum + (<usize>j << 2)) + z);
-    const inv: f32 = wmax > 0 ? 32767 / wmax : 0;
-    // pair words (w_2k | w_2k+1 << 16)
     const iwj = iw + (<usize>j * <usize>np << 2);
-    const I = f32x4.splat(inv);
-    r = 0;
-    for (; r + 8 <= bs; r += 8) {
-      const x0 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
-      const x1 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
-      v128.store(iwj + (<usize>r << 1), toI16x8(x0, x1));
-    }
-    for (; r < bs; r += 2) {
-      const h0 = <i32>nearest(load<f32>(pj + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv);
-      const h1 = r + 1 < bs ? <i32>nearest(load<f32>(pj + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv) : 0;
-      store<u32>(iwj + (<usize>r << 1), (<u32>h0 & 0xffff) | (<u32>h1 << 16));
-    }
-    const unit = f32x4.splat(wmax / 32767);
+    const wmax = tileWeights(pj, ps, bs, zsum + (<usize>j << 2), top, iwj);
+    const unit = f32x4.splat(wmax / <f32>top);
     const aj = acc + (<usize>j * <usize>d << 2);
     let c = 0;
     for (; c + 16 <= d; c += 16) {
@@ -581,6 +637,104 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
       const o = aj + (<usize>c << 2);
       v128.store(o, madd(f32x4.convert_i32x4_s(a0), unit, v128.load(o)));
       v128.store(o, madd(f32x4.convert_i32x4_s(a1), unit, v128.load(o, 16)), 16);
+    }
+  }
+}
+
+/**
+ * Softmax weights of one row over a tile (p: bs numerators; ps: the slots' scales S, then their zero
+ * terms QB floats on): adds Σ p·zero to *zsum, writes round(p·S·top/max|p·S|) as i16 pair words
+ * (w_2k | w_2k+1 << 16) to iw, and returns max|p·S| (one unit of the weights is it / top).
+ */
+function tileWeights(p: usize, ps: usize, bs: i32, zsum: usize, top: i32, iw: usize): f32 {
+  const pz = ps + (<usize>QB << 2);
+  let mv = f32x4.splat(0), zv = mv;
+  let r = 0;
+  for (; r + 4 <= bs; r += 4) {
+    const e = v128.load(p + (<usize>r << 2));
+    mv = f32x4.max(mv, f32x4.abs(f32x4.mul(e, v128.load(ps + (<usize>r << 2)))));
+    zv = f32x4.add(zv, f32x4.mul(e, v128.load(pz + (<usize>r << 2))));
+  }
+  let wmax = hmax4(mv);
+  let z = f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3);
+  for (; r < bs; r++) {
+    const e = load<f32>(p + (<usize>r << 2));
+    wmax = max(wmax, abs(e * load<f32>(ps + (<usize>r << 2))));
+    z += e * load<f32>(pz + (<usize>r << 2));
+  }
+  store<f32>(zsum, load<f32>(zsum) + z);
+  const inv: f32 = wmax > 0 ? <f32>top / wmax : 0;
+  const I = f32x4.splat(inv);
+  r = 0;
+  for (; r + 8 <= bs; r += 8) {
+    const x0 = f32x4.mul(f32x4.mul(v128.load(p + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
+    const x1 = f32x4.mul(f32x4.mul(v128.load(p + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
+    v128.store(iw + (<usize>r << 1), toI16x8(x0, x1));
+  }
+  for (; r < bs; r += 2) {
+    const h0 = <i32>nearest(load<f32>(p + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv);
+    const h1 = r + 1 < bs ? <i32>nearest(load<f32>(p + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv) : 0;
+    store<u32>(iw + (<usize>r << 1), (<u32>h0 & 0xffff) | (<u32>h1 << 16));
+  }
+  return wmax;
+}
+
+/**
+ * Fast path, integer-code values of ≤ 4 bits (identity levels, one group per row), relaxed build: as
+ * axpyTileInt with weights rounded to 8 bits (top = 127), on i8 dot products: rows 2k and 2k+1
+ * interleaved by bytes, each i16 lane w_2k·c_2k + w_2k+1·c_2k+1 (≤ 2·127·15), eight pairs summed in
+ * i16 (≤ 30480) before widening. SIMD128 runs axpyTileInt with top = 127 (the same integers).
+ */
+function axpyTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
+  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
+  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const np = (bs + 1) >> 1;
+  const pb = <usize>d << 1; // bytes per pair row: d channels × 2 slots × i8
+  const stageB = stage + <usize>d + 64;
+  tokenParams(ps, params, s, bs, 1);
+  for (let k = 0; k < np; k++) {
+    unpackRow(stage, codes + <usize>(2 * k) * rb, bits, d);
+    if (2 * k + 1 < bs) unpackRow(stageB, codes + <usize>(2 * k + 1) * rb, bits, d);
+    else memory.fill(stageB, 0, <usize>d);
+    const dst = pairs + <usize>k * pb;
+    for (let c = 0; c < d; c += 16) {
+      const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
+      v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+      v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 16);
+    }
+  }
+  for (let j = 0; j < g; j++) {
+    const pj = p + <usize>j * pStride;
+    const iwj = iw + (<usize>j * <usize>np << 2);
+    const wmax = tileWeights(pj, ps, bs, zsum + (<usize>j << 2), 127, iwj);
+    // i16 pair words → i8 pairs, 8 at a time in place (|w| ≤ 127)
+    for (let k = 0; k < np; k += 8) v128.store(iwj + (<usize>k << 1), i8x16.narrow_i16x8_s(v128.load(iwj + (<usize>k << 2)), v128.load(iwj + (<usize>k << 2), 16)));
+    const unit = f32x4.splat(wmax / 127);
+    const aj = acc + (<usize>j * <usize>d << 2);
+    for (let c = 0; c < d; c += 16) {
+      let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      for (let k0 = 0; k0 < np; k0 += 8) {
+        let s0 = i16x8.splat(0), s1 = s0;
+        const k1 = min(np, k0 + 8);
+        for (let k = k0; k < k1; k++) {
+          const W = i16x8.splat(load<i16>(iwj + (<usize>k << 1)));
+          const o = pairs + <usize>k * pb + (<usize>c << 1);
+          s0 = i16x8.add(s0, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o)));
+          s1 = i16x8.add(s1, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o, 16)));
+        }
+        a0 = i32x4.add(a0, i32x4.extend_low_i16x8_s(s0));
+        a1 = i32x4.add(a1, i32x4.extend_high_i16x8_s(s0));
+        a2 = i32x4.add(a2, i32x4.extend_low_i16x8_s(s1));
+        a3 = i32x4.add(a3, i32x4.extend_high_i16x8_s(s1));
+      }
+      const o = aj + (<usize>c << 2);
+      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.convert_i32x4_s(a0), unit)));
+      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.convert_i32x4_s(a1), unit)), 16);
+      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
+      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
     }
   }
 }
@@ -881,19 +1035,27 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   const sinksV = load<i32>(descV, STREAM_SINKS);
   if (chanK) levels(descK, lvK);
   if (fast && intV) levels(descV, lvV);
+  // fast path, integer values of ≤ 4 bits with no outliers: weights rounded to 8 bits per tile
+  const q8V = fast && intV && load<i32>(lvV, LV_IDENTITY) != 0 && load<i32>(descV, STREAM_BITS) <= 4 && load<i32>(descV, STREAM_OCAP) == 0 && (d & 15) == 0;
   let chanGroup = -1; // token group whose scales chS/chZ (and the queries of chanK) hold; -1: none
+  // fast path, integer keys of ≤ 4 bits: 8-bit queries on the i8 dot products
+  const q8K = fast && intK && load<i32>(descK, STREAM_BITS) <= 4;
   if (intK) {
     const group = min(d, load<i32>(descK, STREAM_GROUP));
     const qrow = <usize>(d << 2); // bytes of one row of q16 (two digits)
     const groups = (d + group - 1) / group;
     for (let t = t0; t < t1; t++) {
       const r = <usize>((t - t0) * g);
-      intQueries(q + (<usize>(t * numHeads + h0) * db), g, d, group, scale, q16 + r * qrow, qs + (r << 2), qsum + (r * <usize>groups << 2));
+      intQueries(q + (<usize>(t * numHeads + h0) * db), g, d, group, scale, q16 + r * qrow, qs + (r << 2), qsum + (r * <usize>groups << 2), q8K ? 127 : 32767);
     }
   }
 
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
+    if (q8K && lo + s0 + bs <= qlenK) {
+      scoreTileQ8(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps);
+      continue;
+    }
     if (intK && lo + s0 + bs <= qlenK) {
       scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage, !fast);
       continue;
@@ -965,7 +1127,12 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
     if (intV && lo + s0 + bs <= qlenV && (!fast || noSinks(positions, kvh, capacity, lo + s0, bs, sinksV))) {
-      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0);
+      if (ASC_FEATURE_RELAXED_SIMD && q8V) {
+        axpyTileQ8(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage);
+      } else {
+        axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0,
+          q8V ? 127 : 32767);
+      }
       continue;
     }
     decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);
