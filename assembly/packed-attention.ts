@@ -99,7 +99,8 @@ function f16Row(dst: usize, src: usize, d: i32): void {
 }
 
 /** Codes of a packed row as bytes (whole 64-code chunks: may write up to 63 bytes past d). */
-function unpackRow(dst: usize, p: usize, bits: i32, d: i32): void {
+// @ts-ignore: decorator
+@inline function unpackRow(dst: usize, p: usize, bits: i32, d: i32): void {
   const cb = <usize>(8 * bits);
   for (let c0 = 0; c0 < d; c0 += 64) {
     unpackChunk(dst + <usize>c0, p, bits);
@@ -314,10 +315,14 @@ function intStream(desc: usize, d: i32, single: bool): bool {
   return true;
 }
 
-/** f32 → nearest i32 (|x| ≤ 32767 here), 8 at a time → i16x8. */
+/**
+ * f32 → nearest i16, ties to even (|x| ≤ 32767 here), 8 at a time: x + 1.5·2^23 rounds to an integer
+ * whose low 16 bits are round(x) in two's complement (cheaper than nearest, trunc_sat and narrow).
+ */
 // @ts-ignore: decorator
 @inline function toI16x8(a: v128, b: v128): v128 {
-  return i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(a)), i32x4.trunc_sat_f32x4_s(f32x4.nearest(b)));
+  const m = f32x4.splat(12582912);
+  return i8x16.shuffle(f32x4.add(a, m), f32x4.add(b, m), 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
 }
 
 /**
@@ -696,10 +701,29 @@ function axpyTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g:
   const stageB = stage + <usize>d + 64;
   tokenParams(ps, params, s, bs, 1);
   for (let k = 0; k < np; k++) {
-    unpackRow(stage, codes + <usize>(2 * k) * rb, bits, d);
-    if (2 * k + 1 < bs) unpackRow(stageB, codes + <usize>(2 * k + 1) * rb, bits, d);
-    else memory.fill(stageB, 0, <usize>d);
     const dst = pairs + <usize>k * pb;
+    const a = codes + <usize>(2 * k) * rb;
+    if (bits == 4 && 2 * k + 1 < bs) {
+      // interleave the packed bytes, then split nibbles: plane 0 holds channels 0-15 (and 32-47), plane 1 16-31 (48-63)
+      const m = i8x16.splat(15);
+      for (let c = 0; c < d; c += 64) {
+        const o = a + (<usize>c >> 1);
+        for (let h: usize = 0; h < 2; h++) {
+          const A = v128.load(o + (h << 4)), B = v128.load(o + rb + (h << 4));
+          const lo = i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          const hi = i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          const t = dst + (<usize>c << 1) + (h << 6);
+          v128.store(t, v128.and(lo, m));
+          v128.store(t, v128.and(hi, m), 16);
+          v128.store(t, i8x16.shr_u(lo, 4), 32);
+          v128.store(t, i8x16.shr_u(hi, 4), 48);
+        }
+      }
+      continue;
+    }
+    unpackRow(stage, a, bits, d);
+    if (2 * k + 1 < bs) unpackRow(stageB, a + rb, bits, d);
+    else memory.fill(stageB, 0, <usize>d);
     for (let c = 0; c < d; c += 16) {
       const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
       v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
@@ -720,7 +744,7 @@ function axpyTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g:
         let s0 = i16x8.splat(0), s1 = s0;
         const k1 = min(np, k0 + 8);
         for (let k = k0; k < k1; k++) {
-          const W = i16x8.splat(load<i16>(iwj + (<usize>k << 1)));
+          const W = v128.load16_splat(iwj + (<usize>k << 1));
           const o = pairs + <usize>k * pb + (<usize>c << 1);
           s0 = i16x8.add(s0, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o)));
           s1 = i16x8.add(s1, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o, 16)));
