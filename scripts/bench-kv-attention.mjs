@@ -3,7 +3,8 @@
 // synthetic keys/values through the codec's own write path. Needs `npm run build` first.
 // Usage: node scripts/bench-kv-attention.mjs [--len 16384] [--threads 1,2] [--codecs 'fp16;int(bits=4);kvquant(bits=3)']
 //   [--attention exact,fast] (packed codecs run once per mode; float codecs ignore it) [--rounds 1] (best of N
-//   timings per row, the rows' rounds interleaved: steadier on a busy machine)
+//   timings per row, the rows' rounds interleaved: steadier on a busy machine) [--layers 1] (caches of N layers,
+//   called in turn: with N = 30 the working set is the model's, read from memory rather than the CPU's caches)
 import os from 'node:os';
 import { buildCache } from '../dist/cache/build.js';
 import { parseSpec } from '../dist/cache/registry.js';
@@ -20,11 +21,13 @@ const threadCounts = opt('threads', '1,2').split(',').map(Number);
 const codecs = opt('codecs', 'fp16;int(bits=4);kvquant(bits=3);kvquant(bits=2)').split(';');
 const modes = opt('attention', 'exact').split(',');
 const rounds = Number(opt('rounds', '1'));
+const layers = Number(opt('layers', '1'));
 const packed = (spec) => /^(int|kvquant|turboquant)\(/.test(spec);
 const config = {
   architecture: 'llama', hiddenSize: 576, intermediateSize: 1536, numLayers: 1, numHeads: 9, numKvHeads: 3, headDim: 64,
   vocabSize: 49152, maxContext: 65536, rmsEps: 1e-5, ropeTheta: 10000, ropeLayout: 'half', tiedEmbeddings: true, qkvBias: false,
 };
+config.numLayers = layers;
 
 function synthetic(n, d, seed) {
   let a = seed >>> 0;
@@ -50,7 +53,7 @@ for (const threads of threadCounts) {
       k.arena.f32(kp, width).set(keys);
       k.arena.f32(vp, width).set(values);
       k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
-      codec.write(0, from, n, kp, vp, pp);
+      for (let l = 0; l < layers; l++) codec.write(l, from, n, kp, vp, pp);
     }
     for (const p of [kp, vp, pp]) k.arena.free(p);
     const q = k.arena.alloc(numHeads * d * 4), out = k.arena.alloc(numHeads * d * 4);
@@ -58,7 +61,8 @@ for (const threads of threadCounts) {
     const positions = k.arena.alloc((len + 8) * numKvHeads * 4);
     const pos = k.arena.i32(positions, (len + 8) * numKvHeads);
     for (let h = 0; h < numKvHeads; h++) for (let s = 0; s < len + 8; s++) pos[h * (len + 8) + s] = s;
-    const call = () => codec.attention(0, { q, out, n: 1, visible: len - 1, positions, lastProbs: 0, received: 0 });
+    let layer = 0;
+    const call = () => codec.attention((layer = (layer + 1) % layers), { q, out, n: 1, visible: len - 1, positions, lastProbs: 0, received: 0 });
     rows.push({ spec, attention, codec, call, wall: Infinity, cpu: Infinity, free: () => { codec.free(); for (const p of [q, out, positions]) k.arena.free(p); } });
   }
   for (let round = 0; round < rounds; round++) {
@@ -69,7 +73,7 @@ for (const threads of threadCounts) {
     }
   }
   for (const r of rows) {
-    console.log(`threads=${threads} ${r.spec.padEnd(18)} ${r.attention.padEnd(5)} T=${len}: ${r.wall.toFixed(3)} ms/layer wall, ${r.cpu.toFixed(3)} ms CPU (all threads)`);
+    console.log(`threads=${threads} ${r.spec.padEnd(18)} ${r.attention.padEnd(5)} T=${len}: ${r.wall.toFixed(3)} ms/layer wall, ${r.cpu.toFixed(3)} ms CPU (all threads)${layers > 1 ? `, ${layers} layers in turn` : ''}`);
     r.free();
   }
   await k.close();
