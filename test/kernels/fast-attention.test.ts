@@ -198,6 +198,8 @@ const cases: Case[] = [
   { name: 'int4 per token (int codec): 8-bit queries and weights', d: 64, numHeads: 9, numKv: 3, n: 1, visible: 700, keys: tok(4, 64), values: tok(4, 64), integer: true, tolerance: 1e-2 },
   { name: 'int8 keys in groups of 16 (16-bit queries), int2 values (8-bit weights), several queries', d: 64, numHeads: 4, numKv: 2, n: 3, visible: 77, keys: tok(8, 16), values: tok(2, 128), integer: true,
     tolerance: 2e-3 },
+  { name: 'int4, 45 slots (the last tile 13: a partial group of four keys, an odd pair of values)', d: 64, numHeads: 4, numKv: 2, n: 1, visible: 45,
+    keys: tok(4, 64), values: tok(4, 64), integer: true, tolerance: 1e-2 },
   { name: 'int2 keys in groups of 16 (16-channel tails), int8 values, 33 slots (a partial tile)', d: 48, numHeads: 4, numKv: 2, n: 1, visible: 33, keys: tok(2, 16), values: tok(8, 48), integer: true,
     tolerance: 1e-2 },
   {
