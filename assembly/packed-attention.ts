@@ -139,6 +139,18 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
   }
 }
 
+/** The scales and zeros of KV head kvh of a stream. */
+// @ts-ignore: decorator
+@inline function headParams(desc: usize, kvh: i32): usize {
+  return <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+}
+
+/** The packed code row of slot s of KV head kvh of a stream (rows of STREAM_ROW_BYTES; cap slots per head). */
+// @ts-ignore: decorator
+@inline function slotCodes(desc: usize, kvh: i32, cap: i32, s: i32): usize {
+  return <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * <usize>load<u32>(desc, STREAM_ROW_BYTES);
+}
+
 /**
  * Decodes slots [s0, s0+bs) of KV head kvh of a stream into tile rows of d floats. chS/chZ: d floats of
  * scratch for channel-axis scales; stage: 64 bytes of scratch.
@@ -146,7 +158,7 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
 /** Channel-axis scales and zeros of the token group of slot s0 of KV head kvh → chS, chZ (d floats each). */
 function channelParams(desc: usize, kvh: i32, s0: i32, d: i32, chS: usize, chZ: usize): void {
   const group = load<i32>(desc, STREAM_GROUP);
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const params = headParams(desc, kvh);
   const g = group > 0 ? s0 / group : 0;
   const pp = params + (<usize>g * <usize>d << 2);
   for (let i = 0; i < d; i++) {
@@ -171,7 +183,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
   const lut = <usize>load<u32>(desc, STREAM_LUT);
   const axis = load<i32>(desc, STREAM_AXIS);
   const group = load<i32>(desc, STREAM_GROUP);
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const params = headParams(desc, kvh);
   const outl = <usize>load<u32>(desc, STREAM_OUTLIERS);
   const ocap = load<i32>(desc, STREAM_OCAP);
   const ring = <usize>load<u32>(desc, STREAM_RING);
@@ -408,8 +420,8 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
   const group = min(d, load<i32>(desc, STREAM_GROUP));
   const groups = (d + group - 1) / group;
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const codes = slotCodes(desc, kvh, cap, s);
+  const params = headParams(desc, kvh);
   for (let r = 0; r < bs; r++) {
     unpackRow(stage, codes + <usize>r * rb, bits, d);
     const row = k16 + (<usize>r * <usize>d << 1);
@@ -497,8 +509,8 @@ function scoreTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   const group = min(d, load<i32>(desc, STREAM_GROUP));
   const groups = (d + group - 1) / group;
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const src = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const src = slotCodes(desc, kvh, cap, s);
+  const params = headParams(desc, kvh);
   const db = <usize>d;
   for (let r = 0; r < bs; r++) unpackRow(codes + <usize>r * db, src + <usize>r * rb, bits, d);
   tokenParams(ps, params, s, bs, groups);
@@ -560,15 +572,19 @@ function laneOf(v: v128, i: i32): f32 {
  * weight pairs); ps: 2·bs floats; stage: 2·(d + 64) bytes.
  * Fast path (lv ≠ 0, see levels): codes are read as their levels' integers u (L ≈ a·u + b), so the
  * weights carry a·S_r and the zero sums b·S_r + Z_r; each sparse outlier adds p·(outlier − dense) in f32.
+ * top = 127 (fast path, codes of ≤ 4 bits, no outliers): weights rounded to 8 bits, on i8 dot products
+ * in the relaxed build (the same integers as SIMD128's i16 ones).
  */
 function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
   zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize, lv: usize = 0, top: i32 = 32767): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const codes = slotCodes(desc, kvh, cap, s);
+  const params = headParams(desc, kvh);
   const np = (bs + 1) >> 1;
-  const pb = <usize>d << 2; // bytes per pair row: d channels × 2 slots × i16
+  // 8-bit weights in the relaxed build: byte pairs on i8 dot products (see bytePairs, sumBytePairs)
+  const bytes = ASC_FEATURE_RELAXED_SIMD && top == 127;
+  const pb = <usize>d << (bytes ? 1 : 2); // bytes per pair row: d channels × 2 slots × i8 or i16
   const stageB = stage + <usize>d + 64;
   tokenParams(ps, params, s, bs, 1);
   const pz = ps + (<usize>QB << 2);
@@ -584,6 +600,10 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   }
   // rows 2k and 2k+1 interleaved: channel c of pair k is the i16 pair (code_2k, code_2k+1)
   for (let k = 0; k < np; k++) {
+    if (bytes) {
+      bytePairs(pairs + <usize>k * pb, codes + <usize>(2 * k) * rb, rb, bits, d, 2 * k + 1 < bs, stage, stageB);
+      continue;
+    }
     unpackRow(stage, codes + <usize>(2 * k) * rb, bits, d);
     if (2 * k + 1 < bs) unpackRow(stageB, codes + <usize>(2 * k + 1) * rb, bits, d);
     else memory.fill(stageB, 0, <usize>d);
@@ -613,6 +633,12 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
     const wmax = tileWeights(pj, ps, bs, zsum + (<usize>j << 2), top, iwj);
     const unit = f32x4.splat(wmax / <f32>top);
     const aj = acc + (<usize>j * <usize>d << 2);
+    if (bytes) {
+      // i16 pair words → i8 pairs, 8 at a time in place (|w| ≤ 127)
+      for (let k = 0; k < np; k += 8) v128.store(iwj + (<usize>k << 1), i8x16.narrow_i16x8_s(v128.load(iwj + (<usize>k << 2)), v128.load(iwj + (<usize>k << 2), 16)));
+      sumBytePairs(aj, iwj, np, pairs, pb, d, unit);
+      continue;
+    }
     let c = 0;
     for (; c + 16 <= d; c += 16) {
       let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
@@ -685,81 +711,68 @@ function tileWeights(p: usize, ps: usize, bs: i32, zsum: usize, top: i32, iw: us
 }
 
 /**
- * Fast path, integer-code values of ≤ 4 bits (identity levels, one group per row), relaxed build: as
- * axpyTileInt with weights rounded to 8 bits (top = 127), on i8 dot products: rows 2k and 2k+1
- * interleaved by bytes, each i16 lane w_2k·c_2k + w_2k+1·c_2k+1 (≤ 2·127·15), eight pairs summed in
- * i16 (≤ 30480) before widening. SIMD128 runs axpyTileInt with top = 127 (the same integers).
+ * Rows 2k and 2k+1 of a tile's codes (at a, rows rb bytes apart; row 2k+1 zero past bs) interleaved by
+ * bytes into dst: channel c is the byte pair (code_2k, code_2k+1). 4-bit rows are interleaved before
+ * their nibbles split. stage, stageB: d + 64 bytes each.
  */
-function axpyTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
-  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize): void {
-  const bits = load<i32>(desc, STREAM_BITS);
-  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
-  const np = (bs + 1) >> 1;
-  const pb = <usize>d << 1; // bytes per pair row: d channels × 2 slots × i8
-  const stageB = stage + <usize>d + 64;
-  tokenParams(ps, params, s, bs, 1);
-  for (let k = 0; k < np; k++) {
-    const dst = pairs + <usize>k * pb;
-    const a = codes + <usize>(2 * k) * rb;
-    if (bits == 4 && 2 * k + 1 < bs) {
-      // interleave the packed bytes, then split nibbles: plane 0 holds channels 0-15 (and 32-47), plane 1 16-31 (48-63)
-      const m = i8x16.splat(15);
-      for (let c = 0; c < d; c += 64) {
-        const o = a + (<usize>c >> 1);
-        for (let h: usize = 0; h < 2; h++) {
-          const A = v128.load(o + (h << 4)), B = v128.load(o + rb + (h << 4));
-          const lo = i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-          const hi = i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-          const t = dst + (<usize>c << 1) + (h << 6);
-          v128.store(t, v128.and(lo, m));
-          v128.store(t, v128.and(hi, m), 16);
-          v128.store(t, i8x16.shr_u(lo, 4), 32);
-          v128.store(t, i8x16.shr_u(hi, 4), 48);
-        }
+// @ts-ignore: decorator
+@inline function bytePairs(dst: usize, a: usize, rb: usize, bits: i32, d: i32, second: bool, stage: usize, stageB: usize): void {
+  if (bits == 4 && second) {
+    // plane 0 of a 64-code chunk holds channels 0-15 (low nibbles) and 16-31 (high), plane 1 32-63
+    const m = i8x16.splat(15);
+    for (let c = 0; c < d; c += 64) {
+      const o = a + (<usize>c >> 1);
+      for (let h: usize = 0; h < 2; h++) {
+        const A = v128.load(o + (h << 4)), B = v128.load(o + rb + (h << 4));
+        const lo = i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const hi = i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        const t = dst + (<usize>c << 1) + (h << 6);
+        v128.store(t, v128.and(lo, m));
+        v128.store(t, v128.and(hi, m), 16);
+        v128.store(t, i8x16.shr_u(lo, 4), 32);
+        v128.store(t, i8x16.shr_u(hi, 4), 48);
       }
-      continue;
     }
-    unpackRow(stage, a, bits, d);
-    if (2 * k + 1 < bs) unpackRow(stageB, a + rb, bits, d);
-    else memory.fill(stageB, 0, <usize>d);
-    for (let c = 0; c < d; c += 16) {
-      const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
-      v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
-      v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 16);
-    }
+    return;
   }
-  for (let j = 0; j < g; j++) {
-    const pj = p + <usize>j * pStride;
-    const iwj = iw + (<usize>j * <usize>np << 2);
-    const wmax = tileWeights(pj, ps, bs, zsum + (<usize>j << 2), 127, iwj);
-    // i16 pair words → i8 pairs, 8 at a time in place (|w| ≤ 127)
-    for (let k = 0; k < np; k += 8) v128.store(iwj + (<usize>k << 1), i8x16.narrow_i16x8_s(v128.load(iwj + (<usize>k << 2)), v128.load(iwj + (<usize>k << 2), 16)));
-    const unit = f32x4.splat(wmax / 127);
-    const aj = acc + (<usize>j * <usize>d << 2);
-    for (let c = 0; c < d; c += 16) {
-      let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-      for (let k0 = 0; k0 < np; k0 += 8) {
-        let s0 = i16x8.splat(0), s1 = s0;
-        const k1 = min(np, k0 + 8);
-        for (let k = k0; k < k1; k++) {
-          const W = v128.load16_splat(iwj + (<usize>k << 1));
-          const o = pairs + <usize>k * pb + (<usize>c << 1);
-          s0 = i16x8.add(s0, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o)));
-          s1 = i16x8.add(s1, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o, 16)));
-        }
-        a0 = i32x4.add(a0, i32x4.extend_low_i16x8_s(s0));
-        a1 = i32x4.add(a1, i32x4.extend_high_i16x8_s(s0));
-        a2 = i32x4.add(a2, i32x4.extend_low_i16x8_s(s1));
-        a3 = i32x4.add(a3, i32x4.extend_high_i16x8_s(s1));
+  unpackRow(stage, a, bits, d);
+  if (second) unpackRow(stageB, a + rb, bits, d);
+  else memory.fill(stageB, 0, <usize>d);
+  for (let c = 0; c < d; c += 16) {
+    const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
+    v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+    v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 16);
+  }
+}
+
+/**
+ * acc (d floats) += unit·Σ_k w_k·pair_k over np byte pairs (bytePairs rows pb bytes apart; codes ≤ 15)
+ * and i8 weight pairs w at iw (u16 each), relaxed build: each i16 lane w_2k·c_2k + w_2k+1·c_2k+1
+ * (≤ 2·127·15), eight pairs summed in i16 (≤ 30480) before widening.
+ */
+function sumBytePairs(acc: usize, iw: usize, np: i32, pairs: usize, pb: usize, d: i32, unit: v128): void {
+  if (!ASC_FEATURE_RELAXED_SIMD) return;
+  for (let c = 0; c < d; c += 16) {
+    let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (let k0 = 0; k0 < np; k0 += 8) {
+      let s0 = i16x8.splat(0), s1 = s0;
+      const k1 = min(np, k0 + 8);
+      for (let k = k0; k < k1; k++) {
+        const W = v128.load16_splat(iw + (<usize>k << 1));
+        const o = pairs + <usize>k * pb + (<usize>c << 1);
+        s0 = i16x8.add(s0, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o)));
+        s1 = i16x8.add(s1, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o, 16)));
       }
-      const o = aj + (<usize>c << 2);
-      v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.convert_i32x4_s(a0), unit)));
-      v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.convert_i32x4_s(a1), unit)), 16);
-      v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
-      v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
+      a0 = i32x4.add(a0, i32x4.extend_low_i16x8_s(s0));
+      a1 = i32x4.add(a1, i32x4.extend_high_i16x8_s(s0));
+      a2 = i32x4.add(a2, i32x4.extend_low_i16x8_s(s1));
+      a3 = i32x4.add(a3, i32x4.extend_high_i16x8_s(s1));
     }
+    const o = acc + (<usize>c << 2);
+    v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.convert_i32x4_s(a0), unit)));
+    v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.convert_i32x4_s(a1), unit)), 16);
+    v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
+    v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
   }
 }
 
@@ -879,7 +892,7 @@ function scoreTileChan(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32,
   scale: f32): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const codes = slotCodes(desc, kvh, cap, s);
   const mapped = load<i32>(lv, LV_IDENTITY) == 0;
   const db2 = <usize>d << 1;
   for (let r = 0; r < bs; r++) {
@@ -1151,12 +1164,8 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
     if (intV && lo + s0 + bs <= qlenV && (!fast || noSinks(positions, kvh, capacity, lo + s0, bs, sinksV))) {
-      if (ASC_FEATURE_RELAXED_SIMD && q8V) {
-        axpyTileQ8(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage);
-      } else {
-        axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0,
-          q8V ? 127 : 32767);
-      }
+      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0,
+        q8V ? 127 : 32767);
       continue;
     }
     decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);
