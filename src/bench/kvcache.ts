@@ -23,7 +23,8 @@ import { formatRatio, formatShare, median, type Table } from './table.js';
  * attention mode. llama.cpp has no such back door, so its cache is filled by a real prefill of random
  * tokens (untimed, and slow: ~10 minutes for 32K on 2 cores), once per KV type: the prefill to the
  * shortest length, its timed steps (then erased), the prefill continued to the next length, and so on.
- * The timed part is the same number of single-token steps. Bytes per token: kvpack's `cache.bytes()`
+ * The timed part is the same number of single-token steps, by the wall clock (tok/s) and by the
+ * process's CPU time (CPU ms/token: steadier when other work shares the machine). Bytes per token: kvpack's `cache.bytes()`
  * (codes, scales, outliers, tables, and slot indices where the codec reads positions) over the length;
  * llama.cpp's from its block formats (f16 2 bytes, q8_0 34 and q4_0 18 bytes per 32 numbers).
  *
@@ -68,6 +69,12 @@ function sizes(quick: boolean): number[] {
   return quick ? [4096] : [16384, 32768];
 }
 
+/** Milliseconds of this process's CPU time (all threads) since `from` (a process.cpuUsage()). */
+function cpuMs(from: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(from);
+  return (u.user + u.system) / 1000;
+}
+
 /** Deterministic Gaussian-like numbers (sum of 4 uniforms), wider in a few channels like real keys. */
 function synthetic(len: number, d: number, seed: number): Float32Array {
   let a = seed >>> 0;
@@ -87,6 +94,8 @@ interface Row {
   tokens: number;
   bytesPerToken: number;
   tokPerS: number;
+  /** The process's CPU time per decoded token (all its threads, llama.cpp's included): steadier than tok/s on a busy machine. */
+  cpuMs: number;
   /** The 1-minute load average after the row's runs. */
   load: number;
 }
@@ -133,15 +142,24 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
         }
         for (const n of at) {
           const times: number[] = [];
+          const cpu: number[] = [];
           let bytes = 0;
           for (let run = 0; run <= ctx.options.runs; run++) {
             raw.lengths.fill(n);
             bytes = cache.bytes();
             const t0 = performance.now();
+            const c0 = process.cpuUsage();
             for (let i = 0; i < steps; i++) forward(c, model.weights, activations, cache, [100 + i], [n + i], false);
-            if (run > 0) times.push(performance.now() - t0); // run 0 warms up
+            if (run > 0) {
+              // run 0 warms up
+              times.push(performance.now() - t0);
+              cpu.push(cpuMs(c0) / steps);
+            }
           }
-          rows.push({ engine: 'kvpack', kv: codecSpec, attention, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
+          rows.push({
+            engine: 'kvpack', kv: codecSpec, attention, tokens: n, bytesPerToken: bytes / n, tokPerS: (steps * 1000) / median(times), cpuMs: median(cpu),
+            load: os.loadavg()[0]!,
+          });
           ctx.log(`kvcache: kvpack ${codecSpec} ${attention} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
         }
       }
@@ -173,17 +191,22 @@ async function llamaRows(ctx: BenchContext, file: string, c: ModelConfig, thread
           ctx.log(`kvcache: llama.cpp ${type} KV: prefilling to ${n} tokens (untimed)`);
           await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(seq.nextTokenIndex, n - 1));
           const times: number[] = [];
+          const cpu: number[] = [];
           for (let run = 0; run <= ctx.options.runs; run++) {
             let produced = 0;
             const t0 = performance.now();
+            const c0 = process.cpuUsage();
             for await (const _ of seq.evaluate([prompt[n - 1]!], { temperature: 0, yieldEogToken: true })) {
               if (++produced >= steps) break;
             }
-            if (run > 0) times.push(performance.now() - t0);
+            if (run > 0) {
+              times.push(performance.now() - t0);
+              cpu.push(cpuMs(c0) / steps);
+            }
             await seq.eraseContextTokenRanges([{ start: n - 1, end: seq.nextTokenIndex }]);
           }
           const perToken = c.numLayers * c.numKvHeads * c.headDim * 2 * bytesPerNumber;
-          rows.push({ engine: 'llama.cpp', kv: type.toLowerCase(), attention: '—', tokens: n, bytesPerToken: perToken, tokPerS: (steps * 1000) / median(times), load: os.loadavg()[0]! });
+          rows.push({ engine: 'llama.cpp', kv: type.toLowerCase(), attention: '—', tokens: n, bytesPerToken: perToken, tokPerS: (steps * 1000) / median(times), cpuMs: median(cpu), load: os.loadavg()[0]! });
           ctx.log(`kvcache: llama.cpp ${type} @${n}: ${rows[rows.length - 1]!.tokPerS.toFixed(1)} tok/s`);
         }
       } finally {
@@ -222,18 +245,21 @@ export const kvcacheSection: Section = {
         { key: 'bytesPerToken', header: 'bytes/token', format: (v) => v.toFixed(0) },
         { key: 'tokPerS', header: 'decode tok/s' },
         { key: 'vsFp16', header: '× kvpack fp16', format: formatRatio },
+        { key: 'cpuMs', header: 'CPU ms/token', format: (v) => v.toFixed(1) },
+        { key: 'cpuVsFp16', header: 'CPU × kvpack fp16', format: formatRatio },
         { key: 'roofline', header: '% read bw', format: formatShare },
         { key: 'load', header: 'load (1 min)', format: (v) => v.toFixed(1) },
       ],
       // both engines read the same GGUF weights each step, plus the KV they hold
       rows: rows.map((r) => {
         const fp16 = rows.find((o) => o.engine === 'kvpack' && o.kv === 'fp16' && o.tokens === r.tokens);
-        return { ...r, vsFp16: fp16 ? r.tokPerS / fp16.tokPerS : null, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) };
+        return { ...r, vsFp16: fp16 ? r.tokPerS / fp16.tokPerS : null, cpuVsFp16: fp16 ? fp16.cpuMs / r.cpuMs : null, roofline: rooflineShare(ours.weightBytes + r.bytesPerToken * r.tokens, r.tokPerS, bandwidth) };
       }),
       notes: [
         'kvpack caches are filled with synthetic keys/values through each codec\'s write path; llama.cpp\'s by an untimed prefill of random tokens (flash attention on).',
         'attention: exact decodes packed codes to f32; fast takes integer dot products on rounded queries and weights (docs/quantization.md has its accuracy).',
         'load (1 min): the machine\'s load average after the row\'s runs; other work on the machine slows every row.',
+        'CPU ms/token: the process\'s CPU time (all threads) per decoded token, median of the runs; CPU × kvpack fp16 is fp16\'s over the row\'s. Other work slows it less than the wall clock, so on a busy machine it is the column to compare kvpack\'s rows by (threads waiting on each other count too; llama.cpp\'s threads spin while they wait, so its CPU time is no measure of its speed).',
         'bytes/token: kvpack counts everything it stores (codes, scales, zeros, outliers, LUTs, slot indices where read); llama.cpp from its block formats.',
         `% read bw (roofline): (weights + bytes/token × cached tokens) × decode tok/s over the read bandwidth the streaming-read kernel reached in this run at ${threads} threads (${(bandwidth / 1e9).toFixed(1)} GB/s).`,
       ],
