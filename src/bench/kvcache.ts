@@ -1,7 +1,7 @@
 import os from 'node:os';
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import { ATTENTION_MODES, type AttentionMode, type Codec } from '../cache/codec.js';
-import { createCache } from '../cache/build.js';
+import { buildCache, createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
 import { Activations, forward } from '../model/forward.js';
 import type { ModelConfig } from '../model/config.js';
@@ -138,6 +138,8 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
       for (const attention of packed(codecSpec) ? modes : (['—'] as const)) {
         if (attention !== '—') {
           if (!raw.codec.ctx) throw new Error(`internal: kvcache bench: ${codecSpec} has no attention mode to set`);
+          // a codec refuses a mode it cannot run when it is built: built once more, with one slot, to ask it
+          buildCache(k, c, parseSpec(`full+${codecSpec}`), 1, { attention }).codec.free();
           raw.codec.ctx.attention = attention;
         }
         for (const n of at) {
