@@ -200,6 +200,8 @@ const cases: Case[] = [
     tolerance: 2e-3 },
   { name: 'int4, 45 slots (the last tile 13: a partial group of four keys, an odd pair of values)', d: 64, numHeads: 4, numKv: 2, n: 1, visible: 45,
     keys: tok(4, 64), values: tok(4, 64), integer: true, tolerance: 1e-2 },
+  { name: 'int4 with head_dim 48: a 64-code chunk part used, 16-channel key tails', d: 48, numHeads: 6, numKv: 2, n: 1, visible: 100,
+    keys: tok(4, 64), values: tok(4, 64), integer: true, tolerance: 1e-2 },
   { name: 'int2 keys in groups of 16 (16-channel tails), int8 values, 33 slots (a partial tile)', d: 48, numHeads: 4, numKv: 2, n: 1, visible: 33, keys: tok(2, 16), values: tok(8, 48), integer: true,
     tolerance: 1e-2 },
   {
