@@ -679,6 +679,7 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
  */
 function tileWeights(p: usize, ps: usize, bs: i32, zsum: usize, top: i32, iw: usize): f32 {
   const pz = ps + (<usize>QB << 2);
+  if (bs == 32) return wholeTileWeights(p, ps, pz, zsum, top, iw);
   let mv = f32x4.splat(0), zv = mv;
   let r = 0;
   for (; r + 4 <= bs; r += 4) {
@@ -707,6 +708,39 @@ function tileWeights(p: usize, ps: usize, bs: i32, zsum: usize, top: i32, iw: us
     const h1 = r + 1 < bs ? <i32>nearest(load<f32>(p + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv) : 0;
     store<u32>(iw + (<usize>r << 1), (<u32>h0 & 0xffff) | (<u32>h1 << 16));
   }
+  return wmax;
+}
+
+/**
+ * tileWeights of a whole tile (QB = 32 slots), the eight products p·S kept in registers for the rounding
+ * (the same operations in the same order: the same numbers).
+ */
+// @ts-ignore: decorator
+@inline function wholeTileWeights(p: usize, ps: usize, pz: usize, zsum: usize, top: i32, iw: usize): f32 {
+  const e0 = v128.load(p), e1 = v128.load(p, 16), e2 = v128.load(p, 32), e3 = v128.load(p, 48);
+  const e4 = v128.load(p, 64), e5 = v128.load(p, 80), e6 = v128.load(p, 96), e7 = v128.load(p, 112);
+  const x0 = f32x4.mul(e0, v128.load(ps)), x1 = f32x4.mul(e1, v128.load(ps, 16)), x2 = f32x4.mul(e2, v128.load(ps, 32));
+  const x3 = f32x4.mul(e3, v128.load(ps, 48)), x4 = f32x4.mul(e4, v128.load(ps, 64)), x5 = f32x4.mul(e5, v128.load(ps, 80));
+  const x6 = f32x4.mul(e6, v128.load(ps, 96)), x7 = f32x4.mul(e7, v128.load(ps, 112));
+  const mv = f32x4.max(
+    f32x4.max(f32x4.max(f32x4.abs(x0), f32x4.abs(x1)), f32x4.max(f32x4.abs(x2), f32x4.abs(x3))),
+    f32x4.max(f32x4.max(f32x4.abs(x4), f32x4.abs(x5)), f32x4.max(f32x4.abs(x6), f32x4.abs(x7))),
+  );
+  let zv = f32x4.mul(e0, v128.load(pz));
+  zv = f32x4.add(zv, f32x4.mul(e1, v128.load(pz, 16)));
+  zv = f32x4.add(zv, f32x4.mul(e2, v128.load(pz, 32)));
+  zv = f32x4.add(zv, f32x4.mul(e3, v128.load(pz, 48)));
+  zv = f32x4.add(zv, f32x4.mul(e4, v128.load(pz, 64)));
+  zv = f32x4.add(zv, f32x4.mul(e5, v128.load(pz, 80)));
+  zv = f32x4.add(zv, f32x4.mul(e6, v128.load(pz, 96)));
+  zv = f32x4.add(zv, f32x4.mul(e7, v128.load(pz, 112)));
+  const wmax = hmax4(mv);
+  store<f32>(zsum, load<f32>(zsum) + (f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3)));
+  const I = f32x4.splat(wmax > 0 ? <f32>top / wmax : 0);
+  v128.store(iw, toI16x8(f32x4.mul(x0, I), f32x4.mul(x1, I)));
+  v128.store(iw, toI16x8(f32x4.mul(x2, I), f32x4.mul(x3, I)), 16);
+  v128.store(iw, toI16x8(f32x4.mul(x4, I), f32x4.mul(x5, I)), 32);
+  v128.store(iw, toI16x8(f32x4.mul(x6, I), f32x4.mul(x7, I)), 48);
   return wmax;
 }
 
