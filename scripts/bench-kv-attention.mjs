@@ -8,6 +8,7 @@
 import os from 'node:os';
 import { buildCache } from '../dist/cache/build.js';
 import { parseSpec } from '../dist/cache/registry.js';
+import { fillSynthetic, synthetic } from '../dist/bench/kvcache.js';
 import { createKernels } from '../dist/kernels/index.js';
 import { time } from './timing.mjs';
 
@@ -29,13 +30,6 @@ const config = {
 };
 config.numLayers = layers;
 
-function synthetic(n, d, seed) {
-  let a = seed >>> 0;
-  const u = () => ((a = (Math.imul(a ^ (a >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0), a / 4294967296);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = (u() + u() + u() + u() - 2) * (i % d < 4 ? 6 : 1);
-  return out;
-}
 
 console.log(`load average (1 min) at start: ${os.loadavg()[0].toFixed(2)}`);
 for (const threads of threadCounts) {
@@ -44,18 +38,7 @@ for (const threads of threadCounts) {
   const rows = [];
   for (const [spec, attention] of codecs.flatMap((s) => (packed(s) ? modes.map((m) => [s, m]) : [[s, '—']]))) {
     const { codec } = buildCache(k, config, parseSpec(`full+${spec}`), len + 8, attention === '—' ? {} : { attention });
-    const chunk = 512;
-    const width = chunk * numKvHeads * d;
-    const kp = k.arena.alloc(width * 4), vp = k.arena.alloc(width * 4), pp = k.arena.alloc(chunk * 4);
-    const keys = synthetic(width, d, 1), values = synthetic(width, d, 2);
-    for (let from = 0; from < len; from += chunk) {
-      const n = Math.min(chunk, len - from);
-      k.arena.f32(kp, width).set(keys);
-      k.arena.f32(vp, width).set(values);
-      k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
-      for (let l = 0; l < layers; l++) codec.write(l, from, n, kp, vp, pp);
-    }
-    for (const p of [kp, vp, pp]) k.arena.free(p);
+    fillSynthetic(k, codec, config, len);
     const q = k.arena.alloc(numHeads * d * 4), out = k.arena.alloc(numHeads * d * 4);
     k.arena.f32(q, numHeads * d).set(synthetic(numHeads * d, d, 3));
     const positions = k.arena.alloc((len + 8) * numKvHeads * 4);

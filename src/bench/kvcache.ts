@@ -5,6 +5,7 @@ import { buildCache, createCache } from '../cache/build.js';
 import { parseSpec } from '../cache/registry.js';
 import { Activations, forward } from '../model/forward.js';
 import type { ModelConfig } from '../model/config.js';
+import type { Kernels } from '../kernels/api.js';
 import { loadModel } from '../engine/model.js';
 import type { BenchContext, Section, SectionResult } from './section.js';
 import { MODEL_SPECS } from './models.js';
@@ -79,7 +80,7 @@ function cpuMs(from: NodeJS.CpuUsage): number {
 }
 
 /** Deterministic Gaussian-like numbers (sum of 4 uniforms), wider in a few channels like real keys. */
-function synthetic(len: number, d: number, seed: number): Float32Array {
+export function synthetic(len: number, d: number, seed: number): Float32Array {
   let a = seed >>> 0;
   const u = (): number => {
     a = (Math.imul(a ^ (a >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
@@ -88,6 +89,34 @@ function synthetic(len: number, d: number, seed: number): Float32Array {
   const out = new Float32Array(len);
   for (let i = 0; i < len; i++) out[i] = (u() + u() + u() + u() - 2) * (i % d < 4 ? 6 : 1);
   return out;
+}
+
+/**
+ * Writes `len` tokens of synthetic keys and values (positions 0…len−1) into every layer of a codec through
+ * its own write path, 512 at a time, without attending: how the kvcache bench and the scripts'
+ * micro-benchmarks fill a long cache.
+ */
+export function fillSynthetic(k: Kernels, codec: Codec, c: ModelConfig, len: number): void {
+  const chunk = 512;
+  const width = chunk * c.numKvHeads * c.headDim;
+  const kp = k.arena.alloc(width * 4);
+  const vp = k.arena.alloc(width * 4);
+  const pp = k.arena.alloc(chunk * 4);
+  const keys = synthetic(width, c.headDim, 1);
+  const values = synthetic(width, c.headDim, 2);
+  try {
+    for (let l = 0; l < c.numLayers; l++) {
+      for (let from = 0; from < len; from += chunk) {
+        const n = Math.min(chunk, len - from);
+        k.arena.f32(kp, width).set(keys);
+        k.arena.f32(vp, width).set(values);
+        k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
+        codec.write(l, from, n, kp, vp, pp);
+      }
+    }
+  } finally {
+    for (const p of [kp, vp, pp]) k.arena.free(p);
+  }
 }
 
 interface Row {
@@ -120,23 +149,7 @@ async function kvpackRows(ctx: BenchContext, file: string, threads: number, leng
       // The cache's own fields, reached around its API: the bench writes tokens without attending, and
       // switches the attention mode of one filled cache (a codec reads ctx.attention at every call).
       const raw = cache as unknown as { lengths: number[]; codec: Codec & { ctx?: { attention?: AttentionMode } } };
-      const chunk = 512;
-      const width = chunk * c.numKvHeads * c.headDim;
-      const kp = k.arena.alloc(width * 4);
-      const vp = k.arena.alloc(width * 4);
-      const pp = k.arena.alloc(chunk * 4);
-      const keys = synthetic(width, c.headDim, 1);
-      const values = synthetic(width, c.headDim, 2);
-      for (let l = 0; l < c.numLayers; l++) {
-        for (let from = 0; from < fill; from += chunk) {
-          const n = Math.min(chunk, fill - from);
-          k.arena.f32(kp, width).set(keys);
-          k.arena.f32(vp, width).set(values);
-          k.arena.i32(pp, n).set(Int32Array.from({ length: n }, (_, i) => from + i));
-          raw.codec.write(l, from, n, kp, vp, pp);
-        }
-      }
-      for (const p of [kp, vp, pp]) k.arena.free(p);
+      fillSynthetic(k, raw.codec, c, fill);
       const activations = new Activations(model.weights, c, 1);
       for (const attention of packed(codecSpec) ? modes : (['—'] as const)) {
         if (attention !== '—') {
