@@ -18,7 +18,7 @@ import {
 } from '../src/kernels/abi';
 import { h2f, h2fScalar } from './half';
 import { attentionItems } from './items';
-import { axpyBlock2, expRow, finishItem, hmax4, hsum4, rowMax, scoreBlock } from './simd';
+import { axpyBlock2, CODE_BYTES, dotCodes32, dotCodesU, expRow, finishItem, hmax4, hsum4, rowMax, scoreBlock } from './simd';
 
 const Q_ARGS: usize = <usize>ARGS;
 const QB: i32 = QATT_TILE; // slots per decoded tile
@@ -99,7 +99,8 @@ function f16Row(dst: usize, src: usize, d: i32): void {
 }
 
 /** Codes of a packed row as bytes (whole 64-code chunks: may write up to 63 bytes past d). */
-function unpackRow(dst: usize, p: usize, bits: i32, d: i32): void {
+// @ts-ignore: decorator
+@inline function unpackRow(dst: usize, p: usize, bits: i32, d: i32): void {
   const cb = <usize>(8 * bits);
   for (let c0 = 0; c0 < d; c0 += 64) {
     unpackChunk(dst + <usize>c0, p, bits);
@@ -138,6 +139,18 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
   }
 }
 
+/** The scales and zeros of KV head kvh of a stream. */
+// @ts-ignore: decorator
+@inline function headParams(desc: usize, kvh: i32): usize {
+  return <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+}
+
+/** The packed code row of slot s of KV head kvh of a stream (rows of STREAM_ROW_BYTES; cap slots per head). */
+// @ts-ignore: decorator
+@inline function slotCodes(desc: usize, kvh: i32, cap: i32, s: i32): usize {
+  return <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * <usize>load<u32>(desc, STREAM_ROW_BYTES);
+}
+
 /**
  * Decodes slots [s0, s0+bs) of KV head kvh of a stream into tile rows of d floats. chS/chZ: d floats of
  * scratch for channel-axis scales; stage: 64 bytes of scratch.
@@ -145,7 +158,7 @@ function decodeCodes(dst: usize, p: usize, bits: i32, d: i32, p0: v128, p1: v128
 /** Channel-axis scales and zeros of the token group of slot s0 of KV head kvh → chS, chZ (d floats each). */
 function channelParams(desc: usize, kvh: i32, s0: i32, d: i32, chS: usize, chZ: usize): void {
   const group = load<i32>(desc, STREAM_GROUP);
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const params = headParams(desc, kvh);
   const g = group > 0 ? s0 / group : 0;
   const pp = params + (<usize>g * <usize>d << 2);
   for (let i = 0; i < d; i++) {
@@ -170,7 +183,7 @@ function decodeTile(tile: usize, desc: usize, a: usize, kvh: i32, s0: i32, bs: i
   const lut = <usize>load<u32>(desc, STREAM_LUT);
   const axis = load<i32>(desc, STREAM_AXIS);
   const group = load<i32>(desc, STREAM_GROUP);
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const params = headParams(desc, kvh);
   const outl = <usize>load<u32>(desc, STREAM_OUTLIERS);
   const ocap = load<i32>(desc, STREAM_OCAP);
   const ring = <usize>load<u32>(desc, STREAM_RING);
@@ -314,17 +327,23 @@ function intStream(desc: usize, d: i32, single: bool): bool {
   return true;
 }
 
-/** f32 → nearest i32 (|x| ≤ 32767 here), 8 at a time → i16x8. */
+/**
+ * f32 → nearest i16, ties to even (|x| ≤ 32767 here), 8 at a time: x + 1.5·2^23 rounds to an integer
+ * whose low 16 bits are round(x) in two's complement (cheaper than nearest, trunc_sat and narrow).
+ */
 // @ts-ignore: decorator
 @inline function toI16x8(a: v128, b: v128): v128 {
-  return i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(a)), i32x4.trunc_sat_f32x4_s(f32x4.nearest(b)));
+  const m = f32x4.splat(12582912);
+  return i8x16.shuffle(f32x4.add(a, m), f32x4.add(b, m), 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
 }
 
 /**
  * The g query rows at q (d floats apart) → q16 (i16 [g][2][d]: high then low digits), qs[j] =
  * scale·max|q_j|/32767 (one unit of the high digit) and qsum[j·groups + k] = scale·Σ q over group k.
+ * top = 127 (fast path, codes of ≤ 4 bits): one digit, round(q·127/max|q|), written as the integer dot
+ * products read activation codes (CODE_BYTES each: i8 in the relaxed build, i16 in SIMD128); qs[j] one unit of it.
  */
-function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize, qs: usize, qsum: usize): void {
+function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize, qs: usize, qsum: usize, top: i32 = 32767): void {
   const db = <usize>d << 2;
   const groups = (d + group - 1) / group;
   for (let j = 0; j < g; j++) {
@@ -332,17 +351,31 @@ function intQueries(q: usize, g: i32, d: i32, group: i32, scale: f32, q16: usize
     let mv = f32x4.splat(0);
     for (let i = 0; i < d; i += 4) mv = f32x4.max(mv, f32x4.abs(v128.load(row + (<usize>i << 2))));
     const m = hmax4(mv);
-    const inv = f32x4.splat(m > 0 ? 32767 / m : 0);
+    const inv = f32x4.splat(m > 0 ? <f32>top / m : 0);
     const dst = q16 + (<usize>j * <usize>d << 2);
-    for (let i = 0; i < d; i += 8) {
-      const o = row + (<usize>i << 2);
-      const x0 = f32x4.mul(v128.load(o), inv), x1 = f32x4.mul(v128.load(o, 16), inv);
-      const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
-      v128.store(dst + (<usize>i << 1), toI16x8(h0, h1));
-      const r = f32x4.splat(32768);
-      v128.store(dst + (<usize>(d + i) << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), r), f32x4.mul(f32x4.sub(x1, h1), r)));
+    if (top == 127) {
+      for (let i = 0; i < d; i += 16) {
+        const o = row + (<usize>i << 2);
+        const lo = toI16x8(f32x4.mul(v128.load(o), inv), f32x4.mul(v128.load(o, 16), inv));
+        const hi = toI16x8(f32x4.mul(v128.load(o, 32), inv), f32x4.mul(v128.load(o, 48), inv));
+        if (CODE_BYTES == 1) {
+          v128.store(dst + <usize>i, i8x16.narrow_i16x8_s(lo, hi));
+        } else {
+          v128.store(dst + (<usize>i << 1), lo);
+          v128.store(dst + (<usize>i << 1), hi, 16);
+        }
+      }
+    } else {
+      for (let i = 0; i < d; i += 8) {
+        const o = row + (<usize>i << 2);
+        const x0 = f32x4.mul(v128.load(o), inv), x1 = f32x4.mul(v128.load(o, 16), inv);
+        const h0 = f32x4.nearest(x0), h1 = f32x4.nearest(x1);
+        v128.store(dst + (<usize>i << 1), toI16x8(h0, h1));
+        const r = f32x4.splat(32768);
+        v128.store(dst + (<usize>(d + i) << 1), toI16x8(f32x4.mul(f32x4.sub(x0, h0), r), f32x4.mul(f32x4.sub(x1, h1), r)));
+      }
     }
-    store<f32>(qs + (<usize>j << 2), scale * (m / 32767));
+    store<f32>(qs + (<usize>j << 2), scale * (m / <f32>top));
     for (let k = 0; k < groups; k++) {
       let sum: f32 = 0;
       for (let i = k * group; i < min(d, (k + 1) * group); i++) sum += load<f32>(row + (<usize>i << 2));
@@ -387,8 +420,8 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
   const group = min(d, load<i32>(desc, STREAM_GROUP));
   const groups = (d + group - 1) / group;
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const codes = slotCodes(desc, kvh, cap, s);
+  const params = headParams(desc, kvh);
   for (let r = 0; r < bs; r++) {
     unpackRow(stage, codes + <usize>r * rb, bits, d);
     const row = k16 + (<usize>r * <usize>d << 1);
@@ -465,21 +498,93 @@ function scoreTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, 
 }
 
 /**
+ * Fast path, integer-code keys of ≤ 4 bits: as scoreTileInt with one 8-bit query digit (intQueries with
+ * top = 127), the codes read as bytes by the i8 dot products (i16 ones in SIMD128; the same integers).
+ * Four slots at a time (the last four may hold rows past bs: their lanes are not stored). codes: QB·d
+ * bytes + 64 of scratch; ps: bs·groups·2 floats.
+ */
+function scoreTileQ8(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, q8: usize, qs: usize, qsum: usize,
+  dst: usize, dstStride: usize, codes: usize, ps: usize): void {
+  const bits = load<i32>(desc, STREAM_BITS);
+  const group = min(d, load<i32>(desc, STREAM_GROUP));
+  const groups = (d + group - 1) / group;
+  const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
+  const src = slotCodes(desc, kvh, cap, s);
+  const params = headParams(desc, kvh);
+  const db = <usize>d;
+  for (let r = 0; r < bs; r++) unpackRow(codes + <usize>r * db, src + <usize>r * rb, bits, d);
+  tokenParams(ps, params, s, bs, groups);
+  const pz = ps + (<usize>(groups * QB) << 2);
+  const cb = <usize>CODE_BYTES;
+  const zero = i32x4.splat(0);
+  for (let j = 0; j < g; j++) {
+    const qj = q8 + (<usize>j * <usize>d << 2);
+    const unit = f32x4.splat(load<f32>(qs + (<usize>j << 2)));
+    const sums = qsum + (<usize>(j * groups) << 2);
+    const out = dst + <usize>j * dstStride;
+    for (let r = 0; r < bs; r += 4) {
+      const r0 = codes + <usize>r * db, r1 = r0 + db, r2 = r1 + db, r3 = r2 + db;
+      let score = f32x4.splat(0);
+      for (let k = 0; k < groups; k++) {
+        let h0 = zero, h1 = zero, h2 = zero, h3 = zero;
+        const end = (k + 1) * group;
+        let c = k * group;
+        for (; c + 32 <= end; c += 32) {
+          const o = <usize>c, x = qj + <usize>c * cb;
+          h0 = dotCodes32(v128.load(r0 + o), v128.load(r0 + o, 16), x, h0);
+          h1 = dotCodes32(v128.load(r1 + o), v128.load(r1 + o, 16), x, h1);
+          h2 = dotCodes32(v128.load(r2 + o), v128.load(r2 + o, 16), x, h2);
+          h3 = dotCodes32(v128.load(r3 + o), v128.load(r3 + o, 16), x, h3);
+        }
+        if (c < end) {
+          // a 16-channel tail (groups of 16)
+          const o = <usize>c, x = qj + <usize>c * cb;
+          h0 = dotCodesU(v128.load(r0 + o), x, h0);
+          h1 = dotCodesU(v128.load(r1 + o), x, h1);
+          h2 = dotCodesU(v128.load(r2 + o), x, h2);
+          h3 = dotCodesU(v128.load(r3 + o), x, h3);
+        }
+        const dot = hsum4(f32x4.convert_i32x4_s(h0), f32x4.convert_i32x4_s(h1), f32x4.convert_i32x4_s(h2), f32x4.convert_i32x4_s(h3));
+        const o = <usize>(k * QB + r) << 2;
+        score = f32x4.add(score, f32x4.add(f32x4.mul(v128.load(ps + o), f32x4.mul(dot, unit)), f32x4.mul(v128.load(pz + o), v128.load32_splat(sums + (<usize>k << 2)))));
+      }
+      const o = out + (<usize>r << 2);
+      if (r + 4 <= bs) {
+        v128.store(o, score);
+      } else {
+        for (let i = 0; i < bs - r; i++) store<f32>(o + (<usize>i << 2), laneOf(score, i));
+      }
+    }
+  }
+}
+
+/** Lane i (0..3) of an f32x4. */
+function laneOf(v: v128, i: i32): f32 {
+  if (i == 0) return f32x4.extract_lane(v, 0);
+  if (i == 1) return f32x4.extract_lane(v, 1);
+  return i == 2 ? f32x4.extract_lane(v, 2) : f32x4.extract_lane(v, 3);
+}
+
+/**
  * Integer-code values (one group per row): acc_j += Σ_r p_j[r]·(S_r·code_r + Z_r) over slots [s, s+bs)
  * of KV head kvh, the Z part added to zsum[j] (the caller adds it to every channel at the end).
  * p_j = p + j·pStride (softmax numerators). pairs: bs·d i16 + d of scratch; iw: g·QB/2 u32 (i16
  * weight pairs); ps: 2·bs floats; stage: 2·(d + 64) bytes.
  * Fast path (lv ≠ 0, see levels): codes are read as their levels' integers u (L ≈ a·u + b), so the
  * weights carry a·S_r and the zero sums b·S_r + Z_r; each sparse outlier adds p·(outlier − dense) in f32.
+ * top = 127 (fast path, codes of ≤ 4 bits, no outliers): weights rounded to 8 bits, on i8 dot products
+ * in the relaxed build (the same integers as SIMD128's i16 ones).
  */
 function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g: i32, p: usize, pStride: usize, acc: usize,
-  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize, lv: usize = 0): void {
+  zsum: usize, pairs: usize, iw: usize, ps: usize, stage: usize, lv: usize = 0, top: i32 = 32767): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
-  const params = <usize>load<u32>(desc, STREAM_PARAMS) + <usize>kvh * <usize>load<u32>(desc, STREAM_PARAMS_HEAD_STRIDE);
+  const codes = slotCodes(desc, kvh, cap, s);
+  const params = headParams(desc, kvh);
   const np = (bs + 1) >> 1;
-  const pb = <usize>d << 2; // bytes per pair row: d channels × 2 slots × i16
+  // 8-bit weights in the relaxed build: byte pairs on i8 dot products (see bytePairs, sumBytePairs)
+  const bytes = ASC_FEATURE_RELAXED_SIMD && top == 127;
+  const pb = <usize>d << (bytes ? 1 : 2); // bytes per pair row: d channels × 2 slots × i8 or i16
   const stageB = stage + <usize>d + 64;
   tokenParams(ps, params, s, bs, 1);
   const pz = ps + (<usize>QB << 2);
@@ -495,6 +600,10 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   }
   // rows 2k and 2k+1 interleaved: channel c of pair k is the i16 pair (code_2k, code_2k+1)
   for (let k = 0; k < np; k++) {
+    if (bytes) {
+      bytePairs(pairs + <usize>k * pb, codes + <usize>(2 * k) * rb, rb, bits, d, 2 * k + 1 < bs, stage, stageB);
+      continue;
+    }
     unpackRow(stage, codes + <usize>(2 * k) * rb, bits, d);
     if (2 * k + 1 < bs) unpackRow(stageB, codes + <usize>(2 * k + 1) * rb, bits, d);
     else memory.fill(stageB, 0, <usize>d);
@@ -520,38 +629,16 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
   }
   for (let j = 0; j < g; j++) {
     const pj = p + <usize>j * pStride;
-    let mv = f32x4.splat(0), zv = mv;
-    let r = 0;
-    for (; r + 4 <= bs; r += 4) {
-      const e = v128.load(pj + (<usize>r << 2));
-      mv = f32x4.max(mv, f32x4.abs(f32x4.mul(e, v128.load(ps + (<usize>r << 2)))));
-      zv = f32x4.add(zv, f32x4.mul(e, v128.load(pz + (<usize>r << 2))));
-    }
-    let wmax = hmax4(mv);
-    let z = f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3);
-    for (; r < bs; r++) {
-      const e = load<f32>(pj + (<usize>r << 2));
-      wmax = max(wmax, abs(e * load<f32>(ps + (<usize>r << 2))));
-      z += e * load<f32>(pz + (<usize>r << 2));
-    }
-    store<f32>(zsum + (<usize>j << 2), load<f32>(zsum + (<usize>j << 2)) + z);
-    const inv: f32 = wmax > 0 ? 32767 / wmax : 0;
-    // pair words (w_2k | w_2k+1 << 16)
     const iwj = iw + (<usize>j * <usize>np << 2);
-    const I = f32x4.splat(inv);
-    r = 0;
-    for (; r + 8 <= bs; r += 8) {
-      const x0 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
-      const x1 = f32x4.mul(f32x4.mul(v128.load(pj + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
-      v128.store(iwj + (<usize>r << 1), toI16x8(x0, x1));
-    }
-    for (; r < bs; r += 2) {
-      const h0 = <i32>nearest(load<f32>(pj + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv);
-      const h1 = r + 1 < bs ? <i32>nearest(load<f32>(pj + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv) : 0;
-      store<u32>(iwj + (<usize>r << 1), (<u32>h0 & 0xffff) | (<u32>h1 << 16));
-    }
-    const unit = f32x4.splat(wmax / 32767);
+    const wmax = tileWeights(pj, ps, bs, zsum + (<usize>j << 2), top, iwj);
+    const unit = f32x4.splat(wmax / <f32>top);
     const aj = acc + (<usize>j * <usize>d << 2);
+    if (bytes) {
+      // i16 pair words → i8 pairs, 8 at a time in place (|w| ≤ 127)
+      for (let k = 0; k < np; k += 8) v128.store(iwj + (<usize>k << 1), i8x16.narrow_i16x8_s(v128.load(iwj + (<usize>k << 2)), v128.load(iwj + (<usize>k << 2), 16)));
+      sumBytePairs(aj, iwj, np, pairs, pb, d, unit);
+      continue;
+    }
     let c = 0;
     for (; c + 16 <= d; c += 16) {
       let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
@@ -582,6 +669,144 @@ function axpyTileInt(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32, g
       v128.store(o, madd(f32x4.convert_i32x4_s(a0), unit, v128.load(o)));
       v128.store(o, madd(f32x4.convert_i32x4_s(a1), unit, v128.load(o, 16)), 16);
     }
+  }
+}
+
+/**
+ * Softmax weights of one row over a tile (p: bs numerators; ps: the slots' scales S, then their zero
+ * terms QB floats on): adds Σ p·zero to *zsum, writes round(p·S·top/max|p·S|) as i16 pair words
+ * (w_2k | w_2k+1 << 16) to iw, and returns max|p·S| (one unit of the weights is it / top).
+ */
+function tileWeights(p: usize, ps: usize, bs: i32, zsum: usize, top: i32, iw: usize): f32 {
+  const pz = ps + (<usize>QB << 2);
+  if (bs == 32) return wholeTileWeights(p, ps, pz, zsum, top, iw);
+  let mv = f32x4.splat(0), zv = mv;
+  let r = 0;
+  for (; r + 4 <= bs; r += 4) {
+    const e = v128.load(p + (<usize>r << 2));
+    mv = f32x4.max(mv, f32x4.abs(f32x4.mul(e, v128.load(ps + (<usize>r << 2)))));
+    zv = f32x4.add(zv, f32x4.mul(e, v128.load(pz + (<usize>r << 2))));
+  }
+  let wmax = hmax4(mv);
+  let z = f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3);
+  for (; r < bs; r++) {
+    const e = load<f32>(p + (<usize>r << 2));
+    wmax = max(wmax, abs(e * load<f32>(ps + (<usize>r << 2))));
+    z += e * load<f32>(pz + (<usize>r << 2));
+  }
+  store<f32>(zsum, load<f32>(zsum) + z);
+  const inv: f32 = wmax > 0 ? <f32>top / wmax : 0;
+  const I = f32x4.splat(inv);
+  r = 0;
+  for (; r + 8 <= bs; r += 8) {
+    const x0 = f32x4.mul(f32x4.mul(v128.load(p + (<usize>r << 2)), v128.load(ps + (<usize>r << 2))), I);
+    const x1 = f32x4.mul(f32x4.mul(v128.load(p + (<usize>r << 2), 16), v128.load(ps + (<usize>r << 2), 16)), I);
+    v128.store(iw + (<usize>r << 1), toI16x8(x0, x1));
+  }
+  for (; r < bs; r += 2) {
+    const h0 = <i32>nearest(load<f32>(p + (<usize>r << 2)) * load<f32>(ps + (<usize>r << 2)) * inv);
+    const h1 = r + 1 < bs ? <i32>nearest(load<f32>(p + (<usize>(r + 1) << 2)) * load<f32>(ps + (<usize>(r + 1) << 2)) * inv) : 0;
+    store<u32>(iw + (<usize>r << 1), (<u32>h0 & 0xffff) | (<u32>h1 << 16));
+  }
+  return wmax;
+}
+
+/**
+ * tileWeights of a whole tile (QB = 32 slots), the eight products p·S kept in registers for the rounding
+ * (the same operations in the same order: the same numbers).
+ */
+// @ts-ignore: decorator
+@inline function wholeTileWeights(p: usize, ps: usize, pz: usize, zsum: usize, top: i32, iw: usize): f32 {
+  const e0 = v128.load(p), e1 = v128.load(p, 16), e2 = v128.load(p, 32), e3 = v128.load(p, 48);
+  const e4 = v128.load(p, 64), e5 = v128.load(p, 80), e6 = v128.load(p, 96), e7 = v128.load(p, 112);
+  const x0 = f32x4.mul(e0, v128.load(ps)), x1 = f32x4.mul(e1, v128.load(ps, 16)), x2 = f32x4.mul(e2, v128.load(ps, 32));
+  const x3 = f32x4.mul(e3, v128.load(ps, 48)), x4 = f32x4.mul(e4, v128.load(ps, 64)), x5 = f32x4.mul(e5, v128.load(ps, 80));
+  const x6 = f32x4.mul(e6, v128.load(ps, 96)), x7 = f32x4.mul(e7, v128.load(ps, 112));
+  const mv = f32x4.max(
+    f32x4.max(f32x4.max(f32x4.abs(x0), f32x4.abs(x1)), f32x4.max(f32x4.abs(x2), f32x4.abs(x3))),
+    f32x4.max(f32x4.max(f32x4.abs(x4), f32x4.abs(x5)), f32x4.max(f32x4.abs(x6), f32x4.abs(x7))),
+  );
+  let zv = f32x4.mul(e0, v128.load(pz));
+  zv = f32x4.add(zv, f32x4.mul(e1, v128.load(pz, 16)));
+  zv = f32x4.add(zv, f32x4.mul(e2, v128.load(pz, 32)));
+  zv = f32x4.add(zv, f32x4.mul(e3, v128.load(pz, 48)));
+  zv = f32x4.add(zv, f32x4.mul(e4, v128.load(pz, 64)));
+  zv = f32x4.add(zv, f32x4.mul(e5, v128.load(pz, 80)));
+  zv = f32x4.add(zv, f32x4.mul(e6, v128.load(pz, 96)));
+  zv = f32x4.add(zv, f32x4.mul(e7, v128.load(pz, 112)));
+  const wmax = hmax4(mv);
+  store<f32>(zsum, load<f32>(zsum) + (f32x4.extract_lane(zv, 0) + f32x4.extract_lane(zv, 1) + f32x4.extract_lane(zv, 2) + f32x4.extract_lane(zv, 3)));
+  const I = f32x4.splat(wmax > 0 ? <f32>top / wmax : 0);
+  v128.store(iw, toI16x8(f32x4.mul(x0, I), f32x4.mul(x1, I)));
+  v128.store(iw, toI16x8(f32x4.mul(x2, I), f32x4.mul(x3, I)), 16);
+  v128.store(iw, toI16x8(f32x4.mul(x4, I), f32x4.mul(x5, I)), 32);
+  v128.store(iw, toI16x8(f32x4.mul(x6, I), f32x4.mul(x7, I)), 48);
+  return wmax;
+}
+
+/**
+ * Rows 2k and 2k+1 of a tile's codes (at a, rows rb bytes apart; row 2k+1 zero past bs) interleaved by
+ * bytes into dst: channel c is the byte pair (code_2k, code_2k+1). 4-bit rows are interleaved before
+ * their nibbles split. stage, stageB: d + 64 bytes each.
+ */
+// @ts-ignore: decorator
+@inline function bytePairs(dst: usize, a: usize, rb: usize, bits: i32, d: i32, second: bool, stage: usize, stageB: usize): void {
+  if (bits == 4 && second) {
+    // plane 0 of a 64-code chunk holds channels 0-15 (low nibbles) and 16-31 (high), plane 1 32-63
+    const m = i8x16.splat(15);
+    for (let c = 0; c < d; c += 64) {
+      const o = a + (<usize>c >> 1);
+      for (let h: usize = 0; h < 2; h++) {
+        const A = v128.load(o + (h << 4)), B = v128.load(o + rb + (h << 4));
+        const lo = i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const hi = i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        const t = dst + (<usize>c << 1) + (h << 6);
+        v128.store(t, v128.and(lo, m));
+        v128.store(t, v128.and(hi, m), 16);
+        v128.store(t, i8x16.shr_u(lo, 4), 32);
+        v128.store(t, i8x16.shr_u(hi, 4), 48);
+      }
+    }
+    return;
+  }
+  unpackRow(stage, a, bits, d);
+  if (second) unpackRow(stageB, a + rb, bits, d);
+  else memory.fill(stageB, 0, <usize>d);
+  for (let c = 0; c < d; c += 16) {
+    const A = v128.load(stage + <usize>c), B = v128.load(stageB + <usize>c);
+    v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+    v128.store(dst + (<usize>c << 1), i8x16.shuffle(A, B, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 16);
+  }
+}
+
+/**
+ * acc (d floats) += unit·Σ_k w_k·pair_k over np byte pairs (bytePairs rows pb bytes apart; codes ≤ 15)
+ * and i8 weight pairs w at iw (u16 each), relaxed build: each i16 lane w_2k·c_2k + w_2k+1·c_2k+1
+ * (≤ 2·127·15), eight pairs summed in i16 (≤ 30480) before widening.
+ */
+function sumBytePairs(acc: usize, iw: usize, np: i32, pairs: usize, pb: usize, d: i32, unit: v128): void {
+  if (!ASC_FEATURE_RELAXED_SIMD) return;
+  for (let c = 0; c < d; c += 16) {
+    let a0 = i32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (let k0 = 0; k0 < np; k0 += 8) {
+      let s0 = i16x8.splat(0), s1 = s0;
+      const k1 = min(np, k0 + 8);
+      for (let k = k0; k < k1; k++) {
+        const W = v128.load16_splat(iw + (<usize>k << 1));
+        const o = pairs + <usize>k * pb + (<usize>c << 1);
+        s0 = i16x8.add(s0, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o)));
+        s1 = i16x8.add(s1, i16x8.relaxed_dot_i8x16_i7x16_s(W, v128.load(o, 16)));
+      }
+      a0 = i32x4.add(a0, i32x4.extend_low_i16x8_s(s0));
+      a1 = i32x4.add(a1, i32x4.extend_high_i16x8_s(s0));
+      a2 = i32x4.add(a2, i32x4.extend_low_i16x8_s(s1));
+      a3 = i32x4.add(a3, i32x4.extend_high_i16x8_s(s1));
+    }
+    const o = acc + (<usize>c << 2);
+    v128.store(o, f32x4.add(v128.load(o), f32x4.mul(f32x4.convert_i32x4_s(a0), unit)));
+    v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(f32x4.convert_i32x4_s(a1), unit)), 16);
+    v128.store(o, f32x4.add(v128.load(o, 32), f32x4.mul(f32x4.convert_i32x4_s(a2), unit)), 32);
+    v128.store(o, f32x4.add(v128.load(o, 48), f32x4.mul(f32x4.convert_i32x4_s(a3), unit)), 48);
   }
 }
 
@@ -701,7 +926,7 @@ function scoreTileChan(desc: usize, kvh: i32, cap: i32, s: i32, bs: i32, d: i32,
   scale: f32): void {
   const bits = load<i32>(desc, STREAM_BITS);
   const rb = <usize>load<u32>(desc, STREAM_ROW_BYTES);
-  const codes = <usize>load<u32>(desc, STREAM_CODES) + (<usize>kvh * <usize>cap + <usize>s) * rb;
+  const codes = slotCodes(desc, kvh, cap, s);
   const mapped = load<i32>(lv, LV_IDENTITY) == 0;
   const db2 = <usize>d << 1;
   for (let r = 0; r < bs; r++) {
@@ -814,6 +1039,44 @@ function fastStream(desc: usize, d: i32): bool {
   return load<i32>(desc, STREAM_BITS) != 16 && (d & 7) == 0 && d <= 256;
 }
 
+/**
+ * Softmax numerators in place, fast path: row[s] = e^(row[s] − m) over [0, pad) (pad a multiple of 4),
+ * returning their sum. e^x = 2^n·2^f with n = round(x·log2 e) and 2^f (|f| ≤ ½) a degree-4 polynomial
+ * (relative error ≤ 3e-6, where simd.ts's exp4 is within 1-2 ulp at twice the instructions; the 8-bit
+ * weights round 1000× coarser); e^x below 2^-125 (and masked −∞ slots) is 0. Summed in f32 per 32 slots,
+ * then in f64.
+ */
+function expRowFast(row: usize, pad: i32, m: f32): f64 {
+  const mv = f32x4.splat(m);
+  const log2e = f32x4.splat(1.44269504088896341);
+  const floor = f32x4.splat(-125);
+  const c0 = f32x4.splat(0.9999992847442627), c1 = f32x4.splat(0.6931217908859253), c2 = f32x4.splat(0.240247443318367);
+  const c3 = f32x4.splat(0.05591786280274391), c4 = f32x4.splat(0.009570102207362652);
+  let total = f64x2.splat(0);
+  for (let s0 = 0; s0 < pad; s0 += QB) {
+    let sum = f32x4.splat(0);
+    const end = min(pad, s0 + QB);
+    for (let s = s0; s < end; s += 4) {
+      const p = row + (<usize>s << 2);
+      const t = f32x4.mul(f32x4.sub(v128.load(p), mv), log2e);
+      const under = f32x4.lt(t, floor);
+      const n = f32x4.nearest(f32x4.pmax(t, floor));
+      const f = f32x4.sub(t, n);
+      let y = f32x4.add(f32x4.mul(c4, f), c3);
+      y = f32x4.add(f32x4.mul(y, f), c2);
+      y = f32x4.add(f32x4.mul(y, f), c1);
+      y = f32x4.add(f32x4.mul(y, f), c0);
+      // 2^n: n + 1.5·2^23 holds n in its low mantissa bits (as exp4 does)
+      const pow = i32x4.shl(i32x4.add(f32x4.add(n, f32x4.splat(12582912.0)), i32x4.splat(127 - 0x4b400000)), 23);
+      const e = v128.andnot(f32x4.mul(y, pow), under);
+      v128.store(p, e);
+      sum = f32x4.add(sum, e);
+    }
+    total = f64x2.add(total, f64x2.add(f64x2.promote_low_f32x4(sum), f64x2.promote_low_f32x4(v128.shuffle<f32>(sum, sum, 2, 3, 0, 1))));
+  }
+  return f64x2.extract_lane(total, 0) + f64x2.extract_lane(total, 1);
+}
+
 /** a·b + c, fused where the build has relaxed SIMD. */
 // @ts-ignore: decorator
 @inline function madd(a: v128, b: v128, c: v128): v128 {
@@ -881,19 +1144,27 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   const sinksV = load<i32>(descV, STREAM_SINKS);
   if (chanK) levels(descK, lvK);
   if (fast && intV) levels(descV, lvV);
+  // fast path, integer values of ≤ 4 bits with no outliers: weights rounded to 8 bits per tile
+  const q8V = fast && intV && load<i32>(lvV, LV_IDENTITY) != 0 && load<i32>(descV, STREAM_BITS) <= 4 && load<i32>(descV, STREAM_OCAP) == 0 && (d & 15) == 0;
   let chanGroup = -1; // token group whose scales chS/chZ (and the queries of chanK) hold; -1: none
+  // fast path, integer keys of ≤ 4 bits: 8-bit queries on the i8 dot products
+  const q8K = fast && intK && load<i32>(descK, STREAM_BITS) <= 4;
   if (intK) {
     const group = min(d, load<i32>(descK, STREAM_GROUP));
     const qrow = <usize>(d << 2); // bytes of one row of q16 (two digits)
     const groups = (d + group - 1) / group;
     for (let t = t0; t < t1; t++) {
       const r = <usize>((t - t0) * g);
-      intQueries(q + (<usize>(t * numHeads + h0) * db), g, d, group, scale, q16 + r * qrow, qs + (r << 2), qsum + (r * <usize>groups << 2));
+      intQueries(q + (<usize>(t * numHeads + h0) * db), g, d, group, scale, q16 + r * qrow, qs + (r << 2), qsum + (r * <usize>groups << 2), q8K ? 127 : 32767);
     }
   }
 
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
+    if (q8K && lo + s0 + bs <= qlenK) {
+      scoreTileQ8(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps);
+      continue;
+    }
     if (intK && lo + s0 + bs <= qlenK) {
       scoreTileInt(descK, kvh, capacity, lo + s0, bs, d, rows, q16, qs, qsum, scores + (<usize>s0 << 2), <usize>sp << 2, tile, ps, stage, !fast);
       continue;
@@ -953,7 +1224,7 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
     const row = scores + (<usize>r * <usize>sp << 2);
     const rowSeen = min(seen, visible + t0 + r / g - lo);
     const m = rowMax(row, rowSeen, sp);
-    const total = expRow(row, sp, m, f32x4.splat(1));
+    const total = fast ? expRowFast(row, sp, m) : expRow(row, sp, m, f32x4.splat(1));
     store<f32>(invs + (<usize>r << 2), total > 0 ? <f32>(1 / total) : 0);
     if (part >= 0) {
       store<f32>(partial + (<usize>r * <usize>(d + 2) << 2), rowSeen > 0 ? m : -Infinity);
@@ -965,7 +1236,8 @@ function qattendItem(a: usize, thread: i32, t0: i32, t1: i32, kvh: i32, h0: i32,
   for (let s0 = 0; s0 < seen; s0 += QB) {
     const bs = min(QB, seen - s0);
     if (intV && lo + s0 + bs <= qlenV && (!fast || noSinks(positions, kvh, capacity, lo + s0, bs, sinksV))) {
-      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0);
+      axpyTileInt(descV, kvh, capacity, lo + s0, bs, d, rows, scores + (<usize>s0 << 2), <usize>sp << 2, acc, zsum, tile, iw, ps, stage, fast ? lvV : 0,
+        q8V ? 127 : 32767);
       continue;
     }
     decodeTile(tile, descV, a, kvh, lo + s0, bs, chS, chZ, stage);

@@ -3,6 +3,8 @@
 // i8 dot products; ASC_FEATURE_RELAXED_SIMD selects those code paths at compile time). The runtime
 // loads the relaxed build where the engine validates it (src/kernels/wasm.ts).
 // Runs from `npm run build`, so a fresh clone builds the wasm with no manual step.
+// KVPACK_KERNEL_NAMES=1 keeps the functions' names (asc --debug), so V8's CPU profiles (node --cpu-prof)
+// name the kernels' functions instead of wasm-function[N].
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +23,7 @@ for (const { file, features } of BUILDS) {
     [
       join(root, 'assembly', 'index.ts'),
       '--outFile', join(root, 'build', file),
-      '-O3',
+      '-O3', ...(process.env.KVPACK_KERNEL_NAMES ? ['--debug'] : []),
       '--noAssert',
       '--runtime', 'stub',
       // No env.abort import: kernels never allocate or assert.
