@@ -83,7 +83,8 @@ export function matmulScratchBytes(how: MatmulScratch, n: number, cols: number, 
   if (how === 'prepared') return n * preparedBytes(cols) + (n > 1 ? Math.ceil(n / 4) * cols : 0) + BLOCK_SCRATCH;
   // the chunk's rows packed by quads, 4 rows converted before packing
   if (how === 'tiles') return (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
-  // float weights for a few tokens: one packed quad of rows (assembly/matmul.ts matmulFew)
+  // float weights for a few tokens: one packed quad of rows (assembly/matmul.ts matmulFew), or as
+  // many bytes of f16's two prescaled tokens (dotF16sPair)
   if (how === 'few') return cols * 16;
   return how === 'prescaled' ? cols * 4 : 0;
 }
