@@ -54,9 +54,11 @@ export function matmulJob(ctrl: usize, thread: i32): i32 {
       prepared = 1;
       intMatmulRows(out, w, dt, rowBytes(dt, cols), rows, cols, n, r0, r1, scratch);
     } else if (n <= MATMUL_FEW && (dt == DT_F32 || dt == DT_F16 || dt == DT_BF16)) {
-      // f16 at 2 tokens: both tokens' x prescaled once per thread (as the matvec's), then the rows in registers
+      // f32 rows up to F32_IN_REGISTERS tokens, and f16 rows at 2 tokens against x prescaled once per
+      // thread (as the matvec's), in registers, each token summed as its one-token matvec sums it
       if (dt == DT_F16 && n == 2 && prepared < 0) prepared = prescaleTokens(scratch, x, cols, n) ? 1 : 0;
-      if (dt == DT_F16 && n == 2 && prepared == 1) dotF16sPair(out, x, w, rows, cols, r0, r1, scratch);
+      if (dt == DT_F32 && n <= F32_IN_REGISTERS) dotF32Few(out, x, w, rows, cols, n, r0, r1);
+      else if (dt == DT_F16 && n == 2 && prepared == 1) dotF16sPair(out, x, w, rows, cols, r0, r1, scratch);
       else matmulFew(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     } else {
       matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
@@ -258,8 +260,12 @@ function matmulFew(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i32
   }
 }
 
-/** f16 weights at 2 tokens run dotF16sPair rather than matmulFew: 1.5-1.6× the step rate of batched
- *  decode on the 135M shape; at 4 tokens it ran slower than the packed tiles (docs/serve.md). */
+/** f32 weights up to this many tokens run dotF32Few rather than matmulFew (docs/serve.md). */
+const F32_IN_REGISTERS = 4;
+
+/** Rows [r0, r1) of f16 weights for 2 tokens of prescaled x (xs: prescaleTokens), as dotF16s per
+ *  token. Against matmulFew's packed quads: 1.5× the step rate of two batched sessions on the 135M
+ *  shape; the same kernel for 4 tokens ran slower than the tiles (docs/serve.md). */
 function dotF16sPair(out: usize, x: usize, w: usize, rows: i32, cols: i32, r0: i32, r1: i32, xs: usize): void {
   const rb = <usize>cols << 1;
   const fs = <usize>cols << 2;
@@ -283,6 +289,54 @@ function dotF16sPair(out: usize, x: usize, w: usize, rows: i32, cols: i32, r0: i
     store<f32>(o, withTail(hsum(a0) + hsum(b0), wr, x, c8, cols));
     store<f32>(o + os, withTail(hsum(a1) + hsum(b1), wr, x + fs, c8, cols));
   }
+}
+
+/** Rows [r0, r1) of f32 weights for n (2..F32_IN_REGISTERS) tokens: a row at a time, its tokens two by
+ *  two (the row read from memory once, then from L1), each token summed exactly as dotF32 sums it: every
+ *  token gets its one-token matvec's numbers. */
+function dotF32Few(out: usize, x: usize, w: usize, rows: i32, cols: i32, n: i32, r0: i32, r1: i32): void {
+  const fs = <usize>cols << 2;
+  const os = <usize>rows << 2;
+  for (let r = r0; r < r1; r++) {
+    const wr = w + <usize>r * fs;
+    const o = out + (<usize>r << 2);
+    let t = 0;
+    for (; t + 2 <= n; t += 2) rowF32Pair(wr, x + <usize>t * fs, fs, cols, o + <usize>t * os, os);
+    if (t < n) store<f32>(o + <usize>t * os, dotF32(wr, x + <usize>t * fs, cols));
+  }
+}
+
+/** One f32 row · two tokens (x, x + fs) into out, out + os, summed as dotF32 sums each (lanes k % 8 < 4
+ *  and ≥ 4 apart, then 4 at a time, then the scalar tail). */
+// @ts-ignore: decorator
+@inline function rowF32Pair(w: usize, x: usize, fs: usize, cols: i32, out: usize, os: usize): void {
+  const x1 = x + fs;
+  const c8 = cols & ~7, c4 = cols & ~3;
+  let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0;
+  for (let k = 0; k < c8; k += 8) {
+    const o = <usize>k << 2;
+    const u = v128.load(w + o), v = v128.load(w + o, 16);
+    a0 = f32x4.add(a0, f32x4.mul(u, v128.load(x + o)));
+    b0 = f32x4.add(b0, f32x4.mul(v, v128.load(x + o, 16)));
+    a1 = f32x4.add(a1, f32x4.mul(u, v128.load(x1 + o)));
+    b1 = f32x4.add(b1, f32x4.mul(v, v128.load(x1 + o, 16)));
+  }
+  if (c4 > c8) {
+    const o = <usize>c8 << 2;
+    const u = v128.load(w + o);
+    a0 = f32x4.add(a0, f32x4.mul(u, v128.load(x + o)));
+    a1 = f32x4.add(a1, f32x4.mul(u, v128.load(x1 + o)));
+  }
+  store<f32>(out, withTailF32(hsum(f32x4.add(a0, b0)), w, x, c4, cols));
+  store<f32>(out + os, withTailF32(hsum(f32x4.add(a1, b1)), w, x1, c4, cols));
+}
+
+/** s plus Σ w[k]·x[k] over an f32 row's tail columns [c4, cols), as dotF32 adds it (s itself when there are none). */
+function withTailF32(s: f32, w: usize, x: usize, c4: i32, cols: i32): f32 {
+  if (c4 == cols) return s;
+  let t: f32 = 0;
+  for (let k = c4; k < cols; k++) t += load<f32>(w + (<usize>k << 2)) * load<f32>(x + (<usize>k << 2));
+  return s + t;
 }
 
 /** prescaleX of each of n tokens (x rows cols floats apart) into scratch, cols floats apart: false if

@@ -86,18 +86,18 @@ describe.each([1, 2])('wasm kernels, %i thread(s), vs reference', (threads) => {
       }
     });
 
-    it('f16 at 2 tokens (batched decode of two sessions): each token gets its one-token matvec\'s numbers, bit for bit', () => {
+    it('f16 at 2 tokens and f32 at 2-4 (batched decode of a few sessions): each token gets its one-token matvec\'s numbers, bit for bit', () => {
       const r = rng(9);
-      const n = 2;
-      for (const [rows, cols] of [[37, 45], [130, 257], [203, 320]] as [number, number][]) {
-        const w = putMatrix(wasm, randomMatrixBytes(r, 'f16', rows, cols), 'f16', rows, cols);
+      const cases = [['f16', 2, 37, 45], ['f16', 2, 130, 257], ['f16', 2, 203, 320], ['f32', 2, 37, 45], ['f32', 3, 130, 258], ['f32', 4, 203, 320]];
+      for (const [dtype, n, rows, cols] of cases as [DType, number, number, number][]) {
+        const w = putMatrix(wasm, randomMatrixBytes(r, dtype, rows, cols), dtype, rows, cols);
         const x = put(wasm, randomF32(r, n * cols));
         const out = wasm.arena.alloc(n * rows * 4);
         const one = wasm.arena.alloc(rows * 4);
         wasm.matmul(out, x, w, n);
         for (let t = 0; t < n; t++) {
           wasm.matmul(one, x + t * cols * 4, w, 1);
-          expect(wasm.arena.f32(out + t * rows * 4, rows), `${rows}x${cols} token ${t}`).toEqual(wasm.arena.f32(one, rows));
+          expect(wasm.arena.f32(out + t * rows * 4, rows), `${dtype} ${rows}x${cols} n=${n} token ${t}`).toEqual(wasm.arena.f32(one, rows));
         }
         for (const p of [w.ptr, x, out, one]) wasm.arena.free(p);
       }

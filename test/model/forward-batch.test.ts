@@ -95,6 +95,13 @@ describe.each([
     }
     for (const s of [...alone, ...batched]) s.dispose();
   });
+
+  it('gives two sessions (the two-row kernels) the logits they get alone, bit for bit', () => {
+    const [alone, batched] = decodeBothWays(model, SPECS.slice(0, 2), 8, (row, own, i, step) => {
+      expect(row, `session ${i} (${SPECS[i]}), step ${step}`).toEqual(own);
+    });
+    for (const s of [...alone, ...batched]) s.dispose();
+  });
 });
 
 // quantized weights the fast way: a batch's matmul gives each token its one-token matvec's numbers
