@@ -54,11 +54,12 @@ export function matmulJob(ctrl: usize, thread: i32): i32 {
       prepared = 1;
       intMatmulRows(out, w, dt, rowBytes(dt, cols), rows, cols, n, r0, r1, scratch);
     } else if (n <= MATMUL_FEW && (dt == DT_F32 || dt == DT_F16 || dt == DT_BF16)) {
-      // f32 rows up to F32_IN_REGISTERS tokens, and f16 rows at 2 tokens against x prescaled once per
-      // thread (as the matvec's), in registers, each token summed as its one-token matvec sums it
+      // f32 rows up to F32_IN_REGISTERS tokens, and f16 (x prescaled once per thread, as the matvec's)
+      // and bf16 rows at 2 tokens, in registers, each token summed as its one-token matvec sums it
       if (dt == DT_F16 && n == 2 && prepared < 0) prepared = prescaleTokens(scratch, x, cols, n) ? 1 : 0;
       if (dt == DT_F32 && n <= F32_IN_REGISTERS) dotF32Few(out, x, w, rows, cols, n, r0, r1);
       else if (dt == DT_F16 && n == 2 && prepared == 1) dotF16sPair(out, x, w, rows, cols, r0, r1, scratch);
+      else if (dt == DT_BF16 && n == 2) dotBf16Pair(out, x, w, rows, cols, r0, r1);
       else matmulFew(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     } else {
       matmulRows(out, x, w, dt, rows, cols, n, r0, r1, scratch);
@@ -129,14 +130,7 @@ function dotHalves(w: usize, x: usize, cols: i32, bf16: bool): f32 {
     a = madd(bf16 ? bf2fLo(v) : h2fLo(v), v128.load(xo), a);
     b = madd(bf16 ? bf2fHi(v) : h2fHi(v), v128.load(xo, 16), b);
   }
-  const s = hsum(f32x4.add(a, b));
-  if (k == cols) return s;
-  let t: f32 = 0;
-  for (; k < cols; k++) {
-    const h = load<u16>(w + (<usize>k << 1));
-    t += (bf16 ? reinterpret<f32>(<u32>h << 16) : h2fScalar(h)) * load<f32>(x + (<usize>k << 2));
-  }
-  return s + t;
+  return withTail(hsum(f32x4.add(a, b)), w, x, k, cols, bf16);
 }
 
 /** One f16 row · x for prescaled x (xs from prescaleX): each half is widened to the f32 bit pattern
@@ -339,6 +333,32 @@ function withTailF32(s: f32, w: usize, x: usize, c4: i32, cols: i32): f32 {
   return s + t;
 }
 
+/** Rows [r0, r1) of bf16 weights for 2 tokens, each row read and widened once, both tokens summed as
+ *  their one-token dotHalves sums them. */
+function dotBf16Pair(out: usize, x: usize, w: usize, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  const rb = <usize>cols << 1;
+  const fs = <usize>cols << 2;
+  const os = <usize>rows << 2;
+  const c8 = cols & ~7;
+  const x1 = x + fs;
+  for (let r = r0; r < r1; r++) {
+    const wr = w + <usize>r * rb;
+    let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0;
+    for (let k = 0; k < c8; k += 8) {
+      const v = v128.load(wr + (<usize>k << 1));
+      const lo = bf2fLo(v), hi = bf2fHi(v);
+      const o = <usize>k << 2;
+      a0 = madd(lo, v128.load(x + o), a0);
+      b0 = madd(hi, v128.load(x + o, 16), b0);
+      a1 = madd(lo, v128.load(x1 + o), a1);
+      b1 = madd(hi, v128.load(x1 + o, 16), b1);
+    }
+    const o = out + (<usize>r << 2);
+    store<f32>(o, withTail(hsum(f32x4.add(a0, b0)), wr, x, c8, cols, true));
+    store<f32>(o + os, withTail(hsum(f32x4.add(a1, b1)), wr, x1, c8, cols, true));
+  }
+}
+
 /** prescaleX of each of n tokens (x rows cols floats apart) into scratch, cols floats apart: false if
  *  any token is too large for it. */
 function prescaleTokens(scratch: usize, x: usize, cols: i32, n: i32): bool {
@@ -347,11 +367,14 @@ function prescaleTokens(scratch: usize, x: usize, cols: i32, n: i32): bool {
   return true;
 }
 
-/** s plus Σ half(w[k])·x[k] over the f16 row's tail columns [c8, cols) (s itself when there are none). */
-function withTail(s: f32, w: usize, x: usize, c8: i32, cols: i32): f32 {
+/** s plus Σ half(w[k])·x[k] over an f16 (or bf16) row's tail columns [c8, cols) (s itself when there are none). */
+function withTail(s: f32, w: usize, x: usize, c8: i32, cols: i32, bf16: bool = false): f32 {
   if (c8 == cols) return s;
   let t: f32 = 0;
-  for (let k = c8; k < cols; k++) t += h2fScalar(load<u16>(w + (<usize>k << 1))) * load<f32>(x + (<usize>k << 2));
+  for (let k = c8; k < cols; k++) {
+    const h = <u32>load<u16>(w + (<usize>k << 1));
+    t += (bf16 ? reinterpret<f32>(h << 16) : h2fScalar(h)) * load<f32>(x + (<usize>k << 2));
+  }
   return s + t;
 }
 
