@@ -54,11 +54,11 @@ export function matmulJob(ctrl: usize, thread: i32): i32 {
       prepared = 1;
       intMatmulRows(out, w, dt, rowBytes(dt, cols), rows, cols, n, r0, r1, scratch);
     } else if (n <= MATMUL_FEW && (dt == DT_F32 || dt == DT_F16 || dt == DT_BF16)) {
-      // f32 rows up to F32_IN_REGISTERS tokens, and f16 (x prescaled once per thread, as the matvec's)
-      // and bf16 rows at 2 tokens, in registers, each token summed as its one-token matvec sums it
-      if (dt == DT_F16 && n == 2 && prepared < 0) prepared = prescaleTokens(scratch, x, cols, n) ? 1 : 0;
+      // f32 and f16 rows (x prescaled once per thread, as the matvec's) up to 4 tokens and bf16 rows at 2,
+      // in registers, each token summed as its one-token matvec sums it
+      if (dt == DT_F16 && n <= F16_IN_REGISTERS && prepared < 0) prepared = prescaleTokens(scratch, x, cols, n) ? 1 : 0;
       if (dt == DT_F32 && n <= F32_IN_REGISTERS) dotF32Few(out, x, w, rows, cols, n, r0, r1);
-      else if (dt == DT_F16 && n == 2 && prepared == 1) dotF16sPair(out, x, w, rows, cols, r0, r1, scratch);
+      else if (dt == DT_F16 && n <= F16_IN_REGISTERS && prepared == 1) dotF16sFew(out, x, w, rows, cols, n, r0, r1, scratch);
       else if (dt == DT_BF16 && n == 2) dotBf16Pair(out, x, w, rows, cols, r0, r1);
       else matmulFew(out, x, w, dt, rows, cols, n, r0, r1, scratch);
     } else {
@@ -257,32 +257,43 @@ function matmulFew(out: usize, x: usize, w: usize, dt: i32, rows: i32, cols: i32
 /** f32 weights up to this many tokens run dotF32Few rather than matmulFew (docs/serve.md). */
 const F32_IN_REGISTERS = 4;
 
-/** Rows [r0, r1) of f16 weights for 2 tokens of prescaled x (xs: prescaleTokens), as dotF16s per
- *  token. Against matmulFew's packed quads: 1.5× the step rate of two batched sessions on the 135M
- *  shape; the same kernel for 4 tokens ran slower than the tiles (docs/serve.md). */
-function dotF16sPair(out: usize, x: usize, w: usize, rows: i32, cols: i32, r0: i32, r1: i32, xs: usize): void {
+/** f16 weights up to this many tokens run dotF16sFew rather than matmulFew (docs/serve.md). */
+const F16_IN_REGISTERS = 4;
+
+/** Rows [r0, r1) of f16 weights for n (2..F16_IN_REGISTERS) tokens of prescaled x (xs: prescaleTokens):
+ *  a row at a time, its tokens two by two (the row read from memory once, then from L1), each token
+ *  summed exactly as dotF16s sums it: every token gets its one-token matvec's numbers. */
+function dotF16sFew(out: usize, x: usize, w: usize, rows: i32, cols: i32, n: i32, r0: i32, r1: i32, xs: usize): void {
   const rb = <usize>cols << 1;
   const fs = <usize>cols << 2;
   const os = <usize>rows << 2;
+  for (let r = r0; r < r1; r++) {
+    const wr = w + <usize>r * rb;
+    const o = out + (<usize>r << 2);
+    let t = 0;
+    for (; t + 2 <= n; t += 2) rowF16sPair(wr, xs + <usize>t * fs, x + <usize>t * fs, fs, cols, o + <usize>t * os, os);
+    if (t < n) store<f32>(o + <usize>t * os, dotF16s(wr, xs + <usize>t * fs, x + <usize>t * fs, cols));
+  }
+}
+
+/** One f16 row · two tokens (prescaled xs, xs + fs; x, x + fs for the tail) into out, out + os, each
+ *  summed as dotF16s sums it: every 8 halves loaded and widened once for both. */
+// @ts-ignore: decorator
+@inline function rowF16sPair(w: usize, xs: usize, x: usize, fs: usize, cols: i32, out: usize, os: usize): void {
   const c8 = cols & ~7;
   const x1 = xs + fs;
-  for (let r = r0; r < r1; r++) {
-    // as dotF16s: each 8 halves loaded and widened once, both tokens summed in its order
-    const wr = w + <usize>r * rb;
-    let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0;
-    for (let k = 0; k < c8; k += 8) {
-      const v = v128.load(wr + (<usize>k << 1));
-      const e = h2fEven(v), d = h2fOdd(v);
-      const o = <usize>k << 2;
-      a0 = f32x4.add(a0, f32x4.mul(e, v128.load(xs + o)));
-      b0 = f32x4.add(b0, f32x4.mul(d, v128.load(xs + o, 16)));
-      a1 = f32x4.add(a1, f32x4.mul(e, v128.load(x1 + o)));
-      b1 = f32x4.add(b1, f32x4.mul(d, v128.load(x1 + o, 16)));
-    }
-    const o = out + (<usize>r << 2);
-    store<f32>(o, withTail(hsum(a0) + hsum(b0), wr, x, c8, cols));
-    store<f32>(o + os, withTail(hsum(a1) + hsum(b1), wr, x + fs, c8, cols));
+  let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0;
+  for (let k = 0; k < c8; k += 8) {
+    const v = v128.load(w + (<usize>k << 1));
+    const e = h2fEven(v), d = h2fOdd(v);
+    const o = <usize>k << 2;
+    a0 = f32x4.add(a0, f32x4.mul(e, v128.load(xs + o)));
+    b0 = f32x4.add(b0, f32x4.mul(d, v128.load(xs + o, 16)));
+    a1 = f32x4.add(a1, f32x4.mul(e, v128.load(x1 + o)));
+    b1 = f32x4.add(b1, f32x4.mul(d, v128.load(x1 + o, 16)));
   }
+  store<f32>(out, withTail(hsum(a0) + hsum(b0), w, x, c8, cols));
+  store<f32>(out + os, withTail(hsum(a1) + hsum(b1), w, x + fs, c8, cols));
 }
 
 /** Rows [r0, r1) of f32 weights for n (2..F32_IN_REGISTERS) tokens: a row at a time, its tokens two by

@@ -96,11 +96,13 @@ describe.each([
     for (const s of [...alone, ...batched]) s.dispose();
   });
 
-  it('gives two sessions (the two-row kernels) the logits they get alone, bit for bit', () => {
-    const [alone, batched] = decodeBothWays(model, SPECS.slice(0, 2), 8, (row, own, i, step) => {
-      expect(row, `session ${i} (${SPECS[i]}), step ${step}`).toEqual(own);
-    });
-    for (const s of [...alone, ...batched]) s.dispose();
+  it('gives 2, 3 and 4 sessions (rows in registers) the logits they get alone, bit for bit', () => {
+    for (const sessions of [2, 3, 4]) {
+      const [alone, batched] = decodeBothWays(model, SPECS.slice(0, sessions), 8, (row, own, i, step) => {
+        expect(row, `${sessions} sessions: session ${i} (${SPECS[i]}), step ${step}`).toEqual(own);
+      });
+      for (const s of [...alone, ...batched]) s.dispose();
+    }
   });
 });
 
