@@ -84,7 +84,7 @@ export function matmulScratchBytes(how: MatmulScratch, n: number, cols: number, 
   // the chunk's rows packed by quads, 4 rows converted before packing
   if (how === 'tiles') return (chunk + 4) * cols * 4 + BLOCK_SCRATCH;
   // float weights for a few tokens: one packed quad of rows (assembly/matmul.ts matmulFew), or as
-  // many bytes of f16's two prescaled tokens (dotF16sPair)
+  // many bytes of f16's up to 4 prescaled tokens (dotF16sFew)
   if (how === 'few') return cols * 16;
   return how === 'prescaled' ? cols * 4 : 0;
 }
