@@ -5,7 +5,7 @@ import { argmax } from '../engine/sample.js';
 import type { BenchContext, Section, SectionResult } from './section.js';
 import { MODEL_SPECS, type BenchModel } from './models.js';
 import { promptTokens } from './speed.js';
-import { formatRatio, median, type Cell, type Table } from './table.js';
+import { formatRatio, median, ratioCell, type Table } from './table.js';
 
 /**
  * Batched decode: N concurrent greedy streams stepped together, kvpack through `model.batch` (one
@@ -125,7 +125,6 @@ async function runBatch(ctx: BenchContext): Promise<SectionResult> {
     }
   }
   const one = (r: Row, key: 'kvpack' | 'llama'): number | null => rows.find((x) => x.model === r.model && x.threads === r.threads && x.streams === 1)?.[key] ?? null;
-  const ratio = (a: number | null, b: number | null): Cell => (a !== null && b !== null ? a / b : null);
   const table: Table = {
     title: `Batched decode: aggregate tokens/s of N concurrent greedy streams (${PROMPT_TOKENS}-token prompts, ${steps} tokens each)`,
     columns: [
@@ -140,8 +139,8 @@ async function runBatch(ctx: BenchContext): Promise<SectionResult> {
       { key: 'load', header: 'load' },
     ],
     rows: rows.map((r) => ({
-      model: r.model, threads: r.threads, streams: r.streams, kvpack: r.kvpack, kvpackRatio: ratio(r.kvpack, one(r, 'kvpack')),
-      llama: r.llama, llamaRatio: ratio(r.llama, one(r, 'llama')), vs: ratio(r.kvpack, r.llama), load: r.load,
+      model: r.model, threads: r.threads, streams: r.streams, kvpack: r.kvpack, kvpackRatio: ratioCell(r.kvpack, one(r, 'kvpack')),
+      llama: r.llama, llamaRatio: ratioCell(r.llama, one(r, 'llama')), vs: ratioCell(r.kvpack, r.llama), load: r.load,
     })),
     notes: [
       `kvpack: model.batch, one forward pass over every stream's row per token (what kvpack serve runs), cache ${o.cache}; llama.cpp: N sequences of one context, evaluated concurrently (node-llama-cpp batches them into one decode)`,

@@ -7,7 +7,7 @@ import { KvpackEngine, LlamaCppEngine, type Engine } from './engines.js';
 import type { BenchModel } from './models.js';
 import { readBandwidth, rooflineShare } from './bandwidth.js';
 import { kvBytesPerToken } from '../model/config.js';
-import { formatNumber, formatRatio, formatShare, median, type Cell, type Table } from './table.js';
+import { formatNumber, formatRatio, formatShare, median, ratioCell, type Cell, type Table } from './table.js';
 
 /** Token counts of one speed run. */
 interface Sizes {
@@ -178,7 +178,6 @@ async function runRow(
   }
 }
 
-const ratio = (a: Measured | null, b: Measured | null): Cell => (a && b ? a.tokPerS / b.tokPerS : null);
 
 function sizesFor(o: BenchContext['options']): Sizes {
   const decode = o.decodeTokens ?? (o.quick ? 16 : 64);
@@ -239,13 +238,13 @@ function speedTables(rows: SpeedRow[], sizes: Sizes, runs: number, chunkSizes: n
       threads: r.threads,
       kvDecode: r.kvpackDecode?.tokPerS ?? null,
       llDecode: r.llamaDecode?.tokPerS ?? null,
-      decodeRatio: ratio(r.kvpackDecode, r.llamaDecode),
+      decodeRatio: ratioCell(r.kvpackDecode?.tokPerS, r.llamaDecode?.tokPerS),
       kvRoofline: r.kvpackStepBytes === null ? null : rooflineShare(r.kvpackStepBytes, r.kvpackDecode?.tokPerS, r.bandwidth),
       llRoofline: r.llamaStepBytes === null ? null : rooflineShare(r.llamaStepBytes, r.llamaDecode?.tokPerS, r.bandwidth),
       kvPrefill: r.kvpackPrefill?.tokPerS ?? null,
       kvChunk: r.kvpackChunk,
       llPrefill: r.llamaPrefill?.tokPerS ?? null,
-      prefillRatio: ratio(r.kvpackPrefill, r.llamaPrefill),
+      prefillRatio: ratioCell(r.kvpackPrefill?.tokPerS, r.llamaPrefill?.tokPerS),
       load: r.load.map((l) => l.toFixed(1)).join('→'),
       files: r.kvpackFile === r.llamaFile ? `both: ${r.llamaFile}` : `kvpack: ${r.kvpackFile || '—'}; llama.cpp: ${r.llamaFile}`,
     })),

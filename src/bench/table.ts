@@ -29,6 +29,11 @@ export function formatNumber(v: number): string {
   return v.toFixed(3);
 }
 
+/** a / b as a cell: empty where either is missing. */
+export function ratioCell(a: number | null | undefined, b: number | null | undefined): Cell {
+  return a != null && b != null ? a / b : null;
+}
+
 /** A ratio printed as '0.93×'. */
 export function formatRatio(v: number): string {
   return `${v.toFixed(2)}×`;
